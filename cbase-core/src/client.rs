@@ -1,0 +1,55 @@
+//! How typed clients reach a service: the [`Invoke`] trait and [`ClientError`].
+//!
+//! `#[cbase::service]` generates a client (`BankClient`) with one async method
+//! per trait method. It sends requests through anything that implements
+//! [`Invoke`]: the network client of `cbase-net` for a replicated cluster, or
+//! [`LocalInvoker`](crate::local::LocalInvoker) for a single in-process
+//! executor (tests, examples).
+
+use std::future::Future;
+
+use crate::executor::ExecError;
+
+/// Sends one request and waits for its response.
+pub trait Invoke<Req, Resp>: Send + Sync {
+    /// Sends `request`; resolves to the service's response or why there is none.
+    fn invoke(&self, request: Req) -> impl Future<Output = Result<Resp, ClientError>> + Send;
+}
+
+/// Why a client call produced no result.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The service ran the request and it failed (an undeclared access or a
+    /// panic). Every correct replica reports the same error.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// No result arrived in time.
+    #[error("no result within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The service is not reachable or has shut down.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// The client is misconfigured (for example, a bad cluster file).
+    #[error("bad client configuration: {0}")]
+    Config(String),
+    /// A response of the wrong kind came back for this method: the replicas
+    /// run a different version of the service.
+    #[error("response to `{method}` has the wrong type; client and service versions differ")]
+    MismatchedResponse {
+        /// The method that was called.
+        method: &'static str,
+    },
+}
+
+impl<Req, Resp, T: Invoke<Req, Resp> + ?Sized> Invoke<Req, Resp> for std::sync::Arc<T> {
+    fn invoke(&self, request: Req) -> impl Future<Output = Result<Resp, ClientError>> + Send {
+        (**self).invoke(request)
+    }
+}
+
+impl<Req, Resp, T: Invoke<Req, Resp> + ?Sized> Invoke<Req, Resp> for &T {
+    fn invoke(&self, request: Req) -> impl Future<Output = Result<Resp, ClientError>> + Send {
+        (**self).invoke(request)
+    }
+}

@@ -1,0 +1,468 @@
+//! The executor: a worker pool fed by the parallelizer.
+//!
+//! Requests are submitted in agreed order. The [`Parallelizer`] decides when
+//! each may start; ready requests go to a crossbeam channel served by `W`
+//! worker threads. A worker that finishes a request releases its keys and, if
+//! that made other requests ready, runs one of them itself (no hand-off, so a
+//! chain of dependent requests stays on one thread) and queues the rest for the
+//! other workers. `workers(1)` is the sequential baseline (the paper's BASE): the
+//! same code path, with no concurrency.
+//!
+//! Each reply goes to the sink as soon as its request finishes, tagged with the
+//! caller's sequence tag. A panicking request becomes an [`ExecError`] reply,
+//! the same on every replica, and the worker carries on. A [barrier](Executor::barrier)
+//! runs a closure at a point in the order where everything submitted before it
+//! has finished and nothing after it has started: that is where checkpoints
+//! take their snapshot and digest.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+
+use crossbeam::channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use crate::access::AccessSet;
+use crate::context::Context;
+use crate::parallelizer::{Parallelizer, TaskId};
+use crate::scope::{self, UndeclaredAccess};
+use crate::service::{self, Request, Service};
+use crate::state::StateError;
+
+/// The outcome of one request, delivered as soon as it finishes.
+#[derive(Debug)]
+pub struct Reply<R> {
+    /// The tag given to [`Executor::submit`].
+    pub tag: u64,
+    /// The response, or why there is none.
+    pub result: Result<R, ExecError>,
+}
+
+/// Why a request produced no response. Deterministic: every correct replica
+/// produces the same error for the same request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ExecError {
+    /// The request touched state its rule does not declare; the access was
+    /// refused before it happened.
+    #[error(transparent)]
+    UndeclaredAccess(#[from] UndeclaredAccess),
+    /// The request panicked.
+    #[error("request `{method}` panicked: {message}")]
+    Panicked {
+        /// The method of the request.
+        method: String,
+        /// The panic message.
+        message: String,
+    },
+}
+
+impl ExecError {
+    fn from_panic(method: &str, payload: Box<dyn Any + Send>) -> ExecError {
+        let payload = match payload.downcast::<UndeclaredAccess>() {
+            Ok(refusal) => return ExecError::UndeclaredAccess(*refusal),
+            Err(other) => other,
+        };
+        let message = if let Some(text) = payload.downcast_ref::<&'static str>() {
+            (*text).to_owned()
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "panic payload is not a string".to_owned()
+        };
+        ExecError::Panicked {
+            method: method.to_owned(),
+            message,
+        }
+    }
+}
+
+/// The executor has been shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the executor has shut down")]
+pub struct Closed;
+
+/// Why [`Executor::try_submit`] did not take a request; the request is handed back.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySubmitError<T> {
+    /// The window is full; try again after some requests finish.
+    #[error("the executor's window is full")]
+    Full(T),
+    /// The executor has shut down.
+    #[error("the executor has shut down")]
+    Closed(T),
+}
+
+/// Configures and starts an [`Executor`].
+#[derive(Clone, Debug)]
+pub struct ExecutorBuilder {
+    workers: usize,
+    window: usize,
+}
+
+impl Default for ExecutorBuilder {
+    fn default() -> Self {
+        ExecutorBuilder {
+            workers: 16,
+            window: 4096,
+        }
+    }
+}
+
+impl ExecutorBuilder {
+    /// A builder with the defaults (16 workers, a window of 4096).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of worker threads (default 16). `1` is the sequential baseline.
+    ///
+    /// # Panics
+    /// If `workers` is 0.
+    pub fn workers(mut self, workers: usize) -> Self {
+        assert!(workers >= 1, "an executor needs at least one worker");
+        self.workers = workers;
+        self
+    }
+
+    /// How many requests may be in flight (submitted, not finished) before
+    /// [`Executor::submit`] waits (default 4096). Bounds memory whatever the
+    /// input rate.
+    ///
+    /// # Panics
+    /// If `window` is 0.
+    pub fn window(mut self, window: usize) -> Self {
+        assert!(window >= 1, "the window must hold at least one request");
+        self.window = window;
+        self
+    }
+
+    /// Names the service's containers, checks its rules against its tables,
+    /// and starts the workers. `sink` receives every reply, on a worker thread.
+    pub fn start<S: Service>(
+        self,
+        service: S,
+        sink: impl Fn(Reply<S::Response>) + Send + Sync + 'static,
+    ) -> Result<Executor<S>, StateError> {
+        service::prepare(&service)?;
+        quiet_refusals_in_panic_hook();
+        let tables: Vec<_> = service
+            .state()
+            .table_names()
+            .into_iter()
+            .map(crate::TableId::of)
+            .collect();
+        let (queue, jobs) = crossbeam::channel::unbounded();
+        let shared = Arc::new(Shared {
+            service,
+            sched: Mutex::new(Sched {
+                parallelizer: Parallelizer::new(self.window, &tables),
+                waiting: (0..self.window).map(|_| None).collect(),
+                closed: false,
+                ready: Vec::new(),
+            }),
+            changed: Condvar::new(),
+            queue,
+            sink: Box::new(sink),
+        });
+        let threads = (0..self.workers)
+            .map(|i| {
+                let shared = Arc::clone(&shared);
+                let jobs = jobs.clone();
+                std::thread::Builder::new()
+                    .name(format!("cbase-worker-{i}"))
+                    .spawn(move || shared.serve(jobs))
+                    .expect("the OS refused to start a worker thread")
+            })
+            .collect();
+        Ok(Executor {
+            shared,
+            threads,
+            workers: self.workers,
+        })
+    }
+}
+
+/// Runs a service's requests on a worker pool, in an order consistent with
+/// their declared access sets. See the [module documentation](self).
+pub struct Executor<S: Service> {
+    shared: Arc<Shared<S>>,
+    threads: Vec<JoinHandle<()>>,
+    workers: usize,
+}
+
+type BarrierFn<S> = Box<dyn FnOnce(&S) + Send>;
+
+enum Work<S: Service> {
+    Request {
+        tag: u64,
+        request: S::Request,
+        access: AccessSet,
+        ctx: Context,
+    },
+    Barrier(BarrierFn<S>),
+}
+
+struct Job<S: Service> {
+    task: TaskId,
+    work: Work<S>,
+}
+
+enum Message<S: Service> {
+    Run(Job<S>),
+    Stop,
+}
+
+struct Sched<S: Service> {
+    parallelizer: Parallelizer,
+    /// Work of scheduled tasks that are not ready yet, by task slot.
+    waiting: Vec<Option<Work<S>>>,
+    closed: bool,
+    ready: Vec<TaskId>,
+}
+
+struct Shared<S: Service> {
+    service: S,
+    sched: Mutex<Sched<S>>,
+    /// Signalled whenever a request finishes (room in the window, maybe idle)
+    /// and when the executor closes.
+    changed: Condvar,
+    queue: Sender<Message<S>>,
+    sink: Box<dyn Fn(Reply<S::Response>) + Send + Sync>,
+}
+
+impl<S: Service> Executor<S> {
+    /// Submits the next request in agreed order, waiting while the window is full.
+    pub fn submit(&self, tag: u64, ctx: Context, request: S::Request) -> Result<(), Closed> {
+        let access = request.access_set();
+        let work = Work::Request {
+            tag,
+            request,
+            access,
+            ctx,
+        };
+        self.shared.schedule(work, true).map_err(|_| Closed)
+    }
+
+    /// Submits the next request in agreed order if the window has room.
+    pub fn try_submit(
+        &self,
+        tag: u64,
+        ctx: Context,
+        request: S::Request,
+    ) -> Result<(), TrySubmitError<S::Request>> {
+        let access = request.access_set();
+        let work = Work::Request {
+            tag,
+            request,
+            access,
+            ctx,
+        };
+        self.shared
+            .schedule(work, false)
+            .map_err(|(work, closed)| match work {
+                Work::Request { request, .. } if closed => TrySubmitError::Closed(request),
+                Work::Request { request, .. } => TrySubmitError::Full(request),
+                Work::Barrier(_) => unreachable!("a request was submitted"),
+            })
+    }
+
+    /// Submits a barrier: `f` runs once everything submitted before it has
+    /// finished, and nothing submitted after it starts until `f` returns.
+    /// Checkpoints use this to snapshot and digest a state that is the same on
+    /// every correct replica. Waits while the window is full.
+    pub fn barrier(&self, f: impl FnOnce(&S) + Send + 'static) -> Result<(), Closed> {
+        self.shared
+            .schedule(Work::Barrier(Box::new(f)), true)
+            .map_err(|_| Closed)
+    }
+
+    /// Blocks until every submitted request and barrier has finished.
+    pub fn wait_idle(&self) {
+        let mut sched = self.shared.sched.lock();
+        while sched.parallelizer.in_flight() > 0 {
+            self.shared.changed.wait(&mut sched);
+        }
+    }
+
+    /// The number of requests and barriers submitted and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.shared.sched.lock().parallelizer.in_flight()
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The service. Reading its state while requests run sees a moving target;
+    /// use [`Executor::barrier`] or [`Executor::wait_idle`] first.
+    pub fn service(&self) -> &S {
+        &self.shared.service
+    }
+
+    /// Finishes everything submitted, then stops the workers.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.wait_idle();
+        {
+            let mut sched = self.shared.sched.lock();
+            sched.closed = true;
+            self.shared.changed.notify_all();
+        }
+        for _ in &self.threads {
+            // Workers only leave their loop on Stop, so the channel is open.
+            let _ = self.shared.queue.send(Message::Stop);
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a cbase worker thread panicked outside a request");
+            }
+        }
+    }
+}
+
+impl<S: Service> Drop for Executor<S> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl<S: Service> Shared<S> {
+    /// Schedules `work`; on refusal hands it back with whether the executor is closed.
+    fn schedule(&self, work: Work<S>, wait_for_room: bool) -> Result<(), (Work<S>, bool)> {
+        let exclusive;
+        let access = match &work {
+            Work::Request { access, .. } => access,
+            Work::Barrier(_) => {
+                exclusive = AccessSet::exclusive();
+                &exclusive
+            }
+        };
+        let mut sched = self.sched.lock();
+        loop {
+            if sched.closed {
+                return Err((work, true));
+            }
+            if !sched.parallelizer.is_full() {
+                break;
+            }
+            if !wait_for_room {
+                return Err((work, false));
+            }
+            self.changed.wait(&mut sched);
+        }
+        let scheduled = sched
+            .parallelizer
+            .schedule(access)
+            .expect("the window has room");
+        if scheduled.ready {
+            drop(sched);
+            self.dispatch(Job {
+                task: scheduled.task,
+                work,
+            });
+        } else {
+            sched.waiting[scheduled.task.index()] = Some(work);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&self, job: Job<S>) {
+        // Workers hold the receiver until they get Stop, which is only sent
+        // after the executor is closed and idle, so this cannot fail.
+        let _ = self.queue.send(Message::Run(job));
+    }
+
+    /// A worker's loop: run jobs, and the jobs they make ready, until Stop.
+    fn serve(&self, jobs: Receiver<Message<S>>) {
+        while let Ok(Message::Run(mut job)) = jobs.recv() {
+            loop {
+                self.run(job.work);
+                match self.finish(job.task) {
+                    Some(next) => job = next,
+                    None => break,
+                }
+            }
+        }
+    }
+
+    fn run(&self, work: Work<S>) {
+        match work {
+            Work::Request {
+                tag,
+                request,
+                access,
+                ctx,
+            } => {
+                let method = request.method();
+                let guard = scope::enter(method, access);
+                let outcome =
+                    catch_unwind(AssertUnwindSafe(|| self.service.execute(request, &ctx)));
+                drop(guard);
+                let result = outcome.map_err(|payload| {
+                    let error = ExecError::from_panic(method, payload);
+                    tracing::debug!(tag, %error, "request failed");
+                    error
+                });
+                if catch_unwind(AssertUnwindSafe(|| (self.sink)(Reply { tag, result }))).is_err() {
+                    tracing::error!(tag, "the reply sink panicked; the reply is lost");
+                }
+            }
+            Work::Barrier(f) => {
+                if catch_unwind(AssertUnwindSafe(|| f(&self.service))).is_err() {
+                    tracing::error!("a barrier closure panicked");
+                }
+            }
+        }
+    }
+
+    /// Releases `task`'s keys; returns one newly ready job for this worker to
+    /// run next and queues the others.
+    fn finish(&self, task: TaskId) -> Option<Job<S>> {
+        let mut sched = self.sched.lock();
+        let Sched {
+            parallelizer,
+            waiting,
+            ready,
+            ..
+        } = &mut *sched;
+        parallelizer.complete(task, ready);
+        let mut next = None;
+        for task in ready.drain(..) {
+            let work = waiting[task.index()]
+                .take()
+                .expect("a task becomes ready once");
+            let job = Job { task, work };
+            if next.is_none() {
+                next = Some(job);
+            } else {
+                self.dispatch(job);
+            }
+        }
+        self.changed.notify_all();
+        next
+    }
+}
+
+/// Refused accesses unwind with an [`UndeclaredAccess`] payload and become
+/// error replies; the default panic hook would print each one as if it were a
+/// crash. Other panics still reach the previous hook.
+fn quiet_refusals_in_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<UndeclaredAccess>() {
+                previous(info);
+            }
+        }));
+    });
+}

@@ -1,0 +1,134 @@
+//! The [`Service`] trait: what the executor runs.
+//!
+//! `#[cbase::service]` implements these traits for a user's annotated trait;
+//! they can also be written by hand, as below.
+//!
+//! ```
+//! use cbase_core::{AccessSet, Container, Context, ExecutorBuilder, Key, Request, Service, State, Table};
+//!
+//! /// The state: one table, named after its field.
+//! struct Counters {
+//!     counts: Table<String, u64>,
+//! }
+//!
+//! impl State for Counters {
+//!     fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+//!         vec![("counts", &self.counts)]
+//!     }
+//! }
+//!
+//! /// The requests, each with its access set.
+//! enum CounterRequest {
+//!     Add { name: String, by: u64 },
+//!     Get { name: String },
+//! }
+//!
+//! impl Request for CounterRequest {
+//!     fn access_set(&self) -> AccessSet {
+//!         match self {
+//!             CounterRequest::Add { name, .. } => AccessSet::none().write(Key::entry("counts", name)),
+//!             CounterRequest::Get { name } => AccessSet::none().read(Key::entry("counts", name)),
+//!         }
+//!     }
+//!     fn method(&self) -> &'static str {
+//!         match self {
+//!             CounterRequest::Add { .. } => "add",
+//!             CounterRequest::Get { .. } => "get",
+//!         }
+//!     }
+//!     fn declared_tables() -> Vec<(&'static str, &'static str)> {
+//!         vec![("add", "counts"), ("get", "counts")]
+//!     }
+//! }
+//!
+//! struct CounterService(Counters);
+//!
+//! impl Service for CounterService {
+//!     type Request = CounterRequest;
+//!     type Response = u64;
+//!     fn execute(&self, request: CounterRequest, _ctx: &Context) -> u64 {
+//!         match request {
+//!             CounterRequest::Add { name, by } => self.0.counts.upsert(name, || 0, |n| { *n += by; *n }),
+//!             CounterRequest::Get { name } => self.0.counts.get(&name).unwrap_or(0),
+//!         }
+//!     }
+//!     fn state(&self) -> &dyn State {
+//!         &self.0
+//!     }
+//! }
+//!
+//! let (replies, received) = std::sync::mpsc::channel();
+//! let executor = ExecutorBuilder::new()
+//!     .workers(4)
+//!     .start(CounterService(Counters { counts: Table::new() }), move |reply| {
+//!         let _ = replies.send(reply);
+//!     })
+//!     .unwrap();
+//! for tag in 0..10 {
+//!     let request = CounterRequest::Add { name: format!("c{}", tag % 3), by: 1 };
+//!     executor.submit(tag, Context::new(0, [0; 32]), request).unwrap();
+//! }
+//! executor.wait_idle();
+//! assert_eq!(received.try_iter().count(), 10);
+//! assert_eq!(executor.service().0.counts.get(&"c0".to_owned()), Some(4));
+//! ```
+
+use crate::access::AccessSet;
+use crate::context::Context;
+use crate::state::{State, StateError};
+
+/// A request: something the executor can schedule, because it knows what it touches.
+pub trait Request: Send + 'static {
+    /// The keys this request reads and writes. Must be a pure function of the
+    /// request (no state, no clock): every replica must derive the same set.
+    fn access_set(&self) -> AccessSet;
+
+    /// The name of the method, for error messages.
+    fn method(&self) -> &'static str;
+
+    /// Every (method, table) pair that the rules name, so a service can refuse
+    /// to start when a rule names a table its state does not have.
+    fn declared_tables() -> Vec<(&'static str, &'static str)>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
+}
+
+/// A replicated service: requests, how to execute one, and the state.
+///
+/// `execute` takes `&self` because independent requests run at the same time;
+/// the state must live in cbase containers, which check every access against
+/// the request's [`AccessSet`].
+pub trait Service: Send + Sync + 'static {
+    /// The requests this service accepts.
+    type Request: Request;
+    /// What a request returns.
+    type Response: Send + 'static;
+
+    /// Runs one request. A panic becomes an error reply; it does not stop the
+    /// executor.
+    fn execute(&self, request: Self::Request, ctx: &Context) -> Self::Response;
+
+    /// The replicated state, for naming, snapshots and digests.
+    fn state(&self) -> &dyn State;
+}
+
+/// Names the service's containers and checks that every table its rules name
+/// exists. Called by the executor at start.
+pub fn prepare<S: Service>(service: &S) -> Result<(), StateError> {
+    let state = service.state();
+    state.bind_names()?;
+    let known = state.table_names();
+    for (method, table) in S::Request::declared_tables() {
+        if !known.contains(&table) {
+            return Err(StateError::UnknownTable {
+                method,
+                table,
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(())
+}

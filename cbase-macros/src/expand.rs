@@ -1,0 +1,416 @@
+//! Code generation for `#[cbase::service]`: one method per generated item.
+//!
+//! For `trait Bank` it emits, beside the trait itself:
+//! `BankRequest` and `BankResponse` (serde enums, one variant per method), the
+//! request's access sets (`cbase::Request`), a dispatcher for any `T: Bank`,
+//! the adapter `BankService<T>` from `T: Bank + State` to `cbase::Service`, and
+//! the typed async client `BankClient<I>`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, Path};
+
+use crate::ast::{Method, Service};
+use crate::attr::{Access, KeySpec, Target};
+
+/// The request variant of a method: `transfer_all` becomes `TransferAll`.
+pub fn variant_name(method: &Ident) -> Ident {
+    let name = method.to_string();
+    let camel: String = name
+        .trim_start_matches("r#")
+        .split('_')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect();
+    format_ident!("{}", camel, span = method.span())
+}
+
+pub struct Generator<'a> {
+    service: &'a Service,
+    krate: Path,
+    request: Ident,
+    response: Ident,
+    adapter: Ident,
+    client: Ident,
+}
+
+impl<'a> Generator<'a> {
+    pub fn new(service: &'a Service, krate: Path) -> Self {
+        let name = &service.item.ident;
+        Generator {
+            service,
+            krate,
+            request: format_ident!("{}Request", name),
+            response: format_ident!("{}Response", name),
+            adapter: format_ident!("{}Service", name),
+            client: format_ident!("{}Client", name),
+        }
+    }
+
+    fn core(&self) -> TokenStream {
+        let krate = &self.krate;
+        quote!(#krate::__private::core)
+    }
+
+    fn serde(&self) -> TokenStream {
+        let krate = &self.krate;
+        quote!(#krate::__private::serde)
+    }
+
+    pub fn generate(&self) -> TokenStream {
+        let item = &self.service.item;
+        let pieces = [
+            self.enum_request(),
+            self.enum_response(),
+            self.assert_wire_types(),
+            self.impl_request(),
+            self.impl_dispatch(),
+            self.struct_adapter(),
+            self.struct_client(),
+        ];
+        quote! {
+            #item
+            #(#pieces)*
+        }
+    }
+
+    fn enum_request(&self) -> TokenStream {
+        let (vis, trait_name, request, serde) = (
+            &self.service.item.vis,
+            &self.service.item.ident,
+            &self.request,
+            self.serde(),
+        );
+        let serde_path = serde.to_string();
+        let variants = self.service.methods.iter().map(|m| {
+            let variant = variant_name(&m.ident);
+            let docs = &m.docs;
+            let fields = m.args.iter().map(|a| {
+                let (ident, ty) = (&a.ident, &a.ty);
+                quote!(#ident: #ty)
+            });
+            quote! { #(#docs)* #variant { #(#fields),* } }
+        });
+        let doc = format!(
+            "A request to a [`{trait_name}`] service: one variant per method, with its arguments."
+        );
+        quote! {
+            #[doc = #doc]
+            #[derive(::core::fmt::Debug, ::core::clone::Clone, #serde::Serialize, #serde::Deserialize)]
+            #[serde(crate = #serde_path)]
+            #vis enum #request {
+                #(#variants,)*
+            }
+        }
+    }
+
+    fn enum_response(&self) -> TokenStream {
+        let (vis, trait_name, response, serde) = (
+            &self.service.item.vis,
+            &self.service.item.ident,
+            &self.response,
+            self.serde(),
+        );
+        let serde_path = serde.to_string();
+        let variants = self.service.methods.iter().map(|m| {
+            let variant = variant_name(&m.ident);
+            let output = &m.output;
+            let doc = format!("What `{}` returned.", m.ident);
+            quote! { #[doc = #doc] #variant(#output) }
+        });
+        let doc = format!("A response from a [`{trait_name}`] service: one variant per method.");
+        quote! {
+            #[doc = #doc]
+            #[derive(::core::fmt::Debug, ::core::clone::Clone, #serde::Serialize, #serde::Deserialize)]
+            #[serde(crate = #serde_path)]
+            #vis enum #response {
+                #(#variants,)*
+            }
+        }
+    }
+
+    /// Argument and return types travel inside requests and responses. Each
+    /// is checked on its own, so a type that cannot is reported at the type,
+    /// not at the macro.
+    fn assert_wire_types(&self) -> TokenStream {
+        let krate = &self.krate;
+        let checks = self.service.methods.iter().flat_map(|m| {
+            let args = m.args.iter().map(|a| &a.ty);
+            args.chain(std::iter::once(&m.output)).map(|ty| {
+                quote_spanned! {ty.span()=>
+                    #krate::__private::assert_wire_type::<#ty>();
+                }
+            })
+        });
+        quote! {
+            const _: () = {
+                #[allow(dead_code)]
+                fn __cbase_assert_wire_types() {
+                    #(#checks)*
+                }
+            };
+        }
+    }
+
+    fn impl_request(&self) -> TokenStream {
+        let (core, request) = (self.core(), &self.request);
+        let access_arms = self.service.methods.iter().map(|m| {
+            let variant = variant_name(&m.ident);
+            let bindings = m.args.iter().map(|a| &a.ident);
+            let body = self.access_set_body(m);
+            quote! { #request::#variant { #(#bindings),* } => { #body } }
+        });
+        let method_arms = self.service.methods.iter().map(|m| {
+            let variant = variant_name(&m.ident);
+            let name = m.ident.to_string();
+            quote! { #request::#variant { .. } => #name }
+        });
+        let tables = self.service.methods.iter().flat_map(|m| {
+            let method = m.ident.to_string();
+            let mut names: Vec<String> = m
+                .rules
+                .iter()
+                .flat_map(|r| {
+                    r.keys
+                        .iter()
+                        .filter_map(KeySpec::table)
+                        .map(Ident::to_string)
+                })
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+                .into_iter()
+                .map(move |table| quote! { (#method, #table) })
+        });
+        quote! {
+            impl #core::Request for #request {
+                #[allow(unused_variables, clippy::needless_borrow)]
+                fn access_set(&self) -> #core::AccessSet {
+                    match self {
+                        #(#access_arms)*
+                    }
+                }
+
+                fn method(&self) -> &'static str {
+                    match self {
+                        #(#method_arms,)*
+                    }
+                }
+
+                fn declared_tables() -> ::std::vec::Vec<(&'static str, &'static str)> {
+                    ::std::vec![#(#tables),*]
+                }
+            }
+        }
+    }
+
+    fn access_set_body(&self, method: &Method) -> TokenStream {
+        let core = self.core();
+        if !method.has_rules() {
+            return quote!(#core::AccessSet::exclusive());
+        }
+        let set = Ident::new("__cbase_set", Span::call_site());
+        let pushes = method.rules.iter().flat_map(|rule| {
+            let push = match rule.access {
+                Access::Read => quote!(push_read),
+                Access::Write => quote!(push_write),
+            };
+            let core = core.clone();
+            let set = set.clone();
+            rule.keys.iter().map(move |key| {
+                let make = match &key.target {
+                    Target::All(_) => quote!(#core::Key::All),
+                    Target::Table(table) => {
+                        let name = table.to_string();
+                        quote!(#core::Key::table(#name))
+                    }
+                    Target::Entry(table, expr) => {
+                        let name = table.to_string();
+                        quote_spanned!(expr.span()=> #core::Key::entry(#name, &(#expr)))
+                    }
+                    Target::Bare(expr) => quote_spanned!(expr.span()=> #core::Key::value(&(#expr))),
+                };
+                match &key.each {
+                    None => quote! { #set.#push(#make); },
+                    Some(each) => {
+                        let pat = &each.pat;
+                        // Fields are bound by reference, so iterate the
+                        // collection by reference whether or not the rule
+                        // wrote `&`.
+                        let collection = match &each.collection {
+                            syn::Expr::Reference(r) if r.mutability.is_none() => &*r.expr,
+                            other => other,
+                        };
+                        let iter = quote_spanned!(collection.span()=>
+                            ::core::iter::IntoIterator::into_iter(#collection));
+                        quote! { for #pat in #iter { #set.#push(#make); } }
+                    }
+                }
+            })
+        });
+        quote! {
+            let mut #set = #core::AccessSet::none();
+            #(#pushes)*
+            #set
+        }
+    }
+
+    fn impl_dispatch(&self) -> TokenStream {
+        let (core, request, response, trait_name) = (
+            self.core(),
+            &self.request,
+            &self.response,
+            &self.service.item.ident,
+        );
+        let vis = &self.service.item.vis;
+        let service = Ident::new("__cbase_service", Span::call_site());
+        let ctx = Ident::new("__cbase_ctx", Span::call_site());
+        let arms = self.service.methods.iter().map(|m| {
+            let (variant, name) = (variant_name(&m.ident), &m.ident);
+            let bindings = m.args.iter().map(|a| &a.ident);
+            let call_args = call_arguments(m, &ctx);
+            quote! {
+                #request::#variant { #(#bindings),* } => #response::#variant(#service.#name(#(#call_args),*))
+            }
+        });
+        let doc = format!("Runs this request against any [`{trait_name}`] implementation.");
+        quote! {
+            impl #request {
+                #[doc = #doc]
+                #[allow(unused_variables)]
+                #vis fn dispatch<__CbaseT: #trait_name + ?Sized>(
+                    self,
+                    #service: &__CbaseT,
+                    #ctx: &#core::Context,
+                ) -> #response {
+                    match self {
+                        #(#arms,)*
+                    }
+                }
+            }
+        }
+    }
+
+    fn struct_adapter(&self) -> TokenStream {
+        let (core, request, response, adapter, trait_name) = (
+            self.core(),
+            &self.request,
+            &self.response,
+            &self.adapter,
+            &self.service.item.ident,
+        );
+        let vis = &self.service.item.vis;
+        let doc = format!(
+            "Runs a `T: {trait_name} + State` as a replicated service: the adapter the executor and the cluster take."
+        );
+        quote! {
+            #[doc = #doc]
+            #[derive(::core::fmt::Debug, ::core::default::Default)]
+            #vis struct #adapter<T>(pub T);
+
+            impl<T> ::core::convert::From<T> for #adapter<T> {
+                fn from(inner: T) -> Self {
+                    #adapter(inner)
+                }
+            }
+
+            impl<T: #trait_name + #core::State> #core::Service for #adapter<T> {
+                type Request = #request;
+                type Response = #response;
+
+                fn execute(&self, request: #request, ctx: &#core::Context) -> #response {
+                    request.dispatch(&self.0, ctx)
+                }
+
+                fn state(&self) -> &dyn #core::State {
+                    &self.0
+                }
+            }
+        }
+    }
+
+    fn struct_client(&self) -> TokenStream {
+        let (core, request, response, client, trait_name) = (
+            self.core(),
+            &self.request,
+            &self.response,
+            &self.client,
+            &self.service.item.ident,
+        );
+        let vis = &self.service.item.vis;
+        let methods = self.service.methods.iter().map(|m| {
+            let (variant, name, output, docs) = (variant_name(&m.ident), &m.ident, &m.output, &m.docs);
+            let params = m.args.iter().map(|a| {
+                let (ident, ty) = (&a.ident, &a.ty);
+                quote!(#ident: #ty)
+            });
+            let fields = m.args.iter().map(|a| &a.ident);
+            let method_name = name.to_string();
+            quote! {
+                #(#docs)*
+                pub async fn #name(&self, #(#params),*) -> ::core::result::Result<#output, #core::ClientError> {
+                    let response = #core::Invoke::invoke(&self.invoker, #request::#variant { #(#fields),* }).await?;
+                    #[allow(unreachable_patterns)]
+                    match response {
+                        #response::#variant(value) => ::core::result::Result::Ok(value),
+                        _ => ::core::result::Result::Err(#core::ClientError::MismatchedResponse { method: #method_name }),
+                    }
+                }
+            }
+        });
+        let doc = format!(
+            "A typed client of a [`{trait_name}`] service: one async method per trait method. Each returns `Err` when the call itself failed, and the method's own return value otherwise."
+        );
+        quote! {
+            #[doc = #doc]
+            #[derive(::core::fmt::Debug, ::core::clone::Clone)]
+            #vis struct #client<I> {
+                invoker: I,
+            }
+
+            impl<I: #core::Invoke<#request, #response>> #client<I> {
+                /// A client that sends its requests through `invoker`.
+                pub fn new(invoker: I) -> Self {
+                    #client { invoker }
+                }
+
+                /// The invoker this client sends through.
+                pub fn invoker(&self) -> &I {
+                    &self.invoker
+                }
+
+                /// Gives the invoker back.
+                pub fn into_invoker(self) -> I {
+                    self.invoker
+                }
+
+                #(#methods)*
+            }
+        }
+    }
+}
+
+/// The arguments of a call to the trait method, with the context back in
+/// the place where the method declares it.
+fn call_arguments(method: &Method, ctx: &Ident) -> Vec<TokenStream> {
+    let mut args: Vec<TokenStream> = method
+        .args
+        .iter()
+        .map(|a| {
+            let i = &a.ident;
+            quote!(#i)
+        })
+        .collect();
+    if let Some(position) = method.ctx_position {
+        args.insert(position.min(args.len()), quote!(#ctx));
+    }
+    args
+}

@@ -1,0 +1,82 @@
+//! `#[derive(State)]`: lists a struct's container fields, named after the fields.
+//!
+//! Every named field is a container (`Table`, `Cell`, or anything that
+//! implements `cbase::Container`) unless marked `#[state(skip)]`, which is for
+//! configuration that is not replicated state (and must never change while
+//! requests run).
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Fields, Path};
+
+use crate::ctxt::Ctxt;
+
+pub fn derive(input: DeriveInput, krate: Path) -> Result<TokenStream, syn::Error> {
+    let cx = Ctxt::default();
+    let fields = match &input.data {
+        Data::Struct(data) => match &data.fields {
+            Fields::Named(named) => named.named.iter().collect(),
+            other => {
+                cx.error_spanned_by(
+                    other,
+                    "`State` needs named fields: each field's name is its table name in rules",
+                );
+                Vec::new()
+            }
+        },
+        Data::Enum(data) => {
+            cx.error_spanned_by(
+                data.enum_token,
+                "`State` can only be derived for a struct of containers",
+            );
+            Vec::new()
+        }
+        Data::Union(data) => {
+            cx.error_spanned_by(
+                data.union_token,
+                "`State` can only be derived for a struct of containers",
+            );
+            Vec::new()
+        }
+    };
+    let mut entries = Vec::new();
+    for field in fields {
+        let mut skip = false;
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("state")) {
+            let parsed = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("skip") {
+                    skip = true;
+                    Ok(())
+                } else {
+                    Err(meta.error("unknown `state` option; the only option is `#[state(skip)]`"))
+                }
+            });
+            if let Err(error) = parsed {
+                cx.syn_error(error);
+            }
+        }
+        if skip {
+            continue;
+        }
+        let ident = field.ident.as_ref().expect("named fields have names");
+        let name = ident.to_string();
+        let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
+        let container = quote!(#krate::__private::core::Container);
+        // Spanned at the field's type, so a field that is not a container is
+        // reported there.
+        entries.push(quote_spanned! {field.ty.span()=>
+            (#name, &self.#ident as &dyn #container)
+        });
+    }
+    cx.check()?;
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    Ok(quote! {
+        impl #impl_generics #krate::__private::core::State for #ident #ty_generics #where_clause {
+            fn containers(&self) -> ::std::vec::Vec<(&'static str, &dyn #krate::__private::core::Container)> {
+                ::std::vec![#(#entries),*]
+            }
+        }
+    })
+}

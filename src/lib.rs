@@ -1,0 +1,78 @@
+//! # cbase
+//!
+//! Byzantine-fault-tolerant replicated services that run independent requests
+//! in parallel, after the CBASE architecture (Kotla and Dahlin, "High
+//! Throughput Byzantine Fault Tolerance", DSN 2004).
+//!
+//! ```text
+//! clients ──► agreement (PBFT, n = 3f+1) ──► parallelizer ──► executor ──► replies
+//!              total order of batches        partial order     worker pool
+//!                                            from read/write
+//!                                            sets (local)
+//! ```
+//!
+//! A service declares, per request, the keys it reads and writes. Agreement
+//! fixes one total order; each replica's parallelizer releases a request only
+//! after every earlier request it depends on has finished, and a worker pool
+//! runs the rest concurrently. State lives in [`Table`]s and [`Cell`]s, which
+//! refuse any access a request did not declare, so a wrong rule is an error
+//! reply, never a divergence between replicas.
+//!
+//! ## The core, by hand
+//!
+//! Until `#[cbase::service]` writes this for you, a service implements
+//! [`Request`] and [`Service`] directly; see [`cbase_core::service`] for a
+//! complete example. Everything users need is in the [`prelude`].
+
+pub use cbase_macros::{State, service};
+
+pub use cbase_core::{
+    AccessKind, AccessSet, Cell, ClientError, Closed, Container, Context, DeterministicRng, Digest,
+    ExecError, Executor, ExecutorBuilder, Invoke, Key, LocalInvoker, Reply, Request, RestoreError,
+    Service, Snapshot, State, StateError, Table, TableId, TrySubmitError, UndeclaredAccess,
+    ValueHash, conflicts,
+};
+
+/// The core crate, for the less common items (the parallelizer, the codec).
+pub use cbase_core as core_crate;
+
+/// What a service author needs, in one import: `use cbase::prelude::*;`.
+pub mod prelude {
+    pub use cbase_core::{
+        AccessSet, Cell, ClientError, Container, Context, Digest, ExecError, Executor,
+        ExecutorBuilder, Key, LocalInvoker, Reply, Request, Service, State, Table,
+    };
+    pub use cbase_macros::{State, service};
+}
+
+/// Items the generated code refers to. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use cbase_core as core;
+    pub use serde;
+
+    /// What argument and return types of service methods must be: they travel
+    /// inside requests and responses.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot travel in a request or response",
+        label = "arguments and return values of service methods are sent over the network",
+        note = "they must implement `Serialize`, `Deserialize`, `Debug`, `Clone`, `Send` and be `'static`"
+    )]
+    pub trait WireType:
+        serde::Serialize + serde::de::DeserializeOwned + ::core::fmt::Debug + Clone + Send + 'static
+    {
+    }
+
+    impl<T> WireType for T where
+        T: serde::Serialize
+            + serde::de::DeserializeOwned
+            + ::core::fmt::Debug
+            + Clone
+            + Send
+            + 'static
+    {
+    }
+
+    /// Fails to compile, at `T`, unless `T` is a [`WireType`].
+    pub const fn assert_wire_type<T: WireType>() {}
+}
