@@ -33,8 +33,16 @@ pub use cbase_core::{
     ValueHash, conflicts,
 };
 
+pub use cbase_net::{
+    ClientConfig, ClusterConfig, ClusterError, LocalCluster, LocalClusterBuilder, NetClient,
+    NodeConfig, ProtocolConfig, ReplicaNode,
+};
+
 /// The core crate, for the less common items (the parallelizer, the codec).
 pub use cbase_core as core_crate;
+/// The networking crate, for the less common items (the protocol state
+/// machine, the transport, the cluster file and keys).
+pub use cbase_net as net;
 
 /// What a service author needs, in one import: `use cbase::prelude::*;`.
 pub mod prelude {
@@ -43,6 +51,7 @@ pub mod prelude {
         ExecutorBuilder, Key, LocalInvoker, Reply, Request, Service, State, Table,
     };
     pub use cbase_macros::{State, service};
+    pub use cbase_net::{LocalCluster, NetClient};
 }
 
 /// Items the generated code refers to. Not part of the public API.

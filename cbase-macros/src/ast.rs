@@ -54,6 +54,16 @@ impl Service {
                 "a service trait cannot be generic: its requests must be one concrete, serializable type",
             );
         }
+        item.attrs.retain(|attribute| {
+            let rule = RULES.iter().find(|rule| attribute.path().is_ident(rule));
+            if let Some(rule) = rule {
+                cx.error_spanned_by(
+                    attribute.path(),
+                    format!("`#[{rule}]` goes on the methods of the trait, not on the trait: move it onto each method it applies to"),
+                );
+            }
+            rule.is_none()
+        });
         let mut methods = Vec::new();
         for trait_item in &mut item.items {
             match trait_item {
@@ -64,7 +74,7 @@ impl Service {
                 }
                 other => cx.error_spanned_by(
                     &*other,
-                    "a service trait may contain only methods; move this item elsewhere",
+                    "a service trait may contain only methods, each of which becomes a request; move this item to another trait or to the type that implements the service",
                 ),
             }
         }
@@ -76,7 +86,8 @@ impl Method {
     fn from_fn(cx: &Ctxt, function: &mut TraitItemFn) -> Option<Method> {
         let rules = take_rules(cx, &mut function.attrs);
         let sig = &function.sig;
-        let name = &sig.ident;
+        // Owned: the emitted trait's parameters are rewritten below.
+        let name = sig.ident.clone();
         let mut valid = true;
         let mut fail = |tokens: &dyn quote::ToTokens, message: String| {
             cx.error_spanned_by(tokens.to_token_stream(), message);
@@ -131,7 +142,7 @@ impl Method {
                 }
             }
             _ => fail(
-                name,
+                &name,
                 format!(
                     "`{name}` has no receiver: service methods take `&self` as their first parameter"
                 ),
@@ -139,6 +150,7 @@ impl Method {
         }
 
         let mut args = Vec::new();
+        let mut patterns = Vec::new();
         let mut ctx_position = None;
         let mut ctx_ident = None;
         for (position, input) in sig
@@ -157,6 +169,7 @@ impl Method {
                         other,
                         "service method parameters must be plain names, like `id: u64`".to_owned(),
                     );
+                    patterns.push(position);
                     continue;
                 }
             };
@@ -200,7 +213,8 @@ impl Method {
                 fail(
                     &reference.and_token,
                     format!(
-                        "argument `{ident}` is moved into the request, so it must be owned: use e.g. `String` for `&str`, `Vec<T>` for `&[T]`"
+                        "argument `{ident}` is moved into the request, so it must be owned: write `{ident}: {}`",
+                        owned_type(&reference.elem)
                     ),
                 );
                 continue;
@@ -225,13 +239,28 @@ impl Method {
                     fail(
                         &reference.and_token,
                         format!(
-                            "`{name}` returns its result over the network; return an owned type"
+                            "`{name}` returns its result over the network, so it must return an owned type: write `-> {}`",
+                            owned_type(&reference.elem)
                         ),
                     );
                 }
                 (**ty).clone()
             }
         };
+
+        // Rust rejects patterns in methods without a body too; replace them
+        // in the emitted trait so the mistake is reported once.
+        if function.default.is_none() {
+            let typed = function.sig.inputs.iter_mut().filter_map(|input| match input {
+                FnArg::Typed(typed) => Some(typed),
+                FnArg::Receiver(_) => None,
+            });
+            for (position, typed) in typed.enumerate() {
+                if patterns.contains(&position) {
+                    *typed.pat = syn::parse_quote!(_);
+                }
+            }
+        }
 
         let docs = function
             .attrs
@@ -240,7 +269,7 @@ impl Method {
             .cloned()
             .collect();
         valid.then(|| Method {
-            ident: name.clone(),
+            ident: name,
             docs,
             args,
             ctx_position,
@@ -332,6 +361,52 @@ fn context_kind(ty: &Type) -> ContextKind {
         Type::Reference(reference) if is_context(&reference.elem) => ContextKind::ByRef,
         other if is_context(other) => ContextKind::ByValue,
         _ => ContextKind::No,
+    }
+}
+
+/// The owned counterpart of a borrowed type, for suggestions.
+fn owned_type(ty: &Type) -> String {
+    match ty {
+        Type::Slice(slice) => format!("Vec<{}>", owned_type(&slice.elem)),
+        Type::Reference(reference) => owned_type(&reference.elem),
+        Type::Path(path) if path.path.is_ident("str") => "String".to_owned(),
+        Type::Path(path)
+            if path.qself.is_none()
+                && path.path.segments.last().is_some_and(|last| {
+                    ["Path", "OsStr", "CStr"].contains(&last.ident.to_string().as_str())
+                        && last.arguments.is_empty()
+                }) =>
+        {
+            let mut owned = path.path.clone();
+            let last = owned.segments.last_mut().expect("checked above");
+            let name = match last.ident.to_string().as_str() {
+                "Path" => "PathBuf",
+                "OsStr" => "OsString",
+                _ => "CString",
+            };
+            last.ident = Ident::new(name, last.ident.span());
+            owned_type(&Type::Path(syn::TypePath { qself: None, path: owned }))
+        }
+        other => {
+            let mut text = quote::ToTokens::to_token_stream(other).to_string();
+            for (spaced, tight) in [
+                (" <", "<"),
+                ("< ", "<"),
+                (" >", ">"),
+                (" ::", "::"),
+                (":: ", "::"),
+                (" ,", ","),
+                ("& ", "&"),
+                ("( ", "("),
+                (" )", ")"),
+                ("[ ", "["),
+                (" ]", "]"),
+                (" ;", ";"),
+            ] {
+                text = text.replace(spaced, tight);
+            }
+            text
+        }
     }
 }
 

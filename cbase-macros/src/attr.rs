@@ -12,7 +12,6 @@
 //! | `expr for pat in collection`        | one value per element          |
 
 use proc_macro2::TokenStream;
-use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, Pat, Token, bracketed, token};
@@ -37,6 +36,8 @@ impl Access {
 pub struct KeySpec {
     pub target: Target,
     pub each: Option<Each>,
+    /// The key's tokens as written, with their spans.
+    written: TokenStream,
 }
 
 /// What a key names.
@@ -57,22 +58,12 @@ pub struct Each {
 impl KeySpec {
     /// The key as written, for spans and for finding duplicates.
     pub fn tokens(&self) -> TokenStream {
-        let mut tokens = match &self.target {
-            Target::All(star) => star.to_token_stream(),
-            Target::Table(table) => quote::quote!(#table[*]),
-            Target::Entry(table, expr) => quote::quote!(#table[#expr]),
-            Target::Bare(expr) => expr.to_token_stream(),
-        };
-        if let Some(each) = &self.each {
-            let (pat, collection) = (&each.pat, &each.collection);
-            tokens.extend(quote::quote!(for #pat in #collection));
-        }
-        tokens
+        self.written.clone()
     }
 
     /// A normalized text of the key, equal for keys written alike.
     pub fn text(&self) -> String {
-        self.tokens().to_string()
+        self.written.to_string()
     }
 
     /// The table this key names, if any.
@@ -86,59 +77,73 @@ impl KeySpec {
 
 impl Parse for KeySpec {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let target = if input.peek(Token![*]) {
-            Target::All(input.parse()?)
-        } else if input.peek(Ident) && input.peek2(token::Bracket) {
-            let table: Ident = input.parse()?;
-            let content;
-            bracketed!(content in input);
-            if content.is_empty() {
-                return Err(syn::Error::new(
-                    table.span(),
-                    format!(
-                        "empty key in `{table}[]`: write `{table}[argument]` for one entry or `{table}[*]` for the whole table"
-                    ),
-                ));
-            }
-            if content.peek(Token![*]) && is_lone_star(&content) {
-                content.parse::<Token![*]>()?;
-                Target::Table(table)
-            } else {
-                let expr: Expr = content.parse()?;
-                if !content.is_empty() {
-                    return Err(content.error(format!(
-                        "unexpected tokens in the key of `{table}[..]`: write one expression, e.g. `{table}[id]`"
-                    )));
-                }
-                Target::Entry(table, expr)
-            }
-        } else {
-            Target::Bare(input.parse().map_err(|e| {
-                syn::Error::new(
-                    e.span(),
-                    "expected a key: `*`, `table[*]`, `table[argument]`, an argument, or \
-                     `table[expr] for x in collection`",
-                )
-            })?)
-        };
-        let each = if input.peek(Token![for]) {
-            let for_token = input.parse()?;
-            let pat = Pat::parse_single(input)?;
-            input.parse::<Token![in]>()?;
-            let collection = input.parse()?;
-            Some(Each {
-                for_token,
-                pat,
-                collection,
-            })
-        } else {
-            None
-        };
-        if !(input.is_empty() || input.peek(Token![,])) {
-            return Err(input.error("expected `,` between keys"));
+        let start = input.fork();
+        let (target, each) = parse_key(input)?;
+        let mut written = TokenStream::new();
+        while start.cursor() < input.cursor() {
+            written.extend([start.parse::<proc_macro2::TokenTree>()?]);
         }
-        Ok(KeySpec { target, each })
+        Ok(KeySpec {
+            target,
+            each,
+            written,
+        })
     }
+}
+
+fn parse_key(input: ParseStream) -> syn::Result<(Target, Option<Each>)> {
+    let target = if input.peek(Token![*]) {
+        Target::All(input.parse()?)
+    } else if input.peek(Ident) && input.peek2(token::Bracket) {
+        let table: Ident = input.parse()?;
+        let content;
+        bracketed!(content in input);
+        if content.is_empty() {
+            return Err(syn::Error::new(
+                table.span(),
+                format!(
+                    "empty key in `{table}[]`: write `{table}[argument]` for one entry or `{table}[*]` for the whole table"
+                ),
+            ));
+        }
+        if content.peek(Token![*]) && is_lone_star(&content) {
+            content.parse::<Token![*]>()?;
+            Target::Table(table)
+        } else {
+            let expr: Expr = content.parse()?;
+            if !content.is_empty() {
+                return Err(content.error(format!(
+                    "unexpected tokens in the key of `{table}[..]`: write one expression, e.g. `{table}[id]`"
+                )));
+            }
+            Target::Entry(table, expr)
+        }
+    } else {
+        Target::Bare(input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected a key: `*`, `table[*]`, `table[argument]`, an argument, or \
+                 `table[expr] for x in collection`",
+            )
+        })?)
+    };
+    let each = if input.peek(Token![for]) {
+        let for_token = input.parse()?;
+        let pat = Pat::parse_single(input)?;
+        input.parse::<Token![in]>()?;
+        let collection = input.parse()?;
+        Some(Each {
+            for_token,
+            pat,
+            collection,
+        })
+    } else {
+        None
+    };
+    if !(input.is_empty() || input.peek(Token![,])) {
+        return Err(input.error("expected `,` between keys"));
+    }
+    Ok((target, each))
 }
 
 fn is_lone_star(content: ParseStream) -> bool {

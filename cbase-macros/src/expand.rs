@@ -6,7 +6,7 @@
 //! the adapter `BankService<T>` from `T: Bank + State` to `cbase::Service`, and
 //! the typed async client `BankClient<I>`.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Delimiter, Group, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Path};
@@ -69,7 +69,6 @@ impl<'a> Generator<'a> {
         let pieces = [
             self.enum_request(),
             self.enum_response(),
-            self.assert_wire_types(),
             self.impl_request(),
             self.impl_dispatch(),
             self.struct_adapter(),
@@ -94,7 +93,8 @@ impl<'a> Generator<'a> {
             let docs = &m.docs;
             let fields = m.args.iter().map(|a| {
                 let (ident, ty) = (&a.ident, &a.ty);
-                quote!(#ident: #ty)
+                let bound = self.wire_bound(ty);
+                quote!(#bound #ident: #ty)
             });
             quote! { #(#docs)* #variant { #(#fields),* } }
         });
@@ -122,8 +122,9 @@ impl<'a> Generator<'a> {
         let variants = self.service.methods.iter().map(|m| {
             let variant = variant_name(&m.ident);
             let output = &m.output;
+            let bound = self.wire_bound(output);
             let doc = format!("What `{}` returned.", m.ident);
-            quote! { #[doc = #doc] #variant(#output) }
+            quote! { #[doc = #doc] #variant(#bound #output) }
         });
         let doc = format!("A response from a [`{trait_name}`] service: one variant per method.");
         quote! {
@@ -136,27 +137,22 @@ impl<'a> Generator<'a> {
         }
     }
 
-    /// Argument and return types travel inside requests and responses. Each
-    /// is checked on its own, so a type that cannot is reported at the type,
-    /// not at the macro.
-    fn assert_wire_types(&self) -> TokenStream {
-        let krate = &self.krate;
-        let checks = self.service.methods.iter().flat_map(|m| {
-            let args = m.args.iter().map(|a| &a.ty);
-            args.chain(std::iter::once(&m.output)).map(|ty| {
-                quote_spanned! {ty.span()=>
-                    #krate::__private::assert_wire_type::<#ty>();
-                }
-            })
-        });
-        quote! {
-            const _: () = {
-                #[allow(dead_code)]
-                fn __cbase_assert_wire_types() {
-                    #(#checks)*
-                }
-            };
-        }
+    /// `#[serde(bound = "..")]` for one field of the request or response
+    /// enum: argument and return types travel inside requests and responses.
+    ///
+    /// The bound replaces the `Ty: Serialize` (and `Deserialize`) that the
+    /// code serde generates would otherwise need, and report when missing
+    /// several times over, partly at the macro call. As a where clause on a
+    /// non-generic impl it is checked once, where it is written: the string's
+    /// span, which is the type's. `Debug` and `Clone` are left to their
+    /// derives, which already report at the field.
+    fn wire_bound(&self, ty: &syn::Type) -> TokenStream {
+        let serde = self.serde();
+        let predicate = quote! {
+            #ty: #serde::Serialize + #serde::de::DeserializeOwned + ::core::marker::Send + 'static
+        };
+        let predicate = syn::LitStr::new(&predicate.to_string(), ty.span());
+        quote!(#[serde(bound = #predicate)])
     }
 
     fn impl_request(&self) -> TokenStream {
@@ -234,9 +230,13 @@ impl<'a> Generator<'a> {
                     }
                     Target::Entry(table, expr) => {
                         let name = table.to_string();
-                        quote_spanned!(expr.span()=> #core::Key::entry(#name, &(#expr)))
+                        let (entry, value) = (respan(quote!(#core::Key::entry), expr), borrow(expr));
+                        quote_spanned!(expr.span()=> #entry(#name, #value))
                     }
-                    Target::Bare(expr) => quote_spanned!(expr.span()=> #core::Key::value(&(#expr))),
+                    Target::Bare(expr) => {
+                        let (key, value) = (respan(quote!(#core::Key::value), expr), borrow(expr));
+                        quote_spanned!(expr.span()=> #key(#value))
+                    }
                 };
                 match &key.each {
                     None => quote! { #set.#push(#make); },
@@ -249,9 +249,10 @@ impl<'a> Generator<'a> {
                             syn::Expr::Reference(r) if r.mutability.is_none() => &*r.expr,
                             other => other,
                         };
-                        let iter = quote_spanned!(collection.span()=>
-                            ::core::iter::IntoIterator::into_iter(#collection));
-                        quote! { for #pat in #iter { #set.#push(#make); } }
+                        // The loop's own `IntoIterator` call is reported at
+                        // `collection` when it is not iterable; wrapping it in
+                        // another call would report it twice.
+                        quote! { for #pat in #collection { #set.#push(#make); } }
                     }
                 }
             })
@@ -396,6 +397,31 @@ impl<'a> Generator<'a> {
             }
         }
     }
+}
+
+/// `&(expr)`, spanned from the first to the last token of `expr`, so that a
+/// key whose type is not `Serialize` is reported over the whole key.
+fn borrow(expr: &syn::Expr) -> TokenStream {
+    let tokens = quote!(#expr);
+    let first = expr.span();
+    let last = tokens.clone().into_iter().last().map_or(first, |t| t.span());
+    let mut group = Group::new(Delimiter::Parenthesis, tokens);
+    group.set_span(last);
+    let and = syn::Token![&](first);
+    quote!(#and #group)
+}
+
+/// `tokens` (a path of generated code) with the span of `at`, so that errors
+/// about a call point at the user's tokens, not at the macro.
+fn respan(tokens: TokenStream, at: &syn::Expr) -> TokenStream {
+    let span = at.span();
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }
 
 /// The arguments of a call to the trait method, with the context back in

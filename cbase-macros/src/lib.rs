@@ -53,10 +53,7 @@ pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_derive(State, attributes(state))]
 pub fn derive_state(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
-    match state::derive(input, syn::parse_quote!(::cbase)) {
-        Ok(tokens) => tokens.into(),
-        Err(error) => error.to_compile_error().into(),
-    }
+    state::derive(input, syn::parse_quote!(::cbase)).into()
 }
 
 fn parse_options(cx: &ctxt::Ctxt, args: proc_macro2::TokenStream) -> Path {

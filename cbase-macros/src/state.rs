@@ -6,13 +6,13 @@
 //! requests run).
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, Path};
 
 use crate::ctxt::Ctxt;
 
-pub fn derive(input: DeriveInput, krate: Path) -> Result<TokenStream, syn::Error> {
+pub fn derive(input: DeriveInput, krate: Path) -> TokenStream {
     let cx = Ctxt::default();
     let fields = match &input.data {
         Data::Struct(data) => match &data.fields {
@@ -49,11 +49,16 @@ pub fn derive(input: DeriveInput, krate: Path) -> Result<TokenStream, syn::Error
                     skip = true;
                     Ok(())
                 } else {
-                    Err(meta.error("unknown `state` option; the only option is `#[state(skip)]`"))
+                    let option = meta.path.to_token_stream().to_string().replace(' ', "");
+                    Err(meta.error(format!(
+                        "unknown `state` option `{option}`; the only option is `#[state(skip)]`"
+                    )))
                 }
             });
             if let Err(error) = parsed {
                 cx.syn_error(error);
+                // Left out of the generated impl, so the mistake is reported once.
+                skip = true;
             }
         }
         if skip {
@@ -63,20 +68,31 @@ pub fn derive(input: DeriveInput, krate: Path) -> Result<TokenStream, syn::Error
         let name = ident.to_string();
         let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
         let container = quote!(#krate::__private::core::Container);
-        // Spanned at the field's type, so a field that is not a container is
-        // reported there.
+        // Spanned at the field's type (the field name too, or rustc reports
+        // the whole `name: Type`), so a field that is not a container is
+        // reported at its type.
+        let mut member = ident.clone();
+        member.set_span(field.ty.span());
         entries.push(quote_spanned! {field.ty.span()=>
-            (#name, &self.#ident as &dyn #container)
+            (#name, &self.#member as &dyn #container)
         });
     }
-    cx.check()?;
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    Ok(quote! {
+    let implementation = quote! {
         impl #impl_generics #krate::__private::core::State for #ident #ty_generics #where_clause {
             fn containers(&self) -> ::std::vec::Vec<(&'static str, &dyn #krate::__private::core::Container)> {
                 ::std::vec![#(#entries),*]
             }
         }
-    })
+    };
+    // On a mistake the impl is still emitted (without the fields in error),
+    // so code using the struct as a `State` does not fail a second time.
+    match cx.check() {
+        Ok(()) => implementation,
+        Err(error) => {
+            let error = error.to_compile_error();
+            quote!(#error #implementation)
+        }
+    }
 }

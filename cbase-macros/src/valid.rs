@@ -46,20 +46,20 @@ pub fn check(cx: &Ctxt, service: &Service) {
 fn check_rules(cx: &Ctxt, method: &Method) {
     let name = &method.ident;
     let mut seen_attribute: BTreeMap<&'static str, ()> = BTreeMap::new();
-    // Every key's text, with where it was declared, to find duplicates.
-    let mut declared: BTreeMap<String, Access> = BTreeMap::new();
+    // Every key's text, with its access and tokens, to find duplicates.
+    let mut declared: BTreeMap<String, (Access, TokenStream)> = BTreeMap::new();
     for rule in &method.rules {
         let attribute = rule.access.attribute();
         if seen_attribute.insert(attribute, ()).is_some() {
             cx.error_spanned_by(
-                &rule.attr,
+                rule.attr.path(),
                 format!("duplicate `#[{attribute}]` on `{name}`: list every key in one `#[{attribute}(..)]`"),
             );
             continue;
         }
         if rule.keys.is_empty() {
             cx.error_spanned_by(
-                &rule.attr,
+                &rule.attr.meta,
                 format!(
                     "empty rule on `{name}`: list at least one key, e.g. `#[{attribute}(table[argument])]`, or remove the attribute (a method without rules conflicts with every request)"
                 ),
@@ -68,22 +68,27 @@ fn check_rules(cx: &Ctxt, method: &Method) {
         for key in &rule.keys {
             let text = key.text();
             match declared.get(&text) {
-                Some(previous) if *previous == rule.access => {
+                Some((previous, _)) if *previous == rule.access => {
                     cx.error_spanned_by(
                         key.tokens(),
-                        format!("duplicate key `{text}` in `#[{attribute}]` of `{name}`"),
+                        format!("duplicate key: `#[{attribute}]` of `{name}` already lists this key; remove this one"),
                     );
                 }
-                Some(_) => {
+                Some((_, previous)) => {
+                    // Point at the read, which is the one to remove.
+                    let read = match rule.access {
+                        Access::Read => key.tokens(),
+                        Access::Write => previous.clone(),
+                    };
                     cx.error_spanned_by(
-                        key.tokens(),
+                        read,
                         format!(
-                            "`{text}` is both read and written by `{name}`; a write already allows reading, so list it only in `#[writes]`"
+                            "this key is both read and written by `{name}`; a write already allows reading, so remove it from `#[reads]`"
                         ),
                     );
                 }
                 None => {
-                    declared.insert(text, rule.access);
+                    declared.insert(text, (rule.access, key.tokens()));
                 }
             }
             check_key(cx, method, key);
@@ -115,6 +120,15 @@ fn check_key(cx: &Ctxt, method: &Method, key: &crate::attr::KeySpec) {
     }
 }
 
+/// Whether a one-segment path in a key names a variable, rather than a
+/// constant, a unit struct or an enum variant (`MAX`, `None`): by Rust's
+/// naming conventions, variables start with a lowercase letter or `_`.
+fn is_variable_name(ident: &Ident) -> bool {
+    let name = ident.to_string();
+    let name = name.strip_prefix("r#").unwrap_or(&name);
+    name.starts_with(|c: char| c.is_lowercase() || c == '_')
+}
+
 struct Bindings<'a>(&'a mut Vec<Ident>);
 
 impl<'ast> Visit<'ast> for Bindings<'_> {
@@ -131,17 +145,32 @@ fn check_expr(cx: &Ctxt, method: &Method, expr: &Expr, bindings: &[Ident]) {
         variables: Vec<Ident>,
         self_uses: Vec<TokenStream>,
     }
-    impl<'ast> Visit<'ast> for Names {
-        fn visit_expr_path(&mut self, node: &'ast syn::ExprPath) {
+    impl Names {
+        fn path(&mut self, node: &syn::ExprPath, callee: bool) {
             if node.qself.is_none() && node.path.leading_colon.is_none() {
                 let first = &node.path.segments[0].ident;
                 if first == "self" || first == "Self" {
                     self.self_uses.push(first.to_token_stream());
-                } else if node.path.segments.len() == 1 {
+                } else if node.path.segments.len() == 1 && !callee && is_variable_name(first) {
                     self.variables.push(first.clone());
                 }
             }
+        }
+    }
+    impl<'ast> Visit<'ast> for Names {
+        fn visit_expr_path(&mut self, node: &'ast syn::ExprPath) {
+            self.path(node, false);
             syn::visit::visit_expr_path(self, node);
+        }
+        // A called function (`hash(id)`) is not an argument.
+        fn visit_expr_call(&mut self, node: &'ast syn::ExprCall) {
+            match &*node.func {
+                Expr::Path(callee) => self.path(callee, true),
+                other => self.visit_expr(other),
+            }
+            for argument in &node.args {
+                self.visit_expr(argument);
+            }
         }
         // Closures bring their own names; keys rarely need them, and their
         // bodies are checked by the compiler in the generated code.

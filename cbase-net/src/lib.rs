@@ -1,4 +1,24 @@
-//! Agreement and networking for cbase: PBFT as a pure state machine, its tokio
-//! TCP runtime, a deterministic simulated network and the client.
+//! Agreement and networking for cbase.
 //!
-//! This crate is being built up; agreement arrives with the PBFT milestone.
+//! - [`protocol`]: PBFT as a pure state machine (events in, actions out).
+//! - [`transport`]: authenticated, framed connections over TCP.
+//! - [`runtime`]: one replica on tokio: connections, the protocol task, and
+//!   execution through the core's parallel executor.
+//! - [`client`]: [`NetClient`], which typed clients use to call a cluster.
+//! - [`cluster`]: [`LocalCluster`], n replicas in one process.
+//! - [`config`], [`crypto`]: the cluster file and keys.
+
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod crypto;
+pub mod message;
+pub mod protocol;
+pub mod runtime;
+pub mod transport;
+
+pub use client::{ClientConfig, NetClient};
+pub use cluster::{ClusterError, LocalCluster, LocalClusterBuilder};
+pub use config::{ClusterConfig, ReplicaId};
+pub use protocol::ProtocolConfig;
+pub use runtime::{NodeConfig, NodeError, NodeMetrics, ReplicaNode};

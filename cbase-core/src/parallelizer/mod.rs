@@ -1,0 +1,742 @@
+//! The parallelizer: turns the agreed total order of requests into the partial
+//! order their access sets require.
+//!
+//! Agreement hands every replica the same sequence of requests. Executing them
+//! one by one is correct but wastes every core but one; executing them all at
+//! once is wrong when two of them touch the same state. The parallelizer sits
+//! between agreement and the executor (the CBASE architecture, Kotla & Dahlin,
+//! DSN 2004): [`Parallelizer::schedule`] takes each request in agreed order and
+//! says whether it may start now; [`Parallelizer::complete`] is told when one
+//! finished and answers which waiting requests may start because of it. Two
+//! requests that [`conflict`](crate::access::conflicts) run in agreed order;
+//! the others run in any order, so every correct replica ends in the same state.
+//!
+//! # Why locks and not a dependency graph
+//!
+//! The published CBASE parallelizer tests each new request against every
+//! pending one, building a dependency graph: O(window) conflict tests per
+//! request, each O(keys²). [`PairwiseParallelizer`] is that design, kept as the
+//! reference and the benchmark baseline. [`Parallelizer`] instead gives every
+//! region of state a FIFO lock queue (as Solana's unified scheduler does for
+//! accounts) and has each request enqueue on the regions it touches, so one
+//! request costs O(its own keys) whatever the window size.
+//!
+//! # Lock nodes
+//!
+//! Keys have wildcards ([`Key::All`], [`Key::Table`], [`Key::Value`]), so the
+//! regions form a hierarchy locked with multi-granularity modes (see
+//! `lock.rs`): a region is taken in `R`/`W`, every enclosing region in an
+//! intention mode `IR`/`IW`.
+//!
+//! * **GLOBAL**, one node: [`Key::All`] takes it in `R`/`W`, every other key in
+//!   `IR`/`IW`.
+//! * **TABLE(s)**, one node per table slot: one slot per table named in
+//!   [`Parallelizer::new`] plus a CATCHALL slot shared by all other tables.
+//!   [`Key::Table`] takes it in `R`/`W`, [`Key::Entry`] in `IR`/`IW`.
+//! * **CELL(c)**, created on demand and dropped when idle, `c` a 64-bit mix of
+//!   the table slot's salt and the value: [`Key::Entry`] takes it in `R`/`W`
+//!   (an entry of an unknown table uses the CATCHALL salt).
+//! * A bare [`Key::Value`] means "this value in every table", so it takes the
+//!   cell and a table intention in *every* slot, CATCHALL included.
+//!
+//! A request reaching one node through several keys takes it once, in the join
+//! of the modes (`R` on a table plus `IW` for an entry of it is `SIX`), and a
+//! cell reached twice once (write wins), so a request never queues behind
+//! itself. Because the join is exact (compatible with precisely what both
+//! operands are compatible with), merging hides no conflict.
+//!
+//! # Grant rules
+//!
+//! Each node counts its holders and its waiters per mode and keeps the waiters
+//! in a FIFO queue threaded through the waiting requests' own entries (so a
+//! queue costs no allocation at all). A new request is granted a node at once
+//! iff its mode is compatible with every holder *and every waiter*; otherwise it
+//! joins the back of the queue. When a holder leaves, the queue is granted from
+//! the front for as long as the front is compatible with the holders. A request
+//! is ready when it has been granted every node it asked for.
+//!
+//! # Soundness
+//!
+//! Let `i` be scheduled before `j` and conflict with it: a key `a` of one
+//! overlaps a key `b` of the other and at least one of them is a write. Then
+//! `a` and `b` share a node in incompatible modes:
+//!
+//! * one is `*`: both take GLOBAL, one in `R`/`W`, the other in any mode; `W`
+//!   is compatible with nothing and `R` with neither `IW` nor `W`;
+//! * one is `t[*]` and the other `t[*]`, `t[v]` or `v` (which covers `t` through
+//!   its slot, CATCHALL included): both take TABLE(slot(t)), one in `R`/`W`,
+//!   the other in `R`/`W`/`IR`/`IW`, one of them writing: incompatible as above;
+//! * both name a cell (`t[v]` or `v`) with the same value and an overlapping
+//!   table: both take CELL(mix(salt(slot(t)), v)), one in `W`.
+//!
+//! Joining modes keeps the incompatibility. On that node `j` cannot be granted
+//! while `i` holds it (incompatible holder) nor while `i` waits for it: at
+//! `schedule` time `j` must be compatible with every waiter, and later the
+//! queue is granted in FIFO order, `i` ahead of `j`, stopping at the first
+//! request that cannot be granted. So `j` is granted that node, and hence
+//! becomes ready, only after `i` released it, which happens when `i` completes.
+//! Unrelated keys may share a node (hash collisions of cells, unknown tables in
+//! CATCHALL, strict FIFO in a queue): that only delays, never reorders.
+//!
+//! # Liveness
+//!
+//! Every wait points to an earlier request. A request waits on a node because
+//! some holder or waiter there is incompatible with it. Waiters ahead of it in
+//! a queue were scheduled before it (queues are appended in agreed order). A
+//! holder granted at `schedule` time *after* it enqueued was compatible with it
+//! (new requests must be compatible with every waiter), and a holder granted
+//! from the queue was ahead of it; so every incompatible holder is earlier.
+//! Hence the earliest unfinished request waits for nothing: it is at the front
+//! of every queue it is in, every holder it conflicts with has completed, and
+//! the release that removed the last of them granted it. So whenever every
+//! earlier request has completed, a request is ready, and there is no deadlock.
+//!
+//! # Cost
+//!
+//! `schedule` and `complete` do O(1) work per key (one hash-map operation per
+//! cell, O(tables) for a bare value), plus one step per request they wake;
+//! nothing depends on how many requests are pending. Cells live inline in a
+//! map keyed by an already-mixed 64-bit key and are removed through the entry
+//! that released them (see `cells.rs`), so the map holds exactly the cells of
+//! the requests in flight. Per-request entry vectors are kept and reused with
+//! their slot, and queues are threaded through them, so the steady state
+//! allocates nothing.
+
+mod cells;
+mod lock;
+mod pairwise;
+#[cfg(test)]
+mod tests;
+
+pub use pairwise::PairwiseParallelizer;
+
+use std::fmt;
+use std::mem;
+
+use crate::access::AccessSet;
+use crate::key::{Key, TableId};
+use cells::{CellNode, CellTable, NO_OWNER, cell_key};
+use lock::{MODES, Mode};
+
+/// Handle of a scheduled request: its slot in the bounded window.
+///
+/// Valid from [`Parallelizer::schedule`] until the matching
+/// [`Parallelizer::complete`]; after that the slot (and so the same `TaskId`)
+/// is given to a later request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct TaskId(u32);
+
+impl TaskId {
+    /// The slot number, in `0..capacity`: lets callers keep per-task data in a
+    /// plain vector.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// What [`Parallelizer::schedule`] says about a request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Scheduled {
+    /// The handle to report completion with.
+    pub task: TaskId,
+    /// Whether the request may start now. If not, it is reported later through
+    /// the `ready` vector of [`Parallelizer::complete`].
+    pub ready: bool,
+}
+
+/// [`Parallelizer::schedule`] was called with `capacity` requests in flight:
+/// complete one first.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("parallelizer window is full ({capacity} requests in flight)")]
+pub struct WindowFull {
+    /// The window size the parallelizer was created with.
+    pub capacity: usize,
+}
+
+/// Tables are usually a handful: a linear scan beats a binary search up to
+/// about this many.
+const LINEAR_TABLE_LOOKUP: usize = 8;
+
+/// The index of GLOBAL among the fixed nodes; table slot `s` is at `1 + s`.
+const GLOBAL: usize = 0;
+
+/// Schedules requests with per-region FIFO lock queues; see the [module
+/// documentation](self) for the design and its correctness argument.
+pub struct Parallelizer {
+    capacity: usize,
+    slots: Vec<Slot>,
+    /// Free slot numbers; popped from the back so recently used (cache-warm)
+    /// slots are reused first.
+    free_slots: Vec<u32>,
+    /// Agreed-order number of the next request.
+    next_seq: u64,
+    tables: TableIndex,
+    /// GLOBAL, then one node per table slot (known tables, then CATCHALL).
+    fixed: Vec<FixedNode>,
+    /// Every cell some request in flight holds or waits for.
+    cells: CellTable,
+    scratch: Scratch,
+}
+
+impl fmt::Debug for Parallelizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parallelizer")
+            .field("capacity", &self.capacity)
+            .field("in_flight", &self.in_flight())
+            .field("tables", &self.tables.ids)
+            .field("cells", &self.cells.len())
+            .finish()
+    }
+}
+
+impl Parallelizer {
+    /// A parallelizer admitting up to `capacity` requests in flight (scheduled
+    /// and not yet completed).
+    ///
+    /// `tables` are the tables of the service: each gets its own lock node, and
+    /// a bare [`Key::Value`] locks that value in each of them. Tables not listed
+    /// still work, but share one node (so `a[*]` and `b[*]` for two unlisted
+    /// tables wait for each other needlessly). Duplicates are ignored.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0 or not below `u32::MAX`.
+    pub fn new(capacity: usize, tables: &[TableId]) -> Parallelizer {
+        assert!(capacity >= 1, "parallelizer capacity must be at least 1");
+        let capacity32 = u32::try_from(capacity)
+            .ok()
+            .filter(|&c| c < u32::MAX)
+            .expect("parallelizer capacity must be below u32::MAX");
+        let tables = TableIndex::new(tables);
+        let slot_count = tables.slot_count();
+        Parallelizer {
+            capacity,
+            slots: (0..capacity).map(|_| Slot::new()).collect(),
+            free_slots: (0..capacity32).rev().collect(),
+            next_seq: 0,
+            fixed: (0..1 + slot_count).map(|_| FixedNode::default()).collect(),
+            cells: CellTable::default(),
+            scratch: Scratch {
+                global: 0,
+                tables: vec![0; slot_count],
+                touched: Vec::with_capacity(slot_count),
+            },
+            tables,
+        }
+    }
+
+    /// The maximum number of requests in flight.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The number of requests scheduled and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.free_slots.len()
+    }
+
+    /// Whether [`schedule`](Self::schedule) would refuse the next request.
+    pub fn is_full(&self) -> bool {
+        self.free_slots.is_empty()
+    }
+
+    /// Takes the next request in agreed order. `ready` is true when it may
+    /// start now; otherwise [`complete`](Self::complete) reports it later.
+    ///
+    /// # Errors
+    ///
+    /// [`WindowFull`] if `capacity` requests are in flight; nothing changes.
+    pub fn schedule(&mut self, access: &AccessSet) -> Result<Scheduled, WindowFull> {
+        let Some(slot) = self.free_slots.pop() else {
+            return Err(WindowFull {
+                capacity: self.capacity,
+            });
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // The entry vector leaves the slot while it is filled, so that linking
+        // into other requests' entries (in `self.slots`) does not alias it.
+        let mut request = Request {
+            slot,
+            entries: mem::take(&mut self.slots[slot as usize].entries),
+            waiting: 0,
+        };
+        debug_assert!(request.entries.is_empty());
+
+        // Writes first, so that a cell both written and read is taken in W and
+        // the read finds it already taken.
+        self.gather::<true>(access.writes(), &mut request);
+        self.gather::<false>(access.reads(), &mut request);
+        self.acquire_fixed_nodes(&mut request);
+
+        let ready = request.waiting == 0;
+        let entry = &mut self.slots[slot as usize];
+        entry.entries = request.entries;
+        entry.seq = seq;
+        entry.waiting = request.waiting;
+        entry.state = if ready {
+            SlotState::Running
+        } else {
+            SlotState::Waiting
+        };
+        Ok(Scheduled {
+            task: TaskId(slot),
+            ready,
+        })
+    }
+
+    /// Reports that `task` finished, releasing what it held. Appends to `ready`,
+    /// in agreed order, every task that became ready because of it.
+    ///
+    /// # Panics
+    ///
+    /// If `task` is not running (never reported ready, still waiting, or
+    /// already completed): that is a bug in the caller, and continuing would
+    /// corrupt the lock queues.
+    pub fn complete(&mut self, task: TaskId, ready: &mut Vec<TaskId>) {
+        let index = task.index();
+        match self.slots.get(index).map(|slot| slot.state) {
+            Some(SlotState::Running) => {}
+            state => panic!(
+                "Parallelizer::complete({task:?}): the task is not running (state {state:?}); \
+                 only a task reported ready may be completed, and only once"
+            ),
+        }
+        let start = ready.len();
+        let mut entries = mem::take(&mut self.slots[index].entries);
+        for entry in &entries {
+            let slots = &mut self.slots;
+            if entry.cell {
+                self.cells.release_with(entry.node, |node| {
+                    if node.owner == task.0 {
+                        node.owner = NO_OWNER;
+                    }
+                    release_cell(node, entry.mode, slots, ready);
+                });
+            } else {
+                let node = &mut self.fixed[entry.node as usize];
+                release_fixed(node, entry.mode, slots, ready);
+            }
+        }
+        entries.clear();
+        let slot = &mut self.slots[index];
+        slot.entries = entries;
+        slot.state = SlotState::Free;
+        self.free_slots.push(task.0);
+
+        // Nodes are released in the order the request listed them, so tasks
+        // woken by different nodes come out of order; callers want agreed order.
+        if ready.len() - start > 1 {
+            let slots = &self.slots;
+            ready[start..].sort_unstable_by_key(|t| slots[t.index()].seq);
+        }
+    }
+
+    /// Takes the cells the keys need and collects the modes wanted on GLOBAL
+    /// and on each table slot as mode sets, joined and acquired once every
+    /// key has been seen. `WRITE` makes the mode a constant in the loop.
+    #[inline(always)]
+    fn gather<const WRITE: bool>(&mut self, keys: &[Key], request: &mut Request) {
+        let mode = if WRITE { Mode::Write } else { Mode::Read };
+        let intention = mode.intention().bit();
+        for &key in keys {
+            match key {
+                Key::Entry(table, value) => {
+                    self.scratch.global |= intention;
+                    let s = self.tables.slot(table);
+                    self.scratch.want_table(s, intention);
+                    let cell = cell_key(self.tables.salts[s], value.0);
+                    self.acquire_cell(cell, mode, request);
+                }
+                Key::All => self.scratch.global |= mode.bit(),
+                Key::Table(table) => {
+                    self.scratch.global |= intention;
+                    let s = self.tables.slot(table);
+                    self.scratch.want_table(s, mode.bit());
+                }
+                Key::Value(value) => {
+                    self.scratch.global |= intention;
+                    for s in 0..self.tables.slot_count() {
+                        self.scratch.want_table(s, intention);
+                        let cell = cell_key(self.tables.salts[s], value.0);
+                        self.acquire_cell(cell, mode, request);
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn acquire_cell(&mut self, cell: u64, mode: Mode, request: &mut Request) {
+        let taken = CellNode::taken(request.slot, mode);
+        if let Some(node) = self.cells.get_or_insert(cell, taken) {
+            if node.owner == request.slot {
+                // Already taken by this request, in W or (reads come after
+                // writes) in the same R: taking it again would queue behind
+                // itself.
+                return;
+            }
+            node.owner = request.slot;
+            if node.queue.is_empty() && node.can_grant(mode) {
+                node.grant(mode);
+            } else {
+                // A non-empty cell queue always has a writer ahead (or
+                // holding), so "compatible with every waiter" reduces to
+                // "queue empty" here.
+                node.queue.push(request.next_ref(), &mut self.slots);
+                request.waiting += 1;
+            }
+        }
+        request.entries.push(Entry {
+            node: cell,
+            next: EntryRef::NONE,
+            mode,
+            cell: true,
+        });
+    }
+
+    fn acquire_fixed_nodes(&mut self, request: &mut Request) {
+        let Parallelizer {
+            fixed,
+            slots,
+            scratch,
+            ..
+        } = self;
+        if let Some(mode) = Mode::join_set(mem::take(&mut scratch.global)) {
+            acquire_fixed(&mut fixed[GLOBAL], GLOBAL, mode, request, slots);
+        }
+        for s in scratch.touched.drain(..) {
+            let wanted = mem::take(&mut scratch.tables[s as usize]);
+            let mode = Mode::join_set(wanted).expect("a touched table slot wants a mode");
+            let node = 1 + s as usize;
+            acquire_fixed(&mut fixed[node], node, mode, request, slots);
+        }
+    }
+
+    /// The number of cells in the table.
+    #[cfg(test)]
+    fn cell_nodes(&self) -> usize {
+        self.cells.len()
+    }
+}
+
+/// The request being scheduled.
+struct Request {
+    slot: u32,
+    entries: Vec<Entry>,
+    waiting: u32,
+}
+
+impl Request {
+    /// The reference the next pushed entry will have.
+    #[inline]
+    fn next_ref(&self) -> EntryRef {
+        EntryRef::new(self.slot, self.entries.len())
+    }
+}
+
+fn acquire_fixed(
+    node: &mut FixedNode,
+    id: usize,
+    mode: Mode,
+    request: &mut Request,
+    slots: &mut [Slot],
+) {
+    if mode.compatible_with_all(node.held_set() | node.waiting_set()) {
+        node.held[mode.index()] += 1;
+    } else {
+        node.waiting[mode.index()] += 1;
+        node.queue.push(request.next_ref(), slots);
+        request.waiting += 1;
+    }
+    request.entries.push(Entry {
+        node: id as u64,
+        next: EntryRef::NONE,
+        mode,
+        cell: false,
+    });
+}
+
+fn release_fixed(node: &mut FixedNode, mode: Mode, slots: &mut [Slot], ready: &mut Vec<TaskId>) {
+    node.held[mode.index()] -= 1;
+    while let Some(head) = node.queue.front() {
+        let entry = slots[head.slot()].entries[head.index()];
+        if !entry.mode.compatible_with_all(node.held_set()) {
+            break; // strict FIFO from here on
+        }
+        node.held[entry.mode.index()] += 1;
+        node.waiting[entry.mode.index()] -= 1;
+        node.queue.pop_front(entry.next);
+        wake(slots, head.slot(), ready);
+    }
+}
+
+fn release_cell(node: &mut CellNode, mode: Mode, slots: &mut [Slot], ready: &mut Vec<TaskId>) {
+    node.release(mode);
+    while let Some(head) = node.queue.front() {
+        let entry = slots[head.slot()].entries[head.index()];
+        if !node.can_grant(entry.mode) {
+            break;
+        }
+        node.grant(entry.mode);
+        node.queue.pop_front(entry.next);
+        wake(slots, head.slot(), ready);
+    }
+}
+
+/// One more node granted to the task in `slot`; it is ready once it has all.
+#[inline]
+fn wake(slots: &mut [Slot], slot: usize, ready: &mut Vec<TaskId>) {
+    let task = &mut slots[slot];
+    task.waiting -= 1;
+    if task.waiting == 0 {
+        task.state = SlotState::Running;
+        // Slot numbers are below the capacity, which new() bounds to u32.
+        ready.push(TaskId(slot as u32));
+    }
+}
+
+/// One window slot and the request occupying it.
+#[derive(Debug)]
+struct Slot {
+    seq: u64,
+    state: SlotState,
+    /// Nodes asked for and not yet granted.
+    waiting: u32,
+    /// Every node the request holds or waits for, released at completion; an
+    /// entry waiting in a queue also carries the link to the next waiter.
+    entries: Vec<Entry>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            seq: 0,
+            state: SlotState::Free,
+            waiting: 0,
+            entries: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SlotState {
+    Free,
+    Waiting,
+    Running,
+}
+
+/// A request's claim on one node.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    /// The cell key if `cell`, else the index of a fixed node.
+    node: u64,
+    /// The next waiter in the node's queue, while this entry is queued.
+    next: EntryRef,
+    mode: Mode,
+    cell: bool,
+}
+
+/// Where an entry lives: slot number in the high half, index in that slot's
+/// entries in the low half.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct EntryRef(u64);
+
+impl EntryRef {
+    /// No entry: slot `u32::MAX` is never used (capacity is below it).
+    const NONE: EntryRef = EntryRef(u64::MAX);
+
+    #[inline]
+    fn new(slot: u32, index: usize) -> EntryRef {
+        let index = u32::try_from(index).expect("a request with more than u32::MAX lock entries");
+        EntryRef((u64::from(slot) << 32) | u64::from(index))
+    }
+
+    #[inline]
+    fn slot(self) -> usize {
+        (self.0 >> 32) as usize
+    }
+
+    #[inline]
+    fn index(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+}
+
+/// A FIFO of waiting entries, linked through the entries themselves.
+#[derive(Clone, Copy, Debug)]
+struct Queue {
+    head: EntryRef,
+    tail: EntryRef,
+}
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue::EMPTY
+    }
+}
+
+impl Queue {
+    const EMPTY: Queue = Queue {
+        head: EntryRef::NONE,
+        tail: EntryRef::NONE,
+    };
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.head == EntryRef::NONE
+    }
+
+    #[inline]
+    fn front(&self) -> Option<EntryRef> {
+        (self.head != EntryRef::NONE).then_some(self.head)
+    }
+
+    /// Appends `me`, an entry about to be pushed with `next: NONE`. The
+    /// previous tail belongs to another request (a request takes a node once),
+    /// whose entries are in `slots`.
+    #[inline]
+    fn push(&mut self, me: EntryRef, slots: &mut [Slot]) {
+        if self.tail == EntryRef::NONE {
+            self.head = me;
+        } else {
+            slots[self.tail.slot()].entries[self.tail.index()].next = me;
+        }
+        self.tail = me;
+    }
+
+    /// Removes the front entry, whose `next` link is given.
+    #[inline]
+    fn pop_front(&mut self, next: EntryRef) {
+        self.head = next;
+        if next == EntryRef::NONE {
+            self.tail = EntryRef::NONE;
+        }
+    }
+}
+
+/// GLOBAL or a table: any of the five modes.
+#[derive(Default, Debug)]
+struct FixedNode {
+    held: [u32; MODES],
+    waiting: [u32; MODES],
+    queue: Queue,
+}
+
+impl FixedNode {
+    #[inline]
+    fn held_set(&self) -> u8 {
+        mode_set(&self.held)
+    }
+
+    #[inline]
+    fn waiting_set(&self) -> u8 {
+        mode_set(&self.waiting)
+    }
+}
+
+/// The modes whose count is non-zero, as a bit mask.
+#[inline]
+fn mode_set(counts: &[u32; MODES]) -> u8 {
+    Mode::ALL.iter().fold(0, |set, m| {
+        if counts[m.index()] > 0 {
+            set | m.bit()
+        } else {
+            set
+        }
+    })
+}
+
+/// What the request being scheduled needs, gathered over all its keys before
+/// anything is acquired.
+#[derive(Debug)]
+struct Scratch {
+    /// The modes wanted on GLOBAL, as a mode set.
+    global: u8,
+    /// The modes wanted per table slot; non-zero exactly for the slots in
+    /// `touched`.
+    tables: Vec<u8>,
+    touched: Vec<u32>,
+}
+
+impl Scratch {
+    #[inline(always)]
+    fn want_table(&mut self, slot: usize, modes: u8) {
+        let wanted = &mut self.tables[slot];
+        if *wanted == 0 {
+            // Table slots are bounded by TableIndex::new, well below u32::MAX.
+            self.touched.push(slot as u32);
+        }
+        *wanted |= modes;
+    }
+}
+
+/// The known tables and their slots; every other table maps to CATCHALL, the
+/// last slot.
+#[derive(Debug)]
+struct TableIndex {
+    /// Known tables; slot `s` is `ids[s]`.
+    ids: Vec<TableId>,
+    /// Per slot (CATCHALL last), what a value is xored with to name its cell,
+    /// so the same value in two tables names two cells.
+    salts: Vec<u64>,
+    /// `(table, slot)` sorted by table, for services with many tables.
+    sorted: Vec<(TableId, usize)>,
+}
+
+impl TableIndex {
+    fn new(tables: &[TableId]) -> TableIndex {
+        let mut ids: Vec<TableId> = Vec::with_capacity(tables.len());
+        for &t in tables {
+            if !ids.contains(&t) {
+                ids.push(t);
+            }
+        }
+        assert!(ids.len() < (u32::MAX / 2) as usize, "too many tables");
+        // Any constant works for CATCHALL: it only has to differ from the known
+        // tables' salts, and a coincidence would only cost false conflicts.
+        const CATCHALL_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
+        let salts = ids
+            .iter()
+            .map(|t| fmix64(t.0))
+            .chain([CATCHALL_SALT])
+            .collect();
+        let mut sorted: Vec<(TableId, usize)> = Vec::new();
+        if ids.len() > LINEAR_TABLE_LOOKUP {
+            sorted = ids.iter().enumerate().map(|(s, &t)| (t, s)).collect();
+            sorted.sort_unstable();
+        }
+        TableIndex { ids, salts, sorted }
+    }
+
+    /// Known tables plus CATCHALL.
+    #[inline]
+    fn slot_count(&self) -> usize {
+        self.ids.len() + 1
+    }
+
+    #[inline]
+    fn slot(&self, table: TableId) -> usize {
+        let catchall = self.ids.len();
+        if self.ids.len() <= LINEAR_TABLE_LOOKUP {
+            self.ids
+                .iter()
+                .position(|&t| t == table)
+                .unwrap_or(catchall)
+        } else {
+            match self.sorted.binary_search_by_key(&table, |&(t, _)| t) {
+                Ok(found) => self.sorted[found].1,
+                Err(_) => catchall,
+            }
+        }
+    }
+}
+
+/// MurmurHash3's 64-bit finaliser: spreads FNV table ids into salts.
+const fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}

@@ -1,0 +1,180 @@
+//! [`LocalCluster`]: n replicas in one process on 127.0.0.1, the embedded default.
+
+use cbase_core::{ExecutorBuilder, Service};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+use crate::client::{ClientConfig, NetClient};
+use crate::config::{ClusterConfig, ReplicaEntry, ReplicaId};
+use crate::crypto::SecretKey;
+use crate::protocol::ProtocolConfig;
+use crate::runtime::{NodeConfig, NodeError, ReplicaNode};
+use crate::transport::TransportConfig;
+use cbase_core::ClientError;
+
+/// Why a local cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// n must be at least 1; f = (n-1)/3 faults are tolerated.
+    #[error("a cluster needs at least one replica")]
+    NoReplicas,
+    /// A loopback port could not be bound.
+    #[error("cannot listen on 127.0.0.1: {0}")]
+    Bind(#[source] std::io::Error),
+    /// A replica could not start.
+    #[error("replica {id} failed to start: {source}")]
+    Replica {
+        /// Which one.
+        id: ReplicaId,
+        /// Why.
+        #[source]
+        source: NodeError,
+    },
+}
+
+/// Configures a [`LocalCluster`].
+#[derive(Clone, Debug)]
+pub struct LocalClusterBuilder {
+    replicas: usize,
+    executor: ExecutorBuilder,
+    protocol: ProtocolConfig,
+    transport: TransportConfig,
+}
+
+/// n replicas of one service in this process, talking over loopback TCP with
+/// fresh keys: the same code as a multi-host deployment, without the setup.
+///
+/// ```no_run
+/// # async fn demo<S>(make: impl Fn() -> S) -> Result<(), Box<dyn std::error::Error>>
+/// # where S: cbase_core::Service, S::Request: serde::de::DeserializeOwned, S::Response: serde::Serialize {
+/// use cbase_net::LocalCluster;
+/// let cluster = LocalCluster::builder().replicas(4).workers(16).start(make).await?;
+/// let client = cluster.client()?;
+/// // BankClient::new(client).transfer(1, 2, 10).await??;
+/// cluster.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct LocalCluster {
+    config: ClusterConfig,
+    nodes: Vec<Option<ReplicaNode>>,
+}
+
+impl LocalCluster {
+    /// A builder: 4 replicas (f = 1), 16 workers each.
+    pub fn builder() -> LocalClusterBuilder {
+        LocalClusterBuilder {
+            replicas: 4,
+            executor: ExecutorBuilder::new().workers(16),
+            protocol: ProtocolConfig::default(),
+            transport: TransportConfig::default(),
+        }
+    }
+
+    /// The cluster file this cluster runs with (addresses and public keys).
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// A new client connected to every replica.
+    pub fn client(&self) -> Result<NetClient, ClientError> {
+        NetClient::connect(self.config.clone(), ClientConfig::default())
+    }
+
+    /// A new client with the given settings.
+    pub fn client_with(&self, config: ClientConfig) -> Result<NetClient, ClientError> {
+        NetClient::connect(self.config.clone(), config)
+    }
+
+    /// A running replica, or `None` if it was stopped.
+    pub fn replica(&self, id: ReplicaId) -> Option<&ReplicaNode> {
+        self.nodes.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// The running replicas.
+    pub fn replicas(&self) -> impl Iterator<Item = &ReplicaNode> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Stops one replica (as a crash would).
+    pub async fn stop_replica(&mut self, id: ReplicaId) {
+        if let Some(node) = self.nodes.get_mut(id as usize).and_then(Option::take) {
+            node.shutdown().await;
+        }
+    }
+
+    /// Stops every replica.
+    pub async fn shutdown(mut self) {
+        for node in self.nodes.iter_mut().filter_map(Option::take) {
+            node.shutdown().await;
+        }
+    }
+}
+
+impl LocalClusterBuilder {
+    /// The number of replicas, n; the cluster tolerates f = (n-1)/3 faults.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// Worker threads per replica; 1 is the sequential baseline.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.executor = self.executor.workers(workers);
+        self
+    }
+
+    /// Executor settings per replica.
+    pub fn executor(mut self, executor: ExecutorBuilder) -> Self {
+        self.executor = executor;
+        self
+    }
+
+    /// Agreement settings.
+    pub fn protocol(mut self, protocol: ProtocolConfig) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Starts the replicas, each with its own service built by `make`.
+    pub async fn start<S, F>(self, make: F) -> Result<LocalCluster, ClusterError>
+    where
+        S: Service,
+        S::Request: DeserializeOwned,
+        S::Response: Serialize,
+        F: Fn() -> S,
+    {
+        if self.replicas == 0 {
+            return Err(ClusterError::NoReplicas);
+        }
+        let mut listeners = Vec::new();
+        let mut secrets = Vec::new();
+        let mut entries = Vec::new();
+        for id in 0..self.replicas as ReplicaId {
+            let listener = TcpListener::bind("127.0.0.1:0").await.map_err(ClusterError::Bind)?;
+            let address = listener.local_addr().map_err(ClusterError::Bind)?;
+            let secret = SecretKey::generate();
+            entries.push(ReplicaEntry { id, address: address.to_string(), public_key: secret.public() });
+            secrets.push(secret);
+            listeners.push(listener);
+        }
+        let config = ClusterConfig { f: (self.replicas - 1) / 3, replicas: entries };
+        let mut nodes = Vec::new();
+        for (id, (listener, secret)) in listeners.into_iter().zip(secrets).enumerate() {
+            let id = id as ReplicaId;
+            let node_config = NodeConfig {
+                id,
+                cluster: config.clone(),
+                secret,
+                protocol: self.protocol.clone(),
+                transport: self.transport.clone(),
+                executor: self.executor.clone(),
+            };
+            let node = ReplicaNode::start(node_config, listener, make())
+                .await
+                .map_err(|source| ClusterError::Replica { id, source })?;
+            nodes.push(Some(node));
+        }
+        Ok(LocalCluster { config, nodes })
+    }
+}

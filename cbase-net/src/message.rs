@@ -1,0 +1,235 @@
+//! What replicas and clients say to each other.
+//!
+//! Every message travels inside an authenticated session (see
+//! [`crate::transport`]), so the receiver knows which replica or client sent
+//! it. Messages that must also convince a third party (a pre-prepare, a
+//! prepare and a checkpoint become parts of certificates; a client's requests
+//! are relayed by the primary to the backups) carry an ed25519 signature too.
+
+use serde::{Deserialize, Serialize};
+
+use cbase_core::codec;
+
+use crate::config::ReplicaId;
+use crate::crypto::{PublicKey, SecretKey, Signature};
+
+/// A view number: view `v` has replica `v mod n` as its primary.
+pub type View = u64;
+/// A sequence number in the agreed order of batches.
+pub type Seq = u64;
+/// A blake3 digest.
+pub type Hash = [u8; 32];
+
+/// Signature domains, so a signature made for one purpose never verifies for another.
+pub mod domain {
+    /// A client's batch of requests.
+    pub const CLIENT_BATCH: &str = "cbase client batch v1";
+    /// A pre-prepare header.
+    pub const PRE_PREPARE: &str = "cbase pre-prepare v1";
+    /// A prepare.
+    pub const PREPARE: &str = "cbase prepare v1";
+    /// A checkpoint.
+    pub const CHECKPOINT: &str = "cbase checkpoint v1";
+}
+
+/// One operation from one client lane. A client runs several lanes so it can
+/// have several requests outstanding; within a lane, numbers only grow and
+/// each is executed at most once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// The lane of the client that sent it.
+    pub lane: u32,
+    /// The request number within the lane.
+    pub number: u64,
+    /// The encoded service request.
+    pub operation: Vec<u8>,
+}
+
+/// Requests a client sends together, signed once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestBatch {
+    /// The client's identity.
+    pub client: PublicKey,
+    /// The requests.
+    pub requests: Vec<ClientRequest>,
+}
+
+/// A client's batch with its signature: what the primary orders and the
+/// backups check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBatch {
+    /// The batch.
+    pub batch: RequestBatch,
+    /// The client's signature over the encoded batch.
+    pub signature: Signature,
+}
+
+impl SignedBatch {
+    /// Signs `batch` with the client's key.
+    pub fn sign(batch: RequestBatch, key: &SecretKey) -> SignedBatch {
+        let bytes = codec::encode(&batch).expect("request batches always encode");
+        SignedBatch { signature: key.sign(domain::CLIENT_BATCH, &bytes), batch }
+    }
+
+    /// Whether the signature is the named client's.
+    pub fn verify(&self) -> bool {
+        match codec::encode(&self.batch) {
+            Ok(bytes) => self.batch.client.verify(domain::CLIENT_BATCH, &bytes, &self.signature),
+            Err(_) => false,
+        }
+    }
+
+    /// The digest that identifies this batch (signature included, so two
+    /// differently signed copies are different batches).
+    pub fn digest(&self) -> Hash {
+        digest_of(self)
+    }
+}
+
+/// The primary's proposal for one sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePrepare {
+    /// The view.
+    pub view: View,
+    /// The sequence number.
+    pub seq: Seq,
+    /// The digest of [`Proposal`], which the signature covers.
+    pub digest: Hash,
+    /// The proposal itself.
+    pub proposal: Proposal,
+    /// The primary's signature over `(view, seq, digest)`.
+    pub signature: Signature,
+}
+
+/// What a pre-prepare proposes: the batches, and the primary's clock reading
+/// that becomes every request's agreed timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Nanoseconds since the Unix epoch on the primary's clock.
+    pub timestamp: u64,
+    /// The client batches, in order.
+    pub batches: Vec<SignedBatch>,
+}
+
+impl Proposal {
+    /// The digest a pre-prepare names.
+    pub fn digest(&self) -> Hash {
+        digest_of(self)
+    }
+
+    /// The number of requests in the proposal.
+    pub fn len(&self) -> usize {
+        self.batches.iter().map(|b| b.batch.requests.len()).sum()
+    }
+
+    /// Whether it proposes nothing (a null request, used to fill gaps).
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+}
+
+/// A backup's agreement with a pre-prepare.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    /// The view.
+    pub view: View,
+    /// The sequence number.
+    pub seq: Seq,
+    /// The proposal's digest.
+    pub digest: Hash,
+    /// Who prepares.
+    pub replica: ReplicaId,
+    /// Its signature over `(view, seq, digest, replica)`.
+    pub signature: Signature,
+}
+
+/// A replica's readiness to execute: it has seen a prepared certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The view.
+    pub view: View,
+    /// The sequence number.
+    pub seq: Seq,
+    /// The proposal's digest.
+    pub digest: Hash,
+    /// Who commits.
+    pub replica: ReplicaId,
+}
+
+/// A replica's state digest after executing everything up to `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The sequence number.
+    pub seq: Seq,
+    /// The digest of the service state and the reply cache at `seq`.
+    pub state: Hash,
+    /// Who reports it.
+    pub replica: ReplicaId,
+    /// Its signature over `(seq, state, replica)`.
+    pub signature: Signature,
+}
+
+/// Replica-to-replica messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaMessage {
+    /// A proposal from the primary.
+    PrePrepare(PrePrepare),
+    /// A backup's prepare.
+    Prepare(Prepare),
+    /// A commit.
+    Commit(Commit),
+    /// A checkpoint vote.
+    Checkpoint(Checkpoint),
+    /// A client batch a backup received directly, passed on to the primary.
+    Forward(SignedBatch),
+}
+
+/// Client-to-replica messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// New requests, or a retransmission of earlier ones.
+    Requests(SignedBatch),
+}
+
+/// A replica's answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The view the replica was in when it executed the request.
+    pub view: View,
+    /// The lane of the request.
+    pub lane: u32,
+    /// The request number.
+    pub number: u64,
+    /// The replica.
+    pub replica: ReplicaId,
+    /// The encoded `Result<Response, ExecError>`.
+    pub result: Vec<u8>,
+}
+
+/// Replica-to-client messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyMessage {
+    /// Replies, several at once when they are ready together.
+    Replies(Vec<Reply>),
+}
+
+/// The blake3 digest of a value's canonical encoding.
+pub fn digest_of<T: Serialize>(value: &T) -> Hash {
+    let bytes = codec::encode(value).expect("protocol values always encode");
+    *blake3::hash(&bytes).as_bytes()
+}
+
+/// The bytes a pre-prepare's signature covers.
+pub fn pre_prepare_header(view: View, seq: Seq, digest: &Hash) -> Vec<u8> {
+    codec::encode(&(view, seq, digest)).expect("headers always encode")
+}
+
+/// The bytes a prepare's signature covers.
+pub fn prepare_header(view: View, seq: Seq, digest: &Hash, replica: ReplicaId) -> Vec<u8> {
+    codec::encode(&(view, seq, digest, replica)).expect("headers always encode")
+}
+
+/// The bytes a checkpoint's signature covers.
+pub fn checkpoint_header(seq: Seq, state: &Hash, replica: ReplicaId) -> Vec<u8> {
+    codec::encode(&(seq, state, replica)).expect("headers always encode")
+}

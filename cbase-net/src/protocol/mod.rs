@@ -1,0 +1,612 @@
+//! PBFT agreement as a pure state machine.
+//!
+//! [`Replica::handle`] takes one [`Input`] (a message, a client batch, a
+//! finished checkpoint) and the current time, and appends [`Output`]s (messages
+//! to send, batches to execute, checkpoints that became stable). It does no I/O,
+//! reads no clock and uses no randomness, so the same code runs on the tokio
+//! runtime and in a deterministic simulator.
+//!
+//! Normal case (Castro and Liskov, OSDI 1999), n = 3f+1:
+//! 1. The primary of view `v` (replica `v mod n`) assigns the next sequence
+//!    number within the window to a batch of client requests and broadcasts a
+//!    signed pre-prepare.
+//! 2. A backup that accepts it broadcasts a signed prepare. A replica is
+//!    *prepared* for `(v, n, d)` with the pre-prepare and 2f matching prepares.
+//! 3. A prepared replica broadcasts a commit; with 2f+1 matching commits it is
+//!    *committed* and hands the batch to execution, strictly in sequence order.
+//! 4. Every `K` sequence numbers, execution reports a state digest; replicas
+//!    broadcast signed checkpoints, and 2f+1 matching ones make it *stable*:
+//!    the low watermark moves up and everything below it is discarded. The
+//!    primary never proposes beyond `low + L`.
+//!
+//! Anything that does not follow these rules (wrong view or primary, outside
+//! the window, bad signature or digest, a second proposal for a slot) is
+//! dropped and counted in [`Stats`], never acted on.
+
+mod slot;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::config::{ClusterConfig, ReplicaId};
+use crate::crypto::{PublicKey, SecretKey};
+use crate::message::{
+    Checkpoint, Commit, Hash, PrePrepare, Prepare, Proposal, ReplicaMessage, Seq, SignedBatch,
+    View, checkpoint_header, domain, pre_prepare_header, prepare_header,
+};
+use slot::Slot;
+
+/// Tuning of the agreement protocol.
+#[derive(Clone, Debug)]
+pub struct ProtocolConfig {
+    /// Checkpoint every this many sequence numbers (K).
+    pub checkpoint_interval: u64,
+    /// How far past the stable checkpoint the primary may propose (L); a
+    /// multiple of K.
+    pub window: u64,
+    /// The most requests one pre-prepare may carry.
+    pub max_batch_requests: usize,
+    /// The most proposals the primary keeps in flight (proposed, not yet
+    /// committed) before it waits and lets requests accumulate into a batch.
+    pub pipeline: usize,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig { checkpoint_interval: 128, window: 512, max_batch_requests: 2048, pipeline: 2 }
+    }
+}
+
+/// Something that happened to a replica.
+#[derive(Debug)]
+pub enum Input {
+    /// A client batch, received directly from the client.
+    Client(SignedBatch),
+    /// A message from another replica (authenticated by the transport).
+    Replica(ReplicaId, ReplicaMessage),
+    /// Execution finished everything up to `seq` and digested the state.
+    CheckpointTaken {
+        /// The checkpoint's sequence number.
+        seq: Seq,
+        /// The digest of the service state and the reply cache.
+        state: Hash,
+    },
+}
+
+/// What the replica wants done.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// Send to one replica.
+    Send(ReplicaId, ReplicaMessage),
+    /// Send to every other replica.
+    Broadcast(ReplicaMessage),
+    /// Execute a committed batch. Emitted strictly in sequence order.
+    Execute(Committed),
+    /// A checkpoint became stable: 2f+1 replicas, this one included, agree
+    /// on the state digest at `seq`.
+    Stable {
+        /// The sequence number.
+        seq: Seq,
+        /// The agreed digest.
+        state: Hash,
+    },
+    /// 2f+1 replicas agree on a digest at `seq` that differs from ours: our
+    /// state is wrong and must be replaced (state transfer).
+    Diverged {
+        /// The sequence number.
+        seq: Seq,
+        /// The digest the quorum agrees on.
+        state: Hash,
+    },
+}
+
+/// A batch ready for execution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    /// The view it was committed in.
+    pub view: View,
+    /// Its sequence number.
+    pub seq: Seq,
+    /// The proposal's digest (seeds the per-request randomness).
+    pub digest: Hash,
+    /// What to execute.
+    pub proposal: Proposal,
+    /// Take a checkpoint after executing this batch.
+    pub checkpoint: bool,
+}
+
+/// Why messages were dropped, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// A signature that does not verify (replica or client).
+    pub bad_signature: u64,
+    /// A pre-prepare whose digest does not match its proposal.
+    pub bad_digest: u64,
+    /// For another view.
+    pub wrong_view: u64,
+    /// A pre-prepare from a replica that is not the primary, or a prepare
+    /// from the primary.
+    pub wrong_sender: u64,
+    /// Beyond the high watermark (or sequence number 0).
+    pub out_of_window: u64,
+    /// At or below the stable checkpoint: late, and harmless.
+    pub stale: u64,
+    /// A second, different pre-prepare or vote for the same slot.
+    pub equivocation: u64,
+    /// A batch or vote seen before.
+    pub duplicate: u64,
+    /// Over the size limits.
+    pub oversized: u64,
+}
+
+/// One replica's agreement state. See the [module documentation](self).
+pub struct Replica {
+    id: ReplicaId,
+    n: usize,
+    f: usize,
+    keys: Vec<PublicKey>,
+    secret: SecretKey,
+    config: ProtocolConfig,
+    view: View,
+    /// The next sequence number this replica assigns when primary.
+    next_seq: Seq,
+    /// The stable checkpoint: the low watermark.
+    low: Seq,
+    log: BTreeMap<Seq, Slot>,
+    /// The last sequence number handed to execution.
+    delivered: Seq,
+    /// Client batches waiting for a sequence number (primary only).
+    pending: VecDeque<SignedBatch>,
+    /// Digests of batches pending or in the log, to drop duplicates.
+    known_batches: BTreeMap<Hash, Option<Seq>>,
+    /// Checkpoint votes within the window: seq -> replica -> digest.
+    checkpoint_votes: BTreeMap<Seq, BTreeMap<ReplicaId, Hash>>,
+    /// Our own checkpoint digests not yet stable.
+    own_checkpoints: BTreeMap<Seq, Hash>,
+    /// The latest time given to `handle`; the primary stamps proposals with it.
+    now: u64,
+    stats: Stats,
+}
+
+impl Replica {
+    /// A replica with id `id` in the cluster, in view 0 with nothing executed.
+    ///
+    /// # Panics
+    /// If `id` is not in the cluster or the window is not a positive multiple
+    /// of the checkpoint interval.
+    pub fn new(
+        id: ReplicaId,
+        cluster: &ClusterConfig,
+        secret: SecretKey,
+        config: ProtocolConfig,
+    ) -> Replica {
+        assert!(
+            config.checkpoint_interval > 0
+                && config.window >= config.checkpoint_interval
+                && config.window % config.checkpoint_interval == 0,
+            "the window must be a positive multiple of the checkpoint interval"
+        );
+        let n = cluster.n();
+        let keys: Vec<PublicKey> = (0..n as ReplicaId)
+            .map(|i| *cluster.public_key(i).expect("a validated cluster has every id"))
+            .collect();
+        assert!((id as usize) < n, "replica {id} is not in the cluster");
+        Replica {
+            id,
+            n,
+            f: cluster.f,
+            keys,
+            secret,
+            config,
+            view: 0,
+            next_seq: 1,
+            low: 0,
+            log: BTreeMap::new(),
+            delivered: 0,
+            pending: VecDeque::new(),
+            known_batches: BTreeMap::new(),
+            checkpoint_votes: BTreeMap::new(),
+            own_checkpoints: BTreeMap::new(),
+            now: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// The primary of the current view.
+    pub fn primary(&self) -> ReplicaId {
+        (self.view % self.n as u64) as ReplicaId
+    }
+
+    /// Whether this replica is the primary.
+    pub fn is_primary(&self) -> bool {
+        self.primary() == self.id
+    }
+
+    /// The stable checkpoint (low watermark).
+    pub fn low_watermark(&self) -> Seq {
+        self.low
+    }
+
+    /// The last sequence number handed to execution.
+    pub fn delivered(&self) -> Seq {
+        self.delivered
+    }
+
+    /// Dropped-message counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Client batches waiting for a sequence number.
+    pub fn pending_batches(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn high(&self) -> Seq {
+        self.low + self.config.window
+    }
+
+    fn in_window(&self, seq: Seq) -> bool {
+        seq > self.low && seq <= self.high()
+    }
+
+    /// Counts a message for `seq` that is outside the window; returns true if so.
+    fn outside_window(&mut self, seq: Seq) -> bool {
+        if self.in_window(seq) {
+            return false;
+        }
+        if seq <= self.low && seq > 0 {
+            self.stats.stale += 1;
+        } else {
+            self.stats.out_of_window += 1;
+        }
+        true
+    }
+
+    /// Handles one input at time `now` (nanoseconds since the Unix epoch; the
+    /// primary stamps its proposals with it).
+    pub fn handle(&mut self, now: u64, input: Input, out: &mut Vec<Output>) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Client(batch) => self.on_client_batch(batch, out, true),
+            Input::Replica(from, message) => self.on_replica_message(from, message, out),
+            Input::CheckpointTaken { seq, state } => self.on_checkpoint_taken(seq, state, out),
+        }
+    }
+
+    fn on_replica_message(&mut self, from: ReplicaId, message: ReplicaMessage, out: &mut Vec<Output>) {
+        if from as usize >= self.n || from == self.id {
+            self.stats.wrong_sender += 1;
+            return;
+        }
+        match message {
+            ReplicaMessage::PrePrepare(pre_prepare) => self.on_pre_prepare(from, pre_prepare, out),
+            ReplicaMessage::Prepare(prepare) => self.on_prepare(from, prepare, out),
+            ReplicaMessage::Commit(commit) => self.on_commit(from, commit, out),
+            ReplicaMessage::Checkpoint(checkpoint) => self.on_checkpoint(from, checkpoint, out),
+            ReplicaMessage::Forward(batch) => self.on_client_batch(batch, out, false),
+        }
+    }
+
+    fn on_client_batch(&mut self, batch: SignedBatch, out: &mut Vec<Output>, direct: bool) {
+        if batch.batch.requests.is_empty() || batch.batch.requests.len() > self.config.max_batch_requests {
+            self.stats.oversized += 1;
+            return;
+        }
+        let digest = batch.digest();
+        if self.known_batches.contains_key(&digest) {
+            self.stats.duplicate += 1;
+            return;
+        }
+        if !batch.verify() {
+            self.stats.bad_signature += 1;
+            return;
+        }
+        if self.is_primary() {
+            self.known_batches.insert(digest, None);
+            self.pending.push_back(batch);
+            self.propose(out);
+        } else if direct {
+            // The client broadcast it (a retransmission): make sure the
+            // primary has it. The view-change timer that watches the primary
+            // arrives with view changes.
+            out.push(Output::Send(self.primary(), ReplicaMessage::Forward(batch)));
+        }
+    }
+
+    /// Proposes pending batches while the window and the pipeline allow.
+    fn propose(&mut self, out: &mut Vec<Output>) {
+        while !self.pending.is_empty()
+            && self.next_seq <= self.high()
+            && self.in_flight() < self.config.pipeline
+        {
+            let mut batches = Vec::new();
+            let mut requests = 0;
+            while let Some(next) = self.pending.front() {
+                let size = next.batch.requests.len();
+                if !batches.is_empty() && requests + size > self.config.max_batch_requests {
+                    break;
+                }
+                requests += size;
+                batches.push(self.pending.pop_front().expect("front exists"));
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let proposal = Proposal { timestamp: self.now, batches };
+            let digest = proposal.digest();
+            for batch in &proposal.batches {
+                self.known_batches.insert(batch.digest(), Some(seq));
+            }
+            let signature =
+                self.secret.sign(domain::PRE_PREPARE, &pre_prepare_header(self.view, seq, &digest));
+            let pre_prepare = PrePrepare { view: self.view, seq, digest, proposal, signature };
+            self.log.entry(seq).or_default().pre_prepare = Some(pre_prepare.clone());
+            out.push(Output::Broadcast(ReplicaMessage::PrePrepare(pre_prepare)));
+        }
+    }
+
+    /// Proposals made and not yet handed to execution.
+    fn in_flight(&self) -> usize {
+        (self.next_seq - 1).saturating_sub(self.delivered) as usize
+    }
+
+    fn on_pre_prepare(&mut self, from: ReplicaId, pre_prepare: PrePrepare, out: &mut Vec<Output>) {
+        let PrePrepare { view, seq, digest, .. } = pre_prepare;
+        if view != self.view {
+            self.stats.wrong_view += 1;
+            return;
+        }
+        if from != self.primary() {
+            self.stats.wrong_sender += 1;
+            return;
+        }
+        if self.outside_window(seq) {
+            return;
+        }
+        if let Some(existing) = self.log.get(&seq).and_then(Slot::digest) {
+            if *existing == digest {
+                self.stats.duplicate += 1;
+            } else {
+                self.stats.equivocation += 1;
+            }
+            return;
+        }
+        if pre_prepare.proposal.len() > self.config.max_batch_requests {
+            self.stats.oversized += 1;
+            return;
+        }
+        let header = pre_prepare_header(view, seq, &digest);
+        if !self.keys[from as usize].verify(domain::PRE_PREPARE, &header, &pre_prepare.signature) {
+            self.stats.bad_signature += 1;
+            return;
+        }
+        if pre_prepare.proposal.digest() != digest {
+            self.stats.bad_digest += 1;
+            return;
+        }
+        // The primary cannot forge requests: every batch must carry its
+        // client's signature.
+        if !pre_prepare.proposal.batches.iter().all(SignedBatch::verify) {
+            self.stats.bad_signature += 1;
+            return;
+        }
+        for batch in &pre_prepare.proposal.batches {
+            self.known_batches.insert(batch.digest(), Some(seq));
+        }
+        self.log.entry(seq).or_default().pre_prepare = Some(pre_prepare);
+        let signature =
+            self.secret.sign(domain::PREPARE, &prepare_header(view, seq, &digest, self.id));
+        let prepare = Prepare { view, seq, digest, replica: self.id, signature };
+        self.log.entry(seq).or_default().prepares.insert(self.id, digest);
+        out.push(Output::Broadcast(ReplicaMessage::Prepare(prepare)));
+        self.advance(seq, out);
+    }
+
+    fn on_prepare(&mut self, from: ReplicaId, prepare: Prepare, out: &mut Vec<Output>) {
+        let Prepare { view, seq, digest, replica, .. } = prepare;
+        if replica != from {
+            self.stats.wrong_sender += 1;
+            return;
+        }
+        if view != self.view {
+            self.stats.wrong_view += 1;
+            return;
+        }
+        if from == self.primary() {
+            self.stats.wrong_sender += 1;
+            return;
+        }
+        if self.outside_window(seq) {
+            return;
+        }
+        if let Some(existing) = self.log.get(&seq).and_then(|s| s.prepares.get(&from)) {
+            if *existing == digest {
+                self.stats.duplicate += 1;
+            } else {
+                self.stats.equivocation += 1;
+            }
+            return;
+        }
+        let header = prepare_header(view, seq, &digest, replica);
+        if !self.keys[from as usize].verify(domain::PREPARE, &header, &prepare.signature) {
+            self.stats.bad_signature += 1;
+            return;
+        }
+        self.log.entry(seq).or_default().prepares.insert(from, digest);
+        self.advance(seq, out);
+    }
+
+    fn on_commit(&mut self, from: ReplicaId, commit: Commit, out: &mut Vec<Output>) {
+        let Commit { view, seq, digest, replica } = commit;
+        if replica != from {
+            self.stats.wrong_sender += 1;
+            return;
+        }
+        if view != self.view {
+            self.stats.wrong_view += 1;
+            return;
+        }
+        if self.outside_window(seq) {
+            return;
+        }
+        if let Some(existing) = self.log.get(&seq).and_then(|s| s.commits.get(&from)) {
+            if *existing == digest {
+                self.stats.duplicate += 1;
+            } else {
+                self.stats.equivocation += 1;
+            }
+            return;
+        }
+        self.log.entry(seq).or_default().commits.insert(from, digest);
+        self.advance(seq, out);
+    }
+
+    /// Moves a slot forward: prepared -> send commit; committed -> deliver.
+    fn advance(&mut self, seq: Seq, out: &mut Vec<Output>) {
+        let (f, id, view) = (self.f, self.id, self.view);
+        let Some(slot) = self.log.get_mut(&seq) else { return };
+        if !slot.commit_sent && slot.is_prepared(f) {
+            slot.commit_sent = true;
+            let digest = *slot.digest().expect("prepared slots have a pre-prepare");
+            slot.commits.insert(id, digest);
+            out.push(Output::Broadcast(ReplicaMessage::Commit(Commit {
+                view,
+                seq,
+                digest,
+                replica: id,
+            })));
+        }
+        if !slot.committed && slot.is_committed(f) {
+            slot.committed = true;
+            self.deliver(out);
+        }
+    }
+
+    /// Hands committed batches to execution in sequence order, without gaps.
+    fn deliver(&mut self, out: &mut Vec<Output>) {
+        while let Some(slot) = self.log.get(&(self.delivered + 1)) {
+            if !slot.committed {
+                break;
+            }
+            let pre_prepare = slot.pre_prepare.as_ref().expect("committed slots have a pre-prepare");
+            let seq = self.delivered + 1;
+            out.push(Output::Execute(Committed {
+                view: pre_prepare.view,
+                seq,
+                digest: pre_prepare.digest,
+                proposal: pre_prepare.proposal.clone(),
+                checkpoint: seq % self.config.checkpoint_interval == 0,
+            }));
+            self.delivered = seq;
+        }
+        if self.is_primary() {
+            // A delivery frees pipeline room.
+            self.propose(out);
+        }
+    }
+
+    fn on_checkpoint_taken(&mut self, seq: Seq, state: Hash, out: &mut Vec<Output>) {
+        if seq <= self.low {
+            return;
+        }
+        self.own_checkpoints.insert(seq, state);
+        let signature =
+            self.secret.sign(domain::CHECKPOINT, &checkpoint_header(seq, &state, self.id));
+        let checkpoint = Checkpoint { seq, state, replica: self.id, signature };
+        self.checkpoint_votes.entry(seq).or_default().insert(self.id, state);
+        out.push(Output::Broadcast(ReplicaMessage::Checkpoint(checkpoint)));
+        self.try_stabilize(seq, out);
+    }
+
+    fn on_checkpoint(&mut self, from: ReplicaId, checkpoint: Checkpoint, out: &mut Vec<Output>) {
+        let Checkpoint { seq, state, replica, .. } = checkpoint;
+        if replica != from {
+            self.stats.wrong_sender += 1;
+            return;
+        }
+        if self.outside_window(seq) {
+            return;
+        }
+        if seq % self.config.checkpoint_interval != 0 {
+            self.stats.out_of_window += 1;
+            return;
+        }
+        if let Some(existing) = self.checkpoint_votes.get(&seq).and_then(|v| v.get(&from)) {
+            if *existing == state {
+                self.stats.duplicate += 1;
+            } else {
+                self.stats.equivocation += 1;
+            }
+            return;
+        }
+        let header = checkpoint_header(seq, &state, replica);
+        if !self.keys[from as usize].verify(domain::CHECKPOINT, &header, &checkpoint.signature) {
+            self.stats.bad_signature += 1;
+            return;
+        }
+        self.checkpoint_votes.entry(seq).or_default().insert(from, state);
+        self.try_stabilize(seq, out);
+    }
+
+    fn try_stabilize(&mut self, seq: Seq, out: &mut Vec<Output>) {
+        let Some(votes) = self.checkpoint_votes.get(&seq) else { return };
+        let mut tally: BTreeMap<&Hash, usize> = BTreeMap::new();
+        for digest in votes.values() {
+            *tally.entry(digest).or_default() += 1;
+        }
+        let Some((&agreed, _)) = tally.into_iter().find(|(_, count)| *count > 2 * self.f) else {
+            return;
+        };
+        match self.own_checkpoints.get(&seq) {
+            // Not executed that far yet: stabilize once we have.
+            None => {}
+            Some(own) if *own == agreed => self.stabilize(seq, agreed, out),
+            Some(_) => out.push(Output::Diverged { seq, state: agreed }),
+        }
+    }
+
+    /// Moves the low watermark to `seq` and discards everything below it.
+    fn stabilize(&mut self, seq: Seq, state: Hash, out: &mut Vec<Output>) {
+        self.low = seq;
+        self.log = self.log.split_off(&(seq + 1));
+        self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
+        self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
+        self.known_batches.retain(|_, at| at.is_none_or(|s| s > seq));
+        out.push(Output::Stable { seq, state });
+        if self.is_primary() {
+            // The window moved up.
+            self.propose(out);
+        }
+    }
+
+    /// Which batches are known (pending or ordered), for tests and metrics.
+    pub fn known_batch_count(&self) -> usize {
+        self.known_batches.len()
+    }
+
+    /// The replicas other than this one.
+    pub fn peers(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        (0..self.n as ReplicaId).filter(move |r| *r != self.id)
+    }
+
+    /// Sequence numbers with agreement state in the log.
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn checkpoint_vote_seqs(&self) -> std::collections::BTreeSet<Seq> {
+        self.checkpoint_votes.keys().copied().collect()
+    }
+}

@@ -1,0 +1,228 @@
+//! Connection tasks: one outbound connection per peer replica (sending only),
+//! and a listener whose connections carry peers' messages in, client requests
+//! in and replies out.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cbase_core::codec;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::{ClientQueues, NodeMetrics};
+use crate::config::{ClusterConfig, ReplicaId};
+use crate::crypto::PublicKey;
+use crate::message::{ClientMessage, Reply, ReplicaMessage, ReplyMessage};
+use crate::protocol::Input;
+use crate::runtime::execution::ExecutionShared;
+use crate::transport::{self, FrameReader, FrameWriter, Identity, Role, TransportConfig, TransportError};
+
+/// Reconnect delays grow from this to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Keeps a connection to `peer` and writes everything queued for it.
+/// Messages queued while disconnected wait (up to the queue's bound).
+pub(super) async fn outbound(
+    peer: ReplicaId,
+    address: String,
+    identity: Arc<Identity>,
+    cluster: Arc<ClusterConfig>,
+    config: Arc<TransportConfig>,
+    mut outgoing: mpsc::Receiver<Arc<Vec<u8>>>,
+    metrics: Arc<NodeMetrics>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let session = match TcpStream::connect(&address).await {
+            Ok(stream) => transport::connect(stream, &identity, peer, &cluster, &config).await,
+            Err(error) => Err(TransportError::Io(error)),
+        };
+        let mut writer = match session {
+            Ok(session) => {
+                backoff = MIN_BACKOFF;
+                session.split().1
+            }
+            Err(error) => {
+                if matches!(error, TransportError::Handshake(_) | TransportError::BadSignature | TransportError::WrongPeer { .. }) {
+                    metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(peer, %error, "cannot reach peer; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        loop {
+            let Some(first) = outgoing.recv().await else { return };
+            if write_burst(&mut writer, first, &mut outgoing).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Writes one frame and whatever else is already queued, then flushes once.
+async fn write_burst(
+    writer: &mut FrameWriter,
+    first: Arc<Vec<u8>>,
+    queue: &mut mpsc::Receiver<Arc<Vec<u8>>>,
+) -> Result<(), TransportError> {
+    writer.send(&first).await?;
+    for _ in 0..1024 {
+        match queue.try_recv() {
+            Ok(frame) => writer.send(&frame).await?,
+            Err(_) => break,
+        }
+    }
+    writer.flush().await
+}
+
+/// What the listener's connections need.
+pub(super) struct Inbound {
+    pub identity: Arc<Identity>,
+    pub cluster: Arc<ClusterConfig>,
+    pub transport: Arc<TransportConfig>,
+    pub events: mpsc::Sender<Input>,
+    pub clients: ClientQueues,
+    pub execution: Arc<ExecutionShared>,
+    pub metrics: Arc<NodeMetrics>,
+}
+
+/// Accepts connections until aborted; aborting it aborts every connection task.
+pub(super) async fn listen(listener: TcpListener, inbound: Inbound) {
+    let inbound = Arc::new(inbound);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve(stream, Arc::clone(&inbound)));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(MIN_BACKOFF).await;
+                }
+            },
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve(stream: TcpStream, inbound: Arc<Inbound>) {
+    let session = match transport::accept(stream, &inbound.identity, &inbound.cluster, &inbound.transport).await {
+        Ok(session) => session,
+        Err(error) => {
+            inbound.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%error, "handshake failed");
+            return;
+        }
+    };
+    let peer = session.peer();
+    let (reader, writer) = session.split();
+    let result = match peer {
+        Role::Replica(id) => serve_replica(id, reader, &inbound).await,
+        Role::Client(key) => serve_client(key, reader, writer, &inbound).await,
+    };
+    if let Err(error) = result {
+        match error {
+            ConnectionEnd::Closed => {}
+            ConnectionEnd::Frame(error) => {
+                inbound.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?peer, %error, "connection closed: bad frame");
+            }
+            ConnectionEnd::Malformed(error) => {
+                inbound.metrics.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?peer, %error, "connection closed: malformed message");
+            }
+        }
+    }
+}
+
+enum ConnectionEnd {
+    Closed,
+    Frame(TransportError),
+    Malformed(codec::CodecError),
+}
+
+async fn next_frame(reader: &mut FrameReader) -> Result<Vec<u8>, ConnectionEnd> {
+    match reader.recv().await {
+        Ok(frame) => Ok(frame),
+        Err(TransportError::Closed) => Err(ConnectionEnd::Closed),
+        Err(TransportError::Io(_)) => Err(ConnectionEnd::Closed),
+        Err(error) => Err(ConnectionEnd::Frame(error)),
+    }
+}
+
+async fn serve_replica(id: ReplicaId, mut reader: FrameReader, inbound: &Inbound) -> Result<(), ConnectionEnd> {
+    loop {
+        let frame = next_frame(&mut reader).await?;
+        let message: ReplicaMessage = codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
+        if inbound.events.send(Input::Replica(id, message)).await.is_err() {
+            return Err(ConnectionEnd::Closed);
+        }
+    }
+}
+
+async fn serve_client(
+    key: PublicKey,
+    mut reader: FrameReader,
+    writer: FrameWriter,
+    inbound: &Inbound,
+) -> Result<(), ConnectionEnd> {
+    let (replies, queue) = mpsc::channel(16_384);
+    inbound.clients.lock().insert(key, replies.clone());
+    let writer_task = tokio::spawn(write_replies(writer, queue));
+    let result = async {
+        loop {
+            let frame = next_frame(&mut reader).await?;
+            let ClientMessage::Requests(batch) = codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
+            if batch.batch.client != key {
+                inbound.metrics.impersonations.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let numbers: Vec<(u32, u64)> = batch.batch.requests.iter().map(|r| (r.lane, r.number)).collect();
+            // A retransmission of requests already executed is answered from
+            // the reply cache, without going through agreement again.
+            if let Some(cached) = inbound.execution.cached_replies(&key, &numbers, 0) {
+                inbound.metrics.cached_replies.fetch_add(cached.len() as u64, Ordering::Relaxed);
+                for reply in cached {
+                    let _ = replies.try_send(reply);
+                }
+                continue;
+            }
+            if inbound.events.send(Input::Client(batch)).await.is_err() {
+                return Err(ConnectionEnd::Closed);
+            }
+        }
+    }
+    .await;
+    {
+        let mut clients = inbound.clients.lock();
+        if clients.get(&key).is_some_and(|q| q.same_channel(&replies)) {
+            clients.remove(&key);
+        }
+    }
+    writer_task.abort();
+    result
+}
+
+async fn write_replies(mut writer: FrameWriter, mut queue: mpsc::Receiver<Reply>) {
+    while let Some(first) = queue.recv().await {
+        let mut replies = vec![first];
+        while replies.len() < 1024 {
+            match queue.try_recv() {
+                Ok(reply) => replies.push(reply),
+                Err(_) => break,
+            }
+        }
+        let frame = codec::encode(&ReplyMessage::Replies(replies)).expect("replies always encode");
+        if writer.send(&frame).await.is_err() || writer.flush().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Execution behind agreement: committed batches in, replies and checkpoints out.
+//!
+//! A driver thread takes committed batches in sequence order and submits their
+//! requests to the core executor, which runs independent ones in parallel.
+//! Exactly-once per client lane is decided here, in sequence order, so it is the
+//! same on every correct replica: a request whose number is not above the
+//! lane's last executed number is not executed again (a retransmission gets
+//! the cached reply instead).
+//!
+//! At a checkpoint sequence number the driver submits a barrier and waits for
+//! it before looking at the next batch. So when the barrier runs, everything
+//! up to the checkpoint has finished, nothing after it has started, and the
+//! client table holds exactly the effects of the batches up to it: the digest
+//! (service state + client table) is the same on every correct replica.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cbase_core::codec;
+use cbase_core::{Context, ExecError, Executor, ExecutorBuilder, Service, Snapshot, StateError};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ReplicaId;
+use crate::crypto::PublicKey;
+use crate::message::{Hash, Reply, Seq};
+use crate::protocol::Committed;
+
+/// The last executed request of one client lane and its reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneRecord {
+    /// The highest request number executed on this lane.
+    pub number: u64,
+    /// The encoded reply to it, once it has finished.
+    pub reply: Option<Vec<u8>>,
+}
+
+/// Exactly-once bookkeeping: one record per client lane. Part of every
+/// checkpoint, so a replica restored from one keeps refusing old requests.
+pub type ClientTable = BTreeMap<(PublicKey, u32), LaneRecord>;
+
+/// What a checkpoint captured.
+#[derive(Clone, Debug)]
+pub struct CheckpointRecord {
+    /// Its sequence number.
+    pub seq: Seq,
+    /// Digest of the service state and the client table.
+    pub digest: Hash,
+    /// The service state.
+    pub snapshot: Snapshot,
+    /// The client table.
+    pub clients: ClientTable,
+}
+
+/// Where replies go: the runtime sends them to the client's connection.
+pub trait ReplySink: Send + Sync + 'static {
+    /// Deliver `reply` to `client`, if it is connected.
+    fn send(&self, client: &PublicKey, reply: Reply);
+    /// A checkpoint was taken.
+    fn checkpoint(&self, record: CheckpointRecord);
+}
+
+struct Route {
+    client: PublicKey,
+    lane: u32,
+    number: u64,
+    view: u64,
+}
+
+/// Shared between the driver, the executor's reply sink and the connection
+/// readers (which answer retransmissions from the cache).
+pub struct ExecutionShared {
+    pub(crate) clients: Mutex<ClientTable>,
+    routes: Mutex<BTreeMap<u64, Route>>,
+    replica: ReplicaId,
+}
+
+impl ExecutionShared {
+    /// Cached replies for requests of `batch` already executed; `None` if
+    /// any request in it is new (the batch must then go to agreement).
+    pub fn cached_replies(
+        &self,
+        client: &PublicKey,
+        requests: &[(u32, u64)],
+        view: u64,
+    ) -> Option<Vec<Reply>> {
+        let clients = self.clients.lock();
+        let mut replies = Vec::new();
+        for (lane, number) in requests {
+            let record = clients.get(&(*client, *lane))?;
+            if *number > record.number {
+                return None;
+            }
+            if *number == record.number {
+                if let Some(result) = &record.reply {
+                    replies.push(Reply {
+                        view,
+                        lane: *lane,
+                        number: *number,
+                        replica: self.replica,
+                        result: result.clone(),
+                    });
+                }
+            }
+        }
+        Some(replies)
+    }
+}
+
+/// Runs committed batches on a service. See the [module documentation](self).
+pub struct Execution<S: Service> {
+    executor: Executor<S>,
+    shared: Arc<ExecutionShared>,
+    sink: Arc<dyn ReplySink>,
+    next_tag: u64,
+    last_timestamp: u64,
+    last_executed: Seq,
+}
+
+impl<S> Execution<S>
+where
+    S: Service,
+    S::Request: DeserializeOwned,
+    S::Response: Serialize,
+{
+    /// Starts the executor for `service`.
+    pub fn start(
+        replica: ReplicaId,
+        builder: ExecutorBuilder,
+        service: S,
+        sink: Arc<dyn ReplySink>,
+    ) -> Result<Execution<S>, StateError> {
+        let shared = Arc::new(ExecutionShared {
+            clients: Mutex::new(BTreeMap::new()),
+            routes: Mutex::new(BTreeMap::new()),
+            replica,
+        });
+        let (reply_shared, reply_sink) = (Arc::clone(&shared), Arc::clone(&sink));
+        let executor = builder.start(service, move |reply: cbase_core::Reply<S::Response>| {
+            let Some(route) = reply_shared.routes.lock().remove(&reply.tag) else {
+                return;
+            };
+            let result = encode_result(reply.result);
+            if let Some(record) = reply_shared.clients.lock().get_mut(&(route.client, route.lane)) {
+                if record.number == route.number {
+                    record.reply = Some(result.clone());
+                }
+            }
+            reply_sink.send(
+                &route.client,
+                Reply {
+                    view: route.view,
+                    lane: route.lane,
+                    number: route.number,
+                    replica: reply_shared.replica,
+                    result,
+                },
+            );
+        })?;
+        Ok(Execution { executor, shared, sink, next_tag: 0, last_timestamp: 0, last_executed: 0 })
+    }
+
+    /// The state shared with connection readers.
+    pub fn shared(&self) -> Arc<ExecutionShared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// The last sequence number executed.
+    pub fn last_executed(&self) -> Seq {
+        self.last_executed
+    }
+
+    /// Executes one committed batch (the next in sequence order). Returns the
+    /// checkpoint digest if the batch ends a checkpoint interval.
+    pub fn execute(&mut self, committed: Committed) -> Option<CheckpointRecord> {
+        debug_assert_eq!(committed.seq, self.last_executed + 1, "batches arrive in order");
+        self.last_executed = committed.seq;
+        // Agreed time never runs backwards, even if a primary's clock does.
+        self.last_timestamp = self.last_timestamp.max(committed.proposal.timestamp);
+        let mut index: u64 = 0;
+        for signed in committed.proposal.batches {
+            let client = signed.batch.client;
+            for request in signed.batch.requests {
+                index += 1;
+                let seed = request_seed(&committed.digest, index);
+                self.execute_one(client, request, committed.view, Context::new(self.last_timestamp, seed));
+            }
+        }
+        committed.checkpoint.then(|| self.checkpoint(committed.seq))
+    }
+
+    fn execute_one(
+        &mut self,
+        client: PublicKey,
+        request: crate::message::ClientRequest,
+        view: u64,
+        ctx: Context,
+    ) {
+        {
+            let mut clients = self.shared.clients.lock();
+            let record = clients
+                .entry((client, request.lane))
+                .or_insert(LaneRecord { number: 0, reply: None });
+            if request.number <= record.number {
+                // Already executed (a retransmission ordered twice, or a
+                // client reusing a number): answer from the cache, once.
+                if request.number == record.number {
+                    if let Some(result) = record.reply.clone() {
+                        let reply = Reply {
+                            view,
+                            lane: request.lane,
+                            number: request.number,
+                            replica: self.shared.replica,
+                            result,
+                        };
+                        drop(clients);
+                        self.sink.send(&client, reply);
+                    }
+                }
+                return;
+            }
+            record.number = request.number;
+            record.reply = None;
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let route = Route { client, lane: request.lane, number: request.number, view };
+        match codec::decode::<S::Request>(&request.operation) {
+            Ok(operation) => {
+                self.shared.routes.lock().insert(tag, route);
+                if self.executor.submit(tag, ctx, operation).is_err() {
+                    self.shared.routes.lock().remove(&tag);
+                }
+            }
+            Err(error) => {
+                // Every replica decodes the same bytes the same way, so this
+                // error reply is deterministic too.
+                let result = encode_result::<S::Response>(Err(ExecError::Panicked {
+                    method: "<undecodable request>".into(),
+                    message: error.to_string(),
+                }));
+                if let Some(record) = self.shared.clients.lock().get_mut(&(client, request.lane)) {
+                    record.reply = Some(result.clone());
+                }
+                self.sink.send(
+                    &client,
+                    Reply {
+                        view,
+                        lane: route.lane,
+                        number: route.number,
+                        replica: self.shared.replica,
+                        result,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Waits until everything so far has run, then snapshots and digests the
+    /// service state and the client table.
+    fn checkpoint(&mut self, seq: Seq) -> CheckpointRecord {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let barrier = self.executor.barrier(move |service: &S| {
+            let _ = sender.send(service.state().snapshot());
+        });
+        let snapshot = match barrier.ok().and_then(|()| receiver.recv().ok()) {
+            Some(Ok(snapshot)) => snapshot,
+            Some(Err(error)) => panic!("the service state cannot be snapshotted: {error}"),
+            None => panic!("the executor stopped while taking a checkpoint"),
+        };
+        let clients = self.shared.clients.lock().clone();
+        let digest = checkpoint_digest(&snapshot, &clients);
+        let record = CheckpointRecord { seq, digest, snapshot, clients };
+        self.sink.checkpoint(record.clone());
+        record
+    }
+
+    /// Waits for everything submitted, then stops the workers.
+    pub fn shutdown(self) {
+        self.executor.shutdown();
+    }
+}
+
+/// The digest a checkpoint agrees on: the service state and the client table.
+pub fn checkpoint_digest(snapshot: &Snapshot, clients: &ClientTable) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&snapshot.digest().0);
+    hasher.update(&codec::encode(clients).expect("client tables always encode"));
+    *hasher.finalize().as_bytes()
+}
+
+/// The agreed per-request seed: from the batch digest and the position.
+fn request_seed(batch_digest: &Hash, index: u64) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_keyed(batch_digest);
+    hasher.update(&index.to_le_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+fn encode_result<R: Serialize>(result: Result<R, ExecError>) -> Vec<u8> {
+    match codec::encode(&result) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            // A response type that cannot encode fails the same way on every replica.
+            let fallback: Result<R, ExecError> = Err(ExecError::Panicked {
+                method: "<unencodable response>".into(),
+                message: error.to_string(),
+            });
+            codec::encode(&fallback).unwrap_or_default()
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The tokio runtime of one replica: sockets, tasks and the execution thread
+//! around the pure [`protocol`](crate::protocol).
+//!
+//! ```text
+//!  peers ──► inbound ──┐                         ┌──► outbound (one task per peer)
+//!  clients ─► inbound ─┼─► protocol task ────────┤
+//!                      │   (Replica::handle)     └──► execution thread ──► core executor
+//!                      └─◄── checkpoint digests ◄──────┘                    │
+//!  clients ◄──────────────────────────── replies ◄──────────────────────────┘
+//! ```
+//!
+//! Every connection is authenticated by [`transport`](crate::transport); a
+//! frame that fails authentication, is oversized or does not decode closes
+//! that connection only, and is counted in [`NodeMetrics`].
+
+mod connections;
+pub mod execution;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cbase_core::{ExecutorBuilder, Service, StateError};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{ClusterConfig, ReplicaId};
+use crate::crypto::{PublicKey, SecretKey};
+use crate::message::{Hash, Reply, Seq};
+use crate::protocol::{Input, Output, ProtocolConfig, Replica, Stats};
+use crate::transport::{Identity, Role, TransportConfig};
+use execution::{CheckpointRecord, Execution, ReplySink};
+
+/// Everything one replica needs to run.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// This replica's id.
+    pub id: ReplicaId,
+    /// The cluster.
+    pub cluster: ClusterConfig,
+    /// This replica's secret key (its public key is in the cluster file).
+    pub secret: SecretKey,
+    /// Agreement tuning.
+    pub protocol: ProtocolConfig,
+    /// Connection limits.
+    pub transport: TransportConfig,
+    /// Worker pool and window of the executor.
+    pub executor: ExecutorBuilder,
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The service's state does not match its rules.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The secret key is not the one the cluster file lists for this id.
+    #[error("the secret key does not match replica {0}'s public key in the cluster file")]
+    WrongKey(ReplicaId),
+    /// The id is not in the cluster file.
+    #[error("replica {0} is not in the cluster file")]
+    UnknownReplica(ReplicaId),
+    /// The listening address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters and histories of one replica, for tests and operators.
+#[derive(Default)]
+pub struct NodeMetrics {
+    /// Protocol-level drops (bad signatures, wrong view, ...).
+    pub protocol: Mutex<Stats>,
+    /// Frames that failed authentication or were oversized (connection closed).
+    pub bad_frames: AtomicU64,
+    /// Authenticated frames that did not decode (connection closed).
+    pub malformed: AtomicU64,
+    /// Handshakes that failed.
+    pub handshake_failures: AtomicU64,
+    /// Client batches signed by another client than the connection's.
+    pub impersonations: AtomicU64,
+    /// Messages dropped because a peer's send queue was full.
+    pub dropped_sends: AtomicU64,
+    /// Requests answered from the reply cache without agreement.
+    pub cached_replies: AtomicU64,
+    /// Checkpoints taken: (seq, digest).
+    pub checkpoints: Mutex<Vec<(Seq, Hash)>>,
+    /// Checkpoints that became stable: (seq, digest).
+    pub stable: Mutex<Vec<(Seq, Hash)>>,
+    /// Times a quorum disagreed with our checkpoint.
+    pub diverged: AtomicU64,
+    /// The latest checkpoint, for state transfer.
+    pub latest_checkpoint: Mutex<Option<CheckpointRecord>>,
+}
+
+impl NodeMetrics {
+    /// Every drop counted at any layer.
+    pub fn total_dropped(&self) -> u64 {
+        let stats = self.protocol.lock().clone();
+        stats.bad_signature
+            + stats.bad_digest
+            + stats.wrong_view
+            + stats.wrong_sender
+            + stats.out_of_window
+            + stats.equivocation
+            + stats.oversized
+            + self.bad_frames.load(Ordering::Relaxed)
+            + self.malformed.load(Ordering::Relaxed)
+            + self.handshake_failures.load(Ordering::Relaxed)
+            + self.impersonations.load(Ordering::Relaxed)
+    }
+}
+
+/// Connected clients' reply queues, by client key.
+type ClientQueues = Arc<Mutex<BTreeMap<PublicKey, mpsc::Sender<Reply>>>>;
+
+struct RuntimeSink {
+    clients: ClientQueues,
+    metrics: Arc<NodeMetrics>,
+}
+
+impl ReplySink for RuntimeSink {
+    fn send(&self, client: &PublicKey, reply: Reply) {
+        if let Some(queue) = self.clients.lock().get(client) {
+            // A client that does not read its replies loses them; it will
+            // retransmit and be answered from the cache.
+            let _ = queue.try_send(reply);
+        }
+    }
+
+    fn checkpoint(&self, record: CheckpointRecord) {
+        self.metrics.checkpoints.lock().push((record.seq, record.digest));
+        *self.metrics.latest_checkpoint.lock() = Some(record);
+    }
+}
+
+/// A running replica. Dropping it without [`ReplicaNode::shutdown`] aborts its tasks.
+pub struct ReplicaNode {
+    id: ReplicaId,
+    address: SocketAddr,
+    metrics: Arc<NodeMetrics>,
+    tasks: Vec<JoinHandle<()>>,
+    execution_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The current time in nanoseconds since the Unix epoch: the primary's
+/// timestamp for its proposals. Only the primary's reading is ever used, and
+/// it is agreed before anyone executes with it.
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl ReplicaNode {
+    /// Starts replica `config.id` serving `service` on `listener`.
+    pub async fn start<S>(
+        config: NodeConfig,
+        listener: TcpListener,
+        service: S,
+    ) -> Result<ReplicaNode, NodeError>
+    where
+        S: Service,
+        S::Request: DeserializeOwned,
+        S::Response: Serialize,
+    {
+        let id = config.id;
+        let expected = config.cluster.public_key(id).ok_or(NodeError::UnknownReplica(id))?;
+        if *expected != config.secret.public() {
+            return Err(NodeError::WrongKey(id));
+        }
+        let address = listener.local_addr().map_err(|source| NodeError::Bind {
+            address: format!("{:?}", listener),
+            source,
+        })?;
+        let metrics = Arc::new(NodeMetrics::default());
+        let clients: ClientQueues = Arc::default();
+        let sink = Arc::new(RuntimeSink { clients: Arc::clone(&clients), metrics: Arc::clone(&metrics) });
+        let execution = Execution::start(id, config.executor.clone(), service, sink)?;
+        let execution_shared = execution.shared();
+
+        let (events, mut inbox) = mpsc::channel::<Input>(8192);
+        let (to_execution, committed) = crossbeam::channel::unbounded();
+        let identity = Arc::new(Identity { role: Role::Replica(id), key: config.secret.clone() });
+        let cluster = Arc::new(config.cluster.clone());
+        let transport = Arc::new(config.transport.clone());
+
+        // The execution thread: committed batches in order, checkpoint digests back.
+        let checkpoint_events = events.clone();
+        let execution_thread = std::thread::Builder::new()
+            .name(format!("cbase-exec-{id}"))
+            .spawn(move || {
+                let mut execution = execution;
+                while let Ok(batch) = committed.recv() {
+                    if let Some(record) = execution.execute(batch) {
+                        let taken = Input::CheckpointTaken { seq: record.seq, state: record.digest };
+                        if checkpoint_events.blocking_send(taken).is_err() {
+                            break;
+                        }
+                    }
+                }
+                execution.shutdown();
+            })
+            .expect("the OS refused to start the execution thread");
+
+        let mut tasks = Vec::new();
+        let mut peer_queues: BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>> = BTreeMap::new();
+        for peer in cluster.replicas.iter().filter(|r| r.id != id) {
+            let (queue, outgoing) = mpsc::channel(65_536);
+            peer_queues.insert(peer.id, queue);
+            tasks.push(tokio::spawn(connections::outbound(
+                peer.id,
+                peer.address.clone(),
+                Arc::clone(&identity),
+                Arc::clone(&cluster),
+                Arc::clone(&transport),
+                outgoing,
+                Arc::clone(&metrics),
+            )));
+        }
+        tasks.push(tokio::spawn(connections::listen(
+            listener,
+            connections::Inbound {
+                identity: Arc::clone(&identity),
+                cluster: Arc::clone(&cluster),
+                transport: Arc::clone(&transport),
+                events: events.clone(),
+                clients,
+                execution: execution_shared,
+                metrics: Arc::clone(&metrics),
+            },
+        )));
+
+        let mut replica = Replica::new(id, &config.cluster, config.secret.clone(), config.protocol.clone());
+        let protocol_metrics = Arc::clone(&metrics);
+        tasks.push(tokio::spawn(async move {
+            let mut outputs = Vec::new();
+            while let Some(first) = inbox.recv().await {
+                let now = now_nanos();
+                replica.handle(now, first, &mut outputs);
+                // Take what else is already waiting before routing, so
+                // broadcasts of one burst leave together.
+                for _ in 0..256 {
+                    match inbox.try_recv() {
+                        Ok(input) => replica.handle(now, input, &mut outputs),
+                        Err(_) => break,
+                    }
+                }
+                for output in outputs.drain(..) {
+                    route(output, &peer_queues, &to_execution, &protocol_metrics);
+                }
+                protocol_metrics.protocol.lock().clone_from(replica.stats());
+            }
+        }));
+
+        Ok(ReplicaNode { id, address, metrics, tasks, execution_thread: Some(execution_thread) })
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// The address it listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Its counters and checkpoint history.
+    pub fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.metrics
+    }
+
+    /// Stops every task and waits for execution to finish what it has.
+    pub async fn shutdown(mut self) {
+        self.stop_tasks();
+        if let Some(thread) = self.execution_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    fn stop_tasks(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for ReplicaNode {
+    fn drop(&mut self) {
+        self.stop_tasks();
+    }
+}
+
+fn route(
+    output: Output,
+    peers: &BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>,
+    execution: &crossbeam::channel::Sender<crate::protocol::Committed>,
+    metrics: &NodeMetrics,
+) {
+    let send = |to: ReplicaId, frame: Arc<Vec<u8>>| {
+        if let Some(queue) = peers.get(&to) {
+            if queue.try_send(frame).is_err() {
+                metrics.dropped_sends.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    match output {
+        Output::Send(to, message) => send(to, Arc::new(encode_message(&message))),
+        Output::Broadcast(message) => {
+            let frame = Arc::new(encode_message(&message));
+            for to in peers.keys() {
+                send(*to, Arc::clone(&frame));
+            }
+        }
+        Output::Execute(batch) => {
+            // The execution thread only stops when the node does.
+            let _ = execution.send(batch);
+        }
+        Output::Stable { seq, state } => metrics.stable.lock().push((seq, state)),
+        Output::Diverged { seq, .. } => {
+            metrics.diverged.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(seq, "a quorum of replicas disagrees with this replica's checkpoint");
+        }
+    }
+}
+
+fn encode_message<T: Serialize>(message: &T) -> Vec<u8> {
+    cbase_core::codec::encode(message).expect("protocol messages always encode")
+}

@@ -1,0 +1,9 @@
+use cbase::prelude::*;
+
+#[cbase::service]
+trait Bank {
+    #[writes(accounts[from] accounts[to])]
+    fn transfer(&self, from: u64, to: u64, amount: u64);
+}
+
+fn main() {}

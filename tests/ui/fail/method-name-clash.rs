@@ -1,0 +1,9 @@
+use cbase::prelude::*;
+
+#[cbase::service]
+trait Bank {
+    #[writes(accounts[account])]
+    fn new(&self, account: u64);
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use cbase::prelude::*;
+
+#[cbase::service]
+trait Bank {
+    #[reads = "accounts[account]"]
+    fn balance(&self, account: u64) -> u64;
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use cbase::prelude::*;
+
+#[cbase::service]
+trait Bank {
+    #[writes(accounts[account])]
+    fn deposit(self, account: u64, amount: u64);
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use cbase::prelude::*;
+
+#[cbase::service]
+struct Bank;
+
+fn main() {}
