@@ -1,0 +1,404 @@
+//! A 4-replica cluster started from known keys, attacked by hand-crafted
+//! clients and a Byzantine replica: whatever they send is ignored and
+//! counted, nothing crashes, and exactly-once holds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cbase_core::{
+    AccessSet, Container, Context, ExecError, ExecutorBuilder, Key, Request, Service, State, Table,
+    codec,
+};
+use cbase_net::config::{ClusterConfig, ReplicaEntry, ReplicaId};
+use cbase_net::crypto::SecretKey;
+use cbase_net::message::{
+    ClientMessage, ClientRequest, Commit, PrePrepare, Prepare, Proposal, ReplicaMessage,
+    ReplyMessage, RequestBatch, SignedBatch, domain, pre_prepare_header, prepare_header,
+};
+use cbase_net::protocol::ProtocolConfig;
+use cbase_net::runtime::{NodeConfig, ReplicaNode};
+use cbase_net::transport::{self, FrameReader, FrameWriter, Identity, TransportConfig};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Op {
+    Add { key: u64, by: u64 },
+    Get { key: u64 },
+}
+
+impl Request for Op {
+    fn access_set(&self) -> AccessSet {
+        match self {
+            Op::Add { key, .. } => AccessSet::none().write(Key::entry("counts", key)),
+            Op::Get { key } => AccessSet::none().read(Key::entry("counts", key)),
+        }
+    }
+    fn method(&self) -> &'static str {
+        match self {
+            Op::Add { .. } => "add",
+            Op::Get { .. } => "get",
+        }
+    }
+}
+
+struct Counts {
+    counts: Table<u64, u64>,
+}
+
+impl State for Counts {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        vec![("counts", &self.counts)]
+    }
+}
+
+struct Counter(Counts);
+
+impl Service for Counter {
+    type Request = Op;
+    type Response = u64;
+    fn execute(&self, op: Op, _: &Context) -> u64 {
+        match op {
+            Op::Add { key, by } => self.0.counts.upsert(key, || 0, |n| {
+                *n += by;
+                *n
+            }),
+            Op::Get { key } => self.0.counts.get(&key).unwrap_or(0),
+        }
+    }
+    fn state(&self) -> &dyn State {
+        &self.0
+    }
+}
+
+fn secret(id: u8) -> SecretKey {
+    SecretKey::from_seed([id + 1; 32])
+}
+
+struct Cluster {
+    config: ClusterConfig,
+    nodes: Vec<Option<ReplicaNode>>,
+}
+
+/// Starts the replicas in `running` of a 4-replica cluster with known keys.
+async fn start(running: &[ReplicaId], transport: TransportConfig) -> Cluster {
+    let mut listeners = Vec::new();
+    let mut replicas = Vec::new();
+    for id in 0..4u32 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        replicas.push(ReplicaEntry {
+            id,
+            address: listener.local_addr().unwrap().to_string(),
+            public_key: secret(id as u8).public(),
+        });
+        listeners.push(listener);
+    }
+    let config = ClusterConfig { f: 1, replicas };
+    let mut nodes = Vec::new();
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let id = id as ReplicaId;
+        if !running.contains(&id) {
+            nodes.push(None);
+            continue;
+        }
+        let node_config = NodeConfig {
+            id,
+            cluster: config.clone(),
+            secret: secret(id as u8),
+            protocol: ProtocolConfig { checkpoint_interval: 4, window: 16, ..ProtocolConfig::default() },
+            transport: transport.clone(),
+            executor: ExecutorBuilder::new().workers(4),
+        };
+        let service = Counter(Counts { counts: Table::new() });
+        nodes.push(Some(ReplicaNode::start(node_config, listener, service).await.unwrap()));
+    }
+    Cluster { config, nodes }
+}
+
+impl Cluster {
+    fn node(&self, id: ReplicaId) -> &ReplicaNode {
+        self.nodes[id as usize].as_ref().unwrap()
+    }
+
+    fn address(&self, id: ReplicaId) -> String {
+        self.config.replicas[id as usize].address.clone()
+    }
+
+    async fn shutdown(self) {
+        for node in self.nodes.into_iter().flatten() {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// A hand-driven client: one authenticated session per replica.
+struct RawClient {
+    key: SecretKey,
+    sessions: Vec<(FrameReader, FrameWriter)>,
+}
+
+impl RawClient {
+    async fn connect(cluster: &Cluster, ids: &[ReplicaId], key: SecretKey) -> RawClient {
+        let identity = Identity::client(key.clone());
+        let mut sessions = Vec::new();
+        for id in ids {
+            let stream = TcpStream::connect(cluster.address(*id)).await.unwrap();
+            let session =
+                transport::connect(stream, &identity, *id, &cluster.config, &TransportConfig::default())
+                    .await
+                    .unwrap();
+            sessions.push(session.split());
+        }
+        RawClient { key, sessions }
+    }
+
+    fn batch(&self, requests: Vec<(u32, u64, Op)>) -> SignedBatch {
+        let requests = requests
+            .into_iter()
+            .map(|(lane, number, op)| ClientRequest { lane, number, operation: codec::encode(&op).unwrap() })
+            .collect();
+        SignedBatch::sign(RequestBatch { client: self.key.public(), requests }, &self.key)
+    }
+
+    async fn send(&mut self, to: usize, batch: &SignedBatch) {
+        let (_, writer) = &mut self.sessions[to];
+        writer.send_value(&ClientMessage::Requests(batch.clone())).await.unwrap();
+        writer.flush().await.unwrap();
+    }
+
+    /// Waits for the reply to (lane, number) from session `from`.
+    async fn reply(&mut self, from: usize, lane: u32, number: u64) -> Result<u64, ExecError> {
+        let (reader, _) = &mut self.sessions[from];
+        loop {
+            let message: ReplyMessage = tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+                .await
+                .expect("a reply in time")
+                .expect("a valid reply frame");
+            let ReplyMessage::Replies(replies) = message;
+            if let Some(reply) = replies.into_iter().find(|r| r.lane == lane && r.number == number) {
+                return codec::decode(&reply.result).unwrap();
+            }
+        }
+    }
+}
+
+async fn value_of(client: &mut RawClient, lane: u32, number: u64, key: u64) -> u64 {
+    let batch = client.batch(vec![(lane, number, Op::Get { key })]);
+    client.send(0, &batch).await;
+    client.reply(0, lane, number).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmitted_request_is_executed_once() {
+    let cluster = start(&[0, 1, 2, 3], TransportConfig::default()).await;
+    let mut client = RawClient::connect(&cluster, &[0, 1, 2, 3], SecretKey::from_seed([50; 32])).await;
+    let add = client.batch(vec![(0, 1, Op::Add { key: 7, by: 5 })]);
+    client.send(0, &add).await;
+    assert_eq!(client.reply(0, 0, 1).await, Ok(5));
+    // The same signed batch again: to the primary, then to everyone.
+    client.send(0, &add).await;
+    assert_eq!(client.reply(0, 0, 1).await, Ok(5), "answered from the reply cache");
+    for replica in 0..4 {
+        client.send(replica, &add).await;
+        assert_eq!(client.reply(replica, 0, 1).await, Ok(5));
+    }
+    // A Byzantine client reusing the number for another operation gets nothing executed.
+    let reuse = client.batch(vec![(0, 1, Op::Add { key: 7, by: 100 })]);
+    client.send(0, &reuse).await;
+    assert_eq!(client.reply(0, 0, 1).await, Ok(5));
+    assert_eq!(value_of(&mut client, 1, 1, 7).await, 5, "executed exactly once");
+    let cached: u64 = (0..4).map(|i| cluster.node(i).metrics().cached_replies.load(Ordering::Relaxed)).sum();
+    assert!(cached >= 5, "retransmissions were served from the cache ({cached})");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_impersonation_and_oversized_frames_are_counted_and_survived() {
+    let small_frames = TransportConfig { max_frame: 64 * 1024, ..TransportConfig::default() };
+    let cluster = start(&[0, 1, 2, 3], small_frames).await;
+
+    // Garbage instead of a handshake.
+    let mut raw = TcpStream::connect(cluster.address(0)).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: cbase\r\n\r\n").await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut sink)).await;
+
+    // A client claiming to be replica 2 without its key.
+    let stream = TcpStream::connect(cluster.address(0)).await.unwrap();
+    let impostor = Identity { role: transport::Role::Replica(2), key: SecretKey::from_seed([77; 32]) };
+    assert!(transport::connect(stream, &impostor, 0, &cluster.config, &TransportConfig::default()).await.is_err());
+
+    // A frame over the replicas' 64 KiB limit.
+    let mut big = RawClient::connect(&cluster, &[0], SecretKey::from_seed([51; 32])).await;
+    let huge = big.batch(vec![(0, 1, Op::Get { key: 1 })]);
+    let mut huge_frame = codec::encode(&ClientMessage::Requests(huge)).unwrap();
+    huge_frame.resize(100 * 1024, 0);
+    let (_, writer) = &mut big.sessions[0];
+    let _ = writer.send(&huge_frame).await;
+    let _ = writer.flush().await;
+
+    // An authenticated frame that does not decode.
+    let mut junk = RawClient::connect(&cluster, &[0], SecretKey::from_seed([52; 32])).await;
+    let (_, writer) = &mut junk.sessions[0];
+    writer.send(&[0xff; 40]).await.unwrap();
+    writer.flush().await.unwrap();
+
+    // A client relaying another client's signed batch.
+    let victim = RawClient::connect(&cluster, &[0], SecretKey::from_seed([53; 32])).await;
+    let stolen = victim.batch(vec![(0, 1, Op::Add { key: 9, by: 1 })]);
+    let mut thief = RawClient::connect(&cluster, &[0], SecretKey::from_seed([54; 32])).await;
+    thief.send(0, &stolen).await;
+
+    let metrics = Arc::clone(cluster.node(0).metrics());
+    for _ in 0..500 {
+        if metrics.handshake_failures.load(Ordering::Relaxed) >= 2
+            && metrics.bad_frames.load(Ordering::Relaxed) >= 1
+            && metrics.malformed.load(Ordering::Relaxed) >= 1
+            && metrics.impersonations.load(Ordering::Relaxed) >= 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(metrics.handshake_failures.load(Ordering::Relaxed) >= 2, "garbage and impostor");
+    assert_eq!(metrics.bad_frames.load(Ordering::Relaxed), 1, "oversized frame");
+    assert_eq!(metrics.malformed.load(Ordering::Relaxed), 1, "undecodable frame");
+    assert_eq!(metrics.impersonations.load(Ordering::Relaxed), 1, "relayed batch");
+
+    // The cluster still serves an honest client, and the stolen batch did nothing.
+    let mut honest = RawClient::connect(&cluster, &[0, 1, 2, 3], SecretKey::from_seed([55; 32])).await;
+    let add = honest.batch(vec![(0, 1, Op::Add { key: 1, by: 1 })]);
+    honest.send(0, &add).await;
+    assert_eq!(honest.reply(0, 0, 1).await, Ok(1));
+    assert_eq!(value_of(&mut honest, 0, 2, 9).await, 0);
+    cluster.shutdown().await;
+}
+
+/// A proxy that passes the handshake through, then flips a bit in every
+/// chunk from client to replica once `tamper` is set.
+async fn tampering_proxy(upstream: String, tamper: Arc<AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = TcpStream::connect(upstream).await.unwrap();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        });
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(read) = client_read.read(&mut buffer).await {
+            if read == 0 {
+                break;
+            }
+            if tamper.load(Ordering::SeqCst) {
+                buffer[read - 1] ^= 0x01;
+            }
+            if server_write.write_all(&buffer[..read]).await.is_err() {
+                break;
+            }
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_mac_closes_the_connection_and_is_counted() {
+    let cluster = start(&[0, 1, 2, 3], TransportConfig::default()).await;
+    let tamper = Arc::new(AtomicBool::new(false));
+    let proxy = tampering_proxy(cluster.address(0), Arc::clone(&tamper)).await;
+    let key = SecretKey::from_seed([60; 32]);
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let session = transport::connect(stream, &Identity::client(key.clone()), 0, &cluster.config, &TransportConfig::default())
+        .await
+        .unwrap();
+    let (_, mut writer) = session.split();
+    tamper.store(true, Ordering::SeqCst);
+    let batch = SignedBatch::sign(
+        RequestBatch {
+            client: key.public(),
+            requests: vec![ClientRequest { lane: 0, number: 1, operation: codec::encode(&Op::Add { key: 3, by: 1 }).unwrap() }],
+        },
+        &key,
+    );
+    writer.send_value(&ClientMessage::Requests(batch)).await.unwrap();
+    writer.flush().await.unwrap();
+    let metrics = Arc::clone(cluster.node(0).metrics());
+    for _ in 0..500 {
+        if metrics.bad_frames.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.bad_frames.load(Ordering::Relaxed), 1);
+    let mut honest = RawClient::connect(&cluster, &[0, 1, 2, 3], SecretKey::from_seed([61; 32])).await;
+    assert_eq!(value_of(&mut honest, 0, 1, 3).await, 0, "the forged request was never executed");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byzantine_replica_cannot_forge_or_crash_the_others() {
+    // Replica 3 is "taken over": the attacker holds its real key.
+    let cluster = start(&[0, 1, 2], TransportConfig::default()).await;
+    let attacker = Identity { role: transport::Role::Replica(3), key: secret(3) };
+    let mut sessions = Vec::new();
+    for target in 0..3 {
+        let stream = TcpStream::connect(cluster.address(target)).await.unwrap();
+        let session = transport::connect(stream, &attacker, target, &cluster.config, &TransportConfig::default())
+            .await
+            .unwrap();
+        sessions.push(session.split().1);
+    }
+    let client = SecretKey::from_seed([70; 32]);
+    let batch = SignedBatch::sign(
+        RequestBatch {
+            client: client.public(),
+            requests: vec![ClientRequest { lane: 0, number: 1, operation: codec::encode(&Op::Add { key: 4, by: 1000 }).unwrap() }],
+        },
+        &client,
+    );
+    let proposal = Proposal { timestamp: 1, batches: vec![batch] };
+    let digest = proposal.digest();
+    // A pre-prepare from a backup, signed with its own key: not the primary.
+    let signature = secret(3).sign(domain::PRE_PREPARE, &pre_prepare_header(0, 1, &digest));
+    let fake_pre_prepare = ReplicaMessage::PrePrepare(PrePrepare { view: 0, seq: 1, digest, proposal: proposal.clone(), signature });
+    // A prepare claiming to come from replica 1.
+    let signature = secret(3).sign(domain::PREPARE, &prepare_header(0, 1, &digest, 1));
+    let forged_prepare = ReplicaMessage::Prepare(Prepare { view: 0, seq: 1, digest, replica: 1, signature });
+    // A prepare with a garbage signature, and commits for a slot with no proposal.
+    let bad_signature = ReplicaMessage::Prepare(Prepare { view: 0, seq: 1, digest, replica: 3, signature: secret(9).sign(domain::PREPARE, b"nonsense") });
+    let commit = ReplicaMessage::Commit(Commit { view: 0, seq: 1, digest, replica: 3 });
+    // Far beyond the window.
+    let far = ReplicaMessage::Commit(Commit { view: 0, seq: 1 << 40, digest, replica: 3 });
+    for writer in &mut sessions {
+        for message in [&fake_pre_prepare, &forged_prepare, &bad_signature, &commit, &far] {
+            writer.send_value(message).await.unwrap();
+        }
+        writer.flush().await.unwrap();
+        // Then garbage, which closes the connection.
+        writer.send(&[0xde, 0xad]).await.unwrap();
+        writer.flush().await.unwrap();
+    }
+    for id in 0..3 {
+        let metrics = Arc::clone(cluster.node(id).metrics());
+        for _ in 0..500 {
+            if metrics.malformed.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stats = metrics.protocol.lock().clone();
+        assert_eq!(metrics.malformed.load(Ordering::Relaxed), 1, "replica {id}");
+        assert!(stats.wrong_sender >= 2, "replica {id}: {stats:?}");
+        assert!(stats.bad_signature >= 1, "replica {id}: {stats:?}");
+        assert!(stats.out_of_window >= 1, "replica {id}: {stats:?}");
+    }
+    // The three correct replicas still agree (2f+1 = 3) and never ran the forged request.
+    let mut honest = RawClient::connect(&cluster, &[0, 1, 2], SecretKey::from_seed([71; 32])).await;
+    assert_eq!(value_of(&mut honest, 0, 1, 4).await, 0);
+    cluster.shutdown().await;
+}
