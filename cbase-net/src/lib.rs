@@ -6,12 +6,14 @@
 //!   execution through the core's parallel executor.
 //! - [`client`]: [`NetClient`], which typed clients use to call a cluster.
 //! - [`cluster`]: [`LocalCluster`], n replicas in one process.
-//! - [`config`], [`crypto`]: the cluster file and keys.
+//! - [`config`], [`crypto`], [`deploy`]: the cluster file, keys, and starting
+//!   replicas and clients from them.
 
 pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
+pub mod deploy;
 pub mod message;
 pub mod protocol;
 pub mod runtime;
