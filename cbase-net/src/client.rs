@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{ClusterConfig, ReplicaId};
@@ -36,6 +36,14 @@ pub struct ClientConfig {
     pub lanes: usize,
     /// The most requests signed together in one batch.
     pub max_batch: usize,
+    /// How many signed batches may be unanswered at once. While that many
+    /// are, new requests wait and go out together in the next batch: one
+    /// signature (and four verifications) for many requests under load, no
+    /// delay for a lone request.
+    pub batches_in_flight: usize,
+    /// A batch counts as unanswered until its first reply arrives or this
+    /// much time has passed, so one slow request never holds back others.
+    pub batch_linger: Duration,
     /// How long to wait before the first retransmission.
     pub first_retransmit: Duration,
     /// The longest wait between retransmissions.
@@ -51,6 +59,8 @@ impl Default for ClientConfig {
         ClientConfig {
             lanes: 256,
             max_batch: 256,
+            batches_in_flight: 2,
+            batch_linger: Duration::from_millis(2),
             first_retransmit: Duration::from_millis(500),
             max_retransmit: Duration::from_secs(4),
             timeout: Duration::from_secs(30),
@@ -80,10 +90,24 @@ struct Lanes {
     available: Semaphore,
 }
 
+/// One signed batch's claim on the in-flight limit, given up at the first
+/// reply to any of its requests or after the linger time.
+#[derive(Clone)]
+struct BatchTicket(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl BatchTicket {
+    fn release(&self) {
+        self.0.lock().take();
+    }
+}
+
+/// A signed frame carrying a request, and its batch's ticket.
+type Framed = (Arc<Vec<u8>>, BatchTicket);
+
 struct Inner {
     shared: Arc<Shared>,
     lanes: Lanes,
-    submit: mpsc::UnboundedSender<(ClientRequest, oneshot::Sender<Arc<Vec<u8>>>)>,
+    submit: mpsc::UnboundedSender<(ClientRequest, oneshot::Sender<Framed>)>,
     connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
     config: ClientConfig,
     tasks: Vec<JoinHandle<()>>,
@@ -109,8 +133,10 @@ impl NetClient {
     /// made (and remade) in the background; calls wait for them.
     pub fn connect(cluster: ClusterConfig, config: ClientConfig) -> Result<NetClient, ClientError> {
         cluster.validate().map_err(|e| ClientError::Config(e.to_string()))?;
-        if config.lanes == 0 || config.max_batch == 0 {
-            return Err(ClientError::Config("lanes and max_batch must be at least 1".into()));
+        if config.lanes == 0 || config.max_batch == 0 || config.batches_in_flight == 0 {
+            return Err(ClientError::Config(
+                "lanes, max_batch and batches_in_flight must be at least 1".into(),
+            ));
         }
         let key = SecretKey::generate();
         let identity = Arc::new(Identity { role: Role::Client(key.public()), key: key.clone() });
@@ -138,7 +164,7 @@ impl NetClient {
         let (submit, requests) = mpsc::unbounded_channel();
         // Replica 0 is the primary of view 0; later views arrive with view changes.
         let primary = connections[0].clone();
-        tasks.push(tokio::spawn(batch_and_sign(key, requests, primary, config.max_batch)));
+        tasks.push(tokio::spawn(batch_and_sign(key, requests, primary, config.clone())));
         let lanes = Lanes {
             free: Mutex::new((0..config.lanes as u32).rev().map(|lane| (lane, 0)).collect()),
             available: Semaphore::new(config.lanes),
@@ -196,7 +222,10 @@ impl NetClient {
             inner.shared.pending.lock().remove(&(lane, number));
             return Err(ClientError::Unavailable("the client is closed".into()));
         }
-        let frame = frame.await.ok();
+        let (frame, ticket) = match frame.await {
+            Ok((frame, ticket)) => (Some(frame), Some(ticket)),
+            Err(_) => (None, None),
+        };
         if let Some(pending) = inner.shared.pending.lock().get_mut(&(lane, number)) {
             pending.frame = frame.clone();
         }
@@ -221,6 +250,9 @@ impl NetClient {
             }
         };
         inner.shared.pending.lock().remove(&(lane, number));
+        if let Some(ticket) = ticket {
+            ticket.release();
+        }
         outcome
     }
 }
@@ -236,16 +268,20 @@ where
     }
 }
 
-/// Signs whatever requests are ready as one batch and sends it to the primary.
+/// Signs whatever requests are ready as one batch and sends it to the primary,
+/// keeping at most `batches_in_flight` batches unanswered.
 async fn batch_and_sign(
     key: SecretKey,
-    mut requests: mpsc::UnboundedReceiver<(ClientRequest, oneshot::Sender<Arc<Vec<u8>>>)>,
+    mut requests: mpsc::UnboundedReceiver<(ClientRequest, oneshot::Sender<Framed>)>,
     primary: mpsc::Sender<Arc<Vec<u8>>>,
-    max_batch: usize,
+    config: ClientConfig,
 ) {
+    let in_flight = Arc::new(Semaphore::new(config.batches_in_flight));
     while let Some(first) = requests.recv().await {
+        // While earlier batches are unanswered, requests pile up in the channel.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
         let mut ready = vec![first];
-        while ready.len() < max_batch {
+        while ready.len() < config.max_batch {
             match requests.try_recv() {
                 Ok(next) => ready.push(next),
                 Err(_) => break,
@@ -254,11 +290,18 @@ async fn batch_and_sign(
         let (requests_in_batch, waiters): (Vec<_>, Vec<_>) = ready.into_iter().unzip();
         let batch = SignedBatch::sign(RequestBatch { client: key.public(), requests: requests_in_batch }, &key);
         let frame = Arc::new(codec::encode(&ClientMessage::Requests(batch)).expect("requests always encode"));
+        let ticket = BatchTicket(Arc::new(Mutex::new(Some(permit))));
+        let linger = ticket.clone();
+        let delay = config.batch_linger;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            linger.release();
+        });
         // A full queue means the primary is not keeping up; the retransmission
         // timer will send the frame to every replica.
         let _ = primary.try_send(Arc::clone(&frame));
         for waiter in waiters {
-            let _ = waiter.send(Arc::clone(&frame));
+            let _ = waiter.send((Arc::clone(&frame), ticket.clone()));
         }
     }
 }

@@ -211,7 +211,10 @@ async fn a_retransmitted_request_is_executed_once() {
     assert_eq!(client.reply(0, 0, 1).await, Ok(5));
     assert_eq!(value_of(&mut client, 1, 1, 7).await, 5, "executed exactly once");
     let cached: u64 = (0..4).map(|i| cluster.node(i).metrics().cached_replies.load(Ordering::Relaxed)).sum();
-    assert!(cached >= 5, "retransmissions were served from the cache ({cached})");
+    // The primary had replied before each of the three later sends to it, so
+    // those were answered from its cache; a backup may still have been
+    // executing when its copy arrived (then it replies after executing).
+    assert!(cached >= 3, "retransmissions were served from the cache ({cached})");
     cluster.shutdown().await;
 }
 

@@ -116,9 +116,13 @@ pub struct Committed {
     pub checkpoint: bool,
 }
 
-/// Why messages were dropped, counted.
+/// Why messages were dropped, counted; and how much was proposed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Pre-prepares this replica sent as primary.
+    pub proposals: u64,
+    /// Requests in those pre-prepares.
+    pub proposed_requests: u64,
     /// A signature that does not verify (replica or client).
     pub bad_signature: u64,
     /// A pre-prepare whose digest does not match its proposal.
@@ -344,6 +348,8 @@ impl Replica {
             let seq = self.next_seq;
             self.next_seq += 1;
             let proposal = Proposal { timestamp: self.now, batches };
+            self.stats.proposals += 1;
+            self.stats.proposed_requests += requests as u64;
             let digest = proposal.digest();
             for batch in &proposal.batches {
                 self.known_batches.insert(batch.digest(), Some(seq));

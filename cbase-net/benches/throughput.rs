@@ -1,0 +1,135 @@
+//! Null-request throughput and latency of a 4-replica cluster (n = 4, f = 1),
+//! replicas and clients in this one process, batching on.
+//!
+//! `cargo bench -p cbase-net --bench throughput` (add `-- --quick` for a
+//! few-second smoke run). Prints a markdown table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cbase_core::{AccessSet, Container, Context, ExecutorBuilder, Request, Service, State};
+use cbase_net::{ClientConfig, LocalCluster, NetClient};
+use serde::{Deserialize, Serialize};
+
+/// A request that touches nothing and does nothing.
+#[derive(Serialize, Deserialize)]
+struct Null;
+
+impl Request for Null {
+    fn access_set(&self) -> AccessSet {
+        AccessSet::none()
+    }
+    fn method(&self) -> &'static str {
+        "null"
+    }
+}
+
+struct NoState;
+
+impl State for NoState {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        Vec::new()
+    }
+}
+
+struct NullService(NoState);
+
+impl Service for NullService {
+    type Request = Null;
+    type Response = ();
+    fn execute(&self, _: Null, _: &Context) {}
+    fn state(&self) -> &dyn State {
+        &self.0
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Sequential calls from one task: latency at low load.
+async fn latency(client: &NetClient, calls: usize) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let start = Instant::now();
+        let () = client.call(&Null).await.expect("null call");
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    samples
+}
+
+/// `tasks` tasks calling in a loop until `duration` passes or `limit` calls
+/// complete: sustained throughput.
+async fn throughput(client: &NetClient, tasks: usize, duration: Duration, limit: u64) -> (u64, Duration) {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (client, done) = (client.clone(), Arc::clone(&done));
+        handles.push(tokio::spawn(async move {
+            while start.elapsed() < duration && done.load(Ordering::Relaxed) < limit {
+                let () = client.call(&Null).await.expect("null call");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("load task");
+    }
+    (done.load(Ordering::Relaxed), start.elapsed())
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let cluster = LocalCluster::builder()
+            .replicas(4)
+            .executor(ExecutorBuilder::new().workers(2))
+            .start(|| NullService(NoState))
+            .await
+            .expect("cluster");
+        let client = cluster
+            .client_with(ClientConfig { lanes: 1024, max_batch: 1024, ..ClientConfig::default() })
+            .expect("client");
+        // Warm up connections.
+        latency(&client, 50).await;
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!("n = 4 replicas, clients in the same process, {cores} cores\n");
+        let calls = if quick { 200 } else { 2000 };
+        let samples = latency(&client, calls).await;
+        println!("### Latency at low load (one call at a time, {calls} calls)\n");
+        println!("| median | p90 | p99 |");
+        println!("|---:|---:|---:|");
+        println!(
+            "| {:.0} µs | {:.0} µs | {:.0} µs |\n",
+            percentile(&samples, 0.5).as_secs_f64() * 1e6,
+            percentile(&samples, 0.9).as_secs_f64() * 1e6,
+            percentile(&samples, 0.99).as_secs_f64() * 1e6,
+        );
+
+        println!("### Sustained null-request throughput\n");
+        println!("| concurrent calls | requests | time | requests/s | requests per pre-prepare |");
+        println!("|---:|---:|---:|---:|---:|");
+        let duration = Duration::from_secs(if quick { 1 } else { 5 });
+        let levels: &[usize] = if quick { &[64] } else { &[16, 64, 256, 1024] };
+        let primary_stats = || cluster.replica(0).expect("primary runs").metrics().protocol.lock().clone();
+        for &tasks in levels {
+            let before = primary_stats();
+            let (done, elapsed) = throughput(&client, tasks, duration, 2_000_000).await;
+            let after = primary_stats();
+            let per_proposal = (after.proposed_requests - before.proposed_requests) as f64
+                / (after.proposals - before.proposals).max(1) as f64;
+            println!(
+                "| {tasks} | {done} | {:.2} s | {:.0} | {per_proposal:.1} |",
+                elapsed.as_secs_f64(),
+                done as f64 / elapsed.as_secs_f64()
+            );
+        }
+        drop(client);
+        cluster.shutdown().await;
+    });
+}
