@@ -59,29 +59,4 @@ pub mod prelude {
 pub mod __private {
     pub use cbase_core as core;
     pub use serde;
-
-    /// What argument and return types of service methods must be: they travel
-    /// inside requests and responses.
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot travel in a request or response",
-        label = "arguments and return values of service methods are sent over the network",
-        note = "they must implement `Serialize`, `Deserialize`, `Debug`, `Clone`, `Send` and be `'static`"
-    )]
-    pub trait WireType:
-        serde::Serialize + serde::de::DeserializeOwned + ::core::fmt::Debug + Clone + Send + 'static
-    {
-    }
-
-    impl<T> WireType for T where
-        T: serde::Serialize
-            + serde::de::DeserializeOwned
-            + ::core::fmt::Debug
-            + Clone
-            + Send
-            + 'static
-    {
-    }
-
-    /// Fails to compile, at `T`, unless `T` is a [`WireType`].
-    pub const fn assert_wire_type<T: WireType>() {}
 }

@@ -16,6 +16,8 @@ pub struct Service {
 pub struct Method {
     pub ident: Ident,
     pub docs: Vec<Attribute>,
+    /// The method's `#[cfg(..)]`s, repeated on every item generated for it.
+    pub cfgs: Vec<Attribute>,
     /// Request arguments, in declaration order (without `&self` and `ctx`).
     pub args: Vec<Arg>,
     /// Where `ctx: &Context` sits among the parameters after `self`, if present.
@@ -184,7 +186,7 @@ impl Method {
                     if ctx_position.is_some() {
                         fail(
                             &typed.ty,
-                            "only one `&Context` parameter is allowed".to_owned(),
+                            "only one `&Context` parameter is allowed; remove this one".to_owned(),
                         );
                     }
                     ctx_position = Some(position);
@@ -251,10 +253,14 @@ impl Method {
         // Rust rejects patterns in methods without a body too; replace them
         // in the emitted trait so the mistake is reported once.
         if function.default.is_none() {
-            let typed = function.sig.inputs.iter_mut().filter_map(|input| match input {
-                FnArg::Typed(typed) => Some(typed),
-                FnArg::Receiver(_) => None,
-            });
+            let typed = function
+                .sig
+                .inputs
+                .iter_mut()
+                .filter_map(|input| match input {
+                    FnArg::Typed(typed) => Some(typed),
+                    FnArg::Receiver(_) => None,
+                });
             for (position, typed) in typed.enumerate() {
                 if patterns.contains(&position) {
                     *typed.pat = syn::parse_quote!(_);
@@ -262,15 +268,19 @@ impl Method {
             }
         }
 
-        let docs = function
-            .attrs
-            .iter()
-            .filter(|a| a.path().is_ident("doc"))
-            .cloned()
-            .collect();
+        let attrs_named = |name: &str| {
+            function
+                .attrs
+                .iter()
+                .filter(|a| a.path().is_ident(name))
+                .cloned()
+                .collect()
+        };
+        let (docs, cfgs) = (attrs_named("doc"), attrs_named("cfg"));
         valid.then(|| Method {
             ident: name,
             docs,
+            cfgs,
             args,
             ctx_position,
             ctx_ident,
@@ -385,7 +395,10 @@ fn owned_type(ty: &Type) -> String {
                 _ => "CString",
             };
             last.ident = Ident::new(name, last.ident.span());
-            owned_type(&Type::Path(syn::TypePath { qself: None, path: owned }))
+            owned_type(&Type::Path(syn::TypePath {
+                qself: None,
+                path: owned,
+            }))
         }
         other => {
             let mut text = quote::ToTokens::to_token_stream(other).to_string();

@@ -12,6 +12,7 @@
 //! | `expr for pat in collection`        | one value per element          |
 
 use proc_macro2::TokenStream;
+use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, Pat, Token, bracketed, token};
@@ -159,9 +160,19 @@ pub fn parse_keys(attr: &syn::Attribute) -> syn::Result<Vec<KeySpec>> {
             Ok(keys.into_iter().collect())
         }
         syn::Meta::Path(_) => Ok(Vec::new()),
-        syn::Meta::NameValue(nv) => Err(syn::Error::new_spanned(
-            &nv.eq_token,
-            "write the keys in parentheses, e.g. `#[reads(accounts[id])]`",
-        )),
+        syn::Meta::NameValue(nv) => {
+            let name = nv.path.to_token_stream();
+            let example = match &nv.value {
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(keys),
+                    ..
+                }) => keys.value(),
+                _ => "accounts[id]".to_owned(),
+            };
+            Err(syn::Error::new_spanned(
+                nv.eq_token,
+                format!("write the keys in parentheses, without quotes: `#[{name}({example})]`"),
+            ))
+        }
     }
 }

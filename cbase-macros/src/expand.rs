@@ -8,6 +8,7 @@
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, Path};
 
@@ -94,9 +95,12 @@ impl<'a> Generator<'a> {
             let fields = m.args.iter().map(|a| {
                 let (ident, ty) = (&a.ident, &a.ty);
                 let bound = self.wire_bound(ty);
-                quote!(#bound #ident: #ty)
+                // Documented, so `#![deny(missing_docs)]` holds for a public service.
+                let doc = format!("The `{ident}` argument of `{}`.", m.ident);
+                quote!(#[doc = #doc] #bound #ident: #ty)
             });
-            quote! { #(#docs)* #variant { #(#fields),* } }
+            let cfgs = &m.cfgs;
+            quote! { #(#cfgs)* #(#docs)* #variant { #(#fields),* } }
         });
         let doc = format!(
             "A request to a [`{trait_name}`] service: one variant per method, with its arguments."
@@ -124,7 +128,8 @@ impl<'a> Generator<'a> {
             let output = &m.output;
             let bound = self.wire_bound(output);
             let doc = format!("What `{}` returned.", m.ident);
-            quote! { #[doc = #doc] #variant(#bound #output) }
+            let cfgs = &m.cfgs;
+            quote! { #(#cfgs)* #[doc = #doc] #variant(#bound #output) }
         });
         let doc = format!("A response from a [`{trait_name}`] service: one variant per method.");
         quote! {
@@ -142,10 +147,12 @@ impl<'a> Generator<'a> {
     ///
     /// The bound replaces the `Ty: Serialize` (and `Deserialize`) that the
     /// code serde generates would otherwise need, and report when missing
-    /// several times over, partly at the macro call. As a where clause on a
-    /// non-generic impl it is checked once, where it is written: the string's
-    /// span, which is the type's. `Debug` and `Clone` are left to their
-    /// derives, which already report at the field.
+    /// several times over, partly at the macro call. On these non-generic
+    /// impls it is a "trivial bound", which rustc checks where it is written
+    /// (the string's span, which is the type's) and then assumes in the
+    /// bodies; the identical reports of the serde impls are merged into one.
+    /// `Debug` and `Clone` are left to their derives, which report at the
+    /// field, once.
     fn wire_bound(&self, ty: &syn::Type) -> TokenStream {
         let serde = self.serde();
         let predicate = quote! {
@@ -161,15 +168,17 @@ impl<'a> Generator<'a> {
             let variant = variant_name(&m.ident);
             let bindings = m.args.iter().map(|a| &a.ident);
             let body = self.access_set_body(m);
-            quote! { #request::#variant { #(#bindings),* } => { #body } }
+            let cfgs = &m.cfgs;
+            quote! { #(#cfgs)* #request::#variant { #(#bindings),* } => { #body } }
         });
         let method_arms = self.service.methods.iter().map(|m| {
             let variant = variant_name(&m.ident);
-            let name = m.ident.to_string();
-            quote! { #request::#variant { .. } => #name }
+            let name = m.ident.unraw().to_string();
+            let cfgs = &m.cfgs;
+            quote! { #(#cfgs)* #request::#variant { .. } => #name }
         });
-        let tables = self.service.methods.iter().flat_map(|m| {
-            let method = m.ident.to_string();
+        let tables = self.service.methods.iter().map(|m| {
+            let method = m.ident.unraw().to_string();
             let mut names: Vec<String> = m
                 .rules
                 .iter()
@@ -177,14 +186,15 @@ impl<'a> Generator<'a> {
                     r.keys
                         .iter()
                         .filter_map(KeySpec::table)
-                        .map(Ident::to_string)
+                        .map(|table| table.unraw().to_string())
                 })
                 .collect();
             names.sort();
             names.dedup();
-            names
-                .into_iter()
-                .map(move |table| quote! { (#method, #table) })
+            let cfgs = &m.cfgs;
+            // Nothing for no tables: `extend([])` could not infer its type.
+            (!names.is_empty())
+                .then(|| quote! { #(#cfgs)* __cbase_tables.extend([#((#method, #names)),*]); })
         });
         quote! {
             impl #core::Request for #request {
@@ -202,7 +212,10 @@ impl<'a> Generator<'a> {
                 }
 
                 fn declared_tables() -> ::std::vec::Vec<(&'static str, &'static str)> {
-                    ::std::vec![#(#tables),*]
+                    #[allow(unused_mut)]
+                    let mut __cbase_tables = ::std::vec::Vec::new();
+                    #(#tables)*
+                    __cbase_tables
                 }
             }
         }
@@ -225,12 +238,14 @@ impl<'a> Generator<'a> {
                 let make = match &key.target {
                     Target::All(_) => quote!(#core::Key::All),
                     Target::Table(table) => {
-                        let name = table.to_string();
+                        let name = table.unraw().to_string();
                         quote!(#core::Key::table(#name))
                     }
                     Target::Entry(table, expr) => {
-                        let name = table.to_string();
-                        let (entry, value) = (respan(quote!(#core::Key::entry), expr), borrow(expr));
+                        // Named as `#[derive(State)]` names the field: `r#type` is `type`.
+                        let name = table.unraw().to_string();
+                        let (entry, value) =
+                            (respan(quote!(#core::Key::entry), expr), borrow(expr));
                         quote_spanned!(expr.span()=> #entry(#name, #value))
                     }
                     Target::Bare(expr) => {
@@ -278,8 +293,9 @@ impl<'a> Generator<'a> {
             let (variant, name) = (variant_name(&m.ident), &m.ident);
             let bindings = m.args.iter().map(|a| &a.ident);
             let call_args = call_arguments(m, &ctx);
+            let cfgs = &m.cfgs;
             quote! {
-                #request::#variant { #(#bindings),* } => #response::#variant(#service.#name(#(#call_args),*))
+                #(#cfgs)* #request::#variant { #(#bindings),* } => #response::#variant(#service.#name(#(#call_args),*))
             }
         });
         let doc = format!("Runs this request against any [`{trait_name}`] implementation.");
@@ -354,8 +370,10 @@ impl<'a> Generator<'a> {
                 quote!(#ident: #ty)
             });
             let fields = m.args.iter().map(|a| &a.ident);
-            let method_name = name.to_string();
+            let method_name = name.unraw().to_string();
+            let cfgs = &m.cfgs;
             quote! {
+                #(#cfgs)*
                 #(#docs)*
                 pub async fn #name(&self, #(#params),*) -> ::core::result::Result<#output, #core::ClientError> {
                     let response = #core::Invoke::invoke(&self.invoker, #request::#variant { #(#fields),* }).await?;
@@ -404,7 +422,11 @@ impl<'a> Generator<'a> {
 fn borrow(expr: &syn::Expr) -> TokenStream {
     let tokens = quote!(#expr);
     let first = expr.span();
-    let last = tokens.clone().into_iter().last().map_or(first, |t| t.span());
+    let last = tokens
+        .clone()
+        .into_iter()
+        .last()
+        .map_or(first, |t| t.span());
     let mut group = Group::new(Delimiter::Parenthesis, tokens);
     group.set_span(last);
     let and = syn::Token![&](first);

@@ -105,7 +105,7 @@ fn check_key(cx: &Ctxt, method: &Method, key: &crate::attr::KeySpec) {
                 "`*` already covers everything; remove the `for` clause",
             ),
             Target::Table(table) => cx.error_spanned_by(
-                &each.for_token,
+                each.for_token,
                 format!("`{table}[*]` already covers the whole table; remove the `for` clause"),
             ),
             _ => {}
@@ -209,6 +209,8 @@ fn check_expr(cx: &Ctxt, method: &Method, expr: &Expr, bindings: &[Ident]) {
         }
         let listing = if arguments.is_empty() {
             format!("`{method_name}` has no arguments")
+        } else if let [only] = arguments.as_slice() {
+            format!("the only argument of `{method_name}` is `{only}`")
         } else {
             format!(
                 "the arguments of `{method_name}` are {}",

@@ -14,7 +14,7 @@ struct Bank {
 
 /// Generic parameters and where clauses are kept.
 #[derive(Default, State)]
-struct Generic<K>
+struct Generic<K: 'static>
 where
     Table<K, u64>: Container,
 {
@@ -24,7 +24,10 @@ where
 fn main() {
     let bank = Bank::default();
     assert_eq!(bank.label, "");
-    assert_eq!(bank.table_names(), vec!["accounts", "owners", "fees", "type"]);
+    assert_eq!(
+        bank.table_names(),
+        vec!["accounts", "owners", "fees", "type"]
+    );
     let generic = Generic::<String>::default();
     assert_eq!(generic.table_names(), vec!["items"]);
 }

@@ -1,6 +1,7 @@
 #![deny(warnings)]
 #![deny(missing_docs)]
-//! Generated items inherit the trait's visibility and its methods' docs.
+//! Generated items inherit the trait's visibility and its methods' docs, and
+//! are documented themselves: `missing_docs` holds for a public service.
 
 mod bank {
     use cbase::prelude::*;
@@ -12,7 +13,6 @@ mod bank {
         ///
         /// Several lines of documentation.
         #[writes(accounts[id])]
-        #[allow(clippy::unused_unit)]
         fn open(&self, id: u64);
 
         /// The balance of one account.
@@ -38,6 +38,18 @@ mod bank {
 }
 
 use cbase::prelude::*;
+
+/// A public service: every generated item it exports must be documented.
+#[cbase::service]
+pub trait Ledger {
+    /// Records an entry.
+    #[writes(entries[id])]
+    fn record(&self, id: u64, amount: u64, ctx: &Context);
+
+    /// Every entry.
+    #[reads(entries[*])]
+    fn all(&self) -> Vec<(u64, u64)>;
+}
 
 fn main() {
     let service = bank::BankService(bank::MyBank::default());

@@ -134,7 +134,10 @@ fn main() {
     let requests = vec![
         BankRequest::Exists { id: 1 },
         BankRequest::SourceExists { m: m.clone() },
-        BankRequest::Pay { id: 1, m: m.clone() },
+        BankRequest::Pay {
+            id: 1,
+            m: m.clone(),
+        },
         BankRequest::Peek { id: 1, offset: 1 },
         BankRequest::Total {},
         BankRequest::Reset {},

@@ -18,18 +18,21 @@ pub struct MyCounter {
 
 impl Counter for MyCounter {
     fn bump(&self, name: String) -> u64 {
-        self.counts.upsert(name, || 0, |c| {
-            *c += 1;
-            *c
-        })
+        self.counts.upsert(
+            name,
+            || 0,
+            |c| {
+                *c += 1;
+                *c
+            },
+        )
     }
     fn get(&self, name: String) -> Option<u64> {
         self.counts.get(&name)
     }
 }
 
-/// Only compiled: uses every generated client method.
-#[allow(dead_code)]
+/// Only compiled (never awaited): uses every generated client method.
 async fn use_client(client: CounterClient<LocalInvoker<CounterService<MyCounter>>>) {
     let _: Result<u64, ClientError> = client.bump("a".to_owned()).await;
     let _: Result<Option<u64>, ClientError> = client.get("a".to_owned()).await;
@@ -44,5 +47,5 @@ fn main() {
     )
     .unwrap();
     let client = CounterClient::new(invoker);
-    let _ = use_client;
+    let _future = use_client(client);
 }
