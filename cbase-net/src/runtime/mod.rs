@@ -100,6 +100,8 @@ pub struct NodeMetrics {
     pub stable: Mutex<Vec<(Seq, Hash)>>,
     /// Times a quorum disagreed with our checkpoint.
     pub diverged: AtomicU64,
+    /// The view this replica is in.
+    pub view: AtomicU64,
     /// The latest checkpoint, for state transfer.
     pub latest_checkpoint: Mutex<Option<CheckpointRecord>>,
 }
@@ -259,6 +261,7 @@ impl ReplicaNode {
                     route(output, &peer_queues, &to_execution, &protocol_metrics);
                 }
                 protocol_metrics.protocol.lock().clone_from(replica.stats());
+                protocol_metrics.view.store(replica.view(), Ordering::Relaxed);
             }
         }));
 

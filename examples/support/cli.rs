@@ -1,0 +1,114 @@
+//! What every example shares: its three ways to run.
+//!
+//! - no arguments: a local cluster of 4 replicas in this process, and a client;
+//! - `--config cluster.toml --id N --key replica-N.key`: one replica, until Ctrl-C;
+//! - `--config cluster.toml`: a client of a running cluster.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// How the example was asked to run.
+pub enum Mode {
+    /// A local cluster and a client, in this process.
+    Local,
+    /// One replica from the cluster file and its key.
+    Replica { config: PathBuf, id: u32, key: PathBuf },
+    /// A client of the cluster in the file.
+    Client { config: PathBuf },
+}
+
+/// Parsed command line: the mode and the example's own options.
+pub struct Cli {
+    pub mode: Mode,
+    /// `--ops N`: how many operations the client runs.
+    pub ops: Option<u64>,
+    /// `--workers N`: executor workers per replica.
+    pub workers: Option<usize>,
+    /// `--dir PATH`: where a replica keeps files on disk (the file store).
+    pub dir: Option<PathBuf>,
+}
+
+pub const USAGE: &str = "usage:
+  (no arguments)                                   a 4-replica local cluster and a client
+  --config cluster.toml --id N --key replica-N.key  run one replica (Ctrl-C stops it)
+  --config cluster.toml                            run a client against a running cluster
+options: --ops N (client operations), --workers N (per replica), --dir PATH (replica data)";
+
+impl Cli {
+    /// Parses `std::env::args`, or explains what is wrong.
+    pub fn parse() -> Result<Cli, String> {
+        let mut config = None;
+        let mut id = None;
+        let mut key = None;
+        let mut ops = None;
+        let mut workers = None;
+        let mut dir = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--config" => config = Some(PathBuf::from(value()?)),
+                "--id" => id = Some(value()?.parse::<u32>().map_err(|e| format!("--id: {e}"))?),
+                "--key" => key = Some(PathBuf::from(value()?)),
+                "--ops" => ops = Some(value()?.parse::<u64>().map_err(|e| format!("--ops: {e}"))?),
+                "--workers" => {
+                    workers = Some(value()?.parse::<usize>().map_err(|e| format!("--workers: {e}"))?)
+                }
+                "--dir" => dir = Some(PathBuf::from(value()?)),
+                "--help" | "-h" => return Err(String::new()),
+                other => return Err(format!("unknown argument `{other}`")),
+            }
+        }
+        let mode = match (config, id, key) {
+            (None, None, None) => Mode::Local,
+            (Some(config), Some(id), Some(key)) => Mode::Replica { config, id, key },
+            (Some(config), None, None) => Mode::Client { config },
+            (None, ..) => return Err("--id and --key need --config".into()),
+            (Some(_), Some(_), None) => return Err("a replica needs --key replica-N.key".into()),
+            (Some(_), None, Some(_)) => return Err("a replica needs --id N".into()),
+        };
+        Ok(Cli { mode, ops, workers, dir })
+    }
+}
+
+/// Parses the command line or exits with the usage text.
+pub fn parse_or_exit() -> Cli {
+    match Cli::parse() {
+        Ok(cli) => cli,
+        Err(problem) => {
+            if !problem.is_empty() {
+                eprintln!("error: {problem}");
+            }
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Runs a replica until Ctrl-C.
+pub async fn serve_until_interrupted(node: cbase::ReplicaNode) {
+    println!("replica {} listening on {}; Ctrl-C stops it", node.id(), node.address());
+    let _ = tokio::signal::ctrl_c().await;
+    node.shutdown().await;
+}
+
+/// Checks that every running replica took the same checkpoints, and says so.
+pub fn digests_agree(cluster: &cbase::LocalCluster) -> (usize, bool) {
+    let histories: Vec<Vec<_>> =
+        cluster.replicas().map(|r| r.metrics().checkpoints.lock().clone()).collect();
+    let common = histories.iter().map(Vec::len).min().unwrap_or(0);
+    let agree = histories.windows(2).all(|pair| pair[0][..common] == pair[1][..common]);
+    (common, agree)
+}
+
+/// Prints an error with its message (not its debug form) and sets the exit code.
+pub fn report(result: Result<(), Box<dyn std::error::Error>>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
