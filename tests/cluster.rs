@@ -150,3 +150,34 @@ async fn one_stopped_replica_does_not_stop_the_cluster() {
     .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_primary_is_replaced_by_a_view_change() {
+    let protocol = ProtocolConfig {
+        request_timeout: 300_000_000,
+        view_change_timeout: 1_000_000_000,
+        ..small_checkpoints()
+    };
+    let mut cluster = LocalCluster::builder()
+        .replicas(4)
+        .workers(4)
+        .protocol(protocol)
+        .start(|| BankService(Accounts::default()))
+        .await
+        .unwrap();
+    let bank = BankClient::new(cluster.client().unwrap());
+    for id in 0..5 {
+        bank.open(id, 100).await.unwrap();
+    }
+    cluster.stop_replica(0).await; // the primary of view 0
+    bank.transfer(1, 2, 30).await.unwrap().unwrap();
+    for i in 0..20u64 {
+        bank.transfer(i % 5, (i + 1) % 5, 1).await.unwrap().unwrap();
+    }
+    assert_eq!(bank.balance(2).await.unwrap(), Some(130));
+    assert_eq!(bank.total().await.unwrap(), 500);
+    for replica in cluster.replicas() {
+        assert!(replica.metrics().view.load(std::sync::atomic::Ordering::Relaxed) >= 1, "replica {} moved on", replica.id());
+    }
+    cluster.shutdown().await;
+}

@@ -7,9 +7,8 @@
 //!
 //! A client has several *lanes*, each with its own sequence of request
 //! numbers, so one client can have many requests in flight; requests issued
-//! together are signed once as a batch. It implements
-//! [`Invoke`](cbase_core::Invoke), so generated typed clients
-//! (`BankClient::new(client)`) use it directly.
+//! together are signed once as a batch. It implements [`Invoke`], so
+//! generated typed clients (`BankClient::new(client)`) use it directly.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -70,8 +69,8 @@ impl Default for ClientConfig {
 }
 
 struct Pending {
-    /// Each replica's reply, by replica.
-    votes: BTreeMap<ReplicaId, Vec<u8>>,
+    /// Each replica's reply and the view it reported, by replica.
+    votes: BTreeMap<ReplicaId, (Vec<u8>, u64)>,
     done: Option<oneshot::Sender<Vec<u8>>>,
     /// The signed frame that carried the request, for retransmission.
     frame: Option<Arc<Vec<u8>>>,
@@ -81,6 +80,9 @@ struct Pending {
 struct Shared {
     pending: Mutex<HashMap<(u32, u64), Pending>>,
     weak_quorum: usize,
+    /// The latest view at least one correct replica reported: its primary
+    /// gets new requests.
+    view: std::sync::atomic::AtomicU64,
     /// Replies that named a replica other than the connection's, or did not decode.
     rejected: std::sync::atomic::AtomicU64,
 }
@@ -143,6 +145,7 @@ impl NetClient {
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             weak_quorum: cluster.weak_quorum(),
+            view: Default::default(),
             rejected: Default::default(),
         });
         let cluster = Arc::new(cluster);
@@ -162,9 +165,13 @@ impl NetClient {
             )));
         }
         let (submit, requests) = mpsc::unbounded_channel();
-        // Replica 0 is the primary of view 0; later views arrive with view changes.
-        let primary = connections[0].clone();
-        tasks.push(tokio::spawn(batch_and_sign(key, requests, primary, config.clone())));
+        tasks.push(tokio::spawn(batch_and_sign(
+            key,
+            requests,
+            connections.clone(),
+            Arc::clone(&shared),
+            config.clone(),
+        )));
         let lanes = Lanes {
             free: Mutex::new((0..config.lanes as u32).rev().map(|lane| (lane, 0)).collect()),
             available: Semaphore::new(config.lanes),
@@ -273,7 +280,8 @@ where
 async fn batch_and_sign(
     key: SecretKey,
     mut requests: mpsc::UnboundedReceiver<(ClientRequest, oneshot::Sender<Framed>)>,
-    primary: mpsc::Sender<Arc<Vec<u8>>>,
+    connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
+    shared: Arc<Shared>,
     config: ClientConfig,
 ) {
     let in_flight = Arc::new(Semaphore::new(config.batches_in_flight));
@@ -299,6 +307,8 @@ async fn batch_and_sign(
         });
         // A full queue means the primary is not keeping up; the retransmission
         // timer will send the frame to every replica.
+        let view = shared.view.load(std::sync::atomic::Ordering::Relaxed);
+        let primary = &connections[(view % connections.len() as u64) as usize];
         let _ = primary.try_send(Arc::clone(&frame));
         for waiter in waiters {
             let _ = waiter.send((Arc::clone(&frame), ticket.clone()));
@@ -368,12 +378,19 @@ async fn read_replies(replica: ReplicaId, mut reader: FrameReader, shared: Arc<S
                 continue;
             }
             let Some(call) = pending.get_mut(&(reply.lane, reply.number)) else { continue };
-            call.votes.insert(replica, reply.result);
-            let latest = &call.votes[&replica];
-            let matching = call.votes.values().filter(|r| *r == latest).count();
+            call.votes.insert(replica, (reply.result, reply.view));
+            let latest = &call.votes[&replica].0;
+            let matching = call.votes.values().filter(|(r, _)| r == latest).count();
             if matching >= shared.weak_quorum {
                 if let Some(done) = call.done.take() {
                     let _ = done.send(latest.clone());
+                    // f+1 replicas report at least this view, so a correct
+                    // one does: a lying replica cannot redirect us alone.
+                    let mut views: Vec<u64> = call.votes.values().map(|(_, v)| *v).collect();
+                    views.sort_unstable_by(|a, b| b.cmp(a));
+                    if let Some(view) = views.get(shared.weak_quorum - 1) {
+                        shared.view.fetch_max(*view, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
         }

@@ -30,6 +30,8 @@ pub mod domain {
     pub const PREPARE: &str = "cbase prepare v1";
     /// A checkpoint.
     pub const CHECKPOINT: &str = "cbase checkpoint v1";
+    /// A view-change message.
+    pub const VIEW_CHANGE: &str = "cbase view-change v1";
 }
 
 /// One operation from one client lane. A client runs several lanes so it can
@@ -169,6 +171,58 @@ pub struct Checkpoint {
     pub signature: Signature,
 }
 
+/// Proof that a batch prepared at a sequence number in some view: the
+/// primary's signed pre-prepare and 2f signed prepares from other replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedProof {
+    /// The pre-prepare (with its proposal).
+    pub pre_prepare: PrePrepare,
+    /// 2f matching prepares from distinct backups of that view.
+    pub prepares: Vec<Prepare>,
+}
+
+/// A replica's request to move to `new_view`, with what it knows: its stable
+/// checkpoint (and 2f+1 signed checkpoints proving it) and every batch it
+/// prepared above it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChangeBody {
+    /// The view to move to.
+    pub new_view: View,
+    /// The sender's stable checkpoint.
+    pub stable_seq: Seq,
+    /// Its digest.
+    pub stable_state: Hash,
+    /// 2f+1 signed checkpoints for it (empty for the initial state, seq 0).
+    pub checkpoint_proof: Vec<Checkpoint>,
+    /// Prepared certificates above the stable checkpoint.
+    pub prepared: Vec<PreparedProof>,
+    /// The sender.
+    pub replica: ReplicaId,
+}
+
+/// A signed view-change message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChange {
+    /// The content.
+    pub body: ViewChangeBody,
+    /// The sender's signature over the encoded body.
+    pub signature: Signature,
+}
+
+/// The new primary's announcement of a view: 2f+1 view-changes that justify
+/// it and the pre-prepares it re-issues for the sequence numbers they carry.
+/// Every backup recomputes the pre-prepares from the view-changes and
+/// rejects the message if they differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewView {
+    /// The new view.
+    pub view: View,
+    /// 2f+1 view-changes for it, from distinct replicas.
+    pub view_changes: Vec<ViewChange>,
+    /// Pre-prepares in the new view, signed by its primary, in sequence order.
+    pub pre_prepares: Vec<PrePrepare>,
+}
+
 /// Replica-to-replica messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaMessage {
@@ -182,6 +236,10 @@ pub enum ReplicaMessage {
     Checkpoint(Checkpoint),
     /// A client batch a backup received directly, passed on to the primary.
     Forward(SignedBatch),
+    /// A vote to change views.
+    ViewChange(ViewChange),
+    /// The start of a new view.
+    NewView(NewView),
 }
 
 /// Client-to-replica messages.
@@ -227,6 +285,11 @@ pub fn pre_prepare_header(view: View, seq: Seq, digest: &Hash) -> Vec<u8> {
 /// The bytes a prepare's signature covers.
 pub fn prepare_header(view: View, seq: Seq, digest: &Hash, replica: ReplicaId) -> Vec<u8> {
     codec::encode(&(view, seq, digest, replica)).expect("headers always encode")
+}
+
+/// The bytes a view-change's signature covers.
+pub fn view_change_bytes(body: &ViewChangeBody) -> Vec<u8> {
+    codec::encode(body).expect("view-change bodies always encode")
 }
 
 /// The bytes a checkpoint's signature covers.

@@ -23,9 +23,11 @@
 //! the window, bad signature or digest, a second proposal for a slot) is
 //! dropped and counted in [`Stats`], never acted on.
 
+mod certificates;
 mod slot;
 #[cfg(test)]
 mod tests;
+mod view_change;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -33,7 +35,7 @@ use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::message::{
     Checkpoint, Commit, Hash, PrePrepare, Prepare, Proposal, ReplicaMessage, Seq, SignedBatch,
-    View, checkpoint_header, domain, pre_prepare_header, prepare_header,
+    View, ViewChange, checkpoint_header, domain, pre_prepare_header, prepare_header,
 };
 use slot::Slot;
 
@@ -50,11 +52,27 @@ pub struct ProtocolConfig {
     /// The most proposals the primary keeps in flight (proposed, not yet
     /// committed) before it waits and lets requests accumulate into a batch.
     pub pipeline: usize,
+    /// How long (nanoseconds) a backup waits for a request it knows of to be
+    /// executed before it suspects the primary and starts a view change.
+    pub request_timeout: u64,
+    /// How long (nanoseconds) a view change may take before the replica
+    /// moves on to the next view; doubled after each failed view change.
+    pub view_change_timeout: u64,
+    /// The most client batches a replica holds waiting for a sequence number.
+    pub max_pending: usize,
 }
 
 impl Default for ProtocolConfig {
     fn default() -> Self {
-        ProtocolConfig { checkpoint_interval: 128, window: 512, max_batch_requests: 2048, pipeline: 2 }
+        ProtocolConfig {
+            checkpoint_interval: 128,
+            window: 512,
+            max_batch_requests: 2048,
+            pipeline: 2,
+            request_timeout: 1_000_000_000,
+            view_change_timeout: 2_000_000_000,
+            max_pending: 100_000,
+        }
     }
 }
 
@@ -65,6 +83,8 @@ pub enum Input {
     Client(SignedBatch),
     /// A message from another replica (authenticated by the transport).
     Replica(ReplicaId, ReplicaMessage),
+    /// Time passed: timers are checked against the time given to `handle`.
+    Tick,
     /// Execution finished everything up to `seq` and digested the state.
     CheckpointTaken {
         /// The checkpoint's sequence number.
@@ -91,6 +111,16 @@ pub enum Output {
         /// The agreed digest.
         state: Hash,
     },
+    /// A new view starts from a stable checkpoint this replica has not
+    /// executed to: fetch that state from peers and check it against `state`.
+    FetchState {
+        /// The checkpoint's sequence number.
+        seq: Seq,
+        /// Its agreed digest.
+        state: Hash,
+    },
+    /// This replica entered a new view.
+    ViewEntered(View),
     /// 2f+1 replicas agree on a digest at `seq` that differs from ours: our
     /// state is wrong and must be replaced (state transfer).
     Diverged {
@@ -142,6 +172,20 @@ pub struct Stats {
     pub duplicate: u64,
     /// Over the size limits.
     pub oversized: u64,
+    /// View changes this replica started.
+    pub view_changes_started: u64,
+    /// View-change or new-view messages whose certificates did not hold.
+    pub bad_certificate: u64,
+    /// Messages for a future view held until it starts.
+    pub buffered: u64,
+}
+
+/// Whether a replica works in its view or is moving to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Normal,
+    /// Voted to move to `target` at time `since`.
+    ChangingTo { target: View, since: u64 },
 }
 
 /// One replica's agreement state. See the [module documentation](self).
@@ -160,12 +204,26 @@ pub struct Replica {
     log: BTreeMap<Seq, Slot>,
     /// The last sequence number handed to execution.
     delivered: Seq,
-    /// Client batches waiting for a sequence number (primary only).
-    pending: VecDeque<SignedBatch>,
+    /// Client batches waiting for a sequence number, with their digests. The
+    /// primary proposes them; a backup keeps them in case it becomes primary.
+    pending: VecDeque<(Hash, SignedBatch)>,
+    /// When a backup first heard of each batch it waits on (request timer).
+    waiting: BTreeMap<Hash, u64>,
     /// Digests of batches pending or in the log, to drop duplicates.
     known_batches: BTreeMap<Hash, Option<Seq>>,
-    /// Checkpoint votes within the window: seq -> replica -> digest.
-    checkpoint_votes: BTreeMap<Seq, BTreeMap<ReplicaId, Hash>>,
+    /// Signed checkpoint votes within the window: seq -> replica -> vote.
+    checkpoint_votes: BTreeMap<Seq, BTreeMap<ReplicaId, Checkpoint>>,
+    /// The digest of the stable checkpoint, and the 2f+1 votes proving it.
+    stable_state: Hash,
+    stable_proof: Vec<Checkpoint>,
+    /// Normal operation, or changing to a new view.
+    status: Status,
+    /// The current view-change timeout (doubles while view changes fail).
+    view_change_timeout: u64,
+    /// Valid view-changes received, by target view and sender.
+    view_changes: BTreeMap<View, BTreeMap<ReplicaId, ViewChange>>,
+    /// Messages for a view not yet entered, replayed when it is.
+    future: Vec<(ReplicaId, ReplicaMessage)>,
     /// Our own checkpoint digests not yet stable.
     own_checkpoints: BTreeMap<Seq, Hash>,
     /// The latest time given to `handle`; the primary stamps proposals with it.
@@ -196,6 +254,7 @@ impl Replica {
             .map(|i| *cluster.public_key(i).expect("a validated cluster has every id"))
             .collect();
         assert!((id as usize) < n, "replica {id} is not in the cluster");
+        let view_change_timeout = config.view_change_timeout;
         Replica {
             id,
             n,
@@ -209,8 +268,15 @@ impl Replica {
             log: BTreeMap::new(),
             delivered: 0,
             pending: VecDeque::new(),
+            waiting: BTreeMap::new(),
             known_batches: BTreeMap::new(),
             checkpoint_votes: BTreeMap::new(),
+            stable_state: [0; 32],
+            stable_proof: Vec::new(),
+            status: Status::Normal,
+            view_change_timeout,
+            view_changes: BTreeMap::new(),
+            future: Vec::new(),
             own_checkpoints: BTreeMap::new(),
             now: 0,
             stats: Stats::default(),
@@ -286,6 +352,7 @@ impl Replica {
             Input::Client(batch) => self.on_client_batch(batch, out, true),
             Input::Replica(from, message) => self.on_replica_message(from, message, out),
             Input::CheckpointTaken { seq, state } => self.on_checkpoint_taken(seq, state, out),
+            Input::Tick => self.on_tick(out),
         }
     }
 
@@ -300,7 +367,27 @@ impl Replica {
             ReplicaMessage::Commit(commit) => self.on_commit(from, commit, out),
             ReplicaMessage::Checkpoint(checkpoint) => self.on_checkpoint(from, checkpoint, out),
             ReplicaMessage::Forward(batch) => self.on_client_batch(batch, out, false),
+            ReplicaMessage::ViewChange(view_change) => self.on_view_change(from, view_change, out),
+            ReplicaMessage::NewView(new_view) => self.on_new_view(from, new_view, out),
         }
+    }
+
+    /// Whether a normal-case message for `view` is for the view this replica
+    /// works in. Messages for a later view are held until it starts; older
+    /// ones are dropped.
+    fn accept_view(&mut self, view: View, from: ReplicaId, message: impl FnOnce() -> ReplicaMessage) -> bool {
+        if view == self.view && self.status == Status::Normal {
+            return true;
+        }
+        if view > self.view || (view == self.view && self.status != Status::Normal) {
+            if self.future.len() < self.config.window as usize * self.n * 2 {
+                self.stats.buffered += 1;
+                self.future.push((from, message()));
+                return false;
+            }
+        }
+        self.stats.wrong_view += 1;
+        false
     }
 
     fn on_client_batch(&mut self, batch: SignedBatch, out: &mut Vec<Output>, direct: bool) {
@@ -317,33 +404,44 @@ impl Replica {
             self.stats.bad_signature += 1;
             return;
         }
-        if self.is_primary() {
-            self.known_batches.insert(digest, None);
-            self.pending.push_back(batch);
+        if self.pending.len() >= self.config.max_pending {
+            self.stats.oversized += 1;
+            return;
+        }
+        self.known_batches.insert(digest, None);
+        if self.is_primary() && self.status == Status::Normal {
+            self.pending.push_back((digest, batch));
             self.propose(out);
-        } else if direct {
-            // The client broadcast it (a retransmission): make sure the
-            // primary has it. The view-change timer that watches the primary
-            // arrives with view changes.
-            out.push(Output::Send(self.primary(), ReplicaMessage::Forward(batch)));
+        } else {
+            // A backup keeps the batch (it may become primary) and watches
+            // the primary: if the batch is not executed in time, it starts a
+            // view change. A batch the client sent us directly is a
+            // retransmission: make sure the primary has it.
+            self.waiting.entry(digest).or_insert(self.now);
+            if direct {
+                out.push(Output::Send(self.primary(), ReplicaMessage::Forward(batch.clone())));
+            }
+            self.pending.push_back((digest, batch));
         }
     }
 
     /// Proposes pending batches while the window and the pipeline allow.
     fn propose(&mut self, out: &mut Vec<Output>) {
         while !self.pending.is_empty()
+            && self.status == Status::Normal
+            && self.is_primary()
             && self.next_seq <= self.high()
             && self.in_flight() < self.config.pipeline
         {
             let mut batches = Vec::new();
             let mut requests = 0;
-            while let Some(next) = self.pending.front() {
+            while let Some((_, next)) = self.pending.front() {
                 let size = next.batch.requests.len();
                 if !batches.is_empty() && requests + size > self.config.max_batch_requests {
                     break;
                 }
                 requests += size;
-                batches.push(self.pending.pop_front().expect("front exists"));
+                batches.push(self.pending.pop_front().expect("front exists").1);
             }
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -369,8 +467,7 @@ impl Replica {
 
     fn on_pre_prepare(&mut self, from: ReplicaId, pre_prepare: PrePrepare, out: &mut Vec<Output>) {
         let PrePrepare { view, seq, digest, .. } = pre_prepare;
-        if view != self.view {
-            self.stats.wrong_view += 1;
+        if !self.accept_view(view, from, || ReplicaMessage::PrePrepare(pre_prepare.clone())) {
             return;
         }
         if from != self.primary() {
@@ -407,6 +504,12 @@ impl Replica {
             self.stats.bad_signature += 1;
             return;
         }
+        self.accept_pre_prepare(pre_prepare, out);
+    }
+
+    /// Records a checked pre-prepare and sends this backup's prepare.
+    fn accept_pre_prepare(&mut self, pre_prepare: PrePrepare, out: &mut Vec<Output>) {
+        let (view, seq, digest) = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest);
         for batch in &pre_prepare.proposal.batches {
             self.known_batches.insert(batch.digest(), Some(seq));
         }
@@ -414,7 +517,7 @@ impl Replica {
         let signature =
             self.secret.sign(domain::PREPARE, &prepare_header(view, seq, &digest, self.id));
         let prepare = Prepare { view, seq, digest, replica: self.id, signature };
-        self.log.entry(seq).or_default().prepares.insert(self.id, digest);
+        self.log.entry(seq).or_default().prepares.insert(self.id, prepare.clone());
         out.push(Output::Broadcast(ReplicaMessage::Prepare(prepare)));
         self.advance(seq, out);
     }
@@ -425,8 +528,7 @@ impl Replica {
             self.stats.wrong_sender += 1;
             return;
         }
-        if view != self.view {
-            self.stats.wrong_view += 1;
+        if !self.accept_view(view, from, || ReplicaMessage::Prepare(prepare.clone())) {
             return;
         }
         if from == self.primary() {
@@ -437,7 +539,7 @@ impl Replica {
             return;
         }
         if let Some(existing) = self.log.get(&seq).and_then(|s| s.prepares.get(&from)) {
-            if *existing == digest {
+            if existing.digest == digest {
                 self.stats.duplicate += 1;
             } else {
                 self.stats.equivocation += 1;
@@ -449,7 +551,7 @@ impl Replica {
             self.stats.bad_signature += 1;
             return;
         }
-        self.log.entry(seq).or_default().prepares.insert(from, digest);
+        self.log.entry(seq).or_default().prepares.insert(from, prepare);
         self.advance(seq, out);
     }
 
@@ -459,8 +561,7 @@ impl Replica {
             self.stats.wrong_sender += 1;
             return;
         }
-        if view != self.view {
-            self.stats.wrong_view += 1;
+        if !self.accept_view(view, from, || ReplicaMessage::Commit(commit.clone())) {
             return;
         }
         if self.outside_window(seq) {
@@ -507,6 +608,12 @@ impl Replica {
             }
             let pre_prepare = slot.pre_prepare.as_ref().expect("committed slots have a pre-prepare");
             let seq = self.delivered + 1;
+            for batch in &pre_prepare.proposal.batches {
+                let digest = batch.digest();
+                if self.waiting.remove(&digest).is_some() {
+                    self.pending.retain(|(d, _)| *d != digest);
+                }
+            }
             out.push(Output::Execute(Committed {
                 view: pre_prepare.view,
                 seq,
@@ -530,7 +637,7 @@ impl Replica {
         let signature =
             self.secret.sign(domain::CHECKPOINT, &checkpoint_header(seq, &state, self.id));
         let checkpoint = Checkpoint { seq, state, replica: self.id, signature };
-        self.checkpoint_votes.entry(seq).or_default().insert(self.id, state);
+        self.checkpoint_votes.entry(seq).or_default().insert(self.id, checkpoint.clone());
         out.push(Output::Broadcast(ReplicaMessage::Checkpoint(checkpoint)));
         self.try_stabilize(seq, out);
     }
@@ -549,7 +656,7 @@ impl Replica {
             return;
         }
         if let Some(existing) = self.checkpoint_votes.get(&seq).and_then(|v| v.get(&from)) {
-            if *existing == state {
+            if existing.state == state {
                 self.stats.duplicate += 1;
             } else {
                 self.stats.equivocation += 1;
@@ -561,15 +668,15 @@ impl Replica {
             self.stats.bad_signature += 1;
             return;
         }
-        self.checkpoint_votes.entry(seq).or_default().insert(from, state);
+        self.checkpoint_votes.entry(seq).or_default().insert(from, checkpoint);
         self.try_stabilize(seq, out);
     }
 
     fn try_stabilize(&mut self, seq: Seq, out: &mut Vec<Output>) {
         let Some(votes) = self.checkpoint_votes.get(&seq) else { return };
         let mut tally: BTreeMap<&Hash, usize> = BTreeMap::new();
-        for digest in votes.values() {
-            *tally.entry(digest).or_default() += 1;
+        for vote in votes.values() {
+            *tally.entry(&vote.state).or_default() += 1;
         }
         let Some((&agreed, _)) = tally.into_iter().find(|(_, count)| *count > 2 * self.f) else {
             return;
@@ -584,6 +691,12 @@ impl Replica {
 
     /// Moves the low watermark to `seq` and discards everything below it.
     fn stabilize(&mut self, seq: Seq, state: Hash, out: &mut Vec<Output>) {
+        self.stable_proof = self
+            .checkpoint_votes
+            .get(&seq)
+            .map(|votes| votes.values().filter(|v| v.state == state).cloned().collect())
+            .unwrap_or_default();
+        self.stable_state = state;
         self.low = seq;
         self.log = self.log.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));

@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 
 use crate::config::ReplicaId;
-use crate::message::{Hash, PrePrepare};
+use crate::message::{Hash, PrePrepare, Prepare, PreparedProof};
 
 /// Agreement on one sequence number in the current view.
 #[derive(Default, Debug)]
 pub(crate) struct Slot {
     pub pre_prepare: Option<PrePrepare>,
-    /// Digest each backup prepared, by backup.
-    pub prepares: BTreeMap<ReplicaId, Hash>,
+    /// Each backup's signed prepare, by backup: kept whole because a view
+    /// change must prove what prepared.
+    pub prepares: BTreeMap<ReplicaId, Prepare>,
     /// Digest each replica committed, by replica.
     pub commits: BTreeMap<ReplicaId, Hash>,
     /// This replica has sent its commit.
@@ -25,22 +26,34 @@ impl Slot {
         self.pre_prepare.as_ref().map(|p| &p.digest)
     }
 
+    fn matching_prepares(&self) -> impl Iterator<Item = &Prepare> {
+        let digest = self.digest().copied();
+        self.prepares.values().filter(move |p| Some(p.digest) == digest)
+    }
+
     /// A pre-prepare and 2f matching prepares from backups.
     pub fn is_prepared(&self, f: usize) -> bool {
-        match self.digest() {
-            Some(digest) => self.prepares.values().filter(|d| *d == digest).count() >= 2 * f,
-            None => false,
-        }
+        self.pre_prepare.is_some() && self.matching_prepares().count() >= 2 * f
     }
 
     /// Prepared, and 2f+1 matching commits (this replica's included).
     pub fn is_committed(&self, f: usize) -> bool {
         match self.digest() {
             Some(digest) => {
-                self.is_prepared(f)
-                    && self.commits.values().filter(|d| *d == digest).count() > 2 * f
+                self.is_prepared(f) && self.commits.values().filter(|d| *d == digest).count() > 2 * f
             }
             None => false,
         }
+    }
+
+    /// The certificate a view change carries for this slot, if it prepared.
+    pub fn prepared_proof(&self, f: usize) -> Option<PreparedProof> {
+        if !self.is_prepared(f) {
+            return None;
+        }
+        Some(PreparedProof {
+            pre_prepare: self.pre_prepare.clone()?,
+            prepares: self.matching_prepares().take(2 * f).cloned().collect(),
+        })
     }
 }

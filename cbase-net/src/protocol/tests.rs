@@ -37,7 +37,13 @@ fn client_batch(client: &SecretKey, lane: u32, number: u64) -> SignedBatch {
     )
 }
 
+/// Decides whether a message in flight is lost: (from, to, message).
+type DropRule = Box<dyn Fn(ReplicaId, ReplicaId, &ReplicaMessage) -> bool>;
+
 struct Net {
+    now: u64,
+    drop_rule: Option<DropRule>,
+    views_entered: Vec<Vec<View>>,
     replicas: Vec<Replica>,
     queue: VecDeque<(ReplicaId, ReplicaId, ReplicaMessage)>,
     executed: Vec<Vec<Committed>>,
@@ -54,6 +60,9 @@ impl Net {
     fn new(n: usize, config: ProtocolConfig) -> Net {
         let (cluster, secrets) = cluster(n);
         Net {
+            now: 1_000,
+            drop_rule: None,
+            views_entered: vec![Vec::new(); n],
             replicas: secrets
                 .into_iter()
                 .enumerate()
@@ -74,7 +83,7 @@ impl Net {
             return;
         }
         let mut out = Vec::new();
-        self.replicas[to as usize].handle(1_000, input, &mut out);
+        self.replicas[to as usize].handle(self.now, input, &mut out);
         self.route(to, out);
     }
 
@@ -104,6 +113,8 @@ impl Net {
                     }
                 }
                 Output::Stable { seq, .. } => self.stable[from as usize].push(seq),
+                Output::ViewEntered(view) => self.views_entered[from as usize].push(view),
+                Output::FetchState { .. } => {}
                 Output::Diverged { seq, .. } => self.diverged[from as usize].push(seq),
             }
         }
@@ -114,8 +125,35 @@ impl Net {
         while let Some((from, to, message)) = self.queue.pop_front() {
             steps += 1;
             assert!(steps < 1_000_000, "the protocol does not quiesce");
+            if self.drop_rule.as_ref().is_some_and(|lost| lost(from, to, &message)) {
+                continue;
+            }
             self.input(to, Input::Replica(from, message));
         }
+    }
+
+    /// Lets `nanos` pass, ticking every replica, and delivers what follows.
+    fn advance(&mut self, nanos: u64) {
+        self.now += nanos;
+        for replica in 0..self.replicas.len() as ReplicaId {
+            self.input(replica, Input::Tick);
+        }
+        self.run();
+    }
+
+    /// A client that sends a batch to every replica (as on retransmission).
+    fn broadcast_client(&mut self, batch: &SignedBatch) {
+        for replica in 0..self.replicas.len() as ReplicaId {
+            self.input(replica, Input::Client(batch.clone()));
+        }
+        self.run();
+    }
+
+    fn executed_requests(&self, replica: usize) -> Vec<u64> {
+        self.executed[replica]
+            .iter()
+            .flat_map(|c| c.proposal.batches.iter().flat_map(|b| b.batch.requests.iter().map(|r| r.number)))
+            .collect()
     }
 
     fn executed_digests(&self, replica: usize) -> Vec<Hash> {
@@ -123,8 +161,18 @@ impl Net {
     }
 }
 
+const SECOND: u64 = 1_000_000_000;
+
 fn small() -> ProtocolConfig {
-    ProtocolConfig { checkpoint_interval: 4, window: 8, max_batch_requests: 16, pipeline: 2 }
+    ProtocolConfig {
+        checkpoint_interval: 4,
+        window: 8,
+        max_batch_requests: 16,
+        pipeline: 2,
+        request_timeout: SECOND,
+        view_change_timeout: 2 * SECOND,
+        max_pending: 1000,
+    }
 }
 
 #[test]
@@ -244,9 +292,10 @@ fn pre_prepares_that_break_a_rule_are_dropped_and_counted() {
     assert!(out.is_empty());
     assert_eq!(r.stats().bad_signature, 1);
 
-    // Wrong view.
-    deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 3, 1, vec![batch.clone()])));
-    assert_eq!(r.stats().wrong_view, 1);
+    // A later view: held until that view starts, not acted on now.
+    let out = deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 3, 1, vec![batch.clone()])));
+    assert!(out.is_empty());
+    assert_eq!(r.stats().buffered, 1);
 
     // Outside the window (low = 0, L = 8).
     deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 9, vec![batch.clone()])));
@@ -385,4 +434,169 @@ fn checkpoint_votes_outside_the_window_or_off_interval_are_dropped() {
     assert_eq!(r.stats().out_of_window, 2);
     deliver(&mut r, 2, vote(4));
     assert_eq!(r.checkpoint_vote_seqs().into_iter().collect::<Vec<_>>(), vec![4]);
+}
+
+#[test]
+fn a_crashed_primary_is_replaced_and_requests_go_on() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    net.down.insert(0);
+    // The client retransmits to everyone; the backups wait, then suspect.
+    net.broadcast_client(&client_batch(&client, 0, 2));
+    net.advance(SECOND / 2);
+    assert!(net.executed_requests(1).len() == 1, "not yet");
+    net.advance(SECOND);
+    for replica in 1..4 {
+        assert_eq!(net.replicas[replica].view(), 1, "replica {replica}");
+        assert_eq!(net.executed_requests(replica), vec![1, 2], "replica {replica}");
+    }
+    // View 1 works normally afterwards.
+    net.input(1, Input::Client(client_batch(&client, 0, 3)));
+    net.run();
+    assert_eq!(net.executed_requests(3), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_batch_that_prepared_survives_the_view_change_in_the_same_slot() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Commits are lost: the batch prepares everywhere but commits nowhere.
+    net.drop_rule = Some(Box::new(|_, _, m| matches!(m, ReplicaMessage::Commit(_))));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    assert!(net.executed.iter().all(Vec::is_empty));
+    net.drop_rule = None;
+    net.advance(SECOND + 1);
+    for replica in 0..4 {
+        assert_eq!(net.executed[replica].len(), 1, "replica {replica}");
+        assert_eq!(net.executed[replica][0].seq, 1, "same slot");
+        assert_eq!(net.executed[replica][0].view, 1, "committed in the new view");
+    }
+}
+
+#[test]
+fn an_equivocating_primary_is_replaced() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // The primary is silenced; we play it and equivocate by hand.
+    net.down.insert(0);
+    let a = client_batch(&client, 0, 1);
+    let b = client_batch(&client, 1, 1);
+    for (to, batch) in [(1, &a), (2, &b), (3, &a)] {
+        let pp = pre_prepare(&secrets[0], 0, 1, vec![batch.clone()]);
+        net.input(to, Input::Replica(0, ReplicaMessage::PrePrepare(pp)));
+    }
+    net.run();
+    drop(cluster);
+    // Replicas 1 and 3 prepare `a` (2f = 2 matching prepares), but with the
+    // primary silent and 2 holding `b` there are only two commits: nothing
+    // commits until a view change carries `a`'s certificate forward.
+    assert!(net.executed.iter().all(Vec::is_empty));
+    net.broadcast_client(&b);
+    net.advance(SECOND + 1);
+    for replica in 1..4 {
+        assert_eq!(net.replicas[replica].view(), 1);
+        let mut numbers = net.executed[replica]
+            .iter()
+            .flat_map(|c| c.proposal.batches.iter().map(|b| b.batch.requests[0].lane))
+            .collect::<Vec<_>>();
+        numbers.sort();
+        assert!(numbers.contains(&1), "the request the primary hid from some is executed: {numbers:?}");
+    }
+    let reference = net.executed_digests(1);
+    assert_eq!(net.executed_digests(2), reference);
+    assert_eq!(net.executed_digests(3), reference);
+}
+
+#[test]
+fn a_silent_primary_that_drops_requests_is_replaced() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Everything the primary sends is lost: it looks alive but does nothing.
+    net.drop_rule = Some(Box::new(|from, _, _| from == 0));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    net.advance(SECOND + 1);
+    for replica in 1..4 {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+}
+
+#[test]
+fn failed_view_changes_move_on_with_growing_timeouts() {
+    // n = 7, f = 2: the primaries of views 0 and 1 are both down.
+    let mut net = Net::new(7, small());
+    net.down.extend([0, 1]);
+    let client = SecretKey::from_seed([99; 32]);
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    net.advance(SECOND + 1); // view change to 1 starts; its primary is down
+    assert!(net.executed.iter().all(Vec::is_empty));
+    net.advance(2 * SECOND + 1); // the view change to 1 times out: on to view 2
+    for replica in 2..7 {
+        assert_eq!(net.replicas[replica].view(), 2, "replica {replica}");
+        assert_eq!(net.executed_requests(replica), vec![1]);
+    }
+    assert!(net.replicas[2].stats().view_changes_started >= 2);
+}
+
+#[test]
+fn view_changes_and_new_views_with_bad_certificates_are_rejected() {
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    let client = SecretKey::from_seed([99; 32]);
+    let pp = pre_prepare(&secrets[0], 0, 1, vec![client_batch(&client, 0, 1)]);
+    // A prepared certificate with only one prepare, signed by replica 2.
+    let proof = crate::message::PreparedProof {
+        pre_prepare: pp.clone(),
+        prepares: vec![prepare(&secrets[2], 2, 1, pp.digest)],
+    };
+    let body = crate::message::ViewChangeBody {
+        new_view: 1,
+        stable_seq: 0,
+        stable_state: [0; 32],
+        checkpoint_proof: vec![],
+        prepared: vec![proof],
+        replica: 2,
+    };
+    let signature = secrets[2].sign(domain::VIEW_CHANGE, &crate::message::view_change_bytes(&body));
+    let out = deliver(&mut r, 2, ReplicaMessage::ViewChange(ViewChange { body: body.clone(), signature }));
+    assert!(out.is_empty());
+    assert_eq!(r.stats().bad_certificate, 1);
+
+    // A stable checkpoint claimed without proof.
+    let mut body = body;
+    body.prepared.clear();
+    body.stable_seq = 4;
+    let signature = secrets[2].sign(domain::VIEW_CHANGE, &crate::message::view_change_bytes(&body));
+    deliver(&mut r, 2, ReplicaMessage::ViewChange(ViewChange { body: body.clone(), signature }));
+    assert_eq!(r.stats().bad_certificate, 2);
+
+    // Signed by someone else.
+    body.stable_seq = 0;
+    let signature = secrets[3].sign(domain::VIEW_CHANGE, &crate::message::view_change_bytes(&body));
+    deliver(&mut r, 2, ReplicaMessage::ViewChange(ViewChange { body: body.clone(), signature }));
+    assert_eq!(r.stats().bad_certificate, 3);
+
+    // A new-view from the right primary with too few view-changes.
+    let good = |replica: ReplicaId| {
+        let body = crate::message::ViewChangeBody { replica, ..body.clone() };
+        let signature = secrets[replica as usize].sign(domain::VIEW_CHANGE, &crate::message::view_change_bytes(&body));
+        ViewChange { body, signature }
+    };
+    let thin = crate::message::NewView { view: 1, view_changes: vec![good(1), good(2)], pre_prepares: vec![] };
+    deliver(&mut r, 1, ReplicaMessage::NewView(thin.clone()));
+    assert_eq!(r.stats().wrong_sender, 1, "replica 1 is not the sender here; 1 is us");
+    let mut r0 = Replica::new(0, &cluster, secrets[0].clone(), small());
+    deliver(&mut r0, 1, ReplicaMessage::NewView(thin));
+    assert_eq!(r0.stats().bad_certificate, 1);
+    // Enough view-changes, but a pre-prepare slipped in that none of them justifies.
+    let smuggled = crate::message::NewView {
+        view: 1,
+        view_changes: vec![good(1), good(2), good(3)],
+        pre_prepares: vec![pre_prepare(&secrets[1], 1, 1, vec![client_batch(&client, 0, 9)])],
+    };
+    deliver(&mut r0, 1, ReplicaMessage::NewView(smuggled));
+    assert_eq!(r0.stats().bad_certificate, 2);
+    assert_eq!(r0.view(), 0);
 }

@@ -98,6 +98,9 @@ pub struct NodeMetrics {
     pub checkpoints: Mutex<Vec<(Seq, Hash)>>,
     /// Checkpoints that became stable: (seq, digest).
     pub stable: Mutex<Vec<(Seq, Hash)>>,
+    /// Times this replica found itself behind a stable checkpoint it had
+    /// not executed to.
+    pub state_transfers_needed: AtomicU64,
     /// Times a quorum disagreed with our checkpoint.
     pub diverged: AtomicU64,
     /// The view this replica is in.
@@ -123,6 +126,9 @@ impl NodeMetrics {
             + self.impersonations.load(Ordering::Relaxed)
     }
 }
+
+/// How often the protocol's timers are checked.
+const TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Connected clients' reply queues, by client key.
 type ClientQueues = Arc<Mutex<BTreeMap<PublicKey, mpsc::Sender<Reply>>>>;
@@ -246,7 +252,17 @@ impl ReplicaNode {
         let protocol_metrics = Arc::clone(&metrics);
         tasks.push(tokio::spawn(async move {
             let mut outputs = Vec::new();
-            while let Some(first) = inbox.recv().await {
+            // Timers (request and view-change timeouts) are checked on ticks.
+            let mut ticks = tokio::time::interval(TICK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let first = tokio::select! {
+                    input = inbox.recv() => match input {
+                        Some(input) => input,
+                        None => break,
+                    },
+                    _ = ticks.tick() => Input::Tick,
+                };
                 let now = now_nanos();
                 replica.handle(now, first, &mut outputs);
                 // Take what else is already waiting before routing, so
@@ -330,6 +346,14 @@ fn route(
             let _ = execution.send(batch);
         }
         Output::Stable { seq, state } => metrics.stable.lock().push((seq, state)),
+        Output::ViewEntered(view) => {
+            metrics.view.store(view, Ordering::Relaxed);
+            tracing::info!(view, "entered a new view");
+        }
+        Output::FetchState { seq, .. } => {
+            metrics.state_transfers_needed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(seq, "this replica is behind the new view's stable checkpoint and needs state transfer, which is not implemented yet");
+        }
         Output::Diverged { seq, .. } => {
             metrics.diverged.fetch_add(1, Ordering::Relaxed);
             tracing::error!(seq, "a quorum of replicas disagrees with this replica's checkpoint");

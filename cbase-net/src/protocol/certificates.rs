@@ -1,0 +1,158 @@
+//! Checking the certificates a view change carries, and computing the
+//! pre-prepares a new view must re-issue from them.
+//!
+//! Everything here is a pure function of the messages and the cluster's
+//! public keys, so the new primary and every backup compute the same result:
+//! a backup accepts a new-view only if its own computation matches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::ReplicaId;
+use crate::crypto::PublicKey;
+use crate::message::{
+    Checkpoint, Hash, PrePrepare, PreparedProof, Proposal, Seq, SignedBatch, View, ViewChange,
+    checkpoint_header, domain, pre_prepare_header, prepare_header, view_change_bytes,
+};
+
+/// What certificate checks need to know about the cluster.
+pub(crate) struct Quorums<'a> {
+    pub keys: &'a [PublicKey],
+    pub f: usize,
+    pub window: u64,
+}
+
+impl Quorums<'_> {
+    fn n(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn primary(&self, view: View) -> ReplicaId {
+        (view % self.n() as u64) as ReplicaId
+    }
+
+    fn key(&self, replica: ReplicaId) -> Option<&PublicKey> {
+        self.keys.get(replica as usize)
+    }
+
+    /// 2f+1 checkpoints from distinct replicas, all signed, all for `(seq, state)`.
+    pub fn checkpoint_proof_holds(&self, seq: Seq, state: &Hash, proof: &[Checkpoint]) -> bool {
+        if seq == 0 {
+            // The initial state is the same everywhere and needs no proof.
+            return true;
+        }
+        let mut signers = BTreeSet::new();
+        for checkpoint in proof {
+            let Some(key) = self.key(checkpoint.replica) else { return false };
+            let header = checkpoint_header(checkpoint.seq, &checkpoint.state, checkpoint.replica);
+            if checkpoint.seq != seq
+                || checkpoint.state != *state
+                || !key.verify(domain::CHECKPOINT, &header, &checkpoint.signature)
+            {
+                return false;
+            }
+            signers.insert(checkpoint.replica);
+        }
+        signers.len() > 2 * self.f
+    }
+
+    /// A pre-prepare signed by its view's primary, whose digest matches its
+    /// proposal and whose client batches are all signed by their clients.
+    pub fn pre_prepare_holds(&self, pre_prepare: &PrePrepare) -> bool {
+        let primary = self.primary(pre_prepare.view);
+        let Some(key) = self.key(primary) else { return false };
+        let header = pre_prepare_header(pre_prepare.view, pre_prepare.seq, &pre_prepare.digest);
+        key.verify(domain::PRE_PREPARE, &header, &pre_prepare.signature)
+            && pre_prepare.proposal.digest() == pre_prepare.digest
+            && pre_prepare.proposal.batches.iter().all(SignedBatch::verify)
+    }
+
+    /// A valid pre-prepare plus 2f matching, signed prepares from distinct
+    /// backups of its view.
+    pub fn prepared_proof_holds(&self, proof: &PreparedProof) -> bool {
+        let pre_prepare = &proof.pre_prepare;
+        if !self.pre_prepare_holds(pre_prepare) {
+            return false;
+        }
+        let primary = self.primary(pre_prepare.view);
+        let mut signers = BTreeSet::new();
+        for prepare in &proof.prepares {
+            let Some(key) = self.key(prepare.replica) else { return false };
+            let header = prepare_header(prepare.view, prepare.seq, &prepare.digest, prepare.replica);
+            if prepare.replica == primary
+                || prepare.view != pre_prepare.view
+                || prepare.seq != pre_prepare.seq
+                || prepare.digest != pre_prepare.digest
+                || !key.verify(domain::PREPARE, &header, &prepare.signature)
+            {
+                return false;
+            }
+            signers.insert(prepare.replica);
+        }
+        signers.len() >= 2 * self.f
+    }
+
+    /// A view-change that is signed by its sender and whose certificates hold.
+    pub fn view_change_holds(&self, view_change: &ViewChange) -> bool {
+        let body = &view_change.body;
+        let Some(key) = self.key(body.replica) else { return false };
+        if !key.verify(domain::VIEW_CHANGE, &view_change_bytes(body), &view_change.signature) {
+            return false;
+        }
+        if !self.checkpoint_proof_holds(body.stable_seq, &body.stable_state, &body.checkpoint_proof) {
+            return false;
+        }
+        let mut seqs = BTreeSet::new();
+        body.prepared.iter().all(|proof| {
+            let seq = proof.pre_prepare.seq;
+            seq > body.stable_seq
+                && seq <= body.stable_seq + self.window
+                && proof.pre_prepare.view < body.new_view
+                && seqs.insert(seq)
+                && self.prepared_proof_holds(proof)
+        })
+    }
+}
+
+/// What a new view starts from: the highest stable checkpoint among the
+/// view-changes, and for every sequence number above it up to the highest
+/// prepared one, the proposal to re-issue (the one prepared in the highest
+/// view, or an empty "null" proposal where none prepared).
+#[derive(Debug, PartialEq)]
+pub(crate) struct NewViewPlan {
+    pub stable_seq: Seq,
+    pub stable_state: Hash,
+    pub proposals: Vec<(Seq, Proposal)>,
+}
+
+/// Computes the plan from view-changes that have already been checked.
+pub(crate) fn plan_new_view(view_changes: &[ViewChange]) -> NewViewPlan {
+    let (stable_seq, stable_state) = view_changes
+        .iter()
+        .map(|vc| (vc.body.stable_seq, vc.body.stable_state))
+        .max_by_key(|(seq, _)| *seq)
+        .unwrap_or((0, [0; 32]));
+    let mut chosen: BTreeMap<Seq, &PrePrepare> = BTreeMap::new();
+    for vc in view_changes {
+        for proof in &vc.body.prepared {
+            let pre_prepare = &proof.pre_prepare;
+            if pre_prepare.seq <= stable_seq {
+                continue;
+            }
+            let better = chosen.get(&pre_prepare.seq).is_none_or(|current| pre_prepare.view > current.view);
+            if better {
+                chosen.insert(pre_prepare.seq, pre_prepare);
+            }
+        }
+    }
+    let highest = chosen.keys().next_back().copied().unwrap_or(stable_seq);
+    let proposals = (stable_seq + 1..=highest)
+        .map(|seq| {
+            let proposal = match chosen.get(&seq) {
+                Some(pre_prepare) => pre_prepare.proposal.clone(),
+                None => Proposal { timestamp: 0, batches: Vec::new() },
+            };
+            (seq, proposal)
+        })
+        .collect();
+    NewViewPlan { stable_seq, stable_state, proposals }
+}
