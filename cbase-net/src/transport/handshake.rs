@@ -322,3 +322,44 @@ fn closed_early(error: std::io::Error) -> TransportError {
         TransportError::Io(error)
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The handshake decoders see bytes from anyone who connects: random and
+    //! mutated input must be refused with an error, never a panic.
+
+    use super::*;
+
+    #[test]
+    fn handshake_decoders_refuse_garbage() {
+        let count: usize = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+        let valid = encode(&Hello {
+            protocol_version: PROTOCOL_VERSION,
+            role: Role::Replica(1),
+            ephemeral: [7; 32],
+            nonce: [9; 32],
+        })
+        .expect("hellos encode");
+        // A small deterministic generator (xorshift): no extra dependency.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..count {
+            let mut bytes = if i % 2 == 0 {
+                (0..next() % 200).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                valid.clone()
+            };
+            if !bytes.is_empty() {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] ^= (next() as u8) | 1;
+            }
+            let _ = decode_hello(&bytes);
+            let _ = decode::<Auth>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Every decoder of network input, fed random and mutated bytes: no panic,
+//! and no allocation out of proportion to the input.
+//!
+//! `FUZZ_INPUTS=N` sets how many inputs each decoder gets (default 50,000,
+//! a few seconds); the seed is printed so a failure replays exactly with
+//! `FUZZ_SEED=S`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cbase_core::codec;
+use cbase_net::crypto::SecretKey;
+use cbase_net::message::{
+    ClientMessage, ClientRequest, Commit, PrePrepare, Prepare, Proposal, ReplicaMessage, Reply,
+    ReplyMessage, RequestBatch, SignedBatch, domain, pre_prepare_header,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Counts live heap bytes and the high-water mark.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn inputs() -> usize {
+    std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000)
+}
+
+fn seed() -> u64 {
+    std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_cba5e)
+}
+
+/// Valid encodings of every message kind, to mutate.
+fn corpus() -> Vec<Vec<u8>> {
+    let client = SecretKey::from_seed([3; 32]);
+    let primary = SecretKey::from_seed([1; 32]);
+    let batch = SignedBatch::sign(
+        RequestBatch {
+            client: client.public(),
+            requests: vec![
+                ClientRequest { lane: 1, number: 7, operation: vec![1, 2, 3] },
+                ClientRequest { lane: 2, number: 9, operation: vec![] },
+            ],
+        },
+        &client,
+    );
+    let proposal = Proposal { timestamp: 42, batches: vec![batch.clone()] };
+    let digest = proposal.digest();
+    let signature = primary.sign(domain::PRE_PREPARE, &pre_prepare_header(0, 1, &digest));
+    let messages = vec![
+        codec::encode(&ReplicaMessage::PrePrepare(PrePrepare { view: 0, seq: 1, digest, proposal, signature })),
+        codec::encode(&ReplicaMessage::Prepare(Prepare { view: 0, seq: 1, digest, replica: 2, signature })),
+        codec::encode(&ReplicaMessage::Commit(Commit { view: 0, seq: 1, digest, replica: 2 })),
+        codec::encode(&ReplicaMessage::Forward(batch.clone())),
+        codec::encode(&ClientMessage::Requests(batch)),
+        codec::encode(&ReplyMessage::Replies(vec![Reply { view: 0, lane: 1, number: 7, replica: 0, result: vec![0, 1] }])),
+    ];
+    messages.into_iter().map(|m| m.expect("valid messages encode")).collect()
+}
+
+fn mutate(rng: &mut StdRng, corpus: &[Vec<u8>]) -> Vec<u8> {
+    match rng.gen_range(0..5) {
+        // Pure noise.
+        0 => (0..rng.gen_range(0..256)).map(|_| rng.r#gen()).collect(),
+        // A valid message with bytes flipped.
+        1 => {
+            let mut bytes = corpus[rng.gen_range(0..corpus.len())].clone();
+            for _ in 0..rng.gen_range(1..8) {
+                if !bytes.is_empty() {
+                    let at = rng.gen_range(0..bytes.len());
+                    bytes[at] ^= 1 << rng.gen_range(0..8);
+                }
+            }
+            bytes
+        }
+        // Truncated.
+        2 => {
+            let bytes = &corpus[rng.gen_range(0..corpus.len())];
+            bytes[..rng.gen_range(0..bytes.len().max(1))].to_vec()
+        }
+        // A huge length claim spliced in (varint 0xFD + u64).
+        3 => {
+            let mut bytes = corpus[rng.gen_range(0..corpus.len())].clone();
+            let at = rng.gen_range(0..bytes.len().max(1));
+            let mut claim = vec![0xFD];
+            claim.extend_from_slice(&rng.gen_range(1u64 << 20..u64::MAX).to_le_bytes());
+            bytes.splice(at..at, claim);
+            bytes
+        }
+        // Random bytes overwritten in place.
+        _ => {
+            let mut bytes = corpus[rng.gen_range(0..corpus.len())].clone();
+            let at = rng.gen_range(0..bytes.len().max(1));
+            let end = (at + rng.gen_range(1..16)).min(bytes.len());
+            for byte in &mut bytes[at..end] {
+                *byte = rng.r#gen();
+            }
+            bytes
+        }
+    }
+}
+
+#[test]
+fn network_decoders_survive_random_and_mutated_input() {
+    let (count, seed) = (inputs(), seed());
+    eprintln!("fuzzing each decoder with {count} inputs, FUZZ_SEED={seed}");
+    let corpus = corpus();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let baseline = LIVE.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+    let mut decoded = [0usize; 3];
+    for _ in 0..count {
+        let input = mutate(&mut rng, &corpus);
+        decoded[0] += codec::decode::<ReplicaMessage>(&input).is_ok() as usize;
+        decoded[1] += codec::decode::<ClientMessage>(&input).is_ok() as usize;
+        decoded[2] += codec::decode::<ReplyMessage>(&input).is_ok() as usize;
+        // A decoded message must survive the checks the protocol applies.
+        if let Ok(ClientMessage::Requests(batch)) = codec::decode::<ClientMessage>(&input) {
+            let _ = batch.verify();
+        }
+    }
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(baseline);
+    eprintln!("decoded (replica, client, reply): {decoded:?}; peak extra heap {peak} bytes");
+    // Inputs are under 1 KiB; decoders may pre-allocate a little, never the
+    // gigabytes a length prefix can claim.
+    assert!(peak < 16 * 1024 * 1024, "a decoder allocated {peak} bytes for a small input");
+    assert!(decoded.iter().sum::<usize>() > 0, "the mutations never produced a valid message");
+}
