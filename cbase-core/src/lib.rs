@@ -10,6 +10,8 @@
 //! the [`Request`] and [`Service`] implementations. The [`service`] module
 //! shows them written by hand.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod client;
 pub mod codec;

@@ -442,10 +442,10 @@ fn acquire_fixed(
     request: &mut Request,
     slots: &mut [Slot],
 ) {
-    if mode.compatible_with_all(node.held_set() | node.waiting_set()) {
-        node.held[mode.index()] += 1;
+    if mode.compatible_with_all(node.held.set | node.waiting.set) {
+        node.held.add(mode);
     } else {
-        node.waiting[mode.index()] += 1;
+        node.waiting.add(mode);
         node.queue.push(request.next_ref(), slots);
         request.waiting += 1;
     }
@@ -458,14 +458,14 @@ fn acquire_fixed(
 }
 
 fn release_fixed(node: &mut FixedNode, mode: Mode, slots: &mut [Slot], ready: &mut Vec<TaskId>) {
-    node.held[mode.index()] -= 1;
+    node.held.remove(mode);
     while let Some(head) = node.queue.front() {
         let entry = slots[head.slot()].entries[head.index()];
-        if !entry.mode.compatible_with_all(node.held_set()) {
+        if !entry.mode.compatible_with_all(node.held.set) {
             break; // strict FIFO from here on
         }
-        node.held[entry.mode.index()] += 1;
-        node.waiting[entry.mode.index()] -= 1;
+        node.held.add(entry.mode);
+        node.waiting.remove(entry.mode);
         node.queue.pop_front(entry.next);
         wake(slots, head.slot(), ready);
     }
@@ -618,33 +618,36 @@ impl Queue {
 /// GLOBAL or a table: any of the five modes.
 #[derive(Default, Debug)]
 struct FixedNode {
-    held: [u32; MODES],
-    waiting: [u32; MODES],
+    held: ModeCounts,
+    waiting: ModeCounts,
     queue: Queue,
 }
 
-impl FixedNode {
-    #[inline]
-    fn held_set(&self) -> u8 {
-        mode_set(&self.held)
-    }
-
-    #[inline]
-    fn waiting_set(&self) -> u8 {
-        mode_set(&self.waiting)
-    }
+/// How many requests hold (or wait for) a node in each mode, and the set of
+/// modes with a non-zero count, kept up to date so that a compatibility test
+/// is one mask operation.
+#[derive(Default, Debug)]
+struct ModeCounts {
+    counts: [u32; MODES],
+    /// Bit `m` set iff `counts[m] > 0`.
+    set: u8,
 }
 
-/// The modes whose count is non-zero, as a bit mask.
-#[inline]
-fn mode_set(counts: &[u32; MODES]) -> u8 {
-    Mode::ALL.iter().fold(0, |set, m| {
-        if counts[m.index()] > 0 {
-            set | m.bit()
-        } else {
-            set
+impl ModeCounts {
+    #[inline]
+    fn add(&mut self, mode: Mode) {
+        self.counts[mode.index()] += 1;
+        self.set |= mode.bit();
+    }
+
+    #[inline]
+    fn remove(&mut self, mode: Mode) {
+        let count = &mut self.counts[mode.index()];
+        *count -= 1;
+        if *count == 0 {
+            self.set &= !mode.bit();
         }
-    })
+    }
 }
 
 /// What the request being scheduled needs, gathered over all its keys before

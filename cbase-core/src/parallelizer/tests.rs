@@ -374,7 +374,7 @@ fn idle_cells_are_recycled() {
 }
 
 #[test]
-fn many_tables_use_the_map_lookup() {
+fn many_tables_use_the_sorted_lookup() {
     let names: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
     let ids: Vec<TableId> = names.iter().map(|n| t(n)).collect();
     let mut p = Parallelizer::new(8, &ids);
