@@ -62,7 +62,12 @@ async fn latency(client: &NetClient, calls: usize) -> Vec<Duration> {
 
 /// `tasks` tasks calling in a loop until `duration` passes or `limit` calls
 /// complete: sustained throughput.
-async fn throughput(client: &NetClient, tasks: usize, duration: Duration, limit: u64) -> (u64, Duration) {
+async fn throughput(
+    client: &NetClient,
+    tasks: usize,
+    duration: Duration,
+    limit: u64,
+) -> (u64, Duration) {
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut handles = Vec::new();
@@ -83,7 +88,10 @@ async fn throughput(client: &NetClient, tasks: usize, duration: Duration, limit:
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let cluster = LocalCluster::builder()
             .replicas(4)
@@ -92,7 +100,11 @@ fn main() {
             .await
             .expect("cluster");
         let client = cluster
-            .client_with(ClientConfig { lanes: 1024, max_batch: 1024, ..ClientConfig::default() })
+            .client_with(ClientConfig {
+                lanes: 1024,
+                max_batch: 1024,
+                ..ClientConfig::default()
+            })
             .expect("client");
         // Warm up connections.
         latency(&client, 50).await;
@@ -116,7 +128,15 @@ fn main() {
         println!("|---:|---:|---:|---:|---:|");
         let duration = Duration::from_secs(if quick { 1 } else { 5 });
         let levels: &[usize] = if quick { &[64] } else { &[16, 64, 256, 1024] };
-        let primary_stats = || cluster.replica(0).expect("primary runs").metrics().protocol.lock().clone();
+        let primary_stats = || {
+            cluster
+                .replica(0)
+                .expect("primary runs")
+                .metrics()
+                .protocol
+                .lock()
+                .clone()
+        };
         for &tasks in levels {
             let before = primary_stats();
             let (done, elapsed) = throughput(&client, tasks, duration, 2_000_000).await;

@@ -134,14 +134,19 @@ impl NetClient {
     /// Connects to the cluster with a fresh client identity. Connections are
     /// made (and remade) in the background; calls wait for them.
     pub fn connect(cluster: ClusterConfig, config: ClientConfig) -> Result<NetClient, ClientError> {
-        cluster.validate().map_err(|e| ClientError::Config(e.to_string()))?;
+        cluster
+            .validate()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
         if config.lanes == 0 || config.max_batch == 0 || config.batches_in_flight == 0 {
             return Err(ClientError::Config(
                 "lanes, max_batch and batches_in_flight must be at least 1".into(),
             ));
         }
         let key = SecretKey::generate();
-        let identity = Arc::new(Identity { role: Role::Client(key.public()), key: key.clone() });
+        let identity = Arc::new(Identity {
+            role: Role::Client(key.public()),
+            key: key.clone(),
+        });
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             weak_quorum: cluster.weak_quorum(),
@@ -173,15 +178,32 @@ impl NetClient {
             config.clone(),
         )));
         let lanes = Lanes {
-            free: Mutex::new((0..config.lanes as u32).rev().map(|lane| (lane, 0)).collect()),
+            free: Mutex::new(
+                (0..config.lanes as u32)
+                    .rev()
+                    .map(|lane| (lane, 0))
+                    .collect(),
+            ),
             available: Semaphore::new(config.lanes),
         };
-        Ok(NetClient { inner: Arc::new(Inner { shared, lanes, submit, connections, config, tasks }) })
+        Ok(NetClient {
+            inner: Arc::new(Inner {
+                shared,
+                lanes,
+                submit,
+                connections,
+                config,
+                tasks,
+            }),
+        })
     }
 
     /// Replies that were rejected (wrong sender or undecodable), for tests.
     pub fn rejected_replies(&self) -> u64 {
-        self.inner.shared.rejected.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner
+            .shared
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends one request and waits for f+1 matching replies.
@@ -215,16 +237,28 @@ impl NetClient {
         }
     }
 
-    async fn run_on_lane(&self, lane: u32, number: u64, operation: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    async fn run_on_lane(
+        &self,
+        lane: u32,
+        number: u64,
+        operation: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
         let inner = &self.inner;
         let (done, mut result) = oneshot::channel();
-        inner
-            .shared
-            .pending
-            .lock()
-            .insert((lane, number), Pending { votes: BTreeMap::new(), done: Some(done), frame: None });
+        inner.shared.pending.lock().insert(
+            (lane, number),
+            Pending {
+                votes: BTreeMap::new(),
+                done: Some(done),
+                frame: None,
+            },
+        );
         let (framed, frame) = oneshot::channel();
-        let request = ClientRequest { lane, number, operation };
+        let request = ClientRequest {
+            lane,
+            number,
+            operation,
+        };
         if inner.submit.send((request, framed)).is_err() {
             inner.shared.pending.lock().remove(&(lane, number));
             return Err(ClientError::Unavailable("the client is closed".into()));
@@ -269,7 +303,10 @@ where
     Req: Serialize + Send + Sync + 'static,
     Resp: DeserializeOwned + Send + 'static,
 {
-    fn invoke(&self, request: Req) -> impl std::future::Future<Output = Result<Resp, ClientError>> + Send {
+    fn invoke(
+        &self,
+        request: Req,
+    ) -> impl std::future::Future<Output = Result<Resp, ClientError>> + Send {
         let client = self.clone();
         async move { client.call(&request).await }
     }
@@ -287,7 +324,9 @@ async fn batch_and_sign(
     let in_flight = Arc::new(Semaphore::new(config.batches_in_flight));
     while let Some(first) = requests.recv().await {
         // While earlier batches are unanswered, requests pile up in the channel.
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
         let mut ready = vec![first];
         while ready.len() < config.max_batch {
             match requests.try_recv() {
@@ -296,8 +335,16 @@ async fn batch_and_sign(
             }
         }
         let (requests_in_batch, waiters): (Vec<_>, Vec<_>) = ready.into_iter().unzip();
-        let batch = SignedBatch::sign(RequestBatch { client: key.public(), requests: requests_in_batch }, &key);
-        let frame = Arc::new(codec::encode(&ClientMessage::Requests(batch)).expect("requests always encode"));
+        let batch = SignedBatch::sign(
+            RequestBatch {
+                client: key.public(),
+                requests: requests_in_batch,
+            },
+            &key,
+        );
+        let frame = Arc::new(
+            codec::encode(&ClientMessage::Requests(batch)).expect("requests always encode"),
+        );
         let ticket = BatchTicket(Arc::new(Mutex::new(Some(permit))));
         let linger = ticket.clone();
         let delay = config.batch_linger;
@@ -368,16 +415,22 @@ async fn connection(
 async fn read_replies(replica: ReplicaId, mut reader: FrameReader, shared: Arc<Shared>) {
     while let Ok(frame) = reader.recv().await {
         let Ok(ReplyMessage::Replies(replies)) = codec::decode::<ReplyMessage>(&frame) else {
-            shared.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         };
         let mut pending = shared.pending.lock();
         for reply in replies {
             if reply.replica != replica {
-                shared.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
-            let Some(call) = pending.get_mut(&(reply.lane, reply.number)) else { continue };
+            let Some(call) = pending.get_mut(&(reply.lane, reply.number)) else {
+                continue;
+            };
             call.votes.insert(replica, (reply.result, reply.view));
             let latest = &call.votes[&replica].0;
             let matching = call.votes.values().filter(|(r, _)| r == latest).count();
@@ -389,7 +442,9 @@ async fn read_replies(replica: ReplicaId, mut reader: FrameReader, shared: Arc<S
                     let mut views: Vec<u64> = call.votes.values().map(|(_, v)| *v).collect();
                     views.sort_unstable_by(|a, b| b.cmp(a));
                     if let Some(view) = views.get(shared.weak_quorum - 1) {
-                        shared.view.fetch_max(*view, std::sync::atomic::Ordering::Relaxed);
+                        shared
+                            .view
+                            .fetch_max(*view, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             }

@@ -151,14 +151,23 @@ impl LocalClusterBuilder {
         let mut secrets = Vec::new();
         let mut entries = Vec::new();
         for id in 0..self.replicas as ReplicaId {
-            let listener = TcpListener::bind("127.0.0.1:0").await.map_err(ClusterError::Bind)?;
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(ClusterError::Bind)?;
             let address = listener.local_addr().map_err(ClusterError::Bind)?;
             let secret = SecretKey::generate();
-            entries.push(ReplicaEntry { id, address: address.to_string(), public_key: secret.public() });
+            entries.push(ReplicaEntry {
+                id,
+                address: address.to_string(),
+                public_key: secret.public(),
+            });
             secrets.push(secret);
             listeners.push(listener);
         }
-        let config = ClusterConfig { f: (self.replicas - 1) / 3, replicas: entries };
+        let config = ClusterConfig {
+            f: (self.replicas - 1) / 3,
+            replicas: entries,
+        };
         let mut nodes = Vec::new();
         for (id, (listener, secret)) in listeners.into_iter().zip(secrets).enumerate() {
             let id = id as ReplicaId;

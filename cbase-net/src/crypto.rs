@@ -61,8 +61,7 @@ impl SecretKey {
 
     /// The public key that verifies this key's signatures.
     pub fn public(&self) -> PublicKey {
-        let key = self.0.verifying_key();
-        PublicKey { bytes: key.to_bytes(), key }
+        PublicKey(self.0.verifying_key().to_bytes())
     }
 
     /// Signs `message` for the purpose named by `domain`.
@@ -197,46 +196,39 @@ pub enum KeyFileError {
 /// Every value of this type is a valid, non-weak curve point: the
 /// constructors check. In human-readable formats (TOML, JSON) it is written as
 /// a 64-digit hex string; in binary formats as 32 raw bytes.
-///
-/// The decompressed point is kept beside the bytes: decompressing on every
-/// verification cost about a quarter of a replica's CPU under load.
-#[derive(Clone, Copy)]
-pub struct PublicKey {
-    bytes: [u8; 32],
-    key: VerifyingKey,
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicKey([u8; 32]);
+
+/// Decompressing a point costs about a quarter of a replica's CPU under load
+/// if done on every verification; the same few keys (replicas, active
+/// clients) sign almost everything, so each thread keeps them decompressed.
+/// Bounded: cleared when it grows past `KEY_CACHE_LIMIT` entries.
+const KEY_CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    static DECOMPRESSED: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-impl PartialEq for PublicKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
-    }
-}
-
-impl Eq for PublicKey {}
-
-impl PartialOrd for PublicKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for PublicKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.bytes.cmp(&other.bytes)
-    }
-}
-
-impl std::hash::Hash for PublicKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.bytes.hash(state);
-    }
+fn verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    DECOMPRESSED.with_borrow_mut(|cache| {
+        if let Some(key) = cache.get(bytes) {
+            return Some(*key);
+        }
+        let key = VerifyingKey::from_bytes(bytes).ok()?;
+        if cache.len() >= KEY_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(*bytes, key);
+        Some(key)
+    })
 }
 
 impl PublicKey {
     /// Checks and wraps 32 bytes of a compressed ed25519 point.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<PublicKey, KeyParseError> {
         match VerifyingKey::from_bytes(&bytes) {
-            Ok(key) if !key.is_weak() => Ok(PublicKey { bytes, key }),
+            Ok(key) if !key.is_weak() => Ok(PublicKey(bytes)),
             _ => Err(KeyParseError::InvalidKey),
         }
     }
@@ -248,27 +240,30 @@ impl PublicKey {
 
     /// The key as 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
-        hex_encode(&self.bytes)
+        hex_encode(&self.0)
     }
 
     /// The 32 bytes of the compressed point.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.bytes
+        &self.0
     }
 
     /// Whether `sig` is this key's signature of `message` in `domain` (see
     /// [`SecretKey::sign`]). Uses strict verification.
     pub fn verify(&self, domain: &'static str, message: &[u8], sig: &Signature) -> bool {
+        let Some(key) = verifying_key(&self.0) else {
+            return false;
+        };
         let digest = signing_digest(domain, message);
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        self.key.verify_strict(&digest, &sig).is_ok()
+        key.verify_strict(&digest, &sig).is_ok()
     }
 }
 
 impl fmt::Display for PublicKey {
     /// The first 16 hex digits: enough to tell keys apart in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex_encode(&self.bytes[..8]))
+        f.write_str(&hex_encode(&self.0[..8]))
     }
 }
 
@@ -280,7 +275,7 @@ impl fmt::Debug for PublicKey {
 
 impl Serialize for PublicKey {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_fixed(&self.bytes, serializer)
+        serialize_fixed(&self.0, serializer)
     }
 }
 

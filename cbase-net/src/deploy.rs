@@ -50,7 +50,9 @@ pub enum DeployError {
         key_file: String,
     },
     /// The replica's address is taken by another process.
-    #[error("address {address} (replica {id} in the cluster file) is already in use; stop the process using it or change the port")]
+    #[error(
+        "address {address} (replica {id} in the cluster file) is already in use; stop the process using it or change the port"
+    )]
     AddressInUse {
         /// The replica.
         id: ReplicaId,
@@ -102,19 +104,30 @@ where
     S::Response: Serialize,
 {
     let cluster = ClusterConfig::load(cluster_file)?;
-    let entry = cluster
-        .replica(id)
-        .ok_or(DeployError::UnknownReplica { id, last: cluster.n().saturating_sub(1) })?;
+    let entry = cluster.replica(id).ok_or(DeployError::UnknownReplica {
+        id,
+        last: cluster.n().saturating_sub(1),
+    })?;
     let secret = SecretKey::read_file(key_file)?;
     if secret.public() != entry.public_key {
-        return Err(DeployError::KeyMismatch { id, key_file: key_file.display().to_string() });
+        return Err(DeployError::KeyMismatch {
+            id,
+            key_file: key_file.display().to_string(),
+        });
     }
     let address = entry.address.clone();
     let listener = TcpListener::bind(&address).await.map_err(|source| {
         if source.kind() == std::io::ErrorKind::AddrInUse {
-            DeployError::AddressInUse { id, address: address.clone() }
+            DeployError::AddressInUse {
+                id,
+                address: address.clone(),
+            }
         } else {
-            DeployError::Bind { id, address: address.clone(), source }
+            DeployError::Bind {
+                id,
+                address: address.clone(),
+                source,
+            }
         }
     })?;
     let config = NodeConfig {
@@ -129,7 +142,10 @@ where
 }
 
 /// A client of the cluster described by the cluster file.
-pub fn client_from_file(cluster_file: &Path, config: ClientConfig) -> Result<NetClient, DeployError> {
+pub fn client_from_file(
+    cluster_file: &Path,
+    config: ClientConfig,
+) -> Result<NetClient, DeployError> {
     let cluster = ClusterConfig::load(cluster_file)?;
     Ok(NetClient::connect(cluster, config)?)
 }

@@ -9,6 +9,9 @@
 //! - [`config`], [`crypto`], [`deploy`]: the cluster file, keys, and starting
 //!   replicas and clients from them.
 
+#![warn(missing_docs)]
+
+pub mod checkpoint;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -70,13 +70,19 @@ impl SignedBatch {
     /// Signs `batch` with the client's key.
     pub fn sign(batch: RequestBatch, key: &SecretKey) -> SignedBatch {
         let bytes = codec::encode(&batch).expect("request batches always encode");
-        SignedBatch { signature: key.sign(domain::CLIENT_BATCH, &bytes), batch }
+        SignedBatch {
+            signature: key.sign(domain::CLIENT_BATCH, &bytes),
+            batch,
+        }
     }
 
     /// Whether the signature is the named client's.
     pub fn verify(&self) -> bool {
         match codec::encode(&self.batch) {
-            Ok(bytes) => self.batch.client.verify(domain::CLIENT_BATCH, &bytes, &self.signature),
+            Ok(bytes) => self
+                .batch
+                .client
+                .verify(domain::CLIENT_BATCH, &bytes, &self.signature),
             Err(_) => false,
         }
     }
@@ -223,6 +229,22 @@ pub struct NewView {
     pub pre_prepares: Vec<PrePrepare>,
 }
 
+/// A replica's periodic report of where it is, so peers can resend what it
+/// missed (messages may be lost; PBFT recovers by retransmission).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The view it works in.
+    pub view: View,
+    /// The view it is moving to, if it is changing views.
+    pub changing_to: Option<View>,
+    /// The last sequence number it executed.
+    pub delivered: Seq,
+    /// Its stable checkpoint.
+    pub low: Seq,
+    /// The sender.
+    pub replica: ReplicaId,
+}
+
 /// Replica-to-replica messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaMessage {
@@ -240,6 +262,23 @@ pub enum ReplicaMessage {
     ViewChange(ViewChange),
     /// The start of a new view.
     NewView(NewView),
+    /// Where the sender is, so peers can resend what it missed.
+    Status(Status),
+    /// A request for the state at a checkpoint, from a replica that fell
+    /// behind it.
+    StateRequest {
+        /// The checkpoint's sequence number.
+        seq: Seq,
+    },
+    /// The state at a checkpoint: an encoded
+    /// [`CheckpointState`](crate::checkpoint::CheckpointState), checked by the
+    /// receiver against the digest 2f+1 replicas signed.
+    StateReply {
+        /// The checkpoint's sequence number.
+        seq: Seq,
+        /// The encoded state.
+        state: Vec<u8>,
+    },
 }
 
 /// Client-to-replica messages.

@@ -42,23 +42,35 @@ fn service() -> NopService {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
 async fn mistakes_in_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.toml");
-    let error = start_replica(&missing, 0, &dir.path().join("k"), ReplicaOptions::default(), service())
-        .await
-        .err()
-        .unwrap();
+    let error = start_replica(
+        &missing,
+        0,
+        &dir.path().join("k"),
+        ReplicaOptions::default(),
+        service(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(error.to_string().contains("nope.toml"), "{error}");
     assert!(client_from_file(&missing, Default::default()).is_err());
 
     let garbled = dir.path().join("garbled.toml");
     std::fs::write(&garbled, "f = 1\n[[replicas]\n").unwrap();
-    let error = client_from_file(&garbled, Default::default()).err().unwrap();
+    let error = client_from_file(&garbled, Default::default())
+        .err()
+        .unwrap();
     assert!(matches!(error, DeployError::Config(_)), "{error}");
     assert!(error.to_string().contains("garbled.toml"), "{error}");
 
@@ -66,27 +78,53 @@ async fn mistakes_in_files_are_named() {
     let config = &generated.config_path;
     let key = |id: usize| generated.key_paths[id].clone();
 
-    let error = start_replica(config, 7, &key(0), ReplicaOptions::default(), service()).await.err().unwrap();
-    assert_eq!(error.to_string(), "replica 7 is not in the cluster file (it lists ids 0 to 3)");
-
-    let error = start_replica(config, 1, &key(2), ReplicaOptions::default(), service()).await.err().unwrap();
-    assert!(matches!(error, DeployError::KeyMismatch { id: 1, .. }), "{error}");
-    assert!(error.to_string().contains("replica-2.key"), "{error}");
-
-    let error = start_replica(config, 1, &dir.path().join("missing.key"), ReplicaOptions::default(), service())
+    let error = start_replica(config, 7, &key(0), ReplicaOptions::default(), service())
         .await
         .err()
         .unwrap();
+    assert_eq!(
+        error.to_string(),
+        "replica 7 is not in the cluster file (it lists ids 0 to 3)"
+    );
+
+    let error = start_replica(config, 1, &key(2), ReplicaOptions::default(), service())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, DeployError::KeyMismatch { id: 1, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("replica-2.key"), "{error}");
+
+    let error = start_replica(
+        config,
+        1,
+        &dir.path().join("missing.key"),
+        ReplicaOptions::default(),
+        service(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(error.to_string().contains("missing.key"), "{error}");
 
     // Replica 0's address is taken by someone else.
     let address = generated.config.replicas[0].address.clone();
     let _squatter = std::net::TcpListener::bind(&address).unwrap();
-    let error = start_replica(config, 0, &key(0), ReplicaOptions::default(), service()).await.err().unwrap();
-    assert!(matches!(error, DeployError::AddressInUse { id: 0, .. }), "{error}");
+    let error = start_replica(config, 0, &key(0), ReplicaOptions::default(), service())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, DeployError::AddressInUse { id: 0, .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains(&address), "{error}");
 
     // With everything right, it starts.
-    let node = start_replica(config, 1, &key(1), ReplicaOptions::default(), service()).await.unwrap();
+    let node = start_replica(config, 1, &key(1), ReplicaOptions::default(), service())
+        .await
+        .unwrap();
     node.shutdown().await;
 }

@@ -42,11 +42,17 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn inputs() -> usize {
-    std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000)
+    std::env::var("FUZZ_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000)
 }
 
 fn seed() -> u64 {
-    std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_cba5e)
+    std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_cba5e)
 }
 
 /// Valid encodings of every message kind, to mutate.
@@ -57,24 +63,61 @@ fn corpus() -> Vec<Vec<u8>> {
         RequestBatch {
             client: client.public(),
             requests: vec![
-                ClientRequest { lane: 1, number: 7, operation: vec![1, 2, 3] },
-                ClientRequest { lane: 2, number: 9, operation: vec![] },
+                ClientRequest {
+                    lane: 1,
+                    number: 7,
+                    operation: vec![1, 2, 3],
+                },
+                ClientRequest {
+                    lane: 2,
+                    number: 9,
+                    operation: vec![],
+                },
             ],
         },
         &client,
     );
-    let proposal = Proposal { timestamp: 42, batches: vec![batch.clone()] };
+    let proposal = Proposal {
+        timestamp: 42,
+        batches: vec![batch.clone()],
+    };
     let digest = proposal.digest();
     let signature = primary.sign(domain::PRE_PREPARE, &pre_prepare_header(0, 1, &digest));
     let messages = vec![
-        codec::encode(&ReplicaMessage::PrePrepare(PrePrepare { view: 0, seq: 1, digest, proposal, signature })),
-        codec::encode(&ReplicaMessage::Prepare(Prepare { view: 0, seq: 1, digest, replica: 2, signature })),
-        codec::encode(&ReplicaMessage::Commit(Commit { view: 0, seq: 1, digest, replica: 2 })),
+        codec::encode(&ReplicaMessage::PrePrepare(PrePrepare {
+            view: 0,
+            seq: 1,
+            digest,
+            proposal,
+            signature,
+        })),
+        codec::encode(&ReplicaMessage::Prepare(Prepare {
+            view: 0,
+            seq: 1,
+            digest,
+            replica: 2,
+            signature,
+        })),
+        codec::encode(&ReplicaMessage::Commit(Commit {
+            view: 0,
+            seq: 1,
+            digest,
+            replica: 2,
+        })),
         codec::encode(&ReplicaMessage::Forward(batch.clone())),
         codec::encode(&ClientMessage::Requests(batch)),
-        codec::encode(&ReplyMessage::Replies(vec![Reply { view: 0, lane: 1, number: 7, replica: 0, result: vec![0, 1] }])),
+        codec::encode(&ReplyMessage::Replies(vec![Reply {
+            view: 0,
+            lane: 1,
+            number: 7,
+            replica: 0,
+            result: vec![0, 1],
+        }])),
     ];
-    messages.into_iter().map(|m| m.expect("valid messages encode")).collect()
+    messages
+        .into_iter()
+        .map(|m| m.expect("valid messages encode"))
+        .collect()
 }
 
 fn mutate(rng: &mut StdRng, corpus: &[Vec<u8>]) -> Vec<u8> {
@@ -142,6 +185,12 @@ fn network_decoders_survive_random_and_mutated_input() {
     eprintln!("decoded (replica, client, reply): {decoded:?}; peak extra heap {peak} bytes");
     // Inputs are under 1 KiB; decoders may pre-allocate a little, never the
     // gigabytes a length prefix can claim.
-    assert!(peak < 16 * 1024 * 1024, "a decoder allocated {peak} bytes for a small input");
-    assert!(decoded.iter().sum::<usize>() > 0, "the mutations never produced a valid message");
+    assert!(
+        peak < 16 * 1024 * 1024,
+        "a decoder allocated {peak} bytes for a small input"
+    );
+    assert!(
+        decoded.iter().sum::<usize>() > 0,
+        "the mutations never produced a valid message"
+    );
 }

@@ -42,7 +42,9 @@ impl Quorums<'_> {
         }
         let mut signers = BTreeSet::new();
         for checkpoint in proof {
-            let Some(key) = self.key(checkpoint.replica) else { return false };
+            let Some(key) = self.key(checkpoint.replica) else {
+                return false;
+            };
             let header = checkpoint_header(checkpoint.seq, &checkpoint.state, checkpoint.replica);
             if checkpoint.seq != seq
                 || checkpoint.state != *state
@@ -59,7 +61,9 @@ impl Quorums<'_> {
     /// proposal and whose client batches are all signed by their clients.
     pub fn pre_prepare_holds(&self, pre_prepare: &PrePrepare) -> bool {
         let primary = self.primary(pre_prepare.view);
-        let Some(key) = self.key(primary) else { return false };
+        let Some(key) = self.key(primary) else {
+            return false;
+        };
         let header = pre_prepare_header(pre_prepare.view, pre_prepare.seq, &pre_prepare.digest);
         key.verify(domain::PRE_PREPARE, &header, &pre_prepare.signature)
             && pre_prepare.proposal.digest() == pre_prepare.digest
@@ -76,8 +80,11 @@ impl Quorums<'_> {
         let primary = self.primary(pre_prepare.view);
         let mut signers = BTreeSet::new();
         for prepare in &proof.prepares {
-            let Some(key) = self.key(prepare.replica) else { return false };
-            let header = prepare_header(prepare.view, prepare.seq, &prepare.digest, prepare.replica);
+            let Some(key) = self.key(prepare.replica) else {
+                return false;
+            };
+            let header =
+                prepare_header(prepare.view, prepare.seq, &prepare.digest, prepare.replica);
             if prepare.replica == primary
                 || prepare.view != pre_prepare.view
                 || prepare.seq != pre_prepare.seq
@@ -94,11 +101,18 @@ impl Quorums<'_> {
     /// A view-change that is signed by its sender and whose certificates hold.
     pub fn view_change_holds(&self, view_change: &ViewChange) -> bool {
         let body = &view_change.body;
-        let Some(key) = self.key(body.replica) else { return false };
-        if !key.verify(domain::VIEW_CHANGE, &view_change_bytes(body), &view_change.signature) {
+        let Some(key) = self.key(body.replica) else {
+            return false;
+        };
+        if !key.verify(
+            domain::VIEW_CHANGE,
+            &view_change_bytes(body),
+            &view_change.signature,
+        ) {
             return false;
         }
-        if !self.checkpoint_proof_holds(body.stable_seq, &body.stable_state, &body.checkpoint_proof) {
+        if !self.checkpoint_proof_holds(body.stable_seq, &body.stable_state, &body.checkpoint_proof)
+        {
             return false;
         }
         let mut seqs = BTreeSet::new();
@@ -121,16 +135,24 @@ impl Quorums<'_> {
 pub(crate) struct NewViewPlan {
     pub stable_seq: Seq,
     pub stable_state: Hash,
+    /// The signed checkpoints proving it.
+    pub stable_proof: Vec<Checkpoint>,
     pub proposals: Vec<(Seq, Proposal)>,
 }
 
 /// Computes the plan from view-changes that have already been checked.
 pub(crate) fn plan_new_view(view_changes: &[ViewChange]) -> NewViewPlan {
-    let (stable_seq, stable_state) = view_changes
+    let (stable_seq, stable_state, stable_proof) = view_changes
         .iter()
-        .map(|vc| (vc.body.stable_seq, vc.body.stable_state))
-        .max_by_key(|(seq, _)| *seq)
-        .unwrap_or((0, [0; 32]));
+        .max_by_key(|vc| vc.body.stable_seq)
+        .map(|vc| {
+            (
+                vc.body.stable_seq,
+                vc.body.stable_state,
+                vc.body.checkpoint_proof.clone(),
+            )
+        })
+        .unwrap_or((0, [0; 32], Vec::new()));
     let mut chosen: BTreeMap<Seq, &PrePrepare> = BTreeMap::new();
     for vc in view_changes {
         for proof in &vc.body.prepared {
@@ -138,7 +160,9 @@ pub(crate) fn plan_new_view(view_changes: &[ViewChange]) -> NewViewPlan {
             if pre_prepare.seq <= stable_seq {
                 continue;
             }
-            let better = chosen.get(&pre_prepare.seq).is_none_or(|current| pre_prepare.view > current.view);
+            let better = chosen
+                .get(&pre_prepare.seq)
+                .is_none_or(|current| pre_prepare.view > current.view);
             if better {
                 chosen.insert(pre_prepare.seq, pre_prepare);
             }
@@ -149,10 +173,18 @@ pub(crate) fn plan_new_view(view_changes: &[ViewChange]) -> NewViewPlan {
         .map(|seq| {
             let proposal = match chosen.get(&seq) {
                 Some(pre_prepare) => pre_prepare.proposal.clone(),
-                None => Proposal { timestamp: 0, batches: Vec::new() },
+                None => Proposal {
+                    timestamp: 0,
+                    batches: Vec::new(),
+                },
             };
             (seq, proposal)
         })
         .collect();
-    NewViewPlan { stable_seq, stable_state, proposals }
+    NewViewPlan {
+        stable_seq,
+        stable_state,
+        stable_proof,
+        proposals,
+    }
 }

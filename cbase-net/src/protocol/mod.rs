@@ -25,6 +25,7 @@
 
 mod certificates;
 mod slot;
+mod state_transfer;
 #[cfg(test)]
 mod tests;
 mod view_change;
@@ -60,6 +61,9 @@ pub struct ProtocolConfig {
     pub view_change_timeout: u64,
     /// The most client batches a replica holds waiting for a sequence number.
     pub max_pending: usize,
+    /// How often (nanoseconds) a replica tells its peers where it is, so
+    /// they can resend what it missed.
+    pub status_interval: u64,
 }
 
 impl Default for ProtocolConfig {
@@ -72,6 +76,7 @@ impl Default for ProtocolConfig {
             request_timeout: 1_000_000_000,
             view_change_timeout: 2_000_000_000,
             max_pending: 100_000,
+            status_interval: 100_000_000,
         }
     }
 }
@@ -85,6 +90,14 @@ pub enum Input {
     Replica(ReplicaId, ReplicaMessage),
     /// Time passed: timers are checked against the time given to `handle`.
     Tick,
+    /// The runtime installed transferred state at `seq` (see
+    /// [`Output::InstallState`]).
+    StateInstalled {
+        /// The checkpoint's sequence number.
+        seq: Seq,
+        /// Its digest.
+        state: Hash,
+    },
     /// Execution finished everything up to `seq` and digested the state.
     CheckpointTaken {
         /// The checkpoint's sequence number.
@@ -96,6 +109,7 @@ pub enum Input {
 
 /// What the replica wants done.
 #[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// Send to one replica.
     Send(ReplicaId, ReplicaMessage),
@@ -111,13 +125,25 @@ pub enum Output {
         /// The agreed digest.
         state: Hash,
     },
-    /// A new view starts from a stable checkpoint this replica has not
-    /// executed to: fetch that state from peers and check it against `state`.
-    FetchState {
+    /// A peer asked for the state at checkpoint `seq`: send it a
+    /// [`ReplicaMessage::StateReply`] with this replica's checkpoint, if it
+    /// still has it.
+    ServeState {
+        /// The peer.
+        to: ReplicaId,
+        /// The checkpoint.
+        seq: Seq,
+    },
+    /// Replace the service state and client table with `state` (already
+    /// checked against the agreed digest), then report
+    /// [`Input::StateInstalled`].
+    InstallState {
         /// The checkpoint's sequence number.
         seq: Seq,
         /// Its agreed digest.
-        state: Hash,
+        digest: Hash,
+        /// The state.
+        state: crate::checkpoint::CheckpointState,
     },
     /// This replica entered a new view.
     ViewEntered(View),
@@ -178,6 +204,10 @@ pub struct Stats {
     pub bad_certificate: u64,
     /// Messages for a future view held until it starts.
     pub buffered: u64,
+    /// State requests this replica sent.
+    pub state_requests: u64,
+    /// Transferred states that did not match the agreed digest.
+    pub bad_state: u64,
 }
 
 /// Whether a replica works in its view or is moving to another.
@@ -185,7 +215,10 @@ pub struct Stats {
 enum Status {
     Normal,
     /// Voted to move to `target` at time `since`.
-    ChangingTo { target: View, since: u64 },
+    ChangingTo {
+        target: View,
+        since: u64,
+    },
 }
 
 /// One replica's agreement state. See the [module documentation](self).
@@ -224,6 +257,19 @@ pub struct Replica {
     view_changes: BTreeMap<View, BTreeMap<ReplicaId, ViewChange>>,
     /// Messages for a view not yet entered, replayed when it is.
     future: Vec<(ReplicaId, ReplicaMessage)>,
+    /// The latest prepared certificate per sequence number above the stable
+    /// checkpoint, kept across views: a view change must carry what
+    /// prepared in earlier views too, or a committed batch could be lost.
+    prepared: BTreeMap<Seq, crate::message::PreparedProof>,
+    /// The new-view that started the current view, resent to replicas still
+    /// in an older one.
+    last_new_view: Option<crate::message::NewView>,
+    /// When this replica last broadcast its status.
+    last_status: u64,
+    /// A stable checkpoint this replica has not executed to.
+    behind: Option<state_transfer::Behind>,
+    /// A transferred state being installed by the runtime.
+    installing: Option<Seq>,
     /// Our own checkpoint digests not yet stable.
     own_checkpoints: BTreeMap<Seq, Hash>,
     /// The latest time given to `handle`; the primary stamps proposals with it.
@@ -251,7 +297,11 @@ impl Replica {
         );
         let n = cluster.n();
         let keys: Vec<PublicKey> = (0..n as ReplicaId)
-            .map(|i| *cluster.public_key(i).expect("a validated cluster has every id"))
+            .map(|i| {
+                *cluster
+                    .public_key(i)
+                    .expect("a validated cluster has every id")
+            })
             .collect();
         assert!((id as usize) < n, "replica {id} is not in the cluster");
         let view_change_timeout = config.view_change_timeout;
@@ -277,6 +327,11 @@ impl Replica {
             view_change_timeout,
             view_changes: BTreeMap::new(),
             future: Vec::new(),
+            prepared: BTreeMap::new(),
+            last_new_view: None,
+            last_status: 0,
+            behind: None,
+            installing: None,
             own_checkpoints: BTreeMap::new(),
             now: 0,
             stats: Stats::default(),
@@ -301,6 +356,14 @@ impl Replica {
     /// Whether this replica is the primary.
     pub fn is_primary(&self) -> bool {
         self.primary() == self.id
+    }
+
+    /// The view this replica is changing to, if it is changing views.
+    pub fn changing_to(&self) -> Option<View> {
+        match self.status {
+            Status::Normal => None,
+            Status::ChangingTo { target, .. } => Some(target),
+        }
     }
 
     /// The stable checkpoint (low watermark).
@@ -352,11 +415,20 @@ impl Replica {
             Input::Client(batch) => self.on_client_batch(batch, out, true),
             Input::Replica(from, message) => self.on_replica_message(from, message, out),
             Input::CheckpointTaken { seq, state } => self.on_checkpoint_taken(seq, state, out),
-            Input::Tick => self.on_tick(out),
+            Input::Tick => {
+                self.on_tick(out);
+                self.fetch_state_if_overdue(out);
+            }
+            Input::StateInstalled { seq, state } => self.on_state_installed(seq, state, out),
         }
     }
 
-    fn on_replica_message(&mut self, from: ReplicaId, message: ReplicaMessage, out: &mut Vec<Output>) {
+    fn on_replica_message(
+        &mut self,
+        from: ReplicaId,
+        message: ReplicaMessage,
+        out: &mut Vec<Output>,
+    ) {
         if from as usize >= self.n || from == self.id {
             self.stats.wrong_sender += 1;
             return;
@@ -369,35 +441,55 @@ impl Replica {
             ReplicaMessage::Forward(batch) => self.on_client_batch(batch, out, false),
             ReplicaMessage::ViewChange(view_change) => self.on_view_change(from, view_change, out),
             ReplicaMessage::NewView(new_view) => self.on_new_view(from, new_view, out),
+            ReplicaMessage::Status(status) => self.on_status(from, status, out),
+            ReplicaMessage::StateRequest { seq } => self.on_state_request(from, seq, out),
+            ReplicaMessage::StateReply { seq, state } => self.on_state_reply(from, seq, state, out),
         }
     }
 
     /// Whether a normal-case message for `view` is for the view this replica
     /// works in. Messages for a later view are held until it starts; older
     /// ones are dropped.
-    fn accept_view(&mut self, view: View, from: ReplicaId, message: impl FnOnce() -> ReplicaMessage) -> bool {
+    fn accept_view(
+        &mut self,
+        view: View,
+        from: ReplicaId,
+        message: impl FnOnce() -> ReplicaMessage,
+    ) -> bool {
         if view == self.view && self.status == Status::Normal {
             return true;
         }
-        if view > self.view || (view == self.view && self.status != Status::Normal) {
-            if self.future.len() < self.config.window as usize * self.n * 2 {
-                self.stats.buffered += 1;
-                self.future.push((from, message()));
-                return false;
-            }
+        let later = view > self.view || (view == self.view && self.status != Status::Normal);
+        let room = self.future.len() < self.config.window as usize * self.n * 2;
+        if later && room {
+            self.stats.buffered += 1;
+            self.future.push((from, message()));
+            return false;
         }
         self.stats.wrong_view += 1;
         false
     }
 
     fn on_client_batch(&mut self, batch: SignedBatch, out: &mut Vec<Output>, direct: bool) {
-        if batch.batch.requests.is_empty() || batch.batch.requests.len() > self.config.max_batch_requests {
+        if batch.batch.requests.is_empty()
+            || batch.batch.requests.len() > self.config.max_batch_requests
+        {
             self.stats.oversized += 1;
             return;
         }
         let digest = batch.digest();
-        if self.known_batches.contains_key(&digest) {
+        if let Some(ordered) = self.known_batches.get(&digest).copied() {
             self.stats.duplicate += 1;
+            // Seen, but not executed yet: the client is still waiting, so a
+            // backup watches the primary for it (and, if it came straight from
+            // the client, makes sure the primary has it).
+            let executed = ordered.is_some_and(|seq| seq <= self.delivered);
+            if !executed && !self.is_primary() {
+                self.waiting.entry(digest).or_insert(self.now);
+                if direct {
+                    out.push(Output::Send(self.primary(), ReplicaMessage::Forward(batch)));
+                }
+            }
             return;
         }
         if !batch.verify() {
@@ -419,7 +511,10 @@ impl Replica {
             // retransmission: make sure the primary has it.
             self.waiting.entry(digest).or_insert(self.now);
             if direct {
-                out.push(Output::Send(self.primary(), ReplicaMessage::Forward(batch.clone())));
+                out.push(Output::Send(
+                    self.primary(),
+                    ReplicaMessage::Forward(batch.clone()),
+                ));
             }
             self.pending.push_back((digest, batch));
         }
@@ -445,16 +540,27 @@ impl Replica {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
-            let proposal = Proposal { timestamp: self.now, batches };
+            let proposal = Proposal {
+                timestamp: self.now,
+                batches,
+            };
             self.stats.proposals += 1;
             self.stats.proposed_requests += requests as u64;
             let digest = proposal.digest();
             for batch in &proposal.batches {
                 self.known_batches.insert(batch.digest(), Some(seq));
             }
-            let signature =
-                self.secret.sign(domain::PRE_PREPARE, &pre_prepare_header(self.view, seq, &digest));
-            let pre_prepare = PrePrepare { view: self.view, seq, digest, proposal, signature };
+            let signature = self.secret.sign(
+                domain::PRE_PREPARE,
+                &pre_prepare_header(self.view, seq, &digest),
+            );
+            let pre_prepare = PrePrepare {
+                view: self.view,
+                seq,
+                digest,
+                proposal,
+                signature,
+            };
             self.log.entry(seq).or_default().pre_prepare = Some(pre_prepare.clone());
             out.push(Output::Broadcast(ReplicaMessage::PrePrepare(pre_prepare)));
         }
@@ -466,14 +572,17 @@ impl Replica {
     }
 
     fn on_pre_prepare(&mut self, from: ReplicaId, pre_prepare: PrePrepare, out: &mut Vec<Output>) {
-        let PrePrepare { view, seq, digest, .. } = pre_prepare;
-        if !self.accept_view(view, from, || ReplicaMessage::PrePrepare(pre_prepare.clone())) {
+        let PrePrepare {
+            view, seq, digest, ..
+        } = pre_prepare;
+        if !self.accept_view(view, from, || {
+            ReplicaMessage::PrePrepare(pre_prepare.clone())
+        }) {
             return;
         }
-        if from != self.primary() {
-            self.stats.wrong_sender += 1;
-            return;
-        }
+        // Any replica may relay a pre-prepare (retransmission): what makes it
+        // the primary's is the primary's signature, checked below.
+        let _ = from;
         if self.outside_window(seq) {
             return;
         }
@@ -490,7 +599,8 @@ impl Replica {
             return;
         }
         let header = pre_prepare_header(view, seq, &digest);
-        if !self.keys[from as usize].verify(domain::PRE_PREPARE, &header, &pre_prepare.signature) {
+        let primary = self.primary() as usize;
+        if !self.keys[primary].verify(domain::PRE_PREPARE, &header, &pre_prepare.signature) {
             self.stats.bad_signature += 1;
             return;
         }
@@ -514,16 +624,34 @@ impl Replica {
             self.known_batches.insert(batch.digest(), Some(seq));
         }
         self.log.entry(seq).or_default().pre_prepare = Some(pre_prepare);
-        let signature =
-            self.secret.sign(domain::PREPARE, &prepare_header(view, seq, &digest, self.id));
-        let prepare = Prepare { view, seq, digest, replica: self.id, signature };
-        self.log.entry(seq).or_default().prepares.insert(self.id, prepare.clone());
+        let signature = self.secret.sign(
+            domain::PREPARE,
+            &prepare_header(view, seq, &digest, self.id),
+        );
+        let prepare = Prepare {
+            view,
+            seq,
+            digest,
+            replica: self.id,
+            signature,
+        };
+        self.log
+            .entry(seq)
+            .or_default()
+            .prepares
+            .insert(self.id, prepare.clone());
         out.push(Output::Broadcast(ReplicaMessage::Prepare(prepare)));
         self.advance(seq, out);
     }
 
     fn on_prepare(&mut self, from: ReplicaId, prepare: Prepare, out: &mut Vec<Output>) {
-        let Prepare { view, seq, digest, replica, .. } = prepare;
+        let Prepare {
+            view,
+            seq,
+            digest,
+            replica,
+            ..
+        } = prepare;
         if replica != from {
             self.stats.wrong_sender += 1;
             return;
@@ -551,12 +679,21 @@ impl Replica {
             self.stats.bad_signature += 1;
             return;
         }
-        self.log.entry(seq).or_default().prepares.insert(from, prepare);
+        self.log
+            .entry(seq)
+            .or_default()
+            .prepares
+            .insert(from, prepare);
         self.advance(seq, out);
     }
 
     fn on_commit(&mut self, from: ReplicaId, commit: Commit, out: &mut Vec<Output>) {
-        let Commit { view, seq, digest, replica } = commit;
+        let Commit {
+            view,
+            seq,
+            digest,
+            replica,
+        } = commit;
         if replica != from {
             self.stats.wrong_sender += 1;
             return;
@@ -575,15 +712,24 @@ impl Replica {
             }
             return;
         }
-        self.log.entry(seq).or_default().commits.insert(from, digest);
+        self.log
+            .entry(seq)
+            .or_default()
+            .commits
+            .insert(from, digest);
         self.advance(seq, out);
     }
 
     /// Moves a slot forward: prepared -> send commit; committed -> deliver.
     fn advance(&mut self, seq: Seq, out: &mut Vec<Output>) {
         let (f, id, view) = (self.f, self.id, self.view);
-        let Some(slot) = self.log.get_mut(&seq) else { return };
+        let Some(slot) = self.log.get_mut(&seq) else {
+            return;
+        };
         if !slot.commit_sent && slot.is_prepared(f) {
+            if let Some(proof) = slot.prepared_proof(f) {
+                self.prepared.insert(seq, proof);
+            }
             slot.commit_sent = true;
             let digest = *slot.digest().expect("prepared slots have a pre-prepare");
             slot.commits.insert(id, digest);
@@ -602,11 +748,17 @@ impl Replica {
 
     /// Hands committed batches to execution in sequence order, without gaps.
     fn deliver(&mut self, out: &mut Vec<Output>) {
+        if self.installing.is_some() {
+            return;
+        }
         while let Some(slot) = self.log.get(&(self.delivered + 1)) {
             if !slot.committed {
                 break;
             }
-            let pre_prepare = slot.pre_prepare.as_ref().expect("committed slots have a pre-prepare");
+            let pre_prepare = slot
+                .pre_prepare
+                .as_ref()
+                .expect("committed slots have a pre-prepare");
             let seq = self.delivered + 1;
             for batch in &pre_prepare.proposal.batches {
                 let digest = batch.digest();
@@ -634,16 +786,30 @@ impl Replica {
             return;
         }
         self.own_checkpoints.insert(seq, state);
-        let signature =
-            self.secret.sign(domain::CHECKPOINT, &checkpoint_header(seq, &state, self.id));
-        let checkpoint = Checkpoint { seq, state, replica: self.id, signature };
-        self.checkpoint_votes.entry(seq).or_default().insert(self.id, checkpoint.clone());
+        let signature = self
+            .secret
+            .sign(domain::CHECKPOINT, &checkpoint_header(seq, &state, self.id));
+        let checkpoint = Checkpoint {
+            seq,
+            state,
+            replica: self.id,
+            signature,
+        };
+        self.checkpoint_votes
+            .entry(seq)
+            .or_default()
+            .insert(self.id, checkpoint.clone());
         out.push(Output::Broadcast(ReplicaMessage::Checkpoint(checkpoint)));
         self.try_stabilize(seq, out);
     }
 
     fn on_checkpoint(&mut self, from: ReplicaId, checkpoint: Checkpoint, out: &mut Vec<Output>) {
-        let Checkpoint { seq, state, replica, .. } = checkpoint;
+        let Checkpoint {
+            seq,
+            state,
+            replica,
+            ..
+        } = checkpoint;
         if replica != from {
             self.stats.wrong_sender += 1;
             return;
@@ -668,12 +834,17 @@ impl Replica {
             self.stats.bad_signature += 1;
             return;
         }
-        self.checkpoint_votes.entry(seq).or_default().insert(from, checkpoint);
+        self.checkpoint_votes
+            .entry(seq)
+            .or_default()
+            .insert(from, checkpoint);
         self.try_stabilize(seq, out);
     }
 
     fn try_stabilize(&mut self, seq: Seq, out: &mut Vec<Output>) {
-        let Some(votes) = self.checkpoint_votes.get(&seq) else { return };
+        let Some(votes) = self.checkpoint_votes.get(&seq) else {
+            return;
+        };
         let mut tally: BTreeMap<&Hash, usize> = BTreeMap::new();
         for vote in votes.values() {
             *tally.entry(&vote.state).or_default() += 1;
@@ -682,8 +853,9 @@ impl Replica {
             return;
         };
         match self.own_checkpoints.get(&seq) {
-            // Not executed that far yet: stabilize once we have.
-            None => {}
+            // Not executed that far yet: stabilize once we have, or fetch
+            // the state if execution does not get there in time.
+            None => self.note_behind(seq, agreed, false),
             Some(own) if *own == agreed => self.stabilize(seq, agreed, out),
             Some(_) => out.push(Output::Diverged { seq, state: agreed }),
         }
@@ -694,14 +866,22 @@ impl Replica {
         self.stable_proof = self
             .checkpoint_votes
             .get(&seq)
-            .map(|votes| votes.values().filter(|v| v.state == state).cloned().collect())
+            .map(|votes| {
+                votes
+                    .values()
+                    .filter(|v| v.state == state)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         self.stable_state = state;
         self.low = seq;
         self.log = self.log.split_off(&(seq + 1));
+        self.prepared = self.prepared.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
-        self.known_batches.retain(|_, at| at.is_none_or(|s| s > seq));
+        self.known_batches
+            .retain(|_, at| at.is_none_or(|s| s > seq));
         out.push(Output::Stable { seq, state });
         if self.is_primary() {
             // The window moved up.

@@ -28,7 +28,9 @@ impl Slot {
 
     fn matching_prepares(&self) -> impl Iterator<Item = &Prepare> {
         let digest = self.digest().copied();
-        self.prepares.values().filter(move |p| Some(p.digest) == digest)
+        self.prepares
+            .values()
+            .filter(move |p| Some(p.digest) == digest)
     }
 
     /// A pre-prepare and 2f matching prepares from backups.
@@ -40,7 +42,8 @@ impl Slot {
     pub fn is_committed(&self, f: usize) -> bool {
         match self.digest() {
             Some(digest) => {
-                self.is_prepared(f) && self.commits.values().filter(|d| *d == digest).count() > 2 * f
+                self.is_prepared(f)
+                    && self.commits.values().filter(|d| *d == digest).count() > 2 * f
             }
             None => false,
         }

@@ -7,7 +7,9 @@ use crate::config::{ClusterConfig, ReplicaEntry};
 use crate::message::{ClientRequest, RequestBatch, digest_of};
 
 fn keys(n: usize) -> Vec<SecretKey> {
-    (0..n).map(|i| SecretKey::from_seed([i as u8 + 1; 32])).collect()
+    (0..n)
+        .map(|i| SecretKey::from_seed([i as u8 + 1; 32]))
+        .collect()
 }
 
 fn cluster(n: usize) -> (ClusterConfig, Vec<SecretKey>) {
@@ -31,7 +33,11 @@ fn client_batch(client: &SecretKey, lane: u32, number: u64) -> SignedBatch {
     SignedBatch::sign(
         RequestBatch {
             client: client.public(),
-            requests: vec![ClientRequest { lane, number, operation: vec![number as u8] }],
+            requests: vec![ClientRequest {
+                lane,
+                number,
+                operation: vec![number as u8],
+            }],
         },
         client,
     )
@@ -104,7 +110,10 @@ impl Net {
                     if checkpoint && self.checkpoints {
                         // The "state" is the sequence of executed digests.
                         let mut state = digest_of(
-                            &self.executed[from as usize].iter().map(|c| c.digest).collect::<Vec<_>>(),
+                            &self.executed[from as usize]
+                                .iter()
+                                .map(|c| c.digest)
+                                .collect::<Vec<_>>(),
                         );
                         if self.liars.contains(&from) {
                             state[0] ^= 1;
@@ -114,7 +123,7 @@ impl Net {
                 }
                 Output::Stable { seq, .. } => self.stable[from as usize].push(seq),
                 Output::ViewEntered(view) => self.views_entered[from as usize].push(view),
-                Output::FetchState { .. } => {}
+                Output::ServeState { .. } | Output::InstallState { .. } => {}
                 Output::Diverged { seq, .. } => self.diverged[from as usize].push(seq),
             }
         }
@@ -125,7 +134,11 @@ impl Net {
         while let Some((from, to, message)) = self.queue.pop_front() {
             steps += 1;
             assert!(steps < 1_000_000, "the protocol does not quiesce");
-            if self.drop_rule.as_ref().is_some_and(|lost| lost(from, to, &message)) {
+            if self
+                .drop_rule
+                .as_ref()
+                .is_some_and(|lost| lost(from, to, &message))
+            {
                 continue;
             }
             self.input(to, Input::Replica(from, message));
@@ -152,7 +165,12 @@ impl Net {
     fn executed_requests(&self, replica: usize) -> Vec<u64> {
         self.executed[replica]
             .iter()
-            .flat_map(|c| c.proposal.batches.iter().flat_map(|b| b.batch.requests.iter().map(|r| r.number)))
+            .flat_map(|c| {
+                c.proposal
+                    .batches
+                    .iter()
+                    .flat_map(|b| b.batch.requests.iter().map(|r| r.number))
+            })
             .collect()
     }
 
@@ -172,6 +190,7 @@ fn small() -> ProtocolConfig {
         request_timeout: SECOND,
         view_change_timeout: 2 * SECOND,
         max_pending: 1000,
+        status_interval: SECOND / 10,
     }
 }
 
@@ -184,7 +203,10 @@ fn a_request_is_executed_by_every_replica_in_the_same_slot() {
     for replica in 0..4 {
         assert_eq!(net.executed[replica].len(), 1, "replica {replica}");
         assert_eq!(net.executed[replica][0].seq, 1);
-        assert_eq!(net.executed[replica][0].proposal.batches[0].batch.requests[0].number, 1);
+        assert_eq!(
+            net.executed[replica][0].proposal.batches[0].batch.requests[0].number,
+            1
+        );
     }
 }
 
@@ -201,7 +223,11 @@ fn many_requests_execute_in_one_order_and_checkpoints_collect_garbage() {
     let executed: usize = net.executed[0].iter().map(|c| c.proposal.len()).sum();
     assert_eq!(executed, 50);
     for replica in 1..4 {
-        assert_eq!(net.executed_digests(replica), reference, "replica {replica}");
+        assert_eq!(
+            net.executed_digests(replica),
+            reference,
+            "replica {replica}"
+        );
     }
     for replica in 0..4 {
         let stable = &net.stable[replica];
@@ -209,7 +235,11 @@ fn many_requests_execute_in_one_order_and_checkpoints_collect_garbage() {
         let r = &net.replicas[replica];
         assert_eq!(r.low_watermark(), *stable.last().unwrap());
         assert!(r.log_len() <= 8, "log not collected: {}", r.log_len());
-        assert!(r.checkpoint_vote_seqs().iter().all(|s| *s > r.low_watermark()));
+        assert!(
+            r.checkpoint_vote_seqs()
+                .iter()
+                .all(|s| *s > r.low_watermark())
+        );
     }
 }
 
@@ -226,7 +256,10 @@ fn one_replica_down_still_commits_two_down_does_not() {
     net.down.extend([2, 3]);
     net.input(0, Input::Client(client_batch(&client, 0, 1)));
     net.run();
-    assert!(net.executed.iter().all(Vec::is_empty), "committed without a quorum");
+    assert!(
+        net.executed.iter().all(Vec::is_empty),
+        "committed without a quorum"
+    );
 }
 
 #[test]
@@ -253,21 +286,28 @@ fn the_primary_never_proposes_past_the_high_watermark() {
     assert_eq!(executed, 40);
 }
 
-fn pre_prepare(
-    signer: &SecretKey,
-    view: View,
-    seq: Seq,
-    batches: Vec<SignedBatch>,
-) -> PrePrepare {
-    let proposal = Proposal { timestamp: 5, batches };
+fn pre_prepare(signer: &SecretKey, view: View, seq: Seq, batches: Vec<SignedBatch>) -> PrePrepare {
+    let proposal = Proposal {
+        timestamp: 5,
+        batches,
+    };
     let digest = proposal.digest();
     let signature = signer.sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest));
-    PrePrepare { view, seq, digest, proposal, signature }
+    PrePrepare {
+        view,
+        seq,
+        digest,
+        proposal,
+        signature,
+    }
 }
 
 fn backup() -> (Replica, Vec<SecretKey>) {
     let (cluster, secrets) = cluster(4);
-    (Replica::new(1, &cluster, secrets[1].clone(), small()), secrets)
+    (
+        Replica::new(1, &cluster, secrets[1].clone(), small()),
+        secrets,
+    )
 }
 
 fn deliver(replica: &mut Replica, from: ReplicaId, message: ReplicaMessage) -> Vec<Output> {
@@ -282,24 +322,41 @@ fn pre_prepares_that_break_a_rule_are_dropped_and_counted() {
     let batch = client_batch(&client, 0, 1);
     let (mut r, secrets) = backup();
 
-    // From a backup, not the primary.
-    let out = deliver(&mut r, 2, ReplicaMessage::PrePrepare(pre_prepare(&secrets[2], 0, 1, vec![batch.clone()])));
+    // Signed by a backup, not the primary (whoever relays it).
+    let out = deliver(
+        &mut r,
+        2,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[2], 0, 1, vec![batch.clone()])),
+    );
     assert!(out.is_empty());
-    assert_eq!(r.stats().wrong_sender, 1);
-
-    // Signed by someone else than the primary.
-    let out = deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[2], 0, 1, vec![batch.clone()])));
+    let out = deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[2], 0, 1, vec![batch.clone()])),
+    );
     assert!(out.is_empty());
-    assert_eq!(r.stats().bad_signature, 1);
+    assert_eq!(r.stats().bad_signature, 2);
 
     // A later view: held until that view starts, not acted on now.
-    let out = deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 3, 1, vec![batch.clone()])));
+    let out = deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 3, 1, vec![batch.clone()])),
+    );
     assert!(out.is_empty());
     assert_eq!(r.stats().buffered, 1);
 
     // Outside the window (low = 0, L = 8).
-    deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 9, vec![batch.clone()])));
-    deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 0, vec![batch.clone()])));
+    deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 9, vec![batch.clone()])),
+    );
+    deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 0, vec![batch.clone()])),
+    );
     assert_eq!(r.stats().out_of_window, 2);
 
     // A digest that does not match the proposal.
@@ -311,22 +368,45 @@ fn pre_prepares_that_break_a_rule_are_dropped_and_counted() {
     // A request the client did not sign: the primary cannot forge requests.
     let mut tampered = batch.clone();
     tampered.batch.requests[0].operation = vec![42];
-    deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![tampered])));
-    assert_eq!(r.stats().bad_signature, 2);
+    deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![tampered])),
+    );
+    assert_eq!(r.stats().bad_signature, 3);
+
+    // The primary's own pre-prepare relayed by another replica is accepted
+    // (that is how a replica that missed it catches up); see below.
 
     // A good one is prepared...
-    let out = deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![batch.clone()])));
-    assert!(matches!(&out[..], [Output::Broadcast(ReplicaMessage::Prepare(p))] if p.seq == 1 && p.replica == 1));
+    let out = deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![batch.clone()])),
+    );
+    assert!(
+        matches!(&out[..], [Output::Broadcast(ReplicaMessage::Prepare(p))] if p.seq == 1 && p.replica == 1)
+    );
     // ...and a second, different proposal for the same slot is equivocation.
     let other = client_batch(&client, 0, 2);
-    let out = deliver(&mut r, 0, ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![other])));
+    let out = deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![other])),
+    );
     assert!(out.is_empty());
     assert_eq!(r.stats().equivocation, 1);
 }
 
 fn prepare(signer: &SecretKey, replica: ReplicaId, seq: Seq, digest: Hash) -> Prepare {
     let signature = signer.sign(domain::PREPARE, &prepare_header(0, seq, &digest, replica));
-    Prepare { view: 0, seq, digest, replica, signature }
+    Prepare {
+        view: 0,
+        seq,
+        digest,
+        replica,
+        signature,
+    }
 }
 
 #[test]
@@ -338,21 +418,51 @@ fn prepared_needs_2f_matching_prepares_and_committed_2f_plus_1_commits() {
     deliver(&mut r, 0, ReplicaMessage::PrePrepare(pp));
 
     // A prepare from the primary does not count; nor one naming another sender.
-    deliver(&mut r, 0, ReplicaMessage::Prepare(prepare(&secrets[0], 0, 1, digest)));
-    deliver(&mut r, 3, ReplicaMessage::Prepare(prepare(&secrets[2], 2, 1, digest)));
+    deliver(
+        &mut r,
+        0,
+        ReplicaMessage::Prepare(prepare(&secrets[0], 0, 1, digest)),
+    );
+    deliver(
+        &mut r,
+        3,
+        ReplicaMessage::Prepare(prepare(&secrets[2], 2, 1, digest)),
+    );
     assert_eq!(r.stats().wrong_sender, 2);
     // A prepare for another digest does not match.
-    let out = deliver(&mut r, 2, ReplicaMessage::Prepare(prepare(&secrets[2], 2, 1, [7; 32])));
-    assert!(out.is_empty(), "own prepare plus a mismatching one is not 2f matching");
+    let out = deliver(
+        &mut r,
+        2,
+        ReplicaMessage::Prepare(prepare(&secrets[2], 2, 1, [7; 32])),
+    );
+    assert!(
+        out.is_empty(),
+        "own prepare plus a mismatching one is not 2f matching"
+    );
     // A forged signature is dropped.
-    deliver(&mut r, 3, ReplicaMessage::Prepare(prepare(&secrets[2], 3, 1, digest)));
+    deliver(
+        &mut r,
+        3,
+        ReplicaMessage::Prepare(prepare(&secrets[2], 3, 1, digest)),
+    );
     assert_eq!(r.stats().bad_signature, 1);
     // Own prepare + replica 3's = 2f = 2: prepared, commit sent.
-    let out = deliver(&mut r, 3, ReplicaMessage::Prepare(prepare(&secrets[3], 3, 1, digest)));
+    let out = deliver(
+        &mut r,
+        3,
+        ReplicaMessage::Prepare(prepare(&secrets[3], 3, 1, digest)),
+    );
     assert!(matches!(&out[..], [Output::Broadcast(ReplicaMessage::Commit(c))] if c.seq == 1));
 
     // Own commit + one more is not 2f+1.
-    let commit = |replica| ReplicaMessage::Commit(Commit { view: 0, seq: 1, digest, replica });
+    let commit = |replica| {
+        ReplicaMessage::Commit(Commit {
+            view: 0,
+            seq: 1,
+            digest,
+            replica,
+        })
+    };
     assert!(deliver(&mut r, 0, commit(0)).is_empty());
     // A repeated commit is a duplicate, not a second vote.
     assert!(deliver(&mut r, 0, commit(0)).is_empty());
@@ -368,7 +478,12 @@ fn commits_without_a_prepared_certificate_do_not_execute() {
         let out = deliver(
             &mut r,
             replica,
-            ReplicaMessage::Commit(Commit { view: 0, seq: 1, digest: [1; 32], replica }),
+            ReplicaMessage::Commit(Commit {
+                view: 0,
+                seq: 1,
+                digest: [1; 32],
+                replica,
+            }),
         );
         assert!(out.is_empty());
     }
@@ -386,8 +501,14 @@ fn a_replica_whose_checkpoint_disagrees_with_the_quorum_learns_it_diverged() {
     }
     assert!(!net.diverged[2].is_empty(), "the liar is told");
     assert!(net.diverged[0].is_empty());
-    assert!(!net.stable[0].is_empty(), "three honest replicas still stabilize");
-    assert!(net.stable[2].is_empty(), "the liar does not collect garbage on a wrong state");
+    assert!(
+        !net.stable[0].is_empty(),
+        "three honest replicas still stabilize"
+    );
+    assert!(
+        net.stable[2].is_empty(),
+        "the liar does not collect garbage on a wrong state"
+    );
 }
 
 #[test]
@@ -427,13 +548,21 @@ fn checkpoint_votes_outside_the_window_or_off_interval_are_dropped() {
     let vote = |seq: Seq| {
         let state = [3; 32];
         let signature = secrets[2].sign(domain::CHECKPOINT, &checkpoint_header(seq, &state, 2));
-        ReplicaMessage::Checkpoint(Checkpoint { seq, state, replica: 2, signature })
+        ReplicaMessage::Checkpoint(Checkpoint {
+            seq,
+            state,
+            replica: 2,
+            signature,
+        })
     };
     deliver(&mut r, 2, vote(3)); // not a multiple of K = 4
     deliver(&mut r, 2, vote(12)); // beyond low + L = 8
     assert_eq!(r.stats().out_of_window, 2);
     deliver(&mut r, 2, vote(4));
-    assert_eq!(r.checkpoint_vote_seqs().into_iter().collect::<Vec<_>>(), vec![4]);
+    assert_eq!(
+        r.checkpoint_vote_seqs().into_iter().collect::<Vec<_>>(),
+        vec![4]
+    );
 }
 
 #[test]
@@ -450,7 +579,11 @@ fn a_crashed_primary_is_replaced_and_requests_go_on() {
     net.advance(SECOND);
     for replica in 1..4 {
         assert_eq!(net.replicas[replica].view(), 1, "replica {replica}");
-        assert_eq!(net.executed_requests(replica), vec![1, 2], "replica {replica}");
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 2],
+            "replica {replica}"
+        );
     }
     // View 1 works normally afterwards.
     net.input(1, Input::Client(client_batch(&client, 0, 3)));
@@ -471,7 +604,10 @@ fn a_batch_that_prepared_survives_the_view_change_in_the_same_slot() {
     for replica in 0..4 {
         assert_eq!(net.executed[replica].len(), 1, "replica {replica}");
         assert_eq!(net.executed[replica][0].seq, 1, "same slot");
-        assert_eq!(net.executed[replica][0].view, 1, "committed in the new view");
+        assert_eq!(
+            net.executed[replica][0].view, 1,
+            "committed in the new view"
+        );
     }
 }
 
@@ -503,7 +639,10 @@ fn an_equivocating_primary_is_replaced() {
             .flat_map(|c| c.proposal.batches.iter().map(|b| b.batch.requests[0].lane))
             .collect::<Vec<_>>();
         numbers.sort();
-        assert!(numbers.contains(&1), "the request the primary hid from some is executed: {numbers:?}");
+        assert!(
+            numbers.contains(&1),
+            "the request the primary hid from some is executed: {numbers:?}"
+        );
     }
     let reference = net.executed_digests(1);
     assert_eq!(net.executed_digests(2), reference);
@@ -559,8 +698,18 @@ fn view_changes_and_new_views_with_bad_certificates_are_rejected() {
         prepared: vec![proof],
         replica: 2,
     };
-    let signature = secrets[2].sign(domain::VIEW_CHANGE, &crate::message::view_change_bytes(&body));
-    let out = deliver(&mut r, 2, ReplicaMessage::ViewChange(ViewChange { body: body.clone(), signature }));
+    let signature = secrets[2].sign(
+        domain::VIEW_CHANGE,
+        &crate::message::view_change_bytes(&body),
+    );
+    let out = deliver(
+        &mut r,
+        2,
+        ReplicaMessage::ViewChange(ViewChange {
+            body: body.clone(),
+            signature,
+        }),
+    );
     assert!(out.is_empty());
     assert_eq!(r.stats().bad_certificate, 1);
 
@@ -568,25 +717,59 @@ fn view_changes_and_new_views_with_bad_certificates_are_rejected() {
     let mut body = body;
     body.prepared.clear();
     body.stable_seq = 4;
-    let signature = secrets[2].sign(domain::VIEW_CHANGE, &crate::message::view_change_bytes(&body));
-    deliver(&mut r, 2, ReplicaMessage::ViewChange(ViewChange { body: body.clone(), signature }));
+    let signature = secrets[2].sign(
+        domain::VIEW_CHANGE,
+        &crate::message::view_change_bytes(&body),
+    );
+    deliver(
+        &mut r,
+        2,
+        ReplicaMessage::ViewChange(ViewChange {
+            body: body.clone(),
+            signature,
+        }),
+    );
     assert_eq!(r.stats().bad_certificate, 2);
 
     // Signed by someone else.
     body.stable_seq = 0;
-    let signature = secrets[3].sign(domain::VIEW_CHANGE, &crate::message::view_change_bytes(&body));
-    deliver(&mut r, 2, ReplicaMessage::ViewChange(ViewChange { body: body.clone(), signature }));
+    let signature = secrets[3].sign(
+        domain::VIEW_CHANGE,
+        &crate::message::view_change_bytes(&body),
+    );
+    deliver(
+        &mut r,
+        2,
+        ReplicaMessage::ViewChange(ViewChange {
+            body: body.clone(),
+            signature,
+        }),
+    );
     assert_eq!(r.stats().bad_certificate, 3);
 
     // A new-view from the right primary with too few view-changes.
     let good = |replica: ReplicaId| {
-        let body = crate::message::ViewChangeBody { replica, ..body.clone() };
-        let signature = secrets[replica as usize].sign(domain::VIEW_CHANGE, &crate::message::view_change_bytes(&body));
+        let body = crate::message::ViewChangeBody {
+            replica,
+            ..body.clone()
+        };
+        let signature = secrets[replica as usize].sign(
+            domain::VIEW_CHANGE,
+            &crate::message::view_change_bytes(&body),
+        );
         ViewChange { body, signature }
     };
-    let thin = crate::message::NewView { view: 1, view_changes: vec![good(1), good(2)], pre_prepares: vec![] };
+    let thin = crate::message::NewView {
+        view: 1,
+        view_changes: vec![good(1), good(2)],
+        pre_prepares: vec![],
+    };
     deliver(&mut r, 1, ReplicaMessage::NewView(thin.clone()));
-    assert_eq!(r.stats().wrong_sender, 1, "replica 1 is not the sender here; 1 is us");
+    assert_eq!(
+        r.stats().wrong_sender,
+        1,
+        "replica 1 is not the sender here; 1 is us"
+    );
     let mut r0 = Replica::new(0, &cluster, secrets[0].clone(), small());
     deliver(&mut r0, 1, ReplicaMessage::NewView(thin));
     assert_eq!(r0.stats().bad_certificate, 1);
@@ -594,7 +777,12 @@ fn view_changes_and_new_views_with_bad_certificates_are_rejected() {
     let smuggled = crate::message::NewView {
         view: 1,
         view_changes: vec![good(1), good(2), good(3)],
-        pre_prepares: vec![pre_prepare(&secrets[1], 1, 1, vec![client_batch(&client, 0, 9)])],
+        pre_prepares: vec![pre_prepare(
+            &secrets[1],
+            1,
+            1,
+            vec![client_batch(&client, 0, 9)],
+        )],
     };
     deliver(&mut r0, 1, ReplicaMessage::NewView(smuggled));
     assert_eq!(r0.stats().bad_certificate, 2);

@@ -33,27 +33,58 @@ use crate::message::{
 
 impl Replica {
     fn quorums(&self) -> Quorums<'_> {
-        Quorums { keys: &self.keys, f: self.f, window: self.config.window }
+        Quorums {
+            keys: &self.keys,
+            f: self.f,
+            window: self.config.window,
+        }
     }
 
     fn primary_of(&self, view: View) -> ReplicaId {
         (view % self.n as u64) as ReplicaId
     }
 
-    /// Checks the request timer and the view-change timer.
+    /// Checks the request timer and the view-change timer, and reports
+    /// this replica's status now and then.
     pub(super) fn on_tick(&mut self, out: &mut Vec<Output>) {
+        if self.now.saturating_sub(self.last_status) >= self.config.status_interval {
+            self.last_status = self.now;
+            let changing_to = match self.status {
+                Status::Normal => None,
+                Status::ChangingTo { target, .. } => Some(target),
+            };
+            out.push(Output::Broadcast(ReplicaMessage::Status(
+                crate::message::Status {
+                    view: self.view,
+                    changing_to,
+                    delivered: self.delivered,
+                    low: self.low,
+                    replica: self.id,
+                },
+            )));
+        }
         match self.status {
             Status::Normal => {
                 if self.is_primary() {
                     return;
                 }
                 let oldest = self.waiting.values().min().copied();
-                if oldest.is_some_and(|since| self.now.saturating_sub(since) >= self.config.request_timeout) {
+                if oldest.is_some_and(|since| {
+                    self.now.saturating_sub(since) >= self.config.request_timeout
+                }) {
                     self.start_view_change(self.view + 1, out);
                 }
             }
             Status::ChangingTo { target, since } => {
-                if self.now.saturating_sub(since) >= self.view_change_timeout {
+                // Only a view change that 2f+1 replicas joined can fail for
+                // want of a new-view; alone, keep waiting (and keep telling
+                // peers through status messages) instead of running ahead.
+                let joined = self
+                    .view_changes
+                    .get(&target)
+                    .map_or(0, |votes| votes.len());
+                if joined > 2 * self.f && self.now.saturating_sub(since) >= self.view_change_timeout
+                {
                     // This view change failed (its primary may be faulty too):
                     // try the next one, waiting longer this time.
                     self.view_change_timeout = self.view_change_timeout.saturating_mul(2);
@@ -66,12 +97,11 @@ impl Replica {
     /// Votes to move to `target` and stops taking part in the current view.
     fn start_view_change(&mut self, target: View, out: &mut Vec<Output>) {
         self.stats.view_changes_started += 1;
-        self.status = Status::ChangingTo { target, since: self.now };
-        let prepared = self
-            .log
-            .values()
-            .filter_map(|slot| slot.prepared_proof(self.f))
-            .collect();
+        self.status = Status::ChangingTo {
+            target,
+            since: self.now,
+        };
+        let prepared = self.prepared.values().cloned().collect();
         let body = ViewChangeBody {
             new_view: target,
             stable_seq: self.low,
@@ -80,14 +110,24 @@ impl Replica {
             prepared,
             replica: self.id,
         };
-        let signature = self.secret.sign(domain::VIEW_CHANGE, &view_change_bytes(&body));
+        let signature = self
+            .secret
+            .sign(domain::VIEW_CHANGE, &view_change_bytes(&body));
         let view_change = ViewChange { body, signature };
-        self.view_changes.entry(target).or_default().insert(self.id, view_change.clone());
+        self.view_changes
+            .entry(target)
+            .or_default()
+            .insert(self.id, view_change.clone());
         out.push(Output::Broadcast(ReplicaMessage::ViewChange(view_change)));
         self.try_new_view(target, out);
     }
 
-    pub(super) fn on_view_change(&mut self, from: ReplicaId, view_change: ViewChange, out: &mut Vec<Output>) {
+    pub(super) fn on_view_change(
+        &mut self,
+        from: ReplicaId,
+        view_change: ViewChange,
+        out: &mut Vec<Output>,
+    ) {
         let target = view_change.body.new_view;
         if view_change.body.replica != from {
             self.stats.wrong_sender += 1;
@@ -97,7 +137,11 @@ impl Replica {
             self.stats.stale += 1;
             return;
         }
-        if self.view_changes.get(&target).is_some_and(|votes| votes.contains_key(&from)) {
+        if self
+            .view_changes
+            .get(&target)
+            .is_some_and(|votes| votes.contains_key(&from))
+        {
             self.stats.duplicate += 1;
             return;
         }
@@ -110,7 +154,10 @@ impl Replica {
             self.stats.bad_certificate += 1;
             return;
         }
-        self.view_changes.entry(target).or_default().insert(from, view_change);
+        self.view_changes
+            .entry(target)
+            .or_default()
+            .insert(from, view_change);
 
         // f+1 replicas want a later view than the one we work in or move to:
         // at least one correct replica suspects the primary, so join.
@@ -138,7 +185,9 @@ impl Replica {
         if self.primary_of(target) != self.id || target <= self.view {
             return;
         }
-        let Some(votes) = self.view_changes.get(&target) else { return };
+        let Some(votes) = self.view_changes.get(&target) else {
+            return;
+        };
         if votes.len() <= 2 * self.f {
             return;
         }
@@ -150,18 +199,35 @@ impl Replica {
             .iter()
             .map(|(seq, proposal)| self.sign_pre_prepare(target, *seq, proposal.clone()))
             .collect();
-        let new_view = NewView { view: target, view_changes, pre_prepares };
+        let new_view = NewView {
+            view: target,
+            view_changes,
+            pre_prepares,
+        };
         out.push(Output::Broadcast(ReplicaMessage::NewView(new_view.clone())));
         self.enter_view(new_view, out);
     }
 
     fn sign_pre_prepare(&self, view: View, seq: u64, proposal: Proposal) -> PrePrepare {
         let digest = proposal.digest();
-        let signature = self.secret.sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest));
-        PrePrepare { view, seq, digest, proposal, signature }
+        let signature = self
+            .secret
+            .sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest));
+        PrePrepare {
+            view,
+            seq,
+            digest,
+            proposal,
+            signature,
+        }
     }
 
-    pub(super) fn on_new_view(&mut self, from: ReplicaId, new_view: NewView, out: &mut Vec<Output>) {
+    pub(super) fn on_new_view(
+        &mut self,
+        from: ReplicaId,
+        new_view: NewView,
+        out: &mut Vec<Output>,
+    ) {
         if from != self.primary_of(new_view.view) {
             self.stats.wrong_sender += 1;
             return;
@@ -183,7 +249,8 @@ impl Replica {
         let quorums = self.quorums();
         let mut senders = std::collections::BTreeSet::new();
         for view_change in &new_view.view_changes {
-            if view_change.body.new_view != new_view.view || !quorums.view_change_holds(view_change) {
+            if view_change.body.new_view != new_view.view || !quorums.view_change_holds(view_change)
+            {
                 return false;
             }
             senders.insert(view_change.body.replica);
@@ -193,33 +260,43 @@ impl Replica {
         }
         let plan = plan_new_view(&new_view.view_changes);
         plan.proposals.len() == new_view.pre_prepares.len()
-            && plan.proposals.iter().zip(&new_view.pre_prepares).all(|((seq, proposal), pre_prepare)| {
-                pre_prepare.view == new_view.view
-                    && pre_prepare.seq == *seq
-                    && pre_prepare.proposal == *proposal
-                    && quorums.pre_prepare_holds(pre_prepare)
-            })
+            && plan.proposals.iter().zip(&new_view.pre_prepares).all(
+                |((seq, proposal), pre_prepare)| {
+                    pre_prepare.view == new_view.view
+                        && pre_prepare.seq == *seq
+                        && pre_prepare.proposal == *proposal
+                        && quorums.pre_prepare_holds(pre_prepare)
+                },
+            )
     }
 
     /// Starts working in the new view from its re-issued pre-prepares.
     fn enter_view(&mut self, new_view: NewView, out: &mut Vec<Output>) {
+        self.last_new_view = Some(new_view.clone());
         let plan = plan_new_view(&new_view.view_changes);
         self.view = new_view.view;
         self.status = Status::Normal;
         self.view_change_timeout = self.config.view_change_timeout;
         self.view_changes = self.view_changes.split_off(&(self.view + 1));
-        // Agreement state of the old view is replaced by the new view's.
+        // Batches ordered in the old view but not executed may not be in
+        // the new one: forget where they were, so a retransmission is
+        // treated as new (the new view's pre-prepares re-register theirs).
+        let delivered = self.delivered;
+        self.known_batches
+            .retain(|_, at| at.is_none_or(|seq| seq <= delivered));
+        // Agreement state of the old view is replaced by the new view's;
+        // prepared certificates stay until the new view prepares anew.
         self.log.clear();
+        self.prepared = self
+            .prepared
+            .split_off(&(plan.stable_seq.max(self.low) + 1));
         if plan.stable_seq > self.low {
-            if self.delivered >= plan.stable_seq {
-                // We executed that far; our own checkpoint will confirm it.
-                self.low = plan.stable_seq;
-                self.stable_state = plan.stable_state;
-            } else {
-                out.push(Output::FetchState { seq: plan.stable_seq, state: plan.stable_state });
-                self.low = plan.stable_seq;
-                self.stable_state = plan.stable_state;
-            }
+            // The view starts above a checkpoint 2f+1 replicas proved; if we
+            // have not executed that far, the log to get there is gone: fetch it.
+            self.low = plan.stable_seq;
+            self.stable_state = plan.stable_state;
+            self.stable_proof = plan.stable_proof.clone();
+            self.note_behind(plan.stable_seq, plan.stable_state, true);
         }
         let highest = new_view.pre_prepares.last().map_or(self.low, |p| p.seq);
         self.next_seq = highest.max(self.low) + 1;
@@ -252,6 +329,88 @@ impl Replica {
         }
         if primary {
             self.propose(out);
+        }
+    }
+}
+
+/// Most slots resent in answer to one status message, to bound the burst.
+const MAX_RESENT_SLOTS: u64 = 64;
+
+impl Replica {
+    /// A peer reported where it is: resend what it evidently missed.
+    pub(super) fn on_status(
+        &mut self,
+        from: ReplicaId,
+        status: crate::message::Status,
+        out: &mut Vec<Output>,
+    ) {
+        if status.replica != from {
+            self.stats.wrong_sender += 1;
+            return;
+        }
+        let normal = self.status == Status::Normal;
+        // Still in an older view: it missed the new-view.
+        if status.view < self.view && normal {
+            if let Some(new_view) = &self.last_new_view {
+                out.push(Output::Send(
+                    from,
+                    ReplicaMessage::NewView(new_view.clone()),
+                ));
+            }
+        }
+        // Changing to a view we vote for too: it may have missed our vote.
+        if let Some(target) = status.changing_to {
+            if let Some(mine) = self.view_changes.get(&target).and_then(|v| v.get(&self.id)) {
+                out.push(Output::Send(from, ReplicaMessage::ViewChange(mine.clone())));
+            }
+        }
+        // Behind on checkpoints: our votes (and the proof of our stable one).
+        if status.low < self.low {
+            for checkpoint in &self.stable_proof {
+                out.push(Output::Send(
+                    from,
+                    ReplicaMessage::Checkpoint(checkpoint.clone()),
+                ));
+            }
+        }
+        for (_, votes) in self.checkpoint_votes.range(status.low + 1..) {
+            if let Some(mine) = votes.get(&self.id) {
+                out.push(Output::Send(from, ReplicaMessage::Checkpoint(mine.clone())));
+            }
+        }
+        // Same view, behind on execution: the pre-prepares (signed by the
+        // primary, so anyone may relay them) and our own prepares and commits.
+        // (Also slots nobody has executed yet: a lost message may be what
+        // holds everyone back.)
+        if status.view == self.view
+            && status.changing_to.is_none()
+            && normal
+            && status.delivered <= self.delivered
+        {
+            let first = status.delivered.max(self.low) + 1;
+            for (seq, slot) in self.log.range(first..first + MAX_RESENT_SLOTS) {
+                let Some(pre_prepare) = &slot.pre_prepare else {
+                    continue;
+                };
+                out.push(Output::Send(
+                    from,
+                    ReplicaMessage::PrePrepare(pre_prepare.clone()),
+                ));
+                if let Some(prepare) = slot.prepares.get(&self.id) {
+                    out.push(Output::Send(from, ReplicaMessage::Prepare(prepare.clone())));
+                }
+                if slot.commit_sent {
+                    out.push(Output::Send(
+                        from,
+                        ReplicaMessage::Commit(crate::message::Commit {
+                            view: self.view,
+                            seq: *seq,
+                            digest: pre_prepare.digest,
+                            replica: self.id,
+                        }),
+                    ));
+                }
+            }
         }
     }
 }

@@ -14,10 +14,12 @@ use tokio::task::JoinSet;
 use super::{ClientQueues, NodeMetrics};
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::PublicKey;
-use crate::message::{ClientMessage, Reply, ReplicaMessage, ReplyMessage};
+use crate::message::{ClientMessage, ReplicaMessage, Reply, ReplyMessage};
 use crate::protocol::Input;
 use crate::runtime::execution::ExecutionShared;
-use crate::transport::{self, FrameReader, FrameWriter, Identity, Role, TransportConfig, TransportError};
+use crate::transport::{
+    self, FrameReader, FrameWriter, Identity, Role, TransportConfig, TransportError,
+};
 
 /// Reconnect delays grow from this to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
@@ -46,7 +48,12 @@ pub(super) async fn outbound(
                 session.split().1
             }
             Err(error) => {
-                if matches!(error, TransportError::Handshake(_) | TransportError::BadSignature | TransportError::WrongPeer { .. }) {
+                if matches!(
+                    error,
+                    TransportError::Handshake(_)
+                        | TransportError::BadSignature
+                        | TransportError::WrongPeer { .. }
+                ) {
                     metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::debug!(peer, %error, "cannot reach peer; retrying");
@@ -56,8 +63,13 @@ pub(super) async fn outbound(
             }
         };
         loop {
-            let Some(first) = outgoing.recv().await else { return };
-            if write_burst(&mut writer, first, &mut outgoing).await.is_err() {
+            let Some(first) = outgoing.recv().await else {
+                return;
+            };
+            if write_burst(&mut writer, first, &mut outgoing)
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -114,10 +126,20 @@ pub(super) async fn listen(listener: TcpListener, inbound: Inbound) {
 }
 
 async fn serve(stream: TcpStream, inbound: Arc<Inbound>) {
-    let session = match transport::accept(stream, &inbound.identity, &inbound.cluster, &inbound.transport).await {
+    let session = match transport::accept(
+        stream,
+        &inbound.identity,
+        &inbound.cluster,
+        &inbound.transport,
+    )
+    .await
+    {
         Ok(session) => session,
         Err(error) => {
-            inbound.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            inbound
+                .metrics
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%error, "handshake failed");
             return;
         }
@@ -158,11 +180,20 @@ async fn next_frame(reader: &mut FrameReader) -> Result<Vec<u8>, ConnectionEnd> 
     }
 }
 
-async fn serve_replica(id: ReplicaId, mut reader: FrameReader, inbound: &Inbound) -> Result<(), ConnectionEnd> {
+async fn serve_replica(
+    id: ReplicaId,
+    mut reader: FrameReader,
+    inbound: &Inbound,
+) -> Result<(), ConnectionEnd> {
     loop {
         let frame = next_frame(&mut reader).await?;
         let message: ReplicaMessage = codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
-        if inbound.events.send(Input::Replica(id, message)).await.is_err() {
+        if inbound
+            .events
+            .send(Input::Replica(id, message))
+            .await
+            .is_err()
+        {
             return Err(ConnectionEnd::Closed);
         }
     }
@@ -180,16 +211,28 @@ async fn serve_client(
     let result = async {
         loop {
             let frame = next_frame(&mut reader).await?;
-            let ClientMessage::Requests(batch) = codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
+            let ClientMessage::Requests(batch) =
+                codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
             if batch.batch.client != key {
-                inbound.metrics.impersonations.fetch_add(1, Ordering::Relaxed);
+                inbound
+                    .metrics
+                    .impersonations
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let numbers: Vec<(u32, u64)> = batch.batch.requests.iter().map(|r| (r.lane, r.number)).collect();
+            let numbers: Vec<(u32, u64)> = batch
+                .batch
+                .requests
+                .iter()
+                .map(|r| (r.lane, r.number))
+                .collect();
             // A retransmission of requests already executed is answered from
             // the reply cache, without going through agreement again.
             if let Some(cached) = inbound.execution.cached_replies(&key, &numbers, 0) {
-                inbound.metrics.cached_replies.fetch_add(cached.len() as u64, Ordering::Relaxed);
+                inbound
+                    .metrics
+                    .cached_replies
+                    .fetch_add(cached.len() as u64, Ordering::Relaxed);
                 for reply in cached {
                     let _ = replies.try_send(reply);
                 }

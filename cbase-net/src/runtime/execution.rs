@@ -19,26 +19,16 @@ use std::sync::Arc;
 use cbase_core::codec;
 use cbase_core::{Context, ExecError, Executor, ExecutorBuilder, Service, Snapshot, StateError};
 use parking_lot::Mutex;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::config::ReplicaId;
 use crate::crypto::PublicKey;
 use crate::message::{Hash, Reply, Seq};
 use crate::protocol::Committed;
 
-/// The last executed request of one client lane and its reply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LaneRecord {
-    /// The highest request number executed on this lane.
-    pub number: u64,
-    /// The encoded reply to it, once it has finished.
-    pub reply: Option<Vec<u8>>,
-}
-
-/// Exactly-once bookkeeping: one record per client lane. Part of every
-/// checkpoint, so a replica restored from one keeps refusing old requests.
-pub type ClientTable = BTreeMap<(PublicKey, u32), LaneRecord>;
+use crate::checkpoint::CheckpointState;
+pub use crate::checkpoint::{ClientTable, LaneRecord, checkpoint_digest};
 
 /// What a checkpoint captured.
 #[derive(Clone, Debug)]
@@ -142,7 +132,11 @@ where
                 return;
             };
             let result = encode_result(reply.result);
-            if let Some(record) = reply_shared.clients.lock().get_mut(&(route.client, route.lane)) {
+            if let Some(record) = reply_shared
+                .clients
+                .lock()
+                .get_mut(&(route.client, route.lane))
+            {
                 if record.number == route.number {
                     record.reply = Some(result.clone());
                 }
@@ -158,7 +152,14 @@ where
                 },
             );
         })?;
-        Ok(Execution { executor, shared, sink, next_tag: 0, last_timestamp: 0, last_executed: 0 })
+        Ok(Execution {
+            executor,
+            shared,
+            sink,
+            next_tag: 0,
+            last_timestamp: 0,
+            last_executed: 0,
+        })
     }
 
     /// The state shared with connection readers.
@@ -171,10 +172,40 @@ where
         self.last_executed
     }
 
+    /// Replaces the service state and the client table with a transferred
+    /// checkpoint at `seq` (already verified against the agreed digest).
+    /// Waits for everything submitted before it to finish first.
+    pub fn install(
+        &mut self,
+        seq: Seq,
+        state: CheckpointState,
+    ) -> Result<(), cbase_core::RestoreError> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let snapshot = state.snapshot;
+        let barrier = self.executor.barrier(move |service: &S| {
+            let _ = sender.send(service.state().restore(&snapshot));
+        });
+        match barrier.ok().and_then(|()| receiver.recv().ok()) {
+            Some(result) => result?,
+            None => panic!("the executor stopped while installing a checkpoint"),
+        }
+        *self.shared.clients.lock() = state.clients;
+        self.last_executed = self.last_executed.max(seq);
+        Ok(())
+    }
+
     /// Executes one committed batch (the next in sequence order). Returns the
-    /// checkpoint digest if the batch ends a checkpoint interval.
+    /// checkpoint digest if the batch ends a checkpoint interval. A batch at
+    /// or below an installed checkpoint is already part of it and skipped.
     pub fn execute(&mut self, committed: Committed) -> Option<CheckpointRecord> {
-        debug_assert_eq!(committed.seq, self.last_executed + 1, "batches arrive in order");
+        if committed.seq <= self.last_executed {
+            return None;
+        }
+        debug_assert_eq!(
+            committed.seq,
+            self.last_executed + 1,
+            "batches arrive in order"
+        );
         self.last_executed = committed.seq;
         // Agreed time never runs backwards, even if a primary's clock does.
         self.last_timestamp = self.last_timestamp.max(committed.proposal.timestamp);
@@ -184,7 +215,12 @@ where
             for request in signed.batch.requests {
                 index += 1;
                 let seed = request_seed(&committed.digest, index);
-                self.execute_one(client, request, committed.view, Context::new(self.last_timestamp, seed));
+                self.execute_one(
+                    client,
+                    request,
+                    committed.view,
+                    Context::new(self.last_timestamp, seed),
+                );
             }
         }
         committed.checkpoint.then(|| self.checkpoint(committed.seq))
@@ -199,9 +235,10 @@ where
     ) {
         {
             let mut clients = self.shared.clients.lock();
-            let record = clients
-                .entry((client, request.lane))
-                .or_insert(LaneRecord { number: 0, reply: None });
+            let record = clients.entry((client, request.lane)).or_insert(LaneRecord {
+                number: 0,
+                reply: None,
+            });
             if request.number <= record.number {
                 // Already executed (a retransmission ordered twice, or a
                 // client reusing a number): answer from the cache, once.
@@ -225,7 +262,12 @@ where
         }
         let tag = self.next_tag;
         self.next_tag += 1;
-        let route = Route { client, lane: request.lane, number: request.number, view };
+        let route = Route {
+            client,
+            lane: request.lane,
+            number: request.number,
+            view,
+        };
         match codec::decode::<S::Request>(&request.operation) {
             Ok(operation) => {
                 self.shared.routes.lock().insert(tag, route);
@@ -271,23 +313,25 @@ where
         };
         let clients = self.shared.clients.lock().clone();
         let digest = checkpoint_digest(&snapshot, &clients);
-        let record = CheckpointRecord { seq, digest, snapshot, clients };
+        let record = CheckpointRecord {
+            seq,
+            digest,
+            snapshot,
+            clients,
+        };
         self.sink.checkpoint(record.clone());
         record
+    }
+
+    /// Blocks until every submitted request has finished and replied.
+    pub fn wait_idle(&self) {
+        self.executor.wait_idle();
     }
 
     /// Waits for everything submitted, then stops the workers.
     pub fn shutdown(self) {
         self.executor.shutdown();
     }
-}
-
-/// The digest a checkpoint agrees on: the service state and the client table.
-pub fn checkpoint_digest(snapshot: &Snapshot, clients: &ClientTable) -> Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&snapshot.digest().0);
-    hasher.update(&codec::encode(clients).expect("client tables always encode"));
-    *hasher.finalize().as_bytes()
 }
 
 /// The agreed per-request seed: from the batch digest and the position.

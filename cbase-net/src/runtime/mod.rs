@@ -98,15 +98,15 @@ pub struct NodeMetrics {
     pub checkpoints: Mutex<Vec<(Seq, Hash)>>,
     /// Checkpoints that became stable: (seq, digest).
     pub stable: Mutex<Vec<(Seq, Hash)>>,
-    /// Times this replica found itself behind a stable checkpoint it had
-    /// not executed to.
-    pub state_transfers_needed: AtomicU64,
     /// Times a quorum disagreed with our checkpoint.
     pub diverged: AtomicU64,
     /// The view this replica is in.
     pub view: AtomicU64,
-    /// The latest checkpoint, for state transfer.
-    pub latest_checkpoint: Mutex<Option<CheckpointRecord>>,
+    /// The most recent checkpoints, newest last: served to peers that fell
+    /// behind (state transfer).
+    pub recent_checkpoints: Mutex<std::collections::VecDeque<CheckpointRecord>>,
+    /// Transferred checkpoints this replica installed.
+    pub states_installed: AtomicU64,
 }
 
 impl NodeMetrics {
@@ -125,6 +125,19 @@ impl NodeMetrics {
             + self.handshake_failures.load(Ordering::Relaxed)
             + self.impersonations.load(Ordering::Relaxed)
     }
+}
+
+/// How many checkpoints a replica keeps to serve to peers that fell behind.
+const RECENT_CHECKPOINTS: usize = 4;
+
+/// What the protocol task asks of the execution thread, in order.
+enum ExecCommand {
+    Execute(crate::protocol::Committed),
+    Install {
+        seq: Seq,
+        digest: Hash,
+        state: crate::checkpoint::CheckpointState,
+    },
 }
 
 /// How often the protocol's timers are checked.
@@ -148,8 +161,15 @@ impl ReplySink for RuntimeSink {
     }
 
     fn checkpoint(&self, record: CheckpointRecord) {
-        self.metrics.checkpoints.lock().push((record.seq, record.digest));
-        *self.metrics.latest_checkpoint.lock() = Some(record);
+        self.metrics
+            .checkpoints
+            .lock()
+            .push((record.seq, record.digest));
+        let mut recent = self.metrics.recent_checkpoints.lock();
+        recent.push_back(record);
+        while recent.len() > RECENT_CHECKPOINTS {
+            recent.pop_front();
+        }
     }
 }
 
@@ -166,7 +186,9 @@ pub struct ReplicaNode {
 /// timestamp for its proposals. Only the primary's reading is ever used, and
 /// it is agreed before anyone executes with it.
 fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl ReplicaNode {
@@ -182,7 +204,10 @@ impl ReplicaNode {
         S::Response: Serialize,
     {
         let id = config.id;
-        let expected = config.cluster.public_key(id).ok_or(NodeError::UnknownReplica(id))?;
+        let expected = config
+            .cluster
+            .public_key(id)
+            .ok_or(NodeError::UnknownReplica(id))?;
         if *expected != config.secret.public() {
             return Err(NodeError::WrongKey(id));
         }
@@ -192,13 +217,19 @@ impl ReplicaNode {
         })?;
         let metrics = Arc::new(NodeMetrics::default());
         let clients: ClientQueues = Arc::default();
-        let sink = Arc::new(RuntimeSink { clients: Arc::clone(&clients), metrics: Arc::clone(&metrics) });
+        let sink = Arc::new(RuntimeSink {
+            clients: Arc::clone(&clients),
+            metrics: Arc::clone(&metrics),
+        });
         let execution = Execution::start(id, config.executor.clone(), service, sink)?;
         let execution_shared = execution.shared();
 
         let (events, mut inbox) = mpsc::channel::<Input>(8192);
         let (to_execution, committed) = crossbeam::channel::unbounded();
-        let identity = Arc::new(Identity { role: Role::Replica(id), key: config.secret.clone() });
+        let identity = Arc::new(Identity {
+            role: Role::Replica(id),
+            key: config.secret.clone(),
+        });
         let cluster = Arc::new(config.cluster.clone());
         let transport = Arc::new(config.transport.clone());
 
@@ -208,10 +239,23 @@ impl ReplicaNode {
             .name(format!("cbase-exec-{id}"))
             .spawn(move || {
                 let mut execution = execution;
-                while let Ok(batch) = committed.recv() {
-                    if let Some(record) = execution.execute(batch) {
-                        let taken = Input::CheckpointTaken { seq: record.seq, state: record.digest };
-                        if checkpoint_events.blocking_send(taken).is_err() {
+                while let Ok(command) = committed.recv() {
+                    let report = match command {
+                        ExecCommand::Execute(batch) => execution
+                            .execute(batch)
+                            .map(|record| Input::CheckpointTaken { seq: record.seq, state: record.digest }),
+                        ExecCommand::Install { seq, digest, state } => match execution.install(seq, state) {
+                            Ok(()) => Some(Input::StateInstalled { seq, state: digest }),
+                            Err(error) => {
+                                // It matched the agreed digest, so this is a bug in the
+                                // service's containers, not a lying peer.
+                                tracing::error!(seq, %error, "cannot install a verified checkpoint");
+                                None
+                            }
+                        },
+                    };
+                    if let Some(report) = report {
+                        if checkpoint_events.blocking_send(report).is_err() {
                             break;
                         }
                     }
@@ -248,7 +292,12 @@ impl ReplicaNode {
             },
         )));
 
-        let mut replica = Replica::new(id, &config.cluster, config.secret.clone(), config.protocol.clone());
+        let mut replica = Replica::new(
+            id,
+            &config.cluster,
+            config.secret.clone(),
+            config.protocol.clone(),
+        );
         let protocol_metrics = Arc::clone(&metrics);
         tasks.push(tokio::spawn(async move {
             let mut outputs = Vec::new();
@@ -277,11 +326,19 @@ impl ReplicaNode {
                     route(output, &peer_queues, &to_execution, &protocol_metrics);
                 }
                 protocol_metrics.protocol.lock().clone_from(replica.stats());
-                protocol_metrics.view.store(replica.view(), Ordering::Relaxed);
+                protocol_metrics
+                    .view
+                    .store(replica.view(), Ordering::Relaxed);
             }
         }));
 
-        Ok(ReplicaNode { id, address, metrics, tasks, execution_thread: Some(execution_thread) })
+        Ok(ReplicaNode {
+            id,
+            address,
+            metrics,
+            tasks,
+            execution_thread: Some(execution_thread),
+        })
     }
 
     /// This replica's id.
@@ -323,7 +380,7 @@ impl Drop for ReplicaNode {
 fn route(
     output: Output,
     peers: &BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>,
-    execution: &crossbeam::channel::Sender<crate::protocol::Committed>,
+    execution: &crossbeam::channel::Sender<ExecCommand>,
     metrics: &NodeMetrics,
 ) {
     let send = |to: ReplicaId, frame: Arc<Vec<u8>>| {
@@ -343,20 +400,37 @@ fn route(
         }
         Output::Execute(batch) => {
             // The execution thread only stops when the node does.
-            let _ = execution.send(batch);
+            let _ = execution.send(ExecCommand::Execute(batch));
+        }
+        Output::InstallState { seq, digest, state } => {
+            metrics.states_installed.fetch_add(1, Ordering::Relaxed);
+            let _ = execution.send(ExecCommand::Install { seq, digest, state });
+        }
+        Output::ServeState { to, seq } => {
+            let recent = metrics.recent_checkpoints.lock();
+            if let Some(record) = recent.iter().find(|r| r.seq == seq) {
+                let state = crate::checkpoint::CheckpointState {
+                    snapshot: record.snapshot.clone(),
+                    clients: record.clients.clone(),
+                };
+                let message = crate::message::ReplicaMessage::StateReply {
+                    seq,
+                    state: encode_message(&state),
+                };
+                send(to, Arc::new(encode_message(&message)));
+            }
         }
         Output::Stable { seq, state } => metrics.stable.lock().push((seq, state)),
         Output::ViewEntered(view) => {
             metrics.view.store(view, Ordering::Relaxed);
             tracing::info!(view, "entered a new view");
         }
-        Output::FetchState { seq, .. } => {
-            metrics.state_transfers_needed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(seq, "this replica is behind the new view's stable checkpoint and needs state transfer, which is not implemented yet");
-        }
         Output::Diverged { seq, .. } => {
             metrics.diverged.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(seq, "a quorum of replicas disagrees with this replica's checkpoint");
+            tracing::error!(
+                seq,
+                "a quorum of replicas disagrees with this replica's checkpoint"
+            );
         }
     }
 }

@@ -332,7 +332,10 @@ mod fuzz {
 
     #[test]
     fn handshake_decoders_refuse_garbage() {
-        let count: usize = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+        let count: usize = std::env::var("FUZZ_INPUTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50_000);
         let valid = encode(&Hello {
             protocol_version: PROTOCOL_VERSION,
             role: Role::Replica(1),

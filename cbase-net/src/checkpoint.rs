@@ -1,0 +1,51 @@
+//! What a checkpoint is made of, shared by the protocol (which verifies
+//! transferred state) and the runtime (which takes and installs it).
+//!
+//! A checkpoint's digest covers the service state and the client table
+//! (exactly-once bookkeeping), so a replica restored from a transferred
+//! checkpoint answers retransmissions exactly as its peers do.
+
+use std::collections::BTreeMap;
+
+use cbase_core::{Snapshot, codec};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::PublicKey;
+use crate::message::Hash;
+
+/// The last executed request of one client lane and its reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneRecord {
+    /// The highest request number executed on this lane.
+    pub number: u64,
+    /// The encoded reply to it, once it has finished.
+    pub reply: Option<Vec<u8>>,
+}
+
+/// Exactly-once bookkeeping: one record per client lane. Part of every
+/// checkpoint, so a replica restored from one keeps refusing old requests.
+pub type ClientTable = BTreeMap<(PublicKey, u32), LaneRecord>;
+
+/// The whole replicated state at a checkpoint, as transferred between replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// The service state.
+    pub snapshot: Snapshot,
+    /// The client table.
+    pub clients: ClientTable,
+}
+
+impl CheckpointState {
+    /// The digest replicas agree on.
+    pub fn digest(&self) -> Hash {
+        checkpoint_digest(&self.snapshot, &self.clients)
+    }
+}
+
+/// The digest a checkpoint agrees on: the service state and the client table.
+pub fn checkpoint_digest(snapshot: &Snapshot, clients: &ClientTable) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&snapshot.digest().0);
+    hasher.update(&codec::encode(clients).expect("client tables always encode"));
+    *hasher.finalize().as_bytes()
+}

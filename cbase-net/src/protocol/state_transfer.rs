@@ -1,0 +1,142 @@
+//! State transfer: catching up from a checkpoint instead of from the log.
+//!
+//! Replicas discard their log below a stable checkpoint, so a replica that
+//! fell behind one (slow, partitioned, restarted) cannot replay what it
+//! missed. Once it knows a checkpoint's agreed digest (2f+1 matching signed
+//! checkpoint votes, or the stable checkpoint of a new view) and has not
+//! executed that far for a while, it asks one peer at a time for the state
+//! at that checkpoint. The reply is only trusted if it hashes to the agreed
+//! digest; a peer that serves anything else is counted and another is asked.
+//! The runtime installs the state and reports back; execution then resumes
+//! after the checkpoint.
+
+use cbase_core::codec;
+
+use super::{Output, Replica};
+use crate::checkpoint::CheckpointState;
+use crate::config::ReplicaId;
+use crate::message::{Hash, ReplicaMessage, Seq};
+
+/// A checkpoint this replica is behind, and when it last asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Behind {
+    pub seq: Seq,
+    pub state: Hash,
+    /// When the current attempt started (0: ask at the next tick).
+    pub asked_at: u64,
+    /// The peer asked last.
+    pub peer: ReplicaId,
+}
+
+impl Replica {
+    /// Notes that 2f+1 replicas agree on `state` at `seq`, which this
+    /// replica has not executed to.
+    pub(super) fn note_behind(&mut self, seq: Seq, state: Hash, ask_now: bool) {
+        if self.delivered >= seq || self.behind.is_some_and(|b| b.seq >= seq) {
+            return;
+        }
+        // Give normal execution a chance first, unless there is nothing
+        // left to execute from (the log below `seq` is gone).
+        let asked_at = if ask_now { 0 } else { self.now.max(1) };
+        let peer = self.behind.map_or(self.id, |b| b.peer);
+        self.behind = Some(Behind {
+            seq,
+            state,
+            asked_at,
+            peer,
+        });
+    }
+
+    /// On every tick: ask the next peer if the current attempt is overdue.
+    pub(super) fn fetch_state_if_overdue(&mut self, out: &mut Vec<Output>) {
+        let Some(mut behind) = self.behind else {
+            return;
+        };
+        if self.delivered >= behind.seq {
+            self.behind = None;
+            return;
+        }
+        if self.installing.is_some() {
+            return;
+        }
+        let overdue = behind.asked_at == 0
+            || self.now.saturating_sub(behind.asked_at) >= self.config.request_timeout;
+        if !overdue {
+            return;
+        }
+        behind.peer = (behind.peer + 1) % self.n as ReplicaId;
+        if behind.peer == self.id {
+            behind.peer = (behind.peer + 1) % self.n as ReplicaId;
+        }
+        behind.asked_at = self.now.max(1);
+        self.behind = Some(behind);
+        self.stats.state_requests += 1;
+        out.push(Output::Send(
+            behind.peer,
+            ReplicaMessage::StateRequest { seq: behind.seq },
+        ));
+    }
+
+    pub(super) fn on_state_request(&mut self, from: ReplicaId, seq: Seq, out: &mut Vec<Output>) {
+        // Only checkpoints this replica has executed to can be served.
+        if seq == 0 || seq > self.delivered {
+            self.stats.out_of_window += 1;
+            return;
+        }
+        out.push(Output::ServeState { to: from, seq });
+    }
+
+    pub(super) fn on_state_reply(
+        &mut self,
+        from: ReplicaId,
+        seq: Seq,
+        bytes: Vec<u8>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(behind) = self.behind else {
+            self.stats.stale += 1;
+            return;
+        };
+        if seq != behind.seq || self.installing.is_some() || self.delivered >= seq {
+            self.stats.stale += 1;
+            return;
+        }
+        let state = match codec::decode::<CheckpointState>(&bytes) {
+            Ok(state) if state.digest() == behind.state => state,
+            _ => {
+                // A lie (or garbage): ask someone else right away.
+                self.stats.bad_state += 1;
+                self.behind = Some(super::state_transfer::Behind {
+                    asked_at: 0,
+                    peer: from,
+                    ..behind
+                });
+                return;
+            }
+        };
+        self.installing = Some(seq);
+        out.push(Output::InstallState {
+            seq,
+            digest: behind.state,
+            state,
+        });
+    }
+
+    /// The runtime installed the state at `seq`: continue from there.
+    pub(super) fn on_state_installed(&mut self, seq: Seq, state: Hash, out: &mut Vec<Output>) {
+        self.installing = None;
+        if seq > self.delivered {
+            self.delivered = seq;
+        }
+        if self.behind.is_some_and(|b| b.seq <= seq) {
+            self.behind = None;
+        }
+        self.own_checkpoints.insert(seq, state);
+        if seq > self.low {
+            self.stabilize(seq, state, out);
+        } else {
+            self.log = self.log.split_off(&(seq + 1));
+        }
+        self.deliver(out);
+    }
+}
