@@ -36,7 +36,11 @@ pub struct Move {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BankError {
     NoSuchAccount(u64),
-    InsufficientFunds { account: u64, balance: u64, wanted: u64 },
+    InsufficientFunds {
+        account: u64,
+        balance: u64,
+        wanted: u64,
+    },
 }
 
 /// What an audit reports.
@@ -121,7 +125,11 @@ impl Bank for MyBank {
             }
             let from = balances[&m.from];
             if from < m.amount {
-                return Err(BankError::InsufficientFunds { account: m.from, balance: from, wanted: m.amount });
+                return Err(BankError::InsufficientFunds {
+                    account: m.from,
+                    balance: from,
+                    wanted: m.amount,
+                });
             }
             *balances.get_mut(&m.from).expect("looked up above") -= m.amount;
             *balances.get_mut(&m.to).expect("looked up above") += m.amount;
@@ -141,7 +149,11 @@ impl Bank for MyBank {
     }
 
     fn audit(&self, ctx: &Context) -> Report {
-        Report { accounts: self.accounts.len() as u64, total: self.total(), at: ctx.timestamp_nanos() }
+        Report {
+            accounts: self.accounts.len() as u64,
+            total: self.total(),
+            at: ctx.timestamp_nanos(),
+        }
     }
 }
 // ANCHOR_END: impl
@@ -160,7 +172,10 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// Runs the workload against `bank`; returns (operations, elapsed).
-async fn workload<I>(bank: BankClient<I>, ops: u64) -> Result<(u64, Duration), Box<dyn std::error::Error>>
+async fn workload<I>(
+    bank: BankClient<I>,
+    ops: u64,
+) -> Result<(u64, Duration), Box<dyn std::error::Error>>
 where
     I: cbase::Invoke<BankRequest, BankResponse> + Clone + 'static,
 {
@@ -186,16 +201,30 @@ where
                 let r = mix(i);
                 let (a, b) = (r % ACCOUNTS, (r >> 20) % ACCOUNTS);
                 match r % 100 {
-                    0..70 => drop(bank.transfer(a, b, r % 50).await?),
+                    0..70 => {
+                        let _ = bank.transfer(a, b, r % 50).await?;
+                    }
                     70..80 => {
                         let moves = (0..3)
-                            .map(|k| Move { from: mix(r + k) % ACCOUNTS, to: mix(r + k + 7) % ACCOUNTS, amount: 5 })
+                            .map(|k| Move {
+                                from: mix(r + k) % ACCOUNTS,
+                                to: mix(r + k + 7) % ACCOUNTS,
+                                amount: 5,
+                            })
                             .collect();
-                        drop(bank.settle(moves).await?);
+                        {
+                            let _ = bank.settle(moves).await?;
+                        };
                     }
-                    80..95 => drop(bank.balance(a).await?),
-                    95..99 => drop(bank.exists(b).await?),
-                    _ => drop(bank.audit().await?),
+                    80..95 => {
+                        let _ = bank.balance(a).await?;
+                    }
+                    95..99 => {
+                        let _ = bank.exists(b).await?;
+                    }
+                    _ => {
+                        let _ = bank.audit().await?;
+                    }
                 }
                 progress.inc(1);
             }
@@ -211,11 +240,18 @@ where
 fn summary(ops: u64, elapsed: Duration, total: u64) {
     println!("operations:   {ops}");
     println!("time:         {:.2} s", elapsed.as_secs_f64());
-    println!("throughput:   {:.0} operations/s", ops as f64 / elapsed.as_secs_f64());
+    println!(
+        "throughput:   {:.0} operations/s",
+        ops as f64 / elapsed.as_secs_f64()
+    );
     let expected = ACCOUNTS * OPENING_BALANCE;
     println!(
         "money:        {total} (expected {expected}): {}",
-        if total == expected { "conserved" } else { "NOT CONSERVED" }
+        if total == expected {
+            "conserved"
+        } else {
+            "NOT CONSERVED"
+        }
     );
 }
 
@@ -238,11 +274,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .await?;
             let bank = BankClient::new(cluster.client()?);
             // ANCHOR_END: local
-            println!("4 replicas (f = 1), {workers} workers each, {CONCURRENT_CALLS} concurrent calls");
+            println!(
+                "4 replicas (f = 1), {workers} workers each, {CONCURRENT_CALLS} concurrent calls"
+            );
             let (ops, elapsed) = workload(bank.clone(), ops).await?;
             let total = bank.total().await?;
             summary(ops, elapsed, total);
-            let views: Vec<u64> = cluster.replicas().map(|r| r.metrics().view.load(Ordering::Relaxed)).collect();
+            let views: Vec<u64> = cluster
+                .replicas()
+                .map(|r| r.metrics().view.load(Ordering::Relaxed))
+                .collect();
             println!("views:        {views:?}");
             let (checkpoints, agree) = cli::digests_agree(&cluster);
             println!(
@@ -255,18 +296,27 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Mode::Replica { config, id, key } => {
+            // ANCHOR: replica
             let options = cbase::net::deploy::ReplicaOptions {
                 executor: ExecutorBuilder::new().workers(workers),
                 ..Default::default()
             };
-            let node =
-                cbase::net::deploy::start_replica(&config, id, &key, options, BankService(MyBank::default()))
-                    .await?;
+            let node = cbase::net::deploy::start_replica(
+                &config,
+                id,
+                &key,
+                options,
+                BankService(MyBank::default()),
+            )
+            .await?;
+            // ANCHOR_END: replica
             cli::serve_until_interrupted(node).await;
         }
         Mode::Client { config } => {
+            // ANCHOR: client
             let client = cbase::net::deploy::client_from_file(&config, Default::default())?;
             let bank = BankClient::new(client);
+            // ANCHOR_END: client
             let (ops, elapsed) = workload(bank.clone(), ops).await?;
             summary(ops, elapsed, bank.total().await?);
         }

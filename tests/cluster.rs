@@ -45,7 +45,10 @@ impl Bank for Accounts {
         if from == to {
             return Ok(());
         }
-        let balance = self.accounts.get(&from).ok_or(BankError::NoSuchAccount(from))?;
+        let balance = self
+            .accounts
+            .get(&from)
+            .ok_or(BankError::NoSuchAccount(from))?;
         if !self.accounts.contains_key(&to) {
             return Err(BankError::NoSuchAccount(to));
         }
@@ -62,7 +65,11 @@ impl Bank for Accounts {
 }
 
 fn small_checkpoints() -> ProtocolConfig {
-    ProtocolConfig { checkpoint_interval: 8, window: 32, ..ProtocolConfig::default() }
+    ProtocolConfig {
+        checkpoint_interval: 8,
+        window: 32,
+        ..ProtocolConfig::default()
+    }
 }
 
 async fn wait_for<F: Fn() -> bool>(what: &str, condition: F) {
@@ -75,6 +82,7 @@ async fn wait_for<F: Fn() -> bool>(what: &str, condition: F) {
     panic!("timed out waiting for {what}");
 }
 
+// ANCHOR: cluster-test
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_on_four_replicas_agrees_at_every_checkpoint() {
     let cluster = LocalCluster::builder()
@@ -104,26 +112,49 @@ async fn bank_on_four_replicas_agrees_at_every_checkpoint() {
     }
     assert_eq!(bank.total().await.unwrap(), 1000, "money is conserved");
     assert_eq!(bank.balance(42).await.unwrap(), None);
-    assert_eq!(bank.transfer(0, 42, 1).await.unwrap(), Err(BankError::NoSuchAccount(42)));
+    assert_eq!(
+        bank.transfer(0, 42, 1).await.unwrap(),
+        Err(BankError::NoSuchAccount(42))
+    );
 
     // Every replica reaches the same stable checkpoints with the same digests.
     wait_for("stable checkpoints on every replica", || {
-        cluster.replicas().all(|r| r.metrics().stable.lock().len() >= 3)
+        cluster
+            .replicas()
+            .all(|r| r.metrics().stable.lock().len() >= 3)
     })
     .await;
-    let histories: Vec<Vec<_>> = cluster.replicas().map(|r| r.metrics().checkpoints.lock().clone()).collect();
+    let histories: Vec<Vec<_>> = cluster
+        .replicas()
+        .map(|r| r.metrics().checkpoints.lock().clone())
+        .collect();
     let shortest = histories.iter().map(Vec::len).min().unwrap();
     assert!(shortest >= 3);
     for history in &histories[1..] {
-        assert_eq!(history[..shortest], histories[0][..shortest], "checkpoint digests differ");
+        assert_eq!(
+            history[..shortest],
+            histories[0][..shortest],
+            "checkpoint digests differ"
+        );
     }
     for replica in cluster.replicas() {
-        assert_eq!(replica.metrics().diverged.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(
+            replica
+                .metrics()
+                .diverged
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
         let stats = replica.metrics().protocol.lock().clone();
-        assert_eq!(replica.metrics().total_dropped(), 0, "a correct run drops nothing: {stats:?}");
+        assert_eq!(
+            replica.metrics().total_dropped(),
+            0,
+            "a correct run drops nothing: {stats:?}"
+        );
     }
     cluster.shutdown().await;
 }
+// ANCHOR_END: cluster-test
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stopped_replica_does_not_stop_the_cluster() {
@@ -145,7 +176,9 @@ async fn one_stopped_replica_does_not_stop_the_cluster() {
     assert_eq!(bank.total().await.unwrap(), 10 + (0..40).sum::<u64>());
     // The three live replicas still stabilize checkpoints.
     wait_for("stable checkpoints without replica 3", || {
-        cluster.replicas().all(|r| !r.metrics().stable.lock().is_empty())
+        cluster
+            .replicas()
+            .all(|r| !r.metrics().stable.lock().is_empty())
     })
     .await;
     cluster.shutdown().await;
@@ -177,7 +210,15 @@ async fn a_crashed_primary_is_replaced_by_a_view_change() {
     assert_eq!(bank.balance(2).await.unwrap(), Some(130));
     assert_eq!(bank.total().await.unwrap(), 500);
     for replica in cluster.replicas() {
-        assert!(replica.metrics().view.load(std::sync::atomic::Ordering::Relaxed) >= 1, "replica {} moved on", replica.id());
+        assert!(
+            replica
+                .metrics()
+                .view
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1,
+            "replica {} moved on",
+            replica.id()
+        );
     }
     cluster.shutdown().await;
 }

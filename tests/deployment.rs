@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cbase::net::deploy::{ReplicaOptions, client_from_file, start_replica};
 use cbase::net::config::generate_cluster;
+use cbase::net::deploy::{ReplicaOptions, client_from_file, start_replica};
 use cbase::prelude::*;
 
 #[cbase::service]
@@ -29,10 +29,14 @@ pub struct Counts {
 
 impl Tally for Counts {
     fn add(&self, name: String, by: u64) -> u64 {
-        self.counts.upsert(name, || 0, |n| {
-            *n += by;
-            *n
-        })
+        self.counts.upsert(
+            name,
+            || 0,
+            |n| {
+                *n += by;
+                *n
+            },
+        )
     }
     fn total(&self) -> u64 {
         self.counts.fold(0, |sum, _, n| sum + n)
@@ -45,17 +49,32 @@ const DIR: &str = "CBASE_DEPLOYMENT_DIR";
 /// Not a test on its own: the body of the child processes.
 #[test]
 fn deployment_child() {
-    let (Ok(role), Ok(dir)) = (std::env::var(ROLE), std::env::var(DIR)) else { return };
+    let (Ok(role), Ok(dir)) = (std::env::var(ROLE), std::env::var(DIR)) else {
+        return;
+    };
     let dir = PathBuf::from(dir);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         if let Some(id) = role.strip_prefix("replica-") {
             let id: u32 = id.parse().unwrap();
             let key = dir.join(format!("replica-{id}.key"));
-            let options = ReplicaOptions { executor: ExecutorBuilder::new().workers(4), ..ReplicaOptions::default() };
-            let node = start_replica(&dir.join("cluster.toml"), id, &key, options, TallyService(Counts::default()))
-                .await
-                .unwrap();
+            let options = ReplicaOptions {
+                executor: ExecutorBuilder::new().workers(4),
+                ..ReplicaOptions::default()
+            };
+            let node = start_replica(
+                &dir.join("cluster.toml"),
+                id,
+                &key,
+                options,
+                TallyService(Counts::default()),
+            )
+            .await
+            .unwrap();
             // Serve until the parent kills us; never outlive a forgotten test.
             tokio::time::sleep(Duration::from_secs(120)).await;
             node.shutdown().await;
@@ -65,7 +84,9 @@ fn deployment_child() {
             let mut calls = Vec::new();
             for i in 0..60u64 {
                 let tally = tally.clone();
-                calls.push(tokio::spawn(async move { tally.add(format!("k{}", i % 6), 1).await.unwrap() }));
+                calls.push(tokio::spawn(async move {
+                    tally.add(format!("k{}", i % 6), 1).await.unwrap()
+                }));
             }
             for call in calls {
                 call.await.unwrap();
@@ -89,7 +110,12 @@ fn free_base_port(count: u16) -> u16 {
 
 fn spawn_role(role: &str, dir: &Path, stdout: Stdio) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "deployment_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "deployment_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ROLE, role)
         .env(DIR, dir)
         .stdout(stdout)
@@ -117,7 +143,11 @@ fn four_replica_processes_and_a_client_process() {
     let dir = tempfile::tempdir().unwrap();
     let generated = generate_cluster(dir.path(), 4, "127.0.0.1", free_base_port(4), false).unwrap();
     assert_eq!(generated.key_paths.len(), 4);
-    let _replicas = KillOnDrop((0..4).map(|id| spawn_role(&format!("replica-{id}"), dir.path(), Stdio::null())).collect());
+    let _replicas = KillOnDrop(
+        (0..4)
+            .map(|id| spawn_role(&format!("replica-{id}"), dir.path(), Stdio::null()))
+            .collect(),
+    );
     let mut client = spawn_role("client", dir.path(), Stdio::piped());
     let started = Instant::now();
     loop {

@@ -28,6 +28,7 @@ pub struct Report {
     pub lucky: u64,
 }
 
+// ANCHOR: service
 /// A bank.
 #[cbase::service]
 pub trait Bank {
@@ -65,7 +66,9 @@ pub trait Bank {
     #[reads(accounts[id])]
     fn peek_next(&self, id: u64) -> Option<u64>;
 }
+// ANCHOR_END: service
 
+// ANCHOR: state
 #[derive(Default, cbase::State)]
 pub struct MyBank {
     accounts: Table<u64, u64>,
@@ -74,6 +77,7 @@ pub struct MyBank {
     #[allow(dead_code)]
     label: String,
 }
+// ANCHOR_END: state
 
 impl MyBank {
     fn move_money(&self, from: u64, to: u64, amount: u64) -> Result<(), BankError> {
@@ -123,6 +127,7 @@ impl Bank for MyBank {
     fn exists(&self, id: u64) -> bool {
         self.accounts.contains_key(&id)
     }
+    // ANCHOR: cell-and-context
     fn charge(&self, id: u64, fee: u64) -> u64 {
         let _ = self.accounts.get(&id);
         self.fees.update(|f| {
@@ -142,6 +147,7 @@ impl Bank for MyBank {
             lucky: ctx.rng().gen_range(0..accounts.max(1)),
         }
     }
+    // ANCHOR_END: cell-and-context
     fn peek_next(&self, id: u64) -> Option<u64> {
         self.accounts.get(&(id + 1))
     }
@@ -151,6 +157,7 @@ fn entry(id: u64) -> Key {
     Key::entry("accounts", &id)
 }
 
+// ANCHOR: access-set-test
 #[test]
 fn generated_access_sets_match_the_rules() {
     let moves = vec![
@@ -222,6 +229,7 @@ fn generated_access_sets_match_the_rules() {
     let tables = BankRequest::declared_tables();
     assert!(tables.contains(&("total", "fees")) && tables.contains(&("settle", "accounts")));
 }
+// ANCHOR_END: access-set-test
 
 fn workload() -> Vec<BankRequest> {
     let mut requests: Vec<BankRequest> = (0..10)
@@ -265,6 +273,7 @@ fn workload() -> Vec<BankRequest> {
     requests
 }
 
+// ANCHOR: one-vs-many-workers
 fn run(workers: usize) -> (Vec<String>, Digest) {
     let replies = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&replies);
@@ -303,6 +312,7 @@ fn every_key_form_runs_the_same_with_one_and_eight_workers() {
         "{sequential:?}"
     );
 }
+// ANCHOR_END: one-vs-many-workers
 
 #[test]
 fn the_state_lists_its_containers_by_field_name() {
@@ -310,6 +320,7 @@ fn the_state_lists_its_containers_by_field_name() {
     assert_eq!(bank.table_names(), vec!["accounts", "fees"]);
 }
 
+// ANCHOR: local-invoker-test
 #[tokio::test]
 async fn typed_client_round_trips_and_reports_undeclared_access() {
     let invoker = LocalInvoker::start(
@@ -346,3 +357,4 @@ async fn typed_client_round_trips_and_reports_undeclared_access() {
         ("peek_next", "accounts", "2")
     );
 }
+// ANCHOR_END: local-invoker-test

@@ -57,8 +57,11 @@ impl ValueHash {
     /// Hashes `value` through its canonical encoding.
     ///
     /// Values that encode alike hash alike: `7u64` and `&7u64`, `String` and
-    /// `&str` with the same text. Values of different integer widths encode
-    /// differently, so a rule must use the same key type as the table it names.
+    /// `&str` with the same text. Integers are encoded as varints, so unsigned
+    /// integers of different widths with the same value hash alike (and so do
+    /// signed ones), but a signed and an unsigned integer do not, nor does a
+    /// `u8` above 250 and the same value in a wider type. So a rule's key
+    /// expression should have the key type of the table it names.
     pub fn of<T: Serialize + ?Sized>(value: &T) -> ValueHash {
         let mut hasher = blake3::Hasher::new();
         // Encoding into a hasher cannot run out of space; a serializer that

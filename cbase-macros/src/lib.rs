@@ -6,6 +6,8 @@
 //! checks it (`valid`), collecting every mistake before reporting any
 //! (`ctxt`), and only then generates code (`expand`, `state`).
 
+#![warn(missing_docs)]
+
 mod ast;
 mod attr;
 mod ctxt;

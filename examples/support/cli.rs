@@ -13,7 +13,11 @@ pub enum Mode {
     /// A local cluster and a client, in this process.
     Local,
     /// One replica from the cluster file and its key.
-    Replica { config: PathBuf, id: u32, key: PathBuf },
+    Replica {
+        config: PathBuf,
+        id: u32,
+        key: PathBuf,
+    },
     /// A client of the cluster in the file.
     Client { config: PathBuf },
 }
@@ -53,7 +57,11 @@ impl Cli {
                 "--key" => key = Some(PathBuf::from(value()?)),
                 "--ops" => ops = Some(value()?.parse::<u64>().map_err(|e| format!("--ops: {e}"))?),
                 "--workers" => {
-                    workers = Some(value()?.parse::<usize>().map_err(|e| format!("--workers: {e}"))?)
+                    workers = Some(
+                        value()?
+                            .parse::<usize>()
+                            .map_err(|e| format!("--workers: {e}"))?,
+                    )
                 }
                 "--dir" => dir = Some(PathBuf::from(value()?)),
                 "--help" | "-h" => return Err(String::new()),
@@ -68,7 +76,12 @@ impl Cli {
             (Some(_), Some(_), None) => return Err("a replica needs --key replica-N.key".into()),
             (Some(_), None, Some(_)) => return Err("a replica needs --id N".into()),
         };
-        Ok(Cli { mode, ops, workers, dir })
+        Ok(Cli {
+            mode,
+            ops,
+            workers,
+            dir,
+        })
     }
 }
 
@@ -88,17 +101,25 @@ pub fn parse_or_exit() -> Cli {
 
 /// Runs a replica until Ctrl-C.
 pub async fn serve_until_interrupted(node: cbase::ReplicaNode) {
-    println!("replica {} listening on {}; Ctrl-C stops it", node.id(), node.address());
+    println!(
+        "replica {} listening on {}; Ctrl-C stops it",
+        node.id(),
+        node.address()
+    );
     let _ = tokio::signal::ctrl_c().await;
     node.shutdown().await;
 }
 
 /// Checks that every running replica took the same checkpoints, and says so.
 pub fn digests_agree(cluster: &cbase::LocalCluster) -> (usize, bool) {
-    let histories: Vec<Vec<_>> =
-        cluster.replicas().map(|r| r.metrics().checkpoints.lock().clone()).collect();
+    let histories: Vec<Vec<_>> = cluster
+        .replicas()
+        .map(|r| r.metrics().checkpoints.lock().clone())
+        .collect();
     let common = histories.iter().map(Vec::len).min().unwrap_or(0);
-    let agree = histories.windows(2).all(|pair| pair[0][..common] == pair[1][..common]);
+    let agree = histories
+        .windows(2)
+        .all(|pair| pair[0][..common] == pair[1][..common]);
     (common, agree)
 }
 

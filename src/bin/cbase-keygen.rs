@@ -39,7 +39,9 @@ fn run(args: Vec<String>) -> Result<String, String> {
             "--dir" => dir = Some(PathBuf::from(value()?)),
             "--replicas" => replicas = value()?.parse().map_err(|e| format!("--replicas: {e}"))?,
             "--host" => host = value()?,
-            "--base-port" => base_port = value()?.parse().map_err(|e| format!("--base-port: {e}"))?,
+            "--base-port" => {
+                base_port = value()?.parse().map_err(|e| format!("--base-port: {e}"))?
+            }
             "--force" => force = true,
             "--help" | "-h" => return Ok(USAGE.to_owned()),
             other => return Err(format!("unknown argument `{other}`")),
