@@ -154,6 +154,9 @@ struct Scenario {
     max_delay: u64,
     /// Replica that crashes at `crash_at` (and stays down).
     crash: Option<(ReplicaId, u64)>,
+    /// Replica that crashes at the first time and restarts with empty memory
+    /// (a fresh state machine and service) at the second.
+    restart: Option<(ReplicaId, u64, u64)>,
     /// Replicas cut off from the rest between the two times.
     partition: Option<(Vec<ReplicaId>, u64, u64)>,
     byzantine: Option<(ReplicaId, Byzantine)>,
@@ -162,6 +165,8 @@ struct Scenario {
 const MS: u64 = 1_000_000;
 /// Faults stop here; after it the network is reliable and timely.
 const HEAL: u64 = 3_000 * MS;
+/// How long the world keeps running after the clients are done.
+const SETTLE: u64 = 3_000 * MS;
 /// Every client must be done by then.
 const DEADLINE: u64 = HEAL + 60_000 * MS;
 
@@ -172,6 +177,7 @@ fn scenarios() -> Vec<Scenario> {
         duplicate: 0.0,
         max_delay: 2 * MS,
         crash: None,
+        restart: None,
         partition: None,
         byzantine: None,
     };
@@ -186,6 +192,12 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "crashed-primary",
             crash: Some((0, 200 * MS)),
+            drop: 0.02,
+            ..base.clone()
+        },
+        Scenario {
+            name: "restarted-replica",
+            restart: Some((2, 30 * MS, 600 * MS)),
             drop: 0.02,
             ..base.clone()
         },
@@ -276,6 +288,33 @@ struct Node {
     order: Vec<(PublicKey, u64, Op)>,
 }
 
+fn new_node(
+    id: ReplicaId,
+    key: &SecretKey,
+    cluster: &ClusterConfig,
+    protocol: &ProtocolConfig,
+) -> Node {
+    let collected = Arc::new(Mutex::new(Collected::default()));
+    let execution = Execution::start(
+        id,
+        ExecutorBuilder::new().workers(2).window(64),
+        Bank::new(),
+        Arc::new(SimSink(Arc::clone(&collected))),
+    )
+    .expect("the bank starts");
+    Node {
+        replica: Replica::new(id, cluster, key.clone(), protocol.clone()),
+        execution,
+        collected,
+        crashed: false,
+        executed: BTreeMap::new(),
+        replies: BTreeMap::new(),
+        checkpoints: BTreeMap::new(),
+        sent: Vec::new(),
+        order: Vec::new(),
+    }
+}
+
 struct Outstanding {
     op: Op,
     number: u64,
@@ -306,6 +345,11 @@ struct World {
     clients: Vec<Client>,
     keys: Vec<SecretKey>,
     scenario: Scenario,
+    cluster: ClusterConfig,
+    protocol: ProtocolConfig,
+    restarted: bool,
+    /// Since when no client has had anything left to do.
+    quiet_since: Option<u64>,
     f: usize,
     /// Transferred states installed, across replicas.
     installed: u64,
@@ -342,27 +386,7 @@ impl World {
         let nodes = keys
             .iter()
             .enumerate()
-            .map(|(i, key)| {
-                let collected = Arc::new(Mutex::new(Collected::default()));
-                let execution = Execution::start(
-                    i as ReplicaId,
-                    ExecutorBuilder::new().workers(2).window(64),
-                    Bank::new(),
-                    Arc::new(SimSink(Arc::clone(&collected))),
-                )
-                .expect("the bank starts");
-                Node {
-                    replica: Replica::new(i as ReplicaId, &cluster, key.clone(), protocol.clone()),
-                    execution,
-                    collected,
-                    crashed: false,
-                    executed: BTreeMap::new(),
-                    replies: BTreeMap::new(),
-                    checkpoints: BTreeMap::new(),
-                    sent: Vec::new(),
-                    order: Vec::new(),
-                }
-            })
+            .map(|(i, key)| new_node(i as ReplicaId, key, &cluster, &protocol))
             .collect();
         let mut rng = StdRng::seed_from_u64(seed);
         // Three honest clients with scripts, and one rogue that reuses numbers.
@@ -402,6 +426,10 @@ impl World {
             clients,
             keys,
             scenario,
+            cluster,
+            protocol,
+            restarted: false,
+            quiet_since: None,
             f: 1,
             installed: 0,
         };
@@ -514,12 +542,21 @@ impl World {
             match event {
                 Event::Tick => {
                     self.tick();
-                    if self
+                    let busy = self
                         .clients
                         .iter()
-                        .any(|c| c.outstanding.is_some() || !c.script.is_empty())
-                        && self.now < DEADLINE
-                    {
+                        .any(|c| c.outstanding.is_some() || !c.script.is_empty());
+                    // Once the clients are done, keep time running a while so
+                    // replicas that fell behind can catch up.
+                    if busy {
+                        self.quiet_since = None;
+                    } else if self.quiet_since.is_none() {
+                        self.quiet_since = Some(self.now);
+                    }
+                    let settled = self
+                        .quiet_since
+                        .is_some_and(|since| self.now >= since + SETTLE);
+                    if !settled && self.now < DEADLINE {
                         self.schedule(10 * MS, Event::Tick);
                     }
                 }
@@ -553,6 +590,23 @@ impl World {
         if let Some((replica, at)) = self.scenario.crash {
             if self.now >= at {
                 self.nodes[replica as usize].crashed = true;
+            }
+        }
+        if let Some((replica, down_at, up_at)) = self.scenario.restart {
+            if self.now >= down_at && !self.restarted {
+                self.nodes[replica as usize].crashed = true;
+            }
+            if self.now >= up_at && !self.restarted {
+                // Everything it knew is gone: a new state machine, a new service.
+                self.restarted = true;
+                let fresh = new_node(
+                    replica,
+                    &self.keys[replica as usize],
+                    &self.cluster,
+                    &self.protocol,
+                );
+                let old = std::mem::replace(&mut self.nodes[replica as usize], fresh);
+                old.execution.shutdown();
             }
         }
         for replica in 0..self.nodes.len() as ReplicaId {
@@ -952,6 +1006,22 @@ impl World {
                 ));
             }
         }
+        // A replica restarted with empty memory caught up by state transfer.
+        if let Some((replica, _, _)) = self.scenario.restart {
+            let node = &self.nodes[replica as usize];
+            let others_low = correct
+                .iter()
+                .filter(|r| **r != replica as usize)
+                .map(|r| self.nodes[*r].replica.low_watermark())
+                .min()
+                .unwrap_or(0);
+            if node.replica.delivered() < others_low {
+                return Err(format!(
+                    "restarted replica {replica} stayed behind: executed {} < stable checkpoint {others_low}",
+                    node.replica.delivered()
+                ));
+            }
+        }
         // Safety: same batch per sequence number, same replies, same checkpoints.
         for pair in correct.windows(2) {
             let (a, b) = (&self.nodes[pair[0]], &self.nodes[pair[1]]);
@@ -1112,6 +1182,11 @@ fn lossy_network() {
 #[test]
 fn crashed_primary() {
     run_scenario("crashed-primary");
+}
+
+#[test]
+fn restarted_replica() {
+    run_scenario("restarted-replica");
 }
 
 #[test]

@@ -270,6 +270,10 @@ pub struct Replica {
     behind: Option<state_transfer::Behind>,
     /// A transferred state being installed by the runtime.
     installing: Option<Seq>,
+    /// Each replica's latest signed checkpoint vote beyond this replica's
+    /// window (one per replica, so bounded): how a replica that fell far
+    /// behind learns which checkpoint to fetch.
+    future_checkpoints: BTreeMap<ReplicaId, Checkpoint>,
     /// Our own checkpoint digests not yet stable.
     own_checkpoints: BTreeMap<Seq, Hash>,
     /// The latest time given to `handle`; the primary stamps proposals with it.
@@ -332,6 +336,7 @@ impl Replica {
             last_status: 0,
             behind: None,
             installing: None,
+            future_checkpoints: BTreeMap::new(),
             own_checkpoints: BTreeMap::new(),
             now: 0,
             stats: Stats::default(),
@@ -810,18 +815,30 @@ impl Replica {
             replica,
             ..
         } = checkpoint;
-        if replica != from {
+        // Votes are signed, so a peer may relay others' (that is how a
+        // replica that fell behind learns a checkpoint's agreed digest),
+        // including this replica's own from before a restart.
+        let _ = from;
+        if replica as usize >= self.n {
             self.stats.wrong_sender += 1;
+            return;
+        }
+        if seq % self.config.checkpoint_interval != 0 || seq == 0 {
+            self.stats.out_of_window += 1;
+            return;
+        }
+        if seq > self.high() {
+            self.on_future_checkpoint(checkpoint);
             return;
         }
         if self.outside_window(seq) {
             return;
         }
-        if seq % self.config.checkpoint_interval != 0 {
-            self.stats.out_of_window += 1;
-            return;
-        }
-        if let Some(existing) = self.checkpoint_votes.get(&seq).and_then(|v| v.get(&from)) {
+        if let Some(existing) = self
+            .checkpoint_votes
+            .get(&seq)
+            .and_then(|v| v.get(&replica))
+        {
             if existing.state == state {
                 self.stats.duplicate += 1;
             } else {
@@ -830,14 +847,14 @@ impl Replica {
             return;
         }
         let header = checkpoint_header(seq, &state, replica);
-        if !self.keys[from as usize].verify(domain::CHECKPOINT, &header, &checkpoint.signature) {
+        if !self.keys[replica as usize].verify(domain::CHECKPOINT, &header, &checkpoint.signature) {
             self.stats.bad_signature += 1;
             return;
         }
         self.checkpoint_votes
             .entry(seq)
             .or_default()
-            .insert(from, checkpoint);
+            .insert(replica, checkpoint);
         self.try_stabilize(seq, out);
     }
 
@@ -876,6 +893,7 @@ impl Replica {
             .unwrap_or_default();
         self.stable_state = state;
         self.low = seq;
+        self.future_checkpoints.retain(|_, vote| vote.seq > seq);
         self.log = self.log.split_off(&(seq + 1));
         self.prepared = self.prepared.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));

@@ -15,7 +15,7 @@ use cbase_core::codec;
 use super::{Output, Replica};
 use crate::checkpoint::CheckpointState;
 use crate::config::ReplicaId;
-use crate::message::{Hash, ReplicaMessage, Seq};
+use crate::message::{Checkpoint, Hash, ReplicaMessage, Seq, checkpoint_header, domain};
 
 /// A checkpoint this replica is behind, and when it last asked for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,9 +122,50 @@ impl Replica {
         });
     }
 
+    /// A signed checkpoint vote beyond the window: remembered (the latest per
+    /// replica); once 2f+1 replicas vote the same digest there, this replica
+    /// is provably behind and fetches that state.
+    pub(super) fn on_future_checkpoint(&mut self, checkpoint: Checkpoint) {
+        let replica = checkpoint.replica;
+        if self
+            .future_checkpoints
+            .get(&replica)
+            .is_some_and(|known| known.seq >= checkpoint.seq)
+        {
+            self.stats.duplicate += 1;
+            return;
+        }
+        let header = checkpoint_header(checkpoint.seq, &checkpoint.state, replica);
+        if !self.keys[replica as usize].verify(domain::CHECKPOINT, &header, &checkpoint.signature) {
+            self.stats.bad_signature += 1;
+            return;
+        }
+        let (seq, state) = (checkpoint.seq, checkpoint.state);
+        self.future_checkpoints.insert(replica, checkpoint);
+        let agreeing = self
+            .future_checkpoints
+            .values()
+            .filter(|vote| vote.seq == seq && vote.state == state)
+            .count();
+        if agreeing > 2 * self.f {
+            self.note_behind(seq, state, true);
+        }
+    }
+
     /// The runtime installed the state at `seq`: continue from there.
     pub(super) fn on_state_installed(&mut self, seq: Seq, state: Hash, out: &mut Vec<Output>) {
         self.installing = None;
+        // Votes for a checkpoint beyond the old window become its proof.
+        let proof: Vec<Checkpoint> = self
+            .future_checkpoints
+            .values()
+            .filter(|vote| vote.seq == seq && vote.state == state)
+            .cloned()
+            .collect();
+        let votes = self.checkpoint_votes.entry(seq).or_default();
+        for vote in proof {
+            votes.insert(vote.replica, vote);
+        }
         if seq > self.delivered {
             self.delivered = seq;
         }

@@ -228,10 +228,10 @@ impl Replica {
         new_view: NewView,
         out: &mut Vec<Output>,
     ) {
-        if from != self.primary_of(new_view.view) {
-            self.stats.wrong_sender += 1;
-            return;
-        }
+        // A new-view proves itself (signed view-changes, pre-prepares signed
+        // by the new primary), so any replica may relay it to one that
+        // missed it.
+        let _ = from;
         if new_view.view <= self.view {
             self.stats.stale += 1;
             return;
