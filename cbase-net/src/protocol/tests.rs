@@ -785,3 +785,134 @@ fn view_changes_and_new_views_with_bad_certificates_are_rejected() {
     assert_eq!(r0.stats().bad_certificate, 2);
     assert_eq!(r0.view(), 0);
 }
+
+#[test]
+fn a_primary_that_ignores_one_clients_requests_is_replaced() {
+    let mut net = Net::new(4, small());
+    let favoured = SecretKey::from_seed([98; 32]);
+    let shunned = SecretKey::from_seed([99; 32]);
+    let shunned_key = shunned.public();
+    // The primary drops (never proposes) whatever comes from one client,
+    // directly or forwarded, and serves everyone else.
+    net.drop_rule = Some(Box::new(move |_, to, m| {
+        to == 0 && matches!(m, ReplicaMessage::Forward(b) if b.batch.client == shunned_key)
+    }));
+    net.input(0, Input::Client(client_batch(&favoured, 0, 1)));
+    net.run();
+    assert_eq!(net.executed_requests(1), vec![1], "others are served");
+    // The shunned client retransmits to everyone; the primary ignores it.
+    for replica in 1..4 {
+        net.input(replica, Input::Client(client_batch(&shunned, 0, 1)));
+    }
+    net.run();
+    net.advance(SECOND + 1);
+    for replica in 1..4 {
+        assert_eq!(
+            net.replicas[replica].view(),
+            1,
+            "replica {replica} replaced the primary"
+        );
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 1],
+            "replica {replica}"
+        );
+    }
+}
+
+#[test]
+fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
+    use crate::checkpoint::CheckpointState;
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    // The state 2f+1 peers vouch for at checkpoint 4, which replica 1 never executed.
+    let good = CheckpointState {
+        snapshot: cbase_core::Snapshot::from_bytes(
+            &cbase_core::codec::encode(&Vec::<(String, Vec<u8>)>::new()).unwrap(),
+        )
+        .unwrap(),
+        clients: Default::default(),
+    };
+    let digest = good.digest();
+    for voter in [0u32, 2, 3] {
+        let signature =
+            secrets[voter as usize].sign(domain::CHECKPOINT, &checkpoint_header(4, &digest, voter));
+        deliver(
+            &mut r,
+            voter,
+            ReplicaMessage::Checkpoint(Checkpoint {
+                seq: 4,
+                state: digest,
+                replica: voter,
+                signature,
+            }),
+        );
+    }
+    // Execution does not get there within the request timeout: fetch.
+    let mut out = Vec::new();
+    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let asked: Vec<ReplicaId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(to, ReplicaMessage::StateRequest { seq: 4 }) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "{out:?}");
+    let liar = asked[0];
+
+    // The first peer lies: the state does not hash to the agreed digest.
+    let mut forged = good.clone();
+    forged.clients.insert(
+        (SecretKey::from_seed([9; 32]).public(), 0),
+        crate::checkpoint::LaneRecord {
+            number: 1,
+            reply: None,
+        },
+    );
+    let out = deliver(
+        &mut r,
+        liar,
+        ReplicaMessage::StateReply {
+            seq: 4,
+            state: cbase_core::codec::encode(&forged).unwrap(),
+        },
+    );
+    assert!(out.is_empty());
+    assert_eq!(r.stats().bad_state, 1);
+
+    // At once, another peer is asked, and its honest answer is installed.
+    let mut out = Vec::new();
+    r.handle(2 + SECOND + 1, Input::Tick, &mut out);
+    let next = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send(to, ReplicaMessage::StateRequest { seq: 4 }) => Some(*to),
+            _ => None,
+        })
+        .expect("another peer is asked");
+    assert_ne!(next, liar);
+    let out = deliver(
+        &mut r,
+        next,
+        ReplicaMessage::StateReply {
+            seq: 4,
+            state: cbase_core::codec::encode(&good).unwrap(),
+        },
+    );
+    assert!(
+        matches!(&out[..], [Output::InstallState { seq: 4, .. }]),
+        "{out:?}"
+    );
+    let mut out = Vec::new();
+    r.handle(
+        3 + SECOND,
+        Input::StateInstalled {
+            seq: 4,
+            state: digest,
+        },
+        &mut out,
+    );
+    assert_eq!(r.delivered(), 4);
+    assert_eq!(r.low_watermark(), 4);
+}
