@@ -102,7 +102,7 @@ fn main() {
     let (blocking, tiny, runs) = if quick {
         (500, 20_000, 1)
     } else {
-        (10_000, 200_000, 3)
+        (10_000, 1_000_000, 3)
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("machine: {cores} cores; medians of {runs} run(s) each\n");
