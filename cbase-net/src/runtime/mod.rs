@@ -292,6 +292,7 @@ impl ReplicaNode {
             },
         )));
 
+        let max_frame = config.transport.max_frame;
         let mut replica = Replica::new(
             id,
             &config.cluster,
@@ -323,7 +324,13 @@ impl ReplicaNode {
                     }
                 }
                 for output in outputs.drain(..) {
-                    route(output, &peer_queues, &to_execution, &protocol_metrics);
+                    route(
+                        output,
+                        &peer_queues,
+                        &to_execution,
+                        &protocol_metrics,
+                        max_frame,
+                    );
                 }
                 protocol_metrics.protocol.lock().clone_from(replica.stats());
                 protocol_metrics
@@ -382,6 +389,7 @@ fn route(
     peers: &BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>,
     execution: &crossbeam::channel::Sender<ExecCommand>,
     metrics: &NodeMetrics,
+    max_frame: usize,
 ) {
     let send = |to: ReplicaId, frame: Arc<Vec<u8>>| {
         if let Some(queue) = peers.get(&to) {
@@ -417,7 +425,19 @@ fn route(
                     seq,
                     state: encode_message(&state),
                 };
-                send(to, Arc::new(encode_message(&message)));
+                let frame = encode_message(&message);
+                if frame.len() > max_frame {
+                    // Sending it would only make the peer drop the connection;
+                    // transferring states this large needs chunking.
+                    tracing::error!(
+                        seq,
+                        bytes = frame.len(),
+                        max_frame,
+                        "checkpoint too large to transfer in one frame"
+                    );
+                } else {
+                    send(to, Arc::new(frame));
+                }
             }
         }
         Output::Stable { seq, state } => metrics.stable.lock().push((seq, state)),
