@@ -27,7 +27,9 @@
 //! Prints a markdown table per experiment with the paper's targets beside
 //! the figures; asserts nothing (the machine is shared and noisy).
 
-use std::collections::VecDeque;
+#[path = "../cbase-core/benches/support/pipeline.rs"]
+mod pipeline;
+
 use std::error::Error;
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -37,12 +39,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cbase::core_crate::parallelizer::{
-    PairwiseParallelizer, Parallelizer, Scheduled, TaskId, WindowFull,
-};
+use cbase::core_crate::parallelizer::{PairwiseParallelizer, Parallelizer};
 use cbase::prelude::*;
-use cbase::{ClientConfig, TableId, ValueHash};
+use cbase::{ClientConfig, TableId};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use pipeline::{Pipeline, Scheduler, TABLES, WINDOW, workload};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -1184,152 +1185,24 @@ fn report_d(d: &FileStore) -> String {
 // (e) The parallelizer alone
 // ---------------------------------------------------------------------------
 
-/// Requests in flight: the window of the paper's experiments.
-const WINDOW: usize = 150;
-/// Distinct pre-generated requests, replayed cyclically.
-const REQUESTS: usize = 4096;
-const KEYSPACE: u64 = 1_000_000;
-const TABLES: [&str; 2] = ["accounts", "orders"];
-
-/// Requests of `keys` `table[value]` keys, half read and half written, over
-/// one or two tables of a 1,000,000-value keyspace (as the core's benchmark).
-fn access_sets(keys: usize, seed: u64) -> Vec<AccessSet> {
-    let tables = TABLES.map(TableId::of);
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(state)
-    };
-    (0..REQUESTS)
-        .map(|_| {
-            let first = (next() % 2) as usize;
-            let both = next() % 2 == 0;
-            let mut set = AccessSet::none();
-            for _ in 0..keys {
-                let table = if both {
-                    tables[(next() % 2) as usize]
-                } else {
-                    tables[first]
-                };
-                let key = Key::Entry(table, ValueHash::of(&(next() % KEYSPACE)));
-                if next() % 2 == 0 {
-                    set.push_write(key);
-                } else {
-                    set.push_read(key);
-                }
-            }
-            set
-        })
-        .collect()
-}
-
-/// The surface both parallelizers share.
-trait Scheduler {
-    fn schedule(&mut self, access: &AccessSet) -> Result<Scheduled, WindowFull>;
-    fn complete(&mut self, task: TaskId, ready: &mut Vec<TaskId>);
-    fn in_flight(&self) -> usize;
-}
-
-impl Scheduler for Parallelizer {
-    fn schedule(&mut self, access: &AccessSet) -> Result<Scheduled, WindowFull> {
-        Parallelizer::schedule(self, access)
-    }
-    fn complete(&mut self, task: TaskId, ready: &mut Vec<TaskId>) {
-        Parallelizer::complete(self, task, ready);
-    }
-    fn in_flight(&self) -> usize {
-        Parallelizer::in_flight(self)
-    }
-}
-
-impl Scheduler for PairwiseParallelizer {
-    fn schedule(&mut self, access: &AccessSet) -> Result<Scheduled, WindowFull> {
-        PairwiseParallelizer::schedule(self, access)
-    }
-    fn complete(&mut self, task: TaskId, ready: &mut Vec<TaskId>) {
-        PairwiseParallelizer::complete(self, task, ready);
-    }
-    fn in_flight(&self) -> usize {
-        PairwiseParallelizer::in_flight(self)
-    }
-}
-
-/// A parallelizer kept full, as the executor keeps it: each step schedules
-/// one request and, with the window full, completes the oldest running one.
-struct Pipeline<'a, S> {
-    scheduler: S,
-    requests: &'a [AccessSet],
-    next: usize,
-    running: VecDeque<TaskId>,
-    woken: Vec<TaskId>,
-}
-
-impl<'a, S: Scheduler> Pipeline<'a, S> {
-    fn new(scheduler: S, requests: &'a [AccessSet]) -> Self {
-        let mut pipeline = Pipeline {
-            scheduler,
-            requests,
-            next: 0,
-            running: VecDeque::with_capacity(WINDOW),
-            woken: Vec::with_capacity(WINDOW),
-        };
-        for _ in 0..4 * WINDOW {
-            pipeline.step();
+/// Median nanoseconds per step over `samples` samples of about `each`.
+fn measure<S: Scheduler>(pipeline: &mut Pipeline<'_, S>, samples: usize, each: Duration) -> f64 {
+    // Warm up and size a sample.
+    let mut iterations = 64u64;
+    loop {
+        let took = pipeline.run(iterations);
+        if took >= each / 4 {
+            let per = took.as_secs_f64() / iterations as f64;
+            iterations = ((each.as_secs_f64() / per) as u64).max(1);
+            break;
         }
-        pipeline
+        iterations *= 2;
     }
-
-    #[inline]
-    fn step(&mut self) {
-        let request = &self.requests[self.next];
-        self.next = (self.next + 1) % self.requests.len();
-        let scheduled = self
-            .scheduler
-            .schedule(black_box(request))
-            .expect("the window has room");
-        if scheduled.ready {
-            self.running.push_back(scheduled.task);
-        }
-        if self.scheduler.in_flight() == WINDOW {
-            let oldest = self
-                .running
-                .pop_front()
-                .expect("with the window full, the earliest request is running");
-            self.woken.clear();
-            self.scheduler.complete(oldest, &mut self.woken);
-            self.running.extend(self.woken.iter().copied());
-        }
-    }
-
-    /// Median nanoseconds per step over `samples` samples of about `each`.
-    fn measure(&mut self, samples: usize, each: Duration) -> f64 {
-        // Warm up and size a sample.
-        let mut iterations = 64u64;
-        loop {
-            let start = Instant::now();
-            for _ in 0..iterations {
-                self.step();
-            }
-            if start.elapsed() >= each / 4 {
-                let per = start.elapsed().as_secs_f64() / iterations as f64;
-                iterations = ((each.as_secs_f64() / per) as u64).max(1);
-                break;
-            }
-            iterations *= 2;
-        }
-        let mut times: Vec<f64> = (0..samples)
-            .map(|_| {
-                let start = Instant::now();
-                for _ in 0..iterations {
-                    self.step();
-                }
-                start.elapsed().as_secs_f64() * 1e9 / iterations as f64
-            })
-            .collect();
-        median(&mut times)
-    }
+    let mut times: Vec<f64> = (0..samples)
+        .map(|_| pipeline.run(iterations).as_secs_f64() * 1e9 / iterations as f64)
+        .collect();
+    median(&mut times)
 }
-
 /// (keys, locks ns/request, pairwise ns/request).
 fn experiment_e(progress: &Progress, options: &Options) -> Vec<(usize, f64, f64)> {
     let (samples, each) = if options.quick {
@@ -1341,12 +1214,18 @@ fn experiment_e(progress: &Progress, options: &Options) -> Vec<(usize, f64, f64)
     let mut rows = Vec::new();
     for keys in [2, 10, 100] {
         progress.step(format!("(e) parallelizer, {keys} keys per request"));
-        let requests = access_sets(keys, 0x5eed + keys as u64);
-        let locks =
-            Pipeline::new(Parallelizer::new(WINDOW, &tables), &requests).measure(samples, each);
+        let requests = workload(keys, 0x5eed + keys as u64);
+        let locks = measure(
+            &mut Pipeline::new(Parallelizer::new(WINDOW, &tables), &requests),
+            samples,
+            each,
+        );
         progress.stepped();
-        let pairwise =
-            Pipeline::new(PairwiseParallelizer::new(WINDOW), &requests).measure(samples, each);
+        let pairwise = measure(
+            &mut Pipeline::new(PairwiseParallelizer::new(WINDOW), &requests),
+            samples,
+            each,
+        );
         progress.stepped();
         rows.push((keys, locks, pairwise));
     }
