@@ -267,6 +267,9 @@ pub struct DiskFiles {
     swap: RwLock<()>,
     /// Names the staging and retired directories of snapshot installs.
     generation: AtomicU64,
+    /// Whether every write is flushed to the disk before it returns
+    /// (`--sync`): local configuration, the same choice on every replica.
+    sync: bool,
 }
 
 impl DiskFiles {
@@ -294,7 +297,16 @@ impl DiskFiles {
             root,
             swap: RwLock::new(()),
             generation: AtomicU64::new(0),
+            sync: false,
         })
+    }
+
+    /// Flush every write to the disk before it returns (`fsync`): the
+    /// disk-bound setting of the paper's file system, where a write waits for
+    /// the disk and parallel execution overlaps those waits.
+    pub fn with_sync(mut self, sync: bool) -> DiskFiles {
+        self.sync = sync;
+        self
     }
 
     /// The directory holding the files, named by handle in hex.
@@ -339,7 +351,11 @@ impl DiskFiles {
             .open(&path)
             .and_then(|mut file| {
                 file.seek(SeekFrom::Start(offset))?;
-                file.write_all(data)
+                file.write_all(data)?;
+                if self.sync {
+                    file.sync_data()?;
+                }
+                Ok(())
             });
         written.unwrap_or_else(|e| disk_failure("write", &path, e));
     }
@@ -536,10 +552,15 @@ impl Container for DiskFiles {
 impl FileStore {
     /// A store with an empty root directory, keeping contents under `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<FileStore> {
+        FileStore::open_with(root, false)
+    }
+
+    /// As [`FileStore::open`], flushing every write to the disk when `sync`.
+    pub fn open_with(root: impl Into<PathBuf>, sync: bool) -> io::Result<FileStore> {
         let store = FileStore {
             inodes: Table::new(),
             dirs: Table::new(),
-            files: DiskFiles::open(root)?,
+            files: DiskFiles::open(root)?.with_sync(sync),
         };
         // Outside any request nothing is checked: this is the initial state,
         // the same on every replica.
@@ -1100,7 +1121,7 @@ async fn run() -> Result<(), BoxError> {
                 .collect::<Result<_, _>>()?;
             let stores = temp
                 .iter()
-                .map(|t| FileStore::open(t.path()))
+                .map(|t| FileStore::open_with(t.path(), cli.sync))
                 .collect::<Result<Vec<_>, _>>()?;
             let dirs: Vec<PathBuf> = stores.iter().map(FileStore::data_dir).collect();
             let stores = std::cell::RefCell::new(stores.into_iter());
@@ -1159,7 +1180,7 @@ async fn run() -> Result<(), BoxError> {
             let dir = cli
                 .dir
                 .unwrap_or_else(|| PathBuf::from(format!("./cbase-fs-data/replica-{id}")));
-            let store = FileStore::open(&dir)?;
+            let store = FileStore::open_with(&dir, cli.sync)?;
             println!(
                 "replica {id} keeps its files in {}",
                 store.data_dir().display()

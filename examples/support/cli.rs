@@ -31,13 +31,16 @@ pub struct Cli {
     pub workers: Option<usize>,
     /// `--dir PATH`: where a replica keeps files on disk (the file store).
     pub dir: Option<PathBuf>,
+    /// `--sync`: flush every write to the disk (the file store).
+    pub sync: bool,
 }
 
 pub const USAGE: &str = "usage:
   (no arguments)                                   a 4-replica local cluster and a client
   --config cluster.toml --id N --key replica-N.key  run one replica (Ctrl-C stops it)
   --config cluster.toml                            run a client against a running cluster
-options: --ops N (client operations), --workers N (per replica), --dir PATH (replica data)";
+options: --ops N (client operations; per phase for fs), --workers N (per replica),
+         --dir PATH (replica data), --sync (fs: flush every write to the disk)";
 
 impl Cli {
     /// Parses `std::env::args`, or explains what is wrong.
@@ -48,6 +51,7 @@ impl Cli {
         let mut ops = None;
         let mut workers = None;
         let mut dir = None;
+        let mut sync = false;
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -64,6 +68,7 @@ impl Cli {
                     )
                 }
                 "--dir" => dir = Some(PathBuf::from(value()?)),
+                "--sync" => sync = true,
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument `{other}`")),
             }
@@ -81,6 +86,7 @@ impl Cli {
             ops,
             workers,
             dir,
+            sync,
         })
     }
 }
