@@ -664,29 +664,36 @@ async fn garbage_instead_of_a_hello_fails_the_handshake() {
     .await;
 }
 
+/// Mirrors the transport's private hello message.
+#[derive(Serialize)]
+struct Hello {
+    protocol_version: u16,
+    role: Role,
+    ephemeral: [u8; 32],
+    nonce: [u8; 32],
+}
+
+/// Sends a hand-built hello (as replica 0) straight to `addr`.
+async fn send_raw_hello(addr: SocketAddr, protocol_version: u16, ephemeral: [u8; 32]) -> TcpStream {
+    let mut raw = TcpStream::connect(addr).await.expect("connect");
+    let hello = encode(&Hello {
+        protocol_version,
+        role: Role::Replica(0),
+        ephemeral,
+        nonce: [0; 32],
+    })
+    .expect("encode");
+    let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&hello);
+    raw.write_all(&frame).await.expect("write");
+    raw
+}
+
 #[tokio::test]
 async fn protocol_version_mismatch_fails_the_handshake() {
-    /// Mirrors the private hello message.
-    #[derive(Serialize)]
-    struct Hello {
-        protocol_version: u16,
-        role: Role,
-        ephemeral: [u8; 32],
-        nonce: [u8; 32],
-    }
     bounded(async {
         let (addr, task) = short_server().await;
-        let mut raw = TcpStream::connect(addr).await.expect("connect");
-        let hello = encode(&Hello {
-            protocol_version: PROTOCOL_VERSION + 1,
-            role: Role::Replica(0),
-            ephemeral: [9; 32],
-            nonce: [0; 32],
-        })
-        .expect("encode");
-        let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&hello);
-        raw.write_all(&frame).await.expect("write");
+        let _raw = send_raw_hello(addr, PROTOCOL_VERSION + 1, [9; 32]).await;
         let result = task.await.expect("join");
         assert!(
             matches!(&result, Err(TransportError::Handshake(m)) if m.contains("protocol version 2")),
@@ -698,26 +705,10 @@ async fn protocol_version_mismatch_fails_the_handshake() {
 
 #[tokio::test]
 async fn low_order_ephemeral_key_fails_the_handshake() {
-    #[derive(Serialize)]
-    struct Hello {
-        protocol_version: u16,
-        role: Role,
-        ephemeral: [u8; 32],
-        nonce: [u8; 32],
-    }
     bounded(async {
         let (addr, task) = short_server().await;
-        let mut raw = TcpStream::connect(addr).await.expect("connect");
-        let hello = encode(&Hello {
-            protocol_version: PROTOCOL_VERSION,
-            role: Role::Replica(0),
-            ephemeral: [0; 32], // the all-zero point: every shared secret is zero
-            nonce: [0; 32],
-        })
-        .expect("encode");
-        let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&hello);
-        raw.write_all(&frame).await.expect("write");
+        // The all-zero point: every shared secret is zero.
+        let _raw = send_raw_hello(addr, PROTOCOL_VERSION, [0; 32]).await;
         let result = task.await.expect("join");
         assert!(
             matches!(&result, Err(TransportError::Handshake(m)) if m.contains("low order")),
