@@ -93,12 +93,12 @@
 //!
 //! # Cost
 //!
-//! `schedule` and `complete` do O(1) work per key (one hash-map operation per
-//! cell, O(tables) for a bare value), plus one step per request they wake;
-//! nothing depends on how many requests are pending. Cells live inline in a
-//! map keyed by an already-mixed 64-bit key and are removed through the entry
-//! that released them (see `cells.rs`), so the map holds exactly the cells of
-//! the requests in flight. Per-request entry vectors are kept and reused with
+//! `schedule` and `complete` do O(1) work per key (one lookup in a
+//! set-associative cell table at `schedule`, none at `complete`, which goes
+//! straight to the position recorded; O(tables) for a bare value), plus one
+//! step per request they wake; nothing depends on how many requests are
+//! pending. The cell table holds exactly the cells of the requests in flight
+//! (see `cells.rs`). Per-request entry vectors are kept and reused with
 //! their slot, and queues are threaded through them, so the steady state
 //! allocates nothing.
 
@@ -110,12 +110,14 @@ mod tests;
 
 pub use pairwise::PairwiseParallelizer;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::mem;
 
 use crate::access::AccessSet;
 use crate::key::{Key, TableId};
-use cells::{CellNode, CellTable, NO_OWNER, cell_key};
+use cells::{CellPos, CellState, CellTable, Found, NO_OWNER, PremixedHasher, WRITER, cell_key};
 use lock::{MODES, Mode};
 
 /// Handle of a scheduled request: its slot in the bounded window.
@@ -175,6 +177,9 @@ pub struct Parallelizer {
     fixed: Vec<FixedNode>,
     /// Every cell some request in flight holds or waits for.
     cells: CellTable,
+    /// The waiters of each cell that has any (those with
+    /// `CellState::is_queued`), by cell key.
+    cell_queues: HashMap<u64, Queue, BuildHasherDefault<PremixedHasher>>,
     scratch: Scratch,
 }
 
@@ -200,13 +205,14 @@ impl Parallelizer {
     ///
     /// # Panics
     ///
-    /// If `capacity` is 0 or not below `u32::MAX`.
+    /// If `capacity` is 0 or not below 2³¹ − 1.
     pub fn new(capacity: usize, tables: &[TableId]) -> Parallelizer {
         assert!(capacity >= 1, "parallelizer capacity must be at least 1");
         let capacity32 = u32::try_from(capacity)
             .ok()
-            .filter(|&c| c < u32::MAX)
-            .expect("parallelizer capacity must be below u32::MAX");
+            // A cell counts its readers in 31 bits, all ones meaning a writer.
+            .filter(|&c| c < WRITER)
+            .expect("parallelizer capacity must be below 2^31 - 1");
         let tables = TableIndex::new(tables);
         let slot_count = tables.slot_count();
         Parallelizer {
@@ -216,6 +222,7 @@ impl Parallelizer {
             next_seq: 0,
             fixed: (0..1 + slot_count).map(|_| FixedNode::default()).collect(),
             cells: CellTable::default(),
+            cell_queues: HashMap::default(),
             scratch: Scratch {
                 global: 0,
                 tables: vec![0; slot_count],
@@ -252,6 +259,9 @@ impl Parallelizer {
                 capacity: self.capacity,
             });
         };
+        if self.cells.should_grow() {
+            self.grow_cells();
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         // The entry vector leaves the slot while it is filled, so that linking
@@ -307,12 +317,18 @@ impl Parallelizer {
         for entry in &entries {
             let slots = &mut self.slots;
             if entry.cell {
-                self.cells.release_with(entry.node, |node| {
-                    if node.owner == task.0 {
-                        node.owner = NO_OWNER;
-                    }
-                    release_cell(node, entry.mode, slots, ready);
-                });
+                let key = entry.node;
+                let cell = self.cells.get_mut(key, entry.pos);
+                if cell.owner == task.0 {
+                    cell.owner = NO_OWNER;
+                }
+                cell.release(entry.mode);
+                if cell.is_queued() {
+                    grant_cell_queue(key, cell, &mut self.cell_queues, slots, ready);
+                }
+                if cell.is_idle() {
+                    self.cells.remove(key, entry.pos);
+                }
             } else {
                 let node = &mut self.fixed[entry.node as usize];
                 release_fixed(node, entry.mode, slots, ready);
@@ -367,32 +383,70 @@ impl Parallelizer {
     }
 
     #[inline(always)]
-    fn acquire_cell(&mut self, cell: u64, mode: Mode, request: &mut Request) {
-        let taken = CellNode::taken(request.slot, mode);
-        if let Some(node) = self.cells.get_or_insert(cell, taken) {
-            if node.owner == request.slot {
-                // Already taken by this request, in W or (reads come after
-                // writes) in the same R: taking it again would queue behind
-                // itself.
-                return;
+    fn acquire_cell(&mut self, key: u64, mode: Mode, request: &mut Request) {
+        let fresh = CellState::taken(request.slot, mode);
+        let pos = match self.cells.find_or_insert(key, fresh) {
+            Found::Inserted(pos) => pos,
+            Found::Existing(pos) => {
+                if !self.take_existing_cell(key, pos, mode, request) {
+                    return;
+                }
+                pos
             }
-            node.owner = request.slot;
-            if node.queue.is_empty() && node.can_grant(mode) {
-                node.grant(mode);
-            } else {
-                // A non-empty cell queue always has a writer ahead (or
-                // holding), so "compatible with every waiter" reduces to
-                // "queue empty" here.
-                node.queue.push(request.next_ref(), &mut self.slots);
-                request.waiting += 1;
-            }
-        }
+        };
         request.entries.push(Entry {
-            node: cell,
+            node: key,
             next: EntryRef::NONE,
+            pos,
             mode,
             cell: true,
         });
+    }
+
+    /// Takes the existing cell `key` at `pos` for `request`, or queues it;
+    /// false if the request took it already, through an earlier key. Kept out
+    /// of line: most cells are new.
+    #[inline(never)]
+    fn take_existing_cell(
+        &mut self,
+        key: u64,
+        pos: CellPos,
+        mode: Mode,
+        request: &mut Request,
+    ) -> bool {
+        let cell = self.cells.get_mut(key, pos);
+        if cell.owner == request.slot {
+            // Already taken by this request, in W or (reads come after
+            // writes) in the same R: taking it again would queue behind
+            // itself.
+            return false;
+        }
+        cell.owner = request.slot;
+        if !cell.is_queued() && cell.can_grant(mode) {
+            cell.grant(mode);
+        } else {
+            // A non-empty cell queue always has a writer ahead (or holding),
+            // so "compatible with every waiter" reduces to "no queue" here.
+            cell.set_queued(true);
+            self.cell_queues
+                .entry(key)
+                .or_default()
+                .push(request.next_ref(), &mut self.slots);
+            request.waiting += 1;
+        }
+        true
+    }
+
+    /// Doubles the cell table and gives every entry of the requests in flight
+    /// its cell's new position.
+    #[cold]
+    fn grow_cells(&mut self) {
+        let relocate = self.cells.grow();
+        for slot in &mut self.slots {
+            for entry in slot.entries.iter_mut().filter(|e| e.cell) {
+                entry.pos = relocate(entry.node);
+            }
+        }
     }
 
     fn acquire_fixed_nodes(&mut self, request: &mut Request) {
@@ -452,6 +506,7 @@ fn acquire_fixed(
     request.entries.push(Entry {
         node: id as u64,
         next: EntryRef::NONE,
+        pos: 0,
         mode,
         cell: false,
     });
@@ -471,16 +526,32 @@ fn release_fixed(node: &mut FixedNode, mode: Mode, slots: &mut [Slot], ready: &m
     }
 }
 
-fn release_cell(node: &mut CellNode, mode: Mode, slots: &mut [Slot], ready: &mut Vec<TaskId>) {
-    node.release(mode);
-    while let Some(head) = node.queue.front() {
+/// Grants the waiters of the cell `key` from the front of its queue for as
+/// long as they are compatible with its holders, and drops the queue once
+/// empty.
+#[cold]
+fn grant_cell_queue(
+    key: u64,
+    cell: &mut CellState,
+    queues: &mut HashMap<u64, Queue, BuildHasherDefault<PremixedHasher>>,
+    slots: &mut [Slot],
+    ready: &mut Vec<TaskId>,
+) {
+    let queue = queues
+        .get_mut(&key)
+        .expect("a cell marked queued has a queue");
+    while let Some(head) = queue.front() {
         let entry = slots[head.slot()].entries[head.index()];
-        if !node.can_grant(entry.mode) {
+        if !cell.can_grant(entry.mode) {
             break;
         }
-        node.grant(entry.mode);
-        node.queue.pop_front(entry.next);
+        cell.grant(entry.mode);
+        queue.pop_front(entry.next);
         wake(slots, head.slot(), ready);
+    }
+    if queue.is_empty() {
+        queues.remove(&key);
+        cell.set_queued(false);
     }
 }
 
@@ -533,6 +604,9 @@ struct Entry {
     node: u64,
     /// The next waiter in the node's queue, while this entry is queued.
     next: EntryRef,
+    /// Where the cell is in the table if `cell` (kept up to date when the
+    /// table grows), so that releasing it costs no lookup.
+    pos: CellPos,
     mode: Mode,
     cell: bool,
 }

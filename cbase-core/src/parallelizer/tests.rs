@@ -618,6 +618,35 @@ fn access_strategy() -> impl Strategy<Value = AccessSet> {
     ]
 }
 
+/// Entries only, but many per request over a wider keyspace: the cell table
+/// grows while requests wait in cell queues, and full sets spill.
+fn large_access_strategy() -> impl Strategy<Value = AccessSet> {
+    let entries =
+        || prop::collection::vec((table_strategy(), (0u64..48).prop_map(ValueHash)), 0..24);
+    (entries(), entries()).prop_map(|(reads, writes)| {
+        let entries = |keys: Vec<(TableId, ValueHash)>| {
+            keys.into_iter()
+                .map(|(t, v)| Key::Entry(t, v))
+                .collect::<Vec<_>>()
+        };
+        AccessSet::new(entries(reads), entries(writes))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lock_parallelizer_is_sound_and_live_with_large_access_sets(
+        capacity in 1usize..32,
+        sets in prop::collection::vec(large_access_strategy(), 0..60),
+        choices in prop::collection::vec(any::<u16>(), 0..200),
+    ) {
+        let mut p = Parallelizer::new(capacity, &[t("a"), t("b")]);
+        check_run(&mut p, capacity, &sets, &choices, false)?;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
