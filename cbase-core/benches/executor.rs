@@ -8,7 +8,10 @@
 //! 2. A fully conflicting workload of tiny requests (every request writes the
 //!    same key): the overhead of the parallel machinery, W = 1 vs W = 2, 8, 32.
 //!
-//! `--quick` runs a smaller version (for smoke tests).
+//! `--quick` runs a smaller version (for smoke tests); `--only blocking` or
+//! `--only tiny` runs one of the two. Runs of different W are interleaved
+//! (W = 1, 2, 8, 32, then again), so drift in the machine's speed affects every
+//! column alike.
 
 use std::time::{Duration, Instant};
 
@@ -98,15 +101,45 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    let wanted = |part: &str| only.is_none_or(|o| o == part);
     let (blocking, tiny, runs) = if quick {
         (500, 20_000, 1)
     } else {
         (10_000, 1_000_000, 3)
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("machine: {cores} cores; medians of {runs} run(s) each\n");
+    println!("machine: {cores} cores; medians of interleaved runs\n");
 
+    if wanted("blocking") {
+        blocking_table(blocking, runs);
+    }
+    if wanted("tiny") {
+        tiny_table(tiny, runs + 2);
+    }
+}
+
+const WORKERS: [usize; 4] = [1, 2, 8, 32];
+
+/// Runs `run_once(W)` for every W in `WORKERS`, `runs` rounds interleaved;
+/// returns the median time per W.
+fn interleaved(runs: usize, mut run_once: impl FnMut(usize) -> Duration) -> Vec<Duration> {
+    let mut samples = vec![Vec::new(); WORKERS.len()];
+    for _ in 0..runs {
+        for (i, &workers) in WORKERS.iter().enumerate() {
+            samples[i].push(run_once(workers));
+        }
+    }
+    samples.into_iter().map(median).collect()
+}
+
+fn blocking_table(blocking: usize, runs: usize) {
     println!("### {blocking} independent requests that each block 1 ms\n");
     println!("| workers | time | requests/s | speedup vs W=1 | speedup / W |");
     println!("|---:|---:|---:|---:|---:|");
@@ -116,10 +149,9 @@ fn main() {
             duration: Duration::from_millis(1),
         })
     };
-    let mut baseline = None;
-    for workers in [1, 2, 8, 32] {
-        let time = median((0..runs).map(|_| run(workers, block(blocking))).collect());
-        let base = *baseline.get_or_insert(time);
+    let times = interleaved(runs, |workers| run(workers, block(blocking)));
+    let base = times[0];
+    for (&workers, &time) in WORKERS.iter().zip(&times) {
         let speedup = base.as_secs_f64() / time.as_secs_f64();
         println!(
             "| {workers} | {:.3} s | {:.0} | {speedup:.2}x | {:.2} |",
@@ -128,18 +160,15 @@ fn main() {
             speedup / workers as f64
         );
     }
+}
 
+fn tiny_table(tiny: usize, runs: usize) {
     println!("\n### {tiny} tiny requests that all conflict (every one writes the same key)\n");
     println!("| workers | time | requests/s | relative to W=1 |");
     println!("|---:|---:|---:|---:|");
-    let mut baseline = None;
-    for workers in [1, 2, 8, 32] {
-        let time = median(
-            (0..runs + 2)
-                .map(|_| run(workers, (0..tiny).map(|_| Op::Bump)))
-                .collect(),
-        );
-        let base = *baseline.get_or_insert(time);
+    let times = interleaved(runs, |workers| run(workers, (0..tiny).map(|_| Op::Bump)));
+    let base = times[0];
+    for (&workers, &time) in WORKERS.iter().zip(&times) {
         println!(
             "| {workers} | {:.3} s | {:.0} | {:.3} |",
             time.as_secs_f64(),

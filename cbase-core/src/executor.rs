@@ -1,12 +1,21 @@
 //! The executor: a worker pool fed by the parallelizer.
 //!
 //! Requests are submitted in agreed order. The [`Parallelizer`] decides when
-//! each may start; ready requests go to a crossbeam channel served by `W`
-//! worker threads. A worker that finishes a request releases its keys and, if
-//! that made other requests ready, runs one of them itself (no hand-off, so a
-//! chain of dependent requests stays on one thread) and queues the rest for the
+//! each may start; ready requests go to a job queue served by `W` worker
+//! threads. A worker that finishes a request releases its keys and, if that
+//! made other requests ready, runs one of them itself (no hand-off, so a chain
+//! of dependent requests stays on one thread) and queues the rest for the
 //! other workers. `workers(1)` is the sequential baseline (the paper's BASE): the
 //! same code path, with no concurrency.
+//!
+//! The queue lives under the scheduler's lock, and idle workers wait on their
+//! own crossbeam [`Parker`] in a stack: a new job wakes exactly one worker, the
+//! one that went idle last (its cache is the warmest), and only if no busy
+//! worker will get to it first. A shared channel instead wakes its longest
+//! waiting receiver, and may wake one that then finds the job already taken;
+//! on a conflicting workload, where every request waits for the one before,
+//! those extra wake-ups were most of the cost of running with more than one
+//! worker.
 //!
 //! Each reply goes to the sink as soon as its request finishes, tagged with the
 //! caller's sequence tag. A panicking request becomes an [`ExecError`] reply,
@@ -16,12 +25,13 @@
 //! take their snapshot and digest.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 
-use crossbeam::channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
+use crossbeam::sync::{Parker, Unparker};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::access::AccessSet;
@@ -153,7 +163,7 @@ impl ExecutorBuilder {
             .into_iter()
             .map(crate::TableId::of)
             .collect();
-        let (queue, jobs) = crossbeam::channel::unbounded();
+        let parkers: Vec<Parker> = (0..self.workers).map(|_| Parker::new()).collect();
         let shared = Arc::new(Shared {
             service,
             sched: Mutex::new(Sched {
@@ -161,18 +171,21 @@ impl ExecutorBuilder {
                 waiting: (0..self.window).map(|_| None).collect(),
                 closed: false,
                 ready: Vec::new(),
+                jobs: VecDeque::new(),
+                idle: Vec::with_capacity(self.workers),
             }),
             changed: Condvar::new(),
-            queue,
+            unparkers: parkers.iter().map(|p| p.unparker().clone()).collect(),
             sink: Box::new(sink),
         });
-        let threads = (0..self.workers)
-            .map(|i| {
+        let threads = parkers
+            .into_iter()
+            .enumerate()
+            .map(|(i, parker)| {
                 let shared = Arc::clone(&shared);
-                let jobs = jobs.clone();
                 std::thread::Builder::new()
                     .name(format!("cbase-worker-{i}"))
-                    .spawn(move || shared.serve(jobs))
+                    .spawn(move || shared.serve(i, &parker))
                     .expect("the OS refused to start a worker thread")
             })
             .collect();
@@ -209,17 +222,27 @@ struct Job<S: Service> {
     work: Work<S>,
 }
 
-enum Message<S: Service> {
-    Run(Job<S>),
-    Stop,
-}
-
 struct Sched<S: Service> {
     parallelizer: Parallelizer,
     /// Work of scheduled tasks that are not ready yet, by task slot.
     waiting: Vec<Option<Work<S>>>,
+    /// Set once the executor is idle and stopping: workers then exit.
     closed: bool,
     ready: Vec<TaskId>,
+    /// Ready jobs no worker has taken yet, oldest first.
+    jobs: VecDeque<Job<S>>,
+    /// Workers waiting for a job, the one that went idle last at the end.
+    idle: Vec<usize>,
+}
+
+/// Queues a ready job; returns the idle worker to wake for it, if any.
+fn queue_job<S: Service>(
+    jobs: &mut VecDeque<Job<S>>,
+    idle: &mut Vec<usize>,
+    job: Job<S>,
+) -> Option<usize> {
+    jobs.push_back(job);
+    idle.pop()
 }
 
 struct Shared<S: Service> {
@@ -228,7 +251,8 @@ struct Shared<S: Service> {
     /// Signalled whenever a request finishes (room in the window, maybe idle)
     /// and when the executor closes.
     changed: Condvar,
-    queue: Sender<Message<S>>,
+    /// Wakes worker `i` from its parker.
+    unparkers: Vec<Unparker>,
     sink: Box<dyn Fn(Reply<S::Response>) + Send + Sync>,
 }
 
@@ -317,9 +341,8 @@ impl<S: Service> Executor<S> {
             sched.closed = true;
             self.shared.changed.notify_all();
         }
-        for _ in &self.threads {
-            // Workers only leave their loop on Stop, so the channel is open.
-            let _ = self.shared.queue.send(Message::Stop);
+        for unparker in &self.shared.unparkers {
+            unparker.unpark();
         }
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
@@ -364,26 +387,33 @@ impl<S: Service> Shared<S> {
             .schedule(access)
             .expect("the window has room");
         if scheduled.ready {
+            let Sched { jobs, idle, .. } = &mut *sched;
+            let wake = queue_job(
+                jobs,
+                idle,
+                Job {
+                    task: scheduled.task,
+                    work,
+                },
+            );
             drop(sched);
-            self.dispatch(Job {
-                task: scheduled.task,
-                work,
-            });
+            self.wake(wake);
         } else {
             sched.waiting[scheduled.task.index()] = Some(work);
         }
         Ok(())
     }
 
-    fn dispatch(&self, job: Job<S>) {
-        // Workers hold the receiver until they get Stop, which is only sent
-        // after the executor is closed and idle, so this cannot fail.
-        let _ = self.queue.send(Message::Run(job));
+    fn wake(&self, worker: Option<usize>) {
+        if let Some(worker) = worker {
+            self.unparkers[worker].unpark();
+        }
     }
 
-    /// A worker's loop: run jobs, and the jobs they make ready, until Stop.
-    fn serve(&self, jobs: Receiver<Message<S>>) {
-        while let Ok(Message::Run(mut job)) = jobs.recv() {
+    /// Worker `me`'s loop: take a job and run it, and the jobs it makes ready,
+    /// until the executor closes.
+    fn serve(&self, me: usize, parker: &Parker) {
+        while let Some(mut job) = self.next_job(me, parker) {
             loop {
                 self.run(job.work);
                 match self.finish(job.task) {
@@ -391,6 +421,27 @@ impl<S: Service> Shared<S> {
                     None => break,
                 }
             }
+        }
+    }
+
+    /// The oldest queued job, waiting in the idle stack while there is none;
+    /// `None` once the executor has closed.
+    fn next_job(&self, me: usize, parker: &Parker) -> Option<Job<S>> {
+        let mut sched = self.sched.lock();
+        loop {
+            if let Some(job) = sched.jobs.pop_front() {
+                return Some(job);
+            }
+            if sched.closed {
+                return None;
+            }
+            // Whoever queues the next job pops us and unparks us; a token
+            // left by an unpark that came first makes `park` return at once,
+            // so no wake-up is lost between unlocking and parking.
+            if !sched.idle.contains(&me) {
+                sched.idle.push(me);
+            }
+            MutexGuard::unlocked(&mut sched, || parker.park());
         }
     }
 
@@ -432,10 +483,13 @@ impl<S: Service> Shared<S> {
             parallelizer,
             waiting,
             ready,
+            jobs,
+            idle,
             ..
         } = &mut *sched;
         parallelizer.complete(task, ready);
         let mut next = None;
+        let mut woken = Vec::new();
         for task in ready.drain(..) {
             let work = waiting[task.index()]
                 .take()
@@ -443,11 +497,15 @@ impl<S: Service> Shared<S> {
             let job = Job { task, work };
             if next.is_none() {
                 next = Some(job);
-            } else {
-                self.dispatch(job);
+            } else if let Some(worker) = queue_job(jobs, idle, job) {
+                woken.push(worker);
             }
         }
         self.changed.notify_all();
+        drop(sched);
+        for worker in woken {
+            self.wake(Some(worker));
+        }
         next
     }
 }
