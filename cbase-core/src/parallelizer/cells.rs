@@ -301,6 +301,39 @@ impl CellTable {
         &mut bucket.cells[way]
     }
 
+    /// Runs `release` on the state of the cell `key` at `pos`, then drops the
+    /// cell if that left it idle: `get_mut` and `remove` with one bucket
+    /// access.
+    ///
+    /// # Panics
+    ///
+    /// As `get_mut`.
+    #[inline(always)]
+    pub(super) fn release_at(
+        &mut self,
+        key: u64,
+        pos: CellPos,
+        release: impl FnOnce(&mut CellState),
+    ) {
+        if pos == SPILLED {
+            let cell = self.get_mut(key, pos);
+            release(cell);
+            if cell.is_idle() {
+                self.remove(key, pos);
+            }
+            return;
+        }
+        let (set, way) = (pos as usize / WAYS, pos as usize % WAYS);
+        let bucket = &mut self.sets[set];
+        assert_eq!(bucket.keys[way], key, "cell {key:016x} is not at {pos}");
+        let cell = &mut bucket.cells[way];
+        release(cell);
+        if cell.is_idle() {
+            bucket.keys[way] = EMPTY;
+            self.len -= 1;
+        }
+    }
+
     /// Drops the cell `key` at `pos`.
     #[inline(always)]
     pub(super) fn remove(&mut self, key: u64, pos: CellPos) {

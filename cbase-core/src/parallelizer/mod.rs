@@ -226,7 +226,6 @@ impl Parallelizer {
             scratch: Scratch {
                 global: 0,
                 tables: vec![0; slot_count],
-                touched: Vec::with_capacity(slot_count),
             },
             tables,
         }
@@ -272,6 +271,11 @@ impl Parallelizer {
             waiting: 0,
         };
         debug_assert!(request.entries.is_empty());
+        // Room for an entry per key and per fixed node (a bare value takes
+        // more; those grow the vector), so that pushes never reallocate.
+        request
+            .entries
+            .reserve(access.writes().len() + access.reads().len() + self.fixed.len());
 
         // Writes first, so that a cell both written and read is taken in W and
         // the read finds it already taken.
@@ -317,18 +321,16 @@ impl Parallelizer {
         for entry in &entries {
             let slots = &mut self.slots;
             if entry.cell {
-                let key = entry.node;
-                let cell = self.cells.get_mut(key, entry.pos);
-                if cell.owner == task.0 {
-                    cell.owner = NO_OWNER;
-                }
-                cell.release(entry.mode);
-                if cell.is_queued() {
-                    grant_cell_queue(key, cell, &mut self.cell_queues, slots, ready);
-                }
-                if cell.is_idle() {
-                    self.cells.remove(key, entry.pos);
-                }
+                let queues = &mut self.cell_queues;
+                self.cells.release_at(entry.node, entry.pos, |cell| {
+                    if cell.owner == task.0 {
+                        cell.owner = NO_OWNER;
+                    }
+                    cell.release(entry.mode);
+                    if cell.is_queued() {
+                        grant_cell_queue(entry.node, cell, queues, slots, ready);
+                    }
+                });
             } else {
                 let node = &mut self.fixed[entry.node as usize];
                 release_fixed(node, entry.mode, slots, ready);
@@ -355,14 +357,25 @@ impl Parallelizer {
     fn gather<const WRITE: bool>(&mut self, keys: &[Key], request: &mut Request) {
         let mode = if WRITE { Mode::Write } else { Mode::Read };
         let intention = mode.intention().bit();
+        // The table of the last entry key, its slot's salt: the keys of one
+        // request mostly name one table, and then the slot lookup and the
+        // table intention are done once.
+        let mut last: Option<(TableId, u64)> = None;
         for &key in keys {
             match key {
                 Key::Entry(table, value) => {
-                    self.scratch.global |= intention;
-                    let s = self.tables.slot(table);
-                    self.scratch.want_table(s, intention);
-                    let cell = cell_key(self.tables.salts[s], value.0);
-                    self.acquire_cell(cell, mode, request);
+                    let salt = match last {
+                        Some((seen, salt)) if seen == table => salt,
+                        _ => {
+                            self.scratch.global |= intention;
+                            let s = self.tables.slot(table);
+                            self.scratch.want_table(s, intention);
+                            let salt = self.tables.salts[s];
+                            last = Some((table, salt));
+                            salt
+                        }
+                    };
+                    self.acquire_cell(cell_key(salt, value.0), mode, request);
                 }
                 Key::All => self.scratch.global |= mode.bit(),
                 Key::Table(table) => {
@@ -459,11 +472,11 @@ impl Parallelizer {
         if let Some(mode) = Mode::join_set(mem::take(&mut scratch.global)) {
             acquire_fixed(&mut fixed[GLOBAL], GLOBAL, mode, request, slots);
         }
-        for s in scratch.touched.drain(..) {
-            let wanted = mem::take(&mut scratch.tables[s as usize]);
-            let mode = Mode::join_set(wanted).expect("a touched table slot wants a mode");
-            let node = 1 + s as usize;
-            acquire_fixed(&mut fixed[node], node, mode, request, slots);
+        for (s, wanted) in scratch.tables.iter_mut().enumerate() {
+            if let Some(mode) = Mode::join_set(mem::take(wanted)) {
+                let node = 1 + s;
+                acquire_fixed(&mut fixed[node], node, mode, request, slots);
+            }
         }
     }
 
@@ -730,21 +743,16 @@ impl ModeCounts {
 struct Scratch {
     /// The modes wanted on GLOBAL, as a mode set.
     global: u8,
-    /// The modes wanted per table slot; non-zero exactly for the slots in
-    /// `touched`.
+    /// The modes wanted per table slot (0 for none), cleared as they are
+    /// acquired. A scan of every slot per request is cheaper than tracking
+    /// which were touched: services have a handful of tables.
     tables: Vec<u8>,
-    touched: Vec<u32>,
 }
 
 impl Scratch {
     #[inline(always)]
     fn want_table(&mut self, slot: usize, modes: u8) {
-        let wanted = &mut self.tables[slot];
-        if *wanted == 0 {
-            // Table slots are bounded by TableIndex::new, well below u32::MAX.
-            self.touched.push(slot as u32);
-        }
-        *wanted |= modes;
+        self.tables[slot] |= modes;
     }
 }
 
