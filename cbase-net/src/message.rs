@@ -265,19 +265,28 @@ pub enum ReplicaMessage {
     /// Where the sender is, so peers can resend what it missed.
     Status(Status),
     /// A request for the state at a checkpoint, from a replica that fell
-    /// behind it.
+    /// behind it: the part of the encoded state from `offset` on.
     StateRequest {
         /// The checkpoint's sequence number.
         seq: Seq,
+        /// Where in the encoded state to continue.
+        offset: u64,
     },
-    /// The state at a checkpoint: an encoded
-    /// [`CheckpointState`](crate::checkpoint::CheckpointState), checked by the
-    /// receiver against the digest 2f+1 replicas signed.
+    /// One chunk of the state at a checkpoint: bytes `offset..offset +
+    /// chunk.len()` of an encoded
+    /// [`CheckpointState`](crate::checkpoint::CheckpointState) of `total`
+    /// bytes. States travel in chunks so that any size fits the transport's
+    /// frame limit; the receiver checks the whole against the digest 2f+1
+    /// replicas signed.
     StateReply {
         /// The checkpoint's sequence number.
         seq: Seq,
-        /// The encoded state.
-        state: Vec<u8>,
+        /// Where `chunk` starts in the encoded state.
+        offset: u64,
+        /// The length of the whole encoded state.
+        total: u64,
+        /// The bytes.
+        chunk: Vec<u8>,
     },
 }
 

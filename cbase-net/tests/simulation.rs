@@ -162,6 +162,10 @@ struct Scenario {
     byzantine: Option<(ReplicaId, Byzantine)>,
 }
 
+/// State bytes per transfer reply: the simulated states are a few hundred
+/// bytes, so this makes every state transfer take several chunks.
+const STATE_CHUNK: usize = 64;
+
 const MS: u64 = 1_000_000;
 /// Faults stop here; after it the network is reliable and timely.
 const HEAL: u64 = 3_000 * MS;
@@ -382,6 +386,7 @@ impl World {
             view_change_timeout: 600 * MS,
             max_pending: 1000,
             status_interval: 100 * MS,
+            max_state_bytes: 1 << 20,
         };
         let nodes = keys
             .iter()
@@ -644,7 +649,7 @@ impl World {
             }
             Output::Execute(committed) => self.execute(from, committed),
             Output::Stable { .. } | Output::ViewEntered(_) => {}
-            Output::ServeState { to, seq } => {
+            Output::ServeState { to, seq, offset } => {
                 let record = {
                     let collected = self.nodes[from as usize].collected.lock().unwrap();
                     collected
@@ -664,7 +669,19 @@ impl World {
                         let last = state.len() - 1;
                         state[last] ^= 1; // a Byzantine replica serves a bad snapshot
                     }
-                    self.replica_send(from, to, ReplicaMessage::StateReply { seq, state });
+                    // Small chunks, so that every transfer takes several.
+                    let Some(start) = usize::try_from(offset).ok().filter(|&s| s < state.len())
+                    else {
+                        return;
+                    };
+                    let end = state.len().min(start + STATE_CHUNK);
+                    let reply = ReplicaMessage::StateReply {
+                        seq,
+                        offset,
+                        total: state.len() as u64,
+                        chunk: state[start..end].to_vec(),
+                    };
+                    self.replica_send(from, to, reply);
                 }
             }
             Output::InstallState { seq, digest, state } => {

@@ -64,6 +64,10 @@ pub struct ProtocolConfig {
     /// How often (nanoseconds) a replica tells its peers where it is, so
     /// they can resend what it missed.
     pub status_interval: u64,
+    /// The largest encoded checkpoint (service state and client table, in
+    /// bytes) this replica accepts in a state transfer. It bounds the memory
+    /// a peer can make it fill before the digest check can reject a lie.
+    pub max_state_bytes: u64,
 }
 
 impl Default for ProtocolConfig {
@@ -77,6 +81,7 @@ impl Default for ProtocolConfig {
             view_change_timeout: 2_000_000_000,
             max_pending: 100_000,
             status_interval: 100_000_000,
+            max_state_bytes: 16 << 30,
         }
     }
 }
@@ -126,13 +131,15 @@ pub enum Output {
         state: Hash,
     },
     /// A peer asked for the state at checkpoint `seq`: send it a
-    /// [`ReplicaMessage::StateReply`] with this replica's checkpoint, if it
-    /// still has it.
+    /// [`ReplicaMessage::StateReply`] with the chunk of this replica's
+    /// encoded checkpoint that starts at `offset`, if it still has it.
     ServeState {
         /// The peer.
         to: ReplicaId,
         /// The checkpoint.
         seq: Seq,
+        /// Where the chunk starts in the encoded checkpoint.
+        offset: u64,
     },
     /// Replace the service state and client table with `state` (already
     /// checked against the agreed digest), then report
@@ -268,6 +275,8 @@ pub struct Replica {
     last_status: u64,
     /// A stable checkpoint this replica has not executed to.
     behind: Option<state_transfer::Behind>,
+    /// The chunks of that checkpoint received so far from the peer asked.
+    transfer: state_transfer::Transfer,
     /// A transferred state being installed by the runtime.
     installing: Option<Seq>,
     /// Each replica's latest signed checkpoint vote beyond this replica's
@@ -335,6 +344,7 @@ impl Replica {
             last_new_view: None,
             last_status: 0,
             behind: None,
+            transfer: state_transfer::Transfer::default(),
             installing: None,
             future_checkpoints: BTreeMap::new(),
             own_checkpoints: BTreeMap::new(),
@@ -447,8 +457,15 @@ impl Replica {
             ReplicaMessage::ViewChange(view_change) => self.on_view_change(from, view_change, out),
             ReplicaMessage::NewView(new_view) => self.on_new_view(from, new_view, out),
             ReplicaMessage::Status(status) => self.on_status(from, status, out),
-            ReplicaMessage::StateRequest { seq } => self.on_state_request(from, seq, out),
-            ReplicaMessage::StateReply { seq, state } => self.on_state_reply(from, seq, state, out),
+            ReplicaMessage::StateRequest { seq, offset } => {
+                self.on_state_request(from, seq, offset, out)
+            }
+            ReplicaMessage::StateReply {
+                seq,
+                offset,
+                total,
+                chunk,
+            } => self.on_state_reply(from, seq, offset, total, chunk, out),
         }
     }
 

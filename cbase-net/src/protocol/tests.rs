@@ -191,6 +191,7 @@ fn small() -> ProtocolConfig {
         view_change_timeout: 2 * SECOND,
         max_pending: 1000,
         status_interval: SECOND / 10,
+        max_state_bytes: 1 << 20,
     }
 }
 
@@ -854,7 +855,7 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
     let asked: Vec<ReplicaId> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Send(to, ReplicaMessage::StateRequest { seq: 4 }) => Some(*to),
+            Output::Send(to, ReplicaMessage::StateRequest { seq: 4, offset: 0 }) => Some(*to),
             _ => None,
         })
         .collect();
@@ -870,14 +871,7 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
             reply: None,
         },
     );
-    let out = deliver(
-        &mut r,
-        liar,
-        ReplicaMessage::StateReply {
-            seq: 4,
-            state: cbase_core::codec::encode(&forged).unwrap(),
-        },
-    );
+    let out = deliver(&mut r, liar, whole_state(4, &forged));
     assert!(out.is_empty());
     assert_eq!(r.stats().bad_state, 1);
 
@@ -887,19 +881,12 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
     let next = out
         .iter()
         .find_map(|o| match o {
-            Output::Send(to, ReplicaMessage::StateRequest { seq: 4 }) => Some(*to),
+            Output::Send(to, ReplicaMessage::StateRequest { seq: 4, offset: 0 }) => Some(*to),
             _ => None,
         })
         .expect("another peer is asked");
     assert_ne!(next, liar);
-    let out = deliver(
-        &mut r,
-        next,
-        ReplicaMessage::StateReply {
-            seq: 4,
-            state: cbase_core::codec::encode(&good).unwrap(),
-        },
-    );
+    let out = deliver(&mut r, next, whole_state(4, &good));
     assert!(
         matches!(&out[..], [Output::InstallState { seq: 4, .. }]),
         "{out:?}"
@@ -915,4 +902,281 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
     );
     assert_eq!(r.delivered(), 4);
     assert_eq!(r.low_watermark(), 4);
+}
+
+/// A state reply carrying all of `state` in one chunk.
+fn whole_state(seq: Seq, state: &crate::checkpoint::CheckpointState) -> ReplicaMessage {
+    let bytes = cbase_core::codec::encode(state).unwrap();
+    ReplicaMessage::StateReply {
+        seq,
+        offset: 0,
+        total: bytes.len() as u64,
+        chunk: bytes,
+    }
+}
+
+/// Replica 1 of 4, told by replicas 0, 2 and 3 that the state at checkpoint
+/// 4 (which it never executed) is `state`, with a client table of `lanes`
+/// lanes so that its encoding is large; returns the replica, the encoded
+/// state and its digest.
+fn behind_checkpoint_4(lanes: u32, config: ProtocolConfig) -> (Replica, Vec<u8>, Hash) {
+    use crate::checkpoint::{CheckpointState, LaneRecord};
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), config);
+    let client = SecretKey::from_seed([9; 32]).public();
+    let state = CheckpointState {
+        snapshot: cbase_core::Snapshot::from_bytes(
+            &cbase_core::codec::encode(&vec![("t".to_owned(), vec![5u8; 300])]).unwrap(),
+        )
+        .unwrap(),
+        clients: (0..lanes)
+            .map(|lane| {
+                let record = LaneRecord {
+                    number: u64::from(lane),
+                    reply: Some(vec![1, 2, 3]),
+                };
+                ((client, lane), record)
+            })
+            .collect(),
+    };
+    let digest = state.digest();
+    for voter in [0u32, 2, 3] {
+        let signature =
+            secrets[voter as usize].sign(domain::CHECKPOINT, &checkpoint_header(4, &digest, voter));
+        deliver(
+            &mut r,
+            voter,
+            ReplicaMessage::Checkpoint(Checkpoint {
+                seq: 4,
+                state: digest,
+                replica: voter,
+                signature,
+            }),
+        );
+    }
+    (r, cbase_core::codec::encode(&state).unwrap(), digest)
+}
+
+/// The state request in `out`, as (peer, offset).
+fn state_request(out: &[Output]) -> Option<(ReplicaId, u64)> {
+    out.iter().find_map(|o| match o {
+        Output::Send(to, ReplicaMessage::StateRequest { seq: 4, offset }) => Some((*to, *offset)),
+        _ => None,
+    })
+}
+
+fn chunk(bytes: &[u8], offset: usize, len: usize) -> ReplicaMessage {
+    let end = bytes.len().min(offset + len);
+    ReplicaMessage::StateReply {
+        seq: 4,
+        offset: offset as u64,
+        total: bytes.len() as u64,
+        chunk: bytes[offset..end].to_vec(),
+    }
+}
+
+#[test]
+fn a_state_larger_than_a_frame_arrives_in_chunks_asked_one_by_one() {
+    let (mut r, bytes, digest) = behind_checkpoint_4(64, small());
+    assert!(bytes.len() > 2000, "{} bytes", bytes.len());
+    let mut out = Vec::new();
+    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let (peer, offset) = state_request(&out).expect("a peer is asked");
+    assert_eq!(offset, 0);
+    let mut at = 0;
+    let mut requests = 0;
+    let out = loop {
+        let out = deliver(&mut r, peer, chunk(&bytes, at, 500));
+        at = bytes.len().min(at + 500);
+        if at == bytes.len() {
+            break out;
+        }
+        // Each chunk asks the same peer for the next one.
+        assert_eq!(state_request(&out), Some((peer, at as u64)), "{out:?}");
+        requests += 1;
+    };
+    assert!(requests >= 4);
+    assert!(
+        matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
+        "{out:?}"
+    );
+    assert_eq!(r.stats().bad_state, 0);
+}
+
+#[test]
+fn chunks_out_of_turn_are_ignored_and_chunks_that_do_not_fit_are_refused() {
+    let (mut r, bytes, digest) = behind_checkpoint_4(64, small());
+    let mut out = Vec::new();
+    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let (peer, _) = state_request(&out).expect("a peer is asked");
+    let other = (peer + 1..4).chain(0..peer).find(|&p| p != 1).unwrap();
+
+    // A peer that was not asked, and a chunk from the wrong offset: ignored,
+    // not blamed, and the transfer goes on.
+    assert!(deliver(&mut r, other, chunk(&bytes, 0, 500)).is_empty());
+    assert!(deliver(&mut r, peer, chunk(&bytes, 500, 500)).is_empty());
+    assert_eq!(r.stats().stale, 2);
+    let out = deliver(&mut r, peer, chunk(&bytes, 0, 500));
+    assert_eq!(state_request(&out), Some((peer, 500)));
+    // The same chunk again (a duplicate): ignored.
+    assert!(deliver(&mut r, peer, chunk(&bytes, 0, 500)).is_empty());
+    assert_eq!(r.stats().bad_state, 0);
+
+    // The next chunk announces a different total: the peer lied.
+    let ReplicaMessage::StateReply {
+        seq,
+        offset,
+        chunk: part,
+        ..
+    } = chunk(&bytes, 500, 500)
+    else {
+        unreachable!()
+    };
+    let lie = ReplicaMessage::StateReply {
+        seq,
+        offset,
+        total: bytes.len() as u64 + 1,
+        chunk: part,
+    };
+    assert!(deliver(&mut r, peer, lie).is_empty());
+    assert_eq!(r.stats().bad_state, 1);
+
+    // At once, another peer is asked, from the start.
+    let mut out = Vec::new();
+    r.handle(2 + SECOND, Input::Tick, &mut out);
+    let (next, offset) = state_request(&out).expect("another peer is asked");
+    assert_ne!(next, peer);
+    assert_eq!(offset, 0);
+    // Chunks still arriving from the liar are stale now.
+    assert!(deliver(&mut r, peer, chunk(&bytes, 0, 500)).is_empty());
+    // An empty chunk, and one running past the announced total, are lies too.
+    let empty = ReplicaMessage::StateReply {
+        seq: 4,
+        offset: 0,
+        total: bytes.len() as u64,
+        chunk: Vec::new(),
+    };
+    assert!(deliver(&mut r, next, empty).is_empty());
+    assert_eq!(r.stats().bad_state, 2);
+    let mut out = Vec::new();
+    r.handle(3 + SECOND, Input::Tick, &mut out);
+    let (third, _) = state_request(&out).expect("a third peer is asked");
+    let overrun = ReplicaMessage::StateReply {
+        seq: 4,
+        offset: 0,
+        total: 10,
+        chunk: bytes[..20].to_vec(),
+    };
+    assert!(deliver(&mut r, third, overrun).is_empty());
+    assert_eq!(r.stats().bad_state, 3);
+
+    // An honest peer then delivers the whole state.
+    let mut out = Vec::new();
+    r.handle(4 + SECOND, Input::Tick, &mut out);
+    let (honest, _) = state_request(&out).expect("a peer is asked again");
+    let out = deliver(&mut r, honest, whole_state_bytes(&bytes));
+    assert!(
+        matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
+        "{out:?}"
+    );
+}
+
+fn whole_state_bytes(bytes: &[u8]) -> ReplicaMessage {
+    chunk(bytes, 0, bytes.len())
+}
+
+#[test]
+fn a_state_larger_than_the_limit_is_refused_before_it_is_received() {
+    let config = ProtocolConfig {
+        max_state_bytes: 1000,
+        ..small()
+    };
+    let (mut r, bytes, _) = behind_checkpoint_4(64, config);
+    assert!(bytes.len() > 1000);
+    let mut out = Vec::new();
+    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let (peer, _) = state_request(&out).expect("a peer is asked");
+    // Refused at the first chunk, from what it announces.
+    assert!(deliver(&mut r, peer, chunk(&bytes, 0, 100)).is_empty());
+    assert_eq!(r.stats().bad_state, 1);
+}
+
+#[test]
+fn a_peer_that_stops_mid_transfer_is_replaced_and_the_transfer_restarts() {
+    let (mut r, bytes, digest) = behind_checkpoint_4(64, small());
+    let mut out = Vec::new();
+    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let (peer, _) = state_request(&out).expect("a peer is asked");
+    let out = deliver(&mut r, peer, chunk(&bytes, 0, 500));
+    assert_eq!(state_request(&out), Some((peer, 500)));
+    // Progress restarted the timeout: just before it runs out, nothing.
+    let mut out = Vec::new();
+    r.handle(1 + 2 * SECOND, Input::Tick, &mut out);
+    assert_eq!(state_request(&out), None, "{out:?}");
+    // Then the silent peer is replaced, and the new one starts from 0.
+    let mut out = Vec::new();
+    r.handle(3 + 2 * SECOND, Input::Tick, &mut out);
+    let (next, offset) = state_request(&out).expect("another peer is asked");
+    assert_ne!(next, peer);
+    assert_eq!(offset, 0);
+    assert_eq!(r.stats().bad_state, 0, "silence is not a lie");
+    let out = deliver(&mut r, next, whole_state_bytes(&bytes));
+    assert!(
+        matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_later_checkpoint_learned_mid_transfer_is_fetched_after_the_current_one() {
+    let (_, secrets) = cluster(4);
+    let (mut r, bytes, digest) = behind_checkpoint_4(64, small());
+    let mut out = Vec::new();
+    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let (peer, _) = state_request(&out).expect("a peer is asked");
+    let out = deliver(&mut r, peer, chunk(&bytes, 0, 500));
+    assert_eq!(state_request(&out), Some((peer, 500)));
+
+    // Meanwhile 2f+1 replicas agree on checkpoint 8.
+    let later = [8u8; 32];
+    for voter in [0u32, 2, 3] {
+        let signature =
+            secrets[voter as usize].sign(domain::CHECKPOINT, &checkpoint_header(8, &later, voter));
+        deliver(
+            &mut r,
+            voter,
+            ReplicaMessage::Checkpoint(Checkpoint {
+                seq: 8,
+                state: later,
+                replica: voter,
+                signature,
+            }),
+        );
+    }
+
+    // The transfer of checkpoint 4 goes on to the end and is installed.
+    let out = deliver(&mut r, peer, chunk(&bytes, 500, bytes.len()));
+    assert!(
+        matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
+        "{out:?}"
+    );
+    let mut out = Vec::new();
+    r.handle(
+        2 + SECOND,
+        Input::StateInstalled {
+            seq: 4,
+            state: digest,
+        },
+        &mut out,
+    );
+    assert_eq!(r.delivered(), 4);
+
+    // Then, execution not getting there, checkpoint 8 is fetched.
+    let mut out = Vec::new();
+    r.handle(3 + 3 * SECOND, Input::Tick, &mut out);
+    let asked = out.iter().find_map(|o| match o {
+        Output::Send(to, ReplicaMessage::StateRequest { seq: 8, offset: 0 }) => Some(*to),
+        _ => None,
+    });
+    assert!(asked.is_some(), "{out:?}");
 }

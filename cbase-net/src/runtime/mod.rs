@@ -15,6 +15,7 @@
 
 mod connections;
 pub mod execution;
+mod state_server;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -292,7 +293,7 @@ impl ReplicaNode {
             },
         )));
 
-        let max_frame = config.transport.max_frame;
+        let mut state_server = state_server::StateServer::new(config.transport.max_frame);
         let mut replica = Replica::new(
             id,
             &config.cluster,
@@ -329,7 +330,7 @@ impl ReplicaNode {
                         &peer_queues,
                         &to_execution,
                         &protocol_metrics,
-                        max_frame,
+                        &mut state_server,
                     );
                 }
                 protocol_metrics.protocol.lock().clone_from(replica.stats());
@@ -389,7 +390,7 @@ fn route(
     peers: &BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>,
     execution: &crossbeam::channel::Sender<ExecCommand>,
     metrics: &NodeMetrics,
-    max_frame: usize,
+    state_server: &mut state_server::StateServer,
 ) {
     let send = |to: ReplicaId, frame: Arc<Vec<u8>>| {
         if let Some(queue) = peers.get(&to) {
@@ -414,30 +415,10 @@ fn route(
             metrics.states_installed.fetch_add(1, Ordering::Relaxed);
             let _ = execution.send(ExecCommand::Install { seq, digest, state });
         }
-        Output::ServeState { to, seq } => {
+        Output::ServeState { to, seq, offset } => {
             let recent = metrics.recent_checkpoints.lock();
-            if let Some(record) = recent.iter().find(|r| r.seq == seq) {
-                let state = crate::checkpoint::CheckpointState {
-                    snapshot: record.snapshot.clone(),
-                    clients: record.clients.clone(),
-                };
-                let message = crate::message::ReplicaMessage::StateReply {
-                    seq,
-                    state: encode_message(&state),
-                };
-                let frame = encode_message(&message);
-                if frame.len() > max_frame {
-                    // Sending it would only make the peer drop the connection;
-                    // transferring states this large needs chunking.
-                    tracing::error!(
-                        seq,
-                        bytes = frame.len(),
-                        max_frame,
-                        "checkpoint too large to transfer in one frame"
-                    );
-                } else {
-                    send(to, Arc::new(frame));
-                }
+            if let Some(reply) = state_server.reply(&recent, seq, offset) {
+                send(to, Arc::new(encode_message(&reply)));
             }
         }
         Output::Stable { seq, state } => metrics.stable.lock().push((seq, state)),

@@ -1,0 +1,187 @@
+//! State transfer over real connections, with a state many times larger than
+//! the transport's frame limit: a replica that was down while its peers
+//! moved past several checkpoints (and discarded their logs) fetches the
+//! state in chunks, installs it, and from then on takes the same checkpoints
+//! as its peers.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use cbase_core::{
+    AccessSet, Container, Context, ExecutorBuilder, Key, Request, Service, State, Table,
+};
+use cbase_net::client::{ClientConfig, NetClient};
+use cbase_net::config::{ClusterConfig, ReplicaEntry, ReplicaId};
+use cbase_net::crypto::SecretKey;
+use cbase_net::protocol::ProtocolConfig;
+use cbase_net::runtime::{NodeConfig, ReplicaNode};
+use cbase_net::transport::TransportConfig;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+/// Frames of at most 16 KiB: the state below grows to about 200 KiB.
+const MAX_FRAME: usize = 16 * 1024;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Put {
+    key: u64,
+    len: usize,
+}
+
+impl Request for Put {
+    fn access_set(&self) -> AccessSet {
+        AccessSet::none().write(Key::entry("blobs", &self.key))
+    }
+    fn method(&self) -> &'static str {
+        "put"
+    }
+}
+
+struct Blobs {
+    blobs: Table<u64, Vec<u8>>,
+}
+
+impl State for Blobs {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        vec![("blobs", &self.blobs)]
+    }
+}
+
+struct Store(Blobs);
+
+impl Service for Store {
+    type Request = Put;
+    type Response = u64;
+    fn execute(&self, put: Put, _: &Context) -> u64 {
+        // Distinct bytes per key, so a misplaced chunk changes the digest.
+        let bytes = (0..put.len).map(|i| (put.key as usize + i) as u8).collect();
+        self.0.blobs.insert(put.key, bytes);
+        put.key
+    }
+    fn state(&self) -> &dyn State {
+        &self.0
+    }
+}
+
+fn secret(id: ReplicaId) -> SecretKey {
+    SecretKey::from_seed([id as u8 + 40; 32])
+}
+
+async fn start_replica(
+    id: ReplicaId,
+    cluster: &ClusterConfig,
+    listener: TcpListener,
+) -> ReplicaNode {
+    let config = NodeConfig {
+        id,
+        cluster: cluster.clone(),
+        secret: secret(id),
+        protocol: ProtocolConfig {
+            checkpoint_interval: 4,
+            window: 16,
+            request_timeout: 300_000_000,
+            view_change_timeout: 600_000_000,
+            ..ProtocolConfig::default()
+        },
+        transport: TransportConfig {
+            max_frame: MAX_FRAME,
+            ..TransportConfig::default()
+        },
+        executor: ExecutorBuilder::new().workers(4),
+    };
+    let service = Store(Blobs {
+        blobs: Table::new(),
+    });
+    ReplicaNode::start(config, listener, service).await.unwrap()
+}
+
+async fn put_all(client: &NetClient, keys: std::ops::Range<u64>) {
+    for key in keys {
+        let put = Put { key, len: 1024 };
+        let answer: u64 = client.call(&put).await.expect("the put is answered");
+        assert_eq!(answer, key);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_was_down_fetches_a_state_larger_than_a_frame_in_chunks() {
+    let mut listeners = Vec::new();
+    let mut replicas = Vec::new();
+    for id in 0..4 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        replicas.push(ReplicaEntry {
+            id,
+            address: listener.local_addr().unwrap().to_string(),
+            public_key: secret(id).public(),
+        });
+        listeners.push(listener);
+    }
+    let cluster = ClusterConfig { f: 1, replicas };
+    let late_listener = listeners.pop().expect("four listeners");
+    let mut nodes = Vec::new();
+    for (id, listener) in listeners.into_iter().enumerate() {
+        nodes.push(start_replica(id as ReplicaId, &cluster, listener).await);
+    }
+    let client = NetClient::connect(
+        cluster.clone(),
+        ClientConfig {
+            transport: TransportConfig {
+                max_frame: MAX_FRAME,
+                ..TransportConfig::default()
+            },
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+
+    // Replica 3 is down while the others store about 200 KiB and move past
+    // many checkpoints (every 4 sequence numbers), discarding their logs.
+    put_all(&client, 0..200).await;
+
+    // The last checkpoint taken while replica 3 was down.
+    let outage_end = nodes[0]
+        .metrics()
+        .checkpoints
+        .lock()
+        .last()
+        .expect("checkpoints")
+        .0;
+
+    let late = start_replica(3, &cluster, late_listener).await;
+    // Keep the cluster moving, so replica 3 hears of newer checkpoints.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = 200;
+    let installed = |node: &ReplicaNode| node.metrics().states_installed.load(Ordering::Relaxed);
+    while installed(&late) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "replica 3 never installed a transferred state: {:?}",
+            late.metrics().protocol.lock()
+        );
+        put_all(&client, next..next + 4).await;
+        next += 4;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // From the installed state on, replica 3 takes the checkpoints the others
+    // take: one it computed itself, after the outage, agrees with replica 0's.
+    loop {
+        assert!(Instant::now() < deadline, "replica 3 never caught up");
+        put_all(&client, next..next + 4).await;
+        next += 4;
+        let ours = late.metrics().checkpoints.lock().clone();
+        let theirs = nodes[0].metrics().checkpoints.lock().clone();
+        if ours.iter().any(|c| c.0 > outage_end && theirs.contains(c)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = late.metrics().protocol.lock().clone();
+    assert_eq!(stats.bad_state, 0, "{stats:?}");
+    assert!(stats.state_requests >= 1, "{stats:?}");
+
+    late.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
