@@ -67,9 +67,11 @@ pub(super) fn cell_key(salt: u64, value: u64) -> u64 {
 /// `Parallelizer::acquire_cell`).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct CellState {
-    /// The slot of the last request that took this cell, reset when that
-    /// request completes: so `owner == s` means the request now in slot `s`
-    /// took it, which is how a request skips a cell it reaches twice.
+    /// The tag (sequence number modulo 2³²) of the last request that took
+    /// this cell: how a request skips a cell it reaches twice. Never reset: a
+    /// live cell's last taker is at most a window behind any request that
+    /// finds it, and windows are below 2³¹, so tags of different requests
+    /// never meet here.
     pub(super) owner: u32,
     /// `QUEUED`, or'ed with `WRITER` or the number of readers.
     state: u32,
@@ -81,11 +83,11 @@ impl CellState {
         state: 0,
     };
 
-    /// A new cell, granted in `mode` to the request in `slot`.
+    /// A new cell, granted in `mode` to the request tagged `owner`.
     #[inline]
-    pub(super) fn taken(slot: u32, mode: Mode) -> CellState {
+    pub(super) fn taken(owner: u32, mode: Mode) -> CellState {
         let state = if mode == Mode::Write { WRITER } else { 1 };
-        CellState { owner: slot, state }
+        CellState { owner, state }
     }
 
     /// Whether waiters are queued on this cell.
@@ -143,8 +145,9 @@ impl CellState {
     }
 }
 
-/// Where a cell lives in the [`CellTable`]: a bucket index, or [`SPILLED`].
-/// Valid until the table grows.
+/// Where a cell lives in the [`CellTable`]: a bucket index (below 2³¹, so
+/// that a request can pack it with a mode bit), or [`SPILLED`]. Valid until
+/// the table grows.
 pub(super) type CellPos = u32;
 
 /// The position of a cell kept in the spill map.
@@ -207,7 +210,7 @@ impl CellTable {
     fn with_sets(sets: usize) -> CellTable {
         debug_assert!(sets.is_power_of_two());
         assert!(
-            sets.checked_mul(WAYS).is_some_and(|b| b < SPILLED as usize),
+            sets.checked_mul(WAYS).is_some_and(|b| b <= 1 << 31),
             "cell table of {sets} sets is too large"
         );
         CellTable {
@@ -232,7 +235,7 @@ impl CellTable {
     }
 
     /// Where `key` lives, if anywhere.
-    fn locate(&self, key: u64) -> Option<CellPos> {
+    pub(super) fn locate(&self, key: u64) -> Option<CellPos> {
         let set = self.set_of(key);
         if let Some(way) = self.sets[set].keys.iter().position(|&k| k == key) {
             return Some((set * WAYS + way) as CellPos);
@@ -301,36 +304,38 @@ impl CellTable {
         &mut bucket.cells[way]
     }
 
-    /// Runs `release` on the state of the cell `key` at `pos`, then drops the
-    /// cell if that left it idle: `get_mut` and `remove` with one bucket
-    /// access.
-    ///
-    /// # Panics
-    ///
-    /// As `get_mut`.
+    /// Runs `release` on the cell at array position `pos` (given its key and
+    /// state), then drops the cell if that left it idle.
     #[inline(always)]
-    pub(super) fn release_at(
-        &mut self,
-        key: u64,
-        pos: CellPos,
-        release: impl FnOnce(&mut CellState),
-    ) {
-        if pos == SPILLED {
-            let cell = self.get_mut(key, pos);
-            release(cell);
-            if cell.is_idle() {
-                self.remove(key, pos);
-            }
-            return;
-        }
+    pub(super) fn release_at(&mut self, pos: CellPos, release: impl FnOnce(u64, &mut CellState)) {
         let (set, way) = (pos as usize / WAYS, pos as usize % WAYS);
         let bucket = &mut self.sets[set];
-        assert_eq!(bucket.keys[way], key, "cell {key:016x} is not at {pos}");
+        let key = bucket.keys[way];
+        debug_assert_ne!(key, EMPTY, "released a free bucket at {pos}");
         let cell = &mut bucket.cells[way];
-        release(cell);
+        release(key, cell);
         if cell.is_idle() {
             bucket.keys[way] = EMPTY;
             self.len -= 1;
+        }
+    }
+
+    /// `release_at` for a cell known by key, wherever it is.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such cell: only a request holding a cell releases it.
+    pub(super) fn release_key(&mut self, key: u64, release: impl FnOnce(u64, &mut CellState)) {
+        match self.locate(key) {
+            Some(SPILLED) => {
+                let cell = self.get_mut(key, SPILLED);
+                release(key, cell);
+                if cell.is_idle() {
+                    self.remove(key, SPILLED);
+                }
+            }
+            Some(pos) => self.release_at(pos, release),
+            None => panic!("released cell {key:016x} is not in the table"),
         }
     }
 
@@ -357,11 +362,11 @@ impl CellTable {
     }
 
     /// Doubles the sets (the table never shrinks: its size follows the most
-    /// cells ever in flight, which the window bounds) and returns the function
-    /// that gives every cell its new position; every position handed out before
-    /// is invalid.
+    /// cells ever in flight, which the window bounds) and returns the old
+    /// table, whose [`key_at`](Self::key_at) tells what each position handed
+    /// out before named; all of those positions are invalid now.
     #[cold]
-    pub(super) fn grow(&mut self) -> impl Fn(u64) -> CellPos + '_ {
+    pub(super) fn grow(&mut self) -> CellTable {
         let old = mem::replace(self, CellTable::with_sets(2 * self.sets.len()));
         let in_sets = old.sets.iter().flat_map(|set| {
             set.keys
@@ -375,10 +380,12 @@ impl CellTable {
             debug_assert!(fresh, "cell {key:016x} was stored twice");
         }
         debug_assert_eq!(self.len, old.len);
-        |key| {
-            self.locate(key)
-                .unwrap_or_else(|| panic!("cell {key:016x} lost while growing"))
-        }
+        old
+    }
+
+    /// The key of the cell at array position `pos`.
+    pub(super) fn key_at(&self, pos: CellPos) -> u64 {
+        self.sets[pos as usize / WAYS].keys[pos as usize % WAYS]
     }
 }
 
@@ -413,10 +420,13 @@ mod tests {
     use super::*;
 
     fn release_and_drop(table: &mut CellTable, key: u64, pos: CellPos, mode: Mode) {
-        let state = table.get_mut(key, pos);
-        state.release(mode);
-        if state.is_idle() {
-            table.remove(key, pos);
+        if pos == SPILLED {
+            table.release_key(key, |_, state| state.release(mode));
+        } else {
+            table.release_at(pos, |found, state| {
+                assert_eq!(found, key);
+                state.release(mode);
+            });
         }
     }
 
@@ -478,10 +488,12 @@ mod tests {
         let mut spilled_seen = 0;
         for step in 0..20_000u32 {
             if table.should_grow() {
-                let relocate = table.grow();
-                let moved: Vec<CellPos> = model.iter().map(|&(key, _)| relocate(key)).collect();
-                for (cell, pos) in model.iter_mut().zip(moved) {
-                    cell.1 = pos;
+                let old = table.grow();
+                for (key, pos) in &mut model {
+                    if *pos != SPILLED {
+                        assert_eq!(old.key_at(*pos), *key);
+                    }
+                    *pos = table.locate(*key).expect("kept while growing");
                 }
             }
             let insert = model.is_empty() || next() % 100 < if step < 10_000 { 60 } else { 40 };

@@ -110,14 +110,14 @@ mod tests;
 
 pub use pairwise::PairwiseParallelizer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::mem;
 
 use crate::access::AccessSet;
 use crate::key::{Key, TableId};
-use cells::{CellPos, CellState, CellTable, Found, NO_OWNER, PremixedHasher, WRITER, cell_key};
+use cells::{CellPos, CellState, CellTable, Found, PremixedHasher, SPILLED, WRITER, cell_key};
 use lock::{MODES, Mode};
 
 /// Handle of a scheduled request: its slot in the bounded window.
@@ -178,8 +178,8 @@ pub struct Parallelizer {
     /// Every cell some request in flight holds or waits for.
     cells: CellTable,
     /// The waiters of each cell that has any (those with
-    /// `CellState::is_queued`), by cell key.
-    cell_queues: HashMap<u64, Queue, BuildHasherDefault<PremixedHasher>>,
+    /// `CellState::is_queued`), by cell key, first in line first.
+    cell_queues: CellQueues,
     scratch: Scratch,
 }
 
@@ -263,19 +263,22 @@ impl Parallelizer {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        // The entry vector leaves the slot while it is filled, so that linking
-        // into other requests' entries (in `self.slots`) does not alias it.
+        // The vectors leave the slot while they are filled, so that linking
+        // into other requests' entries (in `self.slots`) does not alias them.
+        let held = &mut self.slots[slot as usize];
         let mut request = Request {
             slot,
-            entries: mem::take(&mut self.slots[slot as usize].entries),
+            // Windows are below 2^31 requests: see `CellState::owner`.
+            tag: seq as u32,
+            entries: mem::take(&mut held.entries),
+            cells: mem::take(&mut held.cells),
+            spilled: mem::take(&mut held.spilled),
             waiting: 0,
         };
-        debug_assert!(request.entries.is_empty());
-        // Room for an entry per key and per fixed node (a bare value takes
-        // more; those grow the vector), so that pushes never reallocate.
+        debug_assert!(request.entries.is_empty() && request.cells.is_empty());
         request
-            .entries
-            .reserve(access.writes().len() + access.reads().len() + self.fixed.len());
+            .cells
+            .reserve(access.writes().len() + access.reads().len());
 
         // Writes first, so that a cell both written and read is taken in W and
         // the read finds it already taken.
@@ -286,6 +289,8 @@ impl Parallelizer {
         let ready = request.waiting == 0;
         let entry = &mut self.slots[slot as usize];
         entry.entries = request.entries;
+        entry.cells = request.cells;
+        entry.spilled = request.spilled;
         entry.seq = seq;
         entry.waiting = request.waiting;
         entry.state = if ready {
@@ -317,28 +322,39 @@ impl Parallelizer {
             ),
         }
         let start = ready.len();
-        let mut entries = mem::take(&mut self.slots[index].entries);
-        for entry in &entries {
-            let slots = &mut self.slots;
-            if entry.cell {
-                let queues = &mut self.cell_queues;
-                self.cells.release_at(entry.node, entry.pos, |cell| {
-                    if cell.owner == task.0 {
-                        cell.owner = NO_OWNER;
-                    }
-                    cell.release(entry.mode);
-                    if cell.is_queued() {
-                        grant_cell_queue(entry.node, cell, queues, slots, ready);
-                    }
-                });
+        let held = &mut self.slots[index];
+        let (mut entries, mut cells, mut spilled) = (
+            mem::take(&mut held.entries),
+            mem::take(&mut held.cells),
+            mem::take(&mut held.spilled),
+        );
+        let (slots, queues) = (&mut self.slots, &mut self.cell_queues);
+        for &packed in &cells {
+            let mode = if packed & 1 == 1 {
+                Mode::Write
             } else {
-                let node = &mut self.fixed[entry.node as usize];
-                release_fixed(node, entry.mode, slots, ready);
-            }
+                Mode::Read
+            };
+            self.cells.release_at(packed >> 1, |key, cell| {
+                release_cell(key, cell, mode, queues, slots, ready);
+            });
+        }
+        for &(key, mode) in &spilled {
+            self.cells.release_key(key, |key, cell| {
+                release_cell(key, cell, mode, queues, slots, ready);
+            });
+        }
+        for entry in &entries {
+            let node = &mut self.fixed[entry.node as usize];
+            release_fixed(node, entry.mode, slots, ready);
         }
         entries.clear();
+        cells.clear();
+        spilled.clear();
         let slot = &mut self.slots[index];
         slot.entries = entries;
+        slot.cells = cells;
+        slot.spilled = spilled;
         slot.state = SlotState::Free;
         self.free_slots.push(task.0);
 
@@ -397,7 +413,7 @@ impl Parallelizer {
 
     #[inline(always)]
     fn acquire_cell(&mut self, key: u64, mode: Mode, request: &mut Request) {
-        let fresh = CellState::taken(request.slot, mode);
+        let fresh = CellState::taken(request.tag, mode);
         let pos = match self.cells.find_or_insert(key, fresh) {
             Found::Inserted(pos) => pos,
             Found::Existing(pos) => {
@@ -407,13 +423,13 @@ impl Parallelizer {
                 pos
             }
         };
-        request.entries.push(Entry {
-            node: key,
-            next: EntryRef::NONE,
-            pos,
-            mode,
-            cell: true,
-        });
+        if pos == SPILLED {
+            request.spilled.push((key, mode));
+        } else {
+            request
+                .cells
+                .push(pos << 1 | u32::from(mode == Mode::Write));
+        }
     }
 
     /// Takes the existing cell `key` at `pos` for `request`, or queues it;
@@ -428,13 +444,13 @@ impl Parallelizer {
         request: &mut Request,
     ) -> bool {
         let cell = self.cells.get_mut(key, pos);
-        if cell.owner == request.slot {
+        if cell.owner == request.tag {
             // Already taken by this request, in W or (reads come after
             // writes) in the same R: taking it again would queue behind
             // itself.
             return false;
         }
-        cell.owner = request.slot;
+        cell.owner = request.tag;
         if !cell.is_queued() && cell.can_grant(mode) {
             cell.grant(mode);
         } else {
@@ -444,20 +460,36 @@ impl Parallelizer {
             self.cell_queues
                 .entry(key)
                 .or_default()
-                .push(request.next_ref(), &mut self.slots);
+                .push_back(CellWaiter {
+                    slot: request.slot,
+                    mode,
+                });
             request.waiting += 1;
         }
         true
     }
 
-    /// Doubles the cell table and gives every entry of the requests in flight
-    /// its cell's new position.
+    /// Doubles the cell table and gives every request in flight its cells'
+    /// new positions.
     #[cold]
     fn grow_cells(&mut self) {
-        let relocate = self.cells.grow();
+        let old = self.cells.grow();
         for slot in &mut self.slots {
-            for entry in slot.entries.iter_mut().filter(|e| e.cell) {
-                entry.pos = relocate(entry.node);
+            let packed = mem::take(&mut slot.cells);
+            for &cell in &packed {
+                let key = old.key_at(cell >> 1);
+                match self.cells.locate(key) {
+                    Some(SPILLED) => {
+                        let mode = if cell & 1 == 1 {
+                            Mode::Write
+                        } else {
+                            Mode::Read
+                        };
+                        slot.spilled.push((key, mode));
+                    }
+                    Some(pos) => slot.cells.push(pos << 1 | (cell & 1)),
+                    None => panic!("cell {key:016x} lost while growing"),
+                }
             }
         }
     }
@@ -490,7 +522,11 @@ impl Parallelizer {
 /// The request being scheduled.
 struct Request {
     slot: u32,
+    /// The request's sequence number modulo 2^32 (see `CellState::owner`).
+    tag: u32,
     entries: Vec<Entry>,
+    cells: Vec<u32>,
+    spilled: Vec<(u64, Mode)>,
     waiting: u32,
 }
 
@@ -517,11 +553,9 @@ fn acquire_fixed(
         request.waiting += 1;
     }
     request.entries.push(Entry {
-        node: id as u64,
+        node: id as u32,
         next: EntryRef::NONE,
-        pos: 0,
         mode,
-        cell: false,
     });
 }
 
@@ -539,6 +573,32 @@ fn release_fixed(node: &mut FixedNode, mode: Mode, slots: &mut [Slot], ready: &m
     }
 }
 
+/// A request waiting for a cell.
+#[derive(Clone, Copy, Debug)]
+struct CellWaiter {
+    slot: u32,
+    mode: Mode,
+}
+
+type CellQueues = HashMap<u64, VecDeque<CellWaiter>, BuildHasherDefault<PremixedHasher>>;
+
+/// Releases `mode` on the cell `key`, then grants its waiters from the front
+/// of its queue for as long as they are compatible with its holders.
+#[inline(always)]
+fn release_cell(
+    key: u64,
+    cell: &mut CellState,
+    mode: Mode,
+    queues: &mut CellQueues,
+    slots: &mut [Slot],
+    ready: &mut Vec<TaskId>,
+) {
+    cell.release(mode);
+    if cell.is_queued() {
+        grant_cell_queue(key, cell, queues, slots, ready);
+    }
+}
+
 /// Grants the waiters of the cell `key` from the front of its queue for as
 /// long as they are compatible with its holders, and drops the queue once
 /// empty.
@@ -546,21 +606,20 @@ fn release_fixed(node: &mut FixedNode, mode: Mode, slots: &mut [Slot], ready: &m
 fn grant_cell_queue(
     key: u64,
     cell: &mut CellState,
-    queues: &mut HashMap<u64, Queue, BuildHasherDefault<PremixedHasher>>,
+    queues: &mut CellQueues,
     slots: &mut [Slot],
     ready: &mut Vec<TaskId>,
 ) {
     let queue = queues
         .get_mut(&key)
         .expect("a cell marked queued has a queue");
-    while let Some(head) = queue.front() {
-        let entry = slots[head.slot()].entries[head.index()];
-        if !cell.can_grant(entry.mode) {
+    while let Some(&CellWaiter { slot, mode }) = queue.front() {
+        if !cell.can_grant(mode) {
             break;
         }
-        cell.grant(entry.mode);
-        queue.pop_front(entry.next);
-        wake(slots, head.slot(), ready);
+        cell.grant(mode);
+        queue.pop_front();
+        wake(slots, slot as usize, ready);
     }
     if queue.is_empty() {
         queues.remove(&key);
@@ -587,9 +646,16 @@ struct Slot {
     state: SlotState,
     /// Nodes asked for and not yet granted.
     waiting: u32,
-    /// Every node the request holds or waits for, released at completion; an
-    /// entry waiting in a queue also carries the link to the next waiter.
+    /// The GLOBAL and table nodes the request holds or waits for, released
+    /// at completion; an entry waiting in a queue also carries the link to
+    /// the next waiter.
     entries: Vec<Entry>,
+    /// The cells the request holds or waits for, by table position shifted
+    /// left by one, the low bit set for a write: 4 bytes per key, released at
+    /// completion without a lookup.
+    cells: Vec<u32>,
+    /// The cells that spilled out of the table's sets, by key and mode.
+    spilled: Vec<(u64, Mode)>,
 }
 
 impl Slot {
@@ -599,6 +665,8 @@ impl Slot {
             state: SlotState::Free,
             waiting: 0,
             entries: Vec::new(),
+            cells: Vec::new(),
+            spilled: Vec::new(),
         }
     }
 }
@@ -610,18 +678,14 @@ enum SlotState {
     Running,
 }
 
-/// A request's claim on one node.
+/// A request's claim on GLOBAL or a table node.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    /// The cell key if `cell`, else the index of a fixed node.
-    node: u64,
+    /// The index of the node in `Parallelizer::fixed`.
+    node: u32,
+    mode: Mode,
     /// The next waiter in the node's queue, while this entry is queued.
     next: EntryRef,
-    /// Where the cell is in the table if `cell` (kept up to date when the
-    /// table grows), so that releasing it costs no lookup.
-    pos: CellPos,
-    mode: Mode,
-    cell: bool,
 }
 
 /// Where an entry lives: slot number in the high half, index in that slot's
@@ -668,11 +732,6 @@ impl Queue {
         head: EntryRef::NONE,
         tail: EntryRef::NONE,
     };
-
-    #[inline]
-    fn is_empty(&self) -> bool {
-        self.head == EntryRef::NONE
-    }
 
     #[inline]
     fn front(&self) -> Option<EntryRef> {
