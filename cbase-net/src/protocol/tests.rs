@@ -835,23 +835,9 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
         clients: Default::default(),
     };
     let digest = good.digest();
-    for voter in [0u32, 2, 3] {
-        let signature =
-            secrets[voter as usize].sign(domain::CHECKPOINT, &checkpoint_header(4, &digest, voter));
-        deliver(
-            &mut r,
-            voter,
-            ReplicaMessage::Checkpoint(Checkpoint {
-                seq: 4,
-                state: digest,
-                replica: voter,
-                signature,
-            }),
-        );
-    }
+    vote_checkpoint(&mut r, &secrets, 4, digest);
     // Execution does not get there within the request timeout: fetch.
-    let mut out = Vec::new();
-    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let out = tick(&mut r, 1 + SECOND + 1);
     let asked: Vec<ReplicaId> = out
         .iter()
         .filter_map(|o| match o {
@@ -876,8 +862,7 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
     assert_eq!(r.stats().bad_state, 1);
 
     // At once, another peer is asked, and its honest answer is installed.
-    let mut out = Vec::new();
-    r.handle(2 + SECOND + 1, Input::Tick, &mut out);
+    let out = tick(&mut r, 2 + SECOND + 1);
     let next = out
         .iter()
         .find_map(|o| match o {
@@ -940,21 +925,31 @@ fn behind_checkpoint_4(lanes: u32, config: ProtocolConfig) -> (Replica, Vec<u8>,
             .collect(),
     };
     let digest = state.digest();
-    for voter in [0u32, 2, 3] {
-        let signature =
-            secrets[voter as usize].sign(domain::CHECKPOINT, &checkpoint_header(4, &digest, voter));
-        deliver(
-            &mut r,
-            voter,
-            ReplicaMessage::Checkpoint(Checkpoint {
-                seq: 4,
-                state: digest,
-                replica: voter,
-                signature,
-            }),
-        );
-    }
+    vote_checkpoint(&mut r, &secrets, 4, digest);
     (r, cbase_core::codec::encode(&state).unwrap(), digest)
+}
+
+/// Time passes for `r`: what it does on a tick at `now`.
+fn tick(r: &mut Replica, now: u64) -> Vec<Output> {
+    let mut out = Vec::new();
+    r.handle(now, Input::Tick, &mut out);
+    out
+}
+
+/// Replicas 0, 2 and 3 send replica `r` (replica 1) their signed votes for
+/// `state` at checkpoint `seq`.
+fn vote_checkpoint(r: &mut Replica, secrets: &[SecretKey], seq: Seq, state: Hash) {
+    for voter in [0u32, 2, 3] {
+        let header = checkpoint_header(seq, &state, voter);
+        let signature = secrets[voter as usize].sign(domain::CHECKPOINT, &header);
+        let vote = Checkpoint {
+            seq,
+            state,
+            replica: voter,
+            signature,
+        };
+        deliver(r, voter, ReplicaMessage::Checkpoint(vote));
+    }
 }
 
 /// The state request in `out`, as (peer, offset).
@@ -979,8 +974,7 @@ fn chunk(bytes: &[u8], offset: usize, len: usize) -> ReplicaMessage {
 fn a_state_larger_than_a_frame_arrives_in_chunks_asked_one_by_one() {
     let (mut r, bytes, digest) = behind_checkpoint_4(64, small());
     assert!(bytes.len() > 2000, "{} bytes", bytes.len());
-    let mut out = Vec::new();
-    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let out = tick(&mut r, 1 + SECOND + 1);
     let (peer, offset) = state_request(&out).expect("a peer is asked");
     assert_eq!(offset, 0);
     let mut at = 0;
@@ -1006,8 +1000,7 @@ fn a_state_larger_than_a_frame_arrives_in_chunks_asked_one_by_one() {
 #[test]
 fn chunks_out_of_turn_are_ignored_and_chunks_that_do_not_fit_are_refused() {
     let (mut r, bytes, digest) = behind_checkpoint_4(64, small());
-    let mut out = Vec::new();
-    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let out = tick(&mut r, 1 + SECOND + 1);
     let (peer, _) = state_request(&out).expect("a peer is asked");
     let other = (peer + 1..4).chain(0..peer).find(|&p| p != 1).unwrap();
 
@@ -1042,8 +1035,7 @@ fn chunks_out_of_turn_are_ignored_and_chunks_that_do_not_fit_are_refused() {
     assert_eq!(r.stats().bad_state, 1);
 
     // At once, another peer is asked, from the start.
-    let mut out = Vec::new();
-    r.handle(2 + SECOND, Input::Tick, &mut out);
+    let out = tick(&mut r, 2 + SECOND);
     let (next, offset) = state_request(&out).expect("another peer is asked");
     assert_ne!(next, peer);
     assert_eq!(offset, 0);
@@ -1058,8 +1050,7 @@ fn chunks_out_of_turn_are_ignored_and_chunks_that_do_not_fit_are_refused() {
     };
     assert!(deliver(&mut r, next, empty).is_empty());
     assert_eq!(r.stats().bad_state, 2);
-    let mut out = Vec::new();
-    r.handle(3 + SECOND, Input::Tick, &mut out);
+    let out = tick(&mut r, 3 + SECOND);
     let (third, _) = state_request(&out).expect("a third peer is asked");
     let overrun = ReplicaMessage::StateReply {
         seq: 4,
@@ -1071,8 +1062,7 @@ fn chunks_out_of_turn_are_ignored_and_chunks_that_do_not_fit_are_refused() {
     assert_eq!(r.stats().bad_state, 3);
 
     // An honest peer then delivers the whole state.
-    let mut out = Vec::new();
-    r.handle(4 + SECOND, Input::Tick, &mut out);
+    let out = tick(&mut r, 4 + SECOND);
     let (honest, _) = state_request(&out).expect("a peer is asked again");
     let out = deliver(&mut r, honest, whole_state_bytes(&bytes));
     assert!(
@@ -1093,8 +1083,7 @@ fn a_state_larger_than_the_limit_is_refused_before_it_is_received() {
     };
     let (mut r, bytes, _) = behind_checkpoint_4(64, config);
     assert!(bytes.len() > 1000);
-    let mut out = Vec::new();
-    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let out = tick(&mut r, 1 + SECOND + 1);
     let (peer, _) = state_request(&out).expect("a peer is asked");
     // Refused at the first chunk, from what it announces.
     assert!(deliver(&mut r, peer, chunk(&bytes, 0, 100)).is_empty());
@@ -1104,18 +1093,15 @@ fn a_state_larger_than_the_limit_is_refused_before_it_is_received() {
 #[test]
 fn a_peer_that_stops_mid_transfer_is_replaced_and_the_transfer_restarts() {
     let (mut r, bytes, digest) = behind_checkpoint_4(64, small());
-    let mut out = Vec::new();
-    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let out = tick(&mut r, 1 + SECOND + 1);
     let (peer, _) = state_request(&out).expect("a peer is asked");
     let out = deliver(&mut r, peer, chunk(&bytes, 0, 500));
     assert_eq!(state_request(&out), Some((peer, 500)));
     // Progress restarted the timeout: just before it runs out, nothing.
-    let mut out = Vec::new();
-    r.handle(1 + 2 * SECOND, Input::Tick, &mut out);
+    let out = tick(&mut r, 1 + 2 * SECOND);
     assert_eq!(state_request(&out), None, "{out:?}");
     // Then the silent peer is replaced, and the new one starts from 0.
-    let mut out = Vec::new();
-    r.handle(3 + 2 * SECOND, Input::Tick, &mut out);
+    let out = tick(&mut r, 3 + 2 * SECOND);
     let (next, offset) = state_request(&out).expect("another peer is asked");
     assert_ne!(next, peer);
     assert_eq!(offset, 0);
@@ -1131,28 +1117,13 @@ fn a_peer_that_stops_mid_transfer_is_replaced_and_the_transfer_restarts() {
 fn a_later_checkpoint_learned_mid_transfer_is_fetched_after_the_current_one() {
     let (_, secrets) = cluster(4);
     let (mut r, bytes, digest) = behind_checkpoint_4(64, small());
-    let mut out = Vec::new();
-    r.handle(1 + SECOND + 1, Input::Tick, &mut out);
+    let out = tick(&mut r, 1 + SECOND + 1);
     let (peer, _) = state_request(&out).expect("a peer is asked");
     let out = deliver(&mut r, peer, chunk(&bytes, 0, 500));
     assert_eq!(state_request(&out), Some((peer, 500)));
 
     // Meanwhile 2f+1 replicas agree on checkpoint 8.
-    let later = [8u8; 32];
-    for voter in [0u32, 2, 3] {
-        let signature =
-            secrets[voter as usize].sign(domain::CHECKPOINT, &checkpoint_header(8, &later, voter));
-        deliver(
-            &mut r,
-            voter,
-            ReplicaMessage::Checkpoint(Checkpoint {
-                seq: 8,
-                state: later,
-                replica: voter,
-                signature,
-            }),
-        );
-    }
+    vote_checkpoint(&mut r, &secrets, 8, [8u8; 32]);
 
     // The transfer of checkpoint 4 goes on to the end and is installed.
     let out = deliver(&mut r, peer, chunk(&bytes, 500, bytes.len()));
@@ -1172,8 +1143,7 @@ fn a_later_checkpoint_learned_mid_transfer_is_fetched_after_the_current_one() {
     assert_eq!(r.delivered(), 4);
 
     // Then, execution not getting there, checkpoint 8 is fetched.
-    let mut out = Vec::new();
-    r.handle(3 + 3 * SECOND, Input::Tick, &mut out);
+    let out = tick(&mut r, 3 + 3 * SECOND);
     let asked = out.iter().find_map(|o| match o {
         Output::Send(to, ReplicaMessage::StateRequest { seq: 8, offset: 0 }) => Some(*to),
         _ => None,
