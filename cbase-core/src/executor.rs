@@ -10,8 +10,9 @@
 //!
 //! The queue lives under the scheduler's lock, and idle workers wait on their
 //! own crossbeam [`Parker`] in a stack: a new job wakes exactly one worker, the
-//! one that went idle last (its cache is the warmest), and only if no busy
-//! worker will get to it first. A shared channel instead wakes its longest
+//! one that went idle last (its cache is the warmest), and none if no worker
+//! is idle (a busy one takes the job when it finishes). A shared channel
+//! instead wakes its longest
 //! waiting receiver, and may wake one that then finds the job already taken;
 //! on a conflicting workload, where every request waits for the one before,
 //! those extra wake-ups were most of the cost of running with more than one
