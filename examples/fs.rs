@@ -1068,6 +1068,18 @@ where
     Ok(wrong)
 }
 
+/// Prints the result of `verify`: how many blocks read back wrong.
+fn print_data_check(wrong: u64) {
+    println!(
+        "data:     {}",
+        if wrong == 0 {
+            "every block read back as written".to_owned()
+        } else {
+            format!("{wrong} blocks WRONG")
+        }
+    );
+}
+
 fn print_phases(phases: &[Phase]) {
     println!(
         "{:<18} {:>7} {:>7} {:>9} {:>10} {:>8}",
@@ -1149,14 +1161,7 @@ async fn run() -> Result<(), BoxError> {
             let (phases, run) = workload(fs.clone(), blocks).await?;
             print_phases(&phases);
             let wrong = verify(&fs, &run).await?;
-            println!(
-                "data:     {}",
-                if wrong == 0 {
-                    "every block read back as written".to_owned()
-                } else {
-                    format!("{wrong} blocks WRONG")
-                }
-            );
+            print_data_check(wrong);
             let (checkpoints, agree) = cli::digests_agree(&cluster);
             println!(
                 "digests:  {checkpoints} checkpoints on every replica, {}",
@@ -1200,14 +1205,7 @@ async fn run() -> Result<(), BoxError> {
             let (phases, run) = workload(fs.clone(), blocks).await?;
             print_phases(&phases);
             let wrong = verify(&fs, &run).await?;
-            println!(
-                "data:     {}",
-                if wrong == 0 {
-                    "every block read back as written".to_owned()
-                } else {
-                    format!("{wrong} blocks WRONG")
-                }
-            );
+            print_data_check(wrong);
             if wrong != 0 {
                 return Err("data read back wrong".into());
             }
