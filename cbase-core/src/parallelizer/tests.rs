@@ -373,6 +373,92 @@ fn idle_cells_are_recycled() {
     assert_eq!(p.cell_nodes(), 0);
 }
 
+/// Entries of several tables interleaved in one request each take their own
+/// table's cell, whichever table came just before.
+#[test]
+fn entries_alternating_between_tables_keep_their_tables() {
+    let mut p = Parallelizer::new(8, &[t("a"), t("b"), t("c")]);
+    let named = [
+        ("a", 1),
+        ("b", 2),
+        ("a", 3),
+        ("c", 4),
+        ("b", 5),
+        ("a", 6),
+        ("u", 7),
+    ];
+    let mixed = writes(&named.map(|(table, n)| entry(table, n)));
+    for (table, n) in named {
+        assert!(
+            waits(&mut p, &mixed, &reads(&[entry(table, n)])),
+            "{table}[{n}]"
+        );
+        let other = if table == "a" { "b" } else { "a" };
+        assert!(
+            !waits(&mut p, &mixed, &reads(&[entry(other, n)])),
+            "{other}[{n}]"
+        );
+    }
+}
+
+/// Bare values (one cell per table slot) among many entries, in the writes
+/// with many reads after them.
+#[test]
+fn bare_values_among_many_keys() {
+    let mut p = two_tables(4);
+    let access = AccessSet::new(
+        (0..20).map(|n| entry("b", n)).collect(),
+        vec![
+            Key::Value(v(100)),
+            entry("a", 1),
+            Key::Value(v(101)),
+            Key::Value(v(102)),
+        ],
+    );
+    assert!(waits(&mut p, &access, &reads(&[entry("u", 101)])));
+    assert!(waits(&mut p, &access, &reads(&[entry("b", 102)])));
+    assert!(waits(&mut p, &access, &writes(&[entry("b", 19)])));
+    assert!(waits(&mut p, &access, &reads(&[entry("a", 1)])));
+    assert!(!waits(&mut p, &access, &reads(&[entry("b", 20)])));
+    assert!(!waits(&mut p, &access, &reads(&[entry("b", 19)])));
+}
+
+/// A cell that spilled out of a full set stays the one cell of its key after
+/// ways of its set free up: a later request finds it (and waits) rather than
+/// storing a second cell in a freed way. With and without padding keys, so
+/// that both the few-keys path and the two-phase path are checked.
+#[test]
+fn a_spilled_cell_is_found_after_its_set_frees_up() {
+    for pad in [0, FEW_KEYS] {
+        let mut p = two_tables(8);
+        let salt = p.tables.salts[p.tables.slot(t("a"))];
+        // Cells agreeing in their low 16 bits share a set in any table of up
+        // to 2^16 sets; four fill it (a set has four ways) and the fifth
+        // spills.
+        let home = cell_key(salt, 0) & 0xffff;
+        let values: Vec<u64> = (0..)
+            .filter(|&n| cell_key(salt, n) & 0xffff == home)
+            .take(5)
+            .collect();
+        let padded = |keys: Vec<Key>, base: u64| {
+            let padding = (base..base + pad as u64).map(|n| entry("b", n)).collect();
+            AccessSet::new(padding, keys)
+        };
+        let fill = padded(values[..4].iter().map(|&n| entry("a", n)).collect(), 0);
+        let (filler, ready) = schedule(&mut p, &fill);
+        assert!(ready);
+        let spill = padded(vec![entry("a", values[4])], 100);
+        let (holder, ready) = schedule(&mut p, &spill);
+        assert!(ready, "pad {pad}");
+        assert!(complete(&mut p, filler).is_empty());
+        let (late, ready) = schedule(&mut p, &spill);
+        assert!(!ready, "pad {pad}: the spilled cell is still held");
+        assert_eq!(complete(&mut p, holder), vec![late]);
+        assert!(complete(&mut p, late).is_empty());
+        assert_eq!(p.cell_nodes(), 0);
+    }
+}
+
 #[test]
 fn many_tables_use_the_sorted_lookup() {
     let names: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
@@ -608,9 +694,14 @@ fn key_strategy() -> impl Strategy<Value = Key> {
 }
 
 fn access_strategy() -> impl Strategy<Value = AccessSet> {
+    sized_access_strategy(4)
+}
+
+/// Up to `max_keys` keys of `key_strategy`, or the exclusive rule.
+fn sized_access_strategy(max_keys: usize) -> impl Strategy<Value = AccessSet> {
     prop_oneof![
         1 => Just(AccessSet::exclusive()),
-        12 => (0usize..=4)
+        12 => (0usize..=max_keys)
             .prop_flat_map(|n| (0..=n).prop_flat_map(move |r| {
                 (prop::collection::vec(key_strategy(), r), prop::collection::vec(key_strategy(), n - r))
             }))
@@ -618,18 +709,27 @@ fn access_strategy() -> impl Strategy<Value = AccessSet> {
     ]
 }
 
-/// Entries only, but many per request over a wider keyspace: the cell table
-/// grows while requests wait in cell queues, and full sets spill.
+/// Many keys per request over a wider keyspace, mostly entries of tables
+/// that alternate at random: the cell table grows while requests wait in cell
+/// queues, full sets spill, runs of entries break on a third table, and bare
+/// values (a cell per table slot) and wildcards fall in the middle of long
+/// runs.
 fn large_access_strategy() -> impl Strategy<Value = AccessSet> {
-    let entries =
-        || prop::collection::vec((table_strategy(), (0u64..48).prop_map(ValueHash)), 0..24);
-    (entries(), entries()).prop_map(|(reads, writes)| {
-        let entries = |keys: Vec<(TableId, ValueHash)>| {
-            keys.into_iter()
-                .map(|(t, v)| Key::Entry(t, v))
-                .collect::<Vec<_>>()
-        };
-        AccessSet::new(entries(reads), entries(writes))
+    let value = || (0u64..48).prop_map(ValueHash);
+    let key = move || {
+        prop_oneof![
+            40 => (table_strategy(), value()).prop_map(|(t, v)| Key::Entry(t, v)),
+            2 => value().prop_map(Key::Value),
+            1 => table_strategy().prop_map(Key::Table),
+        ]
+    };
+    let keys = move || prop::collection::vec(key(), 0..24);
+    (keys(), keys(), 0u8..40).prop_map(|(reads, mut writes, all)| {
+        // Rarely, a request that conflicts with everything.
+        if all == 0 {
+            writes.push(Key::All);
+        }
+        AccessSet::new(reads, writes)
     })
 }
 
@@ -686,13 +786,33 @@ proptest! {
     fn lock_parallelizer_admits_exactly_the_non_conflicting(
         sets in prop::collection::vec(access_strategy(), 0..24),
     ) {
-        let capacity = sets.len().max(1);
-        let mut locks = Parallelizer::new(capacity, &[t("a"), t("b"), t("c")]);
-        let mut pairs = PairwiseParallelizer::new(capacity);
-        for (j, set) in sets.iter().enumerate() {
-            let expected = !(0..j).any(|i| conflicts(&sets[i], set));
-            prop_assert_eq!(pairs.schedule(set).expect("room").ready, expected);
-            prop_assert_eq!(locks.schedule(set).expect("room").ready, expected, "request {}", j);
-        }
+        admits_exactly_the_non_conflicting(&sets)?;
     }
+
+    /// The same with requests of up to 14 keys, so that the two-phase path
+    /// (more than `FEW_KEYS` keys) is checked for precision too.
+    #[test]
+    fn lock_parallelizer_admits_exactly_the_non_conflicting_with_many_keys(
+        sets in prop::collection::vec(sized_access_strategy(14), 0..16),
+    ) {
+        admits_exactly_the_non_conflicting(&sets)?;
+    }
+}
+
+/// See `lock_parallelizer_admits_exactly_the_non_conflicting`.
+fn admits_exactly_the_non_conflicting(sets: &[AccessSet]) -> Result<(), TestCaseError> {
+    let capacity = sets.len().max(1);
+    let mut locks = Parallelizer::new(capacity, &[t("a"), t("b"), t("c")]);
+    let mut pairs = PairwiseParallelizer::new(capacity);
+    for (j, set) in sets.iter().enumerate() {
+        let expected = !(0..j).any(|i| conflicts(&sets[i], set));
+        prop_assert_eq!(pairs.schedule(set).expect("room").ready, expected);
+        prop_assert_eq!(
+            locks.schedule(set).expect("room").ready,
+            expected,
+            "request {}",
+            j
+        );
+    }
+    Ok(())
 }
