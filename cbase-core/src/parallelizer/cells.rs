@@ -69,6 +69,8 @@ pub(super) fn cell_key(salt: u64, value: u64) -> u64 {
 /// The lock state of one cell: 8 bytes. Cells are only taken in `R` and `W`,
 /// so holders fit in one counter and no waiter counts are needed (see
 /// `Parallelizer::acquire_cell`).
+///
+/// Aligned as one word, so that storing a new cell's state is one store.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(8))]
 pub(super) struct CellState {
@@ -215,7 +217,7 @@ impl CellTable {
     fn with_sets(sets: usize) -> CellTable {
         debug_assert!(sets.is_power_of_two());
         assert!(
-            sets.checked_mul(WAYS).is_some_and(|b| b <= 1 << 30),
+            sets.checked_mul(WAYS).is_some_and(|b| b <= 1 << 31),
             "cell table of {sets} sets is too large"
         );
         CellTable {
@@ -264,9 +266,7 @@ impl CellTable {
     /// way; the caller takes that key the general way. Returns how many keys
     /// were stored: fewer than `keys` if it stopped early.
     ///
-    /// `out` must be at least as long as `keys`. A key of 0 always stops the
-    /// run: a free way of its set matches it, and a set without one stops
-    /// the run anyway.
+    /// `out` must be at least as long as `keys`.
     #[inline(always)]
     pub(super) fn insert_new_run(
         &mut self,
