@@ -433,7 +433,6 @@ impl Parallelizer {
         later: usize,
     ) -> usize {
         let mode = if WRITE { Mode::Write } else { Mode::Read };
-        let intention = mode.intention().bit();
         let Parallelizer {
             tables,
             scratch,
@@ -448,9 +447,7 @@ impl Parallelizer {
         while let Some(&key) = keys.get(next) {
             match key {
                 Key::Entry(t, _) => {
-                    scratch.global |= intention;
-                    let s = tables.slot(t);
-                    scratch.want_table(s, intention);
+                    let s = scratch.want_entry_table(tables, t, mode);
                     let seen = (t, tables.salts[s]);
                     let pair = match recent {
                         Some([latest, _]) => [seen, latest],
@@ -462,22 +459,16 @@ impl Parallelizer {
                     next += run;
                     continue;
                 }
-                Key::All => scratch.global |= mode.bit(),
-                Key::Table(t) => {
-                    scratch.global |= intention;
-                    let s = tables.slot(t);
-                    scratch.want_table(s, mode.bit());
-                }
+                Key::All | Key::Table(_) => scratch.want_wildcard(tables, key, mode),
                 Key::Value(value) => {
-                    scratch.global |= intention;
+                    scratch.want_wildcard(tables, key, mode);
                     // Room for one cell per slot, and one per key left.
                     let room = named + tables.slot_count() + (keys.len() - next - 1) + later;
                     if cells.len() < room {
                         cells.resize(room, 0);
                     }
-                    for s in 0..tables.slot_count() {
-                        scratch.want_table(s, intention);
-                        cells[named] = cell_key(tables.salts[s], value.0);
+                    for &salt in &tables.salts {
+                        cells[named] = cell_key(salt, value.0);
                         named += 1;
                     }
                 }
@@ -527,7 +518,6 @@ impl Parallelizer {
     #[inline(always)]
     fn take_each<const WRITE: bool>(&mut self, keys: &[Key], request: &mut Request) {
         let mode = if WRITE { Mode::Write } else { Mode::Read };
-        let intention = mode.intention().bit();
         // The table of the last entry key, its slot's salt: the keys of one
         // request mostly name one table, and then the slot lookup and the
         // table intention are done once.
@@ -538,9 +528,7 @@ impl Parallelizer {
                     let salt = match last {
                         Some((seen, salt)) if seen == table => salt,
                         _ => {
-                            self.scratch.global |= intention;
-                            let s = self.tables.slot(table);
-                            self.scratch.want_table(s, intention);
+                            let s = self.scratch.want_entry_table(&self.tables, table, mode);
                             let salt = self.tables.salts[s];
                             last = Some((table, salt));
                             salt
@@ -548,16 +536,10 @@ impl Parallelizer {
                     };
                     self.take_cell(cell_key(salt, value.0), mode, request);
                 }
-                Key::All => self.scratch.global |= mode.bit(),
-                Key::Table(table) => {
-                    self.scratch.global |= intention;
-                    let s = self.tables.slot(table);
-                    self.scratch.want_table(s, mode.bit());
-                }
+                Key::All | Key::Table(_) => self.scratch.want_wildcard(&self.tables, key, mode),
                 Key::Value(value) => {
-                    self.scratch.global |= intention;
+                    self.scratch.want_wildcard(&self.tables, key, mode);
                     for s in 0..self.tables.slot_count() {
-                        self.scratch.want_table(s, intention);
                         let cell = cell_key(self.tables.salts[s], value.0);
                         self.take_cell(cell, mode, request);
                     }
@@ -986,9 +968,39 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// Records the intention an entry of `table` in `mode` wants on GLOBAL
+    /// and on the table's slot; returns the slot.
     #[inline(always)]
-    fn want_table(&mut self, slot: usize, modes: u8) {
-        self.tables[slot] |= modes;
+    fn want_entry_table(&mut self, tables: &TableIndex, table: TableId, mode: Mode) -> usize {
+        let intention = mode.intention().bit();
+        self.global |= intention;
+        let slot = tables.slot(table);
+        self.tables[slot] |= intention;
+        slot
+    }
+
+    /// Records what a key other than an entry wants on GLOBAL and the table
+    /// slots: `*` takes GLOBAL in `mode`, `t[*]` takes its slot in `mode`,
+    /// and a bare value takes an intention on every slot (its cells are the
+    /// caller's to take). An entry is recorded as by `want_entry_table`.
+    fn want_wildcard(&mut self, tables: &TableIndex, key: Key, mode: Mode) {
+        let intention = mode.intention().bit();
+        match key {
+            Key::All => self.global |= mode.bit(),
+            Key::Table(table) => {
+                self.global |= intention;
+                self.tables[tables.slot(table)] |= mode.bit();
+            }
+            Key::Value(_) => {
+                self.global |= intention;
+                for wanted in &mut self.tables {
+                    *wanted |= intention;
+                }
+            }
+            Key::Entry(table, _) => {
+                self.want_entry_table(tables, table, mode);
+            }
+        }
     }
 }
 
