@@ -1085,11 +1085,14 @@ fn name_entry_run(
         let Key::Entry(table, value) = key else {
             break;
         };
-        if table != first && table != second {
+        // Keys alternating between two tables at random would mispredict a
+        // branch on which table it is (measured: 27 per 100-key request),
+        // so neither test branches on it: the key is in the pair iff one of
+        // the xors is zero (LLVM splits `a != x & a != y` into two branches,
+        // not a `min`), and a conditional move picks the salt.
+        if (table.0 ^ first.0).min(table.0 ^ second.0) != 0 {
             break;
         }
-        // Keys alternating between two tables at random would mispredict a
-        // branch here: a conditional move picks the salt.
         let salt = if table == first {
             first_salt
         } else {
