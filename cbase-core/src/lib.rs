@@ -11,6 +11,8 @@
 //! shows them written by hand.
 
 #![warn(missing_docs)]
+// One exception, a cache prefetch hint in the parallelizer, says why.
+#![deny(unsafe_code)]
 
 pub mod access;
 pub mod client;

@@ -105,7 +105,7 @@
 //! With large access sets, the cell table's cache misses and the per-key
 //! instructions are the whole cost, so `schedule` works in two phases: it
 //! first names every cell (one slot lookup per run of entries of the same
-//! one or two tables) and reads each cell's set, so that the misses of all
+//! one or two tables) and prefetches each cell's set, so that the misses of all
 //! the keys are in flight together; then it takes the cells in one tight
 //! loop for the common case (a new cell in a set with a free way), leaving
 //! existing, duplicate and spilling cells to the general path. `complete`
@@ -422,7 +422,7 @@ impl Parallelizer {
     /// and on each table slot as mode sets, joined and acquired once every
     /// key has been seen. `WRITE` makes the mode a constant in the loop.
     ///
-    /// Each cell's set is read here, so that the cache misses of all the
+    /// Each cell's set is prefetched here, so that the cache misses of all the
     /// keys overlap rather than stalling phase two one by one.
     #[inline(always)]
     fn name_cells<const WRITE: bool>(
@@ -1067,7 +1067,7 @@ impl TableIndex {
 
 /// Writes the cells of the leading run of entries of the two `tables`
 /// (table and salt) in `keys` (at least one) to `out`, which has room for all
-/// of `keys`, reading each one's set so that its cache miss starts now;
+/// of `keys`, prefetching each one's set so that its cache miss starts now;
 /// returns the length of the run.
 #[inline(always)]
 fn name_entry_run(
@@ -1079,7 +1079,6 @@ fn name_entry_run(
     // A short `out` would end the run early and stall the caller.
     assert!(out.len() >= keys.len(), "no room for the cells named");
     let [(first, first_salt), (second, second_salt)] = tables;
-    let mut touched = 0;
     let mut run = 0;
     for (&key, out) in keys.iter().zip(out) {
         let Key::Entry(table, value) = key else {
@@ -1099,12 +1098,10 @@ fn name_entry_run(
             second_salt
         };
         let cell = cell_key(salt, value.0);
-        touched ^= cells.touch(cell);
+        cells.prefetch(cell);
         *out = cell;
         run += 1;
     }
-    // Keeps the reads: nothing else uses them.
-    std::hint::black_box(touched);
     run
 }
 
