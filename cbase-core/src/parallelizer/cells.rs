@@ -314,25 +314,32 @@ impl CellTable {
     /// [`insert_new_run`](Self::insert_new_run) wrote them: position and
     /// mode bit), one after another, dropping those left idle: the common
     /// case, kept in one tight loop. Stops before the first cell that has
-    /// waiters; the caller releases that one the general way. Returns how
-    /// many were released: fewer than `packed` if it stopped early.
+    /// waiters or was not taken in `WRITE` mode; the caller releases a cell
+    /// with waiters the general way. Returns how many were released: fewer
+    /// than `packed` if it stopped early.
+    ///
+    /// A request lists its written cells before its read ones, so its list
+    /// is mostly two runs, and the mode is a constant in each.
     #[inline(always)]
-    pub(super) fn release_run(&mut self, packed: &[u32]) -> usize {
+    pub(super) fn release_run<const WRITE: bool>(&mut self, packed: &[u32]) -> usize {
         let sets = &mut self.sets[..];
+        // Positions are in bounds: the mask only lets the compiler see it.
+        let mask = sets.len() - 1;
         let mut released = 0;
         let mut dropped = 0;
         for &cell in packed {
             let pos = (cell >> 1) as usize;
-            let (set, way) = (pos / WAYS, pos % WAYS);
+            let (set, way) = ((pos / WAYS) & mask, pos % WAYS);
             let bucket = &mut sets[set];
-            let state = &mut bucket.cells[way].state;
-            if *state & QUEUED != 0 {
+            let state = bucket.cells[way].state;
+            if (state & QUEUED != 0) | ((cell & 1 == 1) != WRITE) {
                 break;
             }
             // Without a queue, the state is the holders: a writer leaves
             // none, a reader one fewer.
-            *state = if cell & 1 == 1 { 0 } else { *state - 1 };
-            if *state == 0 {
+            let left = if WRITE { 0 } else { state - 1 };
+            bucket.cells[way].state = left;
+            if left == 0 {
                 bucket.keys[way] = EMPTY;
                 dropped += 1;
             }

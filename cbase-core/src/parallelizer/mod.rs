@@ -348,15 +348,17 @@ impl Parallelizer {
         );
         let (slots, queues) = (&mut self.slots, &mut self.cell_queues);
         let mut next = 0;
-        while next < cells.len() {
-            next += self.cells.release_run(&cells[next..]);
-            if next < cells.len() {
-                let packed = cells[next];
-                let mode = if packed & 1 == 1 {
-                    Mode::Write
-                } else {
-                    Mode::Read
-                };
+        while let Some(&packed) = cells.get(next) {
+            let write = packed & 1 == 1;
+            let run = if write {
+                self.cells.release_run::<true>(&cells[next..])
+            } else {
+                self.cells.release_run::<false>(&cells[next..])
+            };
+            next += run;
+            if run == 0 {
+                // The run stopped at its first cell: that one has waiters.
+                let mode = if write { Mode::Write } else { Mode::Read };
                 self.cells.release_at(packed >> 1, |key, cell| {
                     release_cell(key, cell, mode, queues, slots, ready);
                 });
