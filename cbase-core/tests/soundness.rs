@@ -79,7 +79,7 @@ impl Service for RecorderService {
             x = x.wrapping_mul(31).wrapping_add(u64::from(i));
             std::hint::black_box(x);
         }
-        if probe.spin % 7 == 0 {
+        if probe.spin.is_multiple_of(7) {
             std::thread::yield_now();
         }
         let end = recorder.clock.fetch_add(1, Ordering::SeqCst);

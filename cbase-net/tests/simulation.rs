@@ -721,7 +721,7 @@ impl World {
         message: ReplicaMessage,
     ) -> ReplicaMessage {
         match message {
-            ReplicaMessage::PrePrepare(pp) if to % 2 == 0 => {
+            ReplicaMessage::PrePrepare(pp) if to.is_multiple_of(2) => {
                 // Odd backups get the real proposal, even ones an empty one.
                 let proposal = Proposal {
                     timestamp: pp.proposal.timestamp,

@@ -616,7 +616,7 @@ fn check_run<S: Scheduler>(
         }
 
         let choice = choices.next().unwrap_or(0) as usize;
-        let want_schedule = choice % 3 != 0 || running.is_empty();
+        let want_schedule = !choice.is_multiple_of(3) || running.is_empty();
         if next < n && want_schedule {
             if in_flight == capacity {
                 prop_assert!(

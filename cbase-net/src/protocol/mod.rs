@@ -305,7 +305,7 @@ impl Replica {
         assert!(
             config.checkpoint_interval > 0
                 && config.window >= config.checkpoint_interval
-                && config.window % config.checkpoint_interval == 0,
+                && config.window.is_multiple_of(config.checkpoint_interval),
             "the window must be a positive multiple of the checkpoint interval"
         );
         let n = cluster.n();
@@ -793,7 +793,7 @@ impl Replica {
                 seq,
                 digest: pre_prepare.digest,
                 proposal: pre_prepare.proposal.clone(),
-                checkpoint: seq % self.config.checkpoint_interval == 0,
+                checkpoint: seq.is_multiple_of(self.config.checkpoint_interval),
             }));
             self.delivered = seq;
         }
