@@ -7,8 +7,10 @@
 //! * cell keys are already well-mixed 64-bit values ([`cell_key`]), so the
 //!   table uses them as their own hash;
 //! * it is set-associative: a key's home is one 64-byte set of four buckets
-//!   (keys first, then 8-byte lock states), so a lookup reads one cache line
-//!   and compares four words, with no probe sequence;
+//!   (the keys' low halves, their high halves, then 8-byte lock states), so
+//!   a lookup reads one cache line and, with two SSE2 compares, tests all
+//!   four ways at once for the key and for a free bucket, with no probe
+//!   sequence;
 //! * a cell never moves while it lives (until the table grows), so the request
 //!   that takes it records its [`CellPos`] and `complete` goes straight to it:
 //!   releasing costs no lookup;
@@ -57,13 +59,13 @@ const QUEUED: u32 = 1 << 31;
 /// uniform already (blake3 output), but callers may build them from small
 /// integers: a folded 64×64→128 multiplication spreads every input bit over
 /// the whole word (the table takes its set from the low bits, the spill map
-/// uses the whole key). Two cells whose keys coincide (about 2⁻⁶⁴ per pair)
-/// are merged, which only costs a false conflict.
+/// uses the whole key). Bit 32 is always set, because a bucket whose key has
+/// a zero high half is free; so two cells whose keys coincide (about 2⁻⁶³
+/// per pair) are merged, which only costs a false conflict.
 #[inline]
 pub(super) fn cell_key(salt: u64, value: u64) -> u64 {
     let product = u128::from(salt ^ value) * 0x9e37_79b9_7f4a_7c15;
-    // 0 marks a free bucket; the one input mixing to it shares cell 1.
-    ((product >> 64) as u64 ^ product as u64).max(1)
+    ((product >> 64) as u64 ^ product as u64) | 1 << 32
 }
 
 /// The lock state of one cell: 8 bytes. Cells are only taken in `R` and `W`,
@@ -172,24 +174,134 @@ pub(super) enum Found {
 /// cache line.
 const WAYS: usize = 4;
 
-/// The key of a free bucket. [`cell_key`] never returns it.
-const EMPTY: u64 = 0;
-
 /// Sets in a new table.
 const INITIAL_SETS: usize = 16;
 
+/// One cache line of buckets. The keys are split into their low and high
+/// halves so that one 128-bit compare tests a half in all four ways (SSE2
+/// has no 64-bit compare). A bucket is free iff its key's high half is 0,
+/// which [`cell_key`] never returns; the other fields of a free bucket are
+/// stale.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Set {
-    keys: [u64; WAYS],
+    low: [u32; WAYS],
+    high: [u32; WAYS],
     cells: [CellState; WAYS],
+}
+
+/// What [`Set::probe`] found: bit `w` of `hits` is set iff way `w` holds the
+/// key, bit `w` of `free` iff way `w` is free.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Probe {
+    hits: u32,
+    free: u32,
+}
+
+impl Probe {
+    /// The way holding the key, if any.
+    #[inline(always)]
+    fn hit(self) -> Option<usize> {
+        (self.hits != 0).then(|| self.hits.trailing_zeros() as usize)
+    }
+
+    /// The first free way, if any.
+    #[inline(always)]
+    fn free_way(self) -> Option<usize> {
+        (self.free != 0).then(|| self.free.trailing_zeros() as usize)
+    }
 }
 
 impl Set {
     const FREE: Set = Set {
-        keys: [EMPTY; WAYS],
+        low: [0; WAYS],
+        high: [0; WAYS],
         cells: [CellState::FREE; WAYS],
     };
+
+    /// The key in `way`, or `None` if the bucket is free.
+    #[inline(always)]
+    fn key(&self, way: usize) -> Option<u64> {
+        let high = self.high[way];
+        (high != 0).then(|| u64::from(high) << 32 | u64::from(self.low[way]))
+    }
+
+    #[inline(always)]
+    fn store(&mut self, way: usize, key: u64, cell: CellState) {
+        debug_assert_ne!(key >> 32, 0, "cell_key never returns a free key");
+        self.low[way] = key as u32;
+        self.high[way] = (key >> 32) as u32;
+        self.cells[way] = cell;
+    }
+
+    #[inline(always)]
+    fn free(&mut self, way: usize) {
+        self.high[way] = 0;
+    }
+
+    /// Tests every way for `key` and for being free, without a branch:
+    /// which way holds a key, or is free, varies at random from lookup to
+    /// lookup, so a loop that stops early mispredicts about once per key (a
+    /// packed variant that stopped at the first free bucket ran 60% slower
+    /// for fewer instructions).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn probe(&self, key: u64) -> Probe {
+        // SAFETY: `probe_sse2` needs SSE2, which every x86_64 processor has.
+        unsafe { probe_sse2(self, key) }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn probe(&self, key: u64) -> Probe {
+        self.probe_portable(key)
+    }
+
+    /// [`probe`](Self::probe) one way at a time: the version for other
+    /// processors, and the reference the SSE2 one is tested against.
+    #[cfg(any(test, not(target_arch = "x86_64")))]
+    #[inline(always)]
+    fn probe_portable(&self, key: u64) -> Probe {
+        let (low, high) = (key as u32, (key >> 32) as u32);
+        let mut probe = Probe { hits: 0, free: 0 };
+        for way in 0..WAYS {
+            let hit = (self.low[way] == low) & (self.high[way] == high);
+            probe.hits |= u32::from(hit) << way;
+            probe.free |= u32::from(self.high[way] == 0) << way;
+        }
+        probe
+    }
+}
+
+/// [`Set::probe`] with SSE2: two 4×32-bit compares and a mask for the key,
+/// one for the free buckets.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+#[inline]
+#[allow(unsafe_code)]
+fn probe_sse2(set: &Set, key: u64) -> Probe {
+    use std::arch::x86_64::{
+        _mm_and_si128, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_load_si128, _mm_movemask_ps,
+        _mm_set1_epi32, _mm_setzero_si128,
+    };
+    // SAFETY: `low` and `high` are 16 bytes each, at offsets 0 and 16 of a
+    // 64-byte aligned `Set`: both loads read 16 aligned bytes inside `set`.
+    let (low, high) = unsafe {
+        (
+            _mm_load_si128(set.low.as_ptr().cast()),
+            _mm_load_si128(set.high.as_ptr().cast()),
+        )
+    };
+    let hits = _mm_and_si128(
+        _mm_cmpeq_epi32(low, _mm_set1_epi32(key as i32)),
+        _mm_cmpeq_epi32(high, _mm_set1_epi32((key >> 32) as i32)),
+    );
+    let free = _mm_cmpeq_epi32(high, _mm_setzero_si128());
+    Probe {
+        hits: _mm_movemask_ps(_mm_castsi128_ps(hits)) as u32,
+        free: _mm_movemask_ps(_mm_castsi128_ps(free)) as u32,
+    }
 }
 
 /// Every cell some request in flight holds or waits for, by [`cell_key`]; see
@@ -244,7 +356,7 @@ impl CellTable {
     /// Where `key` lives, if anywhere.
     pub(super) fn locate(&self, key: u64) -> Option<CellPos> {
         let set = self.set_of(key);
-        if let Some(way) = self.sets[set].keys.iter().position(|&k| k == key) {
+        if let Some(way) = self.sets[set].probe(key).hit() {
             return Some((set * WAYS + way) as CellPos);
         }
         (self.spilled[set] > 0 && self.spill.contains_key(&key)).then_some(SPILLED)
@@ -285,25 +397,13 @@ impl CellTable {
         for (&key, out) in keys.iter().zip(out.iter_mut()) {
             let set = key as usize & mask;
             let bucket = &mut sets[set];
-            let k = bucket.keys;
-            // Which way holds the key, and which are free, vary at random
-            // from key to key, so both tests are branch-free: a zero among
-            // the keys xor'ed with `key` is a hit, and the free way is chosen
-            // by conditional moves.
-            let hit = (k[0] ^ key)
-                .min(k[1] ^ key)
-                .min((k[2] ^ key).min(k[3] ^ key))
-                == 0;
-            let mut free = WAYS;
-            for way in (0..WAYS).rev() {
-                free = if k[way] == EMPTY { way } else { free };
-            }
-            if hit | (free == WAYS) | (spilled[set] > 0) {
+            let probe = bucket.probe(key);
+            if (probe.hits != 0) | (probe.free == 0) | (spilled[set] > 0) {
                 break;
             }
-            bucket.keys[free & (WAYS - 1)] = key;
-            bucket.cells[free & (WAYS - 1)] = fresh;
-            *out = ((set * WAYS + free) as CellPos) << 1 | mode_bit;
+            let way = probe.free.trailing_zeros() as usize & (WAYS - 1);
+            bucket.store(way, key, fresh);
+            *out = ((set * WAYS + way) as CellPos) << 1 | mode_bit;
             stored += 1;
         }
         self.len += stored;
@@ -340,7 +440,7 @@ impl CellTable {
             let left = if WRITE { 0 } else { state - 1 };
             bucket.cells[way].state = left;
             if left == 0 {
-                bucket.keys[way] = EMPTY;
+                bucket.free(way);
                 dropped += 1;
             }
             released += 1;
@@ -352,36 +452,18 @@ impl CellTable {
     /// Finds the cell `key`, or stores `fresh` as its state.
     #[inline(always)]
     pub(super) fn find_or_insert(&mut self, key: u64, fresh: CellState) -> Found {
-        debug_assert_ne!(key, EMPTY, "cell_key never returns EMPTY");
         let set = self.set_of(key);
         let bucket = &mut self.sets[set];
-        // Which way holds the key, and which are free, vary at random from
-        // lookup to lookup, so a loop that stops early mispredicts about once
-        // per key (a packed variant that stops at the first free bucket ran
-        // 60% slower for fewer instructions). Both tests are branch-free: a
-        // zero among the keys xor'ed with `key` is a hit, and the free way is
-        // chosen by conditional moves.
-        let k = bucket.keys;
-        if (k[0] ^ key)
-            .min(k[1] ^ key)
-            .min((k[2] ^ key).min(k[3] ^ key))
-            == 0
-        {
-            let way = k.iter().position(|&k| k == key).unwrap_or_default();
+        let probe = bucket.probe(key);
+        if let Some(way) = probe.hit() {
             return Found::Existing((set * WAYS + way) as CellPos);
         }
         if self.spilled[set] > 0 && self.spill.contains_key(&key) {
             return Found::Existing(SPILLED);
         }
         self.len += 1;
-        let mut free = WAYS;
-        for way in (0..WAYS).rev() {
-            free = if k[way] == EMPTY { way } else { free };
-        }
-        if free < WAYS {
-            let way = free;
-            bucket.keys[way] = key;
-            bucket.cells[way] = fresh;
+        if let Some(way) = probe.free_way() {
+            bucket.store(way, key, fresh);
             Found::Inserted((set * WAYS + way) as CellPos)
         } else {
             self.spill.insert(key, fresh);
@@ -406,7 +488,11 @@ impl CellTable {
         }
         let (set, way) = (pos as usize / WAYS, pos as usize % WAYS);
         let bucket = &mut self.sets[set];
-        assert_eq!(bucket.keys[way], key, "cell {key:016x} is not at {pos}");
+        assert_eq!(
+            bucket.key(way),
+            Some(key),
+            "cell {key:016x} is not at {pos}"
+        );
         &mut bucket.cells[way]
     }
 
@@ -416,12 +502,13 @@ impl CellTable {
     pub(super) fn release_at(&mut self, pos: CellPos, release: impl FnOnce(u64, &mut CellState)) {
         let (set, way) = (pos as usize / WAYS, pos as usize % WAYS);
         let bucket = &mut self.sets[set];
-        let key = bucket.keys[way];
-        debug_assert_ne!(key, EMPTY, "released a free bucket at {pos}");
+        let key = bucket
+            .key(way)
+            .unwrap_or_else(|| panic!("released a free bucket at {pos}"));
         let cell = &mut bucket.cells[way];
         release(key, cell);
         if cell.is_idle() {
-            bucket.keys[way] = EMPTY;
+            bucket.free(way);
             self.len -= 1;
         }
     }
@@ -455,7 +542,7 @@ impl CellTable {
             self.spilled[set] -= 1;
         } else {
             let (set, way) = (pos as usize / WAYS, pos as usize % WAYS);
-            self.sets[set].keys[way] = EMPTY;
+            self.sets[set].free(way);
         }
     }
 
@@ -474,13 +561,10 @@ impl CellTable {
     #[cold]
     pub(super) fn grow(&mut self) -> CellTable {
         let old = mem::replace(self, CellTable::with_sets(2 * self.sets.len()));
-        let in_sets = old.sets.iter().flat_map(|set| {
-            set.keys
-                .iter()
-                .copied()
-                .zip(set.cells)
-                .filter(|&(key, _)| key != EMPTY)
-        });
+        let in_sets = old
+            .sets
+            .iter()
+            .flat_map(|set| (0..WAYS).filter_map(|way| Some((set.key(way)?, set.cells[way]))));
         for (key, cell) in in_sets.chain(old.spill.iter().map(|(&k, &c)| (k, c))) {
             let fresh = matches!(self.find_or_insert(key, cell), Found::Inserted(_));
             debug_assert!(fresh, "cell {key:016x} was stored twice");
@@ -490,8 +574,14 @@ impl CellTable {
     }
 
     /// The key of the cell at array position `pos`.
+    ///
+    /// # Panics
+    ///
+    /// If no cell is there.
     pub(super) fn key_at(&self, pos: CellPos) -> u64 {
-        self.sets[pos as usize / WAYS].keys[pos as usize % WAYS]
+        self.sets[pos as usize / WAYS]
+            .key(pos as usize % WAYS)
+            .unwrap_or_else(|| panic!("no cell at {pos}"))
     }
 }
 
@@ -518,7 +608,7 @@ fn prefetch_set(set: &Set) {
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn prefetch_set(set: &Set) {
-    std::hint::black_box(set.keys[0]);
+    std::hint::black_box(set.high[0]);
 }
 
 /// The spill map's hasher: the identity, because [`cell_key`] already mixed
@@ -664,8 +754,50 @@ mod tests {
     #[test]
     fn cell_keys_are_never_the_free_marker() {
         // The product's halves cancel for input 0.
-        assert_ne!(cell_key(0, 0), EMPTY);
-        assert_ne!(cell_key(5, 5), EMPTY);
+        assert_ne!(cell_key(0, 0) >> 32, 0);
+        assert_ne!(cell_key(5, 5) >> 32, 0);
+        for salt in [0, 1, u64::MAX, 0x9e37_79b9_7f4a_7c15] {
+            for value in (0..4096).chain((0..4096).map(|v| v << 32)) {
+                assert_ne!(cell_key(salt, value) >> 32, 0, "salt {salt} value {value}");
+            }
+        }
+    }
+
+    /// The vector probe agrees with the one-way-at-a-time one, and both with
+    /// the definition, on sets where keys share a low or a high half with
+    /// the probed key (a hit needs both) and where free buckets keep stale
+    /// low halves.
+    #[test]
+    fn probe_finds_exactly_the_key_and_the_free_ways() {
+        let mut state = 0x0123_4567_89ab_cdef_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Few distinct halves, so partial matches are common.
+        let mut half = || (next() % 3) as u32 + 1;
+        let mut seen = [0; 3];
+        for _ in 0..20_000 {
+            let mut set = Set::FREE;
+            for way in 0..WAYS {
+                set.low[way] = half();
+                set.high[way] = half() - 1;
+            }
+            let key = u64::from(half()) << 32 | u64::from(half());
+            let probe = set.probe(key);
+            assert_eq!(probe, set.probe_portable(key), "{set:?} {key:x}");
+            for way in 0..WAYS {
+                let bit = 1 << way;
+                assert_eq!(probe.hits & bit != 0, set.key(way) == Some(key));
+                assert_eq!(probe.free & bit != 0, set.key(way).is_none());
+            }
+            seen[0] += usize::from(probe.hits != 0);
+            seen[1] += usize::from(probe.free != 0);
+            seen[2] += usize::from(probe.hits == 0 && probe.free != 0);
+        }
+        assert!(seen.iter().all(|&n| n > 1000), "cases covered: {seen:?}");
     }
 
     #[test]
