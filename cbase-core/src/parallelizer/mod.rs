@@ -1078,6 +1078,23 @@ fn name_entry_run(
     cells: &CellTable,
     out: &mut [u64],
 ) -> usize {
+    // A request's keys mostly name one table: then the loop needs neither
+    // the second comparison nor the choice of salt.
+    if tables[0].0 == tables[1].0 {
+        name_entry_run_in::<false>(keys, tables, cells, out)
+    } else {
+        name_entry_run_in::<true>(keys, tables, cells, out)
+    }
+}
+
+/// `name_entry_run`, for one table or (`PAIR`) two different ones.
+#[inline(always)]
+fn name_entry_run_in<const PAIR: bool>(
+    keys: &[Key],
+    tables: [(TableId, u64); 2],
+    cells: &CellTable,
+    out: &mut [u64],
+) -> usize {
     // A short `out` would end the run early and stall the caller.
     assert!(out.len() >= keys.len(), "no room for the cells named");
     let [(first, first_salt), (second, second_salt)] = tables;
@@ -1086,18 +1103,26 @@ fn name_entry_run(
         let Key::Entry(table, value) = key else {
             break;
         };
-        // Keys alternating between two tables at random would mispredict a
-        // branch on which table it is (measured: 27 per 100-key request),
-        // so neither test branches on it: the key is in the pair iff one of
-        // the xors is zero (LLVM splits `a != x & a != y` into two branches,
-        // not a `min`), and a conditional move picks the salt.
-        if (table.0 ^ first.0).min(table.0 ^ second.0) != 0 {
-            break;
-        }
-        let salt = if table == first {
-            first_salt
+        let salt = if PAIR {
+            // Keys alternating between two tables at random would
+            // mispredict a branch on which table it is (measured: 27 per
+            // 100-key request), so neither test branches on it: the key is
+            // in the pair iff one of the xors is zero (LLVM splits
+            // `a != x & a != y` into two branches, not a `min`), and a
+            // conditional move picks the salt.
+            if (table.0 ^ first.0).min(table.0 ^ second.0) != 0 {
+                break;
+            }
+            if table == first {
+                first_salt
+            } else {
+                second_salt
+            }
         } else {
-            second_salt
+            if table != first {
+                break;
+            }
+            first_salt
         };
         let cell = cell_key(salt, value.0);
         cells.prefetch(cell);
