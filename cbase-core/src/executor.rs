@@ -142,9 +142,14 @@ impl ExecutorBuilder {
     /// input rate.
     ///
     /// # Panics
-    /// If `window` is 0.
+    /// If `window` is 0 or above [`Parallelizer::MAX_CAPACITY`] (32,766).
     pub fn window(mut self, window: usize) -> Self {
         assert!(window >= 1, "the window must hold at least one request");
+        assert!(
+            window <= Parallelizer::MAX_CAPACITY,
+            "the window may hold at most {} requests, not {window}",
+            Parallelizer::MAX_CAPACITY
+        );
         self.window = window;
         self
     }

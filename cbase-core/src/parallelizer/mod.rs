@@ -33,7 +33,7 @@
 //! * **TABLE(s)**, one node per table slot: one slot per table named in
 //!   [`Parallelizer::new`] plus a CATCHALL slot shared by all other tables.
 //!   [`Key::Table`] takes it in `R`/`W`, [`Key::Entry`] in `IR`/`IW`.
-//! * **CELL(c)**, created on demand and dropped when idle, `c` a 64-bit mix of
+//! * **CELL(c)**, created on demand and dropped when idle, `c` a 32-bit mix of
 //!   the table slot's salt and the value: [`Key::Entry`] takes it in `R`/`W`
 //!   (an entry of an unknown table uses the CATCHALL salt).
 //! * A bare [`Key::Value`] means "this value in every table", so it takes the
@@ -75,8 +75,14 @@
 //! queue is granted in FIFO order, `i` ahead of `j`, stopping at the first
 //! request that cannot be granted. So `j` is granted that node, and hence
 //! becomes ready, only after `i` released it, which happens when `i` completes.
-//! Unrelated keys may share a node (hash collisions of cells, unknown tables in
-//! CATCHALL, strict FIFO in a queue): that only delays, never reorders.
+//! Unrelated keys may share a node (collisions of 32-bit cell keys, unknown
+//! tables in CATCHALL, strict FIFO in a queue): that only delays, never
+//! reorders.
+//!
+//! A request reaching a cell twice must take it once: a cell records the slot
+//! of the last request that took it, and that request clears the record when
+//! it releases the cell, so the record names a request in flight, and a later
+//! request in the same slot cannot mistake the cell for one it took.
 //!
 //! # Liveness
 //!
@@ -97,8 +103,9 @@
 //! set-associative cell table at `schedule`, none at `complete`, which goes
 //! straight to the position recorded; O(tables) for a bare value), plus one
 //! step per request they wake; nothing depends on how many requests are
-//! pending. The cell table holds exactly the cells of the requests in flight
-//! (see `cells.rs`). Per-request entry vectors are kept and reused with
+//! pending. The cell table holds exactly the cells of the requests in flight,
+//! in 8 bytes each so that it stays in the cache (see `cells.rs`).
+//! Per-request entry vectors are kept and reused with
 //! their slot, and queues are threaded through them, so the steady state
 //! allocates nothing.
 //!
@@ -126,7 +133,9 @@ use std::mem;
 
 use crate::access::AccessSet;
 use crate::key::{Key, TableId};
-use cells::{CellPos, CellState, CellTable, Found, PremixedHasher, SPILLED, WRITER, cell_key};
+use cells::{
+    CellKey, CellPos, CellState, CellTable, Found, MAX_CAPACITY, PremixedHasher, SPILLED, cell_key,
+};
 use lock::{MODES, Mode};
 
 /// Handle of a scheduled request: its slot in the bounded window.
@@ -210,6 +219,12 @@ impl fmt::Debug for Parallelizer {
 }
 
 impl Parallelizer {
+    /// The largest `capacity` [`new`](Self::new) takes: 32,766 requests in
+    /// flight. A cell's lock state is 4 bytes, so that the cell table stays
+    /// small enough for the cache; its reader count and owner slot fit in
+    /// 16 bits each.
+    pub const MAX_CAPACITY: usize = MAX_CAPACITY;
+
     /// A parallelizer admitting up to `capacity` requests in flight (scheduled
     /// and not yet completed).
     ///
@@ -220,14 +235,14 @@ impl Parallelizer {
     ///
     /// # Panics
     ///
-    /// If `capacity` is 0 or not below 2³¹ − 1.
+    /// If `capacity` is 0 or above [`Parallelizer::MAX_CAPACITY`].
     pub fn new(capacity: usize, tables: &[TableId]) -> Parallelizer {
         assert!(capacity >= 1, "parallelizer capacity must be at least 1");
-        let capacity32 = u32::try_from(capacity)
-            .ok()
-            // A cell counts its readers in 31 bits, all ones meaning a writer.
-            .filter(|&c| c < WRITER)
-            .expect("parallelizer capacity must be below 2^31 - 1");
+        assert!(
+            capacity <= MAX_CAPACITY,
+            "parallelizer capacity must be at most {MAX_CAPACITY}, not {capacity}"
+        );
+        let capacity32 = capacity as u32;
         let tables = TableIndex::new(tables);
         let slot_count = tables.slot_count();
         Parallelizer {
@@ -284,8 +299,8 @@ impl Parallelizer {
         let held = &mut self.slots[slot as usize];
         let mut request = Request {
             slot,
-            // Windows are below 2^31 requests: see `CellState::owner`.
-            tag: seq as u32,
+            // Slots are below `MAX_CAPACITY`: see `CellState::owner`.
+            owner: slot as u16,
             entries: mem::take(&mut held.entries),
             cells: mem::take(&mut held.cells),
             spilled: mem::take(&mut held.spilled),
@@ -340,6 +355,8 @@ impl Parallelizer {
             ),
         }
         let start = ready.len();
+        // Slots are below `MAX_CAPACITY`: see `CellState::owner`.
+        let owner = index as u16;
         let held = &mut self.slots[index];
         let (mut entries, mut cells, mut spilled) = (
             mem::take(&mut held.entries),
@@ -351,23 +368,23 @@ impl Parallelizer {
         while let Some(&packed) = cells.get(next) {
             let write = packed & 1 == 1;
             let run = if write {
-                self.cells.release_run::<true>(&cells[next..])
+                self.cells.release_run::<true>(&cells[next..], owner)
             } else {
-                self.cells.release_run::<false>(&cells[next..])
+                self.cells.release_run::<false>(&cells[next..], owner)
             };
             next += run;
             if run == 0 {
                 // The run stopped at its first cell: that one has waiters.
                 let mode = if write { Mode::Write } else { Mode::Read };
                 self.cells.release_at(packed >> 1, |key, cell| {
-                    release_cell(key, cell, mode, queues, slots, ready);
+                    release_cell(key, cell, (mode, owner), queues, slots, ready);
                 });
                 next += 1;
             }
         }
         for &(key, mode) in &spilled {
             self.cells.release_key(key, |key, cell| {
-                release_cell(key, cell, mode, queues, slots, ready);
+                release_cell(key, cell, (mode, owner), queues, slots, ready);
             });
         }
         for entry in &entries {
@@ -430,7 +447,7 @@ impl Parallelizer {
     fn name_cells<const WRITE: bool>(
         &mut self,
         keys: &[Key],
-        cells: &mut Vec<u64>,
+        cells: &mut Vec<CellKey>,
         mut named: usize,
         later: usize,
     ) -> usize {
@@ -487,13 +504,13 @@ impl Parallelizer {
     #[inline(always)]
     fn take_cells<const WRITE: bool>(
         &mut self,
-        keys: &[u64],
+        keys: &[CellKey],
         packed: &mut [u32],
         mut taken: usize,
         request: &mut Request,
     ) -> usize {
         let mode = if WRITE { Mode::Write } else { Mode::Read };
-        let fresh = CellState::taken(request.tag, mode);
+        let fresh = CellState::taken(request.owner, mode);
         let mode_bit = u32::from(WRITE);
         let mut next = 0;
         while next < keys.len() {
@@ -553,7 +570,7 @@ impl Parallelizer {
     /// Takes the cell `key` for `request`, or queues it, and records its
     /// position in `request.cells` (or `request.spilled`).
     #[inline(always)]
-    fn take_cell(&mut self, key: u64, mode: Mode, request: &mut Request) {
+    fn take_cell(&mut self, key: CellKey, mode: Mode, request: &mut Request) {
         if let Some(cell) = self.acquire_cell(key, mode, request) {
             request.cells.push(cell);
         }
@@ -562,7 +579,12 @@ impl Parallelizer {
     /// `acquire_cell`, kept out of line for the two-phase path, where most
     /// cells are new and taken by `CellTable::insert_new_run`.
     #[inline(never)]
-    fn acquire_cell_slow(&mut self, key: u64, mode: Mode, request: &mut Request) -> Option<u32> {
+    fn acquire_cell_slow(
+        &mut self,
+        key: CellKey,
+        mode: Mode,
+        request: &mut Request,
+    ) -> Option<u32> {
         self.acquire_cell(key, mode, request)
     }
 
@@ -571,8 +593,8 @@ impl Parallelizer {
     /// position, or `None` if the request took it already or it spilled (and
     /// is then listed in `request.spilled`).
     #[inline(always)]
-    fn acquire_cell(&mut self, key: u64, mode: Mode, request: &mut Request) -> Option<u32> {
-        let fresh = CellState::taken(request.tag, mode);
+    fn acquire_cell(&mut self, key: CellKey, mode: Mode, request: &mut Request) -> Option<u32> {
+        let fresh = CellState::taken(request.owner, mode);
         let pos = match self.cells.find_or_insert(key, fresh) {
             Found::Inserted(pos) => pos,
             Found::Existing(pos) => {
@@ -596,19 +618,19 @@ impl Parallelizer {
     #[inline(never)]
     fn take_existing_cell(
         &mut self,
-        key: u64,
+        key: CellKey,
         pos: CellPos,
         mode: Mode,
         request: &mut Request,
     ) -> bool {
         let cell = self.cells.get_mut(key, pos);
-        if cell.owner == request.tag {
+        if cell.owner == request.owner {
             // Already taken by this request, in W or (reads come after
             // writes) in the same R: taking it again would queue behind
             // itself.
             return false;
         }
-        cell.owner = request.tag;
+        cell.owner = request.owner;
         if !cell.is_queued() && cell.can_grant(mode) {
             cell.grant(mode);
         } else {
@@ -680,11 +702,11 @@ impl Parallelizer {
 /// The request being scheduled.
 struct Request {
     slot: u32,
-    /// The request's sequence number modulo 2^32 (see `CellState::owner`).
-    tag: u32,
+    /// The slot as a cell's owner (see `CellState::owner`).
+    owner: u16,
     entries: Vec<Entry>,
     cells: Vec<u32>,
-    spilled: Vec<(u64, Mode)>,
+    spilled: Vec<(CellKey, Mode)>,
     waiting: u32,
 }
 
@@ -738,20 +760,21 @@ struct CellWaiter {
     mode: Mode,
 }
 
-type CellQueues = HashMap<u64, VecDeque<CellWaiter>, BuildHasherDefault<PremixedHasher>>;
+type CellQueues = HashMap<CellKey, VecDeque<CellWaiter>, BuildHasherDefault<PremixedHasher>>;
 
-/// Releases `mode` on the cell `key`, then grants its waiters from the front
-/// of its queue for as long as they are compatible with its holders.
+/// Releases `mode` on the cell `key` for the request in slot `owner`, then
+/// grants its waiters from the front of its queue for as long as they are
+/// compatible with its holders.
 #[inline(always)]
 fn release_cell(
-    key: u64,
+    key: CellKey,
     cell: &mut CellState,
-    mode: Mode,
+    (mode, owner): (Mode, u16),
     queues: &mut CellQueues,
     slots: &mut [Slot],
     ready: &mut Vec<TaskId>,
 ) {
-    cell.release(mode);
+    cell.release(mode, owner);
     if cell.is_queued() {
         grant_cell_queue(key, cell, queues, slots, ready);
     }
@@ -762,7 +785,7 @@ fn release_cell(
 /// empty.
 #[cold]
 fn grant_cell_queue(
-    key: u64,
+    key: CellKey,
     cell: &mut CellState,
     queues: &mut CellQueues,
     slots: &mut [Slot],
@@ -813,7 +836,7 @@ struct Slot {
     /// completion without a lookup.
     cells: Vec<u32>,
     /// The cells that spilled out of the table's sets, by key and mode.
-    spilled: Vec<(u64, Mode)>,
+    spilled: Vec<(CellKey, Mode)>,
 }
 
 impl Slot {
@@ -966,7 +989,7 @@ struct Scratch {
     tables: Vec<u8>,
     /// The cells the request names (phase one), writes first; kept between
     /// requests so that naming allocates nothing.
-    cell_keys: Vec<u64>,
+    cell_keys: Vec<CellKey>,
 }
 
 impl Scratch {
@@ -1076,7 +1099,7 @@ fn name_entry_run(
     keys: &[Key],
     tables: [(TableId, u64); 2],
     cells: &CellTable,
-    out: &mut [u64],
+    out: &mut [CellKey],
 ) -> usize {
     // A request's keys mostly name one table: then the loop needs neither
     // the second comparison nor the choice of salt.
@@ -1093,7 +1116,7 @@ fn name_entry_run_in<const PAIR: bool>(
     keys: &[Key],
     tables: [(TableId, u64); 2],
     cells: &CellTable,
-    out: &mut [u64],
+    out: &mut [CellKey],
 ) -> usize {
     // A short `out` would end the run early and stall the caller.
     assert!(out.len() >= keys.len(), "no room for the cells named");

@@ -296,6 +296,87 @@ fn window_full_at_capacity_and_slots_are_reused() {
     assert!(p.schedule(&AccessSet::none()).is_err());
 }
 
+/// A reader that took a cell last and completed while another reader still
+/// holds it must not leave its slot as the cell's owner: the next request in
+/// that slot would take the cell for its own and skip it. On both paths.
+#[test]
+fn a_reused_slot_does_not_inherit_a_cells_ownership() {
+    for pad in [0, FEW_KEYS as u64] {
+        let mut p = two_tables(4);
+        let with = |base: u64, key: Key| -> Vec<Key> {
+            let mut keys: Vec<Key> = (base..base + pad).map(|n| entry("b", n)).collect();
+            keys.push(key);
+            keys
+        };
+        let (b, b_ready) = schedule(&mut p, &reads(&with(100, entry("a", 1))));
+        let (a, a_ready) = schedule(&mut p, &reads(&with(200, entry("a", 1))));
+        assert!(a_ready && b_ready, "readers share");
+        assert!(complete(&mut p, a).is_empty());
+        let (c, c_ready) = schedule(&mut p, &writes(&with(300, entry("a", 1))));
+        assert_eq!(c, a, "the writer reuses the last reader's slot");
+        assert!(
+            !c_ready,
+            "pad {pad}: the writer must wait for the other reader"
+        );
+        assert_eq!(complete(&mut p, b), vec![c]);
+        assert!(complete(&mut p, c).is_empty());
+        assert_eq!(p.cell_nodes(), 0);
+    }
+}
+
+/// Two values whose cells' 32-bit keys coincide share one cell: writes to
+/// them conflict (falsely, and only that), in agreed order.
+#[test]
+fn values_whose_cell_keys_collide_conflict_and_nothing_is_lost() {
+    let p = two_tables(4);
+    let salt = p.tables.salts[p.tables.slot(t("a"))];
+    let mut seen = HashMap::new();
+    let (x, y) = (0..1u64 << 20)
+        .find_map(|n| {
+            seen.insert(cell_key(salt, n), n)
+                .map(|earlier| (earlier, n))
+        })
+        .expect("a birthday collision among a million 32-bit keys");
+    assert_ne!(x, y);
+    let mut p = two_tables(4);
+    assert!(waits(
+        &mut p,
+        &writes(&[entry("a", x)]),
+        &writes(&[entry("a", y)])
+    ));
+    assert!(waits(
+        &mut p,
+        &reads(&[entry("a", x)]),
+        &writes(&[entry("a", y)])
+    ));
+    assert!(!waits(
+        &mut p,
+        &reads(&[entry("a", x)]),
+        &reads(&[entry("a", y)])
+    ));
+    assert!(!waits(
+        &mut p,
+        &writes(&[entry("a", x)]),
+        &writes(&[entry("b", y)])
+    ));
+}
+
+#[test]
+fn the_window_holds_at_most_max_capacity_requests() {
+    let p = Parallelizer::new(Parallelizer::MAX_CAPACITY, &[]);
+    assert_eq!(p.capacity(), Parallelizer::MAX_CAPACITY);
+    let refused =
+        std::panic::catch_unwind(|| Parallelizer::new(Parallelizer::MAX_CAPACITY + 1, &[]));
+    let message = refused.expect_err("one more is refused");
+    let message = message
+        .downcast_ref::<String>()
+        .expect("a formatted message");
+    assert!(
+        message.contains("capacity must be at most 32766"),
+        "{message}"
+    );
+}
+
 #[test]
 #[should_panic(expected = "is not running")]
 fn completing_a_waiting_task_panics() {
