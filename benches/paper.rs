@@ -1273,7 +1273,9 @@ fn report_e(rows: &[(usize, f64, f64)]) -> String {
         out,
         "Requests of 2, 10 or 100 `table[value]` keys, half read and half written, over one or two tables of a \
          1,000,000-value keyspace, replayed through a window kept full (the loop of \
-         `cbase-core/benches/parallelizer.rs`); medians of several samples, one thread.\n"
+         `cbase-core/benches/parallelizer.rs`), each request's access set read into the cache \
+         first and not timed, as a replica has it just built; medians of several samples, one \
+         thread.\n"
     );
     let _ = writeln!(
         out,

@@ -4,7 +4,9 @@
 //! Each measured iteration is one request through a window of 150 (the loop
 //! and workload are in `support/pipeline.rs`, shared with the root `paper`
 //! benchmark), with 2, 10 or 100 keys per request. The reported time is per
-//! request (schedule + complete).
+//! request (schedule + complete), with the request's access set in the cache
+//! as in a replica, which builds it just before scheduling (see
+//! `Pipeline::run`).
 //!
 //! Run with `cargo bench -p cbase-core --bench parallelizer`.
 
