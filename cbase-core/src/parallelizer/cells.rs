@@ -678,6 +678,16 @@ impl Hasher for PremixedHasher {
 mod tests {
     use super::*;
 
+    /// A deterministic stream of pseudo-random words from a non-zero `seed`.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     fn release_and_drop(table: &mut CellTable, key: CellKey, pos: CellPos, mode: Mode) {
         if pos == SPILLED {
             table.release_key(key, |_, state| state.release(mode, NO_OWNER));
@@ -755,13 +765,7 @@ mod tests {
     fn table_matches_a_model_under_churn() {
         let mut table = CellTable::default();
         let mut model: Vec<(CellKey, CellPos)> = Vec::new();
-        let mut state = 0x1234_5678_9abc_def1_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x1234_5678_9abc_def1);
         let mut spilled_seen = 0;
         for step in 0..20_000u32 {
             if table.should_grow() {
@@ -824,13 +828,7 @@ mod tests {
     /// but the masks must say so) several ways, in both halves of the set.
     #[test]
     fn probe_finds_exactly_the_key_and_the_free_ways() {
-        let mut state = 0x0123_4567_89ab_cdef_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x0123_4567_89ab_cdef);
         let mut seen = [0; 4];
         for _ in 0..20_000 {
             // Few distinct keys, so hits are common; 0 is a free bucket.
