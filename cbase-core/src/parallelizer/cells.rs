@@ -196,7 +196,7 @@ pub(super) enum Found {
 
 /// Buckets per set: eight 4-byte keys and eight 4-byte states fill a
 /// 64-byte cache line.
-const WAYS: usize = 8;
+pub(super) const WAYS: usize = 8;
 
 /// Sets in a new table.
 const INITIAL_SETS: usize = 16;

@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 
+use super::cells::WAYS;
 use super::*;
 use crate::access::conflicts;
 use crate::key::ValueHash;
@@ -514,23 +515,24 @@ fn a_spilled_cell_is_found_after_its_set_frees_up() {
         let mut p = two_tables(8);
         let salt = p.tables.salts[p.tables.slot(t("a"))];
         // Cells agreeing in their low 16 bits share a set in any table of up
-        // to 2^16 sets; four fill it (a set has four ways) and the fifth
-        // spills.
+        // to 2^16 sets; WAYS of them fill it and the next one spills.
         let home = cell_key(salt, 0) & 0xffff;
         let values: Vec<u64> = (0..)
             .filter(|&n| cell_key(salt, n) & 0xffff == home)
-            .take(5)
+            .take(WAYS + 1)
             .collect();
         let padded = |keys: Vec<Key>, base: u64| {
             let padding = (base..base + pad as u64).map(|n| entry("b", n)).collect();
             AccessSet::new(padding, keys)
         };
-        let fill = padded(values[..4].iter().map(|&n| entry("a", n)).collect(), 0);
+        let fill = padded(values[..WAYS].iter().map(|&n| entry("a", n)).collect(), 0);
         let (filler, ready) = schedule(&mut p, &fill);
         assert!(ready);
-        let spill = padded(vec![entry("a", values[4])], 100);
+        let spill = padded(vec![entry("a", values[WAYS])], 100);
         let (holder, ready) = schedule(&mut p, &spill);
         assert!(ready, "pad {pad}");
+        let spilled = cell_key(salt, values[WAYS]);
+        assert_eq!(p.cells.locate(spilled), Some(SPILLED), "pad {pad}");
         assert!(complete(&mut p, filler).is_empty());
         let (late, ready) = schedule(&mut p, &spill);
         assert!(!ready, "pad {pad}: the spilled cell is still held");
