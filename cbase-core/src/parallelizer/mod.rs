@@ -221,8 +221,9 @@ impl fmt::Debug for Parallelizer {
 impl Parallelizer {
     /// The largest `capacity` [`new`](Self::new) takes: 32,766 requests in
     /// flight. A cell's lock state is 4 bytes, so that the cell table stays
-    /// small enough for the cache; its reader count and owner slot fit in
-    /// 16 bits each.
+    /// small enough for the cache: 15 bits count its readers (all ones
+    /// meaning a writer), one says it has waiters, and 16 name the slot of
+    /// its last taker (all ones meaning none).
     pub const MAX_CAPACITY: usize = MAX_CAPACITY;
 
     /// A parallelizer admitting up to `capacity` requests in flight (scheduled
