@@ -30,6 +30,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{KeyFileError, PublicKey, SecretKey};
 
+/// The quorum of a cluster of `n` replicas tolerating `f` faults:
+/// `ceil((n + f + 1) / 2)` (see [`ClusterConfig::quorum`]).
+pub fn quorum_size(n: usize, f: usize) -> usize {
+    (n + f + 1).div_ceil(2)
+}
+
 /// Identifies a replica: its index in `0..n`.
 pub type ReplicaId = u32;
 
@@ -61,9 +67,13 @@ impl ClusterConfig {
         self.replicas.len()
     }
 
-    /// The size of a quorum, `2f+1`: any two quorums share a correct replica.
+    /// The size of a quorum: the fewest replicas such that any two quorums
+    /// share at least f+1 replicas, so at least one correct one. That is
+    /// `ceil((n + f + 1) / 2)`: `2f+1` when n = 3f+1, more when there are more
+    /// replicas than 3f+1 (with n = 5 and f = 1, two sets of 2f+1 = 3 could
+    /// share a single, faulty, replica; quorums of 4 share two).
     pub fn quorum(&self) -> usize {
-        2 * self.f + 1
+        quorum_size(self.n(), self.f)
     }
 
     /// The size of a weak quorum, `f+1`: it always contains a correct replica.

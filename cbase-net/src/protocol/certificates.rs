@@ -17,7 +17,8 @@ use crate::message::{
 /// What certificate checks need to know about the cluster.
 pub(crate) struct Quorums<'a> {
     pub keys: &'a [PublicKey],
-    pub f: usize,
+    /// Votes that make a certificate ([`ClusterConfig::quorum`](crate::config::ClusterConfig::quorum)).
+    pub quorum: usize,
     pub window: u64,
 }
 
@@ -34,7 +35,7 @@ impl Quorums<'_> {
         self.keys.get(replica as usize)
     }
 
-    /// 2f+1 checkpoints from distinct replicas, all signed, all for `(seq, state)`.
+    /// A quorum of checkpoints from distinct replicas, all signed, all for `(seq, state)`.
     pub fn checkpoint_proof_holds(&self, seq: Seq, state: &Hash, proof: &[Checkpoint]) -> bool {
         if seq == 0 {
             // The initial state is the same everywhere and needs no proof.
@@ -54,7 +55,7 @@ impl Quorums<'_> {
             }
             signers.insert(checkpoint.replica);
         }
-        signers.len() > 2 * self.f
+        signers.len() >= self.quorum
     }
 
     /// A pre-prepare signed by its view's primary, whose digest matches its
@@ -70,8 +71,8 @@ impl Quorums<'_> {
             && pre_prepare.proposal.batches.iter().all(SignedBatch::verify)
     }
 
-    /// A valid pre-prepare plus 2f matching, signed prepares from distinct
-    /// backups of its view.
+    /// A valid pre-prepare plus `quorum - 1` matching, signed prepares from
+    /// distinct backups of its view.
     pub fn prepared_proof_holds(&self, proof: &PreparedProof) -> bool {
         let pre_prepare = &proof.pre_prepare;
         if !self.pre_prepare_holds(pre_prepare) {
@@ -95,7 +96,7 @@ impl Quorums<'_> {
             }
             signers.insert(prepare.replica);
         }
-        signers.len() >= 2 * self.f
+        signers.len() + 1 >= self.quorum
     }
 
     /// A view-change that is signed by its sender and whose certificates hold.

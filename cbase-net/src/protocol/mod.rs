@@ -24,10 +24,12 @@
 //! dropped and counted in [`Stats`], never acted on.
 
 mod certificates;
+mod held;
 mod slot;
 mod state_transfer;
 #[cfg(test)]
 mod tests;
+mod timeouts;
 mod view_change;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -209,12 +211,19 @@ pub struct Stats {
     pub view_changes_started: u64,
     /// View-change or new-view messages whose certificates did not hold.
     pub bad_certificate: u64,
-    /// Messages for a future view held until it starts.
+    /// Messages for the next view held until it starts.
     pub buffered: u64,
     /// State requests this replica sent.
     pub state_requests: u64,
     /// Transferred states that did not match the agreed digest.
     pub bad_state: u64,
+}
+
+/// Where a normal-case message's view stands (see `Replica::view_fit`).
+enum ViewFit {
+    Current,
+    Next,
+    Other,
 }
 
 /// Whether a replica works in its view or is moving to another.
@@ -233,6 +242,8 @@ pub struct Replica {
     id: ReplicaId,
     n: usize,
     f: usize,
+    /// Votes that make a certificate: `ceil((n + f + 1) / 2)`, 2f+1 when n = 3f+1.
+    quorum: usize,
     keys: Vec<PublicKey>,
     secret: SecretKey,
     config: ProtocolConfig,
@@ -258,12 +269,13 @@ pub struct Replica {
     stable_proof: Vec<Checkpoint>,
     /// Normal operation, or changing to a new view.
     status: Status,
-    /// The current view-change timeout (doubles while view changes fail).
-    view_change_timeout: u64,
+    /// The scale of the request and view-change timeouts (grows while views
+    /// fail to make progress).
+    backoff: timeouts::Backoff,
     /// Valid view-changes received, by target view and sender.
     view_changes: BTreeMap<View, BTreeMap<ReplicaId, ViewChange>>,
-    /// Messages for a view not yet entered, replayed when it is.
-    future: Vec<(ReplicaId, ReplicaMessage)>,
+    /// Authenticated messages for the next view, replayed when it starts.
+    held: held::Held,
     /// The latest prepared certificate per sequence number above the stable
     /// checkpoint, kept across views: a view change must carry what
     /// prepared in earlier views too, or a committed batch could be lost.
@@ -317,11 +329,11 @@ impl Replica {
             })
             .collect();
         assert!((id as usize) < n, "replica {id} is not in the cluster");
-        let view_change_timeout = config.view_change_timeout;
         Replica {
             id,
             n,
             f: cluster.f,
+            quorum: cluster.quorum(),
             keys,
             secret,
             config,
@@ -337,9 +349,9 @@ impl Replica {
             stable_state: [0; 32],
             stable_proof: Vec::new(),
             status: Status::Normal,
-            view_change_timeout,
+            backoff: timeouts::Backoff::default(),
             view_changes: BTreeMap::new(),
-            future: Vec::new(),
+            held: held::Held::default(),
             prepared: BTreeMap::new(),
             last_new_view: None,
             last_status: 0,
@@ -469,27 +481,53 @@ impl Replica {
         }
     }
 
-    /// Whether a normal-case message for `view` is for the view this replica
-    /// works in. Messages for a later view are held until it starts; older
-    /// ones are dropped.
-    fn accept_view(
-        &mut self,
-        view: View,
-        from: ReplicaId,
-        message: impl FnOnce() -> ReplicaMessage,
-    ) -> bool {
+    /// Where a normal-case message for `view` stands: for the view this
+    /// replica works in, for the next view it can enter (held until then),
+    /// or for any other view (dropped). A replica changing views takes part
+    /// in no view below the one it voted for.
+    fn view_fit(&mut self, view: View) -> ViewFit {
         if view == self.view && self.status == Status::Normal {
-            return true;
+            return ViewFit::Current;
         }
-        let later = view > self.view || (view == self.view && self.status != Status::Normal);
-        let room = self.future.len() < self.config.window as usize * self.n * 2;
-        if later && room {
+        let heading_to = self.heading_to();
+        let next = match self.status {
+            Status::Normal => heading_to + 1,
+            Status::ChangingTo { .. } => heading_to,
+        };
+        if view == next {
+            ViewFit::Next
+        } else {
+            self.stats.wrong_view += 1;
+            ViewFit::Other
+        }
+    }
+
+    /// Holds an authenticated message for the next view (see [`held`]).
+    fn hold(&mut self, view: View, from: ReplicaId, message: ReplicaMessage) {
+        // A sender's fair share: a pre-prepare, a prepare and a commit for
+        // every sequence number of the window.
+        let limit = 3 * self.config.window as usize;
+        if self.held.hold(view, from, message, limit) {
             self.stats.buffered += 1;
-            self.future.push((from, message()));
+        } else {
+            self.stats.out_of_window += 1;
+        }
+    }
+
+    /// Whether the pre-prepare is signed by its view's primary and names
+    /// its proposal's digest.
+    fn pre_prepare_signed(&mut self, pre_prepare: &PrePrepare) -> bool {
+        let header = pre_prepare_header(pre_prepare.view, pre_prepare.seq, &pre_prepare.digest);
+        let primary = (pre_prepare.view % self.n as u64) as usize;
+        if !self.keys[primary].verify(domain::PRE_PREPARE, &header, &pre_prepare.signature) {
+            self.stats.bad_signature += 1;
             return false;
         }
-        self.stats.wrong_view += 1;
-        false
+        if pre_prepare.proposal.digest() != pre_prepare.digest {
+            self.stats.bad_digest += 1;
+            return false;
+        }
+        true
     }
 
     fn on_client_batch(&mut self, batch: SignedBatch, out: &mut Vec<Output>, direct: bool) {
@@ -597,14 +635,18 @@ impl Replica {
         let PrePrepare {
             view, seq, digest, ..
         } = pre_prepare;
-        if !self.accept_view(view, from, || {
-            ReplicaMessage::PrePrepare(pre_prepare.clone())
-        }) {
-            return;
-        }
         // Any replica may relay a pre-prepare (retransmission): what makes it
-        // the primary's is the primary's signature, checked below.
-        let _ = from;
+        // the primary's is the primary's signature.
+        match self.view_fit(view) {
+            ViewFit::Current => {}
+            ViewFit::Next => {
+                if self.pre_prepare_signed(&pre_prepare) {
+                    self.hold(view, from, ReplicaMessage::PrePrepare(pre_prepare));
+                }
+                return;
+            }
+            ViewFit::Other => return,
+        }
         if self.outside_window(seq) {
             return;
         }
@@ -620,14 +662,7 @@ impl Replica {
             self.stats.oversized += 1;
             return;
         }
-        let header = pre_prepare_header(view, seq, &digest);
-        let primary = self.primary() as usize;
-        if !self.keys[primary].verify(domain::PRE_PREPARE, &header, &pre_prepare.signature) {
-            self.stats.bad_signature += 1;
-            return;
-        }
-        if pre_prepare.proposal.digest() != digest {
-            self.stats.bad_digest += 1;
+        if !self.pre_prepare_signed(&pre_prepare) {
             return;
         }
         // The primary cannot forge requests: every batch must carry its
@@ -678,8 +713,18 @@ impl Replica {
             self.stats.wrong_sender += 1;
             return;
         }
-        if !self.accept_view(view, from, || ReplicaMessage::Prepare(prepare.clone())) {
-            return;
+        match self.view_fit(view) {
+            ViewFit::Current => {}
+            ViewFit::Next => {
+                let header = prepare_header(view, seq, &digest, replica);
+                if self.keys[from as usize].verify(domain::PREPARE, &header, &prepare.signature) {
+                    self.hold(view, from, ReplicaMessage::Prepare(prepare));
+                } else {
+                    self.stats.bad_signature += 1;
+                }
+                return;
+            }
+            ViewFit::Other => return,
         }
         if from == self.primary() {
             self.stats.wrong_sender += 1;
@@ -720,8 +765,14 @@ impl Replica {
             self.stats.wrong_sender += 1;
             return;
         }
-        if !self.accept_view(view, from, || ReplicaMessage::Commit(commit.clone())) {
-            return;
+        match self.view_fit(view) {
+            ViewFit::Current => {}
+            ViewFit::Next => {
+                // The transport authenticated the sender, and `replica == from`.
+                self.hold(view, from, ReplicaMessage::Commit(commit));
+                return;
+            }
+            ViewFit::Other => return,
         }
         if self.outside_window(seq) {
             return;
@@ -744,12 +795,12 @@ impl Replica {
 
     /// Moves a slot forward: prepared -> send commit; committed -> deliver.
     fn advance(&mut self, seq: Seq, out: &mut Vec<Output>) {
-        let (f, id, view) = (self.f, self.id, self.view);
+        let (quorum, id, view) = (self.quorum, self.id, self.view);
         let Some(slot) = self.log.get_mut(&seq) else {
             return;
         };
-        if !slot.commit_sent && slot.is_prepared(f) {
-            if let Some(proof) = slot.prepared_proof(f) {
+        if !slot.commit_sent && slot.is_prepared(quorum) {
+            if let Some(proof) = slot.prepared_proof(quorum) {
                 self.prepared.insert(seq, proof);
             }
             slot.commit_sent = true;
@@ -762,7 +813,7 @@ impl Replica {
                 replica: id,
             })));
         }
-        if !slot.committed && slot.is_committed(f) {
+        if !slot.committed && slot.is_committed(quorum) {
             slot.committed = true;
             self.deliver(out);
         }
@@ -796,6 +847,7 @@ impl Replica {
                 checkpoint: seq.is_multiple_of(self.config.checkpoint_interval),
             }));
             self.delivered = seq;
+            self.backoff.progress(self.now, &self.config);
         }
         if self.is_primary() {
             // A delivery frees pipeline room.
@@ -883,7 +935,7 @@ impl Replica {
         for vote in votes.values() {
             *tally.entry(&vote.state).or_default() += 1;
         }
-        let Some((&agreed, _)) = tally.into_iter().find(|(_, count)| *count > 2 * self.f) else {
+        let Some((&agreed, _)) = tally.into_iter().find(|(_, count)| *count >= self.quorum) else {
             return;
         };
         match self.own_checkpoints.get(&seq) {
@@ -922,6 +974,17 @@ impl Replica {
             // The window moved up.
             self.propose(out);
         }
+    }
+
+    /// How many times the base timeouts the current ones are (they grow
+    /// while views fail to make progress).
+    pub fn timeout_scale(&self) -> u64 {
+        self.backoff.scale()
+    }
+
+    /// Messages held for the next view (bounded per sender).
+    pub fn held_messages(&self) -> usize {
+        self.held.len()
     }
 
     /// Which batches are known (pending or ordered), for tests and metrics.

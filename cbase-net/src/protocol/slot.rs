@@ -33,30 +33,31 @@ impl Slot {
             .filter(move |p| Some(p.digest) == digest)
     }
 
-    /// A pre-prepare and 2f matching prepares from backups.
-    pub fn is_prepared(&self, f: usize) -> bool {
-        self.pre_prepare.is_some() && self.matching_prepares().count() >= 2 * f
+    /// A pre-prepare and `quorum - 1` matching prepares from backups (2f
+    /// when n = 3f+1): with the primary, a quorum vouches for the proposal.
+    pub fn is_prepared(&self, quorum: usize) -> bool {
+        self.pre_prepare.is_some() && self.matching_prepares().count() + 1 >= quorum
     }
 
-    /// Prepared, and 2f+1 matching commits (this replica's included).
-    pub fn is_committed(&self, f: usize) -> bool {
+    /// Prepared, and a quorum of matching commits (this replica's included).
+    pub fn is_committed(&self, quorum: usize) -> bool {
         match self.digest() {
             Some(digest) => {
-                self.is_prepared(f)
-                    && self.commits.values().filter(|d| *d == digest).count() > 2 * f
+                self.is_prepared(quorum)
+                    && self.commits.values().filter(|d| *d == digest).count() >= quorum
             }
             None => false,
         }
     }
 
     /// The certificate a view change carries for this slot, if it prepared.
-    pub fn prepared_proof(&self, f: usize) -> Option<PreparedProof> {
-        if !self.is_prepared(f) {
+    pub fn prepared_proof(&self, quorum: usize) -> Option<PreparedProof> {
+        if !self.is_prepared(quorum) {
             return None;
         }
         Some(PreparedProof {
             pre_prepare: self.pre_prepare.clone()?,
-            prepares: self.matching_prepares().take(2 * f).cloned().collect(),
+            prepares: self.matching_prepares().take(quorum - 1).cloned().collect(),
         })
     }
 }

@@ -256,7 +256,7 @@ impl Replica {
             .values()
             .filter(|vote| vote.seq == seq && vote.state == state)
             .count();
-        if agreeing > 2 * self.f {
+        if agreeing >= self.quorum {
             self.note_behind(seq, state, true);
         }
     }

@@ -35,13 +35,24 @@ impl Replica {
     fn quorums(&self) -> Quorums<'_> {
         Quorums {
             keys: &self.keys,
-            f: self.f,
+            quorum: self.quorum,
             window: self.config.window,
         }
     }
 
     fn primary_of(&self, view: View) -> ReplicaId {
         (view % self.n as u64) as ReplicaId
+    }
+
+    /// The view this replica works in, or the one it voted to move to. Once
+    /// it has voted for view t, it takes part in no view below t: its
+    /// view-change for t promised what it had prepared, and a view below t
+    /// could commit what that promise left out (PBFT's rule).
+    pub(super) fn heading_to(&self) -> View {
+        match self.status {
+            Status::Normal => self.view,
+            Status::ChangingTo { target, .. } => target,
+        }
     }
 
     /// Checks the request timer and the view-change timer, and reports
@@ -69,26 +80,35 @@ impl Replica {
                     return;
                 }
                 let oldest = self.waiting.values().min().copied();
-                if oldest.is_some_and(|since| {
-                    self.now.saturating_sub(since) >= self.config.request_timeout
-                }) {
+                let timeout = self.backoff.request_timeout(&self.config);
+                if oldest.is_some_and(|since| self.now.saturating_sub(since) >= timeout) {
                     self.start_view_change(self.view + 1, out);
                 }
             }
             Status::ChangingTo { target, since } => {
-                // Only a view change that 2f+1 replicas joined can fail for
-                // want of a new-view; alone, keep waiting (and keep telling
-                // peers through status messages) instead of running ahead.
+                if self.now.saturating_sub(since) < self.backoff.view_change_timeout(&self.config) {
+                    return;
+                }
                 let joined = self
                     .view_changes
                     .get(&target)
                     .map_or(0, |votes| votes.len());
-                if joined > 2 * self.f && self.now.saturating_sub(since) >= self.view_change_timeout
-                {
-                    // This view change failed (its primary may be faulty too):
-                    // try the next one, waiting longer this time.
-                    self.view_change_timeout = self.view_change_timeout.saturating_mul(2);
+                if joined >= self.quorum {
+                    // A quorum joined and still no new-view: the new primary
+                    // is faulty or slow. Try the next view, waiting longer.
                     self.start_view_change(target + 1, out);
+                } else {
+                    // Too few joined: votes (ours or theirs) may have been
+                    // lost. Running ahead alone would not help; say it again
+                    // to everyone and wait again.
+                    if let Some(mine) = self.view_changes.get(&target).and_then(|v| v.get(&self.id))
+                    {
+                        out.push(Output::Broadcast(ReplicaMessage::ViewChange(mine.clone())));
+                    }
+                    self.status = Status::ChangingTo {
+                        target,
+                        since: self.now,
+                    };
                 }
             }
         }
@@ -97,10 +117,13 @@ impl Replica {
     /// Votes to move to `target` and stops taking part in the current view.
     fn start_view_change(&mut self, target: View, out: &mut Vec<Output>) {
         self.stats.view_changes_started += 1;
+        self.backoff.suspect(self.now);
         self.status = Status::ChangingTo {
             target,
             since: self.now,
         };
+        // Nothing below `target` will be entered now.
+        self.held.drop_below(target);
         let prepared = self.prepared.values().cloned().collect();
         let body = ViewChangeBody {
             new_view: target,
@@ -133,7 +156,9 @@ impl Replica {
             self.stats.wrong_sender += 1;
             return;
         }
-        if target <= self.view {
+        if target <= self.view || target < self.heading_to() {
+            // A vote for a view this replica is past or has voted beyond:
+            // it will never build or enter that view.
             self.stats.stale += 1;
             return;
         }
@@ -159,40 +184,41 @@ impl Replica {
             .or_default()
             .insert(from, view_change);
 
-        // f+1 replicas want a later view than the one we work in or move to:
-        // at least one correct replica suspects the primary, so join.
-        let heading_to = match self.status {
-            Status::Normal => self.view,
-            Status::ChangingTo { target, .. } => target,
-        };
-        let mut senders: BTreeMap<ReplicaId, View> = BTreeMap::new();
+        // f+1 replicas vote for views later than the one we work in or move
+        // to: at least one correct replica suspects, so join. Join the
+        // highest view that f+1 of them reached, so a replica that fell
+        // behind by several view changes catches up in one step.
+        let heading_to = self.heading_to();
+        let mut latest: BTreeMap<ReplicaId, View> = BTreeMap::new();
         for (view, votes) in self.view_changes.range(heading_to + 1..) {
             for replica in votes.keys() {
-                senders.entry(*replica).or_insert(*view);
+                latest.insert(*replica, *view);
             }
         }
-        if senders.len() > self.f {
-            let smallest = *senders.values().min().expect("more than f senders");
-            if !senders.contains_key(&self.id) {
-                self.start_view_change(smallest, out);
-            }
+        let mut reached: Vec<View> = latest.into_values().collect();
+        if reached.len() > self.f {
+            reached.sort_unstable_by(|a, b| b.cmp(a));
+            self.start_view_change(reached[self.f], out);
         }
         self.try_new_view(target, out);
     }
 
     /// As the primary of `target`, starts it once 2f+1 view-changes are in.
     fn try_new_view(&mut self, target: View, out: &mut Vec<Output>) {
-        if self.primary_of(target) != self.id || target <= self.view {
+        if self.primary_of(target) != self.id || target <= self.view || target != self.heading_to()
+        {
+            // Not ours to build, past, or below a view this replica voted
+            // for (the votes for `target` may predate what it prepared since).
             return;
         }
         let Some(votes) = self.view_changes.get(&target) else {
             return;
         };
-        if votes.len() <= 2 * self.f {
+        if votes.len() < self.quorum {
             return;
         }
         // The 2f+1 lowest senders: any choice works, a fixed one is easier to debug.
-        let view_changes: Vec<ViewChange> = votes.values().take(2 * self.f + 1).cloned().collect();
+        let view_changes: Vec<ViewChange> = votes.values().take(self.quorum).cloned().collect();
         let plan = plan_new_view(&view_changes);
         let pre_prepares: Vec<PrePrepare> = plan
             .proposals
@@ -232,7 +258,7 @@ impl Replica {
         // by the new primary), so any replica may relay it to one that
         // missed it.
         let _ = from;
-        if new_view.view <= self.view {
+        if new_view.view <= self.view || new_view.view < self.heading_to() {
             self.stats.stale += 1;
             return;
         }
@@ -255,7 +281,7 @@ impl Replica {
             }
             senders.insert(view_change.body.replica);
         }
-        if senders.len() != new_view.view_changes.len() || senders.len() <= 2 * self.f {
+        if senders.len() != new_view.view_changes.len() || senders.len() < self.quorum {
             return false;
         }
         let plan = plan_new_view(&new_view.view_changes);
@@ -276,7 +302,6 @@ impl Replica {
         let plan = plan_new_view(&new_view.view_changes);
         self.view = new_view.view;
         self.status = Status::Normal;
-        self.view_change_timeout = self.config.view_change_timeout;
         self.view_changes = self.view_changes.split_off(&(self.view + 1));
         // Batches ordered in the old view but not executed may not be in
         // the new one: forget where they were, so a retransmission is
@@ -323,7 +348,7 @@ impl Replica {
             }
         }
         // Messages for this view that arrived before it started.
-        let held = std::mem::take(&mut self.future);
+        let held = self.held.take(self.view);
         for (from, message) in held {
             self.on_replica_message(from, message, out);
         }
@@ -358,10 +383,14 @@ impl Replica {
                 ));
             }
         }
-        // Changing to a view we vote for too: it may have missed our vote.
-        if let Some(target) = status.changing_to {
-            if let Some(mine) = self.view_changes.get(&target).and_then(|v| v.get(&self.id)) {
-                out.push(Output::Send(from, ReplicaMessage::ViewChange(mine.clone())));
+        // Behind the view we vote for: it may have missed our vote (f+1
+        // votes make it join), or be changing to the same view and miss it.
+        let peer_heading_to = status.changing_to.unwrap_or(status.view);
+        if let Status::ChangingTo { target, .. } = self.status {
+            if peer_heading_to <= target {
+                if let Some(mine) = self.view_changes.get(&target).and_then(|v| v.get(&self.id)) {
+                    out.push(Output::Send(from, ReplicaMessage::ViewChange(mine.clone())));
+                }
             }
         }
         // Behind on checkpoints: our votes (and the proof of our stable one).
@@ -381,10 +410,11 @@ impl Replica {
         // Same view, behind on execution: the pre-prepares (signed by the
         // primary, so anyone may relay them) and our own prepares and commits.
         // (Also slots nobody has executed yet: a lost message may be what
-        // holds everyone back.)
+        // holds everyone back.) A replica that has left the view for a view
+        // change still resends what it sent in it: repeating old votes is not
+        // taking part in the old view, and the peer may need them to commit.
         if status.view == self.view
             && status.changing_to.is_none()
-            && normal
             && status.delivered <= self.delivered
         {
             let first = status.delivered.max(self.low) + 1;

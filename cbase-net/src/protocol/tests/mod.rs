@@ -43,12 +43,21 @@ fn client_batch(client: &SecretKey, lane: u32, number: u64) -> SignedBatch {
     )
 }
 
-/// Decides whether a message in flight is lost: (from, to, message).
+mod schedules;
+
+/// Decides whether a message in flight is lost (or held back): (from, to, message).
 type DropRule = Box<dyn Fn(ReplicaId, ReplicaId, &ReplicaMessage) -> bool>;
+
+/// A message in flight: (from, to, message).
+type InFlight = (ReplicaId, ReplicaId, ReplicaMessage);
 
 struct Net {
     now: u64,
     drop_rule: Option<DropRule>,
+    /// Messages this rule matches are held back (delayed) instead of
+    /// delivered, until [`Net::release`] lets them go.
+    hold_rule: Option<DropRule>,
+    held: Vec<InFlight>,
     views_entered: Vec<Vec<View>>,
     replicas: Vec<Replica>,
     queue: VecDeque<(ReplicaId, ReplicaId, ReplicaMessage)>,
@@ -68,6 +77,8 @@ impl Net {
         Net {
             now: 1_000,
             drop_rule: None,
+            hold_rule: None,
+            held: Vec::new(),
             views_entered: vec![Vec::new(); n],
             replicas: secrets
                 .into_iter()
@@ -141,8 +152,29 @@ impl Net {
             {
                 continue;
             }
+            if self
+                .hold_rule
+                .as_ref()
+                .is_some_and(|hold| hold(from, to, &message))
+            {
+                self.held.push((from, to, message));
+                continue;
+            }
             self.input(to, Input::Replica(from, message));
         }
+    }
+
+    /// Delivers the held messages that `which` picks (in the order they were
+    /// held), and what follows from them.
+    fn release(&mut self, which: impl Fn(ReplicaId, ReplicaId, &ReplicaMessage) -> bool) {
+        let (go, stay): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(from, to, m)| which(*from, *to, m));
+        self.held = stay;
+        for (from, to, message) in go {
+            self.input(to, Input::Replica(from, message));
+        }
+        self.run();
     }
 
     /// Lets `nanos` pass, ticking every replica, and delivers what follows.
@@ -338,14 +370,29 @@ fn pre_prepares_that_break_a_rule_are_dropped_and_counted() {
     assert!(out.is_empty());
     assert_eq!(r.stats().bad_signature, 2);
 
-    // A later view: held until that view starts, not acted on now.
+    // The next view: held until that view starts, not acted on now; a view
+    // further ahead is dropped, and so is an unsigned one for the next view.
     let out = deliver(
         &mut r,
         0,
-        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 3, 1, vec![batch.clone()])),
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[1], 1, 1, vec![batch.clone()])),
     );
     assert!(out.is_empty());
     assert_eq!(r.stats().buffered, 1);
+    deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[3], 3, 1, vec![batch.clone()])),
+    );
+    deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 1, 1, vec![batch.clone()])),
+    );
+    assert_eq!(r.stats().buffered, 1);
+    assert_eq!(r.stats().wrong_view, 1);
+    assert_eq!(r.stats().bad_signature, 3);
+    assert_eq!(r.held_messages(), 1);
 
     // Outside the window (low = 0, L = 8).
     deliver(
@@ -374,7 +421,7 @@ fn pre_prepares_that_break_a_rule_are_dropped_and_counted() {
         0,
         ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![tampered])),
     );
-    assert_eq!(r.stats().bad_signature, 3);
+    assert_eq!(r.stats().bad_signature, 4);
 
     // The primary's own pre-prepare relayed by another replica is accepted
     // (that is how a replica that missed it catches up); see below.

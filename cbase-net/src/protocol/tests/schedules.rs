@@ -1,0 +1,277 @@
+//! Adversarial schedules: each test replays a schedule of delays, losses or
+//! Byzantine messages that once broke a protocol rule, and checks the rule.
+
+use super::*;
+
+fn is_view_change_for(message: &ReplicaMessage, view: View) -> bool {
+    matches!(message, ReplicaMessage::ViewChange(vc) if vc.body.new_view == view)
+}
+
+/// Every two replicas that executed a sequence number executed the same batch there.
+fn assert_one_order(net: &Net) {
+    let mut first: BTreeMap<Seq, (usize, Hash)> = BTreeMap::new();
+    for (replica, executed) in net.executed.iter().enumerate() {
+        for committed in executed {
+            match first.get(&committed.seq) {
+                Some((other, digest)) => assert_eq!(
+                    *digest, committed.digest,
+                    "replicas {other} and {replica} executed different batches at {}",
+                    committed.seq
+                ),
+                None => {
+                    first.insert(committed.seq, (replica, committed.digest));
+                }
+            }
+        }
+    }
+}
+
+/// Defect: a replica that voted for view 2 still entered view 1 when its
+/// new-view arrived late, and committed there, while the primary of view 2
+/// built its new-view from view-changes sent before that commit, and reused
+/// the sequence number. Only delays, no faulty replica.
+#[test]
+fn a_replica_that_voted_for_a_view_enters_no_view_below_it() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let a = client_batch(&client, 0, 1);
+    let b = client_batch(&client, 1, 1);
+
+    // The primary of view 0 is silent; everything replica 1 (primary of
+    // view 1) sends is delayed.
+    net.drop_rule = Some(Box::new(|from, _, _| from == 0));
+    net.hold_rule = Some(Box::new(|from, _, _| from == 1));
+    net.broadcast_client(&a);
+    net.advance(SECOND + 1);
+    assert_eq!(net.replicas[1].view(), 1, "replica 1 started view 1 alone");
+
+    // Replica 1's view-change arrives, its new-view does not: the change to
+    // view 1 times out at 0, 2 and 3, which vote for view 2. Their votes to
+    // replicas 1 and 2 (the primaries of views 1 and 2) are delayed.
+    net.drop_rule = None;
+    net.hold_rule = Some(Box::new(|from, to, m| {
+        from == 1 || (to != 3 && to != 0 && is_view_change_for(m, 2))
+    }));
+    net.release(|from, _, m| from == 1 && is_view_change_for(m, 1));
+    net.advance(2 * SECOND + 1);
+    for replica in [0, 2, 3] {
+        assert_eq!(
+            net.replicas[replica].changing_to(),
+            Some(2),
+            "replica {replica}"
+        );
+    }
+
+    // View 1's new-view and pre-prepare reach replicas 0 and 2 late.
+    net.hold_rule = Some(Box::new(|from, to, m| {
+        (from == 1 && to == 3) || (to != 3 && to != 0 && is_view_change_for(m, 2))
+    }));
+    net.release(|from, to, m| from == 1 && to != 3 && !is_view_change_for(m, 2));
+    for replica in [0, 2] {
+        assert_ne!(
+            net.replicas[replica].view(),
+            1,
+            "replica {replica} voted for view 2 and must not enter view 1"
+        );
+    }
+
+    // The votes for view 2 reach its primary; a second request follows.
+    net.hold_rule = Some(Box::new(|from, to, m| {
+        (from == 1 && to == 3) || (to == 1 && is_view_change_for(m, 2))
+    }));
+    net.release(|_, to, m| to == 2 && is_view_change_for(m, 2));
+    net.broadcast_client(&b);
+    assert_one_order(&net);
+
+    // Everything is delivered: one order, and both requests executed everywhere.
+    net.hold_rule = None;
+    net.release(|_, _, _| true);
+    for _ in 0..8 {
+        net.advance(SECOND);
+    }
+    assert_one_order(&net);
+    for replica in 0..4 {
+        let mut lanes: Vec<u32> = net.executed[replica]
+            .iter()
+            .flat_map(|c| c.proposal.batches.iter().map(|b| b.batch.requests[0].lane))
+            .collect();
+        lanes.sort_unstable();
+        assert_eq!(lanes, vec![0, 1], "replica {replica} executed both once");
+    }
+}
+
+fn prepare_in(signer: &SecretKey, replica: ReplicaId, view: View, seq: Seq) -> Prepare {
+    let digest = [seq as u8; 32];
+    Prepare {
+        view,
+        seq,
+        digest,
+        replica,
+        signature: signer.sign(
+            domain::PREPARE,
+            &prepare_header(view, seq, &digest, replica),
+        ),
+    }
+}
+
+/// Defect: pre-prepares, prepares and commits for any later view were held
+/// before their signatures were checked, up to `u64::MAX`, and kept forever.
+#[test]
+fn a_peer_flooding_future_views_cannot_make_a_replica_hold_more_than_its_share() {
+    let (mut r, secrets) = backup();
+    let window = small().window as usize;
+    // Far-future views: dropped at once, whatever their number.
+    for view in [2, 3, 1_000, u64::MAX] {
+        deliver(
+            &mut r,
+            2,
+            ReplicaMessage::Prepare(prepare_in(&secrets[2], 2, view, 1)),
+        );
+        let commit = Commit {
+            view,
+            seq: 1,
+            digest: [1; 32],
+            replica: 2,
+        };
+        deliver(&mut r, 2, ReplicaMessage::Commit(commit));
+    }
+    assert_eq!(r.held_messages(), 0);
+    assert_eq!(r.stats().wrong_view, 8);
+    // Unsigned (forged) prepares for the next view are not held either.
+    let mut forged = prepare_in(&secrets[3], 2, 1, 1);
+    forged.seq = 2;
+    deliver(&mut r, 2, ReplicaMessage::Prepare(forged));
+    assert_eq!(r.held_messages(), 0);
+    // The next view: at most a fair share per sender, however many it sends.
+    for round in 0..10u64 {
+        for seq in 1..=window as u64 {
+            let commit = Commit {
+                view: 1,
+                seq,
+                digest: [round as u8; 32],
+                replica: 2,
+            };
+            deliver(&mut r, 2, ReplicaMessage::Commit(commit));
+        }
+    }
+    assert_eq!(r.held_messages(), 3 * window);
+    // Another sender still has its own share.
+    deliver(
+        &mut r,
+        3,
+        ReplicaMessage::Prepare(prepare_in(&secrets[3], 3, 1, 1)),
+    );
+    assert_eq!(r.held_messages(), 3 * window + 1);
+}
+
+/// Held messages for a view are dropped once a later view is voted for.
+#[test]
+fn voting_for_a_later_view_drops_what_was_held_for_an_earlier_one() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Replica 3 holds a commit for view 1 (the next view).
+    let commit = Commit {
+        view: 1,
+        seq: 1,
+        digest: [7; 32],
+        replica: 2,
+    };
+    net.input(3, Input::Replica(2, ReplicaMessage::Commit(commit)));
+    assert_eq!(net.replicas[3].held_messages(), 1);
+    // Everyone suspects the silent primary; the primary of view 1 is down
+    // too, so the change moves on to view 2.
+    net.down.extend([0, 1]);
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    net.advance(SECOND + 1);
+    assert_eq!(net.replicas[3].changing_to(), Some(1));
+    assert_eq!(net.replicas[3].held_messages(), 1);
+    // Replica 0 comes back: the votes it missed are said again, it joins,
+    // and with a quorum the change to view 1 (whose primary is down) times
+    // out and moves on.
+    net.down.remove(&0);
+    net.advance(2 * SECOND + 1);
+    assert_eq!(net.replicas[0].changing_to(), Some(1));
+    net.advance(2 * SECOND + 1);
+    assert!(net.replicas[3].heading_to() >= 2);
+    assert_eq!(net.replicas[3].held_messages(), 0);
+}
+
+/// Defect: a view change that fewer than a quorum joined never recovered.
+/// View-changes were resent only to peers changing to the same view, and
+/// never on a timeout, so votes lost in a partition stayed lost.
+#[test]
+fn a_view_change_too_few_joined_recovers_once_the_partition_heals() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Replicas 2 and 3 are cut off from 0 and 1, and only they hear the
+    // client: they suspect the primary, alone.
+    let cut = |a: ReplicaId, b: ReplicaId| (a >= 2) != (b >= 2);
+    net.drop_rule = Some(Box::new(move |from, to, _| cut(from, to)));
+    for replica in [2, 3] {
+        net.input(replica, Input::Client(client_batch(&client, 0, 1)));
+    }
+    net.run();
+    net.advance(SECOND + 1);
+    for replica in [2, 3] {
+        assert_eq!(net.replicas[replica].changing_to(), Some(1));
+    }
+    net.advance(2 * SECOND + 1);
+    // The partition heals; nothing else happens but time and status messages.
+    net.drop_rule = None;
+    for _ in 0..6 {
+        net.advance(SECOND);
+    }
+    let view = net.replicas[0].view();
+    assert!(view >= 1);
+    for replica in 0..4 {
+        assert_eq!(net.replicas[replica].view(), view, "replica {replica}");
+        assert_eq!(net.replicas[replica].changing_to(), None);
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+}
+
+/// Defect: timeouts never grew, so with every message slower than the
+/// request timeout the cluster changed views forever and executed nothing
+/// (weak synchrony: delays above the timeouts, but bounded).
+#[test]
+fn timeouts_grow_until_a_slow_network_makes_progress() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let delay = SECOND + SECOND / 5; // above the 1 s request timeout
+    // A network where every message takes `delay`: messages sent in one
+    // step arrive `delay` later, in order.
+    let mut in_flight: Vec<(u64, InFlight)> = Vec::new();
+    let mut executed_at = None;
+    for number in 1..=3u64 {
+        let batch = client_batch(&client, 0, number);
+        for replica in 0..4 {
+            net.input(replica, Input::Client(batch.clone()));
+        }
+        let deadline = net.now + 600 * SECOND;
+        while net.now < deadline && net.executed_requests(3).len() < number as usize {
+            net.now += SECOND / 10;
+            for replica in 0..4 {
+                net.input(replica, Input::Tick);
+            }
+            let now = net.now;
+            in_flight.extend(net.queue.drain(..).map(|m| (now + delay, m)));
+            let (due, later): (Vec<_>, Vec<_>) =
+                in_flight.into_iter().partition(|(at, _)| *at <= now);
+            in_flight = later;
+            for (_, (from, to, message)) in due {
+                net.input(to, Input::Replica(from, message));
+            }
+            let now = net.now;
+            in_flight.extend(net.queue.drain(..).map(|m| (now + delay, m)));
+        }
+        executed_at.get_or_insert(net.now);
+    }
+    for replica in 0..4 {
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 2, 3],
+            "replica {replica}"
+        );
+    }
+    assert!(net.replicas[3].timeout_scale() > 1, "the timeouts grew");
+}
