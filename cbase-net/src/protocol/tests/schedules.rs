@@ -275,3 +275,53 @@ fn timeouts_grow_until_a_slow_network_makes_progress() {
     }
     assert!(net.replicas[3].timeout_scale() > 1, "the timeouts grew");
 }
+
+/// Defect: with n = 5 and f = 1 every quorum was 2f+1 = 3, so an
+/// equivocating primary could show A to {1, 2} and B to {3, 4}, add its own
+/// commit to each side, and both sides executed. Quorums of
+/// ceil((n+f+1)/2) = 4 always share a correct replica.
+#[test]
+fn an_equivocating_primary_cannot_split_five_replicas() {
+    let (_, secrets) = cluster(5);
+    let mut net = Net::new(5, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.down.insert(0); // played by hand below
+    let a = client_batch(&client, 0, 1);
+    let b = client_batch(&client, 1, 1);
+    for (side, batch) in [([1, 2], &a), ([3, 4], &b)] {
+        let pp = pre_prepare(&secrets[0], 0, 1, vec![batch.clone()]);
+        for to in side {
+            net.input(
+                to,
+                Input::Replica(0, ReplicaMessage::PrePrepare(pp.clone())),
+            );
+            let commit = Commit {
+                view: 0,
+                seq: 1,
+                digest: pp.digest,
+                replica: 0,
+            };
+            net.input(to, Input::Replica(0, ReplicaMessage::Commit(commit)));
+        }
+    }
+    net.run();
+    assert!(
+        net.executed.iter().all(Vec::is_empty),
+        "nothing commits on three votes"
+    );
+    assert_one_order(&net);
+    // The backups replace the primary and agree on one order.
+    net.broadcast_client(&a);
+    net.broadcast_client(&b);
+    for _ in 0..6 {
+        net.advance(SECOND);
+    }
+    assert_one_order(&net);
+    for replica in 1..5 {
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 1],
+            "replica {replica}"
+        );
+    }
+}
