@@ -387,6 +387,7 @@ impl World {
             max_pending: 1000,
             status_interval: 100 * MS,
             max_state_bytes: 1 << 20,
+            ..ProtocolConfig::default()
         };
         let nodes = keys
             .iter()

@@ -70,6 +70,12 @@ pub struct ProtocolConfig {
     /// bytes) this replica accepts in a state transfer. It bounds the memory
     /// a peer can make it fill before the digest check can reject a lie.
     pub max_state_bytes: u64,
+    /// The slowest a state transfer may run, in bytes per second, once its
+    /// first chunk arrived (which must happen within `request_timeout`). A
+    /// peer that serves slower than this over the whole transfer is given up
+    /// on and another one asked, so a faulty peer that drips a byte now and
+    /// then cannot stall a replica that fell behind.
+    pub min_transfer_rate: u64,
 }
 
 impl Default for ProtocolConfig {
@@ -84,6 +90,7 @@ impl Default for ProtocolConfig {
             max_pending: 100_000,
             status_interval: 100_000_000,
             max_state_bytes: 16 << 30,
+            min_transfer_rate: 1 << 20,
         }
     }
 }
@@ -938,28 +945,28 @@ impl Replica {
         let Some((&agreed, _)) = tally.into_iter().find(|(_, count)| *count >= self.quorum) else {
             return;
         };
+        let certified = state_transfer::Certified {
+            seq,
+            state: agreed,
+            proof: votes
+                .values()
+                .filter(|v| v.state == agreed)
+                .cloned()
+                .collect(),
+        };
         match self.own_checkpoints.get(&seq) {
             // Not executed that far yet: stabilize once we have, or fetch
             // the state if execution does not get there in time.
-            None => self.note_behind(seq, agreed, false),
-            Some(own) if *own == agreed => self.stabilize(seq, agreed, out),
-            Some(_) => out.push(Output::Diverged { seq, state: agreed }),
+            None => self.note_behind(certified, false),
+            Some(own) if *own == agreed => self.stabilize(seq, agreed, certified.proof, out),
+            Some(_) => self.repair(certified, out),
         }
     }
 
-    /// Moves the low watermark to `seq` and discards everything below it.
-    fn stabilize(&mut self, seq: Seq, state: Hash, out: &mut Vec<Output>) {
-        self.stable_proof = self
-            .checkpoint_votes
-            .get(&seq)
-            .map(|votes| {
-                votes
-                    .values()
-                    .filter(|v| v.state == state)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// Moves the low watermark to `seq`, proven by `proof` (a quorum of
+    /// signed votes for `state`), and discards everything below it.
+    fn stabilize(&mut self, seq: Seq, state: Hash, proof: Vec<Checkpoint>, out: &mut Vec<Output>) {
+        self.stable_proof = proof;
         self.stable_state = state;
         self.low = seq;
         self.future_checkpoints.retain(|_, vote| vote.seq > seq);

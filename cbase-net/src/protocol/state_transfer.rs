@@ -17,9 +17,11 @@
 use cbase_core::codec;
 
 use super::{Output, Replica};
-use crate::checkpoint::CheckpointState;
+use crate::checkpoint::{CheckpointState, ClientTable};
 use crate::config::ReplicaId;
-use crate::message::{Checkpoint, Hash, ReplicaMessage, Seq, checkpoint_header, domain};
+use crate::message::{
+    Checkpoint, Hash, ReplicaMessage, Seq, SignedBatch, checkpoint_header, domain,
+};
 
 /// The encoded checkpoint being received from the peer asked (empty when no
 /// chunk has arrived in the current attempt).
@@ -31,28 +33,42 @@ pub(super) struct Transfer {
     bytes: Vec<u8>,
 }
 
-/// A checkpoint this replica is behind, and when it last asked for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Behind {
+/// A checkpoint and the quorum of signed votes that proves its digest. The
+/// proof travels with the checkpoint from the moment it is learned of: once
+/// installed it becomes this replica's stable checkpoint, and its view-changes
+/// must carry the proof or every peer would reject them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Certified {
     pub seq: Seq,
     pub state: Hash,
+    pub proof: Vec<Checkpoint>,
+}
+
+/// A checkpoint this replica must fetch, and the current attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Behind {
+    pub target: Certified,
     /// When the current attempt started (0: ask at the next tick).
     pub asked_at: u64,
     /// The peer asked last.
     pub peer: ReplicaId,
-    /// A later agreed checkpoint learned of while the transfer of `seq` was
-    /// under way: fetched next, if still needed, once that transfer ends.
-    pub next: Option<(Seq, Hash)>,
+    /// A later agreed checkpoint learned of while the transfer of `target`
+    /// was under way: fetched next, if still needed, once that transfer ends.
+    pub next: Option<Certified>,
+    /// This replica executed past `target` with a state the quorum disagrees
+    /// with: it fetches the certified state even though it "has" that
+    /// checkpoint, and re-executes from there.
+    pub repair: bool,
 }
 
 impl Behind {
     /// Retargets at the later checkpoint, if one was learned of.
     fn advanced(self) -> Behind {
         match self.next {
-            Some((seq, state)) => Behind {
-                seq,
-                state,
+            Some(target) => Behind {
+                target,
                 next: None,
+                repair: false,
                 ..self
             },
             None => self,
@@ -61,45 +77,84 @@ impl Behind {
 }
 
 impl Replica {
-    /// Notes that 2f+1 replicas agree on `state` at `seq`, which this
-    /// replica has not executed to.
-    pub(super) fn note_behind(&mut self, seq: Seq, state: Hash, ask_now: bool) {
-        if self.delivered >= seq || self.behind.is_some_and(|b| b.seq >= seq) {
+    /// Notes that a quorum agrees on `certified`, which this replica has
+    /// not executed to.
+    pub(super) fn note_behind(&mut self, certified: Certified, ask_now: bool) {
+        let seq = certified.seq;
+        if self.delivered >= seq || self.behind.as_ref().is_some_and(|b| b.target.seq >= seq) {
             return;
         }
-        if let Some(behind) = self.behind.filter(|_| !self.transfer.bytes.is_empty()) {
+        let under_way = !self.transfer.bytes.is_empty() || self.installing.is_some();
+        if let Some(behind) = self.behind.as_mut().filter(|_| under_way) {
             // A transfer is under way. Finish it rather than restart with
             // the later checkpoint: the peer serving it keeps the checkpoint
             // it served last even after newer ones replace it, while a replica that always
             // chased the newest one would never finish a large state under
             // load. The later one is fetched next, if still needed.
-            if behind.next.is_none_or(|(next, _)| next < seq) {
-                self.behind = Some(Behind {
-                    next: Some((seq, state)),
-                    ..behind
-                });
+            if behind.next.as_ref().is_none_or(|next| next.seq < seq) {
+                behind.next = Some(certified);
             }
             return;
         }
         // Give normal execution a chance first, unless there is nothing
         // left to execute from (the log below `seq` is gone).
         let asked_at = if ask_now { 0 } else { self.now.max(1) };
-        let peer = self.behind.map_or(self.id, |b| b.peer);
+        let peer = self.behind.as_ref().map_or(self.id, |b| b.peer);
         self.behind = Some(Behind {
-            seq,
-            state,
+            target: certified,
             asked_at,
             peer,
             next: None,
+            repair: false,
         });
+    }
+
+    /// A quorum agrees on a digest at `certified.seq` that differs from this
+    /// replica's own: its state went wrong (a bug, a corrupted disk, a
+    /// non-deterministic service). It fetches the certified state at once,
+    /// installs it and re-executes what it had executed after it.
+    pub(super) fn repair(&mut self, certified: Certified, out: &mut Vec<Output>) {
+        let repairing = self
+            .behind
+            .as_ref()
+            .is_some_and(|b| b.repair && b.target.seq >= certified.seq);
+        if repairing || self.installing.is_some() {
+            // Already on it; or installing a state, whose checkpoints will
+            // be compared again.
+            return;
+        }
+        out.push(Output::Diverged {
+            seq: certified.seq,
+            state: certified.state,
+        });
+        self.transfer = Transfer::default();
+        let peer = self.behind.as_ref().map_or(self.id, |b| b.peer);
+        self.behind = Some(Behind {
+            target: certified,
+            asked_at: 0,
+            peer,
+            next: None,
+            repair: true,
+        });
+    }
+
+    /// How long the current attempt may take: the first chunk within the
+    /// request timeout, and the whole at no less than `min_transfer_rate`
+    /// after that. Progress is judged over the whole attempt, not per
+    /// chunk, so a peer that drips a byte now and then cannot keep it alive.
+    fn transfer_deadline(&self) -> u64 {
+        let rate = self.config.min_transfer_rate.max(1);
+        let transfer_time = (self.transfer.total as u128 * 1_000_000_000 / rate as u128)
+            .min(u64::MAX as u128) as u64;
+        self.config.request_timeout.saturating_add(transfer_time)
     }
 
     /// On every tick: ask the next peer if the current attempt is overdue.
     pub(super) fn fetch_state_if_overdue(&mut self, out: &mut Vec<Output>) {
-        let Some(mut behind) = self.behind else {
+        let Some(mut behind) = self.behind.clone() else {
             return;
         };
-        if self.delivered >= behind.seq {
+        if self.delivered >= behind.target.seq && !behind.repair {
             self.behind = None;
             return;
         }
@@ -107,7 +162,7 @@ impl Replica {
             return;
         }
         let overdue = behind.asked_at == 0
-            || self.now.saturating_sub(behind.asked_at) >= self.config.request_timeout;
+            || self.now.saturating_sub(behind.asked_at) >= self.transfer_deadline();
         if !overdue {
             return;
         }
@@ -118,17 +173,15 @@ impl Replica {
             behind.peer = (behind.peer + 1) % self.n as ReplicaId;
         }
         behind.asked_at = self.now.max(1);
+        let (peer, seq) = (behind.peer, behind.target.seq);
         self.behind = Some(behind);
         // A new attempt starts from the beginning: chunks from different
         // peers could not be blamed on either if the whole failed its check.
         self.transfer = Transfer::default();
         self.stats.state_requests += 1;
         out.push(Output::Send(
-            behind.peer,
-            ReplicaMessage::StateRequest {
-                seq: behind.seq,
-                offset: 0,
-            },
+            peer,
+            ReplicaMessage::StateRequest { seq, offset: 0 },
         ));
     }
 
@@ -160,14 +213,14 @@ impl Replica {
         chunk: Vec<u8>,
         out: &mut Vec<Output>,
     ) {
-        let Some(behind) = self.behind else {
+        let Some(behind) = self.behind.clone() else {
             self.stats.stale += 1;
             return;
         };
         let received = self.transfer.bytes.len() as u64;
-        if seq != behind.seq
+        if seq != behind.target.seq
             || self.installing.is_some()
-            || self.delivered >= seq
+            || (self.delivered >= seq && !behind.repair)
             || from != behind.peer
             || offset != received
         {
@@ -191,11 +244,7 @@ impl Replica {
         self.transfer.bytes.extend_from_slice(&chunk);
         let received = self.transfer.bytes.len() as u64;
         if received < total {
-            // Progress: the attempt's timeout starts over with the next chunk.
-            self.behind = Some(Behind {
-                asked_at: self.now.max(1),
-                ..behind
-            });
+            // The attempt's deadline does not move: see `transfer_deadline`.
             out.push(Output::Send(
                 from,
                 ReplicaMessage::StateRequest {
@@ -207,15 +256,49 @@ impl Replica {
         }
         let bytes = std::mem::take(&mut self.transfer).bytes;
         let state = match codec::decode::<CheckpointState>(&bytes) {
-            Ok(state) if state.digest() == behind.state => state,
+            Ok(state) if state.digest() == behind.target.state => state,
             _ => return self.reject_state(from, behind),
         };
+        self.forget_executed_batches(&state.clients);
         self.installing = Some(seq);
         out.push(Output::InstallState {
             seq,
-            digest: behind.state,
+            digest: behind.target.state,
             state,
         });
+    }
+
+    /// Batches the installed state already executed (every request's number
+    /// is at or below its lane's in the client table) are no longer waited
+    /// for: the transfer skipped over the log that would have shown them
+    /// executed, and a backup still timing them would suspect a primary that
+    /// did its job. The rest get a fresh timer.
+    fn forget_executed_batches(&mut self, clients: &ClientTable) {
+        let executed = |batch: &SignedBatch| {
+            batch.batch.requests.iter().all(|request| {
+                clients
+                    .get(&(batch.batch.client, request.lane))
+                    .is_some_and(|record| record.number >= request.number)
+            })
+        };
+        let mut forgotten = Vec::new();
+        self.pending.retain(|(digest, batch)| {
+            let done = executed(batch);
+            if done {
+                forgotten.push(*digest);
+            }
+            !done
+        });
+        for digest in forgotten {
+            self.waiting.remove(&digest);
+            if self.known_batches.get(&digest) == Some(&None) {
+                self.known_batches.remove(&digest);
+            }
+        }
+        let now = self.now;
+        for since in self.waiting.values_mut() {
+            *since = now;
+        }
     }
 
     /// `from` served chunks that do not fit together, or a state that does
@@ -257,38 +340,45 @@ impl Replica {
             .filter(|vote| vote.seq == seq && vote.state == state)
             .count();
         if agreeing >= self.quorum {
-            self.note_behind(seq, state, true);
+            let proof = self
+                .future_checkpoints
+                .values()
+                .filter(|vote| vote.seq == seq && vote.state == state)
+                .cloned()
+                .collect();
+            self.note_behind(Certified { seq, state, proof }, true);
         }
     }
 
     /// The runtime installed the state at `seq`: continue from there.
     pub(super) fn on_state_installed(&mut self, seq: Seq, state: Hash, out: &mut Vec<Output>) {
         self.installing = None;
-        // Votes for a checkpoint beyond the old window become its proof.
-        let proof: Vec<Checkpoint> = self
-            .future_checkpoints
-            .values()
-            .filter(|vote| vote.seq == seq && vote.state == state)
-            .cloned()
-            .collect();
-        let votes = self.checkpoint_votes.entry(seq).or_default();
-        for vote in proof {
-            votes.insert(vote.replica, vote);
-        }
-        if seq > self.delivered {
+        let Some(behind) = self
+            .behind
+            .take_if(|b| b.target.seq == seq && b.target.state == state)
+        else {
+            // Not the transfer this replica asked for (the runtime only
+            // installs what the protocol asked, so this is a stale report).
+            self.stats.stale += 1;
+            return;
+        };
+        if behind.repair {
+            // Everything executed after `seq` ran on a wrong state: run it
+            // again from the certified one (the log above `seq` is kept).
+            self.delivered = seq;
+            self.own_checkpoints.retain(|s, _| *s < seq);
+        } else if seq > self.delivered {
             self.delivered = seq;
         }
-        if let Some(behind) = self.behind.filter(|b| b.seq <= seq) {
-            self.behind = None;
-            if let Some((next, state)) = behind.next {
-                // Learned of during the transfer; the log may still cover
-                // it, so execution gets its chance first.
-                self.note_behind(next, state, false);
-            }
+        if let Some(next) = behind.next {
+            // Learned of during the transfer; the log may still cover it, so
+            // execution gets its chance first.
+            self.note_behind(next, false);
         }
         self.own_checkpoints.insert(seq, state);
         if seq > self.low {
-            self.stabilize(seq, state, out);
+            // The proof that justified the transfer becomes the stable one.
+            self.stabilize(seq, state, behind.target.proof, out);
         } else {
             self.log = self.log.split_off(&(seq + 1));
         }

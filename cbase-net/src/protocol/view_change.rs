@@ -321,7 +321,14 @@ impl Replica {
             self.low = plan.stable_seq;
             self.stable_state = plan.stable_state;
             self.stable_proof = plan.stable_proof.clone();
-            self.note_behind(plan.stable_seq, plan.stable_state, true);
+            self.note_behind(
+                super::state_transfer::Certified {
+                    seq: plan.stable_seq,
+                    state: plan.stable_state,
+                    proof: plan.stable_proof.clone(),
+                },
+                true,
+            );
         }
         let highest = new_view.pre_prepares.last().map_or(self.low, |p| p.seq);
         self.next_seq = highest.max(self.low) + 1;

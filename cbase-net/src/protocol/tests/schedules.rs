@@ -325,3 +325,270 @@ fn an_equivocating_primary_cannot_split_five_replicas() {
         );
     }
 }
+
+/// Defect: the state-transfer timeout restarted with every chunk, so a
+/// faulty peer that served one byte per timeout was asked forever.
+#[test]
+fn a_peer_dripping_a_state_transfer_is_replaced() {
+    let config = ProtocolConfig {
+        min_transfer_rate: 10_000, // bytes per second
+        ..small()
+    };
+    let (mut r, bytes, digest) = behind_checkpoint_4(64, config);
+    let mut now = 1 + SECOND + 1;
+    let out = tick(&mut r, now);
+    let (dripper, _) = state_request(&out).expect("a peer is asked");
+    // It answers every request in time, one byte at a time.
+    let mut offset = 0;
+    let mut replaced_by = None;
+    for _ in 0..bytes.len() {
+        now += SECOND / 2;
+        let out = tick(&mut r, now);
+        if let Some((peer, 0)) = state_request(&out) {
+            replaced_by = Some(peer);
+            break;
+        }
+        let mut out = Vec::new();
+        r.handle(
+            now,
+            Input::Replica(dripper, chunk(&bytes, offset, 1)),
+            &mut out,
+        );
+        offset += 1;
+    }
+    // The whole may take the request timeout plus size / rate.
+    let allowed = SECOND + bytes.len() as u64 * SECOND / 10_000;
+    let next = replaced_by.expect("the dripping peer is given up on");
+    assert_ne!(next, dripper);
+    assert!(
+        now - (2 + SECOND) <= allowed + SECOND,
+        "given up on in time"
+    );
+    // An honest peer completes it.
+    let mut out = Vec::new();
+    r.handle(
+        now,
+        Input::Replica(next, whole_state_bytes(&bytes)),
+        &mut out,
+    );
+    assert!(
+        matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
+        "{out:?}"
+    );
+}
+
+/// A small valid checkpoint state in which `client`'s lane 0 executed
+/// request 1, encoded, with its digest.
+fn state_with(client: &SecretKey) -> (Vec<u8>, Hash) {
+    use crate::checkpoint::{CheckpointState, LaneRecord};
+    let state = CheckpointState {
+        snapshot: cbase_core::Snapshot::from_bytes(
+            &cbase_core::codec::encode(&vec![("t".to_owned(), vec![5u8; 100])]).unwrap(),
+        )
+        .unwrap(),
+        clients: [(
+            (client.public(), 0),
+            LaneRecord {
+                number: 1,
+                reply: Some(vec![1]),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    (cbase_core::codec::encode(&state).unwrap(), state.digest())
+}
+
+fn vote(secrets: &[SecretKey], voter: ReplicaId, seq: Seq, state: Hash) -> ReplicaMessage {
+    let signature =
+        secrets[voter as usize].sign(domain::CHECKPOINT, &checkpoint_header(seq, &state, voter));
+    ReplicaMessage::Checkpoint(Checkpoint {
+        seq,
+        state,
+        replica: voter,
+        signature,
+    })
+}
+
+/// Transfers `bytes` (the state at `seq`) to `r` from whichever peer it asks.
+fn transfer(r: &mut Replica, now: u64, seq: Seq, bytes: &[u8], digest: Hash) {
+    let out = tick(r, now);
+    let (peer, _) = state_request(&out).expect("a peer is asked");
+    let mut out = Vec::new();
+    let reply = ReplicaMessage::StateReply {
+        seq,
+        offset: 0,
+        total: bytes.len() as u64,
+        chunk: bytes.to_vec(),
+    };
+    r.handle(now, Input::Replica(peer, reply), &mut out);
+    assert!(
+        matches!(&out[..], [Output::InstallState { seq: s, .. }] if *s == seq),
+        "{out:?}"
+    );
+    let mut out = Vec::new();
+    r.handle(now, Input::StateInstalled { seq, state: digest }, &mut out);
+}
+
+/// Defect: the proof of a checkpoint installed by state transfer was rebuilt
+/// from each peer's latest vote beyond the window; votes for a later
+/// checkpoint that arrived during the transfer left it short of a quorum,
+/// and every peer then rejected this replica's view-changes.
+#[test]
+fn a_checkpoint_installed_by_transfer_keeps_its_proof() {
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    let client = SecretKey::from_seed([9; 32]);
+    let (bytes, digest) = state_with(&client);
+    // A quorum votes for checkpoint 12, beyond the window (high = 8).
+    for voter in [0, 2, 3] {
+        deliver(&mut r, voter, vote(&secrets, voter, 12, digest));
+    }
+    // During the transfer, two of them already vote for checkpoint 16.
+    let later = [9; 32];
+    for voter in [0, 2] {
+        deliver(&mut r, voter, vote(&secrets, voter, 16, later));
+    }
+    transfer(&mut r, 10, 12, &bytes, digest);
+    assert_eq!(r.low_watermark(), 12);
+    // Its view-change (it suspects the primary) convinces a peer.
+    deliver(
+        &mut r,
+        0,
+        ReplicaMessage::Forward(client_batch(&client, 1, 1)),
+    );
+    let mut out = Vec::new();
+    r.handle(20, Input::Client(client_batch(&client, 2, 1)), &mut out);
+    let out = tick(&mut r, 30 + SECOND);
+    let view_change = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Broadcast(ReplicaMessage::ViewChange(vc)) => Some(vc.clone()),
+            _ => None,
+        })
+        .expect("it starts a view change");
+    let mut peer = Replica::new(2, &cluster, secrets[2].clone(), small());
+    deliver(&mut peer, 1, ReplicaMessage::ViewChange(view_change));
+    assert_eq!(peer.stats().bad_certificate, 0);
+}
+
+/// Defect: batches the transfer skipped over stayed in the request timers,
+/// so a replica that caught up suspected a primary that had done its job,
+/// alone.
+#[test]
+fn catching_up_by_transfer_does_not_make_a_backup_suspect_the_primary() {
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    let client = SecretKey::from_seed([9; 32]);
+    // It heard of the client's request 1, then fell behind while the others
+    // executed it.
+    let mut out = Vec::new();
+    r.handle(5, Input::Client(client_batch(&client, 0, 1)), &mut out);
+    let (bytes, digest) = state_with(&client);
+    for voter in [0, 2, 3] {
+        deliver(&mut r, voter, vote(&secrets, voter, 12, digest));
+    }
+    transfer(&mut r, 10, 12, &bytes, digest);
+    assert_eq!(r.delivered(), 12);
+    for now in [SECOND, 2 * SECOND, 4 * SECOND] {
+        tick(&mut r, now);
+    }
+    assert_eq!(
+        r.changing_to(),
+        None,
+        "no view change over an executed request"
+    );
+    assert_eq!(r.stats().view_changes_started, 0);
+}
+
+/// Commits `proposal`s at sequence numbers `1..=last` at backup `r`, as the
+/// primary (0) and backups 2 and 3 would.
+fn commit_by_hand(r: &mut Replica, secrets: &[SecretKey], last: Seq) -> Vec<Output> {
+    let client = SecretKey::from_seed([8; 32]);
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let pp = pre_prepare(&secrets[0], 0, seq, vec![client_batch(&client, 0, seq)]);
+        let digest = pp.digest;
+        out.extend(deliver(r, 0, ReplicaMessage::PrePrepare(pp)));
+        for backup in [2, 3] {
+            let p = prepare(&secrets[backup as usize], backup, seq, digest);
+            out.extend(deliver(r, backup, ReplicaMessage::Prepare(p)));
+        }
+        for replica in [0, 2, 3] {
+            let commit = Commit {
+                view: 0,
+                seq,
+                digest,
+                replica,
+            };
+            out.extend(deliver(r, replica, ReplicaMessage::Commit(commit)));
+        }
+    }
+    out
+}
+
+/// Defect: a replica that learned its state diverged from the quorum's only
+/// logged it; it must fetch the certified state and execute on from it.
+#[test]
+fn a_replica_that_diverged_repairs_itself_and_executes_on() {
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    let out = commit_by_hand(&mut r, &secrets, 5);
+    let executed = out
+        .iter()
+        .filter(|o| matches!(o, Output::Execute(_)))
+        .count();
+    assert_eq!(executed, 5);
+    // Its state at 4 is wrong; the quorum's is right.
+    let client = SecretKey::from_seed([9; 32]);
+    let (bytes, digest) = state_with(&client);
+    let mut out = Vec::new();
+    r.handle(
+        2,
+        Input::CheckpointTaken {
+            seq: 4,
+            state: [1; 32],
+        },
+        &mut out,
+    );
+    let mut out = Vec::new();
+    for voter in [0, 2, 3] {
+        out.extend(deliver(&mut r, voter, vote(&secrets, voter, 4, digest)));
+    }
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, Output::Diverged { seq: 4, .. }))
+            .count(),
+        1,
+        "{out:?}"
+    );
+    // It fetches the certified state at once and installs it...
+    let out = tick(&mut r, 3);
+    let (peer, _) = state_request(&out).expect("a peer is asked at once");
+    let mut out = Vec::new();
+    r.handle(4, Input::Replica(peer, whole_state_bytes(&bytes)), &mut out);
+    assert!(
+        matches!(&out[..], [Output::InstallState { seq: 4, .. }]),
+        "{out:?}"
+    );
+    // ...then executes what follows the checkpoint again, on the right state.
+    let mut out = Vec::new();
+    r.handle(
+        5,
+        Input::StateInstalled {
+            seq: 4,
+            state: digest,
+        },
+        &mut out,
+    );
+    let again: Vec<Seq> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Execute(c) => Some(c.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again, vec![5]);
+    assert_eq!(r.low_watermark(), 4);
+    assert_eq!(r.delivered(), 5);
+}
