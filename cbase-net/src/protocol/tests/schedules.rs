@@ -339,9 +339,8 @@ fn a_peer_dripping_a_state_transfer_is_replaced() {
     let out = tick(&mut r, now);
     let (dripper, _) = state_request(&out).expect("a peer is asked");
     // It answers every request in time, one byte at a time.
-    let mut offset = 0;
     let mut replaced_by = None;
-    for _ in 0..bytes.len() {
+    for offset in 0..bytes.len() {
         now += SECOND / 2;
         let out = tick(&mut r, now);
         if let Some((peer, 0)) = state_request(&out) {
