@@ -353,7 +353,6 @@ fn a_peer_dripping_a_state_transfer_is_replaced() {
             Input::Replica(dripper, chunk(&bytes, offset, 1)),
             &mut out,
         );
-        offset += 1;
     }
     // The whole may take the request timeout plus size / rate.
     let allowed = SECOND + bytes.len() as u64 * SECOND / 10_000;
