@@ -76,6 +76,12 @@ pub struct ProtocolConfig {
     /// on and another one asked, so a faulty peer that drips a byte now and
     /// then cannot stall a replica that fell behind.
     pub min_transfer_rate: u64,
+    /// How far (nanoseconds) a primary's proposal timestamp may be ahead of
+    /// a backup's own clock. Timestamps become the agreed clock that services
+    /// read through `Context`, which never runs backwards; without this bound
+    /// a faulty primary could push it to the end of time and freeze it there.
+    /// A backup refuses (does not prepare) a proposal stamped further ahead.
+    pub max_clock_skew: u64,
 }
 
 impl Default for ProtocolConfig {
@@ -91,6 +97,7 @@ impl Default for ProtocolConfig {
             status_interval: 100_000_000,
             max_state_bytes: 16 << 30,
             min_transfer_rate: 1 << 20,
+            max_clock_skew: 10_000_000_000,
         }
     }
 }
@@ -214,6 +221,9 @@ pub struct Stats {
     pub duplicate: u64,
     /// Over the size limits.
     pub oversized: u64,
+    /// A proposal stamped further ahead of this replica's clock than
+    /// `max_clock_skew`.
+    pub bad_timestamp: u64,
     /// View changes this replica started.
     pub view_changes_started: u64,
     /// View-change or new-view messages whose certificates did not hold.
@@ -292,6 +302,12 @@ pub struct Replica {
     last_new_view: Option<crate::message::NewView>,
     /// When this replica last broadcast its status.
     last_status: u64,
+    /// When each peer's status was last answered: one status message makes
+    /// this replica resend up to a window's worth of messages, so a peer
+    /// gets at most one answer per half status interval.
+    status_answered: BTreeMap<ReplicaId, u64>,
+    /// The last state chunk served to each peer: (checkpoint, offset, when).
+    state_served: BTreeMap<ReplicaId, (Seq, u64, u64)>,
     /// A stable checkpoint this replica has not executed to.
     behind: Option<state_transfer::Behind>,
     /// The chunks of that checkpoint received so far from the peer asked.
@@ -362,6 +378,8 @@ impl Replica {
             prepared: BTreeMap::new(),
             last_new_view: None,
             last_status: 0,
+            status_answered: BTreeMap::new(),
+            state_served: BTreeMap::new(),
             behind: None,
             transfer: state_transfer::Transfer::default(),
             installing: None,
@@ -472,7 +490,7 @@ impl Replica {
             ReplicaMessage::Prepare(prepare) => self.on_prepare(from, prepare, out),
             ReplicaMessage::Commit(commit) => self.on_commit(from, commit, out),
             ReplicaMessage::Checkpoint(checkpoint) => self.on_checkpoint(from, checkpoint, out),
-            ReplicaMessage::Forward(batch) => self.on_client_batch(batch, out, false),
+            ReplicaMessage::Forward(batch) => self.on_forward(batch, out),
             ReplicaMessage::ViewChange(view_change) => self.on_view_change(from, view_change, out),
             ReplicaMessage::NewView(new_view) => self.on_new_view(from, new_view, out),
             ReplicaMessage::Status(status) => self.on_status(from, status, out),
@@ -535,6 +553,21 @@ impl Replica {
             return false;
         }
         true
+    }
+
+    /// A client batch another replica passed on. Only the primary needs it
+    /// (to order it), so only the primary takes it. A backup does not arm a
+    /// request timer for it: only the primary could disarm that timer, and a
+    /// faulty backup forwarding batches to the other backups alone would
+    /// make them depose a correct primary at will. Backups arm timers only
+    /// for batches a client sent them itself, as PBFT's clients do when the
+    /// primary does not answer.
+    fn on_forward(&mut self, batch: SignedBatch, out: &mut Vec<Output>) {
+        if !self.is_primary() || self.status != Status::Normal {
+            self.stats.stale += 1;
+            return;
+        }
+        self.on_client_batch(batch, out, false);
     }
 
     fn on_client_batch(&mut self, batch: SignedBatch, out: &mut Vec<Output>, direct: bool) {
@@ -670,6 +703,10 @@ impl Replica {
             return;
         }
         if !self.pre_prepare_signed(&pre_prepare) {
+            return;
+        }
+        if pre_prepare.proposal.timestamp > self.now.saturating_add(self.config.max_clock_skew) {
+            self.stats.bad_timestamp += 1;
             return;
         }
         // The primary cannot forge requests: every batch must carry its
@@ -840,11 +877,19 @@ impl Replica {
                 .as_ref()
                 .expect("committed slots have a pre-prepare");
             let seq = self.delivered + 1;
-            for batch in &pre_prepare.proposal.batches {
-                let digest = batch.digest();
-                if self.waiting.remove(&digest).is_some() {
-                    self.pending.retain(|(d, _)| *d != digest);
-                }
+            let ordered: std::collections::BTreeSet<Hash> = pre_prepare
+                .proposal
+                .batches
+                .iter()
+                .map(SignedBatch::digest)
+                .collect();
+            for digest in &ordered {
+                self.waiting.remove(digest);
+            }
+            // Whoever holds them (a backup, or a former primary that had not
+            // proposed them yet) no longer needs them.
+            if !self.pending.is_empty() {
+                self.pending.retain(|(d, _)| !ordered.contains(d));
             }
             out.push(Output::Execute(Committed {
                 view: pre_prepare.view,

@@ -197,6 +197,23 @@ impl Replica {
             self.stats.out_of_window += 1;
             return;
         }
+        // A replica fetching a state asks for one chunk after another, each
+        // further on; it starts over only in a new attempt, after a timeout.
+        // So a peer gets each chunk at most once per request timeout, and a
+        // flood of requests costs us no more than one transfer would.
+        let progress = match self.state_served.get(&from) {
+            Some(&(served_seq, served_offset, at)) => {
+                (served_seq == seq && offset > served_offset)
+                    || served_seq < seq
+                    || self.now.saturating_sub(at) >= self.config.request_timeout
+            }
+            None => true,
+        };
+        if !progress {
+            self.stats.duplicate += 1;
+            return;
+        }
+        self.state_served.insert(from, (seq, offset, self.now));
         out.push(Output::ServeState {
             to: from,
             seq,

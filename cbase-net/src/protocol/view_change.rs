@@ -275,7 +275,16 @@ impl Replica {
         let quorums = self.quorums();
         let mut senders = std::collections::BTreeSet::new();
         for view_change in &new_view.view_changes {
-            if view_change.body.new_view != new_view.view || !quorums.view_change_holds(view_change)
+            // One this replica already checked (and kept) needs no second
+            // check: replaying valid votes inside bogus new-views costs a
+            // comparison, not a round of signature checks.
+            let known = self
+                .view_changes
+                .get(&new_view.view)
+                .and_then(|votes| votes.get(&view_change.body.replica))
+                .is_some_and(|kept| kept == view_change);
+            if view_change.body.new_view != new_view.view
+                || !(known || quorums.view_change_holds(view_change))
             {
                 return false;
             }
@@ -380,6 +389,13 @@ impl Replica {
             self.stats.wrong_sender += 1;
             return;
         }
+        let answered = self.status_answered.get(&from).copied();
+        if answered.is_some_and(|at| self.now.saturating_sub(at) < self.config.status_interval / 2)
+        {
+            self.stats.duplicate += 1;
+            return;
+        }
+        self.status_answered.insert(from, self.now);
         let normal = self.status == Status::Normal;
         // Still in an older view: it missed the new-view.
         if status.view < self.view && normal {

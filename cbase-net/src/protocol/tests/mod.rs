@@ -225,6 +225,7 @@ fn small() -> ProtocolConfig {
         status_interval: SECOND / 10,
         max_state_bytes: 1 << 20,
         min_transfer_rate: 1 << 20,
+        max_clock_skew: 10 * SECOND,
     }
 }
 

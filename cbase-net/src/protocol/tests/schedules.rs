@@ -590,3 +590,146 @@ fn a_replica_that_diverged_repairs_itself_and_executes_on() {
     assert_eq!(r.low_watermark(), 4);
     assert_eq!(r.delivered(), 5);
 }
+
+/// Defect: a forwarded batch armed the backups' request timers but was not
+/// passed on to the primary, so a faulty backup forwarding client-signed
+/// batches to the other backups only forced a view change every timeout.
+#[test]
+fn a_backup_forwarding_to_backups_only_cannot_depose_the_primary() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    for round in 1..=6u64 {
+        let batch = client_batch(&client, 0, round);
+        for to in [1, 3] {
+            net.input(
+                to,
+                Input::Replica(2, ReplicaMessage::Forward(batch.clone())),
+            );
+        }
+        net.advance(SECOND);
+    }
+    for replica in 0..4 {
+        assert_eq!(net.replicas[replica].view(), 0, "replica {replica}");
+        assert_eq!(net.replicas[replica].stats().view_changes_started, 0);
+    }
+    // The primary still orders what clients send it.
+    net.input(0, Input::Client(client_batch(&client, 1, 1)));
+    net.run();
+    assert_eq!(net.executed_requests(3), vec![1]);
+}
+
+/// Defect: backups never checked the primary's timestamp, so a faulty
+/// primary could push the agreed clock to `u64::MAX` and freeze it there.
+#[test]
+fn a_proposal_stamped_far_ahead_of_a_backups_clock_is_refused() {
+    let (mut r, secrets) = backup();
+    let client = SecretKey::from_seed([99; 32]);
+    let stamped = |timestamp: u64, seq: Seq, number: u64| {
+        let proposal = Proposal {
+            timestamp,
+            batches: vec![client_batch(&client, 0, number)],
+        };
+        let digest = proposal.digest();
+        ReplicaMessage::PrePrepare(PrePrepare {
+            view: 0,
+            seq,
+            digest,
+            signature: secrets[0].sign(domain::PRE_PREPARE, &pre_prepare_header(0, seq, &digest)),
+            proposal,
+        })
+    };
+    let now = 1_000 * SECOND;
+    let mut out = Vec::new();
+    r.handle(now, Input::Replica(0, stamped(u64::MAX, 1, 1)), &mut out);
+    r.handle(
+        now,
+        Input::Replica(0, stamped(now + 11 * SECOND, 1, 1)),
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(r.stats().bad_timestamp, 2);
+    // Within the allowed skew, or behind (a retransmission), it is prepared.
+    r.handle(
+        now,
+        Input::Replica(0, stamped(now + 9 * SECOND, 1, 1)),
+        &mut out,
+    );
+    r.handle(now, Input::Replica(0, stamped(5, 2, 2)), &mut out);
+    let prepared = out
+        .iter()
+        .filter(|o| matches!(o, Output::Broadcast(ReplicaMessage::Prepare(_))))
+        .count();
+    assert_eq!(prepared, 2);
+}
+
+/// Seen in review: a primary replaced before it proposed all it held kept
+/// those batches pending for ever, even after the next view executed them.
+#[test]
+fn a_former_primary_forgets_batches_the_next_view_executed() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.drop_rule = Some(Box::new(|from, _, _| from == 0));
+    for number in 1..=5 {
+        net.broadcast_client(&client_batch(&client, 0, number));
+    }
+    assert!(
+        net.replicas[0].pending_batches() > 0,
+        "the pipeline held some back"
+    );
+    net.advance(SECOND + 1);
+    net.drop_rule = None;
+    for _ in 0..4 {
+        net.advance(SECOND);
+    }
+    assert_eq!(net.replicas[0].view(), 1);
+    assert_eq!(net.executed_requests(0), vec![1, 2, 3, 4, 5]);
+    for replica in 0..4 {
+        assert_eq!(
+            net.replicas[replica].pending_batches(),
+            0,
+            "replica {replica}"
+        );
+    }
+}
+
+/// Seen in review: one status message makes a replica resend up to a
+/// window of messages, and state requests were served without limit; a
+/// peer repeating them amplified its traffic for free.
+#[test]
+fn repeated_status_and_state_requests_are_answered_once() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    for number in 1..=4 {
+        net.input(0, Input::Client(client_batch(&client, 0, number)));
+        net.run();
+    }
+    let behind = crate::message::Status {
+        view: 0,
+        changing_to: None,
+        delivered: 0,
+        low: 0,
+        replica: 3,
+    };
+    let r = &mut net.replicas[1];
+    let first = deliver(r, 3, ReplicaMessage::Status(behind.clone()));
+    assert!(!first.is_empty(), "a peer that is behind gets help");
+    for _ in 0..10 {
+        assert!(deliver(r, 3, ReplicaMessage::Status(behind.clone())).is_empty());
+    }
+    // State requests: each chunk once per attempt.
+    let request = ReplicaMessage::StateRequest { seq: 4, offset: 0 };
+    let served = |out: &[Output]| out.iter().any(|o| matches!(o, Output::ServeState { .. }));
+    assert!(served(&deliver(r, 3, request.clone())));
+    for _ in 0..10 {
+        assert!(!served(&deliver(r, 3, request.clone())));
+    }
+    let next = ReplicaMessage::StateRequest {
+        seq: 4,
+        offset: 100,
+    };
+    assert!(served(&deliver(r, 3, next)), "the next chunk is progress");
+    // After a request timeout, a new attempt starts from 0 again.
+    let mut out = Vec::new();
+    r.handle(10 * SECOND, Input::Replica(3, request), &mut out);
+    assert!(served(&out));
+}
