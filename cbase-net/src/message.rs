@@ -319,6 +319,13 @@ pub enum ReplyMessage {
     Replies(Vec<Reply>),
 }
 
+/// The blake3 digest of a value's canonical encoding and that encoding's
+/// length in bytes, from one encoding.
+pub fn digest_and_size_of<T: Serialize>(value: &T) -> (Hash, usize) {
+    let bytes = codec::encode(value).expect("protocol values always encode");
+    (*blake3::hash(&bytes).as_bytes(), bytes.len())
+}
+
 /// The blake3 digest of a value's canonical encoding.
 pub fn digest_of<T: Serialize>(value: &T) -> Hash {
     let bytes = codec::encode(value).expect("protocol values always encode");

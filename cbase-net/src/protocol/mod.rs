@@ -25,6 +25,7 @@
 
 mod certificates;
 mod held;
+mod pending;
 mod slot;
 mod state_transfer;
 #[cfg(test)]
@@ -32,13 +33,14 @@ mod tests;
 mod timeouts;
 mod view_change;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::message::{
     Checkpoint, Commit, Hash, PrePrepare, Prepare, Proposal, ReplicaMessage, Seq, SignedBatch,
-    View, ViewChange, checkpoint_header, domain, pre_prepare_header, prepare_header,
+    View, ViewChange, checkpoint_header, digest_and_size_of, domain, pre_prepare_header,
+    prepare_header,
 };
 use slot::Slot;
 
@@ -63,6 +65,14 @@ pub struct ProtocolConfig {
     pub view_change_timeout: u64,
     /// The most client batches a replica holds waiting for a sequence number.
     pub max_pending: usize,
+    /// The most bytes of client batches a replica holds waiting for a
+    /// sequence number.
+    pub max_pending_bytes: usize,
+    /// The most bytes of client batches one proposal carries; also the
+    /// largest client batch a replica accepts (a larger one could never be
+    /// proposed). It must leave room in the transport's frame limit for the
+    /// pre-prepare around it.
+    pub max_batch_bytes: usize,
     /// How often (nanoseconds) a replica tells its peers where it is, so
     /// they can resend what it missed.
     pub status_interval: u64,
@@ -94,6 +104,8 @@ impl Default for ProtocolConfig {
             request_timeout: 1_000_000_000,
             view_change_timeout: 2_000_000_000,
             max_pending: 100_000,
+            max_pending_bytes: 256 << 20,
+            max_batch_bytes: 1 << 20,
             status_interval: 100_000_000,
             max_state_bytes: 16 << 30,
             min_transfer_rate: 1 << 20,
@@ -274,7 +286,7 @@ pub struct Replica {
     delivered: Seq,
     /// Client batches waiting for a sequence number, with their digests. The
     /// primary proposes them; a backup keeps them in case it becomes primary.
-    pending: VecDeque<(Hash, SignedBatch)>,
+    pending: pending::Pending,
     /// When a backup first heard of each batch it waits on (request timer).
     waiting: BTreeMap<Hash, u64>,
     /// Digests of batches pending or in the log, to drop duplicates.
@@ -365,7 +377,7 @@ impl Replica {
             low: 0,
             log: BTreeMap::new(),
             delivered: 0,
-            pending: VecDeque::new(),
+            pending: pending::Pending::default(),
             waiting: BTreeMap::new(),
             known_batches: BTreeMap::new(),
             checkpoint_votes: BTreeMap::new(),
@@ -548,8 +560,14 @@ impl Replica {
             self.stats.bad_signature += 1;
             return false;
         }
-        if pre_prepare.proposal.digest() != pre_prepare.digest {
+        let (digest, bytes) = digest_and_size_of(&pre_prepare.proposal);
+        if digest != pre_prepare.digest {
             self.stats.bad_digest += 1;
+            return false;
+        }
+        // The batches, and a little for the timestamp and their count.
+        if bytes > self.config.max_batch_bytes + 32 {
+            self.stats.oversized += 1;
             return false;
         }
         true
@@ -577,7 +595,11 @@ impl Replica {
             self.stats.oversized += 1;
             return;
         }
-        let digest = batch.digest();
+        let (digest, bytes) = digest_and_size_of(&batch);
+        if bytes > self.config.max_batch_bytes {
+            self.stats.oversized += 1;
+            return;
+        }
         if let Some(ordered) = self.known_batches.get(&digest).copied() {
             self.stats.duplicate += 1;
             // Seen, but not executed yet: the client is still waiting, so a
@@ -596,13 +618,21 @@ impl Replica {
             self.stats.bad_signature += 1;
             return;
         }
-        if self.pending.len() >= self.config.max_pending {
+        if !self.pending.has_room(
+            bytes,
+            self.config.max_pending,
+            self.config.max_pending_bytes,
+        ) {
             self.stats.oversized += 1;
             return;
         }
         self.known_batches.insert(digest, None);
         if self.is_primary() && self.status == Status::Normal {
-            self.pending.push_back((digest, batch));
+            self.pending.push_back(pending::Queued {
+                digest,
+                bytes,
+                batch,
+            });
             self.propose(out);
         } else {
             // A backup keeps the batch (it may become primary) and watches
@@ -616,7 +646,11 @@ impl Replica {
                     ReplicaMessage::Forward(batch.clone()),
                 ));
             }
-            self.pending.push_back((digest, batch));
+            self.pending.push_back(pending::Queued {
+                digest,
+                bytes,
+                batch,
+            });
         }
     }
 
@@ -629,14 +663,17 @@ impl Replica {
             && self.in_flight() < self.config.pipeline
         {
             let mut batches = Vec::new();
-            let mut requests = 0;
-            while let Some((_, next)) = self.pending.front() {
-                let size = next.batch.requests.len();
-                if !batches.is_empty() && requests + size > self.config.max_batch_requests {
+            let (mut requests, mut bytes) = (0, 0);
+            while let Some(next) = self.pending.front() {
+                let size = next.batch.batch.requests.len();
+                let full = requests + size > self.config.max_batch_requests
+                    || bytes + next.bytes > self.config.max_batch_bytes;
+                if !batches.is_empty() && full {
                     break;
                 }
                 requests += size;
-                batches.push(self.pending.pop_front().expect("front exists").1);
+                bytes += next.bytes;
+                batches.push(self.pending.pop_front().expect("front exists").batch);
             }
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -889,7 +926,8 @@ impl Replica {
             // Whoever holds them (a backup, or a former primary that had not
             // proposed them yet) no longer needs them.
             if !self.pending.is_empty() {
-                self.pending.retain(|(d, _)| !ordered.contains(d));
+                self.pending
+                    .retain(|queued| !ordered.contains(&queued.digest));
             }
             out.push(Output::Execute(Committed {
                 view: pre_prepare.view,

@@ -299,10 +299,10 @@ impl Replica {
             })
         };
         let mut forgotten = Vec::new();
-        self.pending.retain(|(digest, batch)| {
-            let done = executed(batch);
+        self.pending.retain(|queued| {
+            let done = executed(&queued.batch);
             if done {
-                forgotten.push(*digest);
+                forgotten.push(queued.digest);
             }
             !done
         });

@@ -354,7 +354,7 @@ impl Replica {
             for batch in &pre_prepare.proposal.batches {
                 let digest = batch.digest();
                 self.known_batches.insert(digest, Some(pre_prepare.seq));
-                self.pending.retain(|(d, _)| *d != digest);
+                self.pending.retain(|queued| queued.digest != digest);
             }
             if primary {
                 let seq = pre_prepare.seq;

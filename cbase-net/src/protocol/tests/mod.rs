@@ -222,6 +222,8 @@ fn small() -> ProtocolConfig {
         request_timeout: SECOND,
         view_change_timeout: 2 * SECOND,
         max_pending: 1000,
+        max_pending_bytes: 1 << 20,
+        max_batch_bytes: 64 << 10,
         status_interval: SECOND / 10,
         max_state_bytes: 1 << 20,
         min_transfer_rate: 1 << 20,

@@ -733,3 +733,64 @@ fn repeated_status_and_state_requests_are_answered_once() {
     r.handle(10 * SECOND, Input::Replica(3, request), &mut out);
     assert!(served(&out));
 }
+
+fn batch_of_bytes(client: &SecretKey, lane: u32, bytes: usize) -> SignedBatch {
+    SignedBatch::sign(
+        RequestBatch {
+            client: client.public(),
+            requests: vec![ClientRequest {
+                lane,
+                number: 1,
+                operation: vec![7; bytes],
+            }],
+        },
+        client,
+    )
+}
+
+/// Defect: proposals had no byte limit, so one large request made a
+/// pre-prepare larger than the transport's frame limit, which the sender
+/// could never deliver: the cluster changed views over and over.
+#[test]
+fn proposals_are_bounded_in_bytes_and_a_request_that_cannot_fit_is_refused() {
+    let mut net = Net::new(4, small());
+    let limit = small().max_batch_bytes;
+    let client = SecretKey::from_seed([99; 32]);
+    // Too large for any proposal: refused where it arrives, never ordered.
+    net.broadcast_client(&batch_of_bytes(&client, 0, limit + 1));
+    assert!(net.replicas.iter().all(|r| r.stats().oversized == 1));
+    net.advance(2 * SECOND);
+    assert!(net.executed.iter().all(Vec::is_empty));
+    assert_eq!(net.replicas[1].stats().view_changes_started, 0);
+    // Batches that fit alone but not together go into separate proposals.
+    net.drop_rule = Some(Box::new(|_, to, _| to != 0)); // hold back agreement
+    for lane in 1..=3 {
+        net.input(0, Input::Client(batch_of_bytes(&client, lane, limit / 2)));
+    }
+    net.drop_rule = None;
+    net.advance(SECOND / 10);
+    for _ in 0..4 {
+        net.advance(SECOND / 10);
+    }
+    for replica in 0..4 {
+        let sizes: Vec<usize> = net.executed[replica]
+            .iter()
+            .map(|c| c.proposal.batches.len())
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 3, "replica {replica}");
+        assert!(sizes.iter().all(|n| *n == 1), "one per proposal: {sizes:?}");
+    }
+    // A faulty primary's oversized proposal is refused by backups.
+    let (mut r, secrets) = backup();
+    let pp = pre_prepare(
+        &secrets[0],
+        0,
+        1,
+        vec![
+            batch_of_bytes(&client, 0, limit / 2),
+            batch_of_bytes(&client, 1, limit / 2),
+        ],
+    );
+    assert!(deliver(&mut r, 0, ReplicaMessage::PrePrepare(pp)).is_empty());
+    assert_eq!(r.stats().oversized, 1);
+}
