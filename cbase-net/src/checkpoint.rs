@@ -1,9 +1,10 @@
 //! What a checkpoint is made of, shared by the protocol (which verifies
 //! transferred state) and the runtime (which takes and installs it).
 //!
-//! A checkpoint's digest covers the service state and the client table
-//! (exactly-once bookkeeping), so a replica restored from a transferred
-//! checkpoint answers retransmissions exactly as its peers do.
+//! A checkpoint's digest covers the service state, the client table
+//! (exactly-once bookkeeping) and the agreed clock, so a replica restored from
+//! a transferred checkpoint answers retransmissions exactly as its peers do
+//! and gives its service the same request times.
 
 use std::collections::BTreeMap;
 
@@ -33,19 +34,35 @@ pub struct CheckpointState {
     pub snapshot: Snapshot,
     /// The client table.
     pub clients: ClientTable,
+    /// The agreed clock: the largest proposal timestamp executed so far, in
+    /// nanoseconds since the Unix epoch. Requests after the checkpoint see
+    /// at least this time in their `Context`, even if a primary's clock runs
+    /// behind.
+    pub clock: u64,
 }
 
 impl CheckpointState {
+    /// The state made of `snapshot`, `clients` and the agreed `clock`.
+    pub fn new(snapshot: Snapshot, clients: ClientTable, clock: u64) -> CheckpointState {
+        CheckpointState {
+            snapshot,
+            clients,
+            clock,
+        }
+    }
+
     /// The digest replicas agree on.
     pub fn digest(&self) -> Hash {
-        checkpoint_digest(&self.snapshot, &self.clients)
+        checkpoint_digest(&self.snapshot, &self.clients, self.clock)
     }
 }
 
-/// The digest a checkpoint agrees on: the service state and the client table.
-pub fn checkpoint_digest(snapshot: &Snapshot, clients: &ClientTable) -> Hash {
+/// The digest a checkpoint agrees on: the service state, the client table
+/// and the agreed clock.
+pub fn checkpoint_digest(snapshot: &Snapshot, clients: &ClientTable, clock: u64) -> Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&snapshot.digest().0);
     hasher.update(&codec::encode(clients).expect("client tables always encode"));
+    hasher.update(&clock.to_le_bytes());
     *hasher.finalize().as_bytes()
 }

@@ -185,3 +185,160 @@ async fn a_replica_that_was_down_fetches_a_state_larger_than_a_frame_in_chunks()
         node.shutdown().await;
     }
 }
+
+/// Execution on its own, without agreement: what a replica restored from a
+/// checkpoint computes must not differ from what its peers compute.
+mod installed_checkpoints {
+    use std::sync::Arc;
+
+    use cbase_core::{
+        AccessSet, Container, Context, ExecutorBuilder, Key, Request, Service, State, Table, codec,
+    };
+    use cbase_net::crypto::{PublicKey, SecretKey};
+    use cbase_net::message::{
+        ClientRequest, Hash, Proposal, Reply, RequestBatch, Seq, SignedBatch,
+    };
+    use cbase_net::protocol::Committed;
+    use cbase_net::runtime::execution::{CheckpointRecord, Execution, ReplySink};
+    use serde::{Deserialize, Serialize};
+
+    /// Records the agreed time of the request under `key`.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    struct Stamp {
+        key: u64,
+    }
+
+    impl Request for Stamp {
+        fn access_set(&self) -> AccessSet {
+            AccessSet::none().write(Key::entry("stamps", &self.key))
+        }
+        fn method(&self) -> &'static str {
+            "stamp"
+        }
+    }
+
+    struct Stamps {
+        stamps: Table<u64, u64>,
+    }
+
+    impl State for Stamps {
+        fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+            vec![("stamps", &self.stamps)]
+        }
+    }
+
+    struct Clocked(Stamps);
+
+    impl Service for Clocked {
+        type Request = Stamp;
+        type Response = u64;
+        fn execute(&self, stamp: Stamp, ctx: &Context) -> u64 {
+            self.0.stamps.insert(stamp.key, ctx.timestamp_nanos());
+            ctx.timestamp_nanos()
+        }
+        fn state(&self) -> &dyn State {
+            &self.0
+        }
+    }
+
+    struct Discard;
+
+    impl ReplySink for Discard {
+        fn send(&self, _: &PublicKey, _: Reply) {}
+        fn checkpoint(&self, _: CheckpointRecord) {}
+    }
+
+    fn start() -> Execution<Clocked> {
+        let service = Clocked(Stamps {
+            stamps: Table::new(),
+        });
+        Execution::start(
+            0,
+            ExecutorBuilder::new().workers(2),
+            service,
+            Arc::new(Discard),
+        )
+        .unwrap()
+    }
+
+    /// Batch `seq`, proposed at `timestamp`, with one request that stamps
+    /// `key`; a checkpoint follows it if `checkpoint`.
+    fn batch(seq: Seq, timestamp: u64, key: u64, checkpoint: bool) -> Committed {
+        let client = SecretKey::from_seed([7; 32]);
+        let request = ClientRequest {
+            lane: 0,
+            number: seq,
+            operation: codec::encode(&Stamp { key }).unwrap(),
+        };
+        let signed = SignedBatch::sign(
+            RequestBatch {
+                client: client.public(),
+                requests: vec![request],
+            },
+            &client,
+        );
+        let proposal = Proposal {
+            timestamp,
+            batches: vec![signed],
+        };
+        Committed {
+            view: 0,
+            seq,
+            digest: proposal.digest(),
+            proposal,
+            checkpoint,
+        }
+    }
+
+    fn digest_after(execution: &mut Execution<Clocked>, committed: Committed) -> Hash {
+        execution
+            .execute(committed)
+            .expect("the batch ends a checkpoint interval")
+            .digest
+    }
+
+    #[test]
+    fn a_restored_replica_keeps_the_agreed_clock_of_its_checkpoint() {
+        let mut peer = start();
+        peer.execute(batch(1, 1_000, 1, false));
+        let checkpoint = peer
+            .execute(batch(2, 5_000, 2, true))
+            .expect("a checkpoint at 2");
+
+        let mut restored = start();
+        restored.install(2, checkpoint.state()).unwrap();
+        assert_eq!(restored.last_executed(), 2);
+
+        // A primary whose clock runs behind: agreed time stays at 5000 on both.
+        let theirs = digest_after(&mut peer, batch(3, 3_000, 3, true));
+        let ours = digest_after(&mut restored, batch(3, 3_000, 3, true));
+        assert_eq!(ours, theirs, "the restored replica's ctx time differs");
+        peer.shutdown();
+        restored.shutdown();
+    }
+
+    #[test]
+    fn a_checkpoint_installed_over_diverged_state_replaces_it() {
+        let mut peer = start();
+        peer.execute(batch(1, 1_000, 1, false));
+        let checkpoint = peer
+            .execute(batch(2, 5_000, 2, true))
+            .expect("a checkpoint at 2");
+
+        // A replica that executed other batches up to 3, with a later clock.
+        let mut diverged = start();
+        diverged.execute(batch(1, 2_000, 10, false));
+        diverged.execute(batch(2, 9_000, 20, true));
+        diverged.execute(batch(3, 9_500, 30, false));
+        // It learns that it diverged and installs the agreed checkpoint at 2.
+        diverged.install(2, checkpoint.state()).unwrap();
+        assert_eq!(diverged.last_executed(), 2);
+
+        // Batch 3 is executed again, on the repaired state.
+        let theirs = digest_after(&mut peer, batch(3, 3_000, 3, true));
+        let ours = digest_after(&mut diverged, batch(3, 3_000, 3, true));
+        assert_eq!(ours, theirs, "the repaired replica differs from its peer");
+        peer.shutdown();
+        diverged.shutdown();
+    }
+}

@@ -11,7 +11,13 @@
 //! it before looking at the next batch. So when the barrier runs, everything
 //! up to the checkpoint has finished, nothing after it has started, and the
 //! client table holds exactly the effects of the batches up to it: the digest
-//! (service state + client table) is the same on every correct replica.
+//! (service state + client table + agreed clock) is the same on every correct
+//! replica.
+//!
+//! The agreed clock is the largest proposal timestamp executed so far; every
+//! request's [`Context`] gets it as its time. It is part of every checkpoint
+//! and is restored by [`Execution::install`], so a replica restored from a
+//! checkpoint gives its service the same times as its peers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,12 +41,21 @@ pub use crate::checkpoint::{ClientTable, LaneRecord, checkpoint_digest};
 pub struct CheckpointRecord {
     /// Its sequence number.
     pub seq: Seq,
-    /// Digest of the service state and the client table.
+    /// Digest of the service state, the client table and the clock.
     pub digest: Hash,
     /// The service state.
     pub snapshot: Snapshot,
     /// The client table.
     pub clients: ClientTable,
+    /// The agreed clock (nanoseconds since the Unix epoch).
+    pub clock: u64,
+}
+
+impl CheckpointRecord {
+    /// The state it captured, as transferred to replicas that fell behind.
+    pub fn state(&self) -> CheckpointState {
+        CheckpointState::new(self.snapshot.clone(), self.clients.clone(), self.clock)
+    }
 }
 
 /// Where replies go: the runtime sends them to the client's connection.
@@ -104,7 +119,8 @@ pub struct Execution<S: Service> {
     shared: Arc<ExecutionShared>,
     sink: Arc<dyn ReplySink>,
     next_tag: u64,
-    last_timestamp: u64,
+    /// The agreed clock: the largest proposal timestamp executed so far.
+    clock: u64,
     last_executed: Seq,
 }
 
@@ -157,7 +173,7 @@ where
             shared,
             sink,
             next_tag: 0,
-            last_timestamp: 0,
+            clock: 0,
             last_executed: 0,
         })
     }
@@ -172,9 +188,19 @@ where
         self.last_executed
     }
 
-    /// Replaces the service state and the client table with a transferred
-    /// checkpoint at `seq` (already verified against the agreed digest).
-    /// Waits for everything submitted before it to finish first.
+    /// Replaces the service state, the client table and the agreed clock
+    /// with a checkpoint at `seq` (already verified against the agreed
+    /// digest). Waits for everything submitted before it to finish first.
+    ///
+    /// The state is replaced even at or below [`last_executed`]
+    /// (a replica that learned its own state diverged repairs it this way),
+    /// and afterwards `last_executed` is exactly `seq`: whatever was executed
+    /// after `seq` is gone with the old state, so the next batch executed must
+    /// be `seq + 1`, handed over again if it was before. (The runtime passes
+    /// batches and installs through one queue in the protocol's order, so
+    /// everything handed over before the install runs before it.)
+    ///
+    /// [`last_executed`]: Execution::last_executed
     pub fn install(
         &mut self,
         seq: Seq,
@@ -190,7 +216,8 @@ where
             None => panic!("the executor stopped while installing a checkpoint"),
         }
         *self.shared.clients.lock() = state.clients;
-        self.last_executed = self.last_executed.max(seq);
+        self.clock = state.clock;
+        self.last_executed = seq;
         Ok(())
     }
 
@@ -208,7 +235,7 @@ where
         );
         self.last_executed = committed.seq;
         // Agreed time never runs backwards, even if a primary's clock does.
-        self.last_timestamp = self.last_timestamp.max(committed.proposal.timestamp);
+        self.clock = self.clock.max(committed.proposal.timestamp);
         let mut index: u64 = 0;
         for signed in committed.proposal.batches {
             let client = signed.batch.client;
@@ -219,7 +246,7 @@ where
                     client,
                     request,
                     committed.view,
-                    Context::new(self.last_timestamp, seed),
+                    Context::new(self.clock, seed),
                 );
             }
         }
@@ -300,7 +327,7 @@ where
     }
 
     /// Waits until everything so far has run, then snapshots and digests the
-    /// service state and the client table.
+    /// service state, the client table and the agreed clock.
     fn checkpoint(&mut self, seq: Seq) -> CheckpointRecord {
         let (sender, receiver) = std::sync::mpsc::channel();
         let barrier = self.executor.barrier(move |service: &S| {
@@ -312,12 +339,13 @@ where
             None => panic!("the executor stopped while taking a checkpoint"),
         };
         let clients = self.shared.clients.lock().clone();
-        let digest = checkpoint_digest(&snapshot, &clients);
+        let digest = checkpoint_digest(&snapshot, &clients, self.clock);
         let record = CheckpointRecord {
             seq,
             digest,
             snapshot,
             clients,
+            clock: self.clock,
         };
         self.sink.checkpoint(record.clone());
         record

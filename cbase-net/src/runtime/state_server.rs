@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::checkpoint::CheckpointState;
 use crate::message::{ReplicaMessage, Seq};
 
 use super::execution::CheckpointRecord;
@@ -50,12 +49,9 @@ impl StateServer {
             Some((cached, bytes)) if *cached == seq => Arc::clone(bytes),
             _ => {
                 let record = recent.iter().find(|r| r.seq == seq)?;
-                let state = CheckpointState {
-                    snapshot: record.snapshot.clone(),
-                    clients: record.clients.clone(),
-                };
-                let bytes =
-                    Arc::new(cbase_core::codec::encode(&state).expect("checkpoints always encode"));
+                let bytes = Arc::new(
+                    cbase_core::codec::encode(&record.state()).expect("checkpoints always encode"),
+                );
                 self.encoded = Some((seq, Arc::clone(&bytes)));
                 bytes
             }
@@ -83,6 +79,7 @@ fn chunk_len(max_frame: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::CheckpointState;
     use cbase_core::Snapshot;
 
     /// A checkpoint whose one container holds `bytes` bytes (a snapshot
@@ -92,11 +89,13 @@ mod tests {
         let snapshot: Snapshot =
             cbase_core::codec::decode(&cbase_core::codec::encode(&parts).unwrap()).unwrap();
         let clients = Default::default();
+        let clock = 1_000 + seq;
         CheckpointRecord {
             seq,
-            digest: crate::checkpoint::checkpoint_digest(&snapshot, &clients),
+            digest: crate::checkpoint::checkpoint_digest(&snapshot, &clients, clock),
             snapshot,
             clients,
+            clock,
         }
     }
 
