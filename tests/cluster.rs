@@ -126,7 +126,7 @@ async fn bank_on_four_replicas_agrees_at_every_checkpoint() {
     .await;
     let histories: Vec<Vec<_>> = cluster
         .replicas()
-        .map(|r| r.metrics().checkpoints.lock().clone())
+        .map(|r| r.metrics().checkpoints.lock().iter().copied().collect())
         .collect();
     let shortest = histories.iter().map(Vec::len).min().unwrap();
     assert!(shortest >= 3);

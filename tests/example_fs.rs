@@ -219,7 +219,7 @@ async fn file_store_on_four_replicas_reads_back_exactly_and_disks_end_identical(
     }
     let histories: Vec<Vec<_>> = cluster
         .replicas()
-        .map(|r| r.metrics().checkpoints.lock().clone())
+        .map(|r| r.metrics().checkpoints.lock().iter().copied().collect())
         .collect();
     let common = histories.iter().map(Vec::len).min().unwrap();
     assert!(common >= 2, "checkpoints were taken: {common}");

@@ -230,7 +230,7 @@ async fn kv_on_four_replicas_matches_a_sequential_model() {
     // Every replica took the same checkpoints.
     let histories: Vec<Vec<_>> = cluster
         .replicas()
-        .map(|r| r.metrics().checkpoints.lock().clone())
+        .map(|r| r.metrics().checkpoints.lock().iter().copied().collect())
         .collect();
     let common = histories.iter().map(Vec::len).min().unwrap();
     assert!(common >= 2, "checkpoints were taken: {common}");

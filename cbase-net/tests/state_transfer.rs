@@ -143,7 +143,7 @@ async fn a_replica_that_was_down_fetches_a_state_larger_than_a_frame_in_chunks()
         .metrics()
         .checkpoints
         .lock()
-        .last()
+        .back()
         .expect("checkpoints")
         .0;
 

@@ -120,7 +120,7 @@ pub async fn serve_until_interrupted(node: cbase::ReplicaNode) {
 pub fn digests_agree(cluster: &cbase::LocalCluster) -> (usize, bool) {
     let histories: Vec<Vec<_>> = cluster
         .replicas()
-        .map(|r| r.metrics().checkpoints.lock().clone())
+        .map(|r| r.metrics().checkpoints.lock().iter().copied().collect())
         .collect();
     let common = histories.iter().map(Vec::len).min().unwrap_or(0);
     let agree = histories

@@ -17,7 +17,7 @@ mod connections;
 pub mod execution;
 mod state_server;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +78,16 @@ pub enum NodeError {
     },
 }
 
+/// How many of the newest checkpoints [`NodeMetrics::checkpoints`] and
+/// [`NodeMetrics::stable`] each keep: enough to compare replicas over any
+/// test or benchmark run, while a replica that runs for months holds at most
+/// this many entries (about 40 bytes each). The totals are counted in
+/// [`NodeMetrics::checkpoints_taken`] and [`NodeMetrics::checkpoints_stable`].
+pub const CHECKPOINT_HISTORY: usize = 1024;
+
 /// Counters and histories of one replica, for tests and operators.
+///
+/// Histories are bounded: they keep the newest [`CHECKPOINT_HISTORY`] entries.
 #[derive(Default)]
 pub struct NodeMetrics {
     /// Protocol-level drops (bad signatures, wrong view, ...).
@@ -95,17 +104,24 @@ pub struct NodeMetrics {
     pub dropped_sends: AtomicU64,
     /// Requests answered from the reply cache without agreement.
     pub cached_replies: AtomicU64,
-    /// Checkpoints taken: (seq, digest).
-    pub checkpoints: Mutex<Vec<(Seq, Hash)>>,
-    /// Checkpoints that became stable: (seq, digest).
-    pub stable: Mutex<Vec<(Seq, Hash)>>,
+    /// The newest checkpoints taken (at most [`CHECKPOINT_HISTORY`]), oldest
+    /// first: (seq, digest). A replica that caught up by state transfer has a
+    /// gap where it did not execute, so compare replicas by sequence number.
+    pub checkpoints: Mutex<VecDeque<(Seq, Hash)>>,
+    /// How many checkpoints were taken in all.
+    pub checkpoints_taken: AtomicU64,
+    /// The newest checkpoints that became stable (at most
+    /// [`CHECKPOINT_HISTORY`]), oldest first: (seq, digest).
+    pub stable: Mutex<VecDeque<(Seq, Hash)>>,
+    /// How many checkpoints became stable in all.
+    pub checkpoints_stable: AtomicU64,
     /// Times a quorum disagreed with our checkpoint.
     pub diverged: AtomicU64,
     /// The view this replica is in.
     pub view: AtomicU64,
     /// The most recent checkpoints, newest last: served to peers that fell
     /// behind (state transfer).
-    pub recent_checkpoints: Mutex<std::collections::VecDeque<CheckpointRecord>>,
+    pub recent_checkpoints: Mutex<VecDeque<CheckpointRecord>>,
     /// Transferred checkpoints this replica installed.
     pub states_installed: AtomicU64,
 }
@@ -125,6 +141,26 @@ impl NodeMetrics {
             + self.malformed.load(Ordering::Relaxed)
             + self.handshake_failures.load(Ordering::Relaxed)
             + self.impersonations.load(Ordering::Relaxed)
+    }
+
+    /// Records a checkpoint taken.
+    fn record_checkpoint(&self, seq: Seq, digest: Hash) {
+        self.checkpoints_taken.fetch_add(1, Ordering::Relaxed);
+        push_bounded(&mut self.checkpoints.lock(), (seq, digest));
+    }
+
+    /// Records a checkpoint that became stable.
+    fn record_stable(&self, seq: Seq, digest: Hash) {
+        self.checkpoints_stable.fetch_add(1, Ordering::Relaxed);
+        push_bounded(&mut self.stable.lock(), (seq, digest));
+    }
+}
+
+/// Appends `entry`, dropping the oldest entries beyond [`CHECKPOINT_HISTORY`].
+fn push_bounded(history: &mut VecDeque<(Seq, Hash)>, entry: (Seq, Hash)) {
+    history.push_back(entry);
+    while history.len() > CHECKPOINT_HISTORY {
+        history.pop_front();
     }
 }
 
@@ -162,10 +198,7 @@ impl ReplySink for RuntimeSink {
     }
 
     fn checkpoint(&self, record: CheckpointRecord) {
-        self.metrics
-            .checkpoints
-            .lock()
-            .push((record.seq, record.digest));
+        self.metrics.record_checkpoint(record.seq, record.digest);
         let mut recent = self.metrics.recent_checkpoints.lock();
         recent.push_back(record);
         while recent.len() > RECENT_CHECKPOINTS {
@@ -421,7 +454,7 @@ fn route(
                 send(to, Arc::new(encode_message(&reply)));
             }
         }
-        Output::Stable { seq, state } => metrics.stable.lock().push((seq, state)),
+        Output::Stable { seq, state } => metrics.record_stable(seq, state),
         Output::ViewEntered(view) => {
             metrics.view.store(view, Ordering::Relaxed);
             tracing::info!(view, "entered a new view");
@@ -438,4 +471,27 @@ fn route(
 
 fn encode_message<T: Serialize>(message: &T) -> Vec<u8> {
     cbase_core::codec::encode(message).expect("protocol messages always encode")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_histories_keep_the_newest_and_count_them_all() {
+        let metrics = NodeMetrics::default();
+        let total = CHECKPOINT_HISTORY as u64 + 10;
+        for seq in 1..=total {
+            metrics.record_checkpoint(seq, [seq as u8; 32]);
+            metrics.record_stable(seq, [seq as u8; 32]);
+        }
+        for history in [&metrics.checkpoints, &metrics.stable] {
+            let history = history.lock();
+            assert_eq!(history.len(), CHECKPOINT_HISTORY);
+            assert_eq!(history.front().unwrap().0, 11);
+            assert_eq!(history.back().unwrap().0, total);
+        }
+        assert_eq!(metrics.checkpoints_taken.load(Ordering::Relaxed), total);
+        assert_eq!(metrics.checkpoints_stable.load(Ordering::Relaxed), total);
+    }
 }
