@@ -9,7 +9,7 @@ use crate::client::{ClientConfig, NetClient};
 use crate::config::{ClusterConfig, ReplicaEntry, ReplicaId};
 use crate::crypto::SecretKey;
 use crate::protocol::ProtocolConfig;
-use crate::runtime::{NodeConfig, NodeError, ReplicaNode};
+use crate::runtime::{CheckpointAgreement, NodeConfig, NodeError, ReplicaNode};
 use crate::transport::TransportConfig;
 use cbase_core::ClientError;
 
@@ -94,6 +94,16 @@ impl LocalCluster {
     /// The running replicas.
     pub fn replicas(&self) -> impl Iterator<Item = &ReplicaNode> {
         self.nodes.iter().flatten()
+    }
+
+    /// How the running replicas' recorded checkpoints compare, by sequence
+    /// number (see [`CheckpointAgreement`]).
+    pub fn checkpoint_agreement(&self) -> CheckpointAgreement {
+        let histories: Vec<_> = self
+            .replicas()
+            .map(|r| r.metrics().checkpoints.lock().clone())
+            .collect();
+        CheckpointAgreement::compare(histories)
     }
 
     /// Stops one replica (as a crash would).

@@ -26,4 +26,4 @@ pub use client::{ClientConfig, NetClient};
 pub use cluster::{ClusterError, LocalCluster, LocalClusterBuilder};
 pub use config::{ClusterConfig, ReplicaId};
 pub use protocol::ProtocolConfig;
-pub use runtime::{NodeConfig, NodeError, NodeMetrics, ReplicaNode};
+pub use runtime::{CheckpointAgreement, NodeConfig, NodeError, NodeMetrics, ReplicaNode};

@@ -156,6 +156,57 @@ impl NodeMetrics {
     }
 }
 
+/// How the checkpoint histories of several replicas compare, sequence number
+/// by sequence number.
+///
+/// Histories are not compared by position: a replica that caught up by state
+/// transfer skipped the checkpoints it did not execute, and one that lags has
+/// not taken the newest yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointAgreement {
+    /// How many sequence numbers every history has a checkpoint at.
+    pub common: usize,
+    /// The sequence numbers at which two histories have different digests,
+    /// in order.
+    pub conflicts: Vec<Seq>,
+}
+
+impl CheckpointAgreement {
+    /// Compares `histories` (each a replica's `(seq, digest)` pairs, such as
+    /// [`NodeMetrics::checkpoints`]).
+    pub fn compare<H>(histories: impl IntoIterator<Item = H>) -> CheckpointAgreement
+    where
+        H: IntoIterator<Item = (Seq, Hash)>,
+    {
+        // Per sequence number: the first digest seen, how many histories
+        // have one, and whether any differed.
+        let mut seen: BTreeMap<Seq, (Hash, usize, bool)> = BTreeMap::new();
+        let mut count = 0;
+        for history in histories {
+            count += 1;
+            let history: BTreeMap<Seq, Hash> = history.into_iter().collect();
+            for (seq, digest) in history {
+                let entry = seen.entry(seq).or_insert((digest, 0, false));
+                entry.1 += 1;
+                entry.2 |= entry.0 != digest;
+            }
+        }
+        CheckpointAgreement {
+            common: seen.values().filter(|(_, n, _)| *n == count).count(),
+            conflicts: seen
+                .iter()
+                .filter(|(_, (_, _, differ))| *differ)
+                .map(|(seq, _)| *seq)
+                .collect(),
+        }
+    }
+
+    /// Whether no two histories differ at any sequence number.
+    pub fn agree(&self) -> bool {
+        self.conflicts.is_empty()
+    }
+}
+
 /// Appends `entry`, dropping the oldest entries beyond [`CHECKPOINT_HISTORY`].
 fn push_bounded(history: &mut VecDeque<(Seq, Hash)>, entry: (Seq, Hash)) {
     history.push_back(entry);
@@ -493,5 +544,32 @@ mod tests {
         }
         assert_eq!(metrics.checkpoints_taken.load(Ordering::Relaxed), total);
         assert_eq!(metrics.checkpoints_stable.load(Ordering::Relaxed), total);
+    }
+
+    #[test]
+    fn histories_are_compared_by_sequence_number_not_position() {
+        let d = |n: u8| [n; 32];
+        let full = vec![(8, d(1)), (16, d(2)), (24, d(3)), (32, d(4)), (40, d(5))];
+        // Caught up by state transfer at 24: no checkpoints at 8 and 16.
+        let transferred = vec![(32, d(4)), (40, d(5))];
+        // Lagging: has not taken the newest yet.
+        let lagging = vec![(8, d(1)), (16, d(2)), (24, d(3)), (32, d(4))];
+        let agreement = CheckpointAgreement::compare(
+            [&full, &transferred, &lagging].map(|h| h.iter().copied()),
+        );
+        assert_eq!(
+            agreement,
+            CheckpointAgreement {
+                common: 1,
+                conflicts: vec![]
+            }
+        );
+        assert!(agreement.agree());
+
+        let diverged = vec![(8, d(1)), (16, d(9)), (24, d(3))];
+        let agreement = CheckpointAgreement::compare([full.clone(), diverged]);
+        assert_eq!(agreement.common, 3);
+        assert_eq!(agreement.conflicts, vec![16]);
+        assert!(!agreement.agree());
     }
 }
