@@ -664,6 +664,7 @@ impl World {
                     let mut state = codec::encode(&CheckpointState {
                         snapshot: record.snapshot,
                         clients: record.clients,
+                        clock: record.clock,
                     })
                     .unwrap();
                     if self.byzantine(from) == Some(Byzantine::Chaos) {

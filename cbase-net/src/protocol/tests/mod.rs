@@ -879,6 +879,7 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
     let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
     // The state 2f+1 peers vouch for at checkpoint 4, which replica 1 never executed.
     let good = CheckpointState {
+        clock: 0,
         snapshot: cbase_core::Snapshot::from_bytes(
             &cbase_core::codec::encode(&Vec::<(String, Vec<u8>)>::new()).unwrap(),
         )
@@ -961,6 +962,7 @@ fn behind_checkpoint_4(lanes: u32, config: ProtocolConfig) -> (Replica, Vec<u8>,
     let mut r = Replica::new(1, &cluster, secrets[1].clone(), config);
     let client = SecretKey::from_seed([9; 32]).public();
     let state = CheckpointState {
+        clock: 0,
         snapshot: cbase_core::Snapshot::from_bytes(
             &cbase_core::codec::encode(&vec![("t".to_owned(), vec![5u8; 300])]).unwrap(),
         )

@@ -380,6 +380,7 @@ fn a_peer_dripping_a_state_transfer_is_replaced() {
 fn state_with(client: &SecretKey) -> (Vec<u8>, Hash) {
     use crate::checkpoint::{CheckpointState, LaneRecord};
     let state = CheckpointState {
+        clock: 0,
         snapshot: cbase_core::Snapshot::from_bytes(
             &cbase_core::codec::encode(&vec![("t".to_owned(), vec![5u8; 100])]).unwrap(),
         )
