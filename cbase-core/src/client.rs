@@ -33,6 +33,20 @@ pub enum ClientError {
     /// The client is misconfigured (for example, a bad cluster file).
     #[error("bad client configuration: {0}")]
     Config(String),
+    /// The request is too large to ever be ordered: even alone, its signed
+    /// batch would take `bytes` bytes, over the client's limit of `limit`
+    /// (`ClientConfig::max_request_bytes` in `cbase-net`). It was not sent.
+    #[error(
+        "request too large: its signed batch takes {bytes} bytes, over the limit of {limit} bytes; \
+         to send it, raise the replicas' ProtocolConfig::max_batch_bytes and the client's \
+         ClientConfig::max_request_bytes (at most max_batch_bytes) above {bytes}"
+    )]
+    TooLarge {
+        /// The encoded size of the request's signed batch.
+        bytes: usize,
+        /// The most bytes a signed batch may take.
+        limit: usize,
+    },
     /// A response of the wrong kind came back for this method: the replicas
     /// run a different version of the service.
     #[error("response to `{method}` has the wrong type; client and service versions differ")]

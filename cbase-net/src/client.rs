@@ -49,9 +49,24 @@ pub struct ClientConfig {
     pub max_retransmit: Duration,
     /// How long a call may take before it fails with a timeout.
     pub timeout: Duration,
+    /// The most bytes one signed batch of requests may take, encoded
+    /// (default 1 MiB). A call whose request does not fit even alone fails at
+    /// once with [`ClientError::TooLarge`] instead of being sent, and
+    /// requests are batched only as far as they fit together.
+    ///
+    /// Must not exceed the replicas' `ProtocolConfig::max_batch_bytes`, which
+    /// refuse larger batches (so a request over it could never be ordered);
+    /// and `transport.max_frame` must exceed it by at least
+    /// [`MESSAGE_OVERHEAD`], or [`NetClient::connect`] refuses the
+    /// configuration.
+    pub max_request_bytes: usize,
     /// Connection limits.
     pub transport: TransportConfig,
 }
+
+/// The bytes a frame carrying a signed batch needs beyond the batch itself
+/// (the message's tag, with room to spare).
+pub const MESSAGE_OVERHEAD: usize = 16;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -63,6 +78,7 @@ impl Default for ClientConfig {
             first_retransmit: Duration::from_millis(500),
             max_retransmit: Duration::from_secs(4),
             timeout: Duration::from_secs(30),
+            max_request_bytes: 1 << 20,
             transport: TransportConfig::default(),
         }
     }
@@ -108,6 +124,7 @@ type Framed = (Arc<Vec<u8>>, BatchTicket);
 
 struct Inner {
     shared: Arc<Shared>,
+    sizes: BatchSizes,
     lanes: Lanes,
     submit: mpsc::UnboundedSender<(ClientRequest, oneshot::Sender<Framed>)>,
     connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
@@ -142,7 +159,17 @@ impl NetClient {
                 "lanes, max_batch and batches_in_flight must be at least 1".into(),
             ));
         }
+        // Frames longer than u32::MAX bytes cannot be sent whatever max_frame says.
+        let max_frame = config.transport.max_frame.min(u32::MAX as usize);
+        if config.max_request_bytes.saturating_add(MESSAGE_OVERHEAD) > max_frame {
+            return Err(ClientError::Config(format!(
+                "max_request_bytes ({}) plus {MESSAGE_OVERHEAD} bytes of message overhead must \
+                 not exceed the transport's max_frame ({max_frame})",
+                config.max_request_bytes
+            )));
+        }
         let key = SecretKey::generate();
+        let sizes = BatchSizes::new(&key);
         let identity = Arc::new(Identity {
             role: Role::Client(key.public()),
             key: key.clone(),
@@ -172,6 +199,7 @@ impl NetClient {
         let (submit, requests) = mpsc::unbounded_channel();
         tasks.push(tokio::spawn(batch_and_sign(
             key,
+            sizes,
             requests,
             connections.clone(),
             Arc::clone(&shared),
@@ -189,6 +217,7 @@ impl NetClient {
         Ok(NetClient {
             inner: Arc::new(Inner {
                 shared,
+                sizes,
                 lanes,
                 submit,
                 connections,
@@ -207,6 +236,9 @@ impl NetClient {
     }
 
     /// Sends one request and waits for f+1 matching replies.
+    ///
+    /// Fails at once with [`ClientError::TooLarge`] if the request's signed
+    /// batch alone would exceed [`ClientConfig::max_request_bytes`].
     pub async fn call<Req, Resp>(&self, request: &Req) -> Result<Resp, ClientError>
     where
         Req: Serialize,
@@ -220,12 +252,26 @@ impl NetClient {
             .acquire()
             .await
             .map_err(|_| ClientError::Unavailable("the client is closed".into()))?;
-        let (lane, number) = {
-            let mut free = inner.lanes.free.lock();
-            let (lane, last) = free.pop().expect("a permit guarantees a free lane");
-            (lane, last + 1)
+        let (lane, last) = inner
+            .lanes
+            .free
+            .lock()
+            .pop()
+            .expect("a permit guarantees a free lane");
+        let request = ClientRequest {
+            lane,
+            number: last + 1,
+            operation,
         };
-        let result = self.run_on_lane(lane, number, operation).await;
+        let bytes = inner.sizes.batch(1, BatchSizes::request(&request));
+        let limit = inner.config.max_request_bytes;
+        if bytes > limit {
+            // Never sent, so the lane's next request can use the number.
+            inner.lanes.free.lock().push((lane, last));
+            return Err(ClientError::TooLarge { bytes, limit });
+        }
+        let number = request.number;
+        let result = self.run_on_lane(request).await;
         inner.lanes.free.lock().push((lane, number));
         let bytes = result?;
         match codec::decode::<Result<Resp, ExecError>>(&bytes) {
@@ -237,13 +283,9 @@ impl NetClient {
         }
     }
 
-    async fn run_on_lane(
-        &self,
-        lane: u32,
-        number: u64,
-        operation: Vec<u8>,
-    ) -> Result<Vec<u8>, ClientError> {
+    async fn run_on_lane(&self, request: ClientRequest) -> Result<Vec<u8>, ClientError> {
         let inner = &self.inner;
+        let (lane, number) = (request.lane, request.number);
         let (done, mut result) = oneshot::channel();
         inner.shared.pending.lock().insert(
             (lane, number),
@@ -254,11 +296,6 @@ impl NetClient {
             },
         );
         let (framed, frame) = oneshot::channel();
-        let request = ClientRequest {
-            lane,
-            number,
-            operation,
-        };
         if inner.submit.send((request, framed)).is_err() {
             inner.shared.pending.lock().remove(&(lane, number));
             return Err(ClientError::Unavailable("the client is closed".into()));
@@ -312,25 +349,123 @@ where
     }
 }
 
+/// Encoded sizes of one client's signed batches, computed without encoding
+/// them (the codec's varint encoding makes them easy to add up).
+#[derive(Clone, Copy, Debug)]
+struct BatchSizes {
+    /// The encoded size of a signed batch with no requests.
+    empty: usize,
+}
+
+impl BatchSizes {
+    /// The sizes of batches signed by `key`.
+    fn new(key: &SecretKey) -> BatchSizes {
+        let empty = SignedBatch::sign(
+            RequestBatch {
+                client: key.public(),
+                requests: Vec::new(),
+            },
+            key,
+        );
+        BatchSizes {
+            empty: codec::encode(&empty)
+                .expect("request batches always encode")
+                .len(),
+        }
+    }
+
+    /// The encoded size of `request` within a batch.
+    fn request(request: &ClientRequest) -> usize {
+        let operation = request.operation.len();
+        varint_len(u64::from(request.lane))
+            + varint_len(request.number)
+            + varint_len(operation as u64)
+            + operation
+    }
+
+    /// The encoded size of a signed batch of `count` requests whose own
+    /// sizes add up to `request_bytes`.
+    fn batch(&self, count: usize, request_bytes: usize) -> usize {
+        // The empty batch's request count takes one byte.
+        self.empty - 1 + varint_len(count as u64) + request_bytes
+    }
+}
+
+/// The bytes the codec's varint encoding of `value` takes.
+fn varint_len(value: u64) -> usize {
+    match value {
+        0..=250 => 1,
+        251..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// The requests of the batch being filled, and their size.
+struct Filling {
+    count: usize,
+    request_bytes: usize,
+}
+
+impl Filling {
+    /// Whether a request of `bytes` bytes joins the batch, within `max_batch`
+    /// requests and `limit` bytes. The first request always does (the caller
+    /// checked that it fits alone).
+    fn admit(&mut self, bytes: usize, sizes: &BatchSizes, max_batch: usize, limit: usize) -> bool {
+        let fits = self.count == 0
+            || (self.count < max_batch
+                && sizes.batch(self.count + 1, self.request_bytes + bytes) <= limit);
+        if fits {
+            self.count += 1;
+            self.request_bytes += bytes;
+        }
+        fits
+    }
+}
+
 /// Signs whatever requests are ready as one batch and sends it to the primary,
-/// keeping at most `batches_in_flight` batches unanswered.
+/// keeping at most `batches_in_flight` batches unanswered. A batch takes
+/// requests as long as it stays within `max_batch` requests and
+/// `max_request_bytes` bytes; the request that would not fit starts the next.
 async fn batch_and_sign(
     key: SecretKey,
+    sizes: BatchSizes,
     mut requests: mpsc::UnboundedReceiver<(ClientRequest, oneshot::Sender<Framed>)>,
     connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
     shared: Arc<Shared>,
     config: ClientConfig,
 ) {
     let in_flight = Arc::new(Semaphore::new(config.batches_in_flight));
-    while let Some(first) = requests.recv().await {
+    let mut held_over = None;
+    loop {
+        let first = match held_over.take() {
+            Some(first) => first,
+            None => match requests.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         // While earlier batches are unanswered, requests pile up in the channel.
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             return;
         };
+        let (max_batch, limit) = (config.max_batch, config.max_request_bytes);
+        let mut filling = Filling {
+            count: 0,
+            request_bytes: 0,
+        };
+        filling.admit(BatchSizes::request(&first.0), &sizes, max_batch, limit);
         let mut ready = vec![first];
-        while ready.len() < config.max_batch {
+        while ready.len() < max_batch {
             match requests.try_recv() {
-                Ok(next) => ready.push(next),
+                Ok(next) => {
+                    if filling.admit(BatchSizes::request(&next.0), &sizes, max_batch, limit) {
+                        ready.push(next);
+                    } else {
+                        held_over = Some(next);
+                        break;
+                    }
+                }
                 Err(_) => break,
             }
         }
@@ -449,5 +584,114 @@ async fn read_replies(replica: ReplicaId, mut reader: FrameReader, shared: Arc<S
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(lane: u32, number: u64, len: usize) -> ClientRequest {
+        ClientRequest {
+            lane,
+            number,
+            operation: vec![3; len],
+        }
+    }
+
+    fn encoded_batch(key: &SecretKey, requests: Vec<ClientRequest>) -> usize {
+        let batch = SignedBatch::sign(
+            RequestBatch {
+                client: key.public(),
+                requests,
+            },
+            key,
+        );
+        codec::encode(&batch).unwrap().len()
+    }
+
+    #[test]
+    fn batch_sizes_are_the_encoded_sizes() {
+        let key = SecretKey::from_seed([5; 32]);
+        let sizes = BatchSizes::new(&key);
+        let lanes = [0, 250, 251, 70_000, u32::MAX];
+        let numbers = [1, 250, 251, 65_535, 65_536, 1 << 32, u64::MAX];
+        let lens = [0, 1, 250, 251, 65_536, 100_000];
+        let mut all = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            for (j, &lane) in lanes.iter().enumerate() {
+                let one = request(lane, numbers[(i + j) % numbers.len()], len);
+                let bytes = BatchSizes::request(&one);
+                assert_eq!(
+                    sizes.batch(1, bytes),
+                    encoded_batch(&key, vec![one.clone()])
+                );
+                all.push(one);
+            }
+        }
+        // Batches of up to 300 requests: the request count takes 1 or 3 bytes.
+        let small: Vec<_> = (0..300).map(|i| request(i, u64::from(i) + 1, 7)).collect();
+        for count in [0, 1, 2, 250, 251, 300] {
+            let requests = small[..count].to_vec();
+            let bytes = requests.iter().map(BatchSizes::request).sum();
+            assert_eq!(sizes.batch(count, bytes), encoded_batch(&key, requests));
+        }
+        let bytes = all.iter().map(BatchSizes::request).sum();
+        assert_eq!(sizes.batch(all.len(), bytes), encoded_batch(&key, all));
+    }
+
+    #[test]
+    fn batches_are_split_within_the_limit_and_no_request_is_refused_for_its_neighbours() {
+        let key = SecretKey::from_seed([6; 32]);
+        let sizes = BatchSizes::new(&key);
+        let limit = 10_000;
+        let max_batch = 8;
+        // Each fits alone; many do not fit together.
+        let lens: Vec<usize> = (0..200)
+            .map(|i| [10, 3_000, 9_800, 600, 4_999][i % 5])
+            .collect();
+        let queue: Vec<_> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| request(i as u32 % 4, i as u64 + 1, len))
+            .collect();
+        for one in &queue {
+            assert!(sizes.batch(1, BatchSizes::request(one)) <= limit);
+        }
+        // The batching loop: take requests while they fit, hold one over.
+        let mut batches: Vec<Vec<ClientRequest>> = Vec::new();
+        let mut next = queue.iter().peekable();
+        while next.peek().is_some() {
+            let mut filling = Filling {
+                count: 0,
+                request_bytes: 0,
+            };
+            let mut batch = Vec::new();
+            while let Some(one) = next.peek() {
+                if !filling.admit(BatchSizes::request(one), &sizes, max_batch, limit) {
+                    break;
+                }
+                batch.push((*one).clone());
+                next.next();
+            }
+            assert!(
+                !batch.is_empty(),
+                "a batch takes at least its first request"
+            );
+            batches.push(batch);
+        }
+        assert!(batches.len() > 200 / max_batch, "the limit split batches");
+        assert!(
+            batches.iter().any(|b| b.len() > 1),
+            "small requests share batches"
+        );
+        let mut sent = Vec::new();
+        for batch in batches {
+            assert!(batch.len() <= max_batch);
+            let bytes = encoded_batch(&key, batch.clone());
+            assert!(bytes <= limit, "a batch of {bytes} bytes");
+            sent.extend(batch);
+        }
+        assert_eq!(sent, queue, "every request is sent, in order");
     }
 }

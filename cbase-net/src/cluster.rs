@@ -146,6 +146,13 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Connection limits of every replica (the largest frame, the handshake
+    /// timeout).
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// Starts the replicas, each with its own service built by `make`.
     pub async fn start<S, F>(self, make: F) -> Result<LocalCluster, ClusterError>
     where

@@ -129,6 +129,8 @@ async fn a_replica_that_was_down_fetches_a_state_larger_than_a_frame_in_chunks()
                 max_frame: MAX_FRAME,
                 ..TransportConfig::default()
             },
+            // Batches must fit the small frames.
+            max_request_bytes: MAX_FRAME / 2,
             ..ClientConfig::default()
         },
     )
