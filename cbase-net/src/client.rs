@@ -246,6 +246,16 @@ impl NetClient {
     {
         let operation = codec::encode(request).map_err(|e| ClientError::Config(e.to_string()))?;
         let inner = &self.inner;
+        let limit = inner.config.max_request_bytes;
+        // Without waiting for a lane if it cannot fit on any: the lane and
+        // number take at least a byte each (the exact check follows below).
+        let at_least = inner.sizes.batch(1, 2 + BatchSizes::operation(&operation));
+        if at_least > limit {
+            return Err(ClientError::TooLarge {
+                bytes: at_least,
+                limit,
+            });
+        }
         let _permit = inner
             .lanes
             .available
@@ -264,7 +274,6 @@ impl NetClient {
             operation,
         };
         let bytes = inner.sizes.batch(1, BatchSizes::request(&request));
-        let limit = inner.config.max_request_bytes;
         if bytes > limit {
             // Never sent, so the lane's next request can use the number.
             inner.lanes.free.lock().push((lane, last));
@@ -376,11 +385,14 @@ impl BatchSizes {
 
     /// The encoded size of `request` within a batch.
     fn request(request: &ClientRequest) -> usize {
-        let operation = request.operation.len();
         varint_len(u64::from(request.lane))
             + varint_len(request.number)
-            + varint_len(operation as u64)
-            + operation
+            + BatchSizes::operation(&request.operation)
+    }
+
+    /// The encoded size of a request's `operation` field.
+    fn operation(operation: &[u8]) -> usize {
+        varint_len(operation.len() as u64) + operation.len()
     }
 
     /// The encoded size of a signed batch of `count` requests whose own
