@@ -109,6 +109,36 @@ pub struct PrePrepare {
     pub signature: Signature,
 }
 
+impl PrePrepare {
+    /// The part the signature covers, without the proposal: what
+    /// certificates carry.
+    pub fn header(&self) -> PrePrepareHeader {
+        PrePrepareHeader {
+            view: self.view,
+            seq: self.seq,
+            digest: self.digest,
+            signature: self.signature,
+        }
+    }
+}
+
+/// A pre-prepare without its proposal: the view, sequence number and
+/// proposal digest the primary signed. Certificates (view-changes, new-views)
+/// carry headers, not proposals, so their size does not grow with the
+/// proposals' and they always fit a frame; a replica that needs a proposal
+/// it lacks fetches it by digest ([`ReplicaMessage::FetchProposal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePrepareHeader {
+    /// The view.
+    pub view: View,
+    /// The sequence number.
+    pub seq: Seq,
+    /// The digest of the [`Proposal`].
+    pub digest: Hash,
+    /// The primary's signature over `(view, seq, digest)`.
+    pub signature: Signature,
+}
+
 /// What a pre-prepare proposes: the batches, and the primary's clock reading
 /// that becomes every request's agreed timestamp.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +150,14 @@ pub struct Proposal {
 }
 
 impl Proposal {
+    /// The empty ("null") proposal a new view puts where nothing prepared.
+    pub fn null() -> Proposal {
+        Proposal {
+            timestamp: 0,
+            batches: Vec::new(),
+        }
+    }
+
     /// The digest a pre-prepare names.
     pub fn digest(&self) -> Hash {
         digest_of(self)
@@ -177,12 +215,13 @@ pub struct Checkpoint {
     pub signature: Signature,
 }
 
-/// Proof that a batch prepared at a sequence number in some view: the
-/// primary's signed pre-prepare and 2f signed prepares from other replicas.
+/// Proof that a proposal prepared at a sequence number in some view: the
+/// primary's signed pre-prepare header and 2f signed prepares from other
+/// replicas.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedProof {
-    /// The pre-prepare (with its proposal).
-    pub pre_prepare: PrePrepare,
+    /// The pre-prepare's header (the proposal travels separately).
+    pub pre_prepare: PrePrepareHeader,
     /// 2f matching prepares from distinct backups of that view.
     pub prepares: Vec<Prepare>,
 }
@@ -225,8 +264,9 @@ pub struct NewView {
     pub view: View,
     /// 2f+1 view-changes for it, from distinct replicas.
     pub view_changes: Vec<ViewChange>,
-    /// Pre-prepares in the new view, signed by its primary, in sequence order.
-    pub pre_prepares: Vec<PrePrepare>,
+    /// Pre-prepare headers in the new view, signed by its primary, in
+    /// sequence order. Replicas that lack a proposal fetch it by digest.
+    pub pre_prepares: Vec<PrePrepareHeader>,
 }
 
 /// A replica's periodic report of where it is, so peers can resend what it
@@ -264,6 +304,21 @@ pub enum ReplicaMessage {
     NewView(NewView),
     /// Where the sender is, so peers can resend what it missed.
     Status(Status),
+    /// A request for the proposal a certificate names by digest at `seq`.
+    FetchProposal {
+        /// The sequence number.
+        seq: Seq,
+        /// The proposal's digest.
+        digest: Hash,
+    },
+    /// A proposal asked for with [`ReplicaMessage::FetchProposal`]; the
+    /// receiver checks it against the digest it asked for.
+    ProposalBody {
+        /// The sequence number.
+        seq: Seq,
+        /// The proposal.
+        proposal: Proposal,
+    },
     /// A request for the state at a checkpoint, from a replica that fell
     /// behind it: the part of the encoded state from `offset` on.
     StateRequest {

@@ -563,3 +563,45 @@ async fn a_byzantine_replica_cannot_forge_or_crash_the_others() {
     assert_eq!(value_of(&mut honest, 0, 1, 4).await, 0);
     cluster.shutdown().await;
 }
+
+/// A window whose view-change certificates could not fit a frame is refused
+/// at start, with the numbers and what to change, instead of a cluster that
+/// could never complete a view change.
+#[tokio::test]
+async fn a_window_whose_certificates_outgrow_a_frame_is_refused_at_start() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let replicas = (0..4u32)
+        .map(|id| ReplicaEntry {
+            id,
+            address: format!("127.0.0.1:{}", 9100 + id),
+            public_key: secret(id as u8).public(),
+        })
+        .collect();
+    let node_config = NodeConfig {
+        id: 0,
+        cluster: ClusterConfig { f: 1, replicas },
+        secret: secret(0),
+        protocol: ProtocolConfig {
+            checkpoint_interval: 4,
+            window: 4096,
+            ..ProtocolConfig::default()
+        },
+        transport: TransportConfig {
+            max_frame: 64 * 1024,
+            ..TransportConfig::default()
+        },
+        executor: ExecutorBuilder::new().workers(1),
+    };
+    let service = Counter(Counts {
+        counts: Table::new(),
+    });
+    let error = ReplicaNode::start(node_config, listener, service)
+        .await
+        .err()
+        .expect("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("frame limit of 65536 bytes") && message.contains("window"),
+        "{message}"
+    );
+}

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::ReplicaId;
 use crate::crypto::PublicKey;
 use crate::message::{
-    Checkpoint, Hash, PrePrepare, PreparedProof, Proposal, Seq, SignedBatch, View, ViewChange,
-    checkpoint_header, domain, pre_prepare_header, prepare_header, view_change_bytes,
+    Checkpoint, Hash, PrePrepareHeader, PreparedProof, Seq, View, ViewChange, checkpoint_header,
+    domain, pre_prepare_header, prepare_header, view_change_bytes,
 };
 
 /// What certificate checks need to know about the cluster.
@@ -58,17 +58,16 @@ impl Quorums<'_> {
         signers.len() >= self.quorum
     }
 
-    /// A pre-prepare signed by its view's primary, whose digest matches its
-    /// proposal and whose client batches are all signed by their clients.
-    pub fn pre_prepare_holds(&self, pre_prepare: &PrePrepare) -> bool {
+    /// A pre-prepare header signed by its view's primary. (The proposal it
+    /// names was checked, client signatures included, by every correct
+    /// replica that prepared it.)
+    pub fn pre_prepare_holds(&self, pre_prepare: &PrePrepareHeader) -> bool {
         let primary = self.primary(pre_prepare.view);
         let Some(key) = self.key(primary) else {
             return false;
         };
         let header = pre_prepare_header(pre_prepare.view, pre_prepare.seq, &pre_prepare.digest);
         key.verify(domain::PRE_PREPARE, &header, &pre_prepare.signature)
-            && pre_prepare.proposal.digest() == pre_prepare.digest
-            && pre_prepare.proposal.batches.iter().all(SignedBatch::verify)
     }
 
     /// A valid pre-prepare plus `quorum - 1` matching, signed prepares from
@@ -130,15 +129,15 @@ impl Quorums<'_> {
 
 /// What a new view starts from: the highest stable checkpoint among the
 /// view-changes, and for every sequence number above it up to the highest
-/// prepared one, the proposal to re-issue (the one prepared in the highest
-/// view, or an empty "null" proposal where none prepared).
+/// prepared one, the digest of the proposal to re-issue (the one prepared in
+/// the highest view, or the empty "null" proposal's where none prepared).
 #[derive(Debug, PartialEq)]
 pub(crate) struct NewViewPlan {
     pub stable_seq: Seq,
     pub stable_state: Hash,
     /// The signed checkpoints proving it.
     pub stable_proof: Vec<Checkpoint>,
-    pub proposals: Vec<(Seq, Proposal)>,
+    pub proposals: Vec<(Seq, Hash)>,
 }
 
 /// Computes the plan from view-changes that have already been checked.
@@ -154,7 +153,7 @@ pub(crate) fn plan_new_view(view_changes: &[ViewChange]) -> NewViewPlan {
             )
         })
         .unwrap_or((0, [0; 32], Vec::new()));
-    let mut chosen: BTreeMap<Seq, &PrePrepare> = BTreeMap::new();
+    let mut chosen: BTreeMap<Seq, &PrePrepareHeader> = BTreeMap::new();
     for vc in view_changes {
         for proof in &vc.body.prepared {
             let pre_prepare = &proof.pre_prepare;
@@ -172,14 +171,11 @@ pub(crate) fn plan_new_view(view_changes: &[ViewChange]) -> NewViewPlan {
     let highest = chosen.keys().next_back().copied().unwrap_or(stable_seq);
     let proposals = (stable_seq + 1..=highest)
         .map(|seq| {
-            let proposal = match chosen.get(&seq) {
-                Some(pre_prepare) => pre_prepare.proposal.clone(),
-                None => Proposal {
-                    timestamp: 0,
-                    batches: Vec::new(),
-                },
+            let digest = match chosen.get(&seq) {
+                Some(pre_prepare) => pre_prepare.digest,
+                None => *super::proposals::NULL_DIGEST,
             };
-            (seq, proposal)
+            (seq, digest)
         })
         .collect();
     NewViewPlan {
@@ -188,4 +184,60 @@ pub(crate) fn plan_new_view(view_changes: &[ViewChange]) -> NewViewPlan {
         stable_proof,
         proposals,
     }
+}
+
+/// The largest encoded new-view a cluster of `n` replicas (quorum
+/// `quorum`) with window `window` can produce: a quorum of view-changes that
+/// each carry a prepared certificate for every sequence number of the window
+/// and a stable-checkpoint proof, plus a header per sequence number. An
+/// upper bound computed from the encoded sizes of the parts (varint lengths
+/// counted at their widest), so it can be compared with the frame limit
+/// before a replica starts.
+pub(crate) fn largest_new_view_bytes(quorum: usize, window: u64) -> u64 {
+    use crate::crypto::Signature;
+    use crate::message::{Prepare, ViewChangeBody};
+    let signature = Signature::from_bytes([0xff; 64]);
+    let header = PrePrepareHeader {
+        view: u64::MAX,
+        seq: u64::MAX,
+        digest: [0xff; 32],
+        signature,
+    };
+    let prepare = Prepare {
+        view: u64::MAX,
+        seq: u64::MAX,
+        digest: [0xff; 32],
+        replica: u32::MAX,
+        signature,
+    };
+    let checkpoint = Checkpoint {
+        seq: u64::MAX,
+        state: [0xff; 32],
+        replica: u32::MAX,
+        signature,
+    };
+    let empty_body = ViewChangeBody {
+        new_view: u64::MAX,
+        stable_seq: u64::MAX,
+        stable_state: [0xff; 32],
+        checkpoint_proof: Vec::new(),
+        prepared: Vec::new(),
+        replica: u32::MAX,
+    };
+    // A vector's length takes at most 9 bytes as a varint.
+    const LENGTH: u64 = 9;
+    let quorum = quorum as u64;
+    let proof = encode(&header) + LENGTH + (quorum - 1) * encode(&prepare);
+    let view_change = encode(&empty_body)
+        + quorum * encode(&checkpoint)
+        + window * proof
+        + 2 * LENGTH
+        + encode(&signature);
+    8 + LENGTH + quorum * view_change + LENGTH + window * encode(&header)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> u64 {
+    cbase_core::codec::encode(value)
+        .expect("protocol values always encode")
+        .len() as u64
 }

@@ -26,6 +26,7 @@
 mod certificates;
 mod held;
 mod pending;
+mod proposals;
 mod slot;
 mod state_transfer;
 #[cfg(test)]
@@ -38,9 +39,9 @@ use std::collections::BTreeMap;
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::message::{
-    Checkpoint, Commit, Hash, PrePrepare, Prepare, Proposal, ReplicaMessage, Seq, SignedBatch,
-    View, ViewChange, checkpoint_header, digest_and_size_of, domain, pre_prepare_header,
-    prepare_header,
+    Checkpoint, Commit, Hash, PrePrepare, PrePrepareHeader, Prepare, Proposal, ReplicaMessage, Seq,
+    SignedBatch, View, ViewChange, checkpoint_header, digest_and_size_of, domain,
+    pre_prepare_header, prepare_header,
 };
 use slot::Slot;
 
@@ -92,6 +93,19 @@ pub struct ProtocolConfig {
     /// a faulty primary could push it to the end of time and freeze it there.
     /// A backup refuses (does not prepare) a proposal stamped further ahead.
     pub max_clock_skew: u64,
+}
+
+impl ProtocolConfig {
+    /// The largest certificate message this configuration can produce in
+    /// `cluster`, in encoded bytes: a new-view carrying a quorum of
+    /// view-changes, each with a prepared certificate for every sequence
+    /// number of the window. Certificates carry proposal digests, not
+    /// proposals, so this does not depend on `max_batch_bytes`; it must fit
+    /// the transport's frame limit, or a view change could never be sent
+    /// (a replica refuses to start otherwise).
+    pub fn largest_certificate_bytes(&self, cluster: &ClusterConfig) -> u64 {
+        certificates::largest_new_view_bytes(cluster.quorum(), self.window)
+    }
 }
 
 impl Default for ProtocolConfig {
@@ -248,6 +262,9 @@ pub struct Stats {
     pub bad_state: u64,
 }
 
+/// Most proposals asked for in one status round.
+const MAX_FETCHES_PER_ROUND: usize = 64;
+
 /// Where a normal-case message's view stands (see `Replica::view_fit`).
 enum ViewFit {
     Current,
@@ -282,6 +299,12 @@ pub struct Replica {
     /// The stable checkpoint: the low watermark.
     low: Seq,
     log: BTreeMap<Seq, Slot>,
+    /// Proposals of the slots above the stable checkpoint, by digest, and
+    /// those this replica still has to fetch.
+    proposals: proposals::Proposals,
+    /// The last proposal served to each peer: (seq, when), so a peer cannot
+    /// make this replica send the same proposal in a loop.
+    proposals_served: BTreeMap<ReplicaId, (Seq, u64)>,
     /// The last sequence number handed to execution.
     delivered: Seq,
     /// Client batches waiting for a sequence number, with their digests. The
@@ -376,6 +399,8 @@ impl Replica {
             next_seq: 1,
             low: 0,
             log: BTreeMap::new(),
+            proposals: proposals::Proposals::default(),
+            proposals_served: BTreeMap::new(),
             delivered: 0,
             pending: pending::Pending::default(),
             waiting: BTreeMap::new(),
@@ -506,6 +531,12 @@ impl Replica {
             ReplicaMessage::ViewChange(view_change) => self.on_view_change(from, view_change, out),
             ReplicaMessage::NewView(new_view) => self.on_new_view(from, new_view, out),
             ReplicaMessage::Status(status) => self.on_status(from, status, out),
+            ReplicaMessage::FetchProposal { seq, digest } => {
+                self.on_fetch_proposal(from, seq, digest, out)
+            }
+            ReplicaMessage::ProposalBody { seq, proposal } => {
+                self.on_proposal_body(seq, proposal, out)
+            }
             ReplicaMessage::StateRequest { seq, offset } => {
                 self.on_state_request(from, seq, offset, out)
             }
@@ -698,8 +729,69 @@ impl Replica {
                 proposal,
                 signature,
             };
-            self.log.entry(seq).or_default().pre_prepare = Some(pre_prepare.clone());
+            self.log.entry(seq).or_default().header = Some(pre_prepare.header());
+            self.proposals
+                .insert(seq, digest, pre_prepare.proposal.clone());
             out.push(Output::Broadcast(ReplicaMessage::PrePrepare(pre_prepare)));
+        }
+    }
+
+    /// A peer asks for a proposal a certificate named: served once per
+    /// request timeout for a given slot, if known.
+    fn on_fetch_proposal(
+        &mut self,
+        from: ReplicaId,
+        seq: Seq,
+        digest: Hash,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(proposal) = self.proposals.get(seq, &digest) else {
+            self.stats.stale += 1;
+            return;
+        };
+        let repeated = self
+            .proposals_served
+            .get(&from)
+            .is_some_and(|&(served, at)| {
+                served == seq && self.now.saturating_sub(at) < self.config.request_timeout
+            });
+        if repeated {
+            self.stats.duplicate += 1;
+            return;
+        }
+        self.proposals_served.insert(from, (seq, self.now));
+        out.push(Output::Send(
+            from,
+            ReplicaMessage::ProposalBody {
+                seq,
+                proposal: proposal.clone(),
+            },
+        ));
+    }
+
+    /// A proposal this replica asked for. It is taken only if it hashes to
+    /// the digest the quorum agreed on at `seq`; then the client batches
+    /// need no check: f+1 correct replicas checked them before preparing.
+    fn on_proposal_body(&mut self, seq: Seq, proposal: Proposal, out: &mut Vec<Output>) {
+        let (digest, bytes) = digest_and_size_of(&proposal);
+        if !self.proposals.is_missing(seq, &digest) || bytes > self.config.max_batch_bytes + 32 {
+            self.stats.stale += 1;
+            return;
+        }
+        self.learn_proposal(seq, digest, proposal);
+        self.deliver(out);
+    }
+
+    /// Asks peers for the proposals agreed slots still lack.
+    fn fetch_missing_proposals(&mut self, out: &mut Vec<Output>) {
+        let asks = self
+            .proposals
+            .fetches(self.n, self.id, MAX_FETCHES_PER_ROUND);
+        for (peer, seq, digest) in asks {
+            out.push(Output::Send(
+                peer,
+                ReplicaMessage::FetchProposal { seq, digest },
+            ));
         }
     }
 
@@ -757,11 +849,26 @@ impl Replica {
 
     /// Records a checked pre-prepare and sends this backup's prepare.
     fn accept_pre_prepare(&mut self, pre_prepare: PrePrepare, out: &mut Vec<Output>) {
-        let (view, seq, digest) = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest);
-        for batch in &pre_prepare.proposal.batches {
+        let header = pre_prepare.header();
+        self.learn_proposal(header.seq, header.digest, pre_prepare.proposal);
+        self.accept_header(header, out);
+    }
+
+    /// Keeps a proposal known to match the digest agreed (or proposed) at
+    /// `seq`, and the batches it orders.
+    fn learn_proposal(&mut self, seq: Seq, digest: Hash, proposal: Proposal) {
+        for batch in &proposal.batches {
             self.known_batches.insert(batch.digest(), Some(seq));
         }
-        self.log.entry(seq).or_default().pre_prepare = Some(pre_prepare);
+        self.proposals.insert(seq, digest, proposal);
+    }
+
+    /// Records a pre-prepare header (checked, or re-issued by a checked
+    /// new-view) and sends this backup's prepare. Agreement is on the
+    /// digest; the proposal may still be on its way.
+    fn accept_header(&mut self, header: PrePrepareHeader, out: &mut Vec<Output>) {
+        let (view, seq, digest) = (header.view, header.seq, header.digest);
+        self.log.entry(seq).or_default().header = Some(header);
         let signature = self.secret.sign(
             domain::PREPARE,
             &prepare_header(view, seq, &digest, self.id),
@@ -909,17 +1016,14 @@ impl Replica {
             if !slot.committed {
                 break;
             }
-            let pre_prepare = slot
-                .pre_prepare
-                .as_ref()
-                .expect("committed slots have a pre-prepare");
+            let header = slot.header.expect("committed slots have a pre-prepare");
             let seq = self.delivered + 1;
-            let ordered: std::collections::BTreeSet<Hash> = pre_prepare
-                .proposal
-                .batches
-                .iter()
-                .map(SignedBatch::digest)
-                .collect();
+            let Some(proposal) = self.proposals.get(seq, &header.digest) else {
+                // Agreed, but the proposal is still being fetched.
+                break;
+            };
+            let ordered: std::collections::BTreeSet<Hash> =
+                proposal.batches.iter().map(SignedBatch::digest).collect();
             for digest in &ordered {
                 self.waiting.remove(digest);
             }
@@ -929,11 +1033,12 @@ impl Replica {
                 self.pending
                     .retain(|queued| !ordered.contains(&queued.digest));
             }
+            let proposal = proposal.clone();
             out.push(Output::Execute(Committed {
-                view: pre_prepare.view,
+                view: header.view,
                 seq,
-                digest: pre_prepare.digest,
-                proposal: pre_prepare.proposal.clone(),
+                digest: header.digest,
+                proposal,
                 checkpoint: seq.is_multiple_of(self.config.checkpoint_interval),
             }));
             self.delivered = seq;
@@ -1054,6 +1159,7 @@ impl Replica {
         self.low = seq;
         self.future_checkpoints.retain(|_, vote| vote.seq > seq);
         self.log = self.log.split_off(&(seq + 1));
+        self.proposals.forget_up_to(seq);
         self.prepared = self.prepared.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
@@ -1070,6 +1176,11 @@ impl Replica {
     /// while views fail to make progress).
     pub fn timeout_scale(&self) -> u64 {
         self.backoff.scale()
+    }
+
+    /// Agreed slots whose proposal this replica is still fetching.
+    pub fn missing_proposals(&self) -> usize {
+        self.proposals.missing_count()
     }
 
     /// Messages held for the next view (bounded per sender).

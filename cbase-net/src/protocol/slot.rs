@@ -1,15 +1,17 @@
-//! One sequence number's agreement state: the pre-prepare, and the prepares
-//! and commits gathered for it.
+//! One sequence number's agreement state: the pre-prepare header, and the
+//! prepares and commits gathered for it. (Proposals are kept apart, by
+//! digest: agreement is on digests, and a slot a new view re-issues may be
+//! agreed on before its proposal has been fetched.)
 
 use std::collections::BTreeMap;
 
 use crate::config::ReplicaId;
-use crate::message::{Hash, PrePrepare, Prepare, PreparedProof};
+use crate::message::{Hash, PrePrepareHeader, Prepare, PreparedProof};
 
 /// Agreement on one sequence number in the current view.
 #[derive(Default, Debug)]
 pub(crate) struct Slot {
-    pub pre_prepare: Option<PrePrepare>,
+    pub header: Option<PrePrepareHeader>,
     /// Each backup's signed prepare, by backup: kept whole because a view
     /// change must prove what prepared.
     pub prepares: BTreeMap<ReplicaId, Prepare>,
@@ -23,7 +25,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     pub fn digest(&self) -> Option<&Hash> {
-        self.pre_prepare.as_ref().map(|p| &p.digest)
+        self.header.as_ref().map(|p| &p.digest)
     }
 
     fn matching_prepares(&self) -> impl Iterator<Item = &Prepare> {
@@ -36,7 +38,7 @@ impl Slot {
     /// A pre-prepare and `quorum - 1` matching prepares from backups (2f
     /// when n = 3f+1): with the primary, a quorum vouches for the proposal.
     pub fn is_prepared(&self, quorum: usize) -> bool {
-        self.pre_prepare.is_some() && self.matching_prepares().count() + 1 >= quorum
+        self.header.is_some() && self.matching_prepares().count() + 1 >= quorum
     }
 
     /// Prepared, and a quorum of matching commits (this replica's included).
@@ -56,7 +58,7 @@ impl Slot {
             return None;
         }
         Some(PreparedProof {
-            pre_prepare: self.pre_prepare.clone()?,
+            pre_prepare: self.header?,
             prepares: self.matching_prepares().take(quorum - 1).cloned().collect(),
         })
     }

@@ -27,8 +27,8 @@ use super::certificates::{Quorums, plan_new_view};
 use super::{Output, Replica, Status};
 use crate::config::ReplicaId;
 use crate::message::{
-    NewView, PrePrepare, Proposal, ReplicaMessage, View, ViewChange, ViewChangeBody, domain,
-    pre_prepare_header, view_change_bytes,
+    Hash, NewView, PrePrepare, PrePrepareHeader, ReplicaMessage, Seq, SignedBatch, View,
+    ViewChange, ViewChangeBody, domain, pre_prepare_header, view_change_bytes,
 };
 
 impl Replica {
@@ -60,6 +60,7 @@ impl Replica {
     pub(super) fn on_tick(&mut self, out: &mut Vec<Output>) {
         if self.now.saturating_sub(self.last_status) >= self.config.status_interval {
             self.last_status = self.now;
+            self.fetch_missing_proposals(out);
             let changing_to = match self.status {
                 Status::Normal => None,
                 Status::ChangingTo { target, .. } => Some(target),
@@ -220,10 +221,10 @@ impl Replica {
         // The 2f+1 lowest senders: any choice works, a fixed one is easier to debug.
         let view_changes: Vec<ViewChange> = votes.values().take(self.quorum).cloned().collect();
         let plan = plan_new_view(&view_changes);
-        let pre_prepares: Vec<PrePrepare> = plan
+        let pre_prepares: Vec<PrePrepareHeader> = plan
             .proposals
             .iter()
-            .map(|(seq, proposal)| self.sign_pre_prepare(target, *seq, proposal.clone()))
+            .map(|(seq, digest)| self.sign_header(target, *seq, *digest))
             .collect();
         let new_view = NewView {
             view: target,
@@ -234,16 +235,14 @@ impl Replica {
         self.enter_view(new_view, out);
     }
 
-    fn sign_pre_prepare(&self, view: View, seq: u64, proposal: Proposal) -> PrePrepare {
-        let digest = proposal.digest();
+    fn sign_header(&self, view: View, seq: u64, digest: Hash) -> PrePrepareHeader {
         let signature = self
             .secret
             .sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest));
-        PrePrepare {
+        PrePrepareHeader {
             view,
             seq,
             digest,
-            proposal,
             signature,
         }
     }
@@ -296,10 +295,10 @@ impl Replica {
         let plan = plan_new_view(&new_view.view_changes);
         plan.proposals.len() == new_view.pre_prepares.len()
             && plan.proposals.iter().zip(&new_view.pre_prepares).all(
-                |((seq, proposal), pre_prepare)| {
+                |((seq, digest), pre_prepare)| {
                     pre_prepare.view == new_view.view
                         && pre_prepare.seq == *seq
-                        && pre_prepare.proposal == *proposal
+                        && pre_prepare.digest == *digest
                         && quorums.pre_prepare_holds(pre_prepare)
                 },
             )
@@ -347,22 +346,45 @@ impl Replica {
         }
         out.push(Output::ViewEntered(self.view));
         let primary = self.is_primary();
-        for pre_prepare in new_view.pre_prepares {
-            if pre_prepare.seq <= self.low {
+        let mut reissued = std::collections::BTreeSet::new();
+        for header in new_view.pre_prepares {
+            if header.seq <= self.low {
                 continue;
             }
-            for batch in &pre_prepare.proposal.batches {
-                let digest = batch.digest();
-                self.known_batches.insert(digest, Some(pre_prepare.seq));
-                self.pending.retain(|queued| queued.digest != digest);
+            // The proposal: known from an earlier view, the null one, or
+            // fetched from a peer (it is executed once it arrives).
+            if self.proposals.need(header.seq, header.digest) {
+                if let Some(proposal) = self.proposals.get(header.seq, &header.digest) {
+                    reissued.extend(proposal.batches.iter().map(SignedBatch::digest));
+                    let proposal = proposal.clone();
+                    self.learn_proposal(header.seq, header.digest, proposal);
+                }
             }
             if primary {
-                let seq = pre_prepare.seq;
-                self.log.entry(seq).or_default().pre_prepare = Some(pre_prepare);
+                self.log.entry(header.seq).or_default().header = Some(header);
             } else {
-                self.accept_pre_prepare(pre_prepare, out);
+                self.accept_header(header, out);
             }
         }
+        // Batches re-issued by the new view are not proposed again.
+        if !reissued.is_empty() {
+            self.pending
+                .retain(|queued| !reissued.contains(&queued.digest));
+        }
+        // Proposals neither the new view nor a prepared certificate names
+        // are no longer needed.
+        let referenced: std::collections::BTreeSet<(Seq, Hash)> = self
+            .log
+            .iter()
+            .filter_map(|(seq, slot)| slot.digest().map(|d| (*seq, *d)))
+            .chain(
+                self.prepared
+                    .values()
+                    .map(|proof| (proof.pre_prepare.seq, proof.pre_prepare.digest)),
+            )
+            .collect();
+        self.proposals.retain(self.low, &referenced);
+        self.fetch_missing_proposals(out);
         // Messages for this view that arrived before it started.
         let held = self.held.take(self.view);
         for (from, message) in held {
@@ -442,13 +464,22 @@ impl Replica {
         {
             let first = status.delivered.max(self.low) + 1;
             for (seq, slot) in self.log.range(first..first + MAX_RESENT_SLOTS) {
-                let Some(pre_prepare) = &slot.pre_prepare else {
+                let Some(header) = slot.header else {
                     continue;
                 };
-                out.push(Output::Send(
-                    from,
-                    ReplicaMessage::PrePrepare(pre_prepare.clone()),
-                ));
+                if let Some(proposal) = self.proposals.get(*seq, &header.digest) {
+                    out.push(Output::Send(
+                        from,
+                        ReplicaMessage::PrePrepare(PrePrepare {
+                            view: header.view,
+                            seq: header.seq,
+                            digest: header.digest,
+                            proposal: proposal.clone(),
+                            signature: header.signature,
+                        }),
+                    ));
+                }
+                let pre_prepare = header;
                 if let Some(prepare) = slot.prepares.get(&self.id) {
                     out.push(Output::Send(from, ReplicaMessage::Prepare(prepare.clone())));
                 }

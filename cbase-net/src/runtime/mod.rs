@@ -67,6 +67,19 @@ pub enum NodeError {
     /// The id is not in the cluster file.
     #[error("replica {0} is not in the cluster file")]
     UnknownReplica(ReplicaId),
+    /// A view change in this cluster could carry certificates larger than a
+    /// frame, so it could never be sent.
+    #[error(
+        "a new-view can take {bytes} bytes with this cluster and window, more than the \
+         transport's frame limit of {max_frame} bytes: lower ProtocolConfig::window or \
+         raise TransportConfig::max_frame"
+    )]
+    CertificatesTooLarge {
+        /// The largest new-view, encoded.
+        bytes: u64,
+        /// The frame limit.
+        max_frame: usize,
+    },
     /// The listening address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -295,6 +308,13 @@ impl ReplicaNode {
             .ok_or(NodeError::UnknownReplica(id))?;
         if *expected != config.secret.public() {
             return Err(NodeError::WrongKey(id));
+        }
+        let certificates = config.protocol.largest_certificate_bytes(&config.cluster);
+        if certificates > config.transport.max_frame as u64 {
+            return Err(NodeError::CertificatesTooLarge {
+                bytes: certificates,
+                max_frame: config.transport.max_frame,
+            });
         }
         let address = listener.local_addr().map_err(|source| NodeError::Bind {
             address: format!("{:?}", listener),

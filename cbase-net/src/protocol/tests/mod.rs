@@ -742,7 +742,7 @@ fn view_changes_and_new_views_with_bad_certificates_are_rejected() {
     let pp = pre_prepare(&secrets[0], 0, 1, vec![client_batch(&client, 0, 1)]);
     // A prepared certificate with only one prepare, signed by replica 2.
     let proof = crate::message::PreparedProof {
-        pre_prepare: pp.clone(),
+        pre_prepare: pp.header(),
         prepares: vec![prepare(&secrets[2], 2, 1, pp.digest)],
     };
     let body = crate::message::ViewChangeBody {
@@ -826,12 +826,9 @@ fn view_changes_and_new_views_with_bad_certificates_are_rejected() {
     let smuggled = crate::message::NewView {
         view: 1,
         view_changes: vec![good(1), good(2), good(3)],
-        pre_prepares: vec![pre_prepare(
-            &secrets[1],
-            1,
-            1,
-            vec![client_batch(&client, 0, 9)],
-        )],
+        pre_prepares: vec![
+            pre_prepare(&secrets[1], 1, 1, vec![client_batch(&client, 0, 9)]).header(),
+        ],
     };
     deliver(&mut r0, 1, ReplicaMessage::NewView(smuggled));
     assert_eq!(r0.stats().bad_certificate, 2);

@@ -795,3 +795,137 @@ fn proposals_are_bounded_in_bytes_and_a_request_that_cannot_fit_is_refused() {
     assert!(deliver(&mut r, 0, ReplicaMessage::PrePrepare(pp)).is_empty());
     assert_eq!(r.stats().oversized, 1);
 }
+
+/// Defect (part of 8): certificates carried whole proposals, so a
+/// view-change or new-view with large proposals outgrew a frame. They now
+/// carry digests; a replica that lacks a proposal a new view re-issues
+/// fetches it by digest, and executes it once it arrives.
+#[test]
+fn a_replica_fetches_a_reissued_proposal_it_never_received() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Replica 3 never gets the pre-prepare, and no commit gets through:
+    // the batch prepares at 0, 1 and 2 only.
+    net.drop_rule = Some(Box::new(|_, to, m| {
+        (to == 3 && matches!(m, ReplicaMessage::PrePrepare(_)))
+            || matches!(m, ReplicaMessage::Commit(_))
+    }));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    assert!(net.executed.iter().all(Vec::is_empty));
+    // The primary falls silent; view 1 re-issues the batch by digest.
+    net.drop_rule = Some(Box::new(|from, to, m| {
+        from == 0 || (to == 3 && matches!(m, ReplicaMessage::PrePrepare(_)))
+    }));
+    net.advance(SECOND + 1);
+    for _ in 0..3 {
+        net.advance(SECOND / 5);
+    }
+    for replica in 1..4 {
+        assert_eq!(net.replicas[replica].view(), 1, "replica {replica}");
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+        assert_eq!(net.replicas[replica].missing_proposals(), 0);
+    }
+    assert_one_order(&net);
+}
+
+/// A peer answering a proposal fetch with anything but the agreed proposal
+/// is ignored, and a peer asking again and again is served once.
+#[test]
+fn proposal_fetches_are_checked_and_not_amplified() {
+    let (mut r, secrets) = backup();
+    let client = SecretKey::from_seed([99; 32]);
+    let pp = pre_prepare(&secrets[0], 0, 1, vec![client_batch(&client, 0, 1)]);
+    deliver(&mut r, 0, ReplicaMessage::PrePrepare(pp.clone()));
+    let ask = ReplicaMessage::FetchProposal {
+        seq: 1,
+        digest: pp.digest,
+    };
+    let served = |out: &[Output]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Send(3, ReplicaMessage::ProposalBody { .. })))
+            .count()
+    };
+    assert_eq!(served(&deliver(&mut r, 3, ask.clone())), 1);
+    for _ in 0..10 {
+        assert_eq!(served(&deliver(&mut r, 3, ask.clone())), 0);
+    }
+    // Unasked-for bodies are dropped.
+    let forged = ReplicaMessage::ProposalBody {
+        seq: 2,
+        proposal: Proposal::null(),
+    };
+    assert!(deliver(&mut r, 3, forged).is_empty());
+    assert_eq!(r.missing_proposals(), 0);
+}
+
+/// Certificates carry digests, so the largest new-view depends on the
+/// cluster and the window only, and the defaults fit a frame with room.
+#[test]
+fn the_largest_certificate_fits_a_frame_at_the_defaults() {
+    let config = ProtocolConfig::default();
+    let frame = crate::transport::TransportConfig::default().max_frame as u64;
+    let (four, _) = cluster(4);
+    let (seven, _) = cluster(7);
+    let small = config.largest_certificate_bytes(&four);
+    let larger = config.largest_certificate_bytes(&seven);
+    assert!(
+        small < larger && larger < frame / 4,
+        "{small} {larger} {frame}"
+    );
+    // A real worst case stays within the estimate: a view-change with a
+    // prepared certificate for every slot of the window.
+    let (keys4, secrets) = cluster(4);
+    let window = small_window_certificate(&secrets, 8);
+    assert!(window <= small_config_bytes(&keys4, 8), "{window}");
+}
+
+fn small_config_bytes(cluster: &ClusterConfig, window: u64) -> u64 {
+    ProtocolConfig {
+        window,
+        ..ProtocolConfig::default()
+    }
+    .largest_certificate_bytes(cluster)
+}
+
+/// The encoded size of a real new-view with a quorum of view-changes, each
+/// proving `window` prepared slots.
+fn small_window_certificate(secrets: &[SecretKey], window: u64) -> u64 {
+    let client = SecretKey::from_seed([99; 32]);
+    let prepared: Vec<crate::message::PreparedProof> = (1..=window)
+        .map(|seq| {
+            let pp = pre_prepare(&secrets[0], 0, seq, vec![client_batch(&client, 0, seq)]);
+            crate::message::PreparedProof {
+                prepares: [1, 2]
+                    .into_iter()
+                    .map(|r| prepare(&secrets[r as usize], r, seq, pp.digest))
+                    .collect(),
+                pre_prepare: pp.header(),
+            }
+        })
+        .collect();
+    let view_changes: Vec<ViewChange> = (0..3u32)
+        .map(|replica| {
+            let body = crate::message::ViewChangeBody {
+                new_view: 1,
+                stable_seq: 0,
+                stable_state: [0; 32],
+                checkpoint_proof: Vec::new(),
+                prepared: prepared.clone(),
+                replica,
+            };
+            let signature = secrets[replica as usize].sign(
+                domain::VIEW_CHANGE,
+                &crate::message::view_change_bytes(&body),
+            );
+            ViewChange { body, signature }
+        })
+        .collect();
+    let new_view = crate::message::NewView {
+        view: 1,
+        pre_prepares: prepared.iter().map(|p| p.pre_prepare).collect(),
+        view_changes,
+    };
+    cbase_core::codec::encode(&ReplicaMessage::NewView(new_view))
+        .unwrap()
+        .len() as u64
+}
