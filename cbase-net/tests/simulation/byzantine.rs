@@ -1,0 +1,378 @@
+//! Byzantine replicas, built by wrapping a correct `Replica`: its outputs
+//! are filtered or rewritten on the way out (the harness holds every key, so
+//! a rewritten message can be signed again), and some behaviours add
+//! traffic of their own on every tick.
+
+use cbase_net::config::ReplicaId;
+use cbase_net::crypto::Signature;
+use cbase_net::message::{
+    Commit, NewView, PrePrepare, Prepare, PreparedProof, Proposal, ReplicaMessage, ViewChange,
+    ViewChangeBody, domain, pre_prepare_header, prepare_header, view_change_bytes,
+};
+use cbase_net::protocol::Input;
+use rand::Rng;
+
+use crate::scenarios::MS;
+use crate::world::{STATE_CHUNK, World};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// As primary, sends different proposals to different backups.
+    Equivocate,
+    /// Corrupts digests and the `replica` field, replays old messages,
+    /// sends bogus view-changes and new-views, lies in checkpoints, replies
+    /// and transferred state.
+    Chaos,
+    /// Silent to some peers (drawn from the seed), forever.
+    Withhold,
+    /// Passes the client batches it receives to the other backups only,
+    /// never to the primary, and keeps passing on batches it saw before.
+    ForwardToBackups,
+    /// Floods its peers with pre-prepares, prepares, commits and
+    /// view-changes for views far ahead.
+    FloodFuture,
+    /// Serves state transfers one tiny chunk at a time, each just before
+    /// the requester's timeout.
+    DripState,
+    /// As primary, proposes timestamps far in the future (up to u64::MAX).
+    Timestamps,
+}
+
+/// Most messages a Byzantine replica remembers for replays.
+const REMEMBERED: usize = 256;
+
+impl World {
+    /// Sends a replica instance's message to replica `to`, transformed if
+    /// the instance is Byzantine.
+    pub fn replica_send(&mut self, from: usize, to: ReplicaId, message: ReplicaMessage) {
+        let id = self.nodes[from].id;
+        let message = match self.behaviour(from) {
+            None => message,
+            Some(Behaviour::Equivocate) => self.equivocate(from, to, message),
+            Some(Behaviour::Chaos) => self.corrupt(from, message),
+            Some(Behaviour::Withhold) if self.withheld.contains(&to) => return,
+            Some(Behaviour::ForwardToBackups) => match message {
+                ReplicaMessage::Forward(batch) => {
+                    let primary = self.nodes[from].replica.primary();
+                    for backup in 0..self.n as ReplicaId {
+                        if backup != primary && backup != id {
+                            self.transmit(from, backup, ReplicaMessage::Forward(batch.clone()), 0);
+                        }
+                    }
+                    return;
+                }
+                other => other,
+            },
+            Some(Behaviour::Timestamps) => self.push_timestamp(from, message),
+            Some(_) => message,
+        };
+        if self.behaviour(from).is_some() {
+            let sent = &mut self.nodes[from].sent;
+            sent.push_back(message.clone());
+            if sent.len() > REMEMBERED {
+                sent.pop_front();
+            }
+        }
+        self.transmit(from, to, message, 0);
+    }
+
+    /// Answers a peer's state request from the instance's checkpoint.
+    pub fn serve_state(&mut self, from: usize, to: ReplicaId, seq: u64, offset: u64) {
+        let Some(mut state) = self.encoded_checkpoint(from, seq) else {
+            return;
+        };
+        let behaviour = self.behaviour(from);
+        if behaviour == Some(Behaviour::Chaos) {
+            let last = state.len() - 1;
+            state[last] ^= 1; // a Byzantine replica serves a bad snapshot
+        }
+        let (chunk, delay) = if behaviour == Some(Behaviour::DripState) {
+            // A byte or few; the first at once, so the requester commits to
+            // this transfer, then each just before it would give up on us.
+            let timeout = self.protocol.request_timeout;
+            let delay = if offset == 0 {
+                0
+            } else {
+                timeout - self.rng.gen_range(5 * MS..timeout / 10)
+            };
+            (self.rng.gen_range(1..=4), delay)
+        } else {
+            (STATE_CHUNK, 0)
+        };
+        let Some(start) = usize::try_from(offset).ok().filter(|&s| s < state.len()) else {
+            return;
+        };
+        let end = state.len().min(start + chunk);
+        let reply = ReplicaMessage::StateReply {
+            seq,
+            offset,
+            total: state.len() as u64,
+            chunk: state[start..end].to_vec(),
+        };
+        self.transmit(from, to, reply, delay);
+    }
+
+    /// What a Byzantine instance learns from its inputs.
+    pub fn observe(&mut self, instance: usize, input: &Input) {
+        if self.behaviour(instance) != Some(Behaviour::ForwardToBackups) {
+            return;
+        }
+        let seen = &mut self.nodes[instance].seen;
+        match input {
+            Input::Client(batch) => seen.push(batch.clone()),
+            Input::Replica(_, ReplicaMessage::PrePrepare(pp)) => {
+                seen.extend(pp.proposal.batches.iter().cloned())
+            }
+            _ => {}
+        }
+        if seen.len() > REMEMBERED {
+            seen.remove(0);
+        }
+    }
+
+    /// Spontaneous Byzantine traffic, on every tick.
+    pub fn misbehave(&mut self, instance: usize) {
+        match self.behaviour(instance) {
+            Some(Behaviour::Chaos) if self.rng.gen_bool(0.2) => self.chaos(instance),
+            Some(Behaviour::FloodFuture) if self.rng.gen_bool(0.3) => self.flood(instance),
+            Some(Behaviour::ForwardToBackups) if self.rng.gen_bool(0.05) => {
+                // An old batch (executed long ago, perhaps), passed on again.
+                let seen = &self.nodes[instance].seen;
+                if seen.is_empty() {
+                    return;
+                }
+                let batch = seen[self.rng.gen_range(0..seen.len())].clone();
+                let (id, primary) = (
+                    self.nodes[instance].id,
+                    self.nodes[instance].replica.primary(),
+                );
+                for backup in 0..self.n as ReplicaId {
+                    if backup != primary && backup != id {
+                        self.transmit(instance, backup, ReplicaMessage::Forward(batch.clone()), 0);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn equivocate(
+        &mut self,
+        from: usize,
+        to: ReplicaId,
+        message: ReplicaMessage,
+    ) -> ReplicaMessage {
+        match message {
+            ReplicaMessage::PrePrepare(pp) if to.is_multiple_of(2) => {
+                // Odd backups get the real proposal, even ones an empty one.
+                let proposal = Proposal {
+                    timestamp: pp.proposal.timestamp,
+                    batches: Vec::new(),
+                };
+                self.resign(from, pp, proposal)
+            }
+            other => other,
+        }
+    }
+
+    /// The same pre-prepare with another proposal, signed by `from`.
+    fn resign(&self, from: usize, pp: PrePrepare, proposal: Proposal) -> ReplicaMessage {
+        let digest = proposal.digest();
+        let key = &self.keys[self.nodes[from].id as usize];
+        let signature = key.sign(
+            domain::PRE_PREPARE,
+            &pre_prepare_header(pp.view, pp.seq, &digest),
+        );
+        ReplicaMessage::PrePrepare(PrePrepare {
+            digest,
+            proposal,
+            signature,
+            ..pp
+        })
+    }
+
+    /// A primary's pre-prepare with its timestamp pushed far ahead, the
+    /// same for every backup.
+    fn push_timestamp(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
+        let ReplicaMessage::PrePrepare(pp) = message else {
+            return message;
+        };
+        if pp.proposal.is_empty() {
+            return ReplicaMessage::PrePrepare(pp);
+        }
+        let key = (pp.view, pp.seq);
+        if let Some(forged) = self.nodes[from].forged.get(&key) {
+            return ReplicaMessage::PrePrepare(forged.clone());
+        }
+        let timestamp = match self.pushed_timestamp {
+            0 => pp.proposal.timestamp.saturating_add(3_600_000 * MS),
+            pushed => pushed,
+        };
+        let proposal = Proposal {
+            timestamp,
+            batches: pp.proposal.batches.clone(),
+        };
+        let forged = self.resign(from, pp, proposal);
+        if let ReplicaMessage::PrePrepare(pp) = &forged {
+            self.nodes[from].forged.insert(key, pp.clone());
+        }
+        forged
+    }
+
+    fn corrupt(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
+        let roll = self.rng.gen_range(0..4);
+        let id = self.nodes[from].id;
+        match message {
+            ReplicaMessage::Prepare(mut p) if roll == 0 => {
+                p.digest[0] ^= 1;
+                ReplicaMessage::Prepare(p)
+            }
+            ReplicaMessage::Prepare(mut p) if roll == 1 => {
+                p.replica = (id + 1) % self.n as ReplicaId; // a forged sender inside
+                ReplicaMessage::Prepare(p)
+            }
+            ReplicaMessage::Commit(mut c) if roll == 0 => {
+                c.digest[1] ^= 1;
+                ReplicaMessage::Commit(c)
+            }
+            ReplicaMessage::Checkpoint(mut c) if roll < 2 => {
+                c.state[2] ^= 1; // a lie (its signature no longer matches)
+                ReplicaMessage::Checkpoint(c)
+            }
+            ReplicaMessage::PrePrepare(mut pp) if roll == 0 => {
+                pp.proposal.timestamp ^= 1; // digest mismatch
+                ReplicaMessage::PrePrepare(pp)
+            }
+            other => other,
+        }
+    }
+
+    /// Replays, bogus view-changes and new-views.
+    fn chaos(&mut self, from: usize) {
+        let to = self.rng.gen_range(0..self.n as ReplicaId);
+        if to == self.nodes[from].id {
+            return;
+        }
+        let message = match self.rng.gen_range(0..3) {
+            0 => {
+                let sent = &self.nodes[from].sent;
+                if sent.is_empty() {
+                    return;
+                }
+                sent[self.rng.gen_range(0..sent.len())].clone()
+            }
+            1 => ReplicaMessage::ViewChange(self.bogus_view_change(from)),
+            _ => {
+                let view = self.nodes[from].replica.view() + 1;
+                ReplicaMessage::NewView(NewView {
+                    view,
+                    view_changes: vec![self.bogus_view_change(from)],
+                    pre_prepares: Vec::new(),
+                })
+            }
+        };
+        self.transmit(from, to, message, 0);
+    }
+
+    /// A view-change claiming a batch prepared, with prepares it forged.
+    fn bogus_view_change(&mut self, from: usize) -> ViewChange {
+        let id = self.nodes[from].id;
+        let key = &self.keys[id as usize];
+        let view = self.nodes[from].replica.view();
+        let proposal = Proposal {
+            timestamp: 7,
+            batches: Vec::new(),
+        };
+        let digest = proposal.digest();
+        let seq = self.nodes[from].replica.low_watermark() + 1;
+        let pre_prepare = PrePrepare {
+            view,
+            seq,
+            digest,
+            signature: key.sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest)),
+            proposal,
+        };
+        let prepares = (0..2 * self.f as u32)
+            .map(|r| Prepare {
+                view,
+                seq,
+                digest,
+                replica: r,
+                signature: key.sign(domain::PREPARE, &prepare_header(view, seq, &digest, r)),
+            })
+            .collect();
+        let body = ViewChangeBody {
+            new_view: view + 1,
+            stable_seq: 0,
+            stable_state: [0; 32],
+            checkpoint_proof: Vec::new(),
+            prepared: vec![PreparedProof {
+                pre_prepare,
+                prepares,
+            }],
+            replica: id,
+        };
+        let signature = key.sign(domain::VIEW_CHANGE, &view_change_bytes(&body));
+        ViewChange { body, signature }
+    }
+
+    /// Messages for views far ahead, unverifiable until those views start.
+    fn flood(&mut self, from: usize) {
+        let id = self.nodes[from].id;
+        let low = self.nodes[from].replica.low_watermark();
+        for to in 0..self.n as ReplicaId {
+            if to == id {
+                continue;
+            }
+            for _ in 0..4 {
+                let view = match self.rng.gen_range(0..3) {
+                    0 => u64::MAX - self.rng.gen_range(0..1_000),
+                    1 => 1_000 + self.rng.gen_range(0..1_000_000),
+                    _ => self.nodes[from].replica.view() + 200 + self.rng.gen_range(0..1_000),
+                };
+                let seq = low + self.rng.gen_range(1..=16);
+                let digest: [u8; 32] = self.rng.r#gen();
+                let junk = Signature::from_bytes([7; 64]);
+                let message = match self.rng.gen_range(0..4) {
+                    0 => ReplicaMessage::PrePrepare(PrePrepare {
+                        view,
+                        seq,
+                        digest,
+                        proposal: Proposal {
+                            timestamp: self.now,
+                            batches: Vec::new(),
+                        },
+                        signature: junk,
+                    }),
+                    1 => ReplicaMessage::Prepare(Prepare {
+                        view,
+                        seq,
+                        digest,
+                        replica: id,
+                        signature: junk,
+                    }),
+                    2 => ReplicaMessage::Commit(Commit {
+                        view,
+                        seq,
+                        digest,
+                        replica: id,
+                    }),
+                    _ => {
+                        let key = &self.keys[id as usize];
+                        let body = ViewChangeBody {
+                            new_view: view,
+                            stable_seq: 0,
+                            stable_state: [0; 32],
+                            checkpoint_proof: Vec::new(),
+                            prepared: Vec::new(),
+                            replica: id,
+                        };
+                        let signature = key.sign(domain::VIEW_CHANGE, &view_change_bytes(&body));
+                        ReplicaMessage::ViewChange(ViewChange { body, signature })
+                    }
+                };
+                self.transmit(from, to, message, 0);
+            }
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! What every run is checked against.
+//!
+//! As the run goes (recorded in `World::violations`):
+//! - a correct replica never enters a view below one it voted for;
+//! - a correct replica's view-change carries a complete proof of its stable
+//!   checkpoint (2f+1 votes from distinct replicas for that digest);
+//! - a correct replica never diverges from the quorum's checkpoint;
+//! - the agreed clock at a correct replica never runs far ahead of real time;
+//! - memory stays bounded: a correct replica does not hold messages for
+//!   views far ahead of its own, and its log, pending batches and known
+//!   batches stay within the configured limits.
+//!
+//! At the end:
+//! - safety: correct replicas executed the same batch at every sequence
+//!   number, sent the same reply to every request and agree on every
+//!   checkpoint digest;
+//! - linearizability: the agreed order is a linearization of the honest
+//!   clients' history (results match a sequential bank at the agreed time;
+//!   real-time order is respected), and money is neither created nor
+//!   destroyed;
+//! - liveness: every honest request completed within the bound after the
+//!   heal; correct replicas that are up settled in one view (no view
+//!   entered during the final settle period, none still changing views)
+//!   and caught up with the stable checkpoint;
+//! - a replica whose state was damaged repaired itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cbase_net::crypto::PublicKey;
+use cbase_net::message::{ReplicaMessage, View, ViewChange};
+
+use crate::scenarios::MS;
+use crate::service::{ACCOUNTS, OPENING, model};
+use crate::world::{ExecutedBatch, World};
+
+/// How far past its own view a replica may hold messages for later views.
+pub const FUTURE_VIEWS: u64 = 100;
+
+impl World {
+    /// A message an instance is about to send.
+    pub fn note_sent(&mut self, instance: usize, message: &ReplicaMessage) {
+        let ReplicaMessage::ViewChange(view_change) = message else {
+            return;
+        };
+        if view_change.body.new_view > self.nodes[instance].voted {
+            self.trace(
+                instance,
+                format_args!("votes for view {}", view_change.body.new_view),
+            );
+        }
+        let node = &mut self.nodes[instance];
+        node.voted = node.voted.max(view_change.body.new_view);
+        if !self.is_correct(instance) {
+            return;
+        }
+        if let Some(problem) = self.incomplete_proof(view_change) {
+            self.violation(format!(
+                "correct replica instance {instance} sent a view-change for view {} whose {problem}",
+                view_change.body.new_view
+            ));
+        }
+    }
+
+    /// The stable-checkpoint proof of a view-change, if it does not hold.
+    fn incomplete_proof(&self, view_change: &ViewChange) -> Option<String> {
+        let body = &view_change.body;
+        if body.stable_seq == 0 {
+            return None;
+        }
+        let signers: BTreeSet<_> = body
+            .checkpoint_proof
+            .iter()
+            .filter(|c| c.seq == body.stable_seq && c.state == body.stable_state)
+            .map(|c| c.replica)
+            .collect();
+        (signers.len() <= 2 * self.f).then(|| {
+            format!(
+                "checkpoint {} is proven by {} votes only",
+                body.stable_seq,
+                signers.len()
+            )
+        })
+    }
+
+    pub fn note_view_entered(&mut self, instance: usize, view: View) {
+        let now = self.now;
+        self.trace(instance, format_args!("enters view {view}"));
+        let node = &mut self.nodes[instance];
+        node.views.push((now, view));
+        let voted = node.voted;
+        if view < voted && self.is_correct(instance) {
+            self.violation(format!(
+                "correct replica instance {instance} entered view {view} after voting for view {voted}"
+            ));
+        }
+    }
+
+    /// A normal-case message for `target` reached an instance in `view`;
+    /// `held` if the replica buffered it.
+    pub fn note_buffered(&mut self, instance: usize, view: View, target: View, held: bool) {
+        if held && target > view.saturating_add(FUTURE_VIEWS) && self.is_correct(instance) {
+            self.violation(format!(
+                "correct replica instance {instance} in view {view} holds a message for view {target}"
+            ));
+        }
+    }
+
+    /// Memory bounds observable through the public API, on every tick.
+    pub fn sample_memory(&mut self) {
+        let window = self.protocol.window as usize;
+        let pending = self.protocol.max_pending;
+        let known = pending + window * self.protocol.max_batch_requests;
+        for instance in self.live_correct() {
+            let replica = &self.nodes[instance].replica;
+            let (log, waiting, batches) = (
+                replica.log_len(),
+                replica.pending_batches(),
+                replica.known_batch_count(),
+            );
+            if log > window || waiting > pending || batches > known {
+                self.violation(format!(
+                    "replica instance {instance} holds too much: log {log} (window {window}), \
+                     pending {waiting} (max {pending}), known batches {batches} (max {known})"
+                ));
+            }
+        }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(first) = self.violations.first() {
+            return Err(first.clone());
+        }
+        self.check_safety()?;
+        self.check_linearizable()?;
+        self.check_liveness()?;
+        self.check_repaired()
+    }
+
+    fn check_safety(&self) -> Result<(), String> {
+        let correct = self.correct();
+        for (i, &a) in correct.iter().enumerate() {
+            for &b in &correct[i + 1..] {
+                let (x, y) = (&self.nodes[a], &self.nodes[b]);
+                for (seq, digest) in &x.executed {
+                    if y.executed.get(seq).is_some_and(|d| d != digest) {
+                        return Err(format!(
+                            "replica instances {a} and {b} executed different batches at {seq}"
+                        ));
+                    }
+                }
+                for (request, result) in &x.replies {
+                    if y.replies.get(request).is_some_and(|r| r != result) {
+                        return Err(format!(
+                            "replica instances {a} and {b} replied differently to request {} of a client",
+                            request.2
+                        ));
+                    }
+                }
+                for (seq, digest) in &x.checkpoints {
+                    if y.checkpoints.get(seq).is_some_and(|d| d != digest) {
+                        return Err(format!(
+                            "replica instances {a} and {b} disagree on checkpoint {seq}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_linearizable(&self) -> Result<(), String> {
+        // The agreed order: every batch some correct instance executed, by
+        // sequence number (they agree, as checked above).
+        let mut agreed: BTreeMap<u64, &ExecutedBatch> = BTreeMap::new();
+        for instance in self.correct() {
+            for (seq, batch) in &self.nodes[instance].batches {
+                agreed.entry(*seq).or_insert(batch);
+            }
+        }
+        let mut balances = [OPENING; ACCOUNTS as usize];
+        let mut clock = 0u64;
+        let mut position: BTreeMap<(PublicKey, u64), (usize, u64)> = BTreeMap::new();
+        let mut index = 0;
+        let mut expected_seq = 1;
+        for (seq, (timestamp, requests)) in agreed {
+            if seq != expected_seq {
+                // No correct instance executed the batches in between (they
+                // were all installed by state transfer): what follows cannot
+                // be replayed.
+                break;
+            }
+            expected_seq += 1;
+            clock = clock.max(*timestamp);
+            for (client, number, op) in requests {
+                index += 1;
+                if position.contains_key(&(*client, *number)) {
+                    continue; // executed once only: later copies are skipped
+                }
+                let result = model(&mut balances, op, clock);
+                position.insert((*client, *number), (index, result));
+            }
+        }
+        if balances.iter().sum::<u64>() != ACCOUNTS * OPENING {
+            return Err("money was created or destroyed".into());
+        }
+        let complete = expected_seq
+            > self
+                .correct()
+                .iter()
+                .map(|i| self.nodes[*i].replica.delivered())
+                .max()
+                .unwrap_or(0);
+        let mut finished: Vec<(u64, u64, usize)> = Vec::new();
+        for client in self.honest_clients() {
+            for (invoked, responded, op, result, number) in &client.history {
+                let Some((index, expected)) = position.get(&(client.key.public(), *number)) else {
+                    if complete {
+                        return Err(format!("{op:?} answered but not in the agreed order"));
+                    }
+                    continue;
+                };
+                if expected != result {
+                    return Err(format!(
+                        "{op:?} returned {result}, the sequential bank says {expected}"
+                    ));
+                }
+                finished.push((*invoked, *responded, *index));
+            }
+        }
+        for a in &finished {
+            for b in &finished {
+                if a.1 < b.0 && a.2 > b.2 {
+                    return Err(format!(
+                        "an operation that finished at {} ms is ordered after one invoked at {} ms",
+                        a.1 / MS,
+                        b.0 / MS
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn honest_clients(&self) -> impl Iterator<Item = &crate::world::Client> {
+        self.clients
+            .iter()
+            .filter(|c| c.kind == crate::world::ClientKind::Honest)
+    }
+
+    fn check_liveness(&self) -> Result<(), String> {
+        for (c, client) in self.clients.iter().enumerate() {
+            if client.busy() {
+                return Err(format!(
+                    "client {c} did not finish within {} s of the heal ({} of {} operations done)",
+                    self.scenario.liveness / 1_000 / MS,
+                    client.history.len(),
+                    self.scenario.ops
+                ));
+            }
+        }
+        let live = self.live_correct();
+        // Settled: no view entered lately, one view, nobody changing views.
+        // (A Byzantine primary can keep up to f correct replicas out of its
+        // quorum for good, and they rightly suspect it: with faulty replicas
+        // about, up to f correct ones may end still changing views.)
+        let since = self.now.saturating_sub(self.settle);
+        let faulty = !self.byzantine.is_empty() || !self.twinned.is_empty();
+        let changing: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|i| self.nodes[*i].replica.changing_to().is_some())
+            .collect();
+        if changing.len() > if faulty { self.f } else { 0 } {
+            let instance = changing[0];
+            let node = &self.nodes[instance];
+            return Err(format!(
+                "correct replica instance {instance} is still changing from view {} to {} at the end",
+                node.replica.view(),
+                node.replica.changing_to().unwrap_or_default()
+            ));
+        }
+        for &instance in &live {
+            let node = &self.nodes[instance];
+            if let Some((at, view)) = node.views.iter().rev().find(|(at, _)| *at > since) {
+                let before = node
+                    .views
+                    .iter()
+                    .filter(|(t, _)| *t <= since)
+                    .map(|(_, v)| *v)
+                    .max()
+                    .unwrap_or(0);
+                let highest = live
+                    .iter()
+                    .flat_map(|i| &self.nodes[*i].views)
+                    .filter(|(t, _)| *t <= since)
+                    .map(|(_, v)| *v)
+                    .max()
+                    .unwrap_or(0);
+                if *view > highest {
+                    return Err(format!(
+                        "views did not settle: correct replica instance {instance} entered view {view} \
+                         at {} ms, {} ms before the end (it was in view {before})",
+                        at / MS,
+                        (self.now - at) / MS
+                    ));
+                }
+            }
+        }
+        let views: BTreeSet<View> = live
+            .iter()
+            .filter(|i| !changing.contains(i))
+            .map(|i| self.nodes[*i].replica.view())
+            .collect();
+        if views.len() > 1 {
+            return Err(format!(
+                "correct replicas ended in different views {views:?}"
+            ));
+        }
+        // Caught up: at or past the highest stable checkpoint.
+        let low = live
+            .iter()
+            .map(|i| self.nodes[*i].replica.low_watermark())
+            .max()
+            .unwrap_or(0);
+        for &instance in &live {
+            let delivered = self.nodes[instance].replica.delivered();
+            if delivered < low {
+                return Err(format!(
+                    "correct replica instance {instance} stayed behind: executed {delivered} < stable checkpoint {low}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A damaged replica found out and replaced its state: it caught up,
+    /// and its latest checkpoint matches the correct replicas'.
+    fn check_repaired(&self) -> Result<(), String> {
+        let Some((instance, _)) = self.corrupt else {
+            return Ok(());
+        };
+        let node = &self.nodes[instance];
+        if !node.corrupted {
+            return Ok(()); // it never executed past a checkpoint
+        }
+        let live = self.live_correct();
+        let low = live
+            .iter()
+            .map(|i| self.nodes[*i].replica.low_watermark())
+            .max()
+            .unwrap_or(0);
+        if node.replica.delivered() < low {
+            return Err(format!(
+                "damaged replica instance {instance} stayed behind: executed {} < stable checkpoint {low}",
+                node.replica.delivered()
+            ));
+        }
+        let agreed = |seq: &u64| {
+            live.iter()
+                .find_map(|i| self.nodes[*i].checkpoints.get(seq))
+                .copied()
+        };
+        let latest = node
+            .checkpoints
+            .iter()
+            .rev()
+            .find_map(|(seq, digest)| agreed(seq).map(|a| (*seq, *digest, a)));
+        if let Some((seq, own, agreed)) = latest {
+            if own != agreed {
+                return Err(format!(
+                    "damaged replica instance {instance} was not repaired: its checkpoint {seq} \
+                     differs from the correct replicas' (diverged at {:?})",
+                    node.diverged
+                ));
+            }
+        }
+        Ok(())
+    }
+}

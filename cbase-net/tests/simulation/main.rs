@@ -1,0 +1,154 @@
+//! Deterministic simulation: the pure PBFT state machines and the real core
+//! executor, on a seeded simulated network and clock, attacked through the
+//! schedule as well as the messages.
+//!
+//! - `network.rs`: a link model per directed pair, changed every round:
+//!   loss, duplication, delays (also above the timeouts), one-way cuts,
+//!   slow directions, partitions of any replica set, a frame-size limit.
+//! - `twins.rs`: Byzantine replicas run as two correct instances with one
+//!   id, placed by a systematic per-round partition schedule.
+//! - `byzantine.rs`: Byzantine replicas that wrap a correct one and rewrite
+//!   its outputs (equivocation, chaos, withholding, forwarding to backups
+//!   only, far-future floods, dripping state transfer, pushed timestamps).
+//! - `world.rs`: instances, clients, the event loop; `service.rs`: the bank.
+//! - `checks.rs`: safety, linearizability, the bank invariant, liveness
+//!   after the heal, settling in one view, catching up, memory bounds.
+//! - `scenarios.rs`: the named scenarios, one `#[test]` each below.
+//!
+//! Environment:
+//! - `SEEDS=N`: seeds per scenario (default 200); `SEED_START=k`: first seed.
+//! - `SEEDS_TOTAL=N`: N runs split evenly across all scenarios (for a large
+//!   release campaign: `SEEDS_TOTAL=100000 cargo test --release ...`).
+//! - `SEED=s SCENARIO=name`: replay exactly one run (a failing run prints it).
+//! - `KEEP_GOING=1`: run every seed and report all failing ones at the end
+//!   instead of stopping at the first.
+//! - `TWINS_ENUMERATE=1`: Twins scenarios take seed s as schedule number s.
+
+mod byzantine;
+mod checks;
+mod network;
+mod scenarios;
+mod service;
+mod twins;
+mod world;
+
+use scenarios::scenarios;
+use world::World;
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a number")))
+}
+
+fn seeds(name: &str) -> Vec<u64> {
+    if let Some(seed) = env_number("SEED") {
+        return vec![seed];
+    }
+    let start = env_number("SEED_START").unwrap_or(0);
+    let count = match env_number("SEEDS_TOTAL") {
+        Some(total) => {
+            let all = scenarios();
+            let index = all.iter().position(|s| s.name == name).unwrap() as u64;
+            let count = all.len() as u64;
+            total / count + u64::from(index < total % count)
+        }
+        None => env_number("SEEDS").unwrap_or(200),
+    };
+    (start..start + count).collect()
+}
+
+/// Runs one seed of a scenario: Ok, or the failure with where it ended.
+fn run_one(scenario: &scenarios::Scenario, seed: u64) -> Result<(), String> {
+    let mut world = World::new(seed, scenario.clone());
+    world.run();
+    let verdict = world
+        .check()
+        .map_err(|problem| format!("{problem}\n{}", world.describe()));
+    world.shutdown();
+    verdict
+}
+
+fn run_scenario(name: &str) {
+    if std::env::var("SCENARIO").is_ok_and(|only| only != name) {
+        return;
+    }
+    let scenario = scenarios()
+        .into_iter()
+        .find(|s| s.name == name)
+        .expect("a known scenario");
+    let keep_going = std::env::var("KEEP_GOING").is_ok_and(|v| v == "1");
+    let seeds = seeds(name);
+    let mut failed: Vec<(u64, String)> = Vec::new();
+    for &seed in &seeds {
+        if let Err(problem) = run_one(&scenario, seed) {
+            let replay = format!(
+                "replay with: SEED={seed} SCENARIO={name} cargo test -p cbase-net --test simulation {}",
+                name.replace('-', "_")
+            );
+            if !keep_going {
+                panic!("{name}, seed {seed}: {problem}\n{replay}");
+            }
+            let first = problem.lines().next().unwrap_or("").to_string();
+            eprintln!("{name}: SEED={seed} failed: {first}");
+            failed.push((seed, first));
+        }
+    }
+    if !failed.is_empty() {
+        panic!(
+            "{name}: {} of {} seeds failed, first SEED={} SCENARIO={name}: {}",
+            failed.len(),
+            seeds.len(),
+            failed[0].0,
+            failed[0].1
+        );
+    }
+    eprintln!("{name}: {} seeds passed", seeds.len());
+}
+
+macro_rules! scenario_tests {
+    ($($test:ident => $name:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                run_scenario($name);
+            }
+        )*
+
+        #[test]
+        fn every_scenario_has_a_test() {
+            let tested = [$($name),*];
+            for scenario in scenarios() {
+                assert!(tested.contains(&scenario.name), "{} has no test", scenario.name);
+            }
+        }
+    };
+}
+
+scenario_tests! {
+    lossy_network => "lossy-network",
+    crashed_primary => "crashed-primary",
+    restarted_replica => "restarted-replica",
+    partitioned_primary => "partitioned-primary",
+    equivocating_primary => "equivocating-primary",
+    byzantine_backup => "byzantine-backup",
+    byzantine_primary => "byzantine-primary",
+    partitioned_backups => "partitioned-backups",
+    delays_above_timeouts => "delays-above-timeouts",
+    asymmetric_links => "asymmetric-links",
+    weak_synchrony => "weak-synchrony",
+    restart_then_view_change => "restart-then-view-change",
+    twins_n4 => "twins-n4",
+    twins_n4_three_sides => "twins-n4-three-sides",
+    twins_n5 => "twins-n5",
+    twins_n7 => "twins-n7",
+    n7_byzantine_partitions => "n7-byzantine-partitions",
+    withholding_replica => "withholding-replica",
+    forwarding_backup => "forwarding-backup",
+    future_view_flood => "future-view-flood",
+    dripping_state_transfer => "dripping-state-transfer",
+    timestamp_pushing_primary => "timestamp-pushing-primary",
+    oversized_requests => "oversized-requests",
+    skewed_clocks => "skewed-clocks",
+    corrupted_replica => "corrupted-replica",
+}

@@ -1,0 +1,387 @@
+//! What each named scenario does: cluster size, clients, the network's
+//! faults until the heal time, crashes and restarts, Byzantine replicas and
+//! Twins. Everything a scenario leaves random (which replica misbehaves,
+//! when, the links of every round) is drawn from the run's seed.
+
+use cbase_net::config::ReplicaId;
+use cbase_net::protocol::ProtocolConfig;
+
+use crate::byzantine::Behaviour;
+
+pub const MS: u64 = 1_000_000;
+
+/// The link model's parameters (see `network.rs`).
+#[derive(Clone, Debug)]
+pub struct NetSpec {
+    /// The length of a round: links change at every round boundary.
+    pub round: u64,
+    pub drop: f64,
+    pub duplicate: f64,
+    /// The normal delay range while faulty.
+    pub delay: (u64, u64),
+    /// The chance that a message is delayed within `long_range` instead.
+    pub long_delay: f64,
+    /// Delays above the timeouts.
+    pub long_range: (u64, u64),
+    /// The chance that a round partitions the instances into 2 or 3 sides.
+    pub partition: f64,
+    /// The chance that a round cuts some links one way.
+    pub cuts: f64,
+    /// The chance that a round makes some links slow one way.
+    pub slow_links: f64,
+    /// Replicas cut off from the rest between two times.
+    pub fixed_partition: Option<(Vec<ReplicaId>, u64, u64)>,
+    /// The delay range after the heal.
+    pub stable_delay: (u64, u64),
+    /// The largest frame the transport carries.
+    pub frame_limit: usize,
+}
+
+/// Which replica a fault is given to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    Replica(ReplicaId),
+    /// Any replica but the first primary, drawn from the seed.
+    Backup,
+    /// Any replica, drawn from the seed.
+    Any,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub n: usize,
+    pub f: usize,
+    /// Honest clients, and operations in each one's script.
+    pub clients: usize,
+    pub ops: usize,
+    /// Most time an honest client thinks between two operations.
+    pub think: u64,
+    /// Network faults stop here (Byzantine replicas stay Byzantine).
+    pub heal: u64,
+    /// Every honest request must be done this long after the heal.
+    pub liveness: u64,
+    pub net: NetSpec,
+    /// A replica that crashes at a time and stays down.
+    pub crash: Option<(Who, u64)>,
+    /// A replica that crashes at the first time and restarts with empty
+    /// memory (a fresh state machine and service) at the second.
+    pub restart: Option<(Who, u64, u64)>,
+    /// A replica whose service state is rolled back to an older checkpoint
+    /// (a lost write) at a time drawn from the range; it counts as faulty
+    /// and must have repaired itself by the end.
+    pub corrupt: Option<(Who, u64, u64)>,
+    pub byzantine: Vec<(Who, Behaviour)>,
+    /// Twinned replicas, and the most sides a round's partition has.
+    pub twins: Option<(usize, u8)>,
+    /// A client that sends requests about as large as the frame limit.
+    pub oversized_client: bool,
+    /// Each replica's clock runs ahead of real time by up to this much.
+    pub clock_skew: u64,
+}
+
+/// The frame limit of the simulated transport.
+pub const FRAME_LIMIT: usize = 16 * 1024;
+
+fn base() -> Scenario {
+    Scenario {
+        name: "",
+        n: 4,
+        f: 1,
+        clients: 3,
+        ops: 8,
+        think: 150 * MS,
+        heal: 3_000 * MS,
+        liveness: 30_000 * MS,
+        net: NetSpec {
+            round: 300 * MS,
+            drop: 0.0,
+            duplicate: 0.0,
+            delay: (100_000, 2 * MS),
+            long_delay: 0.0,
+            long_range: (300 * MS, 2_000 * MS),
+            partition: 0.0,
+            cuts: 0.0,
+            slow_links: 0.0,
+            fixed_partition: None,
+            stable_delay: (100_000, 2 * MS),
+            frame_limit: FRAME_LIMIT,
+        },
+        crash: None,
+        restart: None,
+        corrupt: None,
+        byzantine: Vec::new(),
+        twins: None,
+        oversized_client: false,
+        clock_skew: 20 * MS,
+    }
+}
+
+/// The agreement protocol's configuration in every scenario. Fields not set
+/// here keep their defaults (the struct grows: the update is not needless).
+#[allow(clippy::needless_update)]
+pub fn protocol_config(_scenario: &Scenario) -> ProtocolConfig {
+    ProtocolConfig {
+        checkpoint_interval: 4,
+        window: 16,
+        max_batch_requests: 64,
+        pipeline: 2,
+        request_timeout: 300 * MS,
+        view_change_timeout: 600 * MS,
+        max_pending: 1000,
+        status_interval: 100 * MS,
+        max_state_bytes: 1 << 20,
+        ..ProtocolConfig::default()
+    }
+}
+
+pub fn scenarios() -> Vec<Scenario> {
+    let b = base();
+    let net = b.net.clone();
+    let n7 = Scenario {
+        n: 7,
+        f: 2,
+        clients: 4,
+        ..b.clone()
+    };
+    vec![
+        // ------------------------------------------------ the original seven
+        Scenario {
+            name: "lossy-network",
+            net: NetSpec {
+                drop: 0.15,
+                duplicate: 0.1,
+                delay: (100_000, 20 * MS),
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "crashed-primary",
+            crash: Some((Who::Replica(0), 200 * MS)),
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "restarted-replica",
+            restart: Some((Who::Replica(2), 30 * MS, 600 * MS)),
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "partitioned-primary",
+            net: NetSpec {
+                fixed_partition: Some((vec![0], 100 * MS, 1_500 * MS)),
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "equivocating-primary",
+            byzantine: vec![(Who::Replica(0), Behaviour::Equivocate)],
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "byzantine-backup",
+            byzantine: vec![(Who::Replica(2), Behaviour::Chaos)],
+            net: NetSpec {
+                drop: 0.05,
+                duplicate: 0.05,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "byzantine-primary",
+            byzantine: vec![(Who::Replica(0), Behaviour::Chaos)],
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        // ------------------------------------------------ the schedule
+        Scenario {
+            name: "partitioned-backups",
+            net: NetSpec {
+                partition: 0.5,
+                drop: 0.02,
+                delay: (100_000, 10 * MS),
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "delays-above-timeouts",
+            net: NetSpec {
+                partition: 0.3,
+                long_delay: 0.15,
+                drop: 0.02,
+                delay: (100_000, 10 * MS),
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "asymmetric-links",
+            net: NetSpec {
+                cuts: 0.5,
+                slow_links: 0.5,
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "weak-synchrony",
+            liveness: 60_000 * MS,
+            net: NetSpec {
+                long_delay: 1.0,
+                long_range: (300 * MS, 1_500 * MS),
+                stable_delay: (90 * MS, 110 * MS),
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "restart-then-view-change",
+            restart: Some((Who::Backup, 30 * MS, 600 * MS)),
+            net: NetSpec {
+                partition: 0.3,
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        // ------------------------------------------------ twins
+        Scenario {
+            name: "twins-n4",
+            twins: Some((1, 2)),
+            net: NetSpec {
+                round: 400 * MS,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "twins-n4-three-sides",
+            twins: Some((1, 3)),
+            net: NetSpec {
+                round: 250 * MS,
+                long_delay: 0.05,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "twins-n5",
+            n: 5,
+            f: 1,
+            twins: Some((1, 2)),
+            net: NetSpec {
+                round: 400 * MS,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "twins-n7",
+            twins: Some((2, 2)),
+            net: NetSpec {
+                round: 400 * MS,
+                ..net.clone()
+            },
+            ..n7.clone()
+        },
+        // ------------------------------------------------ Byzantine replicas
+        Scenario {
+            name: "n7-byzantine-partitions",
+            byzantine: vec![
+                (Who::Backup, Behaviour::Chaos),
+                (Who::Any, Behaviour::Withhold),
+            ],
+            net: NetSpec {
+                partition: 0.3,
+                drop: 0.03,
+                ..net.clone()
+            },
+            ..n7.clone()
+        },
+        Scenario {
+            name: "withholding-replica",
+            byzantine: vec![(Who::Any, Behaviour::Withhold)],
+            net: NetSpec {
+                drop: 0.02,
+                long_delay: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "forwarding-backup",
+            byzantine: vec![(Who::Backup, Behaviour::ForwardToBackups)],
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "future-view-flood",
+            byzantine: vec![(Who::Any, Behaviour::FloodFuture)],
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "dripping-state-transfer",
+            restart: Some((Who::Replica(2), 30 * MS, 600 * MS)),
+            byzantine: vec![(Who::Replica(3), Behaviour::DripState)],
+            ..b.clone()
+        },
+        Scenario {
+            name: "timestamp-pushing-primary",
+            byzantine: vec![(Who::Replica(0), Behaviour::Timestamps)],
+            ..b.clone()
+        },
+        // ------------------------------------------------ clients, clocks, state
+        Scenario {
+            name: "oversized-requests",
+            oversized_client: true,
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "skewed-clocks",
+            clock_skew: 150 * MS,
+            restart: Some((Who::Backup, 30 * MS, 800 * MS)),
+            net: NetSpec {
+                partition: 0.3,
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "corrupted-replica",
+            corrupt: Some((Who::Backup, 300 * MS, 1_500 * MS)),
+            net: NetSpec { drop: 0.02, ..net },
+            ..b
+        },
+    ]
+}

@@ -1,0 +1,1027 @@
+//! The simulated world: replica instances (the pure `Replica` state machine
+//! and the real executor over the bank), clients, a seeded event queue and
+//! clock. One seed decides everything: the network's rounds and every
+//! message's fate, which replicas are faulty and when, the Twins schedule,
+//! the clients' scripts.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use cbase_core::{ExecError, ExecutorBuilder, codec};
+use cbase_net::checkpoint::CheckpointState;
+use cbase_net::config::{ClusterConfig, ReplicaEntry, ReplicaId};
+use cbase_net::crypto::{PublicKey, SecretKey};
+use cbase_net::message::{
+    ClientRequest, Hash, PrePrepare, ReplicaMessage, Reply, RequestBatch, Seq, SignedBatch, View,
+};
+use cbase_net::protocol::{Committed, Input, Output, ProtocolConfig, Replica};
+use cbase_net::runtime::execution::{CheckpointRecord, Execution, ReplySink};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::byzantine::Behaviour;
+use crate::network::{Network, batch_frame_size, frame_size};
+use crate::scenarios::{FRAME_LIMIT, MS, Scenario, Who, protocol_config};
+use crate::service::{ACCOUNTS, Bank, Op};
+use crate::twins;
+
+/// State bytes per transfer reply: the simulated states are a few hundred
+/// bytes, so this makes every state transfer take several chunks.
+pub const STATE_CHUNK: usize = 64;
+/// How often every replica and client is ticked.
+const TICK: u64 = 10 * MS;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// A replica instance (an index into `World::nodes`).
+    Replica(usize),
+    Client(usize),
+}
+
+#[derive(Debug)]
+enum Event {
+    ToReplica {
+        from: Endpoint,
+        to: usize,
+        message: Delivery,
+    },
+    ToClient {
+        from: usize,
+        client: usize,
+        reply: Reply,
+    },
+    Tick,
+}
+
+#[derive(Debug)]
+pub enum Delivery {
+    Replica(ReplicaMessage),
+    Client(SignedBatch),
+}
+
+#[derive(Default)]
+pub struct Collected {
+    replies: Vec<(PublicKey, Reply)>,
+    pub checkpoints: Vec<CheckpointRecord>,
+}
+
+struct SimSink(Arc<Mutex<Collected>>);
+
+impl ReplySink for SimSink {
+    fn send(&self, client: &PublicKey, reply: Reply) {
+        self.0.lock().unwrap().replies.push((*client, reply));
+    }
+    fn checkpoint(&self, record: CheckpointRecord) {
+        self.0.lock().unwrap().checkpoints.push(record);
+    }
+}
+
+/// The whole state a checkpoint transfers. (Kept in one place: the
+/// checkpoint's fields may grow.)
+pub fn checkpoint_state(record: CheckpointRecord) -> CheckpointState {
+    CheckpointState {
+        snapshot: record.snapshot,
+        clients: record.clients,
+    }
+}
+
+/// A batch as executed: the proposal's timestamp and its requests
+/// (client, request number, operation).
+pub type ExecutedBatch = (u64, Vec<(PublicKey, u64, Op)>);
+
+/// One running instance of a replica. Twins are two instances with one id.
+pub struct Node {
+    pub id: ReplicaId,
+    pub replica: Replica,
+    pub execution: Execution<Bank>,
+    pub collected: Arc<Mutex<Collected>>,
+    pub crashed: bool,
+    /// Its service state was damaged (see `Scenario::corrupt`).
+    pub corrupted: bool,
+    /// How far its clock runs ahead of real time.
+    pub clock_offset: u64,
+    pub executed: BTreeMap<Seq, Hash>,
+    /// What it executed at each sequence number: the proposal's timestamp
+    /// and its requests (client, number, operation).
+    pub batches: BTreeMap<Seq, ExecutedBatch>,
+    pub replies: BTreeMap<(PublicKey, u32, u64), Vec<u8>>,
+    /// Checkpoint digests it took, and those it installed by state transfer.
+    pub checkpoints: BTreeMap<Seq, Hash>,
+    /// Where it learned that its state differs from the quorum's.
+    pub diverged: Option<Seq>,
+    /// The highest view it voted to change to.
+    pub voted: View,
+    /// When it entered which view.
+    pub views: Vec<(u64, View)>,
+    /// Messages it sent (the latest few), for a Byzantine one to replay.
+    pub sent: VecDeque<ReplicaMessage>,
+    /// Client batches it saw, for a Byzantine one to forward.
+    pub seen: Vec<SignedBatch>,
+    /// Pre-prepares a Byzantine primary rewrote, so each is rewritten once.
+    pub forged: BTreeMap<(View, Seq), PrePrepare>,
+}
+
+fn new_node(
+    id: ReplicaId,
+    key: &SecretKey,
+    cluster: &ClusterConfig,
+    protocol: &ProtocolConfig,
+    clock_offset: u64,
+) -> Node {
+    let collected = Arc::new(Mutex::new(Collected::default()));
+    let execution = Execution::start(
+        id,
+        ExecutorBuilder::new().workers(2).window(64),
+        Bank::new(),
+        Arc::new(SimSink(Arc::clone(&collected))),
+    )
+    .expect("the bank starts");
+    Node {
+        id,
+        replica: Replica::new(id, cluster, key.clone(), protocol.clone()),
+        execution,
+        collected,
+        crashed: false,
+        corrupted: false,
+        clock_offset,
+        executed: BTreeMap::new(),
+        batches: BTreeMap::new(),
+        replies: BTreeMap::new(),
+        checkpoints: BTreeMap::new(),
+        diverged: None,
+        voted: 0,
+        views: Vec::new(),
+        sent: VecDeque::new(),
+        seen: Vec::new(),
+        forged: BTreeMap::new(),
+    }
+}
+
+pub struct Outstanding {
+    pub op: Op,
+    pub number: u64,
+    pub batch: SignedBatch,
+    pub invoked: u64,
+    pub votes: BTreeMap<ReplicaId, (Vec<u8>, u64)>,
+    pub next_retransmit: u64,
+    pub backoff: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// Runs its script, one operation at a time; checked.
+    Honest,
+    /// Reuses request number 1 for two different operations.
+    Reuser,
+    /// Sends requests about as large as the frame limit to every replica.
+    Oversized,
+}
+
+pub struct Client {
+    pub key: SecretKey,
+    pub kind: ClientKind,
+    pub script: VecDeque<Op>,
+    pub next_number: u64,
+    pub view: u64,
+    pub outstanding: Option<Outstanding>,
+    /// When it starts its next operation.
+    pub next_at: u64,
+    /// (invoked, responded, op, result, request number)
+    pub history: Vec<(u64, u64, Op, u64, u64)>,
+}
+
+impl Client {
+    pub fn busy(&self) -> bool {
+        self.kind == ClientKind::Honest && (self.outstanding.is_some() || !self.script.is_empty())
+    }
+}
+
+pub struct World {
+    pub now: u64,
+    pub rng: StdRng,
+    order: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Event>,
+    pub nodes: Vec<Node>,
+    pub clients: Vec<Client>,
+    pub keys: Vec<SecretKey>,
+    pub scenario: Scenario,
+    pub cluster: ClusterConfig,
+    pub protocol: ProtocolConfig,
+    pub network: Network,
+    pub n: usize,
+    pub f: usize,
+    /// Byzantine replicas (every instance of the id misbehaves alike).
+    pub byzantine: BTreeMap<ReplicaId, Behaviour>,
+    /// Replicas run as twins.
+    pub twinned: Vec<ReplicaId>,
+    /// The Twins schedule: the candidate partition of every round.
+    pub schedule: Vec<usize>,
+    /// Peers a withholding replica is silent to.
+    pub withheld: BTreeSet<ReplicaId>,
+    /// The timestamp a timestamp-pushing primary proposes (0: now + an hour).
+    pub pushed_timestamp: u64,
+    pub crash: Option<(usize, u64)>,
+    pub restart: Option<(usize, u64, u64)>,
+    restarted: bool,
+    pub corrupt: Option<(usize, u64)>,
+    /// Since when no honest client has had anything left to do.
+    quiet_since: Option<u64>,
+    /// Invariants broken during the run (checked as they happen).
+    pub violations: Vec<String>,
+    pub deadline: u64,
+    pub settle: u64,
+    /// Transferred states installed, across instances.
+    pub installed: u64,
+    /// `TRACE=1`: print what every instance does about views and state.
+    pub tracing: bool,
+}
+
+impl World {
+    pub fn new(seed: u64, scenario: Scenario) -> World {
+        let (n, f) = (scenario.n, scenario.f);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let keys: Vec<SecretKey> = (0..n)
+            .map(|i| SecretKey::from_seed([i as u8 + 1; 32]))
+            .collect();
+        let cluster = ClusterConfig {
+            f,
+            replicas: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| ReplicaEntry {
+                    id: i as ReplicaId,
+                    address: format!("sim:{i}"),
+                    public_key: k.public(),
+                })
+                .collect(),
+        };
+        let protocol = protocol_config(&scenario);
+
+        // Who is faulty: distinct replicas, drawn from the seed.
+        let mut taken: BTreeSet<ReplicaId> = BTreeSet::new();
+        let mut pick = |who: Who, rng: &mut StdRng| -> ReplicaId {
+            let id = match who {
+                Who::Replica(r) => r,
+                Who::Backup | Who::Any => {
+                    let low = if who == Who::Backup { 1 } else { 0 };
+                    let free: Vec<ReplicaId> = (low..n as ReplicaId)
+                        .filter(|r| !taken.contains(r))
+                        .collect();
+                    free[rng.gen_range(0..free.len())]
+                }
+            };
+            taken.insert(id);
+            id
+        };
+        let byzantine: BTreeMap<ReplicaId, Behaviour> = scenario
+            .byzantine
+            .iter()
+            .map(|(who, behaviour)| (pick(*who, &mut rng), *behaviour))
+            .collect();
+        let twinned: Vec<ReplicaId> = (0..scenario.twins.map_or(0, |(t, _)| t))
+            .map(|_| pick(Who::Any, &mut rng))
+            .collect();
+        let corrupt_id = scenario.corrupt.map(|(who, _, _)| pick(who, &mut rng));
+        let crash_id = scenario.crash.map(|(who, _)| pick(who, &mut rng));
+        let restart_id = scenario.restart.map(|(who, _, _)| pick(who, &mut rng));
+        assert!(
+            byzantine.len() + twinned.len() + corrupt_id.iter().count() <= f,
+            "at most f faulty replicas"
+        );
+
+        let ids = twins::instance_ids(n, &twinned);
+        let heal = scenario.heal;
+        let mut schedule = Vec::new();
+        let sides = scenario.twins.map(|(_, max_sides)| {
+            let candidates = twins::candidates(&ids, max_sides);
+            let rounds = heal.div_ceil(scenario.net.round) as usize;
+            let enumerate = std::env::var("TWINS_ENUMERATE").is_ok_and(|v| v == "1");
+            schedule = twins::schedule(seed, candidates.len(), rounds, enumerate);
+            schedule.iter().map(|i| candidates[*i].clone()).collect()
+        });
+        let network = Network::plan(scenario.net.clone(), ids.clone(), heal, sides, &mut rng);
+
+        let nodes = ids
+            .iter()
+            .map(|id| {
+                let offset = rng.gen_range(0..=scenario.clock_skew);
+                new_node(*id, &keys[*id as usize], &cluster, &protocol, offset)
+            })
+            .collect();
+
+        let mut clients: Vec<Client> = (0..scenario.clients)
+            .map(|c| {
+                let script = (0..scenario.ops)
+                    .map(|_| match rng.gen_range(0..10) {
+                        0..5 => Op::Transfer {
+                            from: rng.gen_range(0..ACCOUNTS),
+                            to: rng.gen_range(0..ACCOUNTS),
+                            amount: rng.gen_range(1..60),
+                        },
+                        5..7 => Op::Balance {
+                            id: rng.gen_range(0..ACCOUNTS),
+                        },
+                        7 => Op::Total,
+                        _ => Op::Stamp,
+                    })
+                    .collect();
+                Client {
+                    key: SecretKey::from_seed([100 + c as u8; 32]),
+                    kind: ClientKind::Honest,
+                    script,
+                    next_number: 1,
+                    view: 0,
+                    outstanding: None,
+                    next_at: rng.gen_range(0..=scenario.think),
+                    history: Vec::new(),
+                }
+            })
+            .collect();
+        let rogue = |kind: ClientKind, c: usize| Client {
+            key: SecretKey::from_seed([200 + c as u8; 32]),
+            kind,
+            script: VecDeque::new(),
+            next_number: 1,
+            view: 0,
+            outstanding: None,
+            next_at: 200 * MS,
+            history: Vec::new(),
+        };
+        clients.push(rogue(ClientKind::Reuser, 0));
+        if scenario.oversized_client {
+            clients.push(rogue(ClientKind::Oversized, 1));
+        }
+
+        let withheld = match byzantine.iter().find(|(_, b)| **b == Behaviour::Withhold) {
+            Some((id, _)) => {
+                let others: Vec<ReplicaId> = (0..n as ReplicaId).filter(|r| r != id).collect();
+                let count = rng.gen_range(1..others.len());
+                let mut silent = BTreeSet::new();
+                while silent.len() < count {
+                    silent.insert(others[rng.gen_range(0..others.len())]);
+                }
+                silent
+            }
+            None => BTreeSet::new(),
+        };
+        let pushed_timestamp = if rng.gen_bool(0.5) { u64::MAX } else { 0 };
+        let instance = |id: ReplicaId| id as usize; // faults hit the first instance
+        let crash = scenario
+            .crash
+            .zip(crash_id)
+            .map(|((_, at), id)| (instance(id), at));
+        let restart = scenario
+            .restart
+            .zip(restart_id)
+            .map(|((_, down, up), id)| (instance(id), down, up));
+        let corrupt = scenario
+            .corrupt
+            .zip(corrupt_id)
+            .map(|((_, from, until), id)| (instance(id), rng.gen_range(from..until)));
+        let settle = 3_000 * MS + 40 * scenario.net.stable_delay.1;
+        let deadline = heal + scenario.liveness;
+
+        let mut world = World {
+            now: 0,
+            rng,
+            order: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            nodes,
+            clients,
+            keys,
+            cluster,
+            protocol,
+            network,
+            n,
+            f,
+            byzantine,
+            twinned,
+            schedule,
+            withheld,
+            pushed_timestamp,
+            crash,
+            restart,
+            restarted: false,
+            corrupt,
+            quiet_since: None,
+            violations: Vec::new(),
+            deadline,
+            settle,
+            installed: 0,
+            tracing: std::env::var("TRACE").is_ok_and(|v| v == "1"),
+            scenario,
+        };
+        world.rogue_client();
+        world.schedule(TICK, Event::Tick);
+        world
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.order += 1;
+        self.events.insert(self.order, event);
+        self.queue.push(Reverse((self.now + delay, self.order)));
+    }
+
+    /// The instances of replica `id` (two for a twinned id).
+    pub fn instances_of(&self, id: ReplicaId) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].id == id)
+            .collect()
+    }
+
+    pub fn behaviour(&self, instance: usize) -> Option<Behaviour> {
+        self.byzantine.get(&self.nodes[instance].id).copied()
+    }
+
+    /// Whether an instance follows the protocol with intact state: not
+    /// Byzantine, not a twin, not corrupted. (Crashed ones are correct.)
+    pub fn is_correct(&self, instance: usize) -> bool {
+        let node = &self.nodes[instance];
+        !self.byzantine.contains_key(&node.id)
+            && !self.twinned.contains(&node.id)
+            && !node.corrupted
+    }
+
+    /// Correct instances, crashed ones included.
+    pub fn correct(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.is_correct(*i))
+            .collect()
+    }
+
+    /// Correct instances that are up.
+    pub fn live_correct(&self) -> Vec<usize> {
+        self.correct()
+            .into_iter()
+            .filter(|i| !self.nodes[*i].crashed)
+            .collect()
+    }
+
+    pub fn trace(&self, instance: usize, text: std::fmt::Arguments) {
+        if self.tracing {
+            eprintln!(
+                "{:>7.1} ms  instance {instance}: {text}",
+                self.now as f64 / MS as f64
+            );
+        }
+    }
+
+    pub fn violation(&mut self, text: String) {
+        if self.violations.len() < 8 {
+            self.violations
+                .push(format!("at {} ms: {text}", self.now / MS));
+        }
+    }
+
+    // ------------------------------------------------------------ sending
+
+    /// A replica instance's message to replica `to`, over every link to
+    /// `to`'s instances, after `extra` more delay.
+    pub fn transmit(&mut self, from: usize, to: ReplicaId, message: ReplicaMessage, extra: u64) {
+        let size = frame_size(&message);
+        for target in self.instances_of(to) {
+            let delays = self
+                .network
+                .replica_link(self.now, from, target, size, &mut self.rng);
+            for delay in delays {
+                self.schedule(
+                    delay + extra,
+                    Event::ToReplica {
+                        from: Endpoint::Replica(from),
+                        to: target,
+                        message: Delivery::Replica(message.clone()),
+                    },
+                );
+            }
+        }
+    }
+
+    fn client_send(&mut self, client: usize, to: ReplicaId, batch: &SignedBatch) {
+        let size = batch_frame_size(batch);
+        for target in self.instances_of(to) {
+            for delay in self.network.client_link(self.now, size, &mut self.rng) {
+                self.schedule(
+                    delay,
+                    Event::ToReplica {
+                        from: Endpoint::Client(client),
+                        to: target,
+                        message: Delivery::Client(batch.clone()),
+                    },
+                );
+            }
+        }
+    }
+
+    fn reply(&mut self, from: usize, client: usize, reply: Reply) {
+        for delay in self.network.client_link(self.now, 256, &mut self.rng) {
+            self.schedule(
+                delay,
+                Event::ToClient {
+                    from,
+                    client,
+                    reply: reply.clone(),
+                },
+            );
+        }
+    }
+
+    // ------------------------------------------------------------ the loop
+
+    pub fn run(&mut self) {
+        while let Some(Reverse((at, order))) = self.queue.pop() {
+            if !self.violations.is_empty() {
+                return; // the run already failed
+            }
+            self.now = at;
+            let event = self
+                .events
+                .remove(&order)
+                .expect("every queued event is stored");
+            match event {
+                Event::Tick => {
+                    self.tick();
+                    let busy = self.clients.iter().any(Client::busy);
+                    // Once the clients are done, keep time running a while
+                    // (past the heal) so replicas that fell behind catch up
+                    // and views settle.
+                    if busy {
+                        self.quiet_since = None;
+                    } else if self.quiet_since.is_none() {
+                        self.quiet_since = Some(self.now);
+                    }
+                    let settled = self.quiet_since.is_some_and(|since| {
+                        self.now >= since.max(self.network.heal) + self.settle
+                    });
+                    if !settled && self.now < self.deadline {
+                        self.schedule(TICK, Event::Tick);
+                    }
+                }
+                Event::ToReplica { from, to, message } => {
+                    if let (Delivery::Client(batch), Endpoint::Client(c)) = (&message, from) {
+                        // As the runtime does: a retransmission of requests
+                        // already executed is answered from the reply cache.
+                        if self.answer_from_cache(to, c, batch) {
+                            continue;
+                        }
+                    }
+                    let input = match message {
+                        Delivery::Replica(m) => match from {
+                            Endpoint::Replica(r) => Input::Replica(self.nodes[r].id, m),
+                            Endpoint::Client(_) => continue,
+                        },
+                        Delivery::Client(b) => Input::Client(b),
+                    };
+                    self.deliver(to, input);
+                }
+                Event::ToClient {
+                    from,
+                    client,
+                    reply,
+                } => self.on_reply(client, self.nodes[from].id, reply),
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        if let Some((instance, at)) = self.crash {
+            if self.now >= at {
+                if !self.nodes[instance].crashed {
+                    self.trace(instance, format_args!("crashes"));
+                }
+                self.nodes[instance].crashed = true;
+            }
+        }
+        if let Some((instance, down_at, up_at)) = self.restart {
+            if self.now >= down_at && !self.restarted {
+                self.nodes[instance].crashed = true;
+            }
+            if self.now >= up_at && !self.restarted {
+                // Everything it knew is gone: a new state machine, a new service.
+                self.restarted = true;
+                self.trace(instance, format_args!("restarts with empty memory"));
+                let old = &self.nodes[instance];
+                let (id, offset) = (old.id, old.clock_offset);
+                let fresh = new_node(
+                    id,
+                    &self.keys[id as usize],
+                    &self.cluster,
+                    &self.protocol,
+                    offset,
+                );
+                let old = std::mem::replace(&mut self.nodes[instance], fresh);
+                old.execution.shutdown();
+            }
+        }
+        if let Some((instance, at)) = self.corrupt {
+            if self.now >= at && !self.nodes[instance].corrupted {
+                self.damage(instance);
+            }
+        }
+        for instance in 0..self.nodes.len() {
+            self.deliver(instance, Input::Tick);
+            if !self.nodes[instance].crashed {
+                self.misbehave(instance);
+            }
+        }
+        self.sample_memory();
+        for client in 0..self.clients.len() {
+            self.client_tick(client);
+        }
+    }
+
+    /// Rolls an instance's service state back to its oldest checkpoint, as
+    /// a lost write would, once it has executed past one.
+    fn damage(&mut self, instance: usize) {
+        let node = &mut self.nodes[instance];
+        let delivered = node.replica.delivered();
+        let oldest = node.collected.lock().unwrap().checkpoints.first().cloned();
+        let Some(record) = oldest.filter(|r| r.seq < delivered) else {
+            return;
+        };
+        node.corrupted = true;
+        let (from, to) = (record.seq, delivered);
+        node.execution
+            .install(delivered, checkpoint_state(record))
+            .expect("an old checkpoint installs");
+        self.trace(
+            instance,
+            format_args!("state rolled back from {to} to {from}"),
+        );
+    }
+
+    pub fn deliver(&mut self, to: usize, input: Input) {
+        if self.nodes[to].crashed {
+            return;
+        }
+        self.observe(to, &input);
+        let future = match &input {
+            Input::Replica(_, message) => normal_case_view(message),
+            _ => None,
+        };
+        let node = &mut self.nodes[to];
+        let (view, buffered) = (node.replica.view(), node.replica.stats().buffered);
+        let clock = self.now + node.clock_offset;
+        let mut outputs = Vec::new();
+        node.replica.handle(clock, input, &mut outputs);
+        if let Some(target) = future {
+            let held = self.nodes[to].replica.stats().buffered > buffered;
+            self.note_buffered(to, view, target, held);
+        }
+        for output in outputs {
+            self.output(to, output);
+        }
+    }
+
+    fn output(&mut self, from: usize, output: Output) {
+        match output {
+            Output::Send(to, message) => {
+                if let ReplicaMessage::StateRequest { seq, offset } = &message {
+                    self.trace(
+                        from,
+                        format_args!("asks replica {to} for state {seq} from byte {offset}"),
+                    );
+                }
+                self.note_sent(from, &message);
+                self.replica_send(from, to, message);
+            }
+            Output::Broadcast(message) => {
+                self.note_sent(from, &message);
+                let id = self.nodes[from].id;
+                for to in 0..self.n as ReplicaId {
+                    if to != id {
+                        self.replica_send(from, to, message.clone());
+                    }
+                }
+            }
+            Output::Execute(committed) => self.execute(from, committed),
+            Output::Stable { .. } => {}
+            Output::ViewEntered(view) => self.note_view_entered(from, view),
+            Output::ServeState { to, seq, offset } => self.serve_state(from, to, seq, offset),
+            Output::InstallState { seq, digest, state } => {
+                let node = &mut self.nodes[from];
+                node.execution
+                    .install(seq, state)
+                    .expect("verified states install");
+                node.checkpoints.insert(seq, digest);
+                self.installed += 1;
+                self.trace(from, format_args!("installs transferred state {seq}"));
+                self.deliver(from, Input::StateInstalled { seq, state: digest });
+            }
+            Output::Diverged { seq, .. } => {
+                self.nodes[from].diverged.get_or_insert(seq);
+                self.trace(from, format_args!("diverged at {seq}"));
+                if self.is_correct(from) {
+                    self.violation(format!("correct replica instance {from} diverged at {seq}"));
+                }
+            }
+        }
+    }
+
+    /// The encoded checkpoint `seq` of an instance, if it took one.
+    pub fn encoded_checkpoint(&self, instance: usize, seq: Seq) -> Option<Vec<u8>> {
+        let record = {
+            let collected = self.nodes[instance].collected.lock().unwrap();
+            collected
+                .checkpoints
+                .iter()
+                .rev()
+                .find(|r| r.seq == seq)
+                .cloned()
+        }?;
+        Some(codec::encode(&checkpoint_state(record)).unwrap())
+    }
+
+    fn execute(&mut self, instance: usize, committed: Committed) {
+        let (seq, digest) = (committed.seq, committed.digest);
+        let timestamp = committed.proposal.timestamp;
+        let ahead = self.scenario.clock_skew + CLOCK_SLACK;
+        if self.is_correct(instance) && timestamp > self.now.saturating_add(ahead) {
+            self.violation(format!(
+                "replica instance {instance} executed {seq} at agreed time {timestamp} ns, \
+                 more than {} s ahead of real time {} ns",
+                ahead / 1_000 / MS,
+                self.now
+            ));
+        }
+        let node = &mut self.nodes[instance];
+        node.executed.insert(seq, digest);
+        let mut requests = Vec::new();
+        for batch in &committed.proposal.batches {
+            for request in &batch.batch.requests {
+                if let Ok(op) = codec::decode::<Op>(&request.operation) {
+                    requests.push((batch.batch.client, request.number, op));
+                }
+            }
+        }
+        node.batches.insert(seq, (timestamp, requests));
+        let checkpoint = node.execution.execute(committed);
+        node.execution.wait_idle();
+        let mut replies = std::mem::take(&mut node.collected.lock().unwrap().replies);
+        replies.sort_by_key(|(client, reply)| (*client, reply.lane, reply.number));
+        for (client, reply) in &replies {
+            node.replies
+                .entry((*client, reply.lane, reply.number))
+                .or_insert_with(|| reply.result.clone());
+        }
+        let chaos = self.behaviour(instance) == Some(Behaviour::Chaos);
+        for (client, mut reply) in replies {
+            if chaos {
+                reply.result = codec::encode(&Ok::<u64, ExecError>(999_999)).unwrap();
+            }
+            if let Some(c) = self.clients.iter().position(|c| c.key.public() == client) {
+                self.reply(instance, c, reply);
+            }
+        }
+        if let Some(record) = checkpoint {
+            let mut state = record.digest;
+            if chaos {
+                state[0] ^= 1; // Byzantine replicas lie about their state
+            }
+            self.nodes[instance]
+                .checkpoints
+                .insert(record.seq, record.digest);
+            self.deliver(
+                instance,
+                Input::CheckpointTaken {
+                    seq: record.seq,
+                    state,
+                },
+            );
+        }
+    }
+
+    fn answer_from_cache(&mut self, instance: usize, client: usize, batch: &SignedBatch) -> bool {
+        let node = &self.nodes[instance];
+        if node.crashed {
+            return true;
+        }
+        let numbers: Vec<(u32, u64)> = batch
+            .batch
+            .requests
+            .iter()
+            .map(|r| (r.lane, r.number))
+            .collect();
+        let Some(cached) = node.execution.shared().cached_replies(
+            &batch.batch.client,
+            &numbers,
+            node.replica.view(),
+        ) else {
+            return false;
+        };
+        for reply in cached {
+            self.reply(instance, client, reply);
+        }
+        true
+    }
+
+    // ------------------------------------------------------------ clients
+
+    fn rogue_client(&mut self) {
+        let c = self
+            .clients
+            .iter()
+            .position(|c| c.kind == ClientKind::Reuser)
+            .expect("a reusing client");
+        let key = self.clients[c].key.clone();
+        for op in [
+            Op::Transfer {
+                from: 0,
+                to: 1,
+                amount: 5,
+            },
+            Op::Transfer {
+                from: 1,
+                to: 0,
+                amount: 50,
+            },
+        ] {
+            let batch = sign(&key, 1, op);
+            for to in 0..self.n as ReplicaId {
+                self.client_send(c, to, &batch);
+            }
+        }
+    }
+
+    fn client_tick(&mut self, c: usize) {
+        match self.clients[c].kind {
+            ClientKind::Honest => self.honest_tick(c),
+            ClientKind::Reuser => {}
+            ClientKind::Oversized => self.oversized_tick(c),
+        }
+    }
+
+    fn honest_tick(&mut self, c: usize) {
+        let (now, n) = (self.now, self.n);
+        let client = &mut self.clients[c];
+        if let Some(outstanding) = &mut client.outstanding {
+            if now >= outstanding.next_retransmit {
+                outstanding.next_retransmit = now + outstanding.backoff;
+                outstanding.backoff = (outstanding.backoff * 2).min(2_000 * MS);
+                let batch = outstanding.batch.clone();
+                for to in 0..n as ReplicaId {
+                    self.client_send(c, to, &batch);
+                }
+            }
+            return;
+        }
+        if now < client.next_at {
+            return;
+        }
+        let Some(op) = client.script.pop_front() else {
+            return;
+        };
+        let number = client.next_number;
+        client.next_number += 1;
+        let batch = sign(&client.key, number, op.clone());
+        let primary = (client.view % n as u64) as ReplicaId;
+        client.outstanding = Some(Outstanding {
+            op,
+            number,
+            batch: batch.clone(),
+            invoked: now,
+            votes: BTreeMap::new(),
+            next_retransmit: now + 150 * MS,
+            backoff: 300 * MS,
+        });
+        self.client_send(c, primary, &batch);
+    }
+
+    /// Every 600 ms until the heal, a request about as large as a frame:
+    /// most fit a client's frame but not a pre-prepare's, or not two of
+    /// them in one; a few do not fit at all.
+    fn oversized_tick(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        if self.now < client.next_at || self.now >= self.network.heal {
+            return;
+        }
+        client.next_at = self.now + 600 * MS;
+        let number = client.next_number;
+        client.next_number += 1;
+        let key = client.key.clone();
+        let empty = batch_frame_size(&sign(&key, number, Op::Pad(Vec::new())));
+        let room = FRAME_LIMIT.min(self.network.spec.frame_limit) - empty;
+        let size = match self.rng.gen_range(0..8) {
+            0..5 => room - self.rng.gen_range(0..120),
+            5..7 => room / 2 + self.rng.gen_range(0..room / 4),
+            _ => room + self.rng.gen_range(1..200),
+        };
+        let batch = sign(&key, number, Op::Pad(vec![0x5a; size]));
+        for to in 0..self.n as ReplicaId {
+            self.client_send(c, to, &batch);
+        }
+    }
+
+    fn on_reply(&mut self, c: usize, from: ReplicaId, reply: Reply) {
+        let now = self.now;
+        let f = self.f;
+        let client = &mut self.clients[c];
+        let Some(outstanding) = &mut client.outstanding else {
+            return;
+        };
+        if reply.lane != 0 || reply.number != outstanding.number || reply.replica != from {
+            return;
+        }
+        outstanding
+            .votes
+            .insert(from, (reply.result.clone(), reply.view));
+        let matching = outstanding
+            .votes
+            .values()
+            .filter(|(r, _)| *r == reply.result)
+            .count();
+        if matching > f {
+            let result: Result<u64, ExecError> =
+                codec::decode(&reply.result).expect("replies decode");
+            let mut views: Vec<u64> = outstanding.votes.values().map(|(_, v)| *v).collect();
+            views.sort_unstable_by(|a, b| b.cmp(a));
+            client.view = client.view.max(views[f]);
+            let done = client.outstanding.take().expect("checked above");
+            client.next_at = now + self.rng.gen_range(0..=self.scenario.think);
+            client.history.push((
+                done.invoked,
+                now,
+                done.op,
+                result.expect("bank operations do not fail"),
+                done.number,
+            ));
+        }
+    }
+
+    /// Where every instance ended, for failure reports.
+    pub fn describe(&self) -> String {
+        let mut lines: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let role = match (self.byzantine.get(&n.id), self.twinned.contains(&n.id)) {
+                    (Some(b), _) => format!("byzantine {b:?}"),
+                    (None, true) => "twin".into(),
+                    _ if n.corrupted => "corrupted".into(),
+                    _ => "correct".into(),
+                };
+                format!(
+                    "instance {i} (replica {}, {role}): crashed {}, view {}, changing to {:?}, \
+                     delivered {}, low {}, pending {}, log {}, {:?}",
+                    n.id,
+                    n.crashed,
+                    n.replica.view(),
+                    n.replica.changing_to(),
+                    n.replica.delivered(),
+                    n.replica.low_watermark(),
+                    n.replica.pending_batches(),
+                    n.replica.log_len(),
+                    n.replica.stats()
+                )
+            })
+            .collect();
+        if !self.schedule.is_empty() {
+            lines.push(format!(
+                "twins schedule (candidate per round): {:?}",
+                self.schedule
+            ));
+        }
+        for (r, round) in self.network.rounds.iter().enumerate() {
+            lines.push(format!("round {r}: {}", round.describe()));
+        }
+        lines.join("\n")
+    }
+
+    pub fn shutdown(self) {
+        for node in self.nodes {
+            node.execution.shutdown();
+        }
+    }
+}
+
+/// How far ahead of real time (beyond the clocks' skew) the agreed clock may
+/// run at a correct replica.
+pub const CLOCK_SLACK: u64 = 10_000 * MS;
+
+/// The view of a normal-case message (one a replica holds if it is for a
+/// view it has not entered yet).
+fn normal_case_view(message: &ReplicaMessage) -> Option<View> {
+    match message {
+        ReplicaMessage::PrePrepare(p) => Some(p.view),
+        ReplicaMessage::Prepare(p) => Some(p.view),
+        ReplicaMessage::Commit(c) => Some(c.view),
+        _ => None,
+    }
+}
+
+pub fn sign(key: &SecretKey, number: u64, op: Op) -> SignedBatch {
+    SignedBatch::sign(
+        RequestBatch {
+            client: key.public(),
+            requests: vec![ClientRequest {
+                lane: 0,
+                number,
+                operation: codec::encode(&op).unwrap(),
+            }],
+        },
+        key,
+    )
+}
