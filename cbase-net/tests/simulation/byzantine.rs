@@ -36,6 +36,9 @@ pub enum Behaviour {
     DripState,
     /// As primary, proposes timestamps far in the future (up to u64::MAX).
     Timestamps,
+    /// As primary, proposes timestamps a few seconds ahead: within what
+    /// the agreed clock may run ahead, but later than the next primary's.
+    NudgeTimestamps,
 }
 
 /// Most messages a Byzantine replica remembers for replays.
@@ -63,7 +66,9 @@ impl World {
                 }
                 other => other,
             },
-            Some(Behaviour::Timestamps) => self.push_timestamp(from, message),
+            Some(Behaviour::Timestamps | Behaviour::NudgeTimestamps) => {
+                self.push_timestamp(from, message)
+            }
             Some(_) => message,
         };
         if self.behaviour(from).is_some() {
@@ -204,9 +209,10 @@ impl World {
         if let Some(forged) = self.nodes[from].forged.get(&key) {
             return ReplicaMessage::PrePrepare(forged.clone());
         }
-        let timestamp = match self.pushed_timestamp {
-            0 => pp.proposal.timestamp.saturating_add(3_600_000 * MS),
-            pushed => pushed,
+        let timestamp = match (self.behaviour(from), self.pushed_timestamp) {
+            (Some(Behaviour::NudgeTimestamps), _) => pp.proposal.timestamp + 3_000 * MS,
+            (_, 0) => pp.proposal.timestamp.saturating_add(3_600_000 * MS),
+            (_, pushed) => pushed,
         };
         let proposal = Proposal {
             timestamp,

@@ -259,6 +259,26 @@ impl World {
             }
         }
         let live = self.live_correct();
+        // Few view changes after the heal: every primary gets a few chances
+        // at most (timeouts must adapt to a network that is slow but stable).
+        let heal = self.network.heal;
+        let at_heal = live
+            .iter()
+            .flat_map(|i| &self.nodes[*i].views)
+            .filter(|(t, _)| *t <= heal)
+            .map(|(_, v)| *v)
+            .max()
+            .unwrap_or(0);
+        let last = live
+            .iter()
+            .map(|i| self.nodes[*i].replica.view())
+            .max()
+            .unwrap_or(0);
+        if last > at_heal + 3 * self.n as u64 {
+            return Err(format!(
+                "views kept changing after the heal: from view {at_heal} to view {last}"
+            ));
+        }
         // Settled: no view entered lately, one view, nobody changing views.
         // (A Byzantine primary can keep up to f correct replicas out of its
         // quorum for good, and they rightly suspect it: with faulty replicas
@@ -270,15 +290,6 @@ impl World {
             .copied()
             .filter(|i| self.nodes[*i].replica.changing_to().is_some())
             .collect();
-        if changing.len() > if faulty { self.f } else { 0 } {
-            let instance = changing[0];
-            let node = &self.nodes[instance];
-            return Err(format!(
-                "correct replica instance {instance} is still changing from view {} to {} at the end",
-                node.replica.view(),
-                node.replica.changing_to().unwrap_or_default()
-            ));
-        }
         for &instance in &live {
             let node = &self.nodes[instance];
             if let Some((at, view)) = node.views.iter().rev().find(|(at, _)| *at > since) {
@@ -305,6 +316,15 @@ impl World {
                     ));
                 }
             }
+        }
+        if changing.len() > if faulty { self.f } else { 0 } {
+            let instance = changing[0];
+            let node = &self.nodes[instance];
+            return Err(format!(
+                "correct replica instance {instance} is still changing from view {} to {} at the end",
+                node.replica.view(),
+                node.replica.changing_to().unwrap_or_default()
+            ));
         }
         let views: BTreeSet<View> = live
             .iter()

@@ -248,7 +248,7 @@ pub fn scenarios() -> Vec<Scenario> {
             net: NetSpec {
                 long_delay: 1.0,
                 long_range: (300 * MS, 1_500 * MS),
-                stable_delay: (90 * MS, 110 * MS),
+                stable_delay: (150 * MS, 200 * MS),
                 ..net.clone()
             },
             ..b.clone()
@@ -256,9 +256,19 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "restart-then-view-change",
             restart: Some((Who::Backup, 30 * MS, 600 * MS)),
+            crash: Some((Who::Replica(0), 1_200 * MS)),
             net: NetSpec {
-                partition: 0.3,
                 drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "slow-network",
+            heal: 0,
+            liveness: 60_000 * MS,
+            net: NetSpec {
+                stable_delay: (150 * MS, 200 * MS),
                 ..net.clone()
             },
             ..b.clone()
@@ -296,6 +306,8 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "twins-n7",
+            clients: 3,
+            ops: 6,
             twins: Some((2, 2)),
             net: NetSpec {
                 round: 400 * MS,
@@ -349,6 +361,17 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "dripping-state-transfer",
             restart: Some((Who::Replica(2), 30 * MS, 600 * MS)),
             byzantine: vec![(Who::Replica(3), Behaviour::DripState)],
+            ..b.clone()
+        },
+        Scenario {
+            name: "clock-after-restore",
+            byzantine: vec![(Who::Replica(0), Behaviour::NudgeTimestamps)],
+            restart: Some((Who::Backup, 900 * MS, 1_100 * MS)),
+            think: 400 * MS,
+            net: NetSpec {
+                fixed_partition: Some((vec![0], 1_200 * MS, 3_000 * MS)),
+                ..net.clone()
+            },
             ..b.clone()
         },
         Scenario {
