@@ -313,7 +313,7 @@ impl World {
             stable_state: [0; 32],
             checkpoint_proof: Vec::new(),
             prepared: vec![PreparedProof {
-                pre_prepare,
+                pre_prepare: pre_prepare.header(),
                 prepares,
             }],
             replica: id,

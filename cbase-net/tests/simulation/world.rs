@@ -83,6 +83,7 @@ pub fn checkpoint_state(record: CheckpointRecord) -> CheckpointState {
     CheckpointState {
         snapshot: record.snapshot,
         clients: record.clients,
+        clock: record.clock,
     }
 }
 
