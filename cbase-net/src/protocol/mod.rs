@@ -267,7 +267,12 @@ const MAX_FETCHES_PER_ROUND: usize = 64;
 
 /// Where a normal-case message's view stands (see `Replica::view_fit`).
 enum ViewFit {
+    /// The view this replica works in.
     Current,
+    /// The view this replica has voted to leave: it no longer votes there,
+    /// but still learns what the others commit in it (see `Replica::learning`).
+    Learn,
+    /// The next view it can enter.
     Next,
     Other,
 }
@@ -341,6 +346,10 @@ pub struct Replica {
     /// this replica resend up to a window's worth of messages, so a peer
     /// gets at most one answer per half status interval.
     status_answered: BTreeMap<ReplicaId, u64>,
+    /// Each peer's last reported (view, executed), while it was not
+    /// changing views: how a replica tells that it is behind rather than
+    /// the primary stuck.
+    peer_progress: BTreeMap<ReplicaId, (View, Seq)>,
     /// The last state chunk served to each peer: (checkpoint, offset, when).
     state_served: BTreeMap<ReplicaId, (Seq, u64, u64)>,
     /// A stable checkpoint this replica has not executed to.
@@ -416,6 +425,7 @@ impl Replica {
             last_new_view: None,
             last_status: 0,
             status_answered: BTreeMap::new(),
+            peer_progress: BTreeMap::new(),
             state_served: BTreeMap::new(),
             behind: None,
             transfer: state_transfer::Transfer::default(),
@@ -554,8 +564,11 @@ impl Replica {
     /// or for any other view (dropped). A replica changing views takes part
     /// in no view below the one it voted for.
     fn view_fit(&mut self, view: View) -> ViewFit {
-        if view == self.view && self.status == Status::Normal {
-            return ViewFit::Current;
+        if view == self.view {
+            return match self.status {
+                Status::Normal => ViewFit::Current,
+                Status::ChangingTo { .. } => ViewFit::Learn,
+            };
         }
         let heading_to = self.heading_to();
         let next = match self.status {
@@ -807,7 +820,7 @@ impl Replica {
         // Any replica may relay a pre-prepare (retransmission): what makes it
         // the primary's is the primary's signature.
         match self.view_fit(view) {
-            ViewFit::Current => {}
+            ViewFit::Current | ViewFit::Learn => {}
             ViewFit::Next => {
                 if self.pre_prepare_signed(&pre_prepare) {
                     self.hold(view, from, ReplicaMessage::PrePrepare(pre_prepare));
@@ -844,7 +857,26 @@ impl Replica {
             self.stats.bad_signature += 1;
             return;
         }
-        self.accept_pre_prepare(pre_prepare, out);
+        if self.learning() {
+            let header = pre_prepare.header();
+            self.learn_proposal(seq, digest, pre_prepare.proposal);
+            self.log.entry(seq).or_default().header = Some(header);
+            self.advance(seq, out);
+        } else {
+            self.accept_pre_prepare(pre_prepare, out);
+        }
+    }
+
+    /// Whether this replica has voted to leave its view and not entered
+    /// another yet. It takes no further part in the view it voted to leave
+    /// (no prepares, no commits: its view-change promised what it had
+    /// prepared, and a vote cannot be taken back), but it keeps learning
+    /// what the others commit there, from a quorum of their commits, and
+    /// executes it. So a replica that suspected the primary alone (a lost
+    /// message, a slow link) stays as current as its peers while its vote
+    /// waits for company, instead of falling behind until the next view.
+    fn learning(&self) -> bool {
+        self.status != Status::Normal
     }
 
     /// Records a checked pre-prepare and sends this backup's prepare.
@@ -902,7 +934,7 @@ impl Replica {
             return;
         }
         match self.view_fit(view) {
-            ViewFit::Current => {}
+            ViewFit::Current | ViewFit::Learn => {}
             ViewFit::Next => {
                 let header = prepare_header(view, seq, &digest, replica);
                 if self.keys[from as usize].verify(domain::PREPARE, &header, &prepare.signature) {
@@ -954,7 +986,7 @@ impl Replica {
             return;
         }
         match self.view_fit(view) {
-            ViewFit::Current => {}
+            ViewFit::Current | ViewFit::Learn => {}
             ViewFit::Next => {
                 // The transport authenticated the sender, and `replica == from`.
                 self.hold(view, from, ReplicaMessage::Commit(commit));
@@ -984,9 +1016,18 @@ impl Replica {
     /// Moves a slot forward: prepared -> send commit; committed -> deliver.
     fn advance(&mut self, seq: Seq, out: &mut Vec<Output>) {
         let (quorum, id, view) = (self.quorum, self.id, self.view);
+        let learning = self.learning();
         let Some(slot) = self.log.get_mut(&seq) else {
             return;
         };
+        if learning {
+            // Commits of the others only: this replica does not vote here.
+            if !slot.committed && slot.is_committed(quorum) {
+                slot.committed = true;
+                self.deliver(out);
+            }
+            return;
+        }
         if !slot.commit_sent && slot.is_prepared(quorum) {
             if let Some(proof) = slot.prepared_proof(quorum) {
                 self.prepared.insert(seq, proof);
@@ -1025,7 +1066,10 @@ impl Replica {
             let ordered: std::collections::BTreeSet<Hash> =
                 proposal.batches.iter().map(SignedBatch::digest).collect();
             for digest in &ordered {
-                self.waiting.remove(digest);
+                if let Some(since) = self.waiting.remove(digest) {
+                    let waited = self.now.saturating_sub(since);
+                    self.backoff.executed(self.now, waited, &self.config);
+                }
             }
             // Whoever holds them (a backup, or a former primary that had not
             // proposed them yet) no longer needs them.
@@ -1042,7 +1086,6 @@ impl Replica {
                 checkpoint: seq.is_multiple_of(self.config.checkpoint_interval),
             }));
             self.delivered = seq;
-            self.backoff.progress(self.now, &self.config);
         }
         if self.is_primary() {
             // A delivery frees pipeline room.

@@ -4,19 +4,32 @@
 //! PBFT is live under weak synchrony: message delays may exceed any fixed
 //! timeout for a while, but not forever. A fixed timeout below the real
 //! delay suspects every primary in turn and the cluster changes views
-//! forever without executing anything. So each view change that starts with
-//! no request executed since the previous one doubles both timeouts (up to
-//! [`MAX_DOUBLINGS`]), until they exceed the delay and a view holds. After
-//! that, a stretch of [`CALM_PERIODS`] timeouts with requests executing and
-//! no suspicion halves them again, so a transient slowdown does not leave
-//! the cluster slow to replace a crashed primary for good.
+//! forever. So a suspicion that follows another one closely (within
+//! [`CALM_PERIODS`] timeouts) doubles both timeouts, up to [`MAX_DOUBLINGS`]
+//! times, until they exceed what requests really take and a view holds. A
+//! lone suspicion after a calm stretch (a primary that crashed) does not.
+//!
+//! The request timeout comes back down only when the network is fast again:
+//! after a calm stretch of [`CALM_PERIODS`] timeouts with requests executing,
+//! and only if the slowest request seen in that stretch took less than a
+//! quarter of the current timeout. Halving on progress alone would bring it
+//! back below a slow network's delay, and the cluster would change views
+//! every calm stretch.
+//!
+//! The view-change timeout follows PBFT: it doubles with every attempt that
+//! fails within one view change (the next primary may be faulty too) and
+//! starts over when a view is entered, from twice what the last successful
+//! attempt took (at least the configured base). So a slow network does not
+//! make every view change fail once first, and a storm of failed views while
+//! the network was partitioned does not leave the next view change waiting
+//! for minutes once it healed.
 
 use super::ProtocolConfig;
 
 /// The most times the base timeouts are doubled (1024 times the base).
 pub(super) const MAX_DOUBLINGS: u32 = 10;
 
-/// How many current request timeouts of progress bring the timeouts down a step.
+/// How many current request timeouts make a calm stretch.
 pub(super) const CALM_PERIODS: u64 = 8;
 
 /// The timeouts' current scale.
@@ -24,20 +37,27 @@ pub(super) const CALM_PERIODS: u64 = 8;
 pub(super) struct Backoff {
     /// The base timeouts are multiplied by `2^doublings`.
     doublings: u32,
-    /// A request was executed since the last suspicion.
-    progress: bool,
-    /// When the scale last changed, or the last suspicion.
-    since: u64,
+    /// When the scale last changed, or the last suspicion (`None`: never).
+    since: Option<u64>,
+    /// The longest a request waited to be executed since then.
+    slowest: u64,
+    /// When the current attempt to change views started, if changing.
+    attempt_since: Option<u64>,
+    /// Attempts that failed in the current view change.
+    failed_attempts: u32,
+    /// Twice what the last successful view change took.
+    last_change: u64,
 }
 
 impl Default for Backoff {
-    /// The base timeouts. The first suspicion does not double them: there
-    /// was no earlier view change that failed.
     fn default() -> Self {
         Backoff {
             doublings: 0,
-            progress: true,
-            since: 0,
+            since: None,
+            slowest: 0,
+            attempt_since: None,
+            failed_attempts: 0,
+            last_change: 0,
         }
     }
 }
@@ -52,28 +72,55 @@ impl Backoff {
     pub fn view_change_timeout(&self, config: &ProtocolConfig) -> u64 {
         config
             .view_change_timeout
-            .saturating_mul(1 << self.doublings)
+            .max(self.last_change)
+            .saturating_mul(1 << self.failed_attempts)
     }
 
-    /// The replica suspects a primary (starts a view change) at `now`: if
-    /// nothing was executed since the last suspicion, the timeouts were too
-    /// short for this network, so they double.
-    pub fn suspect(&mut self, now: u64) {
-        if !self.progress {
+    /// The replica votes for a view at `now`: a new view change, or the
+    /// next attempt of the current one.
+    pub fn vote(&mut self, now: u64) {
+        if self.attempt_since.is_some() {
+            self.failed_attempts = (self.failed_attempts + 1).min(MAX_DOUBLINGS);
+        }
+        self.attempt_since = Some(now);
+    }
+
+    /// The replica entered a view at `now`.
+    pub fn entered_view(&mut self, now: u64) {
+        if let Some(since) = self.attempt_since.take() {
+            self.last_change = now.saturating_sub(since).saturating_mul(2);
+        }
+        self.failed_attempts = 0;
+    }
+
+    fn calm(&self, now: u64, config: &ProtocolConfig) -> bool {
+        let stretch = self.request_timeout(config).saturating_mul(CALM_PERIODS);
+        self.since
+            .is_none_or(|since| now.saturating_sub(since) >= stretch)
+    }
+
+    /// The replica suspects a primary (starts a view change) at `now`.
+    pub fn suspect(&mut self, now: u64, config: &ProtocolConfig) {
+        if !self.calm(now, config) {
             self.doublings = (self.doublings + 1).min(MAX_DOUBLINGS);
         }
-        self.progress = false;
-        self.since = now;
+        self.since = Some(now);
+        self.slowest = 0;
     }
 
-    /// Requests were executed at `now`: after a calm stretch, the timeouts halve.
-    pub fn progress(&mut self, now: u64, config: &ProtocolConfig) {
-        self.progress = true;
-        let calm = self.request_timeout(config).saturating_mul(CALM_PERIODS);
-        if self.doublings > 0 && now.saturating_sub(self.since) >= calm {
-            self.doublings -= 1;
-            self.since = now;
+    /// A request this replica waited `waited` nanoseconds for was executed
+    /// at `now`: after a calm stretch in which every request took less than
+    /// a quarter of the timeout, the timeouts halve.
+    pub fn executed(&mut self, now: u64, waited: u64, config: &ProtocolConfig) {
+        self.slowest = self.slowest.max(waited);
+        if self.doublings == 0 || !self.calm(now, config) {
+            return;
         }
+        if self.slowest.saturating_mul(4) < self.request_timeout(config) {
+            self.doublings -= 1;
+        }
+        self.since = Some(now);
+        self.slowest = 0;
     }
 
     /// The current multiple of the base timeouts, for tests and metrics.
@@ -87,27 +134,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failed_views_double_the_timeouts_and_calm_progress_halves_them() {
+    fn suspicions_in_a_row_double_the_timeouts() {
         let config = ProtocolConfig::default();
         let base = config.request_timeout;
         let mut backoff = Backoff::default();
-        backoff.suspect(0);
-        assert_eq!(backoff.request_timeout(&config), base, "the first is free");
-        backoff.suspect(1);
-        backoff.suspect(1);
+        backoff.suspect(base, &config);
+        assert_eq!(backoff.scale(), 1, "a lone suspicion is free");
+        backoff.suspect(2 * base, &config);
+        backoff.suspect(3 * base, &config);
         assert_eq!(backoff.request_timeout(&config), 4 * base);
-        // Progress, then a suspicion: the view worked, no doubling.
-        backoff.progress(2, &config);
-        backoff.suspect(3);
-        assert_eq!(backoff.scale(), 4);
-        // Progress soon after does not lower them; a calm stretch does.
-        backoff.progress(4, &config);
-        assert_eq!(backoff.scale(), 4);
-        backoff.progress(3 + 4 * base * CALM_PERIODS, &config);
-        assert_eq!(backoff.scale(), 2);
         for i in 0..100 {
-            backoff.suspect(10 * base * CALM_PERIODS + i);
+            backoff.suspect(4 * base + i, &config);
         }
         assert_eq!(backoff.scale(), 1 << MAX_DOUBLINGS);
+        // Long after, a suspicion alone does not double.
+        let mut backoff = Backoff::default();
+        backoff.suspect(0, &config);
+        backoff.suspect(2 * base, &config);
+        backoff.suspect(100 * base, &config);
+        assert_eq!(backoff.scale(), 2);
+    }
+
+    #[test]
+    fn timeouts_halve_only_when_requests_are_fast_again() {
+        let config = ProtocolConfig::default();
+        let base = config.request_timeout;
+        let mut backoff = Backoff::default();
+        for i in 0..3 {
+            backoff.suspect(i, &config);
+        }
+        assert_eq!(backoff.scale(), 4);
+        let stretch = 4 * base * CALM_PERIODS;
+        // Slow but steady: requests take 3 base timeouts, no halving.
+        let mut now = 2;
+        for _ in 0..5 {
+            now += stretch;
+            backoff.executed(now, 3 * base, &config);
+        }
+        assert_eq!(backoff.scale(), 4);
+        // A stretch with a slow request among fast ones: no halving.
+        backoff.executed(now + 1, 3 * base, &config);
+        now += stretch;
+        backoff.executed(now, base / 10, &config);
+        assert_eq!(backoff.scale(), 4, "the stretch had a slow request");
+        // Fast again: one step per calm stretch.
+        now += stretch;
+        backoff.executed(now, base / 10, &config);
+        assert_eq!(backoff.scale(), 2);
     }
 }

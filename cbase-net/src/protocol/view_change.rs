@@ -83,7 +83,18 @@ impl Replica {
                 let oldest = self.waiting.values().min().copied();
                 let timeout = self.backoff.request_timeout(&self.config);
                 if oldest.is_some_and(|since| self.now.saturating_sub(since) >= timeout) {
-                    self.start_view_change(self.view + 1, out);
+                    if self.behind_peers() {
+                        // The primary works; this replica lags (lost
+                        // messages). Suspecting alone would only take it
+                        // out of the view: catch up through retransmission
+                        // and give the requests a fresh timer.
+                        let now = self.now;
+                        for since in self.waiting.values_mut() {
+                            *since = now;
+                        }
+                    } else {
+                        self.start_view_change(self.view + 1, out);
+                    }
                 }
             }
             Status::ChangingTo { target, since } => {
@@ -115,10 +126,22 @@ impl Replica {
         }
     }
 
+    /// Whether f+1 peers (so at least one correct one) report having
+    /// executed more than this replica in its current view.
+    fn behind_peers(&self) -> bool {
+        let ahead = self
+            .peer_progress
+            .values()
+            .filter(|(view, delivered)| *view == self.view && *delivered > self.delivered)
+            .count();
+        ahead > self.f
+    }
+
     /// Votes to move to `target` and stops taking part in the current view.
     fn start_view_change(&mut self, target: View, out: &mut Vec<Output>) {
         self.stats.view_changes_started += 1;
-        self.backoff.suspect(self.now);
+        self.backoff.suspect(self.now, &self.config);
+        self.backoff.vote(self.now);
         self.status = Status::ChangingTo {
             target,
             since: self.now,
@@ -307,6 +330,7 @@ impl Replica {
     /// Starts working in the new view from its re-issued pre-prepares.
     fn enter_view(&mut self, new_view: NewView, out: &mut Vec<Output>) {
         self.last_new_view = Some(new_view.clone());
+        self.backoff.entered_view(self.now);
         let plan = plan_new_view(&new_view.view_changes);
         self.view = new_view.view;
         self.status = Status::Normal;
@@ -418,6 +442,12 @@ impl Replica {
             return;
         }
         self.status_answered.insert(from, self.now);
+        if status.changing_to.is_none() {
+            self.peer_progress
+                .insert(from, (status.view, status.delivered));
+        } else {
+            self.peer_progress.remove(&from);
+        }
         let normal = self.status == Status::Normal;
         // Still in an older view: it missed the new-view.
         if status.view < self.view && normal {
@@ -458,10 +488,7 @@ impl Replica {
         // holds everyone back.) A replica that has left the view for a view
         // change still resends what it sent in it: repeating old votes is not
         // taking part in the old view, and the peer may need them to commit.
-        if status.view == self.view
-            && status.changing_to.is_none()
-            && status.delivered <= self.delivered
-        {
+        if status.view == self.view && status.delivered <= self.delivered {
             let first = status.delivered.max(self.low) + 1;
             for (seq, slot) in self.log.range(first..first + MAX_RESENT_SLOTS) {
                 let Some(header) = slot.header else {

@@ -929,3 +929,62 @@ fn small_window_certificate(secrets: &[SecretKey], window: u64) -> u64 {
         .unwrap()
         .len() as u64
 }
+
+/// Found by the simulation: a backup that missed messages (a lossy link)
+/// suspected a primary that everyone else saw working, alone, and so left
+/// the view for good. A backup that f+1 peers report ahead of it in its view
+/// is behind, not the primary stuck: it catches up instead.
+#[test]
+fn a_backup_that_lags_catches_up_instead_of_suspecting() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Replica 3 loses every pre-prepare for a while; the client retries
+    // with it too, so it waits for the request.
+    net.drop_rule = Some(Box::new(|_, to, m| {
+        to == 3 && matches!(m, ReplicaMessage::PrePrepare(_))
+    }));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for _ in 0..15 {
+        net.advance(SECOND / 10);
+    }
+    assert_eq!(net.executed_requests(0), vec![1]);
+    assert_eq!(
+        net.replicas[3].stats().view_changes_started,
+        0,
+        "no lone suspicion"
+    );
+    // The link recovers: retransmission brings it up to date.
+    net.drop_rule = None;
+    for _ in 0..3 {
+        net.advance(SECOND / 5);
+    }
+    assert_eq!(net.executed_requests(3), vec![1]);
+    assert_eq!(net.replicas[3].changing_to(), None);
+}
+
+/// Found by the simulation: a replica that suspected the primary alone
+/// stayed in its view change, executing nothing, until the next view. A
+/// vote cannot be taken back, but the replica still learns what the others
+/// commit in the view it voted to leave, from a quorum of their commits.
+#[test]
+fn a_replica_that_suspected_alone_keeps_executing_what_the_others_commit() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Only replica 3 hears of request 1, and its forward to the primary is lost.
+    net.drop_rule = Some(Box::new(|from, to, m| {
+        from == 3 && to == 0 && matches!(m, ReplicaMessage::Forward(_))
+    }));
+    net.input(3, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    net.advance(SECOND + 1);
+    assert_eq!(net.replicas[3].changing_to(), Some(1), "it suspects, alone");
+    // The others go on in view 0; replica 3 executes with them.
+    for lane in 1..=3 {
+        net.input(0, Input::Client(client_batch(&client, lane, 1)));
+        net.run();
+    }
+    assert_eq!(net.replicas[0].view(), 0);
+    assert_eq!(net.executed_requests(3), net.executed_requests(0));
+    assert_eq!(net.executed_requests(3).len(), 3);
+    assert_one_order(&net);
+}
