@@ -81,7 +81,9 @@ pub struct Scenario {
 }
 
 /// The frame limit of the simulated transport.
-pub const FRAME_LIMIT: usize = 16 * 1024;
+/// (Above the largest new-view of 7 replicas with a window of 16, which the
+/// world checks, as a real replica does before it starts.)
+pub const FRAME_LIMIT: usize = 128 * 1024;
 
 fn base() -> Scenario {
     Scenario {
@@ -131,6 +133,9 @@ pub fn protocol_config(_scenario: &Scenario) -> ProtocolConfig {
         max_pending: 1000,
         status_interval: 100 * MS,
         max_state_bytes: 1 << 20,
+        // A pre-prepare must fit a frame: the batches, and room for the
+        // pre-prepare around them.
+        max_batch_bytes: FRAME_LIMIT - 1024,
         ..ProtocolConfig::default()
     }
 }

@@ -259,6 +259,14 @@ impl World {
                 .collect(),
         };
         let protocol = protocol_config(&scenario);
+        // As a real replica refuses to start: the largest view-change
+        // certificate must fit the transport's frames.
+        let certificates = protocol.largest_certificate_bytes(&cluster);
+        assert!(
+            certificates <= scenario.net.frame_limit as u64,
+            "{}: a new-view can take {certificates} bytes, over the frame limit",
+            scenario.name
+        );
 
         // Who is faulty: distinct replicas, drawn from the seed.
         let mut taken: BTreeSet<ReplicaId> = BTreeSet::new();
@@ -454,6 +462,15 @@ impl World {
     }
 
     /// Correct instances that are up.
+    /// When a live correct replica last entered a view.
+    pub fn last_view_entered(&self) -> u64 {
+        self.live_correct()
+            .iter()
+            .filter_map(|i| self.nodes[*i].views.last().map(|(at, _)| *at))
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn live_correct(&self) -> Vec<usize> {
         self.correct()
             .into_iter()
@@ -553,8 +570,13 @@ impl World {
                     } else if self.quiet_since.is_none() {
                         self.quiet_since = Some(self.now);
                     }
+                    // Settled: the clients are done and no correct replica
+                    // has entered a view for a settle period (after the
+                    // heal); the checks then require that this happened
+                    // before the deadline.
+                    let last_view = self.last_view_entered();
                     let settled = self.quiet_since.is_some_and(|since| {
-                        self.now >= since.max(self.network.heal) + self.settle
+                        self.now >= since.max(self.network.heal).max(last_view) + self.settle
                     });
                     if !settled && self.now < self.deadline {
                         self.schedule(TICK, Event::Tick);
