@@ -33,7 +33,7 @@ pub(super) const MAX_DOUBLINGS: u32 = 10;
 pub(super) const CALM_PERIODS: u64 = 8;
 
 /// The timeouts' current scale.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Backoff {
     /// The base timeouts are multiplied by `2^doublings`.
     doublings: u32,
@@ -47,19 +47,6 @@ pub(super) struct Backoff {
     failed_attempts: u32,
     /// Twice what the last successful view change took.
     last_change: u64,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            doublings: 0,
-            since: None,
-            slowest: 0,
-            attempt_since: None,
-            failed_attempts: 0,
-            last_change: 0,
-        }
-    }
 }
 
 impl Backoff {
