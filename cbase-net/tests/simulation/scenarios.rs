@@ -146,7 +146,7 @@ pub fn scenarios() -> Vec<Scenario> {
     let n7 = Scenario {
         n: 7,
         f: 2,
-        clients: 4,
+        ops: 6,
         ..b.clone()
     };
     vec![
@@ -311,8 +311,6 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "twins-n7",
-            clients: 3,
-            ops: 6,
             twins: Some((2, 2)),
             net: NetSpec {
                 round: 400 * MS,

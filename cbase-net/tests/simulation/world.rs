@@ -31,6 +31,9 @@ use crate::twins;
 pub const STATE_CHUNK: usize = 64;
 /// How often every replica and client is ticked.
 const TICK: u64 = 10 * MS;
+/// Most events one run may process (every run is bounded in simulated time
+/// too, by its deadline).
+const MAX_EVENTS: u64 = 5_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Endpoint {
@@ -389,7 +392,7 @@ impl World {
             .corrupt
             .zip(corrupt_id)
             .map(|((_, from, until), id)| (instance(id), rng.gen_range(from..until)));
-        let settle = 3_000 * MS + 40 * scenario.net.stable_delay.1;
+        let settle = 2_000 * MS + 40 * scenario.net.stable_delay.1;
         let deadline = heal + scenario.liveness;
 
         let mut world = World {
@@ -549,9 +552,18 @@ impl World {
     // ------------------------------------------------------------ the loop
 
     pub fn run(&mut self) {
+        let mut budget = MAX_EVENTS;
         while let Some(Reverse((at, order))) = self.queue.pop() {
             if !self.violations.is_empty() {
                 return; // the run already failed
+            }
+            if at > self.deadline + self.settle {
+                return; // messages still in flight long after the end
+            }
+            budget -= 1;
+            if budget == 0 {
+                self.violation(format!("more than {MAX_EVENTS} events: a message storm"));
+                return;
             }
             self.now = at;
             let event = self
