@@ -80,8 +80,16 @@ fn run_scenario(name: &str) {
     let keep_going = std::env::var("KEEP_GOING").is_ok_and(|v| v == "1");
     let seeds = seeds(name);
     let mut failed: Vec<(u64, String)> = Vec::new();
+    // Time spent on the runs that passed and on those that failed.
+    let (mut passing, mut failing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for &seed in &seeds {
-        if let Err(problem) = run_one(&scenario, seed) {
+        let started = std::time::Instant::now();
+        let verdict = run_one(&scenario, seed);
+        match verdict {
+            Ok(()) => passing += started.elapsed(),
+            Err(_) => failing += started.elapsed(),
+        }
+        if let Err(problem) = verdict {
             let replay = format!(
                 "replay with: SEED={seed} SCENARIO={name} cargo test -p cbase-net --test simulation {}",
                 name.replace('-', "_")
@@ -94,6 +102,14 @@ fn run_scenario(name: &str) {
             failed.push((seed, first));
         }
     }
+    let passed = seeds.len() - failed.len();
+    eprintln!(
+        "{name}: {passed} passed in {:.1} s ({:.0} ms each), {} failed in {:.1} s",
+        passing.as_secs_f64(),
+        passing.as_secs_f64() * 1000.0 / passed.max(1) as f64,
+        failed.len(),
+        failing.as_secs_f64()
+    );
     if !failed.is_empty() {
         panic!(
             "{name}: {} of {} seeds failed, first SEED={} SCENARIO={name}: {}",
@@ -103,7 +119,6 @@ fn run_scenario(name: &str) {
             failed[0].1
         );
     }
-    eprintln!("{name}: {} seeds passed", seeds.len());
 }
 
 macro_rules! scenario_tests {
