@@ -122,6 +122,8 @@ pub struct Execution<S: Service> {
     /// The agreed clock: the largest proposal timestamp executed so far.
     clock: u64,
     last_executed: Seq,
+    /// The client lanes with a request submitted in the batch being executed.
+    lanes_in_batch: std::collections::BTreeSet<(PublicKey, u32)>,
 }
 
 impl<S> Execution<S>
@@ -173,6 +175,7 @@ where
             shared,
             sink,
             next_tag: 0,
+            lanes_in_batch: std::collections::BTreeSet::new(),
             clock: 0,
             last_executed: 0,
         })
@@ -237,6 +240,7 @@ where
         // Agreed time never runs backwards, even if a primary's clock does.
         self.clock = self.clock.max(committed.proposal.timestamp);
         let mut index: u64 = 0;
+        self.lanes_in_batch.clear();
         for signed in committed.proposal.batches {
             let client = signed.batch.client;
             for request in signed.batch.requests {
@@ -269,7 +273,12 @@ where
             if request.number <= record.number {
                 // Already executed (a retransmission ordered twice, or a
                 // client reusing a number): answer from the cache, once.
-                if request.number == record.number {
+                // Not if the original is in this same proposal: its reply
+                // answers the client, and whether it had finished by now
+                // depends on thread timing, which must not decide what a
+                // replica sends.
+                let original_here = self.lanes_in_batch.contains(&(client, request.lane));
+                if request.number == record.number && !original_here {
                     if let Some(result) = record.reply.clone() {
                         let reply = Reply {
                             view,
@@ -287,6 +296,7 @@ where
             record.number = request.number;
             record.reply = None;
         }
+        self.lanes_in_batch.insert((client, request.lane));
         let tag = self.next_tag;
         self.next_tag += 1;
         let route = Route {

@@ -130,6 +130,34 @@ macro_rules! scenario_tests {
             }
         )*
 
+        /// One seed decides everything: the same run twice processes the
+        /// same events in the same order (the executor's threads, the
+        /// replies they produce, nothing may depend on timing).
+        #[test]
+        fn a_seed_replays_event_for_event() {
+            for scenario in scenarios().into_iter().filter(|s| {
+                ["lossy-network", "twins-n4-three-sides", "byzantine-backup", "oversized-requests"]
+                    .contains(&s.name)
+            }) {
+                for seed in 0..8 {
+                    let fingerprints: Vec<[u8; 32]> = (0..2)
+                        .map(|_| {
+                            let mut world = World::new(seed, scenario.clone());
+                            world.run();
+                            let fingerprint = *world.fingerprint.finalize().as_bytes();
+                            world.shutdown();
+                            fingerprint
+                        })
+                        .collect();
+                    assert_eq!(
+                        fingerprints[0], fingerprints[1],
+                        "{} seed {seed} ran differently twice",
+                        scenario.name
+                    );
+                }
+            }
+        }
+
         #[test]
         fn every_scenario_has_a_test() {
             let tested = [$($name),*];

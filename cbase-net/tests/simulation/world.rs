@@ -202,6 +202,9 @@ impl Client {
 }
 
 pub struct World {
+    /// A digest of every event the run processed, in order (time, kind,
+    /// endpoints, content): two runs of one seed must end with the same one.
+    pub fingerprint: blake3::Hasher,
     pub now: u64,
     pub rng: StdRng,
     order: u64,
@@ -418,6 +421,7 @@ impl World {
             restart,
             restarted: false,
             corrupt,
+            fingerprint: blake3::Hasher::new(),
             quiet_since: None,
             violations: Vec::new(),
             deadline,
@@ -465,6 +469,33 @@ impl World {
     }
 
     /// Correct instances that are up.
+    fn fingerprint_event(&mut self, at: u64, order: u64) {
+        let Some(event) = self.events.get(&order) else {
+            return;
+        };
+        let described = match event {
+            Event::ToReplica { from, to, message } => {
+                let content = match message {
+                    Delivery::Replica(m) => cbase_net::message::digest_of(m),
+                    Delivery::Client(b) => b.digest(),
+                };
+                format!("{at} {from:?}>{to} {content:?}")
+            }
+            Event::ToClient {
+                from,
+                client,
+                reply,
+            } => {
+                format!(
+                    "{at} {from}>c{client} {:?}",
+                    cbase_net::message::digest_of(reply)
+                )
+            }
+            Event::Tick => format!("{at} tick"),
+        };
+        self.fingerprint.update(described.as_bytes());
+    }
+
     /// When a live correct replica last entered a view.
     pub fn last_view_entered(&self) -> u64 {
         self.live_correct()
@@ -566,6 +597,7 @@ impl World {
                 return;
             }
             self.now = at;
+            self.fingerprint_event(at, order);
             let event = self
                 .events
                 .remove(&order)
