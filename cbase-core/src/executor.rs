@@ -67,6 +67,21 @@ pub enum ExecError {
         /// The panic message.
         message: String,
     },
+    /// The replicas refused the request before ordering it: signed with the
+    /// requests sent with it, it is larger than any proposal may be, so it
+    /// could never be ordered.
+    #[error(
+        "the request was refused unordered: its signed batch takes {bytes} bytes, more than \
+         the replicas' limit of {limit} (ProtocolConfig::max_batch_bytes); send smaller \
+         requests, or raise the limit on every replica and lower \
+         ClientConfig::max_request_bytes to match"
+    )]
+    TooLarge {
+        /// The encoded size of the signed batch.
+        bytes: u64,
+        /// The replicas' limit.
+        limit: u64,
+    },
 }
 
 impl ExecError {

@@ -195,6 +195,7 @@ impl LocalClusterBuilder {
                 protocol: self.protocol.clone(),
                 transport: self.transport.clone(),
                 executor: self.executor.clone(),
+                recovering: false,
             };
             let node = ReplicaNode::start(node_config, listener, make())
                 .await

@@ -137,6 +137,7 @@ where
         protocol: options.protocol,
         transport: options.transport,
         executor: options.executor,
+        recovering: true,
     };
     Ok(ReplicaNode::start(config, listener, service).await?)
 }

@@ -115,10 +115,13 @@ async fn start(running: &[ReplicaId], transport: TransportConfig) -> Cluster {
             protocol: ProtocolConfig {
                 checkpoint_interval: 4,
                 window: 16,
+                // A full proposal must fit the frames.
+                max_batch_bytes: transport.max_frame - cbase_net::protocol::PRE_PREPARE_OVERHEAD,
                 ..ProtocolConfig::default()
             },
             transport: transport.clone(),
             executor: ExecutorBuilder::new().workers(4),
+            recovering: false,
         };
         let service = Counter(Counts {
             counts: Table::new(),
@@ -564,44 +567,62 @@ async fn a_byzantine_replica_cannot_forge_or_crash_the_others() {
     cluster.shutdown().await;
 }
 
-/// A window whose view-change certificates could not fit a frame is refused
-/// at start, with the numbers and what to change, instead of a cluster that
-/// could never complete a view change.
+/// A window whose view-change certificates could not fit a frame, or a
+/// proposal limit a frame cannot carry, is refused at start, with the
+/// numbers and what to change, instead of a cluster that could never complete
+/// a view change or send a full proposal.
 #[tokio::test]
-async fn a_window_whose_certificates_outgrow_a_frame_is_refused_at_start() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let replicas = (0..4u32)
-        .map(|id| ReplicaEntry {
-            id,
-            address: format!("127.0.0.1:{}", 9100 + id),
-            public_key: secret(id as u8).public(),
-        })
-        .collect();
-    let node_config = NodeConfig {
+async fn sizes_a_frame_cannot_carry_are_refused_at_start() {
+    let small_frames = |protocol: ProtocolConfig| NodeConfig {
         id: 0,
-        cluster: ClusterConfig { f: 1, replicas },
-        secret: secret(0),
-        protocol: ProtocolConfig {
-            checkpoint_interval: 4,
-            window: 4096,
-            ..ProtocolConfig::default()
+        cluster: ClusterConfig {
+            f: 1,
+            replicas: (0..4u32)
+                .map(|id| ReplicaEntry {
+                    id,
+                    address: format!("127.0.0.1:{}", 9100 + id),
+                    public_key: secret(id as u8).public(),
+                })
+                .collect(),
         },
+        secret: secret(0),
+        protocol,
         transport: TransportConfig {
             max_frame: 64 * 1024,
             ..TransportConfig::default()
         },
         executor: ExecutorBuilder::new().workers(1),
+        recovering: false,
     };
-    let service = Counter(Counts {
-        counts: Table::new(),
-    });
-    let error = ReplicaNode::start(node_config, listener, service)
-        .await
-        .err()
-        .expect("refused");
-    let message = error.to_string();
+    let refusal = |protocol| async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let service = Counter(Counts {
+            counts: Table::new(),
+        });
+        ReplicaNode::start(small_frames(protocol), listener, service)
+            .await
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    // A window whose new-views would outgrow the frame.
+    let message = refusal(ProtocolConfig {
+        checkpoint_interval: 4,
+        window: 4096,
+        max_batch_bytes: 1024,
+        ..ProtocolConfig::default()
+    })
+    .await;
     assert!(
         message.contains("frame limit of 65536 bytes") && message.contains("window"),
         "{message}"
     );
+    // A full proposal larger than the frame.
+    let message = refusal(ProtocolConfig {
+        checkpoint_interval: 4,
+        window: 16,
+        ..ProtocolConfig::default()
+    })
+    .await;
+    assert!(message.contains("max_batch_bytes"), "{message}");
 }

@@ -105,20 +105,28 @@ async fn a_request_too_large_to_be_ordered_fails_at_once_and_the_next_succeeds()
     cluster.shutdown().await;
 }
 
-/// The limit on one signed batch in the test below, and the replicas' frame
-/// limit just above it: a batch over the limit would not even be read.
+/// The limit on one signed batch in the test below, and the frame limit just
+/// above it (room for the pre-prepare around a full proposal): a batch over
+/// the limit would not even be read.
 const LIMIT: usize = 64 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_fit_alone_never_fail_because_of_their_neighbours() {
     let transport = TransportConfig {
-        max_frame: LIMIT + 64,
+        max_frame: LIMIT + cbase_net::protocol::PRE_PREPARE_OVERHEAD,
         ..TransportConfig::default()
     };
     let cluster = LocalCluster::builder()
         .replicas(4)
         .workers(2)
         .transport(transport.clone())
+        .protocol(cbase_net::ProtocolConfig {
+            // Certificates of a small window fit these small frames.
+            checkpoint_interval: 8,
+            window: 32,
+            max_batch_bytes: LIMIT,
+            ..cbase_net::ProtocolConfig::default()
+        })
         .start(store)
         .await
         .unwrap();
@@ -188,4 +196,39 @@ async fn a_limit_that_frames_cannot_carry_is_refused() {
         cbase_net::NetClient::connect(cluster.clone(), config(1 << 20, (1 << 20) + fits)).is_ok()
     );
     assert!(cbase_net::NetClient::connect(cluster, ClientConfig::default()).is_ok());
+}
+
+/// A client whose limit is above the replicas' still gets a clear answer:
+/// every correct replica refuses the batch unordered with the same error,
+/// so the client has f+1 matching refusals instead of waiting in vain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_refuse_a_batch_larger_than_any_proposal_with_an_error() {
+    let limit = 64 * 1024;
+    let cluster = LocalCluster::builder()
+        .replicas(4)
+        .workers(2)
+        .protocol(cbase_net::ProtocolConfig {
+            max_batch_bytes: limit,
+            ..cbase_net::ProtocolConfig::default()
+        })
+        .start(store)
+        .await
+        .unwrap();
+    // The client believes 1 MiB is fine.
+    let client = cluster.client().unwrap();
+    let result: Result<Option<usize>, ClientError> = client.call(&put("big", 200 * 1024)).await;
+    let Err(ClientError::Exec(cbase_core::ExecError::TooLarge { bytes, limit: said })) = result
+    else {
+        panic!("refused by the replicas: {result:?}");
+    };
+    assert_eq!(said, limit as u64);
+    assert!(bytes > 200 * 1024);
+    let small: Option<usize> = client.call(&put("small", 10)).await.unwrap();
+    assert_eq!(small, Some(10));
+    let refused: u64 = cluster
+        .replicas()
+        .map(|r| r.metrics().oversized_requests.load(Ordering::Relaxed))
+        .sum();
+    assert!(refused >= 2, "at least f+1 replicas refused it: {refused}");
+    cluster.shutdown().await;
 }

@@ -19,8 +19,9 @@ use cbase_net::transport::TransportConfig;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-/// Frames of at most 16 KiB: the state below grows to about 200 KiB.
-const MAX_FRAME: usize = 16 * 1024;
+/// Frames of at most 32 KiB (room for the new-views of a window of 16): the
+/// state below grows to about 200 KiB.
+const MAX_FRAME: usize = 32 * 1024;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Put {
@@ -81,6 +82,8 @@ async fn start_replica(
             window: 16,
             request_timeout: 300_000_000,
             view_change_timeout: 600_000_000,
+            // A full proposal must fit the small frames.
+            max_batch_bytes: MAX_FRAME / 2,
             ..ProtocolConfig::default()
         },
         transport: TransportConfig {
@@ -88,6 +91,7 @@ async fn start_replica(
             ..TransportConfig::default()
         },
         executor: ExecutorBuilder::new().workers(4),
+        recovering: false,
     };
     let service = Store(Blobs {
         blobs: Table::new(),
@@ -168,7 +172,13 @@ async fn a_replica_that_was_down_fetches_a_state_larger_than_a_frame_in_chunks()
     // From the installed state on, replica 3 takes the checkpoints the others
     // take: one it computed itself, after the outage, agrees with replica 0's.
     loop {
-        assert!(Instant::now() < deadline, "replica 3 never caught up");
+        assert!(
+            Instant::now() < deadline,
+            "replica 3 never caught up: {:?} {:?} {:?}",
+            late.metrics().protocol.lock(),
+            late.metrics().checkpoints.lock(),
+            nodes[0].metrics().checkpoints.lock()
+        );
         put_all(&client, next..next + 4).await;
         next += 4;
         let ours = late.metrics().checkpoints.lock().clone();

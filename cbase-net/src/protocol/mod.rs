@@ -27,6 +27,7 @@ mod certificates;
 mod held;
 mod pending;
 mod proposals;
+mod recovery;
 mod slot;
 mod state_transfer;
 #[cfg(test)]
@@ -94,6 +95,11 @@ pub struct ProtocolConfig {
     /// A backup refuses (does not prepare) a proposal stamped further ahead.
     pub max_clock_skew: u64,
 }
+
+/// The most bytes a pre-prepare (and the message around it) adds to the
+/// client batches of its proposal: a frame must hold `max_batch_bytes` plus
+/// this.
+pub const PRE_PREPARE_OVERHEAD: usize = 1024;
 
 impl ProtocolConfig {
     /// The largest certificate message this configuration can produce in
@@ -364,6 +370,8 @@ pub struct Replica {
     future_checkpoints: BTreeMap<ReplicaId, Checkpoint>,
     /// Our own checkpoint digests not yet stable.
     own_checkpoints: BTreeMap<Seq, Hash>,
+    /// Set while a replica that restarted without its memory may not vote.
+    recovery: Option<recovery::Recovery>,
     /// The latest time given to `handle`; the primary stamps proposals with it.
     now: u64,
     stats: Stats,
@@ -432,9 +440,33 @@ impl Replica {
             installing: None,
             future_checkpoints: BTreeMap::new(),
             own_checkpoints: BTreeMap::new(),
+            recovery: None,
             now: 0,
             stats: Stats::default(),
         }
+    }
+
+    /// A replica that restarted without its memory (see [`recovery`]): it
+    /// only learns what the others commit until it has voted its way into a
+    /// view above every view it hears of, so it cannot contradict what it
+    /// said before the restart. A replica process that keeps no state on
+    /// disk should always start this way; the cost on a cluster's first
+    /// start is one view change.
+    pub fn restarted(
+        id: ReplicaId,
+        cluster: &ClusterConfig,
+        secret: SecretKey,
+        config: ProtocolConfig,
+    ) -> Replica {
+        let mut replica = Replica::new(id, cluster, secret, config);
+        replica.recovery = Some(recovery::Recovery::new());
+        replica
+    }
+
+    /// Whether this replica is still recovering from a restart (it votes in
+    /// no view yet).
+    pub fn recovering(&self) -> bool {
+        self.recovery.is_some()
     }
 
     /// This replica's id.
@@ -531,6 +563,9 @@ impl Replica {
         if from as usize >= self.n || from == self.id {
             self.stats.wrong_sender += 1;
             return;
+        }
+        if let Some(recovery) = &mut self.recovery {
+            recovery.hear(&message);
         }
         match message {
             ReplicaMessage::PrePrepare(pre_prepare) => self.on_pre_prepare(from, pre_prepare, out),
@@ -702,10 +737,21 @@ impl Replica {
     fn propose(&mut self, out: &mut Vec<Output>) {
         while !self.pending.is_empty()
             && self.status == Status::Normal
+            && self.recovery.is_none()
             && self.is_primary()
             && self.next_seq <= self.high()
             && self.in_flight() < self.config.pipeline
         {
+            if self
+                .log
+                .get(&self.next_seq)
+                .is_some_and(|slot| slot.header.is_some())
+            {
+                // Never two proposals for one slot: this one is taken (a
+                // pre-prepare of this view relayed back, say).
+                self.next_seq += 1;
+                continue;
+            }
             let mut batches = Vec::new();
             let (mut requests, mut bytes) = (0, 0);
             while let Some(next) = self.pending.front() {
@@ -875,8 +921,11 @@ impl Replica {
     /// executes it. So a replica that suspected the primary alone (a lost
     /// message, a slow link) stays as current as its peers while its vote
     /// waits for company, instead of falling behind until the next view.
+    ///
+    /// A replica recovering from a restart learns the same way (see
+    /// [`recovery`]).
     fn learning(&self) -> bool {
-        self.status != Status::Normal
+        self.status != Status::Normal || self.recovery.is_some()
     }
 
     /// Records a checked pre-prepare and sends this backup's prepare.
@@ -901,6 +950,10 @@ impl Replica {
     fn accept_header(&mut self, header: PrePrepareHeader, out: &mut Vec<Output>) {
         let (view, seq, digest) = (header.view, header.seq, header.digest);
         self.log.entry(seq).or_default().header = Some(header);
+        if self.learning() {
+            self.advance(seq, out);
+            return;
+        }
         let signature = self.secret.sign(
             domain::PREPARE,
             &prepare_header(view, seq, &digest, self.id),
@@ -1166,6 +1219,11 @@ impl Replica {
     }
 
     fn try_stabilize(&mut self, seq: Seq, out: &mut Vec<Output>) {
+        if self.installing.is_some() {
+            // A transferred state is replacing ours: our checkpoints are
+            // judged again once it is in (see `on_state_installed`).
+            return;
+        }
         let Some(votes) = self.checkpoint_votes.get(&seq) else {
             return;
         };
@@ -1197,6 +1255,12 @@ impl Replica {
     /// Moves the low watermark to `seq`, proven by `proof` (a quorum of
     /// signed votes for `state`), and discards everything below it.
     fn stabilize(&mut self, seq: Seq, state: Hash, proof: Vec<Checkpoint>, out: &mut Vec<Output>) {
+        if self.installing.is_none() && self.behind.as_ref().is_some_and(|b| b.target.seq <= seq) {
+            // Whatever this replica was fetching (or repairing) is older than
+            // a checkpoint it now has right: no longer needed.
+            self.behind = None;
+            self.transfer = state_transfer::Transfer::default();
+        }
         self.stable_proof = proof;
         self.stable_state = state;
         self.low = seq;

@@ -400,5 +400,15 @@ impl Replica {
             self.log = self.log.split_off(&(seq + 1));
         }
         self.deliver(out);
+        // Votes for later checkpoints that came while the state was being
+        // installed (they were set aside; see `try_stabilize`).
+        let later: Vec<Seq> = self
+            .checkpoint_votes
+            .range(seq + 1..)
+            .map(|(s, _)| *s)
+            .collect();
+        for later in later {
+            self.try_stabilize(later, out);
+        }
     }
 }

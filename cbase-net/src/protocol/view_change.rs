@@ -139,6 +139,9 @@ impl Replica {
 
     /// Votes to move to `target` and stops taking part in the current view.
     fn start_view_change(&mut self, target: View, out: &mut Vec<Output>) {
+        if let Some(recovery) = &mut self.recovery {
+            recovery.vote();
+        }
         self.stats.view_changes_started += 1;
         self.backoff.suspect(self.now, &self.config);
         self.backoff.vote(self.now);
@@ -229,10 +232,16 @@ impl Replica {
 
     /// As the primary of `target`, starts it once 2f+1 view-changes are in.
     fn try_new_view(&mut self, target: View, out: &mut Vec<Output>) {
-        if self.primary_of(target) != self.id || target <= self.view || target != self.heading_to()
+        // After a restart, it may have built a new-view for this view before.
+        let may_have_built = self.recovery.is_some_and(|r| r.covers(target));
+        if self.primary_of(target) != self.id
+            || target <= self.view
+            || target != self.heading_to()
+            || may_have_built
         {
-            // Not ours to build, past, or below a view this replica voted
-            // for (the votes for `target` may predate what it prepared since).
+            // Not ours to build, past, below a view this replica voted for
+            // (the votes for `target` may predate what it prepared since), or
+            // possibly built already before a restart.
             return;
         }
         let Some(votes) = self.view_changes.get(&target) else {
@@ -280,7 +289,12 @@ impl Replica {
         // by the new primary), so any replica may relay it to one that
         // missed it.
         let _ = from;
-        if new_view.view <= self.view || new_view.view < self.heading_to() {
+        // A replica recovering from a restart votes in no view it enters this
+        // way (see `recovery`), so following the others into a view below
+        // one it voted for breaks no promise: its vote carried nothing it
+        // prepared, and it prepares nothing there.
+        let below_vote = new_view.view < self.heading_to() && self.recovery.is_none();
+        if new_view.view <= self.view || below_vote {
             self.stats.stale += 1;
             return;
         }
@@ -331,6 +345,9 @@ impl Replica {
     fn enter_view(&mut self, new_view: NewView, out: &mut Vec<Output>) {
         self.last_new_view = Some(new_view.clone());
         self.backoff.entered_view(self.now);
+        if self.recovery.is_some_and(|r| r.ends_at(new_view.view)) {
+            self.recovery = None;
+        }
         let plan = plan_new_view(&new_view.view_changes);
         self.view = new_view.view;
         self.status = Status::Normal;

@@ -101,6 +101,9 @@ pub(super) struct Inbound {
     pub clients: ClientQueues,
     pub execution: Arc<ExecutionShared>,
     pub metrics: Arc<NodeMetrics>,
+    /// The largest signed client batch the protocol accepts
+    /// (`ProtocolConfig::max_batch_bytes`).
+    pub max_batch_bytes: usize,
 }
 
 /// Accepts connections until aborted; aborting it aborts every connection task.
@@ -226,6 +229,21 @@ async fn serve_client(
                 .iter()
                 .map(|r| (r.lane, r.number))
                 .collect();
+            // A batch no proposal could carry is refused here, with a reply
+            // that says so: every correct replica sends the same one, so the
+            // client gets f+1 matching refusals instead of waiting in vain.
+            let bytes = encoded_len(&batch);
+            if bytes > inbound.max_batch_bytes {
+                inbound
+                    .metrics
+                    .oversized_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                for reply in refusals(&inbound.execution, &numbers, bytes, inbound.max_batch_bytes)
+                {
+                    let _ = replies.try_send(reply);
+                }
+                continue;
+            }
             // A retransmission of requests already executed is answered from
             // the reply cache, without going through agreement again.
             if let Some(cached) = inbound.execution.cached_replies(&key, &numbers, 0) {
@@ -268,4 +286,34 @@ async fn write_replies(mut writer: FrameWriter, mut queue: mpsc::Receiver<Reply>
             return;
         }
     }
+}
+
+/// The encoded size of a signed batch, as the protocol measures it.
+fn encoded_len(batch: &crate::message::SignedBatch) -> usize {
+    codec::encode(batch).map_or(usize::MAX, |bytes| bytes.len())
+}
+
+/// One `TooLarge` reply per request of a batch the protocol would refuse.
+fn refusals(
+    execution: &ExecutionShared,
+    numbers: &[(u32, u64)],
+    bytes: usize,
+    limit: usize,
+) -> Vec<Reply> {
+    let refusal: Result<(), cbase_core::ExecError> = Err(cbase_core::ExecError::TooLarge {
+        bytes: bytes as u64,
+        limit: limit as u64,
+    });
+    // The error's encoding does not depend on the response type.
+    let result = codec::encode(&refusal).expect("errors always encode");
+    numbers
+        .iter()
+        .map(|&(lane, number)| Reply {
+            view: 0,
+            lane,
+            number,
+            replica: execution.replica(),
+            result: result.clone(),
+        })
+        .collect()
 }

@@ -82,6 +82,11 @@ pub struct ExecutionShared {
 }
 
 impl ExecutionShared {
+    /// The replica this execution belongs to.
+    pub fn replica(&self) -> ReplicaId {
+        self.replica
+    }
+
     /// Cached replies for requests of `batch` already executed; `None` if
     /// any request in it is new (the batch must then go to agreement).
     pub fn cached_replies(

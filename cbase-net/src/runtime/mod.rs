@@ -53,6 +53,13 @@ pub struct NodeConfig {
     pub transport: TransportConfig,
     /// Worker pool and window of the executor.
     pub executor: ExecutorBuilder,
+    /// Start as a replica that may have run before and lost its memory
+    /// ([`Replica::restarted`]): it votes only once it has voted its way
+    /// into a view above all it hears of, so it cannot contradict votes it
+    /// cast before a restart. Replicas keep no state on disk, so a replica
+    /// process should set this; a cluster whose replicas all start together
+    /// for the first time (a [`LocalCluster`](crate::LocalCluster)) need not.
+    pub recovering: bool,
 }
 
 /// Why a replica could not start.
@@ -67,6 +74,19 @@ pub enum NodeError {
     /// The id is not in the cluster file.
     #[error("replica {0} is not in the cluster file")]
     UnknownReplica(ReplicaId),
+    /// A full proposal would not fit a frame, so the primary could not send it.
+    #[error(
+        "a pre-prepare can carry {max_batch_bytes} bytes of requests \
+         (ProtocolConfig::max_batch_bytes) plus its own header, more than the transport's \
+         frame limit of {max_frame} bytes: lower max_batch_bytes or raise \
+         TransportConfig::max_frame"
+    )]
+    ProposalsTooLarge {
+        /// The configured proposal limit.
+        max_batch_bytes: usize,
+        /// The frame limit.
+        max_frame: usize,
+    },
     /// A view change in this cluster could carry certificates larger than a
     /// frame, so it could never be sent.
     #[error(
@@ -117,6 +137,8 @@ pub struct NodeMetrics {
     pub dropped_sends: AtomicU64,
     /// Requests answered from the reply cache without agreement.
     pub cached_replies: AtomicU64,
+    /// Client batches refused unordered for being larger than any proposal.
+    pub oversized_requests: AtomicU64,
     /// The newest checkpoints taken (at most [`CHECKPOINT_HISTORY`]), oldest
     /// first: (seq, digest). A replica that caught up by state transfer has a
     /// gap where it did not execute, so compare replicas by sequence number.
@@ -309,6 +331,16 @@ impl ReplicaNode {
         if *expected != config.secret.public() {
             return Err(NodeError::WrongKey(id));
         }
+        let proposal = config
+            .protocol
+            .max_batch_bytes
+            .saturating_add(crate::protocol::PRE_PREPARE_OVERHEAD);
+        if proposal > config.transport.max_frame {
+            return Err(NodeError::ProposalsTooLarge {
+                max_batch_bytes: config.protocol.max_batch_bytes,
+                max_frame: config.transport.max_frame,
+            });
+        }
         let certificates = config.protocol.largest_certificate_bytes(&config.cluster);
         if certificates > config.transport.max_frame as u64 {
             return Err(NodeError::CertificatesTooLarge {
@@ -394,11 +426,17 @@ impl ReplicaNode {
                 clients,
                 execution: execution_shared,
                 metrics: Arc::clone(&metrics),
+                max_batch_bytes: config.protocol.max_batch_bytes,
             },
         )));
 
         let mut state_server = state_server::StateServer::new(config.transport.max_frame);
-        let mut replica = Replica::new(
+        let start = if config.recovering {
+            Replica::restarted
+        } else {
+            Replica::new
+        };
+        let mut replica = start(
             id,
             &config.cluster,
             config.secret.clone(),

@@ -132,6 +132,7 @@ fn new_node(
     cluster: &ClusterConfig,
     protocol: &ProtocolConfig,
     clock_offset: u64,
+    restarted: bool,
 ) -> Node {
     let collected = Arc::new(Mutex::new(Collected::default()));
     let execution = Execution::start(
@@ -143,7 +144,12 @@ fn new_node(
     .expect("the bank starts");
     Node {
         id,
-        replica: Replica::new(id, cluster, key.clone(), protocol.clone()),
+        replica: if restarted {
+            // As a replica process without a disk starts: it may have run.
+            Replica::restarted(id, cluster, key.clone(), protocol.clone())
+        } else {
+            Replica::new(id, cluster, key.clone(), protocol.clone())
+        },
         execution,
         collected,
         crashed: false,
@@ -322,7 +328,7 @@ impl World {
             .iter()
             .map(|id| {
                 let offset = rng.gen_range(0..=scenario.clock_skew);
-                new_node(*id, &keys[*id as usize], &cluster, &protocol, offset)
+                new_node(*id, &keys[*id as usize], &cluster, &protocol, offset, false)
             })
             .collect();
 
@@ -677,6 +683,7 @@ impl World {
                     &self.cluster,
                     &self.protocol,
                     offset,
+                    true,
                 );
                 let old = std::mem::replace(&mut self.nodes[instance], fresh);
                 old.execution.shutdown();

@@ -988,3 +988,115 @@ fn a_replica_that_suspected_alone_keeps_executing_what_the_others_commit() {
     assert_eq!(net.executed_requests(3).len(), 3);
     assert_one_order(&net);
 }
+
+/// Found by the simulation: a primary that restarted without its memory
+/// proposed again at a sequence number it had used before the restart, and
+/// executed its second proposal where everyone else had executed the first.
+/// A restarted replica votes in no view it may have acted in.
+#[test]
+fn a_primary_restarted_without_memory_does_not_reuse_a_sequence_number() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    assert_eq!(net.executed_requests(3), vec![1]);
+    // Replica 0, the primary, restarts with nothing.
+    net.replicas[0] = Replica::restarted(0, &cluster, secrets[0].clone(), small());
+    net.executed[0].clear();
+    assert!(net.replicas[0].recovering());
+    net.input(0, Input::Client(client_batch(&client, 1, 1)));
+    net.run();
+    assert_eq!(
+        net.replicas[0].stats().proposals,
+        0,
+        "no proposal while recovering"
+    );
+    // The client retries with everyone; the backups replace the primary.
+    net.broadcast_client(&client_batch(&client, 1, 1));
+    for _ in 0..6 {
+        net.advance(SECOND / 2);
+    }
+    assert_one_order(&net);
+    for replica in 0..4 {
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 1],
+            "replica {replica}"
+        );
+    }
+    // It followed the others into view 1 as a learner: it may have acted
+    // there before the restart, for all it knows.
+    assert_eq!(net.replicas[0].view(), 1);
+    assert!(net.replicas[0].recovering());
+    // The next view change takes it above every view it heard of: an
+    // ordinary replica again.
+    net.drop_rule = Some(Box::new(|from, _, _| from == 1));
+    net.broadcast_client(&client_batch(&client, 2, 1));
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+    }
+    net.drop_rule = None;
+    net.advance(SECOND / 2);
+    assert!(net.replicas[0].view() >= 2);
+    assert!(
+        !net.replicas[0].recovering(),
+        "it voted its way into a new view"
+    );
+    assert_one_order(&net);
+    assert_eq!(net.executed_requests(0), vec![1, 1, 1]);
+}
+
+/// Found by the simulation: a replica that learned it diverged kept
+/// repairing an old checkpoint after its state had come right again (its
+/// own later checkpoint matched the quorum's); installing the old state then
+/// left it below its own stable checkpoint, with the log to catch up gone.
+#[test]
+fn a_repair_made_moot_by_a_later_matching_checkpoint_is_dropped() {
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    commit_by_hand(&mut r, &secrets, 8);
+    let client = SecretKey::from_seed([9; 32]);
+    let (bytes, digest) = state_with(&client);
+    let mut out = Vec::new();
+    r.handle(
+        2,
+        Input::CheckpointTaken {
+            seq: 4,
+            state: [1; 32],
+        },
+        &mut out,
+    );
+    for voter in [0, 2, 3] {
+        deliver(&mut r, voter, vote(&secrets, voter, 4, digest));
+    }
+    let out = tick(&mut r, 3);
+    let (peer, _) = state_request(&out).expect("the repair starts");
+    // Its state at 8 agrees with the quorum's: stable, the repair is moot.
+    let mut out = Vec::new();
+    r.handle(
+        4,
+        Input::CheckpointTaken {
+            seq: 8,
+            state: [8; 32],
+        },
+        &mut out,
+    );
+    for voter in [0, 2, 3] {
+        out.extend(deliver(&mut r, voter, vote(&secrets, voter, 8, [8; 32])));
+    }
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Stable { seq: 8, .. }))
+    );
+    assert_eq!(r.low_watermark(), 8);
+    let late = ReplicaMessage::StateReply {
+        seq: 4,
+        offset: 0,
+        total: bytes.len() as u64,
+        chunk: bytes,
+    };
+    let out = deliver(&mut r, peer, late);
+    assert!(out.is_empty(), "the old state is not installed: {out:?}");
+    assert_eq!(r.delivered(), 8);
+}

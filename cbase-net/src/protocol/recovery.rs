@@ -1,0 +1,69 @@
+//! A replica that restarted without its memory must not contradict what it
+//! said before.
+//!
+//! A replica keeps nothing across a restart yet (no disk), so after one it
+//! does not know which views it voted in, what it prepared or, as a primary,
+//! which sequence numbers it already assigned. Voting again in such a view
+//! could contradict its earlier votes: as a primary it would assign a
+//! sequence number twice, as a backup it could prepare a second proposal.
+//! So a replica started with [`Replica::restarted`](super::Replica::restarted)
+//! only *learns* (executes what the others commit, fetches checkpoints) in
+//! every view up to the highest one it hears of before it first votes for a
+//! view change (the floor), and never builds a new-view for such a view. It
+//! does vote in view changes, so that a cluster with one crashed replica and
+//! one restarted one still reaches a quorum of votes; once it enters a view
+//! above the floor, it cannot have acted there before, and it is an ordinary
+//! replica again. (Its votes cannot carry what it prepared before the
+//! restart, so while it recovers it counts against f.)
+
+use crate::message::{ReplicaMessage, View};
+
+/// The state of a replica recovering from a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Recovery {
+    /// The highest view heard of: the replica takes part in no view up to it.
+    pub floor: View,
+    /// Set at its first view-change vote: the floor no longer moves.
+    pub frozen: bool,
+}
+
+impl Recovery {
+    pub fn new() -> Recovery {
+        Recovery {
+            floor: 0,
+            frozen: false,
+        }
+    }
+
+    /// Raises the floor to the view a message shows, until frozen.
+    pub fn hear(&mut self, message: &ReplicaMessage) {
+        if self.frozen {
+            return;
+        }
+        let view = match message {
+            ReplicaMessage::PrePrepare(m) => m.view,
+            ReplicaMessage::Prepare(m) => m.view,
+            ReplicaMessage::Commit(m) => m.view,
+            ReplicaMessage::ViewChange(m) => m.body.new_view,
+            ReplicaMessage::NewView(m) => m.view,
+            ReplicaMessage::Status(m) => m.changing_to.unwrap_or(m.view).max(m.view),
+            _ => return,
+        };
+        self.floor = self.floor.max(view);
+    }
+
+    /// The replica votes for a view change: the floor stops moving.
+    pub fn vote(&mut self) {
+        self.frozen = true;
+    }
+
+    /// Whether the replica may have acted in `view` before the restart.
+    pub fn covers(&self, view: View) -> bool {
+        view <= self.floor
+    }
+
+    /// Whether entering `view` ends the recovery.
+    pub fn ends_at(&self, view: View) -> bool {
+        self.frozen && !self.covers(view)
+    }
+}
