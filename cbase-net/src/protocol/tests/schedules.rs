@@ -526,6 +526,25 @@ fn commit_by_hand(r: &mut Replica, secrets: &[SecretKey], last: Seq) -> Vec<Outp
     out
 }
 
+/// Replica `r` (1) reports a wrong digest at checkpoint 4, and replicas 0, 2
+/// and 3 then vote for the right one: the right state's bytes, its digest,
+/// and what `r` did on the votes.
+fn quorum_disagrees_at_4(r: &mut Replica, secrets: &[SecretKey]) -> (Vec<u8>, Hash, Vec<Output>) {
+    let client = SecretKey::from_seed([9; 32]);
+    let (bytes, digest) = state_with(&client);
+    let mut out = Vec::new();
+    let wrong = Input::CheckpointTaken {
+        seq: 4,
+        state: [1; 32],
+    };
+    r.handle(2, wrong, &mut out);
+    let mut out = Vec::new();
+    for voter in [0, 2, 3] {
+        out.extend(deliver(r, voter, vote(secrets, voter, 4, digest)));
+    }
+    (bytes, digest, out)
+}
+
 /// Defect: a replica that learned its state diverged from the quorum's only
 /// logged it; it must fetch the certified state and execute on from it.
 #[test]
@@ -539,21 +558,7 @@ fn a_replica_that_diverged_repairs_itself_and_executes_on() {
         .count();
     assert_eq!(executed, 5);
     // Its state at 4 is wrong; the quorum's is right.
-    let client = SecretKey::from_seed([9; 32]);
-    let (bytes, digest) = state_with(&client);
-    let mut out = Vec::new();
-    r.handle(
-        2,
-        Input::CheckpointTaken {
-            seq: 4,
-            state: [1; 32],
-        },
-        &mut out,
-    );
-    let mut out = Vec::new();
-    for voter in [0, 2, 3] {
-        out.extend(deliver(&mut r, voter, vote(&secrets, voter, 4, digest)));
-    }
+    let (bytes, digest, out) = quorum_disagrees_at_4(&mut r, &secrets);
     assert_eq!(
         out.iter()
             .filter(|o| matches!(o, Output::Diverged { seq: 4, .. }))
@@ -1056,20 +1061,7 @@ fn a_repair_made_moot_by_a_later_matching_checkpoint_is_dropped() {
     let (cluster, secrets) = cluster(4);
     let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
     commit_by_hand(&mut r, &secrets, 8);
-    let client = SecretKey::from_seed([9; 32]);
-    let (bytes, digest) = state_with(&client);
-    let mut out = Vec::new();
-    r.handle(
-        2,
-        Input::CheckpointTaken {
-            seq: 4,
-            state: [1; 32],
-        },
-        &mut out,
-    );
-    for voter in [0, 2, 3] {
-        deliver(&mut r, voter, vote(&secrets, voter, 4, digest));
-    }
+    let (bytes, _, _) = quorum_disagrees_at_4(&mut r, &secrets);
     let out = tick(&mut r, 3);
     let (peer, _) = state_request(&out).expect("the repair starts");
     // Its state at 8 agrees with the quorum's: stable, the repair is moot.
