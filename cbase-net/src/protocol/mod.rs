@@ -446,10 +446,12 @@ impl Replica {
         }
     }
 
-    /// A replica that restarted without its memory (see [`recovery`]): it
-    /// only learns what the others commit until it has voted its way into a
-    /// view above every view it hears of, so it cannot contradict what it
-    /// said before the restart. A replica process that keeps no state on
+    /// A replica that restarted without its memory: it only learns what the
+    /// others commit (executes it, fetches checkpoints) in every view it may
+    /// have acted in before (up to the highest it hears of before its first
+    /// view-change vote), builds no new-view for such a view, and becomes an
+    /// ordinary replica once it enters a later view, so it cannot contradict
+    /// what it said before the restart. Until then it counts against f. A replica process that keeps no state on
     /// disk should always start this way; the cost on a cluster's first
     /// start is one view change.
     pub fn restarted(
