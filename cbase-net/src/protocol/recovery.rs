@@ -25,6 +25,8 @@ pub(super) struct Recovery {
     pub floor: View,
     /// Set at its first view-change vote: the floor no longer moves.
     pub frozen: bool,
+    /// The highest view it has voted for since the restart.
+    pub voted: View,
 }
 
 impl Recovery {
@@ -32,6 +34,7 @@ impl Recovery {
         Recovery {
             floor: 0,
             frozen: false,
+            voted: 0,
         }
     }
 
@@ -52,9 +55,10 @@ impl Recovery {
         self.floor = self.floor.max(view);
     }
 
-    /// The replica votes for a view change: the floor stops moving.
-    pub fn vote(&mut self) {
+    /// The replica votes for view `target`: the floor stops moving.
+    pub fn vote(&mut self, target: View) {
         self.frozen = true;
+        self.voted = self.voted.max(target);
     }
 
     /// Whether the replica may have acted in `view` before the restart.
@@ -62,8 +66,52 @@ impl Recovery {
         view <= self.floor
     }
 
-    /// Whether entering `view` ends the recovery.
+    /// Whether entering `view` ends the recovery: a view above every one
+    /// it may have acted in before the restart, and not below one it voted
+    /// for since (it may follow the others into such a view, but only to
+    /// learn: voting there would break the promise of its vote).
     pub fn ends_at(&self, view: View) -> bool {
-        self.frozen && !self.covers(view)
+        self.frozen && !self.covers(view) && view >= self.voted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Status;
+
+    fn status(view: View, changing_to: Option<View>) -> ReplicaMessage {
+        ReplicaMessage::Status(Status {
+            view,
+            changing_to,
+            delivered: 0,
+            low: 0,
+            replica: 0,
+        })
+    }
+
+    #[test]
+    fn a_recovering_replica_votes_again_only_above_every_view_it_heard_of() {
+        let mut recovery = Recovery::new();
+        recovery.hear(&status(3, Some(4)));
+        assert!(recovery.covers(4), "it may have entered view 4 before");
+        assert!(!recovery.ends_at(5), "not before it has voted");
+        recovery.vote(5);
+        recovery.hear(&status(9, None));
+        assert_eq!(recovery.floor, 4, "the floor stops at the first vote");
+        assert!(!recovery.ends_at(4));
+        assert!(recovery.ends_at(5));
+    }
+
+    /// Found by the simulation: a recovering replica that voted for view 2
+    /// followed the others into view 1 and, its recovery over, voted there.
+    #[test]
+    fn following_the_others_below_its_own_vote_keeps_it_learning() {
+        let mut recovery = Recovery::new();
+        recovery.vote(1);
+        recovery.vote(2);
+        assert!(!recovery.ends_at(1), "below its vote for view 2: learner");
+        assert!(recovery.ends_at(2));
+        assert!(recovery.ends_at(3));
     }
 }

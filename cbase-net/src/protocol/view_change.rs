@@ -140,7 +140,7 @@ impl Replica {
     /// Votes to move to `target` and stops taking part in the current view.
     fn start_view_change(&mut self, target: View, out: &mut Vec<Output>) {
         if let Some(recovery) = &mut self.recovery {
-            recovery.vote();
+            recovery.vote(target);
         }
         self.stats.view_changes_started += 1;
         self.backoff.suspect(self.now, &self.config);
