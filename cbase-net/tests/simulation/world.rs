@@ -1039,7 +1039,7 @@ impl World {
                 };
                 format!(
                     "instance {i} (replica {}, {role}): crashed {}, view {}, changing to {:?}, \
-                     delivered {}, low {}, pending {}, log {}, {:?}",
+                     delivered {}, low {}, pending {}, log {}, missing proposals {}, recovering {}, {:?}",
                     n.id,
                     n.crashed,
                     n.replica.view(),
@@ -1048,6 +1048,8 @@ impl World {
                     n.replica.low_watermark(),
                     n.replica.pending_batches(),
                     n.replica.log_len(),
+                    n.replica.missing_proposals(),
+                    n.replica.recovering(),
                     n.replica.stats()
                 )
             })
