@@ -505,8 +505,12 @@ impl Replica {
         // holds everyone back.) A replica that has left the view for a view
         // change still resends what it sent in it: repeating old votes is not
         // taking part in the old view, and the peer may need them to commit.
-        if status.view == self.view && status.delivered <= self.delivered {
-            let first = status.delivered.max(self.low) + 1;
+        // A peer that executed *more* than we did still gets our votes above
+        // what we executed: a new view re-issues slots it executed in an
+        // older one, and it may need our lost prepare to commit one again,
+        // the commit we lack to execute it at all.
+        if status.view == self.view {
+            let first = status.delivered.min(self.delivered).max(self.low) + 1;
             for (seq, slot) in self.log.range(first..first + MAX_RESENT_SLOTS) {
                 let Some(header) = slot.header else {
                     continue;

@@ -1092,3 +1092,33 @@ fn a_repair_made_moot_by_a_later_matching_checkpoint_is_dropped() {
     assert!(out.is_empty(), "the old state is not installed: {out:?}");
     assert_eq!(r.delivered(), 8);
 }
+
+/// Found by the campaign (crashed-primary, seed 3826): a new view re-issued
+/// a slot the others had executed in the old one; the lagging replica's
+/// prepare for it was lost, and retransmission went only to peers behind the
+/// sender, so the others never committed the slot again and the laggard,
+/// which needed their commits, never executed it.
+#[test]
+fn a_lost_prepare_for_a_reissued_slot_reaches_peers_that_are_ahead() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Replica 3 hears nothing of request 1, which the others execute.
+    net.drop_rule = Some(Box::new(|_, to, _| to == 3));
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    assert_eq!(net.executed_requests(1), vec![1]);
+    // The primary crashes; view 1 re-issues slot 1. Replica 3's prepares are lost.
+    net.down.insert(0);
+    net.drop_rule = Some(Box::new(|from, _, m| {
+        from == 3 && matches!(m, ReplicaMessage::Prepare(_))
+    }));
+    net.broadcast_client(&client_batch(&client, 1, 1));
+    net.advance(SECOND + 1);
+    assert_eq!(net.replicas[3].view(), 1);
+    net.drop_rule = None;
+    for _ in 0..5 {
+        net.advance(SECOND / 5);
+    }
+    assert_eq!(net.executed_requests(3), vec![1, 1], "replica 3 caught up");
+    assert_one_order(&net);
+}
