@@ -110,6 +110,17 @@ pub struct PrePrepare {
 }
 
 impl PrePrepare {
+    /// The whole pre-prepare from its header and the proposal it names.
+    pub fn from_header(header: PrePrepareHeader, proposal: Proposal) -> PrePrepare {
+        PrePrepare {
+            view: header.view,
+            seq: header.seq,
+            digest: header.digest,
+            proposal,
+            signature: header.signature,
+        }
+    }
+
     /// The part the signature covers, without the proposal: what
     /// certificates carry.
     pub fn header(&self) -> PrePrepareHeader {

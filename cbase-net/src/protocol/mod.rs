@@ -268,6 +268,10 @@ pub struct Stats {
     pub bad_state: u64,
 }
 
+/// What a proposal's encoding adds to its client batches (the timestamp and
+/// the batch count): a proposal may take `max_batch_bytes` plus this.
+const PROPOSAL_FRAMING: usize = 32;
+
 /// Most proposals asked for in one status round.
 const MAX_FETCHES_PER_ROUND: usize = 64;
 
@@ -451,9 +455,9 @@ impl Replica {
     /// have acted in before (up to the highest it hears of before its first
     /// view-change vote), builds no new-view for such a view, and becomes an
     /// ordinary replica once it enters a later view, so it cannot contradict
-    /// what it said before the restart. Until then it counts against f. A replica process that keeps no state on
-    /// disk should always start this way; the cost on a cluster's first
-    /// start is one view change.
+    /// what it said before the restart. Until then it counts against f. A
+    /// replica process that keeps no state on disk should always start this
+    /// way; the cost on a cluster's first start is one view change.
     pub fn restarted(
         id: ReplicaId,
         cluster: &ClusterConfig,
@@ -483,7 +487,7 @@ impl Replica {
 
     /// The primary of the current view.
     pub fn primary(&self) -> ReplicaId {
-        (self.view % self.n as u64) as ReplicaId
+        self.primary_of(self.view)
     }
 
     /// Whether this replica is the primary.
@@ -636,7 +640,7 @@ impl Replica {
     /// its proposal's digest.
     fn pre_prepare_signed(&mut self, pre_prepare: &PrePrepare) -> bool {
         let header = pre_prepare_header(pre_prepare.view, pre_prepare.seq, &pre_prepare.digest);
-        let primary = (pre_prepare.view % self.n as u64) as usize;
+        let primary = self.primary_of(pre_prepare.view) as usize;
         if !self.keys[primary].verify(domain::PRE_PREPARE, &header, &pre_prepare.signature) {
             self.stats.bad_signature += 1;
             return false;
@@ -646,8 +650,7 @@ impl Replica {
             self.stats.bad_digest += 1;
             return false;
         }
-        // The batches, and a little for the timestamp and their count.
-        if bytes > self.config.max_batch_bytes + 32 {
+        if bytes > self.config.max_batch_bytes + PROPOSAL_FRAMING {
             self.stats.oversized += 1;
             return false;
         }
@@ -835,7 +838,9 @@ impl Replica {
     /// need no check: f+1 correct replicas checked them before preparing.
     fn on_proposal_body(&mut self, seq: Seq, proposal: Proposal, out: &mut Vec<Output>) {
         let (digest, bytes) = digest_and_size_of(&proposal);
-        if !self.proposals.is_missing(seq, &digest) || bytes > self.config.max_batch_bytes + 32 {
+        if !self.proposals.is_missing(seq, &digest)
+            || bytes > self.config.max_batch_bytes + PROPOSAL_FRAMING
+        {
             self.stats.stale += 1;
             return;
         }
@@ -1118,19 +1123,24 @@ impl Replica {
                 // Agreed, but the proposal is still being fetched.
                 break;
             };
-            let ordered: std::collections::BTreeSet<Hash> =
-                proposal.batches.iter().map(SignedBatch::digest).collect();
-            for digest in &ordered {
-                if let Some(since) = self.waiting.remove(digest) {
-                    let waited = self.now.saturating_sub(since);
-                    self.backoff.executed(self.now, waited, &self.config);
+            // A backup (or a former primary that had not proposed them yet)
+            // no longer waits for these batches, nor keeps them. The primary
+            // arms no timers and took what it proposed out of its queue, so
+            // its agreement loop skips this.
+            let holds_others = !self.pending.is_empty() && !self.is_primary();
+            if !self.waiting.is_empty() || holds_others {
+                let ordered: std::collections::BTreeSet<Hash> =
+                    proposal.batches.iter().map(SignedBatch::digest).collect();
+                for digest in &ordered {
+                    if let Some(since) = self.waiting.remove(digest) {
+                        let waited = self.now.saturating_sub(since);
+                        self.backoff.executed(self.now, waited, &self.config);
+                    }
                 }
-            }
-            // Whoever holds them (a backup, or a former primary that had not
-            // proposed them yet) no longer needs them.
-            if !self.pending.is_empty() {
-                self.pending
-                    .retain(|queued| !ordered.contains(&queued.digest));
+                if holds_others {
+                    self.pending
+                        .retain(|queued| !ordered.contains(&queued.digest));
+                }
             }
             let proposal = proposal.clone();
             out.push(Output::Execute(Committed {

@@ -40,7 +40,7 @@ impl Replica {
         }
     }
 
-    fn primary_of(&self, view: View) -> ReplicaId {
+    pub(super) fn primary_of(&self, view: View) -> ReplicaId {
         (view % self.n as u64) as ReplicaId
     }
 
@@ -396,9 +396,12 @@ impl Replica {
             // fetched from a peer (it is executed once it arrives).
             if self.proposals.need(header.seq, header.digest) {
                 if let Some(proposal) = self.proposals.get(header.seq, &header.digest) {
-                    reissued.extend(proposal.batches.iter().map(SignedBatch::digest));
-                    let proposal = proposal.clone();
-                    self.learn_proposal(header.seq, header.digest, proposal);
+                    let batches: Vec<Hash> =
+                        proposal.batches.iter().map(SignedBatch::digest).collect();
+                    for batch in &batches {
+                        self.known_batches.insert(*batch, Some(header.seq));
+                    }
+                    reissued.extend(batches);
                 }
             }
             if primary {
@@ -516,18 +519,9 @@ impl Replica {
                     continue;
                 };
                 if let Some(proposal) = self.proposals.get(*seq, &header.digest) {
-                    out.push(Output::Send(
-                        from,
-                        ReplicaMessage::PrePrepare(PrePrepare {
-                            view: header.view,
-                            seq: header.seq,
-                            digest: header.digest,
-                            proposal: proposal.clone(),
-                            signature: header.signature,
-                        }),
-                    ));
+                    let pre_prepare = PrePrepare::from_header(header, proposal.clone());
+                    out.push(Output::Send(from, ReplicaMessage::PrePrepare(pre_prepare)));
                 }
-                let pre_prepare = header;
                 if let Some(prepare) = slot.prepares.get(&self.id) {
                     out.push(Output::Send(from, ReplicaMessage::Prepare(prepare.clone())));
                 }
@@ -537,7 +531,7 @@ impl Replica {
                         ReplicaMessage::Commit(crate::message::Commit {
                             view: self.view,
                             seq: *seq,
-                            digest: pre_prepare.digest,
+                            digest: header.digest,
                             replica: self.id,
                         }),
                     ));
