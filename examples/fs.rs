@@ -39,8 +39,10 @@
 //!   would then conflict with every `create` anywhere.)
 //! - File contents live on disk in a custom container, [`DiskFiles`]. Each of
 //!   its methods checks the access against the running request's rule before
-//!   touching the disk, exactly like a [`Table`] does, and it snapshots the
-//!   files in canonical order, so checkpoint digests cover the contents.
+//!   touching the disk, exactly like a [`Table`] does. Like a table it is
+//!   atomic (a request's writes reach the disk when it returns, or never),
+//!   and its entries for digests and checkpoints are 4 KiB blocks, so a
+//!   checkpoint costs the blocks written since the last one, not the files.
 //! - Writes are not fsynced, on any replica: durability comes from
 //!   replication, not from one disk. A replica's directory is a working copy
 //!   that is emptied when the replica starts; a restarted replica gets the
@@ -60,8 +62,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use cbase::core_crate::codec::{self, CodecError};
-use cbase::core_crate::container::BindError;
-use cbase::core_crate::scope;
+use cbase::core_crate::container::{BindError, Changes, Entries, EntryLog};
+use cbase::core_crate::{TableId, scope, txn};
 use cbase::prelude::*;
 use cbase::{AccessKind, ProtocolConfig};
 use cli::Mode;
@@ -248,6 +250,11 @@ pub struct FileStore {
 // ANCHOR_END: state
 
 // ANCHOR: disk
+/// Bytes per block: a file's contents are digested, checkpointed and
+/// transferred block by block, so a 4 KiB write costs one block's hashing,
+/// whatever the file's size.
+pub const BLOCK: u64 = 4096;
+
 /// File contents, one file per handle, in a directory on this replica's disk.
 ///
 /// Access checks stay honest because the container checks them itself: every
@@ -255,6 +262,14 @@ pub struct FileStore {
 /// `files[handle]` (the name is the field name, bound by `#[derive(State)]`),
 /// and only then touches the disk, exactly as a [`Table`] does. An undeclared
 /// access is refused before any byte is read or written.
+///
+/// Like a table, it is atomic: inside a request, creates, writes and removes
+/// are staged in memory (reads see them) and reach the disk only when the
+/// request returns. For digests and checkpoints its entries are the files'
+/// blocks, keyed `(handle, block number)`, and each file's size, keyed
+/// `(handle, u64::MAX)`; an [`EntryLog`] keeps their digest tree up to date
+/// as writes commit, so a checkpoint costs the blocks written since the last
+/// one, not the files stored.
 ///
 /// A disk error is a local fault (the other replicas' disks are fine): the
 /// request panics, and this replica stops agreeing with the others until it
@@ -270,6 +285,34 @@ pub struct DiskFiles {
     /// Whether every write is flushed to the disk before it returns
     /// (`--sync`): local configuration, the same choice on every replica.
     sync: bool,
+    /// The digest tree of the blocks and sizes, and their recorded changes.
+    log: EntryLog,
+}
+
+/// What a request did to one file, in order; applied when it returns.
+#[derive(Clone, Debug)]
+enum FileOp {
+    Create,
+    Write { offset: u64, data: Vec<u8> },
+    Remove,
+}
+
+/// A request's staged operations, by handle.
+type StagedOps = std::cell::RefCell<BTreeMap<u64, Vec<FileOp>>>;
+
+/// The index under which a file's size is an entry.
+const SIZE_INDEX: u64 = u64::MAX;
+
+fn entry_key(handle: u64, index: u64) -> Vec<u8> {
+    codec::encode(&(handle, index)).expect("pairs of integers encode")
+}
+
+fn block_value(bytes: &[u8]) -> Vec<u8> {
+    codec::encode(&Contents(bytes.to_vec())).expect("byte strings encode")
+}
+
+fn size_value(size: u64) -> Vec<u8> {
+    codec::encode(&size).expect("integers encode")
 }
 
 impl DiskFiles {
@@ -298,6 +341,7 @@ impl DiskFiles {
             swap: RwLock::new(()),
             generation: AtomicU64::new(0),
             sync: false,
+            log: EntryLog::new(),
         })
     }
 
@@ -318,6 +362,10 @@ impl DiskFiles {
         self.dir().join(format!("{handle:016x}"))
     }
 
+    fn id(&self) -> TableId {
+        TableId::of(self.name.get().copied().unwrap_or(""))
+    }
+
     /// The access check: the same decision on every replica, made before
     /// the disk is touched.
     fn check(&self, kind: AccessKind, handle: u64) {
@@ -332,55 +380,204 @@ impl DiskFiles {
         }
     }
 
+    /// Stages `op` in the running request, or applies it at once outside one.
+    fn perform(&self, handle: u64, op: FileOp) {
+        match txn::stage::<StagedOps>(self.id()) {
+            Some(staged) => staged.borrow_mut().entry(handle).or_default().push(op),
+            None => {
+                let _shared = self.swap.read().expect("no panics while swapping");
+                self.apply(handle, op);
+            }
+        }
+    }
+
     /// Creates an empty file (or empties an existing one). Needs write access
     /// to `files[handle]`.
     pub fn create(&self, handle: u64) {
         self.check(AccessKind::Write, handle);
-        let _shared = self.swap.read().expect("no panics while swapping");
-        let path = self.path(handle);
-        File::create(&path).unwrap_or_else(|e| disk_failure("create", &path, e));
+        self.perform(handle, FileOp::Create);
     }
 
     /// Writes `data` at `offset` of an existing file. Needs write access.
     pub fn write_at(&self, handle: u64, offset: u64, data: &[u8]) {
         self.check(AccessKind::Write, handle);
-        let _shared = self.swap.read().expect("no panics while swapping");
-        let path = self.path(handle);
-        let written = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|mut file| {
-                file.seek(SeekFrom::Start(offset))?;
-                file.write_all(data)?;
-                if self.sync {
-                    file.sync_data()?;
-                }
-                Ok(())
-            });
-        written.unwrap_or_else(|e| disk_failure("write", &path, e));
+        self.perform(
+            handle,
+            FileOp::Write {
+                offset,
+                data: data.to_vec(),
+            },
+        );
     }
 
     /// Exactly `len` bytes from `offset` (the caller knows the size from the
-    /// file's attributes). Needs read access to `files[handle]`.
+    /// file's attributes), including what the running request wrote. Needs
+    /// read access to `files[handle]`.
     pub fn read_at(&self, handle: u64, offset: u64, len: usize) -> Vec<u8> {
         self.check(AccessKind::Read, handle);
-        let _shared = self.swap.read().expect("no panics while swapping");
-        let path = self.path(handle);
+        let ops = txn::staged::<StagedOps>(self.id())
+            .and_then(|staged| staged.borrow().get(&handle).cloned())
+            .unwrap_or_default();
+        // Operations after the last create or remove apply on top of it;
+        // without one, on top of the file on disk.
+        let restart = ops
+            .iter()
+            .rposition(|op| matches!(op, FileOp::Create | FileOp::Remove));
         let mut data = vec![0; len];
-        let read = File::open(&path).and_then(|mut file| {
-            file.seek(SeekFrom::Start(offset))?;
-            file.read_exact(&mut data)
-        });
-        read.unwrap_or_else(|e| disk_failure("read", &path, e));
+        match restart.map(|at| &ops[at]) {
+            Some(FileOp::Remove) => {
+                panic!("file {handle} was read after this request removed it")
+            }
+            Some(_) => {}
+            None => {
+                let _shared = self.swap.read().expect("no panics while swapping");
+                let path = self.path(handle);
+                read_up_to(&path, offset, &mut data)
+                    .unwrap_or_else(|e| disk_failure("read", &path, e));
+            }
+        }
+        for op in &ops[restart.map_or(0, |at| at + 1)..] {
+            if let FileOp::Write {
+                offset: at,
+                data: written,
+            } = op
+            {
+                overlay(&mut data, offset, *at, written);
+            }
+        }
         data
     }
 
     /// Deletes a file. Needs write access to `files[handle]`.
     pub fn remove(&self, handle: u64) {
         self.check(AccessKind::Write, handle);
-        let _shared = self.swap.read().expect("no panics while swapping");
+        self.perform(handle, FileOp::Remove);
+    }
+
+    /// The file's size on disk, `None` if it does not exist.
+    fn size_on_disk(&self, handle: u64) -> Option<u64> {
+        match std::fs::metadata(self.path(handle)) {
+            Ok(meta) => Some(meta.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => disk_failure("inspect", &self.path(handle), e),
+        }
+    }
+
+    /// Block `index` of a file `size` bytes long, read from disk (empty if
+    /// the file ends before it).
+    fn block_on_disk(&self, handle: u64, index: u64, size: u64) -> Vec<u8> {
+        let start = index * BLOCK;
+        if start >= size {
+            return Vec::new();
+        }
+        let mut block = vec![0; (size.min(start + BLOCK) - start) as usize];
         let path = self.path(handle);
-        std::fs::remove_file(&path).unwrap_or_else(|e| disk_failure("remove", &path, e));
+        read_up_to(&path, start, &mut block).unwrap_or_else(|e| disk_failure("read", &path, e));
+        block
+    }
+
+    /// Applies one operation to the disk and records the entries it changed
+    /// in the digest. The caller holds `swap` shared.
+    fn apply(&self, handle: u64, op: FileOp) {
+        let path = self.path(handle);
+        let old_size = self.size_on_disk(handle);
+        match op {
+            FileOp::Create | FileOp::Remove => {
+                let size = old_size.unwrap_or(0);
+                for index in 0..size.div_ceil(BLOCK) {
+                    let old = self.block_on_disk(handle, index, size);
+                    self.log
+                        .change(&entry_key(handle, index), Some(&block_value(&old)), None);
+                }
+                let new_size = matches!(op, FileOp::Create).then(|| size_value(0));
+                self.log.change(
+                    &entry_key(handle, SIZE_INDEX),
+                    old_size.map(size_value).as_deref(),
+                    new_size.as_deref(),
+                );
+                if matches!(op, FileOp::Create) {
+                    File::create(&path).unwrap_or_else(|e| disk_failure("create", &path, e));
+                } else {
+                    std::fs::remove_file(&path)
+                        .unwrap_or_else(|e| disk_failure("remove", &path, e));
+                }
+            }
+            FileOp::Write { offset, data } => {
+                let Some(old_size) = old_size else {
+                    disk_failure("write", &path, io::ErrorKind::NotFound.into())
+                };
+                if data.is_empty() {
+                    return;
+                }
+                let new_size = old_size.max(offset + data.len() as u64);
+                // The blocks that change: from the old end (a hole fills with
+                // zeros) or the write, whichever comes first, to the new end.
+                let first = offset.min(old_size) / BLOCK;
+                let last = (new_size - 1) / BLOCK;
+                let mut changes = Vec::new();
+                for index in first..=last {
+                    let old = self.block_on_disk(handle, index, old_size);
+                    let start = index * BLOCK;
+                    let mut new = old.clone();
+                    new.resize((new_size.min(start + BLOCK) - start) as usize, 0);
+                    overlay(&mut new, start, offset, &data);
+                    changes.push((index, old, new));
+                }
+                let written = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|mut file| {
+                        file.seek(SeekFrom::Start(offset))?;
+                        file.write_all(&data)?;
+                        if self.sync {
+                            file.sync_data()?;
+                        }
+                        Ok(())
+                    });
+                written.unwrap_or_else(|e| disk_failure("write", &path, e));
+                for (index, old, new) in changes {
+                    let old = (!old.is_empty()).then(|| block_value(&old));
+                    self.log.change(
+                        &entry_key(handle, index),
+                        old.as_deref(),
+                        Some(&block_value(&new)),
+                    );
+                }
+                if new_size != old_size {
+                    self.log.change(
+                        &entry_key(handle, SIZE_INDEX),
+                        Some(&size_value(old_size)),
+                        Some(&size_value(new_size)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Fills `buffer` from `path` at `offset`, as far as the file goes (the rest
+/// stays as it is: zeros, for a read past a request's own extension).
+fn read_up_to(path: &Path, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(())
+}
+
+/// Copies the part of `written` (placed at `at`) that falls in `buffer`
+/// (placed at `start`).
+fn overlay(buffer: &mut [u8], start: u64, at: u64, written: &[u8]) {
+    let end = start + buffer.len() as u64;
+    let (from, to) = (at.max(start), (at + written.len() as u64).min(end));
+    if from < to {
+        buffer[(from - start) as usize..(to - start) as usize]
+            .copy_from_slice(&written[(from - at) as usize..(to - at) as usize]);
     }
 }
 
@@ -416,9 +613,9 @@ pub fn read_files(dir: &Path) -> io::Result<BTreeMap<u64, Vec<u8>>> {
     Ok(files)
 }
 
-/// A file's contents in a snapshot, encoded as one byte string rather than
+/// A block's contents in an entry, encoded as one byte string rather than
 /// byte by byte: the same bytes as a `Vec<u8>`'s encoding, several times
-/// faster to produce for megabytes of data.
+/// faster to produce.
 struct Contents(Vec<u8>);
 
 impl Serialize for Contents {
@@ -446,10 +643,12 @@ impl<'de> Deserialize<'de> for Contents {
     }
 }
 
-/// A snapshot written to a staging directory, waiting to be installed.
-/// Removed if dropped uninstalled (another container's part was invalid).
+/// A snapshot written to a staging directory, waiting to be installed, with
+/// the digest tree of its entries. Removed if dropped uninstalled (another
+/// container's part was invalid).
 struct Staged {
     dir: Option<PathBuf>,
+    tree: Option<cbase::core_crate::merkle::DigestTree>,
 }
 
 impl Drop for Staged {
@@ -458,6 +657,61 @@ impl Drop for Staged {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Reassembles files from snapshot entries, checking that they are exactly
+/// what [`DiskFiles::encode_entries`] writes: for each file a size, and every
+/// block of it full except the last, in canonical encoding.
+fn files_of(entries: &Entries) -> Result<BTreeMap<u64, Vec<u8>>, CodecError> {
+    let bad = |what: String| CodecError::Decode(what);
+    let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut blocks: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
+    for (key, value) in entries {
+        let (handle, index): (u64, u64) = codec::decode(key)?;
+        if entry_key(handle, index) != *key {
+            return Err(bad(format!(
+                "file entry key {handle}/{index} is not canonical"
+            )));
+        }
+        if index == SIZE_INDEX {
+            let size: u64 = codec::decode(value)?;
+            if size_value(size) != *value || size > MAX_FILE_SIZE {
+                return Err(bad(format!("file {handle} has an invalid size")));
+            }
+            sizes.insert(handle, size);
+        } else {
+            let Contents(bytes) = codec::decode(value)?;
+            if block_value(&bytes) != *value {
+                return Err(bad(format!(
+                    "block {index} of file {handle} is not canonical"
+                )));
+            }
+            blocks.insert((handle, index), bytes);
+        }
+    }
+    let mut files = BTreeMap::new();
+    for (handle, size) in sizes {
+        let mut data = Vec::with_capacity(size as usize);
+        for index in 0..size.div_ceil(BLOCK) {
+            let block = blocks
+                .remove(&(handle, index))
+                .ok_or_else(|| bad(format!("file {handle} lacks block {index}")))?;
+            let expected = (size.min((index + 1) * BLOCK) - index * BLOCK) as usize;
+            if block.len() != expected {
+                return Err(bad(format!(
+                    "block {index} of file {handle} has the wrong length"
+                )));
+            }
+            data.extend_from_slice(&block);
+        }
+        files.insert(handle, data);
+    }
+    if let Some((handle, index)) = blocks.keys().next() {
+        return Err(bad(format!(
+            "block {index} of file {handle} is beyond its size"
+        )));
+    }
+    Ok(files)
 }
 
 impl Container for DiskFiles {
@@ -477,58 +731,82 @@ impl Container for DiskFiles {
         self.name.get().copied()
     }
 
-    /// The files sorted by handle, each with its full contents.
-    fn encode_snapshot(&self) -> Result<Vec<u8>, CodecError> {
+    /// The staged operations, in order; nothing to encode ahead.
+    fn prepare(&self, staged: &txn::Staged) -> Result<Box<dyn Any>, CodecError> {
+        let staged = staged
+            .downcast_ref::<StagedOps>()
+            .expect("DiskFiles stages its own operations");
+        Ok(Box::new(std::mem::take(&mut *staged.borrow_mut())))
+    }
+
+    /// Applies the operations to the disk, file by file.
+    fn commit(&self, prepared: Box<dyn Any>) {
+        let ops = prepared
+            .downcast::<BTreeMap<u64, Vec<FileOp>>>()
+            .expect("commit takes what prepare returned");
+        let _shared = self.swap.read().expect("no panics while swapping");
+        for (handle, ops) in *ops {
+            for op in ops {
+                self.apply(handle, op);
+            }
+        }
+    }
+
+    fn root(&self) -> [u8; 32] {
+        self.log.root()
+    }
+
+    fn record_changes(&self) {
+        self.log.record_changes();
+    }
+
+    fn take_changes(&self) -> Changes {
+        self.log.take_changes()
+    }
+
+    /// Every file's size and blocks, read from disk.
+    fn encode_entries(&self) -> Result<Entries, CodecError> {
         let _shared = self.swap.read().expect("no panics while swapping");
         let files = read_files(&self.dir())
             .map_err(|e| CodecError::Encode(format!("reading the files: {e}")))?;
-        let files: Vec<(u64, Contents)> = files
-            .into_iter()
-            .map(|(handle, data)| (handle, Contents(data)))
-            .collect();
-        codec::encode(&files)
+        let mut entries = Entries::new();
+        for (handle, data) in files {
+            entries.insert(entry_key(handle, SIZE_INDEX), size_value(data.len() as u64));
+            for (index, block) in data.chunks(BLOCK as usize).enumerate() {
+                entries.insert(entry_key(handle, index as u64), block_value(block));
+            }
+        }
+        Ok(entries)
     }
 
-    /// Checks the snapshot and writes it to a fresh staging directory beside
-    /// the live one, which stays untouched.
-    fn decode_snapshot(&self, bytes: &[u8]) -> Result<Box<dyn Any + Send>, CodecError> {
-        let files: Vec<(u64, Contents)> = codec::decode(bytes)?;
-        if let Some(pair) = files.windows(2).find(|pair| pair[0].0 >= pair[1].0) {
-            return Err(CodecError::Decode(format!(
-                "file handles are not strictly increasing at {}",
-                pair[1].0
-            )));
-        }
-        if let Some((handle, _)) = files
-            .iter()
-            .find(|(_, data)| data.0.len() as u64 > MAX_FILE_SIZE)
-        {
-            return Err(CodecError::Decode(format!(
-                "file {handle} is larger than {MAX_FILE_SIZE} bytes"
-            )));
-        }
+    /// Checks the entries and writes the files to a fresh staging directory
+    /// beside the live one, which stays untouched.
+    fn decode_entries(&self, entries: &Entries) -> Result<Box<dyn Any + Send>, CodecError> {
+        let files = files_of(entries)?;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let staged = Staged {
+        let mut staged = Staged {
             dir: Some(self.root.join(format!("{STAGING_PREFIX}{generation}"))),
+            tree: None,
         };
         let dir = staged.dir.as_deref().expect("just set");
         let written = std::fs::create_dir(dir).and_then(|()| {
             files.iter().try_for_each(|(handle, data)| {
-                std::fs::write(dir.join(format!("{handle:016x}")), &data.0)
+                std::fs::write(dir.join(format!("{handle:016x}")), data)
             })
         });
         written.map_err(|e| {
             CodecError::Decode(format!("cannot stage the files in {}: {e}", dir.display()))
         })?;
+        staged.tree = Some(EntryLog::tree_of(entries));
         Ok(Box::new(staged))
     }
 
     /// Swaps the staged directory in with two renames, under the exclusive
     /// lock, so no request sees anything between the old and the new contents.
-    fn install_snapshot(&self, staged: Box<dyn Any + Send>) {
+    fn install(&self, staged: Box<dyn Any + Send>) {
         let mut staged = staged
             .downcast::<Staged>()
-            .expect("install_snapshot takes what decode_snapshot returned");
+            .expect("install takes what decode_entries returned");
         let dir = staged
             .dir
             .take()
@@ -542,6 +820,8 @@ impl Container for DiskFiles {
             std::fs::rename(self.dir(), &retired)
                 .unwrap_or_else(|e| disk_failure("retire", &self.dir(), e));
             std::fs::rename(&dir, self.dir()).unwrap_or_else(|e| disk_failure("install", &dir, e));
+            self.log
+                .install(staged.tree.take().expect("decode_entries built the tree"));
         }
         let _ = std::fs::remove_dir_all(retired);
     }
@@ -820,8 +1100,9 @@ where
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const FILES: u64 = 8;
-const BLOCK: usize = 4096;
-const BLOCK_BYTES: u64 = BLOCK as u64;
+/// The load's I/O size.
+const IO: usize = 4096;
+const IO_BYTES: u64 = IO as u64;
 /// Tasks per file: each owns an interleaved share of the file's blocks.
 const TASKS_PER_FILE: u64 = 4;
 
@@ -838,7 +1119,7 @@ fn mix(mut x: u64) -> u64 {
 /// every triple, so a misplaced or stale block cannot pass for the right one.
 fn block_data(file: u64, block: u64, version: u64) -> Vec<u8> {
     let seed = mix((file << 48) ^ (block << 16) ^ version);
-    (0..BLOCK as u64 / 8)
+    (0..IO as u64 / 8)
         .flat_map(|i| mix(seed.wrapping_add(i)).to_le_bytes())
         .collect()
 }
@@ -955,10 +1236,10 @@ where
             &run,
             "sequential write",
             per_task,
-            BLOCK_BYTES,
+            IO_BYTES,
             |fs, task, file, handle, i| async move {
                 let block = i * TASKS_PER_FILE + task;
-                fs.write(handle, block * BLOCK_BYTES, block_data(file, block, 0))
+                fs.write(handle, block * IO_BYTES, block_data(file, block, 0))
                     .await??;
                 Ok(())
             },
@@ -972,12 +1253,12 @@ where
             &run,
             "sequential read",
             per_task,
-            BLOCK_BYTES,
+            IO_BYTES,
             |fs, task, file, handle, i| {
                 let mismatches = Arc::clone(&mismatches);
                 async move {
                     let block = i * TASKS_PER_FILE + task;
-                    let data = fs.read(handle, block * BLOCK_BYTES, BLOCK as u32).await??;
+                    let data = fs.read(handle, block * IO_BYTES, IO as u32).await??;
                     if data != block_data(file, block, 0) {
                         mismatches.fetch_add(1, Ordering::Relaxed);
                     }
@@ -998,10 +1279,10 @@ where
             &run,
             "random write",
             per_task,
-            BLOCK_BYTES,
+            IO_BYTES,
             |fs, task, file, handle, i| async move {
                 let block = random_block(task, file, i);
-                fs.write(handle, block * BLOCK_BYTES, block_data(file, block, i + 1))
+                fs.write(handle, block * IO_BYTES, block_data(file, block, i + 1))
                     .await??;
                 Ok(())
             },
@@ -1022,12 +1303,12 @@ where
             &run,
             "random read",
             per_task,
-            BLOCK_BYTES,
+            IO_BYTES,
             |fs, task, file, handle, i| {
                 let (mismatches, versions) = (Arc::clone(&mismatches), Arc::clone(&versions));
                 async move {
                     let block = mix((file << 40) ^ (task << 32) ^ i ^ 0x5eed) % blocks;
-                    let data = fs.read(handle, block * BLOCK_BYTES, BLOCK as u32).await??;
+                    let data = fs.read(handle, block * IO_BYTES, IO as u32).await??;
                     if data != block_data(file, block, versions[file as usize][block as usize]) {
                         mismatches.fetch_add(1, Ordering::Relaxed);
                     }
@@ -1047,17 +1328,17 @@ where
     I: cbase::Invoke<FsRequest, FsResponse>,
 {
     let mut wrong = run.mismatches.load(Ordering::Relaxed);
-    let chunk = 64 * BLOCK as u64;
+    let chunk = 64 * IO as u64;
     for (file, &handle) in run.handles.iter().enumerate() {
         let attr = fs.getattr(handle).await??;
-        if attr.size != run.blocks * BLOCK as u64 {
+        if attr.size != run.blocks * IO as u64 {
             wrong += 1;
         }
         let mut offset = 0;
         while offset < attr.size {
             let data = fs.read(handle, offset, chunk as u32).await??;
-            for (k, block) in data.chunks(BLOCK).enumerate() {
-                let index = offset / BLOCK as u64 + k as u64;
+            for (k, block) in data.chunks(IO).enumerate() {
+                let index = offset / IO as u64 + k as u64;
                 if block != block_data(file as u64, index, run.versions[file][index as usize]) {
                     wrong += 1;
                 }
@@ -1154,9 +1435,9 @@ async fn run() -> Result<(), BoxError> {
             // ANCHOR_END: local
             println!(
                 "4 replicas (f = 1), {workers} workers each; {FILES} files of {} KiB, {} concurrent tasks, {} KiB per operation",
-                blocks * BLOCK as u64 / 1024,
+                blocks * IO as u64 / 1024,
                 FILES * TASKS_PER_FILE,
-                BLOCK / 1024
+                IO / 1024
             );
             let (phases, run) = workload(fs.clone(), blocks).await?;
             print_phases(&phases);

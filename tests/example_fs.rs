@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use cbase::core_crate::{Entries, codec};
 use cbase::prelude::*;
 use cbase::{ProtocolConfig, conflicts};
 use file_store::{
@@ -313,6 +314,14 @@ trait Peek {
     /// Declares one file, reads the next one.
     #[reads(files[handle])]
     fn peek_next(&self, handle: u64) -> Vec<u8>;
+
+    /// Writes a file, reads the write back, then makes an undeclared access.
+    #[writes(files[handle])]
+    fn scribble_then_fail(&self, handle: u64) -> Vec<u8>;
+
+    /// Writes past the end of a file and reads the whole of it back.
+    #[writes(files[handle])]
+    fn extend(&self, handle: u64, offset: u64, data: Vec<u8>) -> Vec<u8>;
 }
 
 #[derive(cbase::State)]
@@ -327,6 +336,58 @@ impl Peek for Bare {
     fn peek_next(&self, handle: u64) -> Vec<u8> {
         self.files.read_at(handle + 1, 0, 2)
     }
+    fn scribble_then_fail(&self, handle: u64) -> Vec<u8> {
+        self.files.write_at(handle, 0, b"XX");
+        let seen = self.files.read_at(handle, 0, 2);
+        assert_eq!(seen, b"XX", "a request reads its own write");
+        // Undeclared: refused, and the write above goes with it.
+        self.files.create(handle + 100);
+        seen
+    }
+    fn extend(&self, handle: u64, offset: u64, data: Vec<u8>) -> Vec<u8> {
+        self.files.write_at(handle, offset, &data);
+        self.files.read_at(handle, 0, offset as usize + data.len())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_request_leaves_no_trace_on_disk() {
+    let temp = tempfile::tempdir().unwrap();
+    let files = DiskFiles::open(temp.path()).unwrap();
+    files.create(1);
+    files.write_at(1, 0, b"ok");
+    let invoker = LocalInvoker::start(
+        ExecutorBuilder::new().workers(2),
+        PeekService(Bare { files }),
+    )
+    .unwrap();
+    let digest = invoker.executor().service().0.digest();
+    let peek = PeekClient::new(&invoker);
+    let error = peek.scribble_then_fail(1).await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Exec(ExecError::UndeclaredAccess(refusal)) if refusal.key == "101"),
+        "{error:?}"
+    );
+    assert_eq!(peek.peek(1).await.unwrap(), b"ok");
+    let dir = temp.path().join("cbase-files");
+    assert_eq!(
+        read_files(&dir).unwrap().len(),
+        1,
+        "file 101 was never created"
+    );
+    assert_eq!(invoker.executor().service().0.digest(), digest);
+
+    // A write that leaves a hole reads back zeros there, inside the request
+    // and after it; the digest kept as blocks commit matches one computed
+    // from the files.
+    let whole = peek.extend(1, 5000, b"end".to_vec()).await.unwrap();
+    assert_eq!(&whole[..2], b"ok");
+    assert!(whole[2..5000].iter().all(|b| *b == 0));
+    assert_eq!(&whole[5000..], b"end");
+    assert_eq!(read_files(&dir).unwrap()[&1], whole);
+    let state = &invoker.executor().service().0;
+    assert_ne!(state.digest(), digest);
+    assert_eq!(state.digest(), state.snapshot().unwrap().digest());
 }
 
 #[tokio::test]
@@ -380,7 +441,8 @@ fn disk_snapshots_are_canonical_and_restore_into_another_directory() {
     target.create(ROOT, "stale".into(), 42, &ctx).unwrap();
     target.write(42, 0, b"old".to_vec(), &ctx).unwrap();
     target.restore(&snapshot).unwrap();
-    assert_eq!(target.digest().unwrap(), source.digest().unwrap());
+    assert_eq!(target.digest(), source.digest());
+    assert_eq!(source.digest(), snapshot.digest());
     assert_eq!(
         read_files(&target.data_dir()).unwrap(),
         read_files(&source.data_dir()).unwrap()
@@ -401,11 +463,27 @@ fn disk_snapshots_are_canonical_and_restore_into_another_directory() {
     let three = tempfile::tempdir().unwrap();
     let bare = DiskFiles::open(three.path()).unwrap();
     bare.bind("files").unwrap();
-    let unsorted =
-        cbase::core_crate::codec::encode(&vec![(2u64, vec![1u8]), (1u64, vec![2u8])]).unwrap();
-    assert!(bare.decode_snapshot(&unsorted).is_err());
-    let valid = cbase::core_crate::codec::encode(&vec![(1u64, vec![1u8])]).unwrap();
-    let staged = bare.decode_snapshot(&valid).unwrap();
+    let key = |handle: u64, index: u64| codec::encode(&(handle, index)).unwrap();
+    let size = |n: u64| codec::encode(&n).unwrap();
+    let block = |bytes: &[u8]| codec::encode(&bytes.to_vec()).unwrap();
+    let valid: Entries = [(key(1, u64::MAX), size(1)), (key(1, 0), block(&[1]))].into();
+    let bad: [Entries; 3] = [
+        // A block the size does not cover.
+        [
+            (key(1, u64::MAX), size(1)),
+            (key(1, 0), block(&[1])),
+            (key(1, 1), block(&[2])),
+        ]
+        .into(),
+        // A missing block.
+        [(key(1, u64::MAX), size(5))].into(),
+        // A block of the wrong length.
+        [(key(1, u64::MAX), size(1)), (key(1, 0), block(&[1, 2]))].into(),
+    ];
+    for entries in &bad {
+        assert!(bare.decode_entries(entries).is_err());
+    }
+    let staged = bare.decode_entries(&valid).unwrap();
     drop(staged); // as when another container's part is invalid
     assert!(read_files(&bare.dir()).unwrap().is_empty());
     assert_eq!(

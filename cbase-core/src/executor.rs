@@ -18,9 +18,13 @@
 //! those extra wake-ups were most of the cost of running with more than one
 //! worker.
 //!
-//! Each reply goes to the sink as soon as its request finishes, tagged with the
-//! caller's sequence tag. A panicking request becomes an [`ExecError`] reply,
-//! the same on every replica, and the worker carries on. A [barrier](Executor::barrier)
+//! Each request runs in a [transaction](crate::txn): its writes are staged and
+//! committed when it returns, before its keys are released, so no other
+//! request sees half of it; a request that panics or is refused an access
+//! leaves no trace. Each reply goes to the sink as soon as its request
+//! finishes, tagged with the caller's sequence tag. A panicking request
+//! becomes an [`ExecError`] reply, the same on every replica, and the worker
+//! carries on. A [barrier](Executor::barrier)
 //! runs a closure at a point in the order where everything submitted before it
 //! has finished and nothing after it has started: that is where checkpoints
 //! take their snapshot and digest.
@@ -37,10 +41,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::AccessSet;
 use crate::context::Context;
+use crate::key::TableId;
 use crate::parallelizer::{Parallelizer, TaskId};
 use crate::scope::{self, UndeclaredAccess};
 use crate::service::{self, Request, Service};
 use crate::state::StateError;
+use crate::txn;
 
 /// The outcome of one request, delivered as soon as it finishes.
 #[derive(Debug)]
@@ -67,6 +73,15 @@ pub enum ExecError {
         /// The panic message.
         message: String,
     },
+    /// The request returned, but what it wrote could not be committed (a
+    /// value that cannot be encoded, say); nothing it wrote was applied.
+    #[error("request `{method}` returned but its writes were not committed: {message}")]
+    NotCommitted {
+        /// The method of the request.
+        method: String,
+        /// Why.
+        message: String,
+    },
     /// The replicas refused the request before ordering it: signed with the
     /// requests sent with it, it is larger than any proposal may be, so it
     /// could never be ordered.
@@ -90,17 +105,21 @@ impl ExecError {
             Ok(refusal) => return ExecError::UndeclaredAccess(*refusal),
             Err(other) => other,
         };
-        let message = if let Some(text) = payload.downcast_ref::<&'static str>() {
-            (*text).to_owned()
-        } else if let Some(text) = payload.downcast_ref::<String>() {
-            text.clone()
-        } else {
-            "panic payload is not a string".to_owned()
-        };
         ExecError::Panicked {
             method: method.to_owned(),
-            message,
+            message: panic_message(&*payload),
         }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&'static str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic payload is not a string".to_owned()
     }
 }
 
@@ -476,14 +495,19 @@ impl<S: Service> Shared<S> {
             } => {
                 let method = request.method();
                 let guard = scope::enter(method, access);
+                let transaction = txn::begin();
                 let outcome =
                     catch_unwind(AssertUnwindSafe(|| self.service.execute(request, &ctx)));
                 drop(guard);
-                let result = outcome.map_err(|payload| {
-                    let error = ExecError::from_panic(method, payload);
+                // A request that returned commits what it staged; one that
+                // panicked or was refused drops it with the transaction.
+                let result = match outcome {
+                    Ok(response) => self.commit(method, transaction.take()).map(|()| response),
+                    Err(payload) => Err(ExecError::from_panic(method, payload)),
+                };
+                if let Err(error) = &result {
                     tracing::debug!(tag, %error, "request failed");
-                    error
-                });
+                }
                 if catch_unwind(AssertUnwindSafe(|| (self.sink)(Reply { tag, result }))).is_err() {
                     tracing::error!(tag, "the reply sink panicked; the reply is lost");
                 }
@@ -494,6 +518,43 @@ impl<S: Service> Shared<S> {
                 }
             }
         }
+    }
+
+    /// Commits what a finished request staged, in every container or none:
+    /// all are prepared (encoded, digested) before any is changed.
+    fn commit(&self, method: &str, staged: Vec<(TableId, txn::Staged)>) -> Result<(), ExecError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let refused = |message: String| ExecError::NotCommitted {
+            method: method.to_owned(),
+            message,
+        };
+        let containers = self.service.state().containers();
+        let mut prepared = Vec::with_capacity(staged.len());
+        for (id, writes) in &staged {
+            let Some((name, container)) =
+                containers.iter().find(|(name, _)| TableId::of(name) == *id)
+            else {
+                return Err(refused(
+                    "it wrote a container that is not part of the service state".to_owned(),
+                ));
+            };
+            match catch_unwind(AssertUnwindSafe(|| container.prepare(writes))) {
+                Ok(Ok(ready)) => prepared.push((*container, ready)),
+                Ok(Err(error)) => return Err(refused(format!("container `{name}`: {error}"))),
+                Err(payload) => {
+                    return Err(refused(format!(
+                        "container `{name}` panicked preparing the writes: {}",
+                        panic_message(&*payload)
+                    )));
+                }
+            }
+        }
+        for (container, ready) in prepared {
+            container.commit(ready);
+        }
+        Ok(())
     }
 
     /// Releases `task`'s keys; returns one newly ready job for this worker to

@@ -1,5 +1,7 @@
 //! A bank workload gives identical replies and an identical state digest with
-//! one worker (the sequential baseline) and with sixteen, over many seeds.
+//! one worker (the sequential baseline) and with sixteen, over many seeds;
+//! and the digest kept up to date as requests commit is always the one
+//! computed from scratch over the final state (checked in `run_bank`).
 
 mod common;
 
@@ -64,9 +66,7 @@ fn money_is_conserved() {
         .count() as u64;
     let (replies, _) = run_bank(8, requests);
     let total = replies.last().unwrap().clone().unwrap().unwrap();
-    // Each explosion may have debited one unit before panicking.
-    assert!(
-        total <= 24 * 100 && total + explosions >= 24 * 100,
-        "total {total}"
-    );
+    // An explosion debits one unit and then panics: the debit is dropped.
+    assert!(explosions > 0);
+    assert_eq!(total, 24 * 100);
 }

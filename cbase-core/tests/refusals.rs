@@ -53,10 +53,27 @@ fn a_panicking_request_becomes_an_error_and_the_worker_survives() {
     // With a single worker, these replies prove it survived the panic.
     assert_eq!(
         replies[5],
-        Ok(Ok(9)),
-        "effects before the panic stay, the same everywhere"
+        Ok(Ok(10)),
+        "the debit before the panic was never applied"
     );
     assert_eq!(replies[6], Ok(Ok(20)));
+}
+
+#[test]
+fn a_refused_request_leaves_no_trace() {
+    // `sneaky` credits account 1, then is refused reading account 2: the
+    // credit is dropped with it.
+    let workload = vec![
+        BankRequest::Open { id: 1, amount: 10 },
+        BankRequest::Open { id: 2, amount: 10 },
+        BankRequest::Sneaky { id: 1 },
+        BankRequest::Balance { id: 1 },
+    ];
+    for workers in [1, 4] {
+        let (replies, _) = run_bank(workers, workload.clone());
+        assert!(matches!(replies[2], Err(ExecError::UndeclaredAccess(_))));
+        assert_eq!(replies[3], Ok(Ok(10)), "with {workers} workers");
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use cbase_core::{Snapshot, codec};
+use cbase_core::{Digest, Snapshot, codec};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::PublicKey;
@@ -51,17 +51,18 @@ impl CheckpointState {
         }
     }
 
-    /// The digest replicas agree on.
+    /// The digest replicas agree on, computed from scratch (O(state)): how a
+    /// transferred state is checked.
     pub fn digest(&self) -> Hash {
-        checkpoint_digest(&self.snapshot, &self.clients, self.clock)
+        checkpoint_digest(&self.snapshot.digest(), &self.clients, self.clock)
     }
 }
 
-/// The digest a checkpoint agrees on: the service state, the client table
-/// and the agreed clock.
-pub fn checkpoint_digest(snapshot: &Snapshot, clients: &ClientTable, clock: u64) -> Hash {
+/// The digest a checkpoint agrees on: the service state's digest, the client
+/// table and the agreed clock.
+pub fn checkpoint_digest(state: &Digest, clients: &ClientTable, clock: u64) -> Hash {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&snapshot.digest().0);
+    hasher.update(&state.0);
     hasher.update(&codec::encode(clients).expect("client tables always encode"));
     hasher.update(&clock.to_le_bytes());
     *hasher.finalize().as_bytes()

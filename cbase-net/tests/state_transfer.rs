@@ -211,6 +211,7 @@ mod installed_checkpoints {
     use cbase_core::{
         AccessSet, Container, Context, ExecutorBuilder, Key, Request, Service, State, Table, codec,
     };
+    use cbase_net::checkpoint::CheckpointState;
     use cbase_net::crypto::{PublicKey, SecretKey};
     use cbase_net::message::{
         ClientRequest, Hash, Proposal, Reply, RequestBatch, Seq, SignedBatch,
@@ -318,12 +319,12 @@ mod installed_checkpoints {
     fn a_restored_replica_keeps_the_agreed_clock_of_its_checkpoint() {
         let mut peer = start();
         peer.execute(batch(1, 1_000, 1, false));
-        let checkpoint = peer
-            .execute(batch(2, 5_000, 2, true))
+        peer.execute(batch(2, 5_000, 2, true))
             .expect("a checkpoint at 2");
+        let checkpoint = CheckpointState::clone(&peer.checkpoints().state(2).unwrap());
 
         let mut restored = start();
-        restored.install(2, checkpoint.state()).unwrap();
+        restored.install(2, checkpoint.clone()).unwrap();
         assert_eq!(restored.last_executed(), 2);
 
         // A primary whose clock runs behind: agreed time stays at 5000 on both.
@@ -338,9 +339,9 @@ mod installed_checkpoints {
     fn a_checkpoint_installed_over_diverged_state_replaces_it() {
         let mut peer = start();
         peer.execute(batch(1, 1_000, 1, false));
-        let checkpoint = peer
-            .execute(batch(2, 5_000, 2, true))
+        peer.execute(batch(2, 5_000, 2, true))
             .expect("a checkpoint at 2");
+        let checkpoint = CheckpointState::clone(&peer.checkpoints().state(2).unwrap());
 
         // A replica that executed other batches up to 3, with a later clock.
         let mut diverged = start();
@@ -348,7 +349,7 @@ mod installed_checkpoints {
         diverged.execute(batch(2, 9_000, 20, true));
         diverged.execute(batch(3, 9_500, 30, false));
         // It learns that it diverged and installs the agreed checkpoint at 2.
-        diverged.install(2, checkpoint.state()).unwrap();
+        diverged.install(2, checkpoint.clone()).unwrap();
         assert_eq!(diverged.last_executed(), 2);
 
         // Batch 3 is executed again, on the repaired state.

@@ -1,33 +1,41 @@
 //! `Cell<T>`: one replicated value whose every access is checked.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::fmt;
 
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{BindError, Binding, Container};
+use super::{BindError, Binding, Changes, Container, Entries, EntryLog};
 use crate::codec::{self, CodecError};
-use crate::key::Key;
+use crate::key::{Key, TableId};
+use crate::merkle::{DigestTree, Hash};
 use crate::scope::{self, AccessKind};
+use crate::txn;
 
 /// A single replicated value, safe to use from concurrent requests.
 ///
 /// A cell behaves like a table with one entry: its name is the field name and
 /// rules name it as a whole, `#[reads(counter[*])]` / `#[writes(counter[*])]`
-/// (or `*`).
+/// (or `*`). Inside a request a write is staged and applied when the request
+/// returns, like a table's.
 pub struct Cell<T> {
     binding: Binding,
     value: RwLock<T>,
+    log: EntryLog,
 }
 
-impl<T: Default> Default for Cell<T> {
+/// The key of a cell's one entry: the encoding of `()`, no bytes.
+const CELL_KEY: &[u8] = &[];
+
+/// A request's staged value.
+type Staged<T> = RefCell<Option<T>>;
+
+impl<T: Default + Serialize> Default for Cell<T> {
     fn default() -> Self {
-        Cell {
-            binding: Binding::default(),
-            value: RwLock::new(T::default()),
-        }
+        Cell::with_binding(Binding::default(), T::default())
     }
 }
 
@@ -39,53 +47,101 @@ impl<T> fmt::Debug for Cell<T> {
     }
 }
 
+impl<T: Serialize> Cell<T> {
+    fn with_binding(binding: Binding, value: T) -> Self {
+        let log = EntryLog::new();
+        log.change(CELL_KEY, None, Some(&encode_or_panic(&value)));
+        Cell {
+            binding,
+            value: RwLock::new(value),
+            log,
+        }
+    }
+}
+
+fn encode_or_panic<T: Serialize>(value: &T) -> Vec<u8> {
+    codec::encode(value)
+        .unwrap_or_else(|error| panic!("a cell holds a value that cannot be encoded: {error}"))
+}
+
 impl<T> Cell<T>
 where
     T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// An unnamed cell holding `value` (named later by `#[derive(State)]`).
     pub fn new(value: T) -> Self {
-        Cell {
-            binding: Binding::default(),
-            value: RwLock::new(value),
-        }
+        Cell::with_binding(Binding::default(), value)
     }
 
     /// A named cell holding `value`, for state written by hand.
     pub fn named(name: &'static str, value: T) -> Self {
-        Cell {
-            binding: Binding::named(name),
-            value: RwLock::new(value),
-        }
+        Cell::with_binding(Binding::named(name), value)
     }
 
-    fn check(&self, kind: AccessKind) {
+    fn check(&self, kind: AccessKind) -> TableId {
         let (name, id) = self.binding.for_access();
         scope::check(kind, name, &Key::Table(id), || "*".to_owned());
+        id
+    }
+
+    /// The running request's staged value, if it wrote one.
+    fn own(&self, id: TableId) -> Option<T> {
+        txn::staged::<Staged<T>>(id).and_then(|staged| staged.borrow().clone())
     }
 
     /// A copy of the value. Needs read access to `name[*]`.
     pub fn get(&self) -> T {
-        self.check(AccessKind::Read);
-        self.value.read_recursive().clone()
+        let id = self.check(AccessKind::Read);
+        self.own(id)
+            .unwrap_or_else(|| self.value.read_recursive().clone())
     }
 
-    /// Calls `f` with a reference to the value, without copying it.
+    /// Calls `f` with a reference to the value, without copying it (unless
+    /// the running request wrote it: then `f` sees a copy of that write).
     pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        self.check(AccessKind::Read);
-        f(&self.value.read_recursive())
+        let id = self.check(AccessKind::Read);
+        match self.own(id) {
+            Some(value) => f(&value),
+            None => f(&self.value.read_recursive()),
+        }
     }
 
     /// Replaces the value, returning the previous one. Needs write access.
     pub fn set(&self, value: T) -> T {
-        self.check(AccessKind::Write);
-        std::mem::replace(&mut *self.value.write(), value)
+        let id = self.check(AccessKind::Write);
+        match txn::stage::<Staged<T>>(id) {
+            Some(staged) => {
+                let previous = staged.borrow_mut().replace(value);
+                previous.unwrap_or_else(|| self.value.read_recursive().clone())
+            }
+            None => {
+                let new = encode_or_panic(&value);
+                let mut current = self.value.write();
+                let previous = std::mem::replace(&mut *current, value);
+                self.log
+                    .change(CELL_KEY, Some(&encode_or_panic(&previous)), Some(&new));
+                previous
+            }
+        }
     }
 
     /// Changes the value in place. Needs write access to `name[*]`.
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        self.check(AccessKind::Write);
-        f(&mut self.value.write())
+        let id = self.check(AccessKind::Write);
+        let mut value = self
+            .own(id)
+            .unwrap_or_else(|| self.value.read_recursive().clone());
+        let result = f(&mut value);
+        match txn::stage::<Staged<T>>(id) {
+            Some(staged) => *staged.borrow_mut() = Some(value),
+            None => {
+                let new = encode_or_panic(&value);
+                let previous = std::mem::replace(&mut *self.value.write(), value);
+                self.log
+                    .change(CELL_KEY, Some(&encode_or_panic(&previous)), Some(&new));
+            }
+        }
+        result
     }
 }
 
@@ -101,19 +157,76 @@ where
         self.binding.name()
     }
 
-    fn encode_snapshot(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode(&*self.value.read_recursive())
+    fn prepare(&self, staged: &txn::Staged) -> Result<Box<dyn Any>, CodecError> {
+        let staged = staged
+            .downcast_ref::<Staged<T>>()
+            .expect("a cell stages a value of its own type");
+        let prepared = match staged.borrow_mut().take() {
+            Some(value) => {
+                let bytes = codec::encode(&value)?;
+                Some((value, bytes))
+            }
+            None => None,
+        };
+        Ok(Box::new(prepared))
     }
 
-    fn decode_snapshot(&self, bytes: &[u8]) -> Result<Box<dyn Any + Send>, CodecError> {
-        Ok(Box::new(codec::decode::<T>(bytes)?))
+    fn commit(&self, prepared: Box<dyn Any>) {
+        let prepared = prepared
+            .downcast::<Option<(T, Vec<u8>)>>()
+            .expect("commit takes what this cell's prepare returned");
+        if let Some((value, bytes)) = *prepared {
+            let previous = std::mem::replace(&mut *self.value.write(), value);
+            self.log
+                .change(CELL_KEY, Some(&encode_or_panic(&previous)), Some(&bytes));
+        }
     }
 
-    fn install_snapshot(&self, staged: Box<dyn Any + Send>) {
-        let value = staged
-            .downcast::<T>()
-            .expect("install_snapshot takes what this cell's decode_snapshot returned");
-        *self.value.write() = *value;
+    fn root(&self) -> Hash {
+        self.log.root()
+    }
+
+    fn record_changes(&self) {
+        self.log.record_changes();
+    }
+
+    fn take_changes(&self) -> Changes {
+        self.log.take_changes()
+    }
+
+    fn encode_entries(&self) -> Result<Entries, CodecError> {
+        let value = codec::encode(&*self.value.read_recursive())?;
+        Ok([(CELL_KEY.to_vec(), value)].into())
+    }
+
+    fn decode_entries(&self, entries: &Entries) -> Result<Box<dyn Any + Send>, CodecError> {
+        let (key, bytes) = match entries.iter().next() {
+            Some(entry) if entries.len() == 1 => entry,
+            _ => {
+                return Err(CodecError::Decode(format!(
+                    "a cell has exactly one entry, not {}",
+                    entries.len()
+                )));
+            }
+        };
+        if !key.is_empty() {
+            return Err(CodecError::Decode("a cell's entry has an empty key".into()));
+        }
+        let value: T = codec::decode(bytes)?;
+        if codec::encode(&value)? != *bytes {
+            return Err(CodecError::Decode(
+                "the cell's value is not in canonical form".into(),
+            ));
+        }
+        Ok(Box::new((value, EntryLog::tree_of(entries))))
+    }
+
+    fn install(&self, staged: Box<dyn Any + Send>) {
+        let (value, tree) = *staged
+            .downcast::<(T, DigestTree)>()
+            .expect("install takes what this cell's decode_entries returned");
+        *self.value.write() = value;
+        self.log.install(tree);
     }
 }
 
@@ -133,10 +246,14 @@ mod tests {
             6
         );
         assert_eq!(cell.get(), 6);
-        let bytes = cell.encode_snapshot().unwrap();
+        let entries = cell.encode_entries().unwrap();
         let other = Cell::named("counter", 0u64);
-        other.install_snapshot(other.decode_snapshot(&bytes).unwrap());
+        other.install(other.decode_entries(&entries).unwrap());
         assert_eq!(other.with(|v| *v), 6);
-        assert!(other.decode_snapshot(&[0xff; 20]).is_err());
+        assert_eq!(other.root(), cell.root());
+        let bad: Entries = [(vec![], vec![0xff; 20])].into();
+        assert!(other.decode_entries(&bad).is_err());
+        let two: Entries = [(vec![], vec![1]), (vec![1], vec![1])].into();
+        assert!(other.decode_entries(&two).is_err());
     }
 }

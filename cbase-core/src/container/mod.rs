@@ -8,21 +8,48 @@
 //! rules such as `#[reads(accounts[id])]`.
 
 mod cell;
+mod log;
 mod table;
 
 use std::any::Any;
 use std::sync::OnceLock;
 
 pub use cell::Cell;
+pub use log::EntryLog;
 pub use table::Table;
 
 use crate::codec::CodecError;
 use crate::key::TableId;
 
-/// A piece of replicated state that can be named, snapshotted and restored.
+/// The encoded contents of a container: each entry's encoded key and encoded
+/// value, sorted by the key's bytes. This is the canonical form that
+/// snapshots carry and that digests are computed over.
+pub type Entries = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The entries a container changed: each key's new encoded value, or `None`
+/// where the entry was removed.
+pub type Changes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A piece of replicated state: named, written atomically by requests, and
+/// digested, snapshotted and restored as a set of encoded entries.
 ///
 /// Implemented by [`Table`] and [`Cell`]; `#[derive(State)]` lists the
-/// containers of a struct through this trait.
+/// containers of a struct through this trait. A container of your own (the
+/// `fs` example keeps files on disk) implements it with the same parts:
+///
+/// - **Atomic writes.** Inside a request, stage writes with
+///   [`txn::stage`](crate::txn::stage) under the container's
+///   [`TableId`]; reads look at them first. The executor calls
+///   [`prepare`](Container::prepare) and then [`commit`](Container::commit)
+///   when the request returns, and drops them if it panics. Outside a request
+///   ([`txn::is_open`](crate::txn::is_open) is false), write through.
+/// - **Digests.** Keep a [`DigestTree`](crate::merkle::DigestTree) of the
+///   entries up to date as writes commit ([`EntryLog`] does it, and records the
+///   changes), so [`root`](Container::root) costs what changed, not what is stored.
+/// - **Snapshots.** [`encode_entries`](Container::encode_entries) encodes the whole contents;
+///   [`decode_entries`](Container::decode_entries) and
+///   [`install`](Container::install) restore them in two steps, so a whole
+///   state installs in every container or none.
 pub trait Container: Send + Sync {
     /// Gives the container its name (the field name). Naming twice with the
     /// same name is fine; with a different name it is an error.
@@ -31,19 +58,48 @@ pub trait Container: Send + Sync {
     /// The name, once bound.
     fn name(&self) -> Option<&'static str>;
 
-    /// The contents in canonical form (sorted by key), encoded.
-    fn encode_snapshot(&self) -> Result<Vec<u8>, CodecError>;
+    /// Gets what a finished request staged in this container ready to
+    /// commit: encodes and digests it. Nothing visible changes; an error
+    /// aborts the whole request, in every container.
+    fn prepare(&self, staged: &crate::txn::Staged) -> Result<Box<dyn Any>, CodecError>;
 
-    /// Decodes snapshot bytes into a value that [`Container::install_snapshot`]
-    /// accepts, without changing the container. Split in two so that restoring
-    /// a whole state either installs every container or none.
-    fn decode_snapshot(&self, bytes: &[u8]) -> Result<Box<dyn Any + Send>, CodecError>;
-
-    /// Replaces the contents with a value from [`Container::decode_snapshot`].
+    /// Applies what [`prepare`](Container::prepare) returned. Runs while the
+    /// request still holds its keys.
     ///
     /// # Panics
-    /// If `staged` did not come from this container type's `decode_snapshot`.
-    fn install_snapshot(&self, staged: Box<dyn Any + Send>);
+    /// If `prepared` did not come from this container's `prepare`.
+    fn commit(&self, prepared: Box<dyn Any>);
+
+    /// The root of the digest tree over the entries: equal contents have
+    /// equal roots. Costs O(entries changed since the last call).
+    fn root(&self) -> crate::merkle::Hash;
+
+    /// From now on, records every committed change for
+    /// [`take_changes`](Container::take_changes) (a replica does; a container
+    /// used on its own need not pay for it).
+    fn record_changes(&self);
+
+    /// The changes committed since the last call (or since
+    /// [`record_changes`](Container::record_changes)), each key once with its
+    /// latest value.
+    fn take_changes(&self) -> Changes;
+
+    /// The whole contents, encoded. Costs O(contents).
+    fn encode_entries(&self) -> Result<Entries, CodecError>;
+
+    /// Decodes entries into a value that [`Container::install`] accepts,
+    /// without changing the container. Refuses entries this container would
+    /// not have written (an encoding that is not canonical), since their
+    /// digest would not be the one it maintains.
+    fn decode_entries(&self, entries: &Entries) -> Result<Box<dyn Any + Send>, CodecError>;
+
+    /// Replaces the contents with a value from
+    /// [`Container::decode_entries`], and the digest tree with theirs.
+    /// Changes recorded so far are dropped: the new contents are the base.
+    ///
+    /// # Panics
+    /// If `staged` did not come from this container type's `decode_entries`.
+    fn install(&self, staged: Box<dyn Any + Send>);
 }
 
 /// A container was given two different names.

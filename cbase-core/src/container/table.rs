@@ -1,20 +1,23 @@
-//! `Table<K, V>`: a sharded, ordered map whose every access is checked.
+//! `Table<K, V>`: a sharded, ordered map whose every access is checked and
+//! whose writes inside a request are staged until the request finishes.
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
 use std::ops::RangeBounds;
+use std::rc::Rc;
 
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
-use serde::ser::{Serialize, Serializer};
 
-use super::{BindError, Binding, Container};
+use super::{BindError, Binding, Changes, Container, Entries, EntryLog};
 use crate::codec::{self, CodecError};
 use crate::key::{Key, TableId, ValueHash};
+use crate::merkle::{DigestTree, Hash};
 use crate::scope::{self, AccessKind};
+use crate::txn;
 
 /// Shards per table: enough that requests on disjoint keys rarely meet on a
 /// lock even with dozens of workers, few enough that whole-table reads stay cheap.
@@ -34,11 +37,14 @@ thread_local! {
 /// [`entries`](Table::entries), [`range`](Table::range), ...) need `table[*]`.
 /// Iteration is always in key order, so it is the same on every replica.
 ///
-/// Keys are sharded by their [`ValueHash`] over independent locks, so requests
-/// on different keys do not contend.
+/// Inside a request, writes are staged and applied when the request returns
+/// (see [`crate::txn`]); the request itself reads its own writes. Keys are
+/// sharded by their [`ValueHash`] over independent locks, so requests on
+/// different keys do not contend.
 pub struct Table<K, V> {
     binding: Binding,
     shards: Box<[RwLock<BTreeMap<K, V>>]>,
+    log: EntryLog,
 }
 
 /// What a table's key and value types must offer: an order (for deterministic
@@ -53,11 +59,45 @@ impl<T> TableKey for T where
 {
 }
 
+/// A request's staged writes to one table.
+struct Overlay<K, V> {
+    /// The request cleared the table before the writes below.
+    cleared: bool,
+    /// Each written key's new value, `None` where it was removed.
+    writes: BTreeMap<K, Option<V>>,
+}
+
+impl<K, V> Default for Overlay<K, V> {
+    fn default() -> Self {
+        Overlay {
+            cleared: false,
+            writes: BTreeMap::new(),
+        }
+    }
+}
+
+type Staged<K, V> = RefCell<Overlay<K, V>>;
+
+/// A committed request's writes, encoded and ready to apply.
+struct Prepared<K, V> {
+    cleared: bool,
+    writes: Vec<PreparedWrite<K, V>>,
+}
+
+struct PreparedWrite<K, V> {
+    shard: usize,
+    key: K,
+    value: Option<V>,
+    key_bytes: Vec<u8>,
+    value_bytes: Option<Vec<u8>>,
+}
+
 impl<K, V> Default for Table<K, V> {
     fn default() -> Self {
         Table {
             binding: Binding::default(),
             shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            log: EntryLog::new(),
         }
     }
 }
@@ -68,6 +108,10 @@ impl<K, V> fmt::Debug for Table<K, V> {
             .field("name", &self.binding.name())
             .finish_non_exhaustive()
     }
+}
+
+fn shard_of<K: serde::Serialize>(key: &K) -> usize {
+    (ValueHash::of(key).0 % SHARDS as u64) as usize
 }
 
 impl<K, V> Table<K, V>
@@ -88,22 +132,24 @@ where
         }
     }
 
-    fn check_key(&self, kind: AccessKind, key: &K) -> usize {
+    /// Checks an access to one key; returns its shard and the table's identity.
+    fn check_key(&self, kind: AccessKind, key: &K) -> (usize, TableId) {
         let hash = ValueHash::of(key);
         let (name, id) = self.binding.for_access();
         scope::check(kind, name, &Key::Entry(id, hash), || format!("{key:?}"));
         if kind == AccessKind::Write {
             self.refuse_write_while_iterating(name, id);
         }
-        (hash.0 % SHARDS as u64) as usize
+        ((hash.0 % SHARDS as u64) as usize, id)
     }
 
-    fn check_whole(&self, kind: AccessKind) {
+    fn check_whole(&self, kind: AccessKind) -> TableId {
         let (name, id) = self.binding.for_access();
         scope::check(kind, name, &Key::Table(id), || "*".to_owned());
         if kind == AccessKind::Write {
             self.refuse_write_while_iterating(name, id);
         }
+        id
     }
 
     fn refuse_write_while_iterating(&self, name: &str, id: TableId) {
@@ -114,55 +160,170 @@ where
         }
     }
 
-    /// A copy of the value at `key`. Needs read access to `table[key]`.
-    pub fn get(&self, key: &K) -> Option<V> {
-        let shard = self.check_key(AccessKind::Read, key);
+    /// The running request's staged writes to this table, if it made any.
+    fn overlay(&self, id: TableId) -> Option<Rc<Staged<K, V>>> {
+        txn::staged::<Staged<K, V>>(id)
+    }
+
+    /// The value at `key` as the running request sees it: its own write if
+    /// it made one, else the committed value.
+    fn current(&self, shard: usize, overlay: Option<&Staged<K, V>>, key: &K) -> Option<V> {
+        if let Some(overlay) = overlay {
+            let overlay = overlay.borrow();
+            if let Some(write) = overlay.writes.get(key) {
+                return write.clone();
+            }
+            if overlay.cleared {
+                return None;
+            }
+        }
         self.shards[shard].read_recursive().get(key).cloned()
     }
 
-    /// Calls `f` with a reference to the value at `key`, without copying it.
+    /// A copy of the value at `key`. Needs read access to `table[key]`.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let (shard, id) = self.check_key(AccessKind::Read, key);
+        self.current(shard, self.overlay(id).as_deref(), key)
+    }
+
+    /// Calls `f` with a reference to the value at `key`, without copying it
+    /// (unless the running request wrote it: then `f` sees a copy of that write).
     pub fn with<R>(&self, key: &K, f: impl FnOnce(Option<&V>) -> R) -> R {
-        let shard = self.check_key(AccessKind::Read, key);
+        let (shard, id) = self.check_key(AccessKind::Read, key);
+        if let Some(overlay) = self.overlay(id) {
+            let own = {
+                let overlay = overlay.borrow();
+                match overlay.writes.get(key) {
+                    Some(write) => Some(write.clone()),
+                    None if overlay.cleared => Some(None),
+                    None => None,
+                }
+            };
+            if let Some(value) = own {
+                return f(value.as_ref());
+            }
+        }
         f(self.shards[shard].read_recursive().get(key))
     }
 
     /// Whether `key` has a value. Needs read access to `table[key]`.
     pub fn contains_key(&self, key: &K) -> bool {
-        let shard = self.check_key(AccessKind::Read, key);
+        let (shard, id) = self.check_key(AccessKind::Read, key);
+        if let Some(overlay) = self.overlay(id) {
+            let overlay = overlay.borrow();
+            if let Some(write) = overlay.writes.get(key) {
+                return write.is_some();
+            }
+            if overlay.cleared {
+                return false;
+            }
+        }
         self.shards[shard].read_recursive().contains_key(key)
+    }
+
+    /// Sets `key` to `value` (or removes it, for `None`): staged in the
+    /// running request, else written through. Returns the previous value.
+    fn write(&self, shard: usize, id: TableId, key: K, value: Option<V>) -> Option<V> {
+        match txn::stage::<Staged<K, V>>(id) {
+            Some(overlay) => {
+                let previous = self.current(shard, Some(&overlay), &key);
+                overlay.borrow_mut().writes.insert(key, value);
+                previous
+            }
+            None => self.write_through(shard, key, value),
+        }
+    }
+
+    fn write_through(&self, shard: usize, key: K, value: Option<V>) -> Option<V> {
+        let key_bytes = self.encode_or_panic(&key);
+        let value_bytes = value.as_ref().map(|v| self.encode_or_panic(v));
+        let mut map = self.shards[shard].write();
+        let previous = match value {
+            Some(value) => map.insert(key, value),
+            None => map.remove(&key),
+        };
+        let old_bytes = previous.as_ref().map(|v| self.encode_or_panic(v));
+        self.log
+            .change(&key_bytes, old_bytes.as_deref(), value_bytes.as_deref());
+        previous
+    }
+
+    fn encode_or_panic<T: serde::Serialize>(&self, value: &T) -> Vec<u8> {
+        codec::encode(value).unwrap_or_else(|error| {
+            panic!(
+                "table `{}` holds a value that cannot be encoded: {error}",
+                self.binding.name().unwrap_or("<unnamed>")
+            )
+        })
     }
 
     /// Sets the value at `key`, returning the previous one. Needs write access.
     pub fn insert(&self, key: K, value: V) -> Option<V> {
-        let shard = self.check_key(AccessKind::Write, &key);
-        self.shards[shard].write().insert(key, value)
+        let (shard, id) = self.check_key(AccessKind::Write, &key);
+        self.write(shard, id, key, Some(value))
     }
 
     /// Changes the value at `key` in place, if there is one.
     pub fn update<R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
-        let shard = self.check_key(AccessKind::Write, key);
-        self.shards[shard].write().get_mut(key).map(f)
+        let (shard, id) = self.check_key(AccessKind::Write, key);
+        if txn::is_open() {
+            let mut value = self.current(shard, self.overlay(id).as_deref(), key)?;
+            let result = f(&mut value);
+            self.write(shard, id, key.clone(), Some(value));
+            return Some(result);
+        }
+        let mut value = self.shards[shard].read_recursive().get(key).cloned()?;
+        let result = f(&mut value);
+        self.write_through(shard, key.clone(), Some(value));
+        Some(result)
     }
 
     /// Changes the value at `key` in place, first inserting `default()` if
     /// there is none.
     pub fn upsert<R>(&self, key: K, default: impl FnOnce() -> V, f: impl FnOnce(&mut V) -> R) -> R {
-        let shard = self.check_key(AccessKind::Write, &key);
-        f(self.shards[shard]
-            .write()
-            .entry(key)
-            .or_insert_with(default))
+        let (shard, id) = self.check_key(AccessKind::Write, &key);
+        let overlay = self.overlay(id);
+        let mut value = self
+            .current(shard, overlay.as_deref(), &key)
+            .unwrap_or_else(default);
+        let result = f(&mut value);
+        self.write(shard, id, key, Some(value));
+        result
     }
 
     /// Removes and returns the value at `key`. Needs write access.
     pub fn remove(&self, key: &K) -> Option<V> {
-        let shard = self.check_key(AccessKind::Write, key);
-        self.shards[shard].write().remove(key)
+        let (shard, id) = self.check_key(AccessKind::Write, key);
+        self.write(shard, id, key.clone(), None)
     }
 
     /// The number of entries. Needs read access to `table[*]`.
     pub fn len(&self) -> usize {
-        self.check_whole(AccessKind::Read);
+        let id = self.check_whole(AccessKind::Read);
+        let Some(overlay) = self.overlay(id) else {
+            return self.stored_len();
+        };
+        let overlay = overlay.borrow();
+        let mut len = if overlay.cleared {
+            0
+        } else {
+            self.stored_len()
+        };
+        for (key, write) in &overlay.writes {
+            let stored = !overlay.cleared
+                && self.shards[shard_of(key)]
+                    .read_recursive()
+                    .contains_key(key);
+            match (stored, write.is_some()) {
+                (false, true) => len += 1,
+                (true, false) => len -= 1,
+                _ => {}
+            }
+        }
+        len
+    }
+
+    fn stored_len(&self) -> usize {
         self.shards.iter().map(|s| s.read_recursive().len()).sum()
     }
 
@@ -175,8 +336,9 @@ where
     /// to `table[*]`. Writing this table from inside `f` is refused (it would
     /// deadlock); collect what to change and write after the fold.
     pub fn fold<A>(&self, init: A, mut f: impl FnMut(A, &K, &V) -> A) -> A {
-        self.check_whole(AccessKind::Read);
-        let (_, id) = self.binding.for_access();
+        let id = self.check_whole(AccessKind::Read);
+        let overlay = self.overlay(id);
+        let overlay = overlay.as_ref().map(|o| o.borrow());
         let guards: Vec<_> = self.shards.iter().map(|s| s.read_recursive()).collect();
         ITERATING.with_borrow_mut(|tables| tables.push(id));
         // Popped even if `f` panics, so a refused access inside the fold does
@@ -189,7 +351,10 @@ where
         }
         let _pop = Pop;
         let mut acc = init;
-        for (k, v) in merge_sorted(guards.iter().map(|g| g.iter())) {
+        let cleared = overlay.as_ref().is_some_and(|o| o.cleared);
+        let stored = merge_sorted(guards.iter().filter(|_| !cleared).map(|g| g.iter()));
+        let own = overlay.iter().flat_map(|o| o.writes.iter());
+        for (k, v) in with_own_writes(stored, own) {
             acc = f(acc, k, v);
         }
         acc
@@ -216,18 +381,38 @@ where
     /// A range may contain keys no request has named yet, so it needs read
     /// access to the whole table (`table[*]`).
     pub fn range<R: RangeBounds<K> + Clone>(&self, range: R) -> Vec<(K, V)> {
-        self.check_whole(AccessKind::Read);
+        let id = self.check_whole(AccessKind::Read);
+        let overlay = self.overlay(id);
+        let overlay = overlay.as_ref().map(|o| o.borrow());
+        let cleared = overlay.as_ref().is_some_and(|o| o.cleared);
         let guards: Vec<_> = self.shards.iter().map(|s| s.read_recursive()).collect();
-        merge_sorted(guards.iter().map(|g| g.range(range.clone())))
+        let stored = merge_sorted(
+            guards
+                .iter()
+                .filter(|_| !cleared)
+                .map(|g| g.range(range.clone())),
+        );
+        let own = overlay.iter().flat_map(|o| o.writes.range(range.clone()));
+        with_own_writes(stored, own)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
     /// Removes every entry. Needs write access to `table[*]`.
     pub fn clear(&self) {
-        self.check_whole(AccessKind::Write);
+        let id = self.check_whole(AccessKind::Write);
+        if let Some(overlay) = txn::stage::<Staged<K, V>>(id) {
+            let mut overlay = overlay.borrow_mut();
+            overlay.cleared = true;
+            overlay.writes.clear();
+            return;
+        }
         for shard in self.shards.iter() {
-            shard.write().clear();
+            let mut map = shard.write();
+            for (key, value) in std::mem::take(&mut *map) {
+                let (key, value) = (self.encode_or_panic(&key), self.encode_or_panic(&value));
+                self.log.change(&key, Some(&value), None);
+            }
         }
     }
 }
@@ -259,19 +444,36 @@ where
     })
 }
 
-/// Serializes a table's entries in key order without copying them.
-struct SortedEntries<'a, K, V>(&'a [parking_lot::RwLockReadGuard<'a, BTreeMap<K, V>>]);
-
-impl<K: Ord + serde::Serialize, V: serde::Serialize> Serialize for SortedEntries<'_, K, V> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let len = self.0.iter().map(|g| g.len()).sum();
-        use serde::ser::SerializeSeq;
-        let mut seq = serializer.serialize_seq(Some(len))?;
-        for entry in merge_sorted(self.0.iter().map(|g| g.iter())) {
-            seq.serialize_element(&entry)?;
+/// The committed entries (sorted) as a request sees them with its own
+/// writes (sorted): a write replaces the committed entry, a removal hides it.
+fn with_own_writes<'a, K: Ord + 'a, V: 'a>(
+    stored: impl Iterator<Item = (&'a K, &'a V)>,
+    own: impl Iterator<Item = (&'a K, &'a Option<V>)>,
+) -> impl Iterator<Item = (&'a K, &'a V)> {
+    let mut stored = stored.peekable();
+    let mut own = own.peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let order = match (stored.peek(), own.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((s, _)), Some((o, _))) => s.cmp(o),
+            };
+            match order {
+                Ordering::Less => return stored.next(),
+                Ordering::Equal | Ordering::Greater => {
+                    if order == Ordering::Equal {
+                        stored.next();
+                    }
+                    let (k, write) = own.next().expect("peeked");
+                    if let Some(v) = write {
+                        return Some((k, v));
+                    }
+                }
+            }
         }
-        seq.end()
-    }
+    })
 }
 
 impl<K, V> Container for Table<K, V>
@@ -287,39 +489,110 @@ where
         self.binding.name()
     }
 
-    fn encode_snapshot(&self) -> Result<Vec<u8>, CodecError> {
-        let guards: Vec<_> = self.shards.iter().map(|s| s.read_recursive()).collect();
-        codec::encode(&SortedEntries(&guards))
+    fn prepare(&self, staged: &txn::Staged) -> Result<Box<dyn Any>, CodecError> {
+        let overlay = staged
+            .downcast_ref::<Staged<K, V>>()
+            .expect("a table stages an overlay of its own type");
+        let overlay = std::mem::take(&mut *overlay.borrow_mut());
+        let mut writes = Vec::with_capacity(overlay.writes.len());
+        for (key, value) in overlay.writes {
+            let key_bytes = codec::encode(&key)?;
+            let value_bytes = value.as_ref().map(codec::encode).transpose()?;
+            writes.push(PreparedWrite {
+                shard: shard_of(&key),
+                key,
+                value,
+                key_bytes,
+                value_bytes,
+            });
+        }
+        Ok(Box::new(Prepared {
+            cleared: overlay.cleared,
+            writes,
+        }))
     }
 
-    fn decode_snapshot(&self, bytes: &[u8]) -> Result<Box<dyn Any + Send>, CodecError> {
-        let entries: Vec<(K, V)> = codec::decode(bytes)?;
+    fn commit(&self, prepared: Box<dyn Any>) {
+        let prepared = prepared
+            .downcast::<Prepared<K, V>>()
+            .expect("commit takes what this table's prepare returned");
+        if prepared.cleared {
+            for shard in self.shards.iter() {
+                let mut map = shard.write();
+                for (key, value) in std::mem::take(&mut *map) {
+                    let (key, value) = (self.encode_or_panic(&key), self.encode_or_panic(&value));
+                    self.log.change(&key, Some(&value), None);
+                }
+            }
+        }
+        for write in prepared.writes {
+            let mut map = self.shards[write.shard].write();
+            let previous = match write.value {
+                Some(value) => map.insert(write.key, value),
+                None => map.remove(&write.key),
+            };
+            let old_bytes = previous.as_ref().map(|v| self.encode_or_panic(v));
+            self.log.change(
+                &write.key_bytes,
+                old_bytes.as_deref(),
+                write.value_bytes.as_deref(),
+            );
+        }
+    }
+
+    fn root(&self) -> Hash {
+        self.log.root()
+    }
+
+    fn record_changes(&self) {
+        self.log.record_changes();
+    }
+
+    fn take_changes(&self) -> Changes {
+        self.log.take_changes()
+    }
+
+    fn encode_entries(&self) -> Result<Entries, CodecError> {
+        let guards: Vec<_> = self.shards.iter().map(|s| s.read_recursive()).collect();
+        let mut entries = Entries::new();
+        for guard in &guards {
+            for (key, value) in guard.iter() {
+                entries.insert(codec::encode(key)?, codec::encode(value)?);
+            }
+        }
+        Ok(entries)
+    }
+
+    fn decode_entries(&self, entries: &Entries) -> Result<Box<dyn Any + Send>, CodecError> {
         let mut shards: Vec<BTreeMap<K, V>> = (0..SHARDS).map(|_| BTreeMap::new()).collect();
-        let mut previous: Option<&K> = None;
-        for (k, _) in &entries {
-            // The canonical form is strictly increasing; anything else is not
-            // a snapshot this code wrote, and would digest differently.
-            if previous.is_some_and(|p| p >= k) {
+        for (key_bytes, value_bytes) in entries {
+            let key: K = codec::decode(key_bytes)?;
+            let value: V = codec::decode(value_bytes)?;
+            // Anything but the canonical encoding digests differently from
+            // what this table computes as it runs.
+            if codec::encode(&key)? != *key_bytes {
                 return Err(CodecError::Decode(format!(
-                    "table snapshot keys are not strictly increasing at {k:?}"
+                    "table entry key {key:?} is not in canonical form"
                 )));
             }
-            previous = Some(k);
+            if codec::encode(&value)? != *value_bytes {
+                return Err(CodecError::Decode(format!(
+                    "the value of table entry {key:?} is not in canonical form"
+                )));
+            }
+            shards[shard_of(&key)].insert(key, value);
         }
-        for (k, v) in entries {
-            let shard = (ValueHash::of(&k).0 % SHARDS as u64) as usize;
-            shards[shard].insert(k, v);
-        }
-        Ok(Box::new(shards))
+        Ok(Box::new((shards, EntryLog::tree_of(entries))))
     }
 
-    fn install_snapshot(&self, staged: Box<dyn Any + Send>) {
-        let shards = staged
-            .downcast::<Vec<BTreeMap<K, V>>>()
-            .expect("install_snapshot takes what this table's decode_snapshot returned");
-        for (lock, contents) in self.shards.iter().zip(*shards) {
+    fn install(&self, staged: Box<dyn Any + Send>) {
+        let (shards, tree) = *staged
+            .downcast::<(Vec<BTreeMap<K, V>>, DigestTree)>()
+            .expect("install takes what this table's decode_entries returned");
+        for (lock, contents) in self.shards.iter().zip(shards) {
             *lock.write() = contents;
         }
+        self.log.install(tree);
     }
 }
 
@@ -373,7 +646,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_round_trip_is_canonical() {
+    fn entries_round_trip_and_are_canonical() {
         let a: Table<u64, u64> = Table::named("t");
         let b: Table<u64, u64> = Table::named("t");
         for k in 0..100 {
@@ -382,25 +655,127 @@ mod tests {
         for k in (0..100).rev() {
             b.insert(k, k * 2);
         }
-        let bytes = a.encode_snapshot().unwrap();
+        let entries = a.encode_entries().unwrap();
         assert_eq!(
-            bytes,
-            b.encode_snapshot().unwrap(),
+            entries,
+            b.encode_entries().unwrap(),
             "insertion order does not matter"
         );
+        assert_eq!(a.root(), b.root());
         let c: Table<u64, u64> = Table::named("t");
         c.insert(1000, 1);
-        c.install_snapshot(c.decode_snapshot(&bytes).unwrap());
+        c.install(c.decode_entries(&entries).unwrap());
         assert_eq!(c.entries(), a.entries());
+        assert_eq!(c.root(), a.root());
+        // The installed digest tree keeps following writes.
+        c.insert(5, 5);
+        a.insert(5, 5);
+        assert_eq!(c.root(), a.root());
     }
 
     #[test]
-    fn snapshot_with_unsorted_keys_is_refused() {
+    fn entries_that_are_not_canonical_are_refused() {
         let table: Table<u64, u64> = Table::named("t");
-        let bytes = codec::encode(&vec![(2u64, 0u64), (1, 0)]).unwrap();
-        assert!(table.decode_snapshot(&bytes).is_err());
-        let bytes = codec::encode(&vec![(1u64, 0u64), (1, 0)]).unwrap();
-        assert!(table.decode_snapshot(&bytes).is_err());
+        let value = codec::encode(&0u64).unwrap();
+        // 300 written as a 9-byte varint instead of 3 bytes.
+        let long_key = [vec![253], 300u64.to_le_bytes().to_vec()].concat();
+        let entries: Entries = [(long_key, value.clone())].into();
+        assert!(table.decode_entries(&entries).is_err());
+        let entries: Entries = [(vec![0xff; 3], value)].into();
+        assert!(table.decode_entries(&entries).is_err());
+    }
+
+    /// Runs `f` as a request with access to everything, the way the
+    /// executor does: writes staged, then committed unless `f` panics.
+    fn request<R>(table: &Table<u64, u64>, f: impl FnOnce() -> R) -> Option<R> {
+        let _scope = scope::enter("test", crate::AccessSet::exclusive());
+        let transaction = txn::begin();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()?;
+        for (_, staged) in transaction.take() {
+            table.commit(table.prepare(&staged).unwrap());
+        }
+        Some(result)
+    }
+
+    #[test]
+    fn a_request_sees_its_own_writes_and_others_see_them_only_after() {
+        let table: Table<u64, u64> = Table::named("t");
+        for k in 0..10 {
+            table.insert(k, k);
+        }
+        let seen = request(&table, || {
+            table.insert(3, 30);
+            table.remove(&4);
+            table.insert(20, 200);
+            table.update(&5, |v| *v += 50);
+            table.upsert(21, || 0, |v| *v += 1);
+            // Nothing is committed while the request runs.
+            let committed = table.shards[shard_of(&3u64)].read().get(&3).copied();
+            (
+                table.get(&3),
+                table.get(&4),
+                table.contains_key(&20),
+                table.with(&5, |v| v.copied()),
+                table.len(),
+                table.keys(),
+                table.range(3..6),
+                committed,
+            )
+        })
+        .unwrap();
+        assert_eq!(seen.0, Some(30));
+        assert_eq!(seen.1, None);
+        assert!(seen.2);
+        assert_eq!(seen.3, Some(55));
+        assert_eq!(seen.4, 11);
+        assert_eq!(seen.5, vec![0, 1, 2, 3, 5, 6, 7, 8, 9, 20, 21]);
+        assert_eq!(seen.6, vec![(3, 30), (5, 55)]);
+        assert_eq!(seen.7, Some(3), "the write was staged, not applied");
+        assert_eq!(table.get(&3), Some(30));
+        assert_eq!(table.get(&4), None);
+        assert_eq!(table.len(), 11);
+        let fresh: Table<u64, u64> = Table::named("t");
+        fresh.install(
+            fresh
+                .decode_entries(&table.encode_entries().unwrap())
+                .unwrap(),
+        );
+        assert_eq!(fresh.root(), table.root(), "the digest followed the commit");
+    }
+
+    #[test]
+    fn a_request_that_panics_leaves_no_trace() {
+        let table: Table<u64, u64> = Table::named("t");
+        table.insert(1, 1);
+        let root = table.root();
+        let outcome = request(&table, || {
+            table.insert(1, 100);
+            table.clear();
+            table.insert(2, 2);
+            panic!("refused halfway");
+        });
+        assert!(outcome.is_none());
+        assert_eq!(table.entries(), vec![(1, 1)]);
+        assert_eq!(table.root(), root);
+    }
+
+    #[test]
+    fn clearing_inside_a_request_then_writing() {
+        let table: Table<u64, u64> = Table::named("t");
+        for k in 0..5 {
+            table.insert(k, k);
+        }
+        let seen = request(&table, || {
+            table.clear();
+            table.insert(9, 9);
+            (table.len(), table.entries(), table.get(&1))
+        })
+        .unwrap();
+        assert_eq!(seen, (1, vec![(9, 9)], None));
+        assert_eq!(table.entries(), vec![(9, 9)]);
+        let fresh: Table<u64, u64> = Table::named("t");
+        fresh.insert(9, 9);
+        assert_eq!(fresh.root(), table.root());
     }
 
     #[test]

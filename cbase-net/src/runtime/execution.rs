@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cbase_core::codec;
-use cbase_core::{Context, ExecError, Executor, ExecutorBuilder, Service, Snapshot, StateError};
+use cbase_core::{
+    Context, Digest, ExecError, Executor, ExecutorBuilder, Service, StateChanges, StateError,
+};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,29 +35,30 @@ use crate::crypto::PublicKey;
 use crate::message::{Hash, Reply, Seq};
 use crate::protocol::Committed;
 
+use super::checkpoints::CheckpointStore;
 use crate::checkpoint::CheckpointState;
 pub use crate::checkpoint::{ClientTable, LaneRecord, checkpoint_digest};
 
-/// What a checkpoint captured.
+/// What a checkpoint captured. Taking one copies nothing: it carries the
+/// entries changed since the previous checkpoint, not the whole state.
 #[derive(Clone, Debug)]
 pub struct CheckpointRecord {
     /// Its sequence number.
     pub seq: Seq,
     /// Digest of the service state, the client table and the clock.
     pub digest: Hash,
-    /// The service state.
-    pub snapshot: Snapshot,
+    /// The service state's digest alone.
+    pub state_digest: Digest,
+    /// The service state's changes since the previous checkpoint.
+    pub changes: Arc<StateChanges>,
     /// The client table.
     pub clients: ClientTable,
     /// The agreed clock (nanoseconds since the Unix epoch).
     pub clock: u64,
-}
-
-impl CheckpointRecord {
-    /// The state it captured, as transferred to replicas that fell behind.
-    pub fn state(&self) -> CheckpointState {
-        CheckpointState::new(self.snapshot.clone(), self.clients.clone(), self.clock)
-    }
+    /// How long execution stood still for it: from the barrier's start
+    /// (everything before it finished) to its end. A local measurement, not
+    /// part of the replicated state.
+    pub barrier: std::time::Duration,
 }
 
 /// Where replies go: the runtime sends them to the client's connection.
@@ -122,6 +125,7 @@ impl ExecutionShared {
 pub struct Execution<S: Service> {
     executor: Executor<S>,
     shared: Arc<ExecutionShared>,
+    checkpoints: Arc<CheckpointStore>,
     sink: Arc<dyn ReplySink>,
     next_tag: u64,
     /// The agreed clock: the largest proposal timestamp executed so far.
@@ -175,9 +179,22 @@ where
                 },
             );
         })?;
+        // The initial state is checkpoint 0, the store's first base; from
+        // here on the state records its changes for the checkpoints after it.
+        let state = executor.service().state();
+        let initial = CheckpointState::new(
+            state
+                .snapshot()
+                .map_err(|error| StateError::Unencodable(error.to_string()))?,
+            ClientTable::new(),
+            0,
+        );
+        let digest = checkpoint_digest(&state.digest(), &initial.clients, 0);
+        state.record_changes();
         Ok(Execution {
             executor,
             shared,
+            checkpoints: Arc::new(CheckpointStore::new(0, digest, initial)),
             sink,
             next_tag: 0,
             lanes_in_batch: std::collections::BTreeSet::new(),
@@ -189,6 +206,11 @@ where
     /// The state shared with connection readers.
     pub fn shared(&self) -> Arc<ExecutionShared> {
         Arc::clone(&self.shared)
+    }
+
+    /// The checkpoints this execution took, to serve to peers.
+    pub fn checkpoints(&self) -> Arc<CheckpointStore> {
+        Arc::clone(&self.checkpoints)
     }
 
     /// The last sequence number executed.
@@ -215,17 +237,20 @@ where
         state: CheckpointState,
     ) -> Result<(), cbase_core::RestoreError> {
         let (sender, receiver) = std::sync::mpsc::channel();
-        let snapshot = state.snapshot;
+        let state = Arc::new(state);
+        let installing = Arc::clone(&state);
         let barrier = self.executor.barrier(move |service: &S| {
-            let _ = sender.send(service.state().restore(&snapshot));
+            let _ = sender.send(service.state().restore(&installing.snapshot));
         });
         match barrier.ok().and_then(|()| receiver.recv().ok()) {
             Some(result) => result?,
             None => panic!("the executor stopped while installing a checkpoint"),
         }
-        *self.shared.clients.lock() = state.clients;
+        *self.shared.clients.lock() = state.clients.clone();
         self.clock = state.clock;
         self.last_executed = seq;
+        let digest = state.digest();
+        self.checkpoints.install(seq, digest, state);
         Ok(())
     }
 
@@ -341,27 +366,34 @@ where
         }
     }
 
-    /// Waits until everything so far has run, then snapshots and digests the
-    /// service state, the client table and the agreed clock.
+    /// Waits until everything so far has run, then digests the service
+    /// state, the client table and the agreed clock. The barrier costs what
+    /// changed since the last checkpoint: it folds those changes into the
+    /// state's digest tree and takes them, copying nothing else.
     fn checkpoint(&mut self, seq: Seq) -> CheckpointRecord {
         let (sender, receiver) = std::sync::mpsc::channel();
         let barrier = self.executor.barrier(move |service: &S| {
-            let _ = sender.send(service.state().snapshot());
+            let started = std::time::Instant::now();
+            let state = service.state();
+            let _ = sender.send((state.digest(), state.take_changes(), started.elapsed()));
         });
-        let snapshot = match barrier.ok().and_then(|()| receiver.recv().ok()) {
-            Some(Ok(snapshot)) => snapshot,
-            Some(Err(error)) => panic!("the service state cannot be snapshotted: {error}"),
-            None => panic!("the executor stopped while taking a checkpoint"),
+        let Some((state_digest, changes, barrier)) =
+            barrier.ok().and_then(|()| receiver.recv().ok())
+        else {
+            panic!("the executor stopped while taking a checkpoint");
         };
         let clients = self.shared.clients.lock().clone();
-        let digest = checkpoint_digest(&snapshot, &clients, self.clock);
+        let digest = checkpoint_digest(&state_digest, &clients, self.clock);
         let record = CheckpointRecord {
             seq,
             digest,
-            snapshot,
+            state_digest,
+            changes: Arc::new(changes),
             clients,
             clock: self.clock,
+            barrier,
         };
+        self.checkpoints.push(&record);
         self.sink.checkpoint(record.clone());
         record
     }

@@ -13,6 +13,7 @@
 //! frame that fails authentication, is oversized or does not decode closes
 //! that connection only, and is counted in [`NodeMetrics`].
 
+pub mod checkpoints;
 mod connections;
 pub mod execution;
 mod state_server;
@@ -145,6 +146,10 @@ pub struct NodeMetrics {
     pub checkpoints: Mutex<VecDeque<(Seq, Hash)>>,
     /// How many checkpoints were taken in all.
     pub checkpoints_taken: AtomicU64,
+    /// The longest a checkpoint held execution still, in nanoseconds.
+    pub checkpoint_barrier_max_nanos: AtomicU64,
+    /// The time all checkpoints held execution still, in nanoseconds.
+    pub checkpoint_barrier_total_nanos: AtomicU64,
     /// The newest checkpoints that became stable (at most
     /// [`CHECKPOINT_HISTORY`]), oldest first: (seq, digest).
     pub stable: Mutex<VecDeque<(Seq, Hash)>>,
@@ -154,9 +159,6 @@ pub struct NodeMetrics {
     pub diverged: AtomicU64,
     /// The view this replica is in.
     pub view: AtomicU64,
-    /// The most recent checkpoints, newest last: served to peers that fell
-    /// behind (state transfer).
-    pub recent_checkpoints: Mutex<VecDeque<CheckpointRecord>>,
     /// Transferred checkpoints this replica installed.
     pub states_installed: AtomicU64,
 }
@@ -250,9 +252,6 @@ fn push_bounded(history: &mut VecDeque<(Seq, Hash)>, entry: (Seq, Hash)) {
     }
 }
 
-/// How many checkpoints a replica keeps to serve to peers that fell behind.
-const RECENT_CHECKPOINTS: usize = 4;
-
 /// What the protocol task asks of the execution thread, in order.
 enum ExecCommand {
     Execute(crate::protocol::Committed),
@@ -285,11 +284,14 @@ impl ReplySink for RuntimeSink {
 
     fn checkpoint(&self, record: CheckpointRecord) {
         self.metrics.record_checkpoint(record.seq, record.digest);
-        let mut recent = self.metrics.recent_checkpoints.lock();
-        recent.push_back(record);
-        while recent.len() > RECENT_CHECKPOINTS {
-            recent.pop_front();
-        }
+        let nanos = u64::try_from(record.barrier.as_nanos()).unwrap_or(u64::MAX);
+        let metrics = &self.metrics;
+        metrics
+            .checkpoint_barrier_max_nanos
+            .fetch_max(nanos, Ordering::Relaxed);
+        metrics
+            .checkpoint_barrier_total_nanos
+            .fetch_add(nanos, Ordering::Relaxed);
     }
 }
 
@@ -360,6 +362,7 @@ impl ReplicaNode {
         });
         let execution = Execution::start(id, config.executor.clone(), service, sink)?;
         let execution_shared = execution.shared();
+        let checkpoints = execution.checkpoints();
 
         let (events, mut inbox) = mpsc::channel::<Input>(8192);
         let (to_execution, committed) = crossbeam::channel::unbounded();
@@ -473,6 +476,7 @@ impl ReplicaNode {
                         &to_execution,
                         &protocol_metrics,
                         &mut state_server,
+                        &checkpoints,
                     );
                 }
                 protocol_metrics.protocol.lock().clone_from(replica.stats());
@@ -533,6 +537,7 @@ fn route(
     execution: &crossbeam::channel::Sender<ExecCommand>,
     metrics: &NodeMetrics,
     state_server: &mut state_server::StateServer,
+    checkpoints: &checkpoints::CheckpointStore,
 ) {
     let send = |to: ReplicaId, frame: Arc<Vec<u8>>| {
         if let Some(queue) = peers.get(&to) {
@@ -558,8 +563,7 @@ fn route(
             let _ = execution.send(ExecCommand::Install { seq, digest, state });
         }
         Output::ServeState { to, seq, offset } => {
-            let recent = metrics.recent_checkpoints.lock();
-            if let Some(reply) = state_server.reply(&recent, seq, offset) {
+            if let Some(reply) = state_server.reply(checkpoints, seq, offset) {
                 send(to, Arc::new(encode_message(&reply)));
             }
         }

@@ -2,12 +2,11 @@
 //! chunk of the encoded checkpoint per request (see the protocol's
 //! `state_transfer` module for the receiving side).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::message::{ReplicaMessage, Seq};
 
-use super::execution::CheckpointRecord;
+use super::checkpoints::CheckpointStore;
 
 /// The most state bytes in one reply: large enough that a reply's fixed
 /// costs (a request, a frame, a MAC) are negligible, small enough that one
@@ -39,18 +38,20 @@ impl StateServer {
     /// The reply carrying the chunk of checkpoint `seq` that starts at
     /// `offset`; `None` if this replica no longer has that checkpoint or the
     /// offset is past its end (a confused or lying peer: nothing to send).
+    /// The checkpoint is materialized and encoded once, for its first chunk.
     pub(super) fn reply(
         &mut self,
-        recent: &VecDeque<CheckpointRecord>,
+        store: &CheckpointStore,
         seq: Seq,
         offset: u64,
     ) -> Option<ReplicaMessage> {
         let encoded = match &self.encoded {
             Some((cached, bytes)) if *cached == seq => Arc::clone(bytes),
             _ => {
-                let record = recent.iter().find(|r| r.seq == seq)?;
+                let (_, materialize) = store.get(seq)?;
                 let bytes = Arc::new(
-                    cbase_core::codec::encode(&record.state()).expect("checkpoints always encode"),
+                    cbase_core::codec::encode(&*materialize.build())
+                        .expect("checkpoints always encode"),
                 );
                 self.encoded = Some((seq, Arc::clone(&bytes)));
                 bytes
@@ -82,27 +83,19 @@ mod tests {
     use crate::checkpoint::CheckpointState;
     use cbase_core::Snapshot;
 
-    /// A checkpoint whose one container holds `bytes` bytes (a snapshot
-    /// encodes as its list of parts).
-    fn record(seq: Seq, bytes: usize) -> CheckpointRecord {
-        let parts = vec![("t".to_owned(), vec![7u8; bytes])];
-        let snapshot: Snapshot =
-            cbase_core::codec::decode(&cbase_core::codec::encode(&parts).unwrap()).unwrap();
-        let clients = Default::default();
-        let clock = 1_000 + seq;
-        CheckpointRecord {
-            seq,
-            digest: crate::checkpoint::checkpoint_digest(&snapshot, &clients, clock),
-            snapshot,
-            clients,
-            clock,
-        }
+    /// A store holding checkpoint `seq`, whose one container holds one
+    /// entry of `bytes` bytes.
+    fn store(seq: Seq, bytes: usize) -> CheckpointStore {
+        let entries = [(vec![1u8], vec![7u8; bytes])].into();
+        let snapshot = Snapshot::from_parts(vec![("t".to_owned(), entries)]);
+        let state = CheckpointState::new(snapshot, Default::default(), 1_000 + seq);
+        CheckpointStore::new(seq, state.digest(), state)
     }
 
     #[test]
     fn chunks_fit_the_frame_and_reassemble_to_the_checkpoint() {
         let max_frame = 4096;
-        let recent = VecDeque::from([record(8, 20_000)]);
+        let recent = store(8, 20_000);
         let mut server = StateServer::new(max_frame);
         let mut assembled = Vec::new();
         let mut replies = 0;
@@ -130,12 +123,12 @@ mod tests {
         }
         assert!(replies > 4, "the state spans several chunks");
         let state: CheckpointState = cbase_core::codec::decode(&assembled).unwrap();
-        assert_eq!(state.digest(), recent[0].digest);
+        assert_eq!(state.digest(), recent.get(8).unwrap().0);
     }
 
     #[test]
     fn unknown_checkpoints_and_offsets_past_the_end_get_nothing() {
-        let recent = VecDeque::from([record(8, 3)]);
+        let recent = store(8, 3);
         let mut server = StateServer::new(1 << 20);
         assert!(server.reply(&recent, 16, 0).is_none());
         assert!(server.reply(&recent, 8, 1 << 40).is_none());

@@ -66,7 +66,6 @@ pub enum Delivery {
 #[derive(Default)]
 pub struct Collected {
     replies: Vec<(PublicKey, Reply)>,
-    pub checkpoints: Vec<CheckpointRecord>,
 }
 
 struct SimSink(Arc<Mutex<Collected>>);
@@ -75,19 +74,7 @@ impl ReplySink for SimSink {
     fn send(&self, client: &PublicKey, reply: Reply) {
         self.0.lock().unwrap().replies.push((*client, reply));
     }
-    fn checkpoint(&self, record: CheckpointRecord) {
-        self.0.lock().unwrap().checkpoints.push(record);
-    }
-}
-
-/// The whole state a checkpoint transfers. (Kept in one place: the
-/// checkpoint's fields may grow.)
-pub fn checkpoint_state(record: CheckpointRecord) -> CheckpointState {
-    CheckpointState {
-        snapshot: record.snapshot,
-        clients: record.clients,
-        clock: record.clock,
-    }
+    fn checkpoint(&self, _: CheckpointRecord) {}
 }
 
 /// A batch as executed: the proposal's timestamp and its requests
@@ -711,14 +698,16 @@ impl World {
     fn damage(&mut self, instance: usize) {
         let node = &mut self.nodes[instance];
         let delivered = node.replica.delivered();
-        let oldest = node.collected.lock().unwrap().checkpoints.first().cloned();
-        let Some(record) = oldest.filter(|r| r.seq < delivered) else {
+        let store = node.execution.checkpoints();
+        let oldest = store.held().into_iter().find(|seq| *seq > 0);
+        let Some(from) = oldest.filter(|seq| *seq < delivered) else {
             return;
         };
+        let state = store.state(from).expect("a held checkpoint");
         node.corrupted = true;
-        let (from, to) = (record.seq, delivered);
+        let to = delivered;
         node.execution
-            .install(delivered, checkpoint_state(record))
+            .install(delivered, CheckpointState::clone(&state))
             .expect("an old checkpoint installs");
         self.trace(
             instance,
@@ -796,16 +785,8 @@ impl World {
 
     /// The encoded checkpoint `seq` of an instance, if it took one.
     pub fn encoded_checkpoint(&self, instance: usize, seq: Seq) -> Option<Vec<u8>> {
-        let record = {
-            let collected = self.nodes[instance].collected.lock().unwrap();
-            collected
-                .checkpoints
-                .iter()
-                .rev()
-                .find(|r| r.seq == seq)
-                .cloned()
-        }?;
-        Some(codec::encode(&checkpoint_state(record)).unwrap())
+        let state = self.nodes[instance].execution.checkpoints().state(seq)?;
+        Some(codec::encode(&*state).unwrap())
     }
 
     fn execute(&mut self, instance: usize, committed: Committed) {

@@ -962,10 +962,10 @@ fn behind_checkpoint_4(lanes: u32, config: ProtocolConfig) -> (Replica, Vec<u8>,
     let client = SecretKey::from_seed([9; 32]).public();
     let state = CheckpointState {
         clock: 0,
-        snapshot: cbase_core::Snapshot::from_bytes(
-            &cbase_core::codec::encode(&vec![("t".to_owned(), vec![5u8; 300])]).unwrap(),
-        )
-        .unwrap(),
+        snapshot: cbase_core::Snapshot::from_parts(vec![(
+            "t".to_owned(),
+            [(vec![1u8], vec![5u8; 300])].into(),
+        )]),
         clients: (0..lanes)
             .map(|lane| {
                 let record = LaneRecord {

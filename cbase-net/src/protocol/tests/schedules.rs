@@ -381,10 +381,10 @@ fn state_with(client: &SecretKey) -> (Vec<u8>, Hash) {
     use crate::checkpoint::{CheckpointState, LaneRecord};
     let state = CheckpointState {
         clock: 0,
-        snapshot: cbase_core::Snapshot::from_bytes(
-            &cbase_core::codec::encode(&vec![("t".to_owned(), vec![5u8; 100])]).unwrap(),
-        )
-        .unwrap(),
+        snapshot: cbase_core::Snapshot::from_parts(vec![(
+            "t".to_owned(),
+            [(vec![1u8], vec![5u8; 100])].into(),
+        )]),
         clients: [(
             (client.public(), 0),
             LaneRecord {

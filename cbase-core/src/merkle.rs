@@ -1,0 +1,393 @@
+//! Incremental digests of a container's contents: a Merkle tree over key hashes.
+//!
+//! Every container is, for digests, a set of entries: an encoded key and an
+//! encoded value. An entry's digest binds both. Entries fall into one of
+//! 65,536 *buckets* by the top 16 bits of their key's [`ValueHash`], and the
+//! buckets are the leaves of a 16-ary tree of depth 4:
+//!
+//! ```text
+//! root ── 16 shards ── 16 nodes each ── 16 nodes each ── 16 buckets each
+//! ```
+//!
+//! A bucket's digest covers its entry digests in sorted order; a node's
+//! covers its 16 children. So the root depends only on the *set* of entries,
+//! never on the order in which they were written or on which thread wrote
+//! them: equal contents have equal roots on every replica.
+//!
+//! A write changes one entry digest in one bucket; the tree marks that bucket
+//! dirty and recomputes only dirty paths when the root is asked for, so a
+//! checkpoint costs O(changed keys × depth), not O(state). The shards are
+//! locked separately, so requests committing on different keys rarely meet.
+//! The same tree is built from scratch from a snapshot's entries
+//! ([`DigestTree::from_entries`]), which is how a transferred state is checked
+//! before it is installed; a property test holds the two ways to the same root.
+//!
+//! [`ValueHash`]: crate::ValueHash
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+
+/// A 32-byte blake3 digest.
+pub type Hash = [u8; 32];
+
+/// Children per node.
+const FANOUT: usize = 16;
+/// Buckets per shard: three levels of 16 below each shard node.
+const BUCKETS_PER_SHARD: usize = FANOUT * FANOUT * FANOUT;
+/// Buckets in all (2^16).
+pub const BUCKETS: usize = FANOUT * BUCKETS_PER_SHARD;
+
+/// The bucket of an entry whose key has value hash `key_hash`
+/// ([`ValueHash::of`](crate::ValueHash::of) of the key).
+pub fn bucket_of(key_hash: u64) -> u16 {
+    (key_hash >> 48) as u16
+}
+
+/// The value hash of an already encoded key: the same number as
+/// [`ValueHash::of`](crate::ValueHash::of) gives for the key itself.
+pub fn key_hash(key: &[u8]) -> u64 {
+    let digest = blake3::hash(key);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// The digest of one entry: its encoded key and encoded value.
+pub fn entry_digest(key: &[u8], value: &[u8]) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cbase/entry/v1");
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key);
+    hasher.update(value);
+    *hasher.finalize().as_bytes()
+}
+
+fn leaf_digest(entries: &[Hash]) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cbase/bucket/v1");
+    hasher.update(&(entries.len() as u64).to_le_bytes());
+    for entry in entries {
+        hasher.update(entry);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+fn node_digest(children: &[Hash]) -> Hash {
+    debug_assert_eq!(children.len(), FANOUT);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cbase/node/v1");
+    for child in children {
+        hasher.update(child);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// The digest of an empty subtree whose top is `height` levels above the
+/// buckets (0: an empty bucket).
+fn empty(height: usize) -> Hash {
+    static EMPTY: OnceLock<[Hash; 5]> = OnceLock::new();
+    EMPTY.get_or_init(|| {
+        let mut levels = [leaf_digest(&[]); 5];
+        for h in 1..5 {
+            levels[h] = node_digest(&[levels[h - 1]; FANOUT]);
+        }
+        levels
+    })[height]
+}
+
+/// One bucket: its entry digests, sorted (a multiset: equal digests would
+/// mean equal entries, which a container never holds twice).
+#[derive(Clone, Debug, Default)]
+struct Bucket {
+    entries: Vec<Hash>,
+}
+
+/// A sixteenth of the tree: the buckets under one child of the root.
+#[derive(Clone, Debug)]
+struct Shard {
+    /// Non-empty buckets by their index within the shard.
+    buckets: BTreeMap<u16, Bucket>,
+    /// Buckets changed since the digests below were computed.
+    dirty: BTreeSet<u16>,
+    /// Digests of the 16 × 16 nodes just above the buckets.
+    low: Vec<Hash>,
+    /// Digests of the 16 nodes below the shard node.
+    high: Vec<Hash>,
+    /// The shard node's digest.
+    top: Hash,
+    /// Entries in this shard.
+    len: u64,
+}
+
+impl Default for Shard {
+    fn default() -> Shard {
+        Shard {
+            buckets: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            low: vec![empty(1); FANOUT * FANOUT],
+            high: vec![empty(2); FANOUT],
+            top: empty(3),
+            len: 0,
+        }
+    }
+}
+
+impl Shard {
+    fn insert(&mut self, bucket: u16, entry: Hash) {
+        let entries = &mut self.buckets.entry(bucket).or_default().entries;
+        let at = entries.partition_point(|e| *e < entry);
+        entries.insert(at, entry);
+        self.dirty.insert(bucket);
+        self.len += 1;
+    }
+
+    /// Removes one copy of `entry`; false if the bucket does not hold it.
+    fn remove(&mut self, bucket: u16, entry: &Hash) -> bool {
+        let Some(found) = self.buckets.get_mut(&bucket) else {
+            return false;
+        };
+        let Ok(at) = found.entries.binary_search(entry) else {
+            return false;
+        };
+        found.entries.remove(at);
+        if found.entries.is_empty() {
+            self.buckets.remove(&bucket);
+        }
+        self.dirty.insert(bucket);
+        self.len -= 1;
+        true
+    }
+
+    fn bucket_digest(&self, bucket: u16) -> Hash {
+        match self.buckets.get(&bucket) {
+            Some(found) => leaf_digest(&found.entries),
+            None => empty(0),
+        }
+    }
+
+    /// Recomputes the digests on the paths of dirty buckets; returns the shard's.
+    fn fold(&mut self) -> Hash {
+        if self.dirty.is_empty() {
+            return self.top;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        let low_dirty: BTreeSet<usize> = dirty.iter().map(|b| *b as usize / FANOUT).collect();
+        for low in &low_dirty {
+            let first = (low * FANOUT) as u16;
+            let children: Vec<Hash> = (0..FANOUT as u16)
+                .map(|i| self.bucket_digest(first + i))
+                .collect();
+            self.low[*low] = node_digest(&children);
+        }
+        let high_dirty: BTreeSet<usize> = low_dirty.iter().map(|l| l / FANOUT).collect();
+        for high in &high_dirty {
+            let first = high * FANOUT;
+            self.high[*high] = node_digest(&self.low[first..first + FANOUT]);
+        }
+        self.top = node_digest(&self.high);
+        self.top
+    }
+}
+
+/// A Merkle tree over a container's entries, updated one entry at a time.
+/// See the [module documentation](self).
+#[derive(Debug)]
+pub struct DigestTree {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Default for DigestTree {
+    fn default() -> DigestTree {
+        DigestTree {
+            shards: (0..FANOUT).map(|_| Mutex::new(Shard::default())).collect(),
+        }
+    }
+}
+
+/// The tree had to remove an entry digest it did not hold: the container and
+/// its digest no longer describe the same contents (a bug, never input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the digest tree does not hold the entry being replaced in bucket {bucket}")]
+pub struct MissingEntry {
+    /// The bucket.
+    pub bucket: u16,
+}
+
+impl DigestTree {
+    /// An empty tree.
+    pub fn new() -> DigestTree {
+        DigestTree::default()
+    }
+
+    /// The tree of a set of entries, each given as (key hash, entry digest).
+    pub fn from_entries(entries: impl IntoIterator<Item = (u64, Hash)>) -> DigestTree {
+        let tree = DigestTree::new();
+        for (key_hash, entry) in entries {
+            tree.replace(key_hash, None, Some(entry))
+                .expect("nothing is removed");
+        }
+        tree
+    }
+
+    /// Records that the entry of a key with hash `key_hash` changed from
+    /// `old` to `new` (either may be absent). Costs O(log bucket).
+    pub fn replace(
+        &self,
+        key_hash: u64,
+        old: Option<Hash>,
+        new: Option<Hash>,
+    ) -> Result<(), MissingEntry> {
+        if old == new {
+            return Ok(());
+        }
+        let bucket = bucket_of(key_hash);
+        let (shard, within) = (
+            bucket as usize / BUCKETS_PER_SHARD,
+            (bucket as usize % BUCKETS_PER_SHARD) as u16,
+        );
+        let mut shard = self.shards[shard].lock();
+        if let Some(old) = old {
+            if !shard.remove(within, &old) {
+                return Err(MissingEntry { bucket });
+            }
+        }
+        if let Some(new) = new {
+            shard.insert(within, new);
+        }
+        Ok(())
+    }
+
+    /// The root: folds every change since the last call (O(changed buckets)).
+    pub fn root(&self) -> Hash {
+        let tops: Vec<Hash> = self.shards.iter().map(|s| s.lock().fold()).collect();
+        node_digest(&tops)
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().len).sum()
+    }
+
+    /// Whether the tree has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empties the tree.
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            *shard.lock() = Shard::default();
+        }
+    }
+
+    /// Replaces this tree's contents with `other`'s.
+    pub fn replace_with(&self, other: DigestTree) {
+        for (mine, theirs) in self.shards.iter().zip(other.shards) {
+            *mine.lock() = theirs.into_inner();
+        }
+    }
+}
+
+/// The root of a set of encoded entries, computed from scratch.
+pub fn root_of<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Hash {
+    DigestTree::from_entries(
+        entries
+            .into_iter()
+            .map(|(key, value)| (key_hash(key), entry_digest(key, value))),
+    )
+    .root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn encoded(key: u32) -> Vec<u8> {
+        crate::codec::encode(&key).unwrap()
+    }
+
+    #[test]
+    fn key_hash_is_the_value_hash_of_the_key() {
+        for key in [0u64, 7, 1 << 40] {
+            let bytes = crate::codec::encode(&key).unwrap();
+            assert_eq!(key_hash(&bytes), crate::ValueHash::of(&key).0);
+        }
+    }
+
+    #[test]
+    fn empty_trees_agree_and_differ_from_non_empty_ones() {
+        let a = DigestTree::new();
+        assert_eq!(a.root(), root_of(std::iter::empty()));
+        a.replace(key_hash(b"k"), None, Some(entry_digest(b"k", b"v")))
+            .unwrap();
+        assert_ne!(a.root(), DigestTree::new().root());
+        assert_eq!(a.len(), 1);
+        a.replace(key_hash(b"k"), Some(entry_digest(b"k", b"v")), None)
+            .unwrap();
+        assert_eq!(a.root(), DigestTree::new().root());
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn removing_what_is_not_there_is_reported() {
+        let tree = DigestTree::new();
+        let err = tree
+            .replace(key_hash(b"k"), Some(entry_digest(b"k", b"v")), None)
+            .unwrap_err();
+        assert_eq!(err.bucket, bucket_of(key_hash(b"k")));
+    }
+
+    #[test]
+    fn key_and_value_boundaries_are_bound() {
+        assert_ne!(entry_digest(b"ab", b"c"), entry_digest(b"a", b"bc"));
+    }
+
+    proptest! {
+        /// Whatever order writes come in, the incremental root equals the
+        /// root computed from scratch over the final contents.
+        #[test]
+        fn incremental_root_equals_the_root_of_the_contents(
+            writes in proptest::collection::vec((0u32..200, proptest::option::of(0u32..5)), 0..300),
+            fold_every in 1usize..50,
+        ) {
+            let tree = DigestTree::new();
+            let mut contents: BTreeMap<u32, u32> = BTreeMap::new();
+            for (i, (key, value)) in writes.iter().enumerate() {
+                let k = encoded(*key);
+                let old = contents.get(key).map(|v| entry_digest(&k, &encoded(*v)));
+                let new = value.map(|v| entry_digest(&k, &encoded(v)));
+                tree.replace(key_hash(&k), old, new).unwrap();
+                match value {
+                    Some(v) => { contents.insert(*key, *v); }
+                    None => { contents.remove(key); }
+                }
+                if i % fold_every == 0 {
+                    tree.root();
+                }
+            }
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                contents.iter().map(|(k, v)| (encoded(*k), encoded(*v))).collect();
+            let scratch = root_of(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+            prop_assert_eq!(tree.root(), scratch);
+            prop_assert_eq!(tree.len(), contents.len() as u64);
+        }
+
+        /// Different contents have different roots.
+        #[test]
+        fn different_contents_have_different_roots(
+            a in proptest::collection::btree_map(0u32..50, 0u32..3, 0..40),
+            b in proptest::collection::btree_map(0u32..50, 0u32..3, 0..40),
+        ) {
+            let root = |m: &BTreeMap<u32, u32>| {
+                let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                    m.iter().map(|(k, v)| (encoded(*k), encoded(*v))).collect();
+                root_of(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+            };
+            prop_assert_eq!(root(&a) == root(&b), a == b);
+        }
+    }
+}

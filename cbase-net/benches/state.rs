@@ -1,0 +1,242 @@
+//! How throughput, latency, checkpoints and memory scale with the size of
+//! the replicated state.
+//!
+//! A key-value service with 100-byte values is preloaded with 10^3, 10^5 and
+//! 10^6 keys on each of 4 replicas (n = 4, f = 1, all in this process), then
+//! takes random single-key writes from 256 concurrent calls. For each size it
+//! prints writes/s, latency percentiles, the longest time a checkpoint held
+//! execution still, and the process's resident memory next to the encoded
+//! size of the state.
+//!
+//! `cargo bench -p cbase-net --bench state` (add `-- --quick` for a short
+//! run with 10^3 and 10^5 keys). Prints a markdown table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cbase_core::{
+    AccessSet, Container, Context, ExecutorBuilder, Key, Request, Service, State, Table, codec,
+};
+use cbase_net::{ClientConfig, LocalCluster};
+use serde::{Deserialize, Serialize};
+
+const VALUE_BYTES: usize = 100;
+const CONCURRENT: u64 = 256;
+
+#[derive(Serialize, Deserialize)]
+struct Put {
+    key: u64,
+    value: Vec<u8>,
+}
+
+impl Request for Put {
+    fn access_set(&self) -> AccessSet {
+        AccessSet::none().write(Key::entry("values", &self.key))
+    }
+    fn method(&self) -> &'static str {
+        "put"
+    }
+}
+
+struct Values {
+    values: Table<u64, Vec<u8>>,
+}
+
+impl State for Values {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        vec![("values", &self.values)]
+    }
+}
+
+struct Kv(Values);
+
+impl Service for Kv {
+    type Request = Put;
+    type Response = ();
+    fn execute(&self, put: Put, _: &Context) {
+        self.0.values.insert(put.key, put.value);
+    }
+    fn state(&self) -> &dyn State {
+        &self.0
+    }
+}
+
+fn value(key: u64, round: u64) -> Vec<u8> {
+    let mut value = vec![0u8; VALUE_BYTES];
+    value[..8].copy_from_slice(&key.to_le_bytes());
+    value[8..16].copy_from_slice(&round.to_le_bytes());
+    value
+}
+
+/// A state with `keys` entries, written before the replica starts.
+fn preloaded(keys: u64) -> Kv {
+    let state = Values {
+        values: Table::new(),
+    };
+    for key in 0..keys {
+        state.values.insert(key, value(key, 0));
+    }
+    Kv(state)
+}
+
+/// A small deterministic generator, so runs are repeatable.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Row {
+    keys: u64,
+    writes: u64,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    barrier_max: Duration,
+    checkpoints: u64,
+    encoded: u64,
+    resident: u64,
+}
+
+async fn run(keys: u64, writes: u64) -> Row {
+    let cluster = LocalCluster::builder()
+        .replicas(4)
+        .executor(ExecutorBuilder::new().workers(16))
+        .start(move || preloaded(keys))
+        .await
+        .expect("cluster");
+    let client = cluster
+        .client_with(ClientConfig {
+            lanes: CONCURRENT as usize,
+            max_batch: 1024,
+            ..ClientConfig::default()
+        })
+        .expect("client");
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENT {
+        let (client, next) = (client.clone(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= writes {
+                    return samples;
+                }
+                let key = mix(i) % keys;
+                let begun = Instant::now();
+                let () = client
+                    .call(&Put {
+                        key,
+                        value: value(key, i + 1),
+                    })
+                    .await
+                    .expect("write");
+                samples.push(begun.elapsed());
+            }
+        }));
+    }
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await.expect("load task"));
+    }
+    let elapsed = started.elapsed();
+    samples.sort();
+    let resident = resident_bytes();
+    let (mut barrier_max, mut checkpoints) = (0, 0);
+    for id in 0..4 {
+        let metrics = cluster.replica(id).expect("replica runs").metrics();
+        barrier_max = barrier_max.max(metrics.checkpoint_barrier_max_nanos.load(Ordering::Relaxed));
+        checkpoints = checkpoints.max(metrics.checkpoints_taken.load(Ordering::Relaxed));
+    }
+    drop(client);
+    cluster.shutdown().await;
+    let entry = codec::encode(&0u64).unwrap().len() + codec::encode(&value(0, 0)).unwrap().len();
+    Row {
+        keys,
+        writes,
+        per_second: writes as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&samples, 0.5),
+        p99: percentile(&samples, 0.99),
+        max: *samples.last().expect("samples"),
+        barrier_max: Duration::from_nanos(barrier_max),
+        checkpoints,
+        encoded: keys * entry as u64,
+        resident,
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (sizes, writes): (&[u64], u64) = if quick {
+        (&[1_000, 100_000], 4_000)
+    } else {
+        (&[1_000, 100_000, 1_000_000], 20_000)
+    };
+    println!(
+        "4 replicas and the client in one process, {cores} cores, 16 workers, \
+         {VALUE_BYTES}-byte values, {CONCURRENT} concurrent calls, in memory\n"
+    );
+    println!(
+        "| keys | writes | writes/s | p50 | p99 | max | longest checkpoint barrier | checkpoints | state (encoded, per replica) | RSS (process) | RSS per replica / state |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for &keys in sizes {
+        let row = runtime.block_on(run(keys, writes));
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "| {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {} | {:.1} MiB | {:.0} MiB | {:.1} |",
+            row.keys,
+            row.writes,
+            row.per_second,
+            ms(row.p50),
+            ms(row.p99),
+            ms(row.max),
+            ms(row.barrier_max),
+            row.checkpoints,
+            row.encoded as f64 / (1 << 20) as f64,
+            row.resident as f64 / (1 << 20) as f64,
+            row.resident as f64 / 4.0 / row.encoded.max(1) as f64,
+        );
+        rows.push(row);
+    }
+    if let (Some(small), Some(large)) = (rows.first(), rows.last()) {
+        println!(
+            "\nAt {} keys against {} keys: writes/s × {:.2}, p99 × {:.2}",
+            large.keys,
+            small.keys,
+            large.per_second / small.per_second,
+            large.p99.as_secs_f64() / small.p99.as_secs_f64()
+        );
+    }
+}
