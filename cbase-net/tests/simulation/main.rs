@@ -20,6 +20,9 @@
 //! - `SEEDS_TOTAL=N`: N runs split evenly across all scenarios (for a large
 //!   release campaign: `SEEDS_TOTAL=100000 cargo test --release ...`).
 //! - `SEED=s SCENARIO=name`: replay exactly one run (a failing run prints it).
+//! - `REPEAT=N`: run each seed N times in one process. A run is a function of
+//!   its seed; one that fails only some of the times shows nondeterminism
+//!   (thread timing reaching replicated state, say).
 //! - `KEEP_GOING=1`: run every seed and report all failing ones at the end
 //!   instead of stopping at the first.
 //! - `TWINS_ENUMERATE=1`: Twins scenarios take seed s as schedule number s.
@@ -42,6 +45,15 @@ fn env_number(name: &str) -> Option<u64> {
 }
 
 fn seeds(name: &str) -> Vec<u64> {
+    let repeat = env_number("REPEAT").unwrap_or(1).max(1) as usize;
+    let seeds = distinct_seeds(name);
+    seeds
+        .iter()
+        .flat_map(|seed| std::iter::repeat_n(*seed, repeat))
+        .collect()
+}
+
+fn distinct_seeds(name: &str) -> Vec<u64> {
     if let Some(seed) = env_number("SEED") {
         return vec![seed];
     }
