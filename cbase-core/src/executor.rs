@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::AccessSet;
 use crate::context::Context;
-use crate::key::TableId;
+use crate::key::{Key, TableId};
 use crate::parallelizer::{Parallelizer, TaskId};
 use crate::scope::{self, UndeclaredAccess};
 use crate::service::{self, Request, Service};
@@ -138,6 +138,10 @@ pub enum TrySubmitError<T> {
     #[error("the executor has shut down")]
     Closed(T),
 }
+
+/// A table no state has: requests that declare nothing read it, so that
+/// they finish before a barrier starts, and never wait for each other.
+const BARRIER_FENCE: TableId = TableId::of("\0cbase:barrier-fence");
 
 /// Configures and starts an [`Executor`].
 #[derive(Clone, Debug)]
@@ -401,12 +405,20 @@ impl<S: Service> Drop for Executor<S> {
 impl<S: Service> Shared<S> {
     /// Schedules `work`; on refusal hands it back with whether the executor is closed.
     fn schedule(&self, work: Work<S>, wait_for_room: bool) -> Result<(), (Work<S>, bool)> {
-        let exclusive;
+        let substitute;
         let access = match &work {
+            // A request that touches nothing still must not overlap a
+            // barrier: it has a reply, which goes into the exactly-once
+            // table that a checkpoint digests. It reads a fence that only
+            // barriers (which write everything) conflict with.
+            Work::Request { access, .. } if access.is_empty() => {
+                substitute = AccessSet::none().read(Key::Table(BARRIER_FENCE));
+                &substitute
+            }
             Work::Request { access, .. } => access,
             Work::Barrier(_) => {
-                exclusive = AccessSet::exclusive();
-                &exclusive
+                substitute = AccessSet::exclusive();
+                &substitute
             }
         };
         let mut sched = self.sched.lock();
