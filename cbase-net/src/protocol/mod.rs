@@ -24,6 +24,7 @@
 //! dropped and counted in [`Stats`], never acted on.
 
 mod certificates;
+mod durable;
 mod held;
 mod pending;
 mod proposals;
@@ -44,6 +45,7 @@ use crate::message::{
     SignedBatch, View, ViewChange, checkpoint_header, digest_and_size_of, domain,
     pre_prepare_header, prepare_header,
 };
+pub use durable::{Durable, Recovered};
 use slot::Slot;
 
 /// Tuning of the agreement protocol.
@@ -177,7 +179,12 @@ pub enum Output {
         seq: Seq,
         /// The agreed digest.
         state: Hash,
+        /// The quorum of signed votes that proves it.
+        proof: Vec<Checkpoint>,
     },
+    /// Write this to disk before acting on any output after it (see
+    /// [`Durable`]). A runtime without a disk ignores it.
+    Persist(Durable),
     /// A peer asked for the state at checkpoint `seq`: send it a
     /// [`ReplicaMessage::StateReply`] with the chunk of this replica's
     /// encoded checkpoint that starts at `offset`, if it still has it.
@@ -1089,12 +1096,18 @@ impl Replica {
             return;
         }
         if !slot.commit_sent && slot.is_prepared(quorum) {
-            if let Some(proof) = slot.prepared_proof(quorum) {
-                self.prepared.insert(seq, proof);
-            }
+            let proof = slot.prepared_proof(quorum);
             slot.commit_sent = true;
             let digest = *slot.digest().expect("prepared slots have a pre-prepare");
             slot.commits.insert(id, digest);
+            if let Some(proof) = proof {
+                // On disk before the commit vote leaves (see `durable.rs`).
+                out.push(Output::Persist(Durable::Prepared {
+                    proof: proof.clone(),
+                    proposal: self.proposals.get(seq, &digest).cloned(),
+                }));
+                self.prepared.insert(seq, proof);
+            }
             out.push(Output::Broadcast(ReplicaMessage::Commit(Commit {
                 view,
                 seq,
@@ -1284,7 +1297,11 @@ impl Replica {
         self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
         self.known_batches
             .retain(|_, at| at.is_none_or(|s| s > seq));
-        out.push(Output::Stable { seq, state });
+        out.push(Output::Stable {
+            seq,
+            state,
+            proof: self.stable_proof.clone(),
+        });
         if self.is_primary() {
             // The window moved up.
             self.propose(out);

@@ -1,9 +1,11 @@
 //! A replica that restarted without its memory must not contradict what it
 //! said before.
 //!
-//! A replica keeps nothing across a restart yet (no disk), so after one it
+//! A replica without a disk keeps nothing across a restart, so after one it
 //! does not know which views it voted in, what it prepared or, as a primary,
-//! which sequence numbers it already assigned. Voting again in such a view
+//! which sequence numbers it already assigned. (One with a disk knows the
+//! highest view it voted in and what it prepared, see `durable.rs`, and
+//! starts from there: [`Recovery::above`].) Voting again in such a view
 //! could contradict its earlier votes: as a primary it would assign a
 //! sequence number twice, as a backup it could prepare a second proposal.
 //! So a replica started with [`Replica::restarted`](super::Replica::restarted)
@@ -35,6 +37,16 @@ impl Recovery {
             floor: 0,
             frozen: false,
             voted: 0,
+        }
+    }
+
+    /// A replica restarted from its disk, which says it voted for or
+    /// entered `view`: it takes part in no view up to it.
+    pub fn above(view: View) -> Recovery {
+        Recovery {
+            floor: view,
+            frozen: false,
+            voted: view,
         }
     }
 

@@ -168,6 +168,8 @@ impl Replica {
             .entry(target)
             .or_default()
             .insert(self.id, view_change.clone());
+        // On disk before the vote leaves: no view below `target` after a restart.
+        out.push(Output::Persist(super::Durable::View(target)));
         out.push(Output::Broadcast(ReplicaMessage::ViewChange(view_change)));
         self.try_new_view(target, out);
     }
@@ -351,6 +353,8 @@ impl Replica {
         let plan = plan_new_view(&new_view.view_changes);
         self.view = new_view.view;
         self.status = Status::Normal;
+        // On disk before anything is sent in the new view.
+        out.push(Output::Persist(super::Durable::View(self.view)));
         self.view_changes = self.view_changes.split_off(&(self.view + 1));
         // Batches ordered in the old view but not executed may not be in
         // the new one: forget where they were, so a retransmission is

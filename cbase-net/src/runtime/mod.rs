@@ -567,7 +567,9 @@ fn route(
                 send(to, Arc::new(encode_message(&reply)));
             }
         }
-        Output::Stable { seq, state } => metrics.record_stable(seq, state),
+        Output::Stable { seq, state, .. } => metrics.record_stable(seq, state),
+        // Replicas keep nothing on disk yet.
+        Output::Persist(_) => {}
         Output::ViewEntered(view) => {
             metrics.view.store(view, Ordering::Relaxed);
             tracing::info!(view, "entered a new view");

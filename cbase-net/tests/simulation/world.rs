@@ -760,7 +760,7 @@ impl World {
                 }
             }
             Output::Execute(committed) => self.execute(from, committed),
-            Output::Stable { .. } => {}
+            Output::Stable { .. } | Output::Persist(_) => {}
             Output::ViewEntered(view) => self.note_view_entered(from, view),
             Output::ServeState { to, seq, offset } => self.serve_state(from, to, seq, offset),
             Output::InstallState { seq, digest, state } => {

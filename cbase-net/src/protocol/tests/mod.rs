@@ -69,6 +69,8 @@ struct Net {
     liars: BTreeSet<ReplicaId>,
     /// Whether execution reports checkpoints at all.
     checkpoints: bool,
+    /// What each replica asked to have on disk, in order.
+    persisted: Vec<Vec<Durable>>,
 }
 
 impl Net {
@@ -92,6 +94,7 @@ impl Net {
             down: BTreeSet::new(),
             liars: BTreeSet::new(),
             checkpoints: true,
+            persisted: vec![Vec::new(); n],
         }
     }
 
@@ -133,6 +136,7 @@ impl Net {
                     }
                 }
                 Output::Stable { seq, .. } => self.stable[from as usize].push(seq),
+                Output::Persist(durable) => self.persisted[from as usize].push(durable),
                 Output::ViewEntered(view) => self.views_entered[from as usize].push(view),
                 Output::ServeState { .. } | Output::InstallState { .. } => {}
                 Output::Diverged { seq, .. } => self.diverged[from as usize].push(seq),
@@ -498,13 +502,20 @@ fn prepared_needs_2f_matching_prepares_and_committed_2f_plus_1_commits() {
         ReplicaMessage::Prepare(prepare(&secrets[2], 3, 1, digest)),
     );
     assert_eq!(r.stats().bad_signature, 1);
-    // Own prepare + replica 3's = 2f = 2: prepared, commit sent.
+    // Own prepare + replica 3's = 2f = 2: prepared, the certificate goes to
+    // disk, then the commit is sent.
     let out = deliver(
         &mut r,
         3,
         ReplicaMessage::Prepare(prepare(&secrets[3], 3, 1, digest)),
     );
-    assert!(matches!(&out[..], [Output::Broadcast(ReplicaMessage::Commit(c))] if c.seq == 1));
+    assert!(matches!(
+        &out[..],
+        [
+            Output::Persist(Durable::Prepared { proof, .. }),
+            Output::Broadcast(ReplicaMessage::Commit(c)),
+        ] if c.seq == 1 && proof.pre_prepare.seq == 1 && proof.prepares.len() == 2
+    ));
 
     // Own commit + one more is not 2f+1.
     let commit = |replica| {

@@ -1122,3 +1122,156 @@ fn a_lost_prepare_for_a_reissued_slot_reaches_peers_that_are_ahead() {
     assert_eq!(net.executed_requests(3), vec![1, 1], "replica 3 caught up");
     assert_one_order(&net);
 }
+
+/// What replica `replica` of `net` finds on its disk: everything it asked to
+/// persist, and the batches it executed (which the runtime logs).
+fn recovered(net: &Net, replica: usize) -> Recovered {
+    let persisted = &net.persisted[replica];
+    Recovered {
+        view: persisted
+            .iter()
+            .filter_map(|d| match d {
+                Durable::View(view) => Some(*view),
+                Durable::Prepared { .. } => None,
+            })
+            .max()
+            .unwrap_or(0),
+        stable: None,
+        prepared: persisted
+            .iter()
+            .filter_map(|d| match d {
+                Durable::Prepared { proof, proposal } => Some((proof.clone(), proposal.clone())),
+                Durable::View(_) => None,
+            })
+            .collect(),
+        executed: net.executed[replica].last().map_or(0, |c| c.seq),
+        executed_proposals: net.executed[replica]
+            .iter()
+            .map(|c| (c.seq, c.digest, c.proposal.clone()))
+            .collect(),
+    }
+}
+
+/// A replica writes its prepared certificate before its commit vote leaves:
+/// in its outputs, the `Persist` comes first.
+#[test]
+fn a_prepared_certificate_is_persisted_before_the_commit_vote() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let mut outputs = Vec::new();
+    net.replicas[1].handle(
+        net.now,
+        Input::Client(client_batch(&client, 0, 1)),
+        &mut outputs,
+    );
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    // Run everything but replica 1's own handling, then feed it its inputs
+    // one at a time and look at the order of what it outputs.
+    net.hold_rule = Some(Box::new(|_, to, _| to == 1));
+    net.run();
+    let held = std::mem::take(&mut net.held);
+    let mut persisted_at = None;
+    let mut commit_at = None;
+    let mut position = 0;
+    for (from, _, message) in held {
+        let mut out = Vec::new();
+        net.replicas[1].handle(net.now, Input::Replica(from, message), &mut out);
+        for output in out {
+            match output {
+                Output::Persist(Durable::Prepared { proof, proposal }) => {
+                    assert_eq!(proof.pre_prepare.seq, 1);
+                    assert!(proposal.is_some(), "the proposal is kept with it");
+                    persisted_at.get_or_insert(position);
+                }
+                Output::Broadcast(ReplicaMessage::Commit(c)) if c.seq == 1 => {
+                    commit_at.get_or_insert(position);
+                }
+                _ => {}
+            }
+            position += 1;
+        }
+    }
+    let (persisted_at, commit_at) = (persisted_at.unwrap(), commit_at.unwrap());
+    assert!(
+        persisted_at < commit_at,
+        "persisted at {persisted_at}, commit at {commit_at}"
+    );
+}
+
+/// Every replica restarts at once (a power cut) after a batch prepared
+/// everywhere but committed at replica 1 only, which executed it and
+/// answered. Restarted from their disks, the replicas must keep that batch
+/// at sequence number 1: a new view built from their view-change votes
+/// re-proposes it there, and the next request gets 2. Restarted without
+/// their disks, they would give sequence number 1 to the next request,
+/// and replica 1 would hold a different batch there than everyone else.
+#[test]
+fn a_restart_of_every_replica_from_disk_keeps_what_committed() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Commit votes reach replica 1 only.
+    net.drop_rule = Some(Box::new(|_, to, m| {
+        to != 1 && matches!(m, ReplicaMessage::Commit(_))
+    }));
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    net.drop_rule = None;
+    assert_eq!(net.executed_requests(1), vec![1]);
+    for replica in [0, 2, 3] {
+        assert!(net.executed[replica].is_empty(), "replica {replica}");
+    }
+    let first = net.executed[1][0].digest;
+
+    // Power cut: every replica restarts from its disk.
+    for (replica, secret) in secrets.iter().enumerate() {
+        let disk = recovered(&net, replica);
+        assert_eq!(disk.prepared.len(), 1, "replica {replica} prepared seq 1");
+        net.replicas[replica] = Replica::recover(
+            replica as ReplicaId,
+            &cluster,
+            secret.clone(),
+            small(),
+            disk,
+        );
+        assert!(net.replicas[replica].recovering());
+    }
+    assert_eq!(net.replicas[1].delivered(), 1);
+
+    // A new request: nobody takes part in view 0 any more, so the backups
+    // time out and move to view 1, whose new-view keeps seq 1.
+    net.broadcast_client(&client_batch(&client, 1, 1));
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+    }
+    assert_one_order(&net);
+    for replica in 0..4 {
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 1],
+            "replica {replica} executes the committed batch, then the new one"
+        );
+        assert_eq!(net.executed[replica][0].digest, first);
+        assert_eq!(net.executed[replica][1].seq, 2);
+    }
+}
+
+/// A replica that wrote that it voted for view 2 takes part in no view up
+/// to 2 after a restart, even if nobody tells it about view 2.
+#[test]
+fn a_replica_restarted_from_disk_takes_part_in_no_view_it_wrote() {
+    let (cluster, secrets) = cluster(4);
+    let replica = Replica::recover(
+        2,
+        &cluster,
+        secrets[2].clone(),
+        small(),
+        Recovered {
+            view: 2,
+            ..Recovered::default()
+        },
+    );
+    assert!(replica.recovering());
+    assert_eq!(replica.view(), 2);
+    assert_eq!(replica.delivered(), 0);
+}

@@ -1,0 +1,121 @@
+//! What a replica keeps on disk so that it cannot contradict itself after a
+//! restart, and so that a restart of every replica loses nothing a client
+//! saw complete.
+//!
+//! The protocol decides *what* must be durable and *when*; the runtime
+//! decides *how* (see `cbase_net::storage`). Before a replica acts on a
+//! decision that a restart must not forget, it emits
+//! [`Output::Persist`](super::Output::Persist), and the runtime writes
+//! everything persisted in a burst of outputs to disk (one sync) before it
+//! sends any of that burst's messages:
+//!
+//! - [`Durable::Prepared`], just before its commit vote for a batch. A batch
+//!   that committed anywhere prepared at a quorum; each of those replicas
+//!   wrote its prepared certificate before voting to commit, so after any
+//!   restart, every quorum of view-change votes still includes a correct
+//!   replica that carries it, and the next view keeps the batch at its
+//!   sequence number (PBFT's view-change argument, with the disk standing in
+//!   for memory).
+//! - [`Durable::View`], before a replica votes for a view or enters one: it
+//!   promises to take part in no lower view. After a restart it takes part in
+//!   no view up to the highest it wrote (see `recovery.rs`), so it cannot
+//!   prepare a second proposal where it prepared one before, or, as a
+//!   primary, assign a sequence number twice.
+//!
+//! The stable checkpoint (with its proof) and the batches executed above it
+//! are written by the runtime, which has the state; [`Recovered`] brings all
+//! of it back to [`Replica::recover`](super::Replica::recover).
+
+use serde::{Deserialize, Serialize};
+
+use super::Replica;
+use super::recovery::Recovery;
+use crate::config::{ClusterConfig, ReplicaId};
+use crate::crypto::SecretKey;
+use crate::message::{Checkpoint, Hash, PreparedProof, Proposal, Seq, View};
+
+/// Something a replica must have on disk before the outputs that follow it
+/// take effect. See the [module documentation](self).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum Durable {
+    /// The replica prepared a batch and is about to vote to commit it.
+    Prepared {
+        /// The prepared certificate.
+        proof: PreparedProof,
+        /// The proposal, if the replica has it (it may still be fetching
+        /// it when the batch prepares).
+        proposal: Option<Proposal>,
+    },
+    /// The replica will take part in no view below this one.
+    View(View),
+}
+
+/// What a replica found on its own disk at a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The highest view it wrote ([`Durable::View`]).
+    pub view: View,
+    /// Its stable checkpoint: sequence number, agreed digest and the quorum
+    /// of signed votes that proves it (`None`: the initial state).
+    pub stable: Option<(Seq, Hash, Vec<Checkpoint>)>,
+    /// The prepared certificates it wrote above that checkpoint.
+    pub prepared: Vec<(PreparedProof, Option<Proposal>)>,
+    /// The last sequence number its execution has executed, the batches it
+    /// wrote above the checkpoint replayed (at least the checkpoint's).
+    pub executed: Seq,
+    /// The proposals of those executed batches, with their digests, so that
+    /// it can serve them to peers that fetch them.
+    pub executed_proposals: Vec<(Seq, Hash, Proposal)>,
+}
+
+impl Replica {
+    /// A replica restarted from its own disk: at its stable checkpoint, with
+    /// its execution at `recovered.executed`, its prepared certificates in
+    /// every view-change vote it sends, and (like
+    /// [`Replica::restarted`]) taking part in no view up to the highest it
+    /// wrote or hears of before it first votes for a view change. So it can
+    /// neither contradict a vote it cast before the restart nor forget a
+    /// batch that may have committed.
+    pub fn recover(
+        id: ReplicaId,
+        cluster: &ClusterConfig,
+        secret: SecretKey,
+        config: super::ProtocolConfig,
+        recovered: Recovered,
+    ) -> Replica {
+        let mut replica = Replica::new(id, cluster, secret, config);
+        replica.recovery = Some(Recovery::above(recovered.view));
+        replica.view = recovered.view;
+        if let Some((seq, state, proof)) = recovered.stable {
+            replica.low = seq;
+            replica.stable_state = state;
+            replica.stable_proof = proof;
+        }
+        replica.delivered = recovered.executed.max(replica.low);
+        replica.next_seq = replica.delivered + 1;
+        for (seq, digest, proposal) in recovered.executed_proposals {
+            if seq > replica.low {
+                replica.proposals.insert(seq, digest, proposal);
+            }
+        }
+        for (proof, proposal) in recovered.prepared {
+            let (seq, digest) = (proof.pre_prepare.seq, proof.pre_prepare.digest);
+            if seq <= replica.low {
+                continue;
+            }
+            if let Some(proposal) = proposal.filter(|p| p.digest() == digest) {
+                replica.proposals.insert(seq, digest, proposal);
+            }
+            // A later view's certificate for a slot replaces an earlier one.
+            let newer = replica
+                .prepared
+                .get(&seq)
+                .is_none_or(|held| held.pre_prepare.view <= proof.pre_prepare.view);
+            if newer {
+                replica.prepared.insert(seq, proof);
+            }
+        }
+        replica
+    }
+}
