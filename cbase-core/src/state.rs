@@ -265,6 +265,11 @@ pub struct StateChanges {
 }
 
 impl StateChanges {
+    /// Changes of the given containers, in declaration order.
+    pub fn from_parts(parts: Vec<(String, Changes)>) -> StateChanges {
+        StateChanges { parts }
+    }
+
     /// The containers' names and changes.
     pub fn parts(&self) -> &[(String, Changes)] {
         &self.parts

@@ -6,6 +6,7 @@
 //!   execution through the core's parallel executor.
 //! - [`client`]: [`NetClient`], which typed clients use to call a cluster.
 //! - [`cluster`]: [`LocalCluster`], n replicas in one process.
+//! - [`storage`]: a replica's data directory, so it restarts where it was.
 //! - [`config`], [`crypto`], [`deploy`]: the cluster file, keys, and starting
 //!   replicas and clients from them.
 
@@ -20,6 +21,7 @@ pub mod deploy;
 pub mod message;
 pub mod protocol;
 pub mod runtime;
+pub mod storage;
 pub mod transport;
 
 pub use client::{ClientConfig, NetClient};

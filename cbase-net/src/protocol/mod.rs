@@ -220,7 +220,7 @@ pub enum Output {
 }
 
 /// A batch ready for execution.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Committed {
     /// The view it was committed in.
     pub view: View,
