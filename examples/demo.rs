@@ -118,10 +118,10 @@ fn run(workers: usize) -> Result<(Duration, Digest, u64), Box<dyn std::error::Er
         .workers(workers)
         .start(Bank(state), move |reply| {
             // Transfers return at most 5; an audit returns the total.
-            if let Ok(total) = reply.result {
-                if total > 5 {
-                    audits.store(total, Ordering::Relaxed);
-                }
+            if let Ok(total) = reply.result
+                && total > 5
+            {
+                audits.store(total, Ordering::Relaxed);
             }
         })?;
     let start = Instant::now();

@@ -260,10 +260,10 @@ impl DigestTree {
             (bucket as usize % BUCKETS_PER_SHARD) as u16,
         );
         let mut shard = self.shards[shard].lock();
-        if let Some(old) = old {
-            if !shard.remove(within, &old) {
-                return Err(MissingEntry { bucket });
-            }
+        if let Some(old) = old
+            && !shard.remove(within, &old)
+        {
+            return Err(MissingEntry { bucket });
         }
         if let Some(new) = new {
             shard.insert(within, new);

@@ -124,15 +124,15 @@ impl Method {
 
         match sig.inputs.first() {
             Some(FnArg::Receiver(receiver)) => {
-                if let Some(mutability) = &receiver.mutability {
-                    if receiver.reference.is_some() {
-                        fail(
-                            mutability,
-                            format!(
-                                "service methods take `&self`, not `&mut self`: requests run concurrently, so state lives in cbase containers (`Table`, `Cell`) that are safe to share; remove `mut` from `{name}`"
-                            ),
-                        );
-                    }
+                if let Some(mutability) = &receiver.mutability
+                    && receiver.reference.is_some()
+                {
+                    fail(
+                        mutability,
+                        format!(
+                            "service methods take `&self`, not `&mut self`: requests run concurrently, so state lives in cbase containers (`Table`, `Cell`) that are safe to share; remove `mut` from `{name}`"
+                        ),
+                    );
                 }
                 if receiver.reference.is_none() || receiver.colon_token.is_some() {
                     fail(

@@ -581,18 +581,18 @@ async fn read_replies(replica: ReplicaId, mut reader: FrameReader, shared: Arc<S
             call.votes.insert(replica, (reply.result, reply.view));
             let latest = &call.votes[&replica].0;
             let matching = call.votes.values().filter(|(r, _)| r == latest).count();
-            if matching >= shared.weak_quorum {
-                if let Some(done) = call.done.take() {
-                    let _ = done.send(latest.clone());
-                    // f+1 replicas report at least this view, so a correct
-                    // one does: a lying replica cannot redirect us alone.
-                    let mut views: Vec<u64> = call.votes.values().map(|(_, v)| *v).collect();
-                    views.sort_unstable_by(|a, b| b.cmp(a));
-                    if let Some(view) = views.get(shared.weak_quorum - 1) {
-                        shared
-                            .view
-                            .fetch_max(*view, std::sync::atomic::Ordering::Relaxed);
-                    }
+            if matching >= shared.weak_quorum
+                && let Some(done) = call.done.take()
+            {
+                let _ = done.send(latest.clone());
+                // f+1 replicas report at least this view, so a correct
+                // one does: a lying replica cannot redirect us alone.
+                let mut views: Vec<u64> = call.votes.values().map(|(_, v)| *v).collect();
+                views.sort_unstable_by(|a, b| b.cmp(a));
+                if let Some(view) = views.get(shared.weak_quorum - 1) {
+                    shared
+                        .view
+                        .fetch_max(*view, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }

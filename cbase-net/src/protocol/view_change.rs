@@ -398,15 +398,14 @@ impl Replica {
             }
             // The proposal: known from an earlier view, the null one, or
             // fetched from a peer (it is executed once it arrives).
-            if self.proposals.need(header.seq, header.digest) {
-                if let Some(proposal) = self.proposals.get(header.seq, &header.digest) {
-                    let batches: Vec<Hash> =
-                        proposal.batches.iter().map(SignedBatch::digest).collect();
-                    for batch in &batches {
-                        self.known_batches.insert(*batch, Some(header.seq));
-                    }
-                    reissued.extend(batches);
+            if self.proposals.need(header.seq, header.digest)
+                && let Some(proposal) = self.proposals.get(header.seq, &header.digest)
+            {
+                let batches: Vec<Hash> = proposal.batches.iter().map(SignedBatch::digest).collect();
+                for batch in &batches {
+                    self.known_batches.insert(*batch, Some(header.seq));
                 }
+                reissued.extend(batches);
             }
             if primary {
                 self.log.entry(header.seq).or_default().header = Some(header);
@@ -474,23 +473,23 @@ impl Replica {
         }
         let normal = self.status == Status::Normal;
         // Still in an older view: it missed the new-view.
-        if status.view < self.view && normal {
-            if let Some(new_view) = &self.last_new_view {
-                out.push(Output::Send(
-                    from,
-                    ReplicaMessage::NewView(new_view.clone()),
-                ));
-            }
+        if status.view < self.view
+            && normal
+            && let Some(new_view) = &self.last_new_view
+        {
+            out.push(Output::Send(
+                from,
+                ReplicaMessage::NewView(new_view.clone()),
+            ));
         }
         // Behind the view we vote for: it may have missed our vote (f+1
         // votes make it join), or be changing to the same view and miss it.
         let peer_heading_to = status.changing_to.unwrap_or(status.view);
-        if let Status::ChangingTo { target, .. } = self.status {
-            if peer_heading_to <= target {
-                if let Some(mine) = self.view_changes.get(&target).and_then(|v| v.get(&self.id)) {
-                    out.push(Output::Send(from, ReplicaMessage::ViewChange(mine.clone())));
-                }
-            }
+        if let Status::ChangingTo { target, .. } = self.status
+            && peer_heading_to <= target
+            && let Some(mine) = self.view_changes.get(&target).and_then(|v| v.get(&self.id))
+        {
+            out.push(Output::Send(from, ReplicaMessage::ViewChange(mine.clone())));
         }
         // Behind on checkpoints: our votes (and the proof of our stable one).
         if status.low < self.low {

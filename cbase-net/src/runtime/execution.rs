@@ -105,16 +105,16 @@ impl ExecutionShared {
             if *number > record.number {
                 return None;
             }
-            if *number == record.number {
-                if let Some(result) = &record.reply {
-                    replies.push(Reply {
-                        view,
-                        lane: *lane,
-                        number: *number,
-                        replica: self.replica,
-                        result: result.clone(),
-                    });
-                }
+            if *number == record.number
+                && let Some(result) = &record.reply
+            {
+                replies.push(Reply {
+                    view,
+                    lane: *lane,
+                    number: *number,
+                    replica: self.replica,
+                    result: result.clone(),
+                });
             }
         }
         Some(replies)
@@ -163,10 +163,9 @@ where
                 .clients
                 .lock()
                 .get_mut(&(route.client, route.lane))
+                && record.number == route.number
             {
-                if record.number == route.number {
-                    record.reply = Some(result.clone());
-                }
+                record.reply = Some(result.clone());
             }
             reply_sink.send(
                 &route.client,
@@ -308,18 +307,19 @@ where
                 // depends on thread timing, which must not decide what a
                 // replica sends.
                 let original_here = self.lanes_in_batch.contains(&(client, request.lane));
-                if request.number == record.number && !original_here {
-                    if let Some(result) = record.reply.clone() {
-                        let reply = Reply {
-                            view,
-                            lane: request.lane,
-                            number: request.number,
-                            replica: self.shared.replica,
-                            result,
-                        };
-                        drop(clients);
-                        self.sink.send(&client, reply);
-                    }
+                if request.number == record.number
+                    && !original_here
+                    && let Some(result) = record.reply.clone()
+                {
+                    let reply = Reply {
+                        view,
+                        lane: request.lane,
+                        number: request.number,
+                        replica: self.shared.replica,
+                        result,
+                    };
+                    drop(clients);
+                    self.sink.send(&client, reply);
                 }
                 return;
             }

@@ -394,11 +394,10 @@ impl ReplicaNode {
                             }
                         },
                     };
-                    if let Some(report) = report {
-                        if checkpoint_events.blocking_send(report).is_err() {
+                    if let Some(report) = report
+                        && checkpoint_events.blocking_send(report).is_err() {
                             break;
                         }
-                    }
                 }
                 execution.shutdown();
             })
@@ -540,10 +539,10 @@ fn route(
     checkpoints: &checkpoints::CheckpointStore,
 ) {
     let send = |to: ReplicaId, frame: Arc<Vec<u8>>| {
-        if let Some(queue) = peers.get(&to) {
-            if queue.try_send(frame).is_err() {
-                metrics.dropped_sends.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(queue) = peers.get(&to)
+            && queue.try_send(frame).is_err()
+        {
+            metrics.dropped_sends.fetch_add(1, Ordering::Relaxed);
         }
     };
     match output {

@@ -394,14 +394,14 @@ impl World {
             .iter()
             .rev()
             .find_map(|(seq, digest)| agreed(seq).map(|a| (*seq, *digest, a)));
-        if let Some((seq, own, agreed)) = latest {
-            if own != agreed {
-                return Err(format!(
-                    "damaged replica instance {instance} was not repaired: its checkpoint {seq} \
+        if let Some((seq, own, agreed)) = latest
+            && own != agreed
+        {
+            return Err(format!(
+                "damaged replica instance {instance} was not repaired: its checkpoint {seq} \
                      differs from the correct replicas' (diverged at {:?})",
-                    node.diverged
-                ));
-            }
+                node.diverged
+            ));
         }
         Ok(())
     }

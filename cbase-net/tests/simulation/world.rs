@@ -646,13 +646,13 @@ impl World {
     }
 
     fn tick(&mut self) {
-        if let Some((instance, at)) = self.crash {
-            if self.now >= at {
-                if !self.nodes[instance].crashed {
-                    self.trace(instance, format_args!("crashes"));
-                }
-                self.nodes[instance].crashed = true;
+        if let Some((instance, at)) = self.crash
+            && self.now >= at
+        {
+            if !self.nodes[instance].crashed {
+                self.trace(instance, format_args!("crashes"));
             }
+            self.nodes[instance].crashed = true;
         }
         if let Some((instance, down_at, up_at)) = self.restart {
             if self.now >= down_at && !self.restarted {
@@ -676,10 +676,11 @@ impl World {
                 old.execution.shutdown();
             }
         }
-        if let Some((instance, at)) = self.corrupt {
-            if self.now >= at && !self.nodes[instance].corrupted {
-                self.damage(instance);
-            }
+        if let Some((instance, at)) = self.corrupt
+            && self.now >= at
+            && !self.nodes[instance].corrupted
+        {
+            self.damage(instance);
         }
         for instance in 0..self.nodes.len() {
             self.deliver(instance, Input::Tick);
