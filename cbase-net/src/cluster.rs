@@ -196,6 +196,7 @@ impl LocalClusterBuilder {
                 transport: self.transport.clone(),
                 executor: self.executor.clone(),
                 recovering: false,
+                data_dir: None,
             };
             let node = ReplicaNode::start(node_config, listener, make())
                 .await

@@ -87,6 +87,12 @@ pub struct ReplicaOptions {
     pub protocol: ProtocolConfig,
     /// Connection limits.
     pub transport: TransportConfig,
+    /// The replica's data directory ([`crate::storage`]): it restarts from
+    /// there, and a restart of every replica loses nothing a client saw
+    /// complete. `None`: the replica keeps everything in memory, and gets
+    /// the state back from its peers after a restart (a restart of every
+    /// replica then loses it all).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Starts replica `id` from the cluster file and its key file, listening on
@@ -138,6 +144,7 @@ where
         transport: options.transport,
         executor: options.executor,
         recovering: true,
+        data_dir: options.data_dir,
     };
     Ok(ReplicaNode::start(config, listener, service).await?)
 }

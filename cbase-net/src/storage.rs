@@ -19,8 +19,8 @@
 //! so a replica killed at any instant reopens to its last commit.
 //!
 //! What was read back is checked, not trusted: records carry a blake3
-//! checksum, the executed batches must follow the checkpoint without a gap,
-//! and the state is digested again and compared with the checkpoint's agreed
+//! checksum, the executed batches are replayed only as far as they follow
+//! the checkpoint without a gap, and the state is digested again and compared with the checkpoint's agreed
 //! digest. A data file that fails any check is refused with an error naming
 //! it; moving it away starts the replica empty, and it fetches the state
 //! from its peers.
@@ -103,7 +103,8 @@ pub struct Loaded {
     /// The state at the stable checkpoint, checked against its digest, and
     /// the checkpoint's sequence number; `None` if none was ever stored.
     pub state: Option<(Seq, CheckpointState)>,
-    /// The batches executed above it, in order, without gaps.
+    /// The batches executed above it, in order, as far as they follow it
+    /// without a gap.
     pub executed: Vec<Committed>,
     /// What the protocol restarts from ([`crate::protocol::Replica::recover`]),
     /// its `executed` field still to be set by whoever replays `executed`.
@@ -366,13 +367,18 @@ impl Storage {
             let (seq, sealed) = item.map_err(|e| self.database_error(e))?;
             let committed: Committed =
                 self.unseal(&format!("executed batch {}", seq.value()), sealed.value())?;
+            if committed.seq != seq.value() {
+                return Err(
+                    self.corrupt(format!("executed batch {} is filed elsewhere", seq.value()))
+                );
+            }
             let expected = executed.last().map_or(low, |c| c.seq) + 1;
-            if committed.seq != seq.value() || committed.seq != expected {
-                return Err(self.corrupt(format!(
-                    "executed batch {} does not follow {}",
-                    seq.value(),
-                    expected - 1
-                )));
+            if committed.seq != expected {
+                // A gap: what follows was executed after a state transfer
+                // that did not reach the disk. Those batches are the agreed
+                // ones at their sequence numbers, but without the state
+                // below them they cannot be replayed; peers have them.
+                break;
             }
             if committed.proposal.digest() != committed.digest {
                 return Err(self.corrupt(format!(

@@ -122,6 +122,7 @@ async fn start(running: &[ReplicaId], transport: TransportConfig) -> Cluster {
             transport: transport.clone(),
             executor: ExecutorBuilder::new().workers(4),
             recovering: false,
+            data_dir: None,
         };
         let service = Counter(Counts {
             counts: Table::new(),
@@ -593,6 +594,7 @@ async fn sizes_a_frame_cannot_carry_are_refused_at_start() {
         },
         executor: ExecutorBuilder::new().workers(1),
         recovering: false,
+        data_dir: None,
     };
     let refusal = |protocol| async move {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -92,6 +92,7 @@ async fn start_replica(
         },
         executor: ExecutorBuilder::new().workers(4),
         recovering: false,
+        data_dir: None,
     };
     let service = Store(Blobs {
         blobs: Table::new(),

@@ -1,13 +1,17 @@
-//! The checkpoints a replica can serve to peers that fell behind.
+//! The checkpoints a replica can serve to peers that fell behind, and (with
+//! a data directory) keeps on disk.
 //!
 //! Taking a checkpoint copies nothing: the executor's barrier only folds the
 //! changes since the last one into the state's digest and hands them over
 //! (see [`Execution`](super::execution::Execution)). This store keeps the
-//! state of one checkpoint in full (the *base*) and the changes of the few
-//! checkpoints after it; when it holds more than it may, the oldest changes
-//! are folded into the base, which costs what they changed. A peer asking for
-//! a checkpoint in the store gets it materialized (the base, with the changes
-//! up to it applied) outside the store's lock.
+//! state of the stable checkpoint in full (the *base*) and the changes of
+//! the checkpoints taken after it. When a later checkpoint becomes stable,
+//! its changes (and those before it) are written to the data directory in
+//! one durable commit, then folded into the base: each costs what changed.
+//! The protocol never lets execution run more than a window ahead of the
+//! stable checkpoint, so the changes held are bounded by the window. A peer
+//! asking for a checkpoint in the store gets it materialized (the base, with
+//! the changes up to it applied) outside the store's lock.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,12 +20,10 @@ use cbase_core::StateChanges;
 use parking_lot::Mutex;
 
 use crate::checkpoint::CheckpointState;
-use crate::message::{Hash, Seq};
+use crate::message::{Checkpoint, Hash, Seq};
+use crate::storage::{BaseUpdate, Storage, StorageError};
 
 use super::execution::CheckpointRecord;
-
-/// How many checkpoints a store keeps (the base and the newer ones).
-pub const KEPT_CHECKPOINTS: usize = 4;
 
 /// A checkpoint's changes since the one before, as the store keeps them.
 #[derive(Debug)]
@@ -38,6 +40,8 @@ struct Inner {
     base_seq: Seq,
     base_digest: Hash,
     base: Arc<CheckpointState>,
+    /// The base came whole (a state transfer) and is not on disk yet.
+    base_unwritten: bool,
     newer: VecDeque<Newer>,
 }
 
@@ -81,25 +85,96 @@ impl CheckpointStore {
                 base_seq: seq,
                 base_digest: digest,
                 base: Arc::new(state),
+                base_unwritten: false,
                 newer: VecDeque::new(),
             }),
         }
     }
 
-    /// Adds the checkpoint `record` took (the next after the newest held),
-    /// folding the oldest changes into the base when more than
-    /// [`KEPT_CHECKPOINTS`] would be held.
+    /// Adds the checkpoint `record` took (the next after the newest held).
     pub fn push(&self, record: &CheckpointRecord) {
-        let mut inner = self.inner.lock();
-        inner.newer.push_back(Newer {
+        self.inner.lock().newer.push_back(Newer {
             seq: record.seq,
             digest: record.digest,
             changes: Arc::clone(&record.changes),
             clients: record.clients.clone(),
             clock: record.clock,
         });
-        while inner.newer.len() >= KEPT_CHECKPOINTS {
-            let oldest = inner.newer.pop_front().expect("more than one held");
+    }
+
+    /// Checkpoint `seq` became stable with `digest`, proven by `proof`:
+    /// writes it to `storage` (if any) in one durable commit, then makes it
+    /// the base. A checkpoint this replica does not hold (it has not
+    /// executed that far, or holds a later base) changes nothing.
+    pub fn stabilize(
+        &self,
+        seq: Seq,
+        digest: Hash,
+        proof: &[Checkpoint],
+        storage: Option<&Storage>,
+    ) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock();
+        if seq == inner.base_seq {
+            if inner.base_unwritten && inner.base_digest == digest {
+                if let Some(storage) = storage {
+                    let base = &inner.base;
+                    storage.stabilize(
+                        seq,
+                        digest,
+                        proof,
+                        &base.clients,
+                        base.clock,
+                        BaseUpdate::Whole(&base.snapshot),
+                    )?;
+                }
+                inner.base_unwritten = false;
+            }
+            return Ok(());
+        }
+        let Some(last) = inner.newer.iter().position(|n| n.seq == seq) else {
+            return Ok(());
+        };
+        if inner.newer[last].digest != digest {
+            // Our own checkpoint differs from the agreed one: the protocol
+            // repairs this replica by state transfer; nothing to keep.
+            return Ok(());
+        }
+        if let Some(storage) = storage {
+            let newest = &inner.newer[last];
+            let changes: Vec<&StateChanges> = inner
+                .newer
+                .iter()
+                .take(last + 1)
+                .map(|n| &*n.changes)
+                .collect();
+            if inner.base_unwritten {
+                // The base on disk is older than the one in memory: write
+                // the whole of this checkpoint instead.
+                let mut state = CheckpointState::clone(&inner.base);
+                for changes in &changes {
+                    state.snapshot.apply(changes);
+                }
+                storage.stabilize(
+                    seq,
+                    digest,
+                    proof,
+                    &newest.clients,
+                    newest.clock,
+                    BaseUpdate::Whole(&state.snapshot),
+                )?;
+            } else {
+                storage.stabilize(
+                    seq,
+                    digest,
+                    proof,
+                    &newest.clients,
+                    newest.clock,
+                    BaseUpdate::Changes(&changes),
+                )?;
+            }
+        }
+        for _ in 0..=last {
+            let oldest = inner.newer.pop_front().expect("held");
             inner.base_seq = oldest.seq;
             inner.base_digest = oldest.digest;
             // Copies the base only if a peer is being served it right now.
@@ -108,6 +183,8 @@ impl CheckpointStore {
             base.clients = oldest.clients;
             base.clock = oldest.clock;
         }
+        inner.base_unwritten = false;
+        Ok(())
     }
 
     /// Replaces everything with `state`, installed at `seq` (state transfer).
@@ -116,7 +193,13 @@ impl CheckpointStore {
         inner.base_seq = seq;
         inner.base_digest = digest;
         inner.base = state;
+        inner.base_unwritten = true;
         inner.newer.clear();
+    }
+
+    /// The base is on disk already: it was just read from there.
+    pub fn mark_written(&self) {
+        self.inner.lock().base_unwritten = false;
     }
 
     /// How to materialize checkpoint `seq`, with its digest, if the store has it.

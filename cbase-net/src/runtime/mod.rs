@@ -57,10 +57,17 @@ pub struct NodeConfig {
     /// Start as a replica that may have run before and lost its memory
     /// ([`Replica::restarted`]): it votes only once it has voted its way
     /// into a view above all it hears of, so it cannot contradict votes it
-    /// cast before a restart. Replicas keep no state on disk, so a replica
-    /// process should set this; a cluster whose replicas all start together
-    /// for the first time (a [`LocalCluster`](crate::LocalCluster)) need not.
+    /// cast before a restart. It matters when the replica has no data
+    /// directory, or an empty one that may have been emptied by hand: a
+    /// replica process should set it; a cluster whose replicas all start
+    /// together for the first time (a [`LocalCluster`](crate::LocalCluster))
+    /// need not. A replica whose data directory holds what it wrote before
+    /// restarts from there instead ([`Replica::recover`]).
     pub recovering: bool,
+    /// Where the replica keeps its state and what it needs of the agreement
+    /// log ([`crate::storage`]), so that it restarts where it was; `None`:
+    /// in memory only, lost when the replica stops.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Why a replica could not start.
@@ -69,6 +76,9 @@ pub enum NodeError {
     /// The service's state does not match its rules.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// The secret key is not the one the cluster file lists for this id.
     #[error("the secret key does not match replica {0}'s public key in the cluster file")]
     WrongKey(ReplicaId),
@@ -252,6 +262,55 @@ fn push_bounded(history: &mut VecDeque<(Seq, Hash)>, entry: (Seq, Hash)) {
     }
 }
 
+/// Brings `execution` to where the data directory says this replica was:
+/// installs the stored stable checkpoint and replays the batches executed
+/// above it. Returns what the protocol restarts from (`None` for a fresh
+/// directory: nothing was ever written) and the checkpoints the replay took.
+#[allow(clippy::type_complexity)]
+fn recover_execution<S>(
+    id: ReplicaId,
+    execution: &mut Execution<S>,
+    loaded: crate::storage::Loaded,
+    file: std::path::PathBuf,
+) -> Result<(Option<crate::protocol::Recovered>, Vec<(Seq, Hash)>), NodeError>
+where
+    S: Service,
+    S::Request: DeserializeOwned,
+    S::Response: Serialize,
+{
+    if loaded.fresh {
+        return Ok((None, Vec::new()));
+    }
+    if let Some((seq, state)) = loaded.state {
+        execution.install(seq, state).map_err(|error| {
+            NodeError::Storage(crate::storage::StorageError::Corrupt {
+                file,
+                what: format!("its state does not fit the service: {error}"),
+            })
+        })?;
+        execution.checkpoints().mark_written();
+    }
+    let mut replayed = Vec::new();
+    let batches = loaded.executed.len();
+    for committed in loaded.executed {
+        if let Some(record) = execution.execute(committed) {
+            replayed.push((record.seq, record.digest));
+        }
+    }
+    execution.wait_idle();
+    let mut recovered = loaded.recovered;
+    recovered.executed = execution.last_executed();
+    tracing::info!(
+        replica = id,
+        stable = recovered.stable.as_ref().map_or(0, |s| s.0),
+        executed = recovered.executed,
+        replayed = batches,
+        view = recovered.view,
+        "restarted from the data directory"
+    );
+    Ok((Some(recovered), replayed))
+}
+
 /// What the protocol task asks of the execution thread, in order.
 enum ExecCommand {
     Execute(crate::protocol::Committed),
@@ -360,9 +419,19 @@ impl ReplicaNode {
             clients: Arc::clone(&clients),
             metrics: Arc::clone(&metrics),
         });
-        let execution = Execution::start(id, config.executor.clone(), service, sink)?;
+        let layout = service.state().table_names();
+        let mut execution = Execution::start(id, config.executor.clone(), service, sink)?;
         let execution_shared = execution.shared();
         let checkpoints = execution.checkpoints();
+        let (storage, recovered, replayed) = match &config.data_dir {
+            Some(dir) => {
+                let (storage, loaded) = crate::storage::Storage::open(dir, &layout)?;
+                let file = dir.join(crate::storage::DATA_FILE);
+                let (recovered, replayed) = recover_execution(id, &mut execution, loaded, file)?;
+                (Some(Arc::new(storage)), recovered, replayed)
+            }
+            None => (None, None, Vec::new()),
+        };
 
         let (events, mut inbox) = mpsc::channel::<Input>(8192);
         let (to_execution, committed) = crossbeam::channel::unbounded();
@@ -375,11 +444,34 @@ impl ReplicaNode {
 
         // The execution thread: committed batches in order, checkpoint digests back.
         let checkpoint_events = events.clone();
+        let execution_storage = storage.clone();
         let execution_thread = std::thread::Builder::new()
             .name(format!("cbase-exec-{id}"))
             .spawn(move || {
                 let mut execution = execution;
-                while let Ok(command) = committed.recv() {
+                let mut queued: VecDeque<ExecCommand> = VecDeque::new();
+                loop {
+                    if queued.is_empty() {
+                        let Ok(command) = committed.recv() else { break };
+                        queued.push_back(command);
+                        queued.extend(committed.try_iter().take(255));
+                        // Every batch on disk before it runs (and so before
+                        // any reply to it): one commit for all that queued.
+                        if let Some(storage) = &execution_storage {
+                            let batches: Vec<&crate::protocol::Committed> = queued
+                                .iter()
+                                .filter_map(|c| match c {
+                                    ExecCommand::Execute(batch) => Some(batch),
+                                    ExecCommand::Install { .. } => None,
+                                })
+                                .collect();
+                            if let Err(error) = storage.log_executed(&batches) {
+                                tracing::error!(%error, "cannot log batches; this replica stops executing");
+                                break;
+                            }
+                        }
+                    }
+                    let command = queued.pop_front().expect("just filled");
                     let report = match command {
                         ExecCommand::Execute(batch) => execution
                             .execute(batch)
@@ -438,15 +530,34 @@ impl ReplicaNode {
         } else {
             Replica::new
         };
-        let mut replica = start(
-            id,
-            &config.cluster,
-            config.secret.clone(),
-            config.protocol.clone(),
-        );
+        let mut replica = match recovered {
+            Some(recovered) => Replica::recover(
+                id,
+                &config.cluster,
+                config.secret.clone(),
+                config.protocol.clone(),
+                recovered,
+            ),
+            None => start(
+                id,
+                &config.cluster,
+                config.secret.clone(),
+                config.protocol.clone(),
+            ),
+        };
+        // Checkpoints taken while replaying the log: the protocol votes them.
+        let mut startup = Vec::new();
+        for (seq, state) in replayed {
+            replica.handle(
+                now_nanos(),
+                Input::CheckpointTaken { seq, state },
+                &mut startup,
+            );
+        }
+        let protocol_storage = storage;
         let protocol_metrics = Arc::clone(&metrics);
         tasks.push(tokio::spawn(async move {
-            let mut outputs = Vec::new();
+            let mut outputs = startup;
             // Timers (request and view-change timeouts) are checked on ticks.
             let mut ticks = tokio::time::interval(TICK);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -468,7 +579,26 @@ impl ReplicaNode {
                         Err(_) => break,
                     }
                 }
+                // What the protocol asked to persist is on disk before any
+                // of this burst's messages leaves (one commit for all).
+                if let Some(storage) = &protocol_storage {
+                    let durable = outputs.iter().filter_map(|o| match o {
+                        Output::Persist(durable) => Some(durable),
+                        _ => None,
+                    });
+                    if let Err(error) = storage.persist(durable) {
+                        tracing::error!(%error, "cannot persist; this replica stops");
+                        break;
+                    }
+                }
                 for output in outputs.drain(..) {
+                    if let Output::Stable { seq, state, proof } = &output {
+                        let storage = protocol_storage.as_deref();
+                        if let Err(error) = checkpoints.stabilize(*seq, *state, proof, storage) {
+                            tracing::error!(%error, "cannot store a stable checkpoint; this replica stops");
+                            return;
+                        }
+                    }
                     route(
                         output,
                         &peer_queues,

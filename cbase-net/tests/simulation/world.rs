@@ -761,7 +761,14 @@ impl World {
                 }
             }
             Output::Execute(committed) => self.execute(from, committed),
-            Output::Stable { .. } | Output::Persist(_) => {}
+            Output::Stable { seq, state, proof } => {
+                // In memory only: the store folds the checkpoint into its base.
+                let store = self.nodes[from].execution.checkpoints();
+                store
+                    .stabilize(seq, state, &proof, None)
+                    .expect("nothing is written");
+            }
+            Output::Persist(_) => {}
             Output::ViewEntered(view) => self.note_view_entered(from, view),
             Output::ServeState { to, seq, offset } => self.serve_state(from, to, seq, offset),
             Output::InstallState { seq, digest, state } => {
