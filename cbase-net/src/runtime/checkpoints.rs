@@ -85,7 +85,8 @@ impl CheckpointStore {
                 base_seq: seq,
                 base_digest: digest,
                 base: Arc::new(state),
-                base_unwritten: false,
+                // The initial state is on no disk yet.
+                base_unwritten: true,
                 newer: VecDeque::new(),
             }),
         }
