@@ -299,6 +299,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             // ANCHOR: replica
             let options = cbase::net::deploy::ReplicaOptions {
                 executor: ExecutorBuilder::new().workers(workers),
+                data_dir: cli.data.clone(),
                 ..Default::default()
             };
             let node = cbase::net::deploy::start_replica(

@@ -1473,6 +1473,7 @@ async fn run() -> Result<(), BoxError> {
             );
             let options = cbase::net::deploy::ReplicaOptions {
                 executor: ExecutorBuilder::new().workers(workers),
+                data_dir: cli.data.clone(),
                 ..Default::default()
             };
             let node =

@@ -349,6 +349,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Mode::Replica { config, id, key } => {
             let options = cbase::net::deploy::ReplicaOptions {
                 executor: ExecutorBuilder::new().workers(workers),
+                data_dir: cli.data.clone(),
                 ..Default::default()
             };
             let node = cbase::net::deploy::start_replica(

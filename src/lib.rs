@@ -148,8 +148,8 @@ pub use cbase_core::{
 };
 
 pub use cbase_net::{
-    ClientConfig, ClusterConfig, ClusterError, LocalCluster, LocalClusterBuilder, NetClient,
-    NodeConfig, ProtocolConfig, ReplicaNode,
+    ClientConfig, ClusterConfig, ClusterError, DataDirs, LocalCluster, LocalClusterBuilder,
+    NetClient, NodeConfig, ProtocolConfig, ReplicaNode,
 };
 
 /// The core crate, for the less common items (the parallelizer, the codec).

@@ -8,6 +8,9 @@
 //! execution still, and the process's resident memory next to the encoded
 //! size of the state.
 //!
+//! Every size runs twice, in memory and durable (each replica in a
+//! temporary data directory, syncing every batch before executing it).
+//!
 //! `cargo bench -p cbase-net --bench state` (add `-- --quick` for a short
 //! run with 10^3 and 10^5 keys). Prints a markdown table.
 
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use cbase_core::{
     AccessSet, Container, Context, ExecutorBuilder, Key, Request, Service, State, Table, codec,
 };
-use cbase_net::{ClientConfig, LocalCluster};
+use cbase_net::{ClientConfig, DataDirs, LocalCluster};
 use serde::{Deserialize, Serialize};
 
 const VALUE_BYTES: usize = 100;
@@ -109,6 +112,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 struct Row {
+    durable: bool,
     keys: u64,
     writes: u64,
     per_second: f64,
@@ -121,9 +125,15 @@ struct Row {
     resident: u64,
 }
 
-async fn run(keys: u64, writes: u64) -> Row {
+async fn run(keys: u64, writes: u64, durable: bool) -> Row {
+    let data = if durable {
+        DataDirs::Temporary
+    } else {
+        DataDirs::InMemory
+    };
     let cluster = LocalCluster::builder()
         .replicas(4)
+        .data(data)
         .executor(ExecutorBuilder::new().workers(16))
         .start(move || preloaded(keys))
         .await
@@ -177,6 +187,7 @@ async fn run(keys: u64, writes: u64) -> Row {
     cluster.shutdown().await;
     let entry = codec::encode(&0u64).unwrap().len() + codec::encode(&value(0, 0)).unwrap().len();
     Row {
+        durable,
         keys,
         writes,
         per_second: writes as f64 / elapsed.as_secs_f64(),
@@ -204,39 +215,58 @@ fn main() {
     };
     println!(
         "4 replicas and the client in one process, {cores} cores, 16 workers, \
-         {VALUE_BYTES}-byte values, {CONCURRENT} concurrent calls, in memory\n"
+         {VALUE_BYTES}-byte values, {CONCURRENT} concurrent calls; durable: every \
+         batch and prepared certificate synced to disk before it is acted on\n"
     );
     println!(
-        "| keys | writes | writes/s | p50 | p99 | max | longest checkpoint barrier | checkpoints | state (encoded, per replica) | RSS (process) | RSS per replica / state |"
+        "| storage | keys | writes | writes/s | p50 | p99 | max | longest checkpoint barrier | checkpoints | state (encoded, per replica) | RSS (process) | RSS per replica / state |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
     for &keys in sizes {
-        let row = runtime.block_on(run(keys, writes));
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!(
-            "| {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {} | {:.1} MiB | {:.0} MiB | {:.1} |",
-            row.keys,
-            row.writes,
-            row.per_second,
-            ms(row.p50),
-            ms(row.p99),
-            ms(row.max),
-            ms(row.barrier_max),
-            row.checkpoints,
-            row.encoded as f64 / (1 << 20) as f64,
-            row.resident as f64 / (1 << 20) as f64,
-            row.resident as f64 / 4.0 / row.encoded.max(1) as f64,
-        );
-        rows.push(row);
+        for durable in [false, true] {
+            let row = runtime.block_on(run(keys, writes, durable));
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "| {} | {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {} | {:.1} MiB | {:.0} MiB | {:.1} |",
+                if row.durable { "durable" } else { "in memory" },
+                row.keys,
+                row.writes,
+                row.per_second,
+                ms(row.p50),
+                ms(row.p99),
+                ms(row.max),
+                ms(row.barrier_max),
+                row.checkpoints,
+                row.encoded as f64 / (1 << 20) as f64,
+                row.resident as f64 / (1 << 20) as f64,
+                row.resident as f64 / 4.0 / row.encoded.max(1) as f64,
+            );
+            rows.push(row);
+        }
     }
-    if let (Some(small), Some(large)) = (rows.first(), rows.last()) {
-        println!(
-            "\nAt {} keys against {} keys: writes/s × {:.2}, p99 × {:.2}",
-            large.keys,
-            small.keys,
-            large.per_second / small.per_second,
-            large.p99.as_secs_f64() / small.p99.as_secs_f64()
-        );
+    println!();
+    for durable in [false, true] {
+        let of: Vec<&Row> = rows.iter().filter(|r| r.durable == durable).collect();
+        if let (Some(small), Some(large)) = (of.first(), of.last()) {
+            println!(
+                "{}: at {} keys against {} keys, writes/s × {:.2}, p99 × {:.2}",
+                if durable { "durable" } else { "in memory" },
+                large.keys,
+                small.keys,
+                large.per_second / small.per_second,
+                large.p99.as_secs_f64() / small.p99.as_secs_f64()
+            );
+        }
+    }
+    for &keys in sizes {
+        let memory = rows.iter().find(|r| r.keys == keys && !r.durable);
+        let durable = rows.iter().find(|r| r.keys == keys && r.durable);
+        if let (Some(memory), Some(durable)) = (memory, durable) {
+            println!(
+                "at {keys} keys: durable writes/s = {:.2} × in memory",
+                durable.per_second / memory.per_second
+            );
+        }
     }
 }

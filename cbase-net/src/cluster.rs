@@ -22,6 +22,9 @@ pub enum ClusterError {
     /// A loopback port could not be bound.
     #[error("cannot listen on 127.0.0.1: {0}")]
     Bind(#[source] std::io::Error),
+    /// The temporary data directory could not be created.
+    #[error("cannot create a temporary data directory: {0}")]
+    DataDir(#[source] std::io::Error),
     /// A replica could not start.
     #[error("replica {id} failed to start: {source}")]
     Replica {
@@ -33,6 +36,21 @@ pub enum ClusterError {
     },
 }
 
+/// Where a [`LocalCluster`]'s replicas keep their data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DataDirs {
+    /// A fresh temporary directory per replica, removed with the cluster
+    /// (the default): replicas write to disk exactly as deployed ones do.
+    #[default]
+    Temporary,
+    /// `root/replica-<id>` for each replica, created if needed and kept:
+    /// a cluster started again over the same directories continues where it
+    /// was (it needs the same keys: see [`crate::deploy`]).
+    Under(std::path::PathBuf),
+    /// Nothing on disk: faster, and everything is lost when the cluster stops.
+    InMemory,
+}
+
 /// Configures a [`LocalCluster`].
 #[derive(Clone, Debug)]
 pub struct LocalClusterBuilder {
@@ -40,6 +58,7 @@ pub struct LocalClusterBuilder {
     executor: ExecutorBuilder,
     protocol: ProtocolConfig,
     transport: TransportConfig,
+    data: DataDirs,
 }
 
 /// n replicas of one service in this process, talking over loopback TCP with
@@ -58,6 +77,8 @@ pub struct LocalClusterBuilder {
 pub struct LocalCluster {
     config: ClusterConfig,
     nodes: Vec<Option<ReplicaNode>>,
+    /// The replicas' temporary data directories, removed on drop.
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl LocalCluster {
@@ -68,6 +89,7 @@ impl LocalCluster {
             executor: ExecutorBuilder::new().workers(16),
             protocol: ProtocolConfig::default(),
             transport: TransportConfig::default(),
+            data: DataDirs::default(),
         }
     }
 
@@ -153,6 +175,12 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Where the replicas keep their data (default: temporary directories).
+    pub fn data(mut self, data: DataDirs) -> Self {
+        self.data = data;
+        self
+    }
+
     /// Starts the replicas, each with its own service built by `make`.
     pub async fn start<S, F>(self, make: F) -> Result<LocalCluster, ClusterError>
     where
@@ -185,6 +213,17 @@ impl LocalClusterBuilder {
             f: (self.replicas - 1) / 3,
             replicas: entries,
         };
+        let (root, temporary) = match &self.data {
+            DataDirs::Temporary => {
+                let temporary = tempfile::Builder::new()
+                    .prefix("cbase-cluster-")
+                    .tempdir()
+                    .map_err(ClusterError::DataDir)?;
+                (Some(temporary.path().to_owned()), Some(temporary))
+            }
+            DataDirs::Under(root) => (Some(root.clone()), None),
+            DataDirs::InMemory => (None, None),
+        };
         let mut nodes = Vec::new();
         for (id, (listener, secret)) in listeners.into_iter().zip(secrets).enumerate() {
             let id = id as ReplicaId;
@@ -196,13 +235,17 @@ impl LocalClusterBuilder {
                 transport: self.transport.clone(),
                 executor: self.executor.clone(),
                 recovering: false,
-                data_dir: None,
+                data_dir: root.as_ref().map(|r| r.join(format!("replica-{id}"))),
             };
             let node = ReplicaNode::start(node_config, listener, make())
                 .await
                 .map_err(|source| ClusterError::Replica { id, source })?;
             nodes.push(Some(node));
         }
-        Ok(LocalCluster { config, nodes })
+        Ok(LocalCluster {
+            config,
+            nodes,
+            _temporary: temporary,
+        })
     }
 }

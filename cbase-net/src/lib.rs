@@ -25,7 +25,7 @@ pub mod storage;
 pub mod transport;
 
 pub use client::{ClientConfig, NetClient};
-pub use cluster::{ClusterError, LocalCluster, LocalClusterBuilder};
+pub use cluster::{ClusterError, DataDirs, LocalCluster, LocalClusterBuilder};
 pub use config::{ClusterConfig, ReplicaId};
 pub use protocol::ProtocolConfig;
 pub use runtime::{CheckpointAgreement, NodeConfig, NodeError, NodeMetrics, ReplicaNode};

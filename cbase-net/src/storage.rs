@@ -13,9 +13,10 @@
 //! | `executed` | sequence number | each batch executed above the stable checkpoint |
 //!
 //! Every write is one redb transaction, committed durably (fsync) before the
-//! runtime acts on it: a prepared certificate before the commit vote leaves,
-//! a batch before it is executed (and so before any reply to it), a view
-//! before the vote for it. redb commits atomically and checksums its pages,
+//! runtime acts on it: a prepared certificate (with its proposal) before the
+//! commit vote leaves, and so before the batch can execute anywhere or be
+//! answered; a view before the vote for it; a stable checkpoint. (The log of
+//! executed batches rides along unsynced: see [`Storage::log_executed`].) redb commits atomically and checksums its pages,
 //! so a replica killed at any instant reopens to its last commit.
 //!
 //! What was read back is checked, not trusted: records carry a blake3
@@ -237,10 +238,21 @@ impl Storage {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), StorageError> {
-        let txn = self
+        self.write_with(redb::Durability::Immediate, f)
+    }
+
+    /// Runs `f` in one write transaction committed with `durability`.
+    fn write_with(
+        &self,
+        durability: redb::Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StorageError> {
+        let mut txn = self
             .db()
             .begin_write()
             .map_err(|e| self.database_error(e))?;
+        txn.set_durability(durability)
+            .map_err(|e| self.database_error(redb::Error::from(e)))?;
         f(&txn).map_err(|e| self.database_error(e))?;
         txn.commit().map_err(|e| self.database_error(e))
     }
@@ -440,12 +452,20 @@ impl Storage {
         })
     }
 
-    /// Logs batches about to be executed, in one durable commit.
+    /// Logs batches about to be executed, in one commit that is not synced
+    /// on its own: it reaches the disk with the next durable commit.
+    ///
+    /// This log only lets a restarted replica replay locally what it can
+    /// also get from its peers. Nothing depends on it for safety: a batch
+    /// that committed prepared at a quorum first, and each of those
+    /// replicas synced its prepared certificate (with the proposal) before
+    /// voting to commit, so a view change after any restart re-proposes it.
+    /// Syncing here as well would double the syncs for nothing.
     pub fn log_executed(&self, batches: &[&Committed]) -> Result<(), StorageError> {
         if batches.is_empty() {
             return Ok(());
         }
-        self.write(|txn| {
+        self.write_with(redb::Durability::None, |txn| {
             let mut executed = txn.open_table(EXECUTED)?;
             for committed in batches {
                 executed.insert(committed.seq, seal(committed).as_slice())?;

@@ -33,6 +33,8 @@ pub struct Cli {
     pub dir: Option<PathBuf>,
     /// `--sync`: flush every write to the disk (the file store).
     pub sync: bool,
+    /// `--data DIR`: the replica's data directory; it restarts from there.
+    pub data: Option<PathBuf>,
 }
 
 pub const USAGE: &str = "usage:
@@ -40,7 +42,8 @@ pub const USAGE: &str = "usage:
   --config cluster.toml --id N --key replica-N.key  run one replica (Ctrl-C stops it)
   --config cluster.toml                            run a client against a running cluster
 options: --ops N (client operations; per phase for fs), --workers N (per replica),
-         --dir PATH (replica data), --sync (fs: flush every write to the disk)";
+         --data DIR (a replica's data directory: it restarts from there),
+         --dir PATH (fs: where files live), --sync (fs: flush every write to the disk)";
 
 impl Cli {
     /// Parses `std::env::args`, or explains what is wrong.
@@ -52,6 +55,7 @@ impl Cli {
         let mut workers = None;
         let mut dir = None;
         let mut sync = false;
+        let mut data = None;
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -69,6 +73,7 @@ impl Cli {
                 }
                 "--dir" => dir = Some(PathBuf::from(value()?)),
                 "--sync" => sync = true,
+                "--data" => data = Some(PathBuf::from(value()?)),
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument `{other}`")),
             }
@@ -87,6 +92,7 @@ impl Cli {
             workers,
             dir,
             sync,
+            data,
         })
     }
 }
