@@ -11,6 +11,9 @@
 //!   its outputs (equivocation, chaos, withholding, forwarding to backups
 //!   only, far-future floods, dripping state transfer, pushed timestamps).
 //! - `world.rs`: instances, clients, the event loop; `service.rs`: the bank.
+//! - `disk.rs`: each replica's data directory, with the runtime's sync rules,
+//!   so a restart from disk (of one replica, or of all in a power cut, with
+//!   or without the writes not yet synced) is a fault like the others.
 //! - `checks.rs`: safety, linearizability, the bank invariant, liveness
 //!   after the heal, settling in one view, catching up, memory bounds.
 //! - `scenarios.rs`: the named scenarios, one `#[test]` each below.
@@ -29,6 +32,7 @@
 
 mod byzantine;
 mod checks;
+mod disk;
 mod network;
 mod scenarios;
 mod service;
@@ -202,6 +206,8 @@ scenario_tests! {
     withholding_replica => "withholding-replica",
     forwarding_backup => "forwarding-backup",
     future_view_flood => "future-view-flood",
+    restart_from_disk => "restart-from-disk",
+    power_cut => "power-cut",
     dripping_state_transfer => "dripping-state-transfer",
     clock_after_restore => "clock-after-restore",
     timestamp_pushing_primary => "timestamp-pushing-primary",

@@ -67,6 +67,12 @@ pub struct Scenario {
     /// A replica that crashes at the first time and restarts with empty
     /// memory (a fresh state machine and service) at the second.
     pub restart: Option<(Who, u64, u64)>,
+    /// The restart above is from the replica's data directory instead (its
+    /// unsynced writes lost or not, drawn from the seed).
+    pub restart_from_disk: bool,
+    /// Every replica crashes at a time drawn between these two and restarts
+    /// from its data directory 50 to 500 ms later.
+    pub power_cut: Option<(u64, u64)>,
     /// A replica whose service state is rolled back to an older checkpoint
     /// (a lost write) at a time drawn from the range; it counts as faulty
     /// and must have repaired itself by the end.
@@ -111,6 +117,8 @@ fn base() -> Scenario {
         },
         crash: None,
         restart: None,
+        restart_from_disk: false,
+        power_cut: None,
         corrupt: None,
         byzantine: Vec::new(),
         twins: None,
@@ -358,6 +366,22 @@ pub fn scenarios() -> Vec<Scenario> {
                 drop: 0.02,
                 ..net.clone()
             },
+            ..b.clone()
+        },
+        Scenario {
+            name: "restart-from-disk",
+            restart: Some((Who::Any, 300 * MS, 900 * MS)),
+            restart_from_disk: true,
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            name: "power-cut",
+            power_cut: Some((200 * MS, 1_800 * MS)),
+            think: 100 * MS,
             ..b.clone()
         },
         Scenario {

@@ -21,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::byzantine::Behaviour;
+use crate::disk::Disk;
 use crate::network::{Network, batch_frame_size, frame_size};
 use crate::scenarios::{FRAME_LIMIT, MS, Scenario, Who, protocol_config};
 use crate::service::{ACCOUNTS, Bank, Op};
@@ -111,6 +112,8 @@ pub struct Node {
     pub seen: Vec<SignedBatch>,
     /// Pre-prepares a Byzantine primary rewrote, so each is rewritten once.
     pub forged: BTreeMap<(View, Seq), PrePrepare>,
+    /// Its data directory.
+    pub disk: Disk,
 }
 
 fn new_node(
@@ -152,6 +155,7 @@ fn new_node(
         sent: VecDeque::new(),
         seen: Vec::new(),
         forged: BTreeMap::new(),
+        disk: Disk::default(),
     }
 }
 
@@ -225,6 +229,8 @@ pub struct World {
     pub crash: Option<(usize, u64)>,
     pub restart: Option<(usize, u64, u64)>,
     restarted: bool,
+    /// When every replica goes down, and when they all come back.
+    power_cut: Option<(u64, u64)>,
     pub corrupt: Option<(usize, u64)>,
     /// Since when no honest client has had anything left to do.
     quiet_since: Option<u64>,
@@ -388,6 +394,10 @@ impl World {
             .corrupt
             .zip(corrupt_id)
             .map(|((_, from, until), id)| (instance(id), rng.gen_range(from..until)));
+        let power_cut = scenario.power_cut.map(|(from, until)| {
+            let down = rng.gen_range(from..until);
+            (down, down + rng.gen_range(50 * MS..500 * MS))
+        });
         let settle = 2_000 * MS + 40 * scenario.net.stable_delay.1;
         let deadline = heal + scenario.liveness;
 
@@ -413,6 +423,7 @@ impl World {
             crash,
             restart,
             restarted: false,
+            power_cut,
             corrupt,
             fingerprint: blake3::Hasher::new(),
             quiet_since: None,
@@ -654,9 +665,28 @@ impl World {
             }
             self.nodes[instance].crashed = true;
         }
+        if let Some((down_at, up_at)) = self.power_cut {
+            if self.now >= down_at && !self.restarted {
+                for node in &mut self.nodes {
+                    node.crashed = true;
+                }
+            }
+            if self.now >= up_at && !self.restarted {
+                self.restarted = true;
+                for instance in 0..self.nodes.len() {
+                    let lose = self.rng.gen_bool(0.5);
+                    self.restart_from_disk(instance, lose);
+                }
+            }
+        }
         if let Some((instance, down_at, up_at)) = self.restart {
             if self.now >= down_at && !self.restarted {
                 self.nodes[instance].crashed = true;
+            }
+            if self.now >= up_at && !self.restarted && self.scenario.restart_from_disk {
+                self.restarted = true;
+                let lose = self.rng.gen_bool(0.5);
+                self.restart_from_disk(instance, lose);
             }
             if self.now >= up_at && !self.restarted {
                 // Everything it knew is gone: a new state machine, a new service.
@@ -691,6 +721,64 @@ impl World {
         self.sample_memory();
         for client in 0..self.clients.len() {
             self.client_tick(client);
+        }
+    }
+
+    /// Restarts an instance from its data directory, as a replica process
+    /// does: the stored checkpoint installed, the logged batches replayed,
+    /// the protocol recovered. `lose_unsynced` drops the writes the disk had
+    /// not synced yet. What the world observed of it stays.
+    fn restart_from_disk(&mut self, instance: usize, lose_unsynced: bool) {
+        let old = &self.nodes[instance];
+        let (id, offset) = (old.id, old.clock_offset);
+        let (stored, replay, mut recovered) = old.disk.read(lose_unsynced);
+        let mut disk = old.disk.clone();
+        if lose_unsynced {
+            disk.drop_unsynced();
+        }
+        let key = self.keys[id as usize].clone();
+        let mut fresh = new_node(id, &key, &self.cluster, &self.protocol, offset, false);
+        if let Some((seq, state)) = stored {
+            fresh
+                .execution
+                .install(seq, state)
+                .expect("a stored checkpoint installs");
+        }
+        let mut taken = Vec::new();
+        for committed in replay {
+            if let Some(record) = fresh.execution.execute(committed) {
+                taken.push((record.seq, record.digest));
+            }
+        }
+        fresh.execution.wait_idle();
+        // Replies of the replay went to no one.
+        fresh.collected.lock().unwrap().replies.clear();
+        recovered.executed = fresh.execution.last_executed();
+        let executed = recovered.executed;
+        fresh.replica = Replica::recover(id, &self.cluster, key, self.protocol.clone(), recovered);
+        fresh.disk = disk;
+        let old = std::mem::replace(&mut self.nodes[instance], fresh);
+        let node = &mut self.nodes[instance];
+        node.executed = old.executed;
+        node.batches = old.batches;
+        node.replies = old.replies;
+        node.checkpoints = old.checkpoints;
+        node.voted = old.voted;
+        node.views = old.views;
+        old.execution.shutdown();
+        self.trace(
+            instance,
+            format_args!(
+                "restarts from disk at {executed}{}",
+                if lose_unsynced {
+                    ", unsynced writes lost"
+                } else {
+                    ""
+                }
+            ),
+        );
+        for (seq, state) in taken {
+            self.deliver(instance, Input::CheckpointTaken { seq, state });
         }
     }
 
@@ -760,15 +848,26 @@ impl World {
                     }
                 }
             }
-            Output::Execute(committed) => self.execute(from, committed),
+            Output::Execute(committed) => {
+                self.nodes[from].disk.log_executed(&committed);
+                self.execute(from, committed)
+            }
             Output::Stable { seq, state, proof } => {
-                // In memory only: the store folds the checkpoint into its base.
+                // The store folds the checkpoint into its base; the disk
+                // keeps it if the store held it.
                 let store = self.nodes[from].execution.checkpoints();
                 store
                     .stabilize(seq, state, &proof, None)
                     .expect("nothing is written");
+                if store.held().first() == Some(&seq)
+                    && let Some(whole) = store.state(seq)
+                    && whole.digest() == state
+                {
+                    let whole = CheckpointState::clone(&whole);
+                    self.nodes[from].disk.stabilize(seq, state, proof, whole);
+                }
             }
-            Output::Persist(_) => {}
+            Output::Persist(durable) => self.nodes[from].disk.persist(durable),
             Output::ViewEntered(view) => self.note_view_entered(from, view),
             Output::ServeState { to, seq, offset } => self.serve_state(from, to, seq, offset),
             Output::InstallState { seq, digest, state } => {
