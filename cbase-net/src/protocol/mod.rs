@@ -1280,11 +1280,24 @@ impl Replica {
     /// Moves the low watermark to `seq`, proven by `proof` (a quorum of
     /// signed votes for `state`), and discards everything below it.
     fn stabilize(&mut self, seq: Seq, state: Hash, proof: Vec<Checkpoint>, out: &mut Vec<Output>) {
-        if self.installing.is_none() && self.behind.as_ref().is_some_and(|b| b.target.seq <= seq) {
+        if self.installing.is_none()
+            && let Some(behind) = self.behind.take_if(|b| b.target.seq <= seq)
+        {
             // Whatever this replica was fetching (or repairing) is older than
-            // a checkpoint it now has right: no longer needed.
-            self.behind = None;
+            // a checkpoint it now has right: no longer needed. A later one
+            // queued behind it still is.
             self.transfer = state_transfer::Transfer::default();
+            self.behind =
+                behind
+                    .next
+                    .filter(|next| next.seq > seq)
+                    .map(|next| state_transfer::Behind {
+                        target: next,
+                        asked_at: self.now.max(1),
+                        peer: behind.peer,
+                        next: None,
+                        repair: false,
+                    });
         }
         self.stable_proof = proof;
         self.stable_state = state;

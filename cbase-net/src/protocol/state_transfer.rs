@@ -155,7 +155,19 @@ impl Replica {
             return;
         };
         if self.delivered >= behind.target.seq && !behind.repair {
-            self.behind = None;
+            // Execution got there by itself; a later checkpoint queued
+            // behind this one is still to be reached.
+            self.transfer = Transfer::default();
+            self.behind = behind
+                .next
+                .filter(|next| next.seq > self.delivered)
+                .map(|next| Behind {
+                    target: next,
+                    asked_at: self.now.max(1),
+                    peer: behind.peer,
+                    next: None,
+                    repair: false,
+                });
             return;
         }
         if self.installing.is_some() {

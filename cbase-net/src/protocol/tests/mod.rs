@@ -1214,3 +1214,57 @@ fn a_later_checkpoint_learned_mid_transfer_is_fetched_after_the_current_one() {
     });
     assert!(asked.is_some(), "{out:?}");
 }
+
+/// Found by the simulation (asymmetric-links, seed 2713): a replica fetching
+/// checkpoint 4 learned that checkpoint 8 was stable too, then caught up to
+/// 4 by executing instead. Reaching the target dropped the transfer and,
+/// with it, the later checkpoint it had queued; its peers had discarded
+/// their log below 8 and sent no more votes for it, so it never moved again.
+#[test]
+fn a_checkpoint_queued_behind_a_transfer_made_moot_is_still_fetched() {
+    let (_, secrets) = cluster(4);
+    let (mut r, bytes, _) = behind_checkpoint_4(64, small());
+    let out = tick(&mut r, 1 + SECOND + 1);
+    let (peer, _) = state_request(&out).expect("a peer is asked");
+    let out = deliver(&mut r, peer, chunk(&bytes, 0, 500));
+    assert_eq!(state_request(&out), Some((peer, 500)));
+    // Meanwhile 2f+1 replicas agree on checkpoint 8: queued behind the
+    // transfer under way.
+    vote_checkpoint(&mut r, &secrets, 8, [8u8; 32]);
+
+    // Execution gets to 4 by itself: seqs 1 to 4 commit in view 0.
+    let client = SecretKey::from_seed([5; 32]);
+    for seq in 1..=4 {
+        let pp = pre_prepare(&secrets[0], 0, seq, vec![client_batch(&client, 0, seq)]);
+        let digest = pp.digest;
+        deliver(&mut r, 0, ReplicaMessage::PrePrepare(pp));
+        for replica in [2, 3] {
+            deliver(
+                &mut r,
+                replica,
+                ReplicaMessage::Prepare(prepare(&secrets[replica as usize], replica, seq, digest)),
+            );
+        }
+        for replica in [0, 2, 3] {
+            let commit = Commit {
+                view: 0,
+                seq,
+                digest,
+                replica,
+            };
+            deliver(&mut r, replica, ReplicaMessage::Commit(commit));
+        }
+    }
+    assert_eq!(r.delivered(), 4);
+
+    // Checkpoint 8 is not lost: execution not getting there, it is fetched.
+    let mut asked = None;
+    for step in 2..6 {
+        let out = tick(&mut r, step * 2 * SECOND);
+        asked = asked.or(out.iter().find_map(|o| match o {
+            Output::Send(to, ReplicaMessage::StateRequest { seq: 8, offset: 0 }) => Some(*to),
+            _ => None,
+        }));
+    }
+    assert!(asked.is_some(), "checkpoint 8 was never fetched");
+}
