@@ -35,7 +35,10 @@ use crate::crypto::SecretKey;
 use crate::message::{Checkpoint, Hash, PreparedProof, Proposal, Seq, View};
 
 /// Something a replica must have on disk before the outputs that follow it
-/// take effect. See the [module documentation](self).
+/// take effect: its prepared certificate before its commit vote (so a
+/// restart of every replica cannot lose a batch that committed), and the
+/// view it votes for or enters (so after a restart it takes part in no view
+/// it may have voted in before).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(clippy::large_enum_variant)]
 pub enum Durable {
