@@ -1,16 +1,22 @@
 //! A replica's data directory: what it needs to restart without contradicting
 //! itself and without losing what clients saw complete.
 //!
-//! One [redb](https://docs.rs/redb) database file, `replica.redb`, holds:
+//! Two [redb](https://docs.rs/redb) database files: `replica.redb` holds the
+//! state, `log.redb` what the agreement needs. They are separate so that
+//! writing a large checkpoint (in the background) never holds up the small
+//! commits the protocol waits for: redb lets one transaction write at a time.
 //!
-//! | table | key | value |
-//! |---|---|---|
-//! | `meta` | `"stable"` | the stable checkpoint: sequence number, digest, the quorum's proof, client table, agreed clock |
-//! | `meta` | `"layout"` | the service's container names, in declaration order |
-//! | `meta` | `"view"` | the highest view the replica voted for or entered |
-//! | `entries` | container index, encoded key | encoded value: the service state at the stable checkpoint |
-//! | `prepared` | sequence number | the replica's prepared certificate there, with the proposal |
-//! | `executed` | sequence number | each batch executed above the stable checkpoint |
+//! | file | table | key | value |
+//! |---|---|---|---|
+//! | `replica.redb` | `meta` | `"stable"` | the stable checkpoint: sequence number, digest, the quorum's proof, client table, agreed clock |
+//! | `replica.redb` | `meta` | `"layout"` | the service's container names, in declaration order |
+//! | `replica.redb` | `entries` | container index, encoded key | encoded value: the service state at the stable checkpoint |
+//! | `log.redb` | `meta` | `"view"` | the highest view the replica voted for or entered |
+//! | `log.redb` | `prepared` | sequence number | the replica's prepared certificate there, with the proposal |
+//! | `log.redb` | `executed` | sequence number | each batch executed above the stable checkpoint |
+//!
+//! Records at or below the stable checkpoint in `log.redb` are pruned after
+//! the checkpoint is written, and ignored when read back.
 //!
 //! Every write is one redb transaction, committed durably (fsync) before the
 //! runtime acts on it: a prepared certificate (with its proposal) before the
@@ -36,8 +42,10 @@ use crate::checkpoint::{CheckpointState, ClientTable};
 use crate::message::{Checkpoint, Hash, PreparedProof, Proposal, Seq, View};
 use crate::protocol::{Committed, Durable, Recovered};
 
-/// The database file inside a data directory.
+/// The state's database file inside a data directory.
 pub const DATA_FILE: &str = "replica.redb";
+/// The agreement log's database file inside a data directory.
+pub const LOG_FILE: &str = "log.redb";
 
 /// The layout of what is stored; a file of another format is refused.
 const FORMAT: u32 = 1;
@@ -114,19 +122,22 @@ pub struct Loaded {
     pub fresh: bool,
 }
 
-/// How the stored state moves to a new stable checkpoint.
-pub enum BaseUpdate<'a> {
-    /// By the changes of the checkpoints since the stored one, oldest first.
-    Changes(&'a [&'a StateChanges]),
-    /// By replacing it whole (after a state transfer).
-    Whole(&'a Snapshot),
-}
-
 /// A replica's data directory. See the [module documentation](self).
 pub struct Storage {
-    /// Always `Some` until dropped (see the `Drop` impl).
-    db: Option<Database>,
-    file: PathBuf,
+    /// Both always `Some` until dropped (see the `Drop` impl).
+    state: Option<Database>,
+    log: Option<Database>,
+    state_file: PathBuf,
+    log_file: PathBuf,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("state", &self.state_file)
+            .field("log", &self.log_file)
+            .finish()
+    }
 }
 
 impl Drop for Storage {
@@ -134,16 +145,17 @@ impl Drop for Storage {
         // Closing writes redb's allocator state, and redb panics there on
         // some kinds of damage it did not notice when opening. A replica
         // that stops must not turn that into an abort.
-        if let Some(db) = self.db.take() {
+        for db in [self.state.take(), self.log.take()].into_iter().flatten() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(db)));
         }
     }
 }
 
-impl std::fmt::Debug for Storage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").field("file", &self.file).finish()
-    }
+/// Which of the two files.
+#[derive(Clone, Copy)]
+enum File {
+    State,
+    Log,
 }
 
 /// A record as stored: its blake3 checksum, then its encoding.
@@ -167,7 +179,7 @@ impl Storage {
     /// `layout`.
     pub fn open(dir: &Path, layout: &[&str]) -> Result<(Storage, Loaded), StorageError> {
         // redb refuses most damage with an error, but some damage to its
-        // own structures makes it panic; either way the file is refused.
+        // own structures makes it panic; either way the directory is refused.
         let opened = std::panic::catch_unwind(|| Storage::open_unguarded(dir, layout));
         opened.unwrap_or_else(|panic| {
             let what = panic
@@ -183,17 +195,28 @@ impl Storage {
     }
 
     fn open_unguarded(dir: &Path, layout: &[&str]) -> Result<(Storage, Loaded), StorageError> {
-        let file = dir.join(DATA_FILE);
-        let database_error = |source: redb::Error| StorageError::Database {
-            file: file.clone(),
-            source,
-        };
+        let (state_file, log_file) = (dir.join(DATA_FILE), dir.join(LOG_FILE));
         if let Err(error) = std::fs::create_dir_all(dir) {
-            return Err(database_error(redb::Error::Io(error)));
+            return Err(StorageError::Database {
+                file: dir.to_owned(),
+                source: redb::Error::Io(error),
+            });
         }
-        let fresh = !file.exists();
-        let db = Database::create(&file).map_err(|e| database_error(e.into()))?;
-        let storage = Storage { db: Some(db), file };
+        let fresh = !state_file.exists() && !log_file.exists();
+        let open = |file: &Path| {
+            Database::create(file).map_err(|e| StorageError::Database {
+                file: file.to_owned(),
+                source: e.into(),
+            })
+        };
+        let state = open(&state_file)?;
+        let log = open(&log_file)?;
+        let storage = Storage {
+            state: Some(state),
+            log: Some(log),
+            state_file,
+            log_file,
+        };
         if fresh {
             storage.initialize(layout)?;
         }
@@ -202,98 +225,125 @@ impl Storage {
         Ok((storage, loaded))
     }
 
-    fn db(&self) -> &Database {
-        self.db.as_ref().expect("open until dropped")
+    fn db(&self, which: File) -> &Database {
+        match which {
+            File::State => self.state.as_ref(),
+            File::Log => self.log.as_ref(),
+        }
+        .expect("open until dropped")
     }
 
-    fn database_error(&self, source: impl Into<redb::Error>) -> StorageError {
+    fn file(&self, which: File) -> &Path {
+        match which {
+            File::State => &self.state_file,
+            File::Log => &self.log_file,
+        }
+    }
+
+    fn database_error(&self, which: File, source: impl Into<redb::Error>) -> StorageError {
         StorageError::Database {
-            file: self.file.clone(),
+            file: self.file(which).to_owned(),
             source: source.into(),
         }
     }
 
-    fn corrupt(&self, what: impl Into<String>) -> StorageError {
+    fn corrupt(&self, which: File, what: impl Into<String>) -> StorageError {
         StorageError::Corrupt {
-            file: self.file.clone(),
+            file: self.file(which).to_owned(),
             what: what.into(),
         }
     }
 
-    /// Checks a sealed record and decodes it.
+    /// Checks a sealed record from `which` and decodes it.
     fn unseal<T: for<'de> Deserialize<'de>>(
         &self,
+        which: File,
         what: &str,
         sealed: &[u8],
     ) -> Result<T, StorageError> {
         if sealed.len() < 32 || blake3::hash(&sealed[32..]).as_bytes() != &sealed[..32] {
-            return Err(self.corrupt(format!("the checksum of {what} does not match")));
+            return Err(self.corrupt(which, format!("the checksum of {what} does not match")));
         }
         codec::decode(&sealed[32..])
-            .map_err(|e| self.corrupt(format!("{what} does not decode: {e}")))
+            .map_err(|e| self.corrupt(which, format!("{what} does not decode: {e}")))
     }
 
-    /// Runs `f` in one write transaction and commits it durably.
+    /// Runs `f` in one write transaction on `which`, committed durably.
     fn write(
         &self,
+        which: File,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), StorageError> {
-        self.write_with(redb::Durability::Immediate, f)
+        self.write_with(which, redb::Durability::Immediate, f)
     }
 
-    /// Runs `f` in one write transaction committed with `durability`.
+    /// Runs `f` in one write transaction on `which`, committed with `durability`.
     fn write_with(
         &self,
+        which: File,
         durability: redb::Durability,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), StorageError> {
-        let mut txn = self
-            .db()
-            .begin_write()
-            .map_err(|e| self.database_error(e))?;
+        let error = |e: redb::Error| self.database_error(which, e);
+        let mut txn = self.db(which).begin_write().map_err(|e| error(e.into()))?;
         txn.set_durability(durability)
-            .map_err(|e| self.database_error(redb::Error::from(e)))?;
-        f(&txn).map_err(|e| self.database_error(e))?;
-        txn.commit().map_err(|e| self.database_error(e))
+            .map_err(|e| error(e.into()))?;
+        f(&txn).map_err(error)?;
+        txn.commit().map_err(|e| error(e.into()))
     }
 
     fn initialize(&self, layout: &[&str]) -> Result<(), StorageError> {
         let layout: Vec<String> = layout.iter().map(|s| (*s).to_owned()).collect();
-        self.write(|txn| {
+        self.write(File::State, |txn| {
             let mut meta = txn.open_table(META)?;
             meta.insert("format", FORMAT.to_le_bytes().as_slice())?;
             meta.insert("layout", seal(&layout).as_slice())?;
-            // Created so that reads find them.
             txn.open_table(ENTRIES)?;
+            Ok(())
+        })?;
+        self.write(File::Log, |txn| {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("format", FORMAT.to_le_bytes().as_slice())?;
             txn.open_table(PREPARED)?;
             txn.open_table(EXECUTED)?;
             Ok(())
         })
     }
 
+    /// The `meta` value `key` of `which`.
+    fn meta(&self, which: File, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let txn = self
+            .db(which)
+            .begin_read()
+            .map_err(|e| self.database_error(which, e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| self.database_error(which, e))?;
+        Ok(meta
+            .get(key)
+            .map_err(|e| self.database_error(which, e))?
+            .map(|v| v.value().to_vec()))
+    }
+
     fn load(&self, layout: &[&str]) -> Result<Loaded, StorageError> {
-        let txn = self.db().begin_read().map_err(|e| self.database_error(e))?;
-        let meta = txn.open_table(META).map_err(|e| self.database_error(e))?;
-        let get = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
-            Ok(meta
-                .get(key)
-                .map_err(|e| self.database_error(e))?
-                .map(|v| v.value().to_vec()))
-        };
-        let format = get("format")?.ok_or_else(|| self.corrupt("it has no format mark"))?;
-        if format != FORMAT.to_le_bytes() {
-            return Err(StorageError::Mismatch {
-                file: self.file.clone(),
-                what: format!("its format is {format:?}, this build writes {FORMAT}"),
-            });
+        for which in [File::State, File::Log] {
+            let format = self
+                .meta(which, "format")?
+                .ok_or_else(|| self.corrupt(which, "it has no format mark"))?;
+            if format != FORMAT.to_le_bytes() {
+                return Err(StorageError::Mismatch {
+                    file: self.file(which).to_owned(),
+                    what: format!("its format is {format:?}, this build writes {FORMAT}"),
+                });
+            }
         }
-        let stored_layout: Vec<String> = match get("layout")? {
-            Some(sealed) => self.unseal("the layout", &sealed)?,
-            None => return Err(self.corrupt("it has no layout")),
+        let stored_layout: Vec<String> = match self.meta(File::State, "layout")? {
+            Some(sealed) => self.unseal(File::State, "the layout", &sealed)?,
+            None => return Err(self.corrupt(File::State, "it has no layout")),
         };
         if stored_layout != layout {
             return Err(StorageError::Mismatch {
-                file: self.file.clone(),
+                file: self.state_file.clone(),
                 what: format!(
                     "it holds containers [{}], the service has [{}]",
                     stored_layout.join(", "),
@@ -301,31 +351,34 @@ impl Storage {
                 ),
             });
         }
-        let view: View = match get("view")? {
-            Some(sealed) => self.unseal("the view", &sealed)?,
+        let view: View = match self.meta(File::Log, "view")? {
+            Some(sealed) => self.unseal(File::Log, "the view", &sealed)?,
             None => 0,
         };
-        let stable: Option<StableRecord> = match get("stable")? {
-            Some(sealed) => Some(self.unseal("the stable checkpoint", &sealed)?),
+        let stable: Option<StableRecord> = match self.meta(File::State, "stable")? {
+            Some(sealed) => Some(self.unseal(File::State, "the stable checkpoint", &sealed)?),
             None => None,
         };
 
         // The state at the stable checkpoint, checked against its digest.
+        let state_error = |e: redb::Error| self.database_error(File::State, e);
         let mut parts: Vec<(String, Entries)> = layout
             .iter()
             .map(|name| ((*name).to_owned(), Entries::new()))
             .collect();
-        let entries = txn
-            .open_table(ENTRIES)
-            .map_err(|e| self.database_error(e))?;
-        for item in entries.iter().map_err(|e| self.database_error(e))? {
-            let (key, value) = item.map_err(|e| self.database_error(e))?;
+        let txn = self
+            .db(File::State)
+            .begin_read()
+            .map_err(|e| state_error(e.into()))?;
+        let entries = txn.open_table(ENTRIES).map_err(|e| state_error(e.into()))?;
+        for item in entries.iter().map_err(|e| state_error(e.into()))? {
+            let (key, value) = item.map_err(|e| state_error(e.into()))?;
             let key = key.value();
             let part = key
                 .get(..4)
                 .map(|b| u32::from_be_bytes(b.try_into().expect("four bytes")) as usize)
                 .filter(|p| *p < parts.len())
-                .ok_or_else(|| self.corrupt("an entry names no container"))?;
+                .ok_or_else(|| self.corrupt(File::State, "an entry names no container"))?;
             parts[part]
                 .1
                 .insert(key[4..].to_vec(), value.value().to_vec());
@@ -338,51 +391,60 @@ impl Storage {
                     record.clock,
                 );
                 if state.digest() != record.digest {
-                    return Err(self.corrupt(format!(
-                        "the state does not match the digest of checkpoint {}",
-                        record.seq
-                    )));
+                    return Err(self.corrupt(
+                        File::State,
+                        format!(
+                            "the state does not match the digest of checkpoint {}",
+                            record.seq
+                        ),
+                    ));
                 }
                 Some((record.seq, state))
             }
             None if parts.iter().any(|(_, e)| !e.is_empty()) => {
-                return Err(self.corrupt("it holds state but no checkpoint"));
+                return Err(self.corrupt(File::State, "it holds state but no checkpoint"));
             }
             None => None,
         };
         let low = stable.as_ref().map_or(0, |s| s.seq);
 
+        let log_error = |e: redb::Error| self.database_error(File::Log, e);
+        let txn = self
+            .db(File::Log)
+            .begin_read()
+            .map_err(|e| log_error(e.into()))?;
         let mut prepared = Vec::new();
-        let table = txn
-            .open_table(PREPARED)
-            .map_err(|e| self.database_error(e))?;
-        for item in table.iter().map_err(|e| self.database_error(e))? {
-            let (seq, sealed) = item.map_err(|e| self.database_error(e))?;
+        let table = txn.open_table(PREPARED).map_err(|e| log_error(e.into()))?;
+        for item in table.range(low + 1..).map_err(|e| log_error(e.into()))? {
+            let (seq, sealed) = item.map_err(|e| log_error(e.into()))?;
             let (proof, proposal): (PreparedProof, Option<Proposal>) = self.unseal(
+                File::Log,
                 &format!("prepared certificate {}", seq.value()),
                 sealed.value(),
             )?;
             if proof.pre_prepare.seq != seq.value() {
-                return Err(self.corrupt(format!(
-                    "prepared certificate {} is filed elsewhere",
-                    seq.value()
-                )));
+                return Err(self.corrupt(
+                    File::Log,
+                    format!("prepared certificate {} is filed elsewhere", seq.value()),
+                ));
             }
             prepared.push((proof, proposal));
         }
 
         let mut executed: Vec<Committed> = Vec::new();
-        let table = txn
-            .open_table(EXECUTED)
-            .map_err(|e| self.database_error(e))?;
-        for item in table.range(low + 1..).map_err(|e| self.database_error(e))? {
-            let (seq, sealed) = item.map_err(|e| self.database_error(e))?;
-            let committed: Committed =
-                self.unseal(&format!("executed batch {}", seq.value()), sealed.value())?;
+        let table = txn.open_table(EXECUTED).map_err(|e| log_error(e.into()))?;
+        for item in table.range(low + 1..).map_err(|e| log_error(e.into()))? {
+            let (seq, sealed) = item.map_err(|e| log_error(e.into()))?;
+            let committed: Committed = self.unseal(
+                File::Log,
+                &format!("executed batch {}", seq.value()),
+                sealed.value(),
+            )?;
             if committed.seq != seq.value() {
-                return Err(
-                    self.corrupt(format!("executed batch {} is filed elsewhere", seq.value()))
-                );
+                return Err(self.corrupt(
+                    File::Log,
+                    format!("executed batch {} is filed elsewhere", seq.value()),
+                ));
             }
             let expected = executed.last().map_or(low, |c| c.seq) + 1;
             if committed.seq != expected {
@@ -393,10 +455,10 @@ impl Storage {
                 break;
             }
             if committed.proposal.digest() != committed.digest {
-                return Err(self.corrupt(format!(
-                    "executed batch {} does not match its digest",
-                    seq.value()
-                )));
+                return Err(self.corrupt(
+                    File::Log,
+                    format!("executed batch {} does not match its digest", seq.value()),
+                ));
             }
             executed.push(committed);
         }
@@ -428,7 +490,7 @@ impl Storage {
         if items.is_empty() {
             return Ok(());
         }
-        self.write(|txn| {
+        self.write(File::Log, |txn| {
             let mut prepared = txn.open_table(PREPARED)?;
             let mut meta = txn.open_table(META)?;
             for item in items {
@@ -465,7 +527,7 @@ impl Storage {
         if batches.is_empty() {
             return Ok(());
         }
-        self.write_with(redb::Durability::None, |txn| {
+        self.write_with(File::Log, redb::Durability::None, |txn| {
             let mut executed = txn.open_table(EXECUTED)?;
             for committed in batches {
                 executed.insert(committed.seq, seal(committed).as_slice())?;
@@ -475,8 +537,11 @@ impl Storage {
     }
 
     /// Moves the stored state to the stable checkpoint `seq` (with `digest`
-    /// and its `proof`, the client table and clock there) and forgets the
-    /// certificates and batches at or below it, in one durable commit.
+    /// and its `proof`, the client table and clock there), in one durable
+    /// commit: first `whole` replaces the state if given (the stored one is
+    /// older than what the changes apply to), then `changes` (of the
+    /// checkpoints since, oldest first) are applied. Then the log at or
+    /// below `seq` is pruned.
     #[allow(clippy::too_many_arguments)]
     pub fn stabilize(
         &self,
@@ -485,7 +550,8 @@ impl Storage {
         proof: &[Checkpoint],
         clients: &ClientTable,
         clock: u64,
-        update: BaseUpdate<'_>,
+        whole: Option<&Snapshot>,
+        changes: &[&StateChanges],
     ) -> Result<(), StorageError> {
         let record = StableRecord {
             seq,
@@ -494,31 +560,26 @@ impl Storage {
             clients: clients.clone(),
             clock,
         };
-        self.write(|txn| {
+        self.write(File::State, |txn| {
             let mut entries = txn.open_table(ENTRIES)?;
-            match update {
-                BaseUpdate::Whole(snapshot) => {
-                    entries.retain(|_, _| false)?;
-                    for (part, (_, part_entries)) in snapshot.parts().iter().enumerate() {
-                        for (key, value) in part_entries {
-                            entries
-                                .insert(entry_key(part as u32, key).as_slice(), value.as_slice())?;
-                        }
+            if let Some(snapshot) = whole {
+                entries.retain(|_, _| false)?;
+                for (part, (_, part_entries)) in snapshot.parts().iter().enumerate() {
+                    for (key, value) in part_entries {
+                        entries.insert(entry_key(part as u32, key).as_slice(), value.as_slice())?;
                     }
                 }
-                BaseUpdate::Changes(all) => {
-                    for changes in all {
-                        for (part, (_, writes)) in changes.parts().iter().enumerate() {
-                            for (key, value) in writes {
-                                let key = entry_key(part as u32, key);
-                                match value {
-                                    Some(value) => {
-                                        entries.insert(key.as_slice(), value.as_slice())?;
-                                    }
-                                    None => {
-                                        entries.remove(key.as_slice())?;
-                                    }
-                                }
+            }
+            for changes in changes {
+                for (part, (_, writes)) in changes.parts().iter().enumerate() {
+                    for (key, value) in writes {
+                        let key = entry_key(part as u32, key);
+                        match value {
+                            Some(value) => {
+                                entries.insert(key.as_slice(), value.as_slice())?;
+                            }
+                            None => {
+                                entries.remove(key.as_slice())?;
                             }
                         }
                     }
@@ -526,6 +587,11 @@ impl Storage {
             }
             txn.open_table(META)?
                 .insert("stable", seal(&record).as_slice())?;
+            Ok(())
+        })?;
+        // Unsynced: what is at or below `seq` is ignored when read back
+        // anyway; this only gives the space back.
+        self.write_with(File::Log, redb::Durability::None, |txn| {
             txn.open_table(PREPARED)?.retain(|at, _| at > seq)?;
             txn.open_table(EXECUTED)?.retain(|at, _| at > seq)?;
             Ok(())
@@ -609,7 +675,8 @@ mod tests {
                 &[],
                 &base.clients,
                 7,
-                BaseUpdate::Whole(&base.snapshot),
+                Some(&base.snapshot),
+                &[],
             )
             .unwrap();
         storage
@@ -645,7 +712,8 @@ mod tests {
                 &[],
                 &base.clients,
                 7,
-                BaseUpdate::Whole(&base.snapshot),
+                Some(&base.snapshot),
+                &[],
             )
             .unwrap();
         storage.persist([&prepared(5, 0), &prepared(9, 0)]).unwrap();
@@ -663,14 +731,7 @@ mod tests {
             ]),
         )]);
         storage
-            .stabilize(
-                8,
-                next.digest(),
-                &[],
-                &next.clients,
-                7,
-                BaseUpdate::Changes(&[&changes]),
-            )
+            .stabilize(8, next.digest(), &[], &next.clients, 7, None, &[&changes])
             .unwrap();
         drop(storage);
         let (_, loaded) = Storage::open(dir.path(), LAYOUT).unwrap();
@@ -708,33 +769,35 @@ mod tests {
                 &[],
                 &base.clients,
                 7,
-                BaseUpdate::Whole(&base.snapshot),
+                Some(&base.snapshot),
+                &[],
             )
             .unwrap();
         drop(storage);
-        let file = dir.path().join(DATA_FILE);
-        let bytes = std::fs::read(&file).unwrap();
+        for name in [DATA_FILE, LOG_FILE] {
+            let file = dir.path().join(name);
+            let bytes = std::fs::read(&file).unwrap();
 
-        // Truncated: redb cannot open it, or finds it damaged.
-        std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
-        let error = Storage::open(dir.path(), LAYOUT).unwrap_err();
-        assert!(error.to_string().contains("replica.redb"), "{error}");
-        assert!(error.to_string().contains("move it away"), "{error}");
+            // Truncated: redb cannot open it, or finds it damaged.
+            std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
+            let error = Storage::open(dir.path(), LAYOUT).unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+            assert!(error.to_string().contains("move it away"), "{error}");
 
-        // Every single flipped byte is caught (by redb or by our checks),
-        // or lands in bytes that do not matter; none yields a wrong state.
-        for at in (0..bytes.len()).step_by(97) {
-            let mut damaged = bytes.clone();
-            damaged[at] ^= 0x40;
-            std::fs::write(&file, &damaged).unwrap();
-            match Storage::open(dir.path(), LAYOUT) {
-                Err(_) => {}
-                Ok((_, loaded)) => {
+            // Every single flipped byte is caught (by redb or by our
+            // checks), or lands in bytes that do not matter; none yields a
+            // wrong state.
+            for at in (0..bytes.len()).step_by(97) {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= 0x40;
+                std::fs::write(&file, &damaged).unwrap();
+                if let Ok((_, loaded)) = Storage::open(dir.path(), LAYOUT) {
                     let (seq, restored) = loaded.state.expect("the checkpoint is found");
                     assert_eq!(seq, 4);
-                    assert_eq!(restored.digest(), base.digest(), "byte {at}");
+                    assert_eq!(restored.digest(), base.digest(), "{name} byte {at}");
                 }
             }
+            std::fs::write(&file, &bytes).unwrap();
         }
     }
 }

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use crate::checkpoint::CheckpointState;
 use crate::message::{Checkpoint, Hash, Seq};
-use crate::storage::{BaseUpdate, Storage, StorageError};
+use crate::storage::{Storage, StorageError};
 
 use super::execution::CheckpointRecord;
 
@@ -40,8 +40,12 @@ struct Inner {
     base_seq: Seq,
     base_digest: Hash,
     base: Arc<CheckpointState>,
-    /// The base came whole (a state transfer) and is not on disk yet.
+    /// The base came whole (the initial state, a state transfer) and is
+    /// not on disk yet.
     base_unwritten: bool,
+    /// Counts the bases installed whole, so that a write begun before one
+    /// does not mark the new one written.
+    generation: u64,
     newer: VecDeque<Newer>,
 }
 
@@ -50,6 +54,43 @@ struct Inner {
 #[derive(Debug)]
 pub struct CheckpointStore {
     inner: Mutex<Inner>,
+}
+
+/// A stable checkpoint on its way to disk: what the store's base must move
+/// by, gathered under its lock and written outside it.
+pub struct StableWrite {
+    seq: Seq,
+    digest: Hash,
+    proof: Vec<Checkpoint>,
+    /// The base, if the disk does not have it yet.
+    whole: Option<Arc<CheckpointState>>,
+    changes: Vec<Arc<StateChanges>>,
+    clients: crate::checkpoint::ClientTable,
+    clock: u64,
+    generation: u64,
+}
+
+impl StableWrite {
+    /// The checkpoint's sequence number.
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// Writes it to `storage` in one durable commit. Costs what changed
+    /// since the stored checkpoint (or the whole state, once, if the disk
+    /// has none that the changes apply to).
+    pub fn write(&self, storage: &Storage) -> Result<(), StorageError> {
+        let changes: Vec<&StateChanges> = self.changes.iter().map(|c| &**c).collect();
+        storage.stabilize(
+            self.seq,
+            self.digest,
+            &self.proof,
+            &self.clients,
+            self.clock,
+            self.whole.as_ref().map(|w| &w.snapshot),
+            &changes,
+        )
+    }
 }
 
 /// What it takes to materialize one checkpoint, taken from the store under
@@ -87,6 +128,7 @@ impl CheckpointStore {
                 base: Arc::new(state),
                 // The initial state is on no disk yet.
                 base_unwritten: true,
+                generation: 0,
                 newer: VecDeque::new(),
             }),
         }
@@ -104,9 +146,9 @@ impl CheckpointStore {
     }
 
     /// Checkpoint `seq` became stable with `digest`, proven by `proof`:
-    /// writes it to `storage` (if any) in one durable commit, then makes it
-    /// the base. A checkpoint this replica does not hold (it has not
-    /// executed that far, or holds a later base) changes nothing.
+    /// writes it to `storage` (if any), then makes it the base. The same as
+    /// [`begin_stabilize`](Self::begin_stabilize), [`StableWrite::write`] and
+    /// [`finish_stabilize`](Self::finish_stabilize) in a row.
     pub fn stabilize(
         &self,
         seq: Seq,
@@ -114,67 +156,66 @@ impl CheckpointStore {
         proof: &[Checkpoint],
         storage: Option<&Storage>,
     ) -> Result<(), StorageError> {
-        let mut inner = self.inner.lock();
-        if seq == inner.base_seq {
-            if inner.base_unwritten && inner.base_digest == digest {
-                if let Some(storage) = storage {
-                    let base = &inner.base;
-                    storage.stabilize(
-                        seq,
-                        digest,
-                        proof,
-                        &base.clients,
-                        base.clock,
-                        BaseUpdate::Whole(&base.snapshot),
-                    )?;
-                }
-                inner.base_unwritten = false;
+        if let Some(write) = self.begin_stabilize(seq, digest, proof) {
+            if let Some(storage) = storage {
+                write.write(storage)?;
             }
-            return Ok(());
+            self.finish_stabilize(&write);
         }
-        let Some(last) = inner.newer.iter().position(|n| n.seq == seq) else {
-            return Ok(());
-        };
-        if inner.newer[last].digest != digest {
-            // Our own checkpoint differs from the agreed one: the protocol
-            // repairs this replica by state transfer; nothing to keep.
-            return Ok(());
-        }
-        if let Some(storage) = storage {
+        Ok(())
+    }
+
+    /// What writing stable checkpoint `seq` to disk takes, gathered under
+    /// the lock (references, no copies); `None` if there is nothing to write
+    /// (the store does not hold it, or holds a later base, or its own digest
+    /// differs: the protocol repairs that by state transfer).
+    pub fn begin_stabilize(
+        &self,
+        seq: Seq,
+        digest: Hash,
+        proof: &[Checkpoint],
+    ) -> Option<StableWrite> {
+        let inner = self.inner.lock();
+        let (changes, clients, clock) = if seq == inner.base_seq {
+            if !inner.base_unwritten || inner.base_digest != digest {
+                return None;
+            }
+            (Vec::new(), inner.base.clients.clone(), inner.base.clock)
+        } else {
+            let last = inner.newer.iter().position(|n| n.seq == seq)?;
             let newest = &inner.newer[last];
-            let changes: Vec<&StateChanges> = inner
+            if newest.digest != digest {
+                return None;
+            }
+            let changes = inner
                 .newer
                 .iter()
                 .take(last + 1)
-                .map(|n| &*n.changes)
+                .map(|n| Arc::clone(&n.changes))
                 .collect();
-            if inner.base_unwritten {
-                // The base on disk is older than the one in memory: write
-                // the whole of this checkpoint instead.
-                let mut state = CheckpointState::clone(&inner.base);
-                for changes in &changes {
-                    state.snapshot.apply(changes);
-                }
-                storage.stabilize(
-                    seq,
-                    digest,
-                    proof,
-                    &newest.clients,
-                    newest.clock,
-                    BaseUpdate::Whole(&state.snapshot),
-                )?;
-            } else {
-                storage.stabilize(
-                    seq,
-                    digest,
-                    proof,
-                    &newest.clients,
-                    newest.clock,
-                    BaseUpdate::Changes(&changes),
-                )?;
-            }
+            (changes, newest.clients.clone(), newest.clock)
+        };
+        Some(StableWrite {
+            seq,
+            digest,
+            proof: proof.to_vec(),
+            whole: inner.base_unwritten.then(|| Arc::clone(&inner.base)),
+            changes,
+            clients,
+            clock,
+            generation: inner.generation,
+        })
+    }
+
+    /// After `write` reached the disk (or at once, without one): folds the
+    /// checkpoints up to its own into the base.
+    pub fn finish_stabilize(&self, write: &StableWrite) {
+        let mut inner = self.inner.lock();
+        if inner.generation != write.generation {
+            // A transferred state replaced the base meanwhile.
+            return;
         }
-        for _ in 0..=last {
+        while inner.newer.front().is_some_and(|n| n.seq <= write.seq) {
             let oldest = inner.newer.pop_front().expect("held");
             inner.base_seq = oldest.seq;
             inner.base_digest = oldest.digest;
@@ -184,8 +225,9 @@ impl CheckpointStore {
             base.clients = oldest.clients;
             base.clock = oldest.clock;
         }
-        inner.base_unwritten = false;
-        Ok(())
+        if inner.base_seq == write.seq {
+            inner.base_unwritten = false;
+        }
     }
 
     /// Replaces everything with `state`, installed at `seq` (state transfer).
@@ -195,6 +237,7 @@ impl CheckpointStore {
         inner.base_digest = digest;
         inner.base = state;
         inner.base_unwritten = true;
+        inner.generation += 1;
         inner.newer.clear();
     }
 

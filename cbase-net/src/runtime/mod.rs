@@ -361,6 +361,8 @@ pub struct ReplicaNode {
     metrics: Arc<NodeMetrics>,
     tasks: Vec<JoinHandle<()>>,
     execution_thread: Option<std::thread::JoinHandle<()>>,
+    /// Writes stable checkpoints to the data directory, if there is one.
+    storage_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The current time in nanoseconds since the Unix epoch: the primary's
@@ -554,7 +556,34 @@ impl ReplicaNode {
                 &mut startup,
             );
         }
+        // Stable checkpoints go to disk on a thread of their own: a large
+        // one (the first, or after a state transfer, is the whole state)
+        // must not hold up the protocol. The log on disk keeps everything
+        // above the stored checkpoint until the write is done.
+        let storage_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stable_writes = storage.clone().map(|storage| {
+            let (writes, pending) = crossbeam::channel::unbounded::<checkpoints::StableWrite>();
+            let (store, failed) = (Arc::clone(&checkpoints), Arc::clone(&storage_failed));
+            let thread = std::thread::Builder::new()
+                .name(format!("cbase-store-{id}"))
+                .spawn(move || {
+                    for write in pending {
+                        if let Err(error) = write.write(&storage) {
+                            tracing::error!(%error, "cannot store a stable checkpoint; this replica stops");
+                            failed.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        store.finish_stabilize(&write);
+                    }
+                })
+                .expect("the OS refused to start the storage thread");
+            (writes, thread)
+        });
         let protocol_storage = storage;
+        let (stable_writes, storage_thread) = match stable_writes {
+            Some((writes, thread)) => (Some(writes), Some(thread)),
+            None => (None, None),
+        };
         let protocol_metrics = Arc::clone(&metrics);
         tasks.push(tokio::spawn(async move {
             let mut outputs = startup;
@@ -591,12 +620,18 @@ impl ReplicaNode {
                         break;
                     }
                 }
+                if storage_failed.load(Ordering::Relaxed) {
+                    break;
+                }
                 for output in outputs.drain(..) {
-                    if let Output::Stable { seq, state, proof } = &output {
-                        let storage = protocol_storage.as_deref();
-                        if let Err(error) = checkpoints.stabilize(*seq, *state, proof, storage) {
-                            tracing::error!(%error, "cannot store a stable checkpoint; this replica stops");
-                            return;
+                    if let Output::Stable { seq, state, proof } = &output
+                        && let Some(write) = checkpoints.begin_stabilize(*seq, *state, proof)
+                    {
+                        match &stable_writes {
+                            Some(writes) => {
+                                let _ = writes.send(write);
+                            }
+                            None => checkpoints.finish_stabilize(&write),
                         }
                     }
                     route(
@@ -621,6 +656,7 @@ impl ReplicaNode {
             metrics,
             tasks,
             execution_thread: Some(execution_thread),
+            storage_thread,
         })
     }
 
@@ -642,7 +678,10 @@ impl ReplicaNode {
     /// Stops every task and waits for execution to finish what it has.
     pub async fn shutdown(mut self) {
         self.stop_tasks();
-        if let Some(thread) = self.execution_thread.take() {
+        for thread in [self.execution_thread.take(), self.storage_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
