@@ -160,7 +160,7 @@ impl CheckpointStore {
             if let Some(storage) = storage {
                 write.write(storage)?;
             }
-            self.finish_stabilize(&write);
+            self.finish_stabilize(write);
         }
         Ok(())
     }
@@ -209,13 +209,17 @@ impl CheckpointStore {
 
     /// After `write` reached the disk (or at once, without one): folds the
     /// checkpoints up to its own into the base.
-    pub fn finish_stabilize(&self, write: &StableWrite) {
+    pub fn finish_stabilize(&self, write: StableWrite) {
+        // Its hold on the base goes first: folding into a base that is
+        // shared would copy all of it.
+        let (seq, generation) = (write.seq, write.generation);
+        drop(write);
         let mut inner = self.inner.lock();
-        if inner.generation != write.generation {
+        if inner.generation != generation {
             // A transferred state replaced the base meanwhile.
             return;
         }
-        while inner.newer.front().is_some_and(|n| n.seq <= write.seq) {
+        while inner.newer.front().is_some_and(|n| n.seq <= seq) {
             let oldest = inner.newer.pop_front().expect("held");
             inner.base_seq = oldest.seq;
             inner.base_digest = oldest.digest;
@@ -225,7 +229,7 @@ impl CheckpointStore {
             base.clients = oldest.clients;
             base.clock = oldest.clock;
         }
-        if inner.base_seq == write.seq {
+        if inner.base_seq == seq {
             inner.base_unwritten = false;
         }
     }
@@ -289,5 +293,70 @@ impl CheckpointStore {
         std::iter::once(inner.base_seq)
             .chain(inner.newer.iter().map(|n| n.seq))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cbase_core::{Snapshot, StateChanges};
+    use std::time::Duration;
+
+    fn state(value: u8) -> CheckpointState {
+        let entries = [(vec![1u8], vec![value])].into();
+        CheckpointState::new(
+            Snapshot::from_parts(vec![("t".to_owned(), entries)]),
+            Default::default(),
+            0,
+        )
+    }
+
+    fn record(seq: Seq, value: u8) -> CheckpointRecord {
+        let changes = StateChanges::from_parts(vec![(
+            "t".to_owned(),
+            [(vec![1u8], Some(vec![value]))].into(),
+        )]);
+        CheckpointRecord {
+            seq,
+            digest: state(value).digest(),
+            state_digest: state(value).snapshot.digest(),
+            changes: Arc::new(changes),
+            clients: Default::default(),
+            clock: 0,
+            barrier: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_stable_checkpoint_is_folded_into_the_base_without_copying_it() {
+        let store = CheckpointStore::new(0, state(0).digest(), state(0));
+        store.push(&record(4, 4));
+        store.push(&record(8, 8));
+        let base = Arc::as_ptr(&store.state(0).unwrap());
+        store.stabilize(4, state(4).digest(), &[], None).unwrap();
+        assert_eq!(store.held(), [4, 8]);
+        let folded = store.state(4).unwrap();
+        assert_eq!(folded.digest(), state(4).digest());
+        assert_eq!(Arc::as_ptr(&folded), base, "the base was changed in place");
+        drop(folded);
+        // A later checkpoint is still materialized from the base.
+        assert_eq!(store.state(8).unwrap().digest(), state(8).digest());
+        // One the store does not hold, or with another digest, changes nothing.
+        store.stabilize(12, [1; 32], &[], None).unwrap();
+        store.stabilize(8, [1; 32], &[], None).unwrap();
+        assert_eq!(store.held(), [4, 8]);
+    }
+
+    #[test]
+    fn a_write_begun_before_a_state_transfer_does_not_touch_its_base() {
+        let store = CheckpointStore::new(0, state(0).digest(), state(0));
+        store.push(&record(4, 4));
+        let write = store
+            .begin_stabilize(4, state(4).digest(), &[])
+            .expect("held");
+        store.install(12, state(12).digest(), Arc::new(state(12)));
+        store.finish_stabilize(write);
+        assert_eq!(store.held(), [12]);
+        assert_eq!(store.state(12).unwrap().digest(), state(12).digest());
     }
 }

@@ -573,7 +573,7 @@ impl ReplicaNode {
                             failed.store(true, Ordering::Relaxed);
                             return;
                         }
-                        store.finish_stabilize(&write);
+                        store.finish_stabilize(write);
                     }
                 })
                 .expect("the OS refused to start the storage thread");
@@ -631,7 +631,7 @@ impl ReplicaNode {
                             Some(writes) => {
                                 let _ = writes.send(write);
                             }
-                            None => checkpoints.finish_stabilize(&write),
+                            None => checkpoints.finish_stabilize(write),
                         }
                     }
                     route(
