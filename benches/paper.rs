@@ -206,6 +206,8 @@ fn client_config(lanes: usize) -> ClientConfig {
 async fn run_point(point: Point, bar: &ProgressBar) -> Result<Outcome, BoxError> {
     let cluster = LocalCluster::builder()
         .replicas(REPLICAS)
+        // The paper's replicas kept their state in memory; so do these.
+        .data(cbase::net::DataDirs::InMemory)
         .executor(ExecutorBuilder::new().workers(point.workers).window(4096))
         .start(|| WorkService(Items::default()))
         .await?;

@@ -95,6 +95,8 @@ fn main() {
     runtime.block_on(async {
         let cluster = LocalCluster::builder()
             .replicas(4)
+            // The cost of agreement alone; the state benchmark measures disks.
+            .data(cbase_net::DataDirs::InMemory)
             .executor(ExecutorBuilder::new().workers(2))
             .start(|| NullService(NoState))
             .await
