@@ -165,6 +165,8 @@ pub struct NodeMetrics {
     pub stable: Mutex<VecDeque<(Seq, Hash)>>,
     /// How many checkpoints became stable in all.
     pub checkpoints_stable: AtomicU64,
+    /// How many stable checkpoints reached the data directory.
+    pub checkpoints_stored: AtomicU64,
     /// Times a quorum disagreed with our checkpoint.
     pub diverged: AtomicU64,
     /// The view this replica is in.
@@ -564,6 +566,7 @@ impl ReplicaNode {
         let stable_writes = storage.clone().map(|storage| {
             let (writes, pending) = crossbeam::channel::unbounded::<checkpoints::StableWrite>();
             let (store, failed) = (Arc::clone(&checkpoints), Arc::clone(&storage_failed));
+            let stored_metrics = Arc::clone(&metrics);
             let thread = std::thread::Builder::new()
                 .name(format!("cbase-store-{id}"))
                 .spawn(move || {
@@ -574,6 +577,9 @@ impl ReplicaNode {
                             return;
                         }
                         store.finish_stabilize(write);
+                        stored_metrics
+                            .checkpoints_stored
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 })
                 .expect("the OS refused to start the storage thread");
