@@ -47,6 +47,13 @@ pub const DATA_FILE: &str = "replica.redb";
 /// The agreement log's database file inside a data directory.
 pub const LOG_FILE: &str = "log.redb";
 
+/// redb's page cache for the state file. Its default (1 GiB per file)
+/// would let the cache, not the state, decide a replica's memory; the state
+/// file is written a checkpoint at a time and read whole only at a restart.
+const STATE_CACHE: usize = 64 << 20;
+/// redb's page cache for the log file, which holds a window of batches.
+const LOG_CACHE: usize = 16 << 20;
+
 /// The layout of what is stored; a file of another format is refused.
 const FORMAT: u32 = 1;
 
@@ -203,14 +210,17 @@ impl Storage {
             });
         }
         let fresh = !state_file.exists() && !log_file.exists();
-        let open = |file: &Path| {
-            Database::create(file).map_err(|e| StorageError::Database {
-                file: file.to_owned(),
-                source: e.into(),
-            })
+        let open = |file: &Path, cache: usize| {
+            Database::builder()
+                .set_cache_size(cache)
+                .create(file)
+                .map_err(|e| StorageError::Database {
+                    file: file.to_owned(),
+                    source: e.into(),
+                })
         };
-        let state = open(&state_file)?;
-        let log = open(&log_file)?;
+        let state = open(&state_file, STATE_CACHE)?;
+        let log = open(&log_file, LOG_CACHE)?;
         let storage = Storage {
             state: Some(state),
             log: Some(log),
