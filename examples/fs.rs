@@ -62,7 +62,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use cbase::core_crate::codec::{self, CodecError};
-use cbase::core_crate::container::{BindError, Changes, Entries, EntryLog};
+use cbase::core_crate::container::{BindError, Entries, EntryLog};
 use cbase::core_crate::{TableId, scope, txn};
 use cbase::prelude::*;
 use cbase::{AccessKind, ProtocolConfig};
@@ -752,16 +752,8 @@ impl Container for DiskFiles {
         }
     }
 
-    fn root(&self) -> [u8; 32] {
-        self.log.root()
-    }
-
-    fn record_changes(&self) {
-        self.log.record_changes();
-    }
-
-    fn take_changes(&self) -> Changes {
-        self.log.take_changes()
+    fn entry_log(&self) -> &EntryLog {
+        &self.log
     }
 
     /// Every file's size and blocks, read from disk.

@@ -43,9 +43,11 @@ pub type Changes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 ///   [`prepare`](Container::prepare) and then [`commit`](Container::commit)
 ///   when the request returns, and drops them if it panics. Outside a request
 ///   ([`txn::is_open`](crate::txn::is_open) is false), write through.
-/// - **Digests.** Keep a [`DigestTree`](crate::merkle::DigestTree) of the
-///   entries up to date as writes commit ([`EntryLog`] does it, and records the
-///   changes), so [`root`](Container::root) costs what changed, not what is stored.
+/// - **Digests.** Report every entry committed to the container's
+///   [`EntryLog`] ([`entry_log`](Container::entry_log)): it keeps the
+///   [`DigestTree`](crate::merkle::DigestTree) up to date and records the
+///   changes, so [`root`](Container::root) costs what changed, not what is
+///   stored.
 /// - **Snapshots.** [`encode_entries`](Container::encode_entries) encodes the whole contents;
 ///   [`decode_entries`](Container::decode_entries) and
 ///   [`install`](Container::install) restore them in two steps, so a whole
@@ -70,19 +72,30 @@ pub trait Container: Send + Sync {
     /// If `prepared` did not come from this container's `prepare`.
     fn commit(&self, prepared: Box<dyn Any>);
 
+    /// The log that keeps the digest tree of the entries and, on a replica,
+    /// the changes since the last checkpoint. The container reports every
+    /// entry it commits to it; the three methods below read it.
+    fn entry_log(&self) -> &EntryLog;
+
     /// The root of the digest tree over the entries: equal contents have
     /// equal roots. Costs O(entries changed since the last call).
-    fn root(&self) -> crate::merkle::Hash;
+    fn root(&self) -> crate::merkle::Hash {
+        self.entry_log().root()
+    }
 
     /// From now on, records every committed change for
     /// [`take_changes`](Container::take_changes) (a replica does; a container
     /// used on its own need not pay for it).
-    fn record_changes(&self);
+    fn record_changes(&self) {
+        self.entry_log().record_changes();
+    }
 
     /// The changes committed since the last call (or since
     /// [`record_changes`](Container::record_changes)), each key once with its
     /// latest value.
-    fn take_changes(&self) -> Changes;
+    fn take_changes(&self) -> Changes {
+        self.entry_log().take_changes()
+    }
 
     /// The whole contents, encoded. Costs O(contents).
     fn encode_entries(&self) -> Result<Entries, CodecError>;

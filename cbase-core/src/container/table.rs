@@ -12,10 +12,10 @@ use std::rc::Rc;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 
-use super::{BindError, Binding, Changes, Container, Entries, EntryLog};
+use super::{BindError, Binding, Container, Entries, EntryLog};
 use crate::codec::{self, CodecError};
 use crate::key::{Key, TableId, ValueHash};
-use crate::merkle::{DigestTree, Hash};
+use crate::merkle::DigestTree;
 use crate::scope::{self, AccessKind};
 use crate::txn;
 
@@ -540,16 +540,8 @@ where
         }
     }
 
-    fn root(&self) -> Hash {
-        self.log.root()
-    }
-
-    fn record_changes(&self) {
-        self.log.record_changes();
-    }
-
-    fn take_changes(&self) -> Changes {
-        self.log.take_changes()
+    fn entry_log(&self) -> &EntryLog {
+        &self.log
     }
 
     fn encode_entries(&self) -> Result<Entries, CodecError> {
