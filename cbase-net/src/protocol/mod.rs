@@ -23,6 +23,7 @@
 //! the window, bad signature or digest, a second proposal for a slot) is
 //! dropped and counted in [`Stats`], never acted on.
 
+mod awaited;
 mod certificates;
 mod durable;
 mod held;
@@ -332,8 +333,8 @@ pub struct Replica {
     /// Client batches waiting for a sequence number, with their digests. The
     /// primary proposes them; a backup keeps them in case it becomes primary.
     pending: pending::Pending,
-    /// When a backup first heard of each batch it waits on (request timer).
-    waiting: BTreeMap<Hash, u64>,
+    /// The batches a backup waits on (its request timers), by digest.
+    waiting: BTreeMap<Hash, awaited::Awaited>,
     /// Digests of batches pending or in the log, to drop duplicates.
     known_batches: BTreeMap<Hash, Option<Seq>>,
     /// Signed checkpoint votes within the window: seq -> replica -> vote.
@@ -698,7 +699,10 @@ impl Replica {
             // the client, makes sure the primary has it).
             let executed = ordered.is_some_and(|seq| seq <= self.delivered);
             if !executed && !self.is_primary() {
-                self.waiting.entry(digest).or_insert(self.now);
+                let now = self.now;
+                self.waiting
+                    .entry(digest)
+                    .or_insert_with(|| awaited::Awaited::new(now, &batch));
                 if direct {
                     out.push(Output::Send(self.primary(), ReplicaMessage::Forward(batch)));
                 }
@@ -730,7 +734,10 @@ impl Replica {
             // the primary: if the batch is not executed in time, it starts a
             // view change. A batch the client sent us directly is a
             // retransmission: make sure the primary has it.
-            self.waiting.entry(digest).or_insert(self.now);
+            let now = self.now;
+            self.waiting
+                .entry(digest)
+                .or_insert_with(|| awaited::Awaited::new(now, &batch));
             if direct {
                 out.push(Output::Send(
                     self.primary(),
@@ -1145,8 +1152,8 @@ impl Replica {
                 let ordered: std::collections::BTreeSet<Hash> =
                     proposal.batches.iter().map(SignedBatch::digest).collect();
                 for digest in &ordered {
-                    if let Some(since) = self.waiting.remove(digest) {
-                        let waited = self.now.saturating_sub(since);
+                    if let Some(timer) = self.waiting.remove(digest) {
+                        let waited = self.now.saturating_sub(timer.since);
                         self.backoff.executed(self.now, waited, &self.config);
                     }
                 }

@@ -299,9 +299,11 @@ impl Replica {
 
     /// Batches the installed state already executed (every request's number
     /// is at or below its lane's in the client table) are no longer waited
-    /// for: the transfer skipped over the log that would have shown them
-    /// executed, and a backup still timing them would suspect a primary that
-    /// did its job. The rest get a fresh timer.
+    /// for, nor kept: the transfer skipped over the log that would have
+    /// shown them executed, and a backup still timing them would suspect a
+    /// primary that did its job. That includes batches it times without
+    /// holding them (seen proposed, then retransmitted by the client). The
+    /// rest get a fresh timer.
     fn forget_executed_batches(&mut self, clients: &ClientTable) {
         let executed = |batch: &SignedBatch| {
             batch.batch.requests.iter().all(|request| {
@@ -319,14 +321,14 @@ impl Replica {
             !done
         });
         for digest in forgotten {
-            self.waiting.remove(&digest);
             if self.known_batches.get(&digest) == Some(&None) {
                 self.known_batches.remove(&digest);
             }
         }
+        self.waiting.retain(|_, timer| !timer.executed_in(clients));
         let now = self.now;
-        for since in self.waiting.values_mut() {
-            *since = now;
+        for timer in self.waiting.values_mut() {
+            timer.since = now;
         }
     }
 

@@ -80,7 +80,7 @@ impl Replica {
                 if self.is_primary() {
                     return;
                 }
-                let oldest = self.waiting.values().min().copied();
+                let oldest = self.waiting.values().map(|timer| timer.since).min();
                 let timeout = self.backoff.request_timeout(&self.config);
                 if oldest.is_some_and(|since| self.now.saturating_sub(since) >= timeout) {
                     if self.behind_peers() {
@@ -89,8 +89,8 @@ impl Replica {
                         // out of the view: catch up through retransmission
                         // and give the requests a fresh timer.
                         let now = self.now;
-                        for since in self.waiting.values_mut() {
-                            *since = now;
+                        for timer in self.waiting.values_mut() {
+                            timer.since = now;
                         }
                     } else {
                         self.start_view_change(self.view + 1, out);
@@ -386,8 +386,8 @@ impl Replica {
         let highest = new_view.pre_prepares.last().map_or(self.low, |p| p.seq);
         self.next_seq = highest.max(self.low) + 1;
         // Give the new primary a fresh chance before suspecting it.
-        for since in self.waiting.values_mut() {
-            *since = self.now;
+        for timer in self.waiting.values_mut() {
+            timer.since = self.now;
         }
         out.push(Output::ViewEntered(self.view));
         let primary = self.is_primary();

@@ -242,6 +242,9 @@ pub struct World {
     pub installed: u64,
     /// `TRACE=1`: print what every instance does about views and state.
     pub tracing: bool,
+    /// `TRACE=2`: also print every replica message delivered and every
+    /// batch executed.
+    pub tracing_messages: bool,
 }
 
 impl World {
@@ -431,7 +434,8 @@ impl World {
             deadline,
             settle,
             installed: 0,
-            tracing: std::env::var("TRACE").is_ok_and(|v| v == "1"),
+            tracing: std::env::var("TRACE").is_ok_and(|v| v == "1" || v == "2"),
+            tracing_messages: std::env::var("TRACE").is_ok_and(|v| v == "2"),
             scenario,
         };
         world.rogue_client();
@@ -809,6 +813,28 @@ impl World {
             return;
         }
         self.observe(to, &input);
+        if self.tracing_messages {
+            match &input {
+                Input::Replica(sender, message) => {
+                    self.trace(to, format_args!("<- {sender}: {}", describe(message)))
+                }
+                Input::Client(batch) => self.trace(
+                    to,
+                    format_args!(
+                        "<- client {}: batch {} numbers {:?}",
+                        batch.batch.client,
+                        short(&batch.digest()),
+                        batch
+                            .batch
+                            .requests
+                            .iter()
+                            .map(|r| r.number)
+                            .collect::<Vec<_>>()
+                    ),
+                ),
+                _ => {}
+            }
+        }
         let future = match &input {
             Input::Replica(_, message) => normal_case_view(message),
             _ => None,
@@ -849,6 +875,17 @@ impl World {
                 }
             }
             Output::Execute(committed) => {
+                if self.tracing_messages {
+                    self.trace(
+                        from,
+                        format_args!(
+                            "executes s{} (v{}, {} requests)",
+                            committed.seq,
+                            committed.view,
+                            committed.proposal.batches.len()
+                        ),
+                    );
+                }
                 self.nodes[from].disk.log_executed(&committed);
                 self.execute(from, committed)
             }
@@ -1167,6 +1204,51 @@ pub const CLOCK_SLACK: u64 = 10_000 * MS;
 
 /// The view of a normal-case message (one a replica holds if it is for a
 /// view it has not entered yet).
+/// The first bytes of a digest in hex, for traces.
+fn short(hash: &[u8; 32]) -> String {
+    hash[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A one-line summary of a replica message for `TRACE=2`.
+fn describe(message: &ReplicaMessage) -> String {
+    match message {
+        ReplicaMessage::PrePrepare(p) => format!(
+            "pre-prepare v{} s{} batches {:?}",
+            p.view,
+            p.seq,
+            p.proposal
+                .batches
+                .iter()
+                .map(|b| short(&b.digest()))
+                .collect::<Vec<_>>()
+        ),
+        ReplicaMessage::Forward(b) => format!("forward {}", short(&b.digest())),
+        ReplicaMessage::Prepare(p) => format!("prepare v{} s{}", p.view, p.seq),
+        ReplicaMessage::Commit(c) => format!("commit v{} s{}", c.view, c.seq),
+        ReplicaMessage::Checkpoint(c) => format!("checkpoint s{}", c.seq),
+        ReplicaMessage::ViewChange(v) => format!(
+            "view-change v{} low {} prepared {:?}",
+            v.body.new_view,
+            v.body.stable_seq,
+            v.body
+                .prepared
+                .iter()
+                .map(|p| p.pre_prepare.seq)
+                .collect::<Vec<_>>()
+        ),
+        ReplicaMessage::NewView(v) => format!(
+            "new-view v{} seqs {:?}",
+            v.view,
+            v.pre_prepares.iter().map(|p| p.seq).collect::<Vec<_>>()
+        ),
+        ReplicaMessage::Status(s) => format!("status {s:?}"),
+        ReplicaMessage::FetchProposal { seq, .. } => format!("fetch-proposal s{seq}"),
+        ReplicaMessage::ProposalBody { seq, .. } => format!("proposal-body s{seq}"),
+        ReplicaMessage::StateRequest { seq, offset } => format!("state-request s{seq} @{offset}"),
+        ReplicaMessage::StateReply { seq, offset, .. } => format!("state-reply s{seq} @{offset}"),
+    }
+}
+
 fn normal_case_view(message: &ReplicaMessage) -> Option<View> {
     match message {
         ReplicaMessage::PrePrepare(p) => Some(p.view),

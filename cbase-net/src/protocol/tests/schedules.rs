@@ -500,6 +500,44 @@ fn catching_up_by_transfer_does_not_make_a_backup_suspect_the_primary() {
     assert_eq!(r.stats().view_changes_started, 0);
 }
 
+/// Found by the simulation (twins-n4-three-sides, seed 595): a backup that
+/// saw a batch proposed, then got it again straight from the client (so it
+/// timed it without holding it in its queue), skipped its execution by a
+/// state transfer and kept timing it: long after the cluster went quiet it
+/// suspected a primary that had done its job and took everyone to the next
+/// view.
+#[test]
+fn a_batch_seen_proposed_then_skipped_by_a_transfer_is_not_timed() {
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    let client = SecretKey::from_seed([9; 32]);
+    let batch = client_batch(&client, 0, 1);
+    // The primary proposes the batch; this backup sees the pre-prepare, and
+    // nothing more of that sequence number (lost messages).
+    let pp = pre_prepare(&secrets[0], 0, 1, vec![batch.clone()]);
+    deliver(&mut r, 0, ReplicaMessage::PrePrepare(pp));
+    // The client, still waiting, retransmits to every replica.
+    let mut out = Vec::new();
+    r.handle(5, Input::Client(batch), &mut out);
+    // The others executed it and moved on; this backup catches up by a
+    // transfer of checkpoint 12, whose client table has the request.
+    let (bytes, digest) = state_with(&client);
+    for voter in [0, 2, 3] {
+        deliver(&mut r, voter, vote(&secrets, voter, 12, digest));
+    }
+    transfer(&mut r, 10, 12, &bytes, digest);
+    assert_eq!(r.delivered(), 12);
+    for now in [SECOND, 2 * SECOND, 4 * SECOND, 8 * SECOND] {
+        tick(&mut r, now);
+    }
+    assert_eq!(
+        r.changing_to(),
+        None,
+        "no view change over a request the transferred state executed"
+    );
+    assert_eq!(r.stats().view_changes_started, 0);
+}
+
 /// Commits `proposal`s at sequence numbers `1..=last` at backup `r`, as the
 /// primary (0) and backups 2 and 3 would.
 fn commit_by_hand(r: &mut Replica, secrets: &[SecretKey], last: Seq) -> Vec<Output> {

@@ -1,0 +1,50 @@
+//! The batches a backup watches the primary for (its request timers).
+//!
+//! A backup that learns of a client batch not yet executed starts a timer
+//! for it; if the batch is not executed in time it suspects the primary. A
+//! timer must end however the batch gets executed: by this replica's own
+//! execution, or skipped over by a state transfer. The latter shows up only
+//! in the transferred client table, so each timer keeps which requests its
+//! batch carries (a few bytes each) and not just the batch's digest: a
+//! backup may time a batch it does not hold (it saw the batch proposed, then
+//! the client retransmitted it).
+
+use crate::checkpoint::ClientTable;
+use crate::crypto::PublicKey;
+use crate::message::SignedBatch;
+
+/// One timed batch.
+#[derive(Clone, Debug)]
+pub(super) struct Awaited {
+    /// When the timer started (or was last given a fresh start).
+    pub since: u64,
+    client: PublicKey,
+    /// `(lane, number)` of each request in the batch.
+    requests: Vec<(u32, u64)>,
+}
+
+impl Awaited {
+    /// A timer for `batch` started at `now`.
+    pub fn new(now: u64, batch: &SignedBatch) -> Awaited {
+        Awaited {
+            since: now,
+            client: batch.batch.client,
+            requests: batch
+                .batch
+                .requests
+                .iter()
+                .map(|request| (request.lane, request.number))
+                .collect(),
+        }
+    }
+
+    /// Whether a state with this client table executed every request of the
+    /// batch (its lane's record is at or past the request's number).
+    pub fn executed_in(&self, clients: &ClientTable) -> bool {
+        self.requests.iter().all(|(lane, number)| {
+            clients
+                .get(&(self.client, *lane))
+                .is_some_and(|record| record.number >= *number)
+        })
+    }
+}
