@@ -302,6 +302,106 @@ impl DigestTree {
     }
 }
 
+/// Levels of inner nodes, from the root (level 0) to the nodes just above
+/// the buckets (level 3). A node at level `l` has an index below `16^l`; its
+/// children are the nodes `16 * index .. 16 * index + 16` of level `l + 1`,
+/// and below level 3 the children are buckets.
+pub const NODE_LEVELS: u8 = 4;
+
+/// A node of the tree, as a replica fetching a state names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Node {
+    /// 0 (the root) to 3 (just above the buckets).
+    pub level: u8,
+    /// Its position within the level, below `16^level`.
+    pub index: u32,
+}
+
+impl Node {
+    /// The root.
+    pub const ROOT: Node = Node { level: 0, index: 0 };
+
+    /// Whether `level` and `index` name a node of the tree.
+    pub fn is_valid(self) -> bool {
+        self.level < NODE_LEVELS && u64::from(self.index) < (FANOUT as u64).pow(self.level.into())
+    }
+
+    /// Its `child`-th child, if that is a node (not a bucket).
+    pub fn child(self, child: usize) -> Option<Node> {
+        (self.level + 1 < NODE_LEVELS).then(|| Node {
+            level: self.level + 1,
+            index: self.index * FANOUT as u32 + child as u32,
+        })
+    }
+
+    /// The bucket that is its `child`-th child, if its children are buckets.
+    pub fn child_bucket(self, child: usize) -> Option<u16> {
+        (self.level + 1 == NODE_LEVELS).then(|| (self.index as usize * FANOUT + child) as u16)
+    }
+}
+
+/// Whether 16 child digests make up a node with digest `node`: how a fetched
+/// part of a tree is checked against a digest already trusted.
+pub fn children_match(node: &Hash, children: &[Hash]) -> bool {
+    children.len() == FANOUT && node_digest(children) == *node
+}
+
+/// The digest of a bucket holding these entry digests (in any order).
+pub fn bucket_digest(mut entries: Vec<Hash>) -> Hash {
+    entries.sort_unstable();
+    leaf_digest(&entries)
+}
+
+impl DigestTree {
+    /// The 16 child digests of `node` (folding pending changes first), or
+    /// `None` if `node` is not a node of the tree.
+    pub fn children(&self, node: Node) -> Option<[Hash; FANOUT]> {
+        if !node.is_valid() {
+            return None;
+        }
+        let mut children = [empty(0); FANOUT];
+        if node.level == 0 {
+            for (child, shard) in children.iter_mut().zip(&self.shards) {
+                *child = shard.lock().fold();
+            }
+            return Some(children);
+        }
+        // Below the root, a node lies within one shard.
+        let per_shard = FANOUT.pow(u32::from(node.level) - 1);
+        let (shard, within) = (
+            node.index as usize / per_shard,
+            node.index as usize % per_shard,
+        );
+        let mut shard = self.shards[shard].lock();
+        shard.fold();
+        let first = within * FANOUT;
+        match node.level {
+            1 => children.copy_from_slice(&shard.high),
+            2 => children.copy_from_slice(&shard.low[first..first + FANOUT]),
+            _ => {
+                if !shard.leaves.is_empty() {
+                    children.copy_from_slice(&shard.leaves[first..first + FANOUT]);
+                }
+            }
+        }
+        Some(children)
+    }
+
+    /// The entry digests in `bucket`, sorted.
+    pub fn bucket_entries(&self, bucket: u16) -> Vec<Hash> {
+        let (shard, within) = (
+            bucket as usize / BUCKETS_PER_SHARD,
+            (bucket as usize % BUCKETS_PER_SHARD) as u16,
+        );
+        self.shards[shard]
+            .lock()
+            .buckets
+            .get(&within)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// The root of a set of encoded entries, computed from scratch.
 pub fn root_of<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Hash {
     DigestTree::from_entries(
@@ -356,6 +456,55 @@ mod tests {
     #[test]
     fn key_and_value_boundaries_are_bound() {
         assert_ne!(entry_digest(b"ab", b"c"), entry_digest(b"a", b"bc"));
+    }
+
+    #[test]
+    fn children_chain_up_to_the_root() {
+        let tree = DigestTree::new();
+        let mut contents = Vec::new();
+        for key in 0u32..300 {
+            let (k, v) = (encoded(key), encoded(key * 7));
+            tree.replace(key_hash(&k), None, Some(entry_digest(&k, &v)))
+                .unwrap();
+            contents.push((k, v));
+        }
+        let root = tree.root();
+        assert!(children_match(&root, &tree.children(Node::ROOT).unwrap()));
+        // Follow one key down to its bucket.
+        let (k, v) = &contents[17];
+        let bucket = bucket_of(key_hash(k));
+        let mut node = Node::ROOT;
+        let mut digest = root;
+        for level in 0..NODE_LEVELS {
+            let children = tree.children(node).unwrap();
+            assert!(children_match(&digest, &children), "level {level}");
+            let shift = 4 * (NODE_LEVELS - 1 - level);
+            let child = (bucket as usize >> shift) % FANOUT;
+            digest = children[child];
+            match node.child(child) {
+                Some(next) => node = next,
+                None => assert_eq!(node.child_bucket(child), Some(bucket)),
+            }
+        }
+        let entries = tree.bucket_entries(bucket);
+        assert!(entries.contains(&entry_digest(k, v)));
+        assert_eq!(bucket_digest(entries), digest);
+        assert!(tree.children(Node { level: 4, index: 0 }).is_none());
+        assert!(
+            tree.children(Node {
+                level: 1,
+                index: 16
+            })
+            .is_none()
+        );
+        assert!(
+            DigestTree::new()
+                .children(Node {
+                    level: 3,
+                    index: 4095
+                })
+                .is_some()
+        );
     }
 
     proptest! {

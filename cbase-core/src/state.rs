@@ -122,14 +122,23 @@ pub trait State: Send + Sync + 'static {
 
 /// The state digest of containers given by name and root, in declaration order.
 fn digest_of_roots<'a>(roots: impl IntoIterator<Item = (&'a str, Hash)>) -> Digest {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"cbase/state/v1");
-    for (name, root) in roots {
-        hasher.update(&(name.len() as u64).to_le_bytes());
-        hasher.update(name.as_bytes());
-        hasher.update(&root);
+    Digest::of_roots(roots)
+}
+
+impl Digest {
+    /// The digest of a state whose containers, in declaration order, have
+    /// these names and digest-tree roots: what [`State::digest`] and
+    /// [`Snapshot::digest`] compute, from the roots alone.
+    pub fn of_roots<'a>(roots: impl IntoIterator<Item = (&'a str, Hash)>) -> Digest {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"cbase/state/v1");
+        for (name, root) in roots {
+            hasher.update(&(name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update(&root);
+        }
+        Digest(*hasher.finalize().as_bytes())
     }
-    Digest(*hasher.finalize().as_bytes())
 }
 
 /// A service's state could not be set up.
@@ -222,6 +231,11 @@ impl Snapshot {
     /// The container names and their encoded entries.
     pub fn parts(&self) -> &[(String, Entries)] {
         &self.parts
+    }
+
+    /// The container names and their encoded entries, taken apart.
+    pub fn into_parts(self) -> Vec<(String, Entries)> {
+        self.parts
     }
 
     /// Applies changes taken from the same state (by [`State::take_changes`]),

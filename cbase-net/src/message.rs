@@ -331,28 +331,53 @@ pub enum ReplicaMessage {
         proposal: Proposal,
     },
     /// A request for the state at a checkpoint, from a replica that fell
-    /// behind it: the part of the encoded state from `offset` on.
+    /// behind it: the part of the encoded manifest (or, with `whole`, of the
+    /// encoded whole state) from `offset` on.
     StateRequest {
         /// The checkpoint's sequence number.
         seq: Seq,
-        /// Where in the encoded state to continue.
+        /// Where in the encoding to continue.
         offset: u64,
+        /// The whole state rather than its manifest: the fallback when a
+        /// part is too large to travel on its own.
+        whole: bool,
     },
-    /// One chunk of the state at a checkpoint: bytes `offset..offset +
-    /// chunk.len()` of an encoded
-    /// [`CheckpointState`](crate::checkpoint::CheckpointState) of `total`
-    /// bytes. States travel in chunks so that any size fits the transport's
-    /// frame limit; the receiver checks the whole against the digest 2f+1
-    /// replicas signed.
+    /// One chunk of a checkpoint's encoded
+    /// [`Manifest`](crate::checkpoint::parts::Manifest) (or, with `whole`,
+    /// [`CheckpointState`](crate::checkpoint::CheckpointState)): bytes
+    /// `offset..offset + chunk.len()` of `total`. They travel in chunks so
+    /// that any size fits the transport's frame limit; the receiver checks
+    /// the whole against the digest 2f+1 replicas signed.
     StateReply {
         /// The checkpoint's sequence number.
         seq: Seq,
-        /// Where `chunk` starts in the encoded state.
+        /// Where `chunk` starts in the encoding.
         offset: u64,
-        /// The length of the whole encoded state.
+        /// The length of the whole encoding.
         total: u64,
         /// The bytes.
         chunk: Vec<u8>,
+        /// The whole state rather than its manifest.
+        whole: bool,
+    },
+    /// A request for parts of a checkpoint's digest trees and entries, from
+    /// a replica fetching only what differs from what it has (see
+    /// [`crate::checkpoint::parts`]).
+    PartsRequest {
+        /// The checkpoint's sequence number.
+        seq: Seq,
+        /// The key of the short digests in bucket requests.
+        salt: Hash,
+        /// The parts.
+        parts: Vec<crate::checkpoint::parts::PartRequest>,
+    },
+    /// Parts of a checkpoint, answering a [`ReplicaMessage::PartsRequest`]
+    /// in its order; as many as fit in a frame.
+    Parts {
+        /// The checkpoint's sequence number.
+        seq: Seq,
+        /// The parts.
+        parts: Vec<crate::checkpoint::parts::PartReply>,
     },
 }
 

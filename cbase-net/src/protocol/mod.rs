@@ -31,6 +31,7 @@ mod pending;
 mod proposals;
 mod recovery;
 mod slot;
+mod state_parts;
 mod state_transfer;
 #[cfg(test)]
 mod tests;
@@ -85,6 +86,10 @@ pub struct ProtocolConfig {
     /// bytes) this replica accepts in a state transfer. It bounds the memory
     /// a peer can make it fill before the digest check can reject a lie.
     pub max_state_bytes: u64,
+    /// How many part requests of a state transfer a replica answers per
+    /// second and peer. Each answer fills at most a frame, so this bounds
+    /// what one peer can make this replica send.
+    pub max_part_requests_per_second: u64,
     /// The slowest a state transfer may run, in bytes per second, once its
     /// first chunk arrived (which must happen within `request_timeout`). A
     /// peer that serves slower than this over the whole transfer is given up
@@ -132,6 +137,7 @@ impl Default for ProtocolConfig {
             status_interval: 100_000_000,
             max_state_bytes: 16 << 30,
             min_transfer_rate: 1 << 20,
+            max_part_requests_per_second: 64,
             max_clock_skew: 10_000_000_000,
         }
     }
@@ -188,14 +194,30 @@ pub enum Output {
     Persist(Durable),
     /// A peer asked for the state at checkpoint `seq`: send it a
     /// [`ReplicaMessage::StateReply`] with the chunk of this replica's
-    /// encoded checkpoint that starts at `offset`, if it still has it.
+    /// encoded manifest (or, with `whole`, whole checkpoint) that starts at
+    /// `offset`, if it still has that checkpoint.
     ServeState {
         /// The peer.
         to: ReplicaId,
         /// The checkpoint.
         seq: Seq,
-        /// Where the chunk starts in the encoded checkpoint.
+        /// Where the chunk starts in the encoding.
         offset: u64,
+        /// The whole state rather than its manifest.
+        whole: bool,
+    },
+    /// A peer asked for parts of checkpoint `seq`: send it a
+    /// [`ReplicaMessage::Parts`] with the answers that fit in a frame, if
+    /// this replica still has that checkpoint.
+    ServeParts {
+        /// The peer.
+        to: ReplicaId,
+        /// The checkpoint.
+        seq: Seq,
+        /// The key of short digests.
+        salt: Hash,
+        /// The parts asked for.
+        parts: Vec<crate::checkpoint::parts::PartRequest>,
     },
     /// Replace the service state and client table with `state` (already
     /// checked against the agreed digest), then report
@@ -206,7 +228,7 @@ pub enum Output {
         /// Its agreed digest.
         digest: Hash,
         /// The state.
-        state: crate::checkpoint::CheckpointState,
+        state: crate::checkpoint::parts::Transferred,
     },
     /// This replica entered a new view.
     ViewEntered(View),
@@ -272,8 +294,12 @@ pub struct Stats {
     pub buffered: u64,
     /// State requests this replica sent.
     pub state_requests: u64,
-    /// Transferred states that did not match the agreed digest.
+    /// Transferred states or parts that did not match the agreed digest.
     pub bad_state: u64,
+    /// Bytes of state received in transfers (manifests, parts, whole states).
+    pub state_bytes: u64,
+    /// Part requests refused over `max_part_requests_per_second`.
+    pub throttled: u64,
 }
 
 /// What a proposal's encoding adds to its client batches (the timestamp and
@@ -370,6 +396,16 @@ pub struct Replica {
     peer_progress: BTreeMap<ReplicaId, (View, Seq)>,
     /// The last state chunk served to each peer: (checkpoint, offset, when).
     state_served: BTreeMap<ReplicaId, (Seq, u64, u64)>,
+    /// Each peer's allowance of part requests: (requests left, when last
+    /// topped up).
+    parts_allowance: BTreeMap<ReplicaId, (u64, u64)>,
+    /// The checkpoint this replica has, to fetch only what differs from it.
+    local: state_transfer::Local,
+    /// Keys the salts of this replica's part requests (derived from its
+    /// secret, so nobody else can predict them).
+    salt_key: Hash,
+    /// Salts issued so far.
+    salts: u64,
     /// A stable checkpoint this replica has not executed to.
     behind: Option<state_transfer::Behind>,
     /// The chunks of that checkpoint received so far from the peer asked.
@@ -416,6 +452,13 @@ impl Replica {
             })
             .collect();
         assert!((id as usize) < n, "replica {id} is not in the cluster");
+        // A signature is deterministic and unpredictable without the key.
+        let salt_key = *blake3::hash(
+            &secret
+                .sign("cbase transfer salt v1", &id.to_le_bytes())
+                .to_bytes(),
+        )
+        .as_bytes();
         Replica {
             id,
             n,
@@ -447,6 +490,10 @@ impl Replica {
             status_answered: BTreeMap::new(),
             peer_progress: BTreeMap::new(),
             state_served: BTreeMap::new(),
+            parts_allowance: BTreeMap::new(),
+            local: state_transfer::Local::default(),
+            salt_key,
+            salts: 0,
             behind: None,
             transfer: state_transfer::Transfer::default(),
             installing: None,
@@ -596,15 +643,29 @@ impl Replica {
             ReplicaMessage::ProposalBody { seq, proposal } => {
                 self.on_proposal_body(seq, proposal, out)
             }
-            ReplicaMessage::StateRequest { seq, offset } => {
-                self.on_state_request(from, seq, offset, out)
+            ReplicaMessage::StateRequest { seq, offset, whole } => {
+                self.on_state_request(from, seq, offset, whole, out)
             }
             ReplicaMessage::StateReply {
                 seq,
                 offset,
                 total,
                 chunk,
-            } => self.on_state_reply(from, seq, offset, total, chunk, out),
+                whole,
+            } => {
+                let chunk = state_transfer::Chunk {
+                    seq,
+                    offset,
+                    total,
+                    chunk,
+                    whole,
+                };
+                self.on_state_reply(from, chunk, out)
+            }
+            ReplicaMessage::PartsRequest { seq, salt, parts } => {
+                self.on_parts_request(from, seq, salt, parts, out)
+            }
+            ReplicaMessage::Parts { seq, parts } => self.on_parts(from, seq, parts, out),
         }
     }
 
@@ -1304,6 +1365,7 @@ impl Replica {
                         peer: behind.peer,
                         next: None,
                         repair: false,
+                        whole: false,
                     });
         }
         self.stable_proof = proof;

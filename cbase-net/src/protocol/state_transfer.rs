@@ -4,33 +4,80 @@
 //! fell behind one (slow, partitioned, restarted) cannot replay what it
 //! missed. Once it knows a checkpoint's agreed digest (2f+1 matching signed
 //! checkpoint votes, or the stable checkpoint of a new view) and has not
-//! executed that far for a while, it asks one peer at a time for the state
-//! at that checkpoint. The state travels in chunks of the encoded checkpoint,
-//! each asked for once the previous one arrived, so a state of any size fits
-//! the transport's frame limit and the receiver's memory grows only as fast as
-//! bytes actually arrive (up to `max_state_bytes`). The whole is only trusted
-//! if it hashes to the agreed digest; a peer that serves anything else, or
-//! chunks that do not fit together, is counted and another peer is asked,
-//! from the start. The runtime installs the state and reports back; execution
-//! then resumes after the checkpoint.
+//! executed that far for a while, it fetches the state at that checkpoint:
+//!
+//! 1. The checkpoint's manifest (each container's digest-tree root, the
+//!    client table, the clock) from one peer, in chunks, each asked for once
+//!    the previous one arrived, so it fits the transport's frame limit and
+//!    memory grows only as fast as bytes arrive (up to `max_state_bytes`).
+//!    It is only trusted if it hashes to the agreed digest; a peer that
+//!    serves anything else is counted and another peer is asked.
+//! 2. The parts that differ from the checkpoint this replica has, from all
+//!    peers at once, each checked against the manifest's roots (see
+//!    [`super::state_parts`]).
+//!
+//! A bucket holding an entry too large for any message makes the replica
+//! fetch the whole state instead, in chunks like the manifest. The runtime
+//! installs the state and reports back; execution then resumes after the
+//! checkpoint.
+
+use std::sync::Arc;
 
 use cbase_core::codec;
 
+use super::state_parts::{Answer, PartWalk};
 use super::{Output, Replica};
+use crate::checkpoint::parts::{
+    LocalCheckpoint, MAX_PARTS_PER_REQUEST, Manifest, PartReply, PartRequest, Transferred,
+};
 use crate::checkpoint::{CheckpointState, ClientTable};
 use crate::config::ReplicaId;
 use crate::message::{
     Checkpoint, Hash, ReplicaMessage, Seq, SignedBatch, checkpoint_header, domain,
 };
 
-/// The encoded checkpoint being received from the peer asked (empty when no
-/// chunk has arrived in the current attempt).
+/// The current attempt at fetching a checkpoint: the encoded manifest (or
+/// whole state) being received from the peer asked, then the walk over the
+/// parts that differ.
 #[derive(Debug, Default)]
 pub(super) struct Transfer {
-    /// The length of the whole, as the first chunk announced it.
+    /// The length of the whole encoding, as the first chunk announced it.
     total: u64,
     /// The bytes received so far, in order.
     bytes: Vec<u8>,
+    /// Once the manifest is in: the parts being fetched.
+    walk: Option<Box<PartWalk>>,
+}
+
+impl Transfer {
+    /// Whether the attempt has received anything yet.
+    pub(super) fn started(&self) -> bool {
+        !self.bytes.is_empty() || self.walk.is_some()
+    }
+}
+
+/// One chunk of an encoded manifest or state, as a peer sent it.
+pub(super) struct Chunk {
+    pub seq: Seq,
+    pub offset: u64,
+    pub total: u64,
+    pub chunk: Vec<u8>,
+    pub whole: bool,
+}
+
+/// The checkpoint this replica has, as the runtime provides it (none in
+/// tests that drive the protocol by hand: everything is fetched).
+#[derive(Default)]
+pub(super) struct Local(Option<Arc<dyn LocalCheckpoint>>);
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Local(set)"
+        } else {
+            "Local(none)"
+        })
+    }
 }
 
 /// A checkpoint and the quorum of signed votes that proves its digest. The
@@ -59,6 +106,8 @@ pub(super) struct Behind {
     /// with: it fetches the certified state even though it "has" that
     /// checkpoint, and re-executes from there.
     pub repair: bool,
+    /// Fetch the whole state: a part was too large to travel on its own.
+    pub whole: bool,
 }
 
 impl Behind {
@@ -69,6 +118,7 @@ impl Behind {
                 target,
                 next: None,
                 repair: false,
+                whole: false,
                 ..self
             },
             None => self,
@@ -77,6 +127,12 @@ impl Behind {
 }
 
 impl Replica {
+    /// Tells the replica where to find the checkpoint it has, so that a
+    /// state transfer fetches only what differs from it.
+    pub fn set_local_checkpoint(&mut self, local: Arc<dyn LocalCheckpoint>) {
+        self.local = Local(Some(local));
+    }
+
     /// Notes that a quorum agrees on `certified`, which this replica has
     /// not executed to.
     pub(super) fn note_behind(&mut self, certified: Certified, ask_now: bool) {
@@ -84,7 +140,7 @@ impl Replica {
         if self.delivered >= seq || self.behind.as_ref().is_some_and(|b| b.target.seq >= seq) {
             return;
         }
-        let under_way = !self.transfer.bytes.is_empty() || self.installing.is_some();
+        let under_way = self.transfer.started() || self.installing.is_some();
         if let Some(behind) = self.behind.as_mut().filter(|_| under_way) {
             // A transfer is under way. Finish it rather than restart with
             // the later checkpoint: the peer serving it keeps the checkpoint
@@ -106,6 +162,7 @@ impl Replica {
             peer,
             next: None,
             repair: false,
+            whole: false,
         });
     }
 
@@ -135,6 +192,7 @@ impl Replica {
             peer,
             next: None,
             repair: true,
+            whole: false,
         });
     }
 
@@ -167,11 +225,26 @@ impl Replica {
                     peer: behind.peer,
                     next: None,
                     repair: false,
+                    whole: false,
                 });
             return;
         }
         if self.installing.is_some() {
             return;
+        }
+        let peers: Vec<ReplicaId> = self.peers().collect();
+        if let Some(walk) = self.transfer.walk.as_mut() {
+            // Fetching parts: peers that did not answer in time are dropped
+            // and their parts asked of the others.
+            walk.on_tick(self.now, self.config.request_timeout);
+            if !walk.stuck(&peers) {
+                walk.ask(self.now, &peers, out);
+                return;
+            }
+            // Every peer failed us: start over (with a later checkpoint, if
+            // one is known; peers may no longer keep this one).
+            self.transfer = Transfer::default();
+            behind.asked_at = 0;
         }
         let overdue = behind.asked_at == 0
             || self.now.saturating_sub(behind.asked_at) >= self.transfer_deadline();
@@ -191,9 +264,14 @@ impl Replica {
         // peers could not be blamed on either if the whole failed its check.
         self.transfer = Transfer::default();
         self.stats.state_requests += 1;
+        let whole = self.behind.as_ref().is_some_and(|b| b.whole);
         out.push(Output::Send(
             peer,
-            ReplicaMessage::StateRequest { seq, offset: 0 },
+            ReplicaMessage::StateRequest {
+                seq,
+                offset: 0,
+                whole,
+            },
         ));
     }
 
@@ -202,6 +280,7 @@ impl Replica {
         from: ReplicaId,
         seq: Seq,
         offset: u64,
+        whole: bool,
         out: &mut Vec<Output>,
     ) {
         // Only checkpoints this replica has executed to can be served.
@@ -230,24 +309,127 @@ impl Replica {
             to: from,
             seq,
             offset,
+            whole,
         });
     }
 
-    pub(super) fn on_state_reply(
+    /// A peer asks for parts of checkpoint `seq`. Each answer fills up to a
+    /// frame, so a peer gets at most `max_part_requests_per_second` of them.
+    pub(super) fn on_parts_request(
         &mut self,
         from: ReplicaId,
         seq: Seq,
-        offset: u64,
-        total: u64,
-        chunk: Vec<u8>,
+        salt: Hash,
+        parts: Vec<PartRequest>,
+        out: &mut Vec<Output>,
+    ) {
+        if seq == 0 || seq > self.delivered {
+            self.stats.out_of_window += 1;
+            return;
+        }
+        if parts.is_empty() || parts.len() > MAX_PARTS_PER_REQUEST {
+            self.stats.oversized += 1;
+            return;
+        }
+        let per_second = self.config.max_part_requests_per_second.max(1);
+        let (left, since) = self
+            .parts_allowance
+            .get(&from)
+            .copied()
+            .unwrap_or((per_second, self.now));
+        let (left, since) = if self.now.saturating_sub(since) >= 1_000_000_000 {
+            (per_second, self.now)
+        } else {
+            (left, since)
+        };
+        if left == 0 {
+            self.stats.throttled += 1;
+            return;
+        }
+        self.parts_allowance.insert(from, (left - 1, since));
+        out.push(Output::ServeParts {
+            to: from,
+            seq,
+            salt,
+            parts,
+        });
+    }
+
+    /// Parts of the checkpoint being fetched, from `from`.
+    pub(super) fn on_parts(
+        &mut self,
+        from: ReplicaId,
+        seq: Seq,
+        parts: Vec<PartReply>,
         out: &mut Vec<Output>,
     ) {
         let Some(behind) = self.behind.clone() else {
             self.stats.stale += 1;
             return;
         };
+        if seq != behind.target.seq || self.installing.is_some() {
+            self.stats.stale += 1;
+            return;
+        }
+        let peers: Vec<ReplicaId> = self.peers().collect();
+        let Some(walk) = self.transfer.walk.as_mut() else {
+            self.stats.stale += 1;
+            return;
+        };
+        let bytes = codec::encode(&parts).map_or(0, |b| b.len() as u64);
+        self.stats.state_bytes += bytes;
+        match walk.on_parts(from, parts) {
+            Answer::Stale => self.stats.stale += 1,
+            Answer::Lie => {
+                // Dropped; the others serve what it was asked.
+                self.stats.bad_state += 1;
+                walk.ask(self.now, &peers, out);
+            }
+            Answer::Oversized => {
+                // Start over, fetching the state whole.
+                self.transfer = Transfer::default();
+                self.behind = Some(Behind {
+                    asked_at: 0,
+                    whole: true,
+                    ..behind
+                });
+            }
+            Answer::Used if walk.done() => {
+                let walk = self.transfer.walk.take().expect("just used");
+                self.install(behind, Transferred::Parts(walk.finish()), out);
+            }
+            Answer::Used => walk.ask(self.now, &peers, out),
+        }
+    }
+
+    /// Hands a fetched and checked state to the runtime to install.
+    fn install(&mut self, behind: Behind, state: Transferred, out: &mut Vec<Output>) {
+        self.transfer = Transfer::default();
+        self.forget_executed_batches(state.clients());
+        self.installing = Some(behind.target.seq);
+        out.push(Output::InstallState {
+            seq: behind.target.seq,
+            digest: behind.target.state,
+            state,
+        });
+    }
+
+    pub(super) fn on_state_reply(&mut self, from: ReplicaId, reply: Chunk, out: &mut Vec<Output>) {
+        let Chunk {
+            seq,
+            offset,
+            total,
+            chunk,
+            whole,
+        } = reply;
+        let Some(behind) = self.behind.clone() else {
+            self.stats.stale += 1;
+            return;
+        };
         let received = self.transfer.bytes.len() as u64;
         if seq != behind.target.seq
+            || whole != behind.whole
+            || self.transfer.walk.is_some()
             || self.installing.is_some()
             || (self.delivered >= seq && !behind.repair)
             || from != behind.peer
@@ -270,6 +452,7 @@ impl Replica {
         if received == 0 {
             self.transfer.total = total;
         }
+        self.stats.state_bytes += chunk.len() as u64;
         self.transfer.bytes.extend_from_slice(&chunk);
         let received = self.transfer.bytes.len() as u64;
         if received < total {
@@ -279,22 +462,35 @@ impl Replica {
                 ReplicaMessage::StateRequest {
                     seq,
                     offset: received,
+                    whole,
                 },
             ));
             return;
         }
         let bytes = std::mem::take(&mut self.transfer).bytes;
-        let state = match codec::decode::<CheckpointState>(&bytes) {
-            Ok(state) if state.digest() == behind.target.state => state,
+        if whole {
+            let state = match codec::decode::<CheckpointState>(&bytes) {
+                Ok(state) if state.digest() == behind.target.state => state,
+                _ => return self.reject_state(from, behind),
+            };
+            return self.install(behind, Transferred::Whole(state), out);
+        }
+        let manifest = match codec::decode::<Manifest>(&bytes) {
+            Ok(manifest) if manifest.digest() == behind.target.state => manifest,
             _ => return self.reject_state(from, behind),
         };
-        self.forget_executed_batches(&state.clients);
-        self.installing = Some(seq);
-        out.push(Output::InstallState {
-            seq,
-            digest: behind.target.state,
-            state,
-        });
+        // Compare with the checkpoint this replica has, and fetch what
+        // differs from every peer.
+        let base = self.local.0.as_ref().and_then(|local| local.index());
+        self.salts += 1;
+        let salt = *blake3::keyed_hash(&self.salt_key, &self.salts.to_le_bytes()).as_bytes();
+        let mut walk = PartWalk::new(seq, manifest, base, salt, self.config.max_state_bytes);
+        if walk.done() {
+            return self.install(behind, Transferred::Parts(walk.finish()), out);
+        }
+        let peers: Vec<ReplicaId> = self.peers().collect();
+        walk.ask(self.now, &peers, out);
+        self.transfer.walk = Some(Box::new(walk));
     }
 
     /// Batches the installed state already executed (every request's number
@@ -304,7 +500,7 @@ impl Replica {
     /// primary that did its job. That includes batches it times without
     /// holding them (seen proposed, then retransmitted by the client). The
     /// rest get a fresh timer.
-    fn forget_executed_batches(&mut self, clients: &ClientTable) {
+    pub(super) fn forget_executed_batches(&mut self, clients: &ClientTable) {
         let executed = |batch: &SignedBatch| {
             batch.batch.requests.iter().all(|request| {
                 clients

@@ -20,6 +20,7 @@ use cbase_core::StateChanges;
 use parking_lot::Mutex;
 
 use crate::checkpoint::CheckpointState;
+use crate::checkpoint::parts::{CheckpointIndex, LocalCheckpoint};
 use crate::message::{Checkpoint, Hash, Seq};
 use crate::storage::{Storage, StorageError};
 
@@ -287,12 +288,27 @@ impl CheckpointStore {
         self.get(seq).map(|(_, materialize)| materialize.build())
     }
 
+    /// The stable checkpoint held in full, with its sequence number.
+    pub fn base(&self) -> (Seq, Arc<CheckpointState>) {
+        let inner = self.inner.lock();
+        (inner.base_seq, Arc::clone(&inner.base))
+    }
+
     /// The sequence numbers held, oldest first.
     pub fn held(&self) -> Vec<Seq> {
         let inner = self.inner.lock();
         std::iter::once(inner.base_seq)
             .chain(inner.newer.iter().map(|n| n.seq))
             .collect()
+    }
+}
+
+/// A replica fetching a checkpoint compares it with its stable one (the
+/// base): checkpoints after it differ from it by at most a window of
+/// requests, and it needs no copy.
+impl LocalCheckpoint for CheckpointStore {
+    fn index(&self) -> Option<Arc<CheckpointIndex>> {
+        Some(Arc::new(CheckpointIndex::build(self.base().1)))
     }
 }
 

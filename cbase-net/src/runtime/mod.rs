@@ -180,7 +180,7 @@ enum ExecCommand {
     Install {
         seq: Seq,
         digest: Hash,
-        state: crate::checkpoint::CheckpointState,
+        state: crate::checkpoint::parts::Transferred,
     },
 }
 
@@ -226,6 +226,7 @@ pub struct ReplicaNode {
     execution_thread: Option<std::thread::JoinHandle<()>>,
     /// Writes stable checkpoints to the data directory, if there is one.
     storage_thread: Option<std::thread::JoinHandle<()>>,
+    serve_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The current time in nanoseconds since the Unix epoch: the primary's
@@ -341,7 +342,7 @@ impl ReplicaNode {
                         ExecCommand::Execute(batch) => execution
                             .execute(batch)
                             .map(|record| Input::CheckpointTaken { seq: record.seq, state: record.digest }),
-                        ExecCommand::Install { seq, digest, state } => match execution.install(seq, state) {
+                        ExecCommand::Install { seq, digest, state } => match execution.install(seq, state.build()) {
                             Ok(()) => Some(Input::StateInstalled { seq, state: digest }),
                             Err(error) => {
                                 // It matched the agreed digest, so this is a bug in the
@@ -389,7 +390,12 @@ impl ReplicaNode {
             },
         )));
 
-        let mut state_server = state_server::StateServer::new(config.transport.max_frame);
+        let (serving, serve_thread) = spawn_state_server(
+            id,
+            state_server::StateServer::new(config.transport.max_frame),
+            Arc::clone(&checkpoints),
+            peer_queues.clone(),
+        );
         let start = if config.recovering {
             Replica::restarted
         } else {
@@ -410,6 +416,9 @@ impl ReplicaNode {
                 config.protocol.clone(),
             ),
         };
+        // A state transfer fetches only what differs from this replica's
+        // stable checkpoint.
+        replica.set_local_checkpoint(Arc::clone(&checkpoints) as _);
         // Checkpoints taken while replaying the log: the protocol votes them.
         let mut startup = Vec::new();
         for (seq, state) in replayed {
@@ -506,8 +515,7 @@ impl ReplicaNode {
                         &peer_queues,
                         &to_execution,
                         &protocol_metrics,
-                        &mut state_server,
-                        &checkpoints,
+                        &serving,
                     );
                 }
                 protocol_metrics.protocol.lock().clone_from(replica.stats());
@@ -524,6 +532,7 @@ impl ReplicaNode {
             tasks,
             execution_thread: Some(execution_thread),
             storage_thread,
+            serve_thread: Some(serve_thread),
         })
     }
 
@@ -545,9 +554,13 @@ impl ReplicaNode {
     /// Stops every task and waits for execution to finish what it has.
     pub async fn shutdown(mut self) {
         self.stop_tasks();
-        for thread in [self.execution_thread.take(), self.storage_thread.take()]
-            .into_iter()
-            .flatten()
+        for thread in [
+            self.execution_thread.take(),
+            self.storage_thread.take(),
+            self.serve_thread.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -571,8 +584,7 @@ fn route(
     peers: &BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>,
     execution: &crossbeam::channel::Sender<ExecCommand>,
     metrics: &NodeMetrics,
-    state_server: &mut state_server::StateServer,
-    checkpoints: &checkpoints::CheckpointStore,
+    serving: &crossbeam::channel::Sender<Output>,
 ) {
     let send = |to: ReplicaId, frame: Arc<Vec<u8>>| {
         if let Some(queue) = peers.get(&to)
@@ -597,9 +609,11 @@ fn route(
             metrics.states_installed.fetch_add(1, Ordering::Relaxed);
             let _ = execution.send(ExecCommand::Install { seq, digest, state });
         }
-        Output::ServeState { to, seq, offset } => {
-            if let Some(reply) = state_server.reply(checkpoints, seq, offset) {
-                send(to, Arc::new(encode_message(&reply)));
+        output @ (Output::ServeState { .. } | Output::ServeParts { .. }) => {
+            // Served on a thread of its own; if it is busy, the peer asks
+            // again after its timeout.
+            if serving.try_send(output).is_err() {
+                metrics.dropped_sends.fetch_add(1, Ordering::Relaxed);
             }
         }
         Output::Stable { seq, state, .. } => metrics.record_stable(seq, state),
@@ -617,6 +631,61 @@ fn route(
             );
         }
     }
+}
+
+/// Starts the thread that answers peers' state requests (see
+/// [`state_server`]); returns where to send them. It stops when the sender
+/// is dropped (with the protocol task).
+fn spawn_state_server(
+    id: ReplicaId,
+    mut server: state_server::StateServer,
+    checkpoints: Arc<checkpoints::CheckpointStore>,
+    peers: BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>,
+) -> (
+    crossbeam::channel::Sender<Output>,
+    std::thread::JoinHandle<()>,
+) {
+    /// Requests waiting to be answered; the protocol limits each peer's
+    /// rate, so this only fills if answering falls far behind.
+    const QUEUED: usize = 256;
+    /// After this long without requests, the indexed and encoded
+    /// checkpoints (each a copy of a whole state) are let go.
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+    let (serving, jobs) = crossbeam::channel::bounded::<Output>(QUEUED);
+    let thread = std::thread::Builder::new()
+        .name(format!("cbase-serve-{id}"))
+        .spawn(move || {
+            loop {
+                let job = match jobs.recv_timeout(IDLE) {
+                    Ok(job) => job,
+                    Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                        server.forget();
+                        continue;
+                    }
+                    Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
+                };
+                let (to, reply) = match job {
+                    Output::ServeState {
+                        to,
+                        seq,
+                        offset,
+                        whole,
+                    } => (to, server.reply(&checkpoints, seq, offset, whole)),
+                    Output::ServeParts {
+                        to,
+                        seq,
+                        salt,
+                        parts,
+                    } => (to, server.parts(&checkpoints, seq, &salt, &parts)),
+                    _ => continue,
+                };
+                if let (Some(reply), Some(queue)) = (reply, peers.get(&to)) {
+                    let _ = queue.try_send(Arc::new(encode_message(&reply)));
+                }
+            }
+        })
+        .expect("the OS refused to start the state server thread");
+    (serving, thread)
 }
 
 fn encode_message<T: Serialize>(message: &T) -> Vec<u8> {

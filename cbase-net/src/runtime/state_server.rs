@@ -1,10 +1,16 @@
-//! Serving this replica's recent checkpoints to peers that fell behind, one
-//! chunk of the encoded checkpoint per request (see the protocol's
-//! `state_transfer` module for the receiving side).
+//! Serving this replica's recent checkpoints to peers that fell behind: a
+//! checkpoint's manifest (or whole state) one chunk per request, and parts
+//! of its digest trees and entries (see the protocol's `state_transfer`
+//! module for the receiving side).
+//!
+//! Answering costs O(state) once per checkpoint served (it is indexed, or
+//! encoded, for its first request), so it runs on a thread of its own, not
+//! on the protocol's.
 
 use std::sync::Arc;
 
-use crate::message::{ReplicaMessage, Seq};
+use crate::checkpoint::parts::{CheckpointIndex, PartRequest};
+use crate::message::{Hash, ReplicaMessage, Seq};
 
 use super::checkpoints::CheckpointStore;
 
@@ -17,13 +23,17 @@ const STATE_CHUNK: usize = 1 << 20;
 /// number, offset, total and chunk length, each at most a 10-byte varint).
 const REPLY_OVERHEAD: usize = 64;
 
-/// Encodes checkpoints on demand and cuts them into frame-sized chunks.
+/// Indexes and encodes checkpoints on demand and cuts them into frame-sized
+/// replies.
 #[derive(Debug)]
 pub(super) struct StateServer {
     chunk: usize,
-    /// The checkpoint encoded last: a transfer asks for every chunk of the
-    /// same one, so it is encoded once, not once per chunk.
-    encoded: Option<(Seq, Arc<Vec<u8>>)>,
+    /// The checkpoint indexed last: a transfer asks for its manifest and
+    /// then for many parts of it.
+    index: Option<(Seq, Arc<CheckpointIndex>)>,
+    /// The encoding served last (manifest or whole state), by checkpoint
+    /// and kind: every chunk of it is asked for in turn.
+    encoded: Option<(Seq, bool, Arc<Vec<u8>>)>,
 }
 
 impl StateServer {
@@ -31,29 +41,54 @@ impl StateServer {
     pub(super) fn new(max_frame: usize) -> StateServer {
         StateServer {
             chunk: chunk_len(max_frame),
+            index: None,
             encoded: None,
         }
     }
 
-    /// The reply carrying the chunk of checkpoint `seq` that starts at
-    /// `offset`; `None` if this replica no longer has that checkpoint or the
-    /// offset is past its end (a confused or lying peer: nothing to send).
-    /// The checkpoint is materialized and encoded once, for its first chunk.
+    /// Forgets the checkpoints it indexed and encoded (after a while with
+    /// no requests: they hold a copy of a whole state).
+    pub(super) fn forget(&mut self) {
+        self.index = None;
+        self.encoded = None;
+    }
+
+    /// Checkpoint `seq`, indexed, if the store has it.
+    fn index(&mut self, store: &CheckpointStore, seq: Seq) -> Option<Arc<CheckpointIndex>> {
+        if let Some((cached, index)) = &self.index
+            && *cached == seq
+        {
+            return Some(Arc::clone(index));
+        }
+        let state = store.state(seq)?;
+        let index = Arc::new(CheckpointIndex::build(state));
+        self.index = Some((seq, Arc::clone(&index)));
+        Some(index)
+    }
+
+    /// The reply carrying the chunk of checkpoint `seq`'s encoded manifest
+    /// (or, with `whole`, state) that starts at `offset`; `None` if this
+    /// replica no longer has that checkpoint or the offset is past its end
+    /// (a confused or lying peer: nothing to send).
     pub(super) fn reply(
         &mut self,
         store: &CheckpointStore,
         seq: Seq,
         offset: u64,
+        whole: bool,
     ) -> Option<ReplicaMessage> {
         let encoded = match &self.encoded {
-            Some((cached, bytes)) if *cached == seq => Arc::clone(bytes),
+            Some((cached, kind, bytes)) if *cached == seq && *kind == whole => Arc::clone(bytes),
             _ => {
-                let (_, materialize) = store.get(seq)?;
-                let bytes = Arc::new(
-                    cbase_core::codec::encode(&*materialize.build())
-                        .expect("checkpoints always encode"),
-                );
-                self.encoded = Some((seq, Arc::clone(&bytes)));
+                let bytes = if whole {
+                    let state = store.state(seq)?;
+                    cbase_core::codec::encode(&*state)
+                } else {
+                    cbase_core::codec::encode(&self.index(store, seq)?.manifest())
+                }
+                .expect("checkpoints always encode");
+                let bytes = Arc::new(bytes);
+                self.encoded = Some((seq, whole, Arc::clone(&bytes)));
                 bytes
             }
         };
@@ -66,7 +101,23 @@ impl StateServer {
             offset,
             total: encoded.len() as u64,
             chunk: encoded[start..end].to_vec(),
+            whole,
         })
+    }
+
+    /// The reply answering as many of `parts` of checkpoint `seq` as fit in
+    /// a frame; `None` if this replica no longer has that checkpoint or the
+    /// request names nothing in it.
+    pub(super) fn parts(
+        &mut self,
+        store: &CheckpointStore,
+        seq: Seq,
+        salt: &Hash,
+        parts: &[PartRequest],
+    ) -> Option<ReplicaMessage> {
+        let index = self.index(store, seq)?;
+        let parts = index.answer(salt, parts, self.chunk);
+        (!parts.is_empty()).then_some(ReplicaMessage::Parts { seq, parts })
     }
 }
 
@@ -101,7 +152,7 @@ mod tests {
         let mut replies = 0;
         loop {
             let message = server
-                .reply(&recent, 8, assembled.len() as u64)
+                .reply(&recent, 8, assembled.len() as u64, true)
                 .expect("the checkpoint is here");
             let frame = cbase_core::codec::encode(&message).unwrap();
             assert!(frame.len() <= max_frame, "{} > {max_frame}", frame.len());
@@ -130,10 +181,52 @@ mod tests {
     fn unknown_checkpoints_and_offsets_past_the_end_get_nothing() {
         let recent = store(8, 3);
         let mut server = StateServer::new(1 << 20);
-        assert!(server.reply(&recent, 16, 0).is_none());
-        assert!(server.reply(&recent, 8, 1 << 40).is_none());
-        assert!(server.reply(&recent, 8, u64::MAX).is_none());
-        assert!(server.reply(&recent, 8, 0).is_some());
+        for whole in [false, true] {
+            assert!(server.reply(&recent, 16, 0, whole).is_none());
+            assert!(server.reply(&recent, 8, 1 << 40, whole).is_none());
+            assert!(server.reply(&recent, 8, u64::MAX, whole).is_none());
+            assert!(server.reply(&recent, 8, 0, whole).is_some());
+        }
+        let part = PartRequest::Node {
+            container: 0,
+            level: 0,
+            index: 0,
+        };
+        assert!(
+            server
+                .parts(&recent, 16, &[0; 32], std::slice::from_ref(&part))
+                .is_none()
+        );
+        assert!(server.parts(&recent, 8, &[0; 32], &[part]).is_some());
+    }
+
+    #[test]
+    fn parts_fill_but_fit_the_frame() {
+        let max_frame = 4096;
+        let entries = (0u32..5_000)
+            .map(|k| (cbase_core::codec::encode(&k).unwrap(), vec![k as u8; 40]))
+            .collect();
+        let snapshot = Snapshot::from_parts(vec![("t".to_owned(), entries)]);
+        let state = CheckpointState::new(snapshot, Default::default(), 1);
+        let store = CheckpointStore::new(8, state.digest(), state);
+        let mut server = StateServer::new(max_frame);
+        let parts: Vec<PartRequest> = (0..4096)
+            .map(|bucket| PartRequest::Bucket {
+                container: 0,
+                bucket: bucket * 16,
+                have: Vec::new(),
+            })
+            .collect();
+        let reply = server.parts(&store, 8, &[1; 32], &parts).unwrap();
+        let frame = cbase_core::codec::encode(&reply).unwrap();
+        assert!(frame.len() <= max_frame, "{} > {max_frame}", frame.len());
+        let ReplicaMessage::Parts {
+            parts: answered, ..
+        } = reply
+        else {
+            panic!("parts");
+        };
+        assert!(answered.len() > 10 && answered.len() < parts.len());
     }
 
     #[test]

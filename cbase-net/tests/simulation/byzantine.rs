@@ -3,6 +3,7 @@
 //! a rewritten message can be signed again), and some behaviours add
 //! traffic of their own on every tick.
 
+use cbase_net::checkpoint::parts::{PartReply, PartRequest};
 use cbase_net::config::ReplicaId;
 use cbase_net::crypto::Signature;
 use cbase_net::message::{
@@ -13,7 +14,7 @@ use cbase_net::protocol::Input;
 use rand::Rng;
 
 use crate::scenarios::MS;
-use crate::world::{STATE_CHUNK, World};
+use crate::world::{PARTS_ROOM, STATE_CHUNK, World};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
@@ -82,8 +83,8 @@ impl World {
     }
 
     /// Answers a peer's state request from the instance's checkpoint.
-    pub fn serve_state(&mut self, from: usize, to: ReplicaId, seq: u64, offset: u64) {
-        let Some(mut state) = self.encoded_checkpoint(from, seq) else {
+    pub fn serve_state(&mut self, from: usize, to: ReplicaId, seq: u64, offset: u64, whole: bool) {
+        let Some(mut state) = self.encoded_checkpoint(from, seq, whole) else {
             return;
         };
         let behaviour = self.behaviour(from);
@@ -113,6 +114,51 @@ impl World {
             offset,
             total: state.len() as u64,
             chunk: state[start..end].to_vec(),
+            whole,
+        };
+        self.transmit(from, to, reply, delay);
+    }
+
+    /// Answers a peer's request for parts of the instance's checkpoint.
+    pub fn serve_parts(
+        &mut self,
+        from: usize,
+        to: ReplicaId,
+        seq: u64,
+        salt: [u8; 32],
+        parts: Vec<PartRequest>,
+    ) {
+        let Some(index) = self.checkpoint_index(from, seq) else {
+            return;
+        };
+        let mut answers = index.answer(&salt, &parts, PARTS_ROOM);
+        if answers.is_empty() {
+            return;
+        }
+        let mut delay = 0;
+        match self.behaviour(from) {
+            Some(Behaviour::Chaos) => {
+                // A Byzantine replica serves a part that does not check out.
+                match &mut answers[0] {
+                    PartReply::Node { children, .. } => children[0][0] ^= 1,
+                    PartReply::Bucket { entries, keep, .. } => match entries.first_mut() {
+                        Some((_, value)) => value.push(1),
+                        None => keep.iter_mut().for_each(|bits| *bits = !*bits),
+                    },
+                    PartReply::Oversized { .. } => {}
+                }
+            }
+            Some(Behaviour::DripState) => {
+                // One part at a time, each just before it would be given up on.
+                answers.truncate(1);
+                let timeout = self.protocol.request_timeout;
+                delay = timeout - self.rng.gen_range(5 * MS..timeout / 10);
+            }
+            _ => {}
+        }
+        let reply = ReplicaMessage::Parts {
+            seq,
+            parts: answers,
         };
         self.transmit(from, to, reply, delay);
     }

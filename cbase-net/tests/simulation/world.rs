@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use cbase_core::{ExecError, ExecutorBuilder, codec};
 use cbase_net::checkpoint::CheckpointState;
+use cbase_net::checkpoint::parts::CheckpointIndex;
 use cbase_net::config::{ClusterConfig, ReplicaEntry, ReplicaId};
 use cbase_net::crypto::{PublicKey, SecretKey};
 use cbase_net::message::{
@@ -30,6 +31,9 @@ use crate::twins;
 /// State bytes per transfer reply: the simulated states are a few hundred
 /// bytes, so this makes every state transfer take several chunks.
 pub const STATE_CHUNK: usize = 64;
+/// Bytes of parts in one reply: small, so buckets and nodes spread over
+/// several replies as they would for a large state.
+pub const PARTS_ROOM: usize = 1024;
 /// How often every replica and client is ticked.
 const TICK: u64 = 10 * MS;
 /// Most events one run may process (every run is bounded in simulated time
@@ -132,14 +136,16 @@ fn new_node(
         Arc::new(SimSink(Arc::clone(&collected))),
     )
     .expect("the bank starts");
+    let mut replica = if restarted {
+        // As a replica process without a disk starts: it may have run.
+        Replica::restarted(id, cluster, key.clone(), protocol.clone())
+    } else {
+        Replica::new(id, cluster, key.clone(), protocol.clone())
+    };
+    replica.set_local_checkpoint(execution.checkpoints() as _);
     Node {
         id,
-        replica: if restarted {
-            // As a replica process without a disk starts: it may have run.
-            Replica::restarted(id, cluster, key.clone(), protocol.clone())
-        } else {
-            Replica::new(id, cluster, key.clone(), protocol.clone())
-        },
+        replica,
         execution,
         collected,
         crashed: false,
@@ -760,6 +766,9 @@ impl World {
         recovered.executed = fresh.execution.last_executed();
         let executed = recovered.executed;
         fresh.replica = Replica::recover(id, &self.cluster, key, self.protocol.clone(), recovered);
+        fresh
+            .replica
+            .set_local_checkpoint(fresh.execution.checkpoints() as _);
         fresh.disk = disk;
         let old = std::mem::replace(&mut self.nodes[instance], fresh);
         let node = &mut self.nodes[instance];
@@ -856,7 +865,7 @@ impl World {
     fn output(&mut self, from: usize, output: Output) {
         match output {
             Output::Send(to, message) => {
-                if let ReplicaMessage::StateRequest { seq, offset } = &message {
+                if let ReplicaMessage::StateRequest { seq, offset, .. } = &message {
                     self.trace(
                         from,
                         format_args!("asks replica {to} for state {seq} from byte {offset}"),
@@ -906,11 +915,22 @@ impl World {
             }
             Output::Persist(durable) => self.nodes[from].disk.persist(durable),
             Output::ViewEntered(view) => self.note_view_entered(from, view),
-            Output::ServeState { to, seq, offset } => self.serve_state(from, to, seq, offset),
+            Output::ServeState {
+                to,
+                seq,
+                offset,
+                whole,
+            } => self.serve_state(from, to, seq, offset, whole),
+            Output::ServeParts {
+                to,
+                seq,
+                salt,
+                parts,
+            } => self.serve_parts(from, to, seq, salt, parts),
             Output::InstallState { seq, digest, state } => {
                 let node = &mut self.nodes[from];
                 node.execution
-                    .install(seq, state)
+                    .install(seq, state.build())
                     .expect("verified states install");
                 node.checkpoints.insert(seq, digest);
                 self.installed += 1;
@@ -927,10 +947,21 @@ impl World {
         }
     }
 
-    /// The encoded checkpoint `seq` of an instance, if it took one.
-    pub fn encoded_checkpoint(&self, instance: usize, seq: Seq) -> Option<Vec<u8>> {
+    /// The encoded checkpoint `seq` of an instance (its manifest, or with
+    /// `whole` its whole state), if it took one.
+    pub fn encoded_checkpoint(&self, instance: usize, seq: Seq, whole: bool) -> Option<Vec<u8>> {
+        if whole {
+            let state = self.nodes[instance].execution.checkpoints().state(seq)?;
+            Some(codec::encode(&*state).unwrap())
+        } else {
+            Some(codec::encode(&self.checkpoint_index(instance, seq)?.manifest()).unwrap())
+        }
+    }
+
+    /// Checkpoint `seq` of an instance, indexed for serving parts.
+    pub fn checkpoint_index(&self, instance: usize, seq: Seq) -> Option<CheckpointIndex> {
         let state = self.nodes[instance].execution.checkpoints().state(seq)?;
-        Some(codec::encode(&*state).unwrap())
+        Some(CheckpointIndex::build(state))
     }
 
     fn execute(&mut self, instance: usize, committed: Committed) {
@@ -1244,8 +1275,14 @@ fn describe(message: &ReplicaMessage) -> String {
         ReplicaMessage::Status(s) => format!("status {s:?}"),
         ReplicaMessage::FetchProposal { seq, .. } => format!("fetch-proposal s{seq}"),
         ReplicaMessage::ProposalBody { seq, .. } => format!("proposal-body s{seq}"),
-        ReplicaMessage::StateRequest { seq, offset } => format!("state-request s{seq} @{offset}"),
+        ReplicaMessage::StateRequest { seq, offset, whole } => {
+            format!("state-request s{seq} @{offset} whole {whole}")
+        }
         ReplicaMessage::StateReply { seq, offset, .. } => format!("state-reply s{seq} @{offset}"),
+        ReplicaMessage::PartsRequest { seq, parts, .. } => {
+            format!("parts-request s{seq} {} parts", parts.len())
+        }
+        ReplicaMessage::Parts { seq, parts } => format!("parts s{seq} {} parts", parts.len()),
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use super::*;
+use crate::checkpoint::parts::{CheckpointIndex, PartRequest};
 use crate::config::{ClusterConfig, ReplicaEntry};
 use crate::message::{ClientRequest, RequestBatch, digest_of};
 
@@ -43,6 +44,7 @@ fn client_batch(client: &SecretKey, lane: u32, number: u64) -> SignedBatch {
     )
 }
 
+mod parts;
 mod schedules;
 
 /// Decides whether a message in flight is lost (or held back): (from, to, message).
@@ -138,7 +140,9 @@ impl Net {
                 Output::Stable { seq, .. } => self.stable[from as usize].push(seq),
                 Output::Persist(durable) => self.persisted[from as usize].push(durable),
                 Output::ViewEntered(view) => self.views_entered[from as usize].push(view),
-                Output::ServeState { .. } | Output::InstallState { .. } => {}
+                Output::ServeState { .. }
+                | Output::ServeParts { .. }
+                | Output::InstallState { .. } => {}
                 Output::Diverged { seq, .. } => self.diverged[from as usize].push(seq),
             }
         }
@@ -231,6 +235,7 @@ fn small() -> ProtocolConfig {
         status_interval: SECOND / 10,
         max_state_bytes: 1 << 20,
         min_transfer_rate: 1 << 20,
+        max_part_requests_per_second: 64,
         max_clock_skew: 10 * SECOND,
     }
 }
@@ -903,7 +908,12 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
     let asked: Vec<ReplicaId> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Send(to, ReplicaMessage::StateRequest { seq: 4, offset: 0 }) => Some(*to),
+            Output::Send(
+                to,
+                ReplicaMessage::StateRequest {
+                    seq: 4, offset: 0, ..
+                },
+            ) => Some(*to),
             _ => None,
         })
         .collect();
@@ -928,7 +938,12 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
     let next = out
         .iter()
         .find_map(|o| match o {
-            Output::Send(to, ReplicaMessage::StateRequest { seq: 4, offset: 0 }) => Some(*to),
+            Output::Send(
+                to,
+                ReplicaMessage::StateRequest {
+                    seq: 4, offset: 0, ..
+                },
+            ) => Some(*to),
             _ => None,
         })
         .expect("another peer is asked");
@@ -951,14 +966,51 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
     assert_eq!(r.low_watermark(), 4);
 }
 
-/// A state reply carrying all of `state` in one chunk.
+/// A state reply carrying all of `state`'s manifest in one chunk.
 fn whole_state(seq: Seq, state: &crate::checkpoint::CheckpointState) -> ReplicaMessage {
-    let bytes = cbase_core::codec::encode(state).unwrap();
+    let bytes = manifest_bytes(state);
     ReplicaMessage::StateReply {
         seq,
         offset: 0,
         total: bytes.len() as u64,
         chunk: bytes,
+        whole: false,
+    }
+}
+
+/// The encoded manifest of `state`: what a peer serves first.
+fn manifest_bytes(state: &crate::checkpoint::CheckpointState) -> Vec<u8> {
+    let index = CheckpointIndex::build(std::sync::Arc::new(state.clone()));
+    cbase_core::codec::encode(&index.manifest()).unwrap()
+}
+
+/// Answers the part requests in `out`, and those they lead to, as honest
+/// peers holding `state` would; returns what `r` did on the last answers
+/// (which asked for nothing more).
+fn serve_parts(
+    r: &mut Replica,
+    mut out: Vec<Output>,
+    state: &crate::checkpoint::CheckpointState,
+) -> Vec<Output> {
+    let index = CheckpointIndex::build(std::sync::Arc::new(state.clone()));
+    loop {
+        let requests: Vec<(ReplicaId, Seq, Hash, Vec<PartRequest>)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send(to, ReplicaMessage::PartsRequest { seq, salt, parts }) => {
+                    Some((*to, *seq, *salt, parts.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if requests.is_empty() {
+            return out;
+        }
+        out = Vec::new();
+        for (peer, seq, salt, parts) in requests {
+            let parts = index.answer(&salt, &parts, 1 << 20);
+            out.extend(deliver(r, peer, ReplicaMessage::Parts { seq, parts }));
+        }
     }
 }
 
@@ -967,11 +1019,19 @@ fn whole_state(seq: Seq, state: &crate::checkpoint::CheckpointState) -> ReplicaM
 /// lanes so that its encoding is large; returns the replica, the encoded
 /// state and its digest.
 fn behind_checkpoint_4(lanes: u32, config: ProtocolConfig) -> (Replica, Vec<u8>, Hash) {
-    use crate::checkpoint::{CheckpointState, LaneRecord};
     let (cluster, secrets) = cluster(4);
     let mut r = Replica::new(1, &cluster, secrets[1].clone(), config);
+    let state = state_at_4(lanes);
+    let digest = state.digest();
+    vote_checkpoint(&mut r, &secrets, 4, digest);
+    (r, manifest_bytes(&state), digest)
+}
+
+/// The state of [`behind_checkpoint_4`], with `lanes` client lanes.
+fn state_at_4(lanes: u32) -> crate::checkpoint::CheckpointState {
+    use crate::checkpoint::{CheckpointState, LaneRecord};
     let client = SecretKey::from_seed([9; 32]).public();
-    let state = CheckpointState {
+    CheckpointState {
         clock: 0,
         snapshot: cbase_core::Snapshot::from_parts(vec![(
             "t".to_owned(),
@@ -986,10 +1046,7 @@ fn behind_checkpoint_4(lanes: u32, config: ProtocolConfig) -> (Replica, Vec<u8>,
                 ((client, lane), record)
             })
             .collect(),
-    };
-    let digest = state.digest();
-    vote_checkpoint(&mut r, &secrets, 4, digest);
-    (r, cbase_core::codec::encode(&state).unwrap(), digest)
+    }
 }
 
 /// Time passes for `r`: what it does on a tick at `now`.
@@ -1030,6 +1087,7 @@ fn chunk(bytes: &[u8], offset: usize, len: usize) -> ReplicaMessage {
         offset: offset as u64,
         total: bytes.len() as u64,
         chunk: bytes[offset..end].to_vec(),
+        whole: false,
     }
 }
 
@@ -1046,7 +1104,7 @@ fn a_state_larger_than_a_frame_arrives_in_chunks_asked_one_by_one() {
         let out = deliver(&mut r, peer, chunk(&bytes, at, 500));
         at = bytes.len().min(at + 500);
         if at == bytes.len() {
-            break out;
+            break serve_parts(&mut r, out, &state_at_4(64));
         }
         // Each chunk asks the same peer for the next one.
         assert_eq!(state_request(&out), Some((peer, at as u64)), "{out:?}");
@@ -1093,6 +1151,7 @@ fn chunks_out_of_turn_are_ignored_and_chunks_that_do_not_fit_are_refused() {
         offset,
         total: bytes.len() as u64 + 1,
         chunk: part,
+        whole: false,
     };
     assert!(deliver(&mut r, peer, lie).is_empty());
     assert_eq!(r.stats().bad_state, 1);
@@ -1110,6 +1169,7 @@ fn chunks_out_of_turn_are_ignored_and_chunks_that_do_not_fit_are_refused() {
         offset: 0,
         total: bytes.len() as u64,
         chunk: Vec::new(),
+        whole: false,
     };
     assert!(deliver(&mut r, next, empty).is_empty());
     assert_eq!(r.stats().bad_state, 2);
@@ -1120,6 +1180,7 @@ fn chunks_out_of_turn_are_ignored_and_chunks_that_do_not_fit_are_refused() {
         offset: 0,
         total: 10,
         chunk: bytes[..20].to_vec(),
+        whole: false,
     };
     assert!(deliver(&mut r, third, overrun).is_empty());
     assert_eq!(r.stats().bad_state, 3);
@@ -1128,6 +1189,7 @@ fn chunks_out_of_turn_are_ignored_and_chunks_that_do_not_fit_are_refused() {
     let out = tick(&mut r, 4 + SECOND);
     let (honest, _) = state_request(&out).expect("a peer is asked again");
     let out = deliver(&mut r, honest, whole_state_bytes(&bytes));
+    let out = serve_parts(&mut r, out, &state_at_4(64));
     assert!(
         matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
         "{out:?}"
@@ -1171,6 +1233,7 @@ fn a_peer_that_stops_mid_transfer_is_replaced_and_the_transfer_restarts() {
     assert_eq!(offset, 0);
     assert_eq!(r.stats().bad_state, 0, "silence is not a lie");
     let out = deliver(&mut r, next, whole_state_bytes(&bytes));
+    let out = serve_parts(&mut r, out, &state_at_4(64));
     assert!(
         matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
         "{out:?}"
@@ -1191,6 +1254,7 @@ fn a_later_checkpoint_learned_mid_transfer_is_fetched_after_the_current_one() {
 
     // The transfer of checkpoint 4 goes on to the end and is installed.
     let out = deliver(&mut r, peer, chunk(&bytes, 500, bytes.len()));
+    let out = serve_parts(&mut r, out, &state_at_4(64));
     assert!(
         matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
         "{out:?}"
@@ -1209,7 +1273,12 @@ fn a_later_checkpoint_learned_mid_transfer_is_fetched_after_the_current_one() {
     // Then, execution not getting there, checkpoint 8 is fetched.
     let out = tick(&mut r, 3 + 3 * SECOND);
     let asked = out.iter().find_map(|o| match o {
-        Output::Send(to, ReplicaMessage::StateRequest { seq: 8, offset: 0 }) => Some(*to),
+        Output::Send(
+            to,
+            ReplicaMessage::StateRequest {
+                seq: 8, offset: 0, ..
+            },
+        ) => Some(*to),
         _ => None,
     });
     assert!(asked.is_some(), "{out:?}");
@@ -1262,7 +1331,12 @@ fn a_checkpoint_queued_behind_a_transfer_made_moot_is_still_fetched() {
     for step in 2..6 {
         let out = tick(&mut r, step * 2 * SECOND);
         asked = asked.or(out.iter().find_map(|o| match o {
-            Output::Send(to, ReplicaMessage::StateRequest { seq: 8, offset: 0 }) => Some(*to),
+            Output::Send(
+                to,
+                ReplicaMessage::StateRequest {
+                    seq: 8, offset: 0, ..
+                },
+            ) => Some(*to),
             _ => None,
         }));
     }

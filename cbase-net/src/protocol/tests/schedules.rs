@@ -369,6 +369,7 @@ fn a_peer_dripping_a_state_transfer_is_replaced() {
         Input::Replica(next, whole_state_bytes(&bytes)),
         &mut out,
     );
+    let out = serve_parts(&mut r, out, &state_at_4(64));
     assert!(
         matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
         "{out:?}"
@@ -414,13 +415,17 @@ fn transfer(r: &mut Replica, now: u64, seq: Seq, bytes: &[u8], digest: Hash) {
     let out = tick(r, now);
     let (peer, _) = state_request(&out).expect("a peer is asked");
     let mut out = Vec::new();
+    let state: crate::checkpoint::CheckpointState = cbase_core::codec::decode(bytes).unwrap();
+    let manifest = manifest_bytes(&state);
     let reply = ReplicaMessage::StateReply {
         seq,
         offset: 0,
-        total: bytes.len() as u64,
-        chunk: bytes.to_vec(),
+        total: manifest.len() as u64,
+        chunk: manifest,
+        whole: false,
     };
     r.handle(now, Input::Replica(peer, reply), &mut out);
+    let out = serve_parts(r, out, &state);
     assert!(
         matches!(&out[..], [Output::InstallState { seq: s, .. }] if *s == seq),
         "{out:?}"
@@ -608,7 +613,9 @@ fn a_replica_that_diverged_repairs_itself_and_executes_on() {
     let out = tick(&mut r, 3);
     let (peer, _) = state_request(&out).expect("a peer is asked at once");
     let mut out = Vec::new();
-    r.handle(4, Input::Replica(peer, whole_state_bytes(&bytes)), &mut out);
+    let state: crate::checkpoint::CheckpointState = cbase_core::codec::decode(&bytes).unwrap();
+    r.handle(4, Input::Replica(peer, whole_state(4, &state)), &mut out);
+    let out = serve_parts(&mut r, out, &state);
     assert!(
         matches!(&out[..], [Output::InstallState { seq: 4, .. }]),
         "{out:?}"
@@ -761,7 +768,11 @@ fn repeated_status_and_state_requests_are_answered_once() {
         assert!(deliver(r, 3, ReplicaMessage::Status(behind.clone())).is_empty());
     }
     // State requests: each chunk once per attempt.
-    let request = ReplicaMessage::StateRequest { seq: 4, offset: 0 };
+    let request = ReplicaMessage::StateRequest {
+        seq: 4,
+        offset: 0,
+        whole: false,
+    };
     let served = |out: &[Output]| out.iter().any(|o| matches!(o, Output::ServeState { .. }));
     assert!(served(&deliver(r, 3, request.clone())));
     for _ in 0..10 {
@@ -770,6 +781,7 @@ fn repeated_status_and_state_requests_are_answered_once() {
     let next = ReplicaMessage::StateRequest {
         seq: 4,
         offset: 100,
+        whole: false,
     };
     assert!(served(&deliver(r, 3, next)), "the next chunk is progress");
     // After a request timeout, a new attempt starts from 0 again.
@@ -1125,6 +1137,7 @@ fn a_repair_made_moot_by_a_later_matching_checkpoint_is_dropped() {
         offset: 0,
         total: bytes.len() as u64,
         chunk: bytes,
+        whole: false,
     };
     let out = deliver(&mut r, peer, late);
     assert!(out.is_empty(), "the old state is not installed: {out:?}");

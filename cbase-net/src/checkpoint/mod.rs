@@ -6,6 +6,8 @@
 //! a transferred checkpoint answers retransmissions exactly as its peers do
 //! and gives its service the same request times.
 
+pub mod parts;
+
 use std::collections::BTreeMap;
 
 use cbase_core::{Digest, Snapshot, codec};

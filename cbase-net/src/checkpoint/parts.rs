@@ -1,0 +1,659 @@
+//! A checkpoint in parts, so a replica that fell behind fetches only what
+//! differs from what it has.
+//!
+//! Every container's entries hang off a [digest tree](cbase_core::merkle):
+//! 65,536 buckets under four levels of 16-ary nodes, whose root is part of
+//! the checkpoint digest. A replica fetching checkpoint `seq` first gets its
+//! [`Manifest`] (the containers' roots, the client table and the clock) and
+//! checks it against the digest 2f+1 replicas signed. Then, per container
+//! whose root differs from its own, it walks down the tree: it asks for a
+//! node's 16 children ([`PartRequest::Node`]), checks them against the
+//! node's digest, and descends only where a child differs from its own. At a
+//! differing bucket it asks for the entries it lacks ([`PartRequest::Bucket`]):
+//! it lists short digests of the entries it has there, and the peer answers
+//! with which of those the bucket keeps and the entries it does not have.
+//! The bucket is then rebuilt and checked against the bucket's digest. So
+//! every part is checked against the certified root before it is used, and
+//! a replica that missed 1% of the updates moves about 1% of the entries.
+//!
+//! Short digests are 8 bytes of a keyed hash of the entry digest, keyed by a
+//! salt the asking replica picks: nobody can make two entries collide in
+//! them without knowing the salt (a client could otherwise write two values
+//! whose short digests match and make every transfer of that bucket fail).
+//!
+//! [`CheckpointIndex`] is a checkpoint arranged for this walk: its trees and
+//! its keys by bucket. The serving replica builds one for the checkpoint it
+//! serves; the fetching one for the checkpoint it already has.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use cbase_core::merkle::{self, DigestTree, Node};
+use cbase_core::{Digest, Entries, Snapshot};
+use serde::{Deserialize, Serialize};
+
+use super::{CheckpointState, ClientTable, checkpoint_digest};
+use crate::message::Hash;
+
+/// An entry as it travels: encoded key and encoded value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A bucket of one container: (container, bucket).
+pub type BucketId = (u16, u16);
+
+/// An entry held in a checkpoint: key, value and entry digest.
+pub type EntryRef<'a> = (&'a [u8], &'a [u8], Hash);
+
+/// What a checkpoint is, less its entries: each container's name and
+/// digest-tree root, the client table and the agreed clock. Small, and
+/// checked whole against the agreed digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Each container's name and root, in declaration order.
+    pub roots: Vec<(String, Hash)>,
+    /// The client table.
+    pub clients: ClientTable,
+    /// The agreed clock.
+    pub clock: u64,
+}
+
+impl Manifest {
+    /// The checkpoint digest this manifest stands for.
+    pub fn digest(&self) -> Hash {
+        let state = Digest::of_roots(self.roots.iter().map(|(name, root)| (name.as_str(), *root)));
+        checkpoint_digest(&state, &self.clients, self.clock)
+    }
+}
+
+/// One part of a checkpoint asked for; containers are numbered in the
+/// manifest's order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartRequest {
+    /// The 16 child digests of a node.
+    Node {
+        /// The container.
+        container: u16,
+        /// The node's level (0 to 3).
+        level: u8,
+        /// The node's index within its level.
+        index: u32,
+    },
+    /// A bucket's entries, less those the asker has: `have` lists the short
+    /// digests ([`short_digest`]) of entries it holds in that bucket.
+    Bucket {
+        /// The container.
+        container: u16,
+        /// The bucket.
+        bucket: u16,
+        /// Short digests of entries the asker has.
+        have: Vec<u64>,
+    },
+}
+
+/// One part of a checkpoint, answering a [`PartRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartReply {
+    /// A node's 16 child digests.
+    Node {
+        /// The container.
+        container: u16,
+        /// The node's level.
+        level: u8,
+        /// The node's index within its level.
+        index: u32,
+        /// The children's digests.
+        children: Vec<Hash>,
+    },
+    /// A bucket's entries the asker lacks.
+    Bucket {
+        /// The container.
+        container: u16,
+        /// The bucket.
+        bucket: u16,
+        /// One bit per entry of `have`, in order (least significant bit
+        /// first): set if the bucket holds that entry.
+        keep: Vec<u8>,
+        /// Entries of the bucket not in `have`, as encoded key and value.
+        entries: Vec<Entry>,
+        /// False if more entries did not fit in this reply: ask again,
+        /// listing the ones received as had.
+        complete: bool,
+    },
+    /// The bucket holds an entry too large for any reply: fetch the
+    /// checkpoint whole instead.
+    Oversized {
+        /// The container.
+        container: u16,
+        /// The bucket.
+        bucket: u16,
+    },
+}
+
+/// Most short digests listed for one bucket. A bucket holds about
+/// `entries / 65,536` entries; past this many, the rest are fetched whole.
+pub const MAX_HAVE: usize = 4096;
+
+/// Most parts asked for in one request.
+pub const MAX_PARTS_PER_REQUEST: usize = 4096;
+
+/// The short digest of an entry, keyed by `salt`.
+pub fn short_digest(salt: &Hash, entry: &Hash) -> u64 {
+    let hash = blake3::keyed_hash(salt, entry);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// Bytes a reply's encoding adds per part and per entry, beyond the keys,
+/// values and digests themselves (tags, lengths): an upper bound.
+const PART_OVERHEAD: usize = 24;
+const ENTRY_OVERHEAD: usize = 20;
+
+/// A checkpoint arranged for transfer in parts: its state, each container's
+/// digest tree, and each container's keys by bucket.
+#[derive(Debug)]
+pub struct CheckpointIndex {
+    state: Arc<CheckpointState>,
+    containers: Vec<IndexedContainer>,
+}
+
+#[derive(Debug)]
+struct IndexedContainer {
+    tree: DigestTree,
+    /// The keys in each non-empty bucket, in key order.
+    buckets: BTreeMap<u16, Vec<Vec<u8>>>,
+}
+
+impl IndexedContainer {
+    fn build(entries: &Entries) -> IndexedContainer {
+        let tree = DigestTree::new();
+        let mut buckets: BTreeMap<u16, Vec<Vec<u8>>> = BTreeMap::new();
+        for (key, value) in entries {
+            let key_hash = merkle::key_hash(key);
+            tree.replace(key_hash, None, Some(merkle::entry_digest(key, value)))
+                .expect("nothing is removed");
+            buckets
+                .entry(merkle::bucket_of(key_hash))
+                .or_default()
+                .push(key.clone());
+        }
+        tree.root();
+        IndexedContainer { tree, buckets }
+    }
+}
+
+impl CheckpointIndex {
+    /// Indexes `state`: hashes every entry once (O(state)).
+    pub fn build(state: Arc<CheckpointState>) -> CheckpointIndex {
+        let containers = state
+            .snapshot
+            .parts()
+            .iter()
+            .map(|(_, entries)| IndexedContainer::build(entries))
+            .collect();
+        CheckpointIndex { state, containers }
+    }
+
+    /// The state indexed.
+    pub fn state(&self) -> &Arc<CheckpointState> {
+        &self.state
+    }
+
+    /// The checkpoint's manifest.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            roots: self
+                .state
+                .snapshot
+                .parts()
+                .iter()
+                .zip(&self.containers)
+                .map(|((name, _), container)| (name.clone(), container.tree.root()))
+                .collect(),
+            clients: self.state.clients.clone(),
+            clock: self.state.clock,
+        }
+    }
+
+    /// The number of the container called `name`.
+    pub fn container_named(&self, name: &str) -> Option<usize> {
+        self.state
+            .snapshot
+            .parts()
+            .iter()
+            .position(|(n, _)| n == name)
+    }
+
+    /// The root of container `container`.
+    pub fn root(&self, container: usize) -> Hash {
+        self.containers[container].tree.root()
+    }
+
+    /// The 16 child digests of `node` in container `container`.
+    pub fn children(&self, container: usize, node: Node) -> Option<[Hash; 16]> {
+        self.containers.get(container)?.tree.children(node)
+    }
+
+    /// The entries of `bucket` in container `container`: key, value and
+    /// entry digest, in key order.
+    pub fn bucket(&self, container: usize, bucket: u16) -> Vec<EntryRef<'_>> {
+        let (Some(indexed), Some((_, entries))) = (
+            self.containers.get(container),
+            self.state.snapshot.parts().get(container),
+        ) else {
+            return Vec::new();
+        };
+        indexed
+            .buckets
+            .get(&bucket)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| {
+                let (key, value) = entries.get_key_value(key)?;
+                Some((
+                    key.as_slice(),
+                    value.as_slice(),
+                    merkle::entry_digest(key, value),
+                ))
+            })
+            .collect()
+    }
+
+    /// Answers as many of `parts` as fit in `room` bytes, in order (at least
+    /// part of the first). Parts that name nothing in this checkpoint are
+    /// skipped: the asker is confused or lying, and gets nothing for them.
+    pub fn answer(&self, salt: &Hash, parts: &[PartRequest], room: usize) -> Vec<PartReply> {
+        let mut replies = Vec::new();
+        let mut left = room;
+        for part in parts.iter().take(MAX_PARTS_PER_REQUEST) {
+            let first = replies.is_empty();
+            match part {
+                PartRequest::Node {
+                    container,
+                    level,
+                    index,
+                } => {
+                    let node = Node {
+                        level: *level,
+                        index: *index,
+                    };
+                    let Some(children) = self.children(usize::from(*container), node) else {
+                        continue;
+                    };
+                    let size = 16 * 32 + PART_OVERHEAD;
+                    if size > left && !first {
+                        break;
+                    }
+                    left = left.saturating_sub(size);
+                    replies.push(PartReply::Node {
+                        container: *container,
+                        level: *level,
+                        index: *index,
+                        children: children.to_vec(),
+                    });
+                }
+                PartRequest::Bucket {
+                    container,
+                    bucket,
+                    have,
+                } => {
+                    if usize::from(*container) >= self.containers.len() || have.len() > MAX_HAVE {
+                        continue;
+                    }
+                    let reply = self.answer_bucket(salt, *container, *bucket, have, left, first);
+                    match reply {
+                        Some((reply, size)) => {
+                            left = left.saturating_sub(size);
+                            let complete =
+                                matches!(reply, PartReply::Bucket { complete: true, .. });
+                            replies.push(reply);
+                            if !complete {
+                                break;
+                            }
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        replies
+    }
+
+    /// One bucket's reply and its size, if it fits in `room` (or, for the
+    /// first part of a reply, as much of it as fits).
+    fn answer_bucket(
+        &self,
+        salt: &Hash,
+        container: u16,
+        bucket: u16,
+        have: &[u64],
+        room: usize,
+        first: bool,
+    ) -> Option<(PartReply, usize)> {
+        let mut position: BTreeMap<u64, usize> = BTreeMap::new();
+        for (at, short) in have.iter().enumerate() {
+            position.entry(*short).or_insert(at);
+        }
+        let mut keep = vec![0u8; have.len().div_ceil(8)];
+        let mut size = PART_OVERHEAD + keep.len();
+        let mut entries = Vec::new();
+        let mut complete = true;
+        for (key, value, digest) in self.bucket(usize::from(container), bucket) {
+            if let Some(&at) = position.get(&short_digest(salt, &digest)) {
+                keep[at / 8] |= 1 << (at % 8);
+                continue;
+            }
+            let entry = key.len() + value.len() + ENTRY_OVERHEAD;
+            if size + entry > room {
+                complete = false;
+                if entries.is_empty() && first {
+                    // Not even one entry fits in a whole reply.
+                    return Some((PartReply::Oversized { container, bucket }, PART_OVERHEAD));
+                }
+                continue;
+            }
+            size += entry;
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+        if !complete && !first && entries.is_empty() {
+            return None;
+        }
+        Some((
+            PartReply::Bucket {
+                container,
+                bucket,
+                keep,
+                entries,
+                complete,
+            },
+            size,
+        ))
+    }
+}
+
+/// The short digests a replica lists for one bucket it has: each entry's,
+/// except where two collide (both are then fetched in full). Returns the
+/// list and, for each listed digest, the entry it stands for.
+pub fn have_list<'a>(
+    salt: &Hash,
+    entries: impl IntoIterator<Item = EntryRef<'a>>,
+) -> (Vec<u64>, Vec<EntryRef<'a>>) {
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut listed: Vec<(u64, EntryRef<'a>)> = Vec::new();
+    let mut collided = BTreeSet::new();
+    for entry in entries {
+        let short = short_digest(salt, &entry.2);
+        if seen.insert(short, listed.len()).is_some() {
+            collided.insert(short);
+        }
+        listed.push((short, entry));
+    }
+    listed.retain(|(short, _)| !collided.contains(short));
+    listed.truncate(MAX_HAVE);
+    listed.into_iter().unzip()
+}
+
+/// Where a replica finds the checkpoint it has, to compare a checkpoint it
+/// fetches with. The runtime's checkpoint store is one; without one, every
+/// part is fetched.
+pub trait LocalCheckpoint: Send + Sync {
+    /// The latest checkpoint this replica has, indexed (built on demand).
+    fn index(&self) -> Option<Arc<CheckpointIndex>>;
+}
+
+/// A checkpoint fetched from peers and checked, ready to install.
+#[derive(Debug)]
+pub enum Transferred {
+    /// Fetched whole.
+    Whole(CheckpointState),
+    /// Fetched in parts, to be put together with what the replica had.
+    Parts(Fetched),
+}
+
+impl Transferred {
+    /// The client table of the fetched checkpoint.
+    pub fn clients(&self) -> &ClientTable {
+        match self {
+            Transferred::Whole(state) => &state.clients,
+            Transferred::Parts(fetched) => &fetched.manifest.clients,
+        }
+    }
+
+    /// The whole state (for parts, the base's entries with the differing
+    /// buckets replaced).
+    pub fn build(self) -> CheckpointState {
+        match self {
+            Transferred::Whole(state) => state,
+            Transferred::Parts(fetched) => fetched.build(),
+        }
+    }
+}
+
+impl PartialEq for Transferred {
+    /// Two transfers are equal if they carry the same state (tests compare
+    /// outputs): parts are compared by what they would build.
+    fn eq(&self, other: &Transferred) -> bool {
+        match (self, other) {
+            (Transferred::Whole(a), Transferred::Whole(b)) => a == b,
+            (Transferred::Parts(a), Transferred::Parts(b)) => {
+                a.manifest == b.manifest && a.buckets == b.buckets
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A state fetched in parts: the checkpoint the fetching replica had, and
+/// the buckets that differ, with their whole new contents.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The checkpoint the parts were compared with (`None`: nothing).
+    pub base: Option<Arc<CheckpointIndex>>,
+    /// The fetched checkpoint's manifest.
+    pub manifest: Manifest,
+    /// The new contents of each bucket that differs, by container (in the
+    /// manifest's order) and bucket.
+    pub buckets: BTreeMap<BucketId, Vec<Entry>>,
+}
+
+impl Fetched {
+    /// The fetched checkpoint's whole state: the base's entries with the
+    /// differing buckets replaced. Costs a copy of the base.
+    pub fn build(self) -> CheckpointState {
+        let mut parts = Vec::with_capacity(self.manifest.roots.len());
+        for (number, (name, _)) in self.manifest.roots.iter().enumerate() {
+            let local = self
+                .base
+                .as_ref()
+                .and_then(|base| Some((base, base.container_named(name)?)));
+            let mut entries: Entries = match local {
+                Some((base, at)) => base.state.snapshot.parts()[at].1.clone(),
+                None => Entries::new(),
+            };
+            let number = number as u16;
+            for ((_, bucket), contents) in self.buckets.range((number, 0)..=(number, u16::MAX)) {
+                if let Some((base, at)) = local
+                    && let Some(keys) = base.containers[at].buckets.get(bucket)
+                {
+                    for key in keys {
+                        entries.remove(key);
+                    }
+                }
+                for (key, value) in contents {
+                    entries.insert(key.clone(), value.clone());
+                }
+            }
+            parts.push((name.clone(), entries));
+        }
+        CheckpointState::new(
+            Snapshot::from_parts(parts),
+            self.manifest.clients,
+            self.manifest.clock,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(keys: std::ops::Range<u32>, tweak: u32) -> Arc<CheckpointState> {
+        let entries: Entries = keys
+            .map(|k| {
+                let value = if k % 100 == 0 { k + tweak } else { k };
+                (
+                    cbase_core::codec::encode(&k).unwrap(),
+                    cbase_core::codec::encode(&value).unwrap(),
+                )
+            })
+            .collect();
+        Arc::new(CheckpointState::new(
+            Snapshot::from_parts(vec![("t".to_owned(), entries)]),
+            Default::default(),
+            7,
+        ))
+    }
+
+    #[test]
+    fn the_manifest_stands_for_the_checkpoint_digest() {
+        let state = state(0..500, 0);
+        let index = CheckpointIndex::build(Arc::clone(&state));
+        assert_eq!(index.manifest().digest(), state.digest());
+    }
+
+    #[test]
+    fn a_bucket_reply_keeps_what_the_asker_has_and_sends_the_rest() {
+        let salt = [3; 32];
+        let server = CheckpointIndex::build(state(0..20_000, 1));
+        let asker = CheckpointIndex::build(state(0..20_000, 0));
+        // A bucket where the two differ.
+        let bucket = (0..=u16::MAX)
+            .find(|b| {
+                let theirs: Vec<Hash> = server.bucket(0, *b).iter().map(|e| e.2).collect();
+                let mine: Vec<Hash> = asker.bucket(0, *b).iter().map(|e| e.2).collect();
+                theirs != mine
+            })
+            .expect("some bucket differs");
+        let (have, listed) = have_list(&salt, asker.bucket(0, bucket));
+        let request = PartRequest::Bucket {
+            container: 0,
+            bucket,
+            have,
+        };
+        let replies = server.answer(&salt, &[request], 1 << 20);
+        let [
+            PartReply::Bucket {
+                keep,
+                entries,
+                complete: true,
+                ..
+            },
+        ] = replies.as_slice()
+        else {
+            panic!("one complete bucket: {replies:?}");
+        };
+        let mut digests: Vec<Hash> = listed
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| keep[at / 8] & (1 << (at % 8)) != 0)
+            .map(|(_, entry)| entry.2)
+            .collect();
+        assert!(!entries.is_empty() && entries.len() < 3, "{entries:?}");
+        digests.extend(entries.iter().map(|(k, v)| merkle::entry_digest(k, v)));
+        let node = Node {
+            level: 3,
+            index: u32::from(bucket) / 16,
+        };
+        let expected = server.children(0, node).unwrap()[usize::from(bucket) % 16];
+        assert_eq!(merkle::bucket_digest(digests), expected);
+    }
+
+    #[test]
+    fn replies_fit_the_room_and_say_when_a_bucket_is_cut() {
+        let salt = [5; 32];
+        let server = CheckpointIndex::build(state(0..200_000, 0));
+        let bucket = 9;
+        let all = server.bucket(0, bucket).len();
+        assert!(all > 2);
+        let request = PartRequest::Bucket {
+            container: 0,
+            bucket,
+            have: Vec::new(),
+        };
+        let room = PART_OVERHEAD + 2 * (4 + 4 + ENTRY_OVERHEAD);
+        let replies = server.answer(&salt, &[request], room);
+        let [
+            PartReply::Bucket {
+                entries, complete, ..
+            },
+        ] = replies.as_slice()
+        else {
+            panic!("one bucket");
+        };
+        assert!(!complete);
+        assert!(entries.len() < all);
+        // Not even one entry fits: the bucket must come whole.
+        let request = PartRequest::Bucket {
+            container: 0,
+            bucket,
+            have: Vec::new(),
+        };
+        assert!(matches!(
+            server.answer(&salt, &[request], 4).as_slice(),
+            [PartReply::Oversized { .. }]
+        ));
+    }
+
+    #[test]
+    fn nonsense_requests_get_nothing() {
+        let server = CheckpointIndex::build(state(0..100, 0));
+        let parts = [
+            PartRequest::Node {
+                container: 3,
+                level: 0,
+                index: 0,
+            },
+            PartRequest::Node {
+                container: 0,
+                level: 9,
+                index: 0,
+            },
+            PartRequest::Bucket {
+                container: 0,
+                bucket: 1,
+                have: vec![0; MAX_HAVE + 1],
+            },
+        ];
+        assert!(server.answer(&[0; 32], &parts, 1 << 20).is_empty());
+    }
+
+    #[test]
+    fn fetched_buckets_replace_the_base_ones() {
+        let base = Arc::new(CheckpointIndex::build(state(0..3_000, 0)));
+        let target = CheckpointIndex::build(state(0..3_000, 1));
+        let mut buckets = BTreeMap::new();
+        for bucket in 0..=u16::MAX {
+            let theirs = target.bucket(0, bucket);
+            if theirs
+                .iter()
+                .map(|e| e.2)
+                .ne(base.bucket(0, bucket).iter().map(|e| e.2))
+            {
+                buckets.insert(
+                    (0, bucket),
+                    theirs
+                        .iter()
+                        .map(|(k, v, _)| (k.to_vec(), v.to_vec()))
+                        .collect(),
+                );
+            }
+        }
+        assert!(!buckets.is_empty() && buckets.len() <= 30);
+        let fetched = Fetched {
+            base: Some(base),
+            manifest: target.manifest(),
+            buckets,
+        };
+        assert_eq!(fetched.build(), **target.state());
+    }
+}

@@ -1,0 +1,468 @@
+//! Fetching a checkpoint in parts: the walk down its digest trees.
+//!
+//! Once a replica has a checkpoint's manifest (checked against the agreed
+//! digest), it compares each container's root with the checkpoint it has
+//! (its *base*) and walks down where they differ (see
+//! [`crate::checkpoint::parts`]). Parts are asked from every peer at once,
+//! one request in flight per peer, so several peers share the work and a
+//! slow one holds back only what it was asked. Every part is checked against
+//! a digest already trusted (the root, from the manifest, or a node checked
+//! before it) before it is used: a peer that serves one that does not check
+//! out is dropped for the rest of the transfer and its parts go to the
+//! others, and so does a peer that does not answer within the timeout.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use cbase_core::merkle::{self, DigestTree, Node};
+
+use crate::checkpoint::parts::{
+    BucketId, CheckpointIndex, Entry, EntryRef, Fetched, MAX_HAVE, MAX_PARTS_PER_REQUEST, Manifest,
+    PartReply, PartRequest, have_list,
+};
+use crate::config::ReplicaId;
+use crate::message::{Hash, ReplicaMessage, Seq};
+
+use super::Output;
+
+/// The largest part request sent, in (estimated) bytes: short digests are
+/// the bulk of it.
+const REQUEST_BYTES: usize = 256 << 10;
+
+/// Parts asked of a peer at first; then twice what it answered last time
+/// (within these bounds), so a request asks about what one reply carries.
+const FIRST_WINDOW: usize = 256;
+const MIN_WINDOW: usize = 16;
+
+/// A part of a checkpoint: a node of one container's tree, or a bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Node { container: u16, node: Node },
+    Bucket { container: u16, bucket: u16 },
+}
+
+/// A part to fetch and the digest it must have.
+#[derive(Clone, Copy, Debug)]
+struct Wanted {
+    part: Part,
+    digest: Hash,
+}
+
+/// The parts one peer was asked for, and when.
+#[derive(Debug)]
+struct Asked {
+    parts: Vec<Wanted>,
+    at: u64,
+}
+
+/// What a peer's reply did to the walk.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// Not an answer to anything asked of that peer (late, or unasked).
+    Stale,
+    /// Checked and used (possibly nothing, if the peer had nothing to give).
+    Used,
+    /// A part did not check out, or was not asked for: the peer is dropped.
+    Lie,
+    /// A bucket holds an entry too large for any reply: the checkpoint must
+    /// be fetched whole.
+    Oversized,
+}
+
+/// A transfer in parts under way.
+#[derive(Debug)]
+pub(super) struct PartWalk {
+    seq: Seq,
+    manifest: Manifest,
+    base: Option<Arc<CheckpointIndex>>,
+    /// For each container of the manifest, the base's of the same name.
+    local: Vec<Option<usize>>,
+    /// Stands in for a container the base does not have.
+    empty: DigestTree,
+    salt: Hash,
+    todo: VecDeque<Wanted>,
+    asked: BTreeMap<ReplicaId, Asked>,
+    /// Entries received of buckets that did not fit in one reply.
+    partial: BTreeMap<BucketId, Vec<Entry>>,
+    /// Buckets fetched and checked: their whole new contents.
+    fetched: BTreeMap<BucketId, Vec<Entry>>,
+    /// Bytes of entries held (fetched and partial), bounded by `max_bytes`.
+    held: u64,
+    max_bytes: u64,
+    /// Peers not asked again in this transfer.
+    dropped: BTreeSet<ReplicaId>,
+    /// How many parts to ask of each peer at once.
+    windows: BTreeMap<ReplicaId, usize>,
+}
+
+impl PartWalk {
+    /// Starts fetching the checkpoint `seq` described by `manifest`
+    /// (already checked), comparing with `base`. Salted short digests use
+    /// `salt`; at most `max_bytes` of entries are held.
+    pub fn new(
+        seq: Seq,
+        manifest: Manifest,
+        base: Option<Arc<CheckpointIndex>>,
+        salt: Hash,
+        max_bytes: u64,
+    ) -> PartWalk {
+        let local: Vec<Option<usize>> = manifest
+            .roots
+            .iter()
+            .map(|(name, _)| base.as_ref().and_then(|b| b.container_named(name)))
+            .collect();
+        let empty = DigestTree::new();
+        let mut todo = VecDeque::new();
+        for (container, ((_, root), local)) in manifest.roots.iter().zip(&local).enumerate() {
+            let mine = match (local, &base) {
+                (Some(at), Some(base)) => base.root(*at),
+                _ => empty.root(),
+            };
+            if mine != *root {
+                todo.push_back(Wanted {
+                    part: Part::Node {
+                        container: container as u16,
+                        node: Node::ROOT,
+                    },
+                    digest: *root,
+                });
+            }
+        }
+        PartWalk {
+            seq,
+            manifest,
+            base,
+            local,
+            empty,
+            salt,
+            todo,
+            asked: BTreeMap::new(),
+            partial: BTreeMap::new(),
+            fetched: BTreeMap::new(),
+            held: 0,
+            max_bytes,
+            dropped: BTreeSet::new(),
+            windows: BTreeMap::new(),
+        }
+    }
+
+    /// Whether every differing part has been fetched.
+    pub fn done(&self) -> bool {
+        self.todo.is_empty() && self.asked.is_empty()
+    }
+
+    /// Whether no peer is left to ask and nothing is in flight: the walk is
+    /// stuck and the transfer must start over.
+    pub fn stuck(&self, peers: &[ReplicaId]) -> bool {
+        self.asked.is_empty() && peers.iter().all(|p| self.dropped.contains(p))
+    }
+
+    /// The state fetched, once [`done`](Self::done).
+    pub fn finish(self) -> Fetched {
+        debug_assert!(self.done());
+        Fetched {
+            base: self.base,
+            manifest: self.manifest,
+            buckets: self.fetched,
+        }
+    }
+
+    fn local_children(&self, container: u16, node: Node) -> [Hash; 16] {
+        let local = self.local.get(usize::from(container)).copied().flatten();
+        match (local, &self.base) {
+            (Some(at), Some(base)) => base.children(at, node),
+            _ => self.empty.children(node),
+        }
+        .expect("the node was checked to be valid")
+    }
+
+    /// The entries this replica has in a bucket: its base's, then those
+    /// received so far of a bucket cut over several replies.
+    fn local_bucket(&self, container: u16, bucket: u16) -> Vec<EntryRef<'_>> {
+        let local = self.local.get(usize::from(container)).copied().flatten();
+        let mut entries = match (local, &self.base) {
+            (Some(at), Some(base)) => base.bucket(at, bucket),
+            _ => Vec::new(),
+        };
+        if let Some(partial) = self.partial.get(&(container, bucket)) {
+            entries.extend(
+                partial
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice(), merkle::entry_digest(k, v))),
+            );
+        }
+        entries
+    }
+
+    fn request(&self, wanted: &Wanted) -> PartRequest {
+        match wanted.part {
+            Part::Node { container, node } => PartRequest::Node {
+                container,
+                level: node.level,
+                index: node.index,
+            },
+            Part::Bucket { container, bucket } => PartRequest::Bucket {
+                container,
+                bucket,
+                have: have_list(&self.salt, self.local_bucket(container, bucket)).0,
+            },
+        }
+    }
+
+    /// Asks every peer that has no request in flight (and was not dropped)
+    /// for a share of the parts left to fetch.
+    pub fn ask(&mut self, now: u64, peers: &[ReplicaId], out: &mut Vec<Output>) {
+        let free: Vec<ReplicaId> = peers
+            .iter()
+            .copied()
+            .filter(|p| !self.dropped.contains(p) && !self.asked.contains_key(p))
+            .collect();
+        if free.is_empty() || self.todo.is_empty() {
+            return;
+        }
+        let share = self.todo.len().div_ceil(free.len());
+        for peer in free {
+            let window = self.windows.get(&peer).copied().unwrap_or(FIRST_WINDOW);
+            let limit = share.min(window).min(MAX_PARTS_PER_REQUEST);
+            let mut parts = Vec::new();
+            let mut wanted = Vec::new();
+            let mut bytes = 0;
+            while let Some(next) = self.todo.front() {
+                let request = self.request(next);
+                let size = match &request {
+                    PartRequest::Node { .. } => 16,
+                    PartRequest::Bucket { have, .. } => 16 + 8 * have.len(),
+                };
+                if !parts.is_empty() && (bytes + size > REQUEST_BYTES || parts.len() == limit) {
+                    break;
+                }
+                bytes += size;
+                parts.push(request);
+                wanted.push(self.todo.pop_front().expect("just looked"));
+            }
+            if parts.is_empty() {
+                return;
+            }
+            self.asked.insert(
+                peer,
+                Asked {
+                    parts: wanted,
+                    at: now,
+                },
+            );
+            out.push(Output::Send(
+                peer,
+                ReplicaMessage::PartsRequest {
+                    seq: self.seq,
+                    salt: self.salt,
+                    parts,
+                },
+            ));
+        }
+    }
+
+    /// Takes back what peers asked longer than `timeout` ago did not answer,
+    /// and drops them: slow or silent, the others will serve it.
+    pub fn on_tick(&mut self, now: u64, timeout: u64) {
+        let late: Vec<ReplicaId> = self
+            .asked
+            .iter()
+            .filter(|(_, asked)| now.saturating_sub(asked.at) >= timeout)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in late {
+            self.drop_peer(peer);
+        }
+    }
+
+    /// No longer asks `peer`; what it was asked goes back to be asked of
+    /// the others.
+    pub fn drop_peer(&mut self, peer: ReplicaId) {
+        self.dropped.insert(peer);
+        if let Some(asked) = self.asked.remove(&peer) {
+            for wanted in asked.parts.into_iter().rev() {
+                self.todo.push_front(wanted);
+            }
+        }
+    }
+
+    /// A peer's reply: checks each part against the digest it must have and
+    /// goes down where it differs from the base.
+    pub fn on_parts(&mut self, from: ReplicaId, replies: Vec<PartReply>) -> Answer {
+        let Some(asked) = self.asked.remove(&from) else {
+            return Answer::Stale;
+        };
+        let asked_count = asked.parts.len();
+        let mut open: Vec<Option<Wanted>> = asked.parts.into_iter().map(Some).collect();
+        let mut verdict = Answer::Used;
+        for reply in replies {
+            let key = match &reply {
+                PartReply::Node {
+                    container,
+                    level,
+                    index,
+                    ..
+                } => Part::Node {
+                    container: *container,
+                    node: Node {
+                        level: *level,
+                        index: *index,
+                    },
+                },
+                PartReply::Bucket {
+                    container, bucket, ..
+                }
+                | PartReply::Oversized { container, bucket } => Part::Bucket {
+                    container: *container,
+                    bucket: *bucket,
+                },
+            };
+            let Some(wanted) = open
+                .iter_mut()
+                .find(|w| w.is_some_and(|w| w.part == key))
+                .and_then(Option::take)
+            else {
+                verdict = Answer::Lie;
+                break;
+            };
+            match self.check(wanted, reply) {
+                Answer::Used => {}
+                other => {
+                    // Asked again, of someone else.
+                    self.todo.push_front(wanted);
+                    verdict = other;
+                    break;
+                }
+            }
+        }
+        // What was asked and not answered is asked again (of anyone).
+        let unanswered: Vec<Wanted> = open.into_iter().flatten().collect();
+        let answered = asked_count - unanswered.len();
+        let window = if unanswered.is_empty() {
+            2 * asked_count
+        } else {
+            2 * answered
+        };
+        self.windows
+            .insert(from, window.clamp(MIN_WINDOW, MAX_PARTS_PER_REQUEST));
+        for wanted in unanswered.into_iter().rev() {
+            self.todo.push_front(wanted);
+        }
+        if verdict == Answer::Lie {
+            self.dropped.insert(from);
+        }
+        verdict
+    }
+
+    fn check(&mut self, wanted: Wanted, reply: PartReply) -> Answer {
+        match (wanted.part, reply) {
+            (Part::Node { container, node }, PartReply::Node { children, .. }) => {
+                if !merkle::children_match(&wanted.digest, &children) {
+                    return Answer::Lie;
+                }
+                let mine = self.local_children(container, node);
+                for (child, (theirs, mine)) in children.iter().zip(mine).enumerate() {
+                    if *theirs == mine {
+                        continue;
+                    }
+                    let part = match node.child(child) {
+                        Some(node) => Part::Node { container, node },
+                        None => Part::Bucket {
+                            container,
+                            bucket: node.child_bucket(child).expect("a bucket below level 3"),
+                        },
+                    };
+                    self.todo.push_back(Wanted {
+                        part,
+                        digest: *theirs,
+                    });
+                }
+                Answer::Used
+            }
+            (
+                Part::Bucket { container, bucket },
+                PartReply::Bucket {
+                    keep,
+                    entries,
+                    complete,
+                    ..
+                },
+            ) => self.check_bucket(wanted, container, bucket, keep, entries, complete),
+            (Part::Bucket { .. }, PartReply::Oversized { .. }) => Answer::Oversized,
+            _ => Answer::Lie,
+        }
+    }
+
+    fn check_bucket(
+        &mut self,
+        wanted: Wanted,
+        container: u16,
+        bucket: u16,
+        keep: Vec<u8>,
+        entries: Vec<Entry>,
+        complete: bool,
+    ) -> Answer {
+        let new_bytes: u64 = entries
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum();
+        if self.held.saturating_add(new_bytes) > self.max_bytes {
+            // More than any state this replica accepts.
+            self.partial.remove(&(container, bucket));
+            return Answer::Lie;
+        }
+        if !complete {
+            if entries.is_empty() {
+                // No progress: a peer that cuts a bucket sends something.
+                return Answer::Lie;
+            }
+            // The rest comes in the next reply, with these listed as had.
+            let partial = self.partial.entry((container, bucket)).or_default();
+            if partial.len() + entries.len() > MAX_HAVE {
+                self.partial.remove(&(container, bucket));
+                return Answer::Lie;
+            }
+            self.held += new_bytes;
+            partial.extend(entries);
+            self.todo.push_front(wanted);
+            return Answer::Used;
+        }
+        let (have, listed) = have_list(&self.salt, self.local_bucket(container, bucket));
+        if keep.len() != have.len().div_ceil(8) {
+            self.drop_partial(container, bucket);
+            return Answer::Lie;
+        }
+        let mut contents: Vec<Entry> = listed
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| keep[at / 8] & (1 << (at % 8)) != 0)
+            .map(|(_, (k, v, _))| (k.to_vec(), v.to_vec()))
+            .collect();
+        contents.extend(entries);
+        let digests = contents
+            .iter()
+            .map(|(k, v)| merkle::entry_digest(k, v))
+            .collect();
+        if merkle::bucket_digest(digests) != wanted.digest {
+            self.drop_partial(container, bucket);
+            return Answer::Lie;
+        }
+        self.drop_partial(container, bucket);
+        self.held += contents
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum::<u64>();
+        self.fetched.insert((container, bucket), contents);
+        Answer::Used
+    }
+
+    fn drop_partial(&mut self, container: u16, bucket: u16) {
+        if let Some(partial) = self.partial.remove(&(container, bucket)) {
+            let bytes: u64 = partial
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum();
+            self.held = self.held.saturating_sub(bytes);
+        }
+    }
+}

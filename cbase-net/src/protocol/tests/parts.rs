@@ -1,0 +1,433 @@
+//! State transfer in parts: a replica fetches only what differs from the
+//! checkpoint it has, from several peers, and checks every part.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::checkpoint::CheckpointState;
+use crate::checkpoint::parts::{LocalCheckpoint, PartReply, Transferred};
+
+/// The checkpoint a replica has, fixed for a test.
+struct Fixed(Arc<CheckpointIndex>);
+
+impl LocalCheckpoint for Fixed {
+    fn index(&self) -> Option<Arc<CheckpointIndex>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+/// A state of `keys` entries of 100 bytes; keys at or above `changed_from`
+/// (and below `changed_to`) hold another value, and `extra` more keys exist.
+fn bank(keys: u32, changed: std::ops::Range<u32>, extra: u32) -> CheckpointState {
+    let entries = (0..keys + extra)
+        .map(|k| {
+            let fill = if changed.contains(&k) { 2 } else { 1 };
+            (cbase_core::codec::encode(&k).unwrap(), vec![fill; 100])
+        })
+        .collect();
+    CheckpointState::new(
+        cbase_core::Snapshot::from_parts(vec![("accounts".to_owned(), entries)]),
+        Default::default(),
+        42,
+    )
+}
+
+/// Replica 1 of 4 that has `base` and learns that 2f+1 replicas agree on
+/// `target` at checkpoint 4; it has asked a peer for the manifest.
+fn fetching(base: &CheckpointState, target: &CheckpointState) -> (Replica, ReplicaId) {
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    let index = CheckpointIndex::build(Arc::new(base.clone()));
+    r.set_local_checkpoint(Arc::new(Fixed(Arc::new(index))));
+    vote_checkpoint(&mut r, &secrets, 4, target.digest());
+    let out = tick(&mut r, 1 + SECOND + 1);
+    let (peer, _) = state_request(&out).expect("a peer is asked for the manifest");
+    (r, peer)
+}
+
+/// The part requests in `out`, by peer.
+fn part_requests(out: &[Output]) -> Vec<(ReplicaId, Hash, Vec<PartRequest>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(to, ReplicaMessage::PartsRequest { salt, parts, .. }) => {
+                Some((*to, *salt, parts.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Serves part requests as `answer` says (`None`: the peer stays silent)
+/// until `r` asks for nothing more; returns its last outputs and the bytes
+/// of parts it was sent.
+fn serve(
+    r: &mut Replica,
+    mut out: Vec<Output>,
+    mut answer: impl FnMut(ReplicaId, Hash, &[PartRequest]) -> Option<Vec<PartReply>>,
+) -> (Vec<Output>, usize) {
+    let mut bytes = 0;
+    loop {
+        let requests = part_requests(&out);
+        if requests.is_empty() {
+            return (out, bytes);
+        }
+        out = Vec::new();
+        for (peer, salt, parts) in requests {
+            if let Some(parts) = answer(peer, salt, &parts) {
+                let message = ReplicaMessage::Parts { seq: 4, parts };
+                bytes += cbase_core::codec::encode(&message).unwrap().len();
+                out.extend(deliver(r, peer, message));
+            }
+        }
+    }
+}
+
+fn installed(out: &[Output]) -> CheckpointState {
+    let installs: Vec<&Transferred> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::InstallState { seq: 4, state, .. } => Some(state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(installs.len(), 1, "{out:?}");
+    let Transferred::Parts(fetched) = installs[0] else {
+        panic!("fetched in parts");
+    };
+    Transferred::Parts(crate::checkpoint::parts::Fetched {
+        base: fetched.base.clone(),
+        manifest: fetched.manifest.clone(),
+        buckets: fetched.buckets.clone(),
+    })
+    .build()
+}
+
+#[test]
+fn a_replica_that_has_most_of_the_state_fetches_only_what_differs() {
+    let base = bank(20_000, 0..0, 0);
+    // 1% of the entries changed, and 20 added.
+    let target = bank(20_000, 5_000..5_200, 20);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    assert_eq!(
+        part_requests(&out).len(),
+        1,
+        "one root to start from: {out:?}"
+    );
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let mut peers_asked = BTreeSet::new();
+    let (out, bytes) = serve(&mut r, out, |peer, salt, parts| {
+        peers_asked.insert(peer);
+        Some(server.answer(&salt, parts, 64 << 10))
+    });
+    assert_eq!(installed(&out), target);
+    assert_eq!(peers_asked.len(), 3, "every peer shares the work");
+    // A state this small spreads over few entries per bucket, so the
+    // tree's nodes weigh more than they do at a million keys (see the
+    // state benchmark): still a fraction of the whole.
+    let whole = cbase_core::codec::encode(&target).unwrap().len();
+    assert!(
+        bytes * 100 < whole * 20,
+        "{bytes} bytes of parts for a state of {whole} bytes"
+    );
+    assert_eq!(r.stats().bad_state, 0);
+}
+
+#[test]
+fn a_replica_with_nothing_fetches_everything_in_parts() {
+    let target = bank(3_000, 0..0, 0);
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    vote_checkpoint(&mut r, &secrets, 4, target.digest());
+    let out = tick(&mut r, 1 + SECOND + 1);
+    let (peer, _) = state_request(&out).unwrap();
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (out, _) = serve(&mut r, out, |_, salt, parts| {
+        Some(server.answer(&salt, parts, 4 << 10))
+    });
+    assert_eq!(installed(&out), target);
+}
+
+#[test]
+fn a_peer_serving_a_forged_part_is_dropped_and_the_others_serve_it() {
+    let base = bank(5_000, 0..0, 0);
+    let target = bank(5_000, 100..150, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let liar = 2;
+    let mut lied = 0;
+    let mut asked_after_lie = 0;
+    let (out, _) = serve(&mut r, out, |peer, salt, parts| {
+        let mut answers = server.answer(&salt, parts, 64 << 10);
+        if peer == liar {
+            if lied > 0 {
+                asked_after_lie += 1;
+            }
+            lied += 1;
+            match &mut answers[0] {
+                PartReply::Node { children, .. } => children[3][0] ^= 1,
+                PartReply::Bucket { entries, .. } => entries.push((vec![1], vec![2])),
+                PartReply::Oversized { .. } => unreachable!(),
+            }
+        }
+        Some(answers)
+    });
+    assert_eq!(installed(&out), target);
+    assert_eq!(lied, 1, "the liar was asked once");
+    assert_eq!(asked_after_lie, 0);
+    assert_eq!(r.stats().bad_state, 1);
+}
+
+#[test]
+fn a_forged_bucket_is_caught_whatever_part_of_it_lies() {
+    let base = bank(5_000, 0..0, 0);
+    let target = bank(5_000, 100..110, 3);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    // Each forgery applies to a bucket reply that has something to forge.
+    type Forge = fn(&mut Vec<u8>, &mut Vec<(Vec<u8>, Vec<u8>)>) -> bool;
+    let forgeries: [Forge; 4] = [
+        |keep, _| {
+            keep.iter_mut().for_each(|b| *b = !*b);
+            !keep.is_empty()
+        },
+        |keep, _| {
+            keep.push(0);
+            true
+        },
+        |_, entries| entries.first_mut().map(|e| e.1[0] ^= 1).is_some(),
+        |_, entries| entries.pop().is_some(),
+    ];
+    for forge in forgeries {
+        let (mut r, peer) = fetching(&base, &target);
+        let out = deliver(&mut r, peer, whole_state(4, &target));
+        let mut forged = false;
+        let (out, _) = serve(&mut r, out, |_, salt, parts| {
+            let mut answers = server.answer(&salt, parts, 64 << 10);
+            for answer in &mut answers {
+                if let PartReply::Bucket { keep, entries, .. } = answer
+                    && !forged
+                {
+                    forged = forge(keep, entries);
+                }
+            }
+            Some(answers)
+        });
+        assert!(forged);
+        assert_eq!(installed(&out), target);
+        assert_eq!(r.stats().bad_state, 1);
+    }
+}
+
+#[test]
+fn a_silent_peer_loses_its_parts_to_the_others() {
+    let base = bank(5_000, 0..0, 0);
+    let target = bank(5_000, 0..200, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let silent = 3;
+    let (out, _) = serve(&mut r, out, |peer, salt, parts| {
+        (peer != silent).then(|| server.answer(&salt, parts, 16 << 10))
+    });
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::InstallState { .. })),
+        "what the silent peer was asked is still missing"
+    );
+    // After the request timeout, its parts go to the others.
+    let out = tick(&mut r, 3 * SECOND);
+    let asked = part_requests(&out);
+    assert!(!asked.is_empty() && asked.iter().all(|(p, _, _)| *p != silent));
+    let (out, _) = serve(&mut r, out, |peer, salt, parts| {
+        (peer != silent).then(|| server.answer(&salt, parts, 16 << 10))
+    });
+    assert_eq!(installed(&out), target);
+    assert_eq!(r.stats().bad_state, 0, "silence is not a lie");
+}
+
+/// `n` keys that fall in one bucket of the digest tree.
+fn keys_in_one_bucket(n: usize) -> Vec<u32> {
+    let bucket = |k: u32| {
+        cbase_core::merkle::bucket_of(cbase_core::merkle::key_hash(
+            &cbase_core::codec::encode(&k).unwrap(),
+        ))
+    };
+    let first = bucket(1_000_000);
+    (1_000_000..)
+        .filter(|k| bucket(*k) == first)
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn a_bucket_cut_over_several_replies_is_put_together() {
+    let base = bank(1_000, 0..0, 0);
+    let mut target = bank(1_000, 0..0, 0);
+    let mut parts = target.snapshot.clone().into_parts();
+    for key in keys_in_one_bucket(6) {
+        parts[0]
+            .1
+            .insert(cbase_core::codec::encode(&key).unwrap(), vec![4; 300]);
+    }
+    target.snapshot = cbase_core::Snapshot::from_parts(parts);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let mut cut = 0;
+    // Room for a node, or two entries of a bucket.
+    let (out, _) = serve(&mut r, out, |_, salt, parts| {
+        let answers = server.answer(&salt, parts, 800);
+        cut += answers
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    PartReply::Bucket {
+                        complete: false,
+                        ..
+                    }
+                )
+            })
+            .count();
+        Some(answers)
+    });
+    assert!(cut >= 2, "the bucket came in several replies: {cut}");
+    assert_eq!(installed(&out), target);
+}
+
+#[test]
+fn a_bucket_too_large_for_a_reply_is_fetched_whole() {
+    let base = bank(100, 0..0, 0);
+    let mut target = bank(100, 0..0, 0);
+    let mut parts = target.snapshot.clone().into_parts();
+    parts[0]
+        .1
+        .insert(cbase_core::codec::encode(&0u32).unwrap(), vec![3; 1000]);
+    target.snapshot = cbase_core::Snapshot::from_parts(parts);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    // Room for nodes but not for a 1000-byte entry.
+    let (out, _) = serve(&mut r, out, |_, salt, parts| {
+        Some(server.answer(&salt, parts, 560))
+    });
+    assert!(out.is_empty(), "{out:?}");
+    let out = tick(&mut r, 2 * SECOND);
+    let (peer, _) = state_request(&out).expect("the state is asked for again");
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Send(_, ReplicaMessage::StateRequest { whole: true, .. })
+        )),
+        "{out:?}"
+    );
+    let bytes = cbase_core::codec::encode(&target).unwrap();
+    let whole = ReplicaMessage::StateReply {
+        seq: 4,
+        offset: 0,
+        total: bytes.len() as u64,
+        chunk: bytes,
+        whole: true,
+    };
+    let out = deliver(&mut r, peer, whole);
+    assert!(
+        matches!(
+            &out[..],
+            [Output::InstallState {
+                seq: 4,
+                state: Transferred::Whole(_),
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn parts_from_peers_not_asked_are_stale_and_parts_not_asked_for_are_lies() {
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..10, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let asked = part_requests(&out);
+    let (asked_peer, salt, parts) = asked[0].clone();
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let answers = server.answer(&salt, &parts, 64 << 10);
+    let other = (0..4).find(|p| *p != 1 && *p != asked_peer).unwrap();
+    assert!(
+        deliver(
+            &mut r,
+            other,
+            ReplicaMessage::Parts {
+                seq: 4,
+                parts: answers.clone()
+            }
+        )
+        .is_empty()
+    );
+    assert_eq!(r.stats().bad_state, 0);
+    // A part nobody asked for (a node deep in the tree).
+    let unasked = PartReply::Node {
+        container: 0,
+        level: 2,
+        index: 7,
+        children: vec![[0; 32]; 16],
+    };
+    deliver(
+        &mut r,
+        asked_peer,
+        ReplicaMessage::Parts {
+            seq: 4,
+            parts: vec![unasked],
+        },
+    );
+    assert_eq!(r.stats().bad_state, 1);
+}
+
+#[test]
+fn part_requests_are_refused_beyond_what_was_executed_and_throttled_per_peer() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    for number in 1..=4 {
+        net.input(0, Input::Client(client_batch(&client, 0, number)));
+        net.run();
+    }
+    let r = &mut net.replicas[1];
+    let request = |seq| ReplicaMessage::PartsRequest {
+        seq,
+        salt: [0; 32],
+        parts: vec![PartRequest::Node {
+            container: 0,
+            level: 0,
+            index: 0,
+        }],
+    };
+    let served = |out: &[Output]| out.iter().any(|o| matches!(o, Output::ServeParts { .. }));
+    assert!(!served(&deliver(r, 3, request(8))), "not executed that far");
+    let limit = small().max_part_requests_per_second;
+    for _ in 0..limit {
+        assert!(served(&deliver(r, 3, request(4))));
+    }
+    assert!(!served(&deliver(r, 3, request(4))), "over the allowance");
+    assert_eq!(r.stats().throttled, 1);
+    // Another peer has its own allowance; and a second later, so does 3.
+    assert!(served(&deliver(r, 2, request(4))));
+    let mut out = Vec::new();
+    r.handle(2 * SECOND, Input::Replica(3, request(4)), &mut out);
+    assert!(served(&out));
+    // Too many parts in one request: refused whole.
+    let many = ReplicaMessage::PartsRequest {
+        seq: 4,
+        salt: [0; 32],
+        parts: vec![
+            PartRequest::Node {
+                container: 0,
+                level: 0,
+                index: 0
+            };
+            crate::checkpoint::parts::MAX_PARTS_PER_REQUEST + 1
+        ],
+    };
+    assert!(!served(&deliver(r, 2, many)));
+}
