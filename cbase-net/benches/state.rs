@@ -14,8 +14,15 @@
 //! a stable checkpoint: a fresh directory's first one is the whole state,
 //! written once, and the table shows the steady state after it.
 //!
+//! Then, for the largest size, state transfer: replica 3 is stopped, 1% of
+//! the keys change while it is down (and the others move on past its log),
+//! and it is restarted from its data directory; then the same again with its
+//! directory emptied and an empty state, so it fetches everything. For both
+//! it prints the bytes of state it received and the time from its restart
+//! to its first stable checkpoint at the others' (durable, 16 workers).
+//!
 //! `cargo bench -p cbase-net --bench state` (add `-- --quick` for a short
-//! run with 10^3 and 10^5 keys). Prints a markdown table.
+//! run with 10^3 and 10^5 keys). Prints markdown tables.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -243,6 +250,140 @@ async fn warm_up(cluster: &LocalCluster, client: &cbase_net::NetClient, keys: u6
     }
 }
 
+/// What one rejoin cost: bytes of state received and time to catch up.
+struct Rejoin {
+    bytes: u64,
+    time: Duration,
+    installed: u64,
+    /// When it first asked a peer for state, and when it had all of it.
+    asked: Option<Duration>,
+    fetched: Option<Duration>,
+}
+
+/// The newest stable checkpoint of each running replica.
+fn stable_seqs(cluster: &LocalCluster) -> Vec<u64> {
+    cluster
+        .replicas()
+        .map(|r| r.metrics().stable.lock().back().map_or(0, |s| s.0))
+        .collect()
+}
+
+/// Writes `keys` (each its own call, `CONCURRENT` at a time).
+async fn write_keys(client: &cbase_net::NetClient, keys: &[u64], round: u64) {
+    for chunk in keys.chunks(CONCURRENT as usize) {
+        let mut calls = Vec::new();
+        for &key in chunk {
+            let client = client.clone();
+            calls.push(tokio::spawn(async move {
+                let () = client
+                    .call(&Put {
+                        key,
+                        value: value(key, round),
+                    })
+                    .await
+                    .expect("write");
+            }));
+        }
+        for call in calls {
+            call.await.expect("write task");
+        }
+    }
+}
+
+/// Stops replica 3, changes `changed` of the keys while it is down (until
+/// the others are two windows past it, so its log is gone from every
+/// peer), restarts it (from its directory, or from nothing) and waits until
+/// it has the others' stable checkpoint.
+async fn miss_and_rejoin(
+    cluster: &mut LocalCluster,
+    client: &cbase_net::NetClient,
+    keys: u64,
+    changed: u64,
+    round: u64,
+    from_nothing: bool,
+) -> Rejoin {
+    cluster.stop_replica(3).await;
+    let before = stable_seqs(cluster).into_iter().max().unwrap_or(0);
+    if from_nothing && let Some(dir) = cluster.data_dir(3) {
+        std::fs::remove_dir_all(&dir).expect("remove the data directory");
+    }
+    let missed: Vec<u64> = (0..changed).map(|i| mix(round * keys + i) % keys).collect();
+    write_keys(client, &missed, round).await;
+    // The same keys again, until the others' logs no longer reach back.
+    let started = Instant::now();
+    let mut again = 0;
+    while stable_seqs(cluster).into_iter().min().unwrap_or(0) <= before + 1024
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        let start = (again * CONCURRENT) as usize % missed.len();
+        let end = (start + CONCURRENT as usize).min(missed.len());
+        write_keys(client, &missed[start..end], round).await;
+        again += 1;
+    }
+    let service = if from_nothing {
+        Kv(Values {
+            values: Table::new(),
+        })
+    } else {
+        preloaded(keys)
+    };
+    let started = Instant::now();
+    cluster
+        .restart_replica(3, service)
+        .await
+        .expect("replica 3 restarts");
+    let target = stable_seqs(cluster).into_iter().max().unwrap_or(0);
+    let (mut asked, mut fetched) = (None, None);
+    loop {
+        let metrics = cluster.replica(3).expect("running").metrics();
+        if asked.is_none() && metrics.protocol.lock().state_requests > 0 {
+            asked = Some(started.elapsed());
+        }
+        let installed = metrics.states_installed.load(Ordering::Relaxed);
+        if fetched.is_none() && installed > 0 {
+            fetched = Some(started.elapsed());
+        }
+        let caught_up = metrics.stable.lock().back().is_some_and(|s| s.0 >= target);
+        if caught_up || started.elapsed() > Duration::from_secs(600) {
+            let bytes = metrics.protocol.lock().state_bytes;
+            return Rejoin {
+                bytes,
+                time: started.elapsed(),
+                installed,
+                asked,
+                fetched,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// State transfer at `keys` keys: a rejoin after 1% changed, from the
+/// replica's directory and from nothing.
+async fn transfer(keys: u64) -> (Rejoin, Rejoin) {
+    let mut cluster = LocalCluster::builder()
+        .replicas(4)
+        .data(DataDirs::Temporary)
+        .executor(ExecutorBuilder::new().workers(16))
+        .start(move || preloaded(keys))
+        .await
+        .expect("cluster");
+    let client = cluster
+        .client_with(ClientConfig {
+            lanes: CONCURRENT as usize,
+            max_batch: 1024,
+            ..ClientConfig::default()
+        })
+        .expect("client");
+    warm_up(&cluster, &client, keys).await;
+    let changed = keys / 100;
+    let diff = miss_and_rejoin(&mut cluster, &client, keys, changed, 1, false).await;
+    let full = miss_and_rejoin(&mut cluster, &client, keys, changed, 2, true).await;
+    drop(client);
+    cluster.shutdown().await;
+    (diff, full)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -311,4 +452,37 @@ fn main() {
             );
         }
     }
+
+    let keys = *sizes.last().expect("sizes");
+    let encoded = rows
+        .iter()
+        .find(|r| r.keys == keys)
+        .map_or(0, |r| r.encoded);
+    let (diff, full) = runtime.block_on(transfer(keys));
+    println!(
+        "\nstate transfer at {keys} keys ({:.1} MiB encoded), replica 3 down while 1% of the keys changed:\n",
+        encoded as f64 / (1 << 20) as f64
+    );
+    println!(
+        "| rejoin | state bytes received | share of the state | transfers installed | first state request | all fetched | the others' stable checkpoint |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let secs =
+        |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+    for (name, rejoin) in [("from its data directory", &diff), ("from nothing", &full)] {
+        println!(
+            "| {name} | {:.2} MiB | {:.1}% | {} | {} | {} | {:.2} s |",
+            rejoin.bytes as f64 / (1 << 20) as f64,
+            rejoin.bytes as f64 * 100.0 / encoded.max(1) as f64,
+            rejoin.installed,
+            secs(rejoin.asked),
+            secs(rejoin.fetched),
+            rejoin.time.as_secs_f64()
+        );
+    }
+    println!(
+        "\nfrom its directory: {:.1}% of the state's bytes, in {:.2} × the time of fetching everything",
+        diff.bytes as f64 * 100.0 / encoded.max(1) as f64,
+        diff.time.as_secs_f64() / full.time.as_secs_f64()
+    );
 }

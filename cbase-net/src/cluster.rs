@@ -25,6 +25,9 @@ pub enum ClusterError {
     /// The temporary data directory could not be created.
     #[error("cannot create a temporary data directory: {0}")]
     DataDir(#[source] std::io::Error),
+    /// The replica asked to restart is running.
+    #[error("replica {0} is running; stop it before restarting it")]
+    Running(ReplicaId),
     /// A replica could not start.
     #[error("replica {id} failed to start: {source}")]
     Replica {
@@ -77,6 +80,11 @@ pub struct LocalClusterBuilder {
 pub struct LocalCluster {
     config: ClusterConfig,
     nodes: Vec<Option<ReplicaNode>>,
+    /// Each replica's key, to restart it.
+    secrets: Vec<SecretKey>,
+    settings: LocalClusterBuilder,
+    /// Where the replicas' data directories are (none in memory).
+    root: Option<std::path::PathBuf>,
     /// The replicas' temporary data directories, removed on drop.
     _temporary: Option<tempfile::TempDir>,
 }
@@ -133,6 +141,65 @@ impl LocalCluster {
         if let Some(node) = self.nodes.get_mut(id as usize).and_then(Option::take) {
             node.shutdown().await;
         }
+    }
+
+    /// Where replica `id` keeps its data (`None` in memory).
+    pub fn data_dir(&self, id: ReplicaId) -> Option<std::path::PathBuf> {
+        self.root
+            .as_ref()
+            .map(|root| root.join(format!("replica-{id}")))
+    }
+
+    /// Starts replica `id` again after [`stop_replica`](Self::stop_replica),
+    /// at the same address with the same key, running `service`. With a
+    /// data directory it recovers from it (or, if the directory was
+    /// emptied, starts from `service`'s state); either way it catches up
+    /// with its peers, by state transfer if they moved on. In memory it
+    /// comes back as a replica that lost everything.
+    ///
+    /// # Errors
+    /// If the replica is running, its address cannot be bound again, or it
+    /// cannot start (for example, a damaged data directory).
+    pub async fn restart_replica<S>(
+        &mut self,
+        id: ReplicaId,
+        service: S,
+    ) -> Result<(), ClusterError>
+    where
+        S: Service,
+        S::Request: DeserializeOwned,
+        S::Response: Serialize,
+    {
+        let Some(slot) = self.nodes.get(id as usize) else {
+            return Err(ClusterError::Replica {
+                id,
+                source: NodeError::UnknownReplica(id),
+            });
+        };
+        if slot.is_some() {
+            return Err(ClusterError::Running(id));
+        }
+        let address = &self.config.replicas[id as usize].address;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(ClusterError::Bind)?;
+        let node_config = NodeConfig {
+            id,
+            cluster: self.config.clone(),
+            secret: self.secrets[id as usize].clone(),
+            protocol: self.settings.protocol.clone(),
+            transport: self.settings.transport.clone(),
+            executor: self.settings.executor.clone(),
+            // It may have voted before: it takes part again only once it
+            // learned where its peers are.
+            recovering: true,
+            data_dir: self.data_dir(id),
+        };
+        let node = ReplicaNode::start(node_config, listener, service)
+            .await
+            .map_err(|source| ClusterError::Replica { id, source })?;
+        self.nodes[id as usize] = Some(node);
+        Ok(())
     }
 
     /// Stops every replica.
@@ -225,7 +292,7 @@ impl LocalClusterBuilder {
             DataDirs::InMemory => (None, None),
         };
         let mut nodes = Vec::new();
-        for (id, (listener, secret)) in listeners.into_iter().zip(secrets).enumerate() {
+        for (id, (listener, secret)) in listeners.into_iter().zip(secrets.clone()).enumerate() {
             let id = id as ReplicaId;
             let node_config = NodeConfig {
                 id,
@@ -245,6 +312,9 @@ impl LocalClusterBuilder {
         Ok(LocalCluster {
             config,
             nodes,
+            secrets,
+            root,
+            settings: self,
             _temporary: temporary,
         })
     }

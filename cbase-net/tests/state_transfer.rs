@@ -1,8 +1,9 @@
 //! State transfer over real connections, with a state many times larger than
 //! the transport's frame limit: a replica that was down while its peers
 //! moved past several checkpoints (and discarded their logs) fetches the
-//! state in chunks, installs it, and from then on takes the same checkpoints
-//! as its peers.
+//! state in parts, installs it, and from then on takes the same checkpoints
+//! as its peers. A replica restarted from its data directory fetches only
+//! what changed while it was down.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -202,6 +203,131 @@ async fn a_replica_that_was_down_fetches_a_state_larger_than_a_frame_in_chunks()
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+/// The keys of a state preloaded before the replicas start.
+const PRELOADED: u64 = 20_000;
+
+fn preloaded() -> Store {
+    let blobs = Table::new();
+    for key in 0..PRELOADED {
+        blobs.insert(key, vec![key as u8; 100]);
+    }
+    Store(Blobs { blobs })
+}
+
+/// The newest stable checkpoint of each running replica.
+fn stable_seqs(cluster: &cbase_net::LocalCluster) -> Vec<u64> {
+    cluster
+        .replicas()
+        .map(|r| r.metrics().stable.lock().back().map_or(0, |s| s.0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_from_its_directory_fetches_only_what_changed() {
+    let mut cluster = cbase_net::LocalCluster::builder()
+        .replicas(4)
+        .workers(4)
+        .protocol(ProtocolConfig {
+            checkpoint_interval: 4,
+            window: 16,
+            ..ProtocolConfig::default()
+        })
+        .start(preloaded)
+        .await
+        .unwrap();
+    let client = cluster.client().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    // Every replica has its state on disk.
+    let stored = |c: &cbase_net::LocalCluster| {
+        c.replicas()
+            .all(|r| r.metrics().checkpoints_stored.load(Ordering::Relaxed) > 0)
+    };
+    let mut next = 0;
+    while !stored(&cluster) {
+        assert!(
+            Instant::now() < deadline,
+            "the replicas never stored a checkpoint"
+        );
+        put_all(&client, next..next + 4).await;
+        next += 4;
+    }
+    cluster.stop_replica(3).await;
+    let before = stable_seqs(&cluster).into_iter().max().unwrap();
+    // While it is down, 1% of the keys change, again and again, until the
+    // others have moved a window past it and discarded their logs.
+    let changed = 0..PRELOADED / 100;
+    while stable_seqs(&cluster).into_iter().min().unwrap() <= before + 32 {
+        assert!(Instant::now() < deadline, "the others did not move on");
+        put_all(&client, changed.clone()).await;
+    }
+    cluster.restart_replica(3, preloaded()).await.unwrap();
+    let target = stable_seqs(&cluster).into_iter().max().unwrap();
+    loop {
+        assert!(Instant::now() < deadline, "replica 3 never caught up");
+        let late = cluster.replica(3).unwrap().metrics();
+        if late.states_installed.load(Ordering::Relaxed) > 0
+            && late.stable.lock().back().is_some_and(|s| s.0 >= target)
+        {
+            break;
+        }
+        put_all(&client, 0..1).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = cluster
+        .replica(3)
+        .unwrap()
+        .metrics()
+        .protocol
+        .lock()
+        .clone();
+    // The state holds 20,000 entries of about 110 encoded bytes; 1% of them
+    // changed. Spread this thin (a third of an entry per bucket), the
+    // digest tree's nodes on the way to the changed buckets weigh most.
+    let whole = PRELOADED * 110;
+    assert!(
+        stats.state_bytes * 4 < whole,
+        "{} bytes transferred for a state of about {whole}: {stats:?}",
+        stats.state_bytes
+    );
+    assert_eq!(stats.bad_state, 0, "{stats:?}");
+    // And it takes the checkpoints the others take from then on. Requests
+    // come a few at a time, each round waiting for replica 3 to catch up,
+    // so on a busy machine it is not left chasing the others.
+    let agrees = |cluster: &cbase_net::LocalCluster| {
+        let ours = cluster
+            .replica(3)
+            .unwrap()
+            .metrics()
+            .checkpoints
+            .lock()
+            .clone();
+        let theirs = cluster
+            .replica(0)
+            .unwrap()
+            .metrics()
+            .checkpoints
+            .lock()
+            .clone();
+        ours.iter().any(|c| c.0 > target && theirs.contains(c))
+    };
+    'rounds: loop {
+        assert!(
+            Instant::now() < deadline,
+            "replica 3 took no later checkpoint: {:?}",
+            cluster.replica(3).unwrap().metrics().protocol.lock()
+        );
+        put_all(&client, 0..4).await;
+        for _ in 0..100 {
+            if agrees(&cluster) {
+                break 'rounds;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(cluster.checkpoint_agreement().agree());
+    cluster.shutdown().await;
 }
 
 /// Execution on its own, without agreement: what a replica restored from a
