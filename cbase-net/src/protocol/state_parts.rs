@@ -93,6 +93,11 @@ pub(super) struct PartWalk {
     dropped: BTreeSet<ReplicaId>,
     /// How many parts to ask of each peer at once.
     windows: BTreeMap<ReplicaId, usize>,
+    /// Peers that said a bucket is too large to send. Only when more than
+    /// `f` did (so a correct one among them) is the state fetched whole:
+    /// a faulty peer alone cannot make every transfer fetch everything.
+    oversized: BTreeSet<ReplicaId>,
+    f: usize,
 }
 
 impl PartWalk {
@@ -105,6 +110,7 @@ impl PartWalk {
         base: Option<Arc<CheckpointIndex>>,
         salt: Hash,
         max_bytes: u64,
+        f: usize,
     ) -> PartWalk {
         let local: Vec<Option<usize>> = manifest
             .roots
@@ -143,6 +149,8 @@ impl PartWalk {
             max_bytes,
             dropped: BTreeSet::new(),
             windows: BTreeMap::new(),
+            oversized: BTreeSet::new(),
+            f,
         }
     }
 
@@ -280,9 +288,7 @@ impl PartWalk {
     pub fn drop_peer(&mut self, peer: ReplicaId) {
         self.dropped.insert(peer);
         if let Some(asked) = self.asked.remove(&peer) {
-            for wanted in asked.parts.into_iter().rev() {
-                self.todo.push_front(wanted);
-            }
+            self.drop_asked(asked);
         }
     }
 
@@ -292,6 +298,13 @@ impl PartWalk {
         let Some(asked) = self.asked.remove(&from) else {
             return Answer::Stale;
         };
+        if replies.is_empty() {
+            // A peer that has the checkpoint answers at least part of the
+            // first part; one that does not sends nothing.
+            self.drop_asked(asked);
+            self.dropped.insert(from);
+            return Answer::Lie;
+        }
         let asked_count = asked.parts.len();
         let mut open: Vec<Option<Wanted>> = asked.parts.into_iter().map(Some).collect();
         let mut verdict = Answer::Used;
@@ -348,10 +361,25 @@ impl PartWalk {
         for wanted in unanswered.into_iter().rev() {
             self.todo.push_front(wanted);
         }
+        if verdict == Answer::Oversized {
+            self.oversized.insert(from);
+            if self.oversized.len() <= self.f {
+                // Maybe a lie: ask the others, not this peer.
+                self.dropped.insert(from);
+                return Answer::Used;
+            }
+        }
         if verdict == Answer::Lie {
             self.dropped.insert(from);
         }
         verdict
+    }
+
+    /// Puts what a peer was asked back to be asked of the others.
+    fn drop_asked(&mut self, asked: Asked) {
+        for wanted in asked.parts.into_iter().rev() {
+            self.todo.push_front(wanted);
+        }
     }
 
     fn check(&mut self, wanted: Wanted, reply: PartReply) -> Answer {

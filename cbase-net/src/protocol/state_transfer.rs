@@ -484,7 +484,14 @@ impl Replica {
         let base = self.local.0.as_ref().and_then(|local| local.index());
         self.salts += 1;
         let salt = *blake3::keyed_hash(&self.salt_key, &self.salts.to_le_bytes()).as_bytes();
-        let mut walk = PartWalk::new(seq, manifest, base, salt, self.config.max_state_bytes);
+        let mut walk = PartWalk::new(
+            seq,
+            manifest,
+            base,
+            salt,
+            self.config.max_state_bytes,
+            self.f,
+        );
         if walk.done() {
             return self.install(behind, Transferred::Parts(walk.finish()), out);
         }

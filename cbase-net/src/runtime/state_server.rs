@@ -53,14 +53,20 @@ impl StateServer {
         self.encoded = None;
     }
 
-    /// Checkpoint `seq`, indexed, if the store has it.
+    /// Checkpoint `seq`, indexed: the one indexed last, or the store's
+    /// stable checkpoint. Replicas fetch stable checkpoints, and indexing
+    /// costs O(state): a peer asking for others in turn would make this
+    /// replica index one after another.
     fn index(&mut self, store: &CheckpointStore, seq: Seq) -> Option<Arc<CheckpointIndex>> {
         if let Some((cached, index)) = &self.index
             && *cached == seq
         {
             return Some(Arc::clone(index));
         }
-        let state = store.state(seq)?;
+        let (stable, state) = store.base();
+        if stable != seq {
+            return None;
+        }
         let index = Arc::new(CheckpointIndex::build(state));
         self.index = Some((seq, Arc::clone(&index)));
         Some(index)
@@ -81,7 +87,11 @@ impl StateServer {
             Some((cached, kind, bytes)) if *cached == seq && *kind == whole => Arc::clone(bytes),
             _ => {
                 let bytes = if whole {
-                    let state = store.state(seq)?;
+                    // As for the index: the stable checkpoint only.
+                    let (stable, state) = store.base();
+                    if stable != seq {
+                        return None;
+                    }
                     cbase_core::codec::encode(&*state)
                 } else {
                     cbase_core::codec::encode(&self.index(store, seq)?.manifest())

@@ -431,3 +431,49 @@ fn part_requests_are_refused_beyond_what_was_executed_and_throttled_per_peer() {
     };
     assert!(!served(&deliver(r, 2, many)));
 }
+
+#[test]
+fn one_peer_saying_a_bucket_is_too_large_cannot_force_a_whole_transfer() {
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..40, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let liar = 2;
+    let mut claimed = 0;
+    let (out, _) = serve(&mut r, out, |peer, salt, parts| {
+        let answers = server.answer(&salt, parts, 64 << 10);
+        if peer == liar
+            && let Some(PartReply::Bucket {
+                container, bucket, ..
+            }) = answers.first()
+        {
+            claimed += 1;
+            return Some(vec![PartReply::Oversized {
+                container: *container,
+                bucket: *bucket,
+            }]);
+        }
+        Some(answers)
+    });
+    assert_eq!(claimed, 1, "the peer is not asked again");
+    assert_eq!(installed(&out), target, "fetched in parts all the same");
+}
+
+#[test]
+fn an_empty_answer_is_a_lie() {
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..40, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (out, _) = serve(&mut r, out, |peer, salt, parts| {
+        Some(if peer == 0 {
+            Vec::new()
+        } else {
+            server.answer(&salt, parts, 64 << 10)
+        })
+    });
+    assert_eq!(installed(&out), target);
+    assert_eq!(r.stats().bad_state, 1);
+}
