@@ -302,6 +302,14 @@ async fn miss_and_rejoin(
     round: u64,
     from_nothing: bool,
 ) -> Rejoin {
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        let metrics = cluster.replica(3).expect("running").metrics();
+        let taken: Vec<u64> = metrics.checkpoints.lock().iter().map(|c| c.0).collect();
+        eprintln!(
+            "stopping: checkpoints {taken:?}, stored {}",
+            metrics.checkpoints_stored.load(Ordering::Relaxed)
+        );
+    }
     cluster.stop_replica(3).await;
     let before = stable_seqs(cluster).into_iter().max().unwrap_or(0);
     if from_nothing && let Some(dir) = cluster.data_dir(3) {
@@ -309,15 +317,15 @@ async fn miss_and_rejoin(
     }
     let missed: Vec<u64> = (0..changed).map(|i| mix(round * keys + i) % keys).collect();
     write_keys(client, &missed, round).await;
-    // The same keys again, until the others' logs no longer reach back.
+    // The same keys again (new values each pass, so what the replica may
+    // still replay from its peers' logs is outdated), until the others'
+    // logs no longer reach back to where it stopped.
     let started = Instant::now();
-    let mut again = 0;
+    let mut again = 1;
     while stable_seqs(cluster).into_iter().min().unwrap_or(0) <= before + 1024
         && started.elapsed() < Duration::from_secs(120)
     {
-        let start = (again * CONCURRENT) as usize % missed.len();
-        let end = (start + CONCURRENT as usize).min(missed.len());
-        write_keys(client, &missed[start..end], round).await;
+        write_keys(client, &missed, round * 1_000_000 + again).await;
         again += 1;
     }
     let service = if from_nothing {
@@ -333,6 +341,15 @@ async fn miss_and_rejoin(
         .await
         .expect("replica 3 restarts");
     let target = stable_seqs(cluster).into_iter().max().unwrap_or(0);
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        let metrics = cluster.replica(3).expect("running").metrics();
+        let taken: Vec<u64> = metrics.checkpoints.lock().iter().map(|c| c.0).collect();
+        let stable: Vec<u64> = metrics.stable.lock().iter().map(|c| c.0).collect();
+        eprintln!(
+            "restarted: checkpoints {taken:?}, stable {stable:?}, others' stable {:?}",
+            stable_seqs(cluster)
+        );
+    }
     let (mut asked, mut fetched) = (None, None);
     loop {
         let metrics = cluster.replica(3).expect("running").metrics();
@@ -346,6 +363,11 @@ async fn miss_and_rejoin(
         let caught_up = metrics.stable.lock().back().is_some_and(|s| s.0 >= target);
         if caught_up || started.elapsed() > Duration::from_secs(600) {
             let bytes = metrics.protocol.lock().state_bytes;
+            if std::env::var("BENCH_DEBUG").is_ok() {
+                let stable = metrics.stable.lock().back().map(|s| s.0);
+                let stats = metrics.protocol.lock().clone();
+                eprintln!("rejoin: before {before}, target {target}, stable {stable:?}, {stats:?}");
+            }
             return Rejoin {
                 bytes,
                 time: started.elapsed(),
@@ -406,6 +428,17 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
+    if let Ok(keys) = std::env::var("BENCH_TRANSFER_ONLY") {
+        let keys: u64 = keys.parse().expect("a number of keys");
+        let (diff, full) = runtime.block_on(transfer(keys));
+        for rejoin in [diff, full] {
+            println!(
+                "{} bytes, {:?} {:?} {:?}",
+                rejoin.bytes, rejoin.asked, rejoin.fetched, rejoin.time
+            );
+        }
+        return;
+    }
     for &keys in sizes {
         for durable in [false, true] {
             let row = runtime.block_on(run(keys, writes, durable));
