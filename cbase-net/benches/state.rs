@@ -22,7 +22,9 @@
 //! to its first stable checkpoint at the others' (durable, 16 workers).
 //!
 //! `cargo bench -p cbase-net --bench state` (add `-- --quick` for a short
-//! run with 10^3 and 10^5 keys). Prints markdown tables.
+//! run with 10^3 and 10^5 keys). Prints markdown tables, and draws writes/s
+//! and p99 latency against the number of keys in
+//! `target/state-plots/state.svg` (`-- --plots DIR` for another directory).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -406,6 +408,78 @@ async fn transfer(keys: u64) -> (Rejoin, Rejoin) {
     (diff, full)
 }
 
+/// Writes/s and p99 latency against the number of keys, in memory and
+/// durable, side by side in one SVG.
+fn plot(
+    dir: &std::path::Path,
+    rows: &[Row],
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("state.svg");
+    let target = path.clone();
+    let root = SVGBackend::new(&target, (1100, 440)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(550);
+    let series = |durable: bool, y: &dyn Fn(&Row) -> f64| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter(|r| r.durable == durable)
+            .map(|r| ((r.keys as f64).log10(), y(r)))
+            .collect()
+    };
+    type Measure<'a> = &'a dyn Fn(&Row) -> f64;
+    let charts: [(
+        &DrawingArea<SVGBackend, plotters::coord::Shift>,
+        &str,
+        Measure,
+    ); 2] = [
+        (&left, "writes/s", &|r: &Row| r.per_second),
+        (&right, "p99 latency (ms)", &|r: &Row| {
+            r.p99.as_secs_f64() * 1e3
+        }),
+    ];
+    for (area, name, y) in charts {
+        let top = rows.iter().map(y).fold(0.0, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!("{name} against keys in the state"),
+                ("sans-serif", 18),
+            )
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(2.7f64..6.3f64, 0f64..top.max(1.0))?;
+        chart
+            .configure_mesh()
+            .x_desc("keys (log10)")
+            .y_desc(name)
+            .x_label_formatter(&|x| format!("10^{x:.0}"))
+            .draw()?;
+        for (durable, color, label) in [(false, BLUE, "in memory"), (true, RED, "durable")] {
+            let points = series(durable, y);
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
+    }
+    root.present()?;
+    drop(root);
+    Ok(path)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -474,6 +548,17 @@ fn main() {
                 large.p99.as_secs_f64() / small.p99.as_secs_f64()
             );
         }
+    }
+    let plots = std::env::args()
+        .skip_while(|a| a != "--plots")
+        .nth(1)
+        .map_or_else(
+            || std::path::PathBuf::from("target/state-plots"),
+            Into::into,
+        );
+    match plot(&plots, &rows) {
+        Ok(path) => println!("plot: {}", path.display()),
+        Err(error) => eprintln!("no plot: {error}"),
     }
     for &keys in sizes {
         let memory = rows.iter().find(|r| r.keys == keys && !r.durable);
