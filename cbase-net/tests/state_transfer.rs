@@ -110,7 +110,7 @@ async fn put_all(client: &NetClient, keys: std::ops::Range<u64>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_that_was_down_fetches_a_state_larger_than_a_frame_in_chunks() {
+async fn a_replica_that_was_down_fetches_a_state_larger_than_a_frame_in_parts() {
     let mut listeners = Vec::new();
     let mut replicas = Vec::new();
     for id in 0..4 {
