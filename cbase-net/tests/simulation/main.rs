@@ -29,6 +29,9 @@
 //! - `KEEP_GOING=1`: run every seed and report all failing ones at the end
 //!   instead of stopping at the first.
 //! - `TWINS_ENUMERATE=1`: Twins scenarios take seed s as schedule number s.
+//! - `TRACE=1`: print what every instance does about views and state;
+//!   `TRACE=2`: also every replica message delivered, every client batch and
+//!   every batch executed.
 
 mod byzantine;
 mod checks;
