@@ -553,7 +553,7 @@ fn main() {
         .skip_while(|a| a != "--plots")
         .nth(1)
         .map_or_else(
-            || std::path::PathBuf::from("target/state-plots"),
+            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/state-plots"),
             Into::into,
         );
     match plot(&plots, &rows) {
