@@ -98,6 +98,9 @@ pub(super) struct PartWalk {
     /// a faulty peer alone cannot make every transfer fetch everything.
     oversized: BTreeSet<ReplicaId>,
     f: usize,
+    /// Parts fetched and checked: a part asked of several peers is used
+    /// once, and later answers to it are ignored.
+    satisfied: BTreeSet<Part>,
 }
 
 impl PartWalk {
@@ -151,12 +154,19 @@ impl PartWalk {
             windows: BTreeMap::new(),
             oversized: BTreeSet::new(),
             f,
+            satisfied: BTreeSet::new(),
         }
     }
 
-    /// Whether every differing part has been fetched.
+    /// Whether every differing part has been fetched (parts still asked of
+    /// other peers too may be answered late; they are not waited for).
     pub fn done(&self) -> bool {
-        self.todo.is_empty() && self.asked.is_empty()
+        let fetched = |w: &Wanted| self.satisfied.contains(&w.part);
+        self.todo.iter().all(fetched)
+            && self
+                .asked
+                .values()
+                .all(|asked| asked.parts.iter().all(fetched))
     }
 
     /// Whether no peer is left to ask and nothing is in flight: the walk is
@@ -225,7 +235,34 @@ impl PartWalk {
             .copied()
             .filter(|p| !self.dropped.contains(p) && !self.asked.contains_key(p))
             .collect();
+        let satisfied = &self.satisfied;
+        self.todo.retain(|w| !satisfied.contains(&w.part));
         if free.is_empty() || self.todo.is_empty() {
+            return;
+        }
+        if self.todo.len() < free.len() {
+            // Few parts left (the top of a walk, or its end): ask each of
+            // them of every free peer, so that one unreachable peer does
+            // not hold them up for a timeout.
+            let wanted: Vec<Wanted> = self.todo.drain(..).collect();
+            for peer in free {
+                let parts = wanted.iter().map(|w| self.request(w)).collect();
+                self.asked.insert(
+                    peer,
+                    Asked {
+                        parts: wanted.clone(),
+                        at: now,
+                    },
+                );
+                out.push(Output::Send(
+                    peer,
+                    ReplicaMessage::PartsRequest {
+                        seq: self.seq,
+                        salt: self.salt,
+                        parts,
+                    },
+                ));
+            }
             return;
         }
         let share = self.todo.len().div_ceil(free.len());
@@ -338,6 +375,10 @@ impl PartWalk {
                 verdict = Answer::Lie;
                 break;
             };
+            if self.satisfied.contains(&wanted.part) {
+                // Another peer answered it first.
+                continue;
+            }
             match self.check(wanted, reply) {
                 Answer::Used => {}
                 other => {
@@ -359,7 +400,9 @@ impl PartWalk {
         self.windows
             .insert(from, window.clamp(MIN_WINDOW, MAX_PARTS_PER_REQUEST));
         for wanted in unanswered.into_iter().rev() {
-            self.todo.push_front(wanted);
+            if !self.satisfied.contains(&wanted.part) {
+                self.todo.push_front(wanted);
+            }
         }
         if verdict == Answer::Oversized {
             self.oversized.insert(from);
@@ -388,6 +431,7 @@ impl PartWalk {
                 if !merkle::children_match(&wanted.digest, &children) {
                     return Answer::Lie;
                 }
+                self.satisfied.insert(wanted.part);
                 let mine = self.local_children(container, node);
                 for (child, (theirs, mine)) in children.iter().zip(mine).enumerate() {
                     if *theirs == mine {
@@ -450,13 +494,31 @@ impl PartWalk {
                 self.partial.remove(&(container, bucket));
                 return Answer::Lie;
             }
-            self.held += new_bytes;
-            partial.extend(entries);
+            // A part asked of several peers may come cut from more than one:
+            // keep each entry once.
+            let known: BTreeSet<Vec<u8>> = partial.iter().map(|(k, _)| k.clone()).collect();
+            let fresh: Vec<Entry> = entries
+                .into_iter()
+                .filter(|(k, _)| !known.contains(k))
+                .collect();
+            self.held += fresh
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum::<u64>();
+            partial.extend(fresh);
             self.todo.push_front(wanted);
             return Answer::Used;
         }
         let (have, listed) = have_list(&self.salt, self.local_bucket(container, bucket));
         if keep.len() != have.len().div_ceil(8) {
+            if self.partial.contains_key(&(container, bucket)) {
+                // An answer to an earlier request for this bucket, asked of
+                // several peers, made before another peer's cut part of it
+                // arrived: its list of what this replica had is shorter.
+                // Asked again; not a lie.
+                self.todo.push_front(wanted);
+                return Answer::Used;
+            }
             self.drop_partial(container, bucket);
             return Answer::Lie;
         }
@@ -481,6 +543,7 @@ impl PartWalk {
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum::<u64>();
         self.fetched.insert((container, bucket), contents);
+        self.satisfied.insert(wanted.part);
         Answer::Used
     }
 

@@ -111,8 +111,8 @@ fn a_replica_that_has_most_of_the_state_fetches_only_what_differs() {
     let out = deliver(&mut r, peer, whole_state(4, &target));
     assert_eq!(
         part_requests(&out).len(),
-        1,
-        "one root to start from: {out:?}"
+        3,
+        "the root is asked of every peer: {out:?}"
     );
     let server = CheckpointIndex::build(Arc::new(target.clone()));
     let mut peers_asked = BTreeSet::new();
@@ -175,8 +175,11 @@ fn a_peer_serving_a_forged_part_is_dropped_and_the_others_serve_it() {
         Some(answers)
     });
     assert_eq!(installed(&out), target);
-    assert_eq!(lied, 1, "the liar was asked once");
-    assert_eq!(asked_after_lie, 0);
+    // Its first forged answer may be to the root, which another peer
+    // answered first (and so was not looked at); the first one looked at
+    // gets it dropped.
+    assert!(lied <= 2, "asked {lied} times");
+    assert!(asked_after_lie <= 1);
     assert_eq!(r.stats().bad_state, 1);
 }
 
@@ -227,9 +230,18 @@ fn a_silent_peer_loses_its_parts_to_the_others() {
     let (mut r, peer) = fetching(&base, &target);
     let out = deliver(&mut r, peer, whole_state(4, &target));
     let server = CheckpointIndex::build(Arc::new(target.clone()));
+    // Peer 3 answers its first request (the root, asked of every peer),
+    // then falls silent holding a share of the walk.
     let silent = 3;
+    let mut answered = false;
     let (out, _) = serve(&mut r, out, |peer, salt, parts| {
-        (peer != silent).then(|| server.answer(&salt, parts, 16 << 10))
+        if peer == silent {
+            if answered {
+                return None;
+            }
+            answered = true;
+        }
+        Some(server.answer(&salt, parts, 16 << 10))
     });
     assert!(
         !out.iter().any(|o| matches!(o, Output::InstallState { .. })),
@@ -244,6 +256,23 @@ fn a_silent_peer_loses_its_parts_to_the_others() {
     });
     assert_eq!(installed(&out), target);
     assert_eq!(r.stats().bad_state, 0, "silence is not a lie");
+}
+
+#[test]
+fn the_parts_left_are_asked_of_every_peer_so_an_unreachable_one_does_not_hold_them() {
+    let base = bank(5_000, 0..0, 0);
+    let target = bank(5_000, 0..3, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    // The root, the first part, is asked of every peer.
+    let asked: BTreeSet<ReplicaId> = part_requests(&out).iter().map(|(p, _, _)| *p).collect();
+    assert_eq!(asked, [0, 2, 3].into());
+    // Peer 0 is unreachable: the walk completes without waiting for it.
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (out, _) = serve(&mut r, out, |peer, salt, parts| {
+        (peer != 0).then(|| server.answer(&salt, parts, 16 << 10))
+    });
+    assert_eq!(installed(&out), target);
 }
 
 /// `n` keys that fall in one bucket of the digest tree.
@@ -345,29 +374,40 @@ fn a_bucket_too_large_for_a_reply_is_fetched_whole() {
 }
 
 #[test]
-fn parts_from_peers_not_asked_are_stale_and_parts_not_asked_for_are_lies() {
+fn late_answers_to_a_part_asked_of_several_peers_are_ignored_and_parts_not_asked_for_are_lies() {
     let base = bank(2_000, 0..0, 0);
     let target = bank(2_000, 0..10, 0);
     let (mut r, peer) = fetching(&base, &target);
     let out = deliver(&mut r, peer, whole_state(4, &target));
     let asked = part_requests(&out);
-    let (asked_peer, salt, parts) = asked[0].clone();
+    assert_eq!(asked.len(), 3, "the root is asked of every peer");
     let server = CheckpointIndex::build(Arc::new(target.clone()));
-    let answers = server.answer(&salt, &parts, 64 << 10);
-    let other = (0..4).find(|p| *p != 1 && *p != asked_peer).unwrap();
-    assert!(
-        deliver(
+    // Every peer answers the root; the first answer is used, the others
+    // come late and are ignored, not blamed.
+    let mut out = Vec::new();
+    for (peer, salt, parts) in &asked[..2] {
+        let parts = server.answer(salt, parts, 64 << 10);
+        out.extend(deliver(
             &mut r,
-            other,
-            ReplicaMessage::Parts {
-                seq: 4,
-                parts: answers.clone()
-            }
-        )
-        .is_empty()
-    );
+            *peer,
+            ReplicaMessage::Parts { seq: 4, parts },
+        ));
+    }
     assert_eq!(r.stats().bad_state, 0);
-    // A part nobody asked for (a node deep in the tree).
+    // Answers for another checkpoint are stale.
+    let stale = r.stats().stale;
+    let other_seq = ReplicaMessage::Parts {
+        seq: 8,
+        parts: vec![PartReply::Oversized {
+            container: 0,
+            bucket: 0,
+        }],
+    };
+    assert!(deliver(&mut r, asked[2].0, other_seq).is_empty());
+    assert_eq!(r.stats().stale, stale + 1);
+    // A peer with a request in flight answers a part nobody asked for (a
+    // node deep in the tree): a lie.
+    let (busy, _, _) = part_requests(&out)[0].clone();
     let unasked = PartReply::Node {
         container: 0,
         level: 2,
@@ -376,7 +416,7 @@ fn parts_from_peers_not_asked_are_stale_and_parts_not_asked_for_are_lies() {
     };
     deliver(
         &mut r,
-        asked_peer,
+        busy,
         ReplicaMessage::Parts {
             seq: 4,
             parts: vec![unasked],
