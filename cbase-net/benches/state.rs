@@ -137,12 +137,9 @@ struct Row {
     resident: u64,
 }
 
-async fn run(keys: u64, writes: u64, durable: bool) -> Row {
-    let data = if durable {
-        DataDirs::Temporary
-    } else {
-        DataDirs::InMemory
-    };
+/// Four replicas (16 workers each) preloaded with `keys` keys, and a client
+/// with `CONCURRENT` lanes.
+async fn preloaded_cluster(keys: u64, data: DataDirs) -> (LocalCluster, cbase_net::NetClient) {
     let cluster = LocalCluster::builder()
         .replicas(4)
         .data(data)
@@ -157,6 +154,16 @@ async fn run(keys: u64, writes: u64, durable: bool) -> Row {
             ..ClientConfig::default()
         })
         .expect("client");
+    (cluster, client)
+}
+
+async fn run(keys: u64, writes: u64, durable: bool) -> Row {
+    let data = if durable {
+        DataDirs::Temporary
+    } else {
+        DataDirs::InMemory
+    };
+    let (cluster, client) = preloaded_cluster(keys, data).await;
     if durable {
         // A fresh directory's first stable checkpoint is the whole state,
         // written once; measure the steady state after it.
@@ -385,20 +392,7 @@ async fn miss_and_rejoin(
 /// State transfer at `keys` keys: a rejoin after 1% changed, from the
 /// replica's directory and from nothing.
 async fn transfer(keys: u64) -> (Rejoin, Rejoin) {
-    let mut cluster = LocalCluster::builder()
-        .replicas(4)
-        .data(DataDirs::Temporary)
-        .executor(ExecutorBuilder::new().workers(16))
-        .start(move || preloaded(keys))
-        .await
-        .expect("cluster");
-    let client = cluster
-        .client_with(ClientConfig {
-            lanes: CONCURRENT as usize,
-            max_batch: 1024,
-            ..ClientConfig::default()
-        })
-        .expect("client");
+    let (mut cluster, client) = preloaded_cluster(keys, DataDirs::Temporary).await;
     warm_up(&cluster, &client, keys).await;
     let changed = keys / 100;
     let diff = miss_and_rejoin(&mut cluster, &client, keys, changed, 1, false).await;

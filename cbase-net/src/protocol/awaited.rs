@@ -41,10 +41,20 @@ impl Awaited {
     /// Whether a state with this client table executed every request of the
     /// batch (its lane's record is at or past the request's number).
     pub fn executed_in(&self, clients: &ClientTable) -> bool {
-        self.requests.iter().all(|(lane, number)| {
-            clients
-                .get(&(self.client, *lane))
-                .is_some_and(|record| record.number >= *number)
-        })
+        executed(clients, &self.client, self.requests.iter().copied())
     }
+}
+
+/// Whether a state with this client table executed every request
+/// `(lane, number)` of `client`: its lane's record is at or past it.
+pub(super) fn executed(
+    clients: &ClientTable,
+    client: &PublicKey,
+    mut requests: impl Iterator<Item = (u32, u64)>,
+) -> bool {
+    requests.all(|(lane, number)| {
+        clients
+            .get(&(*client, lane))
+            .is_some_and(|record| record.number >= number)
+    })
 }

@@ -247,21 +247,7 @@ impl PartWalk {
             let wanted: Vec<Wanted> = self.todo.drain(..).collect();
             for peer in free {
                 let parts = wanted.iter().map(|w| self.request(w)).collect();
-                self.asked.insert(
-                    peer,
-                    Asked {
-                        parts: wanted.clone(),
-                        at: now,
-                    },
-                );
-                out.push(Output::Send(
-                    peer,
-                    ReplicaMessage::PartsRequest {
-                        seq: self.seq,
-                        salt: self.salt,
-                        parts,
-                    },
-                ));
+                self.send(peer, wanted.clone(), parts, now, out);
             }
             return;
         }
@@ -288,22 +274,34 @@ impl PartWalk {
             if parts.is_empty() {
                 return;
             }
-            self.asked.insert(
-                peer,
-                Asked {
-                    parts: wanted,
-                    at: now,
-                },
-            );
-            out.push(Output::Send(
-                peer,
-                ReplicaMessage::PartsRequest {
-                    seq: self.seq,
-                    salt: self.salt,
-                    parts,
-                },
-            ));
+            self.send(peer, wanted, parts, now, out);
         }
+    }
+
+    /// Asks `peer` for `parts` (the requests for `wanted`, in order).
+    fn send(
+        &mut self,
+        peer: ReplicaId,
+        wanted: Vec<Wanted>,
+        parts: Vec<PartRequest>,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
+        self.asked.insert(
+            peer,
+            Asked {
+                parts: wanted,
+                at: now,
+            },
+        );
+        out.push(Output::Send(
+            peer,
+            ReplicaMessage::PartsRequest {
+                seq: self.seq,
+                salt: self.salt,
+                parts,
+            },
+        ));
     }
 
     /// Takes back what peers asked longer than `timeout` ago did not answer,

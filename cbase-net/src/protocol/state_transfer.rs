@@ -509,11 +509,8 @@ impl Replica {
     /// rest get a fresh timer.
     pub(super) fn forget_executed_batches(&mut self, clients: &ClientTable) {
         let executed = |batch: &SignedBatch| {
-            batch.batch.requests.iter().all(|request| {
-                clients
-                    .get(&(batch.batch.client, request.lane))
-                    .is_some_and(|record| record.number >= request.number)
-            })
+            let requests = batch.batch.requests.iter().map(|r| (r.lane, r.number));
+            super::awaited::executed(clients, &batch.batch.client, requests)
         };
         let mut forgotten = Vec::new();
         self.pending.retain(|queued| {
