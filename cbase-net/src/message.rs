@@ -368,6 +368,9 @@ pub enum ReplicaMessage {
         seq: Seq,
         /// The key of the short digests in bucket requests.
         salt: Hash,
+        /// Names this request; the reply carries it back, so a late reply
+        /// to an earlier request is known for what it is.
+        request: u64,
         /// The parts.
         parts: Vec<crate::checkpoint::parts::PartRequest>,
     },
@@ -376,6 +379,8 @@ pub enum ReplicaMessage {
     Parts {
         /// The checkpoint's sequence number.
         seq: Seq,
+        /// The request answered.
+        request: u64,
         /// The parts.
         parts: Vec<crate::checkpoint::parts::PartReply>,
     },

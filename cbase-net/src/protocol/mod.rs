@@ -216,6 +216,8 @@ pub enum Output {
         seq: Seq,
         /// The key of short digests.
         salt: Hash,
+        /// The request's name, to send back with the answer.
+        request: u64,
         /// The parts asked for.
         parts: Vec<crate::checkpoint::parts::PartRequest>,
     },
@@ -662,10 +664,17 @@ impl Replica {
                 };
                 self.on_state_reply(from, chunk, out)
             }
-            ReplicaMessage::PartsRequest { seq, salt, parts } => {
-                self.on_parts_request(from, seq, salt, parts, out)
-            }
-            ReplicaMessage::Parts { seq, parts } => self.on_parts(from, seq, parts, out),
+            ReplicaMessage::PartsRequest {
+                seq,
+                salt,
+                request,
+                parts,
+            } => self.on_parts_request(from, seq, salt, request, parts, out),
+            ReplicaMessage::Parts {
+                seq,
+                request,
+                parts,
+            } => self.on_parts(from, seq, request, parts, out),
         }
     }
 
@@ -1355,18 +1364,10 @@ impl Replica {
             // a checkpoint it now has right: no longer needed. A later one
             // queued behind it still is.
             self.transfer = state_transfer::Transfer::default();
-            self.behind =
-                behind
-                    .next
-                    .filter(|next| next.seq > seq)
-                    .map(|next| state_transfer::Behind {
-                        target: next,
-                        asked_at: self.now.max(1),
-                        peer: behind.peer,
-                        next: None,
-                        repair: false,
-                        whole: false,
-                    });
+            self.behind = behind
+                .next
+                .filter(|next| next.seq > seq)
+                .map(|next| state_transfer::Behind::new(next, self.now.max(1), behind.peer));
         }
         self.stable_proof = proof;
         self.stable_state = state;

@@ -9,7 +9,21 @@
 //! a digest already trusted (the root, from the manifest, or a node checked
 //! before it) before it is used: a peer that serves one that does not check
 //! out is dropped for the rest of the transfer and its parts go to the
-//! others, and so does a peer that does not answer within the timeout.
+//! others.
+//!
+//! Silence is not a lie, and is never held against a peer for the rest of
+//! the walk: a correct peer's first answer about a checkpoint can take
+//! longer than any fixed timeout (it indexes the whole state first), links
+//! can be slower than the timeout, and requests get lost. A request not
+//! answered within the request timeout loses its parts to the other peers,
+//! and its peer is asked again (a little at a time until it answers); its
+//! answer is still used if it comes, as long as it is one of the peer's
+//! last [`KEPT_PER_PEER`] requests. Each request is numbered and its answer
+//! carries the number back, so an answer to a request forgotten, of this
+//! walk or of an abandoned one, is told apart from a lie. A peer that no longer has the checkpoint answers nothing and
+//! is not asked again. A walk ends, and the transfer starts over, when
+//! every peer lied or let the checkpoint go, or when it fetched nothing for
+//! its patience.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -28,6 +42,10 @@ use super::Output;
 /// The largest part request sent, in (estimated) bytes: short digests are
 /// the bulk of it.
 const REQUEST_BYTES: usize = 256 << 10;
+
+/// How many of a peer's requests are kept, answered or not in time: an
+/// answer to an older one is ignored.
+const KEPT_PER_PEER: usize = 4;
 
 /// Parts asked of a peer at first; then twice what it answered last time
 /// (within these bounds), so a request asks about what one reply carries.
@@ -51,22 +69,44 @@ struct Wanted {
 /// The parts one peer was asked for, and when.
 #[derive(Debug)]
 struct Asked {
+    peer: ReplicaId,
     parts: Vec<Wanted>,
     at: u64,
+    /// Not answered within the request timeout: its parts were put back to
+    /// be asked of others, its peer is free to be asked again, and a late
+    /// answer is still used.
+    overdue: bool,
 }
 
 /// What a peer's reply did to the walk.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Answer {
-    /// Not an answer to anything asked of that peer (late, or unasked).
+    /// Not an answer to the request in flight to that peer (to an earlier
+    /// one, or to one of an abandoned walk).
     Stale,
     /// Checked and used (possibly nothing, if the peer had nothing to give).
     Used,
+    /// The peer no longer has the checkpoint: it is not asked again (the
+    /// transfer starts over, with a later checkpoint, once every peer is
+    /// gone or lied).
+    Gone,
     /// A part did not check out, or was not asked for: the peer is dropped.
     Lie,
     /// A bucket holds an entry too large for any reply: the checkpoint must
     /// be fetched whole.
     Oversized,
+}
+
+/// What a walk must keep to.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WalkRules {
+    /// The most bytes of entries held.
+    pub max_bytes: u64,
+    /// How many peers may be faulty.
+    pub f: usize,
+    /// How long a peer has to answer a request before its parts are asked
+    /// of others.
+    pub timeout: u64,
 }
 
 /// A transfer in parts under way.
@@ -80,8 +120,13 @@ pub(super) struct PartWalk {
     /// Stands in for a container the base does not have.
     empty: DigestTree,
     salt: Hash,
+    /// This walk's number among the replica's walks, the high half of its
+    /// requests' numbers; the low half counts the requests sent.
+    number: u64,
+    sent: u32,
     todo: VecDeque<Wanted>,
-    asked: BTreeMap<ReplicaId, Asked>,
+    /// Requests kept, by number.
+    asked: BTreeMap<u64, Asked>,
     /// Entries received of buckets that did not fit in one reply.
     partial: BTreeMap<BucketId, Vec<Entry>>,
     /// Buckets fetched and checked: their whole new contents.
@@ -89,8 +134,15 @@ pub(super) struct PartWalk {
     /// Bytes of entries held (fetched and partial), bounded by `max_bytes`.
     held: u64,
     max_bytes: u64,
-    /// Peers not asked again in this transfer.
+    /// Peers not asked again in this transfer: they lied, or no longer
+    /// have the checkpoint.
     dropped: BTreeSet<ReplicaId>,
+    /// Peers that said they no longer have the checkpoint.
+    gone: BTreeSet<ReplicaId>,
+    /// When a part was last fetched (or the walk started).
+    progress_at: u64,
+    /// Nothing was fetched for the walk's patience.
+    stalled: bool,
     /// How many parts to ask of each peer at once.
     windows: BTreeMap<ReplicaId, usize>,
     /// Peers that said a bucket is too large to send. Only when more than
@@ -98,6 +150,7 @@ pub(super) struct PartWalk {
     /// a faulty peer alone cannot make every transfer fetch everything.
     oversized: BTreeSet<ReplicaId>,
     f: usize,
+    timeout: u64,
     /// Parts fetched and checked: a part asked of several peers is used
     /// once, and later answers to it are ignored.
     satisfied: BTreeSet<Part>,
@@ -105,16 +158,22 @@ pub(super) struct PartWalk {
 
 impl PartWalk {
     /// Starts fetching the checkpoint `seq` described by `manifest`
-    /// (already checked), comparing with `base`. Salted short digests use
-    /// `salt`; at most `max_bytes` of entries are held.
+    /// (already checked), comparing with `base`, at `now`. Salted short
+    /// digests use `salt`; `number` must differ from the replica's earlier
+    /// walks' (it names their requests).
     pub fn new(
         seq: Seq,
         manifest: Manifest,
         base: Option<Arc<CheckpointIndex>>,
-        salt: Hash,
-        max_bytes: u64,
-        f: usize,
+        (salt, number): (Hash, u64),
+        rules: WalkRules,
+        now: u64,
     ) -> PartWalk {
+        let WalkRules {
+            max_bytes,
+            f,
+            timeout,
+        } = rules;
         let local: Vec<Option<usize>> = manifest
             .roots
             .iter()
@@ -144,6 +203,8 @@ impl PartWalk {
             local,
             empty,
             salt,
+            number,
+            sent: 0,
             todo,
             asked: BTreeMap::new(),
             partial: BTreeMap::new(),
@@ -151,9 +212,13 @@ impl PartWalk {
             held: 0,
             max_bytes,
             dropped: BTreeSet::new(),
+            gone: BTreeSet::new(),
+            progress_at: now,
+            stalled: false,
             windows: BTreeMap::new(),
             oversized: BTreeSet::new(),
             f,
+            timeout,
             satisfied: BTreeSet::new(),
         }
     }
@@ -169,10 +234,20 @@ impl PartWalk {
                 .all(|asked| asked.parts.iter().all(fetched))
     }
 
-    /// Whether no peer is left to ask and nothing is in flight: the walk is
-    /// stuck and the transfer must start over.
+    /// How many peers said they no longer have the checkpoint.
+    pub fn gone(&self) -> usize {
+        self.gone.len()
+    }
+
+    /// How long, at `now`, the walk has gone without fetching anything.
+    pub fn idle(&self, now: u64) -> u64 {
+        now.saturating_sub(self.progress_at)
+    }
+
+    /// Whether the walk cannot finish and the transfer must start over:
+    /// every peer lied, or nothing was fetched for the walk's patience.
     pub fn stuck(&self, peers: &[ReplicaId]) -> bool {
-        self.asked.is_empty() && peers.iter().all(|p| self.dropped.contains(p))
+        self.stalled || peers.iter().all(|p| self.dropped.contains(p))
     }
 
     /// The state fetched, once [`done`](Self::done).
@@ -233,10 +308,14 @@ impl PartWalk {
         let free: Vec<ReplicaId> = peers
             .iter()
             .copied()
-            .filter(|p| !self.dropped.contains(p) && !self.asked.contains_key(p))
+            .filter(|p| !self.dropped.contains(p) && !self.busy(*p))
             .collect();
+        // A part put back twice (its request overdue, then a check of it
+        // failed) is asked once.
         let satisfied = &self.satisfied;
-        self.todo.retain(|w| !satisfied.contains(&w.part));
+        let mut queued = BTreeSet::new();
+        self.todo
+            .retain(|w| !satisfied.contains(&w.part) && queued.insert(w.part));
         if free.is_empty() || self.todo.is_empty() {
             return;
         }
@@ -287,11 +366,26 @@ impl PartWalk {
         now: u64,
         out: &mut Vec<Output>,
     ) {
+        self.sent = self.sent.wrapping_add(1);
+        let request = (self.number << 32) | u64::from(self.sent);
+        let kept: Vec<u64> = self
+            .asked
+            .iter()
+            .filter(|(_, asked)| asked.peer == peer)
+            .map(|(number, _)| *number)
+            .collect();
+        if kept.len() >= KEPT_PER_PEER {
+            // The oldest is overdue (the peer is free), so its parts were
+            // put back already.
+            self.asked.remove(&kept[0]);
+        }
         self.asked.insert(
-            peer,
+            request,
             Asked {
+                peer,
                 parts: wanted,
                 at: now,
+                overdue: false,
             },
         );
         out.push(Output::Send(
@@ -299,46 +393,66 @@ impl PartWalk {
             ReplicaMessage::PartsRequest {
                 seq: self.seq,
                 salt: self.salt,
+                request,
                 parts,
             },
         ));
     }
 
-    /// Takes back what peers asked longer than `timeout` ago did not answer,
-    /// and drops them: slow or silent, the others will serve it.
-    pub fn on_tick(&mut self, now: u64, timeout: u64) {
-        let late: Vec<ReplicaId> = self
-            .asked
-            .iter()
-            .filter(|(_, asked)| now.saturating_sub(asked.at) >= timeout)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in late {
-            self.drop_peer(peer);
+    /// Whether `peer` has a request in flight that is not overdue.
+    fn busy(&self, peer: ReplicaId) -> bool {
+        self.asked
+            .values()
+            .any(|asked| asked.peer == peer && !asked.overdue)
+    }
+
+    /// Requests in flight longer than the request timeout lose their parts
+    /// to the other peers, and their peers are free to be asked again
+    /// (their answers are still used if they come). A walk that fetched
+    /// nothing for `patience` is stalled.
+    pub fn on_tick(&mut self, now: u64, patience: u64) {
+        let mut late = Vec::new();
+        let mut slow = Vec::new();
+        for asked in self.asked.values_mut() {
+            if !asked.overdue && now.saturating_sub(asked.at) >= self.timeout {
+                asked.overdue = true;
+                late.extend(asked.parts.iter().copied());
+                slow.push(asked.peer);
+            }
+        }
+        self.requeue(late);
+        for peer in slow {
+            // Asked again, but only a little at a time until it answers.
+            self.windows.insert(peer, MIN_WINDOW);
+        }
+        if now.saturating_sub(self.progress_at) >= patience {
+            self.stalled = true;
         }
     }
 
-    /// No longer asks `peer`; what it was asked goes back to be asked of
-    /// the others.
-    pub fn drop_peer(&mut self, peer: ReplicaId) {
-        self.dropped.insert(peer);
-        if let Some(asked) = self.asked.remove(&peer) {
-            self.drop_asked(asked);
-        }
-    }
-
-    /// A peer's reply: checks each part against the digest it must have and
-    /// goes down where it differs from the base.
-    pub fn on_parts(&mut self, from: ReplicaId, replies: Vec<PartReply>) -> Answer {
-        let Some(asked) = self.asked.remove(&from) else {
+    /// A peer's reply to request `request`, at `now`: checks each part
+    /// against the digest it must have and goes down where it differs from
+    /// the base.
+    pub fn on_parts(
+        &mut self,
+        from: ReplicaId,
+        request: u64,
+        replies: Vec<PartReply>,
+        now: u64,
+    ) -> Answer {
+        if self.asked.get(&request).is_none_or(|a| a.peer != from) {
             return Answer::Stale;
-        };
+        }
+        let asked = self.asked.remove(&request).expect("just looked");
+        let fetched_before = (self.satisfied.len(), self.held);
+        let overdue = asked.overdue;
         if replies.is_empty() {
             // A peer that has the checkpoint answers at least part of the
-            // first part; one that does not sends nothing.
+            // first part; one that no longer has it answers nothing.
             self.drop_asked(asked);
-            self.dropped.insert(from);
-            return Answer::Lie;
+            self.drop_peer(from);
+            self.gone.insert(from);
+            return Answer::Gone;
         }
         let asked_count = asked.parts.len();
         let mut open: Vec<Option<Wanted>> = asked.parts.into_iter().map(Some).collect();
@@ -397,29 +511,58 @@ impl PartWalk {
         };
         self.windows
             .insert(from, window.clamp(MIN_WINDOW, MAX_PARTS_PER_REQUEST));
-        for wanted in unanswered.into_iter().rev() {
-            if !self.satisfied.contains(&wanted.part) {
-                self.todo.push_front(wanted);
-            }
+        if !overdue {
+            // (An overdue request's parts were put back already.)
+            self.requeue(unanswered);
+        }
+        if (self.satisfied.len(), self.held) != fetched_before {
+            self.progress_at = now;
         }
         if verdict == Answer::Oversized {
             self.oversized.insert(from);
             if self.oversized.len() <= self.f {
                 // Maybe a lie: ask the others, not this peer.
-                self.dropped.insert(from);
+                self.drop_peer(from);
                 return Answer::Used;
             }
         }
         if verdict == Answer::Lie {
-            self.dropped.insert(from);
+            self.drop_peer(from);
         }
         verdict
     }
 
-    /// Puts what a peer was asked back to be asked of the others.
+    /// Asks `peer` nothing more in this walk, and forgets what it was asked
+    /// (putting back what is not overdue, so put back already).
+    fn drop_peer(&mut self, peer: ReplicaId) {
+        self.dropped.insert(peer);
+        let numbers: Vec<u64> = self
+            .asked
+            .iter()
+            .filter(|(_, asked)| asked.peer == peer)
+            .map(|(number, _)| *number)
+            .collect();
+        for number in numbers {
+            let asked = self.asked.remove(&number).expect("just found");
+            self.drop_asked(asked);
+        }
+    }
+
+    /// Puts what a peer was asked back to be asked of the others (unless
+    /// it was already, when the request became overdue).
     fn drop_asked(&mut self, asked: Asked) {
-        for wanted in asked.parts.into_iter().rev() {
-            self.todo.push_front(wanted);
+        if !asked.overdue {
+            self.requeue(asked.parts);
+        }
+    }
+
+    /// Puts `parts` not fetched yet at the front of what is left to ask, in
+    /// their order.
+    fn requeue(&mut self, parts: Vec<Wanted>) {
+        for wanted in parts.into_iter().rev() {
+            if !self.satisfied.contains(&wanted.part) {
+                self.todo.push_front(wanted);
+            }
         }
     }
 

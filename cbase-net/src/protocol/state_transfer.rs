@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use cbase_core::codec;
 
-use super::state_parts::{Answer, PartWalk};
+use super::state_parts::{Answer, PartWalk, WalkRules};
 use super::{Output, Replica};
 use crate::checkpoint::parts::{
     LocalCheckpoint, MAX_PARTS_PER_REQUEST, Manifest, PartReply, PartRequest, Transferred,
@@ -108,9 +108,33 @@ pub(super) struct Behind {
     pub repair: bool,
     /// Fetch the whole state: a part was too large to travel on its own.
     pub whole: bool,
+    /// Walks over parts that ended fetching nothing: each doubles the
+    /// patience of the next (up to [`MAX_PATIENCE_DOUBLINGS`] times).
+    pub stalls: u32,
 }
 
+/// How many request timeouts a walk goes without fetching anything before
+/// it ends, at first.
+const FIRST_PATIENCE: u64 = 16;
+
+/// The walk's patience doubles with each stall, this many times at most.
+const MAX_PATIENCE_DOUBLINGS: u32 = 3;
+
 impl Behind {
+    /// A checkpoint to fetch, from `peer` first, not asked for yet (or, with
+    /// `asked_at` 0, to ask for at the next tick).
+    pub fn new(target: Certified, asked_at: u64, peer: ReplicaId) -> Behind {
+        Behind {
+            target,
+            asked_at,
+            peer,
+            next: None,
+            repair: false,
+            whole: false,
+            stalls: 0,
+        }
+    }
+
     /// Retargets at the later checkpoint, if one was learned of.
     fn advanced(self) -> Behind {
         match self.next {
@@ -156,14 +180,7 @@ impl Replica {
         // left to execute from (the log below `seq` is gone).
         let asked_at = if ask_now { 0 } else { self.now.max(1) };
         let peer = self.behind.as_ref().map_or(self.id, |b| b.peer);
-        self.behind = Some(Behind {
-            target: certified,
-            asked_at,
-            peer,
-            next: None,
-            repair: false,
-            whole: false,
-        });
+        self.behind = Some(Behind::new(certified, asked_at, peer));
     }
 
     /// A quorum agrees on a digest at `certified.seq` that differs from this
@@ -187,12 +204,8 @@ impl Replica {
         self.transfer = Transfer::default();
         let peer = self.behind.as_ref().map_or(self.id, |b| b.peer);
         self.behind = Some(Behind {
-            target: certified,
-            asked_at: 0,
-            peer,
-            next: None,
             repair: true,
-            whole: false,
+            ..Behind::new(certified, 0, peer)
         });
     }
 
@@ -219,14 +232,7 @@ impl Replica {
             self.behind = behind
                 .next
                 .filter(|next| next.seq > self.delivered)
-                .map(|next| Behind {
-                    target: next,
-                    asked_at: self.now.max(1),
-                    peer: behind.peer,
-                    next: None,
-                    repair: false,
-                    whole: false,
-                });
+                .map(|next| Behind::new(next, self.now.max(1), behind.peer));
             return;
         }
         if self.installing.is_some() {
@@ -234,17 +240,30 @@ impl Replica {
         }
         let peers: Vec<ReplicaId> = self.peers().collect();
         if let Some(walk) = self.transfer.walk.as_mut() {
-            // Fetching parts: peers that did not answer in time are dropped
-            // and their parts asked of the others.
-            walk.on_tick(self.now, self.config.request_timeout);
-            if !walk.stuck(&peers) {
+            // Fetching parts: what peers did not answer in time is asked of
+            // the others, and requests silent for long asked again.
+            let patience = self
+                .config
+                .request_timeout
+                .saturating_mul(FIRST_PATIENCE)
+                .saturating_mul(1 << behind.stalls.min(MAX_PATIENCE_DOUBLINGS));
+            walk.on_tick(self.now, patience);
+            // More than f peers let this checkpoint go (so a correct one
+            // did), a later one is agreed, and those left fetched nothing
+            // for a request timeout: fetch the later one instead.
+            let let_go = walk.gone() > self.f
+                && behind.next.is_some()
+                && walk.idle(self.now) >= self.config.request_timeout;
+            if !walk.stuck(&peers) && !let_go {
                 walk.ask(self.now, &peers, out);
                 return;
             }
             // Every peer failed us: start over (with a later checkpoint, if
-            // one is known; peers may no longer keep this one).
+            // one is known; peers may no longer keep this one), with more
+            // patience next time.
             self.transfer = Transfer::default();
             behind.asked_at = 0;
+            behind.stalls = behind.stalls.saturating_add(1);
         }
         let overdue = behind.asked_at == 0
             || self.now.saturating_sub(behind.asked_at) >= self.transfer_deadline();
@@ -320,6 +339,7 @@ impl Replica {
         from: ReplicaId,
         seq: Seq,
         salt: Hash,
+        request: u64,
         parts: Vec<PartRequest>,
         out: &mut Vec<Output>,
     ) {
@@ -351,6 +371,7 @@ impl Replica {
             to: from,
             seq,
             salt,
+            request,
             parts,
         });
     }
@@ -360,6 +381,7 @@ impl Replica {
         &mut self,
         from: ReplicaId,
         seq: Seq,
+        request: u64,
         parts: Vec<PartReply>,
         out: &mut Vec<Output>,
     ) {
@@ -378,13 +400,14 @@ impl Replica {
         };
         let bytes = codec::encode(&parts).map_or(0, |b| b.len() as u64);
         self.stats.state_bytes += bytes;
-        match walk.on_parts(from, parts) {
+        match walk.on_parts(from, request, parts, self.now) {
             Answer::Stale => self.stats.stale += 1,
             Answer::Lie => {
                 // Dropped; the others serve what it was asked.
                 self.stats.bad_state += 1;
                 walk.ask(self.now, &peers, out);
             }
+            Answer::Gone => walk.ask(self.now, &peers, out),
             Answer::Oversized => {
                 // Start over, fetching the state whole.
                 self.transfer = Transfer::default();
@@ -488,9 +511,13 @@ impl Replica {
             seq,
             manifest,
             base,
-            salt,
-            self.config.max_state_bytes,
-            self.f,
+            (salt, self.salts),
+            WalkRules {
+                max_bytes: self.config.max_state_bytes,
+                f: self.f,
+                timeout: self.config.request_timeout,
+            },
+            self.now,
         );
         if walk.done() {
             return self.install(behind, Transferred::Parts(walk.finish()), out);

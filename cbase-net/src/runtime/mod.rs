@@ -675,8 +675,12 @@ fn spawn_state_server(
                         to,
                         seq,
                         salt,
+                        request,
                         parts,
-                    } => (to, server.parts(&checkpoints, seq, &salt, &parts)),
+                    } => (
+                        to,
+                        Some(server.parts(&checkpoints, seq, &salt, request, &parts)),
+                    ),
                     _ => continue,
                 };
                 if let (Some(reply), Some(queue)) = (reply, peers.get(&to)) {

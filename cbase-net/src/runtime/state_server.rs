@@ -116,18 +116,26 @@ impl StateServer {
     }
 
     /// The reply answering as many of `parts` of checkpoint `seq` as fit in
-    /// a frame; `None` if this replica no longer has that checkpoint or the
-    /// request names nothing in it.
+    /// a frame. It answers nothing if this replica no longer has that
+    /// checkpoint (or the request names nothing in it), so the asker stops
+    /// asking this replica rather than wait for it.
     pub(super) fn parts(
         &mut self,
         store: &CheckpointStore,
         seq: Seq,
         salt: &Hash,
+        request: u64,
         parts: &[PartRequest],
-    ) -> Option<ReplicaMessage> {
-        let index = self.index(store, seq)?;
-        let parts = index.answer(salt, parts, self.chunk);
-        (!parts.is_empty()).then_some(ReplicaMessage::Parts { seq, parts })
+    ) -> ReplicaMessage {
+        let parts = match self.index(store, seq) {
+            Some(index) => index.answer(salt, parts, self.chunk),
+            None => Vec::new(),
+        };
+        ReplicaMessage::Parts {
+            seq,
+            request,
+            parts,
+        }
     }
 }
 
@@ -188,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_checkpoints_and_offsets_past_the_end_get_nothing() {
+    fn unknown_checkpoints_and_offsets_past_the_end_get_nothing_or_an_empty_answer() {
         let recent = store(8, 3);
         let mut server = StateServer::new(1 << 20);
         for whole in [false, true] {
@@ -202,12 +210,15 @@ mod tests {
             level: 0,
             index: 0,
         };
-        assert!(
-            server
-                .parts(&recent, 16, &[0; 32], std::slice::from_ref(&part))
-                .is_none()
-        );
-        assert!(server.parts(&recent, 8, &[0; 32], &[part]).is_some());
+        let answered = |reply: ReplicaMessage| match reply {
+            ReplicaMessage::Parts { parts, .. } => parts.len(),
+            other => panic!("{other:?}"),
+        };
+        // A checkpoint this replica does not have: an empty answer, so the
+        // asker stops waiting for this replica.
+        let unknown = server.parts(&recent, 16, &[0; 32], 1, std::slice::from_ref(&part));
+        assert_eq!(answered(unknown), 0);
+        assert_eq!(answered(server.parts(&recent, 8, &[0; 32], 1, &[part])), 1);
     }
 
     #[test]
@@ -227,15 +238,18 @@ mod tests {
                 have: Vec::new(),
             })
             .collect();
-        let reply = server.parts(&store, 8, &[1; 32], &parts).unwrap();
+        let reply = server.parts(&store, 8, &[1; 32], 77, &parts);
         let frame = cbase_core::codec::encode(&reply).unwrap();
         assert!(frame.len() <= max_frame, "{} > {max_frame}", frame.len());
         let ReplicaMessage::Parts {
-            parts: answered, ..
+            parts: answered,
+            request,
+            ..
         } = reply
         else {
             panic!("parts");
         };
+        assert_eq!(request, 77, "the answer names the request it answers");
         assert!(answered.len() > 10 && answered.len() < parts.len());
     }
 

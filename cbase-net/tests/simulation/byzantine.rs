@@ -87,6 +87,7 @@ impl World {
         let Some(mut state) = self.encoded_checkpoint(from, seq, whole) else {
             return;
         };
+        let queued = self.serving_delay(from, seq);
         let behaviour = self.behaviour(from);
         if behaviour == Some(Behaviour::Chaos) {
             let last = state.len() - 1;
@@ -105,6 +106,7 @@ impl World {
         } else {
             (STATE_CHUNK, 0)
         };
+        let delay = delay + queued;
         let Some(start) = usize::try_from(offset).ok().filter(|&s| s < state.len()) else {
             return;
         };
@@ -125,17 +127,23 @@ impl World {
         from: usize,
         to: ReplicaId,
         seq: u64,
-        salt: [u8; 32],
+        (salt, request): ([u8; 32], u64),
         parts: Vec<PartRequest>,
     ) {
         let Some(index) = self.checkpoint_index(from, seq) else {
-            return;
+            // No longer has it: says so with an empty answer.
+            let reply = ReplicaMessage::Parts {
+                seq,
+                request,
+                parts: Vec::new(),
+            };
+            return self.transmit(from, to, reply, 0);
         };
         let mut answers = index.answer(&salt, &parts, PARTS_ROOM);
         if answers.is_empty() {
             return;
         }
-        let mut delay = 0;
+        let mut delay = self.serving_delay(from, seq);
         match self.behaviour(from) {
             Some(Behaviour::Chaos) => {
                 // A Byzantine replica serves a part that does not check out.
@@ -152,12 +160,13 @@ impl World {
                 // One part at a time, each just before it would be given up on.
                 answers.truncate(1);
                 let timeout = self.protocol.request_timeout;
-                delay = timeout - self.rng.gen_range(5 * MS..timeout / 10);
+                delay += timeout - self.rng.gen_range(5 * MS..timeout / 10);
             }
             _ => {}
         }
         let reply = ReplicaMessage::Parts {
             seq,
+            request,
             parts: answers,
         };
         self.transmit(from, to, reply, delay);

@@ -118,6 +118,10 @@ pub struct Node {
     pub forged: BTreeMap<(View, Seq), PrePrepare>,
     /// Its data directory.
     pub disk: Disk,
+    /// Its state server: the checkpoint it indexed last, and when it is
+    /// done with the requests it was given (it answers one at a time).
+    pub indexed: Option<Seq>,
+    pub serving_until: u64,
 }
 
 fn new_node(
@@ -162,6 +166,8 @@ fn new_node(
         seen: Vec::new(),
         forged: BTreeMap::new(),
         disk: Disk::default(),
+        indexed: None,
+        serving_until: 0,
     }
 }
 
@@ -925,8 +931,9 @@ impl World {
                 to,
                 seq,
                 salt,
+                request,
                 parts,
-            } => self.serve_parts(from, to, seq, salt, parts),
+            } => self.serve_parts(from, to, seq, (salt, request), parts),
             Output::InstallState { seq, digest, state } => {
                 let node = &mut self.nodes[from];
                 node.execution
@@ -959,6 +966,26 @@ impl World {
     }
 
     /// Checkpoint `seq` of an instance, indexed for serving parts.
+    /// How long the instance's state server takes to get to a request
+    /// about checkpoint `seq`. It answers one request at a time, and its
+    /// first about a checkpoint indexes the whole state, which for a large
+    /// one takes longer than the request timeout (so, here, half the time,
+    /// up to three timeouts): peers asking then wait for it, and must not
+    /// take that for silence or lies.
+    pub fn serving_delay(&mut self, instance: usize, seq: Seq) -> u64 {
+        let timeout = self.protocol.request_timeout;
+        let cold = self.nodes[instance].indexed != Some(seq);
+        let cost = if cold && self.rng.gen_bool(0.5) {
+            self.rng.gen_range(timeout / 2..3 * timeout)
+        } else {
+            0
+        };
+        let node = &mut self.nodes[instance];
+        node.indexed = Some(seq);
+        node.serving_until = node.serving_until.max(self.now) + cost;
+        node.serving_until - self.now
+    }
+
     pub fn checkpoint_index(&self, instance: usize, seq: Seq) -> Option<CheckpointIndex> {
         let state = self.nodes[instance].execution.checkpoints().state(seq)?;
         Some(CheckpointIndex::build(state))
@@ -1279,10 +1306,19 @@ fn describe(message: &ReplicaMessage) -> String {
             format!("state-request s{seq} @{offset} whole {whole}")
         }
         ReplicaMessage::StateReply { seq, offset, .. } => format!("state-reply s{seq} @{offset}"),
-        ReplicaMessage::PartsRequest { seq, parts, .. } => {
-            format!("parts-request s{seq} {} parts", parts.len())
+        ReplicaMessage::PartsRequest {
+            seq,
+            request,
+            parts,
+            ..
+        } => {
+            format!("parts-request s{seq} #{request:x} {} parts", parts.len())
         }
-        ReplicaMessage::Parts { seq, parts } => format!("parts s{seq} {} parts", parts.len()),
+        ReplicaMessage::Parts {
+            seq,
+            request,
+            parts,
+        } => format!("parts s{seq} #{request:x} {} parts", parts.len()),
     }
 }
 

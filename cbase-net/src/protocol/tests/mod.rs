@@ -994,12 +994,18 @@ fn serve_parts(
 ) -> Vec<Output> {
     let index = CheckpointIndex::build(std::sync::Arc::new(state.clone()));
     loop {
-        let requests: Vec<(ReplicaId, Seq, Hash, Vec<PartRequest>)> = out
+        let requests: Vec<(ReplicaId, Seq, Hash, u64, Vec<PartRequest>)> = out
             .iter()
             .filter_map(|o| match o {
-                Output::Send(to, ReplicaMessage::PartsRequest { seq, salt, parts }) => {
-                    Some((*to, *seq, *salt, parts.clone()))
-                }
+                Output::Send(
+                    to,
+                    ReplicaMessage::PartsRequest {
+                        seq,
+                        salt,
+                        request,
+                        parts,
+                    },
+                ) => Some((*to, *seq, *salt, *request, parts.clone())),
                 _ => None,
             })
             .collect();
@@ -1007,9 +1013,14 @@ fn serve_parts(
             return out;
         }
         out = Vec::new();
-        for (peer, seq, salt, parts) in requests {
+        for (peer, seq, salt, request, parts) in requests {
             let parts = index.answer(&salt, &parts, 1 << 20);
-            out.extend(deliver(r, peer, ReplicaMessage::Parts { seq, parts }));
+            let reply = ReplicaMessage::Parts {
+                seq,
+                request,
+                parts,
+            };
+            out.extend(deliver(r, peer, reply));
         }
     }
 }

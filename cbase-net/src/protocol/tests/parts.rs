@@ -45,16 +45,35 @@ fn fetching(base: &CheckpointState, target: &CheckpointState) -> (Replica, Repli
     (r, peer)
 }
 
+/// A part request as sent: to whom, its salt, its number, its parts.
+type Asked = (ReplicaId, Hash, u64, Vec<PartRequest>);
+
 /// The part requests in `out`, by peer.
-fn part_requests(out: &[Output]) -> Vec<(ReplicaId, Hash, Vec<PartRequest>)> {
+fn part_requests(out: &[Output]) -> Vec<Asked> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send(to, ReplicaMessage::PartsRequest { salt, parts, .. }) => {
-                Some((*to, *salt, parts.clone()))
-            }
+            Output::Send(
+                to,
+                ReplicaMessage::PartsRequest {
+                    salt,
+                    request,
+                    parts,
+                    ..
+                },
+            ) => Some((*to, *salt, *request, parts.clone())),
             _ => None,
         })
         .collect()
+}
+
+/// `server`'s answer to `asked`, as the peer asked sends it.
+fn answer(server: &CheckpointIndex, asked: &Asked) -> ReplicaMessage {
+    let (_, salt, request, parts) = asked;
+    ReplicaMessage::Parts {
+        seq: 4,
+        request: *request,
+        parts: server.answer(salt, parts, 64 << 10),
+    }
 }
 
 /// Serves part requests as `answer` says (`None`: the peer stays silent)
@@ -72,9 +91,13 @@ fn serve(
             return (out, bytes);
         }
         out = Vec::new();
-        for (peer, salt, parts) in requests {
+        for (peer, salt, request, parts) in requests {
             if let Some(parts) = answer(peer, salt, &parts) {
-                let message = ReplicaMessage::Parts { seq: 4, parts };
+                let message = ReplicaMessage::Parts {
+                    seq: 4,
+                    request,
+                    parts,
+                };
                 bytes += cbase_core::codec::encode(&message).unwrap().len();
                 out.extend(deliver(r, peer, message));
             }
@@ -247,14 +270,28 @@ fn a_silent_peer_loses_its_parts_to_the_others() {
         !out.iter().any(|o| matches!(o, Output::InstallState { .. })),
         "what the silent peer was asked is still missing"
     );
-    // After the request timeout, its parts go to the others.
-    let out = tick(&mut r, 3 * SECOND);
+    // After the request timeout, its parts go to the others (it is asked
+    // again too, in case its request was lost, but nothing waits for it).
+    let mut now = 3 * SECOND;
+    let out = tick(&mut r, now);
     let asked = part_requests(&out);
-    assert!(!asked.is_empty() && asked.iter().all(|(p, _, _)| *p != silent));
-    let (out, _) = serve(&mut r, out, |peer, salt, parts| {
-        (peer != silent).then(|| server.answer(&salt, parts, 16 << 10))
-    });
-    assert_eq!(installed(&out), target);
+    assert!(asked.iter().any(|(p, ..)| *p != silent), "{asked:?}");
+    let mut out = out;
+    let installs = loop {
+        let (served, _) = serve(&mut r, out, |peer, salt, parts| {
+            (peer != silent).then(|| server.answer(&salt, parts, 16 << 10))
+        });
+        if served
+            .iter()
+            .any(|o| matches!(o, Output::InstallState { .. }))
+        {
+            break served;
+        }
+        assert!(now < 20 * SECOND, "never finished");
+        now += SECOND / 2;
+        out = tick(&mut r, now);
+    };
+    assert_eq!(installed(&installs), target);
     assert_eq!(r.stats().bad_state, 0, "silence is not a lie");
 }
 
@@ -265,7 +302,7 @@ fn the_parts_left_are_asked_of_every_peer_so_an_unreachable_one_does_not_hold_th
     let (mut r, peer) = fetching(&base, &target);
     let out = deliver(&mut r, peer, whole_state(4, &target));
     // The root, the first part, is asked of every peer.
-    let asked: BTreeSet<ReplicaId> = part_requests(&out).iter().map(|(p, _, _)| *p).collect();
+    let asked: BTreeSet<ReplicaId> = part_requests(&out).iter().map(|(p, ..)| *p).collect();
     assert_eq!(asked, [0, 2, 3].into());
     // Peer 0 is unreachable: the walk completes without waiting for it.
     let server = CheckpointIndex::build(Arc::new(target.clone()));
@@ -385,19 +422,15 @@ fn late_answers_to_a_part_asked_of_several_peers_are_ignored_and_parts_not_asked
     // Every peer answers the root; the first answer is used, the others
     // come late and are ignored, not blamed.
     let mut out = Vec::new();
-    for (peer, salt, parts) in &asked[..2] {
-        let parts = server.answer(salt, parts, 64 << 10);
-        out.extend(deliver(
-            &mut r,
-            *peer,
-            ReplicaMessage::Parts { seq: 4, parts },
-        ));
+    for asked in &asked[..2] {
+        out.extend(deliver(&mut r, asked.0, answer(&server, asked)));
     }
     assert_eq!(r.stats().bad_state, 0);
     // Answers for another checkpoint are stale.
     let stale = r.stats().stale;
     let other_seq = ReplicaMessage::Parts {
         seq: 8,
+        request: asked[2].2,
         parts: vec![PartReply::Oversized {
             container: 0,
             bucket: 0,
@@ -407,7 +440,7 @@ fn late_answers_to_a_part_asked_of_several_peers_are_ignored_and_parts_not_asked
     assert_eq!(r.stats().stale, stale + 1);
     // A peer with a request in flight answers a part nobody asked for (a
     // node deep in the tree): a lie.
-    let (busy, _, _) = part_requests(&out)[0].clone();
+    let (busy, _, request, _) = part_requests(&out)[0].clone();
     let unasked = PartReply::Node {
         container: 0,
         level: 2,
@@ -419,6 +452,7 @@ fn late_answers_to_a_part_asked_of_several_peers_are_ignored_and_parts_not_asked
         busy,
         ReplicaMessage::Parts {
             seq: 4,
+            request,
             parts: vec![unasked],
         },
     );
@@ -437,6 +471,7 @@ fn part_requests_are_refused_beyond_what_was_executed_and_throttled_per_peer() {
     let request = |seq| ReplicaMessage::PartsRequest {
         seq,
         salt: [0; 32],
+        request: 1,
         parts: vec![PartRequest::Node {
             container: 0,
             level: 0,
@@ -460,6 +495,7 @@ fn part_requests_are_refused_beyond_what_was_executed_and_throttled_per_peer() {
     let many = ReplicaMessage::PartsRequest {
         seq: 4,
         salt: [0; 32],
+        request: 1,
         parts: vec![
             PartRequest::Node {
                 container: 0,
@@ -501,19 +537,213 @@ fn one_peer_saying_a_bucket_is_too_large_cannot_force_a_whole_transfer() {
 }
 
 #[test]
-fn an_empty_answer_is_a_lie() {
+fn an_empty_answer_says_the_peer_no_longer_has_the_checkpoint() {
     let base = bank(2_000, 0..0, 0);
     let target = bank(2_000, 0..40, 0);
     let (mut r, peer) = fetching(&base, &target);
     let out = deliver(&mut r, peer, whole_state(4, &target));
     let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let mut asked_of_0 = 0;
     let (out, _) = serve(&mut r, out, |peer, salt, parts| {
         Some(if peer == 0 {
+            asked_of_0 += 1;
             Vec::new()
         } else {
             server.answer(&salt, parts, 64 << 10)
         })
     });
     assert_eq!(installed(&out), target);
-    assert_eq!(r.stats().bad_state, 1);
+    assert_eq!(asked_of_0, 1, "not asked again");
+    assert_eq!(r.stats().bad_state, 0, "moving on is not a lie");
+}
+
+#[test]
+fn when_more_than_f_peers_let_the_checkpoint_go_the_transfer_moves_to_a_later_one() {
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..40, 0);
+    let later = bank(2_000, 0..80, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let asked = part_requests(&out);
+    assert_eq!(asked.len(), 3);
+    // Two peers (f+1, so a correct one among them) no longer have
+    // checkpoint 4; the third says nothing.
+    for (peer, _, request, _) in &asked[..2] {
+        let gone = ReplicaMessage::Parts {
+            seq: 4,
+            request: *request,
+            parts: Vec::new(),
+        };
+        deliver(&mut r, *peer, gone);
+    }
+    let state_requested = |out: &[Output]| {
+        out.iter().find_map(|o| match o {
+            Output::Send(_, ReplicaMessage::StateRequest { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+    };
+    // With no later checkpoint known, the walk goes on with the third.
+    assert_eq!(state_requested(&tick(&mut r, SECOND + 3)), None);
+    // Once the others agree on checkpoint 8 and the peer left fetched
+    // nothing for a request timeout, the transfer starts over there,
+    // without waiting any longer for the silent peer.
+    let (_, secrets) = cluster(4);
+    vote_checkpoint(&mut r, &secrets, 8, later.digest());
+    assert_eq!(state_requested(&tick(&mut r, SECOND + 4)), None);
+    assert_eq!(state_requested(&tick(&mut r, 2 * SECOND + 4)), Some(8));
+    assert_eq!(r.stats().bad_state, 0);
+}
+
+#[test]
+fn peers_slower_than_the_timeout_are_asked_again_and_their_answers_used() {
+    // A correct peer indexes a checkpoint (O(state)) before its first
+    // answer about it; with a large state that takes longer than the
+    // request timeout, and every peer is asked the root at once.
+    let base = bank(5_000, 0..0, 0);
+    let target = bank(5_000, 0..200, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let start = 2 * SECOND;
+    let mut out = Vec::new();
+    r.handle(
+        start,
+        Input::Replica(peer, whole_state(4, &target)),
+        &mut out,
+    );
+    let first = part_requests(&out);
+    assert_eq!(first.len(), 3);
+    // Past the timeout nobody has answered: each peer is asked again, and
+    // the transfer does not start over.
+    let out = tick(&mut r, start + SECOND + SECOND / 2);
+    let second = part_requests(&out);
+    assert_eq!(second.len(), 3, "{out:?}");
+    assert!(state_request(&out).is_none(), "the walk goes on: {out:?}");
+    // The peers finish indexing and answer both requests, in order: the
+    // first answer is used (the others answer what is already fetched).
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let stale = r.stats().stale;
+    let mut out = Vec::new();
+    for asked in first.iter().chain(&second) {
+        out.extend(deliver(&mut r, asked.0, answer(&server, asked)));
+    }
+    assert_eq!(r.stats().stale, stale, "late answers are used");
+    assert_eq!(r.stats().bad_state, 0, "late is not a lie");
+    assert!(!part_requests(&out).is_empty(), "the walk goes down");
+    let (out, _) = serve(&mut r, out, |_, salt, parts| {
+        Some(server.answer(&salt, parts, 16 << 10))
+    });
+    assert_eq!(installed(&out), target);
+    assert_eq!(r.stats().state_requests, 1, "one manifest, one walk");
+    assert_eq!(r.stats().bad_state, 0);
+}
+
+#[test]
+fn a_lost_request_holds_nothing_up_and_its_peer_is_asked_again() {
+    let base = bank(5_000, 0..0, 0);
+    let target = bank(5_000, 0..200, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    // Peer 3's second request is lost; everything else arrives.
+    let lossy = 3;
+    let mut asked_of_lossy = 0;
+    let (out, _) = serve(&mut r, out, |peer, salt, parts| {
+        if peer == lossy {
+            asked_of_lossy += 1;
+            if asked_of_lossy == 2 {
+                return None;
+            }
+        }
+        Some(server.answer(&salt, parts, 16 << 10))
+    });
+    assert_eq!(asked_of_lossy, 2);
+    assert!(!out.iter().any(|o| matches!(o, Output::InstallState { .. })));
+    // After the timeout its parts go to the others, and peer 3 is asked
+    // again: a lost request is not held against it.
+    let out = tick(&mut r, 4 * SECOND);
+    let asked: BTreeSet<ReplicaId> = part_requests(&out).iter().map(|(p, ..)| *p).collect();
+    assert!(asked.contains(&lossy), "{asked:?}");
+    let (out, _) = serve(&mut r, out, |peer, salt, parts| {
+        if peer == lossy {
+            asked_of_lossy += 1;
+        }
+        Some(server.answer(&salt, parts, 16 << 10))
+    });
+    assert_eq!(installed(&out), target);
+    assert!(asked_of_lossy > 2);
+    assert_eq!(r.stats().bad_state, 0);
+}
+
+#[test]
+fn answers_to_an_abandoned_walk_are_stale_and_the_next_walk_waits_longer() {
+    let base = bank(5_000, 0..0, 0);
+    let target = bank(5_000, 0..200, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let start = 2 * SECOND;
+    let mut out = Vec::new();
+    r.handle(
+        start,
+        Input::Replica(peer, whole_state(4, &target)),
+        &mut out,
+    );
+    let abandoned = part_requests(&out);
+    assert_eq!(abandoned.len(), 3);
+    // Nobody answers for the walk's patience (16 request timeouts): each
+    // peer is asked again every timeout (a little at a time), and then the
+    // transfer starts over from the manifest.
+    let mut asked_again = 0;
+    let mut now = start;
+    let restarted = loop {
+        now += SECOND / 2;
+        let out = tick(&mut r, now);
+        asked_again += part_requests(&out).len();
+        if let Some((peer, _)) = state_request(&out) {
+            break peer;
+        }
+        assert!(now < start + 17 * SECOND, "the walk never ends");
+    };
+    assert!(now >= start + 16 * SECOND);
+    assert_eq!(asked_again, 3 * 15, "3 peers asked again each second");
+    assert_eq!(r.stats().state_requests, 2);
+    let restart = now;
+    let mut out = Vec::new();
+    r.handle(
+        restart,
+        Input::Replica(restarted, whole_state(4, &target)),
+        &mut out,
+    );
+    let second = part_requests(&out);
+    assert_eq!(second.len(), 3);
+    assert!(
+        second.iter().all(|s| abandoned.iter().all(|a| a.2 != s.2)),
+        "requests of the new walk have new numbers"
+    );
+    // The answers to the abandoned walk arrive now: the same peers, the
+    // same checkpoint, the same part asked; but not this walk's requests.
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let stale = r.stats().stale;
+    for asked in &abandoned {
+        let mut late = answer(&server, asked);
+        if let ReplicaMessage::Parts { parts, .. } = &mut late {
+            // Even a forged one would not be looked at.
+            if let PartReply::Node { children, .. } = &mut parts[0] {
+                children[0][0] ^= 1;
+            }
+        }
+        assert!(part_requests(&deliver(&mut r, asked.0, late)).is_empty());
+    }
+    assert_eq!(r.stats().stale, stale + 3);
+    assert_eq!(r.stats().bad_state, 0, "late is not a lie");
+    // This walk waits twice as long before it ends.
+    let out = tick(&mut r, restart + 20 * SECOND);
+    assert!(state_request(&out).is_none(), "{out:?}");
+    let mut out = part_requests(&out)
+        .iter()
+        .flat_map(|asked| deliver(&mut r, asked.0, answer(&server, asked)))
+        .collect::<Vec<_>>();
+    out.extend(tick(&mut r, restart + 20 * SECOND + 1));
+    let (out, _) = serve(&mut r, out, |_, salt, parts| {
+        Some(server.answer(&salt, parts, 16 << 10))
+    });
+    assert_eq!(installed(&out), target);
+    assert_eq!(r.stats().bad_state, 0);
 }
