@@ -257,6 +257,7 @@ fn summary(ops: u64, elapsed: Duration, total: u64) {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    cbase::logging::init();
     cli::report(run().await)
 }
 

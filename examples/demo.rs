@@ -135,6 +135,7 @@ fn run(workers: usize) -> Result<(Duration, Digest, u64), Box<dyn std::error::Er
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    cbase::logging::init();
     println!(
         "{REQUESTS} requests (transfers that each wait 1 ms, and audits) over {ACCOUNTS} accounts\n"
     );

@@ -1390,6 +1390,7 @@ pub async fn disks_converge(dirs: &[PathBuf], within: Duration) -> (bool, usize)
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    cbase::logging::init();
     cli::report(run().await.map_err(|e| e as Box<dyn std::error::Error>))
 }
 

@@ -312,6 +312,7 @@ fn summary(ops: u64, elapsed: Duration, tally: &Tally, model: (usize, bool)) {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    cbase::logging::init();
     cli::report(run().await)
 }
 

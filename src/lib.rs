@@ -152,6 +152,8 @@ pub use cbase_net::{
     NetClient, NodeConfig, ProtocolConfig, ReplicaNode,
 };
 
+pub mod logging;
+
 /// The core crate, for the less common items (the parallelizer, the codec).
 pub use cbase_core as core_crate;
 /// The networking crate, for the less common items (the protocol state

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::SecretKey;
 use crate::message::{ClientMessage, ClientRequest, ReplyMessage, RequestBatch, SignedBatch};
+use crate::transport::reachability::Reachability;
 use crate::transport::{self, FrameReader, Identity, Role, TransportConfig, TransportError};
 
 /// Client tuning.
@@ -521,16 +522,23 @@ async fn connection(
     shared: Arc<Shared>,
 ) {
     let mut backoff = Duration::from_millis(20);
+    let by = format!("client {}", identity.key.public());
+    let mut reachability = Reachability::new(by, replica, address.clone());
     loop {
         let session = match TcpStream::connect(&address).await {
             Ok(stream) => transport::connect(stream, &identity, replica, &cluster, &config).await,
             Err(error) => Err(TransportError::Io(error)),
         };
-        let Ok(session) = session else {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-            continue;
+        let session = match session {
+            Ok(session) => session,
+            Err(error) => {
+                reachability.failed(&error, Instant::now());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
         };
+        reachability.connected();
         backoff = Duration::from_millis(20);
         let (reader, mut writer) = session.split();
         let mut reading = tokio::spawn(read_replies(replica, reader, Arc::clone(&shared)));

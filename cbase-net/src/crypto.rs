@@ -355,6 +355,33 @@ fn signing_digest(domain: &'static str, message: &[u8]) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
+/// The first 8 bytes of a digest (or any bytes) as 16 hex digits, as keys
+/// print: enough to tell digests apart in logs and reports.
+///
+/// ```
+/// let digest = [0xab; 32];
+/// assert_eq!(cbase_net::crypto::short_hex(&digest).to_string(), "abababababababab");
+/// ```
+pub fn short_hex(bytes: &[u8]) -> ShortHex<'_> {
+    ShortHex(bytes)
+}
+
+/// Displays as [`short_hex`] says.
+#[derive(Clone, Copy)]
+pub struct ShortHex<'a>(&'a [u8]);
+
+impl fmt::Display for ShortHex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex_encode(&self.0[..self.0.len().min(8)]))
+    }
+}
+
+impl fmt::Debug for ShortHex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex_encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cbase-keygen --dir DIR [--replicas N (4)] [--host HOST (127.0.0.1)] [--base-port PORT (7000)] [--force]";
 
 fn main() -> ExitCode {
+    cbase::logging::init();
     match run(std::env::args().skip(1).collect()) {
         Ok(message) => {
             println!("{message}");

@@ -261,6 +261,12 @@ impl Replica {
             // Every peer failed us: start over (with a later checkpoint, if
             // one is known; peers may no longer keep this one), with more
             // patience next time.
+            tracing::info!(
+                seq = behind.target.seq,
+                let_go,
+                "no peer serves checkpoint {}'s parts any more; starting over",
+                behind.target.seq
+            );
             self.transfer = Transfer::default();
             behind.asked_at = 0;
             behind.stalls = behind.stalls.saturating_add(1);
@@ -284,6 +290,14 @@ impl Replica {
         self.transfer = Transfer::default();
         self.stats.state_requests += 1;
         let whole = self.behind.as_ref().is_some_and(|b| b.whole);
+        tracing::info!(
+            seq,
+            peer,
+            whole,
+            executed = self.delivered,
+            "fetching the state at checkpoint {seq}: asking replica {peer} for its {}",
+            if whole { "whole state" } else { "manifest" }
+        );
         out.push(Output::Send(
             peer,
             ReplicaMessage::StateRequest {
@@ -404,6 +418,12 @@ impl Replica {
             Answer::Stale => self.stats.stale += 1,
             Answer::Lie => {
                 // Dropped; the others serve what it was asked.
+                tracing::warn!(
+                    peer = from,
+                    seq,
+                    "replica {from} served a part of checkpoint {seq} that does not \
+                     match its digest; asking the others"
+                );
                 self.stats.bad_state += 1;
                 walk.ask(self.now, &peers, out);
             }
@@ -505,6 +525,7 @@ impl Replica {
         // Compare with the checkpoint this replica has, and fetch what
         // differs from every peer.
         let base = self.local.0.as_ref().and_then(|local| local.index());
+        let has_base = base.is_some();
         self.salts += 1;
         let salt = *blake3::keyed_hash(&self.salt_key, &self.salts.to_le_bytes()).as_bytes();
         let mut walk = PartWalk::new(
@@ -521,6 +542,14 @@ impl Replica {
         );
         if walk.done() {
             return self.install(behind, Transferred::Parts(walk.finish()), out);
+        }
+        if has_base {
+            tracing::info!(
+                seq,
+                "fetching the parts of checkpoint {seq} that differ from ours"
+            );
+        } else {
+            tracing::info!(seq, "fetching checkpoint {seq} in parts");
         }
         let peers: Vec<ReplicaId> = self.peers().collect();
         walk.ask(self.now, &peers, out);
@@ -563,6 +592,12 @@ impl Replica {
     /// not match the agreed digest: a lie (or garbage). Drops what it sent and
     /// asks the next peer right away.
     fn reject_state(&mut self, from: ReplicaId, behind: Behind) {
+        tracing::warn!(
+            peer = from,
+            seq = behind.target.seq,
+            "replica {from} served a state or manifest that does not match the agreed \
+             digest; asking another"
+        );
         self.stats.bad_state += 1;
         self.transfer = Transfer::default();
         self.behind = Some(Behind {

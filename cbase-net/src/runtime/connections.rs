@@ -17,6 +17,7 @@ use crate::crypto::PublicKey;
 use crate::message::{ClientMessage, ReplicaMessage, Reply, ReplyMessage};
 use crate::protocol::Input;
 use crate::runtime::execution::ExecutionShared;
+use crate::transport::reachability::Reachability;
 use crate::transport::{
     self, FrameReader, FrameWriter, Identity, Role, TransportConfig, TransportError,
 };
@@ -37,6 +38,11 @@ pub(super) async fn outbound(
     metrics: Arc<NodeMetrics>,
 ) {
     let mut backoff = MIN_BACKOFF;
+    let by = match identity.role {
+        transport::Role::Replica(id) => format!("replica {id}"),
+        transport::Role::Client(key) => format!("client {key}"),
+    };
+    let mut reachability = Reachability::new(by, peer, address.clone());
     loop {
         let session = match TcpStream::connect(&address).await {
             Ok(stream) => transport::connect(stream, &identity, peer, &cluster, &config).await,
@@ -45,6 +51,7 @@ pub(super) async fn outbound(
         let mut writer = match session {
             Ok(session) => {
                 backoff = MIN_BACKOFF;
+                reachability.connected();
                 session.split().1
             }
             Err(error) => {
@@ -56,7 +63,7 @@ pub(super) async fn outbound(
                 ) {
                     metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
                 }
-                tracing::debug!(peer, %error, "cannot reach peer; retrying");
+                reachability.failed(&error, std::time::Instant::now());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -92,8 +99,44 @@ async fn write_burst(
     writer.flush().await
 }
 
+/// Connections refused at the handshake, told to the log at most once per
+/// [`RefusalLog::EVERY`]: anyone can knock on the port, and the log must
+/// not grow with their knocking.
+#[derive(Debug, Default)]
+pub(super) struct RefusalLog {
+    /// When the last warning was written, and refusals since.
+    last: parking_lot::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn refused(&self, from: Option<std::net::SocketAddr>, error: &TransportError) {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock();
+        match &mut *last {
+            Some((at, since)) if now.duration_since(*at) < Self::EVERY => {
+                *since += 1;
+                tracing::debug!(?from, %error, "refused a connection");
+            }
+            _ => {
+                let more = last.map_or(0, |(_, since)| since);
+                *last = Some((now, 0));
+                tracing::warn!(
+                    ?from,
+                    %error,
+                    refused_since_last_warning = more,
+                    "refused a connection at the handshake"
+                );
+            }
+        }
+    }
+}
+
 /// What the listener's connections need.
 pub(super) struct Inbound {
+    /// Refused handshakes, for the log.
+    pub refusals: RefusalLog,
     pub identity: Arc<Identity>,
     pub cluster: Arc<ClusterConfig>,
     pub transport: Arc<TransportConfig>,
@@ -129,6 +172,7 @@ pub(super) async fn listen(listener: TcpListener, inbound: Inbound) {
 }
 
 async fn serve(stream: TcpStream, inbound: Arc<Inbound>) {
+    let from = stream.peer_addr().ok();
     let session = match transport::accept(
         stream,
         &inbound.identity,
@@ -143,7 +187,7 @@ async fn serve(stream: TcpStream, inbound: Arc<Inbound>) {
                 .metrics
                 .handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%error, "handshake failed");
+            inbound.refusals.refused(from, &error);
             return;
         }
     };

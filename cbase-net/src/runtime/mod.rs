@@ -339,11 +339,21 @@ impl ReplicaNode {
                     }
                     let command = queued.pop_front().expect("just filled");
                     let report = match command {
-                        ExecCommand::Execute(batch) => execution
-                            .execute(batch)
-                            .map(|record| Input::CheckpointTaken { seq: record.seq, state: record.digest }),
+                        ExecCommand::Execute(batch) => execution.execute(batch).map(|record| {
+                            // (`info` once the checkpoint is stable.)
+                            tracing::debug!(
+                                replica = id,
+                                seq = record.seq,
+                                digest = %crate::crypto::short_hex(&record.digest),
+                                "took a checkpoint"
+                            );
+                            Input::CheckpointTaken { seq: record.seq, state: record.digest }
+                        }),
                         ExecCommand::Install { seq, digest, state } => match execution.install(seq, state.build()) {
-                            Ok(()) => Some(Input::StateInstalled { seq, state: digest }),
+                            Ok(()) => {
+                                tracing::info!(replica = id, seq, "installed the fetched state");
+                                Some(Input::StateInstalled { seq, state: digest })
+                            }
                             Err(error) => {
                                 // It matched the agreed digest, so this is a bug in the
                                 // service's containers, not a lying peer.
@@ -379,6 +389,7 @@ impl ReplicaNode {
         tasks.push(tokio::spawn(connections::listen(
             listener,
             connections::Inbound {
+                refusals: connections::RefusalLog::default(),
                 identity: Arc::clone(&identity),
                 cluster: Arc::clone(&cluster),
                 transport: Arc::clone(&transport),
@@ -461,69 +472,81 @@ impl ReplicaNode {
             None => (None, None),
         };
         let protocol_metrics = Arc::clone(&metrics);
-        tasks.push(tokio::spawn(async move {
-            let mut outputs = startup;
-            // Timers (request and view-change timeouts) are checked on ticks.
-            let mut ticks = tokio::time::interval(TICK);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let first = tokio::select! {
-                    input = inbox.recv() => match input {
-                        Some(input) => input,
-                        None => break,
-                    },
-                    _ = ticks.tick() => Input::Tick,
-                };
-                let now = now_nanos();
-                replica.handle(now, first, &mut outputs);
-                // Take what else is already waiting before routing, so
-                // broadcasts of one burst leave together.
-                for _ in 0..256 {
-                    match inbox.try_recv() {
-                        Ok(input) => replica.handle(now, input, &mut outputs),
-                        Err(_) => break,
-                    }
-                }
-                // What the protocol asked to persist is on disk before any
-                // of this burst's messages leaves (one commit for all).
-                if let Some(storage) = &protocol_storage {
-                    let durable = outputs.iter().filter_map(|o| match o {
-                        Output::Persist(durable) => Some(durable),
-                        _ => None,
-                    });
-                    if let Err(error) = storage.persist(durable) {
-                        tracing::error!(%error, "cannot persist; this replica stops");
-                        break;
-                    }
-                }
-                if storage_failed.load(Ordering::Relaxed) {
-                    break;
-                }
-                for output in outputs.drain(..) {
-                    if let Output::Stable { seq, state, proof } = &output
-                        && let Some(write) = checkpoints.begin_stabilize(*seq, *state, proof)
-                    {
-                        match &stable_writes {
-                            Some(writes) => {
-                                let _ = writes.send(write);
-                            }
-                            None => checkpoints.finish_stabilize(write),
+        tracing::info!(
+            replica = id,
+            %address,
+            replicas = cluster.replicas.len(),
+            f = cluster.f,
+            view = replica.view(),
+            "replica started"
+        );
+        let span = tracing::info_span!("replica", id);
+        tasks.push(tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut outputs = startup;
+                // Timers (request and view-change timeouts) are checked on ticks.
+                let mut ticks = tokio::time::interval(TICK);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    let first = tokio::select! {
+                        input = inbox.recv() => match input {
+                            Some(input) => input,
+                            None => break,
+                        },
+                        _ = ticks.tick() => Input::Tick,
+                    };
+                    let now = now_nanos();
+                    replica.handle(now, first, &mut outputs);
+                    // Take what else is already waiting before routing, so
+                    // broadcasts of one burst leave together.
+                    for _ in 0..256 {
+                        match inbox.try_recv() {
+                            Ok(input) => replica.handle(now, input, &mut outputs),
+                            Err(_) => break,
                         }
                     }
-                    route(
-                        output,
-                        &peer_queues,
-                        &to_execution,
-                        &protocol_metrics,
-                        &serving,
-                    );
+                    // What the protocol asked to persist is on disk before any
+                    // of this burst's messages leaves (one commit for all).
+                    if let Some(storage) = &protocol_storage {
+                        let durable = outputs.iter().filter_map(|o| match o {
+                            Output::Persist(durable) => Some(durable),
+                            _ => None,
+                        });
+                        if let Err(error) = storage.persist(durable) {
+                            tracing::error!(%error, "cannot persist; this replica stops");
+                            break;
+                        }
+                    }
+                    if storage_failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    for output in outputs.drain(..) {
+                        if let Output::Stable { seq, state, proof } = &output
+                            && let Some(write) = checkpoints.begin_stabilize(*seq, *state, proof)
+                        {
+                            match &stable_writes {
+                                Some(writes) => {
+                                    let _ = writes.send(write);
+                                }
+                                None => checkpoints.finish_stabilize(write),
+                            }
+                        }
+                        route(
+                            output,
+                            &peer_queues,
+                            &to_execution,
+                            &protocol_metrics,
+                            &serving,
+                        );
+                    }
+                    protocol_metrics.protocol.lock().clone_from(replica.stats());
+                    protocol_metrics
+                        .view
+                        .store(replica.view(), Ordering::Relaxed);
                 }
-                protocol_metrics.protocol.lock().clone_from(replica.stats());
-                protocol_metrics
-                    .view
-                    .store(replica.view(), Ordering::Relaxed);
-            }
-        }));
+            },
+            span,
+        )));
 
         Ok(ReplicaNode {
             id,
@@ -606,6 +629,11 @@ fn route(
             let _ = execution.send(ExecCommand::Execute(batch));
         }
         Output::InstallState { seq, digest, state } => {
+            tracing::info!(
+                seq,
+                digest = %crate::crypto::short_hex(&digest),
+                "installing a state fetched from peers"
+            );
             metrics.states_installed.fetch_add(1, Ordering::Relaxed);
             let _ = execution.send(ExecCommand::Install { seq, digest, state });
         }
@@ -616,18 +644,27 @@ fn route(
                 metrics.dropped_sends.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Output::Stable { seq, state, .. } => metrics.record_stable(seq, state),
+        Output::Stable { seq, state, .. } => {
+            tracing::info!(
+                seq,
+                digest = %crate::crypto::short_hex(&state),
+                "checkpoint {seq} is stable: 2f+1 replicas agree on its digest"
+            );
+            metrics.record_stable(seq, state);
+        }
         // Replicas keep nothing on disk yet.
         Output::Persist(_) => {}
         Output::ViewEntered(view) => {
             metrics.view.store(view, Ordering::Relaxed);
-            tracing::info!(view, "entered a new view");
+            let primary = view % (peers.len() as u64 + 1);
+            tracing::info!(view, primary, "entered view {view}");
         }
         Output::Diverged { seq, .. } => {
             metrics.diverged.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 seq,
-                "a quorum of replicas disagrees with this replica's checkpoint"
+                "a quorum of replicas disagrees with this replica's checkpoint; \
+                 fetching theirs and executing again from there"
             );
         }
     }

@@ -35,6 +35,7 @@
 
 mod frame;
 mod handshake;
+pub(crate) mod reachability;
 
 use std::fmt;
 use std::io;
