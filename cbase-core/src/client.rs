@@ -24,9 +24,18 @@ pub enum ClientError {
     /// panic). Every correct replica reports the same error.
     #[error(transparent)]
     Exec(#[from] ExecError),
-    /// No result arrived in time.
-    #[error("no result within {0:?}")]
-    Timeout(std::time::Duration),
+    /// No result arrived in time: fewer than `f+1` replicas sent matching
+    /// replies within the client's timeout.
+    #[error("{method}: no result within {after:?}; {seen}")]
+    Timeout {
+        /// The method called.
+        method: String,
+        /// How long the client waited.
+        after: std::time::Duration,
+        /// What the client saw meanwhile, in words: how many replicas
+        /// replied and which it was not connected to.
+        seen: String,
+    },
     /// The service is not reachable or has shut down.
     #[error("service unavailable: {0}")]
     Unavailable(String),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cbase_core::codec;
-use cbase_core::{ClientError, ExecError, Invoke};
+use cbase_core::{ClientError, ExecError, Invoke, Request};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -102,6 +102,9 @@ struct Shared {
     view: std::sync::atomic::AtomicU64,
     /// Replies that named a replica other than the connection's, or did not decode.
     rejected: std::sync::atomic::AtomicU64,
+    /// Whether each replica's connection is up (by position in the cluster
+    /// file), to say what a timed-out call saw.
+    connected: Vec<std::sync::atomic::AtomicBool>,
 }
 
 struct Lanes {
@@ -129,6 +132,8 @@ struct Inner {
     lanes: Lanes,
     submit: mpsc::UnboundedSender<(ClientRequest, oneshot::Sender<Framed>)>,
     connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
+    /// The replicas' ids, in the cluster file's order.
+    cluster_ids: Vec<ReplicaId>,
     config: ClientConfig,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -180,14 +185,21 @@ impl NetClient {
             weak_quorum: cluster.weak_quorum(),
             view: Default::default(),
             rejected: Default::default(),
+            connected: cluster
+                .replicas
+                .iter()
+                .map(|_| Default::default())
+                .collect(),
         });
+        let cluster_ids: Vec<ReplicaId> = cluster.replicas.iter().map(|r| r.id).collect();
         let cluster = Arc::new(cluster);
         let mut tasks = Vec::new();
         let mut connections = Vec::new();
-        for replica in &cluster.replicas {
+        for (at, replica) in cluster.replicas.iter().enumerate() {
             let (queue, outgoing) = mpsc::channel(16_384);
             connections.push(queue);
             tasks.push(tokio::spawn(connection(
+                at,
                 replica.id,
                 replica.address.clone(),
                 Arc::clone(&identity),
@@ -222,6 +234,7 @@ impl NetClient {
                 lanes,
                 submit,
                 connections,
+                cluster_ids,
                 config,
                 tasks,
             }),
@@ -242,10 +255,11 @@ impl NetClient {
     /// batch alone would exceed [`ClientConfig::max_request_bytes`].
     pub async fn call<Req, Resp>(&self, request: &Req) -> Result<Resp, ClientError>
     where
-        Req: Serialize,
+        Req: Serialize + Request,
         Resp: DeserializeOwned,
     {
         let operation = codec::encode(request).map_err(|e| ClientError::Config(e.to_string()))?;
+        let request_method = request.method();
         let inner = &self.inner;
         let limit = inner.config.max_request_bytes;
         // Without waiting for a lane if it cannot fit on any: the lane and
@@ -281,7 +295,17 @@ impl NetClient {
             return Err(ClientError::TooLarge { bytes, limit });
         }
         let number = request.number;
-        let result = self.run_on_lane(request).await;
+        let result = self
+            .run_on_lane(request)
+            .await
+            .map_err(|timeout| match timeout {
+                Late::Closed => ClientError::Unavailable("the client is closed".into()),
+                Late::Timeout(seen) => ClientError::Timeout {
+                    method: request_method.to_owned(),
+                    after: inner.config.timeout,
+                    seen,
+                },
+            });
         inner.lanes.free.lock().push((lane, number));
         let bytes = result?;
         match codec::decode::<Result<Resp, ExecError>>(&bytes) {
@@ -293,7 +317,7 @@ impl NetClient {
         }
     }
 
-    async fn run_on_lane(&self, request: ClientRequest) -> Result<Vec<u8>, ClientError> {
+    async fn run_on_lane(&self, request: ClientRequest) -> Result<Vec<u8>, Late> {
         let inner = &self.inner;
         let (lane, number) = (request.lane, request.number);
         let (done, mut result) = oneshot::channel();
@@ -308,7 +332,7 @@ impl NetClient {
         let (framed, frame) = oneshot::channel();
         if inner.submit.send((request, framed)).is_err() {
             inner.shared.pending.lock().remove(&(lane, number));
-            return Err(ClientError::Unavailable("the client is closed".into()));
+            return Err(Late::Closed);
         }
         let (frame, ticket) = match frame.await {
             Ok((frame, ticket)) => (Some(frame), Some(ticket)),
@@ -323,8 +347,8 @@ impl NetClient {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(wait.min(left), &mut result).await {
                 Ok(Ok(bytes)) => break Ok(bytes),
-                Ok(Err(_)) => break Err(ClientError::Unavailable("the client is closed".into())),
-                Err(_) if left <= wait => break Err(ClientError::Timeout(inner.config.timeout)),
+                Ok(Err(_)) => break Err(Late::Closed),
+                Err(_) if left <= wait => break Err(Late::Timeout(self.seen(lane, number))),
                 Err(_) => {
                     // No f+1 matching replies yet: send to every replica, so
                     // the backups learn of it even if the primary is not passing it on.
@@ -345,9 +369,57 @@ impl NetClient {
     }
 }
 
+/// Why a call on a lane ended without a result.
+enum Late {
+    Closed,
+    /// No f+1 matching replies in time; what the client saw.
+    Timeout(String),
+}
+
+impl NetClient {
+    /// What the client saw of the call on (`lane`, `number`), in words: how
+    /// many replicas replied, whether f+1 agree, and which replicas it is
+    /// not connected to.
+    fn seen(&self, lane: u32, number: u64) -> String {
+        let shared = &self.inner.shared;
+        let (replied, results) = shared
+            .pending
+            .lock()
+            .get(&(lane, number))
+            .map(|call| {
+                let results: std::collections::BTreeSet<&Vec<u8>> =
+                    call.votes.values().map(|(result, _)| result).collect();
+                (call.votes.len(), results.len())
+            })
+            .unwrap_or((0, 0));
+        let n = shared.connected.len();
+        let mut seen = format!(
+            "{replied} of {n} replicas replied ({results} distinct results; {} matching needed)",
+            shared.weak_quorum
+        );
+        let down: Vec<String> = self
+            .inner
+            .cluster_ids
+            .iter()
+            .zip(&shared.connected)
+            .filter(|(_, up)| !up.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if down.is_empty() {
+            seen.push_str("; connected to every replica");
+        } else {
+            seen.push_str(&format!(
+                "; not connected to replica(s) {}",
+                down.join(", ")
+            ));
+        }
+        seen
+    }
+}
+
 impl<Req, Resp> Invoke<Req, Resp> for NetClient
 where
-    Req: Serialize + Send + Sync + 'static,
+    Req: Serialize + Request + Send + Sync + 'static,
     Resp: DeserializeOwned + Send + 'static,
 {
     fn invoke(
@@ -511,8 +583,11 @@ async fn batch_and_sign(
     }
 }
 
-/// Keeps one replica connected: writes queued frames, reads replies.
+/// Keeps one replica (the `at`th of the cluster file) connected: writes
+/// queued frames, reads replies.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
+    at: usize,
     replica: ReplicaId,
     address: String,
     identity: Arc<Identity>,
@@ -539,6 +614,8 @@ async fn connection(
             }
         };
         reachability.connected();
+        let up = |up: bool| shared.connected[at].store(up, std::sync::atomic::Ordering::Relaxed);
+        up(true);
         backoff = Duration::from_millis(20);
         let (reader, mut writer) = session.split();
         let mut reading = tokio::spawn(read_replies(replica, reader, Arc::clone(&shared)));
@@ -563,6 +640,7 @@ async fn connection(
                 _ = &mut reading => break,
             }
         }
+        up(false);
         reading.abort();
     }
 }

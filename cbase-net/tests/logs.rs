@@ -1,50 +1,17 @@
 //! What a replica and a client tell the log, read back from a captured log:
 //! a replica it needs being unreachable is said once per outage (not per
 //! retry), and so is its return.
+//!
+//! One test per file: `tracing` caches whether a log line is wanted per
+//! call site for the whole process, so a test without the capturing
+//! subscriber running at the same time can make it miss lines.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cbase_core::{AccessSet, Container, Context, Key, Request, Service, State, Table};
-use serde::{Deserialize, Serialize};
+mod support;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Put(u64);
-
-impl Request for Put {
-    fn access_set(&self) -> AccessSet {
-        AccessSet::none().write(Key::entry("values", &self.0))
-    }
-    fn method(&self) -> &'static str {
-        "put"
-    }
-}
-
-#[derive(Default)]
-struct Values {
-    values: Table<u64, u64>,
-}
-
-impl State for Values {
-    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
-        vec![("values", &self.values)]
-    }
-}
-
-#[derive(Default)]
-struct Store(Values);
-
-impl Service for Store {
-    type Request = Put;
-    type Response = u64;
-    fn execute(&self, put: Put, _: &Context) -> u64 {
-        self.0.values.insert(put.0, put.0);
-        put.0
-    }
-    fn state(&self) -> &dyn State {
-        &self.0
-    }
-}
+use support::{Put, Store};
 
 /// Log lines, as written.
 #[derive(Clone, Default)]
