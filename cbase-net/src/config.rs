@@ -217,10 +217,33 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
         let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
         (line, column)
     });
+    let line_text = location
+        .and_then(|(line, _)| text.lines().nth(line - 1))
+        .unwrap_or("");
+    let message = match unquoted_hint(line_text) {
+        Some(hint) => format!("{hint} (TOML says: {})", error.message().trim()),
+        None => error.message().trim().to_string(),
+    };
     ConfigError::Syntax {
         line: location.map(|(line, _)| line),
         column: location.map(|(_, column)| column),
-        message: error.message().trim().to_string(),
+        message,
+    }
+}
+
+/// What a line that sets a string field without quotes should say, in the
+/// cluster file's own terms (TOML's own message, about numbers or dates,
+/// does not help).
+fn unquoted_hint(line: &str) -> Option<&'static str> {
+    let (key, value) = line.split_once('=')?;
+    let value = value.trim_start();
+    if value.starts_with('"') || value.starts_with('\'') {
+        return None;
+    }
+    match key.trim() {
+        "address" => Some("address must be a quoted string like \"10.0.0.1:7000\""),
+        "public_key" => Some("public_key must be a quoted string of 64 hex digits"),
+        _ => None,
     }
 }
 
@@ -345,7 +368,10 @@ pub enum ConfigError {
         n: usize,
     },
     /// [`generate_cluster`] would replace an existing file.
-    #[error("{} already exists; refusing to overwrite it (remove it or ask to overwrite)", path.display())]
+    #[error(
+        "{} already exists; refusing to overwrite it (remove it, or overwrite: cbase-keygen --force)",
+        path.display()
+    )]
     WouldOverwrite {
         /// The existing file.
         path: PathBuf,
@@ -626,6 +652,30 @@ mod tests {
 
         let err = ClusterConfig::parse(&good.replacen("f = 1", "", 1)).unwrap_err();
         assert!(err.to_string().contains("missing field `f`"), "{err}");
+
+        // The newcomer's mistake: an address without quotes.
+        let unquoted = good.replacen(
+            "address = \"127.0.0.1:7001\"",
+            "address = 127.0.0.1:7001",
+            1,
+        );
+        assert_ne!(unquoted, good);
+        let err = ClusterConfig::parse(&unquoted).unwrap_err().to_string();
+        assert!(err.starts_with("TOML error at line "), "{err}");
+        assert!(
+            err.contains("address must be a quoted string like \"10.0.0.1:7000\""),
+            "{err}"
+        );
+        let unquoted = good.replacen("public_key = \"", "public_key = ", 1);
+        let err = ClusterConfig::parse(&unquoted).unwrap_err().to_string();
+        assert!(err.contains("public_key must be a quoted string"), "{err}");
+        // A quoted key that is not one says so in words that read.
+        let short = good.replacen(&key(0).to_hex(), "abcd", 1);
+        let err = ClusterConfig::parse(&short).unwrap_err().to_string();
+        assert!(
+            err.contains("not an ed25519 public key: expected 64 hex digits, found 4"),
+            "{err}"
+        );
 
         let err = ClusterConfig::parse(&good.replacen("address", "adress", 1)).unwrap_err();
         assert!(err.to_string().contains("adress"), "{err}");

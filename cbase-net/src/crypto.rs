@@ -456,7 +456,7 @@ impl<'de, const N: usize> Visitor<'de> for FixedBytes<N> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        hex_decode::<N>(v).map_err(|e| E::custom(format_args!("invalid {}: {e}", self.what)))
+        hex_decode::<N>(v).map_err(|e| E::custom(format_args!("not {}: {e}", self.what)))
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
