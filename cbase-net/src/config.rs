@@ -22,7 +22,7 @@
 //! cluster that silently cannot reach quorum. [`generate_cluster`] writes a
 //! fresh cluster file and one secret key file per replica.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -207,6 +207,37 @@ fn is_host_port(address: &str) -> bool {
     }
 }
 
+/// Checks that `host` is an IP address or a DNS name, with no port.
+fn check_host(host: &str) -> Result<(), ConfigError> {
+    let bad = |why| {
+        Err(ConfigError::BadHost {
+            host: host.to_owned(),
+            why,
+        })
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return bad("it is empty");
+    }
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.contains(':') {
+        return bad("give the host alone; ports come from the base port");
+    }
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+        return bad("a host name is letters, digits and '-' in dot-separated labels");
+    }
+    Ok(())
+}
+
 /// Turns a toml error into [`ConfigError::Syntax`] with a 1-based line and column.
 fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
     let location = error.span().map(|span| {
@@ -367,6 +398,14 @@ pub enum ConfigError {
         /// Replicas requested.
         n: usize,
     },
+    /// A host given to [`generate_cluster`] is not a host name or address.
+    #[error("{host:?} is not a host: {why}")]
+    BadHost {
+        /// The host as given.
+        host: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// [`generate_cluster`] would replace an existing file.
     #[error(
         "{} already exists; refusing to overwrite it (remove it, or overwrite: cbase-keygen --force)",
@@ -419,6 +458,20 @@ pub fn generate_cluster(
     base_port: u16,
     overwrite: bool,
 ) -> Result<GeneratedCluster, ConfigError> {
+    let hosts = vec![host.to_owned(); n];
+    generate_cluster_on(dir, &hosts, base_port, overwrite)
+}
+
+/// As [`generate_cluster`], with replica `i` on `hosts[i]`: replicas on the
+/// same host get ports from `base_port` up, so replicas on different hosts
+/// all listen on `base_port`.
+pub fn generate_cluster_on(
+    dir: &Path,
+    hosts: &[String],
+    base_port: u16,
+    overwrite: bool,
+) -> Result<GeneratedCluster, ConfigError> {
+    let n = hosts.len();
     if n == 0 {
         return Err(ConfigError::TooFewReplicas {
             n: 0,
@@ -426,15 +479,24 @@ pub fn generate_cluster(
             required: 1,
         });
     }
-    if usize::from(base_port) + (n - 1) > usize::from(u16::MAX) {
-        return Err(ConfigError::PortOverflow { base_port, n });
+    let mut on_host: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut addresses = Vec::with_capacity(n);
+    for host in hosts {
+        check_host(host)?;
+        let earlier = on_host.entry(host.as_str()).or_default();
+        let port = usize::from(base_port) + *earlier;
+        *earlier += 1;
+        if port > usize::from(u16::MAX) {
+            return Err(ConfigError::PortOverflow { base_port, n });
+        }
+        // Bare IPv6 addresses need brackets before a port can follow.
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        addresses.push(format!("{host}:{port}"));
     }
-    // Bare IPv6 addresses need brackets before a port can follow.
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
 
     let config_path = dir.join("cluster.toml");
     let key_paths: Vec<PathBuf> = (0..n)
@@ -454,14 +516,14 @@ pub fn generate_cluster(
     let replicas = keys
         .iter()
         .enumerate()
-        .map(|(index, key)| {
-            let port = usize::from(base_port) + index;
+        .zip(addresses)
+        .map(|((index, key), address)| {
             Ok(ReplicaEntry {
                 id: ReplicaId::try_from(index).map_err(|_| ConfigError::IdOutOfRange {
                     id: ReplicaId::MAX,
                     n,
                 })?,
-                address: format!("{host}:{port}"),
+                address,
                 public_key: key.public(),
             })
         })
@@ -773,5 +835,61 @@ mod tests {
         assert!(matches!(err, ConfigError::PortOverflow { .. }), "{err}");
         let err = generate_cluster(&dir.path().join("y"), 0, "h", 1, false).unwrap_err();
         assert!(matches!(err, ConfigError::TooFewReplicas { .. }), "{err}");
+        assert!(err.to_string().contains("needs at least"), "{err}");
+        assert!(
+            err.to_string().contains("3f+1"),
+            "a cluster of nothing is not a cluster: {err}"
+        );
+    }
+
+    #[test]
+    fn replicas_on_their_own_hosts_share_the_base_port_and_hosts_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hosts: Vec<String> = ["10.0.0.1", "10.0.0.2", "db-3.example.com", "10.0.0.1"]
+            .map(String::from)
+            .to_vec();
+        let generated =
+            generate_cluster_on(&dir.path().join("a"), &hosts, 7000, false).expect("generate");
+        let addresses: Vec<&str> = generated
+            .config
+            .replicas
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                "10.0.0.1:7000",
+                "10.0.0.2:7000",
+                "db-3.example.com:7000",
+                "10.0.0.1:7001"
+            ]
+        );
+        for (host, why) in [
+            ("", "empty"),
+            ("10.0.0.1:7000", "ports come from the base port"),
+            ("my host", "letters, digits"),
+            ("-bad.example", "letters, digits"),
+            ("under_score", "letters, digits"),
+        ] {
+            let hosts = vec![host.to_owned(); 4];
+            let err = generate_cluster_on(&dir.path().join("b"), &hosts, 7000, false).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::BadHost { .. }),
+                "{host:?}: {err}"
+            );
+            assert!(err.to_string().contains(why), "{host:?}: {err}");
+        }
+        assert!(!dir.path().join("b").exists(), "nothing written");
+        for host in ["::1", "[::1]", "fe80::1", "localhost", "a.b.c."] {
+            let hosts = vec![host.to_owned(); 4];
+            generate_cluster_on(
+                &dir.path().join(host.replace([':', '[', ']', '.'], "_")),
+                &hosts,
+                7000,
+                false,
+            )
+            .unwrap_or_else(|e| panic!("{host:?}: {e}"));
+        }
     }
 }

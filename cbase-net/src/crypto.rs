@@ -126,6 +126,25 @@ impl SecretKey {
                 }
             }
         })?;
+        #[cfg(unix)]
+        {
+            // As ssh does: a secret others can read is no longer a secret,
+            // and the mistake is cheap to fix now and costly to find later.
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .map_err(|source| KeyFileError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(KeyFileError::Exposed {
+                    path: path.to_path_buf(),
+                    mode: mode & 0o777,
+                });
+            }
+        }
         let malformed = |reason: String| KeyFileError::Malformed {
             path: path.to_path_buf(),
             reason,
@@ -177,6 +196,18 @@ pub enum KeyFileError {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// Users other than the owner may read or write the file.
+    #[error(
+        "secret key file {path} can be read or written by other users (mode {mode:o}); \
+         make it private: chmod 600 {path}",
+        path = path.display()
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The file's contents are not a key.
     #[error(
@@ -580,6 +611,46 @@ mod tests {
         }
     }
 
+    /// Makes `path` readable by its owner only, as key files must be.
+    fn private(path: &std::path::Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        #[cfg(not(unix))]
+        let _ = path;
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused_with_the_chmod_to_run() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("replica-0.key");
+        SecretKey::from_seed([9; 32])
+            .write_file(&path)
+            .expect("write");
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = SecretKey::read_file(&path).unwrap_err();
+            assert!(
+                matches!(err, KeyFileError::Exposed { .. }),
+                "{mode:o}: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&format!("mode {mode:o}")), "{text}");
+            assert!(
+                text.contains(&format!("chmod 600 {}", path.display())),
+                "{text}"
+            );
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            SecretKey::read_file(&path).unwrap_or_else(|e| panic!("{mode:o}: {e}"));
+        }
+    }
+
     #[test]
     fn key_file_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -598,6 +669,7 @@ mod tests {
             (&format!("{0}\n{0}\n", "00".repeat(32)), "more than one"),
         ] {
             std::fs::write(&path, contents).expect("write");
+            private(&path);
             let err = SecretKey::read_file(&path).unwrap_err();
             assert!(matches!(err, KeyFileError::Malformed { .. }), "{err}");
             let text = err.to_string();
