@@ -1467,6 +1467,7 @@ async fn run() -> Result<(), BoxError> {
             let options = cbase::net::deploy::ReplicaOptions {
                 executor: ExecutorBuilder::new().workers(workers),
                 data_dir: cli.data.clone(),
+                metrics: cli.metrics.clone(),
                 ..Default::default()
             };
             let node =

@@ -351,6 +351,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let options = cbase::net::deploy::ReplicaOptions {
                 executor: ExecutorBuilder::new().workers(workers),
                 data_dir: cli.data.clone(),
+                metrics: cli.metrics.clone(),
                 ..Default::default()
             };
             let node = cbase::net::deploy::start_replica(

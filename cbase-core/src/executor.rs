@@ -221,6 +221,7 @@ impl ExecutorBuilder {
             changed: Condvar::new(),
             unparkers: parkers.iter().map(|p| p.unparker().clone()).collect(),
             sink: Box::new(sink),
+            work: Arc::default(),
         });
         let threads = parkers
             .into_iter()
@@ -298,6 +299,8 @@ struct Shared<S: Service> {
     /// Wakes worker `i` from its parker.
     unparkers: Vec<Unparker>,
     sink: Box<dyn Fn(Reply<S::Response>) + Send + Sync>,
+    /// What the workers did, for metrics.
+    work: Arc<crate::work::WorkCounters>,
 }
 
 impl<S: Service> Executor<S> {
@@ -362,6 +365,15 @@ impl<S: Service> Executor<S> {
     /// The number of worker threads.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// A handle on what the workers have done (requests, failures, time
+    /// busy, running times), to read while the executor runs.
+    pub fn work(&self) -> crate::work::WorkHandle {
+        crate::work::WorkHandle {
+            counters: Arc::clone(&self.shared.work),
+            workers: self.workers,
+        }
     }
 
     /// The service. Reading its state while requests run sees a moving target;
@@ -438,6 +450,9 @@ impl<S: Service> Shared<S> {
             .parallelizer
             .schedule(access)
             .expect("the window has room");
+        if matches!(work, Work::Request { .. }) {
+            self.work.submitted();
+        }
         if scheduled.ready {
             let Sched { jobs, idle, .. } = &mut *sched;
             let wake = queue_job(
@@ -506,6 +521,7 @@ impl<S: Service> Shared<S> {
                 ctx,
             } => {
                 let method = request.method();
+                let started = std::time::Instant::now();
                 let guard = scope::enter(method, access);
                 let transaction = txn::begin();
                 let outcome =
@@ -517,6 +533,7 @@ impl<S: Service> Shared<S> {
                     Ok(response) => self.commit(method, transaction.take()).map(|()| response),
                     Err(payload) => Err(ExecError::from_panic(method, payload)),
                 };
+                self.work.finished(started.elapsed(), result.is_ok());
                 if let Err(error) = &result {
                     tracing::debug!(tag, %error, "request failed");
                 }

@@ -28,6 +28,7 @@ pub mod scope;
 pub mod service;
 pub mod state;
 pub mod txn;
+pub mod work;
 
 pub use access::{AccessSet, conflicts};
 pub use client::{ClientError, Invoke};
@@ -39,3 +40,4 @@ pub use local::LocalInvoker;
 pub use scope::{AccessKind, UndeclaredAccess};
 pub use service::{Request, Service};
 pub use state::{Digest, RestoreError, Snapshot, State, StateChanges, StateError};
+pub use work::{WorkHandle, WorkStats};

@@ -49,6 +49,15 @@ pub enum DeployError {
         /// The key file.
         key_file: String,
     },
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {address}: {source}")]
+    MetricsBind {
+        /// The address.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The replica's address is taken by another process.
     #[error(
         "address {address} (replica {id} in the cluster file) is already in use; stop the process using it or change the port"
@@ -93,6 +102,10 @@ pub struct ReplicaOptions {
     /// the state back from its peers after a restart (a restart of every
     /// replica then loses it all).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), for example
+    /// `127.0.0.1:9100`; `None`: not served (they stay readable in
+    /// process, through [`ReplicaNode::metrics`]).
+    pub metrics: Option<String>,
 }
 
 /// Starts replica `id` from the cluster file and its key file, listening on
@@ -146,7 +159,22 @@ where
         recovering: true,
         data_dir: options.data_dir,
     };
-    Ok(ReplicaNode::start(config, listener, service).await?)
+    // Bound before the replica starts, so a taken port fails the start.
+    let metrics =
+        match &options.metrics {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| {
+                DeployError::MetricsBind {
+                    address: address.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+    let mut node = ReplicaNode::start(config, listener, service).await?;
+    if let Some(listener) = metrics {
+        node.serve_metrics(listener);
+    }
+    Ok(node)
 }
 
 /// A client of the cluster described by the cluster file.

@@ -35,6 +35,8 @@ pub struct Cli {
     pub sync: bool,
     /// `--data DIR`: the replica's data directory; it restarts from there.
     pub data: Option<PathBuf>,
+    /// `--metrics ADDR`: where a replica serves Prometheus metrics.
+    pub metrics: Option<String>,
 }
 
 pub const USAGE: &str = "usage:
@@ -43,6 +45,7 @@ pub const USAGE: &str = "usage:
   --config cluster.toml                            run a client against a running cluster
 options: --ops N (client operations; per phase for fs), --workers N (per replica),
          --data DIR (a replica's data directory: it restarts from there),
+         --metrics ADDR (a replica serves Prometheus metrics at http://ADDR/metrics),
          --dir PATH (fs: where files live), --sync (fs: flush every write to the disk)";
 
 impl Cli {
@@ -56,6 +59,7 @@ impl Cli {
         let mut dir = None;
         let mut sync = false;
         let mut data = None;
+        let mut metrics = None;
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -74,6 +78,7 @@ impl Cli {
                 "--dir" => dir = Some(PathBuf::from(value()?)),
                 "--sync" => sync = true,
                 "--data" => data = Some(PathBuf::from(value()?)),
+                "--metrics" => metrics = Some(value()?),
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument `{other}`")),
             }
@@ -93,6 +98,7 @@ impl Cli {
             dir,
             sync,
             data,
+            metrics,
         })
     }
 }

@@ -202,6 +202,11 @@ where
         })
     }
 
+    /// What the executor's workers have done, for metrics.
+    pub fn work(&self) -> cbase_core::WorkHandle {
+        self.executor.work()
+    }
+
     /// The state shared with connection readers.
     pub fn shared(&self) -> Arc<ExecutionShared> {
         Arc::clone(&self.shared)

@@ -61,6 +61,10 @@ pub struct NodeMetrics {
     pub view: AtomicU64,
     /// Transferred checkpoints this replica installed.
     pub states_installed: AtomicU64,
+    /// The highest sequence number agreed and handed to execution.
+    pub delivered: AtomicU64,
+    /// The executor's counters, once the replica runs.
+    pub(super) work: std::sync::OnceLock<cbase_core::WorkHandle>,
 }
 
 impl NodeMetrics {
@@ -81,6 +85,12 @@ impl NodeMetrics {
     }
 
     /// Records a checkpoint taken.
+    /// What the executor's workers have done: requests, failures, time
+    /// busy, running times (`None` before the replica started).
+    pub fn work(&self) -> Option<cbase_core::WorkStats> {
+        self.work.get().map(|handle| handle.stats())
+    }
+
     pub(super) fn record_checkpoint(&self, seq: Seq, digest: Hash) {
         self.checkpoints_taken.fetch_add(1, Ordering::Relaxed);
         push_bounded(&mut self.checkpoints.lock(), (seq, digest));

@@ -17,6 +17,7 @@ pub mod checkpoints;
 mod connections;
 pub mod execution;
 mod metrics;
+pub mod prometheus;
 mod state_server;
 
 pub use metrics::{CHECKPOINT_HISTORY, CheckpointAgreement, NodeMetrics};
@@ -289,6 +290,7 @@ impl ReplicaNode {
         let mut execution = Execution::start(id, config.executor.clone(), service, sink)?;
         let execution_shared = execution.shared();
         let checkpoints = execution.checkpoints();
+        let _ = metrics.work.set(execution.work());
         let (storage, recovered, replayed) = match &config.data_dir {
             Some(dir) => {
                 let (storage, loaded) = crate::storage::Storage::open(dir, &layout)?;
@@ -543,6 +545,9 @@ impl ReplicaNode {
                     protocol_metrics
                         .view
                         .store(replica.view(), Ordering::Relaxed);
+                    protocol_metrics
+                        .delivered
+                        .store(replica.delivered(), Ordering::Relaxed);
                 }
             },
             span,
@@ -572,6 +577,16 @@ impl ReplicaNode {
     /// Its counters and checkpoint history.
     pub fn metrics(&self) -> &Arc<NodeMetrics> {
         &self.metrics
+    }
+
+    /// Serves this replica's metrics in the Prometheus format at
+    /// `GET /metrics` on `listener`, until the replica shuts down.
+    pub fn serve_metrics(&mut self, listener: TcpListener) {
+        self.tasks.push(tokio::spawn(prometheus::serve(
+            listener,
+            self.id,
+            Arc::clone(&self.metrics),
+        )));
     }
 
     /// Stops every task and waits for execution to finish what it has.
