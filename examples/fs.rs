@@ -1468,6 +1468,7 @@ async fn run() -> Result<(), BoxError> {
                 executor: ExecutorBuilder::new().workers(workers),
                 data_dir: cli.data.clone(),
                 metrics: cli.metrics.clone(),
+                listen: cli.listen.clone(),
                 ..Default::default()
             };
             let node =

@@ -352,6 +352,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 executor: ExecutorBuilder::new().workers(workers),
                 data_dir: cli.data.clone(),
                 metrics: cli.metrics.clone(),
+                listen: cli.listen.clone(),
                 ..Default::default()
             };
             let node = cbase::net::deploy::start_replica(

@@ -60,7 +60,7 @@ pub enum DeployError {
     },
     /// The replica's address is taken by another process.
     #[error(
-        "address {address} (replica {id} in the cluster file) is already in use; stop the process using it or change the port"
+        "address {address}, where replica {id} listens, is already in use; stop the process using it or change the port"
     )]
     AddressInUse {
         /// The replica.
@@ -102,6 +102,12 @@ pub struct ReplicaOptions {
     /// the state back from its peers after a restart (a restart of every
     /// replica then loses it all).
     pub data_dir: Option<std::path::PathBuf>,
+    /// The address to listen on, when it is not the one the cluster file
+    /// lists (which is where the others reach this replica): behind NAT or
+    /// port mapping, or in a container, for example `0.0.0.0:7000` while
+    /// the cluster file says `replica0.example.com:7000`. `None`: the
+    /// cluster file's address.
+    pub listen: Option<String>,
     /// Where to serve Prometheus metrics (`GET /metrics`), for example
     /// `127.0.0.1:9100`; `None`: not served (they stay readable in
     /// process, through [`ReplicaNode::metrics`]).
@@ -134,7 +140,10 @@ where
             key_file: key_file.display().to_string(),
         });
     }
-    let address = entry.address.clone();
+    let address = options
+        .listen
+        .clone()
+        .unwrap_or_else(|| entry.address.clone());
     let listener = TcpListener::bind(&address).await.map_err(|source| {
         if source.kind() == std::io::ErrorKind::AddrInUse {
             DeployError::AddressInUse {

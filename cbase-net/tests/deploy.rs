@@ -128,3 +128,42 @@ async fn mistakes_in_files_are_named() {
         .unwrap();
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replica_can_listen_on_another_address_than_the_one_it_is_reached_at() {
+    // As behind NAT or in a container: the cluster file says where the
+    // others reach each replica (here 127.0.0.1), the replica listens on
+    // every interface.
+    let dir = tempfile::tempdir().unwrap();
+    let base = loop {
+        let base = free_port();
+        if base < u16::MAX - 4
+            && (base..base + 4).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            break base;
+        }
+    };
+    let generated = generate_cluster(dir.path(), 4, "127.0.0.1", base, false).unwrap();
+    let mut nodes = Vec::new();
+    for id in 0..4u32 {
+        let options = ReplicaOptions {
+            listen: Some(format!("0.0.0.0:{}", base + id as u16)),
+            ..ReplicaOptions::default()
+        };
+        let key = &generated.key_paths[id as usize];
+        let node = start_replica(&generated.config_path, id, key, options, service())
+            .await
+            .unwrap();
+        assert_eq!(
+            node.address().to_string(),
+            format!("0.0.0.0:{}", base + id as u16)
+        );
+        nodes.push(node);
+    }
+    let client = client_from_file(&generated.config_path, Default::default()).unwrap();
+    let () = client.call(&Nop).await.unwrap();
+    drop(client);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -37,6 +37,9 @@ pub struct Cli {
     pub data: Option<PathBuf>,
     /// `--metrics ADDR`: where a replica serves Prometheus metrics.
     pub metrics: Option<String>,
+    /// `--listen ADDR`: where a replica listens, if not at the cluster
+    /// file's address (NAT, containers).
+    pub listen: Option<String>,
 }
 
 pub const USAGE: &str = "usage:
@@ -46,6 +49,7 @@ pub const USAGE: &str = "usage:
 options: --ops N (client operations; per phase for fs), --workers N (per replica),
          --data DIR (a replica's data directory: it restarts from there),
          --metrics ADDR (a replica serves Prometheus metrics at http://ADDR/metrics),
+         --listen ADDR (a replica listens there, not at the cluster file's address),
          --dir PATH (fs: where files live), --sync (fs: flush every write to the disk)";
 
 impl Cli {
@@ -60,6 +64,7 @@ impl Cli {
         let mut sync = false;
         let mut data = None;
         let mut metrics = None;
+        let mut listen = None;
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -79,6 +84,7 @@ impl Cli {
                 "--sync" => sync = true,
                 "--data" => data = Some(PathBuf::from(value()?)),
                 "--metrics" => metrics = Some(value()?),
+                "--listen" => listen = Some(value()?),
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument `{other}`")),
             }
@@ -99,6 +105,7 @@ impl Cli {
             sync,
             data,
             metrics,
+            listen,
         })
     }
 }
