@@ -27,7 +27,7 @@ use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::SecretKey;
 use crate::message::{ClientMessage, ClientRequest, ReplyMessage, RequestBatch, SignedBatch};
 use crate::transport::reachability::Reachability;
-use crate::transport::{self, FrameReader, Identity, Role, TransportConfig, TransportError};
+use crate::transport::{self, FrameReader, Identity, TransportConfig, TransportError};
 
 /// Client tuning.
 #[derive(Clone, Debug)]
@@ -176,10 +176,7 @@ impl NetClient {
         }
         let key = SecretKey::generate();
         let sizes = BatchSizes::new(&key);
-        let identity = Arc::new(Identity {
-            role: Role::Client(key.public()),
-            key: key.clone(),
-        });
+        let identity = Arc::new(Identity::client(key.clone()));
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             weak_quorum: cluster.weak_quorum(),

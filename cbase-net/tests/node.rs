@@ -299,6 +299,7 @@ async fn garbage_impersonation_and_oversized_frames_are_counted_and_survived() {
     let impostor = Identity {
         role: transport::Role::Replica(2),
         key: SecretKey::from_seed([77; 32]),
+        settings: [0; 32],
     };
     assert!(
         transport::connect(
@@ -462,6 +463,7 @@ async fn a_byzantine_replica_cannot_forge_or_crash_the_others() {
     let attacker = Identity {
         role: transport::Role::Replica(3),
         key: secret(3),
+        settings: [0; 32],
     };
     let mut sessions = Vec::new();
     for target in 0..3 {

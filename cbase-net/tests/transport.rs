@@ -185,11 +185,52 @@ async fn sender_refuses_oversized_payloads_and_stays_usable() {
 }
 
 #[tokio::test]
+async fn replicas_running_other_agreement_settings_refuse_each_other() {
+    bounded(async {
+        use cbase_net::ProtocolConfig;
+        let ours = ProtocolConfig::default();
+        let theirs = ProtocolConfig {
+            checkpoint_interval: ours.checkpoint_interval * 2,
+            ..ProtocolConfig::default()
+        };
+        assert_ne!(ours.agreement_digest(), theirs.agreement_digest());
+        // Local limits are each replica's own business.
+        let roomier = ProtocolConfig {
+            max_pending: ours.max_pending * 2,
+            max_state_bytes: ours.max_state_bytes / 2,
+            ..ProtocolConfig::default()
+        };
+        assert_eq!(ours.agreement_digest(), roomier.agreement_digest());
+
+        let config = TransportConfig::default();
+        let a = replica(0).with_settings(ours.agreement_digest());
+        let b = replica(1).with_settings(theirs.agreement_digest());
+        let (addr, task) = serve(a.clone(), config.clone()).await;
+        let dialled = dial(addr, &b, 0, &config).await;
+        let accepted = task.await.expect("join");
+        for error in [dialled.err(), accepted.err()] {
+            let error = error.expect("refused on both sides");
+            assert!(
+                matches!(error, TransportError::SettingsMismatch { .. }),
+                "{error}"
+            );
+            assert!(error.to_string().contains("checkpoint_interval"), "{error}");
+        }
+        // The same settings connect, and clients are not asked for any.
+        let same = replica(1).with_settings(ours.agreement_digest());
+        let _ = pair(same, a.clone(), 0).await;
+        let _ = pair(Identity::client(SecretKey::generate()), a, 0).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn replica_without_its_configured_key_is_refused() {
     bounded(async {
         let impostor = Identity {
             role: Role::Replica(2),
             key: SecretKey::generate(),
+            settings: [0; 32],
         };
         let config = TransportConfig::default();
         let (addr, task) = serve(replica(0), config.clone()).await;
@@ -212,6 +253,7 @@ async fn replica_without_its_configured_key_is_refused() {
         let impostor = Identity {
             role: Role::Replica(2),
             key: replica_key(3),
+            settings: [0; 32],
         };
         let (addr, task) = serve(replica(0), config.clone()).await;
         let _ = dial(addr, &impostor, 0, &config).await;
@@ -233,6 +275,7 @@ async fn client_claiming_someone_elses_key_is_refused() {
         let impostor = Identity {
             role: Role::Client(SecretKey::generate().public()),
             key: SecretKey::generate(),
+            settings: [0; 32],
         };
         let config = TransportConfig::default();
         let (addr, task) = serve(replica(1), config.clone()).await;
@@ -252,6 +295,7 @@ async fn responder_without_its_configured_key_is_refused() {
         let impostor = Identity {
             role: Role::Replica(1),
             key: SecretKey::generate(),
+            settings: [0; 32],
         };
         let config = TransportConfig::default();
         let (addr, _task) = serve(impostor, config.clone()).await;
@@ -297,6 +341,7 @@ async fn unknown_replicas_are_refused() {
         let stranger = Identity {
             role: Role::Replica(9),
             key: SecretKey::generate(),
+            settings: [0; 32],
         };
         let (addr, task) = serve(replica(1), config.clone()).await;
         let _ = dial(addr, &stranger, 1, &config).await;
@@ -671,6 +716,7 @@ struct Hello {
     role: Role,
     ephemeral: [u8; 32],
     nonce: [u8; 32],
+    settings: [u8; 32],
 }
 
 /// Sends a hand-built hello (as replica 0) straight to `addr`.
@@ -681,6 +727,7 @@ async fn send_raw_hello(addr: SocketAddr, protocol_version: u16, ephemeral: [u8;
         role: Role::Replica(0),
         ephemeral,
         nonce: [0; 32],
+        settings: [0; 32],
     })
     .expect("encode");
     let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
@@ -696,7 +743,7 @@ async fn protocol_version_mismatch_fails_the_handshake() {
         let _raw = send_raw_hello(addr, PROTOCOL_VERSION + 1, [9; 32]).await;
         let result = task.await.expect("join");
         assert!(
-            matches!(&result, Err(TransportError::Handshake(m)) if m.contains("protocol version 2")),
+            matches!(&result, Err(TransportError::Handshake(m)) if m.contains(&format!("protocol version {}", PROTOCOL_VERSION + 1))),
             "{result:?}"
         );
     })

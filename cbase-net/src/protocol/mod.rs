@@ -110,6 +110,29 @@ pub struct ProtocolConfig {
 pub const PRE_PREPARE_OVERHEAD: usize = 1024;
 
 impl ProtocolConfig {
+    /// A digest of the settings every replica of a cluster must share:
+    /// checkpoints at the same sequence numbers (`checkpoint_interval`),
+    /// the same window, proposals every backup accepts (`max_batch_requests`,
+    /// `max_batch_bytes`, `max_clock_skew`), and the same timeouts (so no
+    /// replica suspects primaries sooner than the others). Replicas compare
+    /// it at the handshake and refuse a peer whose digest differs. The other
+    /// settings are limits each replica sets for itself.
+    pub fn agreement_digest(&self) -> Hash {
+        let mut hasher = blake3::Hasher::new_derive_key("cbase agreement settings v1");
+        for value in [
+            self.checkpoint_interval,
+            self.window,
+            self.max_batch_requests as u64,
+            self.max_batch_bytes as u64,
+            self.max_clock_skew,
+            self.request_timeout,
+            self.view_change_timeout,
+        ] {
+            hasher.update(&value.to_le_bytes());
+        }
+        *hasher.finalize().as_bytes()
+    }
+
     /// The largest certificate message this configuration can produce in
     /// `cluster`, in encoded bytes: a new-view carrying a quorum of
     /// view-changes, each with a prepared certificate for every sequence

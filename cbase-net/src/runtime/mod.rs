@@ -306,6 +306,7 @@ impl ReplicaNode {
         let identity = Arc::new(Identity {
             role: Role::Replica(id),
             key: config.secret.clone(),
+            settings: config.protocol.agreement_digest(),
         });
         let cluster = Arc::new(config.cluster.clone());
         let transport = Arc::new(config.transport.clone());

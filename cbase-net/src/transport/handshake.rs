@@ -11,7 +11,7 @@ use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, Signature};
 
 /// The version of the wire protocol spoken by this build; peers must match.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The largest handshake message accepted, in bytes.
 const HANDSHAKE_MAX: usize = 4096;
@@ -31,6 +31,8 @@ struct Hello {
     role: Role,
     ephemeral: [u8; 32],
     nonce: [u8; 32],
+    /// A replica's agreement settings digest (zeros for a client).
+    settings: [u8; 32],
 }
 
 /// The second handshake message: proof of identity.
@@ -105,7 +107,7 @@ async fn initiate(
     expected_key: PublicKey,
     config: &TransportConfig,
 ) -> Result<Session, TransportError> {
-    let (secret, my_hello) = make_hello(me.role)?;
+    let (secret, my_hello) = make_hello(me)?;
     write_message(&mut stream, &my_hello).await?;
     let peer_hello_bytes = read_message(&mut stream).await?;
     let peer_hello = decode_hello(&peer_hello_bytes)?;
@@ -125,6 +127,9 @@ async fn initiate(
     if !expected_key.verify(SIGNATURE_DOMAIN, &signed, &peer_auth.signature) {
         return Err(TransportError::BadSignature);
     }
+    // Checked once the peer proved who it is (its hello, settings included,
+    // is in the transcript it signed).
+    same_settings(me, &peer_hello)?;
     let send_key = session_key(INITIATOR_TO_RESPONDER, &shared, &transcript);
     let recv_key = session_key(RESPONDER_TO_INITIATOR, &shared, &transcript);
     Ok(Session::new(
@@ -142,7 +147,7 @@ async fn respond(
     cluster: &ClusterConfig,
     config: &TransportConfig,
 ) -> Result<Session, TransportError> {
-    let (secret, my_hello) = make_hello(me.role)?;
+    let (secret, my_hello) = make_hello(me)?;
     write_message(&mut stream, &my_hello).await?;
     let peer_hello_bytes = read_message(&mut stream).await?;
     let peer_hello = decode_hello(&peer_hello_bytes)?;
@@ -165,6 +170,9 @@ async fn respond(
         return Err(TransportError::BadSignature);
     }
     send_auth(&mut stream, me, &transcript, Side::Responder).await?;
+    // After proving ourselves, so a peer replica with other settings learns
+    // why it is refused (it checks the same, once it has our proof).
+    same_settings(me, &peer_hello)?;
     let send_key = session_key(RESPONDER_TO_INITIATOR, &shared, &transcript);
     let recv_key = session_key(INITIATOR_TO_RESPONDER, &shared, &transcript);
     Ok(Session::new(
@@ -176,8 +184,24 @@ async fn respond(
     ))
 }
 
+/// Refuses a peer replica that runs other agreement settings than `me`
+/// (clients are not checked: they take part in no agreement).
+fn same_settings(me: &Identity, peer: &Hello) -> Result<(), TransportError> {
+    match (me.role, peer.role) {
+        (Role::Replica(_), Role::Replica(id)) if peer.settings != me.settings => {
+            Err(TransportError::SettingsMismatch {
+                peer: id,
+                theirs: crate::crypto::short_hex(&peer.settings).to_string(),
+                ours: crate::crypto::short_hex(&me.settings).to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A fresh ephemeral secret and the encoded hello announcing it.
-fn make_hello(role: Role) -> Result<(StaticSecret, Vec<u8>), TransportError> {
+fn make_hello(me: &Identity) -> Result<(StaticSecret, Vec<u8>), TransportError> {
+    let role = me.role;
     let mut random = [0u8; 64];
     getrandom::fill(&mut random).map_err(|e| {
         TransportError::Handshake(format!("no randomness from the operating system: {e}"))
@@ -195,6 +219,7 @@ fn make_hello(role: Role) -> Result<(StaticSecret, Vec<u8>), TransportError> {
         role,
         ephemeral: DhPublic::from(&secret).to_bytes(),
         nonce,
+        settings: me.settings,
     };
     let bytes = encode(&hello)
         .map_err(|e| TransportError::Handshake(format!("cannot encode hello: {e}")))?;
@@ -341,6 +366,7 @@ mod fuzz {
             role: Role::Replica(1),
             ephemeral: [7; 32],
             nonce: [9; 32],
+            settings: [3; 32],
         })
         .expect("hellos encode");
         // A small deterministic generator (xorshift): no extra dependency.

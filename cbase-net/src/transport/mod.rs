@@ -80,6 +80,11 @@ pub struct Identity {
     pub role: Role,
     /// The long-term key that signs handshakes.
     pub key: SecretKey,
+    /// For a replica, the digest of the agreement settings it runs
+    /// ([`crate::ProtocolConfig::agreement_digest`]): two replicas whose
+    /// digests differ refuse each other at the handshake. Clients send
+    /// zeros, and are not checked.
+    pub settings: [u8; 32],
 }
 
 impl Identity {
@@ -103,7 +108,13 @@ impl Identity {
         Ok(Identity {
             role: Role::Replica(id),
             key,
+            settings: [0; 32],
         })
+    }
+
+    /// The identity with the digest of the agreement settings it runs.
+    pub fn with_settings(self, settings: [u8; 32]) -> Identity {
+        Identity { settings, ..self }
     }
 
     /// A client identity for `key` (the role is derived from the key).
@@ -111,6 +122,7 @@ impl Identity {
         Identity {
             role: Role::Client(key.public()),
             key,
+            settings: [0; 32],
         }
     }
 }
@@ -175,6 +187,21 @@ pub enum TransportError {
         expected: ReplicaId,
         /// Who answered.
         found: Role,
+    },
+    /// The peer replica runs other agreement settings (a different
+    /// `ProtocolConfig`): the two could never agree, so they do not talk.
+    #[error(
+        "replica {peer} runs other agreement settings than this replica (ProtocolConfig digest \
+         {theirs}, ours {ours}): every replica must run the same checkpoint_interval, window, \
+         max_batch_requests, max_batch_bytes, max_clock_skew and timeouts"
+    )]
+    SettingsMismatch {
+        /// The peer.
+        peer: ReplicaId,
+        /// Its settings digest, short.
+        theirs: String,
+        /// Ours, short.
+        ours: String,
     },
     /// The peer's handshake signature does not verify with the key of the
     /// identity it claims.

@@ -90,6 +90,7 @@ impl Reachability {
                 | TransportError::BadSignature
                 | TransportError::WrongPeer { .. }
                 | TransportError::UnknownReplica(_)
+                | TransportError::SettingsMismatch { .. }
         );
         if self.warned || !(refused || now.duration_since(since) >= GRACE) {
             return Note::Quiet;
