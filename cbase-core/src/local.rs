@@ -2,8 +2,10 @@
 //!
 //! For tests and examples of a service's logic: the generated typed client
 //! talks to it exactly as it talks to a replicated cluster, and every request
-//! goes through the real parallelizer and executor. It is not fault tolerant
-//! and its timestamps come from the local clock.
+//! goes through the real parallelizer and executor. It is not fault tolerant.
+//! Its timestamps come from the local clock, or from a clock the test sets
+//! ([`LocalInvoker::set_time`], [`LocalInvoker::advance`]), so a test of
+//! expiry or deadlines does not have to wait for them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +21,14 @@ use crate::executor::{ExecError, Executor, ExecutorBuilder, TrySubmitError};
 use crate::service::Service;
 use crate::state::StateError;
 
+/// The system clock, in nanoseconds since the Unix epoch.
+fn system_nanos() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+}
+
 type Waiters<R> = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Result<R, ExecError>>>>>;
 
 /// Runs a service on a local executor and answers typed clients.
@@ -26,6 +36,9 @@ pub struct LocalInvoker<S: Service> {
     executor: Executor<S>,
     waiters: Waiters<S::Response>,
     next_tag: AtomicU64,
+    /// The time requests see, in nanoseconds since the Unix epoch, if the
+    /// test set one; the system clock otherwise.
+    clock: Mutex<Option<u64>>,
 }
 
 impl<S: Service> LocalInvoker<S> {
@@ -43,7 +56,29 @@ impl<S: Service> LocalInvoker<S> {
             executor,
             waiters,
             next_tag: AtomicU64::new(0),
+            clock: Mutex::new(None),
         })
+    }
+
+    /// From now on, requests see `at` as the agreed time
+    /// ([`Context::timestamp`]) until the clock is set or advanced again.
+    pub fn set_time(&self, at: SystemTime) {
+        let nanos = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        *self.clock.lock() = Some(u64::try_from(nanos).unwrap_or(u64::MAX));
+    }
+
+    /// Moves the time requests see forward by `by` (from the system clock's
+    /// reading, the first time).
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut clock = self.clock.lock();
+        let now = clock.unwrap_or_else(system_nanos);
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        *clock = Some(now.saturating_add(by));
+    }
+
+    /// Back to the system clock.
+    pub fn use_system_clock(&self) {
+        *self.clock.lock() = None;
     }
 
     /// The executor, for barriers, digests and shutdown.
@@ -56,11 +91,9 @@ impl<S: Service> LocalInvoker<S> {
         let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.waiters.lock().insert(tag, sender);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = (*self.clock.lock()).unwrap_or_else(system_nanos);
         let seed = *blake3::hash(&tag.to_le_bytes()).as_bytes();
-        let ctx = Context::new(now.as_nanos() as u64, seed);
+        let ctx = Context::new(now, seed);
         let mut pending = request;
         // Never block an async runtime thread on a full window: yield and retry.
         loop {
@@ -113,5 +146,82 @@ impl std::future::Future for YieldOnce {
         self.0 = true;
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::access::AccessSet;
+    use crate::container::{Container, Table};
+    use crate::service::Request;
+    use crate::state::State;
+
+    /// A request that reads the agreed time.
+    #[derive(Clone, Debug)]
+    struct Now;
+
+    impl Request for Now {
+        fn access_set(&self) -> AccessSet {
+            AccessSet::none()
+        }
+        fn method(&self) -> &'static str {
+            "now"
+        }
+    }
+
+    struct Clock(Table<u64, u64>);
+
+    impl State for Clock {
+        fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+            vec![("unused", &self.0)]
+        }
+    }
+
+    impl Service for Clock {
+        type Request = Now;
+        type Response = SystemTime;
+        fn execute(&self, _: Now, ctx: &Context) -> SystemTime {
+            ctx.timestamp()
+        }
+        fn state(&self) -> &dyn State {
+            self
+        }
+    }
+
+    #[test]
+    fn a_test_sets_and_advances_the_time_requests_see() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let invoker = LocalInvoker::start(ExecutorBuilder::new(), Clock(Table::new())).unwrap();
+        runtime.block_on(async {
+            let before = SystemTime::now();
+            let seen = invoker.call(Now).await.unwrap();
+            assert!(
+                seen >= before - Duration::from_secs(1),
+                "the system clock by default"
+            );
+
+            let new_year = UNIX_EPOCH + Duration::from_secs(1_798_761_600);
+            invoker.set_time(new_year);
+            assert_eq!(invoker.call(Now).await.unwrap(), new_year);
+            assert_eq!(
+                invoker.call(Now).await.unwrap(),
+                new_year,
+                "it stands still"
+            );
+            invoker.advance(Duration::from_secs(30 * 24 * 3600));
+            assert_eq!(
+                invoker.call(Now).await.unwrap(),
+                new_year + Duration::from_secs(30 * 24 * 3600)
+            );
+
+            invoker.use_system_clock();
+            assert!(invoker.call(Now).await.unwrap() >= before);
+        });
+        invoker.executor().wait_idle();
     }
 }
