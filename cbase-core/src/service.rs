@@ -127,8 +127,57 @@ pub fn prepare<S: Service>(service: &S) -> Result<(), StateError> {
                 method,
                 table,
                 known: known.join(", "),
+                suggestion: closest(table, &known),
             });
         }
     }
     Ok(())
+}
+
+/// The name among `known` closest to `name`, if it is a likely typo of it:
+/// within a third of its length in edits (insertions, deletions,
+/// substitutions), and at least one.
+fn closest(name: &str, known: &[&'static str]) -> Option<&'static str> {
+    let allowed = (name.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelled_table_gets_the_likely_one_and_a_different_one_gets_none() {
+        let known = ["shows", "holds", "accounts"];
+        assert_eq!(closest("shoes", &known), Some("shows"));
+        assert_eq!(closest("acounts", &known), Some("accounts"));
+        assert_eq!(closest("hold", &known), Some("holds"));
+        assert_eq!(closest("customers", &known), None);
+        assert_eq!(closest("x", &known), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
 }

@@ -161,7 +161,9 @@ pub enum StateError {
     Unencodable(String),
     /// A rule names a table the state does not have.
     #[error(
-        "rule of `{method}` names table `{table}`, which the state does not have (its tables: {known})"
+        "rule of `{method}` names table `{table}`, which the state does not have (its tables: \
+         {known}){}",
+        suggestion.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default()
     )]
     UnknownTable {
         /// The method whose rule names it.
@@ -170,6 +172,9 @@ pub enum StateError {
         table: &'static str,
         /// The tables the state has, comma-separated.
         known: String,
+        /// The state's table whose name is closest to `table`, if one is
+        /// close (a typo).
+        suggestion: Option<&'static str>,
     },
 }
 

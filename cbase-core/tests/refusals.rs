@@ -137,12 +137,14 @@ fn a_rule_naming_a_missing_table_stops_the_start() {
         StateError::UnknownTable {
             method: "post",
             table: "entires",
-            known: "entries".into()
+            known: "entries".into(),
+            suggestion: Some("entries"),
         }
     );
     assert_eq!(
         err.to_string(),
-        "rule of `post` names table `entires`, which the state does not have (its tables: entries)"
+        "rule of `post` names table `entires`, which the state does not have (its tables: \
+         entries); did you mean `entries`?"
     );
 }
 
