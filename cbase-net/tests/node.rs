@@ -88,6 +88,17 @@ struct Cluster {
 }
 
 /// Starts the replicas in `running` of a 4-replica cluster with known keys.
+/// The agreement settings of the test clusters.
+fn protocol(transport: &TransportConfig) -> ProtocolConfig {
+    ProtocolConfig {
+        checkpoint_interval: 4,
+        window: 16,
+        // A full proposal must fit the frames.
+        max_batch_bytes: transport.max_frame - cbase_net::protocol::PRE_PREPARE_OVERHEAD,
+        ..ProtocolConfig::default()
+    }
+}
+
 async fn start(running: &[ReplicaId], transport: TransportConfig) -> Cluster {
     let mut listeners = Vec::new();
     let mut replicas = Vec::new();
@@ -112,13 +123,7 @@ async fn start(running: &[ReplicaId], transport: TransportConfig) -> Cluster {
             id,
             cluster: config.clone(),
             secret: secret(id as u8),
-            protocol: ProtocolConfig {
-                checkpoint_interval: 4,
-                window: 16,
-                // A full proposal must fit the frames.
-                max_batch_bytes: transport.max_frame - cbase_net::protocol::PRE_PREPARE_OVERHEAD,
-                ..ProtocolConfig::default()
-            },
+            protocol: protocol(&transport),
             transport: transport.clone(),
             executor: ExecutorBuilder::new().workers(4),
             recovering: false,
@@ -463,7 +468,8 @@ async fn a_byzantine_replica_cannot_forge_or_crash_the_others() {
     let attacker = Identity {
         role: transport::Role::Replica(3),
         key: secret(3),
-        settings: [0; 32],
+        // With its key it also has its configuration.
+        settings: protocol(&TransportConfig::default()).agreement_digest(),
     };
     let mut sessions = Vec::new();
     for target in 0..3 {
