@@ -1250,34 +1250,9 @@ impl Replica {
                         self.backoff.executed(self.now, waited, &self.config);
                     }
                 }
-                // Requests are what clients wait for, not batches: one
-                // executed in another batch ends the timers and drops the
-                // queued copies of the batches that carried it.
-                let executed = awaited::executed_by(&proposal.batches);
-                let mut superseded = Vec::new();
-                self.waiting.retain(|digest, timer| {
-                    let done = timer.note_executed(&executed);
-                    if done {
-                        superseded.push(*digest);
-                    }
-                    !done
-                });
                 if holds_others {
-                    self.pending.retain(|queued| {
-                        let covered = awaited::covered(&executed, &queued.batch);
-                        if covered {
-                            superseded.push(queued.digest);
-                        }
-                        !ordered.contains(&queued.digest) && !covered
-                    });
-                }
-                // Forgotten unless ordered: a copy that comes again is new,
-                // and goes to the primary, which orders it (its requests
-                // are answered from the exactly-once table).
-                for digest in superseded {
-                    if self.known_batches.get(&digest) == Some(&None) {
-                        self.known_batches.remove(&digest);
-                    }
+                    self.pending
+                        .retain(|queued| !ordered.contains(&queued.digest));
                 }
             }
             let proposal = proposal.clone();
