@@ -368,12 +368,7 @@ impl PartWalk {
     ) {
         self.sent = self.sent.wrapping_add(1);
         let request = (self.number << 32) | u64::from(self.sent);
-        let kept: Vec<u64> = self
-            .asked
-            .iter()
-            .filter(|(_, asked)| asked.peer == peer)
-            .map(|(number, _)| *number)
-            .collect();
+        let kept = self.requests_of(peer);
         if kept.len() >= KEPT_PER_PEER {
             // The oldest is overdue (the peer is free), so its parts were
             // put back already.
@@ -397,6 +392,15 @@ impl PartWalk {
                 parts,
             },
         ));
+    }
+
+    /// The numbers of the requests kept of `peer`, oldest first.
+    fn requests_of(&self, peer: ReplicaId) -> Vec<u64> {
+        self.asked
+            .iter()
+            .filter(|(_, asked)| asked.peer == peer)
+            .map(|(number, _)| *number)
+            .collect()
     }
 
     /// Whether `peer` has a request in flight that is not overdue.
@@ -536,13 +540,7 @@ impl PartWalk {
     /// (putting back what is not overdue, so put back already).
     fn drop_peer(&mut self, peer: ReplicaId) {
         self.dropped.insert(peer);
-        let numbers: Vec<u64> = self
-            .asked
-            .iter()
-            .filter(|(_, asked)| asked.peer == peer)
-            .map(|(number, _)| *number)
-            .collect();
-        for number in numbers {
+        for number in self.requests_of(peer) {
             let asked = self.asked.remove(&number).expect("just found");
             self.drop_asked(asked);
         }
