@@ -1,9 +1,12 @@
 //! Starting replicas and clients from files: each mistake a user can make
 //! gets an error that names the file, the replica or the address.
 
+mod ports;
+
 use cbase_core::{AccessSet, Container, Context, Request, Service, State, Table};
 use cbase_net::config::generate_cluster;
 use cbase_net::deploy::{DeployError, ReplicaOptions, client_from_file, start_replica};
+use ports::{free_port, free_ports};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -39,14 +42,6 @@ impl Service for NopService {
 
 fn service() -> NopService {
     NopService(Empty(Table::new()))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]
@@ -135,14 +130,7 @@ async fn a_replica_can_listen_on_another_address_than_the_one_it_is_reached_at()
     // others reach each replica (here 127.0.0.1), the replica listens on
     // every interface.
     let dir = tempfile::tempdir().unwrap();
-    let base = loop {
-        let base = free_port();
-        if base < u16::MAX - 4
-            && (base..base + 4).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            break base;
-        }
-    };
+    let base = free_ports(4);
     let generated = generate_cluster(dir.path(), 4, "127.0.0.1", base, false).unwrap();
     let mut nodes = Vec::new();
     for id in 0..4u32 {

@@ -1,35 +1,16 @@
 //! A replica started from files serves its metrics in the Prometheus format
 //! on the address given at start; scraped here as Prometheus would.
 
+mod ports;
 mod support;
 
 use std::time::{Duration, Instant};
 
 use cbase_net::config::generate_cluster;
 use cbase_net::deploy::{ReplicaOptions, client_from_file, start_replica};
+use ports::{free_port, free_ports};
 use support::{Put, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `n` consecutive free ports.
-fn free_ports(n: u16) -> u16 {
-    loop {
-        let base = free_port();
-        if base.checked_add(n).is_some()
-            && (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            return base;
-        }
-    }
-}
 
 /// The response to `GET path`: status line and body.
 async fn get(port: u16, path: &str) -> (String, String) {
