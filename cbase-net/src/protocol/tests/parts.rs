@@ -48,6 +48,18 @@ fn fetching(base: &CheckpointState, target: &CheckpointState) -> (Replica, Repli
 /// A part request as sent: to whom, its salt, its number, its parts.
 type Asked = (ReplicaId, Hash, u64, Vec<PartRequest>);
 
+/// `r`'s outputs when `peer`'s manifest of `target` arrives at `now`.
+fn manifest_at(
+    r: &mut Replica,
+    now: u64,
+    peer: ReplicaId,
+    target: &CheckpointState,
+) -> Vec<Output> {
+    let mut out = Vec::new();
+    r.handle(now, Input::Replica(peer, whole_state(4, target)), &mut out);
+    out
+}
+
 /// The part requests in `out`, by peer.
 fn part_requests(out: &[Output]) -> Vec<Asked> {
     out.iter()
@@ -603,12 +615,7 @@ fn peers_slower_than_the_timeout_are_asked_again_and_their_answers_used() {
     let target = bank(5_000, 0..200, 0);
     let (mut r, peer) = fetching(&base, &target);
     let start = 2 * SECOND;
-    let mut out = Vec::new();
-    r.handle(
-        start,
-        Input::Replica(peer, whole_state(4, &target)),
-        &mut out,
-    );
+    let out = manifest_at(&mut r, start, peer, &target);
     let first = part_requests(&out);
     assert_eq!(first.len(), 3);
     // Past the timeout nobody has answered: each peer is asked again, and
@@ -679,12 +686,7 @@ fn answers_to_an_abandoned_walk_are_stale_and_the_next_walk_waits_longer() {
     let target = bank(5_000, 0..200, 0);
     let (mut r, peer) = fetching(&base, &target);
     let start = 2 * SECOND;
-    let mut out = Vec::new();
-    r.handle(
-        start,
-        Input::Replica(peer, whole_state(4, &target)),
-        &mut out,
-    );
+    let out = manifest_at(&mut r, start, peer, &target);
     let abandoned = part_requests(&out);
     assert_eq!(abandoned.len(), 3);
     // Nobody answers for the walk's patience (16 request timeouts): each
@@ -705,12 +707,7 @@ fn answers_to_an_abandoned_walk_are_stale_and_the_next_walk_waits_longer() {
     assert_eq!(asked_again, 3 * 15, "3 peers asked again each second");
     assert_eq!(r.stats().state_requests, 2);
     let restart = now;
-    let mut out = Vec::new();
-    r.handle(
-        restart,
-        Input::Replica(restarted, whole_state(4, &target)),
-        &mut out,
-    );
+    let out = manifest_at(&mut r, restart, restarted, &target);
     let second = part_requests(&out);
     assert_eq!(second.len(), 3);
     assert!(
