@@ -9,6 +9,8 @@
 //! backup may time a batch it does not hold (it saw the batch proposed, then
 //! the client retransmitted it).
 
+use std::collections::BTreeMap;
+
 use crate::checkpoint::ClientTable;
 use crate::crypto::PublicKey;
 use crate::message::SignedBatch;
@@ -43,6 +45,38 @@ impl Awaited {
     pub fn executed_in(&self, clients: &ClientTable) -> bool {
         executed(clients, &self.client, self.requests.iter().copied())
     }
+
+    /// Notes the requests a delivered proposal executed (the highest number
+    /// per client and lane); returns whether every request of this batch is
+    /// now executed, in whatever batch it came. A client may send one
+    /// request in several batches (re-batched on retransmission, or a faulty
+    /// client on purpose), and the batch timed need not be the one ordered.
+    pub fn note_executed(&mut self, executed: &Executed) -> bool {
+        let client = self.client;
+        self.requests.retain(|(lane, number)| {
+            executed
+                .get(&(client, *lane))
+                .is_none_or(|highest| highest < number)
+        });
+        self.requests.is_empty()
+    }
+}
+
+/// The highest request number a proposal executed, per client and lane.
+pub(super) type Executed = BTreeMap<(PublicKey, u32), u64>;
+
+/// What `batches` execute: the highest request number per client and lane.
+pub(super) fn executed_by(batches: &[SignedBatch]) -> Executed {
+    let mut executed = Executed::new();
+    for batch in batches {
+        for request in &batch.batch.requests {
+            let highest = executed
+                .entry((batch.batch.client, request.lane))
+                .or_default();
+            *highest = (*highest).max(request.number);
+        }
+    }
+    executed
 }
 
 /// Whether a state with this client table executed every request

@@ -419,6 +419,10 @@ pub struct Replica {
     /// changing views: how a replica tells that it is behind rather than
     /// the primary stuck.
     peer_progress: BTreeMap<ReplicaId, (View, Seq)>,
+    /// What this replica had executed when it last let an expired request
+    /// timer pass because peers were ahead: it lets one pass per step of
+    /// progress, never two in a row without any.
+    lag_excused_at: Option<Seq>,
     /// The last state chunk served to each peer: (checkpoint, offset, when).
     state_served: BTreeMap<ReplicaId, (Seq, u64, u64)>,
     /// Each peer's allowance of part requests: (requests left, when last
@@ -514,6 +518,7 @@ impl Replica {
             last_status: 0,
             status_answered: BTreeMap::new(),
             peer_progress: BTreeMap::new(),
+            lag_excused_at: None,
             state_served: BTreeMap::new(),
             parts_allowance: BTreeMap::new(),
             local: state_transfer::Local::default(),
@@ -1250,6 +1255,13 @@ impl Replica {
                         self.backoff.executed(self.now, waited, &self.config);
                     }
                 }
+                // Requests are what clients wait for, not batches: one
+                // executed in another batch ends the timers of the batches
+                // that carried it too. (A queued copy stays: proposed
+                // again, it is answered from the exactly-once table.)
+                let executed = awaited::executed_by(&proposal.batches);
+                self.waiting
+                    .retain(|_, timer| !timer.note_executed(&executed));
                 if holds_others {
                     self.pending
                         .retain(|queued| !ordered.contains(&queued.digest));

@@ -83,11 +83,19 @@ impl Replica {
                 let oldest = self.waiting.values().map(|timer| timer.since).min();
                 let timeout = self.backoff.request_timeout(&self.config);
                 if oldest.is_some_and(|since| self.now.saturating_sub(since) >= timeout) {
-                    if self.behind_peers() {
-                        // The primary works; this replica lags (lost
-                        // messages). Suspecting alone would only take it
-                        // out of the view: catch up through retransmission
-                        // and give the requests a fresh timer.
+                    // Peers ahead means the primary works and this replica
+                    // lags (lost messages): suspecting alone would only take
+                    // it out of the view, so it catches up through
+                    // retransmission and gives the requests a fresh timer.
+                    // But only while catching up makes progress. Reports of
+                    // progress are old (a peer that crashed since still
+                    // counts) and the commits this replica lacks may be
+                    // nowhere to be had in this view (their senders crashed
+                    // or are recovering): then only a view change re-issues
+                    // what it missed.
+                    let excused = self.lag_excused_at != Some(self.delivered);
+                    if excused && self.behind_peers() {
+                        self.lag_excused_at = Some(self.delivered);
                         let now = self.now;
                         for timer in self.waiting.values_mut() {
                             timer.since = now;
@@ -347,6 +355,7 @@ impl Replica {
     fn enter_view(&mut self, new_view: NewView, out: &mut Vec<Output>) {
         self.last_new_view = Some(new_view.clone());
         self.backoff.entered_view(self.now);
+        self.lag_excused_at = None;
         if self.recovery.is_some_and(|r| r.ends_at(new_view.view)) {
             self.recovery = None;
         }

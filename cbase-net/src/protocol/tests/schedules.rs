@@ -543,6 +543,52 @@ fn a_batch_seen_proposed_then_skipped_by_a_transfer_is_not_timed() {
     assert_eq!(r.stats().view_changes_started, 0);
 }
 
+#[test]
+fn a_timed_batch_ends_when_its_requests_execute_in_another_batch() {
+    // Seen in a twins-n5 campaign (seed 200449): a client sent two batches
+    // with the same request (lane 0, number 1); the one this backup timed
+    // was never proposed again, the other executed. Timers keyed by batch
+    // digest alone outlived the request and deposed one primary after
+    // another.
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    let client = SecretKey::from_seed([9; 32]);
+    let timed = client_batch(&client, 0, 1);
+    let mut executed = timed.clone();
+    executed.batch.requests[0].operation = vec![7];
+    let executed = SignedBatch::sign(executed.batch, &client);
+    assert_ne!(timed.digest(), executed.digest());
+    let mut out = Vec::new();
+    r.handle(5, Input::Client(timed), &mut out);
+    // The primary orders the other batch, and it commits.
+    let pp = pre_prepare(&secrets[0], 0, 1, vec![executed]);
+    let digest = pp.digest;
+    deliver(&mut r, 0, ReplicaMessage::PrePrepare(pp));
+    for backup in [2, 3] {
+        let p = prepare(&secrets[backup as usize], backup, 1, digest);
+        deliver(&mut r, backup, ReplicaMessage::Prepare(p));
+    }
+    for replica in [0, 2, 3] {
+        let commit = Commit {
+            view: 0,
+            seq: 1,
+            digest,
+            replica,
+        };
+        deliver(&mut r, replica, ReplicaMessage::Commit(commit));
+    }
+    assert_eq!(r.delivered(), 1);
+    for now in [SECOND, 2 * SECOND, 4 * SECOND, 8 * SECOND] {
+        tick(&mut r, now);
+    }
+    assert_eq!(
+        r.changing_to(),
+        None,
+        "no view change over an executed request"
+    );
+    assert_eq!(r.stats().view_changes_started, 0);
+}
+
 /// Commits `proposal`s at sequence numbers `1..=last` at backup `r`, as the
 /// primary (0) and backups 2 and 3 would.
 fn commit_by_hand(r: &mut Replica, secrets: &[SecretKey], last: Seq) -> Vec<Output> {
@@ -1015,6 +1061,46 @@ fn a_backup_that_lags_catches_up_instead_of_suspecting() {
     }
     assert_eq!(net.executed_requests(3), vec![1]);
     assert_eq!(net.replicas[3].changing_to(), None);
+}
+
+/// Found by the simulation (restart-then-view-change, seed 302364): replica
+/// 3 missed the commits of two slots; of the replicas that sent them one had
+/// crashed and one was recovering (it votes in no view it may have acted
+/// in), so no retransmission could ever complete them. Replicas 0 (before
+/// it crashed) and 1 had reported executing further, so replica 3 took
+/// itself for merely behind at every timeout and never suspected: the
+/// client waited forever. Catching up excuses one timeout per step of
+/// progress, not more.
+#[test]
+fn a_backup_that_lags_without_progress_suspects_after_all() {
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(3, &cluster, secrets[3].clone(), small());
+    let client = SecretKey::from_seed([99; 32]);
+    let mut out = Vec::new();
+    r.handle(1, Input::Client(client_batch(&client, 0, 1)), &mut out);
+    // Replicas 0 and 1 say they executed two slots; nothing else comes.
+    for peer in [0, 1] {
+        let status = crate::message::Status {
+            view: 0,
+            changing_to: None,
+            delivered: 2,
+            low: 0,
+            replica: peer,
+        };
+        r.handle(
+            2,
+            Input::Replica(peer, ReplicaMessage::Status(status)),
+            &mut out,
+        );
+    }
+    tick(&mut r, SECOND + 3);
+    assert_eq!(r.changing_to(), None, "first it takes itself for behind");
+    tick(&mut r, 2 * SECOND + 3);
+    assert_eq!(
+        r.changing_to(),
+        Some(1),
+        "a whole timeout without progress: the view cannot finish what it missed"
+    );
 }
 
 /// Found by the simulation: a replica that suspected the primary alone
