@@ -21,6 +21,7 @@ pub mod deploy;
 pub mod message;
 pub mod protocol;
 pub mod runtime;
+pub mod status;
 pub mod storage;
 pub mod transport;
 

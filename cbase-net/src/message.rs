@@ -391,6 +391,30 @@ pub enum ReplicaMessage {
 pub enum ClientMessage {
     /// New requests, or a retransmission of earlier ones.
     Requests(SignedBatch),
+    /// Asks the replica how it is doing ([`ReplyMessage::Status`]): for
+    /// operators, not part of agreement.
+    Status,
+}
+
+/// What a replica says of itself when a client asks
+/// ([`ClientMessage::Status`]). One replica's word: a faulty one may lie, so
+/// this is for operators watching a cluster, never for a decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// The replica.
+    pub replica: ReplicaId,
+    /// The view it is in.
+    pub view: View,
+    /// The highest sequence number it agreed on and handed to execution.
+    pub delivered: Seq,
+    /// Its latest stable checkpoint (proved by 2f+1 replicas), if any: its
+    /// sequence number and state digest.
+    pub stable: Option<(Seq, Hash)>,
+    /// Checkpoints it has taken since it started.
+    pub checkpoints_taken: u64,
+    /// Whole states it installed from peers (state transfers) since it
+    /// started.
+    pub states_installed: u64,
 }
 
 /// A replica's answer to one request.
@@ -413,6 +437,8 @@ pub struct Reply {
 pub enum ReplyMessage {
     /// Replies, several at once when they are ready together.
     Replies(Vec<Reply>),
+    /// The answer to [`ClientMessage::Status`].
+    Status(ReplicaStatus),
 }
 
 /// The blake3 digest of a value's canonical encoding and that encoding's

@@ -219,7 +219,9 @@ impl RawClient {
                     .await
                     .expect("a reply in time")
                     .expect("a valid reply frame");
-            let ReplyMessage::Replies(replies) = message;
+            let ReplyMessage::Replies(replies) = message else {
+                continue;
+            };
             if let Some(reply) = replies
                 .into_iter()
                 .find(|r| r.lane == lane && r.number == number)
@@ -280,6 +282,55 @@ async fn a_retransmitted_request_is_executed_once() {
         cached >= 3,
         "retransmissions were served from the cache ({cached})"
     );
+    cluster.shutdown().await;
+}
+
+/// A client may ask a replica for its status (`cbase::app`'s `status`).
+/// One answer waits at most per connection: a client that floods queries
+/// without reading holds no more of the replica's memory, and its requests
+/// still go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_queries_are_answered_and_a_flood_of_them_is_harmless() {
+    let cluster = start(&[0, 1, 2, 3], TransportConfig::default()).await;
+    let mut client =
+        RawClient::connect(&cluster, &[0, 1, 2, 3], SecretKey::from_seed([51; 32])).await;
+    let add = client.batch(vec![(0, 1, Op::Add { key: 3, by: 2 })]);
+    client.send(0, &add).await;
+    assert_eq!(client.reply(0, 0, 1).await, Ok(2));
+    {
+        let (_, writer) = &mut client.sessions[1];
+        for _ in 0..10_000 {
+            writer.send_value(&ClientMessage::Status).await.unwrap();
+        }
+        writer.flush().await.unwrap();
+    }
+    let get = client.batch(vec![(1, 1, Op::Get { key: 3 })]);
+    client.send(1, &get).await;
+    let (reader, _) = &mut client.sessions[1];
+    let (mut statuses, mut answered) = (0, false);
+    while !answered || statuses == 0 {
+        let message: ReplyMessage =
+            tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+                .await
+                .expect("an answer in time")
+                .expect("a valid frame");
+        match message {
+            ReplyMessage::Status(status) => {
+                assert_eq!(status.replica, 1);
+                assert_eq!(status.view, 0);
+                statuses += 1;
+            }
+            ReplyMessage::Replies(replies) => {
+                let reply = replies.iter().find(|r| r.lane == 1 && r.number == 1);
+                if let Some(reply) = reply {
+                    let value: Result<u64, ExecError> = codec::decode(&reply.result).unwrap();
+                    assert_eq!(value, Ok(2));
+                    answered = true;
+                }
+            }
+        }
+    }
+    assert!(statuses <= 10_000);
     cluster.shutdown().await;
 }
 

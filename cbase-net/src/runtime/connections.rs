@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use super::{ClientQueues, NodeMetrics};
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::PublicKey;
-use crate::message::{ClientMessage, ReplicaMessage, Reply, ReplyMessage};
+use crate::message::{ClientMessage, ReplicaMessage, ReplicaStatus, Reply, ReplyMessage};
 use crate::protocol::Input;
 use crate::runtime::execution::ExecutionShared;
 use crate::transport::reachability::Reachability;
@@ -135,6 +135,8 @@ impl RefusalLog {
 
 /// What the listener's connections need.
 pub(super) struct Inbound {
+    /// This replica.
+    pub id: ReplicaId,
     /// Refused handshakes, for the log.
     pub refusals: RefusalLog,
     pub identity: Arc<Identity>,
@@ -253,13 +255,21 @@ async fn serve_client(
     inbound: &Inbound,
 ) -> Result<(), ConnectionEnd> {
     let (replies, queue) = mpsc::channel(16_384);
+    // One status answer waits at most: a client asking faster than it reads
+    // gets fewer answers, and costs nothing more.
+    let (statuses, status_queue) = mpsc::channel(1);
     inbound.clients.lock().insert(key, replies.clone());
-    let writer_task = tokio::spawn(write_replies(writer, queue));
+    let writer_task = tokio::spawn(write_replies(writer, queue, status_queue));
     let result = async {
         loop {
             let frame = next_frame(&mut reader).await?;
-            let ClientMessage::Requests(batch) =
-                codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
+            let batch = match codec::decode(&frame).map_err(ConnectionEnd::Malformed)? {
+                ClientMessage::Requests(batch) => batch,
+                ClientMessage::Status => {
+                    let _ = statuses.try_send(replica_status(inbound));
+                    continue;
+                }
+            };
             if batch.batch.client != key {
                 inbound
                     .metrics
@@ -316,8 +326,39 @@ async fn serve_client(
     result
 }
 
-async fn write_replies(mut writer: FrameWriter, mut queue: mpsc::Receiver<Reply>) {
-    while let Some(first) = queue.recv().await {
+/// This replica's answer to a status query, from its metrics.
+fn replica_status(inbound: &Inbound) -> ReplicaStatus {
+    let metrics = &inbound.metrics;
+    ReplicaStatus {
+        replica: inbound.id,
+        view: metrics.view.load(Ordering::Relaxed),
+        delivered: metrics.delivered.load(Ordering::Relaxed),
+        stable: metrics.stable.lock().back().copied(),
+        checkpoints_taken: metrics.checkpoints_taken.load(Ordering::Relaxed),
+        states_installed: metrics.states_installed.load(Ordering::Relaxed),
+    }
+}
+
+async fn write_replies(
+    mut writer: FrameWriter,
+    mut queue: mpsc::Receiver<Reply>,
+    mut statuses: mpsc::Receiver<ReplicaStatus>,
+) {
+    loop {
+        let first = tokio::select! {
+            reply = queue.recv() => match reply {
+                Some(reply) => reply,
+                None => return,
+            },
+            Some(status) = statuses.recv() => {
+                let frame = codec::encode(&ReplyMessage::Status(status))
+                    .expect("a status always encodes");
+                if writer.send(&frame).await.is_err() || writer.flush().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
         let mut replies = vec![first];
         while replies.len() < 1024 {
             match queue.try_recv() {

@@ -392,6 +392,7 @@ impl ReplicaNode {
         tasks.push(tokio::spawn(connections::listen(
             listener,
             connections::Inbound {
+                id: config.id,
                 refusals: connections::RefusalLog::default(),
                 identity: Arc::clone(&identity),
                 cluster: Arc::clone(&cluster),
