@@ -142,9 +142,9 @@ pub use cbase_macros::{State, service};
 
 pub use cbase_core::{
     AccessKind, AccessSet, Cell, ClientError, Closed, Container, Context, DeterministicRng, Digest,
-    ExecError, Executor, ExecutorBuilder, Invoke, Key, LocalInvoker, Reply, Request, RestoreError,
-    Service, Snapshot, State, StateError, Table, TableId, TrySubmitError, UndeclaredAccess,
-    ValueHash, conflicts,
+    ExecError, Executor, ExecutorBuilder, Invoke, Key, LocalInvoker, MethodInfo, Reply, Request,
+    RestoreError, Service, Snapshot, State, StateError, Table, TableId, TrySubmitError,
+    UndeclaredAccess, ValueHash, conflicts,
 };
 
 pub use cbase_net::{
@@ -153,6 +153,9 @@ pub use cbase_net::{
 };
 
 pub mod logging;
+
+#[cfg(feature = "cli")]
+pub mod app;
 
 /// The core crate, for the less common items (the parallelizer, the codec).
 pub use cbase_core as core_crate;

@@ -94,6 +94,42 @@ pub trait Request: Send + 'static {
     {
         Vec::new()
     }
+
+    /// The service's methods with their arguments, for tools that call any
+    /// method by name (`cbase::app`'s `call` command). `#[cbase::service]`
+    /// lists every method; a hand-written request type may list none.
+    fn methods() -> Vec<MethodInfo>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
+}
+
+/// One method of a service, as [`Request::methods`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodInfo {
+    /// The method's name, as written in the trait (`transfer`).
+    pub name: &'static str,
+    /// The request enum's variant that carries it (`Transfer`): the tag of
+    /// the request in self-describing encodings such as JSON.
+    pub variant: &'static str,
+    /// Its arguments, in order: name and type, as written in the trait.
+    pub args: Vec<(&'static str, &'static str)>,
+}
+
+impl std::fmt::Display for MethodInfo {
+    /// `transfer(from: String, to: String, amount: u64)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}(", self.name)?;
+        for (at, (name, ty)) in self.args.iter().enumerate() {
+            if at > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{name}: {ty}")?;
+        }
+        write!(f, ")")
+    }
 }
 
 /// A replicated service: requests, how to execute one, and the state.

@@ -16,6 +16,27 @@ use crate::ast::{Method, Service};
 use crate::attr::{Access, KeySpec, Target};
 
 /// The request variant of a method: `transfer_all` becomes `TransferAll`.
+/// A type as the user would write it: `Vec<u8>`, not `Vec < u8 >`.
+fn type_text(ty: &syn::Type) -> String {
+    let spaced = quote!(#ty).to_string();
+    let mut text = String::with_capacity(spaced.len());
+    let mut chars = spaced.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ' ' {
+            // Spaces stay between words and after commas: `&mut T`,
+            // `(u8, u8)`, `[u8; 4]`.
+            let glued_after = matches!(text.chars().last(), Some('<' | '(' | '[' | '&' | ':'));
+            let glued_before =
+                matches!(chars.peek(), Some('<' | '>' | ',' | ')' | ']' | ':' | ';'));
+            if glued_after || glued_before {
+                continue;
+            }
+        }
+        text.push(c);
+    }
+    text
+}
+
 pub fn variant_name(method: &Ident) -> Ident {
     let name = method.to_string();
     let camel: String = name
@@ -196,6 +217,23 @@ impl<'a> Generator<'a> {
             (!names.is_empty())
                 .then(|| quote! { #(#cfgs)* __cbase_tables.extend([#((#method, #names)),*]); })
         });
+        let methods = self.service.methods.iter().map(|m| {
+            let name = m.ident.unraw().to_string();
+            let variant = variant_name(&m.ident).to_string();
+            let args = m.args.iter().map(|a| {
+                let arg = a.ident.unraw().to_string();
+                let ty = type_text(&a.ty);
+                quote!((#arg, #ty))
+            });
+            let cfgs = &m.cfgs;
+            quote! {
+                #(#cfgs)* __cbase_methods.push(#core::MethodInfo {
+                    name: #name,
+                    variant: #variant,
+                    args: ::std::vec![#(#args),*],
+                });
+            }
+        });
         quote! {
             impl #core::Request for #request {
                 #[allow(unused_variables, clippy::needless_borrow)]
@@ -216,6 +254,13 @@ impl<'a> Generator<'a> {
                     let mut __cbase_tables = ::std::vec::Vec::new();
                     #(#tables)*
                     __cbase_tables
+                }
+
+                fn methods() -> ::std::vec::Vec<#core::MethodInfo> {
+                    #[allow(unused_mut)]
+                    let mut __cbase_methods = ::std::vec::Vec::new();
+                    #(#methods)*
+                    __cbase_methods
                 }
             }
         }
@@ -461,4 +506,29 @@ fn call_arguments(method: &Method, ctx: &Ident) -> Vec<TokenStream> {
         args.insert(position.min(args.len()), quote!(#ctx));
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_text;
+
+    #[test]
+    fn types_print_as_written() {
+        let cases = [
+            ("Vec<u8>", "Vec<u8>"),
+            ("Option<Vec<u8>>", "Option<Vec<u8>>"),
+            (
+                "std::collections::BTreeMap<String, u64>",
+                "std::collections::BTreeMap<String, u64>",
+            ),
+            ("(u8, String)", "(u8, String)"),
+            ("[u8; 32]", "[u8; 32]"),
+            ("&'static str", "&'static str"),
+            ("Result<u64, String>", "Result<u64, String>"),
+        ];
+        for (written, expected) in cases {
+            let ty: syn::Type = syn::parse_str(written).unwrap();
+            assert_eq!(type_text(&ty), expected);
+        }
+    }
 }
