@@ -12,15 +12,15 @@
 //! progress bar, and prints a summary: operations, throughput, views, whether
 //! money was conserved and whether every replica's checkpoint digests agree.
 
-#[path = "support/cli.rs"]
-mod cli;
+#[path = "support/args.rs"]
+mod args;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use args::Mode;
 use cbase::prelude::*;
-use cli::Mode;
 use serde::{Deserialize, Serialize};
 
 // ANCHOR: types
@@ -258,11 +258,11 @@ fn summary(ops: u64, elapsed: Duration, total: u64) {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     cbase::logging::init();
-    cli::report(run().await)
+    args::report(run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = cli::parse_or_exit();
+    let cli = args::parse_or_exit();
     let ops = cli.ops.unwrap_or(20_000);
     let workers = cli.workers.unwrap_or(16);
     match cli.mode {
@@ -286,7 +286,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|r| r.metrics().view.load(Ordering::Relaxed))
                 .collect();
             println!("views:        {views:?}");
-            let (checkpoints, agree) = cli::digests_agree(&cluster);
+            let (checkpoints, agree) = args::digests_agree(&cluster);
             println!(
                 "digests:      {checkpoints} checkpoints on every replica, {}",
                 if agree { "all agree" } else { "DIFFER" }
@@ -314,7 +314,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             )
             .await?;
             // ANCHOR_END: replica
-            cli::serve_until_interrupted(node).await;
+            args::serve_until_interrupted(node).await;
         }
         Mode::Client { config } => {
             // ANCHOR: client

@@ -48,8 +48,8 @@
 //!   that is emptied when the replica starts; a restarted replica gets the
 //!   state back from the others.
 
-#[path = "support/cli.rs"]
-mod cli;
+#[path = "support/args.rs"]
+mod args;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -61,12 +61,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use args::Mode;
 use cbase::core_crate::codec::{self, CodecError};
 use cbase::core_crate::container::{BindError, Entries, EntryLog};
 use cbase::core_crate::{TableId, scope, txn};
 use cbase::prelude::*;
 use cbase::{AccessKind, ProtocolConfig};
-use cli::Mode;
 use serde::{Deserialize, Serialize};
 
 // ANCHOR: types
@@ -1391,11 +1391,11 @@ pub async fn disks_converge(dirs: &[PathBuf], within: Duration) -> (bool, usize)
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     cbase::logging::init();
-    cli::report(run().await.map_err(|e| e as Box<dyn std::error::Error>))
+    args::report(run().await.map_err(|e| e as Box<dyn std::error::Error>))
 }
 
 async fn run() -> Result<(), BoxError> {
-    let cli = cli::parse_or_exit();
+    let cli = args::parse_or_exit();
     let workers = cli.workers.unwrap_or(16);
     // `--ops`: block operations per phase, spread over the files.
     let unit = FILES * TASKS_PER_FILE;
@@ -1436,7 +1436,7 @@ async fn run() -> Result<(), BoxError> {
             print_phases(&phases);
             let wrong = verify(&fs, &run).await?;
             print_data_check(wrong);
-            let (checkpoints, agree) = cli::digests_agree(&cluster);
+            let (checkpoints, agree) = args::digests_agree(&cluster);
             println!(
                 "digests:  {checkpoints} checkpoints on every replica, {}",
                 if agree { "all agree" } else { "DIFFER" }
@@ -1474,7 +1474,7 @@ async fn run() -> Result<(), BoxError> {
             let node =
                 cbase::net::deploy::start_replica(&config, id, &key, options, FsService(store))
                     .await?;
-            cli::serve_until_interrupted(node).await;
+            args::serve_until_interrupted(node).await;
         }
         Mode::Client { config } => {
             let client = cbase::net::deploy::client_from_file(&config, Default::default())?;

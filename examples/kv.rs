@@ -16,8 +16,8 @@
 //! the final state matched the model, and whether every replica's checkpoint
 //! digests agree.
 
-#[path = "support/cli.rs"]
-mod cli;
+#[path = "support/args.rs"]
+mod args;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use args::Mode;
 use cbase::prelude::*;
-use cli::Mode;
 
 /// The most entries one scan returns, whatever limit the client asks for:
 /// a reply must fit in a frame.
@@ -313,11 +313,11 @@ fn summary(ops: u64, elapsed: Duration, tally: &Tally, model: (usize, bool)) {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     cbase::logging::init();
-    cli::report(run().await)
+    args::report(run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = cli::parse_or_exit();
+    let cli = args::parse_or_exit();
     let ops = cli.ops.unwrap_or(20_000);
     let workers = cli.workers.unwrap_or(16);
     match cli.mode {
@@ -335,7 +335,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let (expected, elapsed) = workload(kv.clone(), ops, Arc::clone(&tally)).await?;
             let model = final_state_matches(&kv, &expected).await?;
             summary(ops, elapsed, &tally, model);
-            let (checkpoints, agree) = cli::digests_agree(&cluster);
+            let (checkpoints, agree) = args::digests_agree(&cluster);
             println!(
                 "digests:      {checkpoints} checkpoints on every replica, {}",
                 if agree { "all agree" } else { "DIFFER" }
@@ -363,7 +363,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 KvService(Store::default()),
             )
             .await?;
-            cli::serve_until_interrupted(node).await;
+            args::serve_until_interrupted(node).await;
         }
         Mode::Client { config } => {
             let client = cbase::net::deploy::client_from_file(&config, Default::default())?;
