@@ -39,5 +39,5 @@ pub use key::{Key, TableId, ValueHash};
 pub use local::LocalInvoker;
 pub use scope::{AccessKind, UndeclaredAccess};
 pub use service::{MethodInfo, Request, Service};
-pub use state::{Digest, RestoreError, Snapshot, State, StateChanges, StateError};
+pub use state::{Digest, RestoreError, Snapshot, State, StateChanges, StateError, StateTables};
 pub use work::{WorkHandle, WorkStats};

@@ -22,7 +22,52 @@ use crate::container::{BindError, Changes, Container, Entries};
 use crate::key::TableId;
 use crate::merkle::{self, Hash};
 
+/// The container names of a state type, known while compiling:
+/// `#[derive(State)]` writes them, and a `#[cbase::service]` adapter checks
+/// its rules against them when it is built, so a rule naming a table the
+/// state lacks fails `cargo build` and `cargo test`, not only the start.
+///
+/// A hand-written [`State`] used with a `#[cbase::service]` adapter says
+/// `impl StateTables for MyState {}`: its names are then checked at start
+/// only.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a cbase state",
+    label = "not a state",
+    note = "add `#[derive(cbase::State)]` to `{Self}`: its fields (`Table`s and `Cell`s) are the tables the rules name"
+)]
+pub trait StateTables: State {
+    /// The containers' names; `None`: not known while compiling.
+    const TABLES: Option<&'static [&'static str]> = None;
+}
+
+/// Whether `tables` holds `name`, while compiling (the check of
+/// [`StateTables`]).
+#[doc(hidden)]
+pub const fn has_table(tables: &[&str], name: &str) -> bool {
+    let mut at = 0;
+    while at < tables.len() {
+        let candidate = tables[at].as_bytes();
+        let wanted = name.as_bytes();
+        if candidate.len() == wanted.len() {
+            let mut byte = 0;
+            while byte < wanted.len() && candidate[byte] == wanted[byte] {
+                byte += 1;
+            }
+            if byte == wanted.len() {
+                return true;
+            }
+        }
+        at += 1;
+    }
+    false
+}
+
 /// The replicated state of a service.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a cbase state",
+    label = "not a state",
+    note = "add `#[derive(cbase::State)]` to `{Self}`: its fields (`Table`s and `Cell`s) are the tables the rules name"
+)]
 pub trait State: Send + Sync + 'static {
     /// Every container with its name (the field name), in declaration order.
     fn containers(&self) -> Vec<(&'static str, &dyn Container)>;

@@ -373,6 +373,30 @@ impl<'a> Generator<'a> {
         let doc = format!(
             "Runs a `T: {trait_name} + State` as a replicated service: the adapter the executor and the cluster take."
         );
+        let table_checks = self.service.methods.iter().map(|m| {
+            let method = m.ident.unraw().to_string();
+            let mut tables: Vec<String> = m
+                .rules
+                .iter()
+                .flat_map(|r| r.keys.iter().filter_map(KeySpec::table))
+                .map(|table| table.unraw().to_string())
+                .collect();
+            tables.sort();
+            tables.dedup();
+            let checks = tables.iter().map(|table| {
+                let message = format!(
+                    "a rule of `{method}` names table `{table}`, which the state does not have: \
+                     check the spelling, or add a `{table}` field (a Table or Cell) to the state struct"
+                );
+                quote! {
+                    if !#core::state::has_table(tables, #table) {
+                        ::core::panic!(#message);
+                    }
+                }
+            });
+            let cfgs = &m.cfgs;
+            quote! { #(#cfgs)* { #(#checks)* } }
+        });
         quote! {
             #[doc = #doc]
             #[derive(::core::fmt::Debug, ::core::default::Default)]
@@ -384,7 +408,17 @@ impl<'a> Generator<'a> {
                 }
             }
 
-            impl<T: #trait_name + #core::State> #core::Service for #adapter<T> {
+            impl<T: #trait_name + #core::StateTables> #adapter<T> {
+                /// Evaluated when the adapter is built for a state type:
+                /// every table the rules name is one of its containers.
+                const __CBASE_TABLES_EXIST: () = {
+                    if let ::core::option::Option::Some(tables) = <T as #core::StateTables>::TABLES {
+                        #(#table_checks)*
+                    }
+                };
+            }
+
+            impl<T: #trait_name + #core::StateTables> #core::Service for #adapter<T> {
                 type Request = #request;
                 type Response = #response;
 
@@ -393,6 +427,9 @@ impl<'a> Generator<'a> {
                 }
 
                 fn state(&self) -> &dyn #core::State {
+                    // A rule naming a table the state lacks fails the build here.
+                    #[allow(clippy::let_unit_value)]
+                    let () = Self::__CBASE_TABLES_EXIST;
                     &self.0
                 }
             }

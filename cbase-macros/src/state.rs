@@ -41,6 +41,7 @@ pub fn derive(input: DeriveInput, krate: Path) -> TokenStream {
         }
     };
     let mut entries = Vec::new();
+    let mut names = Vec::new();
     for field in fields {
         let mut skip = false;
         for attr in field.attrs.iter().filter(|a| a.path().is_ident("state")) {
@@ -67,6 +68,7 @@ pub fn derive(input: DeriveInput, krate: Path) -> TokenStream {
         let ident = field.ident.as_ref().expect("named fields have names");
         let name = ident.to_string();
         let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
+        names.push(name.clone());
         let container = quote!(#krate::__private::core::Container);
         // Spanned at the field's type (the field name too, or rustc reports
         // the whole `name: Type`), so a field that is not a container is
@@ -84,6 +86,11 @@ pub fn derive(input: DeriveInput, krate: Path) -> TokenStream {
             fn containers(&self) -> ::std::vec::Vec<(&'static str, &dyn #krate::__private::core::Container)> {
                 ::std::vec![#(#entries),*]
             }
+        }
+
+        impl #impl_generics #krate::__private::core::StateTables for #ident #ty_generics #where_clause {
+            const TABLES: ::core::option::Option<&'static [&'static str]> =
+                ::core::option::Option::Some(&[#(#names),*]);
         }
     };
     // On a mistake the impl is still emitted (without the fields in error),

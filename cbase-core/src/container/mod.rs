@@ -52,6 +52,12 @@ pub type Changes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 ///   [`decode_entries`](Container::decode_entries) and
 ///   [`install`](Container::install) restore them in two steps, so a whole
 ///   state installs in every container or none.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a cbase container, so it cannot be a field of a `#[derive(State)]` struct",
+    label = "not a `Table` or a `Cell`",
+    note = "replicated data lives in `Table<K, V>` or `Cell<T>`: every access is checked against the request's rule",
+    note = "a field that is not replicated state (configuration that never changes while requests run) takes `#[state(skip)]`"
+)]
 pub trait Container: Send + Sync {
     /// Gives the container its name (the field name). Naming twice with the
     /// same name is fine; with a different name it is an error.
