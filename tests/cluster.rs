@@ -184,8 +184,8 @@ async fn one_stopped_replica_does_not_stop_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_primary_is_replaced_by_a_view_change() {
     let protocol = ProtocolConfig {
-        request_timeout: 300_000_000,
-        view_change_timeout: 1_000_000_000,
+        request_timeout: Duration::from_millis(300),
+        view_change_timeout: Duration::from_secs(1),
         ..small_checkpoints()
     };
     let mut cluster = LocalCluster::builder()

@@ -2,6 +2,8 @@
 //! of 4) and n = 7 (f = 2, quorums of 5), each serving with as many replicas
 //! stopped as it tolerates.
 
+use std::time::Duration;
+
 use cbase::prelude::*;
 
 #[cbase::service]
@@ -34,8 +36,8 @@ impl Tally for Counts {
 /// that calls are still answered exactly once.
 async fn serves_with_replicas_stopped(n: usize, stopped: &[u32]) {
     let protocol = cbase::ProtocolConfig {
-        request_timeout: 300_000_000,
-        view_change_timeout: 1_000_000_000,
+        request_timeout: Duration::from_millis(300),
+        view_change_timeout: Duration::from_secs(1),
         checkpoint_interval: 8,
         window: 32,
         ..cbase::ProtocolConfig::default()

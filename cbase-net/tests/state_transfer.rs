@@ -81,8 +81,8 @@ async fn start_replica(
         protocol: ProtocolConfig {
             checkpoint_interval: 4,
             window: 16,
-            request_timeout: 300_000_000,
-            view_change_timeout: 600_000_000,
+            request_timeout: Duration::from_millis(300),
+            view_change_timeout: Duration::from_millis(600),
             // A full proposal must fit the small frames.
             max_batch_bytes: MAX_FRAME / 2,
             ..ProtocolConfig::default()

@@ -39,6 +39,7 @@ mod timeouts;
 mod view_change;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
@@ -63,12 +64,13 @@ pub struct ProtocolConfig {
     /// The most proposals the primary keeps in flight (proposed, not yet
     /// committed) before it waits and lets requests accumulate into a batch.
     pub pipeline: usize,
-    /// How long (nanoseconds) a backup waits for a request it knows of to be
-    /// executed before it suspects the primary and starts a view change.
-    pub request_timeout: u64,
-    /// How long (nanoseconds) a view change may take before the replica
-    /// moves on to the next view; doubled after each failed view change.
-    pub view_change_timeout: u64,
+    /// How long a backup waits for a request it knows of to be executed
+    /// before it suspects the primary and starts a view change (the base:
+    /// it doubles while suspicions follow each other).
+    pub request_timeout: Duration,
+    /// How long a view change may take before the replica moves on to the
+    /// next view; doubled after each failed view change.
+    pub view_change_timeout: Duration,
     /// The most client batches a replica holds waiting for a sequence number.
     pub max_pending: usize,
     /// The most bytes of client batches a replica holds waiting for a
@@ -79,9 +81,9 @@ pub struct ProtocolConfig {
     /// proposed). It must leave room in the transport's frame limit for the
     /// pre-prepare around it.
     pub max_batch_bytes: usize,
-    /// How often (nanoseconds) a replica tells its peers where it is, so
-    /// they can resend what it missed.
-    pub status_interval: u64,
+    /// How often a replica tells its peers where it is, so they can resend
+    /// what it missed.
+    pub status_interval: Duration,
     /// The largest encoded checkpoint (service state and client table, in
     /// bytes) this replica accepts in a state transfer. It bounds the memory
     /// a peer can make it fill before the digest check can reject a lie.
@@ -96,12 +98,12 @@ pub struct ProtocolConfig {
     /// on and another one asked, so a faulty peer that drips a byte now and
     /// then cannot stall a replica that fell behind.
     pub min_transfer_rate: u64,
-    /// How far (nanoseconds) a primary's proposal timestamp may be ahead of
+    /// How far a primary's proposal timestamp may be ahead of
     /// a backup's own clock. Timestamps become the agreed clock that services
     /// read through `Context`, which never runs backwards; without this bound
     /// a faulty primary could push it to the end of time and freeze it there.
     /// A backup refuses (does not prepare) a proposal stamped further ahead.
-    pub max_clock_skew: u64,
+    pub max_clock_skew: Duration,
 }
 
 /// The most bytes a pre-prepare (and the message around it) adds to the
@@ -124,9 +126,9 @@ impl ProtocolConfig {
             self.window,
             self.max_batch_requests as u64,
             self.max_batch_bytes as u64,
-            self.max_clock_skew,
-            self.request_timeout,
-            self.view_change_timeout,
+            nanos(self.max_clock_skew),
+            nanos(self.request_timeout),
+            nanos(self.view_change_timeout),
         ] {
             hasher.update(&value.to_le_bytes());
         }
@@ -143,6 +145,33 @@ impl ProtocolConfig {
     pub fn largest_certificate_bytes(&self, cluster: &ClusterConfig) -> u64 {
         certificates::largest_new_view_bytes(cluster.quorum(), self.window)
     }
+
+    /// [`request_timeout`](Self::request_timeout) on the protocol's clock
+    /// (nanoseconds).
+    fn request_timeout_ns(&self) -> u64 {
+        nanos(self.request_timeout)
+    }
+
+    /// [`view_change_timeout`](Self::view_change_timeout) in nanoseconds.
+    fn view_change_timeout_ns(&self) -> u64 {
+        nanos(self.view_change_timeout)
+    }
+
+    /// [`status_interval`](Self::status_interval) in nanoseconds.
+    fn status_interval_ns(&self) -> u64 {
+        nanos(self.status_interval)
+    }
+
+    /// [`max_clock_skew`](Self::max_clock_skew) in nanoseconds.
+    fn max_clock_skew_ns(&self) -> u64 {
+        nanos(self.max_clock_skew)
+    }
+}
+
+/// A duration on the protocol's clock (nanoseconds since an arbitrary
+/// start), saturating at about 584 years.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Default for ProtocolConfig {
@@ -152,16 +181,16 @@ impl Default for ProtocolConfig {
             window: 512,
             max_batch_requests: 2048,
             pipeline: 2,
-            request_timeout: 1_000_000_000,
-            view_change_timeout: 2_000_000_000,
+            request_timeout: Duration::from_secs(1),
+            view_change_timeout: Duration::from_secs(2),
             max_pending: 100_000,
             max_pending_bytes: 256 << 20,
             max_batch_bytes: 1 << 20,
-            status_interval: 100_000_000,
+            status_interval: Duration::from_millis(100),
             max_state_bytes: 16 << 30,
             min_transfer_rate: 1 << 20,
             max_part_requests_per_second: 64,
-            max_clock_skew: 10_000_000_000,
+            max_clock_skew: Duration::from_secs(10),
         }
     }
 }
@@ -929,7 +958,7 @@ impl Replica {
             .proposals_served
             .get(&from)
             .is_some_and(|&(served, at)| {
-                served == seq && self.now.saturating_sub(at) < self.config.request_timeout
+                served == seq && self.now.saturating_sub(at) < self.config.request_timeout_ns()
             });
         if repeated {
             self.stats.duplicate += 1;
@@ -1012,7 +1041,8 @@ impl Replica {
         if !self.pre_prepare_signed(&pre_prepare) {
             return;
         }
-        if pre_prepare.proposal.timestamp > self.now.saturating_add(self.config.max_clock_skew) {
+        if pre_prepare.proposal.timestamp > self.now.saturating_add(self.config.max_clock_skew_ns())
+        {
             self.stats.bad_timestamp += 1;
             return;
         }

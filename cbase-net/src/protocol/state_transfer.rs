@@ -217,7 +217,9 @@ impl Replica {
         let rate = self.config.min_transfer_rate.max(1);
         let transfer_time = (self.transfer.total as u128 * 1_000_000_000 / rate as u128)
             .min(u64::MAX as u128) as u64;
-        self.config.request_timeout.saturating_add(transfer_time)
+        self.config
+            .request_timeout_ns()
+            .saturating_add(transfer_time)
     }
 
     /// On every tick: ask the next peer if the current attempt is overdue.
@@ -244,7 +246,7 @@ impl Replica {
             // the others, and requests silent for long asked again.
             let patience = self
                 .config
-                .request_timeout
+                .request_timeout_ns()
                 .saturating_mul(FIRST_PATIENCE)
                 .saturating_mul(1 << behind.stalls.min(MAX_PATIENCE_DOUBLINGS));
             walk.on_tick(self.now, patience);
@@ -253,7 +255,7 @@ impl Replica {
             // for a request timeout: fetch the later one instead.
             let let_go = walk.gone() > self.f
                 && behind.next.is_some()
-                && walk.idle(self.now) >= self.config.request_timeout;
+                && walk.idle(self.now) >= self.config.request_timeout_ns();
             if !walk.stuck(&peers) && !let_go {
                 walk.ask(self.now, &peers, out);
                 return;
@@ -329,7 +331,7 @@ impl Replica {
             Some(&(served_seq, served_offset, at)) => {
                 (served_seq == seq && offset > served_offset)
                     || served_seq < seq
-                    || self.now.saturating_sub(at) >= self.config.request_timeout
+                    || self.now.saturating_sub(at) >= self.config.request_timeout_ns()
             }
             None => true,
         };
@@ -536,7 +538,7 @@ impl Replica {
             WalkRules {
                 max_bytes: self.config.max_state_bytes,
                 f: self.f,
-                timeout: self.config.request_timeout,
+                timeout: self.config.request_timeout_ns(),
             },
             self.now,
         );

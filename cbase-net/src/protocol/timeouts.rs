@@ -52,13 +52,15 @@ pub(super) struct Backoff {
 impl Backoff {
     /// How long a backup waits for a request it knows of to be executed.
     pub fn request_timeout(&self, config: &ProtocolConfig) -> u64 {
-        config.request_timeout.saturating_mul(1 << self.doublings)
+        config
+            .request_timeout_ns()
+            .saturating_mul(1 << self.doublings)
     }
 
     /// How long a view change may take before the replica moves on.
     pub fn view_change_timeout(&self, config: &ProtocolConfig) -> u64 {
         config
-            .view_change_timeout
+            .view_change_timeout_ns()
             .max(self.last_change)
             .saturating_mul(1 << self.failed_attempts)
     }
@@ -123,7 +125,7 @@ mod tests {
     #[test]
     fn suspicions_in_a_row_double_the_timeouts() {
         let config = ProtocolConfig::default();
-        let base = config.request_timeout;
+        let base = config.request_timeout_ns();
         let mut backoff = Backoff::default();
         backoff.suspect(base, &config);
         assert_eq!(backoff.scale(), 1, "a lone suspicion is free");
@@ -145,7 +147,7 @@ mod tests {
     #[test]
     fn timeouts_halve_only_when_requests_are_fast_again() {
         let config = ProtocolConfig::default();
-        let base = config.request_timeout;
+        let base = config.request_timeout_ns();
         let mut backoff = Backoff::default();
         for i in 0..3 {
             backoff.suspect(i, &config);

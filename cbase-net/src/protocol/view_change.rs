@@ -58,7 +58,7 @@ impl Replica {
     /// Checks the request timer and the view-change timer, and reports
     /// this replica's status now and then.
     pub(super) fn on_tick(&mut self, out: &mut Vec<Output>) {
-        if self.now.saturating_sub(self.last_status) >= self.config.status_interval {
+        if self.now.saturating_sub(self.last_status) >= self.config.status_interval_ns() {
             self.last_status = self.now;
             self.fetch_missing_proposals(out);
             let changing_to = match self.status {
@@ -468,7 +468,8 @@ impl Replica {
             return;
         }
         let answered = self.status_answered.get(&from).copied();
-        if answered.is_some_and(|at| self.now.saturating_sub(at) < self.config.status_interval / 2)
+        if answered
+            .is_some_and(|at| self.now.saturating_sub(at) < self.config.status_interval_ns() / 2)
         {
             self.stats.duplicate += 1;
             return;

@@ -96,7 +96,7 @@ impl World {
         let (chunk, delay) = if behaviour == Some(Behaviour::DripState) {
             // A byte or few; the first at once, so the requester commits to
             // this transfer, then each just before it would give up on us.
-            let timeout = self.protocol.request_timeout;
+            let timeout = self.protocol.request_timeout.as_nanos() as u64;
             let delay = if offset == 0 {
                 0
             } else {
@@ -159,7 +159,7 @@ impl World {
             Some(Behaviour::DripState) => {
                 // One part at a time, each just before it would be given up on.
                 answers.truncate(1);
-                let timeout = self.protocol.request_timeout;
+                let timeout = self.protocol.request_timeout.as_nanos() as u64;
                 delay += timeout - self.rng.gen_range(5 * MS..timeout / 10);
             }
             _ => {}

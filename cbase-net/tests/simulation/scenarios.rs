@@ -3,6 +3,8 @@
 //! Twins. Everything a scenario leaves random (which replica misbehaves,
 //! when, the links of every round) is drawn from the run's seed.
 
+use std::time::Duration;
+
 use cbase_net::config::ReplicaId;
 use cbase_net::protocol::ProtocolConfig;
 
@@ -136,10 +138,10 @@ pub fn protocol_config(_scenario: &Scenario) -> ProtocolConfig {
         window: 16,
         max_batch_requests: 64,
         pipeline: 2,
-        request_timeout: 300 * MS,
-        view_change_timeout: 600 * MS,
+        request_timeout: Duration::from_millis(300),
+        view_change_timeout: Duration::from_millis(600),
         max_pending: 1000,
-        status_interval: 100 * MS,
+        status_interval: Duration::from_millis(100),
         max_state_bytes: 1 << 20,
         // A pre-prepare must fit a frame: the batches, and room for the
         // pre-prepare around them.

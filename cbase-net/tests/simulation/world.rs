@@ -973,7 +973,7 @@ impl World {
     /// up to three timeouts): peers asking then wait for it, and must not
     /// take that for silence or lies.
     pub fn serving_delay(&mut self, instance: usize, seq: Seq) -> u64 {
-        let timeout = self.protocol.request_timeout;
+        let timeout = self.protocol.request_timeout.as_nanos() as u64;
         let cold = self.nodes[instance].indexed != Some(seq);
         let cost = if cold && self.rng.gen_bool(0.5) {
             self.rng.gen_range(timeout / 2..3 * timeout)

@@ -1,6 +1,7 @@
 //! Rule-by-rule tests of the pure protocol, driven by a tiny in-memory network.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
 
 use super::*;
 use crate::checkpoint::parts::{CheckpointIndex, PartRequest};
@@ -227,16 +228,16 @@ fn small() -> ProtocolConfig {
         window: 8,
         max_batch_requests: 16,
         pipeline: 2,
-        request_timeout: SECOND,
-        view_change_timeout: 2 * SECOND,
+        request_timeout: Duration::from_nanos(SECOND),
+        view_change_timeout: Duration::from_nanos(2 * SECOND),
         max_pending: 1000,
         max_pending_bytes: 1 << 20,
         max_batch_bytes: 64 << 10,
-        status_interval: SECOND / 10,
+        status_interval: Duration::from_nanos(SECOND / 10),
         max_state_bytes: 1 << 20,
         min_transfer_rate: 1 << 20,
         max_part_requests_per_second: 64,
-        max_clock_skew: 10 * SECOND,
+        max_clock_skew: Duration::from_nanos(10 * SECOND),
     }
 }
 
