@@ -24,7 +24,7 @@
 //! ```text
 //! counter local [--replicas 4] [--cluster-file cluster.toml]
 //! counter replica --config cluster.toml --id N --key replica-N.key [--data DIR] [--metrics ADDR]
-//! counter call add '{"name": "visits", "by": 1}' --config cluster.toml
+//! counter call add '{"name": "visits", "by": 1}' --config cluster.toml [--key client-ann.key]
 //! counter status --config cluster.toml
 //! ```
 //!
@@ -123,6 +123,10 @@ pub struct CallArgs {
     /// The cluster file.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Call as this client (a key file from `cbase-keygen --clients`), the
+    /// same caller every time; without it, a fresh identity for this call.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// How long to wait for the reply, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub timeout: u64,
@@ -335,8 +339,15 @@ where
     S::Response: Serialize + DeserializeOwned,
 {
     let request: S::Request = request_from_json(&args.method, args.arguments.as_deref())?;
+    let key = match &args.key {
+        Some(path) => {
+            Some(cbase_net::crypto::SecretKey::read_file(path).map_err(deploy::DeployError::from)?)
+        }
+        None => None,
+    };
     let config = ClientConfig {
         timeout: Duration::from_secs(args.timeout),
+        key,
         ..ClientConfig::default()
     };
     let client = deploy::client_from_file(&args.config, config)?;

@@ -182,6 +182,7 @@ async fn call_and_status_against_a_running_cluster() {
         method: method.into(),
         arguments: Some(arguments.into()),
         config: config.clone(),
+        key: None,
         timeout: 60,
     };
     let added = app::call::<CounterService<Counts>>(&call("add", r#"["visits", 5]"#))

@@ -97,6 +97,21 @@ pub enum ExecError {
         /// The replicas' limit.
         limit: u64,
     },
+    /// The request was not executed: its number is below one its client
+    /// key already used on the same lane, so the replicas take it for an
+    /// old request (each lane's numbers must grow).
+    #[error(
+        "request {number} on lane {lane} was not executed: this client key has already used a \
+         higher number on that lane; another client is using the same key, or this client's \
+         clock went back since it last ran (a client with a key of its own numbers its \
+         requests from the wall clock)"
+    )]
+    Superseded {
+        /// The lane.
+        lane: u32,
+        /// The request's number.
+        number: u64,
+    },
 }
 
 impl ExecError {

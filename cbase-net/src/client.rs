@@ -63,6 +63,22 @@ pub struct ClientConfig {
     pub max_request_bytes: usize,
     /// Connection limits.
     pub transport: TransportConfig,
+    /// The client's identity: its key signs every request, and services see
+    /// its public half as the caller (`Context::client`). `None` (the
+    /// default): a fresh key for every [`NetClient::connect`]. A key kept in
+    /// a file ([`SecretKey::read_file`], written by `cbase-keygen
+    /// --clients`) makes the client the same caller across restarts.
+    ///
+    /// Exactly-once across a restart: the replicas remember each lane's
+    /// last request number per key and ignore anything not above it, so a
+    /// client with a key of its own starts every lane's numbers at the wall
+    /// clock's time in nanoseconds (since 1970) when it connects; each call
+    /// adds one. A restarted client's numbers are then above every number
+    /// it used before, unless its clock went back in between. Run one client
+    /// per key at a time: two would use each other's numbers (replicas
+    /// answer a number below a lane's last with
+    /// [`ExecError::Superseded`](cbase_core::ExecError::Superseded)).
+    pub key: Option<SecretKey>,
 }
 
 /// The bytes a frame carrying a signed batch needs beyond the batch itself
@@ -81,8 +97,24 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(30),
             max_request_bytes: 1 << 20,
             transport: TransportConfig::default(),
+            key: None,
         }
     }
+}
+
+/// The number before each lane's first request: 0 for a fresh identity; for
+/// a key of its own, the wall clock in nanoseconds, so that a restarted
+/// client's numbers continue above those it used before (see
+/// [`ClientConfig::key`]).
+fn first_numbers_after(own_key: bool) -> u64 {
+    if !own_key {
+        return 0;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        })
 }
 
 struct Pending {
@@ -174,7 +206,8 @@ impl NetClient {
                 config.max_request_bytes
             )));
         }
-        let key = SecretKey::generate();
+        let numbers_after = first_numbers_after(config.key.is_some());
+        let key = config.key.clone().unwrap_or_else(SecretKey::generate);
         let sizes = BatchSizes::new(&key);
         let identity = Arc::new(Identity::client(key.clone()));
         let shared = Arc::new(Shared {
@@ -219,7 +252,7 @@ impl NetClient {
             free: Mutex::new(
                 (0..config.lanes as u32)
                     .rev()
-                    .map(|lane| (lane, 0))
+                    .map(|lane| (lane, numbers_after))
                     .collect(),
             ),
             available: Semaphore::new(config.lanes),

@@ -418,6 +418,12 @@ pub enum ConfigError {
     /// A secret key file could not be written.
     #[error(transparent)]
     Key(#[from] KeyFileError),
+    /// A client name that cannot be part of a file name.
+    #[error("client name `{name}` must be letters, digits, `-` and `_` (it names client-NAME.key)")]
+    BadClientName {
+        /// The name given.
+        name: String,
+    },
 }
 
 /// Formats an optional TOML location as a message prefix.
@@ -443,6 +449,36 @@ pub struct GeneratedCluster {
     /// Where each replica's secret key was written (`dir/replica-{id}.key`),
     /// indexed by replica id.
     pub key_paths: Vec<PathBuf>,
+}
+
+/// Writes a fresh client key to `dir/client-{name}.key` (readable by its
+/// owner only), creating `dir` if needed; returns the file and the key's
+/// public half (what a cluster file's list of allowed clients names). A
+/// client started with this key ([`crate::ClientConfig::key`]) is the same
+/// caller across restarts. `name` is letters, digits, `-` and `_`. Refuses
+/// to replace an existing file unless `overwrite` is set.
+pub fn generate_client_key(
+    dir: &Path,
+    name: &str,
+    overwrite: bool,
+) -> Result<(PathBuf, PublicKey), ConfigError> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if name.is_empty() || !name.chars().all(valid) {
+        return Err(ConfigError::BadClientName {
+            name: name.to_owned(),
+        });
+    }
+    let path = dir.join(format!("client-{name}.key"));
+    if !overwrite && path.exists() {
+        return Err(ConfigError::WouldOverwrite { path });
+    }
+    std::fs::create_dir_all(dir).map_err(|source| ConfigError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let key = SecretKey::generate();
+    key.write_file(&path)?;
+    Ok((path, key.public()))
 }
 
 /// Generates a fresh cluster of `n` replicas (tolerating `f = (n-1)/3`) that

@@ -285,6 +285,60 @@ async fn a_retransmitted_request_is_executed_once() {
     cluster.shutdown().await;
 }
 
+/// A client with a key of its own is the same caller across restarts, and
+/// its requests are still executed exactly once: its numbers start from the
+/// wall clock, above any it used before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_its_own_key_keeps_exactly_once_across_restarts() {
+    let cluster = start(&[0, 1, 2, 3], TransportConfig::default()).await;
+    let key = SecretKey::from_seed([52; 32]);
+    let connect = || {
+        let config = cbase_net::ClientConfig {
+            key: Some(key.clone()),
+            ..cbase_net::ClientConfig::default()
+        };
+        cbase_net::NetClient::connect(cluster.config.clone(), config).unwrap()
+    };
+    let first = connect();
+    for expected in 1..=3 {
+        let added: u64 = first.call(&Op::Add { key: 9, by: 1 }).await.unwrap();
+        assert_eq!(added, expected);
+    }
+    drop(first);
+    // The same identity again (a restarted process): its calls execute.
+    let again = connect();
+    let added: u64 = again.call(&Op::Add { key: 9, by: 1 }).await.unwrap();
+    assert_eq!(added, 4, "executed, not taken for a retransmission");
+    cluster.shutdown().await;
+}
+
+/// A request numbered below its lane's last (another client using the same
+/// key, or a client whose clock went back) is never executed; a replica
+/// that executed the lane's last answers why, so the client gets an error,
+/// not a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_below_its_lanes_last_number_is_refused_not_executed() {
+    let cluster = start(&[0, 1, 2, 3], TransportConfig::default()).await;
+    let mut client =
+        RawClient::connect(&cluster, &[0, 1, 2, 3], SecretKey::from_seed([53; 32])).await;
+    let add = client.batch(vec![(0, 10, Op::Add { key: 4, by: 5 })]);
+    client.send(0, &add).await;
+    // Every replica executes it (and replies to this client's session).
+    for replica in 0..4 {
+        assert_eq!(client.reply(replica, 0, 10).await, Ok(5));
+    }
+    let older = client.batch(vec![(0, 3, Op::Add { key: 4, by: 100 })]);
+    for replica in 0..4 {
+        client.send(replica, &older).await;
+        assert_eq!(
+            client.reply(replica, 0, 3).await,
+            Err(ExecError::Superseded { lane: 0, number: 3 })
+        );
+    }
+    assert_eq!(value_of(&mut client, 1, 1, 4).await, 5, "never executed");
+    cluster.shutdown().await;
+}
+
 /// A client may ask a replica for its status (`cbase::app`'s `status`).
 /// One answer waits at most per connection: a client that floods queries
 /// without reading holds no more of the replica's memory, and its requests

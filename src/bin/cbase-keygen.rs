@@ -51,6 +51,15 @@ struct Args {
     /// more machines than one, and no more safety.
     #[arg(long)]
     allow_no_faults: bool,
+    /// Also write a key file per client name (client-NAME.key), comma-
+    /// separated: a client started with its key is the same caller across
+    /// restarts (`--key` of a program's `call`, `ClientConfig::key`).
+    #[arg(long, value_name = "NAME,NAME,...", value_delimiter = ',')]
+    clients: Vec<String>,
+    /// Write only the client keys of --clients, into a directory that
+    /// already has its cluster.
+    #[arg(long, requires = "clients", conflicts_with_all = ["hosts", "allow_no_faults"])]
+    only_clients: bool,
 }
 
 fn main() -> ExitCode {
@@ -69,6 +78,28 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<String, String> {
+    let mut message = if args.only_clients {
+        String::new()
+    } else {
+        write_cluster(&args)?
+    };
+    for name in &args.clients {
+        let (path, public) = cbase::net::config::generate_client_key(&args.dir, name, args.force)
+            .map_err(|e| e.to_string())?;
+        if !message.is_empty() {
+            message.push('\n');
+        }
+        message.push_str(&format!(
+            "wrote {} (public key {})",
+            path.display(),
+            public.to_hex()
+        ));
+    }
+    Ok(message)
+}
+
+/// Writes the cluster file and the replicas' key files.
+fn write_cluster(args: &Args) -> Result<String, String> {
     let hosts = if args.hosts.is_empty() {
         vec![args.host.clone(); args.replicas]
     } else {
@@ -114,6 +145,38 @@ mod tests {
         let error = parse(&["--dir", "d", "--hosts", "a,b", "--host", "x"]).unwrap_err();
         assert!(error.to_string().contains("cannot be used with"), "{error}");
         assert!(parse(&["--replicas", "4"]).is_err(), "--dir is required");
+    }
+
+    #[test]
+    fn client_keys_are_written_with_the_cluster_or_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("deploy");
+        let at = out.to_str().unwrap();
+        let said = run(parse(&["--dir", at, "--clients", "alice,bob-2"]).unwrap()).unwrap();
+        assert!(said.contains("cluster.toml"), "{said}");
+        for name in ["alice", "bob-2"] {
+            let path = out.join(format!("client-{name}.key"));
+            let key = cbase::net::crypto::SecretKey::read_file(&path).unwrap();
+            assert!(said.contains(&key.public().to_hex()), "{said}");
+        }
+        // Another client for the same cluster, leaving the cluster alone.
+        let cluster = std::fs::read_to_string(out.join("cluster.toml")).unwrap();
+        let said =
+            run(parse(&["--dir", at, "--clients", "carol", "--only-clients"]).unwrap()).unwrap();
+        assert!(!said.contains("cluster.toml"), "{said}");
+        assert!(out.join("client-carol.key").exists());
+        assert_eq!(
+            std::fs::read_to_string(out.join("cluster.toml")).unwrap(),
+            cluster
+        );
+        let again = run(parse(&["--dir", at, "--clients", "carol", "--only-clients"]).unwrap());
+        assert!(again.unwrap_err().contains("--force"));
+        let bad = run(parse(&["--dir", at, "--clients", "../x", "--only-clients"]).unwrap());
+        assert!(bad.unwrap_err().contains("letters, digits"));
+        assert!(
+            parse(&["--dir", at, "--only-clients"]).is_err(),
+            "--only-clients needs --clients"
+        );
     }
 
     #[test]

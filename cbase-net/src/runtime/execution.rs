@@ -105,9 +105,9 @@ impl ExecutionShared {
             if *number > record.number {
                 return None;
             }
-            if *number == record.number
-                && let Some(result) = &record.reply
-            {
+            if *number < record.number {
+                replies.push(superseded(self.replica, view, *lane, *number));
+            } else if let Some(result) = &record.reply {
                 replies.push(Reply {
                     view,
                     lane: *lane,
@@ -307,7 +307,17 @@ where
                 number: 0,
                 reply: None,
             });
-            if request.number <= record.number {
+            if request.number < record.number {
+                // Below the lane's last number: an old request (a late
+                // duplicate), or another client using this key. Never
+                // executed, and no answer from here: whether a replica
+                // executed the original itself or skipped it in a state
+                // transfer would change what it says. A client waiting for
+                // it is answered from the client table when it retransmits
+                // (`cached_replies`).
+                return;
+            }
+            if request.number == record.number {
                 // Already executed (a retransmission ordered twice, or a
                 // client reusing a number): answer from the cache, once.
                 // Not if the original is in this same proposal: its reply
@@ -315,10 +325,7 @@ where
                 // depends on thread timing, which must not decide what a
                 // replica sends.
                 let original_here = self.lanes_in_batch.contains(&(client, request.lane));
-                if request.number == record.number
-                    && !original_here
-                    && let Some(result) = record.reply.clone()
-                {
+                if !original_here && let Some(result) = record.reply.clone() {
                     let reply = Reply {
                         view,
                         lane: request.lane,
@@ -422,6 +429,20 @@ fn request_seed(batch_digest: &Hash, index: u64) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new_keyed(batch_digest);
     hasher.update(&index.to_le_bytes());
     *hasher.finalize().as_bytes()
+}
+
+/// The answer to a request numbered below its lane's last: never executed
+/// (see [`ExecError::Superseded`]). The error's encoding does not depend on
+/// the response type.
+fn superseded(replica: ReplicaId, view: u64, lane: u32, number: u64) -> Reply {
+    let refusal: Result<(), ExecError> = Err(ExecError::Superseded { lane, number });
+    Reply {
+        view,
+        lane,
+        number,
+        replica,
+        result: codec::encode(&refusal).expect("errors always encode"),
+    }
 }
 
 fn encode_result<R: Serialize>(result: Result<R, ExecError>) -> Vec<u8> {
