@@ -36,6 +36,11 @@ pub struct Move {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BankError {
     NoSuchAccount(u64),
+    /// Only an account's owner (the client that opened it) may move money
+    /// out of it.
+    NotOwner {
+        account: u64,
+    },
     InsufficientFunds {
         account: u64,
         balance: u64,
@@ -57,21 +62,29 @@ pub struct Report {
 /// A bank whose independent operations run in parallel on every replica.
 #[cbase::service]
 pub trait Bank {
-    /// Opens an account (or tops it up).
-    #[writes(accounts[id])]
-    fn open(&self, id: u64, amount: u64);
+    /// Opens an account owned by the caller, or tops one up (anyone may
+    /// pay in).
+    #[writes(accounts[id], owners[id])]
+    fn open(&self, id: u64, amount: u64, ctx: &Context);
 
     /// The balance of one account.
     #[reads(accounts[id])]
     fn balance(&self, id: u64) -> Option<u64>;
 
-    /// Moves money between two accounts.
+    /// Moves money between two accounts; only `from`'s owner may.
+    #[reads(owners[from])]
     #[writes(accounts[from], accounts[to])]
-    fn transfer(&self, from: u64, to: u64, amount: u64) -> Result<(), BankError>;
+    fn transfer(&self, from: u64, to: u64, amount: u64, ctx: &Context) -> Result<(), BankError>;
 
-    /// Applies several moves at once: all or nothing.
+    /// Applies several moves at once: all or nothing, and only moves out of
+    /// the caller's own accounts.
+    #[reads(owners[m.from] for m in &moves)]
     #[writes(accounts[m.from] for m in &moves, accounts[m.to] for m in &moves)]
-    fn settle(&self, moves: Vec<Move>) -> Result<(), BankError>;
+    fn settle(&self, moves: Vec<Move>, ctx: &Context) -> Result<(), BankError>;
+
+    /// Who owns an account.
+    #[reads(owners[id])]
+    fn owner(&self, id: u64) -> Option<ClientId>;
 
     /// The sum of all balances.
     #[reads(accounts[*])]
@@ -87,10 +100,12 @@ pub trait Bank {
 // ANCHOR_END: service
 
 // ANCHOR: state
-/// The replicated state: one table, named `accounts` after its field.
+/// The replicated state: balances, and who owns each account (tables named
+/// after their fields).
 #[derive(Default, cbase::State)]
 pub struct MyBank {
     accounts: Table<u64, u64>,
+    owners: Table<u64, ClientId>,
 }
 // ANCHOR_END: state
 
@@ -102,7 +117,12 @@ impl MyBank {
 }
 
 impl Bank for MyBank {
-    fn open(&self, id: u64, amount: u64) {
+    fn open(&self, id: u64, amount: u64, ctx: &Context) {
+        // The caller is authenticated (it signed the request) and the same
+        // on every replica: safe to decide by.
+        if self.owners.get(&id).is_none() {
+            self.owners.insert(id, ctx.client());
+        }
         self.accounts.upsert(id, || 0, |balance| *balance += amount);
     }
 
@@ -110,14 +130,20 @@ impl Bank for MyBank {
         self.accounts.get(&id)
     }
 
-    fn transfer(&self, from: u64, to: u64, amount: u64) -> Result<(), BankError> {
-        self.settle(vec![Move { from, to, amount }])
+    fn transfer(&self, from: u64, to: u64, amount: u64, ctx: &Context) -> Result<(), BankError> {
+        self.settle(vec![Move { from, to, amount }], ctx)
     }
 
-    fn settle(&self, moves: Vec<Move>) -> Result<(), BankError> {
+    fn settle(&self, moves: Vec<Move>, ctx: &Context) -> Result<(), BankError> {
         // Check everything first, so a refused settlement changes nothing.
         let mut balances = std::collections::BTreeMap::new();
         for m in &moves {
+            if self.owners.get(&m.from) != Some(ctx.client()) {
+                return Err(match self.owners.get(&m.from) {
+                    None => BankError::NoSuchAccount(m.from),
+                    Some(_) => BankError::NotOwner { account: m.from },
+                });
+            }
             for id in [m.from, m.to] {
                 if let std::collections::btree_map::Entry::Vacant(slot) = balances.entry(id) {
                     slot.insert(self.balance_of(id)?);
@@ -142,6 +168,10 @@ impl Bank for MyBank {
 
     fn total(&self) -> u64 {
         self.accounts.fold(0, |sum, _, balance| sum + balance)
+    }
+
+    fn owner(&self, id: u64) -> Option<ClientId> {
+        self.owners.get(&id)
     }
 
     fn exists(&self, id: u64) -> bool {

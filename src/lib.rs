@@ -141,10 +141,10 @@
 pub use cbase_macros::{State, service};
 
 pub use cbase_core::{
-    AccessKind, AccessSet, Cell, ClientError, Closed, Container, Context, DeterministicRng, Digest,
-    ExecError, Executor, ExecutorBuilder, Invoke, Key, LocalInvoker, MethodInfo, Reply, Request,
-    RestoreError, Service, Snapshot, State, StateError, Table, TableId, TrySubmitError,
-    UndeclaredAccess, ValueHash, conflicts,
+    AccessKind, AccessSet, Cell, ClientError, ClientId, Closed, Container, Context,
+    DeterministicRng, Digest, ExecError, Executor, ExecutorBuilder, Invoke, Key, LocalInvoker,
+    MethodInfo, Reply, Request, RestoreError, Service, Snapshot, State, StateError, Table, TableId,
+    TrySubmitError, UndeclaredAccess, ValueHash, conflicts,
 };
 
 pub use cbase_net::{
@@ -166,7 +166,7 @@ pub use cbase_net as net;
 /// What a service author needs, in one import: `use cbase::prelude::*;`.
 pub mod prelude {
     pub use cbase_core::{
-        AccessSet, Cell, ClientError, Container, Context, Digest, ExecError, Executor,
+        AccessSet, Cell, ClientError, ClientId, Container, Context, Digest, ExecError, Executor,
         ExecutorBuilder, Key, LocalInvoker, Reply, Request, Service, State, Table,
     };
     pub use cbase_macros::{State, service};

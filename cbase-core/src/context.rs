@@ -8,13 +8,50 @@
 //! correct replica sees the same values.
 
 use std::cell::Cell;
+use std::fmt;
 use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// Who sent a request ([`Context::client`]): the 32 bytes of the ed25519
+/// public key that signed it. Ordered and serializable, so a table can be
+/// keyed by it or store it (an account's owner). Prints as its first 16 hex
+/// digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientId(pub [u8; 32]);
+
+impl ClientId {
+    /// The caller of requests run in process, with no client behind them
+    /// (all zeros, which no ed25519 key pair has as its public key).
+    pub const LOCAL: ClientId = ClientId([0; 32]);
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..8] {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientId({self})")
+    }
+}
 
 /// Per-request agreed inputs: a timestamp and a seeded random source.
 #[derive(Clone, Debug)]
 pub struct Context {
     timestamp_nanos: u64,
     seed: [u8; 32],
+    client: ClientId,
     // How many random streams this request has drawn, so each `rng()` call
     // gives a fresh stream yet the sequence of calls is the same everywhere.
     streams_drawn: Cell<u64>,
@@ -27,8 +64,24 @@ impl Context {
         Context {
             timestamp_nanos,
             seed,
+            client: ClientId::LOCAL,
             streams_drawn: Cell::new(0),
         }
+    }
+
+    /// This context, for a request from `client`.
+    pub fn with_client(mut self, client: ClientId) -> Context {
+        self.client = client;
+        self
+    }
+
+    /// Who sent the request: the public key of the client that signed it,
+    /// authenticated and the same on every replica, so a service may decide
+    /// by it (an account's owner, an admin). [`ClientId::LOCAL`] for a
+    /// request run in process (`LocalInvoker`, unless the test set a
+    /// caller with `set_client`).
+    pub fn client(&self) -> ClientId {
+        self.client
     }
 
     /// The agreed timestamp, in nanoseconds since the Unix epoch.

@@ -431,6 +431,9 @@ impl<S: Service> Drop for Executor<S> {
 
 impl<S: Service> Shared<S> {
     /// Schedules `work`; on refusal hands it back with whether the executor is closed.
+    // The refused work goes back to its caller by value: boxing it would
+    // allocate on every submission of the hot path to shrink a rare error.
+    #[allow(clippy::result_large_err)]
     fn schedule(&self, work: Work<S>, wait_for_room: bool) -> Result<(), (Work<S>, bool)> {
         let substitute;
         let access = match &work {

@@ -33,7 +33,7 @@ pub mod work;
 pub use access::{AccessSet, conflicts};
 pub use client::{ClientError, Invoke};
 pub use container::{Cell, Changes, Container, Entries, EntryLog, Table};
-pub use context::{Context, DeterministicRng};
+pub use context::{ClientId, Context, DeterministicRng};
 pub use executor::{Closed, ExecError, Executor, ExecutorBuilder, Reply, TrySubmitError};
 pub use key::{Key, TableId, ValueHash};
 pub use local::LocalInvoker;

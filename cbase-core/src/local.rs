@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::client::{ClientError, Invoke};
-use crate::context::Context;
+use crate::context::{ClientId, Context};
 use crate::executor::{ExecError, Executor, ExecutorBuilder, TrySubmitError};
 use crate::service::Service;
 use crate::state::StateError;
@@ -39,6 +39,8 @@ pub struct LocalInvoker<S: Service> {
     /// The time requests see, in nanoseconds since the Unix epoch, if the
     /// test set one; the system clock otherwise.
     clock: Mutex<Option<u64>>,
+    /// Who requests come from ([`Context::client`]).
+    caller: Mutex<ClientId>,
 }
 
 impl<S: Service> LocalInvoker<S> {
@@ -57,6 +59,7 @@ impl<S: Service> LocalInvoker<S> {
             waiters,
             next_tag: AtomicU64::new(0),
             clock: Mutex::new(None),
+            caller: Mutex::new(ClientId::LOCAL),
         })
     }
 
@@ -76,6 +79,13 @@ impl<S: Service> LocalInvoker<S> {
         *clock = Some(now.saturating_add(by));
     }
 
+    /// From now on, requests come from `client` ([`Context::client`]): how
+    /// a test plays several users (an owner and someone else). Until set,
+    /// [`ClientId::LOCAL`].
+    pub fn set_client(&self, client: ClientId) {
+        *self.caller.lock() = client;
+    }
+
     /// Back to the system clock.
     pub fn use_system_clock(&self) {
         *self.clock.lock() = None;
@@ -93,7 +103,7 @@ impl<S: Service> LocalInvoker<S> {
         self.waiters.lock().insert(tag, sender);
         let now = (*self.clock.lock()).unwrap_or_else(system_nanos);
         let seed = *blake3::hash(&tag.to_le_bytes()).as_bytes();
-        let ctx = Context::new(now, seed);
+        let ctx = Context::new(now, seed).with_client(*self.caller.lock());
         let mut pending = request;
         // Never block an async runtime thread on a full window: yield and retry.
         loop {

@@ -168,6 +168,8 @@ struct Inner {
     cluster_ids: Vec<ReplicaId>,
     config: ClientConfig,
     tasks: Vec<JoinHandle<()>>,
+    /// This client's public key, as services see it.
+    id: cbase_core::ClientId,
 }
 
 impl Drop for Inner {
@@ -208,6 +210,7 @@ impl NetClient {
         }
         let numbers_after = first_numbers_after(config.key.is_some());
         let key = config.key.clone().unwrap_or_else(SecretKey::generate);
+        let id = key.public().client_id();
         let sizes = BatchSizes::new(&key);
         let identity = Arc::new(Identity::client(key.clone()));
         let shared = Arc::new(Shared {
@@ -267,8 +270,15 @@ impl NetClient {
                 cluster_ids,
                 config,
                 tasks,
+                id,
             }),
         })
+    }
+
+    /// Who this client is to the service: what its requests see as
+    /// `Context::client`.
+    pub fn id(&self) -> cbase_core::ClientId {
+        self.inner.id
     }
 
     /// Replies that were rejected (wrong sender or undecodable), for tests.

@@ -274,6 +274,11 @@ impl PublicKey {
         hex_encode(&self.0)
     }
 
+    /// The key as a service sees its holder ([`cbase_core::Context::client`]).
+    pub fn client_id(&self) -> cbase_core::ClientId {
+        cbase_core::ClientId(self.0)
+    }
+
     /// The 32 bytes of the compressed point.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -287,7 +287,9 @@ where
                     client,
                     request,
                     committed.view,
-                    Context::new(self.clock, seed),
+                    // The key that signed the batch: authenticated, and the
+                    // same on every replica.
+                    Context::new(self.clock, seed).with_client(client.client_id()),
                 );
             }
         }
