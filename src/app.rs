@@ -138,6 +138,10 @@ pub struct StatusArgs {
     /// The cluster file.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Ask as this client (a key file from `cbase-keygen --clients`): needed
+    /// when the cluster file lists the clients it admits.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// How long to wait for each replica, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3)]
     pub wait: u64,
@@ -339,12 +343,7 @@ where
     S::Response: Serialize + DeserializeOwned,
 {
     let request: S::Request = request_from_json(&args.method, args.arguments.as_deref())?;
-    let key = match &args.key {
-        Some(path) => {
-            Some(cbase_net::crypto::SecretKey::read_file(path).map_err(deploy::DeployError::from)?)
-        }
-        None => None,
-    };
+    let key = read_key(args.key.as_deref())?;
     let config = ClientConfig {
         timeout: Duration::from_secs(args.timeout),
         key,
@@ -436,12 +435,9 @@ pub async fn status(args: &StatusArgs) -> Result<(String, Result<(), AppError>),
     let cluster =
         cbase_net::ClusterConfig::load(&args.config).map_err(deploy::DeployError::from)?;
     let wait = Duration::from_secs(args.wait.max(1));
-    let reports = cbase_net::status::query(
-        &cluster,
-        &cbase_net::transport::TransportConfig::default(),
-        wait,
-    )
-    .await;
+    let key = read_key(args.key.as_deref())?;
+    let transport = cbase_net::transport::TransportConfig::default();
+    let reports = cbase_net::status::query(&cluster, &transport, key, wait).await;
     let table = status_table(&reports);
     let answered = reports.iter().filter(|r| r.status.is_ok()).count();
     let quorum = if answered >= cluster.quorum() {
@@ -514,6 +510,15 @@ pub fn status_table(reports: &[cbase_net::status::StatusReport]) -> String {
         table.push('\n');
     }
     table
+}
+
+/// The client key in `path`, if one was given.
+fn read_key(path: Option<&Path>) -> Result<Option<cbase_net::crypto::SecretKey>, AppError> {
+    path.map(|path| {
+        cbase_net::crypto::SecretKey::read_file(path)
+            .map_err(|error| AppError::Deploy(deploy::DeployError::from(error)))
+    })
+    .transpose()
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), AppError> {

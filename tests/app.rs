@@ -196,6 +196,7 @@ async fn call_and_status_against_a_running_cluster() {
 
     let (table, quorum) = app::status(&StatusArgs {
         config: config.clone(),
+        key: None,
         wait: 10,
     })
     .await
@@ -217,7 +218,13 @@ async fn call_and_status_against_a_running_cluster() {
     // One replica down: it says so, and 3 of 4 still make a quorum.
     let mut cluster = cluster;
     cluster.stop_replica(3).await;
-    let (table, quorum) = app::status(&StatusArgs { config, wait: 2 }).await.unwrap();
+    let (table, quorum) = app::status(&StatusArgs {
+        config,
+        key: None,
+        wait: 2,
+    })
+    .await
+    .unwrap();
     quorum.unwrap();
     assert!(table.contains("replica 3: unreachable"), "{table}");
     cluster.shutdown().await;

@@ -34,10 +34,14 @@ impl Lockers for Rooms {
         if self.owners.get(&id).is_none() {
             self.owners.insert(id, ctx.client());
         }
-        self.contents.upsert(id, || 0, |held| {
-            *held += amount;
-            *held
-        })
+        self.contents.upsert(
+            id,
+            || 0,
+            |held| {
+                *held += amount;
+                *held
+            },
+        )
     }
 
     fn take(&self, id: u64, ctx: &Context) -> Result<u64, String> {
@@ -111,5 +115,54 @@ async fn every_replica_sees_the_signing_client_and_a_kept_key_stays_the_owner() 
     // The owner is replicated state: every replica's checkpoints agree.
     let agreement = cluster.checkpoint_agreement();
     assert!(agreement.agree(), "{:?}", agreement.conflicts);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_lists_its_clients_refuses_the_others() {
+    let ann = SecretKey::from_seed([62; 32]);
+    let cluster = LocalCluster::builder()
+        .replicas(4)
+        .workers(2)
+        .admit([ann.public()])
+        .start(|| LockersService(Rooms::default()))
+        .await
+        .unwrap();
+    let admitted = LockersClient::new(
+        cluster
+            .client_with(ClientConfig {
+                key: Some(ann.clone()),
+                ..ClientConfig::default()
+            })
+            .unwrap(),
+    );
+    assert_eq!(admitted.put(3, 1).await.unwrap(), 1);
+
+    // A stranger learns it is refused: an error that says so, not a
+    // timeout (its timeout is an hour).
+    let stranger = LockersClient::new(
+        cluster
+            .client_with(ClientConfig {
+                timeout: std::time::Duration::from_secs(3600),
+                ..ClientConfig::default()
+            })
+            .unwrap(),
+    );
+    let error = stranger.put(3, 1).await.unwrap_err();
+    let ClientError::Refused(why) = &error else {
+        panic!("{error}");
+    };
+    assert!(why.contains("does not list client"), "{why}");
+    let refused: u64 = cluster
+        .replicas()
+        .map(|node| {
+            node.metrics()
+                .unadmitted_clients
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert!(refused >= 3, "{refused}");
+    // Nothing of the stranger's was executed.
+    assert_eq!(admitted.take(3).await.unwrap(), Ok(1));
     cluster.shutdown().await;
 }

@@ -63,6 +63,10 @@ pub enum ClientError {
         /// The method that was called.
         method: &'static str,
     },
+    /// Enough replicas refused this client that no call can complete (the
+    /// cluster does not admit it, for example); the reason is theirs.
+    #[error("the cluster refused this client: {0}")]
+    Refused(String),
 }
 
 impl<Req, Resp, T: Invoke<Req, Resp> + ?Sized> Invoke<Req, Resp> for std::sync::Arc<T> {

@@ -126,6 +126,10 @@ struct Pending {
 }
 
 /// State shared by the client handle and its connection tasks.
+/// How long a client waits before it reconnects to a replica that
+/// refused it.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(5);
+
 struct Shared {
     pending: Mutex<HashMap<(u32, u64), Pending>>,
     weak_quorum: usize,
@@ -137,6 +141,23 @@ struct Shared {
     /// Whether each replica's connection is up (by position in the cluster
     /// file), to say what a timed-out call saw.
     connected: Vec<std::sync::atomic::AtomicBool>,
+    /// Why each replica refused this client, if it did (by position).
+    refused: Vec<Mutex<Option<String>>>,
+}
+
+impl Shared {
+    /// Why no call can complete, if so many replicas refused this client
+    /// that fewer than f+1 are left to answer (f+1 refusals include a
+    /// correct replica's, so a faulty one cannot fake this alone).
+    fn hopeless(&self) -> Option<String> {
+        let refused: Vec<String> = self
+            .refused
+            .iter()
+            .filter_map(|why| why.lock().clone())
+            .collect();
+        let answering = self.refused.len() - refused.len();
+        (answering < self.weak_quorum).then(|| refused[0].clone())
+    }
 }
 
 struct Lanes {
@@ -219,6 +240,11 @@ impl NetClient {
             view: Default::default(),
             rejected: Default::default(),
             connected: cluster
+                .replicas
+                .iter()
+                .map(|_| Default::default())
+                .collect(),
+            refused: cluster
                 .replicas
                 .iter()
                 .map(|_| Default::default())
@@ -340,6 +366,7 @@ impl NetClient {
             .await
             .map_err(|timeout| match timeout {
                 Late::Closed => ClientError::Unavailable("the client is closed".into()),
+                Late::Refused(why) => ClientError::Refused(why),
                 Late::Timeout(seen) => ClientError::Timeout {
                     method: request_method.to_owned(),
                     after: inner.config.timeout,
@@ -384,6 +411,9 @@ impl NetClient {
         let deadline = Instant::now() + inner.config.timeout;
         let mut wait = inner.config.first_retransmit;
         let outcome = loop {
+            if let Some(why) = inner.shared.hopeless() {
+                break Err(Late::Refused(why));
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(wait.min(left), &mut result).await {
                 Ok(Ok(bytes)) => break Ok(bytes),
@@ -412,6 +442,8 @@ impl NetClient {
 /// Why a call on a lane ended without a result.
 enum Late {
     Closed,
+    /// Too many replicas refused this client for any call to complete.
+    Refused(String),
     /// No f+1 matching replies in time; what the client saw.
     Timeout(String),
 }
@@ -658,7 +690,8 @@ async fn connection(
         up(true);
         backoff = Duration::from_millis(20);
         let (reader, mut writer) = session.split();
-        let mut reading = tokio::spawn(read_replies(replica, reader, Arc::clone(&shared)));
+        let mut reading = tokio::spawn(read_replies(at, replica, reader, Arc::clone(&shared)));
+        let mut refused = false;
         loop {
             tokio::select! {
                 frame = outgoing.recv() => {
@@ -677,21 +710,50 @@ async fn connection(
                         break;
                     }
                 }
-                _ = &mut reading => break,
+                ended = &mut reading => {
+                    refused = ended.unwrap_or(false);
+                    break;
+                }
             }
         }
         up(false);
         reading.abort();
+        if refused {
+            // Asking again at once would only be refused again (until an
+            // operator admits the client).
+            tokio::time::sleep(REFUSED_BACKOFF).await;
+        } else {
+            shared.refused[at].lock().take();
+        }
     }
 }
 
-async fn read_replies(replica: ReplicaId, mut reader: FrameReader, shared: Arc<Shared>) {
+/// Reads replica `replica`'s replies until the connection ends; returns
+/// whether the replica refused this client.
+async fn read_replies(
+    at: usize,
+    replica: ReplicaId,
+    mut reader: FrameReader,
+    shared: Arc<Shared>,
+) -> bool {
     while let Ok(frame) = reader.recv().await {
-        let Ok(ReplyMessage::Replies(replies)) = codec::decode::<ReplyMessage>(&frame) else {
-            shared
-                .rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return;
+        let replies = match codec::decode::<ReplyMessage>(&frame) {
+            Ok(ReplyMessage::Replies(replies)) => replies,
+            Ok(ReplyMessage::Refused(why)) => {
+                let mut refused = shared.refused[at].lock();
+                if refused.is_none() {
+                    tracing::warn!(replica, "replica {replica} refuses this client: {why}");
+                }
+                *refused = Some(why);
+                return true;
+            }
+            // A status answer this connection never asked for, or garbage.
+            Ok(ReplyMessage::Status(_)) | Err(_) => {
+                shared
+                    .rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return false;
+            }
         };
         let mut pending = shared.pending.lock();
         for reply in replies {
@@ -723,6 +785,7 @@ async fn read_replies(replica: ReplicaId, mut reader: FrameReader, shared: Arc<S
             }
         }
     }
+    false
 }
 
 #[cfg(test)]

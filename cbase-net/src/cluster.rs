@@ -62,6 +62,7 @@ pub struct LocalClusterBuilder {
     protocol: ProtocolConfig,
     transport: TransportConfig,
     data: DataDirs,
+    clients: Option<Vec<crate::config::ClientEntry>>,
 }
 
 /// n replicas of one service in this process, talking over loopback TCP with
@@ -98,6 +99,7 @@ impl LocalCluster {
             protocol: ProtocolConfig::default(),
             transport: TransportConfig::default(),
             data: DataDirs::default(),
+            clients: None,
         }
     }
 
@@ -248,6 +250,20 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Admits only these clients ([`ClusterConfig::clients`]); by default
+    /// any client may submit.
+    pub fn admit(mut self, clients: impl IntoIterator<Item = crate::crypto::PublicKey>) -> Self {
+        let entries = clients
+            .into_iter()
+            .map(|public_key| crate::config::ClientEntry {
+                public_key,
+                name: None,
+            })
+            .collect();
+        self.clients = Some(entries);
+        self
+    }
+
     /// Starts the replicas, each with its own service built by `make`.
     pub async fn start<S, F>(self, make: F) -> Result<LocalCluster, ClusterError>
     where
@@ -279,6 +295,7 @@ impl LocalClusterBuilder {
         let config = ClusterConfig {
             f: (self.replicas - 1) / 3,
             replicas: entries,
+            clients: self.clients.clone(),
         };
         let (root, temporary) = match &self.data {
             DataDirs::Temporary => {

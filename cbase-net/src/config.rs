@@ -47,6 +47,25 @@ pub struct ClusterConfig {
     pub f: usize,
     /// Every replica, one entry each (in any order).
     pub replicas: Vec<ReplicaEntry>,
+    /// The clients allowed to submit requests, if the cluster admits only
+    /// some (`[[clients]]` entries in the file). `None` (no entry): any
+    /// client may submit, as in local clusters and the examples. When listed,
+    /// replicas refuse other clients at the connection, and backups refuse a
+    /// proposal that carries a request from one, so a faulty primary cannot
+    /// smuggle it in. Every replica's file should list the same clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<ClientEntry>>,
+}
+
+/// One client a cluster admits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Its public key (what `cbase-keygen --clients` prints).
+    pub public_key: PublicKey,
+    /// A name for people (logs, the operator's notes); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// One replica of the cluster.
@@ -88,6 +107,14 @@ impl ClusterConfig {
             Some(entry) if entry.id == id => Some(entry),
             _ => self.replicas.iter().find(|entry| entry.id == id),
         }
+    }
+
+    /// Whether the client holding `key` may submit requests: every client
+    /// when the file lists none, else the listed ones.
+    pub fn admits(&self, key: &PublicKey) -> bool {
+        self.clients
+            .as_ref()
+            .is_none_or(|clients| clients.iter().any(|client| client.public_key == *key))
     }
 
     /// The public key of replica `id`, if there is such a replica.
@@ -195,7 +222,30 @@ impl ClusterConfig {
             }
             keys.insert(&entry.public_key, entry.id);
         }
+        let mut clients = BTreeMap::new();
+        for (at, client) in self.clients.iter().flatten().enumerate() {
+            if let Some(&replica) = keys.get(&client.public_key) {
+                return Err(ConfigError::ClientIsReplica {
+                    client: describe_client(at, client),
+                    replica,
+                });
+            }
+            if let Some(first) = clients.insert(&client.public_key, at) {
+                return Err(ConfigError::DuplicateClient {
+                    first: describe_client(first, &self.clients.as_ref().expect("listed")[first]),
+                    second: describe_client(at, client),
+                });
+            }
+        }
         Ok(())
+    }
+}
+
+/// A listed client, for messages: its name, or its place in the list.
+fn describe_client(at: usize, client: &ClientEntry) -> String {
+    match &client.name {
+        Some(name) => format!("client `{name}`"),
+        None => format!("client entry {}", at + 1),
     }
 }
 
@@ -390,6 +440,22 @@ pub enum ConfigError {
         /// The second replica with it.
         second: ReplicaId,
     },
+    /// A listed client has a replica's key.
+    #[error("{client} has the public key of replica {replica}; clients need keys of their own")]
+    ClientIsReplica {
+        /// The client.
+        client: String,
+        /// The replica.
+        replica: ReplicaId,
+    },
+    /// Two listed clients share a key.
+    #[error("{first} and {second} have the same public key; list each client once")]
+    DuplicateClient {
+        /// The first entry.
+        first: String,
+        /// The second.
+        second: String,
+    },
     /// [`generate_cluster`] was asked for ports beyond 65535.
     #[error("{n} replicas starting at port {base_port} would need ports beyond 65535")]
     PortOverflow {
@@ -567,6 +633,7 @@ pub fn generate_cluster_on(
     let config = ClusterConfig {
         f: (n - 1) / 3,
         replicas,
+        clients: None,
     };
     config.validate()?;
 
@@ -612,12 +679,43 @@ mod tests {
                     public_key: key(i as u8),
                 })
                 .collect(),
+            clients: None,
         }
     }
 
     fn invalid(config: &ClusterConfig) -> String {
         let err = config.validate().expect_err("should be invalid");
         err.to_string()
+    }
+
+    #[test]
+    fn a_cluster_file_may_list_the_clients_it_admits() {
+        let open = cluster(4, 1);
+        assert!(open.admits(&key(40)), "no list: every client");
+        let mut text = open.to_toml();
+        assert!(!text.contains("clients"), "no list, no entry:\n{text}");
+        text.push_str(&format!(
+            "\n[[clients]]\npublic_key = \"{}\"\nname = \"ann\"\n\n[[clients]]\npublic_key = \"{}\"\n",
+            key(40).to_hex(),
+            key(41).to_hex()
+        ));
+        let listed = ClusterConfig::parse(&text).unwrap();
+        assert!(listed.admits(&key(40)) && listed.admits(&key(41)));
+        assert!(!listed.admits(&key(42)));
+        assert_eq!(ClusterConfig::parse(&listed.to_toml()).unwrap(), listed);
+
+        let mut twice = listed.clone();
+        twice.clients.as_mut().unwrap()[1].public_key = key(40);
+        assert_eq!(
+            invalid(&twice),
+            "client `ann` and client entry 2 have the same public key; list each client once"
+        );
+        let mut replica = listed;
+        replica.clients.as_mut().unwrap()[0].public_key = key(2);
+        assert_eq!(
+            invalid(&replica),
+            "client `ann` has the public key of replica 2; clients need keys of their own"
+        );
     }
 
     #[test]

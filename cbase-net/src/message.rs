@@ -439,6 +439,9 @@ pub enum ReplyMessage {
     Replies(Vec<Reply>),
     /// The answer to [`ClientMessage::Status`].
     Status(ReplicaStatus),
+    /// The replica will not serve this client (for example, the cluster
+    /// file does not admit it); it closes the connection after saying so.
+    Refused(String),
 }
 
 /// The blake3 digest of a value's canonical encoding and that encoding's

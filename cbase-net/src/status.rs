@@ -31,13 +31,16 @@ pub struct StatusReport {
 
 /// Asks every replica of `cluster` for its status, all at once, waiting at
 /// most `wait` for each; one report per replica, in the cluster file's order.
-/// Uses a fresh client identity.
+/// Asks as the client holding `key` (one the cluster admits, if its file
+/// lists clients), or as a fresh identity.
 pub async fn query(
     cluster: &ClusterConfig,
     transport: &TransportConfig,
+    key: Option<SecretKey>,
     wait: Duration,
 ) -> Vec<StatusReport> {
-    let identity = Arc::new(Identity::client(SecretKey::generate()));
+    let key = key.unwrap_or_else(SecretKey::generate);
+    let identity = Arc::new(Identity::client(key));
     let shared = Arc::new((cluster.clone(), transport.clone()));
     let mut asks = JoinSet::new();
     for (at, replica) in cluster.replicas.iter().enumerate() {
@@ -95,6 +98,7 @@ async fn ask(
             }
             // Replies are for calls; this connection made none.
             Ok(ReplyMessage::Replies(_)) => continue,
+            Ok(ReplyMessage::Refused(why)) => return Err(format!("refused: {why}")),
             Err(error) => return Err(format!("undecodable answer: {error}")),
         }
     }

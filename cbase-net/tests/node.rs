@@ -111,7 +111,11 @@ async fn start(running: &[ReplicaId], transport: TransportConfig) -> Cluster {
         });
         listeners.push(listener);
     }
-    let config = ClusterConfig { f: 1, replicas };
+    let config = ClusterConfig {
+        f: 1,
+        replicas,
+        clients: None,
+    };
     let mut nodes = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {
         let id = id as ReplicaId;
@@ -382,6 +386,7 @@ async fn status_queries_are_answered_and_a_flood_of_them_is_harmless() {
                     answered = true;
                 }
             }
+            ReplyMessage::Refused(why) => panic!("refused: {why}"),
         }
     }
     assert!(statuses <= 10_000);
@@ -698,6 +703,7 @@ async fn sizes_a_frame_cannot_carry_are_refused_at_start() {
                     public_key: secret(id as u8).public(),
                 })
                 .collect(),
+            clients: None,
         },
         secret: secret(0),
         protocol,

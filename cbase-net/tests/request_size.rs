@@ -169,6 +169,7 @@ async fn a_limit_that_frames_cannot_carry_is_refused() {
             address: "127.0.0.1:1".into(),
             public_key: cbase_net::crypto::SecretKey::from_seed([1; 32]).public(),
         }],
+        clients: None,
     };
     let config = |max_request_bytes, max_frame| ClientConfig {
         max_request_bytes,

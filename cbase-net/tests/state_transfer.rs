@@ -122,7 +122,11 @@ async fn a_replica_that_was_down_fetches_a_state_larger_than_a_frame_in_parts() 
         });
         listeners.push(listener);
     }
-    let cluster = ClusterConfig { f: 1, replicas };
+    let cluster = ClusterConfig {
+        f: 1,
+        replicas,
+        clients: None,
+    };
     let late_listener = listeners.pop().expect("four listeners");
     let mut nodes = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {

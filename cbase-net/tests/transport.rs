@@ -42,6 +42,7 @@ fn cluster() -> ClusterConfig {
                 public_key: replica_key(id).public(),
             })
             .collect(),
+        clients: None,
     }
 }
 

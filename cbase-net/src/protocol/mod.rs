@@ -354,6 +354,9 @@ pub struct Stats {
     pub state_bytes: u64,
     /// Part requests refused over `max_part_requests_per_second`.
     pub throttled: u64,
+    /// Client batches, or proposals carrying them, from clients the cluster
+    /// file does not admit.
+    pub unadmitted: u64,
 }
 
 /// What a proposal's encoding adds to its client batches (the timestamp and
@@ -394,6 +397,8 @@ pub struct Replica {
     /// Votes that make a certificate: `ceil((n + f + 1) / 2)`, 2f+1 when n = 3f+1.
     quorum: usize,
     keys: Vec<PublicKey>,
+    /// The clients allowed to submit, if the cluster file lists them.
+    admitted: Option<std::collections::BTreeSet<PublicKey>>,
     secret: SecretKey,
     config: ProtocolConfig,
     view: View,
@@ -523,6 +528,10 @@ impl Replica {
             f: cluster.f,
             quorum: cluster.quorum(),
             keys,
+            admitted: cluster
+                .clients
+                .as_ref()
+                .map(|clients| clients.iter().map(|client| client.public_key).collect()),
             secret,
             config,
             view: 0,
@@ -808,6 +817,10 @@ impl Replica {
     }
 
     fn on_client_batch(&mut self, batch: SignedBatch, out: &mut Vec<Output>, direct: bool) {
+        if !self.admits(&batch.batch.client) {
+            self.stats.unadmitted += 1;
+            return;
+        }
         if batch.batch.requests.is_empty()
             || batch.batch.requests.len() > self.config.max_batch_requests
         {
@@ -1057,9 +1070,27 @@ impl Replica {
             self.learn_proposal(seq, digest, pre_prepare.proposal);
             self.log.entry(seq).or_default().header = Some(header);
             self.advance(seq, out);
-        } else {
+        } else if pre_prepare
+            .proposal
+            .batches
+            .iter()
+            .all(|batch| self.admits(&batch.batch.client))
+        {
             self.accept_pre_prepare(pre_prepare, out);
+        } else {
+            // Nor can it smuggle in a client the cluster does not admit: no
+            // prepare for that. (A replica only learning what a quorum
+            // committed, above, takes the proposal as committed.)
+            self.stats.unadmitted += 1;
         }
+    }
+
+    /// Whether the cluster file admits `client` (every client, if it lists
+    /// none).
+    fn admits(&self, client: &PublicKey) -> bool {
+        self.admitted
+            .as_ref()
+            .is_none_or(|admitted| admitted.contains(client))
     }
 
     /// Whether this replica has voted to leave its view and not entered

@@ -254,6 +254,28 @@ async fn serve_client(
     writer: FrameWriter,
     inbound: &Inbound,
 ) -> Result<(), ConnectionEnd> {
+    if !inbound.cluster.admits(&key) {
+        inbound
+            .metrics
+            .unadmitted_clients
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(client = %key, "refused a client the cluster file does not admit");
+        let mut writer = writer;
+        let refusal = ReplyMessage::Refused(format!(
+            "the cluster file of replica {} does not list client {} among the clients it \
+             admits; add its public key ({}) to every replica's [[clients]]",
+            inbound.id,
+            key,
+            key.to_hex()
+        ));
+        let frame = codec::encode(&refusal).expect("a refusal always encodes");
+        // Best effort: the client learns why, then the connection closes.
+        if writer.send(&frame).await.is_ok() {
+            let _ = writer.flush().await;
+        }
+        drop(reader);
+        return Ok(());
+    }
     let (replies, queue) = mpsc::channel(16_384);
     // One status answer waits at most: a client asking faster than it reads
     // gets fewer answers, and costs nothing more.

@@ -38,6 +38,9 @@ pub struct NodeMetrics {
     pub cached_replies: AtomicU64,
     /// Client batches refused unordered for being larger than any proposal.
     pub oversized_requests: AtomicU64,
+    /// Client connections refused because the cluster file does not admit
+    /// the client.
+    pub unadmitted_clients: AtomicU64,
     /// The newest checkpoints taken (at most [`CHECKPOINT_HISTORY`]), oldest
     /// first: (seq, digest). A replica that caught up by state transfer has a
     /// gap where it did not execute, so compare replicas by sequence number.

@@ -277,6 +277,7 @@ impl World {
                     public_key: k.public(),
                 })
                 .collect(),
+            clients: None,
         };
         let protocol = protocol_config(&scenario);
         // As a real replica refuses to start: the largest view-change

@@ -27,6 +27,7 @@ fn cluster(n: usize) -> (ClusterConfig, Vec<SecretKey>) {
                 public_key: k.public(),
             })
             .collect(),
+        clients: None,
     };
     (config, secrets)
 }

@@ -1412,3 +1412,83 @@ fn a_replica_restarted_from_disk_takes_part_in_no_view_it_wrote() {
     assert_eq!(replica.view(), 2);
     assert_eq!(replica.delivered(), 0);
 }
+
+/// A cluster file that admits only client `admitted`.
+fn admitting(admitted: &SecretKey) -> (ClusterConfig, Vec<SecretKey>) {
+    let (mut cluster, secrets) = cluster(4);
+    cluster.clients = Some(vec![crate::config::ClientEntry {
+        public_key: admitted.public(),
+        name: Some("ann".into()),
+    }]);
+    (cluster, secrets)
+}
+
+/// Admission: a faulty primary cannot smuggle in a request from a client
+/// the cluster file does not list. Its pre-prepare gets no prepare from a
+/// correct backup, so it never commits (and the client's retransmissions to
+/// the backups are refused too, so none of them times it and deposes a
+/// correct primary on its account).
+#[test]
+fn a_backup_refuses_a_proposal_carrying_a_client_not_admitted() {
+    let ann = SecretKey::from_seed([31; 32]);
+    let stranger = SecretKey::from_seed([32; 32]);
+    let (cluster, secrets) = admitting(&ann);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    let smuggled = pre_prepare(
+        &secrets[0],
+        0,
+        1,
+        vec![client_batch(&ann, 0, 1), client_batch(&stranger, 0, 1)],
+    );
+    let out = deliver(&mut r, 0, ReplicaMessage::PrePrepare(smuggled));
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Broadcast(ReplicaMessage::Prepare(_)))),
+        "no prepare for a proposal with a stranger's request"
+    );
+    assert_eq!(r.stats().unadmitted, 1);
+    // The stranger sends its request to the backup itself: refused, not timed.
+    let mut out = Vec::new();
+    r.handle(2, Input::Client(client_batch(&stranger, 1, 1)), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(r.stats().unadmitted, 2);
+    tick(&mut r, 10 * SECOND);
+    assert_eq!(
+        r.changing_to(),
+        None,
+        "nothing of the stranger's is awaited"
+    );
+    // The same slot with the admitted client alone is prepared.
+    let honest = pre_prepare(&secrets[0], 0, 2, vec![client_batch(&ann, 0, 1)]);
+    let out = deliver(&mut r, 0, ReplicaMessage::PrePrepare(honest));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Broadcast(ReplicaMessage::Prepare(_)))),
+        "{out:?}"
+    );
+}
+
+/// A correct primary orders nothing from a client the cluster does not
+/// admit, whoever passes it on.
+#[test]
+fn a_primary_does_not_order_a_client_not_admitted() {
+    let ann = SecretKey::from_seed([31; 32]);
+    let stranger = SecretKey::from_seed([32; 32]);
+    let (cluster, secrets) = admitting(&ann);
+    let mut primary = Replica::new(0, &cluster, secrets[0].clone(), small());
+    let mut out = Vec::new();
+    primary.handle(1, Input::Client(client_batch(&stranger, 0, 1)), &mut out);
+    primary.handle(
+        2,
+        Input::Replica(1, ReplicaMessage::Forward(client_batch(&stranger, 1, 1))),
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(primary.stats().unadmitted, 2);
+    primary.handle(3, Input::Client(client_batch(&ann, 0, 1)), &mut out);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Broadcast(ReplicaMessage::PrePrepare(_)))),
+        "{out:?}"
+    );
+}
