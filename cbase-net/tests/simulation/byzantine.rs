@@ -3,12 +3,14 @@
 //! a rewritten message can be signed again), and some behaviours add
 //! traffic of their own on every tick.
 
+use cbase_core::codec;
 use cbase_net::checkpoint::parts::{PartReply, PartRequest};
 use cbase_net::config::ReplicaId;
 use cbase_net::crypto::Signature;
 use cbase_net::message::{
-    Commit, NewView, PrePrepare, Prepare, PreparedProof, Proposal, ReplicaMessage, ViewChange,
-    ViewChangeBody, domain, pre_prepare_header, prepare_header, view_change_bytes,
+    ClientRequest, Commit, NewView, PrePrepare, Prepare, PreparedProof, Proposal, ReplicaMessage,
+    RequestBatch, SignedBatch, ViewChange, ViewChangeBody, domain, pre_prepare_header,
+    prepare_header, view_change_bytes,
 };
 use cbase_net::protocol::Input;
 use rand::Rng;
@@ -40,6 +42,9 @@ pub enum Behaviour {
     /// As primary, proposes timestamps a few seconds ahead: within what
     /// the agreed clock may run ahead, but later than the next primary's.
     NudgeTimestamps,
+    /// As primary, adds to every proposal a request from a client the
+    /// cluster does not admit ([`crate::world::stranger`]).
+    Smuggle,
 }
 
 /// Most messages a Byzantine replica remembers for replays.
@@ -70,6 +75,7 @@ impl World {
             Some(Behaviour::Timestamps | Behaviour::NudgeTimestamps) => {
                 self.push_timestamp(from, message)
             }
+            Some(Behaviour::Smuggle) => self.smuggle(from, message),
             Some(_) => message,
         };
         if self.behaviour(from).is_some() {
@@ -272,6 +278,42 @@ impl World {
         let proposal = Proposal {
             timestamp,
             batches: pp.proposal.batches.clone(),
+        };
+        let forged = self.resign(from, pp, proposal);
+        if let ReplicaMessage::PrePrepare(pp) = &forged {
+            self.nodes[from].forged.insert(key, pp.clone());
+        }
+        forged
+    }
+
+    /// A primary's pre-prepare with a stranger's request added, the same
+    /// for every backup.
+    fn smuggle(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
+        let ReplicaMessage::PrePrepare(pp) = message else {
+            return message;
+        };
+        let key = (pp.view, pp.seq);
+        if let Some(forged) = self.nodes[from].forged.get(&key) {
+            return ReplicaMessage::PrePrepare(forged.clone());
+        }
+        let stranger = crate::world::stranger();
+        let request = ClientRequest {
+            lane: 0,
+            number: pp.seq,
+            operation: codec::encode(&crate::service::Op::Stamp).expect("ops encode"),
+        };
+        let batch = SignedBatch::sign(
+            RequestBatch {
+                client: stranger.public(),
+                requests: vec![request],
+            },
+            &stranger,
+        );
+        let mut batches = pp.proposal.batches.clone();
+        batches.push(batch);
+        let proposal = Proposal {
+            timestamp: pp.proposal.timestamp,
+            batches,
         };
         let forged = self.resign(from, pp, proposal);
         if let ReplicaMessage::PrePrepare(pp) = &forged {

@@ -141,6 +141,21 @@ impl World {
 
     fn check_safety(&self) -> Result<(), String> {
         let correct = self.correct();
+        // Admission: no correct replica runs a request from a client the
+        // cluster file does not list (a smuggling primary's).
+        if self.scenario.admit_clients {
+            let stranger = crate::world::stranger().public();
+            for &a in &correct {
+                for (seq, (_, requests)) in &self.nodes[a].batches {
+                    if requests.iter().any(|(client, _, _)| *client == stranger) {
+                        return Err(format!(
+                            "replica instance {a} executed, at {seq}, a request from a client \
+                             the cluster does not admit"
+                        ));
+                    }
+                }
+            }
+        }
         for (i, &a) in correct.iter().enumerate() {
             for &b in &correct[i + 1..] {
                 let (x, y) = (&self.nodes[a], &self.nodes[b]);

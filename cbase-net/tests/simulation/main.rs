@@ -213,6 +213,7 @@ scenario_tests! {
     power_cut => "power-cut",
     dripping_state_transfer => "dripping-state-transfer",
     clock_after_restore => "clock-after-restore",
+    smuggling_primary => "smuggling-primary",
     timestamp_pushing_primary => "timestamp-pushing-primary",
     oversized_requests => "oversized-requests",
     skewed_clocks => "skewed-clocks",

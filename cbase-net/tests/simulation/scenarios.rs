@@ -84,6 +84,9 @@ pub struct Scenario {
     pub twins: Option<(usize, u8)>,
     /// A client that sends requests about as large as the frame limit.
     pub oversized_client: bool,
+    /// The cluster file lists its clients (the scenario's own); anyone else
+    /// is refused.
+    pub admit_clients: bool,
     /// Each replica's clock runs ahead of real time by up to this much.
     pub clock_skew: u64,
 }
@@ -125,6 +128,7 @@ fn base() -> Scenario {
         byzantine: Vec::new(),
         twins: None,
         oversized_client: false,
+        admit_clients: false,
         clock_skew: 20 * MS,
     }
 }
@@ -401,6 +405,12 @@ pub fn scenarios() -> Vec<Scenario> {
                 fixed_partition: Some((vec![0], 1_200 * MS, 3_000 * MS)),
                 ..net.clone()
             },
+            ..b.clone()
+        },
+        Scenario {
+            name: "smuggling-primary",
+            byzantine: vec![(Who::Replica(0), Behaviour::Smuggle)],
+            admit_clients: true,
             ..b.clone()
         },
         Scenario {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use cbase_core::{ExecError, ExecutorBuilder, codec};
 use cbase_net::checkpoint::CheckpointState;
 use cbase_net::checkpoint::parts::CheckpointIndex;
-use cbase_net::config::{ClusterConfig, ReplicaEntry, ReplicaId};
+use cbase_net::config::{ClientEntry, ClusterConfig, ReplicaEntry, ReplicaId};
 use cbase_net::crypto::{PublicKey, SecretKey};
 use cbase_net::message::{
     ClientRequest, Hash, PrePrepare, ReplicaMessage, Reply, RequestBatch, Seq, SignedBatch, View,
@@ -85,6 +85,12 @@ impl ReplySink for SimSink {
 /// A batch as executed: the proposal's timestamp and its requests
 /// (client, request number, operation).
 pub type ExecutedBatch = (u64, Vec<(PublicKey, u64, Op)>);
+
+/// The key of a client no scenario admits: a smuggling primary's requests
+/// come from it.
+pub fn stranger() -> SecretKey {
+    SecretKey::from_seed([250; 32])
+}
 
 /// One running instance of a replica. Twins are two instances with one id.
 pub struct Node {
@@ -277,7 +283,17 @@ impl World {
                     public_key: k.public(),
                 })
                 .collect(),
-            clients: None,
+            clients: scenario.admit_clients.then(|| {
+                // The scenario's clients, honest and rogue (see below).
+                let honest = (0..scenario.clients).map(|c| 100 + c as u8);
+                honest
+                    .chain([200, 201])
+                    .map(|seed| ClientEntry {
+                        public_key: SecretKey::from_seed([seed; 32]).public(),
+                        name: None,
+                    })
+                    .collect()
+            }),
         };
         let protocol = protocol_config(&scenario);
         // As a real replica refuses to start: the largest view-change
