@@ -549,6 +549,19 @@ impl World {
             .collect()
     }
 
+    /// Whether every live correct replica executed at least to the highest
+    /// stable checkpoint among them (one that fell behind fetches state).
+    pub fn caught_up(&self) -> bool {
+        let live = self.live_correct();
+        let low = live
+            .iter()
+            .map(|i| self.nodes[*i].replica.low_watermark())
+            .max()
+            .unwrap_or(0);
+        live.iter()
+            .all(|i| self.nodes[*i].replica.delivered() >= low)
+    }
+
     pub fn trace(&self, instance: usize, text: std::fmt::Arguments) {
         if self.tracing {
             eprintln!(
@@ -651,14 +664,17 @@ impl World {
                     } else if self.quiet_since.is_none() {
                         self.quiet_since = Some(self.now);
                     }
-                    // Settled: the clients are done and no correct replica
+                    // Settled: the clients are done, no correct replica
                     // has entered a view for a settle period (after the
-                    // heal); the checks then require that this happened
+                    // heal), and none is behind the latest stable
+                    // checkpoint (one formed late, say because a faulty
+                    // replica withheld its vote, is fetched after it
+                    // forms); the checks then require that this happened
                     // before the deadline.
                     let last_view = self.last_view_entered();
                     let settled = self.quiet_since.is_some_and(|since| {
                         self.now >= since.max(self.network.heal).max(last_view) + self.settle
-                    });
+                    }) && self.caught_up();
                     if !settled && self.now < self.deadline {
                         self.schedule(TICK, Event::Tick);
                     }
