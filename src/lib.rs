@@ -142,9 +142,9 @@ pub use cbase_macros::{State, service};
 
 pub use cbase_core::{
     AccessKind, AccessSet, Cell, ClientError, ClientId, Closed, Container, Context,
-    DeterministicRng, Digest, ExecError, Executor, ExecutorBuilder, Invoke, Key, LocalInvoker,
-    MethodInfo, Reply, Request, RestoreError, Service, Snapshot, State, StateError, Table, TableId,
-    TrySubmitError, UndeclaredAccess, ValueHash, conflicts,
+    DeterministicRng, Digest, ExecError, Executor, ExecutorBuilder, Fingerprint, Invoke, Key,
+    LocalInvoker, MethodInfo, Reply, Request, RestoreError, Service, Snapshot, State, StateError,
+    Table, TableId, TrySubmitError, UndeclaredAccess, ValueHash, conflicts,
 };
 
 pub use cbase_net::{

@@ -14,6 +14,14 @@ use crate::executor::ExecError;
 pub trait Invoke<Req, Resp>: Send + Sync {
     /// Sends `request`; resolves to the service's response or why there is none.
     fn invoke(&self, request: Req) -> impl Future<Output = Result<Resp, ClientError>> + Send;
+
+    /// Tells the invoker which service (and interface version) its requests
+    /// are for, so the replicas can refuse it if they run another version.
+    /// The generated typed client calls it when it is made; the default
+    /// does nothing.
+    fn bind_service(&self, fingerprint: crate::service::Fingerprint) {
+        let _ = fingerprint;
+    }
 }
 
 /// Why a client call produced no result.
@@ -73,10 +81,18 @@ impl<Req, Resp, T: Invoke<Req, Resp> + ?Sized> Invoke<Req, Resp> for std::sync::
     fn invoke(&self, request: Req) -> impl Future<Output = Result<Resp, ClientError>> + Send {
         (**self).invoke(request)
     }
+
+    fn bind_service(&self, fingerprint: crate::service::Fingerprint) {
+        (**self).bind_service(fingerprint)
+    }
 }
 
 impl<Req, Resp, T: Invoke<Req, Resp> + ?Sized> Invoke<Req, Resp> for &T {
     fn invoke(&self, request: Req) -> impl Future<Output = Result<Resp, ClientError>> + Send {
         (**self).invoke(request)
+    }
+
+    fn bind_service(&self, fingerprint: crate::service::Fingerprint) {
+        (**self).bind_service(fingerprint)
     }
 }

@@ -38,6 +38,6 @@ pub use executor::{Closed, ExecError, Executor, ExecutorBuilder, Reply, TrySubmi
 pub use key::{Key, TableId, ValueHash};
 pub use local::LocalInvoker;
 pub use scope::{AccessKind, UndeclaredAccess};
-pub use service::{MethodInfo, Request, Service};
+pub use service::{Fingerprint, MethodInfo, Request, Service};
 pub use state::{Digest, RestoreError, Snapshot, State, StateChanges, StateError, StateTables};
 pub use work::{WorkHandle, WorkStats};

@@ -95,6 +95,18 @@ pub trait Request: Send + 'static {
         Vec::new()
     }
 
+    /// The service's name and a fingerprint of its interface (method names,
+    /// argument and return types, in order), so a replica can refuse a
+    /// client built from another version of the service before ordering
+    /// anything it sends. `#[cbase::service]` computes it; `None` (a
+    /// hand-written request type): not checked.
+    fn fingerprint() -> Option<Fingerprint>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     /// The service's methods with their arguments, for tools that call any
     /// method by name (`cbase::app`'s `call` command). `#[cbase::service]`
     /// lists every method; a hand-written request type may list none.
@@ -104,6 +116,17 @@ pub trait Request: Send + 'static {
     {
         Vec::new()
     }
+}
+
+/// A service's interface, as [`Request::fingerprint`] gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The service trait's name.
+    pub service: &'static str,
+    /// A hash of its methods' names, argument types and return types, in
+    /// order (as written: the fields of your own types are not part of
+    /// it).
+    pub hash: u64,
 }
 
 /// One method of a service, as [`Request::methods`] lists it.

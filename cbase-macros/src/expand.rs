@@ -16,6 +16,34 @@ use crate::ast::{Method, Service};
 use crate::attr::{Access, KeySpec, Target};
 
 /// The request variant of a method: `transfer_all` becomes `TransferAll`.
+/// A hash of a service's interface: its name, and each method's name,
+/// argument names and types, and return type, in order, as written. Two
+/// builds of the same trait agree; reordering, renaming or retyping a method
+/// or argument changes it. (FNV-1a: no dependency, and a version check needs
+/// no cryptographic strength.)
+fn interface_fingerprint(service: &str, methods: &[Method]) -> u64 {
+    let mut text = format!("{service}\n");
+    for method in methods {
+        let args: Vec<String> = method
+            .args
+            .iter()
+            .map(|a| format!("{}: {}", a.ident.unraw(), type_text(&a.ty)))
+            .collect();
+        text.push_str(&format!(
+            "{}({}) -> {}\n",
+            method.ident.unraw(),
+            args.join(", "),
+            type_text(&method.output)
+        ));
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
 /// A type as the user would write it: `Vec<u8>`, not `Vec < u8 >`.
 fn type_text(ty: &syn::Type) -> String {
     let spaced = quote!(#ty).to_string();
@@ -234,6 +262,8 @@ impl<'a> Generator<'a> {
                 });
             }
         });
+        let service_name = self.service.item.ident.unraw().to_string();
+        let fingerprint = interface_fingerprint(&service_name, &self.service.methods);
         quote! {
             impl #core::Request for #request {
                 #[allow(unused_variables, clippy::needless_borrow)]
@@ -254,6 +284,13 @@ impl<'a> Generator<'a> {
                     let mut __cbase_tables = ::std::vec::Vec::new();
                     #(#tables)*
                     __cbase_tables
+                }
+
+                fn fingerprint() -> ::core::option::Option<#core::Fingerprint> {
+                    ::core::option::Option::Some(#core::Fingerprint {
+                        service: #service_name,
+                        hash: #fingerprint,
+                    })
                 }
 
                 fn methods() -> ::std::vec::Vec<#core::MethodInfo> {
@@ -478,8 +515,15 @@ impl<'a> Generator<'a> {
             }
 
             impl<I: #core::Invoke<#request, #response>> #client<I> {
-                /// A client that sends its requests through `invoker`.
+                /// A client that sends its requests through `invoker` (and
+                /// tells it which service, and which version of it, they
+                /// are for: replicas running another refuse it).
                 pub fn new(invoker: I) -> Self {
+                    if let ::core::option::Option::Some(fingerprint) =
+                        <#request as #core::Request>::fingerprint()
+                    {
+                        <I as #core::Invoke<#request, #response>>::bind_service(&invoker, fingerprint);
+                    }
                     #client { invoker }
                 }
 

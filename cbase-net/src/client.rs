@@ -143,6 +143,9 @@ struct Shared {
     connected: Vec<std::sync::atomic::AtomicBool>,
     /// Why each replica refused this client, if it did (by position).
     refused: Vec<Mutex<Option<String>>>,
+    /// The service this client's requests are for, once a typed client
+    /// said ([`Invoke::bind_service`]): sent first on every connection.
+    service: Mutex<Option<Arc<Vec<u8>>>>,
 }
 
 impl Shared {
@@ -249,6 +252,7 @@ impl NetClient {
                 .iter()
                 .map(|_| Default::default())
                 .collect(),
+            service: Mutex::new(None),
         });
         let cluster_ids: Vec<ReplicaId> = cluster.replicas.iter().map(|r| r.id).collect();
         let cluster = Arc::new(cluster);
@@ -501,6 +505,20 @@ where
         let client = self.clone();
         async move { client.call(&request).await }
     }
+
+    fn bind_service(&self, fingerprint: cbase_core::Fingerprint) {
+        let message = ClientMessage::Service {
+            service: fingerprint.service.to_owned(),
+            fingerprint: fingerprint.hash,
+        };
+        let frame = Arc::new(codec::encode(&message).expect("a service message always encodes"));
+        *self.inner.shared.service.lock() = Some(Arc::clone(&frame));
+        // Connections already up get it now, ahead of any request of the
+        // typed client (which is being made); later ones on connecting.
+        for connection in &self.inner.connections {
+            let _ = connection.try_send(Arc::clone(&frame));
+        }
+    }
 }
 
 /// Encoded sizes of one client's signed batches, computed without encoding
@@ -690,6 +708,13 @@ async fn connection(
         up(true);
         backoff = Duration::from_millis(20);
         let (reader, mut writer) = session.split();
+        let service = shared.service.lock().clone();
+        if let Some(frame) = service
+            && (writer.send(&frame).await.is_err() || writer.flush().await.is_err())
+        {
+            up(false);
+            continue;
+        }
         let mut reading = tokio::spawn(read_replies(at, replica, reader, Arc::clone(&shared)));
         let mut refused = false;
         loop {

@@ -394,6 +394,15 @@ pub enum ClientMessage {
     /// Asks the replica how it is doing ([`ReplyMessage::Status`]): for
     /// operators, not part of agreement.
     Status,
+    /// The service (and interface version) this client's requests are
+    /// for; a replica running another version refuses the client
+    /// ([`ReplyMessage::Refused`]) before ordering anything it sends.
+    Service {
+        /// The service trait's name.
+        service: String,
+        /// Its interface fingerprint (`cbase_core::Fingerprint::hash`).
+        fingerprint: u64,
+    },
 }
 
 /// What a replica says of itself when a client asks

@@ -149,6 +149,9 @@ pub(super) struct Inbound {
     /// The largest signed client batch the protocol accepts
     /// (`ProtocolConfig::max_batch_bytes`).
     pub max_batch_bytes: usize,
+    /// The service this replica runs and its interface fingerprint, if its
+    /// request type has one: clients built for another are refused.
+    pub service: Option<cbase_core::Fingerprint>,
 }
 
 /// Accepts connections until aborted; aborting it aborts every connection task.
@@ -201,7 +204,7 @@ async fn serve(stream: TcpStream, inbound: Arc<Inbound>) {
     };
     if let Err(error) = result {
         match error {
-            ConnectionEnd::Closed => {}
+            ConnectionEnd::Closed | ConnectionEnd::Refused => {}
             ConnectionEnd::Frame(error) => {
                 inbound.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(?peer, %error, "connection closed: bad frame");
@@ -216,6 +219,8 @@ async fn serve(stream: TcpStream, inbound: Arc<Inbound>) {
 
 enum ConnectionEnd {
     Closed,
+    /// This replica refused the client, and told it why.
+    Refused,
     Frame(TransportError),
     Malformed(codec::CodecError),
 }
@@ -277,20 +282,36 @@ async fn serve_client(
         return Ok(());
     }
     let (replies, queue) = mpsc::channel(16_384);
-    // One status answer waits at most: a client asking faster than it reads
-    // gets fewer answers, and costs nothing more.
-    let (statuses, status_queue) = mpsc::channel(1);
+    // Answers other than replies (a status, a refusal). One waits at most:
+    // a client asking faster than it reads gets fewer answers, and costs
+    // nothing more.
+    let (control, control_queue) = mpsc::channel(1);
     inbound.clients.lock().insert(key, replies.clone());
-    let writer_task = tokio::spawn(write_replies(writer, queue, status_queue));
+    let mut writer_task = tokio::spawn(write_replies(writer, queue, control_queue));
     let result = async {
         loop {
             let frame = next_frame(&mut reader).await?;
             let batch = match codec::decode(&frame).map_err(ConnectionEnd::Malformed)? {
                 ClientMessage::Requests(batch) => batch,
                 ClientMessage::Status => {
-                    let _ = statuses.try_send(replica_status(inbound));
+                    let _ = control.try_send(ReplyMessage::Status(replica_status(inbound)));
                     continue;
                 }
+                ClientMessage::Service {
+                    service,
+                    fingerprint,
+                } => match other_version(inbound, &service, fingerprint) {
+                    None => continue,
+                    Some(why) => {
+                        inbound
+                            .metrics
+                            .mismatched_clients
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(client = %key, "{why}");
+                        let _ = control.send(ReplyMessage::Refused(why)).await;
+                        return Err(ConnectionEnd::Refused);
+                    }
+                },
             };
             if batch.batch.client != key {
                 inbound
@@ -344,8 +365,31 @@ async fn serve_client(
             clients.remove(&key);
         }
     }
+    if matches!(result, Err(ConnectionEnd::Refused)) {
+        // Let the refusal out before the connection closes (briefly: the
+        // client may not be reading).
+        drop((replies, control));
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer_task).await;
+    }
     writer_task.abort();
     result
+}
+
+/// Why a client built for `service` with interface `fingerprint` cannot be
+/// served here, if it cannot: this replica runs another service, or another
+/// version of it.
+fn other_version(inbound: &Inbound, service: &str, fingerprint: u64) -> Option<String> {
+    let ours = inbound.service?;
+    if ours.service == service && ours.hash == fingerprint {
+        return None;
+    }
+    Some(format!(
+        "replica {} serves `{}` with interface fingerprint {:016x}, but this client was built \
+         for `{service}` with fingerprint {fingerprint:016x}: client and replicas run different \
+         versions of the service (its methods, argument or return types differ); rebuild the \
+         client from the version the replicas run",
+        inbound.id, ours.service, ours.hash
+    ))
 }
 
 /// This replica's answer to a status query, from its metrics.
@@ -364,22 +408,23 @@ fn replica_status(inbound: &Inbound) -> ReplicaStatus {
 async fn write_replies(
     mut writer: FrameWriter,
     mut queue: mpsc::Receiver<Reply>,
-    mut statuses: mpsc::Receiver<ReplicaStatus>,
+    mut control: mpsc::Receiver<ReplyMessage>,
 ) {
     loop {
         let first = tokio::select! {
-            reply = queue.recv() => match reply {
-                Some(reply) => reply,
-                None => return,
-            },
-            Some(status) = statuses.recv() => {
-                let frame = codec::encode(&ReplyMessage::Status(status))
-                    .expect("a status always encodes");
+            // A refusal goes out even when the reply queue has closed.
+            biased;
+            Some(message) = control.recv() => {
+                let frame = codec::encode(&message).expect("answers always encode");
                 if writer.send(&frame).await.is_err() || writer.flush().await.is_err() {
                     return;
                 }
                 continue;
             }
+            reply = queue.recv() => match reply {
+                Some(reply) => reply,
+                None => return,
+            },
         };
         let mut replies = vec![first];
         while replies.len() < 1024 {

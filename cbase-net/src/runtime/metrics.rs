@@ -41,6 +41,9 @@ pub struct NodeMetrics {
     /// Client connections refused because the cluster file does not admit
     /// the client.
     pub unadmitted_clients: AtomicU64,
+    /// Client connections refused because the client was built for another
+    /// version of the service (its interface fingerprint differs).
+    pub mismatched_clients: AtomicU64,
     /// The newest checkpoints taken (at most [`CHECKPOINT_HISTORY`]), oldest
     /// first: (seq, digest). A replica that caught up by state transfer has a
     /// gap where it did not execute, so compare replicas by sequence number.

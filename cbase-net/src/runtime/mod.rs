@@ -402,6 +402,7 @@ impl ReplicaNode {
                 execution: execution_shared,
                 metrics: Arc::clone(&metrics),
                 max_batch_bytes: config.protocol.max_batch_bytes,
+                service: <S::Request as cbase_core::Request>::fingerprint(),
             },
         )));
 
