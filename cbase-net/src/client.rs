@@ -77,7 +77,7 @@ pub struct ClientConfig {
     /// it used before, unless its clock went back in between. Run one client
     /// per key at a time: two would use each other's numbers (replicas
     /// answer a number below a lane's last with
-    /// [`ExecError::Superseded`](cbase_core::ExecError::Superseded)).
+    /// [`ExecError::Superseded`]).
     pub key: Option<SecretKey>,
 }
 
