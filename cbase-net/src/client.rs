@@ -481,6 +481,20 @@ impl NetClient {
             .filter(|(_, up)| !up.load(std::sync::atomic::Ordering::Relaxed))
             .map(|(id, _)| id.to_string())
             .collect();
+        let refused: Vec<String> = self
+            .inner
+            .cluster_ids
+            .iter()
+            .zip(&shared.refused)
+            .filter(|(_, why)| why.lock().is_some())
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if !refused.is_empty() {
+            seen.push_str(&format!(
+                "; refused by replica(s) {} (see the log for why)",
+                refused.join(", ")
+            ));
+        }
         if down.is_empty() {
             seen.push_str("; connected to every replica");
         } else {
