@@ -2,7 +2,8 @@
 //! replicas and clients in this one process, batching on.
 //!
 //! `cargo bench -p cbase-net --bench throughput` (add `-- --quick` for a
-//! few-second smoke run). Prints a markdown table.
+//! few-second smoke run). Prints markdown tables: latency at low load,
+//! sustained throughput, and one client's latency while others flood.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,6 +153,73 @@ fn main() {
             );
         }
         drop(client);
+
+        fairness(&cluster, if quick { 100 } else { 1000 }).await;
         cluster.shutdown().await;
     });
+}
+
+/// A well-behaved client's latency alone, then while `FLOODERS` other
+/// clients keep as many calls in flight as they can (each its own key, 256
+/// calls at a time): the primary serves clients in turn, so the polite
+/// client's requests do not queue behind the flood's.
+async fn fairness(cluster: &LocalCluster, calls: usize) {
+    const FLOODERS: usize = 8;
+    let polite = cluster.client().expect("client");
+    latency(&polite, 20).await;
+    let alone = latency(&polite, calls).await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooded = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for _ in 0..FLOODERS {
+        let client = cluster
+            .client_with(ClientConfig {
+                lanes: 256,
+                max_batch: 256,
+                ..ClientConfig::default()
+            })
+            .expect("client");
+        for _ in 0..256 {
+            let (client, stop, flooded) = (client.clone(), Arc::clone(&stop), Arc::clone(&flooded));
+            flood.push(tokio::spawn(async move {
+                // Bounded: until the polite client is done, or a cap.
+                while !stop.load(Ordering::Relaxed) && flooded.load(Ordering::Relaxed) < 5_000_000 {
+                    let () = client.call(&Null).await.expect("null call");
+                    flooded.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    // Let the flood build up before measuring.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let before = flooded.load(Ordering::Relaxed);
+    let under_flood = latency(&polite, calls).await;
+    let flood_rate =
+        (flooded.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.await.expect("flood task");
+    }
+    println!(
+        "\n### Fairness: one client's latency alone and while {FLOODERS} clients flood ({calls} calls)\n"
+    );
+    println!("| polite client | median | p99 | flood requests/s |");
+    println!("|---|---:|---:|---:|");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "| alone | {:.2} ms | {:.2} ms | - |",
+        ms(percentile(&alone, 0.5)),
+        ms(percentile(&alone, 0.99))
+    );
+    println!(
+        "| under flood | {:.2} ms | {:.2} ms | {flood_rate:.0} |",
+        ms(percentile(&under_flood, 0.5)),
+        ms(percentile(&under_flood, 0.99))
+    );
+    println!(
+        "\np99 under flood / p99 alone: {:.2}",
+        percentile(&under_flood, 0.99).as_secs_f64() / percentile(&alone, 0.99).as_secs_f64()
+    );
 }

@@ -76,6 +76,12 @@ pub struct ProtocolConfig {
     /// The most bytes of client batches a replica holds waiting for a
     /// sequence number.
     pub max_pending_bytes: usize,
+    /// The most batches of one client a replica holds waiting. The primary
+    /// serves clients in turn, one batch each, so a client that floods it
+    /// waits for its own batches and not the others for its; this cap keeps
+    /// one client from filling the whole queue (a correct `NetClient` has
+    /// at most `batches_in_flight` batches unanswered).
+    pub max_pending_per_client: usize,
     /// The most bytes of client batches one proposal carries; also the
     /// largest client batch a replica accepts (a larger one could never be
     /// proposed). It must leave room in the transport's frame limit for the
@@ -185,6 +191,7 @@ impl Default for ProtocolConfig {
             view_change_timeout: Duration::from_secs(2),
             max_pending: 100_000,
             max_pending_bytes: 256 << 20,
+            max_pending_per_client: 1024,
             max_batch_bytes: 1 << 20,
             status_interval: Duration::from_millis(100),
             max_state_bytes: 16 << 30,
@@ -357,6 +364,9 @@ pub struct Stats {
     /// Client batches, or proposals carrying them, from clients the cluster
     /// file does not admit.
     pub unadmitted: u64,
+    /// Client batches refused because their client had
+    /// `max_pending_per_client` batches waiting already.
+    pub client_full: u64,
 }
 
 /// What a proposal's encoding adds to its client batches (the timestamp and
@@ -853,13 +863,24 @@ impl Replica {
             self.stats.bad_signature += 1;
             return;
         }
-        if !self.pending.has_room(
+        match self.pending.room_for(
+            &batch.batch.client,
             bytes,
             self.config.max_pending,
             self.config.max_pending_bytes,
+            self.config.max_pending_per_client,
         ) {
-            self.stats.oversized += 1;
-            return;
+            Ok(()) => {}
+            Err(pending::Full::Queue) => {
+                self.stats.oversized += 1;
+                return;
+            }
+            Err(pending::Full::Client) => {
+                // Refused, not timed: the client retransmits once some of
+                // its batches are through.
+                self.stats.client_full += 1;
+                return;
+            }
         }
         self.known_batches.insert(digest, None);
         if self.is_primary() && self.status == Status::Normal {

@@ -145,6 +145,7 @@ pub fn protocol_config(_scenario: &Scenario) -> ProtocolConfig {
         request_timeout: Duration::from_millis(300),
         view_change_timeout: Duration::from_millis(600),
         max_pending: 1000,
+        max_pending_per_client: 64,
         status_interval: Duration::from_millis(100),
         max_state_bytes: 1 << 20,
         // A pre-prepare must fit a frame: the batches, and room for the

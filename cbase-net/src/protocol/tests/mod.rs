@@ -233,6 +233,7 @@ fn small() -> ProtocolConfig {
         view_change_timeout: Duration::from_nanos(2 * SECOND),
         max_pending: 1000,
         max_pending_bytes: 1 << 20,
+        max_pending_per_client: 1000,
         max_batch_bytes: 64 << 10,
         status_interval: Duration::from_nanos(SECOND / 10),
         max_state_bytes: 1 << 20,

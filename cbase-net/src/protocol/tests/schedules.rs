@@ -1492,3 +1492,64 @@ fn a_primary_does_not_order_a_client_not_admitted() {
         "{out:?}"
     );
 }
+
+/// Fairness: a client that floods the primary cannot push another client's
+/// request back behind all of its own. The primary serves clients in turn,
+/// one batch each; under a plain queue, the other client's request would
+/// wait for every batch the flood sent before it.
+#[test]
+fn a_flooding_client_does_not_push_the_others_back() {
+    let mut net = Net::new(4, small());
+    let (flood, other) = (
+        SecretKey::from_seed([41; 32]),
+        SecretKey::from_seed([42; 32]),
+    );
+    for lane in 0..50 {
+        net.input(0, Input::Client(client_batch(&flood, lane, 1)));
+    }
+    net.input(0, Input::Client(client_batch(&other, 0, 7)));
+    net.run();
+    let order: Vec<(PublicKey, u64, u32)> = net.executed[0]
+        .iter()
+        .flat_map(|c| c.proposal.batches.clone())
+        .flat_map(|b| {
+            let client = b.batch.client;
+            b.batch
+                .requests
+                .into_iter()
+                .map(move |r| (client, r.number, r.lane))
+        })
+        .collect();
+    assert_eq!(order.len(), 51, "everything executed");
+    let at = order
+        .iter()
+        .position(|(client, ..)| *client == other.public())
+        .unwrap();
+    // Two proposals were under way (the pipeline) when it came; the next
+    // one serves it second.
+    assert!(at <= 3, "the other client's request came {at}th: {order:?}");
+    assert_one_order(&net);
+}
+
+/// A client may hold at most `max_pending_per_client` batches waiting at a
+/// replica; more are refused, not timed, so a flood cannot fill the queue
+/// nor make backups suspect a correct primary for it.
+#[test]
+fn a_client_over_its_pending_cap_is_refused_not_timed() {
+    let config = ProtocolConfig {
+        max_pending_per_client: 4,
+        ..small()
+    };
+    let (cluster, secrets) = cluster(4);
+    let mut backup = Replica::new(1, &cluster, secrets[1].clone(), config);
+    let flood = SecretKey::from_seed([41; 32]);
+    let mut out = Vec::new();
+    for lane in 0..10 {
+        backup.handle(1, Input::Client(client_batch(&flood, lane, 1)), &mut out);
+    }
+    assert_eq!(backup.pending_batches(), 4);
+    assert_eq!(backup.stats().client_full, 6);
+    let other = SecretKey::from_seed([42; 32]);
+    backup.handle(2, Input::Client(client_batch(&other, 0, 1)), &mut out);
+    assert_eq!(backup.pending_batches(), 5, "another client still gets in");
+}
