@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p cbase-net --bench throughput` (add `-- --quick` for a
 //! few-second smoke run). Prints markdown tables: latency at low load,
-//! sustained throughput, and one client's latency while others flood.
+//! sustained throughput from one client, from many independent clients, and
+//! one client's latency while others flood.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -154,9 +155,50 @@ fn main() {
         }
         drop(client);
 
+        independent_clients(&cluster, if quick { &[64] } else { &[64, 256] }, duration).await;
         fairness(&cluster, if quick { 100 } else { 1000 }).await;
         cluster.shutdown().await;
     });
+}
+
+/// Many clients with one call in flight each (each its own key, so each
+/// request is signed and verified on its own): what deployments with many
+/// small clients see, next to one client multiplexing the same number of
+/// calls above.
+async fn independent_clients(cluster: &LocalCluster, levels: &[usize], duration: Duration) {
+    println!("\n### Independent clients, one call in flight each\n");
+    println!("| clients | requests | time | requests/s |");
+    println!("|---:|---:|---:|---:|");
+    for &count in levels {
+        let clients: Vec<NetClient> = (0..count)
+            .map(|_| cluster.client().expect("client"))
+            .collect();
+        // Connected and warm before the clock starts.
+        for client in &clients {
+            let () = client.call(&Null).await.expect("null call");
+        }
+        let done = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for client in clients {
+            let done = Arc::clone(&done);
+            tasks.push(tokio::spawn(async move {
+                while start.elapsed() < duration && done.load(Ordering::Relaxed) < 2_000_000 {
+                    let () = client.call(&Null).await.expect("null call");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("client task");
+        }
+        let (done, elapsed) = (done.load(Ordering::Relaxed), start.elapsed());
+        println!(
+            "| {count} | {done} | {:.2} s | {:.0} |",
+            elapsed.as_secs_f64(),
+            done as f64 / elapsed.as_secs_f64()
+        );
+    }
 }
 
 /// A well-behaved client's latency alone, then while `FLOODERS` other
