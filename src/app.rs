@@ -178,9 +178,12 @@ pub enum AppError {
     /// Fewer than 2f+1 replicas answered a status query: the cluster cannot
     /// order requests now.
     #[error(
-        "only {answered} of {n} replicas answered; the cluster needs {quorum} to make progress"
+        "only {answered} of {n} replicas answered; the cluster needs {quorum} to make \
+         progress\n{table}"
     )]
     NoQuorum {
+        /// The replicas' answers, as `status` prints them.
+        table: String,
         /// How many answered.
         answered: usize,
         /// How many replicas the cluster has.
@@ -222,9 +225,17 @@ where
     let matches = command::<S>().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     crate::logging::init();
-    if let Err(error) = run_command(cli.command, make) {
-        eprintln!("error: {error}");
-        std::process::exit(1);
+    // The one place the program's output reaches the terminal: the
+    // command's result on standard output, a failure on standard error.
+    use std::io::Write;
+    match run_command(cli.command, make) {
+        Ok(output) => {
+            let _ = std::io::stdout().lock().write_all(output.as_bytes());
+        }
+        Err(error) => {
+            let _ = writeln!(std::io::stderr().lock(), "error: {error}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -243,9 +254,11 @@ where
     command.mut_subcommand("call", |call| call.after_help(help))
 }
 
-/// Runs one parsed command on a runtime of its own; what [`run`] does after
+/// Runs one parsed command on a runtime of its own and returns what it has
+/// to show (the reply of `call`, the table of `status`; nothing for `local`
+/// and `replica`, which log where they listen): what [`run`] does after
 /// parsing, for programs that parse their own command line.
-pub fn run_command<S, F>(command: Command, make: F) -> Result<(), AppError>
+pub fn run_command<S, F>(command: Command, make: F) -> Result<String, AppError>
 where
     S: Service,
     S::Request: Serialize + DeserializeOwned,
@@ -261,17 +274,12 @@ where
         })?;
     runtime.block_on(async move {
         match command {
-            Command::Local(args) => local(args, make).await,
-            Command::Replica(args) => replica(args, make()).await,
-            Command::Call(args) => {
-                let reply = call::<S>(&args).await?;
-                println!("{reply}");
-                Ok(())
-            }
+            Command::Local(args) => local(args, make).await.map(|()| String::new()),
+            Command::Replica(args) => replica(args, make()).await.map(|()| String::new()),
+            Command::Call(args) => call::<S>(&args).await.map(|reply| reply + "\n"),
             Command::Status(args) => {
                 let (table, quorum) = status(&args).await?;
-                print!("{table}");
-                quorum
+                quorum.map(|()| table)
             }
         }
     })
@@ -290,7 +298,7 @@ where
     }
     let cluster = builder.start(make).await?;
     write_file(&args.cluster_file, &cluster.config().to_toml())?;
-    println!(
+    tracing::info!(
         "{} replicas listening on {}; cluster file {}; Ctrl-C stops them",
         cluster.config().n(),
         cluster
@@ -324,7 +332,7 @@ where
         options.executor = options.executor.workers(workers);
     }
     let node = deploy::start_replica(&args.config, args.id, &args.key, options, service).await?;
-    println!(
+    tracing::info!(
         "replica {} listening on {}; Ctrl-C stops it",
         node.id(),
         node.address()
@@ -444,6 +452,7 @@ pub async fn status(args: &StatusArgs) -> Result<(String, Result<(), AppError>),
         Ok(())
     } else {
         Err(AppError::NoQuorum {
+            table: table.clone(),
             answered,
             n: cluster.n(),
             quorum: cluster.quorum(),
