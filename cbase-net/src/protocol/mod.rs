@@ -1341,9 +1341,11 @@ impl Replica {
                 // executed in another batch ends the timers of the batches
                 // that carried it too. (A queued copy stays: proposed
                 // again, it is answered from the exactly-once table.)
-                let executed = awaited::executed_by(&proposal.batches);
-                self.waiting
-                    .retain(|_, timer| !timer.note_executed(&executed));
+                if !self.waiting.is_empty() {
+                    let executed = awaited::executed_by(&proposal.batches);
+                    self.waiting
+                        .retain(|_, timer| !timer.note_executed(&executed));
+                }
                 if holds_others {
                     self.pending
                         .retain(|queued| !ordered.contains(&queued.digest));

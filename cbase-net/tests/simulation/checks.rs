@@ -361,11 +361,7 @@ impl World {
             ));
         }
         // Caught up: at or past the highest stable checkpoint.
-        let low = live
-            .iter()
-            .map(|i| self.nodes[*i].replica.low_watermark())
-            .max()
-            .unwrap_or(0);
+        let low = self.highest_stable();
         for &instance in &live {
             let delivered = self.nodes[instance].replica.delivered();
             if delivered < low {
@@ -388,11 +384,7 @@ impl World {
             return Ok(()); // it never executed past a checkpoint
         }
         let live = self.live_correct();
-        let low = live
-            .iter()
-            .map(|i| self.nodes[*i].replica.low_watermark())
-            .max()
-            .unwrap_or(0);
+        let low = self.highest_stable();
         if node.replica.delivered() < low {
             return Err(format!(
                 "damaged replica instance {instance} stayed behind: executed {} < stable checkpoint {low}",

@@ -552,14 +552,19 @@ impl World {
     /// Whether every live correct replica executed at least to the highest
     /// stable checkpoint among them (one that fell behind fetches state).
     pub fn caught_up(&self) -> bool {
-        let live = self.live_correct();
-        let low = live
+        let low = self.highest_stable();
+        self.live_correct()
+            .iter()
+            .all(|i| self.nodes[*i].replica.delivered() >= low)
+    }
+
+    /// The highest stable checkpoint among the live correct replicas.
+    pub fn highest_stable(&self) -> u64 {
+        self.live_correct()
             .iter()
             .map(|i| self.nodes[*i].replica.low_watermark())
             .max()
-            .unwrap_or(0);
-        live.iter()
-            .all(|i| self.nodes[*i].replica.delivered() >= low)
+            .unwrap_or(0)
     }
 
     pub fn trace(&self, instance: usize, text: std::fmt::Arguments) {
