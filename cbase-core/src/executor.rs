@@ -112,6 +112,57 @@ pub enum ExecError {
         /// The request's number.
         number: u64,
     },
+    /// The request was not executed: the replicas no longer keep a session
+    /// for this client (it was idle too long, or evicted as the least
+    /// recently used when their client table was full), and the request's
+    /// number is one the old session may have executed. Whether it did is
+    /// unknown; it will never execute now. A client's next requests must be
+    /// numbered above `floor` (`NetClient` does this by itself).
+    #[error(
+        "request {number} on lane {lane} was not executed and never will be: the replicas no \
+         longer keep this client's session (idle too long, or evicted when the client table \
+         was full; see ProtocolConfig::sessions), so they cannot tell whether it ran before. \
+         Check whether its effect is there before sending it again; new requests must be \
+         numbered above {floor}"
+    )]
+    SessionExpired {
+        /// The lane.
+        lane: u32,
+        /// The request's number.
+        number: u64,
+        /// The number the client's next requests must be above.
+        floor: u64,
+    },
+    /// The request was not executed: its number is further ahead of the
+    /// replicas' agreed clock (in nanoseconds) than they allow, so the
+    /// client's clock is far ahead or its numbers are not from a clock.
+    #[error(
+        "request {number} on lane {lane} was refused: request numbers may be at most {limit} \
+         now (the agreed clock plus ProtocolConfig::sessions.max_number_ahead, in nanoseconds); \
+         check the client machine's clock"
+    )]
+    NumberAhead {
+        /// The lane.
+        lane: u32,
+        /// The request's number.
+        number: u64,
+        /// The highest number allowed when it was ordered.
+        limit: u64,
+    },
+    /// The request was not executed: its client already uses as many
+    /// lanes as the replicas allow one client.
+    #[error(
+        "request {number} on lane {lane} was refused: a client may use at most {limit} lanes \
+         (ProtocolConfig::sessions.max_lanes_per_session); lower ClientConfig::lanes"
+    )]
+    TooManyLanes {
+        /// The lane.
+        lane: u32,
+        /// The request's number.
+        number: u64,
+        /// The most lanes per client.
+        limit: usize,
+    },
 }
 
 impl ExecError {

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cbase_core::codec;
@@ -70,14 +71,14 @@ pub struct ClientConfig {
     /// --clients`) makes the client the same caller across restarts.
     ///
     /// Exactly-once across a restart: the replicas remember each lane's
-    /// last request number per key and ignore anything not above it, so a
-    /// client with a key of its own starts every lane's numbers at the wall
-    /// clock's time in nanoseconds (since 1970) when it connects; each call
-    /// adds one. A restarted client's numbers are then above every number
-    /// it used before, unless its clock went back in between. Run one client
-    /// per key at a time: two would use each other's numbers (replicas
-    /// answer a number below a lane's last with
-    /// [`ExecError::Superseded`]).
+    /// last request number per key (while the key's session lasts, see
+    /// [`NetClient::call`]) and ignore anything not above it, so a client
+    /// starts every lane's numbers at the wall clock's time in nanoseconds
+    /// (since 1970) when it connects; each call adds one. A restarted
+    /// client's numbers are then above every number it used before, unless
+    /// its clock went back in between. Run one client per key at a time:
+    /// two would use each other's numbers (replicas answer a number below
+    /// a lane's last with [`ExecError::Superseded`]).
     pub key: Option<SecretKey>,
 }
 
@@ -102,14 +103,11 @@ impl Default for ClientConfig {
     }
 }
 
-/// The number before each lane's first request: 0 for a fresh identity; for
-/// a key of its own, the wall clock in nanoseconds, so that a restarted
-/// client's numbers continue above those it used before (see
-/// [`ClientConfig::key`]).
-fn first_numbers_after(own_key: bool) -> u64 {
-    if !own_key {
-        return 0;
-    }
+/// The number before each lane's first request: the wall clock in
+/// nanoseconds, so that a restarted client's numbers continue above those
+/// it used before (see [`ClientConfig::key`]), and a new client's are
+/// usually above the floor the replicas keep for expired sessions.
+fn first_numbers_after() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| {
@@ -166,6 +164,20 @@ impl Shared {
 struct Lanes {
     free: Mutex<Vec<(u32, u64)>>,
     available: Semaphore,
+    /// Every lane's next number goes above this: raised when the replicas
+    /// report an expired session's floor, and to the number that opened
+    /// the current session (a new session's lanes must start above it).
+    floor: AtomicU64,
+}
+
+/// Whether the replicas keep a session for this client (see
+/// [`NetClient::call`]).
+#[derive(Default)]
+struct SessionState {
+    open: AtomicBool,
+    /// Held while a session opener is in flight, so concurrent first
+    /// calls open one session, not one each.
+    opening: tokio::sync::Mutex<()>,
 }
 
 /// One signed batch's claim on the in-flight limit, given up at the first
@@ -186,6 +198,7 @@ struct Inner {
     shared: Arc<Shared>,
     sizes: BatchSizes,
     lanes: Lanes,
+    session: SessionState,
     submit: mpsc::UnboundedSender<(ClientRequest, oneshot::Sender<Framed>)>,
     connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
     /// The replicas' ids, in the cluster file's order.
@@ -232,7 +245,7 @@ impl NetClient {
                 config.max_request_bytes
             )));
         }
-        let numbers_after = first_numbers_after(config.key.is_some());
+        let numbers_after = first_numbers_after();
         let key = config.key.clone().unwrap_or_else(SecretKey::generate);
         let id = key.public().client_id();
         let sizes = BatchSizes::new(&key);
@@ -285,16 +298,18 @@ impl NetClient {
             free: Mutex::new(
                 (0..config.lanes as u32)
                     .rev()
-                    .map(|lane| (lane, numbers_after))
+                    .map(|lane| (lane, 0))
                     .collect(),
             ),
             available: Semaphore::new(config.lanes),
+            floor: AtomicU64::new(numbers_after),
         };
         Ok(NetClient {
             inner: Arc::new(Inner {
                 shared,
                 sizes,
                 lanes,
+                session: SessionState::default(),
                 submit,
                 connections,
                 cluster_ids,
@@ -323,24 +338,110 @@ impl NetClient {
     ///
     /// Fails at once with [`ClientError::TooLarge`] if the request's signed
     /// batch alone would exceed [`ClientConfig::max_request_bytes`].
+    ///
+    /// The replicas remember each client in a bounded *session* (its last
+    /// request number and reply per lane, for exactly-once). Before its
+    /// first call, and after the replicas report its session expired, the
+    /// client opens one with a request that does nothing (safe to repeat).
+    /// A call whose session expired while it was in flight fails with
+    /// [`ExecError::SessionExpired`]: the replicas cannot tell whether it
+    /// ran before; the calls after it open a new session by themselves.
     pub async fn call<Req, Resp>(&self, request: &Req) -> Result<Resp, ClientError>
     where
         Req: Serialize + Request,
         Resp: DeserializeOwned,
     {
         let operation = codec::encode(request).map_err(|e| ClientError::Config(e.to_string()))?;
-        let request_method = request.method();
-        let inner = &self.inner;
-        let limit = inner.config.max_request_bytes;
+        let method = request.method();
+        let limit = self.inner.config.max_request_bytes;
         // Without waiting for a lane if it cannot fit on any: the lane and
         // number take at least a byte each (the exact check follows below).
-        let at_least = inner.sizes.batch(1, 2 + BatchSizes::operation(&operation));
+        let at_least = self
+            .inner
+            .sizes
+            .batch(1, 2 + BatchSizes::operation(&operation));
         if at_least > limit {
             return Err(ClientError::TooLarge {
                 bytes: at_least,
                 limit,
             });
         }
+        self.open_session(method).await?;
+        let (_, bytes) = self.on_lane(operation, method).await?;
+        match codec::decode::<Result<Resp, ExecError>>(&bytes) {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => {
+                self.note_refusal(&error);
+                Err(ClientError::Exec(error))
+            }
+            Err(error) => Err(ClientError::Unavailable(format!(
+                "f+1 replicas agree on a reply this client cannot decode ({error}); client and service versions differ"
+            ))),
+        }
+    }
+
+    /// Opens a session with the replicas unless one is open: sends a
+    /// request with an empty operation (which executes nothing) until it
+    /// executes; an expired-session answer tells the floor to number the
+    /// next try above.
+    async fn open_session(&self, method: &str) -> Result<(), ClientError> {
+        let session = &self.inner.session;
+        if session.open.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _opening = session.opening.lock().await;
+        if session.open.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Twice is enough for a correct cluster: the second try is above
+        // the floor f+1 replicas reported. More tries cover floors that
+        // rose meanwhile (other sessions evicted in between).
+        for _ in 0..4 {
+            let (number, bytes) = self.on_lane(Vec::new(), method).await?;
+            match codec::decode::<Result<(), ExecError>>(&bytes) {
+                Ok(Ok(())) => {
+                    // Lanes this session has not used must start above the
+                    // floor it began with, which is below `number`.
+                    self.inner.lanes.floor.fetch_max(number, Ordering::AcqRel);
+                    session.open.store(true, Ordering::Release);
+                    return Ok(());
+                }
+                Ok(Err(error @ ExecError::SessionExpired { .. })) => self.note_refusal(&error),
+                Ok(Err(error)) => return Err(ClientError::Exec(error)),
+                Err(error) => {
+                    return Err(ClientError::Unavailable(format!(
+                        "f+1 replicas agree on an answer to opening a session that this client \
+                         cannot decode ({error}); client and replica versions differ"
+                    )));
+                }
+            }
+        }
+        Err(ClientError::Unavailable(
+            "the replicas refused to open a session four times in a row (their client table \
+             evicts sessions faster than this client can open one; see \
+             ProtocolConfig::sessions)"
+                .into(),
+        ))
+    }
+
+    /// What a refusal tells about the session: an expired one must be
+    /// opened again, above the floor the replicas reported.
+    fn note_refusal(&self, error: &ExecError) {
+        if let ExecError::SessionExpired { floor, .. } = error {
+            self.inner.lanes.floor.fetch_max(*floor, Ordering::AcqRel);
+            self.inner.session.open.store(false, Ordering::Release);
+        }
+    }
+
+    /// Sends `operation` on a free lane and waits for f+1 matching
+    /// replies; returns the request's number and the reply.
+    async fn on_lane(
+        &self,
+        operation: Vec<u8>,
+        method: &str,
+    ) -> Result<(u64, Vec<u8>), ClientError> {
+        let inner = &self.inner;
+        let limit = inner.config.max_request_bytes;
         let _permit = inner
             .lanes
             .available
@@ -355,7 +456,7 @@ impl NetClient {
             .expect("a permit guarantees a free lane");
         let request = ClientRequest {
             lane,
-            number: last + 1,
+            number: last.max(inner.lanes.floor.load(Ordering::Acquire)) + 1,
             operation,
         };
         let bytes = inner.sizes.batch(1, BatchSizes::request(&request));
@@ -372,20 +473,13 @@ impl NetClient {
                 Late::Closed => ClientError::Unavailable("the client is closed".into()),
                 Late::Refused(why) => ClientError::Refused(why),
                 Late::Timeout(seen) => ClientError::Timeout {
-                    method: request_method.to_owned(),
+                    method: method.to_owned(),
                     after: inner.config.timeout,
                     seen,
                 },
             });
         inner.lanes.free.lock().push((lane, number));
-        let bytes = result?;
-        match codec::decode::<Result<Resp, ExecError>>(&bytes) {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(ClientError::Exec(error)),
-            Err(error) => Err(ClientError::Unavailable(format!(
-                "f+1 replicas agree on a reply this client cannot decode ({error}); client and service versions differ"
-            ))),
-        }
+        Ok((number, result?))
     }
 
     async fn run_on_lane(&self, request: ClientRequest) -> Result<Vec<u8>, Late> {

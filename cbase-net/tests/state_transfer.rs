@@ -406,6 +406,7 @@ mod installed_checkpoints {
             ExecutorBuilder::new().workers(2),
             service,
             Arc::new(Discard),
+            Default::default(),
         )
         .unwrap()
     }

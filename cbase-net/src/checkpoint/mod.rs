@@ -6,28 +6,14 @@
 //! a transferred checkpoint answers retransmissions exactly as its peers do
 //! and gives its service the same request times.
 
+pub mod clients;
 pub mod parts;
-
-use std::collections::BTreeMap;
 
 use cbase_core::{Digest, Snapshot, codec};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::PublicKey;
 use crate::message::Hash;
-
-/// The last executed request of one client lane and its reply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LaneRecord {
-    /// The highest request number executed on this lane.
-    pub number: u64,
-    /// The encoded reply to it, once it has finished.
-    pub reply: Option<Vec<u8>>,
-}
-
-/// Exactly-once bookkeeping: one record per client lane. Part of every
-/// checkpoint, so a replica restored from one keeps refusing old requests.
-pub type ClientTable = BTreeMap<(PublicKey, u32), LaneRecord>;
+pub use clients::{Admission, ClientTable, LaneRecord, Session, SessionLimits};
 
 /// The whole replicated state at a checkpoint, as transferred between replicas.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -79,16 +79,13 @@ pub(super) fn executed_by(batches: &[SignedBatch]) -> Executed {
     executed
 }
 
-/// Whether a state with this client table executed every request
-/// `(lane, number)` of `client`: its lane's record is at or past it.
+/// Whether a state with this client table settled every request
+/// `(lane, number)` of `client`: executed it (its lane's record is at or
+/// past it), or will never execute it (its session expired).
 pub(super) fn executed(
     clients: &ClientTable,
     client: &PublicKey,
     mut requests: impl Iterator<Item = (u32, u64)>,
 ) -> bool {
-    requests.all(|(lane, number)| {
-        clients
-            .get(&(*client, lane))
-            .is_some_and(|record| record.number >= number)
-    })
+    requests.all(|(lane, number)| clients.settled(client, lane, number))
 }

@@ -41,6 +41,7 @@ mod view_change;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::checkpoint::SessionLimits;
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::message::{
@@ -110,6 +111,11 @@ pub struct ProtocolConfig {
     /// a faulty primary could push it to the end of time and freeze it there.
     /// A backup refuses (does not prepare) a proposal stamped further ahead.
     pub max_clock_skew: Duration,
+    /// The bounds of the client table (exactly-once sessions): how many
+    /// clients and lanes it remembers, how many bytes of replies it caches,
+    /// and when an idle session expires. Part of the replicated state's
+    /// rules, so every replica of a cluster must use the same.
+    pub sessions: SessionLimits,
 }
 
 /// The most bytes a pre-prepare (and the message around it) adds to the
@@ -120,7 +126,7 @@ pub const PRE_PREPARE_OVERHEAD: usize = 1024;
 impl ProtocolConfig {
     /// A digest of the settings every replica of a cluster must share:
     /// checkpoints at the same sequence numbers (`checkpoint_interval`),
-    /// the same window, proposals every backup accepts (`max_batch_requests`,
+    /// the same client table bounds (`sessions`), the same window, proposals every backup accepts (`max_batch_requests`,
     /// `max_batch_bytes`, `max_clock_skew`), and the same timeouts (so no
     /// replica suspects primaries sooner than the others). Replicas compare
     /// it at the handshake and refuse a peer whose digest differs. The other
@@ -135,6 +141,12 @@ impl ProtocolConfig {
             nanos(self.max_clock_skew),
             nanos(self.request_timeout),
             nanos(self.view_change_timeout),
+            self.sessions.max_sessions as u64,
+            self.sessions.max_lanes as u64,
+            self.sessions.max_lanes_per_session as u64,
+            self.sessions.max_reply_bytes,
+            nanos(self.sessions.idle),
+            nanos(self.sessions.max_number_ahead),
         ] {
             hasher.update(&value.to_le_bytes());
         }
@@ -198,6 +210,7 @@ impl Default for ProtocolConfig {
             min_transfer_rate: 1 << 20,
             max_part_requests_per_second: 64,
             max_clock_skew: Duration::from_secs(10),
+            sessions: SessionLimits::default(),
         }
     }
 }

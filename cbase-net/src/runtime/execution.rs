@@ -37,6 +37,7 @@ use crate::protocol::Committed;
 
 use super::checkpoints::CheckpointStore;
 use crate::checkpoint::CheckpointState;
+use crate::checkpoint::{Admission, SessionLimits};
 pub use crate::checkpoint::{ClientTable, LaneRecord, checkpoint_digest};
 
 /// What a checkpoint captured. Taking one copies nothing: it carries the
@@ -100,8 +101,29 @@ impl ExecutionShared {
     ) -> Option<Vec<Reply>> {
         let clients = self.clients.lock();
         let mut replies = Vec::new();
-        for (lane, number) in requests {
-            let record = clients.get(&(*client, *lane))?;
+        for &(lane, number) in requests {
+            let Some(record) = clients.lane(client, lane) else {
+                // Never to be executed: answered as execution would answer.
+                if clients.settled(client, lane, number) {
+                    let floor = clients
+                        .session(client)
+                        .map_or(clients.floor(), |session| session.base);
+                    replies.push(refusal(
+                        self.replica,
+                        view,
+                        lane,
+                        number,
+                        ExecError::SessionExpired {
+                            lane,
+                            number,
+                            floor,
+                        },
+                    ));
+                    continue;
+                }
+                return None;
+            };
+            let (lane, number) = (&lane, &number);
             if *number > record.number {
                 return None;
             }
@@ -130,6 +152,8 @@ pub struct Execution<S: Service> {
     next_tag: u64,
     /// The agreed clock: the largest proposal timestamp executed so far.
     clock: u64,
+    /// The client table's bounds.
+    sessions: SessionLimits,
     last_executed: Seq,
     /// The client lanes with a request submitted in the batch being executed.
     lanes_in_batch: std::collections::BTreeSet<(PublicKey, u32)>,
@@ -147,9 +171,10 @@ where
         builder: ExecutorBuilder,
         service: S,
         sink: Arc<dyn ReplySink>,
+        sessions: SessionLimits,
     ) -> Result<Execution<S>, StateError> {
         let shared = Arc::new(ExecutionShared {
-            clients: Mutex::new(BTreeMap::new()),
+            clients: Mutex::new(ClientTable::new()),
             routes: Mutex::new(BTreeMap::new()),
             replica,
         });
@@ -162,7 +187,7 @@ where
             if let Some(record) = reply_shared
                 .clients
                 .lock()
-                .get_mut(&(route.client, route.lane))
+                .lane_mut(&route.client, route.lane)
                 && record.number == route.number
             {
                 record.reply = Some(result.clone());
@@ -197,6 +222,7 @@ where
             sink,
             next_tag: 0,
             lanes_in_batch: std::collections::BTreeSet::new(),
+            sessions,
             clock: 0,
             last_executed: 0,
         })
@@ -276,6 +302,10 @@ where
         self.last_executed = committed.seq;
         // Agreed time never runs backwards, even if a primary's clock does.
         self.clock = self.clock.max(committed.proposal.timestamp);
+        self.shared
+            .clients
+            .lock()
+            .expire_idle(self.clock, &self.sessions);
         let mut index: u64 = 0;
         self.lanes_in_batch.clear();
         for signed in committed.proposal.batches {
@@ -303,13 +333,11 @@ where
         view: u64,
         ctx: Context,
     ) {
-        {
+        let (lane, number) = (request.lane, request.number);
+        let refused = {
             let mut clients = self.shared.clients.lock();
-            let record = clients.entry((client, request.lane)).or_insert(LaneRecord {
-                number: 0,
-                reply: None,
-            });
-            if request.number < record.number {
+            match clients.admit(&client, lane, number, self.clock, &self.sessions) {
+                Admission::Execute => None,
                 // Below the lane's last number: an old request (a late
                 // duplicate), or another client using this key. Never
                 // executed, and no answer from here: whether a replica
@@ -317,33 +345,78 @@ where
                 // transfer would change what it says. A client waiting for
                 // it is answered from the client table when it retransmits
                 // (`cached_replies`).
-                return;
-            }
-            if request.number == record.number {
-                // Already executed (a retransmission ordered twice, or a
-                // client reusing a number): answer from the cache, once.
-                // Not if the original is in this same proposal: its reply
-                // answers the client, and whether it had finished by now
-                // depends on thread timing, which must not decide what a
-                // replica sends.
-                let original_here = self.lanes_in_batch.contains(&(client, request.lane));
-                if !original_here && let Some(result) = record.reply.clone() {
-                    let reply = Reply {
-                        view,
-                        lane: request.lane,
-                        number: request.number,
-                        replica: self.shared.replica,
-                        result,
-                    };
-                    drop(clients);
-                    self.sink.send(&client, reply);
+                Admission::Old => return,
+                Admission::Again(reply) => {
+                    // Already executed (a retransmission ordered twice, or a
+                    // client reusing a number): answer from the cache, once.
+                    // Not if the original is in this same proposal: its
+                    // reply answers the client, and whether it had finished
+                    // by now depends on thread timing, which must not
+                    // decide what a replica sends.
+                    let original_here = self.lanes_in_batch.contains(&(client, lane));
+                    if !original_here && let Some(result) = reply {
+                        drop(clients);
+                        self.sink.send(
+                            &client,
+                            Reply {
+                                view,
+                                lane,
+                                number,
+                                replica: self.shared.replica,
+                                result,
+                            },
+                        );
+                    }
+                    return;
                 }
-                return;
+                Admission::Expired { floor } => Some(ExecError::SessionExpired {
+                    lane,
+                    number,
+                    floor,
+                }),
+                Admission::Ahead { limit } => Some(ExecError::NumberAhead {
+                    lane,
+                    number,
+                    limit,
+                }),
+                Admission::TooManyLanes { limit } => Some(ExecError::TooManyLanes {
+                    lane,
+                    number,
+                    limit,
+                }),
             }
-            record.number = request.number;
-            record.reply = None;
+        };
+        if let Some(error) = refused {
+            // Decided in sequence order on agreed inputs: every correct
+            // replica refuses the same requests with the same error.
+            self.sink.send(
+                &client,
+                refusal(self.shared.replica, view, lane, number, error),
+            );
+            return;
         }
         self.lanes_in_batch.insert((client, request.lane));
+        if request.operation.is_empty() {
+            // A session opener (`NetClient` sends one before its first call
+            // and after its session expired): it only records the number,
+            // so executing it twice does no harm. No service request
+            // encodes to nothing (its variant takes a byte).
+            let result = encode_result::<()>(Ok(()));
+            if let Some(record) = self.shared.clients.lock().lane_mut(&client, lane) {
+                record.reply = Some(result.clone());
+            }
+            self.sink.send(
+                &client,
+                Reply {
+                    view,
+                    lane,
+                    number,
+                    replica: self.shared.replica,
+                    result,
+                },
+            );
+            return;
+        }
         let tag = self.next_tag;
         self.next_tag += 1;
         let route = Route {
@@ -366,7 +439,7 @@ where
                     method: "<undecodable request>".into(),
                     message: error.to_string(),
                 }));
-                if let Some(record) = self.shared.clients.lock().get_mut(&(client, request.lane)) {
+                if let Some(record) = self.shared.clients.lock().lane_mut(&client, route.lane) {
                     record.reply = Some(result.clone());
                 }
                 self.sink.send(
@@ -399,7 +472,13 @@ where
         else {
             panic!("the executor stopped while taking a checkpoint");
         };
-        let clients = self.shared.clients.lock().clone();
+        let clients = {
+            let mut clients = self.shared.clients.lock();
+            // Here every request before the checkpoint has finished on
+            // every replica, so every replica counts the same reply bytes.
+            clients.trim_replies(&self.sessions);
+            clients.clone()
+        };
         let digest = checkpoint_digest(&state_digest, &clients, self.clock);
         let record = CheckpointRecord {
             seq,
@@ -434,10 +513,21 @@ fn request_seed(batch_digest: &Hash, index: u64) -> [u8; 32] {
 }
 
 /// The answer to a request numbered below its lane's last: never executed
-/// (see [`ExecError::Superseded`]). The error's encoding does not depend on
-/// the response type.
+/// (see [`ExecError::Superseded`]).
 fn superseded(replica: ReplicaId, view: u64, lane: u32, number: u64) -> Reply {
-    let refusal: Result<(), ExecError> = Err(ExecError::Superseded { lane, number });
+    refusal(
+        replica,
+        view,
+        lane,
+        number,
+        ExecError::Superseded { lane, number },
+    )
+}
+
+/// The answer to a request refused without executing it. The error's
+/// encoding does not depend on the response type.
+fn refusal(replica: ReplicaId, view: u64, lane: u32, number: u64, error: ExecError) -> Reply {
+    let refusal: Result<(), ExecError> = Err(error);
     Reply {
         view,
         lane,

@@ -69,6 +69,13 @@ pub struct NodeMetrics {
     pub states_installed: AtomicU64,
     /// The highest sequence number agreed and handed to execution.
     pub delivered: AtomicU64,
+    /// Client sessions in the client table at the newest checkpoint (at
+    /// most `ProtocolConfig::sessions.max_sessions`).
+    pub client_sessions: AtomicU64,
+    /// Lane records in the client table at the newest checkpoint.
+    pub client_lanes: AtomicU64,
+    /// Encoded bytes of the client table at the newest checkpoint.
+    pub client_table_bytes: AtomicU64,
     /// The executor's counters, once the replica runs.
     pub(super) work: std::sync::OnceLock<cbase_core::WorkHandle>,
 }

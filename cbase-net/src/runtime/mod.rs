@@ -115,6 +115,9 @@ pub enum NodeError {
         /// The frame limit.
         max_frame: usize,
     },
+    /// `ProtocolConfig::sessions` cannot be met.
+    #[error("ProtocolConfig::sessions is not usable: {0}")]
+    SessionLimits(String),
     /// The listening address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -215,6 +218,15 @@ impl ReplySink for RuntimeSink {
         metrics
             .checkpoint_barrier_total_nanos
             .fetch_add(nanos, Ordering::Relaxed);
+        let clients = &record.clients;
+        let table_bytes = cbase_core::codec::encode(clients).map_or(0, |bytes| bytes.len());
+        for (gauge, value) in [
+            (&metrics.client_sessions, clients.sessions()),
+            (&metrics.client_lanes, clients.lanes()),
+            (&metrics.client_table_bytes, table_bytes),
+        ] {
+            gauge.store(value as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -276,6 +288,14 @@ impl ReplicaNode {
                 max_frame: config.transport.max_frame,
             });
         }
+        let sessions = &config.protocol.sessions;
+        if sessions.max_sessions == 0 || sessions.max_lanes < sessions.max_lanes_per_session {
+            return Err(NodeError::SessionLimits(format!(
+                "max_sessions must be at least 1 (it is {}) and max_lanes ({}) at least \
+                 max_lanes_per_session ({})",
+                sessions.max_sessions, sessions.max_lanes, sessions.max_lanes_per_session
+            )));
+        }
         let address = listener.local_addr().map_err(|source| NodeError::Bind {
             address: format!("{:?}", listener),
             source,
@@ -287,7 +307,13 @@ impl ReplicaNode {
             metrics: Arc::clone(&metrics),
         });
         let layout = service.state().table_names();
-        let mut execution = Execution::start(id, config.executor.clone(), service, sink)?;
+        let mut execution = Execution::start(
+            id,
+            config.executor.clone(),
+            service,
+            sink,
+            config.protocol.sessions,
+        )?;
         let execution_shared = execution.shared();
         let checkpoints = execution.checkpoints();
         let _ = metrics.work.set(execution.work());

@@ -110,6 +110,18 @@ pub fn render(id: ReplicaId, metrics: &NodeMetrics) -> String {
             &metrics.checkpoint_barrier_max_nanos,
         ))),
     );
+    gauge(
+        registry,
+        "cbase_client_sessions",
+        "Client sessions in the client table at the latest checkpoint",
+        load(&metrics.client_sessions),
+    );
+    gauge(
+        registry,
+        "cbase_client_table_bytes",
+        "Encoded size of the client table at the latest checkpoint",
+        load(&metrics.client_table_bytes),
+    );
     counter(
         registry,
         "cbase_state_transfers",

@@ -45,6 +45,9 @@ pub enum Behaviour {
     /// As primary, adds to every proposal a request from a client the
     /// cluster does not admit ([`crate::world::stranger`]).
     Smuggle,
+    /// As primary, adds to every proposal an old client batch it saw
+    /// (executed long ago, perhaps, by a session since evicted).
+    Replay,
 }
 
 /// Most messages a Byzantine replica remembers for replays.
@@ -76,6 +79,7 @@ impl World {
                 self.push_timestamp(from, message)
             }
             Some(Behaviour::Smuggle) => self.smuggle(from, message),
+            Some(Behaviour::Replay) => self.replay(from, message),
             Some(_) => message,
         };
         if self.behaviour(from).is_some() {
@@ -180,7 +184,10 @@ impl World {
 
     /// What a Byzantine instance learns from its inputs.
     pub fn observe(&mut self, instance: usize, input: &Input) {
-        if self.behaviour(instance) != Some(Behaviour::ForwardToBackups) {
+        if !matches!(
+            self.behaviour(instance),
+            Some(Behaviour::ForwardToBackups | Behaviour::Replay)
+        ) {
             return;
         }
         let seen = &mut self.nodes[instance].seen;
@@ -311,6 +318,34 @@ impl World {
         );
         let mut batches = pp.proposal.batches.clone();
         batches.push(batch);
+        let proposal = Proposal {
+            timestamp: pp.proposal.timestamp,
+            batches,
+        };
+        let forged = self.resign(from, pp, proposal);
+        if let ReplicaMessage::PrePrepare(pp) = &forged {
+            self.nodes[from].forged.insert(key, pp.clone());
+        }
+        forged
+    }
+
+    /// A primary's pre-prepare with an old client batch added, the same
+    /// for every backup.
+    fn replay(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
+        let ReplicaMessage::PrePrepare(pp) = message else {
+            return message;
+        };
+        let key = (pp.view, pp.seq);
+        if let Some(forged) = self.nodes[from].forged.get(&key) {
+            return ReplicaMessage::PrePrepare(forged.clone());
+        }
+        let seen = &self.nodes[from].seen;
+        if seen.is_empty() {
+            return ReplicaMessage::PrePrepare(pp);
+        }
+        let old = seen[self.rng.gen_range(0..seen.len())].clone();
+        let mut batches = pp.proposal.batches.clone();
+        batches.push(old);
         let proposal = Proposal {
             timestamp: pp.proposal.timestamp,
             batches,

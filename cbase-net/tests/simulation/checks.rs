@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cbase_net::checkpoint::{Admission, ClientTable};
 use cbase_net::crypto::PublicKey;
 use cbase_net::message::{ReplicaMessage, View, ViewChange};
 
@@ -197,6 +198,11 @@ impl World {
         }
         let mut balances = [OPENING; ACCOUNTS as usize];
         let mut clock = 0u64;
+        // Which requests run is the client table's to decide (exactly-once,
+        // expired sessions): the same table, replayed over the agreed order.
+        // (Its cached-reply bound never binds here: replies are a few bytes.)
+        let limits = self.protocol.sessions;
+        let mut table = ClientTable::new();
         let mut position: BTreeMap<(PublicKey, u64), (usize, u64)> = BTreeMap::new();
         let mut index = 0;
         let mut expected_seq = 1;
@@ -209,10 +215,18 @@ impl World {
             }
             expected_seq += 1;
             clock = clock.max(*timestamp);
+            table.expire_idle(clock, &limits);
             for (client, number, op) in requests {
                 index += 1;
+                if table.admit(client, 0, *number, clock, &limits) != Admission::Execute {
+                    // Executed once only (later copies are skipped), or
+                    // refused: its session expired.
+                    continue;
+                }
                 if position.contains_key(&(*client, *number)) {
-                    continue; // executed once only: later copies are skipped
+                    return Err(format!(
+                        "request {number} of a client was executed twice (at {seq} again)"
+                    ));
                 }
                 let result = model(&mut balances, op, clock);
                 position.insert((*client, *number), (index, result));

@@ -214,6 +214,7 @@ scenario_tests! {
     dripping_state_transfer => "dripping-state-transfer",
     clock_after_restore => "clock-after-restore",
     smuggling_primary => "smuggling-primary",
+    evicting_sessions => "evicting-sessions",
     timestamp_pushing_primary => "timestamp-pushing-primary",
     oversized_requests => "oversized-requests",
     skewed_clocks => "skewed-clocks",

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use cbase_net::checkpoint::SessionLimits;
 use cbase_net::config::ReplicaId;
 use cbase_net::protocol::ProtocolConfig;
 
@@ -89,6 +90,10 @@ pub struct Scenario {
     pub admit_clients: bool,
     /// Each replica's clock runs ahead of real time by up to this much.
     pub clock_skew: u64,
+    /// The client table keeps at most this many sessions, expired after
+    /// this idle time: fewer than the clients, so sessions are evicted
+    /// all the time. `None`: the defaults (nothing is ever evicted).
+    pub sessions: Option<(usize, u64)>,
 }
 
 /// The frame limit of the simulated transport.
@@ -130,14 +135,21 @@ fn base() -> Scenario {
         oversized_client: false,
         admit_clients: false,
         clock_skew: 20 * MS,
+        sessions: None,
     }
 }
 
 /// The agreement protocol's configuration in every scenario. Fields not set
 /// here keep their defaults (the struct grows: the update is not needless).
 #[allow(clippy::needless_update)]
-pub fn protocol_config(_scenario: &Scenario) -> ProtocolConfig {
+pub fn protocol_config(scenario: &Scenario) -> ProtocolConfig {
+    let mut sessions = SessionLimits::default();
+    if let Some((max_sessions, idle)) = scenario.sessions {
+        sessions.max_sessions = max_sessions;
+        sessions.idle = Duration::from_nanos(idle);
+    }
     ProtocolConfig {
+        sessions,
         checkpoint_interval: 4,
         window: 16,
         max_batch_requests: 64,
@@ -412,6 +424,21 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "smuggling-primary",
             byzantine: vec![(Who::Replica(0), Behaviour::Smuggle)],
             admit_clients: true,
+            ..b.clone()
+        },
+        Scenario {
+            // Four clients, room for two sessions that expire after 400 ms
+            // idle: sessions are evicted all the time, and the primary
+            // replays old client batches, which must never run twice.
+            name: "evicting-sessions",
+            clients: 4,
+            sessions: Some((2, 400 * MS)),
+            byzantine: vec![(Who::Replica(0), Behaviour::Replay)],
+            restart: Some((Who::Backup, 500 * MS, 1_500 * MS)),
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
             ..b.clone()
         },
         Scenario {

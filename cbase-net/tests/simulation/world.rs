@@ -144,6 +144,7 @@ fn new_node(
         ExecutorBuilder::new().workers(2).window(64),
         Bank::new(),
         Arc::new(SimSink(Arc::clone(&collected))),
+        protocol.sessions,
     )
     .expect("the bank starts");
     let mut replica = if restarted {
@@ -208,6 +209,8 @@ pub struct Client {
     pub next_at: u64,
     /// (invoked, responded, op, result, request number)
     pub history: Vec<(u64, u64, Op, u64, u64)>,
+    /// Numbers of the requests answered with an expired session.
+    pub expired: Vec<u64>,
 }
 
 impl Client {
@@ -378,6 +381,7 @@ impl World {
                     kind: ClientKind::Honest,
                     script,
                     next_number: 1,
+                    expired: Vec::new(),
                     view: 0,
                     outstanding: None,
                     next_at: rng.gen_range(0..=scenario.think),
@@ -390,6 +394,7 @@ impl World {
             kind,
             script: VecDeque::new(),
             next_number: 1,
+            expired: Vec::new(),
             view: 0,
             outstanding: None,
             next_at: 200 * MS,
@@ -1057,9 +1062,18 @@ impl World {
         let mut replies = std::mem::take(&mut node.collected.lock().unwrap().replies);
         replies.sort_by_key(|(client, reply)| (*client, reply.lane, reply.number));
         for (client, reply) in &replies {
-            node.replies
-                .entry((*client, reply.lane, reply.number))
-                .or_insert_with(|| reply.result.clone());
+            // A request's result, to compare with the other replicas'. Not
+            // an expired session's refusal: that speaks of the session, and
+            // a replica that ran the request may later refuse a replay of it.
+            let expired = matches!(
+                codec::decode::<Result<u64, ExecError>>(&reply.result),
+                Ok(Err(ExecError::SessionExpired { .. }))
+            );
+            if !expired {
+                node.replies
+                    .entry((*client, reply.lane, reply.number))
+                    .or_insert_with(|| reply.result.clone());
+            }
         }
         let chaos = self.behaviour(instance) == Some(Behaviour::Chaos);
         for (client, mut reply) in replies {
@@ -1235,13 +1249,21 @@ impl World {
             client.view = client.view.max(views[f]);
             let done = client.outstanding.take().expect("checked above");
             client.next_at = now + self.rng.gen_range(0..=self.scenario.think);
-            client.history.push((
-                done.invoked,
-                now,
-                done.op,
-                result.expect("bank operations do not fail"),
-                done.number,
-            ));
+            match result {
+                Ok(result) => {
+                    client
+                        .history
+                        .push((done.invoked, now, done.op, result, done.number))
+                }
+                // Its session was evicted: whether the operation ran is
+                // unknown (the checks replay the agreed order to decide),
+                // and the next one is numbered above the floor.
+                Err(ExecError::SessionExpired { floor, .. }) => {
+                    client.next_number = client.next_number.max(floor + 1);
+                    client.expired.push(done.number);
+                }
+                Err(error) => panic!("a bank operation failed: {error}"),
+            }
         }
     }
 

@@ -240,6 +240,7 @@ fn small() -> ProtocolConfig {
         min_transfer_rate: 1 << 20,
         max_part_requests_per_second: 64,
         max_clock_skew: Duration::from_nanos(10 * SECOND),
+        sessions: Default::default(),
     }
 }
 
@@ -925,13 +926,15 @@ fn a_peer_serving_a_bad_snapshot_is_caught_and_another_is_asked() {
 
     // The first peer lies: the state does not hash to the agreed digest.
     let mut forged = good.clone();
-    forged.clients.insert(
+    forged.clients = [(
         (SecretKey::from_seed([9; 32]).public(), 0),
         crate::checkpoint::LaneRecord {
             number: 1,
             reply: None,
         },
-    );
+    )]
+    .into_iter()
+    .collect();
     let out = deliver(&mut r, liar, whole_state(4, &forged));
     assert!(out.is_empty());
     assert_eq!(r.stats().bad_state, 1);
@@ -1055,7 +1058,7 @@ fn state_at_4(lanes: u32) -> crate::checkpoint::CheckpointState {
             .map(|lane| {
                 let record = LaneRecord {
                     number: u64::from(lane),
-                    reply: Some(vec![1, 2, 3]),
+                    reply: Some(vec![1; 40]),
                 };
                 ((client, lane), record)
             })

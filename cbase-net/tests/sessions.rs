@@ -1,0 +1,378 @@
+//! Bounded client sessions: a flood of client identities leaves the client
+//! table at its bound, honest clients keep working, and a request of an
+//! evicted session is refused with a clear error, never executed twice.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cbase_core::{
+    AccessSet, ClientError, Container, Context, ExecError, ExecutorBuilder, Key, Request, Service,
+    State, Table, codec,
+};
+use cbase_net::checkpoint::{ClientTable, SessionLimits};
+use cbase_net::crypto::{PublicKey, SecretKey, Signature};
+use cbase_net::message::{
+    ClientMessage, ClientRequest, Proposal, Reply, ReplyMessage, RequestBatch, SignedBatch,
+};
+use cbase_net::protocol::Committed;
+use cbase_net::runtime::execution::{CheckpointRecord, Execution, ReplySink};
+use cbase_net::transport::{self, Identity, TransportConfig};
+use cbase_net::{ClientConfig, LocalCluster, NetClient, ProtocolConfig};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// Adds one to the counter under its key; returns the new count.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Bump(u64);
+
+impl Request for Bump {
+    fn access_set(&self) -> AccessSet {
+        AccessSet::none().write(Key::entry("counts", &self.0))
+    }
+    fn method(&self) -> &'static str {
+        "bump"
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    counts: Table<u64, u64>,
+}
+
+impl State for Counts {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        vec![("counts", &self.counts)]
+    }
+}
+
+#[derive(Default)]
+struct Counter(Counts);
+
+impl Service for Counter {
+    type Request = Bump;
+    type Response = u64;
+    fn execute(&self, bump: Bump, _: &Context) -> u64 {
+        self.0.counts.upsert(
+            bump.0,
+            || 0,
+            |n| {
+                *n += 1;
+                *n
+            },
+        )
+    }
+    fn state(&self) -> &dyn State {
+        &self.0
+    }
+}
+
+fn limits(max_sessions: usize) -> SessionLimits {
+    SessionLimits {
+        max_sessions,
+        ..SessionLimits::default()
+    }
+}
+
+async fn cluster(max_sessions: usize) -> LocalCluster {
+    LocalCluster::builder()
+        .replicas(4)
+        .protocol(ProtocolConfig {
+            checkpoint_interval: 4,
+            window: 16,
+            sessions: limits(max_sessions),
+            ..ProtocolConfig::default()
+        })
+        .start(Counter::default)
+        .await
+        .unwrap()
+}
+
+/// A client with a fresh identity that makes one call and goes away, as
+/// each of a flood's identities does.
+async fn one_call_from_a_new_identity(cluster: &LocalCluster, key: u64) {
+    let client = cluster.client().unwrap();
+    let _: u64 = client.call(&Bump(key)).await.unwrap();
+}
+
+fn now_nanos() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since.as_nanos()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_identities_leaves_the_table_at_its_bound_and_honest_clients_working() {
+    let cluster = cluster(8).await;
+    let honest = cluster.client().unwrap();
+    let mut count = 0;
+    for flood in 0..96u64 {
+        one_call_from_a_new_identity(&cluster, 1_000 + flood).await;
+        // The honest client calls between every few newcomers, so it is
+        // never the least recently used of the 8 sessions kept.
+        if flood % 3 == 0 {
+            let bumped: u64 = honest.call(&Bump(0)).await.unwrap();
+            count += 1;
+            assert_eq!(bumped, count);
+        }
+    }
+    for replica in cluster.replicas() {
+        let metrics = replica.metrics();
+        assert!(metrics.checkpoints_taken.load(Ordering::Relaxed) > 0);
+        let sessions = metrics.client_sessions.load(Ordering::Relaxed);
+        assert!(sessions <= 8, "{sessions} sessions kept");
+        // Eight sessions of a lane or two each, and the floor.
+        let bytes = metrics.client_table_bytes.load(Ordering::Relaxed);
+        assert!(bytes < 8 * 200, "{bytes} bytes of client table");
+    }
+    assert!(cluster.checkpoint_agreement().agree());
+    cluster.shutdown().await;
+}
+
+/// Sends one signed batch to replica 0 on a connection of `key`'s and
+/// waits for its answer to (lane, number).
+async fn send_raw(
+    cluster: &LocalCluster,
+    key: &SecretKey,
+    batch: &SignedBatch,
+    lane: u32,
+    number: u64,
+) -> Result<u64, ExecError> {
+    let config = cluster.config();
+    let stream = tokio::net::TcpStream::connect(&config.replicas[0].address)
+        .await
+        .unwrap();
+    let identity = Identity::client(key.clone());
+    let (mut reader, mut writer) =
+        transport::connect(stream, &identity, 0, config, &TransportConfig::default())
+            .await
+            .unwrap()
+            .split();
+    writer
+        .send_value(&ClientMessage::Requests(batch.clone()))
+        .await
+        .unwrap();
+    writer.flush().await.unwrap();
+    loop {
+        let message: ReplyMessage =
+            tokio::time::timeout(Duration::from_secs(30), reader.recv_value())
+                .await
+                .expect("an answer in time")
+                .expect("a valid frame");
+        if let ReplyMessage::Replies(replies) = message
+            && let Some(reply) = replies
+                .into_iter()
+                .find(|reply| reply.lane == lane && reply.number == number)
+        {
+            return codec::decode(&reply.result).unwrap();
+        }
+    }
+}
+
+fn bump_batch(key: &SecretKey, lane: u32, number: u64, counter: u64) -> SignedBatch {
+    SignedBatch::sign(
+        RequestBatch {
+            client: key.public(),
+            requests: vec![ClientRequest {
+                lane,
+                number,
+                operation: codec::encode(&Bump(counter)).unwrap(),
+            }],
+        },
+        key,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_an_evicted_session_is_refused_and_never_runs_twice() {
+    let cluster = cluster(4).await;
+    let key = SecretKey::from_seed([61; 32]);
+    let number = now_nanos();
+    let bump = bump_batch(&key, 0, number, 5);
+    assert_eq!(send_raw(&cluster, &key, &bump, 0, number).await, Ok(1));
+    // Newcomers fill the table; the client's session is the least
+    // recently used and goes.
+    for flood in 0..6 {
+        one_call_from_a_new_identity(&cluster, 100 + flood).await;
+    }
+    // The same signed batch again (a late retransmission, or a faulty
+    // primary replaying it): refused, not executed.
+    let again = send_raw(&cluster, &key, &bump, 0, number).await;
+    let Err(ExecError::SessionExpired {
+        lane,
+        number: refused,
+        floor,
+    }) = again
+    else {
+        panic!("{again:?}");
+    };
+    assert_eq!((lane, refused), (0, number));
+    assert!(floor >= number, "floor {floor} below the evicted number");
+    // So is an old request on a lane the session never used.
+    let other_lane = bump_batch(&key, 7, number - 1, 5);
+    assert!(matches!(
+        send_raw(&cluster, &key, &other_lane, 7, number - 1).await,
+        Err(ExecError::SessionExpired { .. })
+    ));
+    // The same key through a `NetClient`: a new session, and the counter
+    // shows the first bump ran once.
+    let client = cluster
+        .client_with(ClientConfig {
+            key: Some(key.clone()),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+    let bumped: u64 = client.call(&Bump(5)).await.unwrap();
+    assert_eq!(bumped, 2, "the evicted request ran again");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_session_expired_gets_a_clear_error_and_its_next_calls_work() {
+    let cluster = cluster(4).await;
+    let client: NetClient = cluster.client().unwrap();
+    let _: u64 = client.call(&Bump(9)).await.unwrap();
+    for flood in 0..6 {
+        one_call_from_a_new_identity(&cluster, 100 + flood).await;
+    }
+    let error = client.call::<Bump, u64>(&Bump(9)).await.unwrap_err();
+    let ClientError::Exec(ExecError::SessionExpired { .. }) = &error else {
+        panic!("{error}");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("no longer keep this client's session"),
+        "{message}"
+    );
+    // Never executed: the next call (in a new session) makes the count 2.
+    let bumped: u64 = client.call(&Bump(9)).await.unwrap();
+    assert_eq!(bumped, 2);
+    cluster.shutdown().await;
+}
+
+/// Discards replies; keeps the client table of every checkpoint.
+#[derive(Default)]
+struct Tables(Mutex<Vec<(u64, ClientTable)>>);
+
+impl ReplySink for Tables {
+    fn send(&self, _: &PublicKey, _: Reply) {}
+    fn checkpoint(&self, record: CheckpointRecord) {
+        self.0.lock().push((record.seq, record.clients));
+    }
+}
+
+/// Batch `seq` from a flood of `identities` fresh keys (one request each)
+/// and one request of the honest `client`.
+fn flood_batch(
+    seq: u64,
+    identities: &[PublicKey],
+    honest: &PublicKey,
+    checkpoint: bool,
+) -> Committed {
+    // Execution takes committed batches as agreed: their signatures were
+    // checked before, so these need none.
+    let unsigned = |client: PublicKey, number: u64, counter: u64| SignedBatch {
+        batch: RequestBatch {
+            client,
+            requests: vec![ClientRequest {
+                lane: 0,
+                number,
+                operation: codec::encode(&Bump(counter)).unwrap(),
+            }],
+        },
+        signature: Signature::from_bytes([0; 64]),
+    };
+    let mut batches: Vec<SignedBatch> = identities
+        .iter()
+        .enumerate()
+        // Numbered as `NetClient`s number, upwards: a number at or below
+        // the floor the evictions leave would not start a session at all.
+        .map(|(at, key)| unsigned(*key, seq * 1_000_000 + at as u64, 1_000 + at as u64))
+        .collect();
+    batches.push(unsigned(*honest, seq, 0));
+    let proposal = Proposal {
+        timestamp: seq * 1_000,
+        batches,
+    };
+    Committed {
+        view: 0,
+        seq,
+        digest: proposal.digest(),
+        proposal,
+        checkpoint,
+    }
+}
+
+#[test]
+fn a_hundred_thousand_identities_leave_the_client_table_at_its_bound() {
+    const IDENTITIES: usize = 100_000;
+    const PER_BATCH: usize = 1_000;
+    // Above one batch's newcomers, so the honest client, which calls once
+    // per batch, is never the least recently used.
+    const BOUND: usize = 4_096;
+    let honest = SecretKey::from_seed([1; 32]).public();
+    // Two replicas executing the same batches must keep the same table.
+    let start = || {
+        let sink = Arc::new(Tables::default());
+        let execution = Execution::start(
+            0,
+            ExecutorBuilder::new().workers(2),
+            Counter::default(),
+            Arc::clone(&sink) as Arc<dyn ReplySink>,
+            limits(BOUND),
+        )
+        .unwrap();
+        (execution, sink)
+    };
+    let (mut first, first_tables) = start();
+    let (mut second, second_tables) = start();
+    let mut seed = [0u8; 32];
+    for seq in 1..=(IDENTITIES / PER_BATCH) as u64 {
+        let identities: Vec<PublicKey> = (0..PER_BATCH)
+            .map(|_| {
+                // A different key every time: the counter in the seed.
+                for byte in seed.iter_mut() {
+                    *byte = byte.wrapping_add(1);
+                    if *byte != 0 {
+                        break;
+                    }
+                }
+                SecretKey::from_seed(seed).public()
+            })
+            .collect();
+        let checkpoint = seq % 10 == 0;
+        first.execute(flood_batch(seq, &identities, &honest, checkpoint));
+        second.execute(flood_batch(seq, &identities, &honest, checkpoint));
+    }
+    first.wait_idle();
+    second.wait_idle();
+    let tables = first_tables.0.lock().clone();
+    assert_eq!(tables.len(), IDENTITIES / PER_BATCH / 10);
+    assert_eq!(
+        tables,
+        *second_tables.0.lock(),
+        "replicas keep different tables"
+    );
+    let sizes: Vec<usize> = tables
+        .iter()
+        .map(|(_, table)| codec::encode(table).unwrap().len())
+        .collect();
+    for (seq, table) in &tables {
+        assert_eq!(table.sessions(), BOUND, "at checkpoint {seq}");
+        // The honest client, active in every batch, was never evicted.
+        assert_eq!(table.lane(&honest, 0).map(|r| r.number), Some(*seq));
+    }
+    // Memory flat: after 10 times as many identities the table is as large
+    // as after the first 10,000, up to the numbers' encoded widths (keys
+    // and numbers differ, not their count), and each session takes a few
+    // dozen bytes (its key, two numbers, one lane).
+    let (first_size, last_size) = (sizes[0], sizes[sizes.len() - 1]);
+    assert!(
+        last_size * 10 < first_size * 11,
+        "client table sizes {sizes:?}"
+    );
+    assert!(last_size < BOUND * 80, "client table sizes {sizes:?}");
+    first.shutdown();
+    second.shutdown();
+}
