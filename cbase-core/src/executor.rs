@@ -103,8 +103,8 @@ pub enum ExecError {
     #[error(
         "request {number} on lane {lane} was not executed: this client key has already used a \
          higher number on that lane; another client is using the same key, or this client's \
-         clock went back since it last ran (a client with a key of its own numbers its \
-         requests from the wall clock)"
+         clock went back since it last ran (clients number their requests from the wall \
+         clock)"
     )]
     Superseded {
         /// The lane.
