@@ -86,6 +86,17 @@ pub trait Request: Send + 'static {
     /// The name of the method, for error messages.
     fn method(&self) -> &'static str;
 
+    /// Whether this request only reads: its method's rules are all
+    /// `#[reads(..)]` (not the default rule, which writes everything).
+    /// Clients may send such a request on the read-only fast path, where
+    /// replicas answer it from their committed state without ordering it;
+    /// a replica checks the access set has no writes before it does.
+    /// `#[cbase::service]` derives it; a hand-written request type answers
+    /// `false` unless it says otherwise.
+    fn read_only(&self) -> bool {
+        false
+    }
+
     /// Every (method, table) pair that the rules name, so a service can refuse
     /// to start when a rule names a table its state does not have.
     fn declared_tables() -> Vec<(&'static str, &'static str)>

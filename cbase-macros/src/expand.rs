@@ -226,6 +226,16 @@ impl<'a> Generator<'a> {
             let cfgs = &m.cfgs;
             quote! { #(#cfgs)* #request::#variant { .. } => #name }
         });
+        let read_only_arms = self.service.methods.iter().map(|m| {
+            let variant = variant_name(&m.ident);
+            // Rules that only read: the default rule (none) writes everything.
+            let read_only = m.has_rules()
+                && m.rules
+                    .iter()
+                    .all(|rule| matches!(rule.access, Access::Read));
+            let cfgs = &m.cfgs;
+            quote! { #(#cfgs)* #request::#variant { .. } => #read_only }
+        });
         let tables = self.service.methods.iter().map(|m| {
             let method = m.ident.unraw().to_string();
             let mut names: Vec<String> = m
@@ -276,6 +286,12 @@ impl<'a> Generator<'a> {
                 fn method(&self) -> &'static str {
                     match self {
                         #(#method_arms,)*
+                    }
+                }
+
+                fn read_only(&self) -> bool {
+                    match self {
+                        #(#read_only_arms,)*
                     }
                 }
 

@@ -80,6 +80,14 @@ pub struct ClientConfig {
     /// two would use each other's numbers (replicas answer a number below
     /// a lane's last with [`ExecError::Superseded`]).
     pub key: Option<SecretKey>,
+    /// Send read-only calls (methods whose rules only read) on the fast
+    /// path: to every replica, unordered, accepted on 2f+1 matching answers,
+    /// and ordered as usual if they do not come (default `true`). Turn it
+    /// off to order every call, for example to measure the difference.
+    pub read_fast_path: bool,
+    /// How long a read on the fast path waits for 2f+1 matching answers
+    /// before it is ordered instead.
+    pub read_timeout: Duration,
 }
 
 /// The bytes a frame carrying a signed batch needs beyond the batch itself
@@ -99,6 +107,8 @@ impl Default for ClientConfig {
             max_request_bytes: 1 << 20,
             transport: TransportConfig::default(),
             key: None,
+            read_fast_path: true,
+            read_timeout: Duration::from_millis(250),
         }
     }
 }
@@ -113,6 +123,18 @@ fn first_numbers_after() -> u64 {
         .map_or(0, |since| {
             u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
         })
+}
+
+/// A call's result from the replies the replicas agree on.
+fn decode_result<Resp: DeserializeOwned>(bytes: &[u8]) -> Result<Resp, ClientError> {
+    match codec::decode::<Result<Resp, ExecError>>(bytes) {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(ClientError::Exec(error)),
+        Err(error) => Err(ClientError::Unavailable(format!(
+            "f+1 replicas agree on a reply this client cannot decode ({error}); client and \
+             service versions differ"
+        ))),
+    }
 }
 
 struct Pending {
@@ -144,6 +166,57 @@ struct Shared {
     /// The service this client's requests are for, once a typed client
     /// said ([`Invoke::bind_service`]): sent first on every connection.
     service: Mutex<Option<Arc<Vec<u8>>>>,
+    /// Reads on the fast path waiting for answers, by id.
+    reads: Mutex<HashMap<u64, ReadTally>>,
+    /// The next read's id.
+    next_read: AtomicU64,
+    /// Calls answered on the read-only fast path.
+    fast_reads: AtomicU64,
+    /// Matching answers that accept a read: 2f+1.
+    read_quorum: usize,
+    /// How many replicas there are.
+    replicas: usize,
+}
+
+/// The answers to one read on the fast path.
+struct ReadTally {
+    /// Each replica's answer (`None`: it will not answer on the fast path).
+    votes: BTreeMap<ReplicaId, Option<Vec<u8>>>,
+    /// Gets the accepted result, or `None` once 2f+1 matching answers can
+    /// no longer come.
+    done: Option<oneshot::Sender<Option<Vec<u8>>>>,
+}
+
+impl ReadTally {
+    /// Counts `replica`'s answer; settles the read if it can.
+    fn vote(
+        &mut self,
+        replica: ReplicaId,
+        answer: Option<Vec<u8>>,
+        quorum: usize,
+        replicas: usize,
+    ) {
+        self.votes.entry(replica).or_insert(answer);
+        let mut counts: BTreeMap<&Vec<u8>, usize> = BTreeMap::new();
+        for result in self.votes.values().flatten() {
+            *counts.entry(result).or_default() += 1;
+        }
+        let best = counts.iter().max_by_key(|(_, count)| **count);
+        let outcome = match best {
+            Some((result, count)) if *count >= quorum => Some(Some((*result).clone())),
+            // Even if every replica yet to answer agreed with the most
+            // common answer, 2f+1 would not match: order it instead.
+            _ if best.map_or(0, |(_, count)| *count) + replicas - self.votes.len() < quorum => {
+                Some(None)
+            }
+            _ => None,
+        };
+        if let Some(outcome) = outcome
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(outcome);
+        }
+    }
 }
 
 impl Shared {
@@ -266,6 +339,11 @@ impl NetClient {
                 .map(|_| Default::default())
                 .collect(),
             service: Mutex::new(None),
+            reads: Mutex::new(HashMap::new()),
+            next_read: AtomicU64::new(0),
+            fast_reads: AtomicU64::new(0),
+            read_quorum: cluster.quorum(),
+            replicas: cluster.replicas.len(),
         });
         let cluster_ids: Vec<ReplicaId> = cluster.replicas.iter().map(|r| r.id).collect();
         let cluster = Arc::new(cluster);
@@ -366,18 +444,57 @@ impl NetClient {
                 limit,
             });
         }
+        if request.read_only()
+            && self.inner.config.read_fast_path
+            && let Some(bytes) = self.read_unordered(&operation).await
+        {
+            // 2f+1 replicas agree; a refusal among them is as final as an
+            // ordered one would be (a read-only method's error).
+            return decode_result(&bytes);
+        }
         self.open_session(method).await?;
         let (_, bytes) = self.on_lane(operation, method).await?;
-        match codec::decode::<Result<Resp, ExecError>>(&bytes) {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => {
-                self.note_refusal(&error);
-                Err(ClientError::Exec(error))
-            }
-            Err(error) => Err(ClientError::Unavailable(format!(
-                "f+1 replicas agree on a reply this client cannot decode ({error}); client and service versions differ"
-            ))),
+        let result = decode_result(&bytes);
+        if let Err(ClientError::Exec(error)) = &result {
+            self.note_refusal(error);
         }
+        result
+    }
+
+    /// Sends a read-only request to every replica unordered and waits for
+    /// 2f+1 matching answers (see [`ClientConfig::read_fast_path`]); `None`
+    /// if they do not come in time or cannot (answers differ, or replicas
+    /// decline), and the call is then ordered.
+    async fn read_unordered(&self, operation: &[u8]) -> Option<Vec<u8>> {
+        let shared = &self.inner.shared;
+        let id = shared.next_read.fetch_add(1, Ordering::Relaxed);
+        let (done, result) = oneshot::channel();
+        shared.reads.lock().insert(
+            id,
+            ReadTally {
+                votes: BTreeMap::new(),
+                done: Some(done),
+            },
+        );
+        let message = ClientMessage::Read {
+            id,
+            operation: operation.to_vec(),
+        };
+        let frame = Arc::new(codec::encode(&message).ok()?);
+        for connection in &self.inner.connections {
+            let _ = connection.try_send(Arc::clone(&frame));
+        }
+        let outcome = tokio::time::timeout(self.inner.config.read_timeout, result).await;
+        shared.reads.lock().remove(&id);
+        let accepted = outcome.ok()?.ok()??;
+        shared.fast_reads.fetch_add(1, Ordering::Relaxed);
+        Some(accepted)
+    }
+
+    /// How many calls were answered on the read-only fast path (the rest
+    /// were ordered): for tests and tuning.
+    pub fn fast_reads(&self) -> u64 {
+        self.inner.shared.fast_reads.load(Ordering::Relaxed)
     }
 
     /// Opens a session with the replicas unless one is open: sends a
@@ -872,6 +989,18 @@ async fn read_replies(
     while let Ok(frame) = reader.recv().await {
         let replies = match codec::decode::<ReplyMessage>(&frame) {
             Ok(ReplyMessage::Replies(replies)) => replies,
+            Ok(ReplyMessage::Read(answer)) => {
+                if answer.replica != replica {
+                    shared
+                        .rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+                if let Some(tally) = shared.reads.lock().get_mut(&answer.id) {
+                    tally.vote(replica, answer.result, shared.read_quorum, shared.replicas);
+                }
+                continue;
+            }
             Ok(ReplyMessage::Refused(why)) => {
                 let mut refused = shared.refused[at].lock();
                 if refused.is_none() {

@@ -403,6 +403,16 @@ pub enum ClientMessage {
         /// Its interface fingerprint (`cbase_core::Fingerprint::hash`).
         fingerprint: u64,
     },
+    /// A read-only request on the fast path: not ordered; the replica runs
+    /// it against its committed state once it has executed everything it
+    /// saw prepared, and answers with [`ReplyMessage::Read`]. The
+    /// connection authenticates the client, so it carries no signature.
+    Read {
+        /// The client's number for it, echoed in the answer.
+        id: u64,
+        /// The encoded service request.
+        operation: Vec<u8>,
+    },
 }
 
 /// What a replica says of itself when a client asks
@@ -451,6 +461,21 @@ pub enum ReplyMessage {
     /// The replica will not serve this client (for example, the cluster
     /// file does not admit it); it closes the connection after saying so.
     Refused(String),
+    /// The answer to a [`ClientMessage::Read`].
+    Read(ReadReply),
+}
+
+/// A replica's answer to a read on the fast path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReply {
+    /// The read's id ([`ClientMessage::Read`]).
+    pub id: u64,
+    /// The replica.
+    pub replica: ReplicaId,
+    /// The encoded `Result<Response, ExecError>`; `None` if the replica will
+    /// not answer it on the fast path (too many reads waiting, or not a
+    /// read-only request): the client orders it instead.
+    pub result: Option<Vec<u8>>,
 }
 
 /// The blake3 digest of a value's canonical encoding and that encoding's

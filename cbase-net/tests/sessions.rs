@@ -257,6 +257,7 @@ struct Tables(Mutex<Vec<(u64, ClientTable)>>);
 
 impl ReplySink for Tables {
     fn send(&self, _: &PublicKey, _: Reply) {}
+    fn send_read(&self, _: &PublicKey, _: cbase_net::message::ReadReply) {}
     fn checkpoint(&self, record: CheckpointRecord) {
         self.0.lock().push((record.seq, record.clients));
     }

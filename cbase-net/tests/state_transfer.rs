@@ -395,6 +395,7 @@ mod installed_checkpoints {
     impl ReplySink for Discard {
         fn send(&self, _: &PublicKey, _: Reply) {}
         fn checkpoint(&self, _: CheckpointRecord) {}
+        fn send_read(&self, _: &PublicKey, _: cbase_net::message::ReadReply) {}
     }
 
     fn start() -> Execution<Clocked> {

@@ -119,6 +119,8 @@ impl Replica {
                 replica.prepared.insert(seq, proof);
             }
         }
+        // Reads wait for what it voted to commit before the restart too.
+        replica.highest_prepared = replica.prepared.keys().copied().max().unwrap_or(0);
         replica
     }
 }

@@ -438,6 +438,9 @@ pub struct Replica {
     proposals_served: BTreeMap<ReplicaId, (Seq, u64)>,
     /// The last sequence number handed to execution.
     delivered: Seq,
+    /// The highest sequence number this replica voted to commit (it saw it
+    /// prepared), in any view: see [`Replica::read_barrier`].
+    highest_prepared: Seq,
     /// Client batches waiting for a sequence number, with their digests. The
     /// primary proposes them; a backup keeps them in case it becomes primary.
     pending: pending::Pending,
@@ -564,6 +567,7 @@ impl Replica {
             proposals: proposals::Proposals::default(),
             proposals_served: BTreeMap::new(),
             delivered: 0,
+            highest_prepared: 0,
             pending: pending::Pending::default(),
             waiting: BTreeMap::new(),
             known_batches: BTreeMap::new(),
@@ -657,6 +661,21 @@ impl Replica {
     /// The last sequence number handed to execution.
     pub fn delivered(&self) -> Seq {
         self.delivered
+    }
+
+    /// What a read on the fast path must wait for: execution of every
+    /// sequence number up to this one (the highest this replica saw
+    /// prepared, or delivered). A write that completed at any client was
+    /// prepared at f+1 correct replicas before it did (2f+1 commit votes
+    /// preceded its execution), and any 2f+1 replicas answering a read
+    /// later include one of them; that one's answer reflects the write, so
+    /// 2f+1 matching answers do (see the book's "How it works").
+    ///
+    /// `None` while the replica is recovering from a restart or changing
+    /// views: what it prepared before may be unknown to it, so it answers no
+    /// reads until a new view tells it what may have committed.
+    pub fn read_barrier(&self) -> Option<Seq> {
+        (!self.learning()).then(|| self.highest_prepared.max(self.delivered))
     }
 
     /// Dropped-message counters.
@@ -1298,6 +1317,7 @@ impl Replica {
         if !slot.commit_sent && slot.is_prepared(quorum) {
             let proof = slot.prepared_proof(quorum);
             slot.commit_sent = true;
+            self.highest_prepared = self.highest_prepared.max(seq);
             let digest = *slot.digest().expect("prepared slots have a pre-prepare");
             slot.commits.insert(id, digest);
             if let Some(proof) = proof {

@@ -394,6 +394,10 @@ impl Replica {
         }
         let highest = new_view.pre_prepares.last().map_or(self.low, |p| p.seq);
         self.next_seq = highest.max(self.low) + 1;
+        // Whatever committed before this view is among its pre-prepares (or
+        // below its checkpoint): reads wait for all of it, which covers what
+        // a replica restarted with empty memory prepared before it crashed.
+        self.highest_prepared = self.highest_prepared.max(highest);
         // Give the new primary a fresh chance before suspecting it.
         for timer in self.waiting.values_mut() {
             timer.since = self.now;

@@ -11,10 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::reads::{ClientQueue, Outgoing, PendingRead};
 use super::{ClientQueues, NodeMetrics};
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::PublicKey;
-use crate::message::{ClientMessage, ReplicaMessage, ReplicaStatus, Reply, ReplyMessage};
+use crate::message::{
+    ClientMessage, ReadReply, ReplicaMessage, ReplicaStatus, Reply, ReplyMessage,
+};
 use crate::protocol::Input;
 use crate::runtime::execution::ExecutionShared;
 use crate::transport::reachability::Reachability;
@@ -145,6 +148,8 @@ pub(super) struct Inbound {
     pub events: mpsc::Sender<Input>,
     pub clients: ClientQueues,
     pub execution: Arc<ExecutionShared>,
+    /// Where reads on the fast path go.
+    pub reads: ReadPath,
     pub metrics: Arc<NodeMetrics>,
     /// The largest signed client batch the protocol accepts
     /// (`ProtocolConfig::max_batch_bytes`).
@@ -152,6 +157,15 @@ pub(super) struct Inbound {
     /// The service this replica runs and its interface fingerprint, if its
     /// request type has one: clients built for another are refused.
     pub service: Option<cbase_core::Fingerprint>,
+}
+
+/// What a connection needs to hand a read on the fast path to execution.
+pub(super) struct ReadPath {
+    /// The protocol's read barrier (`Replica::read_barrier`), or
+    /// `NO_READS` while it answers none.
+    pub barrier: Arc<std::sync::atomic::AtomicU64>,
+    /// The execution thread's queue.
+    pub execution: crossbeam::channel::Sender<super::ExecCommand>,
 }
 
 /// Accepts connections until aborted; aborting it aborts every connection task.
@@ -281,13 +295,22 @@ async fn serve_client(
         drop(reader);
         return Ok(());
     }
-    let (replies, queue) = mpsc::channel(16_384);
+    let (outgoing, queue) = mpsc::channel(16_384);
+    let replies = ClientQueue {
+        outgoing,
+        reads: Default::default(),
+    };
     // Answers other than replies (a status, a refusal). One waits at most:
     // a client asking faster than it reads gets fewer answers, and costs
     // nothing more.
     let (control, control_queue) = mpsc::channel(1);
     inbound.clients.lock().insert(key, replies.clone());
-    let mut writer_task = tokio::spawn(write_replies(writer, queue, control_queue));
+    let mut writer_task = tokio::spawn(write_replies(
+        writer,
+        queue,
+        control_queue,
+        Arc::clone(&replies.reads),
+    ));
     let result = async {
         loop {
             let frame = next_frame(&mut reader).await?;
@@ -295,6 +318,10 @@ async fn serve_client(
                 ClientMessage::Requests(batch) => batch,
                 ClientMessage::Status => {
                     let _ = control.try_send(ReplyMessage::Status(replica_status(inbound)));
+                    continue;
+                }
+                ClientMessage::Read { id, operation } => {
+                    read(inbound, &replies, key, id, operation);
                     continue;
                 }
                 ClientMessage::Service {
@@ -337,7 +364,7 @@ async fn serve_client(
                     .fetch_add(1, Ordering::Relaxed);
                 for reply in refusals(&inbound.execution, &numbers, bytes, inbound.max_batch_bytes)
                 {
-                    let _ = replies.try_send(reply);
+                    let _ = replies.outgoing.try_send(Outgoing::Reply(reply));
                 }
                 continue;
             }
@@ -349,7 +376,7 @@ async fn serve_client(
                     .cached_replies
                     .fetch_add(cached.len() as u64, Ordering::Relaxed);
                 for reply in cached {
-                    let _ = replies.try_send(reply);
+                    let _ = replies.outgoing.try_send(Outgoing::Reply(reply));
                 }
                 continue;
             }
@@ -361,7 +388,10 @@ async fn serve_client(
     .await;
     {
         let mut clients = inbound.clients.lock();
-        if clients.get(&key).is_some_and(|q| q.same_channel(&replies)) {
+        if clients
+            .get(&key)
+            .is_some_and(|q| q.outgoing.same_channel(&replies.outgoing))
+        {
             clients.remove(&key);
         }
     }
@@ -373,6 +403,40 @@ async fn serve_client(
     }
     writer_task.abort();
     result
+}
+
+/// Hands a read on the fast path to execution, stamped with the read
+/// barrier as of now, or answers it with no result if this replica answers
+/// no reads now or the client has too many waiting.
+fn read(inbound: &Inbound, queue: &ClientQueue, client: PublicKey, id: u64, operation: Vec<u8>) {
+    let refuse = || ReadReply {
+        id,
+        replica: inbound.id,
+        result: None,
+    };
+    if !queue.admit_read() {
+        let _ = queue.outgoing.try_send(Outgoing::Read(refuse()));
+        return;
+    }
+    let after = inbound.reads.barrier.load(Ordering::Acquire);
+    if after == super::NO_READS {
+        queue.send_read(refuse());
+        return;
+    }
+    let read = PendingRead {
+        client,
+        id,
+        operation,
+        after,
+    };
+    if inbound
+        .reads
+        .execution
+        .send(super::ExecCommand::Read(read))
+        .is_err()
+    {
+        queue.read_done();
+    }
 }
 
 /// Why a client built for `service` with interface `fingerprint` cannot be
@@ -407,8 +471,9 @@ fn replica_status(inbound: &Inbound) -> ReplicaStatus {
 
 async fn write_replies(
     mut writer: FrameWriter,
-    mut queue: mpsc::Receiver<Reply>,
+    mut queue: mpsc::Receiver<Outgoing>,
     mut control: mpsc::Receiver<ReplyMessage>,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     loop {
         let first = tokio::select! {
@@ -421,20 +486,41 @@ async fn write_replies(
                 }
                 continue;
             }
-            reply = queue.recv() => match reply {
-                Some(reply) => reply,
+            next = queue.recv() => match next {
+                Some(next) => next,
                 None => return,
             },
         };
-        let mut replies = vec![first];
-        while replies.len() < 1024 {
-            match queue.try_recv() {
-                Ok(reply) => replies.push(reply),
-                Err(_) => break,
+        // Replies ready together leave in one frame; read answers each in
+        // their own, in the same flush.
+        let mut replies = Vec::new();
+        let mut answers = Vec::new();
+        let mut next = Some(first);
+        while let Some(outgoing) = next.take() {
+            match outgoing {
+                Outgoing::Reply(reply) => replies.push(reply),
+                Outgoing::Read(answer) => answers.push(answer),
+            }
+            if replies.len() + answers.len() < 1024 {
+                next = queue.try_recv().ok();
             }
         }
-        let frame = codec::encode(&ReplyMessage::Replies(replies)).expect("replies always encode");
-        if writer.send(&frame).await.is_err() || writer.flush().await.is_err() {
+        let mut frames = Vec::new();
+        if !replies.is_empty() {
+            frames.push(
+                codec::encode(&ReplyMessage::Replies(replies)).expect("replies always encode"),
+            );
+        }
+        for answer in answers {
+            let _ = reads.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            frames.push(codec::encode(&ReplyMessage::Read(answer)).expect("answers always encode"));
+        }
+        for frame in &frames {
+            if writer.send(frame).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
             return;
         }
     }

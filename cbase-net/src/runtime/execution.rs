@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 use cbase_core::codec;
 use cbase_core::{
-    Context, Digest, ExecError, Executor, ExecutorBuilder, Service, StateChanges, StateError,
+    Context, Digest, ExecError, Executor, ExecutorBuilder, Request, Service, StateChanges,
+    StateError,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -32,7 +33,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::ReplicaId;
 use crate::crypto::PublicKey;
-use crate::message::{Hash, Reply, Seq};
+use crate::message::{Hash, ReadReply, Reply, Seq};
 use crate::protocol::Committed;
 
 use super::checkpoints::CheckpointStore;
@@ -68,6 +69,8 @@ pub trait ReplySink: Send + Sync + 'static {
     fn send(&self, client: &PublicKey, reply: Reply);
     /// A checkpoint was taken.
     fn checkpoint(&self, record: CheckpointRecord);
+    /// Deliver the answer to a read on the fast path to `client`.
+    fn send_read(&self, client: &PublicKey, reply: ReadReply);
 }
 
 struct Route {
@@ -82,6 +85,8 @@ struct Route {
 pub struct ExecutionShared {
     pub(crate) clients: Mutex<ClientTable>,
     routes: Mutex<BTreeMap<u64, Route>>,
+    /// Reads on the fast path being executed, by tag: (client, read id).
+    reads: Mutex<BTreeMap<u64, (PublicKey, u64)>>,
     replica: ReplicaId,
 }
 
@@ -176,11 +181,24 @@ where
         let shared = Arc::new(ExecutionShared {
             clients: Mutex::new(ClientTable::new()),
             routes: Mutex::new(BTreeMap::new()),
+            reads: Mutex::new(BTreeMap::new()),
             replica,
         });
         let (reply_shared, reply_sink) = (Arc::clone(&shared), Arc::clone(&sink));
         let executor = builder.start(service, move |reply: cbase_core::Reply<S::Response>| {
             let Some(route) = reply_shared.routes.lock().remove(&reply.tag) else {
+                if let Some((client, id)) = reply_shared.reads.lock().remove(&reply.tag) {
+                    let result = Some(encode_result(reply.result));
+                    let replica = reply_shared.replica;
+                    reply_sink.send_read(
+                        &client,
+                        ReadReply {
+                            id,
+                            replica,
+                            result,
+                        },
+                    );
+                }
                 return;
             };
             let result = encode_result(reply.result);
@@ -492,6 +510,44 @@ where
         self.checkpoints.push(&record);
         self.sink.checkpoint(record.clone());
         record
+    }
+
+    /// Runs a read on the fast path against the state as it is now, after
+    /// every request executed so far and before any executed later (the
+    /// executor orders it among them as a reader, so it never overlaps a
+    /// conflicting write). It is not ordered, enters no client table and
+    /// changes nothing: a request whose access set writes anything is not
+    /// run (answered `None`: the client orders it instead), and a read-only
+    /// method that tries to write is refused like any undeclared access.
+    /// Its `Context` has the agreed clock of this point, a seed from the
+    /// client and read id, and the client.
+    pub fn read(&mut self, client: PublicKey, id: u64, operation: &[u8]) {
+        let request = codec::decode::<S::Request>(operation)
+            .ok()
+            .filter(|request| request.access_set().writes().is_empty());
+        let Some(request) = request else {
+            let replica = self.shared.replica;
+            self.sink.send_read(
+                &client,
+                ReadReply {
+                    id,
+                    replica,
+                    result: None,
+                },
+            );
+            return;
+        };
+        let mut seed = blake3::Hasher::new_derive_key("cbase read seed v1");
+        seed.update(client.as_bytes());
+        seed.update(&id.to_le_bytes());
+        let ctx =
+            Context::new(self.clock, *seed.finalize().as_bytes()).with_client(client.client_id());
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.shared.reads.lock().insert(tag, (client, id));
+        if self.executor.submit(tag, ctx, request).is_err() {
+            self.shared.reads.lock().remove(&tag);
+        }
     }
 
     /// Blocks until every submitted request has finished and replied.

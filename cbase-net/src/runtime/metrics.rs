@@ -69,6 +69,8 @@ pub struct NodeMetrics {
     pub states_installed: AtomicU64,
     /// The highest sequence number agreed and handed to execution.
     pub delivered: AtomicU64,
+    /// Reads answered on the fast path (with a result).
+    pub reads_answered: AtomicU64,
     /// Client sessions in the client table at the newest checkpoint (at
     /// most `ProtocolConfig::sessions.max_sessions`).
     pub client_sessions: AtomicU64,

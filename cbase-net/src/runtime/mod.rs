@@ -18,6 +18,7 @@ mod connections;
 pub mod execution;
 mod metrics;
 pub mod prometheus;
+mod reads;
 mod state_server;
 
 pub use metrics::{CHECKPOINT_HISTORY, CheckpointAgreement, NodeMetrics};
@@ -38,7 +39,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
-use crate::message::{Hash, Reply, Seq};
+use crate::message::{Hash, ReadReply, Reply, Seq};
 use crate::protocol::{Input, Output, ProtocolConfig, Replica};
 use crate::transport::{Identity, Role, TransportConfig};
 use execution::{CheckpointRecord, Execution, ReplySink};
@@ -181,6 +182,8 @@ where
 /// What the protocol task asks of the execution thread, in order.
 enum ExecCommand {
     Execute(crate::protocol::Committed),
+    /// A read on the fast path, run once execution reaches its barrier.
+    Read(reads::PendingRead),
     Install {
         seq: Seq,
         digest: Hash,
@@ -188,11 +191,14 @@ enum ExecCommand {
     },
 }
 
+/// The read barrier while the replica answers no reads.
+const NO_READS: u64 = u64::MAX;
+
 /// How often the protocol's timers are checked.
 const TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Connected clients' reply queues, by client key.
-type ClientQueues = Arc<Mutex<BTreeMap<PublicKey, mpsc::Sender<Reply>>>>;
+type ClientQueues = Arc<Mutex<BTreeMap<PublicKey, reads::ClientQueue>>>;
 
 struct RuntimeSink {
     clients: ClientQueues,
@@ -204,7 +210,16 @@ impl ReplySink for RuntimeSink {
         if let Some(queue) = self.clients.lock().get(client) {
             // A client that does not read its replies loses them; it will
             // retransmit and be answered from the cache.
-            let _ = queue.try_send(reply);
+            let _ = queue.outgoing.try_send(reads::Outgoing::Reply(reply));
+        }
+    }
+
+    fn send_read(&self, client: &PublicKey, reply: ReadReply) {
+        if reply.result.is_some() {
+            self.metrics.reads_answered.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(queue) = self.clients.lock().get(client) {
+            queue.send_read(reply);
         }
     }
 
@@ -311,7 +326,7 @@ impl ReplicaNode {
             id,
             config.executor.clone(),
             service,
-            sink,
+            Arc::clone(&sink) as Arc<dyn ReplySink>,
             config.protocol.sessions,
         )?;
         let execution_shared = execution.shared();
@@ -328,6 +343,9 @@ impl ReplicaNode {
         };
 
         let (events, mut inbox) = mpsc::channel::<Input>(8192);
+        // The protocol's read barrier, for connections to stamp reads with;
+        // no reads until the protocol says (it may be recovering).
+        let read_barrier = Arc::new(std::sync::atomic::AtomicU64::new(NO_READS));
         let (to_execution, committed) = crossbeam::channel::unbounded();
         let identity = Arc::new(Identity {
             role: Role::Replica(id),
@@ -339,12 +357,14 @@ impl ReplicaNode {
 
         // The execution thread: committed batches in order, checkpoint digests back.
         let checkpoint_events = events.clone();
+        let read_sink = Arc::clone(&sink);
         let execution_storage = storage.clone();
         let execution_thread = std::thread::Builder::new()
             .name(format!("cbase-exec-{id}"))
             .spawn(move || {
                 let mut execution = execution;
                 let mut queued: VecDeque<ExecCommand> = VecDeque::new();
+                let mut waiting_reads = reads::WaitingReads::default();
                 loop {
                     if queued.is_empty() {
                         let Ok(command) = committed.recv() else { break };
@@ -357,7 +377,7 @@ impl ReplicaNode {
                                 .iter()
                                 .filter_map(|c| match c {
                                     ExecCommand::Execute(batch) => Some(batch),
-                                    ExecCommand::Install { .. } => None,
+                                    ExecCommand::Install { .. } | ExecCommand::Read(_) => None,
                                 })
                                 .collect();
                             if let Err(error) = storage.log_executed(&batches) {
@@ -368,6 +388,15 @@ impl ReplicaNode {
                     }
                     let command = queued.pop_front().expect("just filled");
                     let report = match command {
+                        ExecCommand::Read(read) => {
+                            if read.after <= execution.last_executed() {
+                                execution.read(read.client, read.id, &read.operation);
+                            } else if let Err(read) = waiting_reads.park(read) {
+                                let reply = ReadReply { id: read.id, replica: id, result: None };
+                                read_sink.send_read(&read.client, reply);
+                            }
+                            continue;
+                        }
                         ExecCommand::Execute(batch) => execution.execute(batch).map(|record| {
                             // (`info` once the checkpoint is stable.)
                             tracing::debug!(
@@ -391,6 +420,9 @@ impl ReplicaNode {
                             }
                         },
                     };
+                    for read in waiting_reads.ready(execution.last_executed()) {
+                        execution.read(read.client, read.id, &read.operation);
+                    }
                     if let Some(report) = report
                         && checkpoint_events.blocking_send(report).is_err() {
                             break;
@@ -426,6 +458,10 @@ impl ReplicaNode {
                 events: events.clone(),
                 clients,
                 execution: execution_shared,
+                reads: connections::ReadPath {
+                    barrier: Arc::clone(&read_barrier),
+                    execution: to_execution.clone(),
+                },
                 metrics: Arc::clone(&metrics),
                 max_batch_bytes: config.protocol.max_batch_bytes,
                 service: <S::Request as cbase_core::Request>::fingerprint(),
@@ -503,6 +539,7 @@ impl ReplicaNode {
             None => (None, None),
         };
         let protocol_metrics = Arc::clone(&metrics);
+        let protocol_read_barrier = Arc::clone(&read_barrier);
         tracing::info!(
             replica = id,
             %address,
@@ -536,6 +573,13 @@ impl ReplicaNode {
                             Err(_) => break,
                         }
                     }
+                    // Before any commit vote of this burst leaves: a read
+                    // that arrives after a write it voted for completed must
+                    // see the barrier past it.
+                    protocol_read_barrier.store(
+                        replica.read_barrier().unwrap_or(NO_READS),
+                        Ordering::Release,
+                    );
                     // What the protocol asked to persist is on disk before any
                     // of this burst's messages leaves (one commit for all).
                     if let Some(storage) = &protocol_storage {

@@ -110,6 +110,12 @@ pub fn render(id: ReplicaId, metrics: &NodeMetrics) -> String {
             &metrics.checkpoint_barrier_max_nanos,
         ))),
     );
+    counter(
+        registry,
+        "cbase_reads_answered",
+        "Read-only requests answered on the fast path, unordered",
+        load(&metrics.reads_answered),
+    );
     gauge(
         registry,
         "cbase_client_sessions",

@@ -14,7 +14,8 @@ use cbase_net::checkpoint::parts::CheckpointIndex;
 use cbase_net::config::{ClientEntry, ClusterConfig, ReplicaEntry, ReplicaId};
 use cbase_net::crypto::{PublicKey, SecretKey};
 use cbase_net::message::{
-    ClientRequest, Hash, PrePrepare, ReplicaMessage, Reply, RequestBatch, Seq, SignedBatch, View,
+    ClientRequest, Hash, PrePrepare, ReadReply, ReplicaMessage, Reply, RequestBatch, Seq,
+    SignedBatch, View,
 };
 use cbase_net::protocol::{Committed, Input, Output, ProtocolConfig, Replica};
 use cbase_net::runtime::execution::{CheckpointRecord, Execution, ReplySink};
@@ -71,6 +72,8 @@ pub enum Delivery {
 #[derive(Default)]
 pub struct Collected {
     replies: Vec<(PublicKey, Reply)>,
+    /// Answers to reads on the fast path.
+    pub reads: Vec<(PublicKey, ReadReply)>,
 }
 
 struct SimSink(Arc<Mutex<Collected>>);
@@ -80,6 +83,9 @@ impl ReplySink for SimSink {
         self.0.lock().unwrap().replies.push((*client, reply));
     }
     fn checkpoint(&self, _: CheckpointRecord) {}
+    fn send_read(&self, client: &PublicKey, reply: ReadReply) {
+        self.0.lock().unwrap().reads.push((*client, reply));
+    }
 }
 
 /// A batch as executed: the proposal's timestamp and its requests

@@ -1,0 +1,159 @@
+//! Reads on the fast path, from a client's connection to execution and back.
+//!
+//! A read-only request arrives unordered ([`ClientMessage::Read`]). The
+//! connection notes the protocol's read barrier (the highest sequence
+//! number this replica saw prepared) and hands the read to the execution
+//! thread, which runs it once everything up to the barrier has executed
+//! ([`WaitingReads`]); the answer goes back on the client's connection.
+//! Memory a client can make a replica hold this way is bounded twice: per
+//! connection ([`READS_PER_CONNECTION`] unanswered reads) and in all
+//! ([`MAX_WAITING_READS`] reads parked at execution). A read over either
+//! bound is answered at once with no result, and the client orders it.
+//!
+//! [`ClientMessage::Read`]: crate::message::ClientMessage::Read
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::crypto::PublicKey;
+use crate::message::{ReadReply, Reply, Seq};
+
+/// The most reads one client connection may have unanswered.
+pub const READS_PER_CONNECTION: usize = 1024;
+
+/// The most reads parked at execution, waiting for batches to execute.
+pub const MAX_WAITING_READS: usize = 65_536;
+
+/// What a client connection's writer sends.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A reply to an ordered request.
+    Reply(Reply),
+    /// The answer to a read on the fast path.
+    Read(ReadReply),
+}
+
+/// A connected client's queue of answers, with its count of unanswered
+/// reads.
+#[derive(Clone)]
+pub struct ClientQueue {
+    /// Answers to the connection's writer.
+    pub outgoing: mpsc::Sender<Outgoing>,
+    /// Reads received on this connection and not yet answered.
+    pub reads: Arc<AtomicUsize>,
+}
+
+impl ClientQueue {
+    /// Counts a new read; false (and not counted) if the connection has
+    /// as many unanswered as it may.
+    pub fn admit_read(&self) -> bool {
+        self.reads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < READS_PER_CONNECTION).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A read was answered (or given up on).
+    pub fn read_done(&self) {
+        let _ = self
+            .reads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Queues the answer to a read; it is dropped if the client does not
+    /// read its answers (it then orders the read after a timeout).
+    pub fn send_read(&self, reply: ReadReply) {
+        if self.outgoing.try_send(Outgoing::Read(reply)).is_err() {
+            self.read_done();
+        }
+    }
+}
+
+/// A read handed to execution.
+#[derive(Debug)]
+pub struct PendingRead {
+    /// The client that sent it (authenticated by its connection).
+    pub client: PublicKey,
+    /// Its id, for the answer.
+    pub id: u64,
+    /// The encoded service request.
+    pub operation: Vec<u8>,
+    /// It runs once everything up to this sequence number has executed.
+    pub after: Seq,
+}
+
+/// Reads parked at execution until it reaches their barrier, in the order
+/// they arrived within each barrier. Bounded by [`MAX_WAITING_READS`].
+#[derive(Default)]
+pub struct WaitingReads {
+    parked: BTreeMap<(Seq, u64), PendingRead>,
+    arrivals: u64,
+}
+
+impl WaitingReads {
+    /// Parks `read` until execution reaches its barrier; gives it back if
+    /// too many are parked already.
+    pub fn park(&mut self, read: PendingRead) -> Result<(), PendingRead> {
+        if self.parked.len() >= MAX_WAITING_READS {
+            return Err(read);
+        }
+        self.arrivals += 1;
+        self.parked.insert((read.after, self.arrivals), read);
+        Ok(())
+    }
+
+    /// The parked reads whose barrier is at or below `executed`, in order.
+    pub fn ready(&mut self, executed: Seq) -> Vec<PendingRead> {
+        let later = self.parked.split_off(&(executed.saturating_add(1), 0));
+        std::mem::replace(&mut self.parked, later)
+            .into_values()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SecretKey;
+
+    fn read(id: u64, after: Seq) -> PendingRead {
+        PendingRead {
+            client: SecretKey::from_seed([1; 32]).public(),
+            id,
+            operation: Vec::new(),
+            after,
+        }
+    }
+
+    #[test]
+    fn parked_reads_come_out_once_execution_reaches_them_in_arrival_order() {
+        let mut waiting = WaitingReads::default();
+        for (id, after) in [(1, 5), (2, 3), (3, 5), (4, 9)] {
+            waiting.park(read(id, after)).unwrap();
+        }
+        assert!(waiting.ready(2).is_empty());
+        let ids = |reads: Vec<PendingRead>| reads.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(waiting.ready(5)), vec![2, 1, 3]);
+        assert_eq!(ids(waiting.ready(8)), Vec::<u64>::new());
+        assert_eq!(ids(waiting.ready(u64::MAX)), vec![4]);
+    }
+
+    #[test]
+    fn a_connection_may_have_only_so_many_reads_unanswered() {
+        let (outgoing, _receiver) = mpsc::channel(1);
+        let queue = ClientQueue {
+            outgoing,
+            reads: Arc::default(),
+        };
+        for _ in 0..READS_PER_CONNECTION {
+            assert!(queue.admit_read());
+        }
+        assert!(!queue.admit_read());
+        queue.read_done();
+        assert!(queue.admit_read());
+    }
+}
