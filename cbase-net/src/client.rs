@@ -26,7 +26,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::SecretKey;
-use crate::message::{ClientMessage, ClientRequest, ReplyMessage, RequestBatch, SignedBatch};
+use crate::message::{
+    ClientMessage, ClientRequest, ReadRequest, ReplyMessage, RequestBatch, SignedBatch,
+};
 use crate::transport::reachability::Reachability;
 use crate::transport::{self, FrameReader, Identity, TransportConfig, TransportError};
 
@@ -273,6 +275,8 @@ struct Inner {
     lanes: Lanes,
     session: SessionState,
     submit: mpsc::UnboundedSender<(ClientRequest, oneshot::Sender<Framed>)>,
+    /// Reads on the fast path, to the task that sends them together.
+    reads_out: mpsc::UnboundedSender<ReadRequest>,
     connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
     /// The replicas' ids, in the cluster file's order.
     cluster_ids: Vec<ReplicaId>,
@@ -372,6 +376,12 @@ impl NetClient {
             Arc::clone(&shared),
             config.clone(),
         )));
+        let (reads_out, reads_in) = mpsc::unbounded_channel();
+        tasks.push(tokio::spawn(send_reads(
+            reads_in,
+            connections.clone(),
+            config.max_request_bytes,
+        )));
         let lanes = Lanes {
             free: Mutex::new(
                 (0..config.lanes as u32)
@@ -389,6 +399,7 @@ impl NetClient {
                 lanes,
                 session: SessionState::default(),
                 submit,
+                reads_out,
                 connections,
                 cluster_ids,
                 config,
@@ -476,13 +487,13 @@ impl NetClient {
                 done: Some(done),
             },
         );
-        let message = ClientMessage::Read {
+        let request = ReadRequest {
             id,
             operation: operation.to_vec(),
         };
-        let frame = Arc::new(codec::encode(&message).ok()?);
-        for connection in &self.inner.connections {
-            let _ = connection.try_send(Arc::clone(&frame));
+        if self.inner.reads_out.send(request).is_err() {
+            shared.reads.lock().remove(&id);
+            return None;
         }
         let outcome = tokio::time::timeout(self.inner.config.read_timeout, result).await;
         shared.reads.lock().remove(&id);
@@ -980,6 +991,44 @@ async fn connection(
 
 /// Reads replica `replica`'s replies until the connection ends; returns
 /// whether the replica refused this client.
+/// Sends reads on the fast path to every replica, those issued together
+/// in one frame (as many as fit `max_bytes`): a lone read leaves at once.
+async fn send_reads(
+    mut reads: mpsc::UnboundedReceiver<ReadRequest>,
+    connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
+    max_bytes: usize,
+) {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(read) => read,
+            None => match reads.recv().await {
+                Some(read) => read,
+                None => return,
+            },
+        };
+        let mut bytes = first.operation.len();
+        let mut together = vec![first];
+        while let Ok(read) = reads.try_recv() {
+            bytes += read.operation.len() + 16;
+            if bytes > max_bytes {
+                next = Some(read);
+                break;
+            }
+            together.push(read);
+        }
+        let Ok(frame) = codec::encode(&ClientMessage::Reads(together)) else {
+            continue;
+        };
+        let frame = Arc::new(frame);
+        for connection in &connections {
+            // A full queue drops the frame: its reads time out and are
+            // ordered.
+            let _ = connection.try_send(Arc::clone(&frame));
+        }
+    }
+}
+
 async fn read_replies(
     at: usize,
     replica: ReplicaId,
@@ -989,15 +1038,18 @@ async fn read_replies(
     while let Ok(frame) = reader.recv().await {
         let replies = match codec::decode::<ReplyMessage>(&frame) {
             Ok(ReplyMessage::Replies(replies)) => replies,
-            Ok(ReplyMessage::Read(answer)) => {
-                if answer.replica != replica {
-                    shared
-                        .rejected
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                }
-                if let Some(tally) = shared.reads.lock().get_mut(&answer.id) {
-                    tally.vote(replica, answer.result, shared.read_quorum, shared.replicas);
+            Ok(ReplyMessage::Reads(answers)) => {
+                let mut reads = shared.reads.lock();
+                for answer in answers {
+                    if answer.replica != replica {
+                        shared
+                            .rejected
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    if let Some(tally) = reads.get_mut(&answer.id) {
+                        tally.vote(replica, answer.result, shared.read_quorum, shared.replicas);
+                    }
                 }
                 continue;
             }

@@ -403,16 +403,12 @@ pub enum ClientMessage {
         /// Its interface fingerprint (`cbase_core::Fingerprint::hash`).
         fingerprint: u64,
     },
-    /// A read-only request on the fast path: not ordered; the replica runs
-    /// it against its committed state once it has executed everything it
-    /// saw prepared, and answers with [`ReplyMessage::Read`]. The
-    /// connection authenticates the client, so it carries no signature.
-    Read {
-        /// The client's number for it, echoed in the answer.
-        id: u64,
-        /// The encoded service request.
-        operation: Vec<u8>,
-    },
+    /// Read-only requests on the fast path (several issued together travel
+    /// in one frame): not ordered; the replica runs each against its
+    /// committed state once it has executed everything it saw prepared,
+    /// and answers with [`ReplyMessage::Reads`]. The connection
+    /// authenticates the client, so they carry no signature.
+    Reads(Vec<ReadRequest>),
 }
 
 /// What a replica says of itself when a client asks
@@ -461,14 +457,24 @@ pub enum ReplyMessage {
     /// The replica will not serve this client (for example, the cluster
     /// file does not admit it); it closes the connection after saying so.
     Refused(String),
-    /// The answer to a [`ClientMessage::Read`].
-    Read(ReadReply),
+    /// Answers to [`ClientMessage::Reads`], several at once when they are
+    /// ready together.
+    Reads(Vec<ReadReply>),
+}
+
+/// One read on the fast path ([`ClientMessage::Reads`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRequest {
+    /// The client's number for it, echoed in the answer.
+    pub id: u64,
+    /// The encoded service request.
+    pub operation: Vec<u8>,
 }
 
 /// A replica's answer to a read on the fast path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadReply {
-    /// The read's id ([`ClientMessage::Read`]).
+    /// The read's id ([`ReadRequest::id`]).
     pub id: u64,
     /// The replica.
     pub replica: ReplicaId,

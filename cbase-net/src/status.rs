@@ -97,7 +97,7 @@ async fn ask(
                 return Err(format!("answered as replica {}", status.replica));
             }
             // Replies are for calls; this connection made none.
-            Ok(ReplyMessage::Replies(_) | ReplyMessage::Read(_)) => continue,
+            Ok(ReplyMessage::Replies(_) | ReplyMessage::Reads(_)) => continue,
             Ok(ReplyMessage::Refused(why)) => return Err(format!("refused: {why}")),
             Err(error) => return Err(format!("undecodable answer: {error}")),
         }

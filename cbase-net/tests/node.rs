@@ -387,7 +387,7 @@ async fn status_queries_are_answered_and_a_flood_of_them_is_harmless() {
                 }
             }
             ReplyMessage::Refused(why) => panic!("refused: {why}"),
-            ReplyMessage::Read(answer) => panic!("an answer to a read never sent: {answer:?}"),
+            ReplyMessage::Reads(answers) => panic!("answers to reads never sent: {answers:?}"),
         }
     }
     assert!(statuses <= 10_000);

@@ -320,8 +320,8 @@ async fn serve_client(
                     let _ = control.try_send(ReplyMessage::Status(replica_status(inbound)));
                     continue;
                 }
-                ClientMessage::Read { id, operation } => {
-                    read(inbound, &replies, key, id, operation);
+                ClientMessage::Reads(reads) => {
+                    reads_to_execution(inbound, &replies, key, reads);
                     continue;
                 }
                 ClientMessage::Service {
@@ -405,37 +405,45 @@ async fn serve_client(
     result
 }
 
-/// Hands a read on the fast path to execution, stamped with the read
-/// barrier as of now, or answers it with no result if this replica answers
-/// no reads now or the client has too many waiting.
-fn read(inbound: &Inbound, queue: &ClientQueue, client: PublicKey, id: u64, operation: Vec<u8>) {
-    let refuse = || ReadReply {
-        id,
-        replica: inbound.id,
-        result: None,
-    };
-    if !queue.admit_read() {
-        let _ = queue.outgoing.try_send(Outgoing::Read(refuse()));
-        return;
-    }
+/// Hands reads on the fast path to execution, stamped with the read
+/// barrier as of now; answers a read with no result at once if this
+/// replica answers no reads now or the client has too many waiting.
+fn reads_to_execution(
+    inbound: &Inbound,
+    queue: &ClientQueue,
+    client: PublicKey,
+    reads: Vec<crate::message::ReadRequest>,
+) {
     let after = inbound.reads.barrier.load(Ordering::Acquire);
-    if after == super::NO_READS {
-        queue.send_read(refuse());
+    let mut admitted = Vec::with_capacity(reads.len());
+    for read in reads {
+        let refuse = ReadReply {
+            id: read.id,
+            replica: inbound.id,
+            result: None,
+        };
+        if !queue.admit_read() {
+            let _ = queue.outgoing.try_send(Outgoing::Read(refuse));
+        } else if after == super::NO_READS {
+            queue.send_read(refuse);
+        } else {
+            admitted.push(PendingRead {
+                client,
+                id: read.id,
+                operation: read.operation,
+                after,
+            });
+        }
+    }
+    if admitted.is_empty() {
         return;
     }
-    let read = PendingRead {
-        client,
-        id,
-        operation,
-        after,
-    };
-    if inbound
-        .reads
-        .execution
-        .send(super::ExecCommand::Read(read))
-        .is_err()
-    {
-        queue.read_done();
+    let count = admitted.len();
+    let command = super::ExecCommand::Reads(admitted);
+    if inbound.reads.execution.send(command).is_err() {
+        for _ in 0..count {
+            queue.read_done();
+        }
     }
 }
 
@@ -491,8 +499,8 @@ async fn write_replies(
                 None => return,
             },
         };
-        // Replies ready together leave in one frame; read answers each in
-        // their own, in the same flush.
+        // Replies ready together leave in one frame, answers to reads in
+        // another, in the same flush.
         let mut replies = Vec::new();
         let mut answers = Vec::new();
         let mut next = Some(first);
@@ -511,9 +519,13 @@ async fn write_replies(
                 codec::encode(&ReplyMessage::Replies(replies)).expect("replies always encode"),
             );
         }
-        for answer in answers {
-            let _ = reads.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-            frames.push(codec::encode(&ReplyMessage::Read(answer)).expect("answers always encode"));
+        if !answers.is_empty() {
+            let answered = answers.len();
+            let _ = reads.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(answered))
+            });
+            frames
+                .push(codec::encode(&ReplyMessage::Reads(answers)).expect("answers always encode"));
         }
         for frame in &frames {
             if writer.send(frame).await.is_err() {

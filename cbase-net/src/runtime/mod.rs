@@ -182,8 +182,9 @@ where
 /// What the protocol task asks of the execution thread, in order.
 enum ExecCommand {
     Execute(crate::protocol::Committed),
-    /// A read on the fast path, run once execution reaches its barrier.
-    Read(reads::PendingRead),
+    /// Reads on the fast path (those of one frame), each run once
+    /// execution reaches its barrier.
+    Reads(Vec<reads::PendingRead>),
     Install {
         seq: Seq,
         digest: Hash,
@@ -377,7 +378,7 @@ impl ReplicaNode {
                                 .iter()
                                 .filter_map(|c| match c {
                                     ExecCommand::Execute(batch) => Some(batch),
-                                    ExecCommand::Install { .. } | ExecCommand::Read(_) => None,
+                                    ExecCommand::Install { .. } | ExecCommand::Reads(_) => None,
                                 })
                                 .collect();
                             if let Err(error) = storage.log_executed(&batches) {
@@ -388,12 +389,14 @@ impl ReplicaNode {
                     }
                     let command = queued.pop_front().expect("just filled");
                     let report = match command {
-                        ExecCommand::Read(read) => {
-                            if read.after <= execution.last_executed() {
-                                execution.read(read.client, read.id, &read.operation);
-                            } else if let Err(read) = waiting_reads.park(read) {
-                                let reply = ReadReply { id: read.id, replica: id, result: None };
-                                read_sink.send_read(&read.client, reply);
+                        ExecCommand::Reads(reads) => {
+                            for read in reads {
+                                if read.after <= execution.last_executed() {
+                                    execution.read(read.client, read.id, &read.operation);
+                                } else if let Err(read) = waiting_reads.park(read) {
+                                    let reply = ReadReply { id: read.id, replica: id, result: None };
+                                    read_sink.send_read(&read.client, reply);
+                                }
                             }
                             continue;
                         }

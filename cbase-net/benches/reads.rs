@@ -1,0 +1,216 @@
+//! The read-only fast path against ordered reads, side by side in one run:
+//! a bank on 4 replicas (n = 4, f = 1) and its clients in this one process.
+//!
+//! `cargo bench -p cbase-net --bench reads` (add `-- --quick` for a
+//! few-second smoke run). Prints two markdown tables, each from runs that
+//! alternate between the fast path on and off (medians of 3 each):
+//! - a balance query's latency at low load (one call at a time);
+//! - the throughput of a read-heavy workload, 90% balance queries and 10%
+//!   transfers, from 256 concurrent calls, 16 workers per replica.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cbase_core::{
+    AccessSet, Container, Context, ExecutorBuilder, Key, Request, Service, State, Table,
+};
+use cbase_net::{ClientConfig, LocalCluster, NetClient};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+const ACCOUNTS: u64 = 10_000;
+
+#[derive(Serialize, Deserialize)]
+enum Op {
+    Balance { id: u64 },
+    Transfer { from: u64, to: u64, amount: u64 },
+}
+
+impl Request for Op {
+    fn access_set(&self) -> AccessSet {
+        match self {
+            Op::Balance { id } => AccessSet::none().read(Key::entry("accounts", id)),
+            Op::Transfer { from, to, .. } => AccessSet::none()
+                .write(Key::entry("accounts", from))
+                .write(Key::entry("accounts", to)),
+        }
+    }
+    fn method(&self) -> &'static str {
+        match self {
+            Op::Balance { .. } => "balance",
+            Op::Transfer { .. } => "transfer",
+        }
+    }
+    fn read_only(&self) -> bool {
+        matches!(self, Op::Balance { .. })
+    }
+}
+
+struct Accounts {
+    accounts: Table<u64, u64>,
+}
+
+impl State for Accounts {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        vec![("accounts", &self.accounts)]
+    }
+}
+
+struct Bank(Accounts);
+
+impl Service for Bank {
+    type Request = Op;
+    type Response = u64;
+    fn execute(&self, op: Op, _: &Context) -> u64 {
+        let accounts = &self.0.accounts;
+        match op {
+            Op::Balance { id } => accounts.get(&id).unwrap_or(1_000),
+            Op::Transfer { from, to, amount } => {
+                let have = accounts.get(&from).unwrap_or(1_000);
+                if have < amount || from == to {
+                    return 0;
+                }
+                accounts.insert(from, have - amount);
+                let theirs = accounts.get(&to).unwrap_or(1_000);
+                accounts.insert(to, theirs + amount);
+                amount
+            }
+        }
+    }
+    fn state(&self) -> &dyn State {
+        &self.0
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The median latency of `calls` balance queries, one at a time.
+async fn read_latency(client: &NetClient, calls: usize) -> Duration {
+    let mut samples = Vec::with_capacity(calls);
+    for at in 0..calls as u64 {
+        let start = Instant::now();
+        let _: u64 = client
+            .call(&Op::Balance { id: at % ACCOUNTS })
+            .await
+            .expect("balance");
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Operations per second of the 90/10 mix from `tasks` concurrent calls,
+/// until `duration` passes or `limit` operations complete.
+async fn mixed_throughput(client: &NetClient, tasks: usize, duration: Duration, limit: u64) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for task in 0..tasks as u64 {
+        let (client, done) = (client.clone(), Arc::clone(&done));
+        handles.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(task);
+            while start.elapsed() < duration && done.load(Ordering::Relaxed) < limit {
+                let op = if rng.gen_range(0..10) == 0 {
+                    Op::Transfer {
+                        from: rng.gen_range(0..ACCOUNTS),
+                        to: rng.gen_range(0..ACCOUNTS),
+                        amount: 1,
+                    }
+                } else {
+                    Op::Balance {
+                        id: rng.gen_range(0..ACCOUNTS),
+                    }
+                };
+                let _: u64 = client.call(&op).await.expect("bank call");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("load task");
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let cluster = LocalCluster::builder()
+            .replicas(4)
+            .data(cbase_net::DataDirs::InMemory)
+            .executor(ExecutorBuilder::new().workers(16))
+            .start(|| {
+                Bank(Accounts {
+                    accounts: Table::new(),
+                })
+            })
+            .await
+            .expect("cluster");
+        let client = |fast: bool| {
+            cluster
+                .client_with(ClientConfig {
+                    lanes: 1024,
+                    max_batch: 1024,
+                    read_fast_path: fast,
+                    ..ClientConfig::default()
+                })
+                .expect("client")
+        };
+        let (fast, ordered) = (client(true), client(false));
+        // Warm up connections and sessions.
+        read_latency(&fast, 20).await;
+        read_latency(&ordered, 20).await;
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!("n = 4 replicas, 16 workers each, clients in the same process, {cores} cores\n");
+        let (runs, calls) = if quick { (1, 100) } else { (3, 1000) };
+        let (mut fast_latency, mut ordered_latency) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            fast_latency.push(read_latency(&fast, calls).await.as_secs_f64() * 1e6);
+            ordered_latency.push(read_latency(&ordered, calls).await.as_secs_f64() * 1e6);
+        }
+        let (fast_us, ordered_us) = (median(fast_latency), median(ordered_latency));
+        println!(
+            "### A balance query at low load ({calls} calls one at a time, median of {runs} runs)\n"
+        );
+        println!("| path | median latency |");
+        println!("|---|---:|");
+        println!("| ordered (fast path off) | {ordered_us:.0} µs |");
+        println!("| read-only fast path | {fast_us:.0} µs |");
+        println!(
+            "\nfast / ordered: {:.2} (target ≤ 0.5)\n",
+            fast_us / ordered_us
+        );
+
+        let (duration, limit) = if quick {
+            (Duration::from_secs(1), 5_000)
+        } else {
+            (Duration::from_secs(5), 200_000)
+        };
+        let (mut fast_rate, mut ordered_rate) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            fast_rate.push(mixed_throughput(&fast, 256, duration, limit).await);
+            ordered_rate.push(mixed_throughput(&ordered, 256, duration, limit).await);
+        }
+        let (fast_ops, ordered_ops) = (median(fast_rate), median(ordered_rate));
+        println!("### 90% balances, 10% transfers, 256 concurrent calls (median of {runs} runs)\n");
+        println!("| path | operations/s |");
+        println!("|---|---:|");
+        println!("| ordered (fast path off) | {ordered_ops:.0} |");
+        println!("| read-only fast path | {fast_ops:.0} |");
+        println!(
+            "\nfast / ordered: {:.2} (target ≥ 2)",
+            fast_ops / ordered_ops
+        );
+        println!("answered on the fast path: {} calls", fast.fast_reads());
+        cluster.shutdown().await;
+    });
+}
