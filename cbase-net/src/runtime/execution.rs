@@ -522,31 +522,52 @@ where
     /// Its `Context` has the agreed clock of this point, a seed from the
     /// client and read id, and the client.
     pub fn read(&mut self, client: PublicKey, id: u64, operation: &[u8]) {
-        let request = codec::decode::<S::Request>(operation)
-            .ok()
-            .filter(|request| request.access_set().writes().is_empty());
-        let Some(request) = request else {
-            let replica = self.shared.replica;
-            self.sink.send_read(
-                &client,
-                ReadReply {
-                    id,
-                    replica,
-                    result: None,
-                },
-            );
-            return;
-        };
-        let mut seed = blake3::Hasher::new_derive_key("cbase read seed v1");
-        seed.update(client.as_bytes());
-        seed.update(&id.to_le_bytes());
-        let ctx =
-            Context::new(self.clock, *seed.finalize().as_bytes()).with_client(client.client_id());
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        self.shared.reads.lock().insert(tag, (client, id));
-        if self.executor.submit(tag, ctx, request).is_err() {
-            self.shared.reads.lock().remove(&tag);
+        self.read_all(vec![(client, id, operation.to_vec())]);
+    }
+
+    /// Runs several reads on the fast path as [`read`](Self::read) does,
+    /// as one job of the executor: `(client, read id, operation)` each.
+    pub fn read_all(&mut self, reads: Vec<(PublicKey, u64, Vec<u8>)>) {
+        let mut jobs = Vec::with_capacity(reads.len());
+        for (client, id, operation) in reads {
+            let request = codec::decode::<S::Request>(&operation)
+                .ok()
+                .filter(|request| request.access_set().writes().is_empty());
+            let Some(request) = request else {
+                let replica = self.shared.replica;
+                self.sink.send_read(
+                    &client,
+                    ReadReply {
+                        id,
+                        replica,
+                        result: None,
+                    },
+                );
+                continue;
+            };
+            let mut seed = blake3::Hasher::new_derive_key("cbase read seed v1");
+            seed.update(client.as_bytes());
+            seed.update(&id.to_le_bytes());
+            let ctx = Context::new(self.clock, *seed.finalize().as_bytes())
+                .with_client(client.client_id());
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            self.shared.reads.lock().insert(tag, (client, id));
+            jobs.push((tag, ctx, request));
+        }
+        // In jobs of a few: one job per read would wake a worker per read,
+        // one for all would make every read wait for any earlier write to
+        // what any of them reads.
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk: Vec<_> = jobs.by_ref().take(READS_PER_JOB).collect();
+            let tags: Vec<u64> = chunk.iter().map(|(tag, _, _)| *tag).collect();
+            if self.executor.submit_reads(chunk).is_err() {
+                let mut reads = self.shared.reads.lock();
+                for tag in tags {
+                    reads.remove(&tag);
+                }
+            }
         }
     }
 
@@ -560,6 +581,9 @@ where
         self.executor.shutdown();
     }
 }
+
+/// How many reads on the fast path share one job of the executor.
+const READS_PER_JOB: usize = 16;
 
 /// The agreed per-request seed: from the batch digest and the position.
 fn request_seed(batch_digest: &Hash, index: u64) -> [u8; 32] {

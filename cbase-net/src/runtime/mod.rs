@@ -390,14 +390,16 @@ impl ReplicaNode {
                     let command = queued.pop_front().expect("just filled");
                     let report = match command {
                         ExecCommand::Reads(reads) => {
+                            let mut now = Vec::new();
                             for read in reads {
                                 if read.after <= execution.last_executed() {
-                                    execution.read(read.client, read.id, &read.operation);
+                                    now.push((read.client, read.id, read.operation));
                                 } else if let Err(read) = waiting_reads.park(read) {
                                     let reply = ReadReply { id: read.id, replica: id, result: None };
                                     read_sink.send_read(&read.client, reply);
                                 }
                             }
+                            execution.read_all(now);
                             continue;
                         }
                         ExecCommand::Execute(batch) => execution.execute(batch).map(|record| {
@@ -423,9 +425,13 @@ impl ReplicaNode {
                             }
                         },
                     };
-                    for read in waiting_reads.ready(execution.last_executed()) {
-                        execution.read(read.client, read.id, &read.operation);
-                    }
+                    let ready = waiting_reads.ready(execution.last_executed());
+                    execution.read_all(
+                        ready
+                            .into_iter()
+                            .map(|read| (read.client, read.id, read.operation))
+                            .collect(),
+                    );
                     if let Some(report) = report
                         && checkpoint_events.blocking_send(report).is_err() {
                             break;

@@ -1,0 +1,86 @@
+//! Reads submitted together (`Executor::submit_reads`, the fast path's
+//! jobs) run after every earlier write to what they read and before every
+//! later one, each in its own scope, each with its own reply.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use cbase_core::{Context, ExecutorBuilder};
+use common::{Bank, BankRequest, Outcome};
+
+fn ctx(tag: u64) -> Context {
+    Context::new(tag, [0; 32])
+}
+
+#[test]
+fn reads_run_between_the_writes_around_them() {
+    // Many rounds: the workers' timing differs from one to the next.
+    for _ in 0..50 {
+        let replies: Arc<Mutex<Vec<(u64, Outcome)>>> = Arc::default();
+        let sink = Arc::clone(&replies);
+        let executor = ExecutorBuilder::new()
+            .workers(4)
+            .start(Bank::new(), move |reply| {
+                sink.lock().unwrap().push((reply.tag, reply.result));
+            })
+            .unwrap();
+        let write =
+            |tag: u64, request: BankRequest| executor.submit(tag, ctx(tag), request).unwrap();
+        write(0, BankRequest::Open { id: 1, amount: 100 });
+        write(1, BankRequest::Open { id: 2, amount: 100 });
+        write(
+            2,
+            BankRequest::Transfer {
+                from: 1,
+                to: 2,
+                amount: 30,
+            },
+        );
+        executor
+            .submit_reads(vec![
+                (3, ctx(3), BankRequest::Balance { id: 1 }),
+                (4, ctx(4), BankRequest::Balance { id: 2 }),
+                (5, ctx(5), BankRequest::Total),
+            ])
+            .unwrap();
+        write(
+            6,
+            BankRequest::Transfer {
+                from: 2,
+                to: 1,
+                amount: 10,
+            },
+        );
+        executor
+            .submit_reads(vec![(7, ctx(7), BankRequest::Balance { id: 1 })])
+            .unwrap();
+        executor.wait_idle();
+        executor.shutdown();
+        let mut replies = std::mem::take(&mut *replies.lock().unwrap());
+        replies.sort_by_key(|(tag, _)| *tag);
+        let reads: Vec<(u64, Outcome)> = replies
+            .into_iter()
+            .filter(|(tag, _)| [3, 4, 5, 7].contains(tag))
+            .collect();
+        assert_eq!(
+            reads,
+            vec![
+                (3, Ok(Ok(70))),
+                (4, Ok(Ok(130))),
+                (5, Ok(Ok(200))),
+                (7, Ok(Ok(80)))
+            ]
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "read-only")]
+fn a_request_that_writes_is_not_taken_as_a_read() {
+    let executor = ExecutorBuilder::new()
+        .workers(1)
+        .start(Bank::new(), |_| {})
+        .unwrap();
+    let _ = executor.submit_reads(vec![(0, ctx(0), BankRequest::Open { id: 1, amount: 1 })]);
+}
