@@ -35,7 +35,7 @@ pub use client::{ClientError, Invoke};
 pub use container::{Cell, Changes, Container, Entries, EntryLog, Table};
 pub use context::{ClientId, Context, DeterministicRng};
 pub use executor::{Closed, ExecError, Executor, ExecutorBuilder, Reply, TrySubmitError};
-pub use key::{Key, TableId, ValueHash};
+pub use key::{Key, PrefixHash, PrefixPath, TableId, ValueHash};
 pub use local::LocalInvoker;
 pub use scope::{AccessKind, UndeclaredAccess};
 pub use service::{Fingerprint, MethodInfo, Request, Service};
