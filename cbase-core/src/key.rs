@@ -217,7 +217,7 @@ impl fmt::Debug for PrefixPath {
 
 /// What hashing a key value finds: its [`ValueHash`] and, for a tuple of at
 /// least two elements, the [`PrefixPath`] of its shorter prefixes.
-fn hash_key<T: Serialize + ?Sized>(value: &T) -> (ValueHash, Option<PrefixPath>) {
+pub(crate) fn hash_key<T: Serialize + ?Sized>(value: &T) -> (ValueHash, Option<PrefixPath>) {
     let mut encoded = Vec::new();
     match crate::codec::encode_tuple_elements(value, &mut encoded) {
         Some(ends) if ends.len() >= 2 => {
