@@ -1,0 +1,80 @@
+#![deny(warnings)]
+
+use cbase::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Show {
+    pub id: u64,
+}
+
+#[cbase::service]
+pub trait Theatre {
+    /// A prefix of one element.
+    #[reads(seats[(show, *)])]
+    fn free(&self, show: u64) -> usize;
+
+    /// A field path in a prefix, written.
+    #[writes(seats[(s.id, *)])]
+    fn cancel(&self, s: Show);
+
+    /// A prefix per element of a collection.
+    #[reads(seats[(*show, *)] for show in &shows)]
+    fn free_in(&self, shows: Vec<u64>) -> usize;
+
+    /// A tuple key (not a prefix), and a prefix of two elements of a 3-tuple key.
+    #[reads(rows[(show, row, *)])]
+    #[writes(seats[(show, seat)])]
+    fn book(&self, show: u64, row: u8, seat: u32) -> bool;
+
+    /// A dereference in a tuple is an expression, not a wildcard.
+    #[reads(seats[(*ids.first().unwrap_or(&0), 1)])]
+    fn first(&self, ids: Vec<u64>) -> bool;
+}
+
+#[derive(Default, State)]
+pub struct Hall {
+    seats: Table<(u64, u32), bool>,
+    rows: Table<(u64, u8, u32), bool>,
+}
+
+impl Theatre for Hall {
+    fn free(&self, show: u64) -> usize {
+        self.seats.prefix((show,)).fold(0, |n, _, taken| n + usize::from(!taken))
+    }
+    fn cancel(&self, s: Show) {
+        for key in self.seats.prefix((s.id,)).keys() {
+            self.seats.insert(key, false);
+        }
+    }
+    fn free_in(&self, shows: Vec<u64>) -> usize {
+        shows.into_iter().map(|show| self.free(show)).sum()
+    }
+    fn book(&self, show: u64, row: u8, seat: u32) -> bool {
+        let in_row = !self.rows.prefix((show, row)).is_empty();
+        self.seats.insert((show, seat), true);
+        in_row
+    }
+    fn first(&self, ids: Vec<u64>) -> bool {
+        self.seats.contains_key(&(*ids.first().unwrap_or(&0), 1))
+    }
+}
+
+fn main() {
+    let service = TheatreService(Hall::default());
+    let requests = vec![
+        TheatreRequest::Free { show: 1 },
+        TheatreRequest::Cancel { s: Show { id: 1 } },
+        TheatreRequest::FreeIn { shows: vec![1, 2] },
+        TheatreRequest::Book {
+            show: 1,
+            row: 2,
+            seat: 3,
+        },
+        TheatreRequest::First { ids: vec![1] },
+    ];
+    for request in requests {
+        let _ = request.access_set();
+        let _ = service.execute(request, &Context::new(0, [0; 32]));
+    }
+}
