@@ -52,7 +52,7 @@ pub trait KeyPrefix<P>: Sized + Borrow<dyn PrefixProbe<Self>> {
 
 /// A table key, or a search bound just before or just after the keys under
 /// a prefix, seen as one type so that a tree of keys can be searched by
-/// prefix (see the [module documentation](self)).
+/// prefix (see [`Table::prefix`](super::Table::prefix)).
 ///
 /// Implemented by tuple keys (as themselves) and by the bounds of a
 /// prefix; tuple keys borrow as `dyn PrefixProbe<K>`.
