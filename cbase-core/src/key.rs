@@ -9,8 +9,9 @@
 //! | [`Key::Table`]         | `accounts[*]`      | every value of one table        |
 //! | [`Key::Value`]         | `id`               | one value, in every table       |
 //! | [`Key::Entry`]         | `accounts[id]`     | one value of one table          |
-//! | [`Key::Prefix`]        | `seats[(show, *)]` | the values of one table whose   |
-//! |                        |                    | tuple key starts with `show`    |
+//! | [`Key::Prefix`]        | `seats[(show, *)]` | the values under a tuple prefix |
+//! | [`Key::TupleEntry`]    | `seats[(show, n)]` | one tuple value of one table    |
+//! | [`Key::TupleValue`]    | `pair` (a tuple)   | one tuple value, in every table |
 //!
 //! Values are reduced to a fixed-width [`ValueHash`] computed with a fixed
 //! algorithm (blake3) over the canonical encoding of [`crate::codec`], so every
