@@ -87,6 +87,188 @@ impl std::io::Write for HashWriter<'_> {
     }
 }
 
+/// Encodes `value` into `out` element by element if it is a tuple, returning
+/// the offset in `out` where each element's encoding ends; `None` (and `out`
+/// in an unspecified state) if `value` is not a tuple (a tuple struct is not
+/// one) or cannot be encoded.
+///
+/// A tuple's encoding is its elements' encodings one after the other, so the
+/// bytes written are exactly [`encode`]'s, and the encoding of the first `i`
+/// elements is `out[..ends[i - 1]]`: what key prefixes are hashed over.
+pub(crate) fn encode_tuple_elements<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Option<Vec<usize>> {
+    let mut ends = Vec::new();
+    value
+        .serialize(TupleSplitter {
+            out,
+            ends: &mut ends,
+        })
+        .ok()?;
+    Some(ends)
+}
+
+/// A serializer that accepts only a tuple, and encodes its elements one by one.
+struct TupleSplitter<'a> {
+    out: &'a mut Vec<u8>,
+    ends: &'a mut Vec<usize>,
+}
+
+/// Why [`TupleSplitter`] stopped: the value is not a tuple, or an element
+/// could not be encoded.
+#[derive(Debug)]
+struct NotATuple;
+
+impl std::fmt::Display for NotATuple {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a tuple")
+    }
+}
+
+impl std::error::Error for NotATuple {}
+
+impl serde::ser::Error for NotATuple {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        NotATuple
+    }
+}
+
+impl serde::ser::SerializeTuple for TupleSplitter<'_> {
+    type Ok = ();
+    type Error = NotATuple;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), NotATuple> {
+        encode_into(value, self.out).map_err(|_| NotATuple)?;
+        self.ends.push(self.out.len());
+        Ok(())
+    }
+
+    fn end(self) -> Result<(), NotATuple> {
+        Ok(())
+    }
+}
+
+/// Every form but `serialize_tuple` is refused: only a tuple has prefixes.
+macro_rules! not_a_tuple {
+    ($($method:ident($($arg:ty),*);)*) => {
+        $(
+            fn $method(self, $(_: $arg),*) -> Result<(), NotATuple> {
+                Err(NotATuple)
+            }
+        )*
+    };
+}
+
+impl<'a> serde::Serializer for TupleSplitter<'a> {
+    type Ok = ();
+    type Error = NotATuple;
+    type SerializeSeq = serde::ser::Impossible<(), NotATuple>;
+    type SerializeTuple = TupleSplitter<'a>;
+    type SerializeTupleStruct = serde::ser::Impossible<(), NotATuple>;
+    type SerializeTupleVariant = serde::ser::Impossible<(), NotATuple>;
+    type SerializeMap = serde::ser::Impossible<(), NotATuple>;
+    type SerializeStruct = serde::ser::Impossible<(), NotATuple>;
+    type SerializeStructVariant = serde::ser::Impossible<(), NotATuple>;
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    not_a_tuple! {
+        serialize_bool(bool);
+        serialize_i8(i8);
+        serialize_i16(i16);
+        serialize_i32(i32);
+        serialize_i64(i64);
+        serialize_i128(i128);
+        serialize_u8(u8);
+        serialize_u16(u16);
+        serialize_u32(u32);
+        serialize_u64(u64);
+        serialize_u128(u128);
+        serialize_f32(f32);
+        serialize_f64(f64);
+        serialize_char(char);
+        serialize_str(&str);
+        serialize_bytes(&[u8]);
+        serialize_none();
+        serialize_unit();
+        serialize_unit_struct(&'static str);
+        serialize_unit_variant(&'static str, u32, &'static str);
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), NotATuple> {
+        Err(NotATuple)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), NotATuple> {
+        Err(NotATuple)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), NotATuple> {
+        Err(NotATuple)
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, NotATuple> {
+        Err(NotATuple)
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, NotATuple> {
+        Ok(self)
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, NotATuple> {
+        Err(NotATuple)
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, NotATuple> {
+        Err(NotATuple)
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotATuple> {
+        Err(NotATuple)
+    }
+
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStruct, NotATuple> {
+        Err(NotATuple)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, NotATuple> {
+        Err(NotATuple)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +297,32 @@ mod tests {
         let mut buffer = vec![9u8];
         encode_into(&1u8, &mut buffer).unwrap();
         assert_eq!(buffer, vec![9, 1]);
+    }
+
+    #[test]
+    fn tuples_split_into_their_elements_and_nothing_else_does() {
+        let value = (7u64, String::from("seven"), -3i32);
+        let mut bytes = Vec::new();
+        let ends = encode_tuple_elements(&value, &mut bytes).unwrap();
+        assert_eq!(bytes, encode(&value).unwrap(), "the same bytes as a whole");
+        assert_eq!(ends.len(), 3);
+        assert_eq!(bytes[..ends[0]], encode(&7u64).unwrap()[..]);
+        assert_eq!(bytes[..ends[1]], encode(&(7u64, "seven")).unwrap()[..]);
+        assert_eq!(*ends.last().unwrap(), bytes.len());
+        // Through a reference, too.
+        let mut again = Vec::new();
+        assert_eq!(encode_tuple_elements(&&value, &mut again), Some(ends));
+
+        #[derive(Serialize)]
+        struct Pair(u64, u64);
+        for not_tuple in [
+            encode_tuple_elements(&7u64, &mut Vec::new()),
+            encode_tuple_elements("seven", &mut Vec::new()),
+            encode_tuple_elements(&Pair(1, 2), &mut Vec::new()),
+            encode_tuple_elements(&vec![1u8, 2], &mut Vec::new()),
+            encode_tuple_elements(&Some((1u8, 2u8)), &mut Vec::new()),
+        ] {
+            assert_eq!(not_tuple, None);
+        }
     }
 }

@@ -43,14 +43,17 @@ impl fmt::Display for AccessKind {
 /// Raised before the access happens, so the refused access changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error(
-    "undeclared access: method `{method}` tried to {kind} {table}[{key}], which its rule does not declare; add `#[{hint}({table}[..])]` (or a wider key) to `{method}`"
+    "undeclared access: method `{method}` tried to {kind} {table}[{key}], which its rule does not declare; {}",
+    advice(.method, .table, .key, .hint)
 )]
 pub struct UndeclaredAccess {
     /// The method of the request that made the access.
     pub method: String,
     /// The table (or cell) it touched.
     pub table: String,
-    /// The key it touched, as `Debug` prints it, or `*` for the whole table.
+    /// The key it touched in rule syntax: as `Debug` prints it (`(3, 7)` for a
+    /// tuple), `(3, *)` for the keys under a prefix, or `*` for the whole
+    /// table.
     pub key: String,
     /// Whether it read or wrote.
     pub kind: AccessKind,
@@ -71,6 +74,18 @@ impl UndeclaredAccess {
             kind,
             hint: hint.to_owned(),
         }
+    }
+}
+
+/// What to add to the method: the rule for the refused key, in rule syntax.
+fn advice(method: &str, table: &str, key: &str, hint: &str) -> String {
+    if key == "*" {
+        format!("add `#[{hint}({table}[*])]` to `{method}`")
+    } else {
+        format!(
+            "add `#[{hint}({table}[{key}])]` to `{method}`, with the key written as the \
+             arguments that give it, or a wider key (`{table}[*]`)"
+        )
     }
 }
 
@@ -166,7 +181,12 @@ mod tests {
         assert_eq!(refusal.kind, AccessKind::Write);
         assert_eq!(
             refusal.to_string(),
-            "undeclared access: method `transfer` tried to write accounts[1], which its rule does not declare; add `#[writes(accounts[..])]` (or a wider key) to `transfer`"
+            "undeclared access: method `transfer` tried to write accounts[1], which its rule does not declare; add `#[writes(accounts[1])]` to `transfer`, with the key written as the arguments that give it, or a wider key (`accounts[*]`)"
+        );
+        let whole = UndeclaredAccess::new("total", "accounts", "*".into(), AccessKind::Read);
+        assert_eq!(
+            whole.to_string(),
+            "undeclared access: method `total` tried to read accounts[*], which its rule does not declare; add `#[reads(accounts[*])]` to `total`"
         );
         assert_eq!(current_method(), None, "the guard cleared the scope");
     }

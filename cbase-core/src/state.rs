@@ -38,6 +38,28 @@ use crate::merkle::{self, Hash};
 pub trait StateTables: State {
     /// The containers' names; `None`: not known while compiling.
     const TABLES: Option<&'static [&'static str]> = None;
+
+    /// The arity of each container's key, in the order of
+    /// [`TABLES`](StateTables::TABLES): that of its tuple key for a `Table`
+    /// keyed by a [`TupleKey`](crate::container::TupleKey), 0 for any other
+    /// container. A prefix rule `table[(a, *)]` is checked against it, so a
+    /// prefix of a table whose key is not a longer tuple fails the build.
+    /// `None`: not known while compiling (a generic state).
+    const KEY_ARITIES: Option<&'static [usize]> = None;
+}
+
+/// The key arity of the table `name` (see [`StateTables::KEY_ARITIES`]), or
+/// `usize::MAX` if there is no such table (which [`has_table`] reports).
+#[doc(hidden)]
+pub const fn key_arity(tables: &[&str], arities: &[usize], name: &str) -> usize {
+    let mut at = 0;
+    while at < tables.len() && at < arities.len() {
+        if has_table(std::slice::from_ref(&tables[at]), name) {
+            return arities[at];
+        }
+        at += 1;
+    }
+    usize::MAX
 }
 
 /// Whether `tables` holds `name`, while compiling (the check of

@@ -34,7 +34,8 @@ fn undeclared_access_is_refused_with_method_table_and_key() {
     assert_eq!(
         refusal.to_string(),
         "undeclared access: method `sneaky` tried to read accounts[2], which its rule does not \
-         declare; add `#[reads(accounts[..])]` (or a wider key) to `sneaky`"
+         declare; add `#[reads(accounts[2])]` to `sneaky`, with the key written as the arguments \
+         that give it, or a wider key (`accounts[*]`)"
     );
     // The refused read touched nothing; the balance of 2 is unchanged.
     assert_eq!(replies[3], Ok(Ok(10)));

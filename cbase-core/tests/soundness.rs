@@ -2,8 +2,9 @@
 //!
 //! Every request records a logical start and end time (a shared atomic
 //! counter); afterwards, for every dependent pair i < j in submission order,
-//! i must have ended before j started. Random workloads with wildcards, run
-//! with W = 1, 2, 8 and 32 workers.
+//! i must have ended before j started. Random workloads with wildcards,
+//! entries and prefixes of a table keyed by tuples, run with W = 1, 2, 8 and
+//! 32 workers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +21,8 @@ struct Probe {
     /// Position in the agreed order, for the recorded span.
     index: usize,
     access: AccessSet,
-    /// Cells of known tables this probe declared, touched while it runs:
-    /// (table index, value, whether it writes).
-    touches: Vec<(usize, u64, bool)>,
+    /// What this probe declared, touched while it runs.
+    touches: Vec<Touch>,
     spin: u32,
 }
 
@@ -35,15 +35,33 @@ impl Request for Probe {
     }
 }
 
+/// One declared access, made while the probe runs.
+#[derive(Clone, Copy)]
+enum Touch {
+    /// A cell of table `a`, `b` or `c` (by index): read, or written.
+    Cell(usize, u64, bool),
+    /// A seat `(show, seat)` of `seats`: read, or written.
+    Seat(u64, u32, bool),
+    /// The seats of a show: counted, or (declared as a written prefix) one
+    /// of them written.
+    Show(u64, bool),
+}
+
 struct Tables {
     a: Table<u64, u64>,
     b: Table<u64, u64>,
     c: Table<u64, u64>,
+    seats: Table<(u64, u32), u64>,
 }
 
 impl State for Tables {
     fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
-        vec![("a", &self.a), ("b", &self.b), ("c", &self.c)]
+        vec![
+            ("a", &self.a),
+            ("b", &self.b),
+            ("c", &self.c),
+            ("seats", &self.seats),
+        ]
     }
 }
 
@@ -66,12 +84,27 @@ impl Service for RecorderService {
         recorder.spans[index].0.store(start, Ordering::SeqCst);
         // Touch what was declared, so the checks run too; and spin a little so
         // requests overlap when they are allowed to.
-        for &(table, value, write) in &probe.touches {
-            let table = [&recorder.state.a, &recorder.state.b, &recorder.state.c][table];
-            if write {
-                table.upsert(value, || 0, |n| *n += 1);
-            } else {
-                std::hint::black_box(table.get(&value));
+        let seats = &recorder.state.seats;
+        for &touch in &probe.touches {
+            match touch {
+                Touch::Cell(table, value, write) => {
+                    let table = [&recorder.state.a, &recorder.state.b, &recorder.state.c][table];
+                    if write {
+                        table.upsert(value, || 0, |n| *n += 1);
+                    } else {
+                        std::hint::black_box(table.get(&value));
+                    }
+                }
+                Touch::Seat(show, seat, true) => seats.upsert((show, seat), || 0, |n| *n += 1),
+                Touch::Seat(show, seat, false) => {
+                    std::hint::black_box(seats.get(&(show, seat)));
+                }
+                Touch::Show(show, write) => {
+                    let sold = seats.prefix((show,)).fold(0, |sum, _, n| sum + n);
+                    if write {
+                        seats.insert((show, (sold % 4) as u32), sold + 1);
+                    }
+                }
             }
         }
         let mut x = 0u64;
@@ -91,16 +124,27 @@ impl Service for RecorderService {
     }
 }
 
-fn random_key(rng: &mut StdRng, write: bool, touches: &mut Vec<(usize, u64, bool)>) -> Key {
+fn random_key(rng: &mut StdRng, write: bool, touches: &mut Vec<Touch>) -> Key {
     let table = rng.gen_range(0..TABLES.len());
     let value = rng.gen_range(0..6u64);
+    let (show, seat) = (rng.gen_range(0..3u64), rng.gen_range(0..4u32));
     match rng.gen_range(0..100) {
         0..2 => Key::All,
-        2..8 => Key::table(TABLES[table]),
-        8..14 => Key::value(&value),
+        2..6 => Key::table(TABLES[table]),
+        6..8 => Key::table("seats"),
+        8..12 => Key::value(&value),
+        12..14 => Key::value(&(show, seat)),
         14..17 => Key::entry("unknown", &value),
+        17..32 => {
+            touches.push(Touch::Show(show, write));
+            Key::prefix("seats", &(show,))
+        }
+        32..50 => {
+            touches.push(Touch::Seat(show, seat, write));
+            Key::entry("seats", &(show, seat))
+        }
         _ => {
-            touches.push((table, value, write));
+            touches.push(Touch::Cell(table, value, write));
             Key::entry(TABLES[table], &value)
         }
     }
@@ -144,6 +188,7 @@ fn run(seed: u64, workers: usize, requests: usize) {
             a: Table::new(),
             b: Table::new(),
             c: Table::new(),
+            seats: Table::new(),
         },
     });
     let failures = Arc::new(AtomicU64::new(0));

@@ -7,6 +7,7 @@
 //! | `*`                                 | everything                     |
 //! | `table[*]`                          | the whole table                |
 //! | `table[expr]`                       | one entry of a table           |
+//! | `table[(expr, *)]`, `table[(a, b, *)]` | the entries under a prefix of a tuple key |
 //! | `expr`                              | that value in every table      |
 //! | `table[expr] for pat in collection` | one entry per element          |
 //! | `expr for pat in collection`        | one value per element          |
@@ -46,8 +47,13 @@ pub enum Target {
     All(Token![*]),
     Table(Ident),
     Entry(Ident, Expr),
+    /// `table[(a, b, *)]`: the leading elements, then the `*`.
+    Prefix(Ident, Vec<Expr>, Token![*]),
     Bare(Expr),
 }
+
+/// The most leading elements of a prefix: tuple keys have up to 4 elements.
+pub const MAX_PREFIX_LEN: usize = 3;
 
 /// The `for pat in collection` suffix.
 pub struct Each {
@@ -70,7 +76,9 @@ impl KeySpec {
     /// The table this key names, if any.
     pub fn table(&self) -> Option<&Ident> {
         match &self.target {
-            Target::Table(table) | Target::Entry(table, _) => Some(table),
+            Target::Table(table) | Target::Entry(table, _) | Target::Prefix(table, _, _) => {
+                Some(table)
+            }
             Target::All(_) | Target::Bare(_) => None,
         }
     }
@@ -110,6 +118,8 @@ fn parse_key(input: ParseStream) -> syn::Result<(Target, Option<Each>)> {
         if content.peek(Token![*]) && is_lone_star(&content) {
             content.parse::<Token![*]>()?;
             Target::Table(table)
+        } else if let Some((leading, star)) = parse_prefix(&table, &content)? {
+            Target::Prefix(table, leading, star)
         } else {
             let expr: Expr = content.parse()?;
             if !content.is_empty() {
@@ -123,8 +133,8 @@ fn parse_key(input: ParseStream) -> syn::Result<(Target, Option<Each>)> {
         Target::Bare(input.parse().map_err(|e| {
             syn::Error::new(
                 e.span(),
-                "expected a key: `*`, `table[*]`, `table[argument]`, an argument, or \
-                 `table[expr] for x in collection`",
+                "expected a key: `*`, `table[*]`, `table[argument]`, `table[(argument, *)]`, \
+                 an argument, or `table[expr] for x in collection`",
             )
         })?)
     };
@@ -145,6 +155,101 @@ fn parse_key(input: ParseStream) -> syn::Result<(Target, Option<Each>)> {
         return Err(input.error("expected `,` between keys"));
     }
     Ok((target, each))
+}
+
+/// Parses `(a, b, *)`, the whole of a key, as a prefix; `None` (consuming
+/// nothing) if the key is not a parenthesized list with a lone `*` in it,
+/// such as the tuple key `(a, b)` or the expression `(*id)`.
+fn parse_prefix(
+    table: &Ident,
+    content: ParseStream,
+) -> syn::Result<Option<(Vec<Expr>, Token![*])>> {
+    if !content.peek(token::Paren) {
+        return Ok(None);
+    }
+    let fork = content.fork();
+    let inner;
+    syn::parenthesized!(inner in fork);
+    if !fork.is_empty() {
+        return Ok(None);
+    }
+    // Elements: `None` for a lone `*`.
+    let mut elements: Vec<(Option<Expr>, TokenStream)> = Vec::new();
+    let mut stars = 0;
+    while !inner.is_empty() {
+        let start = inner.fork();
+        let element = if inner.peek(Token![*]) && is_lone_element_star(&inner) {
+            inner.parse::<Token![*]>()?;
+            stars += 1;
+            None
+        } else {
+            match inner.parse::<Expr>() {
+                Ok(expr) => Some(expr),
+                // Not a list of expressions: let the caller parse the key
+                // as one expression and report what is wrong with it.
+                Err(_) => return Ok(None),
+            }
+        };
+        let mut written = TokenStream::new();
+        while start.cursor() < inner.cursor() {
+            written.extend([start.parse::<proc_macro2::TokenTree>()?]);
+        }
+        elements.push((element, written));
+        if inner.is_empty() {
+            break;
+        }
+        if inner.parse::<Token![,]>().is_err() {
+            return Ok(None);
+        }
+    }
+    if stars == 0 {
+        return Ok(None);
+    }
+    // The parenthesized group is the whole key: consume it.
+    content.parse::<proc_macro2::TokenTree>()?;
+    let last = elements.len() - 1;
+    let leading: Vec<Expr> = elements[..last]
+        .iter()
+        .filter_map(|(e, _)| e.clone())
+        .collect();
+    for (at, (element, written)) in elements.iter().enumerate() {
+        if element.is_none() && at != last {
+            return Err(syn::Error::new_spanned(
+                written,
+                format!(
+                    "`*` stands for the rest of the key, so it comes last: a prefix names the leading elements of a tuple key, as in `{table}[(a, *)]`; for a wildcard anywhere else, declare the whole table, `{table}[*]`"
+                ),
+            ));
+        }
+    }
+    let Some((None, star)) = elements.last() else {
+        unreachable!("a `*` was found, and every `*` but the last was refused");
+    };
+    let star: Token![*] = syn::parse2(star.clone())?;
+    if leading.is_empty() {
+        return Err(syn::Error::new_spanned(
+            star,
+            format!(
+                "a prefix needs at least one leading element before `*`, as in `{table}[(a, *)]`; for every entry, write `{table}[*]`"
+            ),
+        ));
+    }
+    if leading.len() > MAX_PREFIX_LEN {
+        return Err(syn::Error::new_spanned(
+            &elements[MAX_PREFIX_LEN].1,
+            format!(
+                "a prefix has at most {MAX_PREFIX_LEN} leading elements: tuple keys have 2 to 4 elements"
+            ),
+        ));
+    }
+    Ok(Some((leading, star)))
+}
+
+/// Whether the next element of a tuple is a lone `*` (followed by `,` or the
+/// end), not a dereference such as `*id`.
+fn is_lone_element_star(inner: ParseStream) -> bool {
+    let fork = inner.fork();
+    fork.parse::<Token![*]>().is_ok() && (fork.is_empty() || fork.peek(Token![,]))
 }
 
 fn is_lone_star(content: ParseStream) -> bool {

@@ -7,7 +7,7 @@
 //! the typed async client `BankClient<I>`.
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, Path};
@@ -346,6 +346,13 @@ impl<'a> Generator<'a> {
                             (respan(quote!(#core::Key::entry), expr), borrow(expr));
                         quote_spanned!(expr.span()=> #entry(#name, #value))
                     }
+                    Target::Prefix(table, leading, _) => {
+                        let name = table.unraw().to_string();
+                        let first = &leading[0];
+                        let prefix = respan(quote!(#core::Key::prefix), first);
+                        let values = leading.iter().map(borrow);
+                        quote_spanned!(first.span()=> #prefix(#name, &(#(#values,)*)))
+                    }
                     Target::Bare(expr) => {
                         let (key, value) = (respan(quote!(#core::Key::value), expr), borrow(expr));
                         quote_spanned!(expr.span()=> #key(#value))
@@ -447,8 +454,44 @@ impl<'a> Generator<'a> {
                     }
                 }
             });
+            let prefix_checks = m.rules.iter().flat_map(|r| &r.keys).filter_map(|key| {
+                let Target::Prefix(table, leading, star) = &key.target else {
+                    return None;
+                };
+                let table = table.unraw().to_string();
+                let elements: Vec<String> = leading
+                    .iter()
+                    .map(|e| e.to_token_stream().to_string().replace(" . ", "."))
+                    .collect();
+                let written = format!("{table}[({}, *)]", elements.join(", "));
+                let entry = format!("{table}[({})]", elements.join(", "));
+                let len = leading.len();
+                let not_tuple = format!(
+                    "`{written}` in a rule of `{method}` is a prefix, but the key of table `{table}` \
+                     is not a tuple: a prefix needs a table keyed by a tuple of 2 to 4 elements, such \
+                     as `Table<(u64, u32), V>`; declare one entry, `{table}[key]`, or the whole table, \
+                     `{table}[*]`"
+                );
+                let too_long = format!(
+                    "`{written}` in a rule of `{method}` is a prefix of {len} element{}, but the key \
+                     of table `{table}` is not longer: a prefix names fewer elements than the key has; \
+                     for one entry write `{entry}`",
+                    if len == 1 { "" } else { "s" }
+                );
+                // Spanned at the `*`, so that the error points at the prefix.
+                Some(quote_spanned! {star.span=>
+                    if let ::core::option::Option::Some(arities) = <T as #core::StateTables>::KEY_ARITIES {
+                        let arity = #core::state::key_arity(tables, arities, #table);
+                        if arity == 0 {
+                            ::core::panic!(#not_tuple);
+                        } else if arity <= #len {
+                            ::core::panic!(#too_long);
+                        }
+                    }
+                })
+            });
             let cfgs = &m.cfgs;
-            quote! { #(#cfgs)* { #(#checks)* } }
+            quote! { #(#cfgs)* { #(#checks)* #(#prefix_checks)* } }
         });
         quote! {
             #[doc = #doc]

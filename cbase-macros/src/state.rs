@@ -42,6 +42,7 @@ pub fn derive(input: DeriveInput, krate: Path) -> TokenStream {
     };
     let mut entries = Vec::new();
     let mut names = Vec::new();
+    let mut arities = Vec::new();
     for field in fields {
         let mut skip = false;
         for attr in field.attrs.iter().filter(|a| a.path().is_ident("state")) {
@@ -69,6 +70,11 @@ pub fn derive(input: DeriveInput, krate: Path) -> TokenStream {
         let name = ident.to_string();
         let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
         names.push(name.clone());
+        let ty = &field.ty;
+        arities.push(quote! {{
+            use #krate::__private::core::container::NoTupleKey as _;
+            <#krate::__private::core::container::ArityOf<#ty>>::KEY_ARITY
+        }});
         let container = quote!(#krate::__private::core::Container);
         // Spanned at the field's type (the field name too, or rustc reports
         // the whole `name: Type`), so a field that is not a container is
@@ -81,6 +87,17 @@ pub fn derive(input: DeriveInput, krate: Path) -> TokenStream {
     }
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    // A field type with type parameters may or may not be a tuple-keyed
+    // table: for a generic state, prefix rules are not checked while
+    // compiling (their accesses are still checked as they run).
+    let key_arities = if input.generics.type_params().next().is_none() {
+        quote! {
+            const KEY_ARITIES: ::core::option::Option<&'static [usize]> =
+                ::core::option::Option::Some(&[#(#arities),*]);
+        }
+    } else {
+        TokenStream::new()
+    };
     let implementation = quote! {
         impl #impl_generics #krate::__private::core::State for #ident #ty_generics #where_clause {
             fn containers(&self) -> ::std::vec::Vec<(&'static str, &dyn #krate::__private::core::Container)> {
@@ -91,6 +108,7 @@ pub fn derive(input: DeriveInput, krate: Path) -> TokenStream {
         impl #impl_generics #krate::__private::core::StateTables for #ident #ty_generics #where_clause {
             const TABLES: ::core::option::Option<&'static [&'static str]> =
                 ::core::option::Option::Some(&[#(#names),*]);
+            #key_arities
         }
     };
     // On a mistake the impl is still emitted (without the fields in error),

@@ -116,6 +116,11 @@ fn check_key(cx: &Ctxt, method: &Method, key: &crate::attr::KeySpec) {
     }
     match &key.target {
         Target::Entry(_, expr) | Target::Bare(expr) => check_expr(cx, method, expr, &bindings),
+        Target::Prefix(_, leading, _) => {
+            for expr in leading {
+                check_expr(cx, method, expr, &bindings);
+            }
+        }
         Target::All(_) | Target::Table(_) => {}
     }
 }

@@ -177,6 +177,9 @@ impl<'a, S: Scheduler> Pipeline<'a, S> {
                     Key::Table(table) => table.0,
                     Key::Value(value) => value.0,
                     Key::Entry(table, value) => table.0 ^ value.0,
+                    Key::Prefix(table, path) => table.0 ^ path.last().map_or(0, |p| p.0),
+                    Key::TupleEntry(table, value, _) => table.0 ^ value.0,
+                    Key::TupleValue(value, _) => value.0,
                 };
             }
         }

@@ -9,6 +9,7 @@
 
 mod cell;
 mod log;
+mod prefix;
 mod table;
 
 use std::any::Any;
@@ -16,7 +17,10 @@ use std::sync::OnceLock;
 
 pub use cell::Cell;
 pub use log::EntryLog;
-pub use table::Table;
+#[doc(hidden)]
+pub use prefix::{ArityOf, NoTupleKey};
+pub use prefix::{KeyPrefix, PrefixProbe, TupleKey};
+pub use table::{PrefixView, Table};
 
 use crate::codec::CodecError;
 use crate::key::TableId;

@@ -12,9 +12,10 @@ use std::rc::Rc;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 
+use super::prefix::{KeyPrefix, PrefixBounds, range_under};
 use super::{BindError, Binding, Container, Entries, EntryLog};
 use crate::codec::{self, CodecError};
-use crate::key::{Key, TableId, ValueHash};
+use crate::key::{self, Key, PrefixPath, TableId, ValueHash};
 use crate::merkle::DigestTree;
 use crate::scope::{self, AccessKind};
 use crate::txn;
@@ -32,15 +33,20 @@ thread_local! {
 /// A replicated map from `K` to `V`, safe to use from concurrent requests.
 ///
 /// Its table name is the name of the field that holds it. Reads and writes of
-/// one key are checked against the running request's rule for `table[key]`;
+/// one key are checked against the running request's rule for `table[key]`
+/// (or a prefix it starts with, `table[(a, *)]`, for a tuple key);
 /// whole-table operations ([`len`](Table::len), [`fold`](Table::fold),
-/// [`entries`](Table::entries), [`range`](Table::range), ...) need `table[*]`.
+/// [`entries`](Table::entries), [`range`](Table::range), ...) need `table[*]`,
+/// and the operations over the keys under one prefix
+/// ([`prefix`](Table::prefix)) need that prefix (or `table[*]`).
 /// Iteration is always in key order, so it is the same on every replica.
 ///
 /// Inside a request, writes are staged and applied when the request returns
 /// (see [`crate::txn`]); the request itself reads its own writes. Keys are
 /// sharded by their [`ValueHash`] over independent locks, so requests on
-/// different keys do not contend.
+/// different keys do not contend; a tuple key is sharded by its first
+/// element instead, so the keys under a prefix are in one shard, next to each
+/// other, and visiting them costs O(log n) plus the entries visited.
 pub struct Table<K, V> {
     binding: Binding,
     shards: Box<[RwLock<BTreeMap<K, V>>]>,
@@ -111,7 +117,18 @@ impl<K, V> fmt::Debug for Table<K, V> {
 }
 
 fn shard_of<K: serde::Serialize>(key: &K) -> usize {
-    (ValueHash::of(key).0 % SHARDS as u64) as usize
+    let (hash, path) = key::hash_key(key);
+    shard_for(hash, path.as_ref())
+}
+
+/// The shard of a key with this hash and, for a tuple, these prefixes: the
+/// first element's, so that the keys under a prefix share a shard.
+fn shard_for(hash: ValueHash, path: Option<&PrefixPath>) -> usize {
+    let spread = match path.and_then(|path| path.hashes().first()) {
+        Some(first) => first.0,
+        None => hash.0,
+    };
+    (spread % SHARDS as u64) as usize
 }
 
 impl<K, V> Table<K, V>
@@ -134,13 +151,17 @@ where
 
     /// Checks an access to one key; returns its shard and the table's identity.
     fn check_key(&self, kind: AccessKind, key: &K) -> (usize, TableId) {
-        let hash = ValueHash::of(key);
+        let (hash, path) = key::hash_key(key);
         let (name, id) = self.binding.for_access();
-        scope::check(kind, name, &Key::Entry(id, hash), || format!("{key:?}"));
+        let access = match path {
+            Some(path) => Key::TupleEntry(id, hash, path),
+            None => Key::Entry(id, hash),
+        };
+        scope::check(kind, name, &access, || format!("{key:?}"));
         if kind == AccessKind::Write {
             self.refuse_write_while_iterating(name, id);
         }
-        ((hash.0 % SHARDS as u64) as usize, id)
+        (shard_for(hash, path.as_ref()), id)
     }
 
     fn check_whole(&self, kind: AccessKind) -> TableId {
@@ -341,15 +362,7 @@ where
         let overlay = overlay.as_ref().map(|o| o.borrow());
         let guards: Vec<_> = self.shards.iter().map(|s| s.read_recursive()).collect();
         ITERATING.with_borrow_mut(|tables| tables.push(id));
-        // Popped even if `f` panics, so a refused access inside the fold does
-        // not leave this thread believing it still iterates.
-        struct Pop;
-        impl Drop for Pop {
-            fn drop(&mut self) {
-                ITERATING.with_borrow_mut(|tables| tables.pop());
-            }
-        }
-        let _pop = Pop;
+        let _pop = PopIterating;
         let mut acc = init;
         let cleared = overlay.as_ref().is_some_and(|o| o.cleared);
         let stored = merge_sorted(guards.iter().filter(|_| !cleared).map(|g| g.iter()));
@@ -398,6 +411,70 @@ where
             .collect()
     }
 
+    /// The entries whose keys start with `prefix`, a tuple of the key's
+    /// leading elements: `(show,)` for a key `(show, seat)`.
+    ///
+    /// The view's operations need read access to that prefix
+    /// (`#[reads(seats[(show, *)])]`), a shorter prefix it starts with, or the
+    /// whole table; each checks when it is called. They visit only the keys
+    /// under the prefix: O(log n) plus what they visit. The keys themselves
+    /// are read and written with [`get`](Table::get), [`insert`](Table::insert)
+    /// and the other single-key operations, which a declared prefix allows
+    /// for every key under it.
+    pub fn prefix<P>(&self, prefix: P) -> PrefixView<'_, K, V, P>
+    where
+        K: KeyPrefix<P>,
+        P: Clone + serde::Serialize + 'static,
+    {
+        PrefixView {
+            table: self,
+            prefix,
+        }
+    }
+
+    /// Checks a read of the keys under `prefix`; returns their shard and the
+    /// table's identity.
+    fn check_prefix<P>(&self, prefix: &P) -> (usize, TableId)
+    where
+        K: KeyPrefix<P>,
+        P: serde::Serialize,
+    {
+        let (name, id) = self.binding.for_access();
+        let access = Key::prefix_of(id, prefix);
+        scope::check(AccessKind::Read, name, &access, || K::describe(prefix));
+        let Key::Prefix(_, path) = access else {
+            unreachable!("Key::prefix_of makes a prefix");
+        };
+        let first = path.hashes()[0];
+        ((first.0 % SHARDS as u64) as usize, id)
+    }
+
+    /// Folds over the entries under `prefix`, in key order.
+    fn fold_prefix<P, A>(&self, prefix: &P, init: A, mut f: impl FnMut(A, &K, &V) -> A) -> A
+    where
+        K: KeyPrefix<P>,
+        P: Clone + serde::Serialize + 'static,
+    {
+        let (shard, id) = self.check_prefix(prefix);
+        let overlay = self.overlay(id);
+        let overlay = overlay.as_ref().map(|o| o.borrow());
+        let guard = self.shards[shard].read_recursive();
+        ITERATING.with_borrow_mut(|tables| tables.push(id));
+        let _pop = PopIterating;
+        let bounds = PrefixBounds::new(prefix);
+        let cleared = overlay.as_ref().is_some_and(|o| o.cleared);
+        let stored = (!cleared)
+            .then(|| range_under(&guard, &bounds))
+            .into_iter()
+            .flatten();
+        let own = overlay.iter().flat_map(|o| range_under(&o.writes, &bounds));
+        let mut acc = init;
+        for (k, v) in with_own_writes(stored, own) {
+            acc = f(acc, k, v);
+        }
+        acc
+    }
+
     /// Removes every entry. Needs write access to `table[*]`.
     pub fn clear(&self) {
         let id = self.check_whole(AccessKind::Write);
@@ -414,6 +491,76 @@ where
                 self.log.change(&key, Some(&value), None);
             }
         }
+    }
+}
+
+/// Pops this thread's innermost iterated table when dropped: even if the
+/// fold's function panics, so a refused access inside a fold does not leave
+/// the thread believing it still iterates.
+struct PopIterating;
+
+impl Drop for PopIterating {
+    fn drop(&mut self) {
+        ITERATING.with_borrow_mut(|tables| tables.pop());
+    }
+}
+
+/// The entries of a [`Table`] whose keys start with one prefix: see
+/// [`Table::prefix`].
+///
+/// Each operation checks the running request's rule when it is called, as
+/// the table's own operations do, and sees the request's own writes.
+pub struct PrefixView<'t, K, V, P> {
+    table: &'t Table<K, V>,
+    prefix: P,
+}
+
+impl<K, V, P> PrefixView<'_, K, V, P>
+where
+    K: TableKey + KeyPrefix<P>,
+    V: Clone + serde::Serialize + DeserializeOwned + Send + Sync + 'static,
+    P: Clone + serde::Serialize + 'static,
+{
+    /// Folds over the entries in key order without copying. Writing the
+    /// table from inside `f` is refused (it would deadlock); collect what to
+    /// change and write after the fold.
+    pub fn fold<A>(&self, init: A, f: impl FnMut(A, &K, &V) -> A) -> A {
+        self.table.fold_prefix(&self.prefix, init, f)
+    }
+
+    /// Copies of the entries, in key order.
+    pub fn entries(&self) -> Vec<(K, V)> {
+        self.fold(Vec::new(), |mut out, k, v| {
+            out.push((k.clone(), v.clone()));
+            out
+        })
+    }
+
+    /// Copies of the keys, in order.
+    pub fn keys(&self) -> Vec<K> {
+        self.fold(Vec::new(), |mut out, k, _| {
+            out.push(k.clone());
+            out
+        })
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.fold(0, |n, _, _| n + 1)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K, V, P: fmt::Debug> fmt::Debug for PrefixView<'_, K, V, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrefixView")
+            .field("table", &self.table.binding.name())
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -781,5 +928,142 @@ mod tests {
                 requested: "acounts"
             })
         );
+    }
+
+    /// Runs `f` as the request `method` with the declared `access`, staging
+    /// its writes and committing them; the refusal if one was raised.
+    fn as_request<K: TableKey, R>(
+        table: &Table<K, u64>,
+        access: crate::AccessSet,
+        f: impl FnOnce() -> R,
+    ) -> Result<R, scope::UndeclaredAccess> {
+        let _scope = scope::enter("book", access);
+        let transaction = txn::begin();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .map_err(|payload| *payload.downcast::<scope::UndeclaredAccess>().unwrap())?;
+        for (_, staged) in transaction.take() {
+            table.commit(table.prepare(&staged).unwrap());
+        }
+        Ok(result)
+    }
+
+    fn theatre() -> Table<(u64, u32), u64> {
+        let seats: Table<(u64, u32), u64> = Table::named("seats");
+        for show in 0..40u64 {
+            for seat in (0..10u32).rev() {
+                seats.insert((show, seat), show * 100 + u64::from(seat));
+            }
+        }
+        seats
+    }
+
+    #[test]
+    fn a_prefix_holds_exactly_its_keys_in_order_in_one_shard() {
+        let seats = theatre();
+        let show: Vec<_> = seats.prefix((7u64,)).entries();
+        assert_eq!(
+            show,
+            (0..10u32)
+                .map(|s| ((7, s), 700 + u64::from(s)))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(seats.prefix((7u64,)).len(), 10);
+        assert!(seats.prefix((99u64,)).is_empty());
+        // Every key of a show lives in its show's shard.
+        let shard = shard_of(&(7u64, 0u32));
+        assert!((0..10u32).all(|s| shard_of(&(7u64, s)) == shard));
+        assert_eq!(
+            seats.shards[shard]
+                .read()
+                .keys()
+                .filter(|k| k.0 == 7)
+                .count(),
+            10
+        );
+        // Three-element keys, prefixes of one and two elements.
+        let t: Table<(u8, String, u8), u64> = Table::named("t");
+        for a in 0..3u8 {
+            for b in ["x", "y"] {
+                for c in 0..3u8 {
+                    t.insert((a, b.to_owned(), c), u64::from(c));
+                }
+            }
+        }
+        assert_eq!(t.prefix((1u8,)).len(), 6);
+        assert_eq!(
+            t.prefix((1u8, "y".to_owned())).keys(),
+            (0..3u8).map(|c| (1, "y".to_owned(), c)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_declared_prefix_allows_its_keys_and_nothing_else() {
+        let seats = theatre();
+        let show = |s: u64| Key::prefix("seats", &(s,));
+        let reads = |k: Key| crate::AccessSet::none().read(k);
+        // Reading the show, and any seat of it.
+        let seen = as_request(&seats, reads(show(3)), || {
+            (seats.prefix((3u64,)).len(), seats.get(&(3, 4)))
+        });
+        assert_eq!(seen, Ok((10, Some(304))));
+        // Another show, a seat of another show, the whole table: refused,
+        // saying what to declare.
+        let refused = as_request(&seats, reads(show(3)), || seats.prefix((4u64,)).len());
+        let refusal = refused.unwrap_err();
+        assert_eq!(
+            (refusal.table.as_str(), refusal.key.as_str()),
+            ("seats", "(4, *)")
+        );
+        assert!(
+            refusal.to_string().contains("`#[reads(seats[(4, *)])]`"),
+            "{refusal}"
+        );
+        let refused = as_request(&seats, reads(show(3)), || seats.get(&(4, 0)));
+        assert_eq!(refused.unwrap_err().key, "(4, 0)");
+        let refused = as_request(&seats, reads(show(3)), || seats.len());
+        assert_eq!(refused.unwrap_err().key, "*");
+        // A read prefix does not allow writes under it.
+        let refused = as_request(&seats, reads(show(3)), || seats.insert((3, 0), 0));
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("`#[writes(seats[(3, 0)])]`")
+        );
+        // A single seat does not allow its show.
+        let refused = as_request(&seats, reads(Key::entry("seats", &(3u64, 0u32))), || {
+            seats.prefix((3u64,)).len()
+        });
+        assert!(refused.is_err());
+        // The whole table allows every show.
+        let whole = as_request(&seats, reads(Key::table("seats")), || {
+            seats.prefix((39u64,)).len()
+        });
+        assert_eq!(whole, Ok(10));
+    }
+
+    #[test]
+    fn a_prefix_sees_the_requests_own_writes() {
+        let seats = theatre();
+        let access = crate::AccessSet::none().write(Key::prefix("seats", &(5u64,)));
+        let seen = as_request(&seats, access, || {
+            seats.remove(&(5, 0));
+            seats.insert((5, 3), 0);
+            seats.insert((5, 42), 42);
+            seats.prefix((5u64,)).entries()
+        })
+        .unwrap();
+        let mut expected: Vec<_> = (1..10u32).map(|s| ((5, s), 500 + u64::from(s))).collect();
+        expected[2].1 = 0;
+        expected.push(((5, 42), 42));
+        assert_eq!(seen, expected);
+        assert_eq!(seats.prefix((5u64,)).entries(), expected, "committed");
+        // A tuple table's digest does not depend on how it is sharded or
+        // filled: the same entries give the same root.
+        let again: Table<(u64, u32), u64> = Table::named("seats");
+        for ((show, seat), v) in seats.entries().into_iter().rev() {
+            again.insert((show, seat), v);
+        }
+        assert_eq!(again.root(), seats.root());
     }
 }

@@ -33,11 +33,20 @@
 //! * **TABLE(s)**, one node per table slot: one slot per table named in
 //!   [`Parallelizer::new`] plus a CATCHALL slot shared by all other tables.
 //!   [`Key::Table`] takes it in `R`/`W`, [`Key::Entry`] in `IR`/`IW`.
+//! * **PREFIX(p)**, created on demand and dropped when idle, `p` a 64-bit mix
+//!   of the table slot's salt and a [`PrefixHash`],
+//!   between a table and its entries: [`Key::Prefix`] takes its own prefix in
+//!   `R`/`W` and the shorter prefixes it lies under in `IR`/`IW`;
+//!   [`Key::TupleEntry`] takes every prefix it lies under in `IR`/`IW` (and
+//!   its table, GLOBAL and cell as [`Key::Entry`] does). Any of the five modes,
+//!   like the table nodes.
 //! * **CELL(c)**, created on demand and dropped when idle, `c` a 32-bit mix of
 //!   the table slot's salt and the value: [`Key::Entry`] takes it in `R`/`W`
 //!   (an entry of an unknown table uses the CATCHALL salt).
 //! * A bare [`Key::Value`] means "this value in every table", so it takes the
-//!   cell and a table intention in *every* slot, CATCHALL included.
+//!   cell and a table intention in *every* slot, CATCHALL included; a bare
+//!   [`Key::TupleValue`] also takes, in every slot, the intentions on the
+//!   prefixes it lies under.
 //!
 //! A request reaching one node through several keys takes it once, in the join
 //! of the modes (`R` on a table plus `IW` for an entry of it is `SIX`), and a
@@ -66,6 +75,12 @@
 //! * one is `t[*]` and the other `t[*]`, `t[v]` or `v` (which covers `t` through
 //!   its slot, CATCHALL included): both take TABLE(slot(t)), one in `R`/`W`,
 //!   the other in `R`/`W`/`IR`/`IW`, one of them writing: incompatible as above;
+//! * one is a prefix `t[(a, *)]` and the other a prefix, tuple entry or tuple
+//!   value that lies under it (or that it lies under): both take
+//!   PREFIX(mix(salt(slot(t)), hash(a))), the prefix in `R`/`W`, the other in
+//!   any mode, one of them writing: incompatible as above (a prefix does not
+//!   meet a plain entry or value: see [`Key::covers`], which never lets one
+//!   reach a tuple entry);
 //! * both name a cell (`t[v]` or `v`) with the same value and an overlapping
 //!   table: both take CELL(mix(salt(slot(t)), v)), one in `W`.
 //!
@@ -101,7 +116,8 @@
 //!
 //! `schedule` and `complete` do O(1) work per key (one lookup in a
 //! set-associative cell table at `schedule`, none at `complete`, which goes
-//! straight to the position recorded; O(tables) for a bare value), plus one
+//! straight to the position recorded; one map lookup per prefix node; O(tables)
+//! for a bare value), plus one
 //! step per request they wake; nothing depends on how many requests are
 //! pending. The cell table holds exactly the cells of the requests in flight,
 //! in 8 bytes each so that it stays in the cache (see `cells.rs`).
@@ -132,7 +148,7 @@ use std::hash::BuildHasherDefault;
 use std::mem;
 
 use crate::access::AccessSet;
-use crate::key::{Key, TableId};
+use crate::key::{Key, PrefixHash, TableId};
 use cells::{
     CellKey, CellPos, CellState, CellTable, Found, MAX_CAPACITY, PremixedHasher, SPILLED, cell_key,
 };
@@ -204,6 +220,8 @@ pub struct Parallelizer {
     /// The waiters of each cell that has any (those with
     /// `CellState::is_queued`), by cell key, first in line first.
     cell_queues: CellQueues,
+    /// Every prefix node some request in flight holds or waits for.
+    prefixes: PrefixNodes,
     scratch: Scratch,
 }
 
@@ -214,6 +232,7 @@ impl fmt::Debug for Parallelizer {
             .field("in_flight", &self.in_flight())
             .field("tables", &self.tables.ids)
             .field("cells", &self.cells.len())
+            .field("prefixes", &self.prefixes.len())
             .finish()
     }
 }
@@ -254,10 +273,13 @@ impl Parallelizer {
             fixed: (0..1 + slot_count).map(|_| FixedNode::default()).collect(),
             cells: CellTable::default(),
             cell_queues: HashMap::default(),
+            prefixes: HashMap::default(),
             scratch: Scratch {
                 global: 0,
                 tables: vec![0; slot_count],
                 cell_keys: Vec::new(),
+                prefixes: Vec::new(),
+                prefix_index: HashMap::default(),
             },
             tables,
         }
@@ -389,8 +411,19 @@ impl Parallelizer {
             });
         }
         for entry in &entries {
-            let node = &mut self.fixed[entry.node as usize];
-            release_fixed(node, entry.mode, slots, ready);
+            if entry.node == PREFIX_NODE {
+                let node = self
+                    .prefixes
+                    .get_mut(&entry.prefix)
+                    .expect("a prefix node held by a request in flight exists");
+                release_fixed(node, entry.mode, slots, ready);
+                if node.is_idle() {
+                    self.prefixes.remove(&entry.prefix);
+                }
+            } else {
+                let node = &mut self.fixed[entry.node as usize];
+                release_fixed(node, entry.mode, slots, ready);
+            }
         }
         entries.clear();
         cells.clear();
@@ -479,8 +512,17 @@ impl Parallelizer {
                     next += run;
                     continue;
                 }
-                Key::All | Key::Table(_) => scratch.want_wildcard(tables, key, mode),
-                Key::Value(value) => {
+                Key::All | Key::Table(_) | Key::Prefix(..) => {
+                    scratch.want_wildcard(tables, key, mode)
+                }
+                Key::TupleEntry(_, value, _) => {
+                    let salt = scratch.want_tuple_entry(tables, key, mode);
+                    let cell = cell_key(salt, value.0);
+                    table.prefetch(cell);
+                    cells[named] = cell;
+                    named += 1;
+                }
+                Key::Value(value) | Key::TupleValue(value, _) => {
                     scratch.want_wildcard(tables, key, mode);
                     // Room for one cell per slot, and one per key left.
                     let room = named + tables.slot_count() + (keys.len() - next - 1) + later;
@@ -556,8 +598,14 @@ impl Parallelizer {
                     };
                     self.take_cell(cell_key(salt, value.0), mode, request);
                 }
-                Key::All | Key::Table(_) => self.scratch.want_wildcard(&self.tables, key, mode),
-                Key::Value(value) => {
+                Key::All | Key::Table(_) | Key::Prefix(..) => {
+                    self.scratch.want_wildcard(&self.tables, key, mode)
+                }
+                Key::TupleEntry(_, value, _) => {
+                    let salt = self.scratch.want_tuple_entry(&self.tables, key, mode);
+                    self.take_cell(cell_key(salt, value.0), mode, request);
+                }
+                Key::Value(value) | Key::TupleValue(value, _) => {
                     self.scratch.want_wildcard(&self.tables, key, mode);
                     for s in 0..self.tables.slot_count() {
                         let cell = cell_key(self.tables.salts[s], value.0);
@@ -680,15 +728,24 @@ impl Parallelizer {
             fixed,
             slots,
             scratch,
+            prefixes,
             ..
         } = self;
+        if !scratch.prefixes.is_empty() {
+            for (key, wanted) in scratch.prefixes.drain(..) {
+                let mode = Mode::join_set(wanted).expect("a prefix is wanted in some mode");
+                let node = prefixes.entry(key).or_default();
+                acquire_node(node, PREFIX_NODE, key, mode, request, slots);
+            }
+            scratch.prefix_index.clear();
+        }
         if let Some(mode) = Mode::join_set(mem::take(&mut scratch.global)) {
-            acquire_fixed(&mut fixed[GLOBAL], GLOBAL, mode, request, slots);
+            acquire_node(&mut fixed[GLOBAL], GLOBAL as u32, 0, mode, request, slots);
         }
         for (s, wanted) in scratch.tables.iter_mut().enumerate() {
             if let Some(mode) = Mode::join_set(mem::take(wanted)) {
                 let node = 1 + s;
-                acquire_fixed(&mut fixed[node], node, mode, request, slots);
+                acquire_node(&mut fixed[node], node as u32, 0, mode, request, slots);
             }
         }
     }
@@ -719,9 +776,12 @@ impl Request {
     }
 }
 
-fn acquire_fixed(
+/// Takes (or queues for) `node`, which is `fixed[id]` or, with `id` equal to
+/// `PREFIX_NODE`, the prefix node `prefix`.
+fn acquire_node(
     node: &mut FixedNode,
-    id: usize,
+    id: u32,
+    prefix: u64,
     mode: Mode,
     request: &mut Request,
     slots: &mut [Slot],
@@ -734,9 +794,10 @@ fn acquire_fixed(
         request.waiting += 1;
     }
     request.entries.push(Entry {
-        node: id as u32,
+        node: id,
         next: EntryRef::NONE,
         mode,
+        prefix,
     });
 }
 
@@ -860,11 +921,16 @@ enum SlotState {
     Running,
 }
 
-/// A request's claim on GLOBAL or a table node.
+/// `Entry::node` of a prefix node.
+const PREFIX_NODE: u32 = u32::MAX;
+
+/// A request's claim on GLOBAL, a table node or a prefix node.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    /// The index of the node in `Parallelizer::fixed`.
+    /// The index of the node in `Parallelizer::fixed`, or `PREFIX_NODE`.
     node: u32,
+    /// The key of the node in `Parallelizer::prefixes`, for a prefix node.
+    prefix: u64,
     mode: Mode,
     /// The next waiter in the node's queue, while this entry is queued.
     next: EntryRef,
@@ -943,12 +1009,30 @@ impl Queue {
     }
 }
 
-/// GLOBAL or a table: any of the five modes.
+/// GLOBAL, a table or a prefix: any of the five modes.
 #[derive(Default, Debug)]
 struct FixedNode {
     held: ModeCounts,
     waiting: ModeCounts,
     queue: Queue,
+}
+
+impl FixedNode {
+    /// Whether no request holds or waits for the node (a waiter is counted
+    /// in `waiting` for as long as it is queued).
+    fn is_idle(&self) -> bool {
+        self.held.set == 0 && self.waiting.set == 0
+    }
+}
+
+/// The prefix nodes in use, by key (see `prefix_node`).
+type PrefixNodes = HashMap<u64, FixedNode, BuildHasherDefault<PremixedHasher>>;
+
+/// The key of the node of prefix `hash` in the table slot whose salt is
+/// `salt`: the same prefix in two tables is two nodes.
+#[inline]
+fn prefix_node(salt: u64, hash: PrefixHash) -> u64 {
+    fmix64(salt ^ fmix64(hash.0))
 }
 
 /// How many requests hold (or wait for) a node in each mode, and the set of
@@ -991,6 +1075,11 @@ struct Scratch {
     /// The cells the request names (phase one), writes first; kept between
     /// requests so that naming allocates nothing.
     cell_keys: Vec<CellKey>,
+    /// The prefix nodes wanted, each once, with the modes wanted on it as a
+    /// mode set, cleared as they are acquired.
+    prefixes: Vec<(u64, u8)>,
+    /// Where each prefix node is in `prefixes`, once there are many.
+    prefix_index: HashMap<u64, usize, BuildHasherDefault<PremixedHasher>>,
 }
 
 impl Scratch {
@@ -1005,10 +1094,13 @@ impl Scratch {
         slot
     }
 
-    /// Records what a key other than an entry wants on GLOBAL and the table
-    /// slots: `*` takes GLOBAL in `mode`, `t[*]` takes its slot in `mode`,
-    /// and a bare value takes an intention on every slot (its cells are the
-    /// caller's to take). An entry is recorded as by `want_entry_table`.
+    /// Records what a key other than an entry wants on GLOBAL, the table
+    /// slots and the prefix nodes: `*` takes GLOBAL in `mode`, `t[*]` takes
+    /// its slot in `mode`, a prefix takes itself in `mode` and the prefixes
+    /// above it in the intention, and a bare value takes an intention on every
+    /// slot and on every prefix it lies under in every slot (its cells are the
+    /// caller's to take). An entry is recorded as by `want_entry_table`, a
+    /// tuple entry as by `want_tuple_entry`.
     fn want_wildcard(&mut self, tables: &TableIndex, key: Key, mode: Mode) {
         let intention = mode.intention().bit();
         match key {
@@ -1017,15 +1109,78 @@ impl Scratch {
                 self.global |= intention;
                 self.tables[tables.slot(table)] |= mode.bit();
             }
-            Key::Value(_) => {
+            Key::Value(_) | Key::TupleValue(..) => {
                 self.global |= intention;
                 for wanted in &mut self.tables {
                     *wanted |= intention;
+                }
+                if let Key::TupleValue(_, path) = key {
+                    for &salt in &tables.salts {
+                        for &hash in path.hashes() {
+                            self.want_prefix(prefix_node(salt, hash), intention);
+                        }
+                    }
                 }
             }
             Key::Entry(table, _) => {
                 self.want_entry_table(tables, table, mode);
             }
+            Key::TupleEntry(..) => {
+                self.want_tuple_entry(tables, key, mode);
+            }
+            Key::Prefix(table, path) => {
+                let slot = self.want_entry_table(tables, table, mode);
+                let salt = tables.salts[slot];
+                if let Some((&own, above)) = path.hashes().split_last() {
+                    for &hash in above {
+                        self.want_prefix(prefix_node(salt, hash), intention);
+                    }
+                    self.want_prefix(prefix_node(salt, own), mode.bit());
+                }
+            }
+        }
+    }
+
+    /// Records the intentions a tuple entry in `mode` wants on GLOBAL, its
+    /// table's slot and the prefixes it lies under; returns the slot's salt,
+    /// which names its cell.
+    fn want_tuple_entry(&mut self, tables: &TableIndex, key: Key, mode: Mode) -> u64 {
+        let Key::TupleEntry(table, _, path) = key else {
+            unreachable!("want_tuple_entry takes tuple entries");
+        };
+        let slot = self.want_entry_table(tables, table, mode);
+        let salt = tables.salts[slot];
+        let intention = mode.intention().bit();
+        for &hash in path.hashes() {
+            self.want_prefix(prefix_node(salt, hash), intention);
+        }
+        salt
+    }
+
+    /// Adds the modes `wanted` (a mode set) to the prefix node `node`, so that
+    /// a request reaching one prefix through several keys takes it once.
+    fn want_prefix(&mut self, node: u64, wanted: u8) {
+        // A request names few prefixes: a linear search beats a map until
+        // it names many.
+        const LINEAR: usize = 8;
+        if self.prefixes.len() < LINEAR {
+            match self.prefixes.iter_mut().find(|(key, _)| *key == node) {
+                Some((_, modes)) => *modes |= wanted,
+                None => self.prefixes.push((node, wanted)),
+            }
+            return;
+        }
+        if self.prefix_index.is_empty() {
+            for (at, &(key, _)) in self.prefixes.iter().enumerate() {
+                self.prefix_index.insert(key, at);
+            }
+        }
+        let next = self.prefixes.len();
+        let at = *self.prefix_index.entry(node).or_insert(next);
+        if at == next {
+            self.prefixes.push((node, wanted));
+        } else {
+            self.prefixes[at].1 |= wanted;
         }
     }
 }

@@ -565,6 +565,116 @@ fn many_tables_use_the_sorted_lookup() {
     ));
 }
 
+fn seat(show: u64, seat: u32) -> Key {
+    Key::entry("a", &(show, seat))
+}
+
+fn show(show: u64) -> Key {
+    Key::prefix("a", &(show,))
+}
+
+#[test]
+fn a_prefix_waits_only_for_writes_under_it() {
+    let mut p = two_tables(8);
+    // Other shows run in parallel with a show's reader and writer.
+    assert!(!waits(&mut p, &reads(&[show(1)]), &writes(&[seat(2, 1)])));
+    assert!(!waits(&mut p, &writes(&[show(1)]), &writes(&[show(2)])));
+    assert!(!waits(&mut p, &writes(&[show(1)]), &reads(&[seat(2, 7)])));
+    // Readers of one show share it with each other and with seat readers.
+    assert!(!waits(&mut p, &reads(&[show(1)]), &reads(&[show(1)])));
+    assert!(!waits(&mut p, &reads(&[show(1)]), &reads(&[seat(1, 3)])));
+    // A write under the show and the show meet, in either order.
+    assert!(waits(&mut p, &reads(&[show(1)]), &writes(&[seat(1, 3)])));
+    assert!(waits(&mut p, &writes(&[seat(1, 3)]), &reads(&[show(1)])));
+    assert!(waits(&mut p, &writes(&[show(1)]), &reads(&[seat(1, 3)])));
+    // The whole table meets every prefix; other tables meet none.
+    assert!(waits(
+        &mut p,
+        &writes(&[Key::table("a")]),
+        &reads(&[show(1)])
+    ));
+    assert!(waits(
+        &mut p,
+        &reads(&[show(1)]),
+        &writes(&[Key::table("a")])
+    ));
+    assert!(!waits(
+        &mut p,
+        &reads(&[show(1)]),
+        &writes(&[Key::table("b")])
+    ));
+    assert!(!waits(
+        &mut p,
+        &reads(&[show(1)]),
+        &writes(&[Key::prefix("b", &(1u64,))])
+    ));
+    assert!(waits(&mut p, &reads(&[show(1)]), &writes(&[Key::All])));
+    // A bare tuple value meets the prefix it lies under, in every table.
+    assert!(waits(
+        &mut p,
+        &reads(&[show(1)]),
+        &writes(&[Key::value(&(1u64, 3u32))])
+    ));
+    assert!(waits(
+        &mut p,
+        &reads(&[Key::prefix("u", &(1u64,))]),
+        &writes(&[Key::value(&(1u64, 3u32))])
+    ));
+    assert!(!waits(
+        &mut p,
+        &reads(&[show(1)]),
+        &writes(&[Key::value(&(2u64, 3u32))])
+    ));
+    assert_eq!(p.prefixes.len(), 0, "idle prefix nodes are dropped");
+}
+
+#[test]
+fn longer_prefixes_lie_under_shorter_ones() {
+    let mut p = two_tables(8);
+    let ab = Key::prefix("a", &(1u8, 2u8));
+    let ac = Key::prefix("a", &(1u8, 3u8));
+    let a = Key::prefix("a", &(1u8,));
+    assert!(waits(&mut p, &writes(&[a]), &reads(&[ab])));
+    assert!(waits(&mut p, &reads(&[ab]), &writes(&[a])));
+    assert!(!waits(&mut p, &writes(&[ab]), &writes(&[ac])));
+    assert!(waits(
+        &mut p,
+        &reads(&[ab]),
+        &writes(&[Key::entry("a", &(1u8, 2u8, 9u8))])
+    ));
+    assert!(!waits(
+        &mut p,
+        &reads(&[ab]),
+        &writes(&[Key::entry("a", &(1u8, 3u8, 9u8))])
+    ));
+    assert!(waits(
+        &mut p,
+        &reads(&[a]),
+        &writes(&[Key::entry("a", &(1u8, 3u8, 9u8))])
+    ));
+}
+
+#[test]
+fn a_request_reaching_a_prefix_through_many_keys_takes_it_once() {
+    let mut p = two_tables(8);
+    // Twenty seats of one show and the show itself, read and written: one
+    // prefix node, taken once in the join of the modes (past the linear
+    // search of `want_prefix`, too).
+    let mut many: Vec<Key> = (0..20).map(|s| seat(1, s)).collect();
+    many.extend((0..12).map(|s| Key::prefix("a", &(s + 10u64,))));
+    let set = AccessSet::new(vec![show(1), show(1)], many);
+    let (task, ready) = schedule(&mut p, &set);
+    assert!(ready, "a request never waits for itself");
+    let (other, ready) = schedule(&mut p, &reads(&[seat(1, 0)]));
+    assert!(!ready, "SIX on the show excludes a seat reader");
+    let (third, ready) = schedule(&mut p, &reads(&[seat(2, 0)]));
+    assert!(ready);
+    assert_eq!(complete(&mut p, task), vec![other]);
+    complete(&mut p, other);
+    complete(&mut p, third);
+    assert_eq!(p.prefixes.len(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // Property tests.
 
@@ -773,6 +883,24 @@ fn key_strategy() -> impl Strategy<Value = Key> {
         3 => table_strategy().prop_map(Key::Table),
         3 => value_strategy().prop_map(Key::Value),
         8 => (table_strategy(), value_strategy()).prop_map(|(t, v)| Key::Entry(t, v)),
+        6 => prefix_key_strategy(),
+    ]
+}
+
+/// Keys of tables with tuple keys: prefixes of one and two elements, entries
+/// of 2- and 3-tuples under them, and bare tuple values, over few elements
+/// so that they meet often.
+fn prefix_key_strategy() -> impl Strategy<Value = Key> {
+    let element = || 0u8..2;
+    prop_oneof![
+        3 => (table_strategy(), element()).prop_map(|(t, a)| Key::prefix_of(t, &(a,))),
+        2 => (table_strategy(), element(), element())
+            .prop_map(|(t, a, b)| Key::prefix_of(t, &(a, b))),
+        3 => (table_strategy(), element(), element())
+            .prop_map(|(t, a, b)| Key::entry_of(t, &(a, b))),
+        2 => (table_strategy(), element(), element(), element())
+            .prop_map(|(t, a, b, c)| Key::entry_of(t, &(a, b, c))),
+        1 => (element(), element()).prop_map(|(a, b)| Key::value(&(a, b))),
     ]
 }
 
@@ -802,6 +930,7 @@ fn large_access_strategy() -> impl Strategy<Value = AccessSet> {
     let key = move || {
         prop_oneof![
             40 => (table_strategy(), value()).prop_map(|(t, v)| Key::Entry(t, v)),
+            4 => prefix_key_strategy(),
             2 => value().prop_map(Key::Value),
             1 => table_strategy().prop_map(Key::Table),
         ]
