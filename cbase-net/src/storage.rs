@@ -55,7 +55,9 @@ const STATE_CACHE: usize = 64 << 20;
 const LOG_CACHE: usize = 16 << 20;
 
 /// The layout of what is stored; a file of another format is refused.
-const FORMAT: u32 = 1;
+/// 2: the client table keeps bounded sessions (per client key, with a
+/// floor), not one record per key and lane.
+const FORMAT: u32 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
