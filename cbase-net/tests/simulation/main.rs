@@ -37,6 +37,7 @@ mod byzantine;
 mod checks;
 mod disk;
 mod network;
+mod reads;
 mod scenarios;
 mod service;
 mod twins;
@@ -77,15 +78,17 @@ fn distinct_seeds(name: &str) -> Vec<u64> {
     (start..start + count).collect()
 }
 
-/// Runs one seed of a scenario: Ok, or the failure with where it ended.
-fn run_one(scenario: &scenarios::Scenario, seed: u64) -> Result<(), String> {
+/// Runs one seed of a scenario: Ok, or the failure with where it ended;
+/// and how many reads went the fast path and how many were ordered.
+fn run_one(scenario: &scenarios::Scenario, seed: u64) -> (Result<(), String>, [u64; 2]) {
     let mut world = World::new(seed, scenario.clone());
     world.run();
     let verdict = world
         .check()
         .map_err(|problem| format!("{problem}\n{}", world.describe()));
+    let reads = [world.fast_reads, world.ordered_reads];
     world.shutdown();
-    verdict
+    (verdict, reads)
 }
 
 fn run_scenario(name: &str) {
@@ -101,9 +104,12 @@ fn run_scenario(name: &str) {
     let mut failed: Vec<(u64, String)> = Vec::new();
     // Time spent on the runs that passed and on those that failed.
     let (mut passing, mut failing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut reads = [0u64; 2];
     for &seed in &seeds {
         let started = std::time::Instant::now();
-        let verdict = run_one(&scenario, seed);
+        let (verdict, counted) = run_one(&scenario, seed);
+        reads[0] += counted[0];
+        reads[1] += counted[1];
         match verdict {
             Ok(()) => passing += started.elapsed(),
             Err(_) => failing += started.elapsed(),
@@ -123,11 +129,14 @@ fn run_scenario(name: &str) {
     }
     let passed = seeds.len() - failed.len();
     eprintln!(
-        "{name}: {passed} passed in {:.1} s ({:.0} ms each), {} failed in {:.1} s",
+        "{name}: {passed} passed in {:.1} s ({:.0} ms each), {} failed in {:.1} s; \
+         reads: {} on the fast path, {} ordered after trying it",
         passing.as_secs_f64(),
         passing.as_secs_f64() * 1000.0 / passed.max(1) as f64,
         failed.len(),
-        failing.as_secs_f64()
+        failing.as_secs_f64(),
+        reads[0],
+        reads[1]
     );
     if !failed.is_empty() {
         panic!(
