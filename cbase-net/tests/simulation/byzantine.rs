@@ -3,6 +3,8 @@
 //! a rewritten message can be signed again), and some behaviours add
 //! traffic of their own on every tick.
 
+use std::collections::BTreeMap;
+
 use cbase_core::{ExecError, codec};
 use cbase_net::checkpoint::parts::{PartReply, PartRequest};
 use cbase_net::config::ReplicaId;
@@ -53,6 +55,12 @@ pub enum Behaviour {
     /// reads on the fast path with the oldest answer it remembers for the
     /// operation (stale, the same to every client).
     Replay,
+    /// Follows the protocol, but answers every read on the fast path at
+    /// once, with the answer most other replicas' states give now if that
+    /// differs from its own (it knows what the network holds back): what
+    /// correct replicas that lag behind would answer if they did not wait
+    /// for their barrier.
+    StaleReads,
 }
 
 /// Most messages a Byzantine replica remembers for replays.
@@ -73,6 +81,10 @@ impl World {
                 _ => false,
             },
             Some(Behaviour::Withhold) => self.rng.gen_bool(0.5),
+            Some(Behaviour::StaleReads) => {
+                self.run_reads(instance, vec![(c, id, operation.to_vec())]);
+                true
+            }
             _ => false,
         }
     }
@@ -91,8 +103,14 @@ impl World {
             .map(|seen| seen.iter().cloned().collect())
             .unwrap_or_default();
         let oldest = remembered.first().cloned();
+        // The latest earlier answer that differs from the correct one.
+        let previous = remembered
+            .iter()
+            .rev()
+            .find(|answer| Some(*answer) != reply.result.as_ref())
+            .cloned();
         match self.behaviour(instance) {
-            Some(Behaviour::Chaos) => match self.rng.gen_range(0..8) {
+            Some(Behaviour::Chaos) => match self.rng.gen_range(0..9) {
                 // The same forgery to every client: a plausible balance.
                 0 => reply.result = forged(crate::service::OPENING + 1),
                 // A different one to each.
@@ -104,14 +122,29 @@ impl World {
                     let pick = self.rng.gen_range(0..remembered.len());
                     reply.result = Some(remembered[pick].clone());
                 }
-                4 => reply.result = None,
+                4 => reply.result = previous.or(reply.result),
+                5 => reply.result = None,
                 // Another replica's name.
-                5 => reply.replica = (reply.replica + 1) % self.n as ReplicaId,
+                6 => reply.replica = (reply.replica + 1) % self.n as ReplicaId,
                 _ => {}
             },
             Some(Behaviour::Withhold) if self.rng.gen_bool(0.25) => reply.result = None,
             Some(Behaviour::Replay) if reply.result.is_some() => {
                 reply.result = oldest.or(reply.result)
+            }
+            Some(Behaviour::StaleReads) if reply.result.is_some() => {
+                let mut counts: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+                for other in 0..self.nodes.len() {
+                    if other != instance
+                        && let Some(answer) = self.peek_read(other, operation)
+                        && Some(&answer) != reply.result.as_ref()
+                    {
+                        *counts.entry(answer).or_default() += 1;
+                    }
+                }
+                if let Some((answer, _)) = counts.into_iter().max_by_key(|(_, count)| *count) {
+                    reply.result = Some(answer);
+                }
             }
             _ => {}
         }

@@ -228,4 +228,5 @@ scenario_tests! {
     oversized_requests => "oversized-requests",
     skewed_clocks => "skewed-clocks",
     corrupted_replica => "corrupted-replica",
+    stale_reading_backup => "stale-reading-backup",
 }
