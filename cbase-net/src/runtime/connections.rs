@@ -415,7 +415,7 @@ fn read(inbound: &Inbound, queue: &ClientQueue, client: PublicKey, id: u64, oper
         result: None,
     };
     if !queue.admit_read() {
-        let _ = queue.outgoing.try_send(Outgoing::Read(refuse()));
+        queue.refuse_read(refuse());
         return;
     }
     let after = inbound.reads.barrier.load(Ordering::Acquire);
