@@ -17,7 +17,10 @@
 //! - linearizability: the agreed order is a linearization of the honest
 //!   clients' history (results match a sequential bank at the agreed time;
 //!   real-time order is respected), and money is neither created nor
-//!   destroyed;
+//!   destroyed; a read answered on the fast path (not in the agreed order)
+//!   fits at some position of it where the bank gives the same answer, after
+//!   every operation that finished before the read started (fast reads
+//!   included) and before every ordered one that started after it finished;
 //! - liveness: every honest request completed within the bound after the
 //!   heal; correct replicas that are up settled in one view (no view
 //!   entered during the final settle period, none still changing views)

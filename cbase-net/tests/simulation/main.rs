@@ -9,13 +9,20 @@
 //!   id, placed by a systematic per-round partition schedule.
 //! - `byzantine.rs`: Byzantine replicas that wrap a correct one and rewrite
 //!   its outputs (equivocation, chaos, withholding, forwarding to backups
-//!   only, far-future floods, dripping state transfer, pushed timestamps).
+//!   only, far-future floods, dripping state transfer, pushed timestamps,
+//!   forged and stale answers to reads).
 //! - `world.rs`: instances, clients, the event loop; `service.rs`: the bank.
+//! - `reads.rs`: the read-only fast path: honest clients send `Balance` and
+//!   `Total` unordered to every replica and accept 2f+1 matching answers
+//!   (else order them); a replica parks a read until its execution reaches
+//!   the read barrier taken on arrival. Byzantine replicas answer reads
+//!   with forged and stale results (see `byzantine.rs`).
 //! - `disk.rs`: each replica's data directory, with the runtime's sync rules,
 //!   so a restart from disk (of one replica, or of all in a power cut, with
 //!   or without the writes not yet synced) is a fault like the others.
-//! - `checks.rs`: safety, linearizability, the bank invariant, liveness
-//!   after the heal, settling in one view, catching up, memory bounds.
+//! - `checks.rs`: safety, linearizability (reads answered on the fast path
+//!   included), the bank invariant, liveness after the heal, settling in one
+//!   view, catching up, memory bounds.
 //! - `scenarios.rs`: the named scenarios, one `#[test]` each below.
 //!
 //! Environment:
