@@ -86,14 +86,15 @@ fn distinct_seeds(name: &str) -> Vec<u64> {
 }
 
 /// Runs one seed of a scenario: Ok, or the failure with where it ended;
-/// and how many reads went the fast path and how many were ordered.
-fn run_one(scenario: &scenarios::Scenario, seed: u64) -> (Result<(), String>, [u64; 2]) {
+/// and how many reads went the fast path, how many were ordered, and how
+/// many a correct replica parked until execution reached their barrier.
+fn run_one(scenario: &scenarios::Scenario, seed: u64) -> (Result<(), String>, [u64; 3]) {
     let mut world = World::new(seed, scenario.clone());
     world.run();
     let verdict = world
         .check()
         .map_err(|problem| format!("{problem}\n{}", world.describe()));
-    let reads = [world.fast_reads, world.ordered_reads];
+    let reads = [world.fast_reads, world.ordered_reads, world.parked_reads];
     world.shutdown();
     (verdict, reads)
 }
@@ -111,12 +112,13 @@ fn run_scenario(name: &str) {
     let mut failed: Vec<(u64, String)> = Vec::new();
     // Time spent on the runs that passed and on those that failed.
     let (mut passing, mut failing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-    let mut reads = [0u64; 2];
+    let mut reads = [0u64; 3];
     for &seed in &seeds {
         let started = std::time::Instant::now();
         let (verdict, counted) = run_one(&scenario, seed);
-        reads[0] += counted[0];
-        reads[1] += counted[1];
+        for (total, count) in reads.iter_mut().zip(counted) {
+            *total += count;
+        }
         match verdict {
             Ok(()) => passing += started.elapsed(),
             Err(_) => failing += started.elapsed(),
@@ -137,13 +139,14 @@ fn run_scenario(name: &str) {
     let passed = seeds.len() - failed.len();
     eprintln!(
         "{name}: {passed} passed in {:.1} s ({:.0} ms each), {} failed in {:.1} s; \
-         reads: {} on the fast path, {} ordered after trying it",
+         reads: {} on the fast path, {} ordered after trying it, {} parked at a correct replica",
         passing.as_secs_f64(),
         passing.as_secs_f64() * 1000.0 / passed.max(1) as f64,
         failed.len(),
         failing.as_secs_f64(),
         reads[0],
-        reads[1]
+        reads[1],
+        reads[2]
     );
     if !failed.is_empty() {
         panic!(
@@ -171,8 +174,14 @@ macro_rules! scenario_tests {
         #[test]
         fn a_seed_replays_event_for_event() {
             for scenario in scenarios().into_iter().filter(|s| {
-                ["lossy-network", "twins-n4-three-sides", "byzantine-backup", "oversized-requests"]
-                    .contains(&s.name)
+                [
+                    "lossy-network",
+                    "twins-n4-three-sides",
+                    "byzantine-backup",
+                    "oversized-requests",
+                    "stale-reading-backup",
+                ]
+                .contains(&s.name)
             }) {
                 for seed in 0..8 {
                     let fingerprints: Vec<[u8; 32]> = (0..2)

@@ -128,6 +128,10 @@ impl World {
                 self.send_read_reply(instance, c, &operation, reply);
             }
             Some(barrier) => {
+                if barrier > node.execution.last_executed() && self.is_correct(instance) {
+                    self.parked_reads += 1;
+                }
+                let node = &mut self.nodes[instance];
                 node.read_arrivals += 1;
                 node.parked_reads
                     .insert((barrier, node.read_arrivals), (c, id, operation));

@@ -330,6 +330,9 @@ pub struct World {
     /// they ordered instead.
     pub fast_reads: u64,
     pub ordered_reads: u64,
+    /// Reads a correct replica instance parked: its execution had not
+    /// reached their barrier when they arrived.
+    pub parked_reads: u64,
     /// `TRACE=1`: print what every instance does about views and state.
     pub tracing: bool,
     /// `TRACE=2`: also print every replica message delivered and every
@@ -546,6 +549,7 @@ impl World {
             installed: 0,
             fast_reads: 0,
             ordered_reads: 0,
+            parked_reads: 0,
             tracing: std::env::var("TRACE").is_ok_and(|v| v == "1" || v == "2"),
             tracing_messages: std::env::var("TRACE").is_ok_and(|v| v == "2"),
             scenario,
