@@ -24,7 +24,9 @@
 //! - liveness: every honest request completed within the bound after the
 //!   heal; correct replicas that are up settled in one view (no view
 //!   entered during the final settle period, none still changing views)
-//!   and caught up with the stable checkpoint;
+//!   and caught up with the stable checkpoint; no read on the fast path
+//!   waits at a correct replica for a sequence number it executed, or one
+//!   no correct replica executed;
 //! - a replica whose state was damaged repaired itself.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -452,6 +454,32 @@ impl World {
             return Err(format!(
                 "correct replicas ended in different views {views:?}"
             ));
+        }
+        // A read parked at a correct replica runs as soon as its execution
+        // reaches the read's barrier (what the replica saw prepared). One
+        // that lags may end with reads still waiting, but not for a
+        // sequence number it executed, nor for one no correct replica
+        // executed: a barrier nothing will execute up to would hold every
+        // later read there until its client gives up on it.
+        let executed = live
+            .iter()
+            .map(|i| self.nodes[*i].execution.last_executed())
+            .max()
+            .unwrap_or(0);
+        for &instance in &live {
+            let node = &self.nodes[instance];
+            let own = node.execution.last_executed();
+            let first = node.parked_reads.keys().next().map(|(b, _)| *b);
+            let last = node.parked_reads.keys().next_back().map(|(b, _)| *b);
+            if let Some(barrier) = first
+                .filter(|b| *b <= own)
+                .or(last.filter(|b| *b > executed))
+            {
+                return Err(format!(
+                    "correct replica instance {instance} still holds a read at the end waiting \
+                     for {barrier}; it executed {own}, the correct replicas up to {executed}"
+                ));
+            }
         }
         // Caught up: at or past the highest stable checkpoint.
         let low = self.highest_stable();
