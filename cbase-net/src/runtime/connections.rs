@@ -423,7 +423,7 @@ fn reads_to_execution(
             result: None,
         };
         if !queue.admit_read() {
-            let _ = queue.outgoing.try_send(Outgoing::Read(refuse));
+            queue.refuse_read(refuse);
         } else if after == super::NO_READS {
             queue.send_read(refuse);
         } else {

@@ -64,6 +64,16 @@ impl ClientQueue {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
+    /// Answers a read over the connection's bound at once with no result.
+    /// The writer uncounts every answer it writes, so this one is counted
+    /// first: uncounted, it would take one of the connection's admitted
+    /// reads off the count, and a client sending reads past the bound
+    /// would get one more admitted for each one refused.
+    pub fn refuse_read(&self, reply: ReadReply) {
+        self.reads.fetch_add(1, Ordering::AcqRel);
+        self.send_read(reply);
+    }
+
     /// Queues the answer to a read; it is dropped if the client does not
     /// read its answers (it then orders the read after a timeout).
     pub fn send_read(&self, reply: ReadReply) {
@@ -153,6 +163,33 @@ mod tests {
             assert!(queue.admit_read());
         }
         assert!(!queue.admit_read());
+        queue.read_done();
+        assert!(queue.admit_read());
+    }
+
+    #[test]
+    fn refusing_reads_over_the_bound_admits_no_more() {
+        let (outgoing, mut receiver) = mpsc::channel(16);
+        let queue = ClientQueue {
+            outgoing,
+            reads: Arc::default(),
+        };
+        for _ in 0..READS_PER_CONNECTION {
+            assert!(queue.admit_read());
+        }
+        // Reads past the bound are refused; the writer writes each refusal
+        // and uncounts it as it does every answer.
+        for id in 0..8 {
+            assert!(!queue.admit_read());
+            queue.refuse_read(ReadReply {
+                id,
+                replica: 0,
+                result: None,
+            });
+            assert!(matches!(receiver.try_recv(), Ok(Outgoing::Read(_))));
+            queue.read_done();
+        }
+        assert!(!queue.admit_read(), "refusals freed room");
         queue.read_done();
         assert!(queue.admit_read());
     }

@@ -3,14 +3,16 @@
 //! a rewritten message can be signed again), and some behaviours add
 //! traffic of their own on every tick.
 
-use cbase_core::codec;
+use std::collections::BTreeMap;
+
+use cbase_core::{ExecError, codec};
 use cbase_net::checkpoint::parts::{PartReply, PartRequest};
 use cbase_net::config::ReplicaId;
 use cbase_net::crypto::Signature;
 use cbase_net::message::{
-    ClientRequest, Commit, NewView, PrePrepare, Prepare, PreparedProof, Proposal, ReplicaMessage,
-    RequestBatch, SignedBatch, ViewChange, ViewChangeBody, domain, pre_prepare_header,
-    prepare_header, view_change_bytes,
+    ClientRequest, Commit, NewView, PrePrepare, Prepare, PreparedProof, Proposal, ReadReply,
+    ReplicaMessage, RequestBatch, SignedBatch, ViewChange, ViewChangeBody, domain,
+    pre_prepare_header, prepare_header, view_change_bytes,
 };
 use cbase_net::protocol::Input;
 use rand::Rng;
@@ -24,9 +26,12 @@ pub enum Behaviour {
     Equivocate,
     /// Corrupts digests and the `replica` field, replays old messages,
     /// sends bogus view-changes and new-views, lies in checkpoints, replies
-    /// and transferred state.
+    /// and transferred state; answers reads on the fast path with forged
+    /// and stale results (some the same to every client, some not), at once
+    /// without waiting for its barrier, or not at all.
     Chaos,
-    /// Silent to some peers (drawn from the seed), forever.
+    /// Silent to some peers (drawn from the seed), forever; answers half
+    /// the reads on the fast path, and declines some of those.
     Withhold,
     /// Passes the client batches it receives to the other backups only,
     /// never to the primary, and keeps passing on batches it saw before.
@@ -46,14 +51,106 @@ pub enum Behaviour {
     /// cluster does not admit ([`crate::world::stranger`]).
     Smuggle,
     /// As primary, adds to every proposal an old client batch it saw
-    /// (executed long ago, perhaps, by a session since evicted).
+    /// (executed long ago, perhaps, by a session since evicted). Answers
+    /// reads on the fast path with the oldest answer it remembers for the
+    /// operation (stale, the same to every client).
     Replay,
+    /// Follows the protocol, but answers every read on the fast path at
+    /// once, with the answer most other replicas' states give now if that
+    /// differs from its own (it knows what the network holds back): what
+    /// correct replicas that lag behind would answer if they did not wait
+    /// for their barrier.
+    StaleReads,
 }
 
 /// Most messages a Byzantine replica remembers for replays.
 const REMEMBERED: usize = 256;
 
 impl World {
+    /// How a Byzantine instance takes a read on the fast path as it
+    /// arrives: true if it dealt with it (the rest are parked as a correct
+    /// replica parks them, and their answers rewritten on the way out).
+    pub fn byzantine_read(&mut self, instance: usize, c: usize, id: u64, operation: &[u8]) -> bool {
+        match self.behaviour(instance) {
+            Some(Behaviour::Chaos) => match self.rng.gen_range(0..4) {
+                // Answers from the state it has now, ignoring its barrier.
+                0 => {
+                    self.run_reads(instance, vec![(c, id, operation.to_vec())]);
+                    true
+                }
+                _ => false,
+            },
+            Some(Behaviour::Withhold) => self.rng.gen_bool(0.5),
+            Some(Behaviour::StaleReads) => {
+                self.run_reads(instance, vec![(c, id, operation.to_vec())]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A Byzantine instance's answer to a read in place of the correct one.
+    pub fn byzantine_answer(
+        &mut self,
+        instance: usize,
+        operation: &[u8],
+        mut reply: ReadReply,
+    ) -> ReadReply {
+        let forged = |value: u64| Some(codec::encode(&Ok::<u64, ExecError>(value)).unwrap());
+        let remembered: Vec<Vec<u8>> = self.nodes[instance]
+            .read_answers
+            .get(operation)
+            .map(|seen| seen.iter().cloned().collect())
+            .unwrap_or_default();
+        let oldest = remembered.first().cloned();
+        // The latest earlier answer that differs from the correct one.
+        let previous = remembered
+            .iter()
+            .rev()
+            .find(|answer| Some(*answer) != reply.result.as_ref())
+            .cloned();
+        match self.behaviour(instance) {
+            Some(Behaviour::Chaos) => match self.rng.gen_range(0..9) {
+                // The same forgery to every client: a plausible balance.
+                0 => reply.result = forged(crate::service::OPENING + 1),
+                // A different one to each.
+                1 => reply.result = forged(self.rng.gen_range(0..=400)),
+                // Stale: its oldest answer (the same to every client) or
+                // any earlier one.
+                2 => reply.result = oldest.or(reply.result),
+                3 if !remembered.is_empty() => {
+                    let pick = self.rng.gen_range(0..remembered.len());
+                    reply.result = Some(remembered[pick].clone());
+                }
+                4 => reply.result = previous.or(reply.result),
+                5 => reply.result = None,
+                // Another replica's name.
+                6 => reply.replica = (reply.replica + 1) % self.n as ReplicaId,
+                _ => {}
+            },
+            Some(Behaviour::Withhold) if self.rng.gen_bool(0.25) => reply.result = None,
+            Some(Behaviour::Replay) if reply.result.is_some() => {
+                reply.result = oldest.or(reply.result)
+            }
+            Some(Behaviour::StaleReads) if reply.result.is_some() => {
+                let mut counts: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+                for other in 0..self.nodes.len() {
+                    if other != instance
+                        && let Some(answer) = self.peek_read(other, operation)
+                        && Some(&answer) != reply.result.as_ref()
+                    {
+                        *counts.entry(answer).or_default() += 1;
+                    }
+                }
+                if let Some((answer, _)) = counts.into_iter().max_by_key(|(_, count)| *count) {
+                    reply.result = Some(answer);
+                }
+            }
+            _ => {}
+        }
+        reply
+    }
+
     /// Sends a replica instance's message to replica `to`, transformed if
     /// the instance is Byzantine.
     pub fn replica_send(&mut self, from: usize, to: ReplicaId, message: ReplicaMessage) {

@@ -17,11 +17,16 @@
 //! - linearizability: the agreed order is a linearization of the honest
 //!   clients' history (results match a sequential bank at the agreed time;
 //!   real-time order is respected), and money is neither created nor
-//!   destroyed;
+//!   destroyed; a read answered on the fast path (not in the agreed order)
+//!   fits at some position of it where the bank gives the same answer, after
+//!   every operation that finished before the read started (fast reads
+//!   included) and before every ordered one that started after it finished;
 //! - liveness: every honest request completed within the bound after the
 //!   heal; correct replicas that are up settled in one view (no view
 //!   entered during the final settle period, none still changing views)
-//!   and caught up with the stable checkpoint;
+//!   and caught up with the stable checkpoint; no read on the fast path
+//!   waits at a correct replica for a sequence number it executed, or one
+//!   no correct replica executed;
 //! - a replica whose state was damaged repaired itself.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,7 +37,7 @@ use cbase_net::message::{ReplicaMessage, View, ViewChange};
 
 use crate::scenarios::MS;
 use crate::service::{ACCOUNTS, OPENING, model};
-use crate::world::{ExecutedBatch, World};
+use crate::world::{Done, ExecutedBatch, World};
 
 /// How far past its own view a replica may hold messages for later views.
 pub const FUTURE_VIEWS: u64 = 100;
@@ -198,6 +203,9 @@ impl World {
         }
         let mut balances = [OPENING; ACCOUNTS as usize];
         let mut clock = 0u64;
+        // The bank after each position of the agreed order (the first k
+        // requests, executed or skipped), for reads on the fast path.
+        let mut states: Vec<([u64; ACCOUNTS as usize], u64)> = vec![(balances, clock)];
         // Which requests run is the client table's to decide (exactly-once,
         // expired sessions): the same table, replayed over the agreed order.
         // (Its cached-reply bound never binds here: replies are a few bytes.)
@@ -221,6 +229,7 @@ impl World {
                 if table.admit(client, 0, *number, clock, &limits) != Admission::Execute {
                     // Executed once only (later copies are skipped), or
                     // refused: its session expired.
+                    states.push((balances, clock));
                     continue;
                 }
                 if position.contains_key(&(*client, *number)) {
@@ -230,6 +239,7 @@ impl World {
                 }
                 let result = model(&mut balances, op, clock);
                 position.insert((*client, *number), (index, result));
+                states.push((balances, clock));
             }
         }
         if balances.iter().sum::<u64>() != ACCOUNTS * OPENING {
@@ -243,20 +253,26 @@ impl World {
                 .max()
                 .unwrap_or(0);
         let mut finished: Vec<(u64, u64, usize)> = Vec::new();
+        let mut fast: Vec<&Done> = Vec::new();
         for client in self.honest_clients() {
-            for (invoked, responded, op, result, number) in &client.history {
-                let Some((index, expected)) = position.get(&(client.key.public(), *number)) else {
+            for done in &client.history {
+                let Some(number) = done.number else {
+                    fast.push(done);
+                    continue;
+                };
+                let (op, result) = (&done.op, done.result);
+                let Some((index, expected)) = position.get(&(client.key.public(), number)) else {
                     if complete {
                         return Err(format!("{op:?} answered but not in the agreed order"));
                     }
                     continue;
                 };
-                if expected != result {
+                if *expected != result {
                     return Err(format!(
                         "{op:?} returned {result}, the sequential bank says {expected}"
                     ));
                 }
-                finished.push((*invoked, *responded, *index));
+                finished.push((done.invoked, done.responded, *index));
             }
         }
         for a in &finished {
@@ -266,6 +282,71 @@ impl World {
                         "an operation that finished at {} ms is ordered after one invoked at {} ms",
                         a.1 / MS,
                         b.0 / MS
+                    ));
+                }
+            }
+        }
+        self.check_fast_reads(&finished, fast, &states, complete)
+    }
+
+    /// Reads answered on the fast path are not in the agreed order; each
+    /// must fit in it somewhere: a position `p` (after the first `p`
+    /// requests) where the sequential bank answers what the client got, at
+    /// or after every ordered operation that finished before the read was
+    /// invoked, before every one invoked after it finished, and not before
+    /// the position of a fast read that finished before it was invoked.
+    /// Taking each read's earliest such position, in the order they were
+    /// invoked, finds positions for all of them if any exist.
+    fn check_fast_reads(
+        &self,
+        finished: &[(u64, u64, usize)],
+        mut fast: Vec<&Done>,
+        states: &[([u64; ACCOUNTS as usize], u64)],
+        complete: bool,
+    ) -> Result<(), String> {
+        fast.sort_by_key(|done| (done.invoked, done.responded));
+        // (responded, position) of the fast reads placed so far.
+        let mut placed: Vec<(u64, usize)> = Vec::new();
+        let last = states.len() - 1;
+        for done in fast {
+            let after_ordered = finished
+                .iter()
+                .filter(|(_, responded, _)| *responded < done.invoked)
+                .map(|(_, _, index)| *index)
+                .max()
+                .unwrap_or(0);
+            let after_reads = placed
+                .iter()
+                .filter(|(responded, _)| *responded < done.invoked)
+                .map(|(_, p)| *p)
+                .max()
+                .unwrap_or(0);
+            let low = after_ordered.max(after_reads);
+            // Before every ordered operation invoked after it finished.
+            let below = finished
+                .iter()
+                .filter(|(invoked, _, _)| *invoked > done.responded)
+                .map(|(_, _, index)| *index)
+                .min();
+            let high = below.map_or(last, |b| b.saturating_sub(1).min(last));
+            let found = (low..=high).find(|p| {
+                let (mut balances, clock) = states[*p];
+                model(&mut balances, &done.op, clock) == done.result
+            });
+            match found {
+                Some(p) => placed.push((done.responded, p)),
+                // The agreed order is known only up to where a replica
+                // installed state: what comes after cannot be replayed.
+                None if !complete && below.is_none() => {}
+                None => {
+                    return Err(format!(
+                        "{:?} returned {} on the fast path (invoked at {} ms, answered at {} ms), \
+                         which the sequential bank answers at no position from {low} to {high} \
+                         of the agreed order",
+                        done.op,
+                        done.result,
+                        done.invoked / MS,
+                        done.responded / MS
                     ));
                 }
             }
@@ -373,6 +454,32 @@ impl World {
             return Err(format!(
                 "correct replicas ended in different views {views:?}"
             ));
+        }
+        // A read parked at a correct replica runs as soon as its execution
+        // reaches the read's barrier (what the replica saw prepared). One
+        // that lags may end with reads still waiting, but not for a
+        // sequence number it executed, nor for one no correct replica
+        // executed: a barrier nothing will execute up to would hold every
+        // later read there until its client gives up on it.
+        let executed = live
+            .iter()
+            .map(|i| self.nodes[*i].execution.last_executed())
+            .max()
+            .unwrap_or(0);
+        for &instance in &live {
+            let node = &self.nodes[instance];
+            let own = node.execution.last_executed();
+            let first = node.parked_reads.keys().next().map(|(b, _)| *b);
+            let last = node.parked_reads.keys().next_back().map(|(b, _)| *b);
+            if let Some(barrier) = first
+                .filter(|b| *b <= own)
+                .or(last.filter(|b| *b > executed))
+            {
+                return Err(format!(
+                    "correct replica instance {instance} still holds a read at the end waiting \
+                     for {barrier}; it executed {own}, the correct replicas up to {executed}"
+                ));
+            }
         }
         // Caught up: at or past the highest stable checkpoint.
         let low = self.highest_stable();

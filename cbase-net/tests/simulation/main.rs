@@ -9,13 +9,20 @@
 //!   id, placed by a systematic per-round partition schedule.
 //! - `byzantine.rs`: Byzantine replicas that wrap a correct one and rewrite
 //!   its outputs (equivocation, chaos, withholding, forwarding to backups
-//!   only, far-future floods, dripping state transfer, pushed timestamps).
+//!   only, far-future floods, dripping state transfer, pushed timestamps,
+//!   forged and stale answers to reads).
 //! - `world.rs`: instances, clients, the event loop; `service.rs`: the bank.
+//! - `reads.rs`: the read-only fast path: honest clients send `Balance` and
+//!   `Total` unordered to every replica and accept 2f+1 matching answers
+//!   (else order them); a replica parks a read until its execution reaches
+//!   the read barrier taken on arrival. Byzantine replicas answer reads
+//!   with forged and stale results (see `byzantine.rs`).
 //! - `disk.rs`: each replica's data directory, with the runtime's sync rules,
 //!   so a restart from disk (of one replica, or of all in a power cut, with
 //!   or without the writes not yet synced) is a fault like the others.
-//! - `checks.rs`: safety, linearizability, the bank invariant, liveness
-//!   after the heal, settling in one view, catching up, memory bounds.
+//! - `checks.rs`: safety, linearizability (reads answered on the fast path
+//!   included), the bank invariant, liveness after the heal, settling in one
+//!   view, catching up, memory bounds.
 //! - `scenarios.rs`: the named scenarios, one `#[test]` each below.
 //!
 //! Environment:
@@ -37,6 +44,7 @@ mod byzantine;
 mod checks;
 mod disk;
 mod network;
+mod reads;
 mod scenarios;
 mod service;
 mod twins;
@@ -77,15 +85,18 @@ fn distinct_seeds(name: &str) -> Vec<u64> {
     (start..start + count).collect()
 }
 
-/// Runs one seed of a scenario: Ok, or the failure with where it ended.
-fn run_one(scenario: &scenarios::Scenario, seed: u64) -> Result<(), String> {
+/// Runs one seed of a scenario: Ok, or the failure with where it ended;
+/// and how many reads went the fast path, how many were ordered, and how
+/// many a correct replica parked until execution reached their barrier.
+fn run_one(scenario: &scenarios::Scenario, seed: u64) -> (Result<(), String>, [u64; 3]) {
     let mut world = World::new(seed, scenario.clone());
     world.run();
     let verdict = world
         .check()
         .map_err(|problem| format!("{problem}\n{}", world.describe()));
+    let reads = [world.fast_reads, world.ordered_reads, world.parked_reads];
     world.shutdown();
-    verdict
+    (verdict, reads)
 }
 
 fn run_scenario(name: &str) {
@@ -101,9 +112,13 @@ fn run_scenario(name: &str) {
     let mut failed: Vec<(u64, String)> = Vec::new();
     // Time spent on the runs that passed and on those that failed.
     let (mut passing, mut failing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut reads = [0u64; 3];
     for &seed in &seeds {
         let started = std::time::Instant::now();
-        let verdict = run_one(&scenario, seed);
+        let (verdict, counted) = run_one(&scenario, seed);
+        for (total, count) in reads.iter_mut().zip(counted) {
+            *total += count;
+        }
         match verdict {
             Ok(()) => passing += started.elapsed(),
             Err(_) => failing += started.elapsed(),
@@ -123,11 +138,15 @@ fn run_scenario(name: &str) {
     }
     let passed = seeds.len() - failed.len();
     eprintln!(
-        "{name}: {passed} passed in {:.1} s ({:.0} ms each), {} failed in {:.1} s",
+        "{name}: {passed} passed in {:.1} s ({:.0} ms each), {} failed in {:.1} s; \
+         reads: {} on the fast path, {} ordered after trying it, {} parked at a correct replica",
         passing.as_secs_f64(),
         passing.as_secs_f64() * 1000.0 / passed.max(1) as f64,
         failed.len(),
-        failing.as_secs_f64()
+        failing.as_secs_f64(),
+        reads[0],
+        reads[1],
+        reads[2]
     );
     if !failed.is_empty() {
         panic!(
@@ -155,8 +174,14 @@ macro_rules! scenario_tests {
         #[test]
         fn a_seed_replays_event_for_event() {
             for scenario in scenarios().into_iter().filter(|s| {
-                ["lossy-network", "twins-n4-three-sides", "byzantine-backup", "oversized-requests"]
-                    .contains(&s.name)
+                [
+                    "lossy-network",
+                    "twins-n4-three-sides",
+                    "byzantine-backup",
+                    "oversized-requests",
+                    "stale-reading-backup",
+                ]
+                .contains(&s.name)
             }) {
                 for seed in 0..8 {
                     let fingerprints: Vec<[u8; 32]> = (0..2)
@@ -219,4 +244,5 @@ scenario_tests! {
     oversized_requests => "oversized-requests",
     skewed_clocks => "skewed-clocks",
     corrupted_replica => "corrupted-replica",
+    stale_reading_backup => "stale-reading-backup",
 }

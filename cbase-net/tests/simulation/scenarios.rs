@@ -468,6 +468,28 @@ pub fn scenarios() -> Vec<Scenario> {
             ..b.clone()
         },
         Scenario {
+            // Reads right after writes, while slow links keep some correct
+            // replicas behind the others, and a backup answering every read
+            // with what the lagging ones would answer: an accepted read
+            // that misses a completed write shows a replica answering
+            // before its barrier.
+            name: "stale-reading-backup",
+            clients: 4,
+            ops: 12,
+            think: 10 * MS,
+            byzantine: vec![(Who::Backup, Behaviour::StaleReads)],
+            net: NetSpec {
+                // Slow, not as slow as the timeouts: replicas lag without
+                // suspecting the primary.
+                slow_links: 1.0,
+                long_range: (10 * MS, 120 * MS),
+                drop: 0.02,
+                delay: (100_000, 5 * MS),
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
             name: "corrupted-replica",
             corrupt: Some((Who::Backup, 300 * MS, 1_500 * MS)),
             net: NetSpec { drop: 0.02, ..net },

@@ -51,6 +51,12 @@ impl Request for Op {
             Op::Pad(_) => "pad",
         }
     }
+    /// As `#[cbase::service]` derives it: true for the methods whose rules
+    /// all read (`Balance`, `Total`), which honest clients send on the
+    /// read-only fast path.
+    fn read_only(&self) -> bool {
+        matches!(self, Op::Balance { .. } | Op::Total)
+    }
 }
 
 pub struct Accounts {

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use cbase_core::{ExecError, ExecutorBuilder, codec};
+use cbase_core::{ExecError, ExecutorBuilder, Request, codec};
 use cbase_net::checkpoint::CheckpointState;
 use cbase_net::checkpoint::parts::CheckpointIndex;
 use cbase_net::config::{ClientEntry, ClusterConfig, ReplicaEntry, ReplicaId};
@@ -49,7 +49,7 @@ pub enum Endpoint {
 }
 
 #[derive(Debug)]
-enum Event {
+pub enum Event {
     ToReplica {
         from: Endpoint,
         to: usize,
@@ -60,6 +60,12 @@ enum Event {
         client: usize,
         reply: Reply,
     },
+    /// A replica instance's answer to a read on the fast path.
+    ReadToClient {
+        from: usize,
+        client: usize,
+        reply: ReadReply,
+    },
     Tick,
 }
 
@@ -67,7 +73,17 @@ enum Event {
 pub enum Delivery {
     Replica(ReplicaMessage),
     Client(SignedBatch),
+    /// A read on the fast path (`ClientMessage::Read`): unordered, answered
+    /// by each replica once it executed everything it saw prepared.
+    Read {
+        id: u64,
+        operation: Vec<u8>,
+    },
 }
+
+/// A read on the fast path parked at a replica instance until its
+/// execution reaches the barrier: (client index, read id, operation).
+pub type ParkedRead = (usize, u64, Vec<u8>);
 
 #[derive(Default)]
 pub struct Collected {
@@ -134,6 +150,13 @@ pub struct Node {
     /// done with the requests it was given (it answers one at a time).
     pub indexed: Option<Seq>,
     pub serving_until: u64,
+    /// Reads on the fast path waiting for execution to reach their barrier,
+    /// by (barrier, arrival).
+    pub parked_reads: BTreeMap<(Seq, u64), ParkedRead>,
+    pub read_arrivals: u64,
+    /// Answers it gave to reads, by operation (the latest few), for a
+    /// Byzantine one to replay stale.
+    pub read_answers: BTreeMap<Vec<u8>, VecDeque<Vec<u8>>>,
 }
 
 fn new_node(
@@ -181,7 +204,37 @@ fn new_node(
         disk: Disk::default(),
         indexed: None,
         serving_until: 0,
+        parked_reads: BTreeMap::new(),
+        read_arrivals: 0,
+        read_answers: BTreeMap::new(),
     }
+}
+
+/// A read-only operation on the fast path, waiting for answers.
+pub struct Reading {
+    pub op: Op,
+    pub id: u64,
+    pub invoked: u64,
+    /// Each replica's answer (`None`: it declined).
+    pub votes: BTreeMap<ReplicaId, Option<Vec<u8>>>,
+    /// When it gives up and orders the operation instead.
+    pub until: u64,
+}
+
+/// How long a read on the fast path waits for matching answers before the
+/// client orders it.
+pub const READ_TIMEOUT: u64 = 300 * MS;
+
+/// An operation an honest client completed.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub invoked: u64,
+    pub responded: u64,
+    pub op: Op,
+    pub result: u64,
+    /// Its request number if it was ordered; `None` if it was answered on
+    /// the read-only fast path.
+    pub number: Option<u64>,
 }
 
 pub struct Outstanding {
@@ -211,17 +264,23 @@ pub struct Client {
     pub next_number: u64,
     pub view: u64,
     pub outstanding: Option<Outstanding>,
+    /// A read-only operation on the fast path (before it is ordered, if
+    /// the answers do not agree in time).
+    pub reading: Option<Reading>,
+    /// Whether it sends read-only operations on the fast path.
+    pub fast_reads: bool,
+    pub next_read: u64,
     /// When it starts its next operation.
     pub next_at: u64,
-    /// (invoked, responded, op, result, request number)
-    pub history: Vec<(u64, u64, Op, u64, u64)>,
+    pub history: Vec<Done>,
     /// Numbers of the requests answered with an expired session.
     pub expired: Vec<u64>,
 }
 
 impl Client {
     pub fn busy(&self) -> bool {
-        self.kind == ClientKind::Honest && (self.outstanding.is_some() || !self.script.is_empty())
+        self.kind == ClientKind::Honest
+            && (self.outstanding.is_some() || self.reading.is_some() || !self.script.is_empty())
     }
 }
 
@@ -267,6 +326,13 @@ pub struct World {
     pub settle: u64,
     /// Transferred states installed, across instances.
     pub installed: u64,
+    /// Reads the honest clients had answered on the fast path, and those
+    /// they ordered instead.
+    pub fast_reads: u64,
+    pub ordered_reads: u64,
+    /// Reads a correct replica instance parked: its execution had not
+    /// reached their barrier when they arrived.
+    pub parked_reads: u64,
     /// `TRACE=1`: print what every instance does about views and state.
     pub tracing: bool,
     /// `TRACE=2`: also print every replica message delivered and every
@@ -390,6 +456,10 @@ impl World {
                     expired: Vec::new(),
                     view: 0,
                     outstanding: None,
+                    reading: None,
+                    // Most clients read on the fast path, some order all.
+                    fast_reads: rng.gen_range(0..4) != 0,
+                    next_read: 1,
                     next_at: rng.gen_range(0..=scenario.think),
                     history: Vec::new(),
                 }
@@ -403,6 +473,9 @@ impl World {
             expired: Vec::new(),
             view: 0,
             outstanding: None,
+            reading: None,
+            fast_reads: false,
+            next_read: 1,
             next_at: 200 * MS,
             history: Vec::new(),
         };
@@ -474,6 +547,9 @@ impl World {
             deadline,
             settle,
             installed: 0,
+            fast_reads: 0,
+            ordered_reads: 0,
+            parked_reads: 0,
             tracing: std::env::var("TRACE").is_ok_and(|v| v == "1" || v == "2"),
             tracing_messages: std::env::var("TRACE").is_ok_and(|v| v == "2"),
             scenario,
@@ -483,7 +559,7 @@ impl World {
         world
     }
 
-    fn schedule(&mut self, delay: u64, event: Event) {
+    pub fn schedule(&mut self, delay: u64, event: Event) {
         self.order += 1;
         self.events.insert(self.order, event);
         self.queue.push(Reverse((self.now + delay, self.order)));
@@ -526,6 +602,9 @@ impl World {
                 let content = match message {
                     Delivery::Replica(m) => cbase_net::message::digest_of(m),
                     Delivery::Client(b) => b.digest(),
+                    Delivery::Read { id, operation } => {
+                        cbase_net::message::digest_of(&(id, operation))
+                    }
                 };
                 format!("{at} {from:?}>{to} {content:?}")
             }
@@ -539,6 +618,15 @@ impl World {
                     cbase_net::message::digest_of(reply)
                 )
             }
+            Event::ReadToClient {
+                from,
+                client,
+                reply,
+            } => format!(
+                "{at} {from}>c{client} read {} {:?}",
+                reply.id,
+                cbase_net::message::digest_of(&reply.result)
+            ),
             Event::Tick => format!("{at} tick"),
         };
         self.fingerprint.update(described.as_bytes());
@@ -617,7 +705,7 @@ impl World {
         }
     }
 
-    fn client_send(&mut self, client: usize, to: ReplicaId, batch: &SignedBatch) {
+    pub fn client_send(&mut self, client: usize, to: ReplicaId, batch: &SignedBatch) {
         let size = batch_frame_size(batch);
         for target in self.instances_of(to) {
             for delay in self.network.client_link(self.now, size, &mut self.rng) {
@@ -709,6 +797,12 @@ impl World {
                             Endpoint::Client(_) => continue,
                         },
                         Delivery::Client(b) => Input::Client(b),
+                        Delivery::Read { id, operation } => {
+                            if let Endpoint::Client(c) = from {
+                                self.on_read(to, c, id, operation);
+                            }
+                            continue;
+                        }
                     };
                     self.deliver(to, input);
                 }
@@ -717,6 +811,11 @@ impl World {
                     client,
                     reply,
                 } => self.on_reply(client, self.nodes[from].id, reply),
+                Event::ReadToClient {
+                    from,
+                    client,
+                    reply,
+                } => self.on_read_reply(client, self.nodes[from].id, reply),
             }
         }
     }
@@ -915,6 +1014,8 @@ impl World {
         for output in outputs {
             self.output(to, output);
         }
+        // Execution may have moved past the barrier of parked reads.
+        self.run_ready_reads(to);
     }
 
     fn output(&mut self, from: usize, output: Output) {
@@ -1170,6 +1271,13 @@ impl World {
 
     fn honest_tick(&mut self, c: usize) {
         let (now, n) = (self.now, self.n);
+        if let Some(reading) = &self.clients[c].reading {
+            if now < reading.until {
+                return;
+            }
+            // No 2f+1 matching answers in time: order it.
+            self.order_read(c);
+        }
         let client = &mut self.clients[c];
         if let Some(outstanding) = &mut client.outstanding {
             if now >= outstanding.next_retransmit {
@@ -1188,6 +1296,18 @@ impl World {
         let Some(op) = client.script.pop_front() else {
             return;
         };
+        if client.fast_reads && op.read_only() {
+            self.read_unordered(c, op);
+            return;
+        }
+        self.order(c, op, now);
+    }
+
+    /// Sends an operation to the primary to be ordered; `invoked` is when
+    /// the client started it (earlier than now if it tried the fast path).
+    pub fn order(&mut self, c: usize, op: Op, invoked: u64) {
+        let (now, n) = (self.now, self.n);
+        let client = &mut self.clients[c];
         let number = client.next_number;
         client.next_number += 1;
         let batch = sign(&client.key, number, op.clone());
@@ -1196,7 +1316,7 @@ impl World {
             op,
             number,
             batch: batch.clone(),
-            invoked: now,
+            invoked,
             votes: BTreeMap::new(),
             next_retransmit: now + 150 * MS,
             backoff: 300 * MS,
@@ -1256,11 +1376,13 @@ impl World {
             let done = client.outstanding.take().expect("checked above");
             client.next_at = now + self.rng.gen_range(0..=self.scenario.think);
             match result {
-                Ok(result) => {
-                    client
-                        .history
-                        .push((done.invoked, now, done.op, result, done.number))
-                }
+                Ok(result) => client.history.push(Done {
+                    invoked: done.invoked,
+                    responded: now,
+                    op: done.op,
+                    result,
+                    number: Some(done.number),
+                }),
                 // Its session was evicted: whether the operation ran is
                 // unknown (the checks replay the agreed order to decide),
                 // and the next one is numbered above the floor.
