@@ -144,7 +144,8 @@ pub use cbase_core::{
     AccessKind, AccessSet, Cell, ClientError, ClientId, Closed, Container, Context,
     DeterministicRng, Digest, ExecError, Executor, ExecutorBuilder, Fingerprint, Invoke, Key,
     LocalInvoker, MethodInfo, PrefixView, Reply, Request, RestoreError, Service, Snapshot, State,
-    StateError, Table, TableId, TrySubmitError, UndeclaredAccess, ValueHash, conflicts,
+    StateError, StateTables, Table, TableId, TrySubmitError, UndeclaredAccess, ValueHash,
+    conflicts,
 };
 
 pub use cbase_net::{

@@ -166,3 +166,45 @@ async fn a_cluster_that_lists_its_clients_refuses_the_others() {
     assert_eq!(admitted.take(3).await.unwrap(), Ok(1));
     cluster.shutdown().await;
 }
+
+/// A state written by hand, not derived: it says `impl cbase::StateTables`
+/// (through the facade, as the book's compile-errors chapter tells) and its
+/// service runs; its rules' tables are checked when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_written_state_serves_through_the_facade() {
+    pub struct HandRooms {
+        contents: Table<u64, u64>,
+        owners: Table<u64, ClientId>,
+    }
+    impl cbase::State for HandRooms {
+        fn containers(&self) -> Vec<(&'static str, &dyn cbase::Container)> {
+            vec![("contents", &self.contents), ("owners", &self.owners)]
+        }
+    }
+    impl cbase::StateTables for HandRooms {}
+    impl Lockers for HandRooms {
+        fn put(&self, id: u64, amount: u64, _: &Context) -> u64 {
+            self.contents.insert(id, amount);
+            amount
+        }
+        fn take(&self, _: u64, _: &Context) -> Result<u64, String> {
+            Err("closed".into())
+        }
+        fn whoami(&self, ctx: &Context) -> ClientId {
+            ctx.client()
+        }
+    }
+    let cluster = LocalCluster::builder()
+        .replicas(4)
+        .start(|| {
+            LockersService(HandRooms {
+                contents: Table::new(),
+                owners: Table::new(),
+            })
+        })
+        .await
+        .unwrap();
+    let client = LockersClient::new(cluster.client().unwrap());
+    assert_eq!(client.put(1, 5).await.unwrap(), 5);
+    cluster.shutdown().await;
+}
