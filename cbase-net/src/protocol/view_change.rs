@@ -397,7 +397,10 @@ impl Replica {
         // Whatever committed before this view is among its pre-prepares (or
         // below its checkpoint): reads wait for all of it, which covers what
         // a replica restarted with empty memory prepared before it crashed.
-        self.highest_prepared = self.highest_prepared.max(highest);
+        // And no more: a number this replica prepared in an earlier view
+        // that the new view does not carry never committed, and a barrier
+        // kept there would hold reads until some later proposal took it.
+        self.highest_prepared = highest;
         // Give the new primary a fresh chance before suspecting it.
         for timer in self.waiting.values_mut() {
             timer.since = self.now;
