@@ -361,97 +361,83 @@ impl World {
         })
     }
 
-    /// A primary's pre-prepare with its timestamp pushed far ahead, the
-    /// same for every backup.
-    fn push_timestamp(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
+    /// A primary's pre-prepare with its proposal rewritten by `rewrite`
+    /// (`None`: left as it is), signed again, and the same for every
+    /// backup: the first rewrite of a (view, seq) is kept and sent to all.
+    fn forge_once(
+        &mut self,
+        from: usize,
+        message: ReplicaMessage,
+        rewrite: impl FnOnce(&mut World, &PrePrepare) -> Option<Proposal>,
+    ) -> ReplicaMessage {
         let ReplicaMessage::PrePrepare(pp) = message else {
             return message;
         };
-        if pp.proposal.is_empty() {
-            return ReplicaMessage::PrePrepare(pp);
-        }
         let key = (pp.view, pp.seq);
         if let Some(forged) = self.nodes[from].forged.get(&key) {
             return ReplicaMessage::PrePrepare(forged.clone());
         }
-        let timestamp = match (self.behaviour(from), self.pushed_timestamp) {
-            (Some(Behaviour::NudgeTimestamps), _) => pp.proposal.timestamp + 3_000 * MS,
-            (_, 0) => pp.proposal.timestamp.saturating_add(3_600_000 * MS),
-            (_, pushed) => pushed,
-        };
-        let proposal = Proposal {
-            timestamp,
-            batches: pp.proposal.batches.clone(),
+        let Some(proposal) = rewrite(self, &pp) else {
+            return ReplicaMessage::PrePrepare(pp);
         };
         let forged = self.resign(from, pp, proposal);
         if let ReplicaMessage::PrePrepare(pp) = &forged {
             self.nodes[from].forged.insert(key, pp.clone());
         }
         forged
+    }
+
+    /// A primary's pre-prepare with its timestamp pushed far ahead, the
+    /// same for every backup.
+    fn push_timestamp(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
+        if matches!(&message, ReplicaMessage::PrePrepare(pp) if pp.proposal.is_empty()) {
+            return message;
+        }
+        self.forge_once(from, message, |world, pp| {
+            let timestamp = match (world.behaviour(from), world.pushed_timestamp) {
+                (Some(Behaviour::NudgeTimestamps), _) => pp.proposal.timestamp + 3_000 * MS,
+                (_, 0) => pp.proposal.timestamp.saturating_add(3_600_000 * MS),
+                (_, pushed) => pushed,
+            };
+            Some(Proposal {
+                timestamp,
+                batches: pp.proposal.batches.clone(),
+            })
+        })
     }
 
     /// A primary's pre-prepare with a stranger's request added, the same
     /// for every backup.
     fn smuggle(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
-        let ReplicaMessage::PrePrepare(pp) = message else {
-            return message;
-        };
-        let key = (pp.view, pp.seq);
-        if let Some(forged) = self.nodes[from].forged.get(&key) {
-            return ReplicaMessage::PrePrepare(forged.clone());
-        }
-        let stranger = crate::world::stranger();
-        let request = ClientRequest {
-            lane: 0,
-            number: pp.seq,
-            operation: codec::encode(&crate::service::Op::Stamp).expect("ops encode"),
-        };
-        let batch = SignedBatch::sign(
-            RequestBatch {
-                client: stranger.public(),
-                requests: vec![request],
-            },
-            &stranger,
-        );
-        let mut batches = pp.proposal.batches.clone();
-        batches.push(batch);
-        let proposal = Proposal {
-            timestamp: pp.proposal.timestamp,
-            batches,
-        };
-        let forged = self.resign(from, pp, proposal);
-        if let ReplicaMessage::PrePrepare(pp) = &forged {
-            self.nodes[from].forged.insert(key, pp.clone());
-        }
-        forged
+        self.forge_once(from, message, |_, pp| {
+            let stranger = crate::world::stranger();
+            let request = ClientRequest {
+                lane: 0,
+                number: pp.seq,
+                operation: codec::encode(&crate::service::Op::Stamp).expect("ops encode"),
+            };
+            let batch = SignedBatch::sign(
+                RequestBatch {
+                    client: stranger.public(),
+                    requests: vec![request],
+                },
+                &stranger,
+            );
+            Some(with_batch(pp, batch))
+        })
     }
 
     /// A primary's pre-prepare with an old client batch added, the same
     /// for every backup.
     fn replay(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
-        let ReplicaMessage::PrePrepare(pp) = message else {
-            return message;
-        };
-        let key = (pp.view, pp.seq);
-        if let Some(forged) = self.nodes[from].forged.get(&key) {
-            return ReplicaMessage::PrePrepare(forged.clone());
-        }
-        let seen = &self.nodes[from].seen;
-        if seen.is_empty() {
-            return ReplicaMessage::PrePrepare(pp);
-        }
-        let old = seen[self.rng.gen_range(0..seen.len())].clone();
-        let mut batches = pp.proposal.batches.clone();
-        batches.push(old);
-        let proposal = Proposal {
-            timestamp: pp.proposal.timestamp,
-            batches,
-        };
-        let forged = self.resign(from, pp, proposal);
-        if let ReplicaMessage::PrePrepare(pp) = &forged {
-            self.nodes[from].forged.insert(key, pp.clone());
-        }
-        forged
+        self.forge_once(from, message, |world, pp| {
+            let seen = &world.nodes[from].seen;
+            if seen.is_empty() {
+                return None;
+            }
+            let old = seen[world.rng.gen_range(0..seen.len())].clone();
+            Some(with_batch(pp, old))
+        })
     }
 
     fn corrupt(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
@@ -609,5 +595,15 @@ impl World {
                 self.transmit(from, to, message, 0);
             }
         }
+    }
+}
+
+/// `pp`'s proposal with `batch` added at the end.
+fn with_batch(pp: &PrePrepare, batch: SignedBatch) -> Proposal {
+    let mut batches = pp.proposal.batches.clone();
+    batches.push(batch);
+    Proposal {
+        timestamp: pp.proposal.timestamp,
+        batches,
     }
 }
