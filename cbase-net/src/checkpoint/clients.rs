@@ -263,16 +263,26 @@ impl ClientTable {
 
     /// Whether request `number` of `client` on `lane` needs no more
     /// execution here: executed already (its lane is at or past it), or
-    /// never to be (its session expired: it is at or below the floor).
+    /// never to be (its session expired, see [`expired`](Self::expired)).
     /// A backup stops timing a batch whose requests all are.
     pub fn settled(&self, client: &PublicKey, lane: u32, number: u64) -> bool {
-        match self.sessions.get(client) {
-            None => number <= self.floor,
-            Some(session) => match session.lanes.get(&lane) {
-                Some(record) => record.number >= number,
-                None => number <= session.base,
-            },
-        }
+        self.lane(client, lane)
+            .map_or(self.expired(client, lane, number).is_some(), |record| {
+                record.number >= number
+            })
+    }
+
+    /// The floor request `number` of `client` on `lane` must be above, if
+    /// it is refused as expired: its lane has no record and the number is
+    /// at or below the floor (of the table, or the base of the client's
+    /// session), so an evicted session may have run it.
+    pub fn expired(&self, client: &PublicKey, lane: u32, number: u64) -> Option<u64> {
+        let floor = match self.sessions.get(client) {
+            None => self.floor,
+            Some(session) if session.lanes.contains_key(&lane) => return None,
+            Some(session) => session.base,
+        };
+        (number <= floor).then_some(floor)
     }
 
     /// Decides, in sequence order, what becomes of request `number` of
@@ -291,6 +301,9 @@ impl ClientTable {
         if number > limit {
             return Admission::Ahead { limit };
         }
+        if let Some(floor) = self.expired(client, lane, number) {
+            return Admission::Expired { floor };
+        }
         let new_lane = match self.sessions.get_mut(client) {
             Some(session) => {
                 let used = session.lanes.len();
@@ -303,11 +316,6 @@ impl ClientTable {
                         record.number = number;
                         record.reply = None;
                         false
-                    }
-                    None if number <= session.base => {
-                        return Admission::Expired {
-                            floor: session.base,
-                        };
                     }
                     None if used >= limits.max_lanes_per_session => {
                         return Admission::TooManyLanes {
@@ -326,7 +334,6 @@ impl ClientTable {
                     }
                 }
             }
-            None if number <= self.floor => return Admission::Expired { floor: self.floor },
             None => {
                 // The floor before this request's evictions: what the key's
                 // own evicted sessions could have used is below it. (The

@@ -49,9 +49,15 @@ impl CheckpointState {
 /// The digest a checkpoint agrees on: the service state's digest, the client
 /// table and the agreed clock.
 pub fn checkpoint_digest(state: &Digest, clients: &ClientTable, clock: u64) -> Hash {
+    let encoded = codec::encode(clients).expect("client tables always encode");
+    checkpoint_digest_encoded(state, &encoded, clock)
+}
+
+/// [`checkpoint_digest`] of a client table already encoded.
+pub fn checkpoint_digest_encoded(state: &Digest, clients: &[u8], clock: u64) -> Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&state.0);
-    hasher.update(&codec::encode(clients).expect("client tables always encode"));
+    hasher.update(clients);
     hasher.update(&clock.to_le_bytes());
     *hasher.finalize().as_bytes()
 }

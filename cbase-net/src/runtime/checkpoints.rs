@@ -338,6 +338,7 @@ mod tests {
             state_digest: state(value).snapshot.digest(),
             changes: Arc::new(changes),
             clients: Default::default(),
+            client_table_bytes: 0,
             clock: 0,
             barrier: Duration::ZERO,
         }

@@ -38,6 +38,7 @@ use crate::protocol::Committed;
 
 use super::checkpoints::CheckpointStore;
 use crate::checkpoint::CheckpointState;
+use crate::checkpoint::checkpoint_digest_encoded;
 use crate::checkpoint::{Admission, SessionLimits};
 pub use crate::checkpoint::{ClientTable, LaneRecord, checkpoint_digest};
 
@@ -55,6 +56,8 @@ pub struct CheckpointRecord {
     pub changes: Arc<StateChanges>,
     /// The client table.
     pub clients: ClientTable,
+    /// The client table's encoded size, in bytes.
+    pub client_table_bytes: usize,
     /// The agreed clock (nanoseconds since the Unix epoch).
     pub clock: u64,
     /// How long execution stood still for it: from the barrier's start
@@ -109,36 +112,25 @@ impl ExecutionShared {
         for &(lane, number) in requests {
             let Some(record) = clients.lane(client, lane) else {
                 // Never to be executed: answered as execution would answer.
-                if clients.settled(client, lane, number) {
-                    let floor = clients
-                        .session(client)
-                        .map_or(clients.floor(), |session| session.base);
-                    replies.push(refusal(
-                        self.replica,
-                        view,
-                        lane,
-                        number,
-                        ExecError::SessionExpired {
-                            lane,
-                            number,
-                            floor,
-                        },
-                    ));
-                    continue;
-                }
-                return None;
+                let floor = clients.expired(client, lane, number)?;
+                let expired = ExecError::SessionExpired {
+                    lane,
+                    number,
+                    floor,
+                };
+                replies.push(refusal(self.replica, view, lane, number, expired));
+                continue;
             };
-            let (lane, number) = (&lane, &number);
-            if *number > record.number {
+            if number > record.number {
                 return None;
             }
-            if *number < record.number {
-                replies.push(superseded(self.replica, view, *lane, *number));
+            if number < record.number {
+                replies.push(superseded(self.replica, view, lane, number));
             } else if let Some(result) = &record.reply {
                 replies.push(Reply {
                     view,
-                    lane: *lane,
-                    number: *number,
+                    lane,
+                    number,
                     replica: self.replica,
                     result: result.clone(),
                 });
@@ -419,20 +411,7 @@ where
             // and after its session expired): it only records the number,
             // so executing it twice does no harm. No service request
             // encodes to nothing (its variant takes a byte).
-            let result = encode_result::<()>(Ok(()));
-            if let Some(record) = self.shared.clients.lock().lane_mut(&client, lane) {
-                record.reply = Some(result.clone());
-            }
-            self.sink.send(
-                &client,
-                Reply {
-                    view,
-                    lane,
-                    number,
-                    replica: self.shared.replica,
-                    result,
-                },
-            );
+            self.answer_unrun(client, lane, number, view, encode_result::<()>(Ok(())));
             return;
         }
         let tag = self.next_tag;
@@ -457,21 +436,27 @@ where
                     method: "<undecodable request>".into(),
                     message: error.to_string(),
                 }));
-                if let Some(record) = self.shared.clients.lock().lane_mut(&client, route.lane) {
-                    record.reply = Some(result.clone());
-                }
-                self.sink.send(
-                    &client,
-                    Reply {
-                        view,
-                        lane: route.lane,
-                        number: route.number,
-                        replica: self.shared.replica,
-                        result,
-                    },
-                );
+                self.answer_unrun(client, lane, number, view, result);
             }
         }
+    }
+
+    /// Answers a request recorded for execution without running it on the
+    /// service (a session opener, an undecodable request): the result goes
+    /// into its lane's reply cache and to the client.
+    fn answer_unrun(&self, client: PublicKey, lane: u32, number: u64, view: u64, result: Vec<u8>) {
+        if let Some(record) = self.shared.clients.lock().lane_mut(&client, lane) {
+            record.reply = Some(result.clone());
+        }
+        let replica = self.shared.replica;
+        let reply = Reply {
+            view,
+            lane,
+            number,
+            replica,
+            result,
+        };
+        self.sink.send(&client, reply);
     }
 
     /// Waits until everything so far has run, then digests the service
@@ -497,13 +482,15 @@ where
             clients.trim_replies(&self.sessions);
             clients.clone()
         };
-        let digest = checkpoint_digest(&state_digest, &clients, self.clock);
+        let encoded = codec::encode(&clients).expect("client tables always encode");
+        let digest = checkpoint_digest_encoded(&state_digest, &encoded, self.clock);
         let record = CheckpointRecord {
             seq,
             digest,
             state_digest,
             changes: Arc::new(changes),
             clients,
+            client_table_bytes: encoded.len(),
             clock: self.clock,
             barrier,
         };

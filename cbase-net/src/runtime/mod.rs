@@ -235,11 +235,10 @@ impl ReplySink for RuntimeSink {
             .checkpoint_barrier_total_nanos
             .fetch_add(nanos, Ordering::Relaxed);
         let clients = &record.clients;
-        let table_bytes = cbase_core::codec::encode(clients).map_or(0, |bytes| bytes.len());
         for (gauge, value) in [
             (&metrics.client_sessions, clients.sessions()),
             (&metrics.client_lanes, clients.lanes()),
-            (&metrics.client_table_bytes, table_bytes),
+            (&metrics.client_table_bytes, record.client_table_bytes),
         ] {
             gauge.store(value as u64, Ordering::Relaxed);
         }

@@ -118,6 +118,14 @@ impl WaitingReads {
 
     /// The parked reads whose barrier is at or below `executed`, in order.
     pub fn ready(&mut self, executed: Seq) -> Vec<PendingRead> {
+        // Asked after every batch: most often none is ready.
+        if self
+            .parked
+            .first_key_value()
+            .is_none_or(|((after, _), _)| *after > executed)
+        {
+            return Vec::new();
+        }
         let later = self.parked.split_off(&(executed.saturating_add(1), 0));
         std::mem::replace(&mut self.parked, later)
             .into_values()
