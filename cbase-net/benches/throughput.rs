@@ -90,6 +90,9 @@ async fn throughput(
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--independent`: only the authentication comparisons (latency and
+    // independent clients).
+    let only_independent = std::env::args().any(|a| a == "--independent");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,6 +119,19 @@ fn main() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         println!("n = 4 replicas, clients in the same process, {cores} cores\n");
         let calls = if quick { 200 } else { 2000 };
+        let rounds = if quick { 1 } else { 3 };
+        authenticated_latency(&cluster, calls / 2, rounds).await;
+        independent_clients(
+            &cluster,
+            if quick { &[64] } else { &[64, 256] },
+            Duration::from_secs(if quick { 1 } else { 3 }),
+            rounds,
+        )
+        .await;
+        if only_independent {
+            cluster.shutdown().await;
+            return;
+        }
         let samples = latency(&client, calls).await;
         println!("### Latency at low load (one call at a time, {calls} calls)\n");
         println!("| median | p90 | p99 |");
@@ -155,48 +171,157 @@ fn main() {
         }
         drop(client);
 
-        independent_clients(&cluster, if quick { &[64] } else { &[64, 256] }, duration).await;
         fairness(&cluster, if quick { 100 } else { 1000 }).await;
         cluster.shutdown().await;
     });
 }
 
-/// Many clients with one call in flight each (each its own key, so each
-/// request is signed and verified on its own): what deployments with many
-/// small clients see, next to one client multiplexing the same number of
-/// calls above.
-async fn independent_clients(cluster: &LocalCluster, levels: &[usize], duration: Duration) {
-    println!("\n### Independent clients, one call in flight each\n");
-    println!("| clients | requests | time | requests/s |");
+/// How independent clients authenticate their batches.
+#[derive(Clone, Copy)]
+enum Auth {
+    /// Unsigned to every replica, authenticated by each connection's MACs
+    /// (the default); signed only on retransmission.
+    Macs,
+    /// Signed, to the primary alone (`sign_every_batch`).
+    Signatures,
+}
+
+impl Auth {
+    fn name(self) -> &'static str {
+        match self {
+            Auth::Macs => "MACs",
+            Auth::Signatures => "signatures",
+        }
+    }
+
+    fn config(self) -> ClientConfig {
+        ClientConfig {
+            sign_every_batch: matches!(self, Auth::Signatures),
+            ..ClientConfig::default()
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Many clients with one call in flight each (each its own key, so no two
+/// requests share a batch): what deployments with many small clients see,
+/// next to one client multiplexing the same number of calls above. Batches
+/// authenticated by MACs and by signatures, side by side: `rounds`
+/// alternating runs of each, medians.
+async fn independent_clients(
+    cluster: &LocalCluster,
+    levels: &[usize],
+    duration: Duration,
+    rounds: usize,
+) {
+    println!(
+        "\n### Independent clients, one call in flight each (medians of {rounds} alternating runs)\n"
+    );
+    println!("| clients | requests/s, signatures | requests/s, MACs | MACs / signatures |");
     println!("|---:|---:|---:|---:|");
     for &count in levels {
-        let clients: Vec<NetClient> = (0..count)
-            .map(|_| cluster.client().expect("client"))
-            .collect();
-        // Connected and warm before the clock starts.
-        for client in &clients {
-            let () = client.call(&Null).await.expect("null call");
+        let mut rates = [Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            for (at, auth) in [Auth::Signatures, Auth::Macs].into_iter().enumerate() {
+                rates[at].push(independent_run(cluster, count, duration, auth).await);
+            }
         }
-        let done = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for client in clients {
-            let done = Arc::clone(&done);
-            tasks.push(tokio::spawn(async move {
-                while start.elapsed() < duration && done.load(Ordering::Relaxed) < 2_000_000 {
-                    let () = client.call(&Null).await.expect("null call");
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.expect("client task");
-        }
-        let (done, elapsed) = (done.load(Ordering::Relaxed), start.elapsed());
+        let [signed, macs] = rates.map(median);
         println!(
-            "| {count} | {done} | {:.2} s | {:.0} |",
-            elapsed.as_secs_f64(),
-            done as f64 / elapsed.as_secs_f64()
+            "| {count} | {signed:.0} | {macs:.0} | {:.2} |",
+            macs / signed
+        );
+    }
+}
+
+/// One run of `count` independent clients: requests per second.
+async fn independent_run(
+    cluster: &LocalCluster,
+    count: usize,
+    duration: Duration,
+    auth: Auth,
+) -> f64 {
+    let clients: Vec<NetClient> = (0..count)
+        .map(|_| cluster.client_with(auth.config()).expect("client"))
+        .collect();
+    // Connected and warm before the clock starts.
+    for client in &clients {
+        let () = client.call(&Null).await.expect("null call");
+    }
+    let primary_stats = || {
+        cluster
+            .replica(0)
+            .expect("primary runs")
+            .metrics()
+            .protocol
+            .lock()
+            .clone()
+    };
+    let before = primary_stats();
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for client in clients {
+        let done = Arc::clone(&done);
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < duration && done.load(Ordering::Relaxed) < 2_000_000 {
+                let () = client.call(&Null).await.expect("null call");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let after = primary_stats();
+    let per_proposal = (after.proposed_requests - before.proposed_requests) as f64
+        / (after.proposals - before.proposals).max(1) as f64;
+    eprintln!(
+        "{} clients, {}: {rate:.0} requests/s, {per_proposal:.1} requests per pre-prepare",
+        count,
+        auth.name()
+    );
+    rate
+}
+
+/// One client's latency at one call in flight, with each authentication,
+/// `rounds` alternating runs of `calls` calls: medians of the runs' medians.
+async fn authenticated_latency(cluster: &LocalCluster, calls: usize, rounds: usize) {
+    println!(
+        "\n### Latency at one call in flight, by authentication ({rounds} alternating runs of {calls} calls)\n"
+    );
+    println!("| batches | median | p99 |");
+    println!("|---|---:|---:|");
+    let mut results = Vec::new();
+    for auth in [Auth::Signatures, Auth::Macs] {
+        results.push((
+            auth,
+            cluster.client_with(auth.config()).expect("client"),
+            Vec::new(),
+            Vec::new(),
+        ));
+    }
+    for (_, client, _, _) in &results {
+        latency(client, 50).await;
+    }
+    for _ in 0..rounds {
+        for (_, client, medians, p99s) in &mut results {
+            let samples = latency(client, calls).await;
+            medians.push(percentile(&samples, 0.5).as_secs_f64() * 1e6);
+            p99s.push(percentile(&samples, 0.99).as_secs_f64() * 1e6);
+        }
+    }
+    for (auth, _, medians, p99s) in results {
+        println!(
+            "| {} | {:.0} µs | {:.0} µs |",
+            auth.name(),
+            median(medians),
+            median(p99s)
         );
     }
 }

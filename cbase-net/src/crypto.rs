@@ -231,9 +231,11 @@ pub enum KeyFileError {
 pub struct PublicKey([u8; 32]);
 
 /// Decompressing a point costs about a quarter of a replica's CPU under load
-/// if done on every verification; the same few keys (replicas, active
-/// clients) sign almost everything, so each thread keeps them decompressed.
-/// Bounded: cleared when it grows past `KEY_CACHE_LIMIT` entries.
+/// if done on every verification, and as much again if done on every
+/// decoded message that names a key (each client batch names its client);
+/// the same few keys (replicas, active clients) come back all the time, so
+/// each thread keeps the keys it checked decompressed. Only valid, non-weak
+/// keys enter. Bounded: cleared when it grows past `KEY_CACHE_LIMIT` entries.
 const KEY_CACHE_LIMIT: usize = 4096;
 
 thread_local! {
@@ -246,7 +248,9 @@ fn verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
         if let Some(key) = cache.get(bytes) {
             return Some(*key);
         }
-        let key = VerifyingKey::from_bytes(bytes).ok()?;
+        let key = VerifyingKey::from_bytes(bytes)
+            .ok()
+            .filter(|key| !key.is_weak())?;
         if cache.len() >= KEY_CACHE_LIMIT {
             cache.clear();
         }
@@ -258,9 +262,9 @@ fn verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
 impl PublicKey {
     /// Checks and wraps 32 bytes of a compressed ed25519 point.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<PublicKey, KeyParseError> {
-        match VerifyingKey::from_bytes(&bytes) {
-            Ok(key) if !key.is_weak() => Ok(PublicKey(bytes)),
-            _ => Err(KeyParseError::InvalidKey),
+        match verifying_key(&bytes) {
+            Some(_) => Ok(PublicKey(bytes)),
+            None => Err(KeyParseError::InvalidKey),
         }
     }
 

@@ -47,7 +47,7 @@ pub struct ClientRequest {
     pub operation: Vec<u8>,
 }
 
-/// Requests a client sends together, signed once.
+/// Requests a client sends together, authenticated once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestBatch {
     /// The client's identity.
@@ -56,39 +56,67 @@ pub struct RequestBatch {
     pub requests: Vec<ClientRequest>,
 }
 
-/// A client's batch with its signature: what the primary orders and the
-/// backups check.
+/// A client's batch as the replicas order it: what the primary proposes and
+/// the backups check.
+///
+/// A batch travels in one of two forms:
+/// - **Unsigned**, the usual case: the client sends it to every replica,
+///   each over its own connection, whose frame MACs (keyed by the
+///   handshake) prove the client sent it. Only the replica that received it
+///   so can tell; a backup that did not is convinced by f+1 replicas
+///   vouching for the proposal (see the protocol's vouching rule).
+/// - **Signed**: anyone can check it. A client signs a batch when it
+///   retransmits it, so a batch some replicas missed still gets through.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedBatch {
+pub struct ClientBatch {
     /// The batch.
     pub batch: RequestBatch,
-    /// The client's signature over the encoded batch.
-    pub signature: Signature,
+    /// The client's signature over the encoded batch, if it signed it.
+    pub signature: Option<Signature>,
 }
 
-impl SignedBatch {
+impl ClientBatch {
     /// Signs `batch` with the client's key.
-    pub fn sign(batch: RequestBatch, key: &SecretKey) -> SignedBatch {
+    pub fn sign(batch: RequestBatch, key: &SecretKey) -> ClientBatch {
         let bytes = codec::encode(&batch).expect("request batches always encode");
-        SignedBatch {
-            signature: key.sign(domain::CLIENT_BATCH, &bytes),
+        ClientBatch {
+            signature: Some(key.sign(domain::CLIENT_BATCH, &bytes)),
             batch,
         }
     }
 
-    /// Whether the signature is the named client's.
+    /// `batch` without a signature, for a client to send over its
+    /// authenticated connections.
+    pub fn unsigned(batch: RequestBatch) -> ClientBatch {
+        ClientBatch {
+            batch,
+            signature: None,
+        }
+    }
+
+    /// Whether the batch carries a signature (checked or not).
+    pub fn is_signed(&self) -> bool {
+        self.signature.is_some()
+    }
+
+    /// Whether the batch carries the named client's signature. An unsigned
+    /// batch does not.
     pub fn verify(&self) -> bool {
+        let Some(signature) = &self.signature else {
+            return false;
+        };
         match codec::encode(&self.batch) {
             Ok(bytes) => self
                 .batch
                 .client
-                .verify(domain::CLIENT_BATCH, &bytes, &self.signature),
+                .verify(domain::CLIENT_BATCH, &bytes, signature),
             Err(_) => false,
         }
     }
 
-    /// The digest that identifies this batch (signature included, so two
-    /// differently signed copies are different batches).
+    /// The digest that identifies this batch (signature included, so the
+    /// unsigned and the signed copy, or two differently signed copies, are
+    /// different batches; the client table executes their requests once).
     pub fn digest(&self) -> Hash {
         digest_of(self)
     }
@@ -157,7 +185,7 @@ pub struct Proposal {
     /// Nanoseconds since the Unix epoch on the primary's clock.
     pub timestamp: u64,
     /// The client batches, in order.
-    pub batches: Vec<SignedBatch>,
+    pub batches: Vec<ClientBatch>,
 }
 
 impl Proposal {
@@ -307,8 +335,14 @@ pub enum ReplicaMessage {
     Commit(Commit),
     /// A checkpoint vote.
     Checkpoint(Checkpoint),
-    /// A client batch a backup received directly, passed on to the primary.
-    Forward(SignedBatch),
+    /// A signed client batch a backup received directly, passed on to the
+    /// primary.
+    Forward(ClientBatch),
+    /// Digests of unsigned client batches a backup received directly from
+    /// their clients, sent to the primary: it proposes an unsigned batch
+    /// only once 2f backups say they have it, so that f+1 correct replicas
+    /// can vouch for it (see the protocol's vouching rule).
+    Have(Vec<Hash>),
     /// A vote to change views.
     ViewChange(ViewChange),
     /// The start of a new view.
@@ -390,7 +424,7 @@ pub enum ReplicaMessage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMessage {
     /// New requests, or a retransmission of earlier ones.
-    Requests(SignedBatch),
+    Requests(ClientBatch),
     /// Asks the replica how it is doing ([`ReplyMessage::Status`]): for
     /// operators, not part of agreement.
     Status,

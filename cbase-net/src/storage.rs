@@ -615,7 +615,7 @@ impl Storage {
 mod tests {
     use super::*;
     use crate::crypto::SecretKey;
-    use crate::message::{ClientRequest, PrePrepareHeader, RequestBatch, SignedBatch};
+    use crate::message::{ClientBatch, ClientRequest, PrePrepareHeader, RequestBatch};
 
     const LAYOUT: &[&str] = &["accounts"];
 
@@ -630,7 +630,7 @@ mod tests {
 
     fn committed(seq: Seq) -> Committed {
         let client = SecretKey::from_seed([3; 32]);
-        let batch = SignedBatch::sign(
+        let batch = ClientBatch::sign(
             RequestBatch {
                 client: client.public(),
                 requests: vec![ClientRequest {

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cbase_core::codec;
 use cbase_net::crypto::SecretKey;
 use cbase_net::message::{
-    ClientMessage, ClientRequest, Commit, PrePrepare, Prepare, Proposal, ReplicaMessage, Reply,
-    ReplyMessage, RequestBatch, SignedBatch, domain, pre_prepare_header,
+    ClientBatch, ClientMessage, ClientRequest, Commit, PrePrepare, Prepare, Proposal,
+    ReplicaMessage, Reply, ReplyMessage, RequestBatch, domain, pre_prepare_header,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,7 +59,7 @@ fn seed() -> u64 {
 fn corpus() -> Vec<Vec<u8>> {
     let client = SecretKey::from_seed([3; 32]);
     let primary = SecretKey::from_seed([1; 32]);
-    let batch = SignedBatch::sign(
+    let batch = ClientBatch::sign(
         RequestBatch {
             client: client.public(),
             requests: vec![

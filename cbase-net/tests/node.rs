@@ -14,8 +14,8 @@ use cbase_core::{
 use cbase_net::config::{ClusterConfig, ReplicaEntry, ReplicaId};
 use cbase_net::crypto::SecretKey;
 use cbase_net::message::{
-    ClientMessage, ClientRequest, Commit, PrePrepare, Prepare, Proposal, ReplicaMessage,
-    ReplyMessage, RequestBatch, SignedBatch, domain, pre_prepare_header, prepare_header,
+    ClientBatch, ClientMessage, ClientRequest, Commit, PrePrepare, Prepare, Proposal,
+    ReplicaMessage, ReplyMessage, RequestBatch, domain, pre_prepare_header, prepare_header,
 };
 use cbase_net::protocol::ProtocolConfig;
 use cbase_net::runtime::{NodeConfig, ReplicaNode};
@@ -187,7 +187,7 @@ impl RawClient {
         RawClient { key, sessions }
     }
 
-    fn batch(&self, requests: Vec<(u32, u64, Op)>) -> SignedBatch {
+    fn batch(&self, requests: Vec<(u32, u64, Op)>) -> ClientBatch {
         let requests = requests
             .into_iter()
             .map(|(lane, number, op)| ClientRequest {
@@ -196,7 +196,7 @@ impl RawClient {
                 operation: codec::encode(&op).unwrap(),
             })
             .collect();
-        SignedBatch::sign(
+        ClientBatch::sign(
             RequestBatch {
                 client: self.key.public(),
                 requests,
@@ -205,7 +205,7 @@ impl RawClient {
         )
     }
 
-    async fn send(&mut self, to: usize, batch: &SignedBatch) {
+    async fn send(&mut self, to: usize, batch: &ClientBatch) {
         let (_, writer) = &mut self.sessions[to];
         writer
             .send_value(&ClientMessage::Requests(batch.clone()))
@@ -538,7 +538,7 @@ async fn a_forged_mac_closes_the_connection_and_is_counted() {
     .unwrap();
     let (_, mut writer) = session.split();
     tamper.store(true, Ordering::SeqCst);
-    let batch = SignedBatch::sign(
+    let batch = ClientBatch::sign(
         RequestBatch {
             client: key.public(),
             requests: vec![ClientRequest {
@@ -597,7 +597,7 @@ async fn a_byzantine_replica_cannot_forge_or_crash_the_others() {
         sessions.push(session.split().1);
     }
     let client = SecretKey::from_seed([70; 32]);
-    let batch = SignedBatch::sign(
+    let batch = ClientBatch::sign(
         RequestBatch {
             client: client.public(),
             requests: vec![ClientRequest {

@@ -11,9 +11,9 @@ use cbase_core::{
     State, Table, codec,
 };
 use cbase_net::checkpoint::{ClientTable, SessionLimits};
-use cbase_net::crypto::{PublicKey, SecretKey, Signature};
+use cbase_net::crypto::{PublicKey, SecretKey};
 use cbase_net::message::{
-    ClientMessage, ClientRequest, Proposal, Reply, ReplyMessage, RequestBatch, SignedBatch,
+    ClientBatch, ClientMessage, ClientRequest, Proposal, Reply, ReplyMessage, RequestBatch,
 };
 use cbase_net::protocol::Committed;
 use cbase_net::runtime::execution::{CheckpointRecord, Execution, ReplySink};
@@ -135,7 +135,7 @@ async fn a_flood_of_identities_leaves_the_table_at_its_bound_and_honest_clients_
 async fn send_raw(
     cluster: &LocalCluster,
     key: &SecretKey,
-    batch: &SignedBatch,
+    batch: &ClientBatch,
     lane: u32,
     number: u64,
 ) -> Result<u64, ExecError> {
@@ -170,8 +170,8 @@ async fn send_raw(
     }
 }
 
-fn bump_batch(key: &SecretKey, lane: u32, number: u64, counter: u64) -> SignedBatch {
-    SignedBatch::sign(
+fn bump_batch(key: &SecretKey, lane: u32, number: u64, counter: u64) -> ClientBatch {
+    ClientBatch::sign(
         RequestBatch {
             client: key.public(),
             requests: vec![ClientRequest {
@@ -271,20 +271,19 @@ fn flood_batch(
     honest: &PublicKey,
     checkpoint: bool,
 ) -> Committed {
-    // Execution takes committed batches as agreed: their signatures were
-    // checked before, so these need none.
-    let unsigned = |client: PublicKey, number: u64, counter: u64| SignedBatch {
-        batch: RequestBatch {
+    // Execution takes committed batches as agreed: agreement checked
+    // where they came from, so these need no signature.
+    let unsigned = |client: PublicKey, number: u64, counter: u64| {
+        ClientBatch::unsigned(RequestBatch {
             client,
             requests: vec![ClientRequest {
                 lane: 0,
                 number,
                 operation: codec::encode(&Bump(counter)).unwrap(),
             }],
-        },
-        signature: Signature::from_bytes([0; 64]),
+        })
     };
-    let mut batches: Vec<SignedBatch> = identities
+    let mut batches: Vec<ClientBatch> = identities
         .iter()
         .enumerate()
         // Numbered as `NetClient`s number, upwards: a number at or below

@@ -345,7 +345,7 @@ mod installed_checkpoints {
     use cbase_net::checkpoint::CheckpointState;
     use cbase_net::crypto::{PublicKey, SecretKey};
     use cbase_net::message::{
-        ClientRequest, Hash, Proposal, Reply, RequestBatch, Seq, SignedBatch,
+        ClientBatch, ClientRequest, Hash, Proposal, Reply, RequestBatch, Seq,
     };
     use cbase_net::protocol::Committed;
     use cbase_net::runtime::execution::{CheckpointRecord, Execution, ReplySink};
@@ -421,7 +421,7 @@ mod installed_checkpoints {
             number: seq,
             operation: codec::encode(&Stamp { key }).unwrap(),
         };
-        let signed = SignedBatch::sign(
+        let signed = ClientBatch::sign(
             RequestBatch {
                 client: client.public(),
                 requests: vec![request],

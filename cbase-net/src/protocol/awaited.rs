@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::checkpoint::ClientTable;
 use crate::crypto::PublicKey;
-use crate::message::SignedBatch;
+use crate::message::ClientBatch;
 
 /// One timed batch.
 #[derive(Clone, Debug)]
@@ -27,7 +27,7 @@ pub(super) struct Awaited {
 
 impl Awaited {
     /// A timer for `batch` started at `now`.
-    pub fn new(now: u64, batch: &SignedBatch) -> Awaited {
+    pub fn new(now: u64, batch: &ClientBatch) -> Awaited {
         Awaited {
             since: now,
             client: batch.batch.client,
@@ -66,7 +66,7 @@ impl Awaited {
 pub(super) type Executed = BTreeMap<(PublicKey, u32), u64>;
 
 /// What `batches` execute: the highest request number per client and lane.
-pub(super) fn executed_by(batches: &[SignedBatch]) -> Executed {
+pub(super) fn executed_by(batches: &[ClientBatch]) -> Executed {
     let mut executed = Executed::new();
     for batch in batches {
         for request in &batch.batch.requests {

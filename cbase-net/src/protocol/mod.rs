@@ -37,6 +37,7 @@ mod state_transfer;
 mod tests;
 mod timeouts;
 mod view_change;
+mod vouching;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,8 +46,8 @@ use crate::checkpoint::SessionLimits;
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::message::{
-    Checkpoint, Commit, Hash, PrePrepare, PrePrepareHeader, Prepare, Proposal, ReplicaMessage, Seq,
-    SignedBatch, View, ViewChange, checkpoint_header, digest_and_size_of, domain,
+    Checkpoint, ClientBatch, Commit, Hash, PrePrepare, PrePrepareHeader, Prepare, Proposal,
+    ReplicaMessage, Seq, View, ViewChange, checkpoint_header, digest_and_size_of, domain,
     pre_prepare_header, prepare_header,
 };
 pub use durable::{Durable, Recovered};
@@ -218,8 +219,11 @@ impl Default for ProtocolConfig {
 /// Something that happened to a replica.
 #[derive(Debug)]
 pub enum Input {
-    /// A client batch, received directly from the client.
-    Client(SignedBatch),
+    /// A client batch, received directly from the client: over a
+    /// connection the transport authenticated as the client the batch
+    /// names (the runtime drops a batch naming another), which is what
+    /// makes an unsigned batch genuine.
+    Client(ClientBatch),
     /// A message from another replica (authenticated by the transport).
     Replica(ReplicaId, ReplicaMessage),
     /// Time passed: timers are checked against the time given to `handle`.
@@ -380,6 +384,13 @@ pub struct Stats {
     /// Client batches refused because their client had
     /// `max_pending_per_client` batches waiting already.
     pub client_full: u64,
+    /// Unsigned client batches a peer passed on: only the client's own
+    /// connection proves one genuine, so they are dropped.
+    pub relayed_unsigned: u64,
+    /// Pre-prepares this backup could not prepare at once because it had
+    /// not received some unsigned batch in them itself: it prepared once
+    /// f+1 replicas vouched for the proposal, or the batch arrived.
+    pub awaited_vouchers: u64,
 }
 
 /// What a proposal's encoding adds to its client batches (the timestamp and
@@ -448,6 +459,15 @@ pub struct Replica {
     waiting: BTreeMap<Hash, awaited::Awaited>,
     /// Digests of batches pending or in the log, to drop duplicates.
     known_batches: BTreeMap<Hash, Option<Seq>>,
+    /// Digests of batches this replica authenticated itself: received
+    /// unsigned from their client, or signature checked. A proposal
+    /// carrying only such batches gets this replica's prepare at once
+    /// (see [`vouching`]), and no signature is checked twice.
+    authenticated: vouching::Recent,
+    /// As primary: which unsigned batches each backup says it has.
+    haves: vouching::Haves,
+    /// As primary: unsigned batches waiting for 2f backups to have them.
+    unvouched: vouching::Unvouched,
     /// Signed checkpoint votes within the window: seq -> replica -> vote.
     checkpoint_votes: BTreeMap<Seq, BTreeMap<ReplicaId, Checkpoint>>,
     /// The digest of the stable checkpoint, and the 2f+1 votes proving it.
@@ -571,6 +591,9 @@ impl Replica {
             pending: pending::Pending::default(),
             waiting: BTreeMap::new(),
             known_batches: BTreeMap::new(),
+            authenticated: vouching::Recent::new(vouching::AUTHENTICATED),
+            haves: vouching::Haves::default(),
+            unvouched: vouching::Unvouched::default(),
             checkpoint_votes: BTreeMap::new(),
             stable_state: [0; 32],
             stable_proof: Vec::new(),
@@ -744,6 +767,7 @@ impl Replica {
             ReplicaMessage::Commit(commit) => self.on_commit(from, commit, out),
             ReplicaMessage::Checkpoint(checkpoint) => self.on_checkpoint(from, checkpoint, out),
             ReplicaMessage::Forward(batch) => self.on_forward(batch, out),
+            ReplicaMessage::Have(digests) => self.on_have(from, digests, out),
             ReplicaMessage::ViewChange(view_change) => self.on_view_change(from, view_change, out),
             ReplicaMessage::NewView(new_view) => self.on_new_view(from, new_view, out),
             ReplicaMessage::Status(status) => self.on_status(from, status, out),
@@ -850,7 +874,7 @@ impl Replica {
     /// make them depose a correct primary at will. Backups arm timers only
     /// for batches a client sent them itself, as PBFT's clients do when the
     /// primary does not answer.
-    fn on_forward(&mut self, batch: SignedBatch, out: &mut Vec<Output>) {
+    fn on_forward(&mut self, batch: ClientBatch, out: &mut Vec<Output>) {
         if !self.is_primary() || self.status != Status::Normal {
             self.stats.stale += 1;
             return;
@@ -858,7 +882,7 @@ impl Replica {
         self.on_client_batch(batch, out, false);
     }
 
-    fn on_client_batch(&mut self, batch: SignedBatch, out: &mut Vec<Output>, direct: bool) {
+    fn on_client_batch(&mut self, batch: ClientBatch, out: &mut Vec<Output>, direct: bool) {
         if !self.admits(&batch.batch.client) {
             self.stats.unadmitted += 1;
             return;
@@ -872,6 +896,14 @@ impl Replica {
         let (digest, bytes) = digest_and_size_of(&batch);
         if bytes > self.config.max_batch_bytes {
             self.stats.oversized += 1;
+            return;
+        }
+        if !batch.is_signed() {
+            if direct {
+                self.on_unsigned_batch(batch, digest, bytes, out);
+            } else {
+                self.stats.relayed_unsigned += 1;
+            }
             return;
         }
         if let Some(ordered) = self.known_batches.get(&digest).copied() {
@@ -891,9 +923,12 @@ impl Replica {
             }
             return;
         }
-        if !batch.verify() {
-            self.stats.bad_signature += 1;
-            return;
+        if !self.authenticated.contains(&digest) {
+            if !batch.verify() {
+                self.stats.bad_signature += 1;
+                return;
+            }
+            self.authenticated.insert(digest);
         }
         match self.pending.room_for(
             &batch.batch.client,
@@ -942,6 +977,138 @@ impl Replica {
                 bytes,
                 batch,
             });
+        }
+    }
+
+    /// An unsigned batch its client sent this replica (see [`vouching`]).
+    /// A backup notes it as genuine, tells the primary it has it, and
+    /// prepares any proposal that waited for it; the primary holds it until
+    /// 2f backups have it. Neither arms a request timer for it.
+    fn on_unsigned_batch(
+        &mut self,
+        batch: ClientBatch,
+        digest: Hash,
+        bytes: usize,
+        out: &mut Vec<Output>,
+    ) {
+        let fresh = self.authenticated.insert(digest);
+        if !self.is_primary() || self.status != Status::Normal {
+            if fresh && self.status == Status::Normal {
+                out.push(Output::Send(
+                    self.primary(),
+                    ReplicaMessage::Have(vec![digest]),
+                ));
+            }
+            self.authenticated_batch_arrived(&digest, out);
+            return;
+        }
+        if self.known_batches.contains_key(&digest) || self.unvouched.contains(&digest) {
+            self.stats.duplicate += 1;
+            return;
+        }
+        let queued = pending::Queued {
+            digest,
+            bytes,
+            batch,
+        };
+        if self.haves.count(&digest) >= 2 * self.f {
+            self.queue_for_proposal(queued, out);
+        } else {
+            self.unvouched.insert(
+                queued,
+                self.config.max_pending,
+                self.config.max_pending_bytes,
+                self.config.max_pending_per_client,
+            );
+        }
+    }
+
+    /// As primary: backup `from` has these unsigned batches. Those that 2f
+    /// backups have join the proposal queue.
+    fn on_have(&mut self, from: ReplicaId, digests: Vec<Hash>, out: &mut Vec<Output>) {
+        if !self.is_primary() || self.status != Status::Normal {
+            self.stats.stale += 1;
+            return;
+        }
+        for digest in digests.into_iter().take(vouching::MAX_HAVE_DIGESTS) {
+            self.haves.insert(from, digest);
+            if self.unvouched.contains(&digest) && self.haves.count(&digest) >= 2 * self.f {
+                let queued = self.unvouched.remove(&digest).expect("checked to be held");
+                self.queue_for_proposal(queued, out);
+            }
+        }
+    }
+
+    /// As primary: queues an authenticated batch (within the queue's
+    /// bounds) and proposes what the pipeline allows.
+    fn queue_for_proposal(&mut self, queued: pending::Queued, out: &mut Vec<Output>) {
+        match self.pending.room_for(
+            &queued.batch.batch.client,
+            queued.bytes,
+            self.config.max_pending,
+            self.config.max_pending_bytes,
+            self.config.max_pending_per_client,
+        ) {
+            Ok(()) => {}
+            Err(pending::Full::Queue) => {
+                self.stats.oversized += 1;
+                return;
+            }
+            Err(pending::Full::Client) => {
+                self.stats.client_full += 1;
+                return;
+            }
+        }
+        self.known_batches.insert(queued.digest, None);
+        self.pending.push_back(queued);
+        self.propose(out);
+    }
+
+    /// A batch this replica now knows to be genuine: proposals that waited
+    /// for it get this backup's prepare once they wait for nothing else.
+    fn authenticated_batch_arrived(&mut self, digest: &Hash, out: &mut Vec<Output>) {
+        let waiting: Vec<Seq> = self
+            .log
+            .iter_mut()
+            .filter(|(_, slot)| !slot.awaiting.is_empty())
+            .filter_map(|(seq, slot)| {
+                let before = slot.awaiting.len();
+                slot.awaiting.retain(|awaited| awaited != digest);
+                (slot.awaiting.len() < before).then_some(*seq)
+            })
+            .collect();
+        for seq in waiting {
+            self.prepare_if_vouched(seq, out);
+        }
+    }
+
+    /// Sends this backup's prepare for a slot whose pre-prepare it holds
+    /// but did not prepare yet, once it received every unsigned batch of
+    /// the proposal itself or f+1 replicas vouch for it (the primary and f
+    /// backups that prepared the same digest).
+    fn prepare_if_vouched(&mut self, seq: Seq, out: &mut Vec<Output>) {
+        if self.learning() {
+            return;
+        }
+        let (f, id, view) = (self.f, self.id, self.view);
+        let Some(slot) = self.log.get_mut(&seq) else {
+            return;
+        };
+        let Some(header) = slot.header else {
+            return;
+        };
+        if header.view != view || !slot.withheld || slot.prepares.contains_key(&id) {
+            return;
+        }
+        let vouchers = 1 + slot
+            .prepares
+            .values()
+            .filter(|prepare| prepare.digest == header.digest)
+            .count();
+        if slot.awaiting.is_empty() || vouchers > f {
+            slot.awaiting.clear();
+            slot.withheld = false;
+            self.send_prepare(header.view, seq, header.digest, out);
         }
     }
 
@@ -1112,24 +1279,53 @@ impl Replica {
             self.stats.bad_timestamp += 1;
             return;
         }
-        // The primary cannot forge requests: every batch must carry its
-        // client's signature.
-        if !pre_prepare.proposal.batches.iter().all(SignedBatch::verify) {
-            self.stats.bad_signature += 1;
-            return;
-        }
         if self.learning() {
+            // Executed only once a quorum commits it, and a quorum prepares
+            // only batches their clients sent (see `vouching`): nothing to
+            // check here.
             let header = pre_prepare.header();
             self.learn_proposal(seq, digest, pre_prepare.proposal);
             self.log.entry(seq).or_default().header = Some(header);
             self.advance(seq, out);
-        } else if pre_prepare
+            return;
+        }
+        // The primary cannot forge requests: every signed batch must carry
+        // its client's signature, and every unsigned one must have reached
+        // this replica from its client or be vouched for by f+1 replicas.
+        let mut awaiting = Vec::new();
+        for batch in &pre_prepare.proposal.batches {
+            let digest = batch.digest();
+            if self.authenticated.contains(&digest) {
+                continue;
+            }
+            if !batch.is_signed() {
+                awaiting.push(digest);
+            } else if batch.verify() {
+                self.authenticated.insert(digest);
+            } else {
+                self.stats.bad_signature += 1;
+                return;
+            }
+        }
+        if pre_prepare
             .proposal
             .batches
             .iter()
             .all(|batch| self.admits(&batch.batch.client))
         {
-            self.accept_pre_prepare(pre_prepare, out);
+            if awaiting.is_empty() {
+                self.accept_pre_prepare(pre_prepare, out);
+            } else {
+                self.stats.awaited_vouchers += 1;
+                let header = pre_prepare.header();
+                self.learn_proposal(seq, digest, pre_prepare.proposal);
+                let slot = self.log.entry(seq).or_default();
+                slot.header = Some(header);
+                slot.awaiting = awaiting;
+                slot.withheld = true;
+                self.prepare_if_vouched(seq, out);
+                self.advance(seq, out);
+            }
         } else {
             // Nor can it smuggle in a client the cluster does not admit: no
             // prepare for that. (A replica only learning what a quorum
@@ -1187,6 +1383,11 @@ impl Replica {
             self.advance(seq, out);
             return;
         }
+        self.send_prepare(view, seq, digest, out);
+    }
+
+    /// Signs, records and broadcasts this backup's prepare for `seq`.
+    fn send_prepare(&mut self, view: View, seq: Seq, digest: Hash, out: &mut Vec<Output>) {
         let signature = self.secret.sign(
             domain::PREPARE,
             &prepare_header(view, seq, &digest, self.id),
@@ -1257,6 +1458,7 @@ impl Replica {
             .or_default()
             .prepares
             .insert(from, prepare);
+        self.prepare_if_vouched(seq, out);
         self.advance(seq, out);
     }
 
@@ -1363,7 +1565,7 @@ impl Replica {
             let holds_others = !self.pending.is_empty() && !self.is_primary();
             if !self.waiting.is_empty() || holds_others {
                 let ordered: std::collections::BTreeSet<Hash> =
-                    proposal.batches.iter().map(SignedBatch::digest).collect();
+                    proposal.batches.iter().map(ClientBatch::digest).collect();
                 for digest in &ordered {
                     if let Some(timer) = self.waiting.remove(digest) {
                         let waited = self.now.saturating_sub(timer.since);

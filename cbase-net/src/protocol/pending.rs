@@ -16,14 +16,14 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::crypto::PublicKey;
-use crate::message::{Hash, SignedBatch};
+use crate::message::{ClientBatch, Hash};
 
 /// One waiting batch with its digest and encoded size.
 #[derive(Debug)]
 pub(super) struct Queued {
     pub digest: Hash,
     pub bytes: usize,
-    pub batch: SignedBatch,
+    pub batch: ClientBatch,
 }
 
 impl Queued {
@@ -139,7 +139,7 @@ mod tests {
     use crate::message::{ClientRequest, RequestBatch};
 
     fn queued(client: &SecretKey, number: u64) -> Queued {
-        let batch = SignedBatch::sign(
+        let batch = ClientBatch::sign(
             RequestBatch {
                 client: client.public(),
                 requests: vec![ClientRequest {

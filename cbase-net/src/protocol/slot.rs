@@ -21,6 +21,13 @@ pub(crate) struct Slot {
     pub commit_sent: bool,
     /// The batch is committed locally (prepared and 2f+1 commits).
     pub committed: bool,
+    /// A backup holds the pre-prepare but withholds its prepare: the
+    /// proposal carries unsigned batches it has not received from their
+    /// clients (`awaiting`), and fewer than f+1 replicas vouch for it yet
+    /// (see `vouching`).
+    pub withheld: bool,
+    /// The digests of those batches.
+    pub awaiting: Vec<crate::message::Hash>,
 }
 
 impl Slot {

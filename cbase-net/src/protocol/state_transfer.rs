@@ -33,7 +33,7 @@ use crate::checkpoint::parts::{
 use crate::checkpoint::{CheckpointState, ClientTable};
 use crate::config::ReplicaId;
 use crate::message::{
-    Checkpoint, Hash, ReplicaMessage, Seq, SignedBatch, checkpoint_header, domain,
+    Checkpoint, ClientBatch, Hash, ReplicaMessage, Seq, checkpoint_header, domain,
 };
 
 /// The current attempt at fetching a checkpoint: the encoded manifest (or
@@ -566,7 +566,7 @@ impl Replica {
     /// holding them (seen proposed, then retransmitted by the client). The
     /// rest get a fresh timer.
     pub(super) fn forget_executed_batches(&mut self, clients: &ClientTable) {
-        let executed = |batch: &SignedBatch| {
+        let executed = |batch: &ClientBatch| {
             let requests = batch.batch.requests.iter().map(|r| (r.lane, r.number));
             super::awaited::executed(clients, &batch.batch.client, requests)
         };

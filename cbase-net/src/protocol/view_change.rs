@@ -27,7 +27,7 @@ use super::certificates::{Quorums, plan_new_view};
 use super::{Output, Replica, Status};
 use crate::config::ReplicaId;
 use crate::message::{
-    Hash, NewView, PrePrepare, PrePrepareHeader, ReplicaMessage, Seq, SignedBatch, View,
+    ClientBatch, Hash, NewView, PrePrepare, PrePrepareHeader, ReplicaMessage, Seq, View,
     ViewChange, ViewChangeBody, domain, pre_prepare_header, view_change_bytes,
 };
 
@@ -401,6 +401,11 @@ impl Replica {
         // that the new view does not carry never committed, and a barrier
         // kept there would hold reads until some later proposal took it.
         self.highest_prepared = highest;
+        // Haves went to the old primary, and a batch the old primary held
+        // unvouched reaches the new one as its client's signed
+        // retransmission (see `vouching`).
+        self.haves.clear();
+        self.unvouched.clear();
         // Give the new primary a fresh chance before suspecting it.
         for timer in self.waiting.values_mut() {
             timer.since = self.now;
@@ -417,7 +422,7 @@ impl Replica {
             if self.proposals.need(header.seq, header.digest)
                 && let Some(proposal) = self.proposals.get(header.seq, &header.digest)
             {
-                let batches: Vec<Hash> = proposal.batches.iter().map(SignedBatch::digest).collect();
+                let batches: Vec<Hash> = proposal.batches.iter().map(ClientBatch::digest).collect();
                 for batch in &batches {
                     self.known_batches.insert(*batch, Some(header.seq));
                 }

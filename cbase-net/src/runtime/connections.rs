@@ -539,7 +539,7 @@ async fn write_replies(
 }
 
 /// The encoded size of a signed batch, as the protocol measures it.
-fn encoded_len(batch: &crate::message::SignedBatch) -> usize {
+fn encoded_len(batch: &crate::message::ClientBatch) -> usize {
     codec::encode(batch).map_or(usize::MAX, |bytes| bytes.len())
 }
 

@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
-use crate::message::{Hash, ReadReply, Reply, Seq};
+use crate::message::{Hash, ReadReply, ReplicaMessage, Reply, Seq};
 use crate::protocol::{Input, Output, ProtocolConfig, Replica};
 use crate::transport::{Identity, Role, TransportConfig};
 use execution::{CheckpointRecord, Execution, ReplySink};
@@ -603,6 +603,7 @@ impl ReplicaNode {
                     if storage_failed.load(Ordering::Relaxed) {
                         break;
                     }
+                    merge_haves(&mut outputs);
                     for output in outputs.drain(..) {
                         if let Output::Stable { seq, state, proof } = &output
                             && let Some(write) = checkpoints.begin_stabilize(*seq, *state, proof)
@@ -695,6 +696,37 @@ impl ReplicaNode {
 impl Drop for ReplicaNode {
     fn drop(&mut self) {
         self.stop_tasks();
+    }
+}
+
+/// Merges the burst's haves to each replica into one message (the first's
+/// place): a backup says it has an unsigned batch once per batch, and a
+/// burst of many clients' batches would otherwise send the primary as many
+/// frames.
+fn merge_haves(outputs: &mut Vec<Output>) {
+    let mut first: BTreeMap<ReplicaId, usize> = BTreeMap::new();
+    let mut merged = 0;
+    for at in 0..outputs.len() {
+        let Output::Send(to, ReplicaMessage::Have(digests)) = &mut outputs[at] else {
+            continue;
+        };
+        match first.get(to) {
+            None => {
+                first.insert(*to, at);
+            }
+            Some(&into) => {
+                let digests = std::mem::take(digests);
+                if let Output::Send(_, ReplicaMessage::Have(all)) = &mut outputs[into] {
+                    all.extend(digests);
+                }
+                merged += 1;
+            }
+        }
+    }
+    if merged > 0 {
+        outputs.retain(|output| {
+            !matches!(output, Output::Send(_, ReplicaMessage::Have(digests)) if digests.is_empty())
+        });
     }
 }
 
@@ -827,4 +859,34 @@ fn spawn_state_server(
 
 fn encode_message<T: Serialize>(message: &T) -> Vec<u8> {
     cbase_core::codec::encode(message).expect("protocol messages always encode")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bursts_haves_leave_as_one_message_per_replica_in_place_of_the_first() {
+        let have = |to, digest: u8| Output::Send(to, ReplicaMessage::Have(vec![[digest; 32]]));
+        let mut outputs = vec![
+            have(0, 1),
+            Output::Broadcast(ReplicaMessage::Forward(
+                crate::message::ClientBatch::unsigned(crate::message::RequestBatch {
+                    client: SecretKey::from_seed([9; 32]).public(),
+                    requests: Vec::new(),
+                }),
+            )),
+            have(2, 2),
+            have(0, 3),
+            have(0, 4),
+        ];
+        merge_haves(&mut outputs);
+        assert_eq!(outputs.len(), 3);
+        assert_eq!(
+            outputs[0],
+            Output::Send(0, ReplicaMessage::Have(vec![[1; 32], [3; 32], [4; 32]]))
+        );
+        assert!(matches!(outputs[1], Output::Broadcast(_)));
+        assert_eq!(outputs[2], have(2, 2));
+    }
 }

@@ -10,8 +10,8 @@ use cbase_net::checkpoint::parts::{PartReply, PartRequest};
 use cbase_net::config::ReplicaId;
 use cbase_net::crypto::Signature;
 use cbase_net::message::{
-    ClientRequest, Commit, NewView, PrePrepare, Prepare, PreparedProof, Proposal, ReadReply,
-    ReplicaMessage, RequestBatch, SignedBatch, ViewChange, ViewChangeBody, domain,
+    ClientBatch, ClientRequest, Commit, NewView, PrePrepare, Prepare, PreparedProof, Proposal,
+    ReadReply, ReplicaMessage, RequestBatch, ViewChange, ViewChangeBody, domain,
     pre_prepare_header, prepare_header, view_change_bytes,
 };
 use cbase_net::protocol::Input;
@@ -61,6 +61,11 @@ pub enum Behaviour {
     /// correct replicas that lag behind would answer if they did not wait
     /// for their barrier.
     StaleReads,
+    /// As primary, adds to every proposal an unsigned batch it made up in
+    /// an honest client's name (a request that client never sent): no
+    /// backup received it from the client, so only f+1 vouchers could get
+    /// it prepared, and there are never more than f faulty ones.
+    ForgeUnsigned,
 }
 
 /// Most messages a Byzantine replica remembers for replays.
@@ -177,6 +182,7 @@ impl World {
             }
             Some(Behaviour::Smuggle) => self.smuggle(from, message),
             Some(Behaviour::Replay) => self.replay(from, message),
+            Some(Behaviour::ForgeUnsigned) => self.forge_unsigned(from, message),
             Some(_) => message,
         };
         if self.behaviour(from).is_some() {
@@ -416,13 +422,37 @@ impl World {
                 number: pp.seq,
                 operation: codec::encode(&crate::service::Op::Stamp).expect("ops encode"),
             };
-            let batch = SignedBatch::sign(
+            let batch = ClientBatch::sign(
                 RequestBatch {
                     client: stranger.public(),
                     requests: vec![request],
                 },
                 &stranger,
             );
+            Some(with_batch(pp, batch))
+        })
+    }
+
+    /// A primary's pre-prepare with an unsigned batch in the first honest
+    /// client's name added, the same for every backup.
+    fn forge_unsigned(&mut self, from: usize, message: ReplicaMessage) -> ReplicaMessage {
+        self.forge_once(from, message, |world, pp| {
+            let victim = world.clients[0].key.public();
+            let batch = ClientBatch::unsigned(RequestBatch {
+                client: victim,
+                requests: vec![ClientRequest {
+                    lane: 0,
+                    // Far above any number the client uses, so the client
+                    // table would run it.
+                    number: crate::world::FORGED_NUMBERS + pp.seq,
+                    operation: codec::encode(&crate::service::Op::Transfer {
+                        from: 0,
+                        to: 1,
+                        amount: 1,
+                    })
+                    .expect("ops encode"),
+                }],
+            });
             Some(with_batch(pp, batch))
         })
     }
@@ -599,7 +629,7 @@ impl World {
 }
 
 /// `pp`'s proposal with `batch` added at the end.
-fn with_batch(pp: &PrePrepare, batch: SignedBatch) -> Proposal {
+fn with_batch(pp: &PrePrepare, batch: ClientBatch) -> Proposal {
     let mut batches = pp.proposal.batches.clone();
     batches.push(batch);
     Proposal {

@@ -162,6 +162,29 @@ impl World {
                 }
             }
         }
+        // Authenticity: no correct replica runs a request in an honest
+        // client's name that the client did not send (a primary forging
+        // unsigned batches, a client naming another).
+        let issued: BTreeMap<PublicKey, &BTreeMap<u64, crate::service::Op>> = self
+            .clients
+            .iter()
+            .filter(|c| c.kind == crate::world::ClientKind::Honest)
+            .map(|c| (c.key.public(), &c.issued))
+            .collect();
+        for &a in &correct {
+            for (seq, (_, requests)) in &self.nodes[a].batches {
+                for (client, number, op) in requests {
+                    if let Some(issued) = issued.get(client)
+                        && issued.get(number) != Some(op)
+                    {
+                        return Err(format!(
+                            "replica instance {a} executed, at {seq}, request {number} in the \
+                             name of client {client}, which never sent it ({op:?})"
+                        ));
+                    }
+                }
+            }
+        }
         for (i, &a) in correct.iter().enumerate() {
             for &b in &correct[i + 1..] {
                 let (x, y) = (&self.nodes[a], &self.nodes[b]);

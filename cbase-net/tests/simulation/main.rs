@@ -238,6 +238,7 @@ scenario_tests! {
     power_cut => "power-cut",
     dripping_state_transfer => "dripping-state-transfer",
     clock_after_restore => "clock-after-restore",
+    forging_unsigned_primary => "forging-unsigned-primary",
     smuggling_primary => "smuggling-primary",
     evicting_sessions => "evicting-sessions",
     timestamp_pushing_primary => "timestamp-pushing-primary",

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use cbase_core::codec;
 use cbase_net::config::ReplicaId;
-use cbase_net::message::{ReplicaMessage, SignedBatch};
+use cbase_net::message::{ClientBatch, ReplicaMessage};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -203,6 +203,6 @@ pub fn frame_size(message: &ReplicaMessage) -> usize {
 }
 
 /// The size of the frame carrying a client's batch.
-pub fn batch_frame_size(batch: &SignedBatch) -> usize {
+pub fn batch_frame_size(batch: &ClientBatch) -> usize {
     codec::encode(batch).map_or(usize::MAX, |b| b.len()) + FRAME_OVERHEAD
 }

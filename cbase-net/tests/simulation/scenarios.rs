@@ -421,6 +421,19 @@ pub fn scenarios() -> Vec<Scenario> {
             ..b.clone()
         },
         Scenario {
+            // A primary that adds to every proposal an unsigned batch in an
+            // honest client's name; clients' batches go unsigned to every
+            // replica (or signed, for half of them) with 2% loss, so some
+            // backups miss some and need vouchers.
+            name: "forging-unsigned-primary",
+            byzantine: vec![(Who::Replica(0), Behaviour::ForgeUnsigned)],
+            net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
             name: "smuggling-primary",
             byzantine: vec![(Who::Replica(0), Behaviour::Smuggle)],
             admit_clients: true,

@@ -14,8 +14,8 @@ use cbase_net::checkpoint::parts::CheckpointIndex;
 use cbase_net::config::{ClientEntry, ClusterConfig, ReplicaEntry, ReplicaId};
 use cbase_net::crypto::{PublicKey, SecretKey};
 use cbase_net::message::{
-    ClientRequest, Hash, PrePrepare, ReadReply, ReplicaMessage, Reply, RequestBatch, Seq,
-    SignedBatch, View,
+    ClientBatch, ClientRequest, Hash, PrePrepare, ReadReply, ReplicaMessage, Reply, RequestBatch,
+    Seq, View,
 };
 use cbase_net::protocol::{Committed, Input, Output, ProtocolConfig, Replica};
 use cbase_net::runtime::execution::{CheckpointRecord, Execution, ReplySink};
@@ -72,7 +72,7 @@ pub enum Event {
 #[derive(Debug)]
 pub enum Delivery {
     Replica(ReplicaMessage),
-    Client(SignedBatch),
+    Client(ClientBatch),
     /// A read on the fast path (`ClientMessage::Read`): unordered, answered
     /// by each replica once it executed everything it saw prepared.
     Read {
@@ -108,6 +108,10 @@ impl ReplySink for SimSink {
 /// (client, request number, operation).
 pub type ExecutedBatch = (u64, Vec<(PublicKey, u64, Op)>);
 
+/// Request numbers a primary forging unsigned batches uses (plus the
+/// sequence number) in an honest client's name: no honest client gets there.
+pub const FORGED_NUMBERS: u64 = 1 << 40;
+
 /// The key of a client no scenario admits: a smuggling primary's requests
 /// come from it.
 pub fn stranger() -> SecretKey {
@@ -141,7 +145,7 @@ pub struct Node {
     /// Messages it sent (the latest few), for a Byzantine one to replay.
     pub sent: VecDeque<ReplicaMessage>,
     /// Client batches it saw, for a Byzantine one to forward.
-    pub seen: Vec<SignedBatch>,
+    pub seen: Vec<ClientBatch>,
     /// Pre-prepares a Byzantine primary rewrote, so each is rewritten once.
     pub forged: BTreeMap<(View, Seq), PrePrepare>,
     /// Its data directory.
@@ -240,7 +244,7 @@ pub struct Done {
 pub struct Outstanding {
     pub op: Op,
     pub number: u64,
-    pub batch: SignedBatch,
+    pub batch: ClientBatch,
     pub invoked: u64,
     pub votes: BTreeMap<ReplicaId, (Vec<u8>, u64)>,
     pub next_retransmit: u64,
@@ -255,6 +259,10 @@ pub enum ClientKind {
     Reuser,
     /// Sends requests about as large as the frame limit to every replica.
     Oversized,
+    /// Sends unsigned batches to some replicas only, different ones to
+    /// different replicas under one number, or in another client's name;
+    /// never retransmits.
+    Partial,
 }
 
 pub struct Client {
@@ -275,6 +283,12 @@ pub struct Client {
     pub history: Vec<Done>,
     /// Numbers of the requests answered with an expired session.
     pub expired: Vec<u64>,
+    /// Every request it sent to be ordered, by number: what replicas may
+    /// execute in its name.
+    pub issued: BTreeMap<u64, Op>,
+    /// Whether it signs every batch and sends it to the primary alone
+    /// (`ClientConfig::sign_every_batch`) rather than unsigned to all.
+    pub signs: bool,
 }
 
 impl Client {
@@ -454,6 +468,8 @@ impl World {
                     script,
                     next_number: 1,
                     expired: Vec::new(),
+                    issued: BTreeMap::new(),
+                    signs: c % 2 == 1,
                     view: 0,
                     outstanding: None,
                     reading: None,
@@ -471,6 +487,8 @@ impl World {
             script: VecDeque::new(),
             next_number: 1,
             expired: Vec::new(),
+            issued: BTreeMap::new(),
+            signs: false,
             view: 0,
             outstanding: None,
             reading: None,
@@ -483,6 +501,7 @@ impl World {
         if scenario.oversized_client {
             clients.push(rogue(ClientKind::Oversized, 1));
         }
+        clients.push(rogue(ClientKind::Partial, 2));
 
         let withheld = match byzantine.iter().find(|(_, b)| **b == Behaviour::Withhold) {
             Some((id, _)) => {
@@ -705,7 +724,7 @@ impl World {
         }
     }
 
-    pub fn client_send(&mut self, client: usize, to: ReplicaId, batch: &SignedBatch) {
+    pub fn client_send(&mut self, client: usize, to: ReplicaId, batch: &ClientBatch) {
         let size = batch_frame_size(batch);
         for target in self.instances_of(to) {
             for delay in self.network.client_link(self.now, size, &mut self.rng) {
@@ -784,6 +803,13 @@ impl World {
                     }
                 }
                 Event::ToReplica { from, to, message } => {
+                    if let (Delivery::Client(batch), Endpoint::Client(c)) = (&message, from)
+                        && batch.batch.client != self.clients[c].key.public()
+                    {
+                        // As the runtime does: a connection carries only
+                        // its own client's batches.
+                        continue;
+                    }
                     if let (Delivery::Client(batch), Endpoint::Client(c)) = (&message, from) {
                         // As the runtime does: a retransmission of requests
                         // already executed is answered from the reply cache.
@@ -1209,7 +1235,7 @@ impl World {
         }
     }
 
-    fn answer_from_cache(&mut self, instance: usize, client: usize, batch: &SignedBatch) -> bool {
+    fn answer_from_cache(&mut self, instance: usize, client: usize, batch: &ClientBatch) -> bool {
         let node = &self.nodes[instance];
         if node.crashed {
             return true;
@@ -1266,6 +1292,7 @@ impl World {
             ClientKind::Honest => self.honest_tick(c),
             ClientKind::Reuser => {}
             ClientKind::Oversized => self.oversized_tick(c),
+            ClientKind::Partial => self.partial_tick(c),
         }
     }
 
@@ -1310,8 +1337,10 @@ impl World {
         let client = &mut self.clients[c];
         let number = client.next_number;
         client.next_number += 1;
+        client.issued.insert(number, op.clone());
         let batch = sign(&client.key, number, op.clone());
         let primary = (client.view % n as u64) as ReplicaId;
+        let signs = client.signs;
         client.outstanding = Some(Outstanding {
             op,
             number,
@@ -1321,7 +1350,69 @@ impl World {
             next_retransmit: now + 150 * MS,
             backoff: 300 * MS,
         });
-        self.client_send(c, primary, &batch);
+        if signs {
+            self.client_send(c, primary, &batch);
+        } else {
+            // As a `NetClient` does by default: unsigned to every replica,
+            // signed only when it retransmits.
+            let unsigned = ClientBatch::unsigned(batch.batch);
+            for to in 0..n as ReplicaId {
+                self.client_send(c, to, &unsigned);
+            }
+        }
+    }
+
+    /// Every 250 ms until the heal, a faulty client's unsigned batch of
+    /// padding: to a random part of the cluster, different under one
+    /// number to each replica, or in an honest client's name (which the
+    /// transport refuses, as a replica's runtime does).
+    fn partial_tick(&mut self, c: usize) {
+        let (now, n) = (self.now, self.n);
+        if now < self.clients[c].next_at || now >= self.network.heal {
+            return;
+        }
+        self.clients[c].next_at = now + 250 * MS;
+        let number = self.clients[c].next_number;
+        self.clients[c].next_number += 1;
+        let own = self.clients[c].key.public();
+        let unsigned = |client, tag: u8| {
+            ClientBatch::unsigned(RequestBatch {
+                client,
+                requests: vec![ClientRequest {
+                    lane: 0,
+                    number,
+                    operation: codec::encode(&Op::Pad(vec![tag])).expect("ops encode"),
+                }],
+            })
+        };
+        match self.rng.gen_range(0..4) {
+            0 => {
+                let count = self.rng.gen_range(1..n);
+                let mut targets = BTreeSet::new();
+                while targets.len() < count {
+                    targets.insert(self.rng.gen_range(0..n) as ReplicaId);
+                }
+                for to in targets {
+                    self.client_send(c, to, &unsigned(own, 0));
+                }
+            }
+            1 => {
+                for to in 0..n as ReplicaId {
+                    self.client_send(c, to, &unsigned(own, to as u8));
+                }
+            }
+            2 => {
+                let victim = self.clients[0].key.public();
+                for to in 0..n as ReplicaId {
+                    self.client_send(c, to, &unsigned(victim, 0));
+                }
+            }
+            _ => {
+                for to in 0..n as ReplicaId {
+                    self.client_send(c, to, &unsigned(own, 0));
+                }
+            }
+        }
     }
 
     /// Every 600 ms until the heal, a request about as large as a frame:
@@ -1469,6 +1560,10 @@ fn describe(message: &ReplicaMessage) -> String {
                 .collect::<Vec<_>>()
         ),
         ReplicaMessage::Forward(b) => format!("forward {}", short(&b.digest())),
+        ReplicaMessage::Have(digests) => format!(
+            "have {:?}",
+            digests.iter().map(short).collect::<Vec<_>>()
+        ),
         ReplicaMessage::Prepare(p) => format!("prepare v{} s{}", p.view, p.seq),
         ReplicaMessage::Commit(c) => format!("commit v{} s{}", c.view, c.seq),
         ReplicaMessage::Checkpoint(c) => format!("checkpoint s{}", c.seq),
@@ -1519,8 +1614,8 @@ fn normal_case_view(message: &ReplicaMessage) -> Option<View> {
     }
 }
 
-pub fn sign(key: &SecretKey, number: u64, op: Op) -> SignedBatch {
-    SignedBatch::sign(
+pub fn sign(key: &SecretKey, number: u64, op: Op) -> ClientBatch {
+    ClientBatch::sign(
         RequestBatch {
             client: key.public(),
             requests: vec![ClientRequest {

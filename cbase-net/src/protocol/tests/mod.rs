@@ -32,8 +32,8 @@ fn cluster(n: usize) -> (ClusterConfig, Vec<SecretKey>) {
     (config, secrets)
 }
 
-fn client_batch(client: &SecretKey, lane: u32, number: u64) -> SignedBatch {
-    SignedBatch::sign(
+fn client_batch(client: &SecretKey, lane: u32, number: u64) -> ClientBatch {
+    ClientBatch::sign(
         RequestBatch {
             client: client.public(),
             requests: vec![ClientRequest {
@@ -48,6 +48,7 @@ fn client_batch(client: &SecretKey, lane: u32, number: u64) -> SignedBatch {
 
 mod parts;
 mod schedules;
+mod vouching;
 
 /// Decides whether a message in flight is lost (or held back): (from, to, message).
 type DropRule = Box<dyn Fn(ReplicaId, ReplicaId, &ReplicaMessage) -> bool>;
@@ -197,7 +198,7 @@ impl Net {
     }
 
     /// A client that sends a batch to every replica (as on retransmission).
-    fn broadcast_client(&mut self, batch: &SignedBatch) {
+    fn broadcast_client(&mut self, batch: &ClientBatch) {
         for replica in 0..self.replicas.len() as ReplicaId {
             self.input(replica, Input::Client(batch.clone()));
         }
@@ -336,7 +337,7 @@ fn the_primary_never_proposes_past_the_high_watermark() {
     assert_eq!(executed, 40);
 }
 
-fn pre_prepare(signer: &SecretKey, view: View, seq: Seq, batches: Vec<SignedBatch>) -> PrePrepare {
+fn pre_prepare(signer: &SecretKey, view: View, seq: Seq, batches: Vec<ClientBatch>) -> PrePrepare {
     let proposal = Proposal {
         timestamp: 5,
         batches,

@@ -556,7 +556,7 @@ fn a_timed_batch_ends_when_its_requests_execute_in_another_batch() {
     let timed = client_batch(&client, 0, 1);
     let mut executed = timed.clone();
     executed.batch.requests[0].operation = vec![7];
-    let executed = SignedBatch::sign(executed.batch, &client);
+    let executed = ClientBatch::sign(executed.batch, &client);
     assert_ne!(timed.digest(), executed.digest());
     let mut out = Vec::new();
     r.handle(5, Input::Client(timed), &mut out);
@@ -836,8 +836,8 @@ fn repeated_status_and_state_requests_are_answered_once() {
     assert!(served(&out));
 }
 
-fn batch_of_bytes(client: &SecretKey, lane: u32, bytes: usize) -> SignedBatch {
-    SignedBatch::sign(
+fn batch_of_bytes(client: &SecretKey, lane: u32, bytes: usize) -> ClientBatch {
+    ClientBatch::sign(
         RequestBatch {
             client: client.public(),
             requests: vec![ClientRequest {

@@ -1,0 +1,207 @@
+//! Unsigned client batches: the schedules a faulty client or primary could
+//! use to slip in a request, stall a sequence number, or depose a correct
+//! primary (see `protocol::vouching`).
+
+use super::*;
+
+fn unsigned(client: &SecretKey, lane: u32, number: u64) -> ClientBatch {
+    ClientBatch::unsigned(RequestBatch {
+        client: client.public(),
+        requests: vec![ClientRequest {
+            lane,
+            number,
+            operation: vec![number as u8],
+        }],
+    })
+}
+
+fn prepares_sent(out: &[Output]) -> usize {
+    out.iter()
+        .filter(|o| matches!(o, Output::Broadcast(ReplicaMessage::Prepare(_))))
+        .count()
+}
+
+#[test]
+fn an_unsigned_batch_every_replica_received_is_proposed_once_2f_backups_have_it() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = unsigned(&client, 0, 1);
+    // The primary alone has it: it holds it, proposes nothing.
+    net.input(0, Input::Client(batch.clone()));
+    net.run();
+    assert_eq!(net.replicas[0].stats().proposals, 0);
+    // One backup says it has it: still not enough (2f = 2).
+    net.input(1, Input::Client(batch.clone()));
+    net.run();
+    assert_eq!(net.replicas[0].stats().proposals, 0);
+    net.input(2, Input::Client(batch.clone()));
+    net.run();
+    assert_eq!(net.replicas[0].stats().proposals, 1);
+    net.input(3, Input::Client(batch));
+    net.run();
+    for replica in 0..4 {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+    // Backups that had it from the client did not wait for vouchers; the
+    // last one got the pre-prepare first and waited for them.
+    for replica in 1..3 {
+        assert_eq!(net.replicas[replica].stats().awaited_vouchers, 0);
+    }
+    assert_eq!(net.replicas[3].stats().awaited_vouchers, 1);
+}
+
+#[test]
+fn a_backup_the_client_skipped_prepares_once_f_plus_1_replicas_vouch() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = unsigned(&client, 0, 1);
+    for replica in 0..3 {
+        net.input(replica, Input::Client(batch.clone()));
+    }
+    net.run();
+    for replica in 0..4 {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+    assert_eq!(net.replicas[3].stats().awaited_vouchers, 1);
+    // It prepared too: the primary has its prepare.
+    assert!(net.replicas[0].log[&1].prepares.contains_key(&3));
+}
+
+#[test]
+fn a_batch_sent_to_too_few_replicas_is_never_proposed_and_deposes_no_one() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // A faulty client: the primary and one backup only.
+    let batch = unsigned(&client, 0, 1);
+    net.input(0, Input::Client(batch.clone()));
+    net.input(1, Input::Client(batch));
+    net.run();
+    for _ in 0..20 {
+        net.advance(SECOND);
+    }
+    assert_eq!(net.replicas[0].stats().proposals, 0);
+    for replica in 0..4 {
+        assert!(net.views_entered[replica].is_empty(), "replica {replica}");
+        assert_eq!(net.replicas[replica].stats().view_changes_started, 0);
+    }
+    // The same requests, retransmitted signed, go through.
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for replica in 0..4 {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+}
+
+#[test]
+fn a_faulty_primary_cannot_get_an_unsigned_batch_no_client_sent_prepared() {
+    let (mut r, secrets) = backup();
+    let client = SecretKey::from_seed([99; 32]);
+    let forged = pre_prepare(&secrets[0], 0, 1, vec![unsigned(&client, 0, 1)]);
+    let digest = forged.digest;
+    let out = deliver(&mut r, 0, ReplicaMessage::PrePrepare(forged));
+    assert_eq!(prepares_sent(&out), 0, "the primary alone is not f+1");
+    assert_eq!(r.stats().awaited_vouchers, 1);
+    // A second replica preparing the same digest makes f+1 vouchers: one
+    // of them is correct and had the batch from its client.
+    let out = deliver(
+        &mut r,
+        2,
+        ReplicaMessage::Prepare(prepare(&secrets[2], 2, 1, digest)),
+    );
+    assert_eq!(prepares_sent(&out), 1);
+}
+
+#[test]
+fn a_batch_arriving_after_its_pre_prepare_releases_the_prepare() {
+    let (mut r, secrets) = backup();
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = unsigned(&client, 0, 1);
+    let out = deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![batch.clone()])),
+    );
+    assert_eq!(prepares_sent(&out), 0);
+    let mut out = Vec::new();
+    r.handle(1, Input::Client(batch.clone()), &mut out);
+    assert_eq!(prepares_sent(&out), 1);
+    assert!(out.contains(&Output::Send(0, ReplicaMessage::Have(vec![batch.digest()]))));
+    // And only once: the prepare is not sent again on a retransmission.
+    let mut out = Vec::new();
+    r.handle(1, Input::Client(batch), &mut out);
+    assert_eq!(prepares_sent(&out), 0);
+}
+
+#[test]
+fn an_unsigned_batch_relayed_by_a_peer_is_dropped() {
+    let (cluster, secrets) = cluster(4);
+    let mut primary = Replica::new(0, &cluster, secrets[0].clone(), small());
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = unsigned(&client, 0, 1);
+    let mut out = Vec::new();
+    primary.handle(
+        1,
+        Input::Replica(1, ReplicaMessage::Forward(batch.clone())),
+        &mut out,
+    );
+    // Even with 2f haves, a relayed copy proves nothing.
+    primary.handle(
+        1,
+        Input::Replica(1, ReplicaMessage::Have(vec![batch.digest()])),
+        &mut out,
+    );
+    primary.handle(
+        1,
+        Input::Replica(2, ReplicaMessage::Have(vec![batch.digest()])),
+        &mut out,
+    );
+    assert!(out.is_empty());
+    assert_eq!(primary.stats().relayed_unsigned, 1);
+    // From the client itself, with the haves already in: proposed at once.
+    primary.handle(1, Input::Client(batch), &mut out);
+    assert_eq!(primary.stats().proposals, 1);
+}
+
+#[test]
+fn one_backup_repeating_its_have_counts_once() {
+    let (cluster, secrets) = cluster(4);
+    let mut primary = Replica::new(0, &cluster, secrets[0].clone(), small());
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = unsigned(&client, 0, 1);
+    let mut out = Vec::new();
+    primary.handle(1, Input::Client(batch.clone()), &mut out);
+    for _ in 0..5 {
+        primary.handle(
+            1,
+            Input::Replica(1, ReplicaMessage::Have(vec![batch.digest()])),
+            &mut out,
+        );
+    }
+    assert_eq!(primary.stats().proposals, 0);
+    primary.handle(
+        1,
+        Input::Replica(3, ReplicaMessage::Have(vec![batch.digest()])),
+        &mut out,
+    );
+    assert_eq!(primary.stats().proposals, 1);
+}
+
+#[test]
+fn a_backup_arms_no_timer_for_an_unsigned_batch() {
+    // A faulty client sending to the backups alone must not make them
+    // depose a correct primary.
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = unsigned(&client, 0, 1);
+    for replica in 1..4 {
+        net.input(replica, Input::Client(batch.clone()));
+    }
+    net.run();
+    for _ in 0..20 {
+        net.advance(SECOND);
+    }
+    for replica in 0..4 {
+        assert!(net.views_entered[replica].is_empty(), "replica {replica}");
+    }
+    // The primary had 3 haves and no batch: nothing proposed.
+    assert_eq!(net.replicas[0].stats().proposals, 0);
+}
