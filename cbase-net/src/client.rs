@@ -37,12 +37,11 @@ use crate::transport::{self, FrameReader, Identity, TransportConfig, TransportEr
 pub struct ClientConfig {
     /// How many requests may be in flight at once.
     pub lanes: usize,
-    /// The most requests signed together in one batch.
+    /// The most requests sent together in one batch.
     pub max_batch: usize,
-    /// How many signed batches may be unanswered at once. While that many
-    /// are, new requests wait and go out together in the next batch: one
-    /// signature (and four verifications) for many requests under load, no
-    /// delay for a lone request.
+    /// How many batches may be unanswered at once. While that many are, new
+    /// requests wait and go out together in the next batch: one frame per
+    /// replica for many requests under load, no delay for a lone request.
     pub batches_in_flight: usize,
     /// A batch counts as unanswered until its first reply arrives or this
     /// much time has passed, so one slow request never holds back others.
@@ -66,8 +65,9 @@ pub struct ClientConfig {
     pub max_request_bytes: usize,
     /// Connection limits.
     pub transport: TransportConfig,
-    /// The client's identity: its key signs every request, and services see
-    /// its public half as the caller (`Context::client`). `None` (the
+    /// The client's identity: its key authenticates every request (through
+    /// the handshake's session keys, and signatures on retransmission), and
+    /// services see its public half as the caller (`Context::client`). `None` (the
     /// default): a fresh key for every [`NetClient::connect`]. A key kept in
     /// a file ([`SecretKey::read_file`], written by `cbase-keygen
     /// --clients`) makes the client the same caller across restarts.

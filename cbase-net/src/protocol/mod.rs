@@ -468,6 +468,10 @@ pub struct Replica {
     haves: vouching::Haves,
     /// As primary: unsigned batches waiting for 2f backups to have them.
     unvouched: vouching::Unvouched,
+    /// Slots whose pre-prepare this backup holds without having prepared
+    /// it, waiting for batches or vouchers (see [`Slot::withheld`]); a
+    /// superset: entries for slots gone since are skipped and dropped.
+    withheld: std::collections::BTreeSet<Seq>,
     /// Signed checkpoint votes within the window: seq -> replica -> vote.
     checkpoint_votes: BTreeMap<Seq, BTreeMap<ReplicaId, Checkpoint>>,
     /// The digest of the stable checkpoint, and the 2f+1 votes proving it.
@@ -594,6 +598,7 @@ impl Replica {
             authenticated: vouching::Recent::new(vouching::AUTHENTICATED),
             haves: vouching::Haves::default(),
             unvouched: vouching::Unvouched::default(),
+            withheld: std::collections::BTreeSet::new(),
             checkpoint_votes: BTreeMap::new(),
             stable_state: [0; 32],
             stable_proof: Vec::new(),
@@ -1067,11 +1072,17 @@ impl Replica {
     /// A batch this replica now knows to be genuine: proposals that waited
     /// for it get this backup's prepare once they wait for nothing else.
     fn authenticated_batch_arrived(&mut self, digest: &Hash, out: &mut Vec<Output>) {
+        if self.withheld.is_empty() {
+            return;
+        }
+        let log = &mut self.log;
+        self.withheld
+            .retain(|seq| log.get(seq).is_some_and(|slot| slot.withheld));
         let waiting: Vec<Seq> = self
-            .log
-            .iter_mut()
-            .filter(|(_, slot)| !slot.awaiting.is_empty())
-            .filter_map(|(seq, slot)| {
+            .withheld
+            .iter()
+            .filter_map(|seq| {
+                let slot = self.log.get_mut(seq)?;
                 let before = slot.awaiting.len();
                 slot.awaiting.retain(|awaited| awaited != digest);
                 (slot.awaiting.len() < before).then_some(*seq)
@@ -1108,6 +1119,7 @@ impl Replica {
         if slot.awaiting.is_empty() || vouchers > f {
             slot.awaiting.clear();
             slot.withheld = false;
+            self.withheld.remove(&seq);
             self.send_prepare(header.view, seq, header.digest, out);
         }
     }
@@ -1323,6 +1335,7 @@ impl Replica {
                 slot.header = Some(header);
                 slot.awaiting = awaiting;
                 slot.withheld = true;
+                self.withheld.insert(seq);
                 self.prepare_if_vouched(seq, out);
                 self.advance(seq, out);
             }
@@ -1728,6 +1741,7 @@ impl Replica {
         self.low = seq;
         self.future_checkpoints.retain(|_, vote| vote.seq > seq);
         self.log = self.log.split_off(&(seq + 1));
+        self.withheld = self.withheld.split_off(&(seq + 1));
         self.proposals.forget_up_to(seq);
         self.prepared = self.prepared.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));

@@ -676,6 +676,7 @@ impl Replica {
             self.stabilize(seq, state, behind.target.proof, out);
         } else {
             self.log = self.log.split_off(&(seq + 1));
+            self.withheld = self.withheld.split_off(&(seq + 1));
         }
         self.deliver(out);
         // Votes for later checkpoints that came while the state was being

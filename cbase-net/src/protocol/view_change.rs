@@ -374,6 +374,7 @@ impl Replica {
         // Agreement state of the old view is replaced by the new view's;
         // prepared certificates stay until the new view prepares anew.
         self.log.clear();
+        self.withheld.clear();
         self.prepared = self
             .prepared
             .split_off(&(plan.stable_seq.max(self.low) + 1));

@@ -1560,10 +1560,9 @@ fn describe(message: &ReplicaMessage) -> String {
                 .collect::<Vec<_>>()
         ),
         ReplicaMessage::Forward(b) => format!("forward {}", short(&b.digest())),
-        ReplicaMessage::Have(digests) => format!(
-            "have {:?}",
-            digests.iter().map(short).collect::<Vec<_>>()
-        ),
+        ReplicaMessage::Have(digests) => {
+            format!("have {:?}", digests.iter().map(short).collect::<Vec<_>>())
+        }
         ReplicaMessage::Prepare(p) => format!("prepare v{} s{}", p.view, p.seq),
         ReplicaMessage::Commit(c) => format!("commit v{} s{}", c.view, c.seq),
         ReplicaMessage::Checkpoint(c) => format!("checkpoint s{}", c.seq),
