@@ -1304,16 +1304,21 @@ impl Replica {
         // The primary cannot forge requests: every signed batch must carry
         // its client's signature, and every unsigned one must have reached
         // this replica from its client or be vouched for by f+1 replicas.
+        let digests: Vec<Hash> = pre_prepare
+            .proposal
+            .batches
+            .iter()
+            .map(ClientBatch::digest)
+            .collect();
         let mut awaiting = Vec::new();
-        for batch in &pre_prepare.proposal.batches {
-            let digest = batch.digest();
-            if self.authenticated.contains(&digest) {
+        for (batch, digest) in pre_prepare.proposal.batches.iter().zip(&digests) {
+            if self.authenticated.contains(digest) {
                 continue;
             }
             if !batch.is_signed() {
-                awaiting.push(digest);
+                awaiting.push(*digest);
             } else if batch.verify() {
-                self.authenticated.insert(digest);
+                self.authenticated.insert(*digest);
             } else {
                 self.stats.bad_signature += 1;
                 return;
@@ -1325,12 +1330,12 @@ impl Replica {
             .iter()
             .all(|batch| self.admits(&batch.batch.client))
         {
+            let header = pre_prepare.header();
+            self.learn_proposal_of(seq, digest, pre_prepare.proposal, digests);
             if awaiting.is_empty() {
-                self.accept_pre_prepare(pre_prepare, out);
+                self.accept_header(header, out);
             } else {
                 self.stats.awaited_vouchers += 1;
-                let header = pre_prepare.header();
-                self.learn_proposal(seq, digest, pre_prepare.proposal);
                 let slot = self.log.entry(seq).or_default();
                 slot.header = Some(header);
                 slot.awaiting = awaiting;
@@ -1370,18 +1375,24 @@ impl Replica {
         self.status != Status::Normal || self.recovery.is_some()
     }
 
-    /// Records a checked pre-prepare and sends this backup's prepare.
-    fn accept_pre_prepare(&mut self, pre_prepare: PrePrepare, out: &mut Vec<Output>) {
-        let header = pre_prepare.header();
-        self.learn_proposal(header.seq, header.digest, pre_prepare.proposal);
-        self.accept_header(header, out);
-    }
-
     /// Keeps a proposal known to match the digest agreed (or proposed) at
     /// `seq`, and the batches it orders.
     fn learn_proposal(&mut self, seq: Seq, digest: Hash, proposal: Proposal) {
-        for batch in &proposal.batches {
-            self.known_batches.insert(batch.digest(), Some(seq));
+        let batches = proposal.batches.iter().map(ClientBatch::digest).collect();
+        self.learn_proposal_of(seq, digest, proposal, batches);
+    }
+
+    /// [`learn_proposal`](Self::learn_proposal) with its batches' digests
+    /// already computed (an encoding and a hash each).
+    fn learn_proposal_of(
+        &mut self,
+        seq: Seq,
+        digest: Hash,
+        proposal: Proposal,
+        batches: Vec<Hash>,
+    ) {
+        for batch in batches {
+            self.known_batches.insert(batch, Some(seq));
         }
         self.proposals.insert(seq, digest, proposal);
     }

@@ -31,7 +31,7 @@
 //!
 //! Everything here is bounded in count, whatever clients and peers send.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use crate::config::ReplicaId;
 use crate::crypto::PublicKey;
@@ -49,10 +49,14 @@ pub(super) const HAVES_PER_PEER: usize = 1 << 15;
 pub(super) const MAX_HAVE_DIGESTS: usize = 4096;
 
 /// A set of digests that forgets the oldest beyond its capacity.
+///
+/// Hashed, not ordered: it is asked for membership on every client batch
+/// and every batch of every proposal, and nothing ever iterates it, so its
+/// order cannot make replicas differ.
 #[derive(Debug)]
 pub(super) struct Recent {
     order: VecDeque<Hash>,
-    set: BTreeSet<Hash>,
+    set: HashSet<Hash>,
     capacity: usize,
 }
 
@@ -60,7 +64,7 @@ impl Recent {
     pub fn new(capacity: usize) -> Recent {
         Recent {
             order: VecDeque::new(),
-            set: BTreeSet::new(),
+            set: HashSet::new(),
             capacity,
         }
     }
