@@ -243,6 +243,35 @@ async fn value_of(client: &mut RawClient, lane: u32, number: u64, key: u64) -> u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_batch_runs_only_once_enough_replicas_have_it_and_signed_it_always_does() {
+    let cluster = start(&[0, 1, 2, 3], TransportConfig::default()).await;
+    let mut client =
+        RawClient::connect(&cluster, &[0, 1, 2, 3], SecretKey::from_seed([56; 32])).await;
+    let unsigned = |batch: ClientBatch| ClientBatch::unsigned(batch.batch);
+    // Unsigned, to the primary alone: no backup could vouch for it, so the
+    // primary holds it and proposes nothing.
+    let lone = client.batch(vec![(1, 1, Op::Add { key: 5, by: 1 })]);
+    client.send(0, &unsigned(lone.clone())).await;
+    // Unsigned, to every replica: it runs.
+    let everywhere = unsigned(client.batch(vec![(0, 1, Op::Add { key: 6, by: 1 })]));
+    for to in 0..4 {
+        client.send(to, &everywhere).await;
+    }
+    assert_eq!(client.reply(0, 0, 1).await, Ok(1));
+    assert_eq!(
+        value_of(&mut client, 2, 1, 5).await,
+        0,
+        "the lone batch did not run"
+    );
+    // The lone batch signed, as a client retransmits it: it runs.
+    client.send(0, &lone).await;
+    assert_eq!(client.reply(0, 1, 1).await, Ok(1));
+    let stats = cluster.node(0).metrics().protocol.lock().clone();
+    assert_eq!(stats.bad_signature, 0);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retransmitted_request_is_executed_once() {
     let cluster = start(&[0, 1, 2, 3], TransportConfig::default()).await;
     let mut client =

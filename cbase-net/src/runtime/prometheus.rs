@@ -153,6 +153,13 @@ pub fn render(id: ReplicaId, metrics: &NodeMetrics) -> String {
         load(&metrics.diverged),
     );
 
+    counter(
+        registry,
+        "cbase_awaited_vouchers",
+        "Pre-prepares this backup prepared only once f+1 replicas vouched for an unsigned client batch it had not received itself",
+        stats.awaited_vouchers,
+    );
+
     // What was refused or dropped, by kind.
     let refused = Family::<Vec<(String, String)>, Counter>::default();
     for (kind, value) in [
@@ -171,6 +178,9 @@ pub fn render(id: ReplicaId, metrics: &NodeMetrics) -> String {
         ("malformed", load(&metrics.malformed)),
         ("handshake", load(&metrics.handshake_failures)),
         ("impersonation", load(&metrics.impersonations)),
+        ("relayed_unsigned", stats.relayed_unsigned),
+        ("unadmitted", stats.unadmitted),
+        ("client_full", stats.client_full),
         ("oversized_request", load(&metrics.oversized_requests)),
         ("send_queue_full", load(&metrics.dropped_sends)),
     ] {
