@@ -175,6 +175,15 @@ pub enum AppError {
     /// The local cluster failed to start.
     #[error(transparent)]
     Cluster(#[from] cbase_net::ClusterError),
+    /// The replica stopped on its own: it could not write to its data
+    /// directory.
+    #[error("replica {id} stopped: {why}")]
+    Stopped {
+        /// The replica.
+        id: u32,
+        /// Why.
+        why: String,
+    },
     /// Fewer than 2f+1 replicas answered a status query: the cluster cannot
     /// order requests now.
     #[error(
@@ -337,9 +346,21 @@ where
         node.id(),
         node.address()
     );
-    wait_for_ctrl_c().await?;
+    // Until Ctrl-C, or until the replica stops because it cannot write
+    // its data directory: then the program exits with the reason.
+    let stopped = tokio::select! {
+        waited = wait_for_ctrl_c() => {
+            waited?;
+            None
+        }
+        why = node.halted() => Some(why),
+    };
+    let id = node.id();
     node.shutdown().await;
-    Ok(())
+    match stopped {
+        None => Ok(()),
+        Some(why) => Err(AppError::Stopped { id, why }),
+    }
 }
 
 /// Makes the request `args` describe, calls it, and returns the reply as

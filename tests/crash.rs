@@ -95,8 +95,13 @@ fn crash_child() {
             )
             .await
             .unwrap();
-            // Serve until the parent kills us; never outlive a forgotten test.
-            tokio::time::sleep(Duration::from_secs(300)).await;
+            // Serve until the parent kills us, or until the replica stops on
+            // its own (it cannot write its data directory) and says why;
+            // never outlive a forgotten test.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(300)) => {}
+                why = node.halted() => println!("STOPPED {why}"),
+            }
             node.shutdown().await;
         } else if let Some(range) = role.strip_prefix("client-") {
             // Records ids `first..last`, 8 at a time, and prints each one
@@ -133,6 +138,16 @@ fn crash_child() {
     });
 }
 
+/// The tests of this file one at a time: each picks free ports for its
+/// cluster, and two picking at once would pick the same.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn free_base_port(count: u16) -> u16 {
     'search: for base in (21_013..60_000).step_by(89) {
         for offset in 0..count {
@@ -151,6 +166,28 @@ fn spawn_role(role: &str, dir: &Path, stdout: Stdio) -> Child {
         .env(ROLE, role)
         .env(DIR, dir)
         .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A role whose files may not grow past `bytes` (`ulimit -f`; the signal
+/// that limit raises is ignored, so a write past it fails with "File too
+/// large", as a write to a full disk fails with "No space left"): a disk
+/// that fills, without needing a small file system.
+fn spawn_role_with_file_limit(role: &str, dir: &Path, bytes: u64) -> Child {
+    Command::new("sh")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f \"$BLOCKS\" && exec \"$0\" \"$@\"",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        // `ulimit -f` counts 512-byte blocks.
+        .env("BLOCKS", (bytes / 512).to_string())
+        .env(ROLE, role)
+        .env(DIR, dir)
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
@@ -259,6 +296,7 @@ fn replicas_killed_at_any_point_restart_from_their_directories() {
     if std::env::var(ROLE).is_ok() {
         return;
     }
+    let _alone = one_at_a_time();
     let seed: u64 = std::env::var("CBASE_CRASH_SEED")
         .ok()
         .map_or(1, |s| s.parse().unwrap());
@@ -308,4 +346,95 @@ fn replicas_killed_at_any_point_restart_from_their_directories() {
             "seed {seed} round {round}: after every replica restarted, nothing acknowledged is lost"
         );
     }
+}
+
+#[test]
+fn a_replica_whose_disk_fills_stops_says_why_and_loses_nothing_it_acknowledged() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    generate_cluster(dir.path(), 4, "127.0.0.1", free_base_port(4), false).unwrap();
+    let mut replicas = Replicas {
+        dir: dir.path().to_owned(),
+        children: (0..4).map(|_| None).collect(),
+    };
+    for id in 0..3 {
+        replicas.restart(id);
+    }
+    // Replica 3's files may grow to 160 KiB: enough to start, not for the
+    // workload below (the state grows by 8 bytes a call).
+    let mut full = spawn_role_with_file_limit("replica-3", dir.path(), 160 << 10);
+
+    // The others go on without it: every call completes, once.
+    let mut acked_total = 0;
+    let mut next = 0;
+    let mut stopped = None;
+    for _ in 0..40 {
+        let (acked, total) = run_client(dir.path(), next, next + 200, |_| {});
+        next += 200;
+        acked_total += acked.len() as u64;
+        assert_eq!(
+            acked.len(),
+            200,
+            "with one replica stopped every call completes"
+        );
+        assert_eq!(total, acked_total, "every acknowledged entry, exactly once");
+        if let Some(status) = full.try_wait().unwrap() {
+            stopped = Some(status);
+            break;
+        }
+    }
+    let sizes: Vec<String> = std::fs::read_dir(dir.path().join("data-3"))
+        .map(|files| {
+            files
+                .flatten()
+                .map(|f| {
+                    format!(
+                        "{:?}: {} bytes",
+                        f.file_name(),
+                        f.metadata().map_or(0, |m| m.len())
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = stopped.unwrap_or_else(|| panic!("replica 3 did not fill its files: {sizes:?}"));
+    assert!(
+        status.success(),
+        "it stopped cleanly, not on a signal: {status}"
+    );
+    let mut output = String::new();
+    std::io::Read::read_to_string(full.stdout.as_mut().unwrap(), &mut output).unwrap();
+    let why = output
+        .lines()
+        .find_map(|line| line.find("STOPPED ").map(|at| line[at + 8..].to_owned()))
+        .unwrap_or_else(|| panic!("no reason in replica 3's output: {output}"));
+    eprintln!("replica 3 stopped: {why}");
+    assert!(
+        why.contains("cannot grow") && why.contains("File too large") && why.contains("data-3"),
+        "the reason names the error, the file and what to do: {why}"
+    );
+
+    // Given room again, it restarts from its directory, catches up, and
+    // the cluster keeps everything: a power cut right after, with all
+    // four restarted from their directories, loses nothing acknowledged.
+    replicas.restart(3);
+    let (acked, total) = run_client(dir.path(), next, next + 40, |_| {});
+    next += 40;
+    acked_total += acked.len() as u64;
+    assert_eq!(total, acked_total);
+    for id in 0..4 {
+        replicas.kill(id);
+    }
+    for id in 0..4 {
+        replicas.restart(id);
+    }
+    let (acked, total) = run_client(dir.path(), next, next + 8, |_| {});
+    acked_total += acked.len() as u64;
+    assert_eq!(
+        total, acked_total,
+        "after the replica that filled its disk restarted, nothing acknowledged is lost"
+    );
 }

@@ -57,7 +57,9 @@ const LOG_CACHE: usize = 16 << 20;
 /// The layout of what is stored; a file of another format is refused.
 /// 2: the client table keeps bounded sessions (per client key, with a
 /// floor), not one record per key and lane.
-const FORMAT: u32 = 2;
+/// 3: client batches in stored proposals may be unsigned (authenticated by
+/// their clients' connections and vouched for by a quorum).
+const FORMAT: u32 = 3;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
@@ -82,6 +84,22 @@ pub enum StorageError {
         #[source]
         source: redb::Error,
     },
+    /// A write found no room: the disk (or the replica's quota, or its
+    /// file-size limit) is full. Nothing is lost: what the replica had
+    /// stored is intact, and it acknowledged nothing it could not store.
+    #[error(
+        "the data file {} cannot grow: {source}. Free space on its disk (or raise the quota or \
+         limit) and restart the replica: it keeps everything it had stored and catches up from \
+         its peers",
+        file.display()
+    )]
+    Full {
+        /// The file.
+        file: PathBuf,
+        /// What the operating system reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// What was read back fails a check.
     #[error(
         "the data file {} is corrupt: {what}. Move it away: the replica then starts empty and \
@@ -103,6 +121,18 @@ pub enum StorageError {
         /// How it differs.
         what: String,
     },
+}
+
+/// Whether an I/O error says the file cannot grow: no space left on the
+/// device (ENOSPC), over a quota (EDQUOT) or over the process's file-size
+/// limit (EFBIG).
+fn no_room(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::QuotaExceeded
+            | std::io::ErrorKind::FileTooLarge
+    )
 }
 
 /// The stable checkpoint as stored.
@@ -253,9 +283,10 @@ impl Storage {
     }
 
     fn database_error(&self, which: File, source: impl Into<redb::Error>) -> StorageError {
-        StorageError::Database {
-            file: self.file(which).to_owned(),
-            source: source.into(),
+        let file = self.file(which).to_owned();
+        match source.into() {
+            redb::Error::Io(source) if no_room(&source) => StorageError::Full { file, source },
+            source => StorageError::Database { file, source },
         }
     }
 
@@ -668,6 +699,15 @@ mod tests {
                 prepares: Vec::new(),
             },
             proposal: None,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_a_quota_and_a_file_size_limit_are_told_apart_from_other_errors() {
+        for (errno, full) in [(28, true), (122, true), (27, true), (5, false), (13, false)] {
+            let error = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(no_room(&error), full, "os error {errno}");
         }
     }
 

@@ -157,6 +157,8 @@ pub(super) struct Inbound {
     /// The service this replica runs and its interface fingerprint, if its
     /// request type has one: clients built for another are refused.
     pub service: Option<cbase_core::Fingerprint>,
+    /// Why the replica stopped, once it has: clients are told.
+    pub halt: Arc<super::halt::Halt>,
 }
 
 /// What a connection needs to hand a read on the fast path to execution.
@@ -314,6 +316,12 @@ async fn serve_client(
     let result = async {
         loop {
             let frame = next_frame(&mut reader).await?;
+            if let Some(why) = inbound.halt.reason() {
+                let _ = control
+                    .send(ReplyMessage::Refused(stopped(inbound.id, &why)))
+                    .await;
+                return Err(ConnectionEnd::Refused);
+            }
             let batch = match codec::decode(&frame).map_err(ConnectionEnd::Malformed)? {
                 ClientMessage::Requests(batch) => batch,
                 ClientMessage::Status => {
@@ -408,6 +416,15 @@ async fn serve_client(
 /// Hands reads on the fast path to execution, stamped with the read
 /// barrier as of now; answers a read with no result at once if this
 /// replica answers no reads now or the client has too many waiting.
+/// What a client hears from a replica that stopped because it could not
+/// write to its data directory.
+fn stopped(replica: ReplicaId, why: &str) -> String {
+    format!(
+        "replica {replica} has stopped: {why}. The other replicas go on without it; fix the \
+         cause (free space in its data directory) and restart it, and it catches up from them"
+    )
+}
+
 fn reads_to_execution(
     inbound: &Inbound,
     queue: &ClientQueue,

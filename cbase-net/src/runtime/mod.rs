@@ -16,6 +16,7 @@
 pub mod checkpoints;
 mod connections;
 pub mod execution;
+mod halt;
 mod metrics;
 pub mod prometheus;
 mod reads;
@@ -255,6 +256,8 @@ pub struct ReplicaNode {
     /// Writes stable checkpoints to the data directory, if there is one.
     storage_thread: Option<std::thread::JoinHandle<()>>,
     serve_thread: Option<std::thread::JoinHandle<()>>,
+    /// Why it stopped, if it could not write to its data directory.
+    halt: Arc<halt::Halt>,
 }
 
 /// The current time in nanoseconds since the Unix epoch: the primary's
@@ -355,8 +358,11 @@ impl ReplicaNode {
         let cluster = Arc::new(config.cluster.clone());
         let transport = Arc::new(config.transport.clone());
 
+        // Why the replica stopped, if a write to its data directory failed.
+        let halt = Arc::new(halt::Halt::default());
         // The execution thread: committed batches in order, checkpoint digests back.
         let checkpoint_events = events.clone();
+        let execution_halt = Arc::clone(&halt);
         let read_sink = Arc::clone(&sink);
         let execution_storage = storage.clone();
         let execution_thread = std::thread::Builder::new()
@@ -381,7 +387,7 @@ impl ReplicaNode {
                                 })
                                 .collect();
                             if let Err(error) = storage.log_executed(&batches) {
-                                tracing::error!(%error, "cannot log batches; this replica stops executing");
+                                execution_halt.stop(format!("it cannot log the batches it executes: {error}"));
                                 break;
                             }
                         }
@@ -473,6 +479,7 @@ impl ReplicaNode {
                 metrics: Arc::clone(&metrics),
                 max_batch_bytes: config.protocol.max_batch_bytes,
                 service: <S::Request as cbase_core::Request>::fingerprint(),
+                halt: Arc::clone(&halt),
             },
         )));
 
@@ -518,18 +525,16 @@ impl ReplicaNode {
         // one (the first, or after a state transfer, is the whole state)
         // must not hold up the protocol. The log on disk keeps everything
         // above the stored checkpoint until the write is done.
-        let storage_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stable_writes = storage.clone().map(|storage| {
             let (writes, pending) = crossbeam::channel::unbounded::<checkpoints::StableWrite>();
-            let (store, failed) = (Arc::clone(&checkpoints), Arc::clone(&storage_failed));
+            let (store, failed) = (Arc::clone(&checkpoints), Arc::clone(&halt));
             let stored_metrics = Arc::clone(&metrics);
             let thread = std::thread::Builder::new()
                 .name(format!("cbase-store-{id}"))
                 .spawn(move || {
                     for write in pending {
                         if let Err(error) = write.write(&storage) {
-                            tracing::error!(%error, "cannot store a stable checkpoint; this replica stops");
-                            failed.store(true, Ordering::Relaxed);
+                            failed.stop(format!("it cannot store a stable checkpoint: {error}"));
                             return;
                         }
                         store.finish_stabilize(write);
@@ -542,6 +547,7 @@ impl ReplicaNode {
             (writes, thread)
         });
         let protocol_storage = storage;
+        let protocol_halt = Arc::clone(&halt);
         let (stable_writes, storage_thread) = match stable_writes {
             Some((writes, thread)) => (Some(writes), Some(thread)),
             None => (None, None),
@@ -596,11 +602,14 @@ impl ReplicaNode {
                             _ => None,
                         });
                         if let Err(error) = storage.persist(durable) {
-                            tracing::error!(%error, "cannot persist; this replica stops");
+                            protocol_halt
+                                .stop(format!("it cannot store its agreement log: {error}"));
                             break;
                         }
                     }
-                    if storage_failed.load(Ordering::Relaxed) {
+                    // A write failed here or on another thread: nothing of
+                    // this burst leaves, and the replica takes no further part.
+                    if protocol_halt.reason().is_some() {
                         break;
                     }
                     merge_haves(&mut outputs);
@@ -643,6 +652,7 @@ impl ReplicaNode {
             execution_thread: Some(execution_thread),
             storage_thread,
             serve_thread: Some(serve_thread),
+            halt,
         })
     }
 
@@ -654,6 +664,22 @@ impl ReplicaNode {
     /// The address it listens on.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Why this replica stopped, if it did: a write to its data directory
+    /// failed (a full disk, an I/O error), so it takes no further part in
+    /// agreement or execution and answers clients with this reason. Its
+    /// peers go on without it; restarted once the cause is fixed, it catches
+    /// up from them.
+    pub fn stopped(&self) -> Option<String> {
+        self.halt.reason()
+    }
+
+    /// Waits until this replica stops (see [`stopped`](Self::stopped));
+    /// returns why. A program serving a replica waits for this beside
+    /// Ctrl-C and exits with the reason.
+    pub async fn halted(&self) -> String {
+        self.halt.wait().await
     }
 
     /// Its counters and checkpoint history.

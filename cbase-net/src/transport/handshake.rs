@@ -11,7 +11,9 @@ use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, Signature};
 
 /// The version of the wire protocol spoken by this build; peers must match.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: client batches may travel unsigned, and backups send the primary
+/// the digests of those they have.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The largest handshake message accepted, in bytes.
 const HANDSHAKE_MAX: usize = 4096;
