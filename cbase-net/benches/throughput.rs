@@ -328,8 +328,12 @@ async fn authenticated_latency(cluster: &LocalCluster, calls: usize, rounds: usi
 
 /// A well-behaved client's latency alone, then while `FLOODERS` other
 /// clients keep as many calls in flight as they can (each its own key, 256
-/// calls at a time): the primary serves clients in turn, so the polite
-/// client's requests do not queue behind the flood's.
+/// calls at a time): the primary serves clients in turn, counted in
+/// requests, so the polite client's requests do not queue behind the
+/// flood's. The flooding clients run on a runtime of their own, as they
+/// would in processes of their own: on one runtime the polite client's
+/// task would wait behind thousands of theirs on the same two threads, and
+/// the benchmark would measure that queue instead of the replicas'.
 async fn fairness(cluster: &LocalCluster, calls: usize) {
     const FLOODERS: usize = 8;
     let polite = cluster.client().expect("client");
@@ -339,17 +343,26 @@ async fn fairness(cluster: &LocalCluster, calls: usize) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooded = Arc::new(AtomicU64::new(0));
     let mut flood = Vec::new();
+    let flood_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the flood's runtime");
     for _ in 0..FLOODERS {
-        let client = cluster
-            .client_with(ClientConfig {
-                lanes: 256,
-                max_batch: 256,
-                ..ClientConfig::default()
-            })
-            .expect("client");
+        // Its connection tasks start on the flood's runtime.
+        let client = {
+            let _flood = flood_runtime.enter();
+            cluster
+                .client_with(ClientConfig {
+                    lanes: 256,
+                    max_batch: 256,
+                    ..ClientConfig::default()
+                })
+                .expect("client")
+        };
         for _ in 0..256 {
             let (client, stop, flooded) = (client.clone(), Arc::clone(&stop), Arc::clone(&flooded));
-            flood.push(tokio::spawn(async move {
+            flood.push(flood_runtime.spawn(async move {
                 // Bounded: until the polite client is done, or a cap.
                 while !stop.load(Ordering::Relaxed) && flooded.load(Ordering::Relaxed) < 5_000_000 {
                     let () = client.call(&Null).await.expect("null call");
@@ -369,6 +382,7 @@ async fn fairness(cluster: &LocalCluster, calls: usize) {
     for task in flood {
         task.await.expect("flood task");
     }
+    flood_runtime.shutdown_background();
     println!(
         "\n### Fairness: one client's latency alone and while {FLOODERS} clients flood ({calls} calls)\n"
     );

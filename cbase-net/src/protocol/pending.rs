@@ -7,13 +7,14 @@
 //! bytes, whichever comes first, and a batch from a client that already has
 //! `max_pending_per_client` batches waiting.
 //!
-//! The front is not the oldest batch but the next client's: clients with
-//! waiting batches take turns, one batch each, so a client that floods the
-//! primary gets its turn like everyone else and cannot push the others'
-//! requests back behind its own. (A backup applies the same cap, so it never
-//! times more of one client's batches than the primary would hold.)
+//! The front is not the oldest batch but the next in a fair order: clients
+//! with waiting batches take turns counted in requests (see [`Pending`]), so
+//! a client that floods the primary, with many batches or with big ones,
+//! gets its share like everyone else and cannot push the others' requests
+//! back behind its own. (A backup applies the same cap, so it never times
+//! more of one client's batches than the primary would hold.)
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use crate::crypto::PublicKey;
 use crate::message::{ClientBatch, Hash};
@@ -32,14 +33,26 @@ impl Queued {
     }
 }
 
-/// The waiting batches, by client, and the bytes they hold.
+/// The waiting batches in the order they are served, and what each client
+/// has queued.
+///
+/// Self-clocked fair queuing, in requests: a batch of `r` requests gets the
+/// tag `max(its client's previous tag, the tag last served) + r`, and the
+/// smallest tag goes first. A client that sends one request at a time is
+/// served next to one that sends batches of hundreds as if each request
+/// were a turn, instead of waiting a whole big batch per turn; clients
+/// sending alike take turns batch for batch; and each client's batches keep
+/// their order. Only the primary's proposals follow this order, and they
+/// are agreed, so replicas need not compute it alike.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
-    /// Each client's batches, oldest first; only clients with some.
-    by_client: BTreeMap<PublicKey, VecDeque<Queued>>,
-    /// The clients with waiting batches, in the order they are served.
-    turns: VecDeque<PublicKey>,
-    len: usize,
+    /// Every waiting batch by (tag, arrival).
+    queue: BTreeMap<(u64, u64), Queued>,
+    /// Each client with waiting batches: how many, and its last tag.
+    clients: BTreeMap<PublicKey, (usize, u64)>,
+    /// The tag of the batch served last.
+    served: u64,
+    arrivals: u64,
     bytes: usize,
 }
 
@@ -62,73 +75,68 @@ impl Pending {
         max_bytes: usize,
         max_per_client: usize,
     ) -> Result<(), Full> {
-        if self.len >= max_batches || self.bytes.saturating_add(bytes) > max_bytes {
+        if self.queue.len() >= max_batches || self.bytes.saturating_add(bytes) > max_bytes {
             return Err(Full::Queue);
         }
-        if self.by_client.get(client).map_or(0, VecDeque::len) >= max_per_client {
+        if self.clients.get(client).map_or(0, |(count, _)| *count) >= max_per_client {
             return Err(Full::Client);
         }
         Ok(())
     }
 
     pub fn push_back(&mut self, queued: Queued) {
+        let requests = queued.batch.batch.requests.len().max(1) as u64;
+        let (count, last) = self
+            .clients
+            .entry(queued.client())
+            .or_insert((0, self.served));
+        let tag = (*last).max(self.served).saturating_add(requests);
+        *count += 1;
+        *last = tag;
+        self.arrivals += 1;
         self.bytes += queued.bytes;
-        self.len += 1;
-        let client = queued.client();
-        let batches = self.by_client.entry(client).or_default();
-        if batches.is_empty() {
-            self.turns.push_back(client);
-        }
-        batches.push_back(queued);
+        self.queue.insert((tag, self.arrivals), queued);
     }
 
-    /// The next batch to propose: the oldest of the client whose turn it is.
+    /// The next batch to propose: the smallest tag.
     pub fn front(&self) -> Option<&Queued> {
-        let client = self.turns.front()?;
-        self.by_client.get(client)?.front()
+        self.queue.first_key_value().map(|(_, queued)| queued)
     }
 
-    /// Takes the next batch; its client's turn passes to the next client.
+    /// Takes the next batch.
     pub fn pop_front(&mut self) -> Option<Queued> {
-        let client = self.turns.pop_front()?;
-        let batches = self.by_client.get_mut(&client)?;
-        let queued = batches.pop_front()?;
-        if batches.is_empty() {
-            self.by_client.remove(&client);
-        } else {
-            self.turns.push_back(client);
-        }
+        let ((tag, _), queued) = self.queue.pop_first()?;
+        self.served = self.served.max(tag);
         self.bytes -= queued.bytes;
-        self.len -= 1;
+        let client = queued.client();
+        if let Some((count, _)) = self.clients.get_mut(&client) {
+            *count -= 1;
+            if *count == 0 {
+                self.clients.remove(&client);
+            }
+        }
         Some(queued)
     }
 
     /// Keeps the batches `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&Queued) -> bool) {
-        let (mut len, mut bytes) = (0, 0);
-        for batches in self.by_client.values_mut() {
-            batches.retain(|queued| {
-                let kept = keep(queued);
-                if kept {
-                    len += 1;
-                    bytes += queued.bytes;
-                }
-                kept
-            });
+        self.queue.retain(|_, queued| keep(queued));
+        let mut clients: BTreeMap<PublicKey, (usize, u64)> = BTreeMap::new();
+        for ((tag, _), queued) in &self.queue {
+            let (count, last) = clients.entry(queued.client()).or_default();
+            *count += 1;
+            *last = (*last).max(*tag);
         }
-        self.by_client.retain(|_, batches| !batches.is_empty());
-        let by_client = &self.by_client;
-        self.turns.retain(|client| by_client.contains_key(client));
-        self.len = len;
-        self.bytes = bytes;
+        self.clients = clients;
+        self.bytes = self.queue.values().map(|queued| queued.bytes).sum();
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.queue.is_empty()
     }
 }
 
@@ -191,6 +199,47 @@ mod tests {
         );
         assert!(pending.is_empty());
         assert_eq!(pending.bytes, 0);
+    }
+
+    fn batch_of(client: &SecretKey, number: u64, requests: usize) -> Queued {
+        let batch = ClientBatch::unsigned(RequestBatch {
+            client: client.public(),
+            requests: (0..requests as u64)
+                .map(|at| ClientRequest {
+                    lane: at as u32,
+                    number,
+                    operation: Vec::new(),
+                })
+                .collect(),
+        });
+        Queued {
+            digest: batch.digest(),
+            bytes: 100,
+            batch,
+        }
+    }
+
+    #[test]
+    fn a_client_sending_one_request_at_a_time_is_not_held_behind_big_batches() {
+        let (flood, polite) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+        let mut pending = Pending::default();
+        for number in 1..=4 {
+            pending.push_back(batch_of(&flood, number, 256));
+        }
+        // The flood's first batch is being proposed when the polite
+        // client's request arrives: it goes next, not after three more.
+        assert_eq!(pending.pop_front().unwrap().client(), flood.public());
+        pending.push_back(batch_of(&polite, 1, 1));
+        assert_eq!(pending.pop_front().unwrap().client(), polite.public());
+        // Over 256 requests' worth of service, the polite client's one-request
+        // batches go 256 times for one of the flood's.
+        for number in 2..=300 {
+            pending.push_back(batch_of(&polite, number, 1));
+        }
+        let served: Vec<bool> = (0..258)
+            .map(|_| pending.pop_front().unwrap().client() == flood.public())
+            .collect();
+        assert_eq!(served.iter().filter(|flood| **flood).count(), 1);
     }
 
     #[test]
