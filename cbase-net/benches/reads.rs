@@ -13,76 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cbase_core::{
-    AccessSet, Container, Context, ExecutorBuilder, Key, Request, Service, State, Table,
-};
+use cbase_core::ExecutorBuilder;
 use cbase_net::{ClientConfig, LocalCluster, NetClient};
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 
-const ACCOUNTS: u64 = 10_000;
+#[path = "support/bank.rs"]
+mod bank;
 
-#[derive(Serialize, Deserialize)]
-enum Op {
-    Balance { id: u64 },
-    Transfer { from: u64, to: u64, amount: u64 },
-}
-
-impl Request for Op {
-    fn access_set(&self) -> AccessSet {
-        match self {
-            Op::Balance { id } => AccessSet::none().read(Key::entry("accounts", id)),
-            Op::Transfer { from, to, .. } => AccessSet::none()
-                .write(Key::entry("accounts", from))
-                .write(Key::entry("accounts", to)),
-        }
-    }
-    fn method(&self) -> &'static str {
-        match self {
-            Op::Balance { .. } => "balance",
-            Op::Transfer { .. } => "transfer",
-        }
-    }
-    fn read_only(&self) -> bool {
-        matches!(self, Op::Balance { .. })
-    }
-}
-
-struct Accounts {
-    accounts: Table<u64, u64>,
-}
-
-impl State for Accounts {
-    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
-        vec![("accounts", &self.accounts)]
-    }
-}
-
-struct Bank(Accounts);
-
-impl Service for Bank {
-    type Request = Op;
-    type Response = u64;
-    fn execute(&self, op: Op, _: &Context) -> u64 {
-        let accounts = &self.0.accounts;
-        match op {
-            Op::Balance { id } => accounts.get(&id).unwrap_or(1_000),
-            Op::Transfer { from, to, amount } => {
-                let have = accounts.get(&from).unwrap_or(1_000);
-                if have < amount || from == to {
-                    return 0;
-                }
-                accounts.insert(from, have - amount);
-                let theirs = accounts.get(&to).unwrap_or(1_000);
-                accounts.insert(to, theirs + amount);
-                amount
-            }
-        }
-    }
-    fn state(&self) -> &dyn State {
-        &self.0
-    }
-}
+use bank::{ACCOUNTS, Bank, Op};
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -148,11 +86,7 @@ fn main() {
             .replicas(4)
             .data(cbase_net::DataDirs::InMemory)
             .executor(ExecutorBuilder::new().workers(16))
-            .start(|| {
-                Bank(Accounts {
-                    accounts: Table::new(),
-                })
-            })
+            .start(Bank::new)
             .await
             .expect("cluster");
         let client = |fast: bool| {
