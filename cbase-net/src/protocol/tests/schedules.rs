@@ -1553,3 +1553,46 @@ fn a_client_over_its_pending_cap_is_refused_not_timed() {
     backup.handle(2, Input::Client(client_batch(&other, 0, 1)), &mut out);
     assert_eq!(backup.pending_batches(), 5, "another client still gets in");
 }
+
+#[test]
+fn a_backup_suspects_a_view_whose_accepted_slot_never_commits() {
+    // A backup that saw a request only in the primary's pre-prepare has no
+    // request timer for it (the same holds for one that executed it in an
+    // earlier view and answers the client from its reply cache). If the
+    // slot cannot commit (here two replicas are silent), the backup must
+    // still suspect the view, or a view change that needs its vote never
+    // comes.
+    let mut net = Net::new(4, small());
+    net.down.insert(2);
+    net.down.insert(3);
+    let client = SecretKey::from_seed([99; 32]);
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    assert!(
+        net.replicas[1]
+            .log
+            .get(&1)
+            .is_some_and(|slot| slot.header.is_some())
+    );
+    assert!(net.replicas[1].waiting.is_empty(), "no request timer runs");
+    for _ in 0..3 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(net.replicas[1].stats().view_changes_started, 1);
+    assert_eq!(net.replicas[1].changing_to(), Some(1));
+}
+
+#[test]
+fn a_slot_that_commits_in_time_is_not_suspected() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    for number in 1..=6 {
+        net.input(0, Input::Client(client_batch(&client, 0, number)));
+        net.run();
+        net.advance(SECOND / 2);
+    }
+    for replica in 0..4 {
+        assert_eq!(net.replicas[replica].stats().view_changes_started, 0);
+        assert_eq!(net.executed_requests(replica).len(), 6);
+    }
+}
