@@ -8,18 +8,15 @@
 //! transfers from 256 concurrent calls in alternating runs (3 of each,
 //! medians), and the table gives durable / in memory.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cbase_core::ExecutorBuilder;
 use cbase_net::{ClientConfig, DataDirs, LocalCluster, NetClient};
-use rand::{Rng, SeedableRng};
 
 #[path = "support/bank.rs"]
 mod bank;
 
-use bank::{ACCOUNTS, Bank, Op};
+use bank::{ACCOUNTS, Bank};
 
 const CONCURRENT_CALLS: u64 = 256;
 
@@ -31,28 +28,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Transfers per second from `CONCURRENT_CALLS` concurrent calls, until
 /// `duration` passes or `limit` complete.
 async fn transfers(client: &NetClient, duration: Duration, limit: u64) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for task in 0..CONCURRENT_CALLS {
-        let (client, done) = (client.clone(), Arc::clone(&done));
-        handles.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(task);
-            while start.elapsed() < duration && done.load(Ordering::Relaxed) < limit {
-                let op = Op::Transfer {
-                    from: rng.gen_range(0..ACCOUNTS),
-                    to: rng.gen_range(0..ACCOUNTS),
-                    amount: 1,
-                };
-                let _: u64 = client.call(&op).await.expect("transfer");
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for handle in handles {
-        handle.await.expect("load task");
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    bank::load(client, CONCURRENT_CALLS as usize, 10, duration, limit).await
 }
 
 async fn cluster(data: DataDirs) -> (LocalCluster, NetClient) {

@@ -9,13 +9,10 @@
 //!   transfers, from 16 and from 256 concurrent calls, 16 workers per
 //!   replica.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cbase_core::ExecutorBuilder;
 use cbase_net::{ClientConfig, LocalCluster, NetClient};
-use rand::{Rng, SeedableRng};
 
 #[path = "support/bank.rs"]
 mod bank;
@@ -40,39 +37,6 @@ async fn read_latency(client: &NetClient, calls: usize) -> Duration {
     }
     samples.sort();
     samples[samples.len() / 2]
-}
-
-/// Operations per second of the 90/10 mix from `tasks` concurrent calls,
-/// until `duration` passes or `limit` operations complete.
-async fn mixed_throughput(client: &NetClient, tasks: usize, duration: Duration, limit: u64) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for task in 0..tasks as u64 {
-        let (client, done) = (client.clone(), Arc::clone(&done));
-        handles.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(task);
-            while start.elapsed() < duration && done.load(Ordering::Relaxed) < limit {
-                let op = if rng.gen_range(0..10) == 0 {
-                    Op::Transfer {
-                        from: rng.gen_range(0..ACCOUNTS),
-                        to: rng.gen_range(0..ACCOUNTS),
-                        amount: 1,
-                    }
-                } else {
-                    Op::Balance {
-                        id: rng.gen_range(0..ACCOUNTS),
-                    }
-                };
-                let _: u64 = client.call(&op).await.expect("bank call");
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for handle in handles {
-        handle.await.expect("load task");
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -138,8 +102,8 @@ fn main() {
         for tasks in [16, 256] {
             let (mut fast_rate, mut ordered_rate) = (Vec::new(), Vec::new());
             for _ in 0..runs {
-                fast_rate.push(mixed_throughput(&fast, tasks, duration, limit).await);
-                ordered_rate.push(mixed_throughput(&ordered, tasks, duration, limit).await);
+                fast_rate.push(bank::load(&fast, tasks, 1, duration, limit).await);
+                ordered_rate.push(bank::load(&ordered, tasks, 1, duration, limit).await);
             }
             let (fast_ops, ordered_ops) = (median(fast_rate), median(ordered_rate));
             println!(

@@ -88,6 +88,24 @@ async fn throughput(
     (done.load(Ordering::Relaxed), start.elapsed())
 }
 
+/// The primary's (replica 0's) protocol counters now.
+fn primary_stats(cluster: &LocalCluster) -> cbase_net::protocol::Stats {
+    cluster
+        .replica(0)
+        .expect("primary runs")
+        .metrics()
+        .protocol
+        .lock()
+        .clone()
+}
+
+/// Requests per pre-prepare the primary proposed since `before`.
+fn requests_per_proposal(cluster: &LocalCluster, before: &cbase_net::protocol::Stats) -> f64 {
+    let after = primary_stats(cluster);
+    (after.proposed_requests - before.proposed_requests) as f64
+        / (after.proposals - before.proposals).max(1) as f64
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--independent`: only the authentication comparisons (latency and
@@ -148,21 +166,10 @@ fn main() {
         println!("|---:|---:|---:|---:|---:|");
         let duration = Duration::from_secs(if quick { 1 } else { 5 });
         let levels: &[usize] = if quick { &[64] } else { &[16, 64, 256, 1024] };
-        let primary_stats = || {
-            cluster
-                .replica(0)
-                .expect("primary runs")
-                .metrics()
-                .protocol
-                .lock()
-                .clone()
-        };
         for &tasks in levels {
-            let before = primary_stats();
+            let before = primary_stats(&cluster);
             let (done, elapsed) = throughput(&client, tasks, duration, 2_000_000).await;
-            let after = primary_stats();
-            let per_proposal = (after.proposed_requests - before.proposed_requests) as f64
-                / (after.proposals - before.proposals).max(1) as f64;
+            let per_proposal = requests_per_proposal(&cluster, &before);
             println!(
                 "| {tasks} | {done} | {:.2} s | {:.0} | {per_proposal:.1} |",
                 elapsed.as_secs_f64(),
@@ -252,16 +259,7 @@ async fn independent_run(
     for client in &clients {
         let () = client.call(&Null).await.expect("null call");
     }
-    let primary_stats = || {
-        cluster
-            .replica(0)
-            .expect("primary runs")
-            .metrics()
-            .protocol
-            .lock()
-            .clone()
-    };
-    let before = primary_stats();
+    let before = primary_stats(cluster);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -278,9 +276,7 @@ async fn independent_run(
         task.await.expect("client task");
     }
     let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-    let after = primary_stats();
-    let per_proposal = (after.proposed_requests - before.proposed_requests) as f64
-        / (after.proposals - before.proposals).max(1) as f64;
+    let per_proposal = requests_per_proposal(cluster, &before);
     eprintln!(
         "{} clients, {}: {rate:.0} requests/s, {per_proposal:.1} requests per pre-prepare",
         count,

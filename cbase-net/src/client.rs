@@ -1,13 +1,15 @@
 //! The client of a replicated service: [`NetClient`].
 //!
-//! It connects to every replica, sends new requests to the primary, and
-//! accepts a result once f+1 replicas (so at least one correct one) send the
-//! same reply. A request that gets no such result in time is retransmitted to
-//! every replica, with growing delays, until an overall deadline.
+//! It connects to every replica, sends new requests to every replica
+//! (unsigned, each copy authenticated by its connection; see
+//! [`ClientConfig::sign_every_batch`]), and accepts a result once f+1
+//! replicas (so at least one correct one) send the same reply. A request that
+//! gets no such result in time is retransmitted, signed, to every replica,
+//! with growing delays, until an overall deadline.
 //!
 //! A client has several *lanes*, each with its own sequence of request
 //! numbers, so one client can have many requests in flight; requests issued
-//! together are signed once as a batch. It implements [`Invoke`], so
+//! together travel as one batch. It implements [`Invoke`], so
 //! generated typed clients (`BankClient::new(client)`) use it directly.
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,7 +45,7 @@ pub struct ClientConfig {
     /// requests wait and go out together in the next batch: one frame per
     /// replica for many requests under load, no delay for a lone request.
     pub batches_in_flight: usize,
-    /// A batch counts as unanswered until its first reply arrives or this
+    /// A batch counts as unanswered until one of its calls completes or this
     /// much time has passed, so one slow request never holds back others.
     pub batch_linger: Duration,
     /// How long to wait before the first retransmission.
@@ -262,8 +264,8 @@ struct SessionState {
     opening: tokio::sync::Mutex<()>,
 }
 
-/// One signed batch's claim on the in-flight limit, given up at the first
-/// reply to any of its requests or after the linger time.
+/// One batch's claim on the in-flight limit, given up when one of its calls
+/// completes or after the linger time.
 #[derive(Clone)]
 struct BatchTicket(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
 

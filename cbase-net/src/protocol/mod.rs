@@ -941,24 +941,8 @@ impl Replica {
             }
             self.authenticated.insert(digest);
         }
-        match self.pending.room_for(
-            &batch.batch.client,
-            bytes,
-            self.config.max_pending,
-            self.config.max_pending_bytes,
-            self.config.max_pending_per_client,
-        ) {
-            Ok(()) => {}
-            Err(pending::Full::Queue) => {
-                self.stats.oversized += 1;
-                return;
-            }
-            Err(pending::Full::Client) => {
-                // Refused, not timed: the client retransmits once some of
-                // its batches are through.
-                self.stats.client_full += 1;
-                return;
-            }
+        if !self.room_in_pending(&batch.batch.client, bytes) {
+            return;
         }
         self.known_batches.insert(digest, None);
         if self.is_primary() && self.status == Status::Normal {
@@ -1053,26 +1037,36 @@ impl Replica {
     /// As primary: queues an authenticated batch (within the queue's
     /// bounds) and proposes what the pipeline allows.
     fn queue_for_proposal(&mut self, queued: pending::Queued, out: &mut Vec<Output>) {
-        match self.pending.room_for(
-            &queued.batch.batch.client,
-            queued.bytes,
-            self.config.max_pending,
-            self.config.max_pending_bytes,
-            self.config.max_pending_per_client,
-        ) {
-            Ok(()) => {}
-            Err(pending::Full::Queue) => {
-                self.stats.oversized += 1;
-                return;
-            }
-            Err(pending::Full::Client) => {
-                self.stats.client_full += 1;
-                return;
-            }
+        if !self.room_in_pending(&queued.batch.batch.client, queued.bytes) {
+            return;
         }
         self.known_batches.insert(queued.digest, None);
         self.pending.push_back(queued);
         self.propose(out);
+    }
+
+    /// Whether a batch of `bytes` from `client` fits the pending queue's
+    /// bounds; a refusal is counted. Refused, not timed: the client
+    /// retransmits once some of its batches are through.
+    fn room_in_pending(&mut self, client: &PublicKey, bytes: usize) -> bool {
+        let room = self.pending.room_for(
+            client,
+            bytes,
+            self.config.max_pending,
+            self.config.max_pending_bytes,
+            self.config.max_pending_per_client,
+        );
+        match room {
+            Ok(()) => true,
+            Err(pending::Full::Queue) => {
+                self.stats.oversized += 1;
+                false
+            }
+            Err(pending::Full::Client) => {
+                self.stats.client_full += 1;
+                false
+            }
+        }
     }
 
     /// A batch this replica now knows to be genuine: proposals that waited
