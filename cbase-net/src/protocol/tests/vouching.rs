@@ -205,3 +205,27 @@ fn a_backup_arms_no_timer_for_an_unsigned_batch() {
     // The primary had 3 haves and no batch: nothing proposed.
     assert_eq!(net.replicas[0].stats().proposals, 0);
 }
+
+#[test]
+fn a_backup_lying_that_it_has_a_batch_cannot_stall_it() {
+    // A faulty client sends its batch to the primary and one correct
+    // backup; a faulty backup (1) claims to have it too, so the primary
+    // proposes it, and then stays silent. The correct backup that had the
+    // batch and the primary are f+1 vouchers: the backup the client skipped
+    // prepares too, and the three correct replicas commit it.
+    let mut net = Net::new(4, small());
+    net.drop_rule = Some(Box::new(|from, _, _| from == 1));
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = unsigned(&client, 0, 1);
+    net.input(0, Input::Client(batch.clone()));
+    net.input(
+        0,
+        Input::Replica(1, ReplicaMessage::Have(vec![batch.digest()])),
+    );
+    net.input(2, Input::Client(batch));
+    net.run();
+    for replica in [0, 2, 3] {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+    assert_eq!(net.replicas[3].stats().awaited_vouchers, 1);
+}
