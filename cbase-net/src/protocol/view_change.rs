@@ -57,27 +57,6 @@ impl Replica {
 
     /// Checks the request timer and the view-change timer, and reports
     /// this replica's status now and then.
-    /// Updates [`Replica::stalled`]: the lowest slot that has this view's
-    /// pre-prepare and is not committed in this view, and since when it
-    /// has been the lowest so. Slots this replica executed in an earlier
-    /// view count too: a new view re-issues them, and the others may need
-    /// them committed again to execute them.
-    fn note_stall(&mut self) {
-        let view = self.view;
-        let lowest = self
-            .log
-            .iter()
-            .find(|(_, slot)| {
-                slot.header.is_some_and(|header| header.view == view) && !slot.committed
-            })
-            .map(|(seq, _)| *seq);
-        self.stalled = match (lowest, self.stalled) {
-            (None, _) => None,
-            (Some(seq), Some((stalled, since))) if stalled == seq => Some((seq, since)),
-            (Some(seq), _) => Some((seq, self.now)),
-        };
-    }
-
     pub(super) fn on_tick(&mut self, out: &mut Vec<Output>) {
         if self.now.saturating_sub(self.last_status) >= self.config.status_interval_ns() {
             self.last_status = self.now;
@@ -101,20 +80,7 @@ impl Replica {
                 if self.is_primary() {
                     return;
                 }
-                // What this backup waits for: requests it knows of, and
-                // the lowest slot of this view it accepted and has not
-                // seen committed. The second matters when no request timer
-                // runs here: the backup executed the request in an earlier
-                // view (so it answers retransmissions from its reply cache)
-                // or saw it only in a pre-prepare, while the new view cannot
-                // commit it again (its voters crashed or are recovering).
-                self.note_stall();
-                let oldest = self
-                    .waiting
-                    .values()
-                    .map(|timer| timer.since)
-                    .chain(self.stalled.map(|(_, since)| since))
-                    .min();
+                let oldest = self.waiting.values().map(|timer| timer.since).min();
                 let timeout = self.backoff.request_timeout(&self.config);
                 if oldest.is_some_and(|since| self.now.saturating_sub(since) >= timeout) {
                     // Peers ahead means the primary works and this replica
@@ -133,9 +99,6 @@ impl Replica {
                         let now = self.now;
                         for timer in self.waiting.values_mut() {
                             timer.since = now;
-                        }
-                        if let Some((_, since)) = &mut self.stalled {
-                            *since = now;
                         }
                     } else {
                         self.start_view_change(self.view + 1, out);
@@ -412,7 +375,6 @@ impl Replica {
         // prepared certificates stay until the new view prepares anew.
         self.log.clear();
         self.withheld.clear();
-        self.stalled = None;
         self.prepared = self
             .prepared
             .split_off(&(plan.stable_seq.max(self.low) + 1));
