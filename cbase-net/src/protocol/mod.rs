@@ -457,6 +457,11 @@ pub struct Replica {
     pending: pending::Pending,
     /// The batches a backup waits on (its request timers), by digest.
     waiting: BTreeMap<Hash, awaited::Awaited>,
+    /// The lowest sequence number this backup accepted a pre-prepare for
+    /// in the current view and has not seen committed, and since when: a
+    /// slot that stays so as long as a request may wait is suspected like
+    /// a request (see `on_tick`).
+    stalled: Option<(Seq, u64)>,
     /// Digests of batches pending or in the log, to drop duplicates.
     known_batches: BTreeMap<Hash, Option<Seq>>,
     /// Digests of batches this replica authenticated itself: received
@@ -594,6 +599,7 @@ impl Replica {
             highest_prepared: 0,
             pending: pending::Pending::default(),
             waiting: BTreeMap::new(),
+            stalled: None,
             known_batches: BTreeMap::new(),
             authenticated: vouching::Recent::new(vouching::AUTHENTICATED),
             haves: vouching::Haves::default(),

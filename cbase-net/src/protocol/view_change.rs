@@ -55,6 +55,27 @@ impl Replica {
         }
     }
 
+    /// Updates [`Replica::stalled`]: the lowest slot that has this view's
+    /// pre-prepare and is not committed in this view, and since when it
+    /// has been the lowest so. Slots this replica executed in an earlier
+    /// view count too: a new view re-issues them, and the others may need
+    /// them committed again to execute them.
+    fn note_stall(&mut self) {
+        let view = self.view;
+        let lowest = self
+            .log
+            .iter()
+            .find(|(_, slot)| {
+                slot.header.is_some_and(|header| header.view == view) && !slot.committed
+            })
+            .map(|(seq, _)| *seq);
+        self.stalled = match (lowest, self.stalled) {
+            (None, _) => None,
+            (Some(seq), Some((stalled, since))) if stalled == seq => Some((seq, since)),
+            (Some(seq), _) => Some((seq, self.now)),
+        };
+    }
+
     /// Checks the request timer and the view-change timer, and reports
     /// this replica's status now and then.
     pub(super) fn on_tick(&mut self, out: &mut Vec<Output>) {
@@ -80,7 +101,20 @@ impl Replica {
                 if self.is_primary() {
                     return;
                 }
-                let oldest = self.waiting.values().map(|timer| timer.since).min();
+                // What this backup waits for: requests it knows of, and
+                // the lowest slot of this view it accepted and has not
+                // seen committed. The second matters when no request timer
+                // runs here: the backup executed the request in an earlier
+                // view (so it answers retransmissions from its reply cache)
+                // or saw it only in a pre-prepare, while the new view cannot
+                // commit it again (its voters crashed or are recovering).
+                self.note_stall();
+                let oldest = self
+                    .waiting
+                    .values()
+                    .map(|timer| timer.since)
+                    .chain(self.stalled.map(|(_, since)| since))
+                    .min();
                 let timeout = self.backoff.request_timeout(&self.config);
                 if oldest.is_some_and(|since| self.now.saturating_sub(since) >= timeout) {
                     // Peers ahead means the primary works and this replica
@@ -99,6 +133,9 @@ impl Replica {
                         let now = self.now;
                         for timer in self.waiting.values_mut() {
                             timer.since = now;
+                        }
+                        if let Some((_, since)) = &mut self.stalled {
+                            *since = now;
                         }
                     } else {
                         self.start_view_change(self.view + 1, out);
@@ -375,6 +412,7 @@ impl Replica {
         // prepared certificates stay until the new view prepares anew.
         self.log.clear();
         self.withheld.clear();
+        self.stalled = None;
         self.prepared = self
             .prepared
             .split_off(&(plan.stable_seq.max(self.low) + 1));
@@ -513,6 +551,19 @@ impl Replica {
             && let Some(mine) = self.view_changes.get(&target).and_then(|v| v.get(&self.id))
         {
             out.push(Output::Send(from, ReplicaMessage::ViewChange(mine.clone())));
+            // It still waits for a view we voted for and left because its
+            // primary never came: our vote there may be the one it lacks
+            // to time that view out too and follow us. Without it, it
+            // waits for a quorum it never gets while we wait for it.
+            if let Some(waiting_for) = status.changing_to
+                && waiting_for < target
+                && let Some(old) = self
+                    .view_changes
+                    .get(&waiting_for)
+                    .and_then(|votes| votes.get(&self.id))
+            {
+                out.push(Output::Send(from, ReplicaMessage::ViewChange(old.clone())));
+            }
         }
         // Behind on checkpoints: our votes (and the proof of our stable one).
         if status.low < self.low {
@@ -537,9 +588,21 @@ impl Replica {
         // A peer that executed *more* than we did still gets our votes above
         // what we executed: a new view re-issues slots it executed in an
         // older one, and it may need our lost prepare to commit one again,
-        // the commit we lack to execute it at all.
+        // the commit we lack to execute it at all. And a slot of this view
+        // that we have not seen committed gets our votes even when neither
+        // of us is behind: both may have executed it in an older view, while
+        // a third replica that did not waits for the commits this new view
+        // gathers, and a vote lost between the two of us would hold it back
+        // for good.
         if status.view == self.view {
-            let first = status.delivered.min(self.delivered).max(self.low) + 1;
+            let open = self
+                .log
+                .iter()
+                .find(|(_, slot)| slot.header.is_some() && !slot.committed)
+                .map_or(Seq::MAX, |(seq, _)| *seq);
+            let first = (status.delivered.min(self.delivered) + 1)
+                .min(open)
+                .max(self.low + 1);
             for (seq, slot) in self.log.range(first..first + MAX_RESENT_SLOTS) {
                 let Some(header) = slot.header else {
                     continue;

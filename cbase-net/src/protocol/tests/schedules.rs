@@ -1553,3 +1553,122 @@ fn a_client_over_its_pending_cap_is_refused_not_timed() {
     backup.handle(2, Input::Client(client_batch(&other, 0, 1)), &mut out);
     assert_eq!(backup.pending_batches(), 5, "another client still gets in");
 }
+
+#[test]
+fn a_backup_suspects_a_view_whose_accepted_slot_never_commits() {
+    // A backup that saw a request only in the primary's pre-prepare has no
+    // request timer for it (the same holds for one that executed it in an
+    // earlier view and answers the client from its reply cache). If the
+    // slot cannot commit (here two replicas are silent), the backup must
+    // still suspect the view, or a view change that needs its vote never
+    // comes.
+    let mut net = Net::new(4, small());
+    net.down.insert(2);
+    net.down.insert(3);
+    let client = SecretKey::from_seed([99; 32]);
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    assert!(
+        net.replicas[1]
+            .log
+            .get(&1)
+            .is_some_and(|slot| slot.header.is_some())
+    );
+    assert!(net.replicas[1].waiting.is_empty(), "no request timer runs");
+    for _ in 0..3 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(net.replicas[1].stats().view_changes_started, 1);
+    assert_eq!(net.replicas[1].changing_to(), Some(1));
+}
+
+#[test]
+fn a_slot_that_commits_in_time_is_not_suspected() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    for number in 1..=6 {
+        net.input(0, Input::Client(client_batch(&client, 0, number)));
+        net.run();
+        net.advance(SECOND / 2);
+    }
+    for replica in 0..4 {
+        assert_eq!(net.replicas[replica].stats().view_changes_started, 0);
+        assert_eq!(net.executed_requests(replica).len(), 6);
+    }
+}
+
+#[test]
+fn a_replica_that_moved_past_a_view_resends_its_vote_for_it_to_peers_still_waiting() {
+    // Replica 1, the primary of view 1, is down. Replica 0's votes for view
+    // 1 are lost on their way to 2 and 3 until it has voted for view 2.
+    // Replica 0 holds a quorum for view 1 (its own and theirs), waits in
+    // vain for replica 1 and moves on to view 2. Replicas 2 and 3 hold two
+    // votes for view 1 and see only one replica ahead of them: unless
+    // replica 0 resends its vote for view 1, nobody ever reaches view 2.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut net = Net::new(4, small());
+    net.down.insert(1);
+    let moved_on = AtomicBool::new(false);
+    net.drop_rule = Some(Box::new(move |from, _, message| match message {
+        // Primary 0 ignores the client, so the backups suspect it.
+        ReplicaMessage::PrePrepare(pre_prepare) => from == 0 && pre_prepare.view == 0,
+        ReplicaMessage::ViewChange(vote) if from == 0 => {
+            if vote.body.new_view == 2 {
+                moved_on.store(true, Ordering::Relaxed);
+            }
+            vote.body.new_view == 1 && !moved_on.load(Ordering::Relaxed)
+        }
+        _ => false,
+    }));
+    let client = SecretKey::from_seed([99; 32]);
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for _ in 0..40 {
+        net.advance(SECOND / 2);
+    }
+    for replica in [0, 2, 3] {
+        assert_eq!(net.replicas[replica].view(), 2, "replica {replica}");
+        assert_eq!(net.replicas[replica].changing_to(), None);
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+}
+
+#[test]
+fn votes_for_a_reissued_slot_are_resent_to_peers_that_executed_it_too() {
+    // Replica 2 misses view 0 entirely; the others execute request 1 in
+    // slot 1. Then primary 0 crashes and view 1 re-issues slot 1. Replica
+    // 3's prepare for it is lost on its way to the new primary 1, so 1
+    // never prepares the slot and replica 2 lacks 1's commit. Replicas 1
+    // and 3 both executed slot 1 long ago, so neither sees the other as
+    // behind: unless votes for slots uncommitted in this view are resent
+    // regardless, replica 2 never executes it (and only a second view
+    // change would help).
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut net = Net::new(4, small());
+    let lost_once = AtomicBool::new(false);
+    net.drop_rule = Some(Box::new(move |from, to, message| match message {
+        ReplicaMessage::PrePrepare(m) => to == 2 && m.view == 0,
+        ReplicaMessage::Prepare(m) if to == 2 && m.view == 0 => true,
+        ReplicaMessage::Commit(m) if to == 2 && m.view == 0 => true,
+        ReplicaMessage::Prepare(m) if m.view == 1 && m.seq == 1 && from == 3 && to == 1 => {
+            !lost_once.swap(true, Ordering::Relaxed)
+        }
+        _ => false,
+    }));
+    let client = SecretKey::from_seed([99; 32]);
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for replica in [0, 1, 3] {
+        assert_eq!(net.executed_requests(replica), vec![1]);
+    }
+    assert!(net.executed_requests(2).is_empty());
+    net.down.insert(0);
+    net.broadcast_client(&client_batch(&client, 1, 2));
+    for _ in 0..20 {
+        net.advance(SECOND / 2);
+    }
+    for replica in [1, 2, 3] {
+        assert_eq!(net.replicas[replica].view(), 1, "replica {replica}");
+        assert_eq!(net.replicas[replica].changing_to(), None);
+    }
+    assert_eq!(net.executed_requests(2), vec![1, 2]);
+    assert_eq!(net.executed_requests(1), vec![1, 2]);
+}
