@@ -108,14 +108,19 @@ const LOW_PER_SHARD: usize = FANOUT * FANOUT;
 /// A bucket's digest is recomputed as soon as its entries change (that costs
 /// the bucket's size, a few dozen bytes of hashing), so folding at a
 /// checkpoint only hashes the nodes above changed buckets: at most 256 + 16 + 1
-/// per shard, however many entries changed.
+/// per shard, however many entries changed. A tree built whole
+/// ([`DigestTree::from_entries`]) only marks its buckets and hashes each once
+/// at the first fold, not a bucket's worth per entry inserted.
 #[derive(Clone, Debug)]
 struct Shard {
     /// The entry digests of each non-empty bucket, sorted (a multiset: equal
     /// digests would mean equal entries, which a container never holds twice).
     buckets: BTreeMap<u16, Vec<Hash>>,
-    /// Every bucket's digest; allocated when the shard gets its first entry.
+    /// Every bucket's digest as of the last fold; allocated when the shard
+    /// gets its first entry.
     leaves: Vec<Hash>,
+    /// Buckets changed since the last fold, one bit each.
+    stale: [u64; BUCKETS_PER_SHARD / 64],
     /// Low nodes with a bucket changed since the last fold, one bit each.
     dirty: [u64; LOW_PER_SHARD / 64],
     /// Digests of the 16 × 16 nodes just above the buckets.
@@ -133,6 +138,7 @@ impl Default for Shard {
         Shard {
             buckets: BTreeMap::new(),
             leaves: Vec::new(),
+            stale: [0; BUCKETS_PER_SHARD / 64],
             dirty: [0; LOW_PER_SHARD / 64],
             low: vec![empty(1); LOW_PER_SHARD],
             high: vec![empty(2); FANOUT],
@@ -144,11 +150,18 @@ impl Default for Shard {
 
 impl Shard {
     fn insert(&mut self, bucket: u16, entry: Hash) {
+        self.insert_unhashed(bucket, entry);
+        self.touch(bucket);
+    }
+
+    /// Inserts without hashing the bucket yet: it is marked stale and hashed
+    /// at the next fold.
+    fn insert_unhashed(&mut self, bucket: u16, entry: Hash) {
         let entries = self.buckets.entry(bucket).or_default();
         let at = entries.partition_point(|e| *e < entry);
         entries.insert(at, entry);
         self.len += 1;
-        self.touch(bucket);
+        self.mark(bucket);
     }
 
     /// Removes one copy of `entry`; false if the bucket does not hold it.
@@ -173,11 +186,21 @@ impl Shard {
         if self.leaves.is_empty() {
             self.leaves = vec![empty(0); BUCKETS_PER_SHARD];
         }
-        self.leaves[bucket as usize] = match self.buckets.get(&bucket) {
+        let at = bucket as usize;
+        self.leaves[at] = match self.buckets.get(&bucket) {
             Some(entries) => leaf_digest(entries),
             None => empty(0),
         };
-        let low = bucket as usize / FANOUT;
+        self.stale[at / 64] &= !(1 << (at % 64));
+        let low = at / FANOUT;
+        self.dirty[low / 64] |= 1 << (low % 64);
+    }
+
+    /// Marks a changed bucket stale and the node above it, for the next fold.
+    fn mark(&mut self, bucket: u16) {
+        let at = bucket as usize;
+        self.stale[at / 64] |= 1 << (at % 64);
+        let low = at / FANOUT;
         self.dirty[low / 64] |= 1 << (low % 64);
     }
 
@@ -186,6 +209,20 @@ impl Shard {
     fn fold(&mut self) -> Hash {
         if self.dirty.iter().all(|word| *word == 0) {
             return self.top;
+        }
+        if self.leaves.is_empty() {
+            self.leaves = vec![empty(0); BUCKETS_PER_SHARD];
+        }
+        let stale = std::mem::replace(&mut self.stale, [0; BUCKETS_PER_SHARD / 64]);
+        for (word_at, mut word) in stale.into_iter().enumerate() {
+            while word != 0 {
+                let bucket = word_at * 64 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                self.leaves[bucket] = match self.buckets.get(&(bucket as u16)) {
+                    Some(entries) => leaf_digest(entries),
+                    None => empty(0),
+                };
+            }
         }
         let dirty = std::mem::take(&mut self.dirty);
         let mut high_dirty = 0u16;
@@ -235,12 +272,23 @@ impl DigestTree {
 
     /// The tree of a set of entries, each given as (key hash, entry digest).
     pub fn from_entries(entries: impl IntoIterator<Item = (u64, Hash)>) -> DigestTree {
-        let tree = DigestTree::new();
+        let mut tree = DigestTree::new();
         for (key_hash, entry) in entries {
-            tree.replace(key_hash, None, Some(entry))
-                .expect("nothing is removed");
+            tree.insert_unhashed(key_hash, entry);
         }
         tree
+    }
+
+    /// Adds an entry to a tree being built, hashing its bucket only at the
+    /// next fold: for building a tree whole, where each bucket would
+    /// otherwise be hashed once per entry in it.
+    pub fn insert_unhashed(&mut self, key_hash: u64, entry: Hash) {
+        let bucket = bucket_of(key_hash);
+        let (shard, within) = (
+            bucket as usize / BUCKETS_PER_SHARD,
+            (bucket as usize % BUCKETS_PER_SHARD) as u16,
+        );
+        self.shards[shard].get_mut().insert_unhashed(within, entry);
     }
 
     /// Records that the entry of a key with hash `key_hash` changed from
@@ -534,6 +582,48 @@ mod tests {
                 contents.iter().map(|(k, v)| (encoded(*k), encoded(*v))).collect();
             let scratch = root_of(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
             prop_assert_eq!(tree.root(), scratch);
+            prop_assert_eq!(tree.len(), contents.len() as u64);
+        }
+
+        /// A tree built whole (its buckets hashed only at the first fold)
+        /// and then written to entry by entry has the root and the bucket
+        /// digests of one built from scratch over the final contents.
+        #[test]
+        fn a_tree_built_whole_then_changed_matches_one_built_from_scratch(
+            initial in proptest::collection::btree_map(0u32..200, 0u32..5, 0..150),
+            writes in proptest::collection::vec((0u32..200, proptest::option::of(0u32..5)), 0..100),
+            fold_first in proptest::bool::ANY,
+        ) {
+            let mut contents = initial.clone();
+            let tree = DigestTree::from_entries(initial.iter().map(|(k, v)| {
+                let k = encoded(*k);
+                (key_hash(&k), entry_digest(&k, &encoded(*v)))
+            }));
+            if fold_first {
+                tree.root();
+            }
+            for (key, value) in &writes {
+                let k = encoded(*key);
+                let old = contents.get(key).map(|v| entry_digest(&k, &encoded(*v)));
+                let new = value.map(|v| entry_digest(&k, &encoded(v)));
+                tree.replace(key_hash(&k), old, new).unwrap();
+                match value {
+                    Some(v) => { contents.insert(*key, *v); }
+                    None => { contents.remove(key); }
+                }
+            }
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                contents.iter().map(|(k, v)| (encoded(*k), encoded(*v))).collect();
+            let scratch = DigestTree::from_entries(
+                pairs.iter().map(|(k, v)| (key_hash(k), entry_digest(k, v))),
+            );
+            // The nodes just above every bucket written to, old or new.
+            for key in initial.keys().chain(writes.iter().map(|(k, _)| k)) {
+                let bucket = bucket_of(key_hash(&encoded(*key)));
+                let node = Node { level: 3, index: u32::from(bucket) / FANOUT as u32 };
+                prop_assert_eq!(tree.children(node), scratch.children(node));
+            }
+            prop_assert_eq!(tree.root(), scratch.root());
             prop_assert_eq!(tree.len(), contents.len() as u64);
         }
 

@@ -166,12 +166,11 @@ struct IndexedContainer {
 
 impl IndexedContainer {
     fn build(entries: &Entries) -> IndexedContainer {
-        let tree = DigestTree::new();
+        let mut tree = DigestTree::new();
         let mut buckets: BTreeMap<u16, Vec<Vec<u8>>> = BTreeMap::new();
         for (key, value) in entries {
             let key_hash = merkle::key_hash(key);
-            tree.replace(key_hash, None, Some(merkle::entry_digest(key, value)))
-                .expect("nothing is removed");
+            tree.insert_unhashed(key_hash, merkle::entry_digest(key, value));
             buckets
                 .entry(merkle::bucket_of(key_hash))
                 .or_default()
