@@ -337,13 +337,11 @@ async fn miss_and_rejoin(
         write_keys(client, &missed, round * 1_000_000 + again).await;
         again += 1;
     }
-    let service = if from_nothing {
-        Kv(Values {
-            values: Table::new(),
-        })
-    } else {
-        preloaded(keys)
-    };
+    // Either way the process starts with the service's empty state, as a
+    // real replica does: one with a directory loads its state from there.
+    let service = Kv(Values {
+        values: Table::new(),
+    });
     let started = Instant::now();
     cluster
         .restart_replica(3, service)

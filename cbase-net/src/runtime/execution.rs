@@ -270,12 +270,16 @@ where
     /// batches and installs through one queue in the protocol's order, so
     /// everything handed over before the install runs before it.)
     ///
+    /// Returns the checkpoint digest of the installed state, computed from
+    /// the digest trees the restore builds: a caller that loaded the state
+    /// from disk checks it against the digest it recorded.
+    ///
     /// [`last_executed`]: Execution::last_executed
     pub fn install(
         &mut self,
         seq: Seq,
         state: CheckpointState,
-    ) -> Result<(), cbase_core::RestoreError> {
+    ) -> Result<Hash, cbase_core::RestoreError> {
         let (sender, receiver) = std::sync::mpsc::channel();
         let state = Arc::new(state);
         let installing = Arc::clone(&state);
@@ -294,7 +298,7 @@ where
         self.last_executed = seq;
         let digest = checkpoint_digest(&state_digest, &state.clients, state.clock);
         self.checkpoints.install(seq, digest, state);
-        Ok(())
+        Ok(digest)
     }
 
     /// Executes one committed batch (the next in sequence order). Returns the

@@ -151,12 +151,21 @@ where
         return Ok((None, Vec::new()));
     }
     if let Some((seq, state)) = loaded.state {
-        execution.install(seq, state).map_err(|error| {
+        let corrupt = |what: String| {
             NodeError::Storage(crate::storage::StorageError::Corrupt {
-                file,
-                what: format!("its state does not fit the service: {error}"),
+                file: file.clone(),
+                what,
             })
-        })?;
+        };
+        let digest = execution
+            .install(seq, state)
+            .map_err(|error| corrupt(format!("its state does not fit the service: {error}")))?;
+        let recorded = loaded.recovered.stable.as_ref().map(|stable| stable.1);
+        if recorded != Some(digest) {
+            return Err(corrupt(format!(
+                "the state does not match the digest of checkpoint {seq}"
+            )));
+        }
         execution.checkpoints().mark_written();
     }
     let mut replayed = Vec::new();
@@ -418,7 +427,7 @@ impl ReplicaNode {
                             Input::CheckpointTaken { seq: record.seq, state: record.digest }
                         }),
                         ExecCommand::Install { seq, digest, state } => match execution.install(seq, state.build()) {
-                            Ok(()) => {
+                            Ok(_) => {
                                 tracing::info!(replica = id, seq, "installed the fetched state");
                                 Some(Input::StateInstalled { seq, state: digest })
                             }

@@ -1,0 +1,131 @@
+//! A replica whose data directory holds a state that no longer matches the
+//! checkpoint digest it recorded (an entry changed behind its back, with
+//! every file checksum intact) refuses to start, naming the file, and the
+//! cluster goes on without it.
+
+use cbase_core::{AccessSet, Container, Context, Key, Request, Service, State, Table};
+use cbase_net::protocol::ProtocolConfig;
+use cbase_net::{DataDirs, LocalCluster};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Put {
+    key: u64,
+    value: u64,
+}
+
+impl Request for Put {
+    fn access_set(&self) -> AccessSet {
+        AccessSet::none().write(Key::entry("values", &self.key))
+    }
+    fn method(&self) -> &'static str {
+        "put"
+    }
+}
+
+struct Values {
+    values: Table<u64, u64>,
+}
+
+impl State for Values {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        vec![("values", &self.values)]
+    }
+}
+
+struct Store(Values);
+
+impl Service for Store {
+    type Request = Put;
+    type Response = ();
+    fn execute(&self, put: Put, _: &Context) {
+        self.0.values.insert(put.key, put.value);
+    }
+    fn state(&self) -> &dyn State {
+        &self.0
+    }
+}
+
+fn empty() -> Store {
+    Store(Values {
+        values: Table::new(),
+    })
+}
+
+const ENTRIES: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("entries");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_does_not_match_its_checkpoint_digest_is_refused_at_start() {
+    let mut cluster = LocalCluster::builder()
+        .replicas(4)
+        .workers(2)
+        .data(DataDirs::Temporary)
+        .protocol(ProtocolConfig {
+            checkpoint_interval: 4,
+            window: 16,
+            ..ProtocolConfig::default()
+        })
+        .start(empty)
+        .await
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    for key in 0..40 {
+        let () = client.call(&Put { key, value: key }).await.expect("put");
+    }
+    // Wait until replica 3 has a stable checkpoint on disk.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while cluster
+        .replica(3)
+        .expect("running")
+        .metrics()
+        .stable
+        .lock()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no stable checkpoint");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    cluster.stop_replica(3).await;
+
+    // Change one stored value in place: redb's checksums still hold.
+    let file = cluster
+        .data_dir(3)
+        .expect("a data directory")
+        .join("replica.redb");
+    {
+        let db = redb::Database::open(&file).expect("open the state file");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut entries = txn.open_table(ENTRIES).expect("entries");
+            let (key, value) = {
+                let (key, value) = entries
+                    .iter()
+                    .expect("iterate")
+                    .next()
+                    .expect("an entry")
+                    .expect("readable");
+                (key.value().to_vec(), value.value().to_vec())
+            };
+            let mut changed = value;
+            *changed.last_mut().expect("a value") ^= 1;
+            entries
+                .insert(key.as_slice(), changed.as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+
+    let error = cluster
+        .restart_replica(3, empty())
+        .await
+        .expect_err("a state that does not match its digest is refused")
+        .to_string();
+    assert!(
+        error.contains("does not match the digest of checkpoint") && error.contains("replica.redb"),
+        "{error}"
+    );
+    // The others go on.
+    let () = client.call(&Put { key: 99, value: 1 }).await.expect("put");
+    cluster.shutdown().await;
+}
