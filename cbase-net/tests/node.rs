@@ -184,6 +184,25 @@ impl RawClient {
             .unwrap();
             sessions.push(session.split());
         }
+        // A replica files a client's session for replies only after its side
+        // of the handshake, which may come after ours: a reply to a request
+        // executed before that is not sent (a real client retransmits). So
+        // wait for each replica to answer a status query, which it does
+        // through the filed session.
+        for (reader, writer) in &mut sessions {
+            writer.send_value(&ClientMessage::Status).await.unwrap();
+            writer.flush().await.unwrap();
+            loop {
+                let message: ReplyMessage =
+                    tokio::time::timeout(Duration::from_secs(60), reader.recv_value())
+                        .await
+                        .expect("a status answer in time")
+                        .expect("a valid frame");
+                if matches!(message, ReplyMessage::Status(_)) {
+                    break;
+                }
+            }
+        }
         RawClient { key, sessions }
     }
 
