@@ -183,14 +183,8 @@ impl Shard {
 
     /// Recomputes a changed bucket's digest and marks the node above it.
     fn touch(&mut self, bucket: u16) {
-        if self.leaves.is_empty() {
-            self.leaves = vec![empty(0); BUCKETS_PER_SHARD];
-        }
+        self.rehash(bucket);
         let at = bucket as usize;
-        self.leaves[at] = match self.buckets.get(&bucket) {
-            Some(entries) => leaf_digest(entries),
-            None => empty(0),
-        };
         self.stale[at / 64] &= !(1 << (at % 64));
         let low = at / FANOUT;
         self.dirty[low / 64] |= 1 << (low % 64);
@@ -204,24 +198,28 @@ impl Shard {
         self.dirty[low / 64] |= 1 << (low % 64);
     }
 
+    /// Recomputes one bucket's digest from its entries.
+    fn rehash(&mut self, bucket: u16) {
+        if self.leaves.is_empty() {
+            self.leaves = vec![empty(0); BUCKETS_PER_SHARD];
+        }
+        self.leaves[bucket as usize] = match self.buckets.get(&bucket) {
+            Some(entries) => leaf_digest(entries),
+            None => empty(0),
+        };
+    }
+
     /// Recomputes the digests of the nodes above changed buckets; returns
     /// the shard's.
     fn fold(&mut self) -> Hash {
         if self.dirty.iter().all(|word| *word == 0) {
             return self.top;
         }
-        if self.leaves.is_empty() {
-            self.leaves = vec![empty(0); BUCKETS_PER_SHARD];
-        }
         let stale = std::mem::replace(&mut self.stale, [0; BUCKETS_PER_SHARD / 64]);
         for (word_at, mut word) in stale.into_iter().enumerate() {
             while word != 0 {
-                let bucket = word_at * 64 + word.trailing_zeros() as usize;
+                self.rehash((word_at * 64) as u16 + word.trailing_zeros() as u16);
                 word &= word - 1;
-                self.leaves[bucket] = match self.buckets.get(&(bucket as u16)) {
-                    Some(entries) => leaf_digest(entries),
-                    None => empty(0),
-                };
             }
         }
         let dirty = std::mem::take(&mut self.dirty);
@@ -555,6 +553,18 @@ mod tests {
         );
     }
 
+    /// Sets (or, with `None`, removes) `key` in `contents` and tells `tree`.
+    fn write(tree: &DigestTree, contents: &mut BTreeMap<u32, u32>, key: u32, value: Option<u32>) {
+        let k = encoded(key);
+        let old = contents.get(&key).map(|v| entry_digest(&k, &encoded(*v)));
+        let new = value.map(|v| entry_digest(&k, &encoded(v)));
+        tree.replace(key_hash(&k), old, new).unwrap();
+        match value {
+            Some(v) => contents.insert(key, v),
+            None => contents.remove(&key),
+        };
+    }
+
     proptest! {
         /// Whatever order writes come in, the incremental root equals the
         /// root computed from scratch over the final contents.
@@ -566,14 +576,7 @@ mod tests {
             let tree = DigestTree::new();
             let mut contents: BTreeMap<u32, u32> = BTreeMap::new();
             for (i, (key, value)) in writes.iter().enumerate() {
-                let k = encoded(*key);
-                let old = contents.get(key).map(|v| entry_digest(&k, &encoded(*v)));
-                let new = value.map(|v| entry_digest(&k, &encoded(v)));
-                tree.replace(key_hash(&k), old, new).unwrap();
-                match value {
-                    Some(v) => { contents.insert(*key, *v); }
-                    None => { contents.remove(key); }
-                }
+                write(&tree, &mut contents, *key, *value);
                 if i % fold_every == 0 {
                     tree.root();
                 }
@@ -603,14 +606,7 @@ mod tests {
                 tree.root();
             }
             for (key, value) in &writes {
-                let k = encoded(*key);
-                let old = contents.get(key).map(|v| entry_digest(&k, &encoded(*v)));
-                let new = value.map(|v| entry_digest(&k, &encoded(v)));
-                tree.replace(key_hash(&k), old, new).unwrap();
-                match value {
-                    Some(v) => { contents.insert(*key, *v); }
-                    None => { contents.remove(key); }
-                }
+                write(&tree, &mut contents, *key, *value);
             }
             let pairs: Vec<(Vec<u8>, Vec<u8>)> =
                 contents.iter().map(|(k, v)| (encoded(*k), encoded(*v))).collect();

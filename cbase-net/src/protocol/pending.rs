@@ -52,6 +52,7 @@ pub(super) struct Pending {
     clients: BTreeMap<PublicKey, (usize, u64)>,
     /// The tag of the batch served last.
     served: u64,
+    /// Batches queued so far: breaks ties between equal tags by arrival.
     arrivals: u64,
     bytes: usize,
 }

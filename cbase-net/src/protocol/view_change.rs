@@ -55,21 +55,23 @@ impl Replica {
         }
     }
 
-    /// Updates [`Replica::stalled`]: the lowest slot that has this view's
-    /// pre-prepare and is not committed in this view, and since when it
-    /// has been the lowest so. Slots this replica executed in an earlier
+    /// The lowest slot that has this view's pre-prepare and is not
+    /// committed in this view. Slots this replica executed in an earlier
     /// view count too: a new view re-issues them, and the others may need
     /// them committed again to execute them.
-    fn note_stall(&mut self) {
-        let view = self.view;
-        let lowest = self
-            .log
+    fn lowest_open_slot(&self) -> Option<Seq> {
+        self.log
             .iter()
             .find(|(_, slot)| {
-                slot.header.is_some_and(|header| header.view == view) && !slot.committed
+                slot.header.is_some_and(|header| header.view == self.view) && !slot.committed
             })
-            .map(|(seq, _)| *seq);
-        self.stalled = match (lowest, self.stalled) {
+            .map(|(seq, _)| *seq)
+    }
+
+    /// Updates [`Replica::stalled`]: the lowest open slot, and since when it
+    /// has been the lowest.
+    fn note_stall(&mut self) {
+        self.stalled = match (self.lowest_open_slot(), self.stalled) {
             (None, _) => None,
             (Some(seq), Some((stalled, since))) if stalled == seq => Some((seq, since)),
             (Some(seq), _) => Some((seq, self.now)),
@@ -595,11 +597,7 @@ impl Replica {
         // gathers, and a vote lost between the two of us would hold it back
         // for good.
         if status.view == self.view {
-            let open = self
-                .log
-                .iter()
-                .find(|(_, slot)| slot.header.is_some() && !slot.committed)
-                .map_or(Seq::MAX, |(seq, _)| *seq);
+            let open = self.lowest_open_slot().unwrap_or(Seq::MAX);
             let first = (status.delivered.min(self.delivered) + 1)
                 .min(open)
                 .max(self.low + 1);
