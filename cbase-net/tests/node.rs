@@ -717,10 +717,17 @@ async fn a_byzantine_replica_cannot_forge_or_crash_the_others() {
     }
     for id in 0..3 {
         let metrics = Arc::clone(cluster.node(id).metrics());
-        for _ in 0..500 {
-            if metrics.malformed.load(Ordering::Relaxed) > 0 {
-                break;
-            }
+        // The connection closes on the garbage before the protocol task has
+        // necessarily counted the messages ahead of it: wait for both.
+        let counted = || {
+            let stats = metrics.protocol.lock().clone();
+            metrics.malformed.load(Ordering::Relaxed) > 0
+                && stats.wrong_sender >= 1
+                && stats.bad_signature >= 2
+                && stats.out_of_window >= 1
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !counted() && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let stats = metrics.protocol.lock().clone();
