@@ -385,7 +385,10 @@ impl<S: Service> Executor<S> {
             access,
             ctx,
         };
-        self.shared.schedule(work, true).map_err(|_| Closed)
+        self.shared
+            .schedule(work, true, false)
+            .map(|_| ())
+            .map_err(|_| Closed)
     }
 
     /// Submits the next request in agreed order if the window has room.
@@ -403,7 +406,8 @@ impl<S: Service> Executor<S> {
             ctx,
         };
         self.shared
-            .schedule(work, false)
+            .schedule(work, false, false)
+            .map(|_| ())
             .map_err(|(work, closed)| match work {
                 Work::Request { request, .. } if closed => TrySubmitError::Closed(request),
                 Work::Request { request, .. } => TrySubmitError::Full(request),
@@ -423,8 +427,47 @@ impl<S: Service> Executor<S> {
     ///
     /// If a request's access set writes anything.
     pub fn submit_reads(&self, reads: Vec<(u64, Context, S::Request)>) -> Result<(), Closed> {
-        if reads.is_empty() {
+        let Some(work) = Self::reads_work(reads) else {
             return Ok(());
+        };
+        self.shared
+            .schedule(work, true, false)
+            .map(|_| ())
+            .map_err(|_| Closed)
+    }
+
+    /// Runs read-only requests as [`submit_reads`](Self::submit_reads)
+    /// does, but on the calling thread if they can start at once (nothing
+    /// submitted before them writes what they read and is unfinished):
+    /// that spares waking a worker and the hand-off to it, which for small
+    /// reads cost more than the reads. Otherwise they are queued as
+    /// `submit_reads` queues them, for the worker that finishes the last
+    /// conflicting write. Requests that become ready when these finish go
+    /// to the workers. Waits while the window is full.
+    ///
+    /// # Panics
+    ///
+    /// If a request's access set writes anything.
+    pub fn run_reads(&self, reads: Vec<(u64, Context, S::Request)>) -> Result<(), Closed> {
+        let Some(work) = Self::reads_work(reads) else {
+            return Ok(());
+        };
+        match self.shared.schedule(work, true, true) {
+            Ok(Some(job)) => {
+                self.shared.run(job.work);
+                self.shared.finish_elsewhere(job.task);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(_) => Err(Closed),
+        }
+    }
+
+    /// One job for `reads`, whose access set is the union of theirs;
+    /// `None` if there are none.
+    fn reads_work(reads: Vec<(u64, Context, S::Request)>) -> Option<Work<S>> {
+        if reads.is_empty() {
+            return None;
         }
         let mut union = AccessSet::none();
         let reads = reads
@@ -433,7 +476,7 @@ impl<S: Service> Executor<S> {
                 let access = request.access_set();
                 assert!(
                     access.writes().is_empty(),
-                    "submit_reads takes read-only requests"
+                    "submit_reads and run_reads take read-only requests"
                 );
                 for key in access.reads() {
                     union.push_read(*key);
@@ -441,11 +484,10 @@ impl<S: Service> Executor<S> {
                 (tag, request, access, ctx)
             })
             .collect();
-        let work = Work::Reads {
+        Some(Work::Reads {
             reads,
             access: union,
-        };
-        self.shared.schedule(work, true).map_err(|_| Closed)
+        })
     }
 
     /// Submits a barrier: `f` runs once everything submitted before it has
@@ -454,7 +496,8 @@ impl<S: Service> Executor<S> {
     /// every correct replica. Waits while the window is full.
     pub fn barrier(&self, f: impl FnOnce(&S) + Send + 'static) -> Result<(), Closed> {
         self.shared
-            .schedule(Work::Barrier(Box::new(f)), true)
+            .schedule(Work::Barrier(Box::new(f)), true, false)
+            .map(|_| ())
             .map_err(|_| Closed)
     }
 
@@ -528,7 +571,14 @@ impl<S: Service> Shared<S> {
     // The refused work goes back to its caller by value: boxing it would
     // allocate on every submission of the hot path to shrink a rare error.
     #[allow(clippy::result_large_err)]
-    fn schedule(&self, work: Work<S>, wait_for_room: bool) -> Result<(), (Work<S>, bool)> {
+    /// With `inline`, work that is ready at once is handed back for the
+    /// caller to run instead of being queued.
+    fn schedule(
+        &self,
+        work: Work<S>,
+        wait_for_room: bool,
+        inline: bool,
+    ) -> Result<Option<Job<S>>, (Work<S>, bool)> {
         let substitute;
         let access = match &work {
             // A request that touches nothing still must not overlap a
@@ -571,6 +621,12 @@ impl<S: Service> Shared<S> {
             }
             Work::Barrier(_) => {}
         }
+        if scheduled.ready && inline {
+            return Ok(Some(Job {
+                task: scheduled.task,
+                work,
+            }));
+        }
         if scheduled.ready {
             let Sched { jobs, idle, .. } = &mut *sched;
             let wake = queue_job(
@@ -586,7 +642,7 @@ impl<S: Service> Shared<S> {
         } else {
             sched.waiting[scheduled.task.index()] = Some(work);
         }
-        Ok(())
+        Ok(None)
     }
 
     fn wake(&self, worker: Option<usize>) {
@@ -743,6 +799,18 @@ impl<S: Service> Shared<S> {
             self.wake(Some(worker));
         }
         next
+    }
+
+    /// Releases the keys of `task`, which ran outside the workers, and
+    /// queues every job that made ready for them.
+    fn finish_elsewhere(&self, task: TaskId) {
+        if let Some(job) = self.finish(task) {
+            let mut sched = self.sched.lock();
+            let Sched { jobs, idle, .. } = &mut *sched;
+            let worker = queue_job(jobs, idle, job);
+            drop(sched);
+            self.wake(worker);
+        }
     }
 }
 

@@ -8,6 +8,9 @@
 //! - the throughput of a read-heavy workload, 90% balance queries and 10%
 //!   transfers, from 16 and from 256 concurrent calls, 16 workers per
 //!   replica.
+//!
+//! `-- --profile fast` (or `ordered`) runs only that path's read-heavy mix
+//! at 256 concurrent calls for 10 s, for a profiler to look at.
 
 use std::time::{Duration, Instant};
 
@@ -40,7 +43,12 @@ async fn read_latency(client: &NetClient, calls: usize) -> Duration {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let profile = args
+        .iter()
+        .position(|a| a == "--profile")
+        .map(|at| args.get(at + 1).cloned().unwrap_or_default());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,6 +75,22 @@ fn main() {
         // Warm up connections and sessions.
         read_latency(&fast, 20).await;
         read_latency(&ordered, 20).await;
+        if let Some(path) = profile {
+            // One path alone, long enough for a profiler to see it.
+            let (name, client) = if path == "fast" {
+                ("read-only fast path", &fast)
+            } else {
+                ("ordered (fast path off)", &ordered)
+            };
+            let rate = bank::load(client, 256, 1, Duration::from_secs(10), 2_000_000).await;
+            let slots = cluster.replica(0).expect("replica 0").metrics();
+            println!(
+                "{name}: {rate:.0} ops/s from 256 concurrent calls, {} sequence numbers agreed",
+                slots.delivered.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            cluster.shutdown().await;
+            return;
+        }
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         println!("n = 4 replicas, 16 workers each, clients in the same process, {cores} cores\n");

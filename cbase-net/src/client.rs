@@ -1054,8 +1054,6 @@ async fn connection(
     }
 }
 
-/// Reads replica `replica`'s replies until the connection ends; returns
-/// whether the replica refused this client.
 /// Sends reads on the fast path to every replica, those issued together
 /// in one frame (as many as fit `max_bytes`): a lone read leaves at once.
 async fn send_reads(
@@ -1094,6 +1092,8 @@ async fn send_reads(
     }
 }
 
+/// Reads replica `replica`'s replies until the connection ends; returns
+/// whether the replica refused this client.
 async fn read_replies(
     at: usize,
     replica: ReplicaId,

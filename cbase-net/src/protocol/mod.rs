@@ -359,6 +359,9 @@ pub struct Stats {
     pub equivocation: u64,
     /// A batch or vote seen before.
     pub duplicate: u64,
+    /// Prepares for a slot this replica had prepared already: not needed,
+    /// so not verified and not kept.
+    pub late_prepares: u64,
     /// Over the size limits.
     pub oversized: u64,
     /// A proposal stamped further ahead of this replica's clock than
@@ -1470,6 +1473,14 @@ impl Replica {
             } else {
                 self.stats.equivocation += 1;
             }
+            return;
+        }
+        if self.log.get(&seq).is_some_and(|slot| slot.commit_sent) {
+            // Prepared already, on 2f verified prepares that its certificate
+            // holds: this one can add nothing, and checking its signature
+            // was a quarter of the verifying a slot cost. It is not kept,
+            // so an unchecked signature never enters a certificate.
+            self.stats.late_prepares += 1;
             return;
         }
         let header = prepare_header(view, seq, &digest, replica);

@@ -32,7 +32,7 @@ use crate::message::{
 };
 
 impl Replica {
-    fn quorums(&self) -> Quorums<'_> {
+    pub(super) fn quorums(&self) -> Quorums<'_> {
         Quorums {
             keys: &self.keys,
             quorum: self.quorum,

@@ -20,7 +20,7 @@
 //! checkpoint gives its service the same times as its peers.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use cbase_core::codec;
 use cbase_core::{
@@ -513,12 +513,17 @@ where
     /// Its `Context` has the agreed clock of this point, a seed from the
     /// client and read id, and the client.
     pub fn read(&mut self, client: PublicKey, id: u64, operation: &[u8]) {
-        self.read_all(vec![(client, id, operation.to_vec())]);
+        self.read_all(vec![(client, id, operation.to_vec())], false);
     }
 
     /// Runs several reads on the fast path as [`read`](Self::read) does,
-    /// as one job of the executor: `(client, read id, operation)` each.
-    pub fn read_all(&mut self, reads: Vec<(PublicKey, u64, Vec<u8>)>) {
+    /// in jobs of the executor: `(client, read id, operation)` each. With
+    /// `last_here`, the last job runs on this thread if it can start at
+    /// once (see [`Executor::run_reads`]): for a caller with nothing else
+    /// to do, that is cheaper than waking a worker.
+    ///
+    /// [`Executor::run_reads`]: cbase_core::Executor::run_reads
+    pub fn read_all(&mut self, reads: Vec<(PublicKey, u64, Vec<u8>)>, last_here: bool) {
         let mut jobs = Vec::with_capacity(reads.len());
         for (client, id, operation) in reads {
             let request = codec::decode::<S::Request>(&operation)
@@ -536,11 +541,8 @@ where
                 );
                 continue;
             };
-            let mut seed = blake3::Hasher::new_derive_key("cbase read seed v1");
-            seed.update(client.as_bytes());
-            seed.update(&id.to_le_bytes());
-            let ctx = Context::new(self.clock, *seed.finalize().as_bytes())
-                .with_client(client.client_id());
+            let ctx =
+                Context::new(self.clock, read_seed(&client, id)).with_client(client.client_id());
             let tag = self.next_tag;
             self.next_tag += 1;
             self.shared.reads.lock().insert(tag, (client, id));
@@ -553,7 +555,12 @@ where
         while jobs.peek().is_some() {
             let chunk: Vec<_> = jobs.by_ref().take(READS_PER_JOB).collect();
             let tags: Vec<u64> = chunk.iter().map(|(tag, _, _)| *tag).collect();
-            if self.executor.submit_reads(chunk).is_err() {
+            let submitted = if last_here && jobs.peek().is_none() {
+                self.executor.run_reads(chunk)
+            } else {
+                self.executor.submit_reads(chunk)
+            };
+            if submitted.is_err() {
                 let mut reads = self.shared.reads.lock();
                 for tag in tags {
                     reads.remove(&tag);
@@ -575,6 +582,18 @@ where
 
 /// How many reads on the fast path share one job of the executor.
 const READS_PER_JOB: usize = 16;
+
+/// A read's seed, the same on every replica: from the client and read id.
+fn read_seed(client: &PublicKey, id: u64) -> [u8; 32] {
+    // Derived once: deriving a key from the context string on every read
+    // doubled the hashing a read costs.
+    static KEY: LazyLock<[u8; 32]> =
+        LazyLock::new(|| blake3::derive_key("cbase read seed v1", &[]));
+    let mut hasher = blake3::Hasher::new_keyed(&KEY);
+    hasher.update(client.as_bytes());
+    hasher.update(&id.to_le_bytes());
+    *hasher.finalize().as_bytes()
+}
 
 /// The agreed per-request seed: from the batch digest and the position.
 fn request_seed(batch_digest: &Hash, index: u64) -> [u8; 32] {

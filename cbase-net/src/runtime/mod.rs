@@ -15,6 +15,7 @@
 
 pub mod checkpoints;
 mod connections;
+mod exec_thread;
 pub mod execution;
 mod halt;
 mod metrics;
@@ -24,7 +25,7 @@ mod state_server;
 
 pub use metrics::{CHECKPOINT_HISTORY, CheckpointAgreement, NodeMetrics};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -43,6 +44,7 @@ use crate::crypto::{PublicKey, SecretKey};
 use crate::message::{Hash, ReadReply, ReplicaMessage, Reply, Seq};
 use crate::protocol::{Input, Output, ProtocolConfig, Replica};
 use crate::transport::{Identity, Role, TransportConfig};
+use exec_thread::ExecCommand;
 use execution::{CheckpointRecord, Execution, ReplySink};
 
 /// Everything one replica needs to run.
@@ -187,19 +189,6 @@ where
         "restarted from the data directory"
     );
     Ok((Some(recovered), replayed))
-}
-
-/// What the protocol task asks of the execution thread, in order.
-enum ExecCommand {
-    Execute(crate::protocol::Committed),
-    /// Reads on the fast path (those of one frame), each run once
-    /// execution reaches its barrier.
-    Reads(Vec<reads::PendingRead>),
-    Install {
-        seq: Seq,
-        digest: Hash,
-        state: crate::checkpoint::parts::Transferred,
-    },
 }
 
 /// The read barrier while the replica answers no reads.
@@ -377,81 +366,16 @@ impl ReplicaNode {
         let execution_thread = std::thread::Builder::new()
             .name(format!("cbase-exec-{id}"))
             .spawn(move || {
-                let mut execution = execution;
-                let mut queued: VecDeque<ExecCommand> = VecDeque::new();
-                let mut waiting_reads = reads::WaitingReads::default();
-                loop {
-                    if queued.is_empty() {
-                        let Ok(command) = committed.recv() else { break };
-                        queued.push_back(command);
-                        queued.extend(committed.try_iter().take(255));
-                        // Every batch on disk before it runs (and so before
-                        // any reply to it): one commit for all that queued.
-                        if let Some(storage) = &execution_storage {
-                            let batches: Vec<&crate::protocol::Committed> = queued
-                                .iter()
-                                .filter_map(|c| match c {
-                                    ExecCommand::Execute(batch) => Some(batch),
-                                    ExecCommand::Install { .. } | ExecCommand::Reads(_) => None,
-                                })
-                                .collect();
-                            if let Err(error) = storage.log_executed(&batches) {
-                                execution_halt.stop(format!("it cannot log the batches it executes: {error}"));
-                                break;
-                            }
-                        }
-                    }
-                    let command = queued.pop_front().expect("just filled");
-                    let report = match command {
-                        ExecCommand::Reads(reads) => {
-                            let mut now = Vec::new();
-                            for read in reads {
-                                if read.after <= execution.last_executed() {
-                                    now.push((read.client, read.id, read.operation));
-                                } else if let Err(read) = waiting_reads.park(read) {
-                                    let reply = ReadReply { id: read.id, replica: id, result: None };
-                                    read_sink.send_read(&read.client, reply);
-                                }
-                            }
-                            execution.read_all(now);
-                            continue;
-                        }
-                        ExecCommand::Execute(batch) => execution.execute(batch).map(|record| {
-                            // (`info` once the checkpoint is stable.)
-                            tracing::debug!(
-                                replica = id,
-                                seq = record.seq,
-                                digest = %crate::crypto::short_hex(&record.digest),
-                                "took a checkpoint"
-                            );
-                            Input::CheckpointTaken { seq: record.seq, state: record.digest }
-                        }),
-                        ExecCommand::Install { seq, digest, state } => match execution.install(seq, state.build()) {
-                            Ok(_) => {
-                                tracing::info!(replica = id, seq, "installed the fetched state");
-                                Some(Input::StateInstalled { seq, state: digest })
-                            }
-                            Err(error) => {
-                                // It matched the agreed digest, so this is a bug in the
-                                // service's containers, not a lying peer.
-                                tracing::error!(seq, %error, "cannot install a verified checkpoint");
-                                None
-                            }
-                        },
-                    };
-                    let ready = waiting_reads.ready(execution.last_executed());
-                    execution.read_all(
-                        ready
-                            .into_iter()
-                            .map(|read| (read.client, read.id, read.operation))
-                            .collect(),
-                    );
-                    if let Some(report) = report
-                        && checkpoint_events.blocking_send(report).is_err() {
-                            break;
-                        }
+                exec_thread::ExecThread {
+                    id,
+                    execution,
+                    commands: committed,
+                    storage: execution_storage,
+                    halt: execution_halt,
+                    read_sink,
+                    events: checkpoint_events,
                 }
-                execution.shutdown();
+                .run()
             })
             .expect("the OS refused to start the execution thread");
 

@@ -545,6 +545,55 @@ fn prepared_needs_2f_matching_prepares_and_committed_2f_plus_1_commits() {
 }
 
 #[test]
+fn a_prepare_for_a_slot_prepared_already_is_neither_verified_nor_kept() {
+    let client = SecretKey::from_seed([99; 32]);
+    let (mut r, secrets) = backup();
+    let pp = pre_prepare(&secrets[0], 0, 1, vec![client_batch(&client, 0, 1)]);
+    let digest = pp.digest;
+    deliver(&mut r, 0, ReplicaMessage::PrePrepare(pp));
+    let out = deliver(
+        &mut r,
+        3,
+        ReplicaMessage::Prepare(prepare(&secrets[3], 3, 1, digest)),
+    );
+    let proof = match &out[..] {
+        [
+            Output::Persist(Durable::Prepared { proof, .. }),
+            Output::Broadcast(_),
+        ] => proof.clone(),
+        other => panic!("expected the slot to prepare, got {other:?}"),
+    };
+
+    // Replica 2's vote comes last, with a signature replica 2 never made
+    // (a faulty replica, or a lying relay of its connection). Whatever it
+    // carries, it changes nothing: no output, no signature check, not kept
+    // for the view change's certificate, which holds the two verified ones.
+    let late = deliver(
+        &mut r,
+        2,
+        ReplicaMessage::Prepare(prepare(&secrets[1], 2, 1, digest)),
+    );
+    assert!(late.is_empty());
+    assert_eq!(r.stats().late_prepares, 1);
+    assert_eq!(r.stats().bad_signature, 0);
+    assert_eq!(proof.prepares.len(), 2);
+    assert!(proof.prepares.iter().all(|p| p.replica != 2));
+    assert!(r.quorums().prepared_proof_holds(&proof));
+
+    // Before the slot prepared, the same forged vote is checked and dropped.
+    let pp = pre_prepare(&secrets[0], 0, 2, vec![client_batch(&client, 0, 2)]);
+    let digest = pp.digest;
+    deliver(&mut r, 0, ReplicaMessage::PrePrepare(pp));
+    let out = deliver(
+        &mut r,
+        2,
+        ReplicaMessage::Prepare(prepare(&secrets[1], 2, 2, digest)),
+    );
+    assert!(out.is_empty(), "a forged vote does not prepare the slot");
+    assert_eq!(r.stats().bad_signature, 1);
+}
+
+#[test]
 fn commits_without_a_prepared_certificate_do_not_execute() {
     let (mut r, _) = backup();
     for replica in [0, 2, 3] {

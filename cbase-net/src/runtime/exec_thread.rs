@@ -1,0 +1,189 @@
+//! The execution thread's loop: committed batches, fetched states and reads
+//! on the fast path, as the protocol task sends them.
+//!
+//! Batches run in sequence order, each logged to the data directory before
+//! it runs (and so before any reply to it), all that queued together in one
+//! commit. Reads run once execution has reached their barrier; those that
+//! queued together run together, and when the thread has no batch waiting
+//! it runs the last job of them itself rather than waking a worker (see
+//! [`Execution::read_all`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use cbase_core::Service;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use super::execution::{Execution, ReplySink};
+use super::halt::Halt;
+use super::reads::{PendingRead, WaitingReads};
+use crate::config::ReplicaId;
+use crate::message::{Hash, ReadReply, Seq};
+use crate::protocol::{Committed, Input};
+use crate::storage::Storage;
+
+/// What the protocol task asks of the execution thread, in order.
+pub(super) enum ExecCommand {
+    Execute(Committed),
+    /// Reads on the fast path (those of one frame), each run once
+    /// execution reaches its barrier.
+    Reads(Vec<PendingRead>),
+    Install {
+        seq: Seq,
+        digest: Hash,
+        state: crate::checkpoint::parts::Transferred,
+    },
+}
+
+/// How many commands the thread takes off its channel at a time.
+const TAKE_AT_ONCE: usize = 256;
+
+/// The execution thread and what it talks to.
+pub(super) struct ExecThread<S: Service> {
+    pub id: ReplicaId,
+    pub execution: Execution<S>,
+    pub commands: crossbeam::channel::Receiver<ExecCommand>,
+    /// The data directory, if the replica keeps one.
+    pub storage: Option<Arc<Storage>>,
+    pub halt: Arc<Halt>,
+    /// Where answers to reads that cannot wait go.
+    pub read_sink: Arc<dyn ReplySink>,
+    /// Checkpoints taken and states installed, to the protocol task.
+    pub events: mpsc::Sender<Input>,
+}
+
+impl<S> ExecThread<S>
+where
+    S: Service,
+    S::Request: DeserializeOwned,
+    S::Response: Serialize,
+{
+    /// Runs until the protocol task hangs up, the data directory fails, or
+    /// the protocol task is gone; then stops the executor.
+    pub fn run(mut self) {
+        let mut queued: VecDeque<ExecCommand> = VecDeque::new();
+        let mut waiting = WaitingReads::default();
+        loop {
+            if queued.is_empty() {
+                let Ok(command) = self.commands.recv() else {
+                    break;
+                };
+                if !self.take(Some(command), &mut queued) {
+                    break;
+                }
+            }
+            let report = match queued.pop_front().expect("just filled") {
+                ExecCommand::Reads(reads) => {
+                    if !self.take(None, &mut queued) {
+                        break;
+                    }
+                    self.run_reads(reads, &mut queued, &mut waiting);
+                    continue;
+                }
+                ExecCommand::Execute(batch) => self.execution.execute(batch).map(|record| {
+                    // (`info` once the checkpoint is stable.)
+                    tracing::debug!(
+                        replica = self.id,
+                        seq = record.seq,
+                        digest = %crate::crypto::short_hex(&record.digest),
+                        "took a checkpoint"
+                    );
+                    Input::CheckpointTaken {
+                        seq: record.seq,
+                        state: record.digest,
+                    }
+                }),
+                ExecCommand::Install { seq, digest, state } => {
+                    match self.execution.install(seq, state.build()) {
+                        Ok(_) => {
+                            tracing::info!(replica = self.id, seq, "installed the fetched state");
+                            Some(Input::StateInstalled { seq, state: digest })
+                        }
+                        Err(error) => {
+                            // It matched the agreed digest, so this is a bug in the
+                            // service's containers, not a lying peer.
+                            tracing::error!(seq, %error, "cannot install a verified checkpoint");
+                            None
+                        }
+                    }
+                }
+            };
+            let ready = waiting.ready(self.execution.last_executed());
+            let ready = ready
+                .into_iter()
+                .map(|read| (read.client, read.id, read.operation))
+                .collect();
+            self.execution.read_all(ready, queued.is_empty());
+            if let Some(report) = report
+                && self.events.blocking_send(report).is_err()
+            {
+                break;
+            }
+        }
+        self.execution.shutdown();
+    }
+
+    /// Queues `first` and what else has arrived, after logging the batches
+    /// among them (every batch on disk before it runs, one commit for all);
+    /// false if the log cannot be written, and the replica halts.
+    fn take(&self, first: Option<ExecCommand>, queued: &mut VecDeque<ExecCommand>) -> bool {
+        let arrived: Vec<ExecCommand> = first
+            .into_iter()
+            .chain(self.commands.try_iter().take(TAKE_AT_ONCE))
+            .collect();
+        if let Some(storage) = &self.storage {
+            let batches: Vec<&Committed> = arrived
+                .iter()
+                .filter_map(|command| match command {
+                    ExecCommand::Execute(batch) => Some(batch),
+                    ExecCommand::Install { .. } | ExecCommand::Reads(_) => None,
+                })
+                .collect();
+            if let Err(error) = storage.log_executed(&batches) {
+                self.halt
+                    .stop(format!("it cannot log the batches it executes: {error}"));
+                return false;
+            }
+        }
+        queued.extend(arrived);
+        true
+    }
+
+    /// Runs `reads` and every other read queued, those whose barrier
+    /// execution has reached now and the others once it does.
+    fn run_reads(
+        &mut self,
+        mut reads: Vec<PendingRead>,
+        queued: &mut VecDeque<ExecCommand>,
+        waiting: &mut WaitingReads,
+    ) {
+        // Each read waits for its own barrier, so running it before a batch
+        // queued ahead of it is as correct as running it after.
+        let mut others = VecDeque::with_capacity(queued.len());
+        for command in queued.drain(..) {
+            match command {
+                ExecCommand::Reads(more) => reads.extend(more),
+                other => others.push_back(other),
+            }
+        }
+        *queued = others;
+        let executed = self.execution.last_executed();
+        let mut now = Vec::new();
+        for read in reads {
+            if read.after <= executed {
+                now.push((read.client, read.id, read.operation));
+            } else if let Err(read) = waiting.park(read) {
+                let reply = ReadReply {
+                    id: read.id,
+                    replica: self.id,
+                    result: None,
+                };
+                self.read_sink.send_read(&read.client, reply);
+            }
+        }
+        // With no batch waiting, this thread is free to run some itself.
+        self.execution.read_all(now, queued.is_empty());
+    }
+}
