@@ -149,11 +149,6 @@ impl Default for Shard {
 }
 
 impl Shard {
-    fn insert(&mut self, bucket: u16, entry: Hash) {
-        self.insert_unhashed(bucket, entry);
-        self.touch(bucket);
-    }
-
     /// Inserts without hashing the bucket yet: it is marked stale and hashed
     /// at the next fold.
     fn insert_unhashed(&mut self, bucket: u16, entry: Hash) {
@@ -164,7 +159,9 @@ impl Shard {
         self.mark(bucket);
     }
 
-    /// Removes one copy of `entry`; false if the bucket does not hold it.
+    /// Removes one copy of `entry`, leaving the bucket's digest for the
+    /// caller to recompute ([`touch`](Self::touch)); false if the bucket
+    /// does not hold it.
     fn remove(&mut self, bucket: u16, entry: &Hash) -> bool {
         let Some(entries) = self.buckets.get_mut(&bucket) else {
             return false;
@@ -177,7 +174,6 @@ impl Shard {
             self.buckets.remove(&bucket);
         }
         self.len -= 1;
-        self.touch(bucket);
         true
     }
 
@@ -312,8 +308,10 @@ impl DigestTree {
             return Err(MissingEntry { bucket });
         }
         if let Some(new) = new {
-            shard.insert(within, new);
+            shard.insert_unhashed(within, new);
         }
+        // Once for both halves of the change.
+        shard.touch(within);
         Ok(())
     }
 

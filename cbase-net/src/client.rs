@@ -44,6 +44,8 @@ pub struct ClientConfig {
     /// How many batches may be unanswered at once. While that many are, new
     /// requests wait and go out together in the next batch: one frame per
     /// replica for many requests under load, no delay for a lone request.
+    /// Reads on the fast path go out in frames held to the same limit (a
+    /// frame is unanswered until one of its reads is settled).
     pub batches_in_flight: usize,
     /// A batch counts as unanswered until one of its calls completes or this
     /// much time has passed, so one slow request never holds back others.
@@ -196,6 +198,9 @@ struct ReadTally {
     /// Gets the accepted result, or `None` once 2f+1 matching answers can
     /// no longer come.
     done: Option<oneshot::Sender<Option<Vec<u8>>>>,
+    /// The claim of the read's frame on `batches_in_flight`, given up when
+    /// the read settles or lingers (`None` until the frame is sent).
+    ticket: Option<BatchTicket>,
 }
 
 impl ReadTally {
@@ -226,6 +231,14 @@ impl ReadTally {
             && let Some(done) = self.done.take()
         {
             let _ = done.send(outcome);
+            self.release();
+        }
+    }
+
+    /// Gives up the frame's claim on the in-flight limit.
+    fn release(&self) {
+        if let Some(ticket) = &self.ticket {
+            ticket.release();
         }
     }
 }
@@ -413,6 +426,8 @@ impl NetClient {
             reads_in,
             connections.clone(),
             config.max_request_bytes,
+            config.batches_in_flight,
+            Arc::clone(&shared),
         )));
         let lanes = Lanes {
             free: Mutex::new(
@@ -517,6 +532,7 @@ impl NetClient {
             ReadTally {
                 votes: BTreeMap::new(),
                 done: Some(done),
+                ticket: None,
             },
         );
         let request = ReadRequest {
@@ -527,8 +543,24 @@ impl NetClient {
             shared.reads.lock().remove(&id);
             return None;
         }
-        let outcome = tokio::time::timeout(self.inner.config.read_timeout, result).await;
-        shared.reads.lock().remove(&id);
+        let config = &self.inner.config;
+        let start = Instant::now();
+        let mut result = result;
+        // Past the linger time, its frame no longer holds back the next
+        // (as a batch's calls do, see `ClientConfig::batch_linger`).
+        let outcome = match tokio::time::timeout(config.batch_linger, &mut result).await {
+            Ok(outcome) => Ok(outcome),
+            Err(_) => {
+                if let Some(tally) = shared.reads.lock().get(&id) {
+                    tally.release();
+                }
+                let left = config.read_timeout.saturating_sub(start.elapsed());
+                tokio::time::timeout(left, result).await
+            }
+        };
+        if let Some(tally) = shared.reads.lock().remove(&id) {
+            tally.release();
+        }
         let accepted = outcome.ok()?.ok()??;
         shared.fast_reads.fetch_add(1, Ordering::Relaxed);
         Some(accepted)
@@ -1055,12 +1087,19 @@ async fn connection(
 }
 
 /// Sends reads on the fast path to every replica, those issued together
-/// in one frame (as many as fit `max_bytes`): a lone read leaves at once.
+/// in one frame (as many as fit `max_bytes`), keeping at most
+/// `frames_in_flight` frames unanswered as `batch_and_sign` does batches:
+/// a lone read leaves at once, and under load reads wait for a frame to
+/// settle and go out many to a frame, which is what makes them cheap for
+/// every replica.
 async fn send_reads(
     mut reads: mpsc::UnboundedReceiver<ReadRequest>,
     connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
     max_bytes: usize,
+    frames_in_flight: usize,
+    shared: Arc<Shared>,
 ) {
+    let in_flight = Arc::new(Semaphore::new(frames_in_flight));
     let mut next = None;
     loop {
         let first = match next.take() {
@@ -1069,6 +1108,10 @@ async fn send_reads(
                 Some(read) => read,
                 None => return,
             },
+        };
+        // While earlier frames are unanswered, reads pile up in the channel.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
         };
         let mut bytes = first.operation.len();
         let mut together = vec![first];
@@ -1079,6 +1122,17 @@ async fn send_reads(
                 break;
             }
             together.push(read);
+        }
+        let ticket = BatchTicket(Arc::new(Mutex::new(Some(permit))));
+        {
+            let mut tallies = shared.reads.lock();
+            for read in &together {
+                match tallies.get_mut(&read.id) {
+                    Some(tally) => tally.ticket = Some(ticket.clone()),
+                    // Given up on already: the frame holds back no one.
+                    None => ticket.release(),
+                }
+            }
         }
         let Ok(frame) = codec::encode(&ClientMessage::Reads(together)) else {
             continue;
@@ -1273,5 +1327,92 @@ mod tests {
             sent.extend(batch);
         }
         assert_eq!(sent, queue, "every request is sent, in order");
+    }
+
+    fn shared_for(replicas: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            weak_quorum: 2,
+            view: Default::default(),
+            rejected: Default::default(),
+            connected: (0..replicas).map(|_| Default::default()).collect(),
+            refused: (0..replicas).map(|_| Default::default()).collect(),
+            service: Mutex::new(None),
+            reads: Mutex::new(HashMap::new()),
+            next_read: AtomicU64::new(0),
+            fast_reads: AtomicU64::new(0),
+            read_quorum: 3,
+            replicas,
+        })
+    }
+
+    /// Files a read's tally as `NetClient::read_unordered` does, and queues it.
+    fn issue(shared: &Shared, out: &mpsc::UnboundedSender<ReadRequest>, id: u64) {
+        let (done, _result) = oneshot::channel();
+        shared.reads.lock().insert(
+            id,
+            ReadTally {
+                votes: BTreeMap::new(),
+                done: Some(done),
+                ticket: None,
+            },
+        );
+        out.send(ReadRequest {
+            id,
+            operation: vec![id as u8],
+        })
+        .unwrap();
+    }
+
+    fn ids(frame: &[u8]) -> Vec<u64> {
+        match codec::decode::<ClientMessage>(frame).unwrap() {
+            ClientMessage::Reads(reads) => reads.iter().map(|r| r.id).collect(),
+            other => panic!("not reads: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_wait_for_a_frame_to_settle_and_then_go_out_together() {
+        let shared = shared_for(4);
+        let (out, reads) = mpsc::unbounded_channel();
+        let (queue, mut frames) = mpsc::channel(64);
+        let sender = tokio::spawn(send_reads(
+            reads,
+            vec![queue],
+            1 << 20,
+            1,
+            Arc::clone(&shared),
+        ));
+        // A lone read leaves at once.
+        issue(&shared, &out, 1);
+        assert_eq!(ids(&frames.recv().await.unwrap()), vec![1]);
+        // With that frame unanswered (one in flight), the next reads wait...
+        for id in 2..=4 {
+            issue(&shared, &out, id);
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(frames.try_recv().is_err(), "a second frame left early");
+        // ...until one of its reads settles: 2f+1 matching answers.
+        {
+            let mut tallies = shared.reads.lock();
+            let tally = tallies.get_mut(&1).unwrap();
+            for replica in 0..3 {
+                tally.vote(replica, Some(vec![7]), 3, 4);
+            }
+        }
+        assert_eq!(ids(&frames.recv().await.unwrap()), vec![2, 3, 4]);
+        // A read given up on (it lingered, see `read_unordered`) frees its
+        // frame's claim too.
+        issue(&shared, &out, 5);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(frames.try_recv().is_err());
+        shared.reads.lock().get(&2).unwrap().release();
+        assert_eq!(ids(&frames.recv().await.unwrap()), vec![5]);
+        drop(out);
+        sender.await.unwrap();
     }
 }
