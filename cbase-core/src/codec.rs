@@ -73,20 +73,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
-/// Feeds an encoding into a blake3 hasher without materializing it.
-pub(crate) struct HashWriter<'a>(pub(crate) &'a mut blake3::Hasher);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Encodes `value` into `out` element by element if it is a tuple, returning
 /// the offset in `out` where each element's encoding ends; `None` (and `out`
 /// in an unspecified state) if `value` is not a tuple (a tuple struct is not

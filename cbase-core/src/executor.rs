@@ -318,6 +318,31 @@ pub struct Executor<S: Service> {
 
 type BarrierFn<S> = Box<dyn FnOnce(&S) + Send>;
 
+/// A request whose access set only reads, with that set: what
+/// [`Executor::submit_reads`] and [`Executor::run_reads`] take.
+#[derive(Debug)]
+pub struct ReadOnly<R> {
+    request: R,
+    access: AccessSet,
+}
+
+impl<R: Request> ReadOnly<R> {
+    /// `request` if its access set writes nothing; handed back if it does.
+    pub fn new(request: R) -> Result<ReadOnly<R>, R> {
+        let access = request.access_set();
+        if access.writes().is_empty() {
+            Ok(ReadOnly { request, access })
+        } else {
+            Err(request)
+        }
+    }
+
+    /// The request.
+    pub fn request(&self) -> &R {
+        &self.request
+    }
+}
+
 enum Work<S: Service> {
     Request {
         tag: u64,
@@ -422,11 +447,10 @@ impl<S: Service> Executor<S> {
     /// outside its own rule is refused) and gets its own reply. One job
     /// instead of one per request spares a worker wake-up each: reads on the
     /// fast path arrive many at a time. Waits while the window is full.
-    ///
-    /// # Panics
-    ///
-    /// If a request's access set writes anything.
-    pub fn submit_reads(&self, reads: Vec<(u64, Context, S::Request)>) -> Result<(), Closed> {
+    pub fn submit_reads(
+        &self,
+        reads: Vec<(u64, Context, ReadOnly<S::Request>)>,
+    ) -> Result<(), Closed> {
         let Some(work) = Self::reads_work(reads) else {
             return Ok(());
         };
@@ -444,11 +468,10 @@ impl<S: Service> Executor<S> {
     /// `submit_reads` queues them, for the worker that finishes the last
     /// conflicting write. Requests that become ready when these finish go
     /// to the workers. Waits while the window is full.
-    ///
-    /// # Panics
-    ///
-    /// If a request's access set writes anything.
-    pub fn run_reads(&self, reads: Vec<(u64, Context, S::Request)>) -> Result<(), Closed> {
+    pub fn run_reads(
+        &self,
+        reads: Vec<(u64, Context, ReadOnly<S::Request>)>,
+    ) -> Result<(), Closed> {
         let Some(work) = Self::reads_work(reads) else {
             return Ok(());
         };
@@ -465,19 +488,14 @@ impl<S: Service> Executor<S> {
 
     /// One job for `reads`, whose access set is the union of theirs;
     /// `None` if there are none.
-    fn reads_work(reads: Vec<(u64, Context, S::Request)>) -> Option<Work<S>> {
+    fn reads_work(reads: Vec<(u64, Context, ReadOnly<S::Request>)>) -> Option<Work<S>> {
         if reads.is_empty() {
             return None;
         }
         let mut union = AccessSet::none();
         let reads = reads
             .into_iter()
-            .map(|(tag, ctx, request)| {
-                let access = request.access_set();
-                assert!(
-                    access.writes().is_empty(),
-                    "submit_reads and run_reads take read-only requests"
-                );
+            .map(|(tag, ctx, ReadOnly { request, access })| {
                 for key in access.reads() {
                     union.push_read(*key);
                 }

@@ -6,8 +6,12 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use cbase_core::{Context, ExecutorBuilder};
+use cbase_core::{Context, ExecutorBuilder, ReadOnly};
 use common::{Bank, BankRequest, Outcome};
+
+fn read(request: BankRequest) -> ReadOnly<BankRequest> {
+    ReadOnly::new(request).expect("a read-only request")
+}
 
 fn ctx(tag: u64) -> Context {
     Context::new(tag, [0; 32])
@@ -39,9 +43,9 @@ fn reads_run_between_the_writes_around_them() {
         );
         executor
             .submit_reads(vec![
-                (3, ctx(3), BankRequest::Balance { id: 1 }),
-                (4, ctx(4), BankRequest::Balance { id: 2 }),
-                (5, ctx(5), BankRequest::Total),
+                (3, ctx(3), read(BankRequest::Balance { id: 1 })),
+                (4, ctx(4), read(BankRequest::Balance { id: 2 })),
+                (5, ctx(5), read(BankRequest::Total)),
             ])
             .unwrap();
         write(
@@ -53,7 +57,7 @@ fn reads_run_between_the_writes_around_them() {
             },
         );
         executor
-            .submit_reads(vec![(7, ctx(7), BankRequest::Balance { id: 1 })])
+            .submit_reads(vec![(7, ctx(7), read(BankRequest::Balance { id: 1 }))])
             .unwrap();
         executor.wait_idle();
         executor.shutdown();
@@ -76,13 +80,11 @@ fn reads_run_between_the_writes_around_them() {
 }
 
 #[test]
-#[should_panic(expected = "read-only")]
 fn a_request_that_writes_is_not_taken_as_a_read() {
-    let executor = ExecutorBuilder::new()
-        .workers(1)
-        .start(Bank::new(), |_| {})
-        .unwrap();
-    let _ = executor.submit_reads(vec![(0, ctx(0), BankRequest::Open { id: 1, amount: 1 })]);
+    let refused = ReadOnly::new(BankRequest::Open { id: 1, amount: 1 }).unwrap_err();
+    assert!(matches!(refused, BankRequest::Open { id: 1, amount: 1 }));
+    let balance = ReadOnly::new(BankRequest::Balance { id: 1 }).unwrap();
+    assert!(matches!(balance.request(), BankRequest::Balance { id: 1 }));
 }
 
 #[test]
@@ -113,8 +115,8 @@ fn reads_run_on_the_calling_thread_only_when_they_can_start_at_once() {
         );
         executor
             .run_reads(vec![
-                (3, ctx(3), BankRequest::Balance { id: 1 }),
-                (4, ctx(4), BankRequest::Total),
+                (3, ctx(3), read(BankRequest::Balance { id: 1 })),
+                (4, ctx(4), read(BankRequest::Total)),
             ])
             .unwrap();
         write(
@@ -129,7 +131,7 @@ fn reads_run_on_the_calling_thread_only_when_they_can_start_at_once() {
         // Nothing is running now: the next read runs here, before
         // `run_reads` returns.
         executor
-            .run_reads(vec![(6, ctx(6), BankRequest::Balance { id: 1 })])
+            .run_reads(vec![(6, ctx(6), read(BankRequest::Balance { id: 1 }))])
             .unwrap();
         {
             let replies = replies.lock().unwrap();

@@ -24,7 +24,7 @@ use std::sync::{Arc, LazyLock};
 
 use cbase_core::codec;
 use cbase_core::{
-    Context, Digest, ExecError, Executor, ExecutorBuilder, Request, Service, StateChanges,
+    Context, Digest, ExecError, Executor, ExecutorBuilder, ReadOnly, Service, StateChanges,
     StateError,
 };
 use parking_lot::Mutex;
@@ -528,7 +528,7 @@ where
         for (client, id, operation) in reads {
             let request = codec::decode::<S::Request>(&operation)
                 .ok()
-                .filter(|request| request.access_set().writes().is_empty());
+                .and_then(|request| ReadOnly::new(request).ok());
             let Some(request) = request else {
                 let replica = self.shared.replica;
                 self.sink.send_read(
@@ -589,17 +589,15 @@ fn read_seed(client: &PublicKey, id: u64) -> [u8; 32] {
     // doubled the hashing a read costs.
     static KEY: LazyLock<[u8; 32]> =
         LazyLock::new(|| blake3::derive_key("cbase read seed v1", &[]));
-    let mut hasher = blake3::Hasher::new_keyed(&KEY);
-    hasher.update(client.as_bytes());
-    hasher.update(&id.to_le_bytes());
-    *hasher.finalize().as_bytes()
+    let mut input = [0u8; 40];
+    input[..32].copy_from_slice(client.as_bytes());
+    input[32..].copy_from_slice(&id.to_le_bytes());
+    *blake3::keyed_hash(&KEY, &input).as_bytes()
 }
 
 /// The agreed per-request seed: from the batch digest and the position.
 fn request_seed(batch_digest: &Hash, index: u64) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new_keyed(batch_digest);
-    hasher.update(&index.to_le_bytes());
-    *hasher.finalize().as_bytes()
+    *blake3::keyed_hash(batch_digest, &index.to_le_bytes()).as_bytes()
 }
 
 /// The answer to a request numbered below its lane's last: never executed
