@@ -10,7 +10,8 @@
 //!   replica.
 //!
 //! `-- --profile fast` (or `ordered`) runs only that path's read-heavy mix
-//! at 256 concurrent calls for 10 s, for a profiler to look at.
+//! for 10 s, for a profiler to look at: at 256 concurrent calls, or as many
+//! as a number after it says.
 
 use std::time::{Duration, Instant};
 
@@ -45,10 +46,11 @@ async fn read_latency(client: &NetClient, calls: usize) -> Duration {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let profile = args
-        .iter()
-        .position(|a| a == "--profile")
-        .map(|at| args.get(at + 1).cloned().unwrap_or_default());
+    let profile = args.iter().position(|a| a == "--profile").map(|at| {
+        let path = args.get(at + 1).cloned().unwrap_or_default();
+        let calls = args.get(at + 2).and_then(|n| n.parse().ok()).unwrap_or(256);
+        (path, calls)
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,17 +77,17 @@ fn main() {
         // Warm up connections and sessions.
         read_latency(&fast, 20).await;
         read_latency(&ordered, 20).await;
-        if let Some(path) = profile {
+        if let Some((path, calls)) = profile {
             // One path alone, long enough for a profiler to see it.
             let (name, client) = if path == "fast" {
                 ("read-only fast path", &fast)
             } else {
                 ("ordered (fast path off)", &ordered)
             };
-            let rate = bank::load(client, 256, 1, Duration::from_secs(10), 2_000_000).await;
+            let rate = bank::load(client, calls, 1, Duration::from_secs(10), 2_000_000).await;
             let slots = cluster.replica(0).expect("replica 0").metrics();
             println!(
-                "{name}: {rate:.0} ops/s from 256 concurrent calls, {} sequence numbers agreed",
+                "{name}: {rate:.0} ops/s from {calls} concurrent calls, {} sequence numbers agreed",
                 slots.delivered.load(std::sync::atomic::Ordering::Relaxed)
             );
             cluster.shutdown().await;

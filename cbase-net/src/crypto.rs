@@ -289,14 +289,22 @@ impl PublicKey {
     }
 
     /// Whether `sig` is this key's signature of `message` in `domain` (see
-    /// [`SecretKey::sign`]). Uses strict verification.
+    /// [`SecretKey::sign`]).
+    ///
+    /// Weak (small-order) keys never verify: they are refused when parsed.
+    /// The check itself is RFC 8032's cofactorless one, which also refuses
+    /// a non-canonical `s` or `R`. The stricter check also refuses an `R`
+    /// of small order, which takes decompressing `R`, a fifth of the cost;
+    /// such an `R` can only come from the key's holder, who can sign
+    /// whatever it likes anyway, and every replica runs this same check, so
+    /// no signature verifies for one correct replica and not another.
     pub fn verify(&self, domain: &'static str, message: &[u8], sig: &Signature) -> bool {
         let Some(key) = verifying_key(&self.0) else {
             return false;
         };
         let digest = signing_digest(domain, message);
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        key.verify_strict(&digest, &sig).is_ok()
+        ed25519_dalek::Verifier::verify(&key, &digest, &sig).is_ok()
     }
 }
 
