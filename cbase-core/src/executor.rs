@@ -163,6 +163,20 @@ pub enum ExecError {
         /// The most lanes per client.
         limit: usize,
     },
+    /// The replicas refused the request before ordering it: it came in a
+    /// batch of more requests than any proposal may carry, so it could never
+    /// be ordered.
+    #[error(
+        "the request was refused unordered: it came in a batch of {requests} requests, more \
+         than the replicas' limit of {limit} (ProtocolConfig::max_batch_requests); set \
+         ClientConfig::max_batch to at most {limit}"
+    )]
+    TooManyRequests {
+        /// The requests in the batch.
+        requests: u64,
+        /// The replicas' limit.
+        limit: u64,
+    },
 }
 
 impl ExecError {

@@ -2,7 +2,7 @@
 //! replicas and clients in this one process, batching on.
 //!
 //! `cargo bench -p cbase-net --bench throughput` (add `-- --quick` for a
-//! few-second smoke run). Prints markdown tables: latency at low load,
+//! few-second smoke run, `-- --independent` or `-- --fairness` for one part). Prints markdown tables: latency at low load,
 //! sustained throughput from one client, from many independent clients, and
 //! one client's latency while others flood.
 
@@ -111,6 +111,8 @@ fn main() {
     // `--independent`: only the authentication comparisons (latency and
     // independent clients).
     let only_independent = std::env::args().any(|a| a == "--independent");
+    // `--fairness`: only one client's latency while others flood.
+    let only_fairness = std::env::args().any(|a| a == "--fairness");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,6 +140,11 @@ fn main() {
         println!("n = 4 replicas, clients in the same process, {cores} cores\n");
         let calls = if quick { 200 } else { 2000 };
         let rounds = if quick { 1 } else { 3 };
+        if only_fairness {
+            fairness(&cluster, calls / 2).await;
+            cluster.shutdown().await;
+            return;
+        }
         authenticated_latency(&cluster, calls / 2, rounds).await;
         independent_clients(
             &cluster,

@@ -803,3 +803,41 @@ async fn sizes_a_frame_cannot_carry_are_refused_at_start() {
     .await;
     assert!(message.contains("max_batch_bytes"), "{message}");
 }
+
+/// A batch with more requests than any proposal may carry could never be
+/// ordered: the replica refuses it at once with an error that says so,
+/// instead of leaving the client to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_more_requests_than_a_proposal_carries_is_refused_with_an_error() {
+    let cluster = start(&[0, 1, 2, 3], TransportConfig::default()).await;
+    let mut client = RawClient::connect(&cluster, &[0], SecretKey::from_seed([57; 32])).await;
+    let limit = ProtocolConfig::default().max_batch_requests;
+    let requests = (1..=limit as u64 + 1)
+        .map(|number| (0, number, Op::Get { key: 1 }))
+        .collect();
+    let batch = client.batch(requests);
+    client.send(0, &batch).await;
+    assert_eq!(
+        client.reply(0, 0, 1).await,
+        Err(ExecError::TooManyRequests {
+            requests: limit as u64 + 1,
+            limit: limit as u64,
+        })
+    );
+    assert_eq!(
+        cluster
+            .node(0)
+            .metrics()
+            .oversized_requests
+            .load(Ordering::Relaxed),
+        1
+    );
+    // As many as a proposal carries are fine.
+    let requests = (1..=limit as u64)
+        .map(|number| (1, number, Op::Get { key: 1 }))
+        .collect();
+    let batch = client.batch(requests);
+    client.send(0, &batch).await;
+    assert_eq!(client.reply(0, 1, limit as u64).await, Ok(0));
+    cluster.shutdown().await;
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cbase_core::codec;
+use cbase_core::{ExecError, codec};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -154,6 +154,9 @@ pub(super) struct Inbound {
     /// The largest signed client batch the protocol accepts
     /// (`ProtocolConfig::max_batch_bytes`).
     pub max_batch_bytes: usize,
+    /// The most requests in a client batch the protocol accepts
+    /// (`ProtocolConfig::max_batch_requests`).
+    pub max_batch_requests: usize,
     /// The service this replica runs and its interface fingerprint, if its
     /// request type has one: clients built for another are refused.
     pub service: Option<cbase_core::Fingerprint>,
@@ -365,13 +368,25 @@ async fn serve_client(
             // that says so: every correct replica sends the same one, so the
             // client gets f+1 matching refusals instead of waiting in vain.
             let bytes = encoded_len(&batch);
-            if bytes > inbound.max_batch_bytes {
+            let refusal = if numbers.len() > inbound.max_batch_requests {
+                Some(ExecError::TooManyRequests {
+                    requests: numbers.len() as u64,
+                    limit: inbound.max_batch_requests as u64,
+                })
+            } else if bytes > inbound.max_batch_bytes {
+                Some(ExecError::TooLarge {
+                    bytes: bytes as u64,
+                    limit: inbound.max_batch_bytes as u64,
+                })
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
                 inbound
                     .metrics
                     .oversized_requests
                     .fetch_add(1, Ordering::Relaxed);
-                for reply in refusals(&inbound.execution, &numbers, bytes, inbound.max_batch_bytes)
-                {
+                for reply in refusals(&inbound.execution, &numbers, refusal) {
                     let _ = replies.outgoing.try_send(Outgoing::Reply(reply));
                 }
                 continue;
@@ -560,17 +575,9 @@ fn encoded_len(batch: &crate::message::ClientBatch) -> usize {
     codec::encode(batch).map_or(usize::MAX, |bytes| bytes.len())
 }
 
-/// One `TooLarge` reply per request of a batch the protocol would refuse.
-fn refusals(
-    execution: &ExecutionShared,
-    numbers: &[(u32, u64)],
-    bytes: usize,
-    limit: usize,
-) -> Vec<Reply> {
-    let refusal: Result<(), cbase_core::ExecError> = Err(cbase_core::ExecError::TooLarge {
-        bytes: bytes as u64,
-        limit: limit as u64,
-    });
+/// One reply per request of a batch the protocol would refuse, saying why.
+fn refusals(execution: &ExecutionShared, numbers: &[(u32, u64)], refusal: ExecError) -> Vec<Reply> {
+    let refusal: Result<(), ExecError> = Err(refusal);
     // The error's encoding does not depend on the response type.
     let result = codec::encode(&refusal).expect("errors always encode");
     numbers

@@ -411,6 +411,7 @@ impl ReplicaNode {
                 },
                 metrics: Arc::clone(&metrics),
                 max_batch_bytes: config.protocol.max_batch_bytes,
+                max_batch_requests: config.protocol.max_batch_requests,
                 service: <S::Request as cbase_core::Request>::fingerprint(),
                 halt: Arc::clone(&halt),
             },
