@@ -329,6 +329,36 @@ async fn authenticated_latency(cluster: &LocalCluster, calls: usize, rounds: usi
     }
 }
 
+/// Where the flooding clients' own threads stand with the OS.
+#[derive(Clone, Copy)]
+enum FloodPriority {
+    /// As the replicas' threads: on two cores, the flood's client side takes
+    /// a share of the CPU the replicas and the polite client need.
+    Same,
+    /// The lowest (nice 19): they take what the replicas leave, as clients
+    /// on machines of their own would.
+    Lowest,
+}
+
+impl FloodPriority {
+    fn name(self) -> &'static str {
+        match self {
+            FloodPriority::Same => "the replicas'",
+            FloodPriority::Lowest => "lowest",
+        }
+    }
+}
+
+/// Lowers the calling thread's priority to the lowest (Linux only).
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take and return plain integers.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
+}
+
 /// A well-behaved client's latency alone, then while `FLOODERS` other
 /// clients keep as many calls in flight as they can (each its own key, 256
 /// calls at a time): the primary serves clients in turn, counted in
@@ -336,18 +366,64 @@ async fn authenticated_latency(cluster: &LocalCluster, calls: usize, rounds: usi
 /// flood's. The flooding clients run on a runtime of their own, as they
 /// would in processes of their own: on one runtime the polite client's
 /// task would wait behind thousands of theirs on the same two threads, and
-/// the benchmark would measure that queue instead of the replicas'.
+/// the benchmark would measure that queue instead of the replicas'. Their
+/// threads run once at the replicas' priority and once at the lowest: in a
+/// deployment a flooding client's own work runs on its own machine, and
+/// only what it asks of the replicas competes with the polite client.
 async fn fairness(cluster: &LocalCluster, calls: usize) {
-    const FLOODERS: usize = 8;
     let polite = cluster.client().expect("client");
     latency(&polite, 20).await;
     let alone = latency(&polite, calls).await;
+    let mut flooded = Vec::new();
+    for priority in [FloodPriority::Same, FloodPriority::Lowest] {
+        flooded.push((
+            priority,
+            under_flood(cluster, &polite, calls, priority).await,
+        ));
+    }
+    println!(
+        "\n### Fairness: one client's latency alone and while {FLOODERS} clients flood ({calls} calls)\n"
+    );
+    println!("| polite client | median | p99 | p99 / p99 alone | flood requests/s |");
+    println!("|---|---:|---:|---:|---:|");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let p99_alone = percentile(&alone, 0.99);
+    println!(
+        "| alone | {:.2} ms | {:.2} ms | 1 | - |",
+        ms(percentile(&alone, 0.5)),
+        ms(p99_alone)
+    );
+    for (priority, (samples, flood_rate)) in flooded {
+        println!(
+            "| under flood, flood's threads at {} priority | {:.2} ms | {:.2} ms | {:.2} | {flood_rate:.0} |",
+            priority.name(),
+            ms(percentile(&samples, 0.5)),
+            ms(percentile(&samples, 0.99)),
+            percentile(&samples, 0.99).as_secs_f64() / p99_alone.as_secs_f64()
+        );
+    }
+}
 
+/// How many clients flood in [`fairness`].
+const FLOODERS: usize = 8;
+
+/// The polite client's latencies while the flood runs, and the flood's rate.
+async fn under_flood(
+    cluster: &LocalCluster,
+    polite: &NetClient,
+    calls: usize,
+    priority: FloodPriority,
+) -> (Vec<Duration>, f64) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooded = Arc::new(AtomicU64::new(0));
     let mut flood = Vec::new();
     let flood_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .on_thread_start(move || {
+            if let FloodPriority::Lowest = priority {
+                lowest_priority();
+            }
+        })
         .enable_all()
         .build()
         .expect("the flood's runtime");
@@ -378,7 +454,7 @@ async fn fairness(cluster: &LocalCluster, calls: usize) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let before = flooded.load(Ordering::Relaxed);
-    let under_flood = latency(&polite, calls).await;
+    let samples = latency(polite, calls).await;
     let flood_rate =
         (flooded.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -386,24 +462,5 @@ async fn fairness(cluster: &LocalCluster, calls: usize) {
         task.await.expect("flood task");
     }
     flood_runtime.shutdown_background();
-    println!(
-        "\n### Fairness: one client's latency alone and while {FLOODERS} clients flood ({calls} calls)\n"
-    );
-    println!("| polite client | median | p99 | flood requests/s |");
-    println!("|---|---:|---:|---:|");
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "| alone | {:.2} ms | {:.2} ms | - |",
-        ms(percentile(&alone, 0.5)),
-        ms(percentile(&alone, 0.99))
-    );
-    println!(
-        "| under flood | {:.2} ms | {:.2} ms | {flood_rate:.0} |",
-        ms(percentile(&under_flood, 0.5)),
-        ms(percentile(&under_flood, 0.99))
-    );
-    println!(
-        "\np99 under flood / p99 alone: {:.2}",
-        percentile(&under_flood, 0.99).as_secs_f64() / percentile(&alone, 0.99).as_secs_f64()
-    );
+    (samples, flood_rate)
 }
