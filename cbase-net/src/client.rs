@@ -213,16 +213,17 @@ impl ReadTally {
         replicas: usize,
     ) {
         self.votes.entry(replica).or_insert(answer);
-        let mut counts: BTreeMap<&Vec<u8>, usize> = BTreeMap::new();
-        for result in self.votes.values().flatten() {
-            *counts.entry(result).or_default() += 1;
-        }
-        let best = counts.iter().max_by_key(|(_, count)| **count);
+        // At most n answers: counting by scanning allocates nothing, and a
+        // read is tallied n times.
+        let results = || self.votes.values().flatten();
+        let best = results()
+            .map(|result| (result, results().filter(|other| *other == result).count()))
+            .max_by_key(|(_, count)| *count);
         let outcome = match best {
-            Some((result, count)) if *count >= quorum => Some(Some((*result).clone())),
+            Some((result, count)) if count >= quorum => Some(Some(result.clone())),
             // Even if every replica yet to answer agreed with the most
             // common answer, 2f+1 would not match: order it instead.
-            _ if best.map_or(0, |(_, count)| *count) + replicas - self.votes.len() < quorum => {
+            _ if best.map_or(0, |(_, count)| count) + replicas - self.votes.len() < quorum => {
                 Some(None)
             }
             _ => None,
@@ -1414,5 +1415,39 @@ mod tests {
         assert_eq!(ids(&frames.recv().await.unwrap()), vec![5]);
         drop(out);
         sender.await.unwrap();
+    }
+
+    fn tally() -> (ReadTally, oneshot::Receiver<Option<Vec<u8>>>) {
+        let (done, result) = oneshot::channel();
+        let tally = ReadTally {
+            votes: BTreeMap::new(),
+            done: Some(done),
+            ticket: None,
+        };
+        (tally, result)
+    }
+
+    #[test]
+    fn a_read_settles_on_2f_plus_1_matching_answers_and_only_then() {
+        // n = 4, quorum 3. One replica lies, and says so twice.
+        let (mut read, mut result) = tally();
+        read.vote(0, Some(vec![1]), 3, 4);
+        read.vote(3, Some(vec![9]), 3, 4);
+        read.vote(3, Some(vec![1]), 3, 4);
+        read.vote(1, Some(vec![1]), 3, 4);
+        assert!(
+            result.try_recv().is_err(),
+            "two matching answers are not 2f+1"
+        );
+        read.vote(2, Some(vec![1]), 3, 4);
+        assert_eq!(result.try_recv().unwrap(), Some(vec![1]));
+
+        // Answers split so that 2f+1 can no longer match: ordered instead.
+        let (mut read, mut result) = tally();
+        read.vote(0, Some(vec![1]), 3, 4);
+        read.vote(1, Some(vec![2]), 3, 4);
+        assert!(result.try_recv().is_err(), "two more could still match");
+        read.vote(2, None, 3, 4);
+        assert_eq!(result.try_recv().unwrap(), None);
     }
 }
