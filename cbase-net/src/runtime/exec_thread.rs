@@ -60,8 +60,8 @@ where
     S::Request: DeserializeOwned,
     S::Response: Serialize,
 {
-    /// Runs until the protocol task hangs up, the data directory fails, or
-    /// the protocol task is gone; then stops the executor.
+    /// Runs until the protocol task is gone (either channel closes) or the
+    /// data directory fails; then stops the executor.
     pub fn run(mut self) {
         let mut queued: VecDeque<ExecCommand> = VecDeque::new();
         let mut waiting = WaitingReads::default();
