@@ -16,7 +16,9 @@
 //! waiting receiver, and may wake one that then finds the job already taken;
 //! on a conflicting workload, where every request waits for the one before,
 //! those extra wake-ups were most of the cost of running with more than one
-//! worker.
+//! worker. A job of reads may also run on the thread that submits it
+//! ([`Executor::run_reads`]) when it can start at once: for small reads, a
+//! worker's wake-up and the hand-off cost more than the reads.
 //!
 //! Each request runs in a [transaction](crate::txn): its writes are staged and
 //! committed when it returns, before its keys are released, so no other
