@@ -426,10 +426,7 @@ impl<S: Service> Executor<S> {
             access,
             ctx,
         };
-        self.shared
-            .schedule(work, true, false)
-            .map(|_| ())
-            .map_err(|_| Closed)
+        self.shared.queue(work)
     }
 
     /// Submits the next request in agreed order if the window has room.
@@ -467,13 +464,10 @@ impl<S: Service> Executor<S> {
         &self,
         reads: Vec<(u64, Context, ReadOnly<S::Request>)>,
     ) -> Result<(), Closed> {
-        let Some(work) = Self::reads_work(reads) else {
-            return Ok(());
-        };
-        self.shared
-            .schedule(work, true, false)
-            .map(|_| ())
-            .map_err(|_| Closed)
+        match Self::reads_work(reads) {
+            Some(work) => self.shared.queue(work),
+            None => Ok(()),
+        }
     }
 
     /// Runs read-only requests as [`submit_reads`](Self::submit_reads)
@@ -529,10 +523,7 @@ impl<S: Service> Executor<S> {
     /// Checkpoints use this to snapshot and digest a state that is the same on
     /// every correct replica. Waits while the window is full.
     pub fn barrier(&self, f: impl FnOnce(&S) + Send + 'static) -> Result<(), Closed> {
-        self.shared
-            .schedule(Work::Barrier(Box::new(f)), true, false)
-            .map(|_| ())
-            .map_err(|_| Closed)
+        self.shared.queue(Work::Barrier(Box::new(f)))
     }
 
     /// Blocks until every submitted request and barrier has finished.
@@ -602,11 +593,18 @@ impl<S: Service> Drop for Executor<S> {
 
 impl<S: Service> Shared<S> {
     /// Schedules `work`; on refusal hands it back with whether the executor is closed.
+    /// Schedules `work`, waiting while the window is full, for the workers.
+    fn queue(&self, work: Work<S>) -> Result<(), Closed> {
+        self.schedule(work, true, false)
+            .map(|_| ())
+            .map_err(|_| Closed)
+    }
+
+    /// With `inline`, work that is ready at once is handed back for the
+    /// caller to run instead of being queued.
     // The refused work goes back to its caller by value: boxing it would
     // allocate on every submission of the hot path to shrink a rare error.
     #[allow(clippy::result_large_err)]
-    /// With `inline`, work that is ready at once is handed back for the
-    /// caller to run instead of being queued.
     fn schedule(
         &self,
         work: Work<S>,

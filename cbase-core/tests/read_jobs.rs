@@ -13,6 +13,21 @@ fn read(request: BankRequest) -> ReadOnly<BankRequest> {
     ReadOnly::new(request).expect("a read-only request")
 }
 
+/// Tags 0 to 2: accounts 1 and 2 open with 100 each, then 30 move from 1
+/// to 2.
+fn open_two_accounts_and_transfer(write: &impl Fn(u64, BankRequest)) {
+    write(0, BankRequest::Open { id: 1, amount: 100 });
+    write(1, BankRequest::Open { id: 2, amount: 100 });
+    write(
+        2,
+        BankRequest::Transfer {
+            from: 1,
+            to: 2,
+            amount: 30,
+        },
+    );
+}
+
 fn ctx(tag: u64) -> Context {
     Context::new(tag, [0; 32])
 }
@@ -31,16 +46,7 @@ fn reads_run_between_the_writes_around_them() {
             .unwrap();
         let write =
             |tag: u64, request: BankRequest| executor.submit(tag, ctx(tag), request).unwrap();
-        write(0, BankRequest::Open { id: 1, amount: 100 });
-        write(1, BankRequest::Open { id: 2, amount: 100 });
-        write(
-            2,
-            BankRequest::Transfer {
-                from: 1,
-                to: 2,
-                amount: 30,
-            },
-        );
+        open_two_accounts_and_transfer(&write);
         executor
             .submit_reads(vec![
                 (3, ctx(3), read(BankRequest::Balance { id: 1 })),
@@ -103,16 +109,7 @@ fn reads_run_on_the_calling_thread_only_when_they_can_start_at_once() {
         let here = std::thread::current().id();
         let write =
             |tag: u64, request: BankRequest| executor.submit(tag, ctx(tag), request).unwrap();
-        write(0, BankRequest::Open { id: 1, amount: 100 });
-        write(1, BankRequest::Open { id: 2, amount: 100 });
-        write(
-            2,
-            BankRequest::Transfer {
-                from: 1,
-                to: 2,
-                amount: 30,
-            },
-        );
+        open_two_accounts_and_transfer(&write);
         executor
             .run_reads(vec![
                 (3, ctx(3), read(BankRequest::Balance { id: 1 })),

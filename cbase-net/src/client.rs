@@ -204,6 +204,15 @@ struct ReadTally {
 }
 
 impl ReadTally {
+    /// A read no replica has answered yet, settled through `done`.
+    fn new(done: oneshot::Sender<Option<Vec<u8>>>) -> ReadTally {
+        ReadTally {
+            votes: BTreeMap::new(),
+            done: Some(done),
+            ticket: None,
+        }
+    }
+
     /// Counts `replica`'s answer; settles the read if it can.
     fn vote(
         &mut self,
@@ -528,14 +537,7 @@ impl NetClient {
         let shared = &self.inner.shared;
         let id = shared.next_read.fetch_add(1, Ordering::Relaxed);
         let (done, result) = oneshot::channel();
-        shared.reads.lock().insert(
-            id,
-            ReadTally {
-                votes: BTreeMap::new(),
-                done: Some(done),
-                ticket: None,
-            },
-        );
+        shared.reads.lock().insert(id, ReadTally::new(done));
         let request = ReadRequest {
             id,
             operation: operation.to_vec(),
@@ -1350,14 +1352,7 @@ mod tests {
     /// Files a read's tally as `NetClient::read_unordered` does, and queues it.
     fn issue(shared: &Shared, out: &mpsc::UnboundedSender<ReadRequest>, id: u64) {
         let (done, _result) = oneshot::channel();
-        shared.reads.lock().insert(
-            id,
-            ReadTally {
-                votes: BTreeMap::new(),
-                done: Some(done),
-                ticket: None,
-            },
-        );
+        shared.reads.lock().insert(id, ReadTally::new(done));
         out.send(ReadRequest {
             id,
             operation: vec![id as u8],
@@ -1419,12 +1414,7 @@ mod tests {
 
     fn tally() -> (ReadTally, oneshot::Receiver<Option<Vec<u8>>>) {
         let (done, result) = oneshot::channel();
-        let tally = ReadTally {
-            votes: BTreeMap::new(),
-            done: Some(done),
-            ticket: None,
-        };
-        (tally, result)
+        (ReadTally::new(done), result)
     }
 
     #[test]
