@@ -153,6 +153,12 @@ impl Shard {
     /// at the next fold.
     fn insert_unhashed(&mut self, bucket: u16, entry: Hash) {
         let entries = self.buckets.entry(bucket).or_default();
+        if entries.len() == entries.capacity() {
+            // Grow by an eighth, not double: the tree keeps a digest per
+            // entry of the state, and doubling would leave a third of that
+            // unused on average.
+            entries.reserve_exact((entries.len() / 8).max(2));
+        }
         let at = entries.partition_point(|e| *e < entry);
         entries.insert(at, entry);
         self.len += 1;

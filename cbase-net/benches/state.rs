@@ -5,8 +5,10 @@
 //! 10^6 keys on each of 4 replicas (n = 4, f = 1, all in this process), then
 //! takes random single-key writes from 256 concurrent calls. For each size it
 //! prints writes/s, latency percentiles, the longest time a checkpoint held
-//! execution still, and the process's resident memory next to the encoded
-//! size of the state.
+//! execution still, and resident memory per replica against the encoded
+//! size of the state. Each row is measured in a process of its own (so its
+//! memory is its own); the smallest size's memory, where the state is next
+//! to nothing, is the fixed overhead the last column subtracts.
 //!
 //! Every size runs twice, in memory and durable (each replica in a
 //! temporary data directory, syncing every prepared certificate before its
@@ -22,7 +24,9 @@
 //! to its first stable checkpoint at the others' (durable, 16 workers).
 //!
 //! `cargo bench -p cbase-net --bench state` (add `-- --quick` for a short
-//! run with 10^3 and 10^5 keys). Prints markdown tables, and draws writes/s
+//! run with 10^3 and 10^5 keys; `--sizes 1000,1000000` for other sizes,
+//! `--storage memory` or `--storage durable` for one kind of run, and
+//! `--no-transfer` to skip state transfer). Prints markdown tables, and draws writes/s
 //! and p99 latency against the number of keys in
 //! `target/state-plots/state.svg` (`-- --plots DIR` for another directory).
 
@@ -137,6 +141,61 @@ struct Row {
     resident: u64,
 }
 
+impl Row {
+    /// The row as one line, for a measuring process to hand its parent.
+    fn to_line(&self) -> String {
+        format!(
+            "ROW {} {} {} {} {} {} {} {} {} {} {}",
+            u8::from(self.durable),
+            self.keys,
+            self.writes,
+            self.per_second,
+            self.p50.as_nanos(),
+            self.p99.as_nanos(),
+            self.max.as_nanos(),
+            self.barrier_max.as_nanos(),
+            self.checkpoints,
+            self.encoded,
+            self.resident
+        )
+    }
+
+    fn from_line(line: &str) -> Option<Row> {
+        let fields: Vec<&str> = line.strip_prefix("ROW ")?.split(' ').collect();
+        let int = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let nanos = |i: usize| int(i).map(Duration::from_nanos);
+        Some(Row {
+            durable: int(0)? == 1,
+            keys: int(1)?,
+            writes: int(2)?,
+            per_second: fields.get(3)?.parse().ok()?,
+            p50: nanos(4)?,
+            p99: nanos(5)?,
+            max: nanos(6)?,
+            barrier_max: nanos(7)?,
+            checkpoints: int(8)?,
+            encoded: int(9)?,
+            resident: int(10)?,
+        })
+    }
+}
+
+/// Measures one row in a process of its own, so that its resident memory
+/// is its own and not what earlier rows left in the allocator.
+fn run_in_child(keys: u64, writes: u64, durable: bool) -> Row {
+    let storage = if durable { "durable" } else { "memory" };
+    let output = std::process::Command::new(std::env::current_exe().expect("this benchmark"))
+        .args(["--bench", "--row", &format!("{keys}:{storage}:{writes}")])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run a measuring process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(Row::from_line)
+        .unwrap_or_else(|| panic!("the measuring process gave no row ({})", output.status))
+}
+
 /// Four replicas (16 workers each) preloaded with `keys` keys, and a client
 /// with `CONCURRENT` lanes.
 async fn preloaded_cluster(keys: u64, data: DataDirs) -> (LocalCluster, cbase_net::NetClient) {
@@ -170,6 +229,7 @@ async fn run(keys: u64, writes: u64, durable: bool) -> Row {
         warm_up(&cluster, &client, keys).await;
     }
     let next = Arc::new(AtomicU64::new(0));
+    profiler("enable");
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CONCURRENT {
@@ -199,6 +259,7 @@ async fn run(keys: u64, writes: u64, durable: bool) -> Row {
         samples.extend(task.await.expect("load task"));
     }
     let elapsed = started.elapsed();
+    profiler("disable");
     samples.sort();
     let resident = resident_bytes();
     let (mut barrier_max, mut checkpoints) = (0, 0);
@@ -472,6 +533,20 @@ fn plot(
     Ok(path)
 }
 
+/// Profiles only the measured writes: with `BENCH_PERF_CONTROL` naming the
+/// control FIFO of `perf record --control fifo:FIFO -D -1`, turns the
+/// profiler on and off around them.
+fn profiler(command: &str) {
+    if let Ok(fifo) = std::env::var("BENCH_PERF_CONTROL") {
+        std::fs::write(fifo, format!("{command}\n")).expect("write to the profiler's control FIFO");
+    }
+}
+
+/// The value after `name` on the command line.
+fn flag(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -479,10 +554,27 @@ fn main() {
         .build()
         .expect("runtime");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (sizes, writes): (&[u64], u64) = if quick {
+    let (default_sizes, writes): (&[u64], u64) = if quick {
         (&[1_000, 100_000], 4_000)
     } else {
         (&[1_000, 100_000, 1_000_000], 20_000)
+    };
+    let sizes: Vec<u64> = match flag("--sizes") {
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("--sizes takes numbers of keys, comma-separated")
+            })
+            .collect(),
+        None => default_sizes.to_vec(),
+    };
+    let storages: &[bool] = match flag("--storage").as_deref() {
+        None => &[false, true],
+        Some("memory") => &[false],
+        Some("durable") => &[true],
+        Some(other) => panic!("--storage takes memory or durable, not {other}"),
     };
     println!(
         "4 replicas and the client in one process, {cores} cores, 16 workers, \
@@ -490,9 +582,22 @@ fn main() {
          batch and prepared certificate synced to disk before it is acted on\n"
     );
     println!(
-        "| storage | keys | writes | writes/s | p50 | p99 | max | longest checkpoint barrier | checkpoints | state (encoded, per replica) | RSS (process) | RSS per replica / state |"
+        "| storage | keys | writes | writes/s | p50 | p99 | max | longest checkpoint barrier | checkpoints | state (encoded, per replica) | RSS per replica | (RSS − fixed) / state |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if let Some(row) = flag("--row") {
+        let mut fields = row.split(':');
+        let mut next = || {
+            fields
+                .next()
+                .expect("--row takes KEYS:memory|durable:WRITES")
+        };
+        let keys: u64 = next().parse().expect("a number of keys");
+        let durable = next() == "durable";
+        let writes: u64 = next().parse().expect("a number of writes");
+        println!("{}", runtime.block_on(run(keys, writes, durable)).to_line());
+        return;
+    }
     let mut rows = Vec::new();
     if let Ok(keys) = std::env::var("BENCH_TRANSFER_ONLY") {
         let keys: u64 = keys.parse().expect("a number of keys");
@@ -505,10 +610,19 @@ fn main() {
         }
         return;
     }
-    for &keys in sizes {
-        for durable in [false, true] {
-            let row = runtime.block_on(run(keys, writes, durable));
+    for &keys in &sizes {
+        for &durable in storages {
+            let row = run_in_child(keys, writes, durable);
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            // The fixed overhead: a replica's memory at the smallest size,
+            // where the state is next to nothing (runtime, buffers, caches).
+            let fixed = rows
+                .iter()
+                .filter(|r: &&Row| r.durable == durable)
+                .chain(std::iter::once(&row))
+                .min_by_key(|r| r.keys)
+                .map_or(0, |r| r.resident / 4);
+            let above = (row.resident / 4).saturating_sub(fixed);
             println!(
                 "| {} | {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {} | {:.1} MiB | {:.0} MiB | {:.1} |",
                 if row.durable { "durable" } else { "in memory" },
@@ -521,8 +635,8 @@ fn main() {
                 ms(row.barrier_max),
                 row.checkpoints,
                 row.encoded as f64 / (1 << 20) as f64,
-                row.resident as f64 / (1 << 20) as f64,
-                row.resident as f64 / 4.0 / row.encoded.max(1) as f64,
+                row.resident as f64 / 4.0 / (1 << 20) as f64,
+                above as f64 / row.encoded.max(1) as f64,
             );
             rows.push(row);
         }
@@ -541,18 +655,15 @@ fn main() {
             );
         }
     }
-    let plots = std::env::args()
-        .skip_while(|a| a != "--plots")
-        .nth(1)
-        .map_or_else(
-            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/state-plots"),
-            Into::into,
-        );
+    let plots = flag("--plots").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/state-plots"),
+        Into::into,
+    );
     match plot(&plots, &rows) {
         Ok(path) => println!("plot: {}", path.display()),
         Err(error) => eprintln!("no plot: {error}"),
     }
-    for &keys in sizes {
+    for &keys in &sizes {
         let memory = rows.iter().find(|r| r.keys == keys && !r.durable);
         let durable = rows.iter().find(|r| r.keys == keys && r.durable);
         if let (Some(memory), Some(durable)) = (memory, durable) {
@@ -563,6 +674,9 @@ fn main() {
         }
     }
 
+    if std::env::args().any(|a| a == "--no-transfer") {
+        return;
+    }
     let keys = *sizes.last().expect("sizes");
     let encoded = rows
         .iter()

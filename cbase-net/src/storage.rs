@@ -168,6 +168,8 @@ pub struct Storage {
     log: Option<Database>,
     state_file: PathBuf,
     log_file: PathBuf,
+    /// The service's container names, in declaration order.
+    layout: Vec<String>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -258,6 +260,7 @@ impl Storage {
             log: Some(log),
             state_file,
             log_file,
+            layout: layout.iter().map(|name| (*name).to_owned()).collect(),
         };
         if fresh {
             storage.initialize(layout)?;
@@ -398,50 +401,10 @@ impl Storage {
             Some(sealed) => self.unseal(File::Log, "the view", &sealed)?,
             None => 0,
         };
-        let stable: Option<StableRecord> = match self.meta(File::State, "stable")? {
-            Some(sealed) => Some(self.unseal(File::State, "the stable checkpoint", &sealed)?),
-            None => None,
-        };
-
         // The state at the stable checkpoint. Its digest is checked as it is
         // installed (restoring the containers builds their digest trees
         // anyway, so hashing it here too would only double the cost).
-        let state_error = |e: redb::Error| self.database_error(File::State, e);
-        let mut parts: Vec<(String, Entries)> = layout
-            .iter()
-            .map(|name| ((*name).to_owned(), Entries::new()))
-            .collect();
-        let txn = self
-            .db(File::State)
-            .begin_read()
-            .map_err(|e| state_error(e.into()))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| state_error(e.into()))?;
-        for item in entries.iter().map_err(|e| state_error(e.into()))? {
-            let (key, value) = item.map_err(|e| state_error(e.into()))?;
-            let key = key.value();
-            let part = key
-                .get(..4)
-                .map(|b| u32::from_be_bytes(b.try_into().expect("four bytes")) as usize)
-                .filter(|p| *p < parts.len())
-                .ok_or_else(|| self.corrupt(File::State, "an entry names no container"))?;
-            parts[part]
-                .1
-                .insert(key[4..].to_vec(), value.value().to_vec());
-        }
-        let state = match &stable {
-            Some(record) => {
-                let state = CheckpointState::new(
-                    Snapshot::from_parts(parts),
-                    record.clients.clone(),
-                    record.clock,
-                );
-                Some((record.seq, state))
-            }
-            None if parts.iter().any(|(_, e)| !e.is_empty()) => {
-                return Err(self.corrupt(File::State, "it holds state but no checkpoint"));
-            }
-            None => None,
-        };
+        let (stable, state) = self.read_stable()?;
         let low = stable.as_ref().map_or(0, |s| s.seq);
 
         let log_error = |e: redb::Error| self.database_error(File::Log, e);
@@ -515,6 +478,68 @@ impl Storage {
             recovered,
             fresh: false,
         })
+    }
+
+    /// The stable checkpoint's record and state, read in one transaction so
+    /// that they belong together however the file moves on meanwhile.
+    #[allow(clippy::type_complexity)]
+    fn read_stable(
+        &self,
+    ) -> Result<(Option<StableRecord>, Option<(Seq, CheckpointState)>), StorageError> {
+        let state_error = |e: redb::Error| self.database_error(File::State, e);
+        let txn = self
+            .db(File::State)
+            .begin_read()
+            .map_err(|e| state_error(e.into()))?;
+        let meta = txn.open_table(META).map_err(|e| state_error(e.into()))?;
+        let stable: Option<StableRecord> =
+            match meta.get("stable").map_err(|e| state_error(e.into()))? {
+                Some(sealed) => {
+                    Some(self.unseal(File::State, "the stable checkpoint", sealed.value())?)
+                }
+                None => None,
+            };
+        let mut parts: Vec<(String, Entries)> = self
+            .layout
+            .iter()
+            .map(|name| (name.clone(), Entries::new()))
+            .collect();
+        let entries = txn.open_table(ENTRIES).map_err(|e| state_error(e.into()))?;
+        for item in entries.iter().map_err(|e| state_error(e.into()))? {
+            let (key, value) = item.map_err(|e| state_error(e.into()))?;
+            let key = key.value();
+            let part = key
+                .get(..4)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("four bytes")) as usize)
+                .filter(|p| *p < parts.len())
+                .ok_or_else(|| self.corrupt(File::State, "an entry names no container"))?;
+            parts[part]
+                .1
+                .insert(key[4..].to_vec(), value.value().to_vec());
+        }
+        let state = match &stable {
+            Some(record) => {
+                let state = CheckpointState::new(
+                    Snapshot::from_parts(parts),
+                    record.clients.clone(),
+                    record.clock,
+                );
+                Some((record.seq, state))
+            }
+            None if parts.iter().any(|(_, e)| !e.is_empty()) => {
+                return Err(self.corrupt(File::State, "it holds state but no checkpoint"));
+            }
+            None => None,
+        };
+        Ok((stable, state))
+    }
+
+    /// The stored stable checkpoint's state and sequence number, read back
+    /// whole (O(state)); `None` if none was stored yet. A replica keeps its
+    /// stable checkpoint here, not in memory, and reads it back only to
+    /// serve it to a peer that fell behind or to compare a fetched one with.
+    pub fn stable_state(&self) -> Result<Option<(Seq, CheckpointState)>, StorageError> {
+        Ok(self.read_stable()?.1)
     }
 
     /// Writes what the protocol asked to persist, in one durable commit.

@@ -4,17 +4,23 @@
 //! Taking a checkpoint copies nothing: the executor's barrier only folds the
 //! changes since the last one into the state's digest and hands them over
 //! (see [`Execution`](super::execution::Execution)). This store keeps the
-//! state of the stable checkpoint in full (the *base*) and the changes of
-//! the checkpoints taken after it. When a later checkpoint becomes stable,
-//! its changes (and those before it) are written to the data directory in
-//! one durable commit, then folded into the base: each costs what changed.
-//! The protocol never lets execution run more than a window ahead of the
-//! stable checkpoint, so the changes held are bounded by the window. A peer
-//! asking for a checkpoint in the store gets it materialized (the base, with
-//! the changes up to it applied) outside the store's lock.
+//! state of the stable checkpoint (the *base*) and the changes of the
+//! checkpoints taken after it. When a later checkpoint becomes stable, its
+//! changes (and those before it) are written to the data directory in one
+//! durable commit: each costs what changed. The protocol never lets
+//! execution run more than a window ahead of the stable checkpoint, so the
+//! changes held are bounded by the window.
+//!
+//! With a data directory, the base lives there once written, and nowhere
+//! in memory: the service holds the live state, and a second copy of it in
+//! memory would double what a replica needs. It is read back only when a
+//! peer that fell behind is served it, or a state transfer compares with it.
+//! Without one, the base is held in memory and the changes are folded into
+//! it. A peer asking for a checkpoint in the store gets it materialized (the
+//! base, with the changes up to it applied) outside the store's locks.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cbase_core::StateChanges;
 use parking_lot::Mutex;
@@ -36,25 +42,46 @@ struct Newer {
     clock: u64,
 }
 
+/// Where the stable checkpoint's state is kept.
 #[derive(Debug)]
-struct Inner {
-    base_seq: Seq,
-    base_digest: Hash,
-    base: Arc<CheckpointState>,
-    /// The base came whole (the initial state, a state transfer) and is
-    /// not on disk yet.
-    base_unwritten: bool,
+enum Base {
+    /// In memory, whole: a replica without a data directory, or a base that
+    /// came whole (the initial state, a state transfer) until it is on disk.
+    Memory(Arc<CheckpointState>),
+    /// In the data directory only: read back when a peer is served it or a
+    /// state transfer compares with it, so a durable replica holds its state
+    /// once in memory (in the service), not twice.
+    Stored(Arc<Storage>),
+}
+
+#[derive(Debug)]
+struct Stable {
+    seq: Seq,
+    digest: Hash,
+    base: Base,
+    /// The base came whole and is not on disk yet.
+    unwritten: bool,
+    /// A write of the whole base is on its way to disk: later writes, which
+    /// reach the disk after it, carry only changes.
+    whole_pending: bool,
     /// Counts the bases installed whole, so that a write begun before one
     /// does not mark the new one written.
     generation: u64,
-    newer: VecDeque<Newer>,
 }
 
 /// The recent checkpoints of one replica. Shared by its execution (which
 /// adds them) and whatever serves them to peers.
+///
+/// Two locks, always taken in this order when both are: the stable
+/// checkpoint's, which folding a stable checkpoint into an in-memory base
+/// holds for as long as that takes, and the newer checkpoints', which
+/// execution takes at every checkpoint and so never waits for a fold.
 #[derive(Debug)]
 pub struct CheckpointStore {
-    inner: Mutex<Inner>,
+    stable: Mutex<Stable>,
+    newer: Mutex<VecDeque<Newer>>,
+    /// The data directory that stable checkpoints are written to, if any.
+    storage: OnceLock<Arc<Storage>>,
 }
 
 /// A stable checkpoint on its way to disk: what the store's base must move
@@ -95,27 +122,53 @@ impl StableWrite {
 }
 
 /// What it takes to materialize one checkpoint, taken from the store under
-/// its lock and built outside it.
+/// its locks and built outside them.
 pub struct Materialize {
-    base: Arc<CheckpointState>,
-    changes: Vec<Arc<StateChanges>>,
+    seq: Seq,
+    base: Source,
+    /// The changes of the checkpoints after the base up to `seq`, oldest first.
+    changes: Vec<(Seq, Arc<StateChanges>)>,
     clients: crate::checkpoint::ClientTable,
     clock: u64,
 }
 
+/// Where a materialized checkpoint starts from.
+enum Source {
+    Memory(Arc<CheckpointState>),
+    Stored(Arc<Storage>),
+}
+
 impl Materialize {
-    /// The checkpoint's whole state. Costs O(state) unless it is the base.
-    pub fn build(self) -> Arc<CheckpointState> {
-        if self.changes.is_empty() {
-            return self.base;
-        }
-        let mut state = CheckpointState::clone(&self.base);
-        for changes in &self.changes {
+    /// The checkpoint's whole state. Costs O(state) unless it is an
+    /// in-memory base. `None` if it is no longer to be had: the disk moved
+    /// past it meanwhile, or could not be read (which is logged).
+    pub fn build(self) -> Option<Arc<CheckpointState>> {
+        let (from, state) = match self.base {
+            Source::Memory(base) if self.changes.is_empty() => return Some(base),
+            Source::Memory(base) => (0, CheckpointState::clone(&base)),
+            Source::Stored(storage) => match storage.stable_state() {
+                Ok(Some((stored, state))) if stored <= self.seq => (stored, state),
+                Ok(_) => return None,
+                Err(error) => {
+                    tracing::warn!(%error, "a stored checkpoint could not be read back");
+                    return None;
+                }
+            },
+        };
+        let mut state = state;
+        // The disk may have moved on from the base this was gathered at,
+        // but not past `seq`: the changes it has already folded in are
+        // skipped, and those after it bring it to `seq`.
+        let mut changed = false;
+        for (_, changes) in self.changes.iter().filter(|(at, _)| *at > from) {
             state.snapshot.apply(changes);
+            changed = true;
         }
-        state.clients = self.clients;
-        state.clock = self.clock;
-        Arc::new(state)
+        if changed {
+            state.clients = self.clients;
+            state.clock = self.clock;
+        }
+        Some(Arc::new(state))
     }
 }
 
@@ -123,21 +176,29 @@ impl CheckpointStore {
     /// A store whose base is `state`, the checkpoint at `seq` with `digest`.
     pub fn new(seq: Seq, digest: Hash, state: CheckpointState) -> CheckpointStore {
         CheckpointStore {
-            inner: Mutex::new(Inner {
-                base_seq: seq,
-                base_digest: digest,
-                base: Arc::new(state),
+            stable: Mutex::new(Stable {
+                seq,
+                digest,
+                base: Base::Memory(Arc::new(state)),
                 // The initial state is on no disk yet.
-                base_unwritten: true,
+                unwritten: true,
+                whole_pending: false,
                 generation: 0,
-                newer: VecDeque::new(),
             }),
+            newer: Mutex::new(VecDeque::new()),
+            storage: OnceLock::new(),
         }
+    }
+
+    /// Stable checkpoints are written to `storage`: from the first one
+    /// written on, the store keeps the base there and not in memory.
+    pub fn keep_on(&self, storage: Arc<Storage>) {
+        let _ = self.storage.set(storage);
     }
 
     /// Adds the checkpoint `record` took (the next after the newest held).
     pub fn push(&self, record: &CheckpointRecord) {
-        self.inner.lock().newer.push_back(Newer {
+        self.newer.lock().push_back(Newer {
             seq: record.seq,
             digest: record.digest,
             changes: Arc::clone(&record.changes),
@@ -176,106 +237,157 @@ impl CheckpointStore {
         digest: Hash,
         proof: &[Checkpoint],
     ) -> Option<StableWrite> {
-        let inner = self.inner.lock();
-        let (changes, clients, clock) = if seq == inner.base_seq {
-            if !inner.base_unwritten || inner.base_digest != digest {
-                return None;
-            }
-            (Vec::new(), inner.base.clients.clone(), inner.base.clock)
+        let mut stable = self.stable.lock();
+        let newer = self.newer.lock();
+        let whole = match (&stable.base, stable.unwritten && !stable.whole_pending) {
+            (Base::Memory(base), true) => Some(Arc::clone(base)),
+            _ => None,
+        };
+        let (changes, clients, clock) = if seq == stable.seq {
+            let base = whole.as_ref().filter(|_| stable.digest == digest)?;
+            (Vec::new(), base.clients.clone(), base.clock)
         } else {
-            let last = inner.newer.iter().position(|n| n.seq == seq)?;
-            let newest = &inner.newer[last];
+            let last = newer.iter().position(|n| n.seq == seq)?;
+            let newest = &newer[last];
             if newest.digest != digest {
                 return None;
             }
-            let changes = inner
-                .newer
+            let changes = newer
                 .iter()
                 .take(last + 1)
                 .map(|n| Arc::clone(&n.changes))
                 .collect();
             (changes, newest.clients.clone(), newest.clock)
         };
+        // Writes reach the disk in the order they are begun (one thread
+        // writes them), so one whole base is enough: the writes after it
+        // apply their changes, from the base on, over it. Writing the
+        // whole state again for each would cost O(state) apiece.
+        stable.whole_pending |= whole.is_some();
         Some(StableWrite {
             seq,
             digest,
             proof: proof.to_vec(),
-            whole: inner.base_unwritten.then(|| Arc::clone(&inner.base)),
+            whole,
             changes,
             clients,
             clock,
-            generation: inner.generation,
+            generation: stable.generation,
         })
     }
 
     /// After `write` reached the disk (or at once, without one): folds the
-    /// checkpoints up to its own into the base.
+    /// checkpoints up to its own into the base. With a data directory the
+    /// base is now on disk, and the one in memory is let go.
     pub fn finish_stabilize(&self, write: StableWrite) {
         // Its hold on the base goes first: folding into a base that is
         // shared would copy all of it.
         let (seq, generation) = (write.seq, write.generation);
         drop(write);
-        let mut inner = self.inner.lock();
-        if inner.generation != generation {
+        let mut stable = self.stable.lock();
+        if stable.generation != generation {
             // A transferred state replaced the base meanwhile.
             return;
         }
-        while inner.newer.front().is_some_and(|n| n.seq <= seq) {
-            let oldest = inner.newer.pop_front().expect("held");
-            inner.base_seq = oldest.seq;
-            inner.base_digest = oldest.digest;
-            // Copies the base only if a peer is being served it right now.
-            let base = Arc::make_mut(&mut inner.base);
-            base.snapshot.apply(&oldest.changes);
-            base.clients = oldest.clients;
-            base.clock = oldest.clock;
+        let folded: Vec<Newer> = {
+            let mut newer = self.newer.lock();
+            let count = newer.iter().take_while(|n| n.seq <= seq).count();
+            newer.drain(..count).collect()
+        };
+        let Some(last) = folded.last() else {
+            if stable.seq == seq {
+                let held = self.mark_stored(&mut stable);
+                drop(stable);
+                let_go(held);
+            }
+            return;
+        };
+        stable.seq = last.seq;
+        stable.digest = last.digest;
+        if let Some(storage) = self.storage.get() {
+            // The write just put these changes on disk.
+            let held = std::mem::replace(&mut stable.base, Base::Stored(Arc::clone(storage)));
+            stable.unwritten = false;
+            drop(stable);
+            let_go(held);
+            return;
         }
-        if inner.base_seq == seq {
-            inner.base_unwritten = false;
+        for oldest in folded {
+            if let Base::Memory(base) = &mut stable.base {
+                // Copies the base only if a peer is being served it right now.
+                let base = Arc::make_mut(base);
+                base.snapshot.apply(&oldest.changes);
+                base.clients = oldest.clients;
+                base.clock = oldest.clock;
+            }
         }
+        stable.unwritten = false;
+    }
+
+    /// The base is on disk: keep it there only, if the store knows the disk.
+    /// Returns the base it held in memory, for the caller to let go of
+    /// outside the lock.
+    #[must_use]
+    fn mark_stored(&self, stable: &mut Stable) -> Option<Base> {
+        stable.unwritten = false;
+        let storage = self.storage.get()?;
+        Some(std::mem::replace(
+            &mut stable.base,
+            Base::Stored(Arc::clone(storage)),
+        ))
     }
 
     /// Replaces everything with `state`, installed at `seq` (state transfer).
     pub fn install(&self, seq: Seq, digest: Hash, state: Arc<CheckpointState>) {
-        let mut inner = self.inner.lock();
-        inner.base_seq = seq;
-        inner.base_digest = digest;
-        inner.base = state;
-        inner.base_unwritten = true;
-        inner.generation += 1;
-        inner.newer.clear();
+        let mut stable = self.stable.lock();
+        stable.seq = seq;
+        stable.digest = digest;
+        stable.base = Base::Memory(state);
+        stable.unwritten = true;
+        stable.whole_pending = false;
+        stable.generation += 1;
+        self.newer.lock().clear();
     }
 
     /// The base is on disk already: it was just read from there.
     pub fn mark_written(&self) {
-        self.inner.lock().base_unwritten = false;
+        let mut stable = self.stable.lock();
+        let held = self.mark_stored(&mut stable);
+        drop(stable);
+        let_go(held);
     }
 
     /// How to materialize checkpoint `seq`, with its digest, if the store has it.
     pub fn get(&self, seq: Seq) -> Option<(Hash, Materialize)> {
-        let inner = self.inner.lock();
-        if seq == inner.base_seq {
+        let stable = self.stable.lock();
+        let base = match &stable.base {
+            Base::Memory(state) => Source::Memory(Arc::clone(state)),
+            Base::Stored(storage) => Source::Stored(Arc::clone(storage)),
+        };
+        if seq == stable.seq {
             return Some((
-                inner.base_digest,
+                stable.digest,
                 Materialize {
-                    base: Arc::clone(&inner.base),
+                    seq,
+                    base,
                     changes: Vec::new(),
                     clients: Default::default(),
                     clock: 0,
                 },
             ));
         }
-        let last = inner.newer.iter().position(|n| n.seq == seq)?;
-        let newest = &inner.newer[last];
+        let newer = self.newer.lock();
+        let last = newer.iter().position(|n| n.seq == seq)?;
+        let newest = &newer[last];
         Some((
             newest.digest,
             Materialize {
-                base: Arc::clone(&inner.base),
-                changes: inner
-                    .newer
+                seq,
+                base,
+                changes: newer
                     .iter()
                     .take(last + 1)
-                    .map(|n| Arc::clone(&n.changes))
+                    .map(|n| (n.seq, Arc::clone(&n.changes)))
                     .collect(),
                 clients: newest.clients.clone(),
                 clock: newest.clock,
@@ -283,23 +395,54 @@ impl CheckpointStore {
         ))
     }
 
-    /// The whole state of checkpoint `seq`, if the store has it.
+    /// The whole state of checkpoint `seq`, if the store has it (and, for
+    /// one kept on disk, can still read it back).
     pub fn state(&self, seq: Seq) -> Option<Arc<CheckpointState>> {
-        self.get(seq).map(|(_, materialize)| materialize.build())
+        self.get(seq)?.1.build()
     }
 
-    /// The stable checkpoint held in full, with its sequence number.
-    pub fn base(&self) -> (Seq, Arc<CheckpointState>) {
-        let inner = self.inner.lock();
-        (inner.base_seq, Arc::clone(&inner.base))
+    /// The stable checkpoint in full, with its sequence number. For a base
+    /// kept on disk this reads it back (O(state)), and the disk may have
+    /// moved on to a later stable checkpoint: the two returned belong
+    /// together. `None` if the disk could not be read (which is logged).
+    pub fn base(&self) -> Option<(Seq, Arc<CheckpointState>)> {
+        let storage = {
+            let stable = self.stable.lock();
+            match &stable.base {
+                Base::Memory(state) => return Some((stable.seq, Arc::clone(state))),
+                Base::Stored(storage) => Arc::clone(storage),
+            }
+        };
+        match storage.stable_state() {
+            Ok(stored) => stored.map(|(seq, state)| (seq, Arc::new(state))),
+            Err(error) => {
+                tracing::warn!(%error, "the stable checkpoint could not be read back");
+                None
+            }
+        }
+    }
+
+    /// Whether the base is held in memory (rather than on disk only).
+    pub fn base_in_memory(&self) -> bool {
+        matches!(self.stable.lock().base, Base::Memory(_))
     }
 
     /// The sequence numbers held, oldest first.
     pub fn held(&self) -> Vec<Seq> {
-        let inner = self.inner.lock();
-        std::iter::once(inner.base_seq)
-            .chain(inner.newer.iter().map(|n| n.seq))
+        let stable = self.stable.lock();
+        std::iter::once(stable.seq)
+            .chain(self.newer.lock().iter().map(|n| n.seq))
             .collect()
+    }
+}
+
+/// Drops a base that was held in memory and, if it was the last hold on a
+/// whole state, gives the memory back to the operating system.
+fn let_go(held: impl Into<Option<Base>>) {
+    if let Some(Base::Memory(state)) = held.into()
+        && Arc::into_inner(state).is_some()
+    {
+        super::memory::give_back();
     }
 }
 
@@ -308,7 +451,7 @@ impl CheckpointStore {
 /// requests, and it needs no copy.
 impl LocalCheckpoint for CheckpointStore {
     fn index(&self) -> Option<Arc<CheckpointIndex>> {
-        Some(Arc::new(CheckpointIndex::build(self.base().1)))
+        Some(Arc::new(CheckpointIndex::build(self.base()?.1)))
     }
 }
 
@@ -375,5 +518,88 @@ mod tests {
         store.finish_stabilize(write);
         assert_eq!(store.held(), [12]);
         assert_eq!(store.state(12).unwrap().digest(), state(12).digest());
+    }
+
+    #[test]
+    fn with_a_data_directory_the_stable_checkpoint_is_kept_on_disk_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), &["t"]).unwrap();
+        let storage = Arc::new(storage);
+        let store = CheckpointStore::new(0, state(0).digest(), state(0));
+        store.keep_on(Arc::clone(&storage));
+        store.push(&record(4, 4));
+        store.push(&record(8, 8));
+        // The initial state is written whole with the first stable checkpoint.
+        store
+            .stabilize(4, state(4).digest(), &[], Some(&storage))
+            .unwrap();
+        assert!(!store.base_in_memory(), "the base was let go once on disk");
+        let (seq, base) = store.base().expect("read back");
+        assert_eq!((seq, base.digest()), (4, state(4).digest()));
+        assert_eq!(store.state(8).unwrap().digest(), state(8).digest());
+
+        // Gathered before the disk moved on to 8, built after: the changes
+        // already on disk are skipped, so it still builds checkpoint 8.
+        let (_, at_eight) = store.get(8).unwrap();
+        let (_, at_four) = store.get(4).unwrap();
+        store
+            .stabilize(8, state(8).digest(), &[], Some(&storage))
+            .unwrap();
+        assert_eq!(at_eight.build().unwrap().digest(), state(8).digest());
+        // Checkpoint 4 is gone from the disk: nothing to serve.
+        assert!(at_four.build().is_none());
+        assert_eq!(store.held(), [8]);
+        assert_eq!(store.base().unwrap().0, 8);
+    }
+
+    #[test]
+    fn a_transferred_state_is_held_in_memory_until_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), &["t"]).unwrap();
+        let storage = Arc::new(storage);
+        let store = CheckpointStore::new(0, state(0).digest(), state(0));
+        store.keep_on(Arc::clone(&storage));
+        store.install(12, state(12).digest(), Arc::new(state(12)));
+        assert!(store.base_in_memory());
+        store
+            .stabilize(12, state(12).digest(), &[], Some(&storage))
+            .unwrap();
+        assert!(!store.base_in_memory());
+        assert_eq!(store.state(12).unwrap().digest(), state(12).digest());
+    }
+
+    #[test]
+    fn taking_a_checkpoint_does_not_wait_for_a_fold_in_progress() {
+        let store = CheckpointStore::new(0, state(0).digest(), state(0));
+        store.push(&record(4, 4));
+        // Whoever holds the stable checkpoint's lock (a fold into the base)
+        // does not hold up execution adding its next checkpoint.
+        let folding = store.stable.lock();
+        store.push(&record(8, 8));
+        drop(folding);
+        assert_eq!(store.held(), [0, 4, 8]);
+    }
+
+    #[test]
+    fn the_whole_base_goes_to_disk_once_however_many_writes_queue_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), &["t"]).unwrap();
+        let store = CheckpointStore::new(0, state(0).digest(), state(0));
+        store.keep_on(Arc::new(storage));
+        let storage = store.storage.get().unwrap().clone();
+        store.push(&record(4, 4));
+        store.push(&record(8, 8));
+        // Both become stable before the first reaches the disk.
+        let first = store.begin_stabilize(4, state(4).digest(), &[]).unwrap();
+        let second = store.begin_stabilize(8, state(8).digest(), &[]).unwrap();
+        assert!(first.whole.is_some());
+        assert!(second.whole.is_none(), "the whole state is written once");
+        for write in [first, second] {
+            write.write(&storage).unwrap();
+            store.finish_stabilize(write);
+        }
+        let (seq, stored) = storage.stable_state().unwrap().unwrap();
+        assert_eq!((seq, stored.digest()), (8, state(8).digest()));
+        assert_eq!(store.held(), [8]);
     }
 }

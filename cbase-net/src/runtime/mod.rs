@@ -18,6 +18,7 @@ mod connections;
 mod exec_thread;
 pub mod execution;
 mod halt;
+mod memory;
 mod metrics;
 pub mod prometheus;
 mod reads;
@@ -336,9 +337,13 @@ impl ReplicaNode {
         let (storage, recovered, replayed) = match &config.data_dir {
             Some(dir) => {
                 let (storage, loaded) = crate::storage::Storage::open(dir, &layout)?;
+                let storage = Arc::new(storage);
+                // From the first stable checkpoint on disk, the store keeps
+                // it there rather than a second copy of the state in memory.
+                checkpoints.keep_on(Arc::clone(&storage));
                 let file = dir.join(crate::storage::DATA_FILE);
                 let (recovered, replayed) = recover_execution(id, &mut execution, loaded, file)?;
-                (Some(Arc::new(storage)), recovered, replayed)
+                (Some(storage), recovered, replayed)
             }
             None => (None, None, Vec::new()),
         };

@@ -49,8 +49,10 @@ impl StateServer {
     /// Forgets the checkpoints it indexed and encoded (after a while with
     /// no requests: they hold a copy of a whole state).
     pub(super) fn forget(&mut self) {
-        self.index = None;
-        self.encoded = None;
+        let held = self.index.take().is_some() | self.encoded.take().is_some();
+        if held {
+            super::memory::give_back();
+        }
     }
 
     /// Checkpoint `seq`, indexed: the one indexed last, or the store's
@@ -63,7 +65,7 @@ impl StateServer {
         {
             return Some(Arc::clone(index));
         }
-        let (stable, state) = store.base();
+        let (stable, state) = store.base()?;
         if stable != seq {
             return None;
         }
@@ -88,7 +90,7 @@ impl StateServer {
             _ => {
                 let bytes = if whole {
                     // As for the index: the stable checkpoint only.
-                    let (stable, state) = store.base();
+                    let (stable, state) = store.base()?;
                     if stable != seq {
                         return None;
                     }
