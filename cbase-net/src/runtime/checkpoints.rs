@@ -64,6 +64,10 @@ struct Stable {
     /// A write of the whole base is on its way to disk: later writes, which
     /// reach the disk after it, carry only changes.
     whole_pending: bool,
+    /// The newest checkpoint whose changes a write begun already carries:
+    /// writes reach the disk in the order they are begun, so the next one
+    /// carries only the changes after it.
+    handed: Seq,
     /// Counts the bases installed whole, so that a write begun before one
     /// does not mark the new one written.
     generation: u64,
@@ -183,6 +187,7 @@ impl CheckpointStore {
                 // The initial state is on no disk yet.
                 unwritten: true,
                 whole_pending: false,
+                handed: seq,
                 generation: 0,
             }),
             newer: Mutex::new(VecDeque::new()),
@@ -238,6 +243,11 @@ impl CheckpointStore {
         proof: &[Checkpoint],
     ) -> Option<StableWrite> {
         let mut stable = self.stable.lock();
+        if seq < stable.handed {
+            // A write of a later stable checkpoint is begun already: this
+            // one, written after it, would move the disk back.
+            return None;
+        }
         let newer = self.newer.lock();
         let whole = match (&stable.base, stable.unwritten && !stable.whole_pending) {
             (Base::Memory(base), true) => Some(Arc::clone(base)),
@@ -255,10 +265,12 @@ impl CheckpointStore {
             let changes = newer
                 .iter()
                 .take(last + 1)
+                .filter(|n| n.seq > stable.handed)
                 .map(|n| Arc::clone(&n.changes))
                 .collect();
             (changes, newest.clients.clone(), newest.clock)
         };
+        stable.handed = stable.handed.max(seq);
         // Writes reach the disk in the order they are begun (one thread
         // writes them), so one whole base is enough: the writes after it
         // apply their changes, from the base on, over it. Writing the
@@ -345,6 +357,7 @@ impl CheckpointStore {
         stable.base = Base::Memory(state);
         stable.unwritten = true;
         stable.whole_pending = false;
+        stable.handed = seq;
         stable.generation += 1;
         self.newer.lock().clear();
     }
@@ -546,8 +559,10 @@ mod tests {
             .stabilize(8, state(8).digest(), &[], Some(&storage))
             .unwrap();
         assert_eq!(at_eight.build().unwrap().digest(), state(8).digest());
-        // Checkpoint 4 is gone from the disk: nothing to serve.
+        // Checkpoint 4 is gone from the disk: nothing to serve, and nothing
+        // to write either.
         assert!(at_four.build().is_none());
+        assert!(store.begin_stabilize(4, state(4).digest(), &[]).is_none());
         assert_eq!(store.held(), [8]);
         assert_eq!(store.base().unwrap().0, 8);
     }
@@ -594,6 +609,11 @@ mod tests {
         let second = store.begin_stabilize(8, state(8).digest(), &[]).unwrap();
         assert!(first.whole.is_some());
         assert!(second.whole.is_none(), "the whole state is written once");
+        assert_eq!(
+            (first.changes.len(), second.changes.len()),
+            (1, 1),
+            "each checkpoint's changes are written once"
+        );
         for write in [first, second] {
             write.write(&storage).unwrap();
             store.finish_stabilize(write);
