@@ -460,37 +460,40 @@ impl ReplicaNode {
                 &mut startup,
             );
         }
-        // Stable checkpoints go to disk on a thread of their own: a large
-        // one (the first, or after a state transfer, is the whole state)
-        // must not hold up the protocol. The log on disk keeps everything
-        // above the stored checkpoint until the write is done.
-        let stable_writes = storage.clone().map(|storage| {
+        // Stable checkpoints go to disk (and into the store's base) on a
+        // thread of their own: a large one (the first, or after a state
+        // transfer, is the whole state) must not hold up the protocol, nor
+        // must folding one into an in-memory base of a million entries. The
+        // log on disk keeps everything above the stored checkpoint until the
+        // write is done.
+        let stable_writes = {
             let (writes, pending) = crossbeam::channel::unbounded::<checkpoints::StableWrite>();
             let (store, failed) = (Arc::clone(&checkpoints), Arc::clone(&halt));
             let stored_metrics = Arc::clone(&metrics);
+            let storage = storage.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("cbase-store-{id}"))
                 .spawn(move || {
                     for write in pending {
-                        if let Err(error) = write.write(&storage) {
-                            failed.stop(format!("it cannot store a stable checkpoint: {error}"));
-                            return;
+                        if let Some(storage) = &storage {
+                            if let Err(error) = write.write(storage) {
+                                failed
+                                    .stop(format!("it cannot store a stable checkpoint: {error}"));
+                                return;
+                            }
+                            stored_metrics
+                                .checkpoints_stored
+                                .fetch_add(1, Ordering::Relaxed);
                         }
                         store.finish_stabilize(write);
-                        stored_metrics
-                            .checkpoints_stored
-                            .fetch_add(1, Ordering::Relaxed);
                     }
                 })
                 .expect("the OS refused to start the storage thread");
             (writes, thread)
-        });
+        };
         let protocol_storage = storage;
         let protocol_halt = Arc::clone(&halt);
-        let (stable_writes, storage_thread) = match stable_writes {
-            Some((writes, thread)) => (Some(writes), Some(thread)),
-            None => (None, None),
-        };
+        let (stable_writes, storage_thread) = stable_writes;
         let protocol_metrics = Arc::clone(&metrics);
         let protocol_read_barrier = Arc::clone(&read_barrier);
         tracing::info!(
@@ -556,12 +559,7 @@ impl ReplicaNode {
                         if let Output::Stable { seq, state, proof } = &output
                             && let Some(write) = checkpoints.begin_stabilize(*seq, *state, proof)
                         {
-                            match &stable_writes {
-                                Some(writes) => {
-                                    let _ = writes.send(write);
-                                }
-                                None => checkpoints.finish_stabilize(write),
-                            }
+                            let _ = stable_writes.send(write);
                         }
                         route(
                             output,
@@ -589,7 +587,7 @@ impl ReplicaNode {
             metrics,
             tasks,
             execution_thread: Some(execution_thread),
-            storage_thread,
+            storage_thread: Some(storage_thread),
             serve_thread: Some(serve_thread),
             halt,
         })
