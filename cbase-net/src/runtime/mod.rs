@@ -475,17 +475,20 @@ impl ReplicaNode {
                 .name(format!("cbase-store-{id}"))
                 .spawn(move || {
                     for write in pending {
-                        if let Some(storage) = &storage {
-                            if let Err(error) = write.write(storage) {
-                                failed
-                                    .stop(format!("it cannot store a stable checkpoint: {error}"));
-                                return;
-                            }
+                        if let Some(storage) = &storage
+                            && let Err(error) = write.write(storage)
+                        {
+                            failed.stop(format!("it cannot store a stable checkpoint: {error}"));
+                            return;
+                        }
+                        // Counted once the store has let go of what the disk
+                        // now holds (the first time, a whole state).
+                        store.finish_stabilize(write);
+                        if storage.is_some() {
                             stored_metrics
                                 .checkpoints_stored
                                 .fetch_add(1, Ordering::Relaxed);
                         }
-                        store.finish_stabilize(write);
                     }
                 })
                 .expect("the OS refused to start the storage thread");
