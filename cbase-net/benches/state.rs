@@ -26,7 +26,9 @@
 //! `cargo bench -p cbase-net --bench state` (add `-- --quick` for a short
 //! run with 10^3 and 10^5 keys; `--sizes 1000,1000000` for other sizes,
 //! `--storage memory` or `--storage durable` for one kind of run, and
-//! `--no-transfer` to skip state transfer). Prints markdown tables, and draws writes/s
+//! `--no-transfer` to skip state transfer). Each row runs as
+//! `--row KEYS:memory|durable:WRITES` in a process of its own, which is
+//! also how to profile one (see `BENCH_PERF_CONTROL` below). Prints markdown tables, and draws writes/s
 //! and p99 latency against the number of keys in
 //! `target/state-plots/state.svg` (`-- --plots DIR` for another directory).
 
