@@ -230,6 +230,11 @@ fn stable_seqs(cluster: &cbase_net::LocalCluster) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_restarted_from_its_directory_fetches_only_what_changed() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
+    }
     let mut cluster = cbase_net::LocalCluster::builder()
         .replicas(4)
         .workers(4)

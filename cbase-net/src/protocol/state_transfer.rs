@@ -99,6 +99,9 @@ pub(super) struct Behind {
     pub asked_at: u64,
     /// The peer asked last.
     pub peer: ReplicaId,
+    /// The current attempt has asked a peer (`asked_at` is when), rather
+    /// than waiting for execution to get there by itself.
+    pub requested: bool,
     /// A later agreed checkpoint learned of while the transfer of `target`
     /// was under way: fetched next, if still needed, once that transfer ends.
     pub next: Option<Certified>,
@@ -128,6 +131,7 @@ impl Behind {
             target,
             asked_at,
             peer,
+            requested: false,
             next: None,
             repair: false,
             whole: false,
@@ -164,21 +168,33 @@ impl Replica {
         if self.delivered >= seq || self.behind.as_ref().is_some_and(|b| b.target.seq >= seq) {
             return;
         }
-        let under_way = self.transfer.started() || self.installing.is_some();
+        let under_way = self.transfer.started()
+            || self.installing.is_some()
+            || self.behind.as_ref().is_some_and(|b| b.requested);
         if let Some(behind) = self.behind.as_mut().filter(|_| under_way) {
-            // A transfer is under way. Finish it rather than restart with
-            // the later checkpoint: the peer serving it keeps the checkpoint
-            // it served last even after newer ones replace it, while a replica that always
-            // chased the newest one would never finish a large state under
-            // load. The later one is fetched next, if still needed.
+            // A transfer is under way, or a peer was asked and has until the
+            // attempt's deadline to answer. Finish it rather than restart
+            // with the later checkpoint: the peer serving it keeps the
+            // checkpoint it served last even after newer ones replace it,
+            // while a replica that always chased the newest one would never
+            // finish a large state under load (nor, when checkpoints are
+            // agreed faster than a peer indexes one, ever get an answer).
+            // The later one is fetched next, if still needed.
             if behind.next.as_ref().is_none_or(|next| next.seq < seq) {
                 behind.next = Some(certified);
             }
             return;
         }
         // Give normal execution a chance first, unless there is nothing
-        // left to execute from (the log below `seq` is gone).
-        let asked_at = if ask_now { 0 } else { self.now.max(1) };
+        // left to execute from (the log below `seq` is gone). The chance
+        // runs from when this replica first fell behind: later checkpoints
+        // change what it will ask for, not when, or checkpoints agreed
+        // faster than the request timeout would put the request off for ever.
+        let asked_at = match &self.behind {
+            _ if ask_now => 0,
+            Some(behind) => behind.asked_at,
+            None => self.now.max(1),
+        };
         let peer = self.behind.as_ref().map_or(self.id, |b| b.peer);
         self.behind = Some(Behind::new(certified, asked_at, peer));
     }
@@ -285,6 +301,7 @@ impl Replica {
             behind.peer = (behind.peer + 1) % self.n as ReplicaId;
         }
         behind.asked_at = self.now.max(1);
+        behind.requested = true;
         let (peer, seq) = (behind.peer, behind.target.seq);
         self.behind = Some(behind);
         // A new attempt starts from the beginning: chunks from different
@@ -435,6 +452,7 @@ impl Replica {
                 self.transfer = Transfer::default();
                 self.behind = Some(Behind {
                     asked_at: 0,
+                    requested: false,
                     whole: true,
                     ..behind
                 });
@@ -604,6 +622,7 @@ impl Replica {
         self.transfer = Transfer::default();
         self.behind = Some(Behind {
             asked_at: 0,
+            requested: false,
             peer: from,
             ..behind.advanced()
         });

@@ -1409,3 +1409,58 @@ fn a_checkpoint_queued_behind_a_transfer_made_moot_is_still_fetched() {
     }
     assert!(asked.is_some(), "checkpoint 8 was never fetched");
 }
+
+/// The state requests in `out`, as (peer, checkpoint).
+fn state_requests(out: &[Output]) -> Vec<(ReplicaId, Seq)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(to, ReplicaMessage::StateRequest { seq, .. }) => Some((*to, *seq)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Found by the restart test on a busy machine: checkpoints became stable
+/// every 100 ms while a peer took 300 ms to index the one asked for. Each
+/// new stable checkpoint made the fetching replica drop the request in
+/// flight and ask for the newer one, so no answer was ever awaited long
+/// enough to be used, and it never caught up. A request in flight is kept
+/// until its deadline; later checkpoints wait their turn.
+#[test]
+fn a_request_in_flight_is_not_dropped_for_each_later_checkpoint() {
+    let (_, secrets) = cluster(4);
+    let (mut r, bytes, digest) = behind_checkpoint_4(64, small());
+    let out = tick(&mut r, 1 + SECOND + 1);
+    let (peer, _) = state_request(&out).expect("a peer is asked");
+    // Before the peer answers, 2f+1 replicas agree on checkpoints 8 and 12.
+    for (seq, at) in [(8, SECOND + SECOND / 5), (12, SECOND + 2 * SECOND / 5)] {
+        vote_checkpoint(&mut r, &secrets, seq, [seq as u8; 32]);
+        let out = tick(&mut r, at);
+        assert_eq!(state_requests(&out), vec![], "at {at}: {out:?}");
+    }
+    // The answer about checkpoint 4 comes in time, and is used.
+    let out = deliver(&mut r, peer, whole_state_bytes(&bytes));
+    let out = serve_parts(&mut r, out, &state_at_4(64));
+    assert!(
+        matches!(&out[..], [Output::InstallState { seq: 4, digest: d, .. }] if *d == digest),
+        "{out:?}"
+    );
+}
+
+/// A replica that is behind gives execution a request timeout to get there
+/// before it asks a peer. Later checkpoints agreed meanwhile change what it
+/// will ask for, not when: otherwise checkpoints agreed faster than the
+/// timeout would put the request off for ever.
+#[test]
+fn later_checkpoints_do_not_put_off_the_first_request() {
+    let (_, secrets) = cluster(4);
+    let (mut r, _, _) = behind_checkpoint_4(64, small());
+    // Checkpoint 8 (within the window, so execution may still get there)
+    // just before the timeout.
+    let out = tick(&mut r, 9 * SECOND / 10);
+    assert_eq!(state_requests(&out), vec![], "{out:?}");
+    vote_checkpoint(&mut r, &secrets, 8, [8; 32]);
+    let out = tick(&mut r, 1 + SECOND + 1);
+    assert_eq!(state_requests(&out).len(), 1, "{out:?}");
+    assert_eq!(state_requests(&out)[0].1, 8, "the newest is asked for");
+}
