@@ -550,6 +550,13 @@ fn flag(name: &str) -> Option<String> {
 }
 
 fn main() {
+    if std::env::var_os("BENCH_LOG").is_some() {
+        // The replicas' own account of a run (restarts, transfers, installs).
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -464,7 +464,12 @@ fn let_go(held: impl Into<Option<Base>>) {
 /// requests, and it needs no copy.
 impl LocalCheckpoint for CheckpointStore {
     fn index(&self) -> Option<Arc<CheckpointIndex>> {
-        Some(Arc::new(CheckpointIndex::build(self.base()?.1)))
+        let started = std::time::Instant::now();
+        let base = self.base()?.1;
+        let read = started.elapsed();
+        let index = CheckpointIndex::build(base);
+        tracing::info!(?read, took = ?started.elapsed(), "indexed our own checkpoint");
+        Some(Arc::new(index))
     }
 }
 

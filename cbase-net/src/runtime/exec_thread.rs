@@ -96,9 +96,12 @@ where
                     }
                 }),
                 ExecCommand::Install { seq, digest, state } => {
-                    match self.execution.install(seq, state.build()) {
+                    let started = std::time::Instant::now();
+                    let state = state.build();
+                    let built = started.elapsed();
+                    match self.execution.install(seq, state) {
                         Ok(_) => {
-                            tracing::info!(replica = self.id, seq, "installed the fetched state");
+                            tracing::info!(replica = self.id, seq, ?built, took = ?started.elapsed(), "installed the fetched state");
                             Some(Input::StateInstalled { seq, state: digest })
                         }
                         Err(error) => {

@@ -475,9 +475,10 @@ impl ReplicaNode {
                 .name(format!("cbase-store-{id}"))
                 .spawn(move || {
                     for write in pending {
-                        if let Some(storage) = &storage
-                            && let Err(error) = write.write(storage)
-                        {
+                        let started = std::time::Instant::now();
+                        let result = storage.as_ref().map(|storage| write.write(storage));
+                        tracing::debug!(replica = id, seq = write.seq(), took = ?started.elapsed(), "stored a stable checkpoint");
+                        if let Some(Err(error)) = result {
                             failed.stop(format!("it cannot store a stable checkpoint: {error}"));
                             return;
                         }

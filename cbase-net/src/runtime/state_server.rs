@@ -65,11 +65,14 @@ impl StateServer {
         {
             return Some(Arc::clone(index));
         }
+        let started = std::time::Instant::now();
         let (stable, state) = store.base()?;
         if stable != seq {
             return None;
         }
+        let read = started.elapsed();
         let index = Arc::new(CheckpointIndex::build(state));
+        tracing::info!(seq, ?read, took = ?started.elapsed(), "indexed a checkpoint to serve");
         self.index = Some((seq, Arc::clone(&index)));
         Some(index)
     }
