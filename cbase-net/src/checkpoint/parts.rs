@@ -457,27 +457,57 @@ pub struct Fetched {
 
 impl Fetched {
     /// The fetched checkpoint's whole state: the base's entries with the
-    /// differing buckets replaced. Costs a copy of the base.
+    /// differing buckets replaced. The base's entries are taken over if
+    /// nothing else holds them (a base read back or indexed for this
+    /// transfer alone), and copied otherwise.
     pub fn build(self) -> CheckpointState {
+        // The base's keys in each differing bucket, by the base's container.
+        let removals: Vec<(String, Vec<Vec<u8>>)> = self
+            .base
+            .iter()
+            .flat_map(|base| base.state.snapshot.parts().iter().zip(&base.containers))
+            .map(|((name, _), indexed)| {
+                let keys = match self.manifest.roots.iter().position(|(n, _)| n == name) {
+                    Some(number) => {
+                        let number = number as u16;
+                        self.buckets
+                            .range((number, 0)..=(number, u16::MAX))
+                            .flat_map(|((_, bucket), _)| indexed.buckets.get(bucket))
+                            .flatten()
+                            .cloned()
+                            .collect()
+                    }
+                    None => Vec::new(),
+                };
+                (name.clone(), keys)
+            })
+            .collect();
+        let mut own: Vec<(String, Entries)> = match self.base.map(Arc::try_unwrap) {
+            Some(Ok(index)) => match Arc::try_unwrap(index.state) {
+                Ok(state) => state.snapshot.into_parts(),
+                Err(shared) => shared.snapshot.parts().to_vec(),
+            },
+            Some(Err(shared)) => shared.state.snapshot.parts().to_vec(),
+            None => Vec::new(),
+        };
         let mut parts = Vec::with_capacity(self.manifest.roots.len());
         for (number, (name, _)) in self.manifest.roots.iter().enumerate() {
-            let local = self
-                .base
-                .as_ref()
-                .and_then(|base| Some((base, base.container_named(name)?)));
-            let mut entries: Entries = match local {
-                Some((base, at)) => base.state.snapshot.parts()[at].1.clone(),
+            let mut entries = match own.iter().position(|(n, _)| n == name) {
+                Some(at) => {
+                    let mut entries = std::mem::take(&mut own[at].1);
+                    for key in removals
+                        .iter()
+                        .filter(|(n, _)| n == name)
+                        .flat_map(|(_, k)| k)
+                    {
+                        entries.remove(key);
+                    }
+                    entries
+                }
                 None => Entries::new(),
             };
             let number = number as u16;
-            for ((_, bucket), contents) in self.buckets.range((number, 0)..=(number, u16::MAX)) {
-                if let Some((base, at)) = local
-                    && let Some(keys) = base.containers[at].buckets.get(bucket)
-                {
-                    for key in keys {
-                        entries.remove(key);
-                    }
-                }
+            for (_, contents) in self.buckets.range((number, 0)..=(number, u16::MAX)) {
                 for (key, value) in contents {
                     entries.insert(key.clone(), value.clone());
                 }
@@ -648,11 +678,24 @@ mod tests {
             }
         }
         assert!(!buckets.is_empty() && buckets.len() <= 30);
-        let fetched = Fetched {
+        // With a base held elsewhere too (copied), and with one held by
+        // nothing else (taken over): the same state.
+        let shared = Fetched {
+            base: Some(Arc::clone(&base)),
+            manifest: target.manifest(),
+            buckets: buckets.clone(),
+        };
+        assert_eq!(shared.build(), **target.state());
+        assert_eq!(
+            **base.state(),
+            *state(0..3_000, 0),
+            "the shared base is untouched"
+        );
+        let own = Fetched {
             base: Some(base),
             manifest: target.manifest(),
             buckets,
         };
-        assert_eq!(fetched.build(), **target.state());
+        assert_eq!(own.build(), **target.state());
     }
 }

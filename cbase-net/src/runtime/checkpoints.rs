@@ -31,6 +31,7 @@ use crate::message::{Checkpoint, Hash, Seq};
 use crate::storage::{Storage, StorageError};
 
 use super::execution::CheckpointRecord;
+use super::prepared_index::PreparedIndex;
 
 /// A checkpoint's changes since the one before, as the store keeps them.
 #[derive(Debug)]
@@ -86,6 +87,9 @@ pub struct CheckpointStore {
     newer: Mutex<VecDeque<Newer>>,
     /// The data directory that stable checkpoints are written to, if any.
     storage: OnceLock<Arc<Storage>>,
+    /// After a restart, the stable checkpoint indexed from the state just
+    /// loaded, for the state transfer that usually follows.
+    prepared: PreparedIndex,
 }
 
 /// A stable checkpoint on its way to disk: what the store's base must move
@@ -192,6 +196,7 @@ impl CheckpointStore {
             }),
             newer: Mutex::new(VecDeque::new()),
             storage: OnceLock::new(),
+            prepared: PreparedIndex::default(),
         }
     }
 
@@ -360,14 +365,22 @@ impl CheckpointStore {
         stable.handed = seq;
         stable.generation += 1;
         self.newer.lock().clear();
+        self.prepared.forget();
     }
 
-    /// The base is on disk already: it was just read from there.
+    /// The base is on disk already: it was just read from there (a
+    /// restart). The copy read is indexed on a thread of its own for the
+    /// state transfer that usually follows, then let go (see
+    /// [`super::prepared_index`]).
     pub fn mark_written(&self) {
         let mut stable = self.stable.lock();
+        let seq = stable.seq;
         let held = self.mark_stored(&mut stable);
         drop(stable);
-        let_go(held);
+        match held {
+            Some(Base::Memory(state)) => self.prepared.prepare(seq, state),
+            held => let_go(held),
+        }
     }
 
     /// How to materialize checkpoint `seq`, with its digest, if the store has it.
@@ -464,6 +477,11 @@ fn let_go(held: impl Into<Option<Base>>) {
 /// requests, and it needs no copy.
 impl LocalCheckpoint for CheckpointStore {
     fn index(&self) -> Option<Arc<CheckpointIndex>> {
+        if let Some((_, index)) = self.prepared.take() {
+            // Prepared after a restart: perhaps older than the stable
+            // checkpoint now, which is as sound a base (see the module).
+            return Some(index);
+        }
         let started = std::time::Instant::now();
         let base = self.base()?.1;
         let read = started.elapsed();

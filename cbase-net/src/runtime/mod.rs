@@ -20,6 +20,7 @@ pub mod execution;
 mod halt;
 mod memory;
 mod metrics;
+mod prepared_index;
 pub mod prometheus;
 mod reads;
 mod state_server;
