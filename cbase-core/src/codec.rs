@@ -63,6 +63,34 @@ pub fn encode_to_writer<T: Serialize + ?Sized, W: std::io::Write>(
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// Whether `value` encodes to exactly `bytes`: a decoded value's canonical
+/// check, without allocating its encoding.
+pub fn encodes_to<T: Serialize + ?Sized>(value: &T, bytes: &[u8]) -> Result<bool, CodecError> {
+    /// Compares what is written with `expected`, byte run by byte run.
+    struct Compare<'a> {
+        expected: &'a [u8],
+        same: bool,
+    }
+    impl std::io::Write for Compare<'_> {
+        fn write(&mut self, written: &[u8]) -> std::io::Result<usize> {
+            match self.expected.split_at_checked(written.len()) {
+                Some((head, rest)) if self.same && head == written => self.expected = rest,
+                _ => self.same = false,
+            }
+            Ok(written.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut compare = Compare {
+        expected: bytes,
+        same: true,
+    };
+    encode_to_writer(value, &mut compare)?;
+    Ok(compare.same && compare.expected.is_empty())
+}
+
 /// Decodes exactly one value from `bytes`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, read) = bincode::serde::decode_from_slice(bytes, config())
@@ -258,6 +286,29 @@ impl<'a> serde::Serializer for TupleSplitter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_encodes_to_its_own_bytes_and_to_no_others() {
+        let value = (300u64, String::from("three hundred"));
+        let bytes = encode(&value).unwrap();
+        assert!(encodes_to(&value, &bytes).unwrap());
+        assert!(
+            !encodes_to(&value, &bytes[..bytes.len() - 1]).unwrap(),
+            "shorter"
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(!encodes_to(&value, &longer).unwrap(), "longer");
+        let mut changed = bytes.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        assert!(!encodes_to(&value, &changed).unwrap(), "one byte off");
+        // 300 as a varint takes 3 bytes; a 9-byte form decodes to the same
+        // number and is not canonical.
+        let padded = [253u8, 44, 1, 0, 0, 0, 0, 0, 0];
+        let number: u64 = decode(&padded).unwrap();
+        assert_eq!(number, 300);
+        assert!(!encodes_to(&number, &padded).unwrap());
+    }
 
     #[test]
     fn round_trips_and_rejects_trailing_bytes() {

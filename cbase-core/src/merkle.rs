@@ -165,6 +165,17 @@ impl Shard {
         self.mark(bucket);
     }
 
+    /// Adds the sorted entry digests of a bucket that holds none yet, for a
+    /// tree being built whole; hashed at the next fold like
+    /// [`insert_unhashed`](Self::insert_unhashed).
+    fn fill(&mut self, bucket: u16, entries: Vec<Hash>) {
+        debug_assert!(entries.is_sorted());
+        self.len += entries.len() as u64;
+        let old = self.buckets.insert(bucket, entries);
+        debug_assert!(old.is_none(), "each bucket is filled once");
+        self.mark(bucket);
+    }
+
     /// Removes one copy of `entry`, leaving the bucket's digest for the
     /// caller to recompute ([`touch`](Self::touch)); false if the bucket
     /// does not hold it.
@@ -271,24 +282,28 @@ impl DigestTree {
     }
 
     /// The tree of a set of entries, each given as (key hash, entry digest).
+    ///
+    /// Built in bulk: the entries are sorted by bucket once and each bucket
+    /// filled to its exact size, rather than inserted one by one into
+    /// growing sorted lists (a restart or a state transfer builds trees of
+    /// millions of entries).
     pub fn from_entries(entries: impl IntoIterator<Item = (u64, Hash)>) -> DigestTree {
+        let mut all: Vec<(u16, Hash)> = entries
+            .into_iter()
+            .map(|(key_hash, entry)| (bucket_of(key_hash), entry))
+            .collect();
+        all.sort_unstable();
         let mut tree = DigestTree::new();
-        for (key_hash, entry) in entries {
-            tree.insert_unhashed(key_hash, entry);
+        for run in all.chunk_by(|a, b| a.0 == b.0) {
+            let bucket = run[0].0;
+            let (shard, within) = (
+                bucket as usize / BUCKETS_PER_SHARD,
+                (bucket as usize % BUCKETS_PER_SHARD) as u16,
+            );
+            let digests: Vec<Hash> = run.iter().map(|(_, entry)| *entry).collect();
+            tree.shards[shard].get_mut().fill(within, digests);
         }
         tree
-    }
-
-    /// Adds an entry to a tree being built, hashing its bucket only at the
-    /// next fold: for building a tree whole, where each bucket would
-    /// otherwise be hashed once per entry in it.
-    pub fn insert_unhashed(&mut self, key_hash: u64, entry: Hash) {
-        let bucket = bucket_of(key_hash);
-        let (shard, within) = (
-            bucket as usize / BUCKETS_PER_SHARD,
-            (bucket as usize % BUCKETS_PER_SHARD) as u16,
-        );
-        self.shards[shard].get_mut().insert_unhashed(within, entry);
     }
 
     /// Records that the entry of a key with hash `key_hash` changed from

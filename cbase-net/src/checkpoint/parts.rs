@@ -166,16 +166,17 @@ struct IndexedContainer {
 
 impl IndexedContainer {
     fn build(entries: &Entries) -> IndexedContainer {
-        let mut tree = DigestTree::new();
+        let mut digests = Vec::with_capacity(entries.len());
         let mut buckets: BTreeMap<u16, Vec<Vec<u8>>> = BTreeMap::new();
         for (key, value) in entries {
             let key_hash = merkle::key_hash(key);
-            tree.insert_unhashed(key_hash, merkle::entry_digest(key, value));
+            digests.push((key_hash, merkle::entry_digest(key, value)));
             buckets
                 .entry(merkle::bucket_of(key_hash))
                 .or_default()
                 .push(key.clone());
         }
+        let tree = DigestTree::from_entries(digests);
         tree.root();
         IndexedContainer { tree, buckets }
     }
