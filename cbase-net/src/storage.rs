@@ -642,11 +642,10 @@ impl Storage {
                 }
                 None => None,
             };
-        let mut parts: Vec<(String, Entries)> = self
-            .layout
-            .iter()
-            .map(|name| (name.clone(), Entries::new()))
-            .collect();
+        // The table yields each container's entries in key order: gathered
+        // in runs and built in bulk, several times faster than inserting
+        // millions of keys one at a time.
+        let mut runs: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); self.layout.len()];
         let entries = txn.open_table(ENTRIES).map_err(|e| state_error(e.into()))?;
         for item in entries.iter().map_err(|e| state_error(e.into()))? {
             let (key, value) = item.map_err(|e| state_error(e.into()))?;
@@ -654,12 +653,16 @@ impl Storage {
             let part = key
                 .get(..4)
                 .map(|b| u32::from_be_bytes(b.try_into().expect("four bytes")) as usize)
-                .filter(|p| *p < parts.len())
+                .filter(|p| *p < runs.len())
                 .ok_or_else(|| self.corrupt(File::State, "an entry names no container"))?;
-            parts[part]
-                .1
-                .insert(key[4..].to_vec(), value.value().to_vec());
+            runs[part].push((key[4..].to_vec(), value.value().to_vec()));
         }
+        let mut parts: Vec<(String, Entries)> = self
+            .layout
+            .iter()
+            .cloned()
+            .zip(runs.into_iter().map(Entries::from_iter))
+            .collect();
         // The stable checkpoints written since the last fold, in order.
         let deltas = txn.open_table(DELTAS).map_err(|e| state_error(e.into()))?;
         for item in deltas.iter().map_err(|e| state_error(e.into()))? {
