@@ -145,6 +145,8 @@ pub(super) struct PartWalk {
     stalled: bool,
     /// How many parts to ask of each peer at once.
     windows: BTreeMap<ReplicaId, usize>,
+    /// When each peer last answered a request of this walk.
+    answered_at: BTreeMap<ReplicaId, u64>,
     /// Peers that said a bucket is too large to send. Only when more than
     /// `f` did (so a correct one among them) is the state fetched whole:
     /// a faulty peer alone cannot make every transfer fetch everything.
@@ -216,6 +218,7 @@ impl PartWalk {
             progress_at: now,
             stalled: false,
             windows: BTreeMap::new(),
+            answered_at: BTreeMap::new(),
             oversized: BTreeSet::new(),
             f,
             timeout,
@@ -304,8 +307,15 @@ impl PartWalk {
 
     /// Asks every peer that has no request in flight (and was not dropped)
     /// for a share of the parts left to fetch.
+    ///
+    /// A lagging peer (one that let a request go overdue and has not
+    /// answered since) gets no share while another peer keeps up: each of
+    /// its shares would wait a timeout before going to the others, at every
+    /// level of the walk. It is asked a few of the parts others are asked
+    /// too, so that it is back in the walk once it answers (a correct peer
+    /// indexing a large state lags until its index is built).
     pub fn ask(&mut self, now: u64, peers: &[ReplicaId], out: &mut Vec<Output>) {
-        let free: Vec<ReplicaId> = peers
+        let mut free: Vec<ReplicaId> = peers
             .iter()
             .copied()
             .filter(|p| !self.dropped.contains(p) && !self.busy(*p))
@@ -317,6 +327,25 @@ impl PartWalk {
         self.todo
             .retain(|w| !satisfied.contains(&w.part) && queued.insert(w.part));
         if free.is_empty() || self.todo.is_empty() {
+            return;
+        }
+        let keeping_up = peers
+            .iter()
+            .any(|p| !self.dropped.contains(p) && !self.lagging(*p));
+        let lagging: Vec<ReplicaId> = if keeping_up {
+            let lagging = free.iter().copied().filter(|p| self.lagging(*p)).collect();
+            free.retain(|p| !self.lagging(*p));
+            lagging
+        } else {
+            Vec::new()
+        };
+        for peer in lagging {
+            // Copies of the next parts: the others are asked them too.
+            let wanted: Vec<Wanted> = self.todo.iter().take(MIN_WINDOW).copied().collect();
+            let parts = wanted.iter().map(|w| self.request(w)).collect();
+            self.send(peer, wanted, parts, now, out);
+        }
+        if free.is_empty() {
             return;
         }
         if self.todo.len() < free.len() {
@@ -403,6 +432,14 @@ impl PartWalk {
             .collect()
     }
 
+    /// Whether `peer` let a request go overdue and has not answered since.
+    fn lagging(&self, peer: ReplicaId) -> bool {
+        let since = self.answered_at.get(&peer).copied();
+        self.asked.values().any(|asked| {
+            asked.peer == peer && asked.overdue && since.is_none_or(|at| asked.at >= at)
+        })
+    }
+
     /// Whether `peer` has a request in flight that is not overdue.
     fn busy(&self, peer: ReplicaId) -> bool {
         self.asked
@@ -448,6 +485,7 @@ impl PartWalk {
             return Answer::Stale;
         }
         let asked = self.asked.remove(&request).expect("just looked");
+        self.answered_at.insert(from, now);
         let fetched_before = (self.satisfied.len(), self.held);
         let overdue = asked.overdue;
         if replies.is_empty() {

@@ -744,3 +744,64 @@ fn answers_to_an_abandoned_walk_are_stale_and_the_next_walk_waits_longer() {
     assert_eq!(installed(&out), target);
     assert_eq!(r.stats().bad_state, 0);
 }
+
+/// Two correct peers index a large state for longer than the request
+/// timeout while the third answers within it. Once they let a request go
+/// overdue they get no share of the walk, only copies of parts the third is
+/// asked too: otherwise, each time their requests went overdue, the parts
+/// put back were shared out to them again, to wait another timeout, and the
+/// walk took about as long as the slowest index.
+#[test]
+fn peers_that_lag_get_copies_not_shares_while_another_keeps_up() {
+    let base = bank(20_000, 0..0, 0);
+    let target = bank(20_000, 0..2_000, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let start = 2 * SECOND;
+    let mut out = manifest_at(&mut r, start, peer, &target);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let fast = 0;
+    // Every 300 ms peer 0 answers what it was asked; peers 2 and 3 are
+    // still indexing and answer nothing.
+    let mut now = start;
+    let mut copies = 0;
+    // Rounds in which peer 0 had nothing to answer: the walk waited.
+    let mut idle = 0;
+    let done = loop {
+        let mut next = Vec::new();
+        if !part_requests(&out).iter().any(|asked| asked.0 == fast) {
+            idle += 1;
+        }
+        for asked in part_requests(&out) {
+            if asked.0 == fast {
+                let mut replies = Vec::new();
+                r.handle(
+                    now,
+                    Input::Replica(fast, answer(&server, &asked)),
+                    &mut replies,
+                );
+                next.extend(replies);
+            } else {
+                copies += 1;
+            }
+        }
+        if next
+            .iter()
+            .any(|o| matches!(o, Output::InstallState { .. }))
+        {
+            break next;
+        }
+        now += 3 * SECOND / 10;
+        assert!(now < start + 20 * SECOND, "never finished");
+        next.extend(tick(&mut r, now));
+        out = next;
+    };
+    assert_eq!(installed(&done), target);
+    assert!(copies > 2, "the lagging peers are still asked");
+    // Peers 2 and 3 lag from their first timeout on, and only peer 0's
+    // pace counts.
+    assert_eq!(
+        idle, 0,
+        "the walk waited for lagging peers in {idle} rounds"
+    );
+    assert_eq!(r.stats().bad_state, 0);
+}
