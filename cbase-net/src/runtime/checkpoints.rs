@@ -370,8 +370,8 @@ impl CheckpointStore {
 
     /// The base is on disk already: it was just read from there (a
     /// restart). The copy read is indexed on a thread of its own for the
-    /// state transfer that usually follows, then let go (see
-    /// [`super::prepared_index`]).
+    /// state transfer that usually follows, then let go (see the runtime's
+    /// `prepared_index` module).
     pub fn mark_written(&self) {
         let mut stable = self.stable.lock();
         let seq = stable.seq;
@@ -479,7 +479,8 @@ impl LocalCheckpoint for CheckpointStore {
     fn index(&self) -> Option<Arc<CheckpointIndex>> {
         if let Some((_, index)) = self.prepared.take() {
             // Prepared after a restart: perhaps older than the stable
-            // checkpoint now, which is as sound a base (see the module).
+            // checkpoint now, which is as sound a base (see the runtime's
+            // `prepared_index` module).
             return Some(index);
         }
         let started = std::time::Instant::now();
