@@ -850,6 +850,21 @@ mod tests {
         )
     }
 
+    /// Stores `base` whole as stable checkpoint 4, at agreed time 7.
+    fn store_whole(storage: &Storage, base: &CheckpointState) {
+        storage
+            .stabilize(
+                4,
+                base.digest(),
+                &[],
+                &base.clients,
+                7,
+                Some(&base.snapshot),
+                &[],
+            )
+            .unwrap();
+    }
+
     fn committed(seq: Seq) -> Committed {
         let client = SecretKey::from_seed([3; 32]);
         let batch = ClientBatch::sign(
@@ -963,17 +978,7 @@ mod tests {
         let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
         let base = state(&[(1, 10)]);
         let no_clients = ClientTable::new();
-        storage
-            .stabilize(
-                4,
-                base.digest(),
-                &[],
-                &no_clients,
-                7,
-                Some(&base.snapshot),
-                &[],
-            )
-            .unwrap();
+        store_whole(&storage, &base);
         let eight = changes(&[(1, Some(11))]);
         storage
             .stabilize(8, [0; 32], &[], &no_clients, 7, None, &[&eight])
@@ -1002,17 +1007,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
         let base = state(&[(1, 10), (2, 20)]);
-        storage
-            .stabilize(
-                4,
-                base.digest(),
-                &[],
-                &base.clients,
-                7,
-                Some(&base.snapshot),
-                &[],
-            )
-            .unwrap();
+        store_whole(&storage, &base);
         drop(storage);
         // What the earlier format wrote: no deltas table, format 3.
         for file in [DATA_FILE, LOG_FILE] {
@@ -1053,17 +1048,7 @@ mod tests {
         assert_eq!(loaded.recovered, Recovered::default());
 
         let base = state(&[(1, 10), (2, 20)]);
-        storage
-            .stabilize(
-                4,
-                base.digest(),
-                &[],
-                &base.clients,
-                7,
-                Some(&base.snapshot),
-                &[],
-            )
-            .unwrap();
+        store_whole(&storage, &base);
         storage
             .persist([&prepared(5, 1), &Durable::View(3), &Durable::View(2)])
             .unwrap();
@@ -1090,17 +1075,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
         let base = state(&[(1, 10), (2, 20)]);
-        storage
-            .stabilize(
-                4,
-                base.digest(),
-                &[],
-                &base.clients,
-                7,
-                Some(&base.snapshot),
-                &[],
-            )
-            .unwrap();
+        store_whole(&storage, &base);
         storage.persist([&prepared(5, 0), &prepared(9, 0)]).unwrap();
         storage
             .log_executed(&[&committed(5), &committed(6), &committed(7), &committed(8)])
@@ -1147,17 +1122,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
         let base = state(&[(1, 10)]);
-        storage
-            .stabilize(
-                4,
-                base.digest(),
-                &[],
-                &base.clients,
-                7,
-                Some(&base.snapshot),
-                &[],
-            )
-            .unwrap();
+        store_whole(&storage, &base);
         drop(storage);
         for name in [DATA_FILE, LOG_FILE] {
             let file = dir.path().join(name);

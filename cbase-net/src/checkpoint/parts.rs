@@ -462,25 +462,22 @@ impl Fetched {
     /// nothing else holds them (a base read back or indexed for this
     /// transfer alone), and copied otherwise.
     pub fn build(self) -> CheckpointState {
-        // The base's keys in each differing bucket, by the base's container.
-        let removals: Vec<(String, Vec<Vec<u8>>)> = self
+        // The base's keys in each differing bucket, per base container.
+        let removals: Vec<Vec<Vec<u8>>> = self
             .base
             .iter()
             .flat_map(|base| base.state.snapshot.parts().iter().zip(&base.containers))
             .map(|((name, _), indexed)| {
-                let keys = match self.manifest.roots.iter().position(|(n, _)| n == name) {
-                    Some(number) => {
-                        let number = number as u16;
-                        self.buckets
-                            .range((number, 0)..=(number, u16::MAX))
-                            .flat_map(|((_, bucket), _)| indexed.buckets.get(bucket))
-                            .flatten()
-                            .cloned()
-                            .collect()
-                    }
-                    None => Vec::new(),
+                let Some(number) = self.manifest.roots.iter().position(|(n, _)| n == name) else {
+                    return Vec::new();
                 };
-                (name.clone(), keys)
+                let number = number as u16;
+                self.buckets
+                    .range((number, 0)..=(number, u16::MAX))
+                    .flat_map(|((_, bucket), _)| indexed.buckets.get(bucket))
+                    .flatten()
+                    .cloned()
+                    .collect()
             })
             .collect();
         let mut own: Vec<(String, Entries)> = match self.base.map(Arc::try_unwrap) {
@@ -496,11 +493,7 @@ impl Fetched {
             let mut entries = match own.iter().position(|(n, _)| n == name) {
                 Some(at) => {
                     let mut entries = std::mem::take(&mut own[at].1);
-                    for key in removals
-                        .iter()
-                        .filter(|(n, _)| n == name)
-                        .flat_map(|(_, k)| k)
-                    {
+                    for key in &removals[at] {
                         entries.remove(key);
                     }
                     entries
