@@ -161,18 +161,7 @@ pub trait State: Send + Sync + 'static {
     /// error) none of them.
     fn restore(&self, snapshot: &Snapshot) -> Result<(), RestoreError> {
         let containers = self.containers();
-        let expected: Vec<&str> = containers.iter().map(|(name, _)| *name).collect();
-        let found: Vec<&str> = snapshot
-            .parts
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect();
-        if expected != found {
-            return Err(RestoreError::Layout {
-                expected: expected.join(", "),
-                found: found.join(", "),
-            });
-        }
+        same_layout(&containers, &snapshot.parts)?;
         let mut staged = Vec::with_capacity(containers.len());
         for ((name, container), (_, entries)) in containers.iter().zip(&snapshot.parts) {
             let value = container
@@ -185,6 +174,43 @@ pub trait State: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// Applies `changes` to every container, or to none if any refuses its
+    /// part: what [`restore`](State::restore) does for a whole snapshot, at
+    /// the cost of what changed (for containers that override
+    /// [`Container::decode_changes`]). `changes` must name the containers
+    /// in declaration order, as [`State::take_changes`] gives them.
+    fn patch(&self, changes: &StateChanges) -> Result<(), RestoreError> {
+        let containers = self.containers();
+        same_layout(&containers, &changes.parts)?;
+        let mut staged = Vec::with_capacity(containers.len());
+        for ((name, container), (_, part)) in containers.iter().zip(&changes.parts) {
+            let value = container
+                .decode_changes(part)
+                .map_err(|source| RestoreError::Container { name, source })?;
+            staged.push(value);
+        }
+        for ((_, container), value) in containers.iter().zip(staged) {
+            container.apply_changes(value);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `parts` name the state's containers, in declaration order.
+fn same_layout<T>(
+    containers: &[(&'static str, &dyn Container)],
+    parts: &[(String, T)],
+) -> Result<(), RestoreError> {
+    let expected: Vec<&str> = containers.iter().map(|(name, _)| *name).collect();
+    let found: Vec<&str> = parts.iter().map(|(name, _)| name.as_str()).collect();
+    if expected != found {
+        return Err(RestoreError::Layout {
+            expected: expected.join(", "),
+            found: found.join(", "),
+        });
+    }
+    Ok(())
 }
 
 /// The state digest of containers given by name and root, in declaration order.
@@ -427,6 +453,94 @@ mod tests {
         b.fees.set(1);
         assert_ne!(a.digest(), b.digest());
         assert_eq!(a.table_names(), vec!["accounts", "fees"]);
+    }
+
+    /// `changes` encoded for the `accounts` table, with the `fees` cell set
+    /// to `fee`.
+    fn bank_changes(changes: &[(u64, Option<u64>)], fee: Option<u64>) -> StateChanges {
+        let accounts: Changes = changes
+            .iter()
+            .map(|(k, v)| {
+                (
+                    codec::encode(k).unwrap(),
+                    v.map(|v| codec::encode(&v).unwrap()),
+                )
+            })
+            .collect();
+        let fees: Changes = fee
+            .map(|fee| (Vec::new(), Some(codec::encode(&fee).unwrap())))
+            .into_iter()
+            .collect();
+        StateChanges::from_parts(vec![("accounts".into(), accounts), ("fees".into(), fees)])
+    }
+
+    proptest::proptest! {
+        /// Patching a state with changes leaves it exactly as restoring the
+        /// whole changed snapshot does: same digest, same contents, and no
+        /// changes left recorded against the old base.
+        #[test]
+        fn a_patch_is_a_restore_of_what_changed(
+            initial in proptest::collection::btree_map(0u64..300, 0u64..5, 0..200),
+            changes in proptest::collection::btree_map(0u64..300, proptest::option::of(0u64..5), 0..100),
+            fee in proptest::option::of(0u64..3),
+        ) {
+            let (patched, restored) = (bank(), bank());
+            for (k, v) in &initial {
+                patched.accounts.insert(*k, *v);
+            }
+            patched.record_changes();
+            patched.accounts.insert(999, 1);
+            patched.accounts.remove(&999);
+            let changes: Vec<(u64, Option<u64>)> = changes.into_iter().collect();
+            let mut expected = patched.snapshot().unwrap();
+            let encoded = bank_changes(&changes, fee);
+            expected.apply(&encoded);
+            restored.restore(&expected).unwrap();
+
+            patched.patch(&encoded).unwrap();
+            proptest::prop_assert_eq!(patched.digest(), restored.digest());
+            proptest::prop_assert_eq!(patched.digest(), expected.digest());
+            proptest::prop_assert_eq!(patched.accounts.entries(), restored.accounts.entries());
+            proptest::prop_assert_eq!(patched.fees.get(), restored.fees.get());
+            proptest::prop_assert!(patched.take_changes().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_patch_applies_to_every_container_or_to_none() {
+        let state = bank();
+        state.accounts.insert(1, 10);
+        let before = state.digest();
+        // The table's part is fine, the cell's is not its encoding.
+        let mut bad = bank_changes(&[(1, None), (2, Some(20))], None);
+        bad.parts[1].1.insert(Vec::new(), Some(vec![0xff; 3]));
+        assert!(matches!(
+            state.patch(&bad),
+            Err(RestoreError::Container { name: "fees", .. })
+        ));
+        assert_eq!(state.digest(), before);
+        assert_eq!(state.accounts.get(&1), Some(10));
+
+        // A key written long (not canonical) would digest differently.
+        let mut long = bank_changes(&[], None);
+        long.parts[0]
+            .1
+            .insert(vec![251, 1, 0], Some(codec::encode(&5u64).unwrap()));
+        assert!(matches!(
+            state.patch(&long),
+            Err(RestoreError::Container {
+                name: "accounts",
+                ..
+            })
+        ));
+        assert_eq!(state.digest(), before);
+
+        let mut renamed = bank_changes(&[], None);
+        renamed.parts.swap(0, 1);
+        assert!(matches!(
+            state.patch(&renamed),
+            Err(RestoreError::Layout { .. })
+        ));
     }
 
     #[test]

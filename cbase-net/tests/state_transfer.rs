@@ -347,13 +347,16 @@ mod installed_checkpoints {
     use cbase_core::{
         AccessSet, Container, Context, ExecutorBuilder, Key, Request, Service, State, Table, codec,
     };
+    use std::collections::BTreeMap;
+
     use cbase_net::checkpoint::CheckpointState;
+    use cbase_net::checkpoint::parts::{CheckpointIndex, Fetched, Transferred};
     use cbase_net::crypto::{PublicKey, SecretKey};
     use cbase_net::message::{
         ClientBatch, ClientRequest, Hash, Proposal, Reply, RequestBatch, Seq,
     };
     use cbase_net::protocol::Committed;
-    use cbase_net::runtime::execution::{CheckpointRecord, Execution, ReplySink};
+    use cbase_net::runtime::execution::{CheckpointRecord, Execution, Installed, ReplySink};
     use serde::{Deserialize, Serialize};
 
     /// Records the agreed time of the request under `key`.
@@ -471,6 +474,86 @@ mod installed_checkpoints {
         assert_eq!(ours, theirs, "the restored replica's ctx time differs");
         peer.shutdown();
         restored.shutdown();
+    }
+
+    /// What a transfer in parts would hand over: `target`, fetched by a
+    /// replica whose own checkpoint is `base`.
+    fn fetched_in_parts(base: CheckpointState, target: CheckpointState) -> Transferred {
+        let base = Arc::new(CheckpointIndex::build(Arc::new(base)));
+        let target = CheckpointIndex::build(Arc::new(target));
+        let mut buckets = BTreeMap::new();
+        for bucket in 0..=u16::MAX {
+            let theirs = target.bucket(0, bucket);
+            if theirs
+                .iter()
+                .map(|e| e.2)
+                .ne(base.bucket(0, bucket).iter().map(|e| e.2))
+            {
+                let contents = theirs.iter().map(|(k, v, _)| (k.to_vec(), v.to_vec()));
+                buckets.insert((0, bucket), contents.collect());
+            }
+        }
+        Transferred::Parts(Fetched {
+            base: Some(base),
+            manifest: target.manifest(),
+            buckets,
+        })
+    }
+
+    #[test]
+    fn a_transfer_in_parts_patches_the_state_it_was_compared_with() {
+        let mut peer = start();
+        for seq in 1..=4 {
+            peer.execute(batch(seq, seq * 1_000, seq, seq % 2 == 0));
+        }
+        let at = |execution: &Execution<Clocked>, seq| {
+            CheckpointState::clone(&execution.checkpoints().state(seq).unwrap())
+        };
+        let (two, four) = (at(&peer, 2), at(&peer, 4));
+
+        // Still at its checkpoint 2: only the two stamps written since are
+        // written into its state.
+        let mut behind = start();
+        for seq in 1..=2 {
+            behind.execute(batch(seq, seq * 1_000, seq, seq == 2));
+        }
+        let (digest, installed) = behind
+            .install_transferred(4, fetched_in_parts(two.clone(), four.clone()))
+            .unwrap();
+        assert_eq!(installed, Installed::Patched { entries: 2 });
+        assert_eq!(digest, four.digest());
+
+        // Past its checkpoint (it executed 3 since, as a restarted replica
+        // replays its log): the patch overwrites what 3 wrote too.
+        let mut ahead = start();
+        for seq in 1..=3 {
+            ahead.execute(batch(seq, seq * 1_000, seq, seq == 2));
+        }
+        let (digest, installed) = ahead
+            .install_transferred(4, fetched_in_parts(two.clone(), four.clone()))
+            .unwrap();
+        assert_eq!(installed, Installed::Patched { entries: 2 });
+        assert_eq!(digest, four.digest());
+
+        // A state the patch does not lead to the fetched one (other
+        // requests, another clock): restored whole, to the same end.
+        let mut elsewhere = start();
+        for seq in 1..=3 {
+            elsewhere.execute(batch(seq, seq * 1_000 + 1, seq + 10, seq == 2));
+        }
+        let (digest, installed) = elsewhere
+            .install_transferred(4, fetched_in_parts(two, four.clone()))
+            .unwrap();
+        assert_eq!(installed, Installed::Whole);
+        assert_eq!(digest, four.digest());
+
+        let theirs = digest_after(&mut peer, batch(5, 6_000, 5, true));
+        for mut installed in [behind, ahead, elsewhere] {
+            let ours = digest_after(&mut installed, batch(5, 6_000, 5, true));
+            assert_eq!(ours, theirs, "an installed replica differs from its peer");
+            installed.shutdown();
+        }
+        peer.shutdown();
     }
 
     #[test]

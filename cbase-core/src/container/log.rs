@@ -82,6 +82,13 @@ impl EntryLog {
         )
     }
 
+    /// Drops the changes recorded so far: the contents as they are become
+    /// the base the next changes are counted from (a container patched in
+    /// [`Container::apply_changes`](super::Container::apply_changes)).
+    pub fn forget_changes(&self) {
+        self.changes.lock().clear();
+    }
+
     /// Replaces the digest tree with `tree` (the new contents' tree) and
     /// drops the changes recorded so far.
     pub fn install(&self, tree: DigestTree) {

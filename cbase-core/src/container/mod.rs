@@ -123,6 +123,39 @@ pub trait Container: Send + Sync {
     /// # Panics
     /// If `staged` did not come from this container type's `decode_entries`.
     fn install(&self, staged: Box<dyn Any + Send>);
+
+    /// Decodes `changes` (each changed key's new encoded value, `None` to
+    /// remove it) into a value that [`Container::apply_changes`] accepts,
+    /// without changing the container; refuses what
+    /// [`decode_entries`](Container::decode_entries) refuses. A replica that
+    /// fetched only the parts of a checkpoint that differ from the state it
+    /// has patches it with these two instead of restoring it whole.
+    ///
+    /// The default goes through the whole contents
+    /// ([`encode_entries`](Container::encode_entries), the changes applied,
+    /// [`decode_entries`](Container::decode_entries)), so any container
+    /// supports it; override both methods to make it cost what changed, as
+    /// [`Table`] does.
+    fn decode_changes(&self, changes: &Changes) -> Result<Box<dyn Any + Send>, CodecError> {
+        let mut entries = self.encode_entries()?;
+        for (key, value) in changes {
+            match value {
+                Some(value) => entries.insert(key.clone(), value.clone()),
+                None => entries.remove(key),
+            };
+        }
+        self.decode_entries(&entries)
+    }
+
+    /// Applies a value from [`Container::decode_changes`]. As after
+    /// [`install`](Container::install), changes recorded so far are dropped:
+    /// the patched contents are the new base.
+    ///
+    /// # Panics
+    /// If `staged` did not come from this container's `decode_changes`.
+    fn apply_changes(&self, staged: Box<dyn Any + Send>) {
+        self.install(staged);
+    }
 }
 
 /// A container was given two different names.

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 
 use super::prefix::{KeyPrefix, PrefixBounds, range_under};
-use super::{BindError, Binding, Container, Entries, EntryLog};
+use super::{BindError, Binding, Changes, Container, Entries, EntryLog};
 use crate::codec::{self, CodecError};
 use crate::key::{self, Key, PrefixPath, TableId, ValueHash};
 use crate::merkle::{self, DigestTree};
@@ -267,6 +267,21 @@ where
         self.log
             .change(&key_bytes, old_bytes.as_deref(), value_bytes.as_deref());
         previous
+    }
+
+    /// Writes one encoded change and reports it to the digest log.
+    fn apply(&self, write: PreparedWrite<K, V>) {
+        let mut map = self.shards[write.shard].write();
+        let previous = match write.value {
+            Some(value) => map.insert(write.key, value),
+            None => map.remove(&write.key),
+        };
+        let old_bytes = previous.as_ref().map(|v| self.encode_or_panic(v));
+        self.log.change(
+            &write.key_bytes,
+            old_bytes.as_deref(),
+            write.value_bytes.as_deref(),
+        );
     }
 
     fn encode_or_panic<T: serde::Serialize>(&self, value: &T) -> Vec<u8> {
@@ -673,17 +688,7 @@ where
             }
         }
         for write in prepared.writes {
-            let mut map = self.shards[write.shard].write();
-            let previous = match write.value {
-                Some(value) => map.insert(write.key, value),
-                None => map.remove(&write.key),
-            };
-            let old_bytes = previous.as_ref().map(|v| self.encode_or_panic(v));
-            self.log.change(
-                &write.key_bytes,
-                old_bytes.as_deref(),
-                write.value_bytes.as_deref(),
-            );
+            self.apply(write);
         }
     }
 
@@ -709,20 +714,9 @@ where
         let mut shards: Vec<Vec<(K, V)>> = (0..SHARDS).map(|_| Vec::new()).collect();
         let mut digests = Vec::with_capacity(entries.len());
         for (key_bytes, value_bytes) in entries {
-            let key: K = codec::decode(key_bytes)?;
-            let value: V = codec::decode(value_bytes)?;
-            // Anything but the canonical encoding digests differently from
-            // what this table computes as it runs.
-            if !codec::encodes_to(&key, key_bytes)? {
-                return Err(CodecError::Decode(format!(
-                    "table entry key {key:?} is not in canonical form"
-                )));
-            }
-            if !codec::encodes_to(&value, value_bytes)? {
-                return Err(CodecError::Decode(format!(
-                    "the value of table entry {key:?} is not in canonical form"
-                )));
-            }
+            let key: K = decode_canonical(key_bytes, || "table entry key".to_owned())?;
+            let value: V =
+                decode_canonical(value_bytes, || format!("the value of table entry {key:?}"))?;
             digests.push((
                 merkle::key_hash(key_bytes),
                 merkle::entry_digest(key_bytes, value_bytes),
@@ -748,6 +742,52 @@ where
         }
         self.log.install(tree);
     }
+
+    fn decode_changes(&self, changes: &Changes) -> Result<Box<dyn Any + Send>, CodecError> {
+        let mut writes = Vec::with_capacity(changes.len());
+        for (key_bytes, value_bytes) in changes {
+            let key: K = decode_canonical(key_bytes, || "changed table key".to_owned())?;
+            let value: Option<V> = value_bytes
+                .as_ref()
+                .map(|bytes| decode_canonical(bytes, || format!("the new value of {key:?}")))
+                .transpose()?;
+            writes.push(PreparedWrite {
+                shard: shard_of(&key),
+                key,
+                value,
+                key_bytes: key_bytes.clone(),
+                value_bytes: value_bytes.clone(),
+            });
+        }
+        Ok(Box::new(writes))
+    }
+
+    fn apply_changes(&self, staged: Box<dyn Any + Send>) {
+        let writes = staged
+            .downcast::<Vec<PreparedWrite<K, V>>>()
+            .expect("apply_changes takes what this table's decode_changes returned");
+        for write in *writes {
+            self.apply(write);
+        }
+        self.log.forget_changes();
+    }
+}
+
+/// Decodes `bytes`, refusing anything but the canonical encoding: it would
+/// digest differently from what the table computes as it runs. `what` names
+/// the value in the error.
+fn decode_canonical<T>(bytes: &[u8], what: impl FnOnce() -> String) -> Result<T, CodecError>
+where
+    T: serde::Serialize + DeserializeOwned,
+{
+    let value: T = codec::decode(bytes)?;
+    if !codec::encodes_to(&value, bytes)? {
+        return Err(CodecError::Decode(format!(
+            "{} is not in canonical form",
+            what()
+        )));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -419,6 +419,15 @@ impl Transferred {
         }
     }
 
+    /// The whole state and, for parts, what turns the base into it
+    /// ([`Fetched::assemble`]).
+    pub fn assemble(self) -> (CheckpointState, Option<Patch>) {
+        match self {
+            Transferred::Whole(state) => (state, None),
+            Transferred::Parts(fetched) => fetched.assemble(),
+        }
+    }
+
     /// The whole state (for parts, the base's entries with the differing
     /// buckets replaced).
     pub fn build(self) -> CheckpointState {
@@ -456,63 +465,159 @@ pub struct Fetched {
     pub buckets: BTreeMap<BucketId, Vec<Entry>>,
 }
 
+/// Up to this many changed entries a fetched state comes with a [`Patch`]
+/// whatever its size (a restore of a small state costs little either way).
+pub const PATCH_ALWAYS: usize = 1024;
+
+/// The entries in which a fetched checkpoint differs from the base it was
+/// compared with: applied to the base ([`cbase_core::State::patch`]), they
+/// give the fetched checkpoint's containers, whose digest is `to`.
+#[derive(Debug)]
+pub struct Patch {
+    /// The digest of the fetched checkpoint's containers.
+    pub to: Digest,
+    /// The entries that differ, per container in declaration order.
+    pub changes: cbase_core::StateChanges,
+}
+
 impl Fetched {
-    /// The fetched checkpoint's whole state: the base's entries with the
-    /// differing buckets replaced. The base's entries are taken over if
+    /// The fetched checkpoint's whole state (the base's entries with the
+    /// differing buckets replaced).
+    pub fn build(self) -> CheckpointState {
+        self.assemble().0
+    }
+
+    /// The fetched checkpoint's whole state, and the [`Patch`] that turns
+    /// the base's containers into it. No patch when it would change much of
+    /// the state (more than an eighth, beyond [`PATCH_ALWAYS`] entries: a
+    /// restore costs less), without a base, or when the base's containers
+    /// are not the fetched checkpoint's (another layout).
+    ///
+    /// Both cost what differs, not the state: in each fetched bucket, an
+    /// entry whose digest the base's bucket holds is the base's own (same
+    /// key, same value), the base's keys the fetched bucket lacks are gone,
+    /// and the rest is new or changed. The base's entries are taken over if
     /// nothing else holds them (a base read back or indexed for this
     /// transfer alone), and copied otherwise.
-    pub fn build(self) -> CheckpointState {
-        // The base's keys in each differing bucket, per base container.
-        let removals: Vec<Vec<Vec<u8>>> = self
-            .base
-            .iter()
-            .flat_map(|base| base.state.snapshot.parts().iter().zip(&base.containers))
-            .map(|((name, _), indexed)| {
-                let Some(number) = self.manifest.roots.iter().position(|(n, _)| n == name) else {
-                    return Vec::new();
+    pub fn assemble(self) -> (CheckpointState, Option<Patch>) {
+        let Fetched {
+            base,
+            manifest,
+            buckets,
+        } = self;
+        // The base's entries, and its index (owned or shared) for the
+        // differing buckets' keys and digests.
+        let (mut own, owned, shared) = match base.map(Arc::try_unwrap) {
+            Some(Ok(CheckpointIndex { state, containers })) => {
+                let parts = match Arc::try_unwrap(state) {
+                    Ok(state) => state.snapshot.into_parts(),
+                    Err(shared) => shared.snapshot.parts().to_vec(),
                 };
-                let number = number as u16;
-                self.buckets
-                    .range((number, 0)..=(number, u16::MAX))
-                    .flat_map(|((_, bucket), _)| indexed.buckets.get(bucket))
-                    .flatten()
-                    .cloned()
-                    .collect()
+                (parts, containers, None)
+            }
+            Some(Err(shared)) => (
+                shared.state.snapshot.parts().to_vec(),
+                Vec::new(),
+                Some(shared),
+            ),
+            None => (Vec::new(), Vec::new(), None),
+        };
+        let indexed: &[IndexedContainer] = shared.as_ref().map_or(&owned, |s| &s.containers);
+        let same_layout = own.len() == manifest.roots.len()
+            && own
+                .iter()
+                .zip(&manifest.roots)
+                .all(|((mine, _), (theirs, _))| mine == theirs);
+        // Each container's entries, and what changed in it.
+        let mut parts = Vec::with_capacity(manifest.roots.len());
+        for (number, (name, _)) in manifest.roots.iter().enumerate() {
+            let number = number as u16;
+            let at = own.iter().position(|(n, _)| n == name);
+            let entries = at.map_or_else(Entries::new, |at| std::mem::take(&mut own[at].1));
+            let mut changes = Vec::new();
+            for ((_, bucket), contents) in buckets.range((number, 0)..=(number, u16::MAX)) {
+                let held = at.and_then(|at| indexed.get(at));
+                bucket_changes(held, *bucket, contents, &mut changes);
+            }
+            parts.push((name.clone(), entries, changes));
+        }
+        // Written entry by entry, a patch costs a few times per entry what
+        // a bulk restore does: worth it for a small part of a large state.
+        let size: usize = parts.iter().map(|(_, entries, _)| entries.len()).sum();
+        let changed: usize = parts.iter().map(|(_, _, changes)| changes.len()).sum();
+        let worth_patching = same_layout && changed <= (size / 8).max(PATCH_ALWAYS);
+        let mut patched = Vec::new();
+        let parts: Vec<(String, Entries)> = parts
+            .into_iter()
+            .map(|(name, mut entries, changes)| {
+                if worth_patching {
+                    for (key, value) in &changes {
+                        match value {
+                            Some(value) => entries.insert(key.clone(), value.clone()),
+                            None => entries.remove(key),
+                        };
+                    }
+                    patched.push((name.clone(), changes.into_iter().collect()));
+                } else {
+                    for (key, value) in changes {
+                        match value {
+                            Some(value) => entries.insert(key, value),
+                            None => entries.remove(&key),
+                        };
+                    }
+                }
+                (name, entries)
             })
             .collect();
-        let mut own: Vec<(String, Entries)> = match self.base.map(Arc::try_unwrap) {
-            Some(Ok(index)) => match Arc::try_unwrap(index.state) {
-                Ok(state) => state.snapshot.into_parts(),
-                Err(shared) => shared.snapshot.parts().to_vec(),
-            },
-            Some(Err(shared)) => shared.state.snapshot.parts().to_vec(),
-            None => Vec::new(),
-        };
-        let mut parts = Vec::with_capacity(self.manifest.roots.len());
-        for (number, (name, _)) in self.manifest.roots.iter().enumerate() {
-            let mut entries = match own.iter().position(|(n, _)| n == name) {
-                Some(at) => {
-                    let mut entries = std::mem::take(&mut own[at].1);
-                    for key in &removals[at] {
-                        entries.remove(key);
-                    }
-                    entries
-                }
-                None => Entries::new(),
-            };
-            let number = number as u16;
-            for (_, contents) in self.buckets.range((number, 0)..=(number, u16::MAX)) {
-                for (key, value) in contents {
-                    entries.insert(key.clone(), value.clone());
-                }
-            }
-            parts.push((name.clone(), entries));
+        // Freeing a million small allocations takes a good part of a
+        // second: the index's key lists go on a thread of their own.
+        if !owned.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("cbase-drop".to_owned())
+                .spawn(move || drop(owned));
         }
-        CheckpointState::new(
+        let patch = worth_patching.then(|| Patch {
+            to: Digest::of_roots(
+                manifest
+                    .roots
+                    .iter()
+                    .map(|(name, root)| (name.as_str(), *root)),
+            ),
+            changes: cbase_core::StateChanges::from_parts(patched),
+        });
+        let state = CheckpointState::new(
             Snapshot::from_parts(parts),
-            self.manifest.clients,
-            self.manifest.clock,
-        )
+            manifest.clients,
+            manifest.clock,
+        );
+        (state, patch)
+    }
+}
+
+/// The changes that turn the base's `bucket` (in `held`, the base's indexed
+/// container; `None`: the base has no such container) into `contents`.
+fn bucket_changes(
+    held: Option<&IndexedContainer>,
+    bucket: u16,
+    contents: &[Entry],
+    changes: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) {
+    let (keys, digests) = match held {
+        Some(held) => (
+            held.buckets.get(&bucket).map_or(&[][..], Vec::as_slice),
+            held.tree.bucket_entries(bucket),
+        ),
+        None => (&[][..], Vec::new()),
+    };
+    for key in keys {
+        if !contents.iter().any(|(fetched, _)| fetched == key) {
+            changes.push((key.clone(), None));
+        }
+    }
+    for (key, value) in contents {
+        if !digests.contains(&merkle::entry_digest(key, value)) {
+            changes.push((key.clone(), Some(value.clone())));
+        }
     }
 }
 
@@ -650,10 +755,12 @@ mod tests {
         assert!(server.answer(&[0; 32], &parts, 1 << 20).is_empty());
     }
 
-    #[test]
-    fn fetched_buckets_replace_the_base_ones() {
-        let base = Arc::new(CheckpointIndex::build(state(0..3_000, 0)));
-        let target = CheckpointIndex::build(state(0..3_000, 1));
+    /// The buckets of container 0 in which `target` differs from `base`,
+    /// with `target`'s contents: what a transfer fetches.
+    fn differing_buckets(
+        base: &CheckpointIndex,
+        target: &CheckpointIndex,
+    ) -> BTreeMap<BucketId, Vec<Entry>> {
         let mut buckets = BTreeMap::new();
         for bucket in 0..=u16::MAX {
             let theirs = target.bucket(0, bucket);
@@ -671,6 +778,61 @@ mod tests {
                 );
             }
         }
+        buckets
+    }
+
+    #[test]
+    fn a_patch_holds_exactly_the_entries_that_differ() {
+        let base = Arc::new(CheckpointIndex::build(state(0..3_000, 0)));
+        // Some values changed (every hundredth), some keys gone, some new.
+        let mut entries = state(0..3_020, 1).snapshot.parts()[0].1.clone();
+        for k in (0..3_000u32).step_by(97) {
+            entries.remove(&cbase_core::codec::encode(&k).unwrap());
+        }
+        let target = CheckpointIndex::build(Arc::new(CheckpointState::new(
+            Snapshot::from_parts(vec![("t".to_owned(), entries.clone())]),
+            Default::default(),
+            7,
+        )));
+        let fetched = Fetched {
+            base: Some(Arc::clone(&base)),
+            manifest: target.manifest(),
+            buckets: differing_buckets(&base, &target),
+        };
+        let (built, patch) = fetched.assemble();
+        assert_eq!(built, **target.state());
+        let patch = patch.expect("same containers");
+        assert_eq!(patch.to, target.state().snapshot.digest());
+        let own = &base.state().snapshot.parts()[0].1;
+        let differing = own
+            .keys()
+            .chain(entries.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|key| own.get(*key) != entries.get(*key))
+            .count();
+        assert_eq!(patch.changes.len(), differing);
+        let mut patched = base.state().snapshot.clone();
+        patched.apply(&patch.changes);
+        assert_eq!(patched, target.state().snapshot);
+
+        // Another layout: nothing to patch, the state is installed whole.
+        let renamed = Fetched {
+            base: Some(base),
+            manifest: Manifest {
+                roots: vec![("u".to_owned(), target.root(0))],
+                ..target.manifest()
+            },
+            buckets: BTreeMap::new(),
+        };
+        assert!(renamed.assemble().1.is_none());
+    }
+
+    #[test]
+    fn fetched_buckets_replace_the_base_ones() {
+        let base = Arc::new(CheckpointIndex::build(state(0..3_000, 0)));
+        let target = CheckpointIndex::build(state(0..3_000, 1));
+        let buckets = differing_buckets(&base, &target);
         assert!(!buckets.is_empty() && buckets.len() <= 30);
         // With a base held elsewhere too (copied), and with one held by
         // nothing else (taken over): the same state.

@@ -97,11 +97,9 @@ where
                 }),
                 ExecCommand::Install { seq, digest, state } => {
                     let started = std::time::Instant::now();
-                    let state = state.build();
-                    let built = started.elapsed();
-                    match self.execution.install(seq, state) {
-                        Ok(_) => {
-                            tracing::info!(replica = self.id, seq, ?built, took = ?started.elapsed(), "installed the fetched state");
+                    match self.execution.install_transferred(seq, state) {
+                        Ok((_, installed)) => {
+                            tracing::info!(replica = self.id, seq, ?installed, took = ?started.elapsed(), "installed the fetched state");
                             Some(Input::StateInstalled { seq, state: digest })
                         }
                         Err(error) => {

@@ -39,6 +39,7 @@ use crate::protocol::Committed;
 use super::checkpoints::CheckpointStore;
 use crate::checkpoint::CheckpointState;
 use crate::checkpoint::checkpoint_digest_encoded;
+use crate::checkpoint::parts::{Patch, Transferred};
 use crate::checkpoint::{Admission, SessionLimits};
 pub use crate::checkpoint::{ClientTable, LaneRecord, checkpoint_digest};
 
@@ -64,6 +65,18 @@ pub struct CheckpointRecord {
     /// (everything before it finished) to its end. A local measurement, not
     /// part of the replicated state.
     pub barrier: std::time::Duration,
+}
+
+/// How a transferred checkpoint was installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Installed {
+    /// Only the entries that differ were written into the service state.
+    Patched {
+        /// How many entries were written or removed.
+        entries: usize,
+    },
+    /// The service state was restored whole.
+    Whole,
 }
 
 /// Where replies go: the runtime sends them to the client's connection.
@@ -283,16 +296,57 @@ where
         seq: Seq,
         state: CheckpointState,
     ) -> Result<Hash, cbase_core::RestoreError> {
+        self.install_or_patch(seq, state, None)
+            .map(|(digest, _)| digest)
+    }
+
+    /// Installs a checkpoint fetched from peers ([`Execution::install`]). If
+    /// it came in parts with a [`Patch`] (they change a small part of the
+    /// state), only the entries that differ are written into the service
+    /// state: the cost of what changed, not of the state. If the result is
+    /// not the fetched state, or there is no patch, the state is restored
+    /// whole.
+    /// Returns the checkpoint digest and how it was installed.
+    pub fn install_transferred(
+        &mut self,
+        seq: Seq,
+        transferred: Transferred,
+    ) -> Result<(Hash, Installed), cbase_core::RestoreError> {
+        let (state, patch) = transferred.assemble();
+        self.install_or_patch(seq, state, patch)
+    }
+
+    fn install_or_patch(
+        &mut self,
+        seq: Seq,
+        state: CheckpointState,
+        patch: Option<Patch>,
+    ) -> Result<(Hash, Installed), cbase_core::RestoreError> {
         let (sender, receiver) = std::sync::mpsc::channel();
         let state = Arc::new(state);
         let installing = Arc::clone(&state);
         let barrier = self.executor.barrier(move |service: &S| {
-            // The restored containers' digest trees give the state's digest
-            // at once: no second pass over the entries.
-            let restored = service.state().restore(&installing.snapshot);
-            let _ = sender.send(restored.map(|()| service.state().digest()));
+            let service = service.state();
+            // The patch turns the base it was made against into the fetched
+            // state. The service state is usually that base, or a state that
+            // went on from it by agreed requests (a restarted replica that
+            // replayed its log), whose changes the patch then overwrites. If
+            // the result is not the fetched state, the restore repairs it.
+            let patched = patch.map(|patch| {
+                let applied = service.patch(&patch.changes).is_ok() && service.digest() == patch.to;
+                (applied, patch.changes.len())
+            });
+            let installed = match patched {
+                Some((true, entries)) => Ok(Installed::Patched { entries }),
+                // The restored containers' digest trees give the state's
+                // digest at once: no second pass over the entries.
+                _ => service
+                    .restore(&installing.snapshot)
+                    .map(|()| Installed::Whole),
+            };
+            let _ = sender.send(installed.map(|how| (service.digest(), how)));
         });
-        let state_digest = match barrier.ok().and_then(|()| receiver.recv().ok()) {
+        let (state_digest, installed) = match barrier.ok().and_then(|()| receiver.recv().ok()) {
             Some(result) => result?,
             None => panic!("the executor stopped while installing a checkpoint"),
         };
@@ -301,7 +355,7 @@ where
         self.last_executed = seq;
         let digest = checkpoint_digest(&state_digest, &state.clients, state.clock);
         self.checkpoints.install(seq, digest, state);
-        Ok(digest)
+        Ok((digest, installed))
     }
 
     /// Executes one committed batch (the next in sequence order). Returns the

@@ -1112,8 +1112,10 @@ impl World {
             } => self.serve_parts(from, to, seq, (salt, request), parts),
             Output::InstallState { seq, digest, state } => {
                 let node = &mut self.nodes[from];
+                // As the runtime does: in parts onto the state the parts
+                // were compared with, whole otherwise.
                 node.execution
-                    .install(seq, state.build())
+                    .install_transferred(seq, state)
                     .expect("verified states install");
                 node.checkpoints.insert(seq, digest);
                 self.installed += 1;
