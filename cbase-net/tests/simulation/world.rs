@@ -1114,12 +1114,16 @@ impl World {
                 let node = &mut self.nodes[from];
                 // As the runtime does: in parts onto the state the parts
                 // were compared with, whole otherwise.
-                node.execution
+                let (_, how) = node
+                    .execution
                     .install_transferred(seq, state)
                     .expect("verified states install");
                 node.checkpoints.insert(seq, digest);
                 self.installed += 1;
-                self.trace(from, format_args!("installs transferred state {seq}"));
+                self.trace(
+                    from,
+                    format_args!("installs transferred state {seq} ({how:?})"),
+                );
                 self.deliver(from, Input::StateInstalled { seq, state: digest });
             }
             Output::Diverged { seq, .. } => {
