@@ -2,9 +2,11 @@
 //! replicas and clients in this one process, batching on.
 //!
 //! `cargo bench -p cbase-net --bench throughput` (add `-- --quick` for a
-//! few-second smoke run, `-- --independent` or `-- --fairness` for one part). Prints markdown tables: latency at low load,
-//! sustained throughput from one client, from many independent clients, and
-//! one client's latency while others flood.
+//! few-second smoke run, `-- --independent` or `-- --fairness` for one part,
+//! `--flooders N` for how many clients flood in the fairness part, 8 by
+//! default). Prints markdown tables: latency at low load, sustained
+//! throughput from one client, from many independent clients, and one
+//! client's latency while others flood.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -359,7 +361,7 @@ fn lowest_priority() {
     }
 }
 
-/// A well-behaved client's latency alone, then while `FLOODERS` other
+/// A well-behaved client's latency alone, then while [`flooders`] other
 /// clients keep as many calls in flight as they can (each its own key, 256
 /// calls at a time): the primary serves clients in turn, counted in
 /// requests, so the polite client's requests do not queue behind the
@@ -382,7 +384,11 @@ async fn fairness(cluster: &LocalCluster, calls: usize) {
         ));
     }
     println!(
-        "\n### Fairness: one client's latency alone and while {FLOODERS} clients flood ({calls} calls)\n"
+        "\n### Fairness: one client's latency alone and while {} ({calls} calls)\n",
+        match flooders() {
+            1 => "another client floods".to_owned(),
+            n => format!("{n} other clients flood"),
+        }
     );
     println!("| polite client | median | p99 | p99 / p99 alone | flood requests/s |");
     println!("|---|---:|---:|---:|---:|");
@@ -404,8 +410,13 @@ async fn fairness(cluster: &LocalCluster, calls: usize) {
     }
 }
 
-/// How many clients flood in [`fairness`].
-const FLOODERS: usize = 8;
+/// How many clients flood in [`fairness`]: 8, or `--flooders N`.
+fn flooders() -> usize {
+    std::env::args()
+        .skip_while(|a| a != "--flooders")
+        .nth(1)
+        .map_or(8, |n| n.parse().expect("--flooders takes a number"))
+}
 
 /// The polite client's latencies while the flood runs, and the flood's rate.
 async fn under_flood(
@@ -427,7 +438,7 @@ async fn under_flood(
         .enable_all()
         .build()
         .expect("the flood's runtime");
-    for _ in 0..FLOODERS {
+    for _ in 0..flooders() {
         // Its connection tasks start on the flood's runtime.
         let client = {
             let _flood = flood_runtime.enter();
