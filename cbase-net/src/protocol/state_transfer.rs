@@ -21,6 +21,7 @@
 //! installs the state and reports back; execution then resumes after the
 //! checkpoint.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use cbase_core::codec;
@@ -99,6 +100,14 @@ pub(super) struct Behind {
     pub asked_at: u64,
     /// The peer asked last.
     pub peer: ReplicaId,
+    /// Every peer asked for `target` so far that has not served it wrongly.
+    /// The first chunk from any of them is taken, not only from the peer
+    /// asked last: a peer builds what it serves when first asked, which can
+    /// take longer than an attempt, and what it sends is checked against
+    /// the agreed digest like anyone's. A peer that served a wrong chunk
+    /// leaves the set until it is asked again, so it cannot take over the
+    /// attempts meant for others.
+    pub asked: BTreeSet<ReplicaId>,
     /// The current attempt has asked a peer (`asked_at` is when), rather
     /// than waiting for execution to get there by itself.
     pub requested: bool,
@@ -131,6 +140,7 @@ impl Behind {
             target,
             asked_at,
             peer,
+            asked: BTreeSet::new(),
             requested: false,
             next: None,
             repair: false,
@@ -144,6 +154,7 @@ impl Behind {
         match self.next {
             Some(target) => Behind {
                 target,
+                asked: BTreeSet::new(),
                 next: None,
                 repair: false,
                 whole: false,
@@ -302,6 +313,7 @@ impl Replica {
         }
         behind.asked_at = self.now.max(1);
         behind.requested = true;
+        behind.asked.insert(behind.peer);
         let (peer, seq) = (behind.peer, behind.target.seq);
         self.behind = Some(behind);
         // A new attempt starts from the beginning: chunks from different
@@ -490,12 +502,14 @@ impl Replica {
             return;
         };
         let received = self.transfer.bytes.len() as u64;
+        // The first chunk, from a peer asked earlier for this checkpoint.
+        let first_from_asked = offset == 0 && received == 0 && behind.asked.contains(&from);
         if seq != behind.target.seq
             || whole != behind.whole
             || self.transfer.walk.is_some()
             || self.installing.is_some()
             || (self.delivered >= seq && !behind.repair)
-            || from != behind.peer
+            || (from != behind.peer && !first_from_asked)
             || offset != received
         {
             // Not the chunk asked for: late, duplicated, or from a peer
@@ -514,6 +528,10 @@ impl Replica {
         }
         if received == 0 {
             self.transfer.total = total;
+            // The rest comes from the peer that sent the beginning.
+            if let Some(current) = self.behind.as_mut() {
+                current.peer = from;
+            }
         }
         self.stats.state_bytes += chunk.len() as u64;
         self.transfer.bytes.extend_from_slice(&chunk);
@@ -620,11 +638,13 @@ impl Replica {
         );
         self.stats.bad_state += 1;
         self.transfer = Transfer::default();
+        let mut next = behind.advanced();
+        next.asked.remove(&from);
         self.behind = Some(Behind {
             asked_at: 0,
             requested: false,
             peer: from,
-            ..behind.advanced()
+            ..next
         });
     }
 

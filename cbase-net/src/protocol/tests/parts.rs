@@ -805,3 +805,65 @@ fn peers_that_lag_get_copies_not_shares_while_another_keeps_up() {
     );
     assert_eq!(r.stats().bad_state, 0);
 }
+
+/// Found measuring a rejoin: peers index the checkpoint they serve when
+/// first asked, which takes seconds at 10^6 keys, so the manifest of the
+/// peer asked first often comes after the replica has moved on to the next
+/// peer. That answer is as good as any (it is checked against the agreed
+/// digest), and dropping it cost up to another request timeout.
+#[test]
+fn a_manifest_from_a_peer_asked_earlier_is_taken() {
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..10, 0);
+    let (mut r, first) = fetching(&base, &target);
+    let (second, now) = next_peer_asked(&mut r, first);
+    let out = manifest_at(&mut r, now + 1, first, &target);
+    assert!(
+        !part_requests(&out).is_empty(),
+        "the first peer's manifest starts the walk: {out:?}"
+    );
+    // The second peer's answer, later, is a duplicate: not blamed.
+    let bad_state = r.stats().bad_state;
+    let out = manifest_at(&mut r, now + 2, second, &target);
+    assert!(part_requests(&out).is_empty());
+    assert_eq!(r.stats().bad_state, bad_state);
+}
+
+/// A peer asked earlier that served a wrong manifest is not heard again
+/// unasked: it cannot take over attempts meant for other peers.
+#[test]
+fn a_peer_that_served_a_wrong_manifest_is_not_heard_again_unasked() {
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..10, 0);
+    let (mut r, liar) = fetching(&base, &target);
+    let (_, now) = next_peer_asked(&mut r, liar);
+    let wrong = bank(2_000, 0..11, 0);
+    manifest_at(&mut r, now + 1, liar, &wrong);
+    assert_eq!(r.stats().bad_state, 1, "the wrong manifest is caught");
+    // The next attempt asks another peer at once; the liar, unasked, cannot
+    // cut it short with another wrong manifest.
+    let (asked, _) = state_request(&tick(&mut r, now + 2)).expect("another peer is asked");
+    assert_ne!(asked, liar);
+    let out = manifest_at(&mut r, now + 3, liar, &wrong);
+    assert_eq!(r.stats().bad_state, 1, "not even blamed: {out:?}");
+    assert!(
+        state_request(&tick(&mut r, now + 4)).is_none(),
+        "the attempt goes on"
+    );
+    let out = manifest_at(&mut r, now + 5, asked, &target);
+    assert!(!part_requests(&out).is_empty(), "the walk starts: {out:?}");
+}
+
+/// Ticks `r` until it asks a peer other than `first` for the manifest;
+/// returns that peer and the time.
+fn next_peer_asked(r: &mut Replica, first: ReplicaId) -> (ReplicaId, u64) {
+    let mut now = 1 + SECOND + 1;
+    for _ in 0..20 {
+        now += SECOND / 4;
+        if let Some((peer, _)) = state_request(&tick(r, now)) {
+            assert_ne!(peer, first, "the next attempt asks another peer");
+            return (peer, now);
+        }
+    }
+    panic!("no other peer was asked");
+}
