@@ -160,19 +160,12 @@ pub trait State: Send + Sync + 'static {
     /// Replaces the whole state with `snapshot`: every container, or (on any
     /// error) none of them.
     fn restore(&self, snapshot: &Snapshot) -> Result<(), RestoreError> {
-        let containers = self.containers();
-        same_layout(&containers, &snapshot.parts)?;
-        let mut staged = Vec::with_capacity(containers.len());
-        for ((name, container), (_, entries)) in containers.iter().zip(&snapshot.parts) {
-            let value = container
-                .decode_entries(entries)
-                .map_err(|source| RestoreError::Container { name, source })?;
-            staged.push(value);
-        }
-        for ((_, container), value) in containers.iter().zip(staged) {
-            container.install(value);
-        }
-        Ok(())
+        in_every_container(
+            &self.containers(),
+            &snapshot.parts,
+            |container, entries| container.decode_entries(entries),
+            |container, staged| container.install(staged),
+        )
     }
 
     /// Applies `changes` to every container, or to none if any refuses its
@@ -181,26 +174,24 @@ pub trait State: Send + Sync + 'static {
     /// [`Container::decode_changes`]). `changes` must name the containers
     /// in declaration order, as [`State::take_changes`] gives them.
     fn patch(&self, changes: &StateChanges) -> Result<(), RestoreError> {
-        let containers = self.containers();
-        same_layout(&containers, &changes.parts)?;
-        let mut staged = Vec::with_capacity(containers.len());
-        for ((name, container), (_, part)) in containers.iter().zip(&changes.parts) {
-            let value = container
-                .decode_changes(part)
-                .map_err(|source| RestoreError::Container { name, source })?;
-            staged.push(value);
-        }
-        for ((_, container), value) in containers.iter().zip(staged) {
-            container.apply_changes(value);
-        }
-        Ok(())
+        in_every_container(
+            &self.containers(),
+            &changes.parts,
+            |container, part| container.decode_changes(part),
+            |container, staged| container.apply_changes(staged),
+        )
     }
 }
 
-/// Whether `parts` name the state's containers, in declaration order.
-fn same_layout<T>(
+/// Hands each container its part, in two steps so that all of them change
+/// or none: `decode` every part (any refusal ends it there, nothing
+/// changed), then `apply` what each decoded. `parts` must name the
+/// containers in declaration order.
+fn in_every_container<T>(
     containers: &[(&'static str, &dyn Container)],
     parts: &[(String, T)],
+    decode: impl Fn(&dyn Container, &T) -> Result<Box<dyn std::any::Any + Send>, CodecError>,
+    apply: impl Fn(&dyn Container, Box<dyn std::any::Any + Send>),
 ) -> Result<(), RestoreError> {
     let expected: Vec<&str> = containers.iter().map(|(name, _)| *name).collect();
     let found: Vec<&str> = parts.iter().map(|(name, _)| name.as_str()).collect();
@@ -209,6 +200,15 @@ fn same_layout<T>(
             expected: expected.join(", "),
             found: found.join(", "),
         });
+    }
+    let mut staged = Vec::with_capacity(containers.len());
+    for ((name, container), (_, part)) in containers.iter().zip(parts) {
+        let value =
+            decode(*container, part).map_err(|source| RestoreError::Container { name, source })?;
+        staged.push(value);
+    }
+    for ((_, container), value) in containers.iter().zip(staged) {
+        apply(*container, value);
     }
     Ok(())
 }

@@ -449,6 +449,15 @@ mod installed_checkpoints {
         }
     }
 
+    /// A fresh execution that has executed `batches`.
+    fn after(batches: impl IntoIterator<Item = Committed>) -> Execution<Clocked> {
+        let mut execution = start();
+        for committed in batches {
+            execution.execute(committed);
+        }
+        execution
+    }
+
     fn digest_after(execution: &mut Execution<Clocked>, committed: Committed) -> Hash {
         execution
             .execute(committed)
@@ -511,39 +520,31 @@ mod installed_checkpoints {
         };
         let (two, four) = (at(&peer, 2), at(&peer, 4));
 
+        let install = |execution: &mut Execution<Clocked>| {
+            execution
+                .install_transferred(4, fetched_in_parts(two.clone(), four.clone()))
+                .unwrap()
+        };
+
         // Still at its checkpoint 2: only the two stamps written since are
         // written into its state.
-        let mut behind = start();
-        for seq in 1..=2 {
-            behind.execute(batch(seq, seq * 1_000, seq, seq == 2));
-        }
-        let (digest, installed) = behind
-            .install_transferred(4, fetched_in_parts(two.clone(), four.clone()))
-            .unwrap();
+        let mut behind = after((1..=2).map(|seq| batch(seq, seq * 1_000, seq, seq == 2)));
+        let (digest, installed) = install(&mut behind);
         assert_eq!(installed, Installed::Patched { entries: 2 });
         assert_eq!(digest, four.digest());
 
         // Past its checkpoint (it executed 3 since, as a restarted replica
         // replays its log): the patch overwrites what 3 wrote too.
-        let mut ahead = start();
-        for seq in 1..=3 {
-            ahead.execute(batch(seq, seq * 1_000, seq, seq == 2));
-        }
-        let (digest, installed) = ahead
-            .install_transferred(4, fetched_in_parts(two.clone(), four.clone()))
-            .unwrap();
+        let mut ahead = after((1..=3).map(|seq| batch(seq, seq * 1_000, seq, seq == 2)));
+        let (digest, installed) = install(&mut ahead);
         assert_eq!(installed, Installed::Patched { entries: 2 });
         assert_eq!(digest, four.digest());
 
         // A state the patch does not lead to the fetched one (other
         // requests, another clock): restored whole, to the same end.
-        let mut elsewhere = start();
-        for seq in 1..=3 {
-            elsewhere.execute(batch(seq, seq * 1_000 + 1, seq + 10, seq == 2));
-        }
-        let (digest, installed) = elsewhere
-            .install_transferred(4, fetched_in_parts(two, four.clone()))
-            .unwrap();
+        let mut elsewhere =
+            after((1..=3).map(|seq| batch(seq, seq * 1_000 + 1, seq + 10, seq == 2)));
+        let (digest, installed) = install(&mut elsewhere);
         assert_eq!(installed, Installed::Whole);
         assert_eq!(digest, four.digest());
 

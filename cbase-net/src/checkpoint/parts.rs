@@ -431,10 +431,7 @@ impl Transferred {
     /// The whole state (for parts, the base's entries with the differing
     /// buckets replaced).
     pub fn build(self) -> CheckpointState {
-        match self {
-            Transferred::Whole(state) => state,
-            Transferred::Parts(fetched) => fetched.build(),
-        }
+        self.assemble().0
     }
 }
 
@@ -551,20 +548,13 @@ impl Fetched {
             .into_iter()
             .map(|(name, mut entries, changes)| {
                 if worth_patching {
-                    for (key, value) in &changes {
-                        match value {
-                            Some(value) => entries.insert(key.clone(), value.clone()),
-                            None => entries.remove(key),
-                        };
-                    }
-                    patched.push((name.clone(), changes.into_iter().collect()));
-                } else {
-                    for (key, value) in changes {
-                        match value {
-                            Some(value) => entries.insert(key, value),
-                            None => entries.remove(&key),
-                        };
-                    }
+                    patched.push((name.clone(), changes.iter().cloned().collect()));
+                }
+                for (key, value) in changes {
+                    match value {
+                        Some(value) => entries.insert(key, value),
+                        None => entries.remove(&key),
+                    };
                 }
                 (name, entries)
             })

@@ -305,8 +305,7 @@ where
     /// state), only the entries that differ are written into the service
     /// state: the cost of what changed, not of the state. If the result is
     /// not the fetched state, or there is no patch, the state is restored
-    /// whole.
-    /// Returns the checkpoint digest and how it was installed.
+    /// whole. Returns the checkpoint digest and how it was installed.
     pub fn install_transferred(
         &mut self,
         seq: Seq,
@@ -332,15 +331,16 @@ where
             // went on from it by agreed requests (a restarted replica that
             // replayed its log), whose changes the patch then overwrites. If
             // the result is not the fetched state, the restore repairs it.
-            let patched = patch.map(|patch| {
-                let applied = service.patch(&patch.changes).is_ok() && service.digest() == patch.to;
-                (applied, patch.changes.len())
+            let patched = patch.filter(|patch| {
+                service.patch(&patch.changes).is_ok() && service.digest() == patch.to
             });
             let installed = match patched {
-                Some((true, entries)) => Ok(Installed::Patched { entries }),
+                Some(patch) => Ok(Installed::Patched {
+                    entries: patch.changes.len(),
+                }),
                 // The restored containers' digest trees give the state's
                 // digest at once: no second pass over the entries.
-                _ => service
+                None => service
                     .restore(&installing.snapshot)
                     .map(|()| Installed::Whole),
             };
