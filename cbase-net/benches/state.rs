@@ -8,7 +8,12 @@
 //! execution still, and resident memory per replica against the encoded
 //! size of the state. Each row is measured in a process of its own (so its
 //! memory is its own); the smallest size's memory, where the state is next
-//! to nothing, is the fixed overhead the last column subtracts.
+//! to nothing, is the fixed overhead the last column subtracts. Every row is
+//! measured three times (`--runs N`; once with `--quick`), in rounds that
+//! each measure every size, so that a burst of load from elsewhere on the
+//! machine falls on one round rather than on one size; a table of every
+//! run comes first, then the medians, and each ratio between sizes is
+//! given as the medians' and as each round's own.
 //!
 //! Every size runs twice, in memory and durable (each replica in a
 //! temporary data directory, syncing every prepared certificate before its
@@ -179,6 +184,75 @@ impl Row {
             encoded: int(9)?,
             resident: int(10)?,
         })
+    }
+}
+
+/// The table's header; with a run column when every run is printed.
+fn print_header(with_run: bool) {
+    let run = if with_run { "| run " } else { "" };
+    println!(
+        "{run}| storage | keys | writes | writes/s | p50 | p99 | max | longest checkpoint barrier | checkpoints | state (encoded, per replica) | RSS per replica | (RSS − fixed) / state |"
+    );
+    let run = if with_run { "|---:" } else { "" };
+    println!("{run}|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+}
+
+/// One row of the table. `before` are the rows printed before it in the
+/// same table or run: the smallest size among them (or this one) gives the
+/// fixed overhead, a replica's memory where the state is next to nothing
+/// (runtime, buffers, caches).
+fn print_row(row: &Row, before: &[Row], run: Option<usize>) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let fixed = before
+        .iter()
+        .filter(|r| r.durable == row.durable)
+        .chain(std::iter::once(row))
+        .min_by_key(|r| r.keys)
+        .map_or(0, |r| r.resident / 4);
+    let above = (row.resident / 4).saturating_sub(fixed);
+    println!(
+        "{}| {} | {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {} | {:.1} MiB | {:.0} MiB | {:.1} |",
+        run.map_or(String::new(), |r| format!("| {r} ")),
+        if row.durable { "durable" } else { "in memory" },
+        row.keys,
+        row.writes,
+        row.per_second,
+        ms(row.p50),
+        ms(row.p99),
+        ms(row.max),
+        ms(row.barrier_max),
+        row.checkpoints,
+        row.encoded as f64 / (1 << 20) as f64,
+        row.resident as f64 / 4.0 / (1 << 20) as f64,
+        above as f64 / row.encoded.max(1) as f64,
+    );
+}
+
+/// The median of each measured column over runs of one row (of an even
+/// number of runs, the mean of the middle two).
+fn median_row<'a>(runs: impl Iterator<Item = &'a Row>) -> Row {
+    let runs: Vec<&Row> = runs.collect();
+    let median = |f: &dyn Fn(&Row) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(|r| f(r)).collect();
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        (values[(n - 1) / 2] + values[n / 2]) / 2.0
+    };
+    let nanos = |f: &dyn Fn(&Row) -> Duration| {
+        Duration::from_nanos(median(&|r| f(r).as_nanos() as f64) as u64)
+    };
+    Row {
+        durable: runs[0].durable,
+        keys: runs[0].keys,
+        writes: runs[0].writes,
+        per_second: median(&|r| r.per_second),
+        p50: nanos(&|r| r.p50),
+        p99: nanos(&|r| r.p99),
+        max: nanos(&|r| r.max),
+        barrier_max: nanos(&|r| r.barrier_max),
+        checkpoints: median(&|r| r.checkpoints as f64) as u64,
+        encoded: runs[0].encoded,
+        resident: median(&|r| r.resident as f64) as u64,
     }
 }
 
@@ -590,10 +664,15 @@ fn main() {
          {VALUE_BYTES}-byte values, {CONCURRENT} concurrent calls; durable: every \
          batch and prepared certificate synced to disk before it is acted on\n"
     );
-    println!(
-        "| storage | keys | writes | writes/s | p50 | p99 | max | longest checkpoint barrier | checkpoints | state (encoded, per replica) | RSS per replica | (RSS − fixed) / state |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // Rounds alternate the sizes (each round measures every row once), so a
+    // burst of load from elsewhere on the machine falls on one round's rows
+    // rather than on every run of one size; the medians and the ratios
+    // below come from them.
+    let runs: usize = flag("--runs").map_or(if quick { 1 } else { 3 }, |n| {
+        n.parse().expect("--runs takes a number")
+    });
+    assert!(runs > 0, "--runs takes a number above 0");
+    print_header(runs > 1 && flag("--row").is_none());
     if let Some(row) = flag("--row") {
         let mut fields = row.split(':');
         let mut next = || {
@@ -607,7 +686,6 @@ fn main() {
         println!("{}", runtime.block_on(run(keys, writes, durable)).to_line());
         return;
     }
-    let mut rows = Vec::new();
     if let Ok(keys) = std::env::var("BENCH_TRANSFER_ONLY") {
         let keys: u64 = keys.parse().expect("a number of keys");
         let (diff, full) = runtime.block_on(transfer(keys));
@@ -619,50 +697,76 @@ fn main() {
         }
         return;
     }
-    for &keys in &sizes {
-        for &durable in storages {
-            let row = run_in_child(keys, writes, durable);
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            // The fixed overhead: a replica's memory at the smallest size,
-            // where the state is next to nothing (runtime, buffers, caches).
-            let fixed = rows
-                .iter()
-                .filter(|r: &&Row| r.durable == durable)
-                .chain(std::iter::once(&row))
-                .min_by_key(|r| r.keys)
-                .map_or(0, |r| r.resident / 4);
-            let above = (row.resident / 4).saturating_sub(fixed);
-            println!(
-                "| {} | {} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {} | {:.1} MiB | {:.0} MiB | {:.1} |",
-                if row.durable { "durable" } else { "in memory" },
-                row.keys,
-                row.writes,
-                row.per_second,
-                ms(row.p50),
-                ms(row.p99),
-                ms(row.max),
-                ms(row.barrier_max),
-                row.checkpoints,
-                row.encoded as f64 / (1 << 20) as f64,
-                row.resident as f64 / 4.0 / (1 << 20) as f64,
-                above as f64 / row.encoded.max(1) as f64,
-            );
-            rows.push(row);
+    let mut rounds: Vec<Vec<Row>> = Vec::new();
+    for round in 1..=runs {
+        let mut measured = Vec::new();
+        for &keys in &sizes {
+            for &durable in storages {
+                let row = run_in_child(keys, writes, durable);
+                if runs > 1 {
+                    print_row(&row, &measured, Some(round));
+                }
+                measured.push(row);
+            }
         }
+        rounds.push(measured);
+    }
+    if runs > 1 {
+        println!(
+            "
+medians of {runs} runs:
+"
+        );
+        print_header(false);
+    }
+    let rows: Vec<Row> = (0..rounds[0].len())
+        .map(|at| median_row(rounds.iter().map(|round| &round[at])))
+        .collect();
+    for (at, row) in rows.iter().enumerate() {
+        print_row(row, &rows[..at], None);
     }
     println!();
     for durable in [false, true] {
-        let of: Vec<&Row> = rows.iter().filter(|r| r.durable == durable).collect();
-        if let (Some(small), Some(large)) = (of.first(), of.last()) {
-            println!(
-                "{}: at {} keys against {} keys, writes/s × {:.2}, p99 × {:.2}",
-                if durable { "durable" } else { "in memory" },
-                large.keys,
-                small.keys,
-                large.per_second / small.per_second,
-                large.p99.as_secs_f64() / small.p99.as_secs_f64()
-            );
-        }
+        let small = rows
+            .iter()
+            .filter(|r| r.durable == durable)
+            .min_by_key(|r| r.keys);
+        let large = rows
+            .iter()
+            .filter(|r| r.durable == durable)
+            .max_by_key(|r| r.keys);
+        let (Some(small), Some(large)) = (small, large) else {
+            continue;
+        };
+        // Each run's own ratio, large against small measured in that run.
+        let of_run = |round: &Vec<Row>, f: &dyn Fn(&Row) -> f64| {
+            let find = |keys| {
+                round
+                    .iter()
+                    .find(|r| r.keys == keys && r.durable == durable)
+            };
+            match (find(small.keys), find(large.keys)) {
+                (Some(s), Some(l)) => f(l) / f(s),
+                _ => f64::NAN,
+            }
+        };
+        let list = |f: &dyn Fn(&Row) -> f64| {
+            rounds
+                .iter()
+                .map(|round| format!("{:.2}", of_run(round, f)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "{}: at {} keys against {} keys, writes/s × {:.2} (each run: {}), p99 × {:.2} (each run: {})",
+            if durable { "durable" } else { "in memory" },
+            large.keys,
+            small.keys,
+            large.per_second / small.per_second,
+            list(&|r| r.per_second),
+            large.p99.as_secs_f64() / small.p99.as_secs_f64(),
+            list(&|r| r.p99.as_secs_f64()),
+        );
     }
     let plots = flag("--plots").map_or_else(
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/state-plots"),
