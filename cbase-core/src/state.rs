@@ -350,10 +350,18 @@ impl Snapshot {
         for ((name, entries), (changed, writes)) in self.parts.iter_mut().zip(&changes.parts) {
             assert_eq!(name, changed, "changes come from the same containers");
             for (key, value) in writes {
-                match value {
-                    Some(value) => entries.insert(key.clone(), value.clone()),
-                    None => entries.remove(key),
-                };
+                match (value, entries.get_mut(key)) {
+                    // An entry that stays is overwritten in place: its key
+                    // and, when the new value fits, its value allocation are
+                    // kept (a snapshot follows millions of updates).
+                    (Some(value), Some(held)) => held.clone_from(value),
+                    (Some(value), None) => {
+                        entries.insert(key.clone(), value.clone());
+                    }
+                    (None, _) => {
+                        entries.remove(key);
+                    }
+                }
             }
         }
     }
