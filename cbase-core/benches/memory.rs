@@ -20,6 +20,10 @@
 
 use cbase_core::{Container, State, Table, codec};
 
+#[path = "support/resident.rs"]
+mod resident;
+use resident::resident_bytes;
+
 const VALUE_BYTES: usize = 100;
 
 struct OneTable {
@@ -30,21 +34,6 @@ impl State for OneTable {
     fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
         vec![("values", &self.values)]
     }
-}
-
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
 }
 
 /// Hands the allocator's free pages back, so the next measurement starts

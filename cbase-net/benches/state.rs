@@ -47,6 +47,10 @@ use cbase_core::{
 use cbase_net::{ClientConfig, DataDirs, LocalCluster};
 use serde::{Deserialize, Serialize};
 
+#[path = "../../cbase-core/benches/support/resident.rs"]
+mod resident;
+use resident::resident_bytes;
+
 const VALUE_BYTES: usize = 100;
 const CONCURRENT: u64 = 256;
 
@@ -113,21 +117,6 @@ fn mix(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     x ^ (x >> 33)
-}
-
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
