@@ -104,9 +104,10 @@ pub(super) struct Behind {
     /// The first chunk from any of them is taken, not only from the peer
     /// asked last: a peer builds what it serves when first asked, which can
     /// take longer than an attempt, and what it sends is checked against
-    /// the agreed digest like anyone's. A peer that served a wrong chunk
-    /// leaves the set until it is asked again, so it cannot take over the
-    /// attempts meant for others.
+    /// the agreed digest like anyone's. A peer that served a wrong chunk, or
+    /// sent the beginning of an attempt and let it lapse, leaves the set
+    /// until it is asked again, so it cannot take over the attempts meant
+    /// for others.
     pub asked: BTreeSet<ReplicaId>,
     /// The current attempt has asked a peer (`asked_at` is when), rather
     /// than waiting for execution to get there by itself.
@@ -305,7 +306,15 @@ impl Replica {
         if !overdue {
             return;
         }
-        // The attempt failed: a later checkpoint, if known, is the target now.
+        // The attempt failed. A peer that sent its beginning and then let it
+        // lapse is not heard unasked again: otherwise a faulty one, asked
+        // once, could take every later attempt over with a correct first
+        // chunk and then stay silent. (One that sent nothing keeps its
+        // place: it may be building what it serves.)
+        if !self.transfer.bytes.is_empty() {
+            behind.asked.remove(&behind.peer);
+        }
+        // A later checkpoint, if known, is the target now.
         behind = behind.advanced();
         behind.peer = (behind.peer + 1) % self.n as ReplicaId;
         if behind.peer == self.id {

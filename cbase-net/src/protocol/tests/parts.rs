@@ -55,8 +55,13 @@ fn manifest_at(
     peer: ReplicaId,
     target: &CheckpointState,
 ) -> Vec<Output> {
+    receive_at(r, now, peer, whole_state(4, target))
+}
+
+/// `r`'s outputs when `message` from `peer` arrives at `now`.
+fn receive_at(r: &mut Replica, now: u64, peer: ReplicaId, message: ReplicaMessage) -> Vec<Output> {
     let mut out = Vec::new();
-    r.handle(now, Input::Replica(peer, whole_state(4, target)), &mut out);
+    r.handle(now, Input::Replica(peer, message), &mut out);
     out
 }
 
@@ -813,10 +818,7 @@ fn peers_that_lag_get_copies_not_shares_while_another_keeps_up() {
 /// digest), and dropping it cost up to another request timeout.
 #[test]
 fn a_manifest_from_a_peer_asked_earlier_is_taken() {
-    let base = bank(2_000, 0..0, 0);
-    let target = bank(2_000, 0..10, 0);
-    let (mut r, first) = fetching(&base, &target);
-    let (second, now) = next_peer_asked(&mut r, first);
+    let (mut r, target, first, second, now) = two_peers_asked();
     let out = manifest_at(&mut r, now + 1, first, &target);
     assert!(
         !part_requests(&out).is_empty(),
@@ -833,10 +835,7 @@ fn a_manifest_from_a_peer_asked_earlier_is_taken() {
 /// unasked: it cannot take over attempts meant for other peers.
 #[test]
 fn a_peer_that_served_a_wrong_manifest_is_not_heard_again_unasked() {
-    let base = bank(2_000, 0..0, 0);
-    let target = bank(2_000, 0..10, 0);
-    let (mut r, liar) = fetching(&base, &target);
-    let (_, now) = next_peer_asked(&mut r, liar);
+    let (mut r, target, liar, _, now) = two_peers_asked();
     let wrong = bank(2_000, 0..11, 0);
     manifest_at(&mut r, now + 1, liar, &wrong);
     assert_eq!(r.stats().bad_state, 1, "the wrong manifest is caught");
@@ -854,14 +853,49 @@ fn a_peer_that_served_a_wrong_manifest_is_not_heard_again_unasked() {
     assert!(!part_requests(&out).is_empty(), "the walk starts: {out:?}");
 }
 
-/// Ticks `r` until it asks a peer other than `first` for the manifest;
-/// returns that peer and the time.
-fn next_peer_asked(r: &mut Replica, first: ReplicaId) -> (ReplicaId, u64) {
-    let mut now = 1 + SECOND + 1;
-    for _ in 0..20 {
+/// Found reviewing the rule above: a faulty peer asked once could send the
+/// correct beginning of a manifest longer than a chunk at every later
+/// attempt, ahead of the peer asked, and then stay silent, so that every
+/// attempt lapsed. A peer that takes an attempt over and lets it lapse is
+/// not heard unasked again.
+#[test]
+fn a_peer_that_takes_an_attempt_over_and_lets_it_lapse_is_not_heard_again_unasked() {
+    let (mut r, target, faulty, _, now) = two_peers_asked();
+    let manifest = manifest_bytes(&target);
+    let half = manifest.len() / 2;
+    // The faulty peer's correct beginning takes the attempt over...
+    let out = receive_at(&mut r, now + 1, faulty, chunk(&manifest, 0, half));
+    assert_eq!(state_request(&out), Some((faulty, half as u64)));
+    // ...and it sends no more: the attempt lapses and another peer is asked.
+    let (asked, now) = next_peer_asked(&mut r, now + 1, faulty);
+    let out = receive_at(&mut r, now + 1, faulty, chunk(&manifest, 0, half));
+    assert!(
+        state_request(&out).is_none(),
+        "the faulty peer does not take this attempt over: {out:?}"
+    );
+    assert_eq!(r.stats().bad_state, 0, "its chunk was right, only late");
+    let out = manifest_at(&mut r, now + 2, asked, &target);
+    assert!(!part_requests(&out).is_empty(), "the walk starts: {out:?}");
+}
+
+/// A replica fetching a checkpoint that asked a first peer for its manifest,
+/// then, that attempt lapsing, a second: the state it fetches, both peers,
+/// and the time the second was asked.
+fn two_peers_asked() -> (Replica, CheckpointState, ReplicaId, ReplicaId, u64) {
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..10, 0);
+    let (mut r, first) = fetching(&base, &target);
+    let (second, now) = next_peer_asked(&mut r, 1 + SECOND + 1, first);
+    (r, target, first, second, now)
+}
+
+/// Ticks `r` from `now` on until it asks a peer other than `not` for the
+/// manifest; returns that peer and the time.
+fn next_peer_asked(r: &mut Replica, mut now: u64, not: ReplicaId) -> (ReplicaId, u64) {
+    for _ in 0..40 {
         now += SECOND / 4;
         if let Some((peer, _)) = state_request(&tick(r, now)) {
-            assert_ne!(peer, first, "the next attempt asks another peer");
+            assert_ne!(peer, not, "the next attempt asks another peer");
             return (peer, now);
         }
     }
