@@ -439,18 +439,17 @@ async fn fairness(cluster: &LocalCluster, calls: usize, rounds: usize) {
         }
     }
     println!();
-    for (priority, mut of_rounds) in priorities.iter().zip(ratios) {
+    for (priority, of_rounds) in priorities.iter().zip(ratios) {
         let each = of_rounds
             .iter()
             .map(|r| format!("{r:.2}"))
             .collect::<Vec<_>>()
             .join(", ");
-        of_rounds.sort_by(f64::total_cmp);
         println!(
             "flood's threads at {} priority: p99 / lowest p99 alone ({:.2} ms), median {:.2} (each round: {each}; target ≤ 3)",
             priority.name(),
             ms(p99_alone),
-            of_rounds[of_rounds.len() / 2]
+            median(of_rounds)
         );
     }
 }
