@@ -1,0 +1,295 @@
+//! The client's half of the read-only fast path: reads go unordered to
+//! every replica, many to a frame ([`send_reads`]), and a read is accepted
+//! once 2f+1 replicas answer alike ([`ReadTally`]); if they cannot, or do
+//! not in time, the call is ordered instead ([`read_unordered`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use cbase_core::codec;
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{BatchTicket, Shared};
+use crate::config::ReplicaId;
+use crate::message::{ClientMessage, ReadReply, ReadRequest};
+
+/// The answers to one read on the fast path.
+pub(super) struct ReadTally {
+    /// Each replica's answer (`None`: it will not answer on the fast path).
+    votes: BTreeMap<ReplicaId, Option<Vec<u8>>>,
+    /// Gets the accepted result, or `None` once 2f+1 matching answers can
+    /// no longer come.
+    done: Option<oneshot::Sender<Option<Vec<u8>>>>,
+    /// The claim of the read's frame on `batches_in_flight`, given up when
+    /// the read settles or lingers (`None` until the frame is sent).
+    ticket: Option<BatchTicket>,
+}
+
+impl ReadTally {
+    /// A read no replica has answered yet, settled through `done`.
+    pub(super) fn new(done: oneshot::Sender<Option<Vec<u8>>>) -> ReadTally {
+        ReadTally {
+            votes: BTreeMap::new(),
+            done: Some(done),
+            ticket: None,
+        }
+    }
+
+    /// Counts `replica`'s answer; settles the read if it can.
+    pub(super) fn vote(
+        &mut self,
+        replica: ReplicaId,
+        answer: Option<Vec<u8>>,
+        quorum: usize,
+        replicas: usize,
+    ) {
+        self.votes.entry(replica).or_insert(answer);
+        // At most n answers: counting by scanning allocates nothing, and a
+        // read is tallied n times.
+        let results = || self.votes.values().flatten();
+        let best = results()
+            .map(|result| (result, results().filter(|other| *other == result).count()))
+            .max_by_key(|(_, count)| *count);
+        let outcome = match best {
+            Some((result, count)) if count >= quorum => Some(Some(result.clone())),
+            // Even if every replica yet to answer agreed with the most
+            // common answer, 2f+1 would not match: order it instead.
+            _ if best.map_or(0, |(_, count)| count) + replicas - self.votes.len() < quorum => {
+                Some(None)
+            }
+            _ => None,
+        };
+        if let Some(outcome) = outcome
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(outcome);
+            self.release();
+        }
+    }
+
+    /// Gives up the frame's claim on the in-flight limit.
+    pub(super) fn release(&self) {
+        if let Some(ticket) = &self.ticket {
+            ticket.release();
+        }
+    }
+}
+
+/// Sends a read-only request to every replica unordered (through the task
+/// that frames reads, `frames`) and waits for 2f+1 matching answers;
+/// `None` if they do not come within `timeout` or cannot (answers differ,
+/// or replicas decline), and the call is then ordered. Past `linger`, the
+/// read's frame no longer holds back the next (as a batch's calls do, see
+/// `ClientConfig::batch_linger`).
+pub(super) async fn read_unordered(
+    shared: &Shared,
+    frames: &mpsc::UnboundedSender<ReadRequest>,
+    linger: Duration,
+    timeout: Duration,
+    operation: &[u8],
+) -> Option<Vec<u8>> {
+    let id = shared.next_read.fetch_add(1, Ordering::Relaxed);
+    let (done, mut result) = oneshot::channel();
+    shared.reads.lock().insert(id, ReadTally::new(done));
+    let request = ReadRequest {
+        id,
+        operation: operation.to_vec(),
+    };
+    if frames.send(request).is_err() {
+        shared.reads.lock().remove(&id);
+        return None;
+    }
+    let start = Instant::now();
+    let outcome = match tokio::time::timeout(linger, &mut result).await {
+        Ok(outcome) => Ok(outcome),
+        Err(_) => {
+            if let Some(tally) = shared.reads.lock().get(&id) {
+                tally.release();
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            tokio::time::timeout(left, result).await
+        }
+    };
+    if let Some(tally) = shared.reads.lock().remove(&id) {
+        tally.release();
+    }
+    let accepted = outcome.ok()?.ok()??;
+    shared.fast_reads.fetch_add(1, Ordering::Relaxed);
+    Some(accepted)
+}
+
+/// Sends reads on the fast path to every replica, those issued together
+/// in one frame (as many as fit `max_bytes`), keeping at most
+/// `frames_in_flight` frames unanswered as `batch_and_sign` does batches:
+/// a lone read leaves at once, and under load reads wait for a frame to
+/// settle and go out many to a frame, which is what makes them cheap for
+/// every replica.
+pub(super) async fn send_reads(
+    mut reads: mpsc::UnboundedReceiver<ReadRequest>,
+    connections: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
+    max_bytes: usize,
+    frames_in_flight: usize,
+    shared: Arc<Shared>,
+) {
+    let in_flight = Arc::new(Semaphore::new(frames_in_flight));
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(read) => read,
+            None => match reads.recv().await {
+                Some(read) => read,
+                None => return,
+            },
+        };
+        // While earlier frames are unanswered, reads pile up in the channel.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.operation.len();
+        let mut together = vec![first];
+        while let Ok(read) = reads.try_recv() {
+            bytes += read.operation.len() + 16;
+            if bytes > max_bytes {
+                next = Some(read);
+                break;
+            }
+            together.push(read);
+        }
+        let ticket = BatchTicket(Arc::new(Mutex::new(Some(permit))));
+        {
+            let mut tallies = shared.reads.lock();
+            for read in &together {
+                match tallies.get_mut(&read.id) {
+                    Some(tally) => tally.ticket = Some(ticket.clone()),
+                    // Given up on already: the frame holds back no one.
+                    None => ticket.release(),
+                }
+            }
+        }
+        let Ok(frame) = codec::encode(&ClientMessage::Reads(together)) else {
+            continue;
+        };
+        let frame = Arc::new(frame);
+        for connection in &connections {
+            // A full queue drops the frame: its reads time out and are
+            // ordered.
+            let _ = connection.try_send(Arc::clone(&frame));
+        }
+    }
+}
+
+/// Tallies answers to reads that came over replica `replica`'s connection;
+/// one that names another replica is counted as rejected.
+pub(super) fn on_answers(shared: &Shared, replica: ReplicaId, answers: Vec<ReadReply>) {
+    let mut reads = shared.reads.lock();
+    for answer in answers {
+        if answer.replica != replica {
+            shared.rejected.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if let Some(tally) = reads.get_mut(&answer.id) {
+            tally.vote(replica, answer.result, shared.read_quorum, shared.replicas);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::tests::shared_for;
+
+    /// Files a read's tally as `read_unordered` does, and queues it.
+    fn issue(shared: &Shared, out: &mpsc::UnboundedSender<ReadRequest>, id: u64) {
+        let (done, _result) = oneshot::channel();
+        shared.reads.lock().insert(id, ReadTally::new(done));
+        out.send(ReadRequest {
+            id,
+            operation: vec![id as u8],
+        })
+        .unwrap();
+    }
+
+    fn ids(frame: &[u8]) -> Vec<u64> {
+        match codec::decode::<ClientMessage>(frame).unwrap() {
+            ClientMessage::Reads(reads) => reads.iter().map(|r| r.id).collect(),
+            other => panic!("not reads: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_wait_for_a_frame_to_settle_and_then_go_out_together() {
+        let shared = shared_for(4);
+        let (out, reads) = mpsc::unbounded_channel();
+        let (queue, mut frames) = mpsc::channel(64);
+        let sender = tokio::spawn(send_reads(
+            reads,
+            vec![queue],
+            1 << 20,
+            1,
+            Arc::clone(&shared),
+        ));
+        // A lone read leaves at once.
+        issue(&shared, &out, 1);
+        assert_eq!(ids(&frames.recv().await.unwrap()), vec![1]);
+        // With that frame unanswered (one in flight), the next reads wait...
+        for id in 2..=4 {
+            issue(&shared, &out, id);
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(frames.try_recv().is_err(), "a second frame left early");
+        // ...until one of its reads settles: 2f+1 matching answers.
+        {
+            let mut tallies = shared.reads.lock();
+            let tally = tallies.get_mut(&1).unwrap();
+            for replica in 0..3 {
+                tally.vote(replica, Some(vec![7]), 3, 4);
+            }
+        }
+        assert_eq!(ids(&frames.recv().await.unwrap()), vec![2, 3, 4]);
+        // A read given up on (it lingered, see `read_unordered`) frees its
+        // frame's claim too.
+        issue(&shared, &out, 5);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(frames.try_recv().is_err());
+        shared.reads.lock().get(&2).unwrap().release();
+        assert_eq!(ids(&frames.recv().await.unwrap()), vec![5]);
+        drop(out);
+        sender.await.unwrap();
+    }
+
+    fn tally() -> (ReadTally, oneshot::Receiver<Option<Vec<u8>>>) {
+        let (done, result) = oneshot::channel();
+        (ReadTally::new(done), result)
+    }
+
+    #[test]
+    fn a_read_settles_on_2f_plus_1_matching_answers_and_only_then() {
+        // n = 4, quorum 3. One replica lies, and says so twice.
+        let (mut read, mut result) = tally();
+        read.vote(0, Some(vec![1]), 3, 4);
+        read.vote(3, Some(vec![9]), 3, 4);
+        read.vote(3, Some(vec![1]), 3, 4);
+        read.vote(1, Some(vec![1]), 3, 4);
+        assert!(
+            result.try_recv().is_err(),
+            "two matching answers are not 2f+1"
+        );
+        read.vote(2, Some(vec![1]), 3, 4);
+        assert_eq!(result.try_recv().unwrap(), Some(vec![1]));
+
+        // Answers split so that 2f+1 can no longer match: ordered instead.
+        let (mut read, mut result) = tally();
+        read.vote(0, Some(vec![1]), 3, 4);
+        read.vote(1, Some(vec![2]), 3, 4);
+        assert!(result.try_recv().is_err(), "two more could still match");
+        read.vote(2, None, 3, 4);
+        assert_eq!(result.try_recv().unwrap(), None);
+    }
+}
