@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::checkpoint::parts::{CheckpointIndex, PartRequest};
 use crate::config::{ClusterConfig, ReplicaEntry};
-use crate::message::{ClientRequest, RequestBatch, digest_of};
+use crate::message::{ClientRequest, RequestBatch, checkpoint_header, digest_of};
 
 fn keys(n: usize) -> Vec<SecretKey> {
     (0..n)
