@@ -1,6 +1,7 @@
 //! The read-only fast path: a method whose rules only read is answered by
 //! 2f+1 matching replicas without ordering, sees every write completed
-//! before it, and can be turned off.
+//! before it, keeps to the fast path with a replica down, and can be turned
+//! off.
 
 use std::time::Duration;
 
@@ -107,6 +108,41 @@ async fn a_read_sees_every_write_completed_before_it() {
         })
         .sum();
     assert!(answered >= 3, "{answered} reads answered unordered");
+    cluster.shutdown().await;
+}
+
+/// A read needs 2f+1 matching answers, not n: with a replica down, reads
+/// stay on the fast path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_stay_on_the_fast_path_with_a_replica_down() {
+    let mut cluster = LocalCluster::builder()
+        .replicas(4)
+        .start(|| ShelfService(Slots::default()))
+        .await
+        .unwrap();
+    let net = cluster.client_with(patient(true)).unwrap();
+    let shelf = ShelfClient::new(net.clone());
+    shelf.put(7, 1).await.unwrap();
+    // A backup: the primary keeps ordering without a view change.
+    cluster.stop_replica(3).await;
+    shelf.put(7, 2).await.unwrap();
+    // Right after the write, one of the three replicas up may not have
+    // seen it prepared: its answer differs, and the read is ordered.
+    let before = net.fast_reads();
+    for _ in 0..50 {
+        assert_eq!(shelf.get(7).await.unwrap(), Some(2));
+        if net.fast_reads() > before {
+            break;
+        }
+    }
+    assert!(net.fast_reads() > before, "no read took the fast path");
+    // Now all three executed it: their answers match, and the client waits
+    // long (`patient`) for them.
+    let before = net.fast_reads();
+    for _ in 0..40 {
+        assert_eq!(shelf.get(7).await.unwrap(), Some(2));
+    }
+    assert_eq!(net.fast_reads() - before, 40, "a read was ordered");
     cluster.shutdown().await;
 }
 
