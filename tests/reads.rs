@@ -60,6 +60,25 @@ fn patient(fast_path: bool) -> ClientConfig {
     }
 }
 
+/// Reads slot `id` (each read must answer `value`) until one is answered
+/// on the fast path. Bounded tries: a replica still executing the last
+/// write answers otherwise, and that read is ordered.
+async fn read_until_fast(
+    net: &cbase::NetClient,
+    shelf: &ShelfClient<cbase::NetClient>,
+    id: u64,
+    value: u64,
+) {
+    let before = net.fast_reads();
+    for _ in 0..50 {
+        assert_eq!(shelf.get(id).await.unwrap(), Some(value));
+        if net.fast_reads() > before {
+            return;
+        }
+    }
+    panic!("no read took the fast path");
+}
+
 #[test]
 fn methods_whose_rules_only_read_are_read_only() {
     assert!(ShelfRequest::Get { id: 1 }.read_only());
@@ -86,19 +105,8 @@ async fn a_read_sees_every_write_completed_before_it() {
         // Another client, right after the write completed.
         assert_eq!(reader.get(7).await.unwrap(), Some(value));
     }
-    // Once the replicas are quiet, reads take the fast path (bounded tries:
-    // a replica still executing the last write makes a read be ordered).
-    let before = reader_net.fast_reads();
-    for _ in 0..50 {
-        assert_eq!(reader.get(7).await.unwrap(), Some(40));
-        if reader_net.fast_reads() > before {
-            break;
-        }
-    }
-    assert!(
-        reader_net.fast_reads() > before,
-        "no read took the fast path"
-    );
+    // Once the replicas are quiet, reads take the fast path.
+    read_until_fast(&reader_net, &reader, 7, 40).await;
     let answered: u64 = cluster
         .replicas()
         .map(|r| {
@@ -128,14 +136,7 @@ async fn reads_stay_on_the_fast_path_with_a_replica_down() {
     shelf.put(7, 2).await.unwrap();
     // Right after the write, one of the three replicas up may not have
     // seen it prepared: its answer differs, and the read is ordered.
-    let before = net.fast_reads();
-    for _ in 0..50 {
-        assert_eq!(shelf.get(7).await.unwrap(), Some(2));
-        if net.fast_reads() > before {
-            break;
-        }
-    }
-    assert!(net.fast_reads() > before, "no read took the fast path");
+    read_until_fast(&net, &shelf, 7, 2).await;
     // Now all three executed it: their answers match, and the client waits
     // long (`patient`) for them.
     let before = net.fast_reads();
