@@ -614,34 +614,10 @@ pub fn read_files(dir: &Path) -> io::Result<BTreeMap<u64, Vec<u8>>> {
 }
 
 /// A block's contents in an entry, encoded as one byte string rather than
-/// byte by byte: the same bytes as a `Vec<u8>`'s encoding, several times
-/// faster to produce.
-struct Contents(Vec<u8>);
-
-impl Serialize for Contents {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Contents {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Contents, D::Error> {
-        struct Bytes;
-        impl serde::de::Visitor<'_> for Bytes {
-            type Value = Contents;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("file contents")
-            }
-            fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Contents, E> {
-                Ok(Contents(bytes.to_vec()))
-            }
-            fn visit_byte_buf<E>(self, bytes: Vec<u8>) -> Result<Contents, E> {
-                Ok(Contents(bytes))
-            }
-        }
-        deserializer.deserialize_byte_buf(Bytes)
-    }
-}
+/// byte by byte (`codec::bytes`): the same bytes as a `Vec<u8>`'s encoding,
+/// many times faster to produce and to read.
+#[derive(Serialize, Deserialize)]
+struct Contents(#[serde(with = "cbase::core_crate::codec::bytes")] Vec<u8>);
 
 /// A snapshot written to a staging directory, waiting to be installed, with
 /// the digest tree of its entries. Removed if dropped uninstalled (another

@@ -6,6 +6,8 @@
 //! the encoder behind this module also confines the pinned `bincode` version to
 //! a single file.
 
+pub mod bytes;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -93,7 +95,10 @@ pub fn encodes_to<T: Serialize + ?Sized>(value: &T, bytes: &[u8]) -> Result<bool
 
 /// Decodes exactly one value from `bytes`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
+    // Decoded from the borrowed input, so a byte string's length is checked
+    // against what the input holds before anything is allocated for it
+    // (see [`bytes`]).
+    let (value, read) = bincode::serde::borrow_decode_from_slice(bytes, config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if read != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len() - read));

@@ -296,6 +296,7 @@ pub enum RestoreError {
 /// A canonical copy of a state: each container's name and encoded entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    #[serde(with = "crate::codec::bytes::named_maps")]
     parts: Vec<(String, Entries)>,
 }
 
@@ -381,6 +382,7 @@ impl Snapshot {
 /// each container's changed entries, in declaration order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateChanges {
+    #[serde(with = "crate::codec::bytes::named_maps")]
     parts: Vec<(String, Changes)>,
 }
 

@@ -44,6 +44,7 @@ pub struct ClientRequest {
     /// The request number within the lane.
     pub number: u64,
     /// The encoded service request.
+    #[serde(with = "cbase_core::codec::bytes")]
     pub operation: Vec<u8>,
 }
 
@@ -390,6 +391,7 @@ pub enum ReplicaMessage {
         /// The length of the whole encoding.
         total: u64,
         /// The bytes.
+        #[serde(with = "cbase_core::codec::bytes")]
         chunk: Vec<u8>,
         /// The whole state rather than its manifest.
         whole: bool,
@@ -478,6 +480,7 @@ pub struct Reply {
     /// The replica.
     pub replica: ReplicaId,
     /// The encoded `Result<Response, ExecError>`.
+    #[serde(with = "cbase_core::codec::bytes")]
     pub result: Vec<u8>,
 }
 
@@ -502,6 +505,7 @@ pub struct ReadRequest {
     /// The client's number for it, echoed in the answer.
     pub id: u64,
     /// The encoded service request.
+    #[serde(with = "cbase_core::codec::bytes")]
     pub operation: Vec<u8>,
 }
 
@@ -515,6 +519,7 @@ pub struct ReadReply {
     /// The encoded `Result<Response, ExecError>`; `None` if the replica will
     /// not answer it on the fast path (too many reads waiting, or not a
     /// read-only request): the client orders it instead.
+    #[serde(with = "cbase_core::codec::bytes")]
     pub result: Option<Vec<u8>>,
 }
 

@@ -43,6 +43,7 @@ pub struct LaneRecord {
     /// The highest request number executed on this lane.
     pub number: u64,
     /// The encoded reply to it, once it has finished.
+    #[serde(with = "cbase_core::codec::bytes")]
     pub reply: Option<Vec<u8>>,
 }
 

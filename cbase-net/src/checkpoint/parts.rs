@@ -112,8 +112,10 @@ pub enum PartReply {
         bucket: u16,
         /// One bit per entry of `have`, in order (least significant bit
         /// first): set if the bucket holds that entry.
+        #[serde(with = "cbase_core::codec::bytes")]
         keep: Vec<u8>,
         /// Entries of the bucket not in `have`, as encoded key and value.
+        #[serde(with = "cbase_core::codec::bytes::pairs")]
         entries: Vec<Entry>,
         /// False if more entries did not fit in this reply: ask again,
         /// listing the ones received as had.

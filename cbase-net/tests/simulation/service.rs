@@ -27,7 +27,7 @@ pub enum Op {
     /// Records the agreed time in the state and returns it.
     Stamp,
     /// Does nothing but travel; returns the payload's length.
-    Pad(Vec<u8>),
+    Pad(#[serde(with = "cbase_core::codec::bytes")] Vec<u8>),
 }
 
 impl Request for Op {
