@@ -103,6 +103,22 @@ fn empty(height: usize) -> Hash {
 /// Low nodes (just above the buckets) per shard.
 const LOW_PER_SHARD: usize = FANOUT * FANOUT;
 
+/// `count` digests of empty subtrees `height` levels above the buckets, as a
+/// fresh vector. Copied from one kept filled, rather than cloned one by one:
+/// every tree starts with 16 × 256 of them and a shard's buckets are 4,096,
+/// and unoptimized builds (the tests) clone element by element.
+fn empties(height: usize, count: usize) -> Vec<Hash> {
+    static FILLED: OnceLock<[Vec<Hash>; 3]> = OnceLock::new();
+    let filled = FILLED.get_or_init(|| {
+        [
+            vec![empty(0); BUCKETS_PER_SHARD],
+            vec![empty(1); LOW_PER_SHARD],
+            vec![empty(2); FANOUT],
+        ]
+    });
+    filled[height][..count].to_vec()
+}
+
 /// A sixteenth of the tree: the buckets under one child of the root.
 ///
 /// A bucket's digest is recomputed as soon as its entries change (that costs
@@ -140,8 +156,8 @@ impl Default for Shard {
             leaves: Vec::new(),
             stale: [0; BUCKETS_PER_SHARD / 64],
             dirty: [0; LOW_PER_SHARD / 64],
-            low: vec![empty(1); LOW_PER_SHARD],
-            high: vec![empty(2); FANOUT],
+            low: empties(1, LOW_PER_SHARD),
+            high: empties(2, FANOUT),
             top: empty(3),
             len: 0,
         }
@@ -214,7 +230,7 @@ impl Shard {
     /// Recomputes one bucket's digest from its entries.
     fn rehash(&mut self, bucket: u16) {
         if self.leaves.is_empty() {
-            self.leaves = vec![empty(0); BUCKETS_PER_SHARD];
+            self.leaves = empties(0, BUCKETS_PER_SHARD);
         }
         self.leaves[bucket as usize] = match self.buckets.get(&bucket) {
             Some(entries) => leaf_digest(entries),
