@@ -186,9 +186,14 @@ macro_rules! scenario_tests {
                 for seed in 0..8 {
                     let fingerprints: Vec<[u8; 32]> = (0..2)
                         .map(|_| {
-                            let mut world = World::new(seed, scenario.clone());
+                            let mut world = World::new(seed, scenario.clone()).fingerprinted();
                             world.run();
-                            let fingerprint = *world.fingerprint.finalize().as_bytes();
+                            let fingerprint = *world
+                                .fingerprint
+                                .as_ref()
+                                .expect("fingerprinted")
+                                .finalize()
+                                .as_bytes();
                             world.shutdown();
                             fingerprint
                         })

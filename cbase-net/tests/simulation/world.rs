@@ -301,7 +301,9 @@ impl Client {
 pub struct World {
     /// A digest of every event the run processed, in order (time, kind,
     /// endpoints, content): two runs of one seed must end with the same one.
-    pub fingerprint: blake3::Hasher,
+    /// Kept only when asked for ([`World::fingerprinted`]): it costs an
+    /// encoding of every message.
+    pub fingerprint: Option<blake3::Hasher>,
     pub now: u64,
     pub rng: StdRng,
     order: u64,
@@ -560,7 +562,7 @@ impl World {
             restarted: false,
             power_cut,
             corrupt,
-            fingerprint: blake3::Hasher::new(),
+            fingerprint: None,
             quiet_since: None,
             violations: Vec::new(),
             deadline,
@@ -611,12 +613,21 @@ impl World {
             .collect()
     }
 
-    /// Correct instances that are up.
+    /// Keeps a [`fingerprint`](Self::fingerprint) of the events from now on.
+    pub fn fingerprinted(mut self) -> World {
+        self.fingerprint = Some(blake3::Hasher::new());
+        self
+    }
+
     fn fingerprint_event(&mut self, at: u64, order: u64) {
+        let Some(fingerprint) = &mut self.fingerprint else {
+            return;
+        };
         let Some(event) = self.events.get(&order) else {
             return;
         };
-        let described = match event {
+        fingerprint.update(&at.to_le_bytes());
+        match event {
             Event::ToReplica { from, to, message } => {
                 let content = match message {
                     Delivery::Replica(m) => cbase_net::message::digest_of(m),
@@ -625,30 +636,40 @@ impl World {
                         cbase_net::message::digest_of(&(id, operation))
                     }
                 };
-                format!("{at} {from:?}>{to} {content:?}")
+                let from = match from {
+                    Endpoint::Replica(i) => *i as u64,
+                    Endpoint::Client(c) => (1 << 32) | *c as u64,
+                };
+                fingerprint.update(&[0]);
+                fingerprint.update(&from.to_le_bytes());
+                fingerprint.update(&(*to as u64).to_le_bytes());
+                fingerprint.update(&content);
             }
             Event::ToClient {
                 from,
                 client,
                 reply,
             } => {
-                format!(
-                    "{at} {from}>c{client} {:?}",
-                    cbase_net::message::digest_of(reply)
-                )
+                fingerprint.update(&[1]);
+                fingerprint.update(&(*from as u64).to_le_bytes());
+                fingerprint.update(&(*client as u64).to_le_bytes());
+                fingerprint.update(&cbase_net::message::digest_of(reply));
             }
             Event::ReadToClient {
                 from,
                 client,
                 reply,
-            } => format!(
-                "{at} {from}>c{client} read {} {:?}",
-                reply.id,
-                cbase_net::message::digest_of(&reply.result)
-            ),
-            Event::Tick => format!("{at} tick"),
-        };
-        self.fingerprint.update(described.as_bytes());
+            } => {
+                fingerprint.update(&[2]);
+                fingerprint.update(&(*from as u64).to_le_bytes());
+                fingerprint.update(&(*client as u64).to_le_bytes());
+                fingerprint.update(&reply.id.to_le_bytes());
+                fingerprint.update(&cbase_net::message::digest_of(&reply.result));
+            }
+            Event::Tick => {
+                fingerprint.update(&[3]);
+            }
+        }
     }
 
     /// When a live correct replica last entered a view.
@@ -660,6 +681,7 @@ impl World {
             .unwrap_or(0)
     }
 
+    /// Correct instances that are up.
     pub fn live_correct(&self) -> Vec<usize> {
         self.correct()
             .into_iter()
