@@ -358,3 +358,48 @@ async fn typed_client_round_trips_and_reports_undeclared_access() {
     );
 }
 // ANCHOR_END: local-invoker-test
+
+/// A service whose arguments and results are byte strings.
+#[cbase::service]
+pub trait Blobs {
+    /// Stores a blob.
+    #[writes(blobs[key])]
+    fn put(&self, key: u64, value: Vec<u8>) -> Option<Vec<u8>>;
+}
+
+#[test]
+fn byte_string_arguments_and_results_encode_as_serde_writes_them() {
+    use cbase::core_crate::codec;
+
+    // What serde derives for the same enums, byte by byte.
+    #[derive(Serialize)]
+    enum Request {
+        Put { key: u64, value: Vec<u8> },
+    }
+    #[derive(Serialize)]
+    enum Response {
+        Put(Option<Vec<u8>>),
+    }
+
+    for size in [0, 1, 127, 128, 300, 70_000] {
+        let value: Vec<u8> = (0..size).map(|at| (at % 253) as u8).collect();
+        let generated = codec::encode(&BlobsRequest::Put {
+            key: 7,
+            value: value.clone(),
+        })
+        .unwrap();
+        let per_byte = codec::encode(&Request::Put {
+            key: 7,
+            value: value.clone(),
+        })
+        .unwrap();
+        assert_eq!(generated, per_byte, "request with {size} bytes");
+        let back: BlobsRequest = codec::decode(&per_byte).unwrap();
+        assert!(matches!(back, BlobsRequest::Put { key: 7, value: v } if v == value));
+
+        for result in [None, Some(value.clone())] {
+            let generated = codec::encode(&BlobsResponse::Put(result.clone())).unwrap();
+            assert_eq!(generated, codec::encode(&Response::Put(result)).unwrap());
+        }
+    }
+}

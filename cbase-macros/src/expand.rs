@@ -21,6 +21,40 @@ use crate::attr::{Access, KeySpec, Target};
 /// builds of the same trait agree; reordering, renaming or retyping a method
 /// or argument changes it. (FNV-1a: no dependency, and a version check needs
 /// no cryptographic strength.)
+/// The single generic type argument of `ty` if it is a path type whose last
+/// segment is `name` (`Vec<T>`, `std::vec::Vec<T>`, `Option<T>`).
+fn single_argument<'a>(ty: &'a syn::Type, name: &str) -> Option<&'a syn::Type> {
+    let syn::Type::Path(path) = ty else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(arguments) = &last.arguments else {
+        return None;
+    };
+    match arguments.args.iter().collect::<Vec<_>>()[..] {
+        [syn::GenericArgument::Type(argument)] => Some(argument),
+        _ => None,
+    }
+}
+
+/// Whether `ty` is written `Vec<u8>`.
+fn is_byte_vec(ty: &syn::Type) -> bool {
+    single_argument(ty, "Vec").is_some_and(|element| {
+        matches!(element, syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("u8"))
+    })
+}
+
+/// Whether `ty` is written `Vec<u8>` or `Option<Vec<u8>>`.
+fn is_byte_string(ty: &syn::Type) -> bool {
+    is_byte_vec(ty) || single_argument(ty, "Option").is_some_and(is_byte_vec)
+}
+
 fn interface_fingerprint(service: &str, methods: &[Method]) -> u64 {
     let mut text = format!("{service}\n");
     for method in methods {
@@ -144,9 +178,10 @@ impl<'a> Generator<'a> {
             let fields = m.args.iter().map(|a| {
                 let (ident, ty) = (&a.ident, &a.ty);
                 let bound = self.wire_bound(ty);
+                let with = self.byte_string_with(ty);
                 // Documented, so `#![deny(missing_docs)]` holds for a public service.
                 let doc = format!("The `{ident}` argument of `{}`.", m.ident);
-                quote!(#[doc = #doc] #bound #ident: #ty)
+                quote!(#[doc = #doc] #bound #with #ident: #ty)
             });
             let cfgs = &m.cfgs;
             quote! { #(#cfgs)* #(#docs)* #variant { #(#fields),* } }
@@ -176,9 +211,10 @@ impl<'a> Generator<'a> {
             let variant = variant_name(&m.ident);
             let output = &m.output;
             let bound = self.wire_bound(output);
+            let with = self.byte_string_with(output);
             let doc = format!("What `{}` returned.", m.ident);
             let cfgs = &m.cfgs;
-            quote! { #(#cfgs)* #[doc = #doc] #variant(#bound #output) }
+            quote! { #(#cfgs)* #[doc = #doc] #variant(#bound #with #output) }
         });
         let doc = format!("A response from a [`{trait_name}`] service: one variant per method.");
         quote! {
@@ -209,6 +245,19 @@ impl<'a> Generator<'a> {
         };
         let predicate = syn::LitStr::new(&predicate.to_string(), ty.span());
         quote!(#[serde(bound = #predicate)])
+    }
+
+    /// `#[serde(with = "..::codec::bytes")]` for an argument or return type
+    /// written `Vec<u8>` or `Option<Vec<u8>>`: the bytes are encoded in one
+    /// piece rather than one call per byte, to exactly the same bytes (so the
+    /// interface, its fingerprint and the wire are unchanged). Other spellings
+    /// (an alias, a newtype) keep serde's default, which is as correct.
+    fn byte_string_with(&self, ty: &syn::Type) -> TokenStream {
+        if !is_byte_string(ty) {
+            return TokenStream::new();
+        }
+        let path = format!("{}::codec::bytes", self.core());
+        quote!(#[serde(with = #path)])
     }
 
     fn impl_request(&self) -> TokenStream {
@@ -650,7 +699,28 @@ fn call_arguments(method: &Method, ctx: &Ident) -> Vec<TokenStream> {
 
 #[cfg(test)]
 mod tests {
-    use super::type_text;
+    use super::{is_byte_string, type_text};
+
+    #[test]
+    fn byte_strings_are_recognized_as_written() {
+        let cases = [
+            ("Vec<u8>", true),
+            ("std::vec::Vec<u8>", true),
+            ("Option<Vec<u8>>", true),
+            ("core::option::Option<alloc::vec::Vec<u8>>", true),
+            ("Vec<u16>", false),
+            ("Vec<Vec<u8>>", false),
+            ("Option<Option<Vec<u8>>>", false),
+            ("Result<Vec<u8>, String>", false),
+            ("[u8; 32]", false),
+            ("Box<[u8]>", false),
+            ("Vec<u8, A>", false),
+        ];
+        for (written, expected) in cases {
+            let ty: syn::Type = syn::parse_str(written).unwrap();
+            assert_eq!(is_byte_string(&ty), expected, "{written}");
+        }
+    }
 
     #[test]
     fn types_print_as_written() {
