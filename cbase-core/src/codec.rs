@@ -7,6 +7,7 @@
 //! a single file.
 
 pub mod bytes;
+mod guarded;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -95,10 +96,12 @@ pub fn encodes_to<T: Serialize + ?Sized>(value: &T, bytes: &[u8]) -> Result<bool
 
 /// Decodes exactly one value from `bytes`; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    // Decoded from the borrowed input, so a byte string's length is checked
-    // against what the input holds before anything is allocated for it
-    // (see [`bytes`]).
-    let (value, read) = bincode::serde::borrow_decode_from_slice(bytes, config())
+    // Decoded from the borrowed input, owned strings and byte buffers read
+    // in their borrowed form, so that a length is checked against what the
+    // input holds before anything is allocated for it (see [`guarded`] and
+    // [`bytes`]).
+    let seed = guarded::GuardedSeed(std::marker::PhantomData::<T>);
+    let (value, read) = bincode::serde::seed_decode_from_slice(seed, bytes, config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if read != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len() - read));

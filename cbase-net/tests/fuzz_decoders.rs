@@ -106,6 +106,11 @@ fn corpus() -> Vec<Vec<u8>> {
         })),
         codec::encode(&ReplicaMessage::Forward(batch.clone())),
         codec::encode(&ClientMessage::Requests(batch)),
+        codec::encode(&ClientMessage::Service {
+            service: "Bank".to_string(),
+            fingerprint: 0x0123_4567_89ab_cdef,
+        }),
+        codec::encode(&ReplyMessage::Refused("not admitted".to_string())),
         codec::encode(&ReplyMessage::Replies(vec![Reply {
             view: 0,
             lane: 1,
@@ -145,7 +150,11 @@ fn mutate(rng: &mut StdRng, corpus: &[Vec<u8>]) -> Vec<u8> {
             let mut bytes = corpus[rng.gen_range(0..corpus.len())].clone();
             let at = rng.gen_range(0..bytes.len().max(1));
             let mut claim = vec![0xFD];
-            claim.extend_from_slice(&rng.gen_range(1u64 << 20..u64::MAX).to_le_bytes());
+            // Spread over the magnitudes, so that claims under the codec's
+            // decode limit (256 MiB) come often, not one time in 2^36.
+            let magnitude = rng.gen_range(20..64);
+            let claim_len = (1u64 << magnitude) | rng.gen_range(0..1u64 << magnitude);
+            claim.extend_from_slice(&claim_len.to_le_bytes());
             bytes.splice(at..at, claim);
             bytes
         }
