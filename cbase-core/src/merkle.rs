@@ -103,11 +103,12 @@ fn empty(height: usize) -> Hash {
 /// Low nodes (just above the buckets) per shard.
 const LOW_PER_SHARD: usize = FANOUT * FANOUT;
 
-/// `count` digests of empty subtrees `height` levels above the buckets, as a
-/// fresh vector. Copied from one kept filled, rather than cloned one by one:
+/// The digests of empty subtrees `height` levels above the buckets, as many
+/// as a shard has at that level (buckets, low nodes, high nodes), as a fresh
+/// vector. Copied from one kept filled, rather than cloned one by one:
 /// every tree starts with 16 × 256 of them and a shard's buckets are 4,096,
 /// and unoptimized builds (the tests) clone element by element.
-fn empties(height: usize, count: usize) -> Vec<Hash> {
+fn empties(height: usize) -> Vec<Hash> {
     static FILLED: OnceLock<[Vec<Hash>; 3]> = OnceLock::new();
     let filled = FILLED.get_or_init(|| {
         [
@@ -116,7 +117,7 @@ fn empties(height: usize, count: usize) -> Vec<Hash> {
             vec![empty(2); FANOUT],
         ]
     });
-    filled[height][..count].to_vec()
+    filled[height].clone()
 }
 
 /// A sixteenth of the tree: the buckets under one child of the root.
@@ -156,8 +157,8 @@ impl Default for Shard {
             leaves: Vec::new(),
             stale: [0; BUCKETS_PER_SHARD / 64],
             dirty: [0; LOW_PER_SHARD / 64],
-            low: empties(1, LOW_PER_SHARD),
-            high: empties(2, FANOUT),
+            low: empties(1),
+            high: empties(2),
             top: empty(3),
             len: 0,
         }
@@ -230,7 +231,7 @@ impl Shard {
     /// Recomputes one bucket's digest from its entries.
     fn rehash(&mut self, bucket: u16) {
         if self.leaves.is_empty() {
-            self.leaves = empties(0, BUCKETS_PER_SHARD);
+            self.leaves = empties(0);
         }
         self.leaves[bucket as usize] = match self.buckets.get(&bucket) {
             Some(entries) => leaf_digest(entries),

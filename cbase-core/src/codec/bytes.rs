@@ -136,7 +136,7 @@ impl<'de> Visitor<'de> for OptionVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_bytes(BytesVisitor).map(Some)
+        Vec::<u8>::read(deserializer).map(Some)
     }
 }
 
@@ -244,19 +244,7 @@ pub mod pairs {
 pub mod named_maps {
     use super::*;
 
-    /// One named map, borrowed for writing.
-    struct Named<'a, V>(&'a String, &'a BTreeMap<Vec<u8>, V>);
-
-    impl<V: ByteString> Serialize for Named<'_, V> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            use serde::ser::SerializeTuple;
-            let mut tuple = serializer.serialize_tuple(2)?;
-            tuple.serialize_element(self.0)?;
-            tuple.serialize_element(&AsMap(self.1))?;
-            tuple.end()
-        }
-    }
-
+    /// One map, borrowed for writing.
     struct AsMap<'a, V>(&'a BTreeMap<Vec<u8>, V>);
 
     impl<V: ByteString> Serialize for AsMap<'_, V> {
@@ -282,7 +270,7 @@ pub mod named_maps {
         V: ByteString,
         S: Serializer,
     {
-        serializer.collect_seq(maps.iter().map(|(name, map)| Named(name, map)))
+        serializer.collect_seq(maps.iter().map(|(name, map)| (name, AsMap(map))))
     }
 
     /// Reads what [`serialize`] wrote.
