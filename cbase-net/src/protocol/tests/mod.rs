@@ -6,7 +6,10 @@ use std::time::Duration;
 use super::*;
 use crate::checkpoint::parts::{CheckpointIndex, PartRequest};
 use crate::config::{ClusterConfig, ReplicaEntry};
-use crate::message::{ClientRequest, RequestBatch, checkpoint_header, digest_of};
+use crate::message::{
+    ClientRequest, Commit, PrePrepare, Prepare, RequestBatch, checkpoint_header, digest_of, domain,
+    pre_prepare_header, prepare_header,
+};
 
 fn keys(n: usize) -> Vec<SecretKey> {
     (0..n)
