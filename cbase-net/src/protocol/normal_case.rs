@@ -319,7 +319,7 @@ impl Replica {
     /// waits for company, instead of falling behind until the next view.
     ///
     /// A replica recovering from a restart learns the same way (see
-    /// [`recovery`]).
+    /// [`recovery`](super::recovery)).
     pub(super) fn learning(&self) -> bool {
         self.status != Status::Normal || self.recovery.is_some()
     }
@@ -360,13 +360,7 @@ impl Replica {
     }
 
     /// Signs, records and broadcasts this backup's prepare for `seq`.
-    fn send_prepare(
-        &mut self,
-        view: View,
-        seq: Seq,
-        digest: Hash,
-        out: &mut Vec<Output>,
-    ) {
+    fn send_prepare(&mut self, view: View, seq: Seq, digest: Hash, out: &mut Vec<Output>) {
         let signature = self.secret.sign(
             domain::PREPARE,
             &prepare_header(view, seq, &digest, self.id),

@@ -1,6 +1,7 @@
 //! Reads on the fast path, from a client's connection to execution and back.
 //!
-//! A read-only request arrives unordered ([`ClientMessage::Read`]). The
+//! Read-only requests arrive unordered, several to a frame
+//! ([`ClientMessage::Reads`]). The
 //! connection notes the protocol's read barrier (the highest sequence
 //! number this replica saw prepared) and hands the read to the execution
 //! thread, which runs it once everything up to the barrier has executed
@@ -10,7 +11,7 @@
 //! ([`MAX_WAITING_READS`] reads parked at execution). A read over either
 //! bound is answered at once with no result, and the client orders it.
 //!
-//! [`ClientMessage::Read`]: crate::message::ClientMessage::Read
+//! [`ClientMessage::Reads`]: crate::message::ClientMessage::Reads
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
