@@ -22,6 +22,14 @@
 //! Anything that does not follow these rules (wrong view or primary, outside
 //! the window, bad signature or digest, a second proposal for a slot) is
 //! dropped and counted in [`Stats`], never acted on.
+//!
+//! Where each part lives: this module holds the replica's state, its
+//! construction and the dispatch of inputs; `normal_case` steps 1-3;
+//! `intake`, `vouching` and `pending` client batches on their way into a
+//! proposal; `checkpoints` step 4; `view_change`, `certificates` and
+//! `timeouts` replacing a primary; `state_transfer` and `state_parts`
+//! catching up from a checkpoint; `durable` and `recovery` what a restart
+//! must not forget.
 
 mod awaited;
 mod certificates;
