@@ -34,7 +34,7 @@
 //!   [`Parallelizer::new`] plus a CATCHALL slot shared by all other tables.
 //!   [`Key::Table`] takes it in `R`/`W`, [`Key::Entry`] in `IR`/`IW`.
 //! * **PREFIX(p)**, created on demand and dropped when idle, `p` a 64-bit mix
-//!   of the table slot's salt and a [`PrefixHash`],
+//!   of the table slot's salt and a [`PrefixHash`](crate::PrefixHash),
 //!   between a table and its entries: [`Key::Prefix`] takes its own prefix in
 //!   `R`/`W` and the shorter prefixes it lies under in `IR`/`IW`;
 //!   [`Key::TupleEntry`] takes every prefix it lies under in `IR`/`IW` (and
