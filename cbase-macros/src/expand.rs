@@ -15,46 +15,11 @@ use syn::{Ident, Path};
 use crate::ast::{Method, Service};
 use crate::attr::{Access, KeySpec, Target};
 
-/// The request variant of a method: `transfer_all` becomes `TransferAll`.
 /// A hash of a service's interface: its name, and each method's name,
 /// argument names and types, and return type, in order, as written. Two
 /// builds of the same trait agree; reordering, renaming or retyping a method
 /// or argument changes it. (FNV-1a: no dependency, and a version check needs
 /// no cryptographic strength.)
-/// The single generic type argument of `ty` if it is a path type whose last
-/// segment is `name` (`Vec<T>`, `std::vec::Vec<T>`, `Option<T>`).
-fn single_argument<'a>(ty: &'a syn::Type, name: &str) -> Option<&'a syn::Type> {
-    let syn::Type::Path(path) = ty else {
-        return None;
-    };
-    if path.qself.is_some() {
-        return None;
-    }
-    let last = path.path.segments.last()?;
-    if last.ident != name {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(arguments) = &last.arguments else {
-        return None;
-    };
-    match arguments.args.iter().collect::<Vec<_>>()[..] {
-        [syn::GenericArgument::Type(argument)] => Some(argument),
-        _ => None,
-    }
-}
-
-/// Whether `ty` is written `Vec<u8>`.
-fn is_byte_vec(ty: &syn::Type) -> bool {
-    single_argument(ty, "Vec").is_some_and(|element| {
-        matches!(element, syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("u8"))
-    })
-}
-
-/// Whether `ty` is written `Vec<u8>` or `Option<Vec<u8>>`.
-fn is_byte_string(ty: &syn::Type) -> bool {
-    is_byte_vec(ty) || single_argument(ty, "Option").is_some_and(is_byte_vec)
-}
-
 fn interface_fingerprint(service: &str, methods: &[Method]) -> u64 {
     let mut text = format!("{service}\n");
     for method in methods {
@@ -99,6 +64,7 @@ fn type_text(ty: &syn::Type) -> String {
     text
 }
 
+/// The request variant of a method: `transfer_all` becomes `TransferAll`.
 pub fn variant_name(method: &Ident) -> Ident {
     let name = method.to_string();
     let camel: String = name
@@ -114,6 +80,40 @@ pub fn variant_name(method: &Ident) -> Ident {
         })
         .collect();
     format_ident!("{}", camel, span = method.span())
+}
+
+/// The single generic type argument of `ty` if it is a path type whose last
+/// segment is `name` (`Vec<T>`, `std::vec::Vec<T>`, `Option<T>`).
+fn single_argument<'a>(ty: &'a syn::Type, name: &str) -> Option<&'a syn::Type> {
+    let syn::Type::Path(path) = ty else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(arguments) = &last.arguments else {
+        return None;
+    };
+    match arguments.args.first() {
+        Some(syn::GenericArgument::Type(argument)) if arguments.args.len() == 1 => Some(argument),
+        _ => None,
+    }
+}
+
+/// Whether `ty` is written `Vec<u8>`.
+fn is_byte_vec(ty: &syn::Type) -> bool {
+    single_argument(ty, "Vec").is_some_and(|element| {
+        matches!(element, syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("u8"))
+    })
+}
+
+/// Whether `ty` is written `Vec<u8>` or `Option<Vec<u8>>`.
+fn is_byte_string(ty: &syn::Type) -> bool {
+    is_byte_vec(ty) || single_argument(ty, "Option").is_some_and(is_byte_vec)
 }
 
 pub struct Generator<'a> {
