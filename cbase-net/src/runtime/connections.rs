@@ -301,10 +301,7 @@ async fn serve_client(
         return Ok(());
     }
     let (outgoing, queue) = mpsc::channel(16_384);
-    let replies = ClientQueue {
-        outgoing,
-        reads: Default::default(),
-    };
+    let replies = ClientQueue::new(outgoing);
     // Answers other than replies (a status, a refusal). One waits at most:
     // a client asking faster than it reads gets fewer answers, and costs
     // nothing more.
@@ -315,6 +312,7 @@ async fn serve_client(
         queue,
         control_queue,
         Arc::clone(&replies.reads),
+        Arc::clone(&replies.bytes),
     ));
     let result = async {
         loop {
@@ -387,7 +385,7 @@ async fn serve_client(
                     .oversized_requests
                     .fetch_add(1, Ordering::Relaxed);
                 for reply in refusals(&inbound.execution, &numbers, refusal) {
-                    let _ = replies.outgoing.try_send(Outgoing::Reply(reply));
+                    replies.send_reply(reply);
                 }
                 continue;
             }
@@ -399,7 +397,7 @@ async fn serve_client(
                     .cached_replies
                     .fetch_add(cached.len() as u64, Ordering::Relaxed);
                 for reply in cached {
-                    let _ = replies.outgoing.try_send(Outgoing::Reply(reply));
+                    replies.send_reply(reply);
                 }
                 continue;
             }
@@ -514,6 +512,7 @@ async fn write_replies(
     mut queue: mpsc::Receiver<Outgoing>,
     mut control: mpsc::Receiver<ReplyMessage>,
     reads: Arc<std::sync::atomic::AtomicUsize>,
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     loop {
         let first = tokio::select! {
@@ -535,8 +534,10 @@ async fn write_replies(
         // another, in the same flush.
         let mut replies = Vec::new();
         let mut answers = Vec::new();
+        let mut bytes = 0;
         let mut next = Some(first);
         while let Some(outgoing) = next.take() {
+            bytes += outgoing.bytes();
             match outgoing {
                 Outgoing::Reply(reply) => replies.push(reply),
                 Outgoing::Read(answer) => answers.push(answer),
@@ -567,6 +568,8 @@ async fn write_replies(
         if writer.flush().await.is_err() {
             return;
         }
+        // Written: their bytes no longer count against the connection.
+        super::reads::written(&queued_bytes, bytes);
     }
 }
 

@@ -212,7 +212,7 @@ impl ReplySink for RuntimeSink {
         if let Some(queue) = self.clients.lock().get(client) {
             // A client that does not read its replies loses them; it will
             // retransmit and be answered from the cache.
-            let _ = queue.outgoing.try_send(reads::Outgoing::Reply(reply));
+            queue.send_reply(reply);
         }
     }
 

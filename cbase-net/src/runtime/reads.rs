@@ -11,6 +11,12 @@
 //! ([`MAX_WAITING_READS`] reads parked at execution). A read over either
 //! bound is answered at once with no result, and the client orders it.
 //!
+//! Answers waiting for a connection's writer are bounded in bytes too
+//! ([`QUEUED_BYTES_PER_CONNECTION`]): a client that sends requests (or
+//! retransmissions answered from the reply cache) and never reads its
+//! answers would otherwise make the replica hold a copy of each answer, up
+//! to the channel's count bound, however large the answers are.
+//!
 //! [`ClientMessage::Reads`]: crate::message::ClientMessage::Reads
 
 use std::collections::BTreeMap;
@@ -27,6 +33,17 @@ pub const READS_PER_CONNECTION: usize = 1024;
 
 /// The most reads parked at execution, waiting for batches to execute.
 pub const MAX_WAITING_READS: usize = 65_536;
+
+/// The most bytes of answers one connection's writer may have waiting. An
+/// answer that does not fit is dropped (an ordered request's client
+/// retransmits and is answered from the reply cache; a read is answered
+/// with no result, see [`ClientQueue::send_read`]); the first answer always
+/// fits, so a connection whose writer keeps up gets even the largest.
+pub const QUEUED_BYTES_PER_CONNECTION: usize = 16 << 20;
+
+/// What an answer is counted as against [`QUEUED_BYTES_PER_CONNECTION`]:
+/// its result and a little for the rest.
+const ANSWER_OVERHEAD: usize = 64;
 
 /// What a client connection's writer sends.
 #[derive(Debug)]
@@ -45,9 +62,66 @@ pub struct ClientQueue {
     pub outgoing: mpsc::Sender<Outgoing>,
     /// Reads received on this connection and not yet answered.
     pub reads: Arc<AtomicUsize>,
+    /// Bytes of answers queued for the writer and not yet written.
+    pub bytes: Arc<AtomicUsize>,
+}
+
+impl Outgoing {
+    /// What it counts against [`QUEUED_BYTES_PER_CONNECTION`].
+    pub fn bytes(&self) -> usize {
+        ANSWER_OVERHEAD
+            + match self {
+                Outgoing::Reply(reply) => reply.result.len(),
+                Outgoing::Read(answer) => answer.result.as_ref().map_or(0, Vec::len),
+            }
+    }
 }
 
 impl ClientQueue {
+    /// A queue sending into `outgoing`, with nothing counted yet.
+    pub fn new(outgoing: mpsc::Sender<Outgoing>) -> ClientQueue {
+        ClientQueue {
+            outgoing,
+            reads: Arc::default(),
+            bytes: Arc::default(),
+        }
+    }
+
+    /// Queues `answer` if it fits the connection's bound in bytes (and
+    /// the channel's in count); false if it was dropped.
+    fn push(&self, answer: Outgoing) -> bool {
+        let bytes = answer.bytes();
+        let reserved = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                let fits =
+                    queued == 0 || queued.saturating_add(bytes) <= QUEUED_BYTES_PER_CONNECTION;
+                fits.then_some(queued.saturating_add(bytes))
+            })
+            .is_ok();
+        if !reserved {
+            return false;
+        }
+        if self.outgoing.try_send(answer).is_err() {
+            self.written(bytes);
+            return false;
+        }
+        true
+    }
+
+    /// Queues the reply to an ordered request; it is dropped if the client
+    /// does not read its answers (it retransmits and is answered from the
+    /// reply cache). False if it was dropped.
+    pub fn send_reply(&self, reply: Reply) -> bool {
+        self.push(Outgoing::Reply(reply))
+    }
+
+    /// The writer took answers of `bytes` (as [`Outgoing::bytes`] counts
+    /// them) off the queue and wrote them.
+    pub fn written(&self, bytes: usize) {
+        written(&self.bytes, bytes);
+    }
+
     /// Counts a new read; false (and not counted) if the connection has
     /// as many unanswered as it may.
     pub fn admit_read(&self) -> bool {
@@ -78,10 +152,19 @@ impl ClientQueue {
     /// Queues the answer to a read; it is dropped if the client does not
     /// read its answers (it then orders the read after a timeout).
     pub fn send_read(&self, reply: ReadReply) {
-        if self.outgoing.try_send(Outgoing::Read(reply)).is_err() {
+        if !self.push(Outgoing::Read(reply)) {
             self.read_done();
         }
     }
+}
+
+/// Uncounts answers of `bytes` a connection's writer wrote from its
+/// count of queued bytes ([`ClientQueue::bytes`]). (The writer keeps the
+/// count, not the queue: a sender would keep its channel open.)
+pub fn written(queued: &AtomicUsize, bytes: usize) {
+    let _ = queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+        Some(queued.saturating_sub(bytes))
+    });
 }
 
 /// A read handed to execution.
@@ -164,10 +247,7 @@ mod tests {
     #[test]
     fn a_connection_may_have_only_so_many_reads_unanswered() {
         let (outgoing, _receiver) = mpsc::channel(1);
-        let queue = ClientQueue {
-            outgoing,
-            reads: Arc::default(),
-        };
+        let queue = ClientQueue::new(outgoing);
         for _ in 0..READS_PER_CONNECTION {
             assert!(queue.admit_read());
         }
@@ -179,10 +259,7 @@ mod tests {
     #[test]
     fn refusing_reads_over_the_bound_admits_no_more() {
         let (outgoing, mut receiver) = mpsc::channel(16);
-        let queue = ClientQueue {
-            outgoing,
-            reads: Arc::default(),
-        };
+        let queue = ClientQueue::new(outgoing);
         for _ in 0..READS_PER_CONNECTION {
             assert!(queue.admit_read());
         }
@@ -195,11 +272,58 @@ mod tests {
                 replica: 0,
                 result: None,
             });
-            assert!(matches!(receiver.try_recv(), Ok(Outgoing::Read(_))));
+            let answer = receiver.try_recv().expect("the refusal is queued");
+            assert!(matches!(answer, Outgoing::Read(_)));
+            queue.written(answer.bytes());
             queue.read_done();
         }
         assert!(!queue.admit_read(), "refusals freed room");
         queue.read_done();
         assert!(queue.admit_read());
+    }
+
+    fn reply(bytes: usize) -> Reply {
+        Reply {
+            view: 0,
+            lane: 0,
+            number: 1,
+            replica: 0,
+            result: vec![7; bytes],
+        }
+    }
+
+    /// A client that retransmits a request with a large cached reply and
+    /// never reads: every retransmission costs it a few bytes and would
+    /// cost the replica a copy of the reply, up to the channel's count
+    /// bound (16,384 copies of a reply of up to a frame, 16 MiB).
+    #[test]
+    fn answers_a_client_does_not_read_are_bounded_in_bytes() {
+        let (outgoing, mut receiver) = mpsc::channel(16_384);
+        let queue = ClientQueue::new(outgoing);
+        let big = 1 << 20;
+        let queued = (0..1_000).filter(|_| queue.send_reply(reply(big))).count();
+        assert!(
+            queued * big <= QUEUED_BYTES_PER_CONNECTION,
+            "{queued} replies of {big} bytes held for a client that reads none"
+        );
+        assert!(queued >= 8, "a reading client is not starved: {queued}");
+        assert!(!queue.send_reply(reply(big)));
+        // The writer writes one: room for one more.
+        let written = receiver.try_recv().expect("queued");
+        queue.written(written.bytes());
+        assert!(queue.send_reply(reply(big)));
+        // Answers to reads count too, and one refused is uncounted.
+        assert!(queue.admit_read());
+        queue.send_read(ReadReply {
+            id: 1,
+            replica: 0,
+            result: Some(vec![0; big]),
+        });
+        assert_eq!(queue.reads.load(Ordering::Acquire), 0);
+        // An answer larger than the bound still goes out alone.
+        let (outgoing, _receiver) = mpsc::channel(16);
+        let empty = ClientQueue::new(outgoing);
+        assert!(empty.send_reply(reply(2 * QUEUED_BYTES_PER_CONNECTION)));
+        assert!(!empty.send_reply(reply(1)));
     }
 }
