@@ -37,7 +37,9 @@ pub struct ProtocolConfig {
     /// serves clients in turn, one batch each, so a client that floods it
     /// waits for its own batches and not the others for its; this cap keeps
     /// one client from filling the whole queue (a correct `NetClient` has
-    /// at most `batches_in_flight` batches unanswered).
+    /// at most `batches_in_flight` batches unanswered). The primary counts
+    /// the batches a client sent it and those each backup forwarded apart
+    /// (see `protocol::pending`), so it may hold up to n times this many.
     pub max_pending_per_client: usize,
     /// The most bytes of client batches one proposal carries; also the
     /// largest client batch a replica accepts (a larger one could never be

@@ -15,20 +15,28 @@ impl Replica {
     /// make them depose a correct primary at will. Backups arm timers only
     /// for batches a client sent them itself, as PBFT's clients do when the
     /// primary does not answer.
-    pub(super) fn on_forward(&mut self, batch: ClientBatch, out: &mut Vec<Output>) {
+    pub(super) fn on_forward(
+        &mut self,
+        from: ReplicaId,
+        batch: ClientBatch,
+        out: &mut Vec<Output>,
+    ) {
         if !self.is_primary() || self.status != Status::Normal {
             self.stats.stale += 1;
             return;
         }
-        self.on_client_batch(batch, out, false);
+        self.on_client_batch(batch, out, Some(from));
     }
 
+    /// A client batch from its client (`source` is `None`) or forwarded by
+    /// backup `source`.
     pub(super) fn on_client_batch(
         &mut self,
         batch: ClientBatch,
         out: &mut Vec<Output>,
-        direct: bool,
+        source: Option<ReplicaId>,
     ) {
+        let direct = source.is_none();
         if !self.admits(&batch.batch.client) {
             self.stats.unadmitted += 1;
             return;
@@ -76,7 +84,7 @@ impl Replica {
             }
             self.authenticated.insert(digest);
         }
-        if !self.room_in_pending(&batch.batch.client, bytes) {
+        if !self.room_in_pending(&batch.batch.client, source, bytes) {
             return;
         }
         self.known_batches.insert(digest, None);
@@ -85,6 +93,7 @@ impl Replica {
                 digest,
                 bytes,
                 batch,
+                source,
             });
             self.propose(out);
         } else {
@@ -106,6 +115,7 @@ impl Replica {
                 digest,
                 bytes,
                 batch,
+                source,
             });
         }
     }
@@ -140,6 +150,7 @@ impl Replica {
             digest,
             bytes,
             batch,
+            source: None,
         };
         if self.haves.count(&digest) >= 2 * self.f {
             self.queue_for_proposal(queued, out);
@@ -172,7 +183,7 @@ impl Replica {
     /// As primary: queues an authenticated batch (within the queue's
     /// bounds) and proposes what the pipeline allows.
     fn queue_for_proposal(&mut self, queued: pending::Queued, out: &mut Vec<Output>) {
-        if !self.room_in_pending(&queued.batch.batch.client, queued.bytes) {
+        if !self.room_in_pending(&queued.batch.batch.client, queued.source, queued.bytes) {
             return;
         }
         self.known_batches.insert(queued.digest, None);
@@ -180,12 +191,18 @@ impl Replica {
         self.propose(out);
     }
 
-    /// Whether a batch of `bytes` from `client` fits the pending queue's
-    /// bounds; a refusal is counted. Refused, not timed: the client
-    /// retransmits once some of its batches are through.
-    fn room_in_pending(&mut self, client: &PublicKey, bytes: usize) -> bool {
+    /// Whether a batch of `bytes` from `client`, come from `source`, fits
+    /// the pending queue's bounds; a refusal is counted. Refused, not
+    /// timed: the client retransmits once some of its batches are through.
+    fn room_in_pending(
+        &mut self,
+        client: &PublicKey,
+        source: Option<ReplicaId>,
+        bytes: usize,
+    ) -> bool {
         let room = self.pending.room_for(
             client,
+            source,
             bytes,
             self.config.max_pending,
             self.config.max_pending_bytes,

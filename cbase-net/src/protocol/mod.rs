@@ -597,7 +597,7 @@ impl Replica {
     pub fn handle(&mut self, now: u64, input: Input, out: &mut Vec<Output>) {
         self.now = self.now.max(now);
         match input {
-            Input::Client(batch) => self.on_client_batch(batch, out, true),
+            Input::Client(batch) => self.on_client_batch(batch, out, None),
             Input::Replica(from, message) => self.on_replica_message(from, message, out),
             Input::CheckpointTaken { seq, state } => self.on_checkpoint_taken(seq, state, out),
             Input::Tick => {
@@ -626,7 +626,7 @@ impl Replica {
             ReplicaMessage::Prepare(prepare) => self.on_prepare(from, prepare, out),
             ReplicaMessage::Commit(commit) => self.on_commit(from, commit, out),
             ReplicaMessage::Checkpoint(checkpoint) => self.on_checkpoint(from, checkpoint, out),
-            ReplicaMessage::Forward(batch) => self.on_forward(batch, out),
+            ReplicaMessage::Forward(batch) => self.on_forward(from, batch, out),
             ReplicaMessage::Have(digests) => self.on_have(from, digests, out),
             ReplicaMessage::ViewChange(view_change) => self.on_view_change(from, view_change, out),
             ReplicaMessage::NewView(new_view) => self.on_new_view(from, new_view, out),

@@ -5,7 +5,15 @@
 //! in case it becomes primary. Clients decide what arrives here, so the queue
 //! refuses a batch once it holds `max_pending` batches or `max_pending_bytes`
 //! bytes, whichever comes first, and a batch from a client that already has
-//! `max_pending_per_client` batches waiting.
+//! `max_pending_per_client` batches waiting that came the same way: from the
+//! client itself, or forwarded by one backup. Counted apart, because a
+//! backup times the batches it forwards: a client that filled its share of
+//! the primary's queue itself and sent one more batch to the backups alone
+//! would otherwise have the forwarded copies dropped and every backup's
+//! timer run out on a correct primary. A backup holds a forwarded batch at
+//! least as long as the primary does (until it executes, not until it is
+//! proposed), so a correct backup never forwards more of a client's batches
+//! than the primary has room for from it.
 //!
 //! The front is not the oldest batch but the next in a fair order: clients
 //! with waiting batches take turns counted in requests (see [`Pending`]), so
@@ -16,6 +24,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::ReplicaId;
 use crate::crypto::PublicKey;
 use crate::message::{ClientBatch, Hash};
 
@@ -25,6 +34,8 @@ pub(super) struct Queued {
     pub digest: Hash,
     pub bytes: usize,
     pub batch: ClientBatch,
+    /// The backup that forwarded it, or `None` if its client sent it here.
+    pub source: Option<ReplicaId>,
 }
 
 impl Queued {
@@ -50,6 +61,9 @@ pub(super) struct Pending {
     queue: BTreeMap<(u64, u64), Queued>,
     /// Each client with waiting batches: how many, and its last tag.
     clients: BTreeMap<PublicKey, (usize, u64)>,
+    /// How many batches of each client came each way (see the module
+    /// documentation).
+    shares: BTreeMap<(PublicKey, Option<ReplicaId>), usize>,
     /// The tag of the batch served last.
     served: u64,
     /// Batches queued so far: breaks ties between equal tags by arrival.
@@ -67,10 +81,12 @@ pub(super) enum Full {
 }
 
 impl Pending {
-    /// Whether one more batch of `bytes` from `client` fits the limits.
+    /// Whether one more batch of `bytes` from `client`, come from
+    /// `source`, fits the limits.
     pub fn room_for(
         &self,
         client: &PublicKey,
+        source: Option<ReplicaId>,
         bytes: usize,
         max_batches: usize,
         max_bytes: usize,
@@ -79,7 +95,7 @@ impl Pending {
         if self.queue.len() >= max_batches || self.bytes.saturating_add(bytes) > max_bytes {
             return Err(Full::Queue);
         }
-        if self.clients.get(client).map_or(0, |(count, _)| *count) >= max_per_client {
+        if self.shares.get(&(*client, source)).copied().unwrap_or(0) >= max_per_client {
             return Err(Full::Client);
         }
         Ok(())
@@ -94,6 +110,10 @@ impl Pending {
         let tag = (*last).max(self.served).saturating_add(requests);
         *count += 1;
         *last = tag;
+        *self
+            .shares
+            .entry((queued.client(), queued.source))
+            .or_default() += 1;
         self.arrivals += 1;
         self.bytes += queued.bytes;
         self.queue.insert((tag, self.arrivals), queued);
@@ -116,6 +136,12 @@ impl Pending {
                 self.clients.remove(&client);
             }
         }
+        if let Some(share) = self.shares.get_mut(&(client, queued.source)) {
+            *share -= 1;
+            if *share == 0 {
+                self.shares.remove(&(client, queued.source));
+            }
+        }
         Some(queued)
     }
 
@@ -123,12 +149,15 @@ impl Pending {
     pub fn retain(&mut self, mut keep: impl FnMut(&Queued) -> bool) {
         self.queue.retain(|_, queued| keep(queued));
         let mut clients: BTreeMap<PublicKey, (usize, u64)> = BTreeMap::new();
+        let mut shares: BTreeMap<(PublicKey, Option<ReplicaId>), usize> = BTreeMap::new();
         for ((tag, _), queued) in &self.queue {
             let (count, last) = clients.entry(queued.client()).or_default();
             *count += 1;
             *last = (*last).max(*tag);
+            *shares.entry((queued.client(), queued.source)).or_default() += 1;
         }
         self.clients = clients;
+        self.shares = shares;
         self.bytes = self.queue.values().map(|queued| queued.bytes).sum();
     }
 
@@ -163,6 +192,7 @@ mod tests {
             digest: batch.digest(),
             bytes: 100,
             batch,
+            source: None,
         }
     }
 
@@ -217,6 +247,7 @@ mod tests {
             digest: batch.digest(),
             bytes: 100,
             batch,
+            source: None,
         }
     }
 
@@ -251,12 +282,17 @@ mod tests {
             pending.push_back(queued(&flood, number));
         }
         let room = |pending: &Pending, client: &SecretKey| {
-            pending.room_for(&client.public(), 100, 10, 1_000, 3)
+            pending.room_for(&client.public(), None, 100, 10, 1_000, 3)
         };
         assert_eq!(room(&pending, &flood), Err(Full::Client));
         assert_eq!(room(&pending, &other), Ok(()));
+        // A backup's forwards are a share of their own.
         assert_eq!(
-            pending.room_for(&other.public(), 800, 10, 1_000, 3),
+            pending.room_for(&flood.public(), Some(2), 100, 10, 1_000, 3),
+            Ok(())
+        );
+        assert_eq!(
+            pending.room_for(&other.public(), None, 800, 10, 1_000, 3),
             Err(Full::Queue),
             "over the bytes"
         );

@@ -221,6 +221,7 @@ mod tests {
             digest: batch.digest(),
             bytes: 100,
             batch,
+            source: None,
         }
     }
 

@@ -1672,3 +1672,45 @@ fn votes_for_a_reissued_slot_are_resent_to_peers_that_executed_it_too() {
     assert_eq!(net.executed_requests(2), vec![1, 2]);
     assert_eq!(net.executed_requests(1), vec![1, 2]);
 }
+
+/// A faulty client cannot depose a correct primary by filling its own
+/// share of the primary's queue and sending one more batch to the backups
+/// only. Schedule (n = 4, at most 2 batches per client waiting): the client
+/// sends four signed batches to the primary alone (two are proposed, the
+/// pipeline is then full, two wait), then a fifth to the three backups
+/// alone. Each backup times the fifth and forwards it; the primary, with two
+/// of the client's batches waiting, must not drop the forwarded copy, or
+/// every backup's timer runs out on a batch the primary never had room for
+/// and the backups vote the correct primary out.
+#[test]
+fn a_client_over_its_share_at_the_primary_cannot_make_backups_depose_it() {
+    let config = ProtocolConfig {
+        max_pending_per_client: 2,
+        ..small()
+    };
+    let mut net = Net::new(4, config);
+    let client = SecretKey::from_seed([43; 32]);
+    for lane in 0..4 {
+        net.input(0, Input::Client(client_batch(&client, lane, 1)));
+    }
+    assert_eq!(net.replicas[0].pending_batches(), 2, "the client's share");
+    let backups_only = client_batch(&client, 9, 1);
+    for backup in 1..4 {
+        net.input(backup, Input::Client(backups_only.clone()));
+    }
+    net.run();
+    for _ in 0..6 {
+        net.advance(SECOND / 2);
+    }
+    for replica in 0..4 {
+        assert_eq!(
+            net.replicas[replica].stats().view_changes_started,
+            0,
+            "replica {replica} suspected a correct primary"
+        );
+        let mut executed = net.executed_requests(replica);
+        executed.sort();
+        assert_eq!(executed, vec![1; 5], "replica {replica}");
+    }
+    assert_one_order(&net);
+}
