@@ -21,7 +21,9 @@
 //! twice. A new session remembers the floor it started above (its *base*),
 //! and a lane it has not used yet must start above that too, so an old
 //! request on another lane of an evicted session cannot slip in behind a
-//! new one. Clients number their requests from the wall clock (in
+//! new one. A request refused because its session uses as many lanes as it
+//! may raises its session's base to its number, so it is never executed
+//! later either, before or after the session is evicted. Clients number their requests from the wall clock (in
 //! nanoseconds) and move above the floor an expiry error reports, so an
 //! honest client meets the floor at most once after its session expired.
 //! Numbers further ahead of the agreed clock than
@@ -50,8 +52,9 @@ pub struct LaneRecord {
 /// What the replicas remember of one client key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    /// The table's floor when the session started: every lane's first
-    /// number must be above it.
+    /// The table's floor when the session started, or the highest number
+    /// it refused for its lane count if higher: every lane's first number
+    /// must be above it.
     pub base: u64,
     /// The agreed clock when a request of this session was last executed.
     pub last_used: u64,
@@ -319,6 +322,12 @@ impl ClientTable {
                         false
                     }
                     None if used >= limits.max_lanes_per_session => {
+                        // Refused for good: the session's new lanes must
+                        // start above it, and so, once the session is
+                        // evicted, must the key's next session (the floor
+                        // covers the base). Bounded: the number is not
+                        // ahead of the clock.
+                        session.base = session.base.max(number);
                         return Admission::TooManyLanes {
                             limit: limits.max_lanes_per_session,
                         };
@@ -565,6 +574,35 @@ mod tests {
         table.admit(&key(2), 1, 5, 1_002, &limits);
         assert_eq!(table.lanes(), 2);
         assert!(table.session(&key(1)).is_none());
+    }
+
+    /// A request refused for its lane count is told it was not executed;
+    /// it must not execute later either. Schedule: key 1 uses its one
+    /// lane, its request on a second lane is refused, key 1's session is
+    /// evicted, and the refused request is ordered again (a client's late
+    /// retransmission, or a faulty primary replaying its signed batch).
+    #[test]
+    fn a_request_refused_for_its_lane_count_never_executes_later() {
+        let mut table = ClientTable::new();
+        let limits = SessionLimits {
+            max_sessions: 1,
+            max_lanes_per_session: 1,
+            ..SessionLimits::default()
+        };
+        assert_eq!(table.admit(&key(1), 0, 10, 1, &limits), Admission::Execute);
+        assert_eq!(
+            table.admit(&key(1), 1, 20, 2, &limits),
+            Admission::TooManyLanes { limit: 1 }
+        );
+        assert!(table.settled(&key(1), 1, 20), "never to be executed");
+        // Key 2 takes the only session; key 1's is evicted.
+        assert_eq!(table.admit(&key(2), 0, 30, 4, &limits), Admission::Execute);
+        assert!(table.session(&key(1)).is_none());
+        assert_eq!(
+            table.admit(&key(1), 1, 20, 5, &limits),
+            Admission::Expired { floor: 20 }
+        );
+        assert!(table.settled(&key(1), 1, 20));
     }
 
     #[test]
