@@ -14,10 +14,12 @@
 //!   `blake3::derive_key`-style hashes keyed by a context string, so a signature
 //!   made for one purpose (say a handshake) never verifies for another (say a
 //!   checkpoint);
-//! - verification uses ed25519-dalek's `verify_strict`, which rejects
-//!   non-canonical signatures and small-order (weak) public keys, so a
-//!   signature cannot be mauled into a second valid one and a faulty replica
-//!   cannot publish a key that "verifies" many messages;
+//! - verification is RFC 8032's cofactorless check, which rejects
+//!   non-canonical signatures, and small-order (weak) public keys never
+//!   verify, so a signature cannot be mauled into a second valid one and a
+//!   faulty replica cannot publish a key that "verifies" many messages
+//!   (see [`PublicKey::verify`] for why the small-order `R` check is left
+//!   out);
 //! - public keys are validated when they are parsed, so a malformed key in a
 //!   cluster file is an error at load time rather than a silent refusal later;
 //! - secret keys never appear in `Debug` output and are zeroized on drop (by
