@@ -376,3 +376,103 @@ fn a_hundred_thousand_identities_leave_the_client_table_at_its_bound() {
     first.shutdown();
     second.shutdown();
 }
+
+/// Keeps every reply and the digest of every checkpoint.
+#[derive(Default)]
+struct Recorded {
+    replies: Mutex<Vec<(u32, u64, Vec<u8>)>>,
+    digests: Mutex<Vec<(u64, [u8; 32])>>,
+}
+
+impl ReplySink for Recorded {
+    fn send(&self, _: &PublicKey, reply: Reply) {
+        self.replies
+            .lock()
+            .push((reply.lane, reply.number, reply.result));
+    }
+    fn send_read(&self, _: &PublicKey, _: cbase_net::message::ReadReply) {}
+    fn checkpoint(&self, record: CheckpointRecord) {
+        self.digests.lock().push((record.seq, record.digest));
+    }
+}
+
+/// A faulty primary orders one request twice in a proposal and again in a
+/// later one, orders another request under the same number, and orders an
+/// older number of the lane after a newer one. Each request runs once,
+/// the one reusing a number and the old one never, and two replicas with
+/// different worker counts reach the same checkpoint.
+#[test]
+fn requests_a_faulty_primary_orders_again_run_once_on_every_replica() {
+    let key = SecretKey::from_seed([71; 32]);
+    let client = key.public();
+    let request = |lane: u32, number: u64, counter: u64| {
+        ClientBatch::unsigned(RequestBatch {
+            client,
+            requests: vec![ClientRequest {
+                lane,
+                number,
+                operation: codec::encode(&Bump(counter)).unwrap(),
+            }],
+        })
+    };
+    let first = request(0, 10, 7);
+    let proposals = [
+        vec![first.clone(), first.clone(), request(1, 11, 7)],
+        // The replay, and another operation under the same number.
+        vec![first.clone(), request(0, 10, 8)],
+        // Older than what lane 0 executed.
+        vec![request(0, 9, 7)],
+        vec![request(0, 12, 7), request(2, 13, 8)],
+    ];
+    let run = |workers: usize| {
+        let sink = Arc::new(Recorded::default());
+        let mut execution = Execution::start(
+            0,
+            ExecutorBuilder::new().workers(workers),
+            Counter::default(),
+            Arc::clone(&sink) as Arc<dyn ReplySink>,
+            SessionLimits::default(),
+        )
+        .unwrap();
+        for (at, batches) in proposals.iter().enumerate() {
+            let seq = at as u64 + 1;
+            let proposal = Proposal {
+                timestamp: seq * 1_000,
+                batches: batches.clone(),
+            };
+            execution.execute(Committed {
+                view: 0,
+                seq,
+                digest: proposal.digest(),
+                proposal,
+                checkpoint: seq == 4,
+            });
+        }
+        execution.wait_idle();
+        execution.shutdown();
+        sink
+    };
+    let (one, four) = (run(1), run(4));
+    assert_eq!(*one.digests.lock(), *four.digests.lock());
+    assert_eq!(one.digests.lock().len(), 1);
+    for sink in [one, four] {
+        let replies = sink.replies.lock();
+        let answers = |lane: u32, number: u64| -> Vec<Result<u64, ExecError>> {
+            replies
+                .iter()
+                .filter(|(l, n, _)| (*l, *n) == (lane, number))
+                .map(|(_, _, result)| codec::decode(result).unwrap())
+                .collect()
+        };
+        // Counter 7: the first request, lane 1's, then lane 0's next.
+        assert_eq!(answers(0, 12), vec![Ok(3)]);
+        // Counter 8 never moved before lane 2's request.
+        assert_eq!(answers(2, 13), vec![Ok(1)]);
+        assert!(answers(0, 9).is_empty(), "an old request is not answered");
+        assert!(
+            answers(0, 10).iter().all(|answer| *answer == Ok(1)),
+            "{:?}",
+            answers(0, 10)
+        );
+    }
+}
