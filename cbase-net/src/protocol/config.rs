@@ -28,10 +28,15 @@ pub struct ProtocolConfig {
     /// How long a view change may take before the replica moves on to the
     /// next view; doubled after each failed view change.
     pub view_change_timeout: Duration,
-    /// The most client batches a replica holds waiting for a sequence number.
+    /// The most client batches a replica holds waiting for a sequence
+    /// number, of those that came one way: from their clients, or forwarded
+    /// by one backup. A primary counts each way apart (so that clients
+    /// filling its queue cannot have the batches correct backups forward
+    /// dropped, see `protocol::pending`), so it may hold up to n times this
+    /// many; a backup holds only what clients sent it.
     pub max_pending: usize,
     /// The most bytes of client batches a replica holds waiting for a
-    /// sequence number.
+    /// sequence number, of those that came one way (as for `max_pending`).
     pub max_pending_bytes: usize,
     /// The most batches of one client a replica holds waiting. The primary
     /// serves clients in turn, one batch each, so a client that floods it
@@ -39,7 +44,7 @@ pub struct ProtocolConfig {
     /// one client from filling the whole queue (a correct `NetClient` has
     /// at most `batches_in_flight` batches unanswered). The primary counts
     /// the batches a client sent it and those each backup forwarded apart
-    /// (see `protocol::pending`), so it may hold up to n times this many.
+    /// (as for `max_pending`), so it may hold up to n times this many.
     pub max_pending_per_client: usize,
     /// The most bytes of client batches one proposal carries; also the
     /// largest client batch a replica accepts (a larger one could never be

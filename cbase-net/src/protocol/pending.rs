@@ -3,17 +3,19 @@
 //!
 //! The primary proposes from the front; a backup keeps what clients sent it
 //! in case it becomes primary. Clients decide what arrives here, so the queue
-//! refuses a batch once it holds `max_pending` batches or `max_pending_bytes`
-//! bytes, whichever comes first, and a batch from a client that already has
-//! `max_pending_per_client` batches waiting that came the same way: from the
-//! client itself, or forwarded by one backup. Counted apart, because a
-//! backup times the batches it forwards: a client that filled its share of
-//! the primary's queue itself and sent one more batch to the backups alone
-//! would otherwise have the forwarded copies dropped and every backup's
-//! timer run out on a correct primary. A backup holds a forwarded batch at
-//! least as long as the primary does (until it executes, not until it is
-//! proposed), so a correct backup never forwards more of a client's batches
-//! than the primary has room for from it.
+//! bounds the batches that came each way (from their clients directly, or
+//! forwarded by one backup): it refuses a batch once those hold
+//! `max_pending` batches or `max_pending_bytes` bytes, whichever comes
+//! first, or once its client has `max_pending_per_client` batches among
+//! them. Each way is counted apart because a backup times the batches it
+//! forwards: clients that filled the primary's queue (or one client its
+//! share of it) and sent one more batch to the backups alone would
+//! otherwise have the forwarded copies dropped and every backup's timer run
+//! out on a correct primary. A backup holds a forwarded batch at least as
+//! long as the primary does (until it executes, not until it is proposed),
+//! under the same bounds, so a correct backup never forwards more than the
+//! primary has room for from it. The primary may thus hold up to n times
+//! the bounds, each way's share bounded by its sender.
 //!
 //! The front is not the oldest batch but the next in a fair order: clients
 //! with waiting batches take turns counted in requests (see [`Pending`]), so
@@ -64,6 +66,8 @@ pub(super) struct Pending {
     /// How many batches of each client came each way (see the module
     /// documentation).
     shares: BTreeMap<(PublicKey, Option<ReplicaId>), usize>,
+    /// How many batches, and how many bytes, came each way.
+    ways: BTreeMap<Option<ReplicaId>, (usize, usize)>,
     /// The tag of the batch served last.
     served: u64,
     /// Batches queued so far: breaks ties between equal tags by arrival.
@@ -74,7 +78,8 @@ pub(super) struct Pending {
 /// Why a batch does not fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Full {
-    /// The queue holds `max_pending` batches or `max_pending_bytes` bytes.
+    /// The batches that came its way hold `max_pending` batches or
+    /// `max_pending_bytes` bytes.
     Queue,
     /// Its client has `max_pending_per_client` batches waiting.
     Client,
@@ -92,7 +97,8 @@ impl Pending {
         max_bytes: usize,
         max_per_client: usize,
     ) -> Result<(), Full> {
-        if self.queue.len() >= max_batches || self.bytes.saturating_add(bytes) > max_bytes {
+        let (batches, held) = self.ways.get(&source).copied().unwrap_or_default();
+        if batches >= max_batches || held.saturating_add(bytes) > max_bytes {
             return Err(Full::Queue);
         }
         if self.shares.get(&(*client, source)).copied().unwrap_or(0) >= max_per_client {
@@ -114,6 +120,9 @@ impl Pending {
             .shares
             .entry((queued.client(), queued.source))
             .or_default() += 1;
+        let way = self.ways.entry(queued.source).or_default();
+        way.0 += 1;
+        way.1 += queued.bytes;
         self.arrivals += 1;
         self.bytes += queued.bytes;
         self.queue.insert((tag, self.arrivals), queued);
@@ -142,6 +151,13 @@ impl Pending {
                 self.shares.remove(&(client, queued.source));
             }
         }
+        if let Some(way) = self.ways.get_mut(&queued.source) {
+            way.0 -= 1;
+            way.1 -= queued.bytes;
+            if way.0 == 0 {
+                self.ways.remove(&queued.source);
+            }
+        }
         Some(queued)
     }
 
@@ -150,14 +166,19 @@ impl Pending {
         self.queue.retain(|_, queued| keep(queued));
         let mut clients: BTreeMap<PublicKey, (usize, u64)> = BTreeMap::new();
         let mut shares: BTreeMap<(PublicKey, Option<ReplicaId>), usize> = BTreeMap::new();
+        let mut ways: BTreeMap<Option<ReplicaId>, (usize, usize)> = BTreeMap::new();
         for ((tag, _), queued) in &self.queue {
             let (count, last) = clients.entry(queued.client()).or_default();
             *count += 1;
             *last = (*last).max(*tag);
             *shares.entry((queued.client(), queued.source)).or_default() += 1;
+            let way = ways.entry(queued.source).or_default();
+            way.0 += 1;
+            way.1 += queued.bytes;
         }
         self.clients = clients;
         self.shares = shares;
+        self.ways = ways;
         self.bytes = self.queue.values().map(|queued| queued.bytes).sum();
     }
 

@@ -1714,3 +1714,48 @@ fn a_client_over_its_share_at_the_primary_cannot_make_backups_depose_it() {
     }
     assert_one_order(&net);
 }
+
+/// Faulty clients cannot depose a correct primary by filling the primary's
+/// whole queue, each within its own share, and leaving an honest client's
+/// batch to the backups. Schedule (n = 4, at most 2 batches waiting in
+/// all): four fresh client keys send one signed batch each to the primary
+/// alone (two are proposed, the pipeline is then full, two wait: the queue
+/// is full); then an honest client's batch reaches the three backups only
+/// (its message to the primary was lost). Each backup times it and
+/// forwards it; the primary must have room for what a correct backup
+/// forwards, or every backup's timer runs out on a batch the primary never
+/// had room for and the backups vote the correct primary out.
+#[test]
+fn clients_filling_the_primarys_queue_cannot_make_backups_depose_it() {
+    let config = ProtocolConfig {
+        max_pending: 2,
+        ..small()
+    };
+    let mut net = Net::new(4, config);
+    for seed in 0..4u8 {
+        let flooder = SecretKey::from_seed([60 + seed; 32]);
+        net.input(0, Input::Client(client_batch(&flooder, 0, 1)));
+    }
+    assert_eq!(net.replicas[0].pending_batches(), 2, "the queue is full");
+    let honest = client_batch(&SecretKey::from_seed([70; 32]), 0, 1);
+    for backup in 1..4 {
+        net.input(backup, Input::Client(honest.clone()));
+    }
+    net.run();
+    for _ in 0..6 {
+        net.advance(SECOND / 2);
+    }
+    for replica in 0..4 {
+        assert_eq!(
+            net.replicas[replica].stats().view_changes_started,
+            0,
+            "replica {replica} suspected a correct primary"
+        );
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1; 5],
+            "replica {replica}"
+        );
+    }
+    assert_one_order(&net);
+}
