@@ -138,6 +138,14 @@ pub enum ExecError {
     /// The request was not executed: its number is further ahead of the
     /// replicas' agreed clock (in nanoseconds) than they allow, so the
     /// client's clock is far ahead or its numbers are not from a clock.
+    ///
+    /// Unlike the other refusals this one is not final: replicas keep no
+    /// trace of a number they refused as too far ahead (so that a client
+    /// cannot push what they remember to the end of the number space), and
+    /// the same request ordered again once the agreed clock has come within
+    /// reach of its number (a late retransmission, or a faulty primary
+    /// replaying it) executes. Fix the client's clock before calling the
+    /// operation again if running it twice would matter.
     #[error(
         "request {number} on lane {lane} was refused: request numbers may be at most {limit} \
          now (the agreed clock plus ProtocolConfig::sessions.max_number_ahead, in nanoseconds); \

@@ -23,14 +23,17 @@
 //! request on another lane of an evicted session cannot slip in behind a
 //! new one. A request refused because its session uses as many lanes as it
 //! may raises its session's base to its number, so it is never executed
-//! later either, before or after the session is evicted. Clients number their requests from the wall clock (in
-//! nanoseconds) and move above the floor an expiry error reports, so an
-//! honest client meets the floor at most once after its session expired.
-//! Numbers further ahead of the agreed clock than
-//! [`SessionLimits::max_number_ahead`] are refused, so a faulty client
-//! cannot push the floor to the end of the number space.
+//! later either, before or after the session is evicted. Clients number
+//! their requests from the wall clock (in nanoseconds) and move above the
+//! floor an expiry error reports, so an honest client meets the floor at
+//! most once after its session expired. Numbers further ahead of the
+//! agreed clock than [`SessionLimits::max_number_ahead`] are refused, so a
+//! faulty client cannot push the floor to the end of the number space; that
+//! refusal alone leaves no trace, so it is not final (see
+//! [`ExecError::NumberAhead`]).
 //!
 //! [`ExecError::SessionExpired`]: cbase_core::ExecError::SessionExpired
+//! [`ExecError::NumberAhead`]: cbase_core::ExecError::NumberAhead
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
