@@ -122,6 +122,32 @@ fn serve(
     }
 }
 
+/// As [`serve`], but each round `first`'s answers arrive before the
+/// others'.
+fn serve_first(
+    r: &mut Replica,
+    mut out: Vec<Output>,
+    first: ReplicaId,
+    mut answer: impl FnMut(ReplicaId, Hash, &[PartRequest]) -> Vec<PartReply>,
+) -> Vec<Output> {
+    loop {
+        let mut requests = part_requests(&out);
+        if requests.is_empty() {
+            return out;
+        }
+        requests.sort_by_key(|(peer, ..)| *peer != first);
+        out = Vec::new();
+        for (peer, salt, request, parts) in requests {
+            let message = ReplicaMessage::Parts {
+                seq: 4,
+                request,
+                parts: answer(peer, salt, &parts),
+            };
+            out.extend(deliver(r, peer, message));
+        }
+    }
+}
+
 fn installed(out: &[Output]) -> CheckpointState {
     let installs: Vec<&Transferred> = out
         .iter()
@@ -551,6 +577,53 @@ fn one_peer_saying_a_bucket_is_too_large_cannot_force_a_whole_transfer() {
     });
     assert_eq!(claimed, 1, "the peer is not asked again");
     assert_eq!(installed(&out), target, "fetched in parts all the same");
+}
+
+/// Defect: entries of a cut bucket, unchecked until the rest of it
+/// arrives, counted against the same limit as the buckets checked, so a
+/// faulty peer that sent a cut bucket of garbage as large as that limit
+/// made every correct peer's next bucket "larger than any state" and got
+/// them all dropped as liars: every walk stalled.
+#[test]
+fn garbage_sent_as_a_cut_bucket_does_not_get_the_correct_peers_blamed() {
+    // Every entry changed: about 200 KiB of buckets to fetch.
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..2_000, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    // The first bucket asked of the faulty peer, it answers (before the
+    // others answer theirs) as cut, with one entry that is not in it and
+    // almost fills what the replica accepts (small(): 1 MiB). Nothing can
+    // check a cut bucket before the rest of it arrives. Then it serves like
+    // the others.
+    let faulty = 3;
+    let mut flooded = false;
+    let out = serve_first(&mut r, out, faulty, |peer, salt, parts| {
+        if peer == faulty
+            && !flooded
+            && let Some(PartRequest::Bucket {
+                container, bucket, ..
+            }) = parts
+                .iter()
+                .find(|p| matches!(p, PartRequest::Bucket { .. }))
+        {
+            flooded = true;
+            return vec![PartReply::Bucket {
+                container: *container,
+                bucket: *bucket,
+                keep: Vec::new(),
+                entries: vec![(vec![7; 8], vec![0; (1 << 20) - (4 << 10)])],
+                complete: false,
+            }];
+        }
+        server.answer(&salt, parts, 64 << 10)
+    });
+    assert!(flooded, "the faulty peer was asked for a bucket");
+    // The buckets the correct peers serve are checked, and the state they
+    // make up is well within the limit: they are not lies.
+    assert_eq!(r.stats().bad_state, 0);
+    assert_eq!(installed(&out), target);
 }
 
 #[test]
