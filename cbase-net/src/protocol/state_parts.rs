@@ -719,7 +719,6 @@ impl PartWalk {
                 self.todo.push_front(wanted);
                 return Answer::Used;
             }
-            self.drop_partial(container, bucket);
             return Answer::Lie;
         }
         let mut contents: Vec<Entry> = listed
@@ -734,7 +733,9 @@ impl PartWalk {
             .map(|(k, v)| merkle::entry_digest(k, v))
             .collect();
         if merkle::bucket_digest(digests) != wanted.digest {
-            self.drop_partial(container, bucket);
+            // What arrived of this bucket cut, from any peer, stays: the
+            // requests for it in flight list those entries as had, and
+            // their answers are checked against them.
             return Answer::Lie;
         }
         self.drop_partial(container, bucket);

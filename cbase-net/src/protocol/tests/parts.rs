@@ -405,6 +405,63 @@ fn a_bucket_cut_over_several_replies_is_put_together() {
     assert_eq!(installed(&out), target);
 }
 
+/// Defect: a bucket reply that did not check out dropped what had arrived
+/// of that bucket cut from other peers. Answers to requests made before
+/// (listing those entries as had) then no longer fitted what the replica
+/// had, and the correct peers that sent them were blamed for the lie.
+#[test]
+fn a_lie_about_a_cut_bucket_does_not_get_the_correct_peers_blamed() {
+    let base = bank(1_000, 0..0, 0);
+    let mut target = bank(1_000, 0..0, 0);
+    let mut parts = target.snapshot.clone().into_parts();
+    let keys = keys_in_one_bucket(6);
+    for key in &keys {
+        parts[0]
+            .1
+            .insert(cbase_core::codec::encode(key).unwrap(), vec![4; 300]);
+    }
+    target.snapshot = cbase_core::Snapshot::from_parts(parts);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let bucket = cbase_core::merkle::bucket_of(cbase_core::merkle::key_hash(
+        &cbase_core::codec::encode(&keys[0]).unwrap(),
+    ));
+    let base_has = CheckpointIndex::build(Arc::new(base.clone()))
+        .bucket(0, bucket)
+        .len();
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    // Replies have room for a node or two entries: the six new entries
+    // come in three replies. The faulty peer serves correctly until the
+    // request for the last of them, which it answers first, with a
+    // complete bucket that does not check out.
+    let liar = 3;
+    let mut lied = false;
+    let out = serve_first(&mut r, out, liar, |peer, salt, parts| {
+        let have = parts.iter().find_map(|p| match p {
+            PartRequest::Bucket {
+                bucket: b, have, ..
+            } if *b == bucket => Some(have.len()),
+            _ => None,
+        });
+        match have {
+            Some(have) if peer == liar && have >= base_has + 4 => {
+                lied = true;
+                vec![PartReply::Bucket {
+                    container: 0,
+                    bucket,
+                    keep: vec![0; have.div_ceil(8)],
+                    entries: Vec::new(),
+                    complete: true,
+                }]
+            }
+            _ => server.answer(&salt, parts, 800),
+        }
+    });
+    assert!(lied, "the faulty peer was asked for the rest of the bucket");
+    assert_eq!(r.stats().bad_state, 1, "only the faulty peer is blamed");
+    assert_eq!(installed(&out), target);
+}
+
 #[test]
 fn a_bucket_too_large_for_a_reply_is_fetched_whole() {
     let base = bank(100, 0..0, 0);
