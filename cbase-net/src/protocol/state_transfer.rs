@@ -443,7 +443,13 @@ impl Replica {
             self.stats.stale += 1;
             return;
         };
-        if seq != behind.target.seq || self.installing.is_some() {
+        // Execution may have got to the checkpoint by itself meanwhile (the
+        // log still held it): installing it now would take the state back
+        // under what was executed after it. The next tick ends the walk.
+        if seq != behind.target.seq
+            || self.installing.is_some()
+            || (self.delivered >= seq && !behind.repair)
+        {
             self.stats.stale += 1;
             return;
         }

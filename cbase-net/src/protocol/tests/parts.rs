@@ -683,6 +683,74 @@ fn garbage_sent_as_a_cut_bucket_does_not_get_the_correct_peers_blamed() {
     assert_eq!(installed(&out), target);
 }
 
+/// Commits slot `seq` at replica 1 (a backup in view 0) with one batch of
+/// `client`'s; returns its outputs.
+fn commit_slot(
+    r: &mut Replica,
+    secrets: &[SecretKey],
+    seq: Seq,
+    client: &SecretKey,
+) -> Vec<Output> {
+    let pp = pre_prepare(&secrets[0], 0, seq, vec![client_batch(client, 0, seq)]);
+    let digest = pp.digest;
+    let mut out = deliver(r, 0, ReplicaMessage::PrePrepare(pp));
+    for replica in [2, 3] {
+        let prepare = prepare(&secrets[replica as usize], replica, seq, digest);
+        out.extend(deliver(r, replica, ReplicaMessage::Prepare(prepare)));
+    }
+    for replica in [0, 2, 3] {
+        let commit = Commit {
+            view: 0,
+            seq,
+            digest,
+            replica,
+        };
+        out.extend(deliver(r, replica, ReplicaMessage::Commit(commit)));
+    }
+    out
+}
+
+/// Defect: a walk that ended after execution had got past its checkpoint
+/// by itself (the log still held the slots) installed the checkpoint
+/// anyway: the state went back to checkpoint 4 while execution went on
+/// after slot 5, so slot 5 was lost from this replica's state.
+#[test]
+fn a_walk_that_ends_after_execution_got_past_its_checkpoint_installs_nothing() {
+    let target = bank(2_000, 0..0, 0);
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    vote_checkpoint(&mut r, &secrets, 4, target.digest());
+    let out = tick(&mut r, 1 + SECOND + 1);
+    let (peer, _) = state_request(&out).expect("the manifest is asked for");
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    assert!(!part_requests(&out).is_empty(), "the walk started");
+    // While the parts are on their way, slots 1 to 5 commit and are
+    // executed (checkpoint 4 is not reported taken yet).
+    let client = SecretKey::from_seed([99; 32]);
+    for seq in 1..=5 {
+        let executed = commit_slot(&mut r, &secrets, seq, &client);
+        assert!(
+            executed
+                .iter()
+                .any(|o| matches!(o, Output::Execute(c) if c.seq == seq)),
+            "slot {seq} executes: {executed:?}"
+        );
+    }
+    assert_eq!(r.delivered(), 5);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (out, _) = serve(&mut r, out, |_, salt, parts| {
+        Some(server.answer(&salt, parts, 64 << 10))
+    });
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::InstallState { .. })),
+        "checkpoint 4 is installed under slot 5: {out:?}"
+    );
+    assert_eq!(r.delivered(), 5);
+    // The walk ends; nothing more is asked.
+    let out = tick(&mut r, 3 * SECOND);
+    assert!(part_requests(&out).is_empty() && state_request(&out).is_none());
+}
+
 #[test]
 fn an_empty_answer_says_the_peer_no_longer_has_the_checkpoint() {
     let base = bank(2_000, 0..0, 0);
