@@ -46,6 +46,8 @@ pub(super) struct Transfer {
     total: u64,
     /// The bytes received so far, in order.
     bytes: Vec<u8>,
+    /// When the first of them arrived.
+    first_at: u64,
     /// Once the manifest is in: the parts being fetched.
     walk: Option<Box<PartWalk>>,
 }
@@ -237,16 +239,27 @@ impl Replica {
         });
     }
 
-    /// How long the current attempt may take: the first chunk within the
-    /// request timeout, and the whole at no less than `min_transfer_rate`
-    /// after that. Progress is judged over the whole attempt, not per
-    /// chunk, so a peer that drips a byte now and then cannot keep it alive.
-    fn transfer_deadline(&self) -> u64 {
+    /// How long the current attempt may take, from when it started: the
+    /// first chunk within the request timeout; then, from when that came,
+    /// the request timeout plus what the bytes received so far take at
+    /// `min_transfer_rate`, so each later chunk keeps that pace within a
+    /// request timeout. Progress is judged over the whole attempt, not per
+    /// chunk, so a peer that drips a byte now and then cannot keep it
+    /// alive; and by what arrived, not by the size the first chunk
+    /// announced, which a faulty peer can make as large as
+    /// `max_state_bytes` and then fall silent.
+    fn transfer_deadline(&self, asked_at: u64) -> u64 {
+        let timeout = self.config.request_timeout_ns();
+        if self.transfer.bytes.is_empty() {
+            return timeout;
+        }
         let rate = self.config.min_transfer_rate.max(1);
-        let transfer_time = (self.transfer.total as u128 * 1_000_000_000 / rate as u128)
-            .min(u64::MAX as u128) as u64;
-        self.config
-            .request_timeout_ns()
+        let received = self.transfer.bytes.len() as u128;
+        let transfer_time = (received * 1_000_000_000 / rate as u128).min(u64::MAX as u128) as u64;
+        self.transfer
+            .first_at
+            .saturating_sub(asked_at)
+            .saturating_add(timeout)
             .saturating_add(transfer_time)
     }
 
@@ -302,7 +315,7 @@ impl Replica {
             behind.stalls = behind.stalls.saturating_add(1);
         }
         let overdue = behind.asked_at == 0
-            || self.now.saturating_sub(behind.asked_at) >= self.transfer_deadline();
+            || self.now.saturating_sub(behind.asked_at) >= self.transfer_deadline(behind.asked_at);
         if !overdue {
             return;
         }
@@ -543,6 +556,7 @@ impl Replica {
         }
         if received == 0 {
             self.transfer.total = total;
+            self.transfer.first_at = self.now;
             // The rest comes from the peer that sent the beginning.
             if let Some(current) = self.behind.as_mut() {
                 current.peer = from;
