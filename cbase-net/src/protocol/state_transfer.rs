@@ -377,10 +377,12 @@ impl Replica {
         // A replica fetching a state asks for one chunk after another, each
         // further on; it starts over only in a new attempt, after a timeout.
         // So a peer gets each chunk at most once per request timeout, and a
-        // flood of requests costs us no more than one transfer would.
+        // flood of requests costs us no more than one transfer would. The
+        // other kind (manifest or whole state) is a new attempt too: each
+        // switch makes the server encode the checkpoint anew.
         let progress = match self.state_served.get(&from) {
-            Some(&(served_seq, served_offset, at)) => {
-                (served_seq == seq && offset > served_offset)
+            Some(&(served_seq, served_whole, served_offset, at)) => {
+                (served_seq == seq && served_whole == whole && offset > served_offset)
                     || served_seq < seq
                     || self.now.saturating_sub(at) >= self.config.request_timeout_ns()
             }
@@ -390,7 +392,8 @@ impl Replica {
             self.stats.duplicate += 1;
             return;
         }
-        self.state_served.insert(from, (seq, offset, self.now));
+        self.state_served
+            .insert(from, (seq, whole, offset, self.now));
         out.push(Output::ServeState {
             to: from,
             seq,

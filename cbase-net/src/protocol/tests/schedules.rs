@@ -879,6 +879,41 @@ fn repeated_status_and_state_requests_are_answered_once() {
     assert!(served(&out));
 }
 
+/// Defect: a state request counted as progress whenever its offset was
+/// further on, whichever kind it asked for. A peer alternating between the
+/// manifest and the whole state, one byte further each time, was served
+/// every request, and the server encodes the whole state anew (O(state))
+/// each time the kind changes: one faulty peer kept it doing that.
+#[test]
+fn switching_between_manifest_and_whole_state_is_a_new_attempt() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    for number in 1..=4 {
+        net.input(0, Input::Client(client_batch(&client, 0, number)));
+        net.run();
+    }
+    let r = &mut net.replicas[1];
+    let request = |offset: u64, whole: bool| ReplicaMessage::StateRequest {
+        seq: 4,
+        offset,
+        whole,
+    };
+    let served = |out: &[Output]| out.iter().any(|o| matches!(o, Output::ServeState { .. }));
+    assert!(served(&deliver(r, 3, request(0, false))));
+    for offset in 1..10 {
+        assert!(
+            !served(&deliver(r, 3, request(offset, true))),
+            "offset {offset}"
+        );
+    }
+    // Further on in the same kind is progress; the other kind is a new
+    // attempt, after a request timeout.
+    assert!(served(&deliver(r, 3, request(100, false))));
+    let mut out = Vec::new();
+    r.handle(10 * SECOND, Input::Replica(3, request(0, true)), &mut out);
+    assert!(served(&out));
+}
+
 fn batch_of_bytes(client: &SecretKey, lane: u32, bytes: usize) -> ClientBatch {
     ClientBatch::sign(
         RequestBatch {
