@@ -145,8 +145,13 @@ pub(super) struct PartWalk {
     dropped: BTreeSet<ReplicaId>,
     /// Peers that said they no longer have the checkpoint.
     gone: BTreeSet<ReplicaId>,
-    /// When a part was last fetched (or the walk started).
+    /// When a part was last fetched (or the walk started), checked or
+    /// part of a bucket cut.
     progress_at: u64,
+    /// When a part was last fetched and checked (or the walk started):
+    /// entries of a cut bucket may be garbage, and a faulty peer could send
+    /// some for ever.
+    checked_at: u64,
     /// Nothing was fetched for the walk's patience.
     stalled: bool,
     /// How many parts to ask of each peer at once.
@@ -223,6 +228,7 @@ impl PartWalk {
             dropped: BTreeSet::new(),
             gone: BTreeSet::new(),
             progress_at: now,
+            checked_at: now,
             stalled: false,
             windows: BTreeMap::new(),
             answered_at: BTreeMap::new(),
@@ -249,9 +255,10 @@ impl PartWalk {
         self.gone.len()
     }
 
-    /// How long, at `now`, the walk has gone without fetching anything.
+    /// How long, at `now`, the walk has gone without fetching anything
+    /// that checked out.
     pub fn idle(&self, now: u64) -> u64 {
-        now.saturating_sub(self.progress_at)
+        now.saturating_sub(self.checked_at)
     }
 
     /// Whether the walk cannot finish and the transfer must start over:
@@ -564,8 +571,12 @@ impl PartWalk {
             // (An overdue request's parts were put back already.)
             self.requeue(unanswered);
         }
-        if self.fetched_so_far() != fetched_before {
+        let fetched = self.fetched_so_far();
+        if fetched != fetched_before {
             self.progress_at = now;
+        }
+        if fetched.0 != fetched_before.0 {
+            self.checked_at = now;
         }
         if verdict == Answer::Oversized {
             self.oversized.insert(from);

@@ -809,6 +809,99 @@ fn when_more_than_f_peers_let_the_checkpoint_go_the_transfer_moves_to_a_later_on
     assert_eq!(r.stats().bad_state, 0);
 }
 
+/// Defect: a walk counted entries of a cut bucket, unchecked, as progress.
+/// With f+1 peers gone from a checkpoint and a later one agreed, a faulty
+/// peer left alone in the walk kept it from moving on by answering each
+/// request for a bucket with one more entry of garbage, cut: the walk never
+/// went a request timeout without "fetching" something.
+#[test]
+fn garbage_cut_buckets_do_not_keep_a_walk_on_a_checkpoint_the_others_let_go() {
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..40, 0);
+    let later = bank(2_000, 0..80, 0);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let asked = part_requests(&out);
+    assert_eq!(asked.len(), 3);
+    let mut out = Vec::new();
+    for (peer, _, request, _) in &asked[..2] {
+        let gone = ReplicaMessage::Parts {
+            seq: 4,
+            request: *request,
+            parts: Vec::new(),
+        };
+        out.extend(deliver(&mut r, *peer, gone));
+    }
+    // The faulty peer serves the tree's nodes correctly, down to the
+    // buckets.
+    let faulty = asked[2].0;
+    let mut pending = vec![asked[2].clone()];
+    pending.extend(part_requests(&out));
+    let is_bucket = |a: &Asked| a.3.iter().any(|p| matches!(p, PartRequest::Bucket { .. }));
+    let mut at_buckets = Vec::new();
+    while let Some(request) = pending.pop() {
+        assert_eq!(request.0, faulty);
+        if is_bucket(&request) {
+            at_buckets.push(request);
+        } else {
+            pending.extend(part_requests(&deliver(
+                &mut r,
+                faulty,
+                answer(&server, &request),
+            )));
+        }
+    }
+    assert!(!at_buckets.is_empty());
+    // Checkpoint 8 is agreed. The faulty peer answers every request with
+    // one entry of garbage for a bucket, cut.
+    let (_, secrets) = cluster(4);
+    vote_checkpoint(&mut r, &secrets, 8, later.digest());
+    let mut now = SECOND;
+    let mut garbage = 0u32;
+    let mut moved_at = None;
+    while now < 20 * SECOND {
+        now += SECOND / 4;
+        let out = tick(&mut r, now);
+        if let Some(Output::Send(_, ReplicaMessage::StateRequest { seq: 8, .. })) = out
+            .iter()
+            .find(|o| matches!(o, Output::Send(_, ReplicaMessage::StateRequest { .. })))
+        {
+            moved_at = Some(now);
+            break;
+        }
+        at_buckets.extend(part_requests(&out).into_iter().filter(is_bucket));
+        for (_, _, request, parts) in std::mem::take(&mut at_buckets) {
+            let Some(&PartRequest::Bucket {
+                container, bucket, ..
+            }) = parts
+                .iter()
+                .find(|p| matches!(p, PartRequest::Bucket { .. }))
+            else {
+                continue;
+            };
+            garbage += 1;
+            let reply = PartReply::Bucket {
+                container,
+                bucket,
+                keep: Vec::new(),
+                entries: vec![(garbage.to_le_bytes().to_vec(), vec![0])],
+                complete: false,
+            };
+            let message = ReplicaMessage::Parts {
+                seq: 4,
+                request,
+                parts: vec![reply],
+            };
+            let out = receive_at(&mut r, now, faulty, message);
+            at_buckets.extend(part_requests(&out).into_iter().filter(is_bucket));
+        }
+    }
+    assert!(garbage > 0, "the faulty peer sent garbage");
+    let moved_at = moved_at.expect("the transfer moves on to checkpoint 8");
+    assert!(moved_at <= 4 * SECOND, "moved on at {moved_at}");
+}
+
 #[test]
 fn peers_slower_than_the_timeout_are_asked_again_and_their_answers_used() {
     // A correct peer indexes a checkpoint (O(state)) before its first
