@@ -704,12 +704,14 @@ impl PartWalk {
                 return Answer::Lie;
             }
             // A part asked of several peers may come cut from more than one:
-            // keep each entry once.
+            // keep each entry once. Each entry, not each key: one sent
+            // first under the same key with another value must not keep
+            // the right one out (the bucket's check keeps only the right).
             let partial = self.partial.entry((container, bucket)).or_default();
-            let known: BTreeSet<&[u8]> = partial.iter().map(|((k, _), _)| &k[..]).collect();
+            let known: BTreeSet<&Entry> = partial.iter().map(|(entry, _)| entry).collect();
             let fresh: Vec<Entry> = entries
                 .into_iter()
-                .filter(|(k, _)| !known.contains(&k[..]))
+                .filter(|entry| !known.contains(entry))
                 .collect();
             *self.unchecked.entry(from).or_default() += size(&fresh);
             partial.extend(fresh.into_iter().map(|entry| (entry, from)));

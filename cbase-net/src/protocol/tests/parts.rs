@@ -123,17 +123,21 @@ fn serve(
 }
 
 /// As [`serve`], but each round `first`'s answers arrive before the
-/// others'.
+/// others' (and at most 1,000 rounds). Returns the last round's outputs,
+/// and any state installed in an earlier one (answers to parts asked of
+/// several peers can still come after the last one needed).
 fn serve_first(
     r: &mut Replica,
     mut out: Vec<Output>,
     first: ReplicaId,
     mut answer: impl FnMut(ReplicaId, Hash, &[PartRequest]) -> Vec<PartReply>,
 ) -> Vec<Output> {
-    loop {
+    let mut installs = Vec::new();
+    for _ in 0..1_000 {
         let mut requests = part_requests(&out);
+        installs.extend(out.extract_if(.., |o| matches!(o, Output::InstallState { .. })));
         if requests.is_empty() {
-            return out;
+            break;
         }
         requests.sort_by_key(|(peer, ..)| *peer != first);
         out = Vec::new();
@@ -146,6 +150,8 @@ fn serve_first(
             out.extend(deliver(r, peer, message));
         }
     }
+    installs.extend(out);
+    installs
 }
 
 fn installed(out: &[Output]) -> CheckpointState {
@@ -459,6 +465,53 @@ fn a_lie_about_a_cut_bucket_does_not_get_the_correct_peers_blamed() {
     });
     assert!(lied, "the faulty peer was asked for the rest of the bucket");
     assert_eq!(r.stats().bad_state, 1, "only the faulty peer is blamed");
+    assert_eq!(installed(&out), target);
+}
+
+/// Defect: entries of a cut bucket were kept once per key, so an entry
+/// a faulty peer had sent first under the same key, with another value,
+/// kept the right one out. With room for one entry per reply, the correct
+/// peers sent the right entry again and again and the bucket never
+/// completed; the faulty peer could do it again in every walk.
+#[test]
+fn a_wrong_value_sent_first_does_not_keep_the_right_one_out_of_a_cut_bucket() {
+    let base = bank(1_000, 0..0, 0);
+    let mut target = bank(1_000, 0..0, 0);
+    let mut parts = target.snapshot.clone().into_parts();
+    let keys: Vec<Vec<u8>> = keys_in_one_bucket(3)
+        .iter()
+        .map(|k| cbase_core::codec::encode(k).unwrap())
+        .collect();
+    for key in &keys {
+        parts[0].1.insert(key.clone(), vec![4; 300]);
+    }
+    target.snapshot = cbase_core::Snapshot::from_parts(parts);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let bucket = cbase_core::merkle::bucket_of(cbase_core::merkle::key_hash(&keys[0]));
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    // Replies have room for one node or one entry. The first time the
+    // faulty peer is asked for the bucket, it sends its new keys, cut,
+    // with other values.
+    let liar = 3;
+    let mut lied = false;
+    let out = serve_first(&mut r, out, liar, |peer, salt, parts| {
+        let asked = parts
+            .iter()
+            .any(|p| matches!(p, PartRequest::Bucket { bucket: b, .. } if *b == bucket));
+        if peer == liar && asked && !lied {
+            lied = true;
+            return vec![PartReply::Bucket {
+                container: 0,
+                bucket,
+                keep: Vec::new(),
+                entries: keys.iter().map(|k| (k.clone(), vec![9; 300])).collect(),
+                complete: false,
+            }];
+        }
+        server.answer(&salt, parts, 400)
+    });
+    assert!(lied, "the faulty peer was asked for the bucket");
     assert_eq!(installed(&out), target);
 }
 
