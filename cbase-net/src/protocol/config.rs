@@ -64,9 +64,10 @@ pub struct ProtocolConfig {
     pub max_part_requests_per_second: u64,
     /// The slowest a state transfer may run, in bytes per second, once its
     /// first chunk arrived (which must happen within `request_timeout`). A
-    /// peer that serves slower than this over the whole transfer is given up
-    /// on and another one asked, so a faulty peer that drips a byte now and
-    /// then cannot stall a replica that fell behind.
+    /// peer whose chunks fall behind this pace by more than
+    /// `request_timeout` is given up on and another one asked, so a faulty
+    /// peer that drips a byte now and then, or announces a huge state and
+    /// falls silent, cannot stall a replica that fell behind.
     pub min_transfer_rate: u64,
     /// How far a primary's proposal timestamp may be ahead of
     /// a backup's own clock. Timestamps become the agreed clock that services

@@ -361,8 +361,9 @@ pub struct Replica {
     /// timer pass because peers were ahead: it lets one pass per step of
     /// progress, never two in a row without any.
     lag_excused_at: Option<Seq>,
-    /// The last state chunk served to each peer: (checkpoint, offset, when).
-    state_served: BTreeMap<ReplicaId, (Seq, u64, u64)>,
+    /// The last state chunk served to each peer: (checkpoint, whole state
+    /// rather than manifest, offset, when).
+    state_served: BTreeMap<ReplicaId, (Seq, bool, u64, u64)>,
     /// Each peer's allowance of part requests: (requests left, when last
     /// topped up).
     parts_allowance: BTreeMap<ReplicaId, (u64, u64)>,

@@ -127,20 +127,31 @@ pub(super) struct PartWalk {
     todo: VecDeque<Wanted>,
     /// Requests kept, by number.
     asked: BTreeMap<u64, Asked>,
-    /// Entries received of buckets that did not fit in one reply.
-    partial: BTreeMap<BucketId, Vec<Entry>>,
+    /// Entries received of buckets that did not fit in one reply, each
+    /// with the peer that sent it: nothing checks them before the rest of
+    /// their bucket arrives.
+    partial: BTreeMap<BucketId, Vec<(Entry, ReplicaId)>>,
     /// Buckets fetched and checked: their whole new contents.
     fetched: BTreeMap<BucketId, Vec<Entry>>,
-    /// Bytes of entries held (fetched and partial), bounded by `max_bytes`.
+    /// Bytes of entries fetched and checked, bounded by `max_bytes`.
     held: u64,
+    /// Bytes of each peer's entries in `partial`, each bounded by
+    /// `max_bytes`: what a peer sends unchecked counts against that peer
+    /// alone, never against the parts others serve.
+    unchecked: BTreeMap<ReplicaId, u64>,
     max_bytes: u64,
     /// Peers not asked again in this transfer: they lied, or no longer
     /// have the checkpoint.
     dropped: BTreeSet<ReplicaId>,
     /// Peers that said they no longer have the checkpoint.
     gone: BTreeSet<ReplicaId>,
-    /// When a part was last fetched (or the walk started).
+    /// When a part was last fetched (or the walk started), checked or
+    /// part of a bucket cut.
     progress_at: u64,
+    /// When a part was last fetched and checked (or the walk started):
+    /// entries of a cut bucket may be garbage, and a faulty peer could send
+    /// some for ever.
+    checked_at: u64,
     /// Nothing was fetched for the walk's patience.
     stalled: bool,
     /// How many parts to ask of each peer at once.
@@ -212,10 +223,12 @@ impl PartWalk {
             partial: BTreeMap::new(),
             fetched: BTreeMap::new(),
             held: 0,
+            unchecked: BTreeMap::new(),
             max_bytes,
             dropped: BTreeSet::new(),
             gone: BTreeSet::new(),
             progress_at: now,
+            checked_at: now,
             stalled: false,
             windows: BTreeMap::new(),
             answered_at: BTreeMap::new(),
@@ -242,9 +255,10 @@ impl PartWalk {
         self.gone.len()
     }
 
-    /// How long, at `now`, the walk has gone without fetching anything.
+    /// How long, at `now`, the walk has gone without fetching anything
+    /// that checked out.
     pub fn idle(&self, now: u64) -> u64 {
-        now.saturating_sub(self.progress_at)
+        now.saturating_sub(self.checked_at)
     }
 
     /// Whether the walk cannot finish and the transfer must start over:
@@ -284,7 +298,7 @@ impl PartWalk {
             entries.extend(
                 partial
                     .iter()
-                    .map(|(k, v)| (k.as_slice(), v.as_slice(), merkle::entry_digest(k, v))),
+                    .map(|((k, v), _)| (k.as_slice(), v.as_slice(), merkle::entry_digest(k, v))),
             );
         }
         entries
@@ -486,7 +500,7 @@ impl PartWalk {
         }
         let asked = self.asked.remove(&request).expect("just looked");
         self.answered_at.insert(from, now);
-        let fetched_before = (self.satisfied.len(), self.held);
+        let fetched_before = self.fetched_so_far();
         let overdue = asked.overdue;
         if replies.is_empty() {
             // A peer that has the checkpoint answers at least part of the
@@ -533,7 +547,7 @@ impl PartWalk {
                 // Another peer answered it first.
                 continue;
             }
-            match self.check(wanted, reply) {
+            match self.check(from, wanted, reply) {
                 Answer::Used => {}
                 other => {
                     // Asked again, of someone else.
@@ -557,8 +571,12 @@ impl PartWalk {
             // (An overdue request's parts were put back already.)
             self.requeue(unanswered);
         }
-        if (self.satisfied.len(), self.held) != fetched_before {
+        let fetched = self.fetched_so_far();
+        if fetched != fetched_before {
             self.progress_at = now;
+        }
+        if fetched.0 != fetched_before.0 {
+            self.checked_at = now;
         }
         if verdict == Answer::Oversized {
             self.oversized.insert(from);
@@ -602,7 +620,16 @@ impl PartWalk {
         }
     }
 
-    fn check(&mut self, wanted: Wanted, reply: PartReply) -> Answer {
+    /// What the walk holds: parts checked, and bytes (checked or not).
+    fn fetched_so_far(&self) -> (usize, u64, u64) {
+        (
+            self.satisfied.len(),
+            self.held,
+            self.unchecked.values().sum(),
+        )
+    }
+
+    fn check(&mut self, from: ReplicaId, wanted: Wanted, reply: PartReply) -> Answer {
         match (wanted.part, reply) {
             (Part::Node { container, node }, PartReply::Node { children, .. }) => {
                 if !merkle::children_match(&wanted.digest, &children) {
@@ -636,7 +663,7 @@ impl PartWalk {
                     complete,
                     ..
                 },
-            ) => self.check_bucket(wanted, container, bucket, keep, entries, complete),
+            ) => self.check_bucket(from, wanted, (container, bucket), keep, entries, complete),
             (Part::Bucket { .. }, PartReply::Oversized { .. }) => Answer::Oversized,
             _ => Answer::Lie,
         }
@@ -644,47 +671,56 @@ impl PartWalk {
 
     fn check_bucket(
         &mut self,
+        from: ReplicaId,
         wanted: Wanted,
-        container: u16,
-        bucket: u16,
+        (container, bucket): BucketId,
         keep: Vec<u8>,
         entries: Vec<Entry>,
         complete: bool,
     ) -> Answer {
-        let new_bytes: u64 = entries
-            .iter()
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum();
-        if self.held.saturating_add(new_bytes) > self.max_bytes {
-            // More than any state this replica accepts.
-            self.partial.remove(&(container, bucket));
-            return Answer::Lie;
-        }
+        let size = |entries: &[Entry]| -> u64 {
+            entries
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum()
+        };
+        let new_bytes = size(&entries);
         if !complete {
             if entries.is_empty() {
                 // No progress: a peer that cuts a bucket sends something.
                 return Answer::Lie;
             }
             // The rest comes in the next reply, with these listed as had.
-            let partial = self.partial.entry((container, bucket)).or_default();
-            if partial.len() + entries.len() > MAX_HAVE {
-                self.partial.remove(&(container, bucket));
+            // Until then nothing tells these entries from garbage, so they
+            // count against their sender alone: more than a bucket lists,
+            // or than any state this replica accepts, is a lie of its own.
+            let sent = self.partial.get(&(container, bucket)).map_or(0, |partial| {
+                partial.iter().filter(|(_, p)| *p == from).count()
+            });
+            let unchecked = self.unchecked.get(&from).copied().unwrap_or(0);
+            if sent + entries.len() > MAX_HAVE
+                || unchecked.saturating_add(new_bytes) > self.max_bytes
+            {
                 return Answer::Lie;
             }
             // A part asked of several peers may come cut from more than one:
-            // keep each entry once.
-            let known: BTreeSet<Vec<u8>> = partial.iter().map(|(k, _)| k.clone()).collect();
+            // keep each entry once. Each entry, not each key: one sent
+            // first under the same key with another value must not keep
+            // the right one out (the bucket's check keeps only the right).
+            let partial = self.partial.entry((container, bucket)).or_default();
+            let known: BTreeSet<&Entry> = partial.iter().map(|(entry, _)| entry).collect();
             let fresh: Vec<Entry> = entries
                 .into_iter()
-                .filter(|(k, _)| !known.contains(k))
+                .filter(|entry| !known.contains(entry))
                 .collect();
-            self.held += fresh
-                .iter()
-                .map(|(k, v)| (k.len() + v.len()) as u64)
-                .sum::<u64>();
-            partial.extend(fresh);
+            *self.unchecked.entry(from).or_default() += size(&fresh);
+            partial.extend(fresh.into_iter().map(|entry| (entry, from)));
             self.todo.push_front(wanted);
             return Answer::Used;
+        }
+        if self.held.saturating_add(new_bytes) > self.max_bytes {
+            // More than any state this replica accepts.
+            return Answer::Lie;
         }
         let (have, listed) = have_list(&self.salt, self.local_bucket(container, bucket));
         if keep.len() != have.len().div_ceil(8) {
@@ -696,7 +732,6 @@ impl PartWalk {
                 self.todo.push_front(wanted);
                 return Answer::Used;
             }
-            self.drop_partial(container, bucket);
             return Answer::Lie;
         }
         let mut contents: Vec<Entry> = listed
@@ -711,26 +746,27 @@ impl PartWalk {
             .map(|(k, v)| merkle::entry_digest(k, v))
             .collect();
         if merkle::bucket_digest(digests) != wanted.digest {
-            self.drop_partial(container, bucket);
+            // What arrived of this bucket cut, from any peer, stays: the
+            // requests for it in flight list those entries as had, and
+            // their answers are checked against them.
             return Answer::Lie;
         }
         self.drop_partial(container, bucket);
-        self.held += contents
-            .iter()
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum::<u64>();
+        self.held += size(&contents);
         self.fetched.insert((container, bucket), contents);
         self.satisfied.insert(wanted.part);
         Answer::Used
     }
 
     fn drop_partial(&mut self, container: u16, bucket: u16) {
-        if let Some(partial) = self.partial.remove(&(container, bucket)) {
-            let bytes: u64 = partial
-                .iter()
-                .map(|(k, v)| (k.len() + v.len()) as u64)
-                .sum();
-            self.held = self.held.saturating_sub(bytes);
+        for ((k, v), peer) in self
+            .partial
+            .remove(&(container, bucket))
+            .unwrap_or_default()
+        {
+            if let Some(unchecked) = self.unchecked.get_mut(&peer) {
+                *unchecked = unchecked.saturating_sub((k.len() + v.len()) as u64);
+            }
         }
     }
 }

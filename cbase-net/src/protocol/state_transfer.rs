@@ -46,6 +46,8 @@ pub(super) struct Transfer {
     total: u64,
     /// The bytes received so far, in order.
     bytes: Vec<u8>,
+    /// When the first of them arrived.
+    first_at: u64,
     /// Once the manifest is in: the parts being fetched.
     walk: Option<Box<PartWalk>>,
 }
@@ -237,16 +239,27 @@ impl Replica {
         });
     }
 
-    /// How long the current attempt may take: the first chunk within the
-    /// request timeout, and the whole at no less than `min_transfer_rate`
-    /// after that. Progress is judged over the whole attempt, not per
-    /// chunk, so a peer that drips a byte now and then cannot keep it alive.
-    fn transfer_deadline(&self) -> u64 {
+    /// How long the current attempt may take, from when it started: the
+    /// first chunk within the request timeout; then, from when that came,
+    /// the request timeout plus what the bytes received so far take at
+    /// `min_transfer_rate`, so each later chunk keeps that pace within a
+    /// request timeout. Progress is judged over the whole attempt, not per
+    /// chunk, so a peer that drips a byte now and then cannot keep it
+    /// alive; and by what arrived, not by the size the first chunk
+    /// announced, which a faulty peer can make as large as
+    /// `max_state_bytes` and then fall silent.
+    fn transfer_deadline(&self, asked_at: u64) -> u64 {
+        let timeout = self.config.request_timeout_ns();
+        if self.transfer.bytes.is_empty() {
+            return timeout;
+        }
         let rate = self.config.min_transfer_rate.max(1);
-        let transfer_time = (self.transfer.total as u128 * 1_000_000_000 / rate as u128)
-            .min(u64::MAX as u128) as u64;
-        self.config
-            .request_timeout_ns()
+        let received = self.transfer.bytes.len() as u128;
+        let transfer_time = (received * 1_000_000_000 / rate as u128).min(u64::MAX as u128) as u64;
+        self.transfer
+            .first_at
+            .saturating_sub(asked_at)
+            .saturating_add(timeout)
             .saturating_add(transfer_time)
     }
 
@@ -302,7 +315,7 @@ impl Replica {
             behind.stalls = behind.stalls.saturating_add(1);
         }
         let overdue = behind.asked_at == 0
-            || self.now.saturating_sub(behind.asked_at) >= self.transfer_deadline();
+            || self.now.saturating_sub(behind.asked_at) >= self.transfer_deadline(behind.asked_at);
         if !overdue {
             return;
         }
@@ -364,10 +377,12 @@ impl Replica {
         // A replica fetching a state asks for one chunk after another, each
         // further on; it starts over only in a new attempt, after a timeout.
         // So a peer gets each chunk at most once per request timeout, and a
-        // flood of requests costs us no more than one transfer would.
+        // flood of requests costs us no more than one transfer would. The
+        // other kind (manifest or whole state) is a new attempt too: each
+        // switch makes the server encode the checkpoint anew.
         let progress = match self.state_served.get(&from) {
-            Some(&(served_seq, served_offset, at)) => {
-                (served_seq == seq && offset > served_offset)
+            Some(&(served_seq, served_whole, served_offset, at)) => {
+                (served_seq == seq && served_whole == whole && offset > served_offset)
                     || served_seq < seq
                     || self.now.saturating_sub(at) >= self.config.request_timeout_ns()
             }
@@ -377,7 +392,8 @@ impl Replica {
             self.stats.duplicate += 1;
             return;
         }
-        self.state_served.insert(from, (seq, offset, self.now));
+        self.state_served
+            .insert(from, (seq, whole, offset, self.now));
         out.push(Output::ServeState {
             to: from,
             seq,
@@ -443,7 +459,13 @@ impl Replica {
             self.stats.stale += 1;
             return;
         };
-        if seq != behind.target.seq || self.installing.is_some() {
+        // Execution may have got to the checkpoint by itself meanwhile (the
+        // log still held it): installing it now would take the state back
+        // under what was executed after it. The next tick ends the walk.
+        if seq != behind.target.seq
+            || self.installing.is_some()
+            || (self.delivered >= seq && !behind.repair)
+        {
             self.stats.stale += 1;
             return;
         }
@@ -537,6 +559,7 @@ impl Replica {
         }
         if received == 0 {
             self.transfer.total = total;
+            self.transfer.first_at = self.now;
             // The rest comes from the peer that sent the beginning.
             if let Some(current) = self.behind.as_mut() {
                 current.peer = from;

@@ -90,6 +90,9 @@ pub struct CheckpointStore {
     /// After a restart, the stable checkpoint indexed from the state just
     /// loaded, for the state transfer that usually follows.
     prepared: PreparedIndex,
+    /// How many times the stable checkpoint was read back from disk.
+    #[cfg(test)]
+    base_reads: std::sync::atomic::AtomicUsize,
 }
 
 /// A stable checkpoint on its way to disk: what the store's base must move
@@ -197,6 +200,8 @@ impl CheckpointStore {
             newer: Mutex::new(VecDeque::new()),
             storage: OnceLock::new(),
             prepared: PreparedIndex::default(),
+            #[cfg(test)]
+            base_reads: Default::default(),
         }
     }
 
@@ -427,6 +432,15 @@ impl CheckpointStore {
         self.get(seq)?.1.build()
     }
 
+    /// Whether [`base`](Self::base) can return checkpoint `seq`, as far as
+    /// the store knows without reading it: `seq` is the stable checkpoint,
+    /// or one a write begun already takes the disk to. Cheap, unlike
+    /// reading a stored base back.
+    pub fn may_be_base(&self, seq: Seq) -> bool {
+        let stable = self.stable.lock();
+        stable.seq <= seq && seq <= stable.handed.max(stable.seq)
+    }
+
     /// The stable checkpoint in full, with its sequence number. For a base
     /// kept on disk this reads it back (O(state)), and the disk may have
     /// moved on to a later stable checkpoint: the two returned belong
@@ -439,6 +453,9 @@ impl CheckpointStore {
                 Base::Stored(storage) => Arc::clone(storage),
             }
         };
+        #[cfg(test)]
+        self.base_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match storage.stable_state() {
             Ok(stored) => stored.map(|(seq, state)| (seq, Arc::new(state))),
             Err(error) => {
@@ -446,6 +463,12 @@ impl CheckpointStore {
                 None
             }
         }
+    }
+
+    /// How many times the stable checkpoint was read back from disk.
+    #[cfg(test)]
+    pub fn base_reads(&self) -> usize {
+        self.base_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the base is held in memory (rather than on disk only).

@@ -65,6 +65,10 @@ impl StateServer {
         {
             return Some(Arc::clone(index));
         }
+        // Read back only what can be it: a stored base costs O(state).
+        if !store.may_be_base(seq) {
+            return None;
+        }
         let started = std::time::Instant::now();
         let (stable, state) = store.base()?;
         if stable != seq {
@@ -93,6 +97,9 @@ impl StateServer {
             _ => {
                 let bytes = if whole {
                     // As for the index: the stable checkpoint only.
+                    if !store.may_be_base(seq) {
+                        return None;
+                    }
                     let (stable, state) = store.base()?;
                     if stable != seq {
                         return None;
@@ -256,6 +263,47 @@ mod tests {
         };
         assert_eq!(request, 77, "the answer names the request it answers");
         assert!(answered.len() > 10 && answered.len() < parts.len());
+    }
+
+    /// Defect: with the stable checkpoint kept on disk, every request for
+    /// any checkpoint not indexed already read the whole stable checkpoint
+    /// back (O(state)) before finding it was not the one asked for. A peer
+    /// asking for checkpoints this replica executed but does not serve
+    /// (within its allowance of part requests) kept the serving thread
+    /// reading the disk, and the peers that needed the state went unserved.
+    #[test]
+    fn requests_for_checkpoints_not_held_read_nothing_back_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = crate::storage::Storage::open(dir.path(), &["t"]).unwrap();
+        let storage = Arc::new(storage);
+        let at_0 = store(0, 3);
+        let state = store(8, 300).base().unwrap().1;
+        at_0.keep_on(Arc::clone(&storage));
+        at_0.install(8, state.digest(), Arc::clone(&state));
+        at_0.stabilize(8, state.digest(), &[], Some(&storage))
+            .unwrap();
+        assert!(!at_0.base_in_memory(), "the stable checkpoint is on disk");
+        let reads = at_0.base_reads();
+        let mut server = StateServer::new(1 << 20);
+        let part = PartRequest::Node {
+            container: 0,
+            level: 0,
+            index: 0,
+        };
+        for seq in [4, 12, 7] {
+            let reply = server.parts(&at_0, seq, &[0; 32], 1, std::slice::from_ref(&part));
+            assert!(matches!(reply, ReplicaMessage::Parts { parts, .. } if parts.is_empty()));
+            for whole in [false, true] {
+                assert!(server.reply(&at_0, seq, 0, whole).is_none());
+            }
+        }
+        assert_eq!(at_0.base_reads(), reads, "nothing read back");
+        // The stable checkpoint is served: read once, then indexed.
+        for _ in 0..3 {
+            let reply = server.parts(&at_0, 8, &[0; 32], 1, std::slice::from_ref(&part));
+            assert!(matches!(reply, ReplicaMessage::Parts { parts, .. } if parts.len() == 1));
+        }
+        assert_eq!(at_0.base_reads(), reads + 1);
     }
 
     #[test]

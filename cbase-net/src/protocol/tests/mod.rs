@@ -693,6 +693,57 @@ fn checkpoint_votes_off_interval_are_dropped_and_beyond_the_window_only_remember
     );
 }
 
+/// Votes beyond the window make a replica fetch that checkpoint only when
+/// 2f+1 replicas signed the same digest there: a faulty peer's own vote,
+/// votes it forges for others, its vote repeated, or votes for another
+/// digest do not; genuine votes it relays do.
+#[test]
+fn only_a_quorum_of_signed_votes_beyond_the_window_starts_a_transfer() {
+    let (mut r, secrets) = backup();
+    let faulty = 3;
+    let vote = |signer: usize, replica: ReplicaId, seq: Seq, state: Hash| {
+        let signature =
+            secrets[signer].sign(domain::CHECKPOINT, &checkpoint_header(seq, &state, replica));
+        ReplicaMessage::Checkpoint(Checkpoint {
+            seq,
+            state,
+            replica,
+            signature,
+        })
+    };
+    let far = 1_000;
+    let fetching = |out: &[Output]| {
+        out.iter().find_map(|o| match o {
+            Output::Send(_, ReplicaMessage::StateRequest { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+    };
+    deliver(&mut r, faulty, vote(3, 3, far, [5; 32]));
+    deliver(&mut r, faulty, vote(3, 3, far, [5; 32]));
+    assert_eq!(r.stats().duplicate, 1);
+    for forged in [0, 2] {
+        deliver(&mut r, faulty, vote(3, forged, far, [5; 32]));
+    }
+    assert_eq!(r.stats().bad_signature, 2);
+    // Genuine votes, relayed, but for another digest, or older than the
+    // replica's latest one known.
+    deliver(&mut r, faulty, vote(0, 0, far, [6; 32]));
+    deliver(&mut r, faulty, vote(2, 2, far + 4, [5; 32]));
+    deliver(&mut r, faulty, vote(2, 2, far, [5; 32]));
+    assert_eq!(r.stats().duplicate, 2);
+    let mut now = 2;
+    for _ in 0..40 {
+        now += SECOND / 2;
+        assert_eq!(fetching(&tick(&mut r, now)), None);
+    }
+    // At `far + 4`: replica 0's vote, with 2's, makes two; the faulty
+    // peer's own makes three, a quorum.
+    deliver(&mut r, faulty, vote(0, 0, far + 4, [5; 32]));
+    assert_eq!(fetching(&tick(&mut r, now + 1)), None);
+    deliver(&mut r, faulty, vote(3, 3, far + 4, [5; 32]));
+    assert_eq!(fetching(&tick(&mut r, now + 2)), Some(far + 4));
+}
+
 #[test]
 fn a_crashed_primary_is_replaced_and_requests_go_on() {
     let mut net = Net::new(4, small());

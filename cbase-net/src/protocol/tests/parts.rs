@@ -122,6 +122,38 @@ fn serve(
     }
 }
 
+/// As [`serve`], but each round `first`'s answers arrive before the
+/// others' (and at most 1,000 rounds). Returns the last round's outputs,
+/// and any state installed in an earlier one (answers to parts asked of
+/// several peers can still come after the last one needed).
+fn serve_first(
+    r: &mut Replica,
+    mut out: Vec<Output>,
+    first: ReplicaId,
+    mut answer: impl FnMut(ReplicaId, Hash, &[PartRequest]) -> Vec<PartReply>,
+) -> Vec<Output> {
+    let mut installs = Vec::new();
+    for _ in 0..1_000 {
+        let mut requests = part_requests(&out);
+        installs.extend(out.extract_if(.., |o| matches!(o, Output::InstallState { .. })));
+        if requests.is_empty() {
+            break;
+        }
+        requests.sort_by_key(|(peer, ..)| *peer != first);
+        out = Vec::new();
+        for (peer, salt, request, parts) in requests {
+            let message = ReplicaMessage::Parts {
+                seq: 4,
+                request,
+                parts: answer(peer, salt, &parts),
+            };
+            out.extend(deliver(r, peer, message));
+        }
+    }
+    installs.extend(out);
+    installs
+}
+
 fn installed(out: &[Output]) -> CheckpointState {
     let installs: Vec<&Transferred> = out
         .iter()
@@ -379,6 +411,110 @@ fn a_bucket_cut_over_several_replies_is_put_together() {
     assert_eq!(installed(&out), target);
 }
 
+/// Defect: a bucket reply that did not check out dropped what had arrived
+/// of that bucket cut from other peers. Answers to requests made before
+/// (listing those entries as had) then no longer fitted what the replica
+/// had, and the correct peers that sent them were blamed for the lie.
+#[test]
+fn a_lie_about_a_cut_bucket_does_not_get_the_correct_peers_blamed() {
+    let base = bank(1_000, 0..0, 0);
+    let mut target = bank(1_000, 0..0, 0);
+    let mut parts = target.snapshot.clone().into_parts();
+    let keys = keys_in_one_bucket(6);
+    for key in &keys {
+        parts[0]
+            .1
+            .insert(cbase_core::codec::encode(key).unwrap(), vec![4; 300]);
+    }
+    target.snapshot = cbase_core::Snapshot::from_parts(parts);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let bucket = cbase_core::merkle::bucket_of(cbase_core::merkle::key_hash(
+        &cbase_core::codec::encode(&keys[0]).unwrap(),
+    ));
+    let base_has = CheckpointIndex::build(Arc::new(base.clone()))
+        .bucket(0, bucket)
+        .len();
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    // Replies have room for a node or two entries: the six new entries
+    // come in three replies. The faulty peer serves correctly until the
+    // request for the last of them, which it answers first, with a
+    // complete bucket that does not check out.
+    let liar = 3;
+    let mut lied = false;
+    let out = serve_first(&mut r, out, liar, |peer, salt, parts| {
+        let have = parts.iter().find_map(|p| match p {
+            PartRequest::Bucket {
+                bucket: b, have, ..
+            } if *b == bucket => Some(have.len()),
+            _ => None,
+        });
+        match have {
+            Some(have) if peer == liar && have >= base_has + 4 => {
+                lied = true;
+                vec![PartReply::Bucket {
+                    container: 0,
+                    bucket,
+                    keep: vec![0; have.div_ceil(8)],
+                    entries: Vec::new(),
+                    complete: true,
+                }]
+            }
+            _ => server.answer(&salt, parts, 800),
+        }
+    });
+    assert!(lied, "the faulty peer was asked for the rest of the bucket");
+    assert_eq!(r.stats().bad_state, 1, "only the faulty peer is blamed");
+    assert_eq!(installed(&out), target);
+}
+
+/// Defect: entries of a cut bucket were kept once per key, so an entry
+/// a faulty peer had sent first under the same key, with another value,
+/// kept the right one out. With room for one entry per reply, the correct
+/// peers sent the right entry again and again and the bucket never
+/// completed; the faulty peer could do it again in every walk.
+#[test]
+fn a_wrong_value_sent_first_does_not_keep_the_right_one_out_of_a_cut_bucket() {
+    let base = bank(1_000, 0..0, 0);
+    let mut target = bank(1_000, 0..0, 0);
+    let mut parts = target.snapshot.clone().into_parts();
+    let keys: Vec<Vec<u8>> = keys_in_one_bucket(3)
+        .iter()
+        .map(|k| cbase_core::codec::encode(k).unwrap())
+        .collect();
+    for key in &keys {
+        parts[0].1.insert(key.clone(), vec![4; 300]);
+    }
+    target.snapshot = cbase_core::Snapshot::from_parts(parts);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let bucket = cbase_core::merkle::bucket_of(cbase_core::merkle::key_hash(&keys[0]));
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    // Replies have room for one node or one entry. The first time the
+    // faulty peer is asked for the bucket, it sends its new keys, cut,
+    // with other values.
+    let liar = 3;
+    let mut lied = false;
+    let out = serve_first(&mut r, out, liar, |peer, salt, parts| {
+        let asked = parts
+            .iter()
+            .any(|p| matches!(p, PartRequest::Bucket { bucket: b, .. } if *b == bucket));
+        if peer == liar && asked && !lied {
+            lied = true;
+            return vec![PartReply::Bucket {
+                container: 0,
+                bucket,
+                keep: Vec::new(),
+                entries: keys.iter().map(|k| (k.clone(), vec![9; 300])).collect(),
+                complete: false,
+            }];
+        }
+        server.answer(&salt, parts, 400)
+    });
+    assert!(lied, "the faulty peer was asked for the bucket");
+    assert_eq!(installed(&out), target);
+}
+
 #[test]
 fn a_bucket_too_large_for_a_reply_is_fetched_whole() {
     let base = bank(100, 0..0, 0);
@@ -553,6 +689,121 @@ fn one_peer_saying_a_bucket_is_too_large_cannot_force_a_whole_transfer() {
     assert_eq!(installed(&out), target, "fetched in parts all the same");
 }
 
+/// Defect: entries of a cut bucket, unchecked until the rest of it
+/// arrives, counted against the same limit as the buckets checked, so a
+/// faulty peer that sent a cut bucket of garbage as large as that limit
+/// made every correct peer's next bucket "larger than any state" and got
+/// them all dropped as liars: every walk stalled.
+#[test]
+fn garbage_sent_as_a_cut_bucket_does_not_get_the_correct_peers_blamed() {
+    // Every entry changed: about 200 KiB of buckets to fetch.
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..2_000, 0);
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    // The first bucket asked of the faulty peer, it answers (before the
+    // others answer theirs) as cut, with one entry that is not in it and
+    // almost fills what the replica accepts (small(): 1 MiB). Nothing can
+    // check a cut bucket before the rest of it arrives. Then it serves like
+    // the others.
+    let faulty = 3;
+    let mut flooded = false;
+    let out = serve_first(&mut r, out, faulty, |peer, salt, parts| {
+        if peer == faulty
+            && !flooded
+            && let Some(PartRequest::Bucket {
+                container, bucket, ..
+            }) = parts
+                .iter()
+                .find(|p| matches!(p, PartRequest::Bucket { .. }))
+        {
+            flooded = true;
+            return vec![PartReply::Bucket {
+                container: *container,
+                bucket: *bucket,
+                keep: Vec::new(),
+                entries: vec![(vec![7; 8], vec![0; (1 << 20) - (4 << 10)])],
+                complete: false,
+            }];
+        }
+        server.answer(&salt, parts, 64 << 10)
+    });
+    assert!(flooded, "the faulty peer was asked for a bucket");
+    // The buckets the correct peers serve are checked, and the state they
+    // make up is well within the limit: they are not lies.
+    assert_eq!(r.stats().bad_state, 0);
+    assert_eq!(installed(&out), target);
+}
+
+/// Commits slot `seq` at replica 1 (a backup in view 0) with one batch of
+/// `client`'s; returns its outputs.
+fn commit_slot(
+    r: &mut Replica,
+    secrets: &[SecretKey],
+    seq: Seq,
+    client: &SecretKey,
+) -> Vec<Output> {
+    let pp = pre_prepare(&secrets[0], 0, seq, vec![client_batch(client, 0, seq)]);
+    let digest = pp.digest;
+    let mut out = deliver(r, 0, ReplicaMessage::PrePrepare(pp));
+    for replica in [2, 3] {
+        let prepare = prepare(&secrets[replica as usize], replica, seq, digest);
+        out.extend(deliver(r, replica, ReplicaMessage::Prepare(prepare)));
+    }
+    for replica in [0, 2, 3] {
+        let commit = Commit {
+            view: 0,
+            seq,
+            digest,
+            replica,
+        };
+        out.extend(deliver(r, replica, ReplicaMessage::Commit(commit)));
+    }
+    out
+}
+
+/// Defect: a walk that ended after execution had got past its checkpoint
+/// by itself (the log still held the slots) installed the checkpoint
+/// anyway: the state went back to checkpoint 4 while execution went on
+/// after slot 5, so slot 5 was lost from this replica's state.
+#[test]
+fn a_walk_that_ends_after_execution_got_past_its_checkpoint_installs_nothing() {
+    let target = bank(2_000, 0..0, 0);
+    let (cluster, secrets) = cluster(4);
+    let mut r = Replica::new(1, &cluster, secrets[1].clone(), small());
+    vote_checkpoint(&mut r, &secrets, 4, target.digest());
+    let out = tick(&mut r, 1 + SECOND + 1);
+    let (peer, _) = state_request(&out).expect("the manifest is asked for");
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    assert!(!part_requests(&out).is_empty(), "the walk started");
+    // While the parts are on their way, slots 1 to 5 commit and are
+    // executed (checkpoint 4 is not reported taken yet).
+    let client = SecretKey::from_seed([99; 32]);
+    for seq in 1..=5 {
+        let executed = commit_slot(&mut r, &secrets, seq, &client);
+        assert!(
+            executed
+                .iter()
+                .any(|o| matches!(o, Output::Execute(c) if c.seq == seq)),
+            "slot {seq} executes: {executed:?}"
+        );
+    }
+    assert_eq!(r.delivered(), 5);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (out, _) = serve(&mut r, out, |_, salt, parts| {
+        Some(server.answer(&salt, parts, 64 << 10))
+    });
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::InstallState { .. })),
+        "checkpoint 4 is installed under slot 5: {out:?}"
+    );
+    assert_eq!(r.delivered(), 5);
+    // The walk ends; nothing more is asked.
+    let out = tick(&mut r, 3 * SECOND);
+    assert!(part_requests(&out).is_empty() && state_request(&out).is_none());
+}
+
 #[test]
 fn an_empty_answer_says_the_peer_no_longer_has_the_checkpoint() {
     let base = bank(2_000, 0..0, 0);
@@ -609,6 +860,99 @@ fn when_more_than_f_peers_let_the_checkpoint_go_the_transfer_moves_to_a_later_on
     assert_eq!(state_requested(&tick(&mut r, SECOND + 4)), None);
     assert_eq!(state_requested(&tick(&mut r, 2 * SECOND + 4)), Some(8));
     assert_eq!(r.stats().bad_state, 0);
+}
+
+/// Defect: a walk counted entries of a cut bucket, unchecked, as progress.
+/// With f+1 peers gone from a checkpoint and a later one agreed, a faulty
+/// peer left alone in the walk kept it from moving on by answering each
+/// request for a bucket with one more entry of garbage, cut: the walk never
+/// went a request timeout without "fetching" something.
+#[test]
+fn garbage_cut_buckets_do_not_keep_a_walk_on_a_checkpoint_the_others_let_go() {
+    let base = bank(2_000, 0..0, 0);
+    let target = bank(2_000, 0..40, 0);
+    let later = bank(2_000, 0..80, 0);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let asked = part_requests(&out);
+    assert_eq!(asked.len(), 3);
+    let mut out = Vec::new();
+    for (peer, _, request, _) in &asked[..2] {
+        let gone = ReplicaMessage::Parts {
+            seq: 4,
+            request: *request,
+            parts: Vec::new(),
+        };
+        out.extend(deliver(&mut r, *peer, gone));
+    }
+    // The faulty peer serves the tree's nodes correctly, down to the
+    // buckets.
+    let faulty = asked[2].0;
+    let mut pending = vec![asked[2].clone()];
+    pending.extend(part_requests(&out));
+    let is_bucket = |a: &Asked| a.3.iter().any(|p| matches!(p, PartRequest::Bucket { .. }));
+    let mut at_buckets = Vec::new();
+    while let Some(request) = pending.pop() {
+        assert_eq!(request.0, faulty);
+        if is_bucket(&request) {
+            at_buckets.push(request);
+        } else {
+            pending.extend(part_requests(&deliver(
+                &mut r,
+                faulty,
+                answer(&server, &request),
+            )));
+        }
+    }
+    assert!(!at_buckets.is_empty());
+    // Checkpoint 8 is agreed. The faulty peer answers every request with
+    // one entry of garbage for a bucket, cut.
+    let (_, secrets) = cluster(4);
+    vote_checkpoint(&mut r, &secrets, 8, later.digest());
+    let mut now = SECOND;
+    let mut garbage = 0u32;
+    let mut moved_at = None;
+    while now < 20 * SECOND {
+        now += SECOND / 4;
+        let out = tick(&mut r, now);
+        if let Some(Output::Send(_, ReplicaMessage::StateRequest { seq: 8, .. })) = out
+            .iter()
+            .find(|o| matches!(o, Output::Send(_, ReplicaMessage::StateRequest { .. })))
+        {
+            moved_at = Some(now);
+            break;
+        }
+        at_buckets.extend(part_requests(&out).into_iter().filter(is_bucket));
+        for (_, _, request, parts) in std::mem::take(&mut at_buckets) {
+            let Some(&PartRequest::Bucket {
+                container, bucket, ..
+            }) = parts
+                .iter()
+                .find(|p| matches!(p, PartRequest::Bucket { .. }))
+            else {
+                continue;
+            };
+            garbage += 1;
+            let reply = PartReply::Bucket {
+                container,
+                bucket,
+                keep: Vec::new(),
+                entries: vec![(garbage.to_le_bytes().to_vec(), vec![0])],
+                complete: false,
+            };
+            let message = ReplicaMessage::Parts {
+                seq: 4,
+                request,
+                parts: vec![reply],
+            };
+            let out = receive_at(&mut r, now, faulty, message);
+            at_buckets.extend(part_requests(&out).into_iter().filter(is_bucket));
+        }
+    }
+    assert!(garbage > 0, "the faulty peer sent garbage");
+    let moved_at = moved_at.expect("the transfer moves on to checkpoint 8");
+    assert!(moved_at <= 4 * SECOND, "moved on at {moved_at}");
 }
 
 #[test]

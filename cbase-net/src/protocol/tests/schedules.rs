@@ -326,6 +326,49 @@ fn an_equivocating_primary_cannot_split_five_replicas() {
     }
 }
 
+/// Defect: the time an attempt was given grew with the size the first
+/// chunk announced, so a faulty peer that claimed the largest state
+/// accepted and then sent nothing more held every attempt it was asked for
+/// max_state_bytes / min_transfer_rate (hours, by default).
+#[test]
+fn a_peer_announcing_a_huge_state_and_going_silent_is_replaced_in_time() {
+    let config = ProtocolConfig {
+        min_transfer_rate: 10_000, // bytes per second: 1 MiB would take 104 s
+        ..small()
+    };
+    let max = config.max_state_bytes;
+    let (mut r, bytes, _) = behind_checkpoint_4(64, config);
+    let start = 1 + SECOND + 1;
+    let out = tick(&mut r, start);
+    let (liar, _) = state_request(&out).expect("a peer is asked");
+    let claim = ReplicaMessage::StateReply {
+        seq: 4,
+        offset: 0,
+        total: max,
+        chunk: bytes[..1].to_vec(),
+        whole: false,
+    };
+    let mut out = Vec::new();
+    r.handle(start + 1, Input::Replica(liar, claim), &mut out);
+    assert!(
+        matches!(state_request(&out), Some((to, 1)) if to == liar),
+        "the next chunk is asked for: {out:?}"
+    );
+    // It sends nothing more. What it sent allows it no more than a request
+    // timeout for each chunk it is asked for.
+    let mut now = start + 1;
+    let mut replaced_by = None;
+    while now < start + 10 * SECOND {
+        now += SECOND / 10;
+        if let Some((peer, 0)) = state_request(&tick(&mut r, now)) {
+            replaced_by = Some(peer);
+            break;
+        }
+    }
+    let next = replaced_by.expect("the silent peer is given up on within 10 s");
+    assert_ne!(next, liar);
+}
+
 /// Defect: the state-transfer timeout restarted with every chunk, so a
 /// faulty peer that served one byte per timeout was asked forever.
 #[test]
@@ -833,6 +876,41 @@ fn repeated_status_and_state_requests_are_answered_once() {
     // After a request timeout, a new attempt starts from 0 again.
     let mut out = Vec::new();
     r.handle(10 * SECOND, Input::Replica(3, request), &mut out);
+    assert!(served(&out));
+}
+
+/// Defect: a state request counted as progress whenever its offset was
+/// further on, whichever kind it asked for. A peer alternating between the
+/// manifest and the whole state, one byte further each time, was served
+/// every request, and the server encodes the whole state anew (O(state))
+/// each time the kind changes: one faulty peer kept it doing that.
+#[test]
+fn switching_between_manifest_and_whole_state_is_a_new_attempt() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    for number in 1..=4 {
+        net.input(0, Input::Client(client_batch(&client, 0, number)));
+        net.run();
+    }
+    let r = &mut net.replicas[1];
+    let request = |offset: u64, whole: bool| ReplicaMessage::StateRequest {
+        seq: 4,
+        offset,
+        whole,
+    };
+    let served = |out: &[Output]| out.iter().any(|o| matches!(o, Output::ServeState { .. }));
+    assert!(served(&deliver(r, 3, request(0, false))));
+    for offset in 1..10 {
+        assert!(
+            !served(&deliver(r, 3, request(offset, true))),
+            "offset {offset}"
+        );
+    }
+    // Further on in the same kind is progress; the other kind is a new
+    // attempt, after a request timeout.
+    assert!(served(&deliver(r, 3, request(100, false))));
+    let mut out = Vec::new();
+    r.handle(10 * SECOND, Input::Replica(3, request(0, true)), &mut out);
     assert!(served(&out));
 }
 
