@@ -6,6 +6,7 @@
 //! the encoder behind this module also confines the pinned `bincode` version to
 //! a single file.
 
+pub mod bounded;
 pub mod bytes;
 mod guarded;
 

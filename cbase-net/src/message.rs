@@ -53,9 +53,27 @@ pub struct ClientRequest {
 pub struct RequestBatch {
     /// The client's identity.
     pub client: PublicKey,
-    /// The requests.
+    /// The requests: at most [`MAX_BATCH_REQUESTS`], or the batch does not
+    /// decode.
+    #[serde(deserialize_with = "cbase_core::codec::bounded::vec::<_, _, MAX_BATCH_REQUESTS>")]
     pub requests: Vec<ClientRequest>,
 }
+
+/// The most requests a batch can hold and still decode, whatever
+/// `ProtocolConfig::max_batch_requests` says (which may not be higher). A
+/// request takes about 13 times more memory decoded than encoded when its
+/// operation is empty, so without a bound a client's frame of 16 MiB could
+/// make a replica allocate over 200 MiB before any check ran.
+pub const MAX_BATCH_REQUESTS: usize = 65_536;
+
+/// The most reads on the fast path one [`ClientMessage::Reads`] frame can
+/// hold and still decode (as many as a connection may have unanswered).
+pub const READS_PER_FRAME: usize = 1024;
+
+/// The most replies, or answers to reads, one [`ReplyMessage`] frame can
+/// hold and still decode: a client holds no more than this of what a
+/// faulty replica sends at once.
+pub const ANSWERS_PER_FRAME: usize = 1024;
 
 /// A client's batch as the replicas order it: what the primary proposes and
 /// the backups check.
@@ -443,7 +461,9 @@ pub enum ClientMessage {
     /// in one frame): not ordered; the replica runs each against its
     /// committed state once it has executed everything it saw prepared,
     /// and answers with [`ReplyMessage::Reads`]. The connection
-    /// authenticates the client, so they carry no signature.
+    /// authenticates the client, so they carry no signature. At most
+    /// [`READS_PER_FRAME`].
+    #[serde(deserialize_with = "cbase_core::codec::bounded::vec::<_, _, READS_PER_FRAME>")]
     Reads(Vec<ReadRequest>),
 }
 
@@ -487,7 +507,9 @@ pub struct Reply {
 /// Replica-to-client messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyMessage {
-    /// Replies, several at once when they are ready together.
+    /// Replies, several at once when they are ready together (at most
+    /// [`ANSWERS_PER_FRAME`]).
+    #[serde(deserialize_with = "cbase_core::codec::bounded::vec::<_, _, ANSWERS_PER_FRAME>")]
     Replies(Vec<Reply>),
     /// The answer to [`ClientMessage::Status`].
     Status(ReplicaStatus),
@@ -495,7 +517,8 @@ pub enum ReplyMessage {
     /// file does not admit it); it closes the connection after saying so.
     Refused(String),
     /// Answers to [`ClientMessage::Reads`], several at once when they are
-    /// ready together.
+    /// ready together (at most [`ANSWERS_PER_FRAME`]).
+    #[serde(deserialize_with = "cbase_core::codec::bounded::vec::<_, _, ANSWERS_PER_FRAME>")]
     Reads(Vec<ReadReply>),
 }
 

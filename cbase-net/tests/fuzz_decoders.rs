@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cbase_core::codec;
 use cbase_net::crypto::SecretKey;
 use cbase_net::message::{
-    ClientBatch, ClientMessage, ClientRequest, Commit, PrePrepare, Prepare, Proposal,
-    ReplicaMessage, Reply, ReplyMessage, RequestBatch, domain, pre_prepare_header,
+    ClientBatch, ClientMessage, ClientRequest, Commit, MAX_BATCH_REQUESTS, PrePrepare, Prepare,
+    Proposal, READS_PER_FRAME, ReplicaMessage, Reply, ReplyMessage, RequestBatch, domain,
+    pre_prepare_header,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -202,4 +203,77 @@ fn network_decoders_survive_random_and_mutated_input() {
         decoded.iter().sum::<usize>() > 0,
         "the mutations never produced a valid message"
     );
+}
+
+/// The encoding of `message` with its last sequence (encoded empty, then
+/// followed by `tail`) replaced by `count` copies of `element`.
+fn with_elements(message: &[u8], tail: usize, count: usize, element: &[u8]) -> Vec<u8> {
+    let head = &message[..message.len() - tail - 1];
+    let mut frame = head.to_vec();
+    frame.extend(codec::encode(&(count as u64)).unwrap());
+    for _ in 0..count {
+        frame.extend_from_slice(element);
+    }
+    frame.extend_from_slice(&message[message.len() - tail..]);
+    frame
+}
+
+/// The most heap `decode` takes at once for `frame`, and whether it decoded.
+fn peak_decoding<T: serde::de::DeserializeOwned>(frame: &[u8]) -> (usize, bool) {
+    let baseline = LIVE.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+    let decoded = codec::decode::<T>(frame).is_ok();
+    (
+        PEAK.load(Ordering::Relaxed).saturating_sub(baseline),
+        decoded,
+    )
+}
+
+/// A frame of the largest size a replica takes (16 MiB) full of requests
+/// with empty operations, 3 bytes each on the wire and 40 in memory, or of
+/// reads, 2 bytes each and 32 in memory: decoding it must not take memory
+/// out of proportion to the frame. Sequences longer than any batch or frame
+/// may hold are refused from their length prefix.
+#[test]
+fn frames_of_many_tiny_elements_are_refused_without_amplifying_memory() {
+    const FRAME: usize = 16 << 20;
+    let client = SecretKey::from_seed([3; 32]).public();
+    let empty_batch = codec::encode(&ClientMessage::Requests(ClientBatch {
+        batch: RequestBatch {
+            client,
+            requests: Vec::new(),
+        },
+        signature: None,
+    }))
+    .unwrap();
+    // After the requests: the signature, `None`.
+    let requests = with_elements(&empty_batch, 1, FRAME / 3, &[0, 0, 0]);
+    let (peak, decoded) = peak_decoding::<ClientMessage>(&requests);
+    assert!(!decoded, "{} requests in one batch", FRAME / 3);
+    assert!(peak < 1 << 20, "decoding a 16 MiB frame took {peak} bytes");
+
+    let empty_reads = codec::encode(&ClientMessage::Reads(Vec::new())).unwrap();
+    let reads = with_elements(&empty_reads, 0, FRAME / 2, &[0, 0]);
+    let (peak, decoded) = peak_decoding::<ClientMessage>(&reads);
+    assert!(!decoded, "{} reads in one frame", FRAME / 2);
+    assert!(peak < 1 << 20, "decoding a 16 MiB frame took {peak} bytes");
+
+    // What a batch and a frame may hold still decodes.
+    let most = with_elements(&empty_batch, 1, MAX_BATCH_REQUESTS, &[0, 0, 0]);
+    assert!(matches!(
+        codec::decode::<ClientMessage>(&most),
+        Ok(ClientMessage::Requests(batch)) if batch.batch.requests.len() == MAX_BATCH_REQUESTS
+    ));
+    let most = with_elements(&empty_reads, 0, READS_PER_FRAME, &[0, 0]);
+    assert!(matches!(
+        codec::decode::<ClientMessage>(&most),
+        Ok(ClientMessage::Reads(reads)) if reads.len() == READS_PER_FRAME
+    ));
+
+    // A faulty replica's answers to a client, likewise.
+    let empty_replies = codec::encode(&ReplyMessage::Replies(Vec::new())).unwrap();
+    let replies = with_elements(&empty_replies, 0, FRAME / 5, &[0, 0, 0, 0, 0]);
+    let (peak, decoded) = peak_decoding::<ReplyMessage>(&replies);
+    assert!(!decoded, "{} replies in one frame", FRAME / 5);
+    assert!(peak < 1 << 20, "decoding a 16 MiB frame took {peak} bytes");
 }

@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{BatchTicket, Shared};
 use crate::config::ReplicaId;
-use crate::message::{ClientMessage, ReadReply, ReadRequest};
+use crate::message::{ClientMessage, READS_PER_FRAME, ReadReply, ReadRequest};
 
 /// The answers to one read on the fast path.
 pub(super) struct ReadTally {
@@ -150,7 +150,9 @@ pub(super) async fn send_reads(
         };
         let mut bytes = first.operation.len();
         let mut together = vec![first];
-        while let Ok(read) = reads.try_recv() {
+        while together.len() < READS_PER_FRAME
+            && let Ok(read) = reads.try_recv()
+        {
             bytes += read.operation.len() + 16;
             if bytes > max_bytes {
                 next = Some(read);

@@ -542,7 +542,7 @@ async fn write_replies(
                 Outgoing::Reply(reply) => replies.push(reply),
                 Outgoing::Read(answer) => answers.push(answer),
             }
-            if replies.len() + answers.len() < 1024 {
+            if replies.len() + answers.len() < crate::message::ANSWERS_PER_FRAME {
                 next = queue.try_recv().ok();
             }
         }

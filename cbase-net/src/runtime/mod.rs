@@ -108,6 +108,17 @@ pub enum NodeError {
         /// The frame limit.
         max_frame: usize,
     },
+    /// Batches of as many requests as configured would not decode.
+    #[error(
+        "ProtocolConfig::max_batch_requests is {max_batch_requests}, more than the {limit} \
+         requests a batch can hold and still decode"
+    )]
+    BatchesTooLong {
+        /// The configured limit.
+        max_batch_requests: usize,
+        /// What a batch can hold (`message::MAX_BATCH_REQUESTS`).
+        limit: usize,
+    },
     /// A view change in this cluster could carry certificates larger than a
     /// frame, so it could never be sent.
     #[error(
@@ -297,6 +308,12 @@ impl ReplicaNode {
             return Err(NodeError::ProposalsTooLarge {
                 max_batch_bytes: config.protocol.max_batch_bytes,
                 max_frame: config.transport.max_frame,
+            });
+        }
+        if config.protocol.max_batch_requests > crate::message::MAX_BATCH_REQUESTS {
+            return Err(NodeError::BatchesTooLong {
+                max_batch_requests: config.protocol.max_batch_requests,
+                limit: crate::message::MAX_BATCH_REQUESTS,
             });
         }
         let certificates = config.protocol.largest_certificate_bytes(&config.cluster);
