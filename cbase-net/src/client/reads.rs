@@ -94,12 +94,14 @@ pub(super) async fn read_unordered(
     let id = shared.next_read.fetch_add(1, Ordering::Relaxed);
     let (done, mut result) = oneshot::channel();
     shared.reads.lock().insert(id, ReadTally::new(done));
+    // However this call ends, dropped by its caller included, the tally
+    // goes and its frame's claim with it.
+    let _filed = Filed { shared, id };
     let request = ReadRequest {
         id,
         operation: operation.to_vec(),
     };
     if frames.send(request).is_err() {
-        shared.reads.lock().remove(&id);
         return None;
     }
     let start = Instant::now();
@@ -113,12 +115,24 @@ pub(super) async fn read_unordered(
             tokio::time::timeout(left, result).await
         }
     };
-    if let Some(tally) = shared.reads.lock().remove(&id) {
-        tally.release();
-    }
     let accepted = outcome.ok()?.ok()??;
     shared.fast_reads.fetch_add(1, Ordering::Relaxed);
     Some(accepted)
+}
+
+/// A read's tally, filed while its call runs: removed (and its frame's
+/// claim on the in-flight limit given up) when the call ends or is dropped.
+struct Filed<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Filed<'_> {
+    fn drop(&mut self) {
+        if let Some(tally) = self.shared.reads.lock().remove(&self.id) {
+            tally.release();
+        }
+    }
 }
 
 /// Sends reads on the fast path to every replica, those issued together
@@ -260,6 +274,53 @@ mod tests {
         assert!(frames.try_recv().is_err());
         shared.reads.lock().get(&2).unwrap().release();
         assert_eq!(ids(&frames.recv().await.unwrap()), vec![5]);
+        drop(out);
+        sender.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_read_its_caller_gives_up_on_leaves_nothing_behind() {
+        // One frame in flight, and no replica answers: only the caller can
+        // give the frame's claim back.
+        let shared = shared_for(4);
+        let (out, reads) = mpsc::unbounded_channel();
+        let (queue, mut frames) = mpsc::channel(64);
+        let sender = tokio::spawn(send_reads(
+            reads,
+            vec![queue],
+            1 << 20,
+            1,
+            Arc::clone(&shared),
+        ));
+        let long = Duration::from_secs(3600);
+        {
+            // The caller drops the call while it waits for answers (a
+            // `select!` or a timeout around it), before it lingers.
+            let call = read_unordered(&shared, &out, long, long, &[1]);
+            let mut call = std::pin::pin!(call);
+            tokio::select! {
+                biased;
+                _ = &mut call => panic!("nobody answered"),
+                () = async {
+                    assert_eq!(ids(&frames.recv().await.unwrap()), vec![0]);
+                } => {}
+            }
+        }
+        assert!(
+            shared.reads.lock().is_empty(),
+            "the tally of a dropped read stays forever"
+        );
+        // The next read still leaves: the dropped one's frame gave its
+        // claim back.
+        issue(&shared, &out, 1);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            frames.try_recv().map(|frame| ids(&frame)),
+            Ok(vec![1]),
+            "a dropped read holds its frame's claim forever"
+        );
         drop(out);
         sender.await.unwrap();
     }
