@@ -332,7 +332,7 @@ async fn serve_client(
                     continue;
                 }
                 ClientMessage::Reads(reads) => {
-                    reads_to_execution(inbound, &replies, key, reads);
+                    inbound.reads.admit(inbound.id, &replies, key, reads);
                     continue;
                 }
                 ClientMessage::Service {
@@ -428,9 +428,6 @@ async fn serve_client(
     result
 }
 
-/// Hands reads on the fast path to execution, stamped with the read
-/// barrier as of now; answers a read with no result at once if this
-/// replica answers no reads now or the client has too many waiting.
 /// What a client hears from a replica that stopped because it could not
 /// write to its data directory.
 fn stopped(replica: ReplicaId, why: &str) -> String {
@@ -440,41 +437,48 @@ fn stopped(replica: ReplicaId, why: &str) -> String {
     )
 }
 
-fn reads_to_execution(
-    inbound: &Inbound,
-    queue: &ClientQueue,
-    client: PublicKey,
-    reads: Vec<crate::message::ReadRequest>,
-) {
-    let after = inbound.reads.barrier.load(Ordering::Acquire);
-    let mut admitted = Vec::with_capacity(reads.len());
-    for read in reads {
-        let refuse = ReadReply {
-            id: read.id,
-            replica: inbound.id,
-            result: None,
-        };
-        if !queue.admit_read() {
-            queue.refuse_read(refuse);
-        } else if after == super::NO_READS {
-            queue.send_read(refuse);
-        } else {
-            admitted.push(PendingRead {
-                client,
+impl ReadPath {
+    /// Hands reads on the fast path from `client` (over `queue`) to
+    /// execution, stamped with the read barrier as of now; answers a read
+    /// with no result at once if replica `replica` answers no reads now or
+    /// the client has too many waiting.
+    fn admit(
+        &self,
+        replica: ReplicaId,
+        queue: &ClientQueue,
+        client: PublicKey,
+        reads: Vec<crate::message::ReadRequest>,
+    ) {
+        let after = self.barrier.load(Ordering::Acquire);
+        let mut admitted = Vec::with_capacity(reads.len());
+        for read in reads {
+            let refuse = ReadReply {
                 id: read.id,
-                operation: read.operation,
-                after,
-            });
+                replica,
+                result: None,
+            };
+            if !queue.admit_read() {
+                queue.refuse_read(refuse);
+            } else if after == super::NO_READS {
+                queue.send_read(refuse);
+            } else {
+                admitted.push(PendingRead {
+                    client,
+                    id: read.id,
+                    operation: read.operation,
+                    after,
+                });
+            }
         }
-    }
-    if admitted.is_empty() {
-        return;
-    }
-    let count = admitted.len();
-    let command = super::ExecCommand::Reads(admitted);
-    if inbound.reads.execution.send(command).is_err() {
-        for _ in 0..count {
-            queue.read_done();
+        if admitted.is_empty() {
+            return;
+        }
+        let count = admitted.len();
+        let command = super::ExecCommand::Reads(admitted);
+        if self.execution.send(command).is_err() {
+            for _ in 0..count {
+                queue.read_done();
+            }
         }
     }
 }
