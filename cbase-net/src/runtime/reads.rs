@@ -6,10 +6,11 @@
 //! number this replica saw prepared) and hands the read to the execution
 //! thread, which runs it once everything up to the barrier has executed
 //! ([`WaitingReads`]); the answer goes back on the client's connection.
-//! Memory a client can make a replica hold this way is bounded twice: per
-//! connection ([`READS_PER_CONNECTION`] unanswered reads) and in all
-//! ([`MAX_WAITING_READS`] reads parked at execution). A read over either
-//! bound is answered at once with no result, and the client orders it.
+//! Memory a client can make a replica hold this way is bounded per
+//! connection ([`READS_PER_CONNECTION`] unanswered reads, and
+//! [`READ_BYTES_PER_CONNECTION`] bytes of their operations until they run)
+//! and in all ([`MAX_WAITING_READS`] reads parked at execution). A read over
+//! any bound is answered at once with no result, and the client orders it.
 //!
 //! [`ClientMessage::Reads`]: crate::message::ClientMessage::Reads
 
@@ -24,6 +25,12 @@ use crate::message::{ReadReply, Reply, Seq};
 
 /// The most reads one client connection may have unanswered.
 pub const READS_PER_CONNECTION: usize = 1024;
+
+/// The most bytes of operations a client connection may have in reads not
+/// yet run (waiting for execution or parked there). A read larger than this
+/// is admitted only when the connection has no other waiting: a count of
+/// reads alone would let each be as large as a frame.
+pub const READ_BYTES_PER_CONNECTION: usize = 4 << 20;
 
 /// The most reads parked at execution, waiting for batches to execute.
 pub const MAX_WAITING_READS: usize = 65_536;
@@ -45,6 +52,8 @@ pub struct ClientQueue {
     pub outgoing: mpsc::Sender<Outgoing>,
     /// Reads received on this connection and not yet answered.
     pub reads: Arc<AtomicUsize>,
+    /// Bytes of operations of this connection's reads not yet run.
+    pub read_bytes: Arc<AtomicUsize>,
 }
 
 impl ClientQueue {
@@ -56,6 +65,22 @@ impl ClientQueue {
                 (n < READS_PER_CONNECTION).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// Holds `bytes` of the connection's [`READ_BYTES_PER_CONNECTION`]
+    /// for a read's operation until the hold drops (when the read runs or
+    /// is given up on); `None` if they do not fit.
+    pub fn hold_bytes(&self, bytes: usize) -> Option<HeldBytes> {
+        self.read_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                let total = held.saturating_add(bytes);
+                (held == 0 || total <= READ_BYTES_PER_CONNECTION).then_some(total)
+            })
+            .ok()?;
+        Some(HeldBytes {
+            bytes,
+            from: Arc::clone(&self.read_bytes),
+        })
     }
 
     /// A read was answered (or given up on).
@@ -84,6 +109,20 @@ impl ClientQueue {
     }
 }
 
+/// Bytes of a connection's budget for reads' operations, given back when
+/// dropped.
+#[derive(Debug, Default)]
+pub struct HeldBytes {
+    bytes: usize,
+    from: Arc<AtomicUsize>,
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.from.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// A read handed to execution.
 #[derive(Debug)]
 pub struct PendingRead {
@@ -95,6 +134,9 @@ pub struct PendingRead {
     pub operation: Vec<u8>,
     /// It runs once everything up to this sequence number has executed.
     pub after: Seq,
+    /// Its operation's bytes of its connection's budget, until it runs.
+    #[expect(dead_code, reason = "only held, and given back when dropped")]
+    pub held: HeldBytes,
 }
 
 /// Reads parked at execution until it reaches their barrier, in the order
@@ -145,6 +187,7 @@ mod tests {
             id,
             operation: Vec::new(),
             after,
+            held: HeldBytes::default(),
         }
     }
 
@@ -167,6 +210,7 @@ mod tests {
         let queue = ClientQueue {
             outgoing,
             reads: Arc::default(),
+            read_bytes: Arc::default(),
         };
         for _ in 0..READS_PER_CONNECTION {
             assert!(queue.admit_read());
@@ -182,6 +226,7 @@ mod tests {
         let queue = ClientQueue {
             outgoing,
             reads: Arc::default(),
+            read_bytes: Arc::default(),
         };
         for _ in 0..READS_PER_CONNECTION {
             assert!(queue.admit_read());
