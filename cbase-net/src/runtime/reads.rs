@@ -9,8 +9,10 @@
 //! Memory a client can make a replica hold this way is bounded per
 //! connection ([`READS_PER_CONNECTION`] unanswered reads, and
 //! [`READ_BYTES_PER_CONNECTION`] bytes of their operations until they run)
-//! and in all ([`MAX_WAITING_READS`] reads parked at execution). A read over
-//! any bound is answered at once with no result, and the client orders it.
+//! and in all ([`MAX_WAITING_READS`] reads, and [`MAX_WAITING_READ_BYTES`]
+//! bytes of their operations, parked at execution: a client that connects
+//! again gets a new connection's bounds). A read over any bound is answered
+//! at once with no result, and the client orders it.
 //!
 //! [`ClientMessage::Reads`]: crate::message::ClientMessage::Reads
 
@@ -43,6 +45,10 @@ pub enum Outgoing {
     /// The answer to a read on the fast path.
     Read(ReadReply),
 }
+
+/// The most bytes of operations parked at execution in all (one larger read
+/// is parked if none other is).
+pub const MAX_WAITING_READ_BYTES: usize = 64 << 20;
 
 /// A connected client's queue of answers, with its count of unanswered
 /// reads.
@@ -140,20 +146,27 @@ pub struct PendingRead {
 }
 
 /// Reads parked at execution until it reaches their barrier, in the order
-/// they arrived within each barrier. Bounded by [`MAX_WAITING_READS`].
+/// they arrived within each barrier. Bounded by [`MAX_WAITING_READS`] and
+/// [`MAX_WAITING_READ_BYTES`].
 #[derive(Default)]
 pub struct WaitingReads {
     parked: BTreeMap<(Seq, u64), PendingRead>,
     arrivals: u64,
+    /// The bytes of the parked reads' operations.
+    bytes: usize,
 }
 
 impl WaitingReads {
     /// Parks `read` until execution reaches its barrier; gives it back if
     /// too many are parked already.
     pub fn park(&mut self, read: PendingRead) -> Result<(), PendingRead> {
-        if self.parked.len() >= MAX_WAITING_READS {
+        let bytes = self.bytes.saturating_add(read.operation.len());
+        if self.parked.len() >= MAX_WAITING_READS
+            || (self.bytes > 0 && bytes > MAX_WAITING_READ_BYTES)
+        {
             return Err(read);
         }
+        self.bytes = bytes;
         self.arrivals += 1;
         self.parked.insert((read.after, self.arrivals), read);
         Ok(())
@@ -170,9 +183,13 @@ impl WaitingReads {
             return Vec::new();
         }
         let later = self.parked.split_off(&(executed.saturating_add(1), 0));
-        std::mem::replace(&mut self.parked, later)
+        let ready: Vec<PendingRead> = std::mem::replace(&mut self.parked, later)
             .into_values()
-            .collect()
+            .collect();
+        for read in &ready {
+            self.bytes -= read.operation.len();
+        }
+        ready
     }
 }
 
@@ -202,6 +219,31 @@ mod tests {
         assert_eq!(ids(waiting.ready(5)), vec![2, 1, 3]);
         assert_eq!(ids(waiting.ready(8)), Vec::<u64>::new());
         assert_eq!(ids(waiting.ready(u64::MAX)), vec![4]);
+    }
+
+    #[test]
+    fn reads_parked_at_execution_are_bounded_in_bytes() {
+        // A client that connects again for every read gets a new
+        // connection's bounds each time: the parked reads are bounded in
+        // all, in bytes as in count.
+        let mut waiting = WaitingReads::default();
+        let large = |id| PendingRead {
+            operation: vec![0; 1 << 20],
+            ..read(id, 5)
+        };
+        let fit = (MAX_WAITING_READ_BYTES >> 20) as u64;
+        for id in 0..fit {
+            assert!(waiting.park(large(id)).is_ok());
+        }
+        assert!(
+            waiting.park(large(fit)).is_err(),
+            "more than {MAX_WAITING_READ_BYTES} bytes of reads parked"
+        );
+        // One that adds no bytes still fits.
+        assert!(waiting.park(read(fit + 1, 5)).is_ok());
+        // Once they run, there is room again.
+        assert_eq!(waiting.ready(5).len() as u64, fit + 1);
+        assert!(waiting.park(large(fit + 2)).is_ok());
     }
 
     #[test]
