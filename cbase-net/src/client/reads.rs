@@ -16,6 +16,17 @@ use super::{BatchTicket, Shared};
 use crate::config::ReplicaId;
 use crate::message::{ClientMessage, ReadReply, ReadRequest};
 
+/// The id of a client's first read on the fast path: random, so that an
+/// instance of a client does not reuse the ids of an earlier one with the
+/// same key (one restarted, say). Replicas answer a read to the key's
+/// connection as it is when the read runs, which may be a later instance's:
+/// reads of the earlier instance still waiting there would otherwise be
+/// taken for the later one's reads with the same ids, 2f+1 matching answers
+/// to another operation accepted as this one's.
+pub(super) fn first_read_id() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| super::first_numbers_after())
+}
+
 /// The answers to one read on the fast path.
 pub(super) struct ReadTally {
     /// Each replica's answer (`None`: it will not answer on the fast path).
@@ -302,7 +313,7 @@ mod tests {
                 biased;
                 _ = &mut call => panic!("nobody answered"),
                 () = async {
-                    assert_eq!(ids(&frames.recv().await.unwrap()), vec![0]);
+                    assert_eq!(ids(&frames.recv().await.unwrap()).len(), 1);
                 } => {}
             }
         }
@@ -323,6 +334,62 @@ mod tests {
         );
         drop(out);
         sender.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn answers_to_reads_of_an_earlier_instance_of_the_client_settle_none_of_its_own() {
+        // The same client key before and after a restart. Its first
+        // instance sent a read and stopped; the read still waits at the
+        // replicas, which will answer it to the key's connection, by then
+        // the second instance's.
+        let (earlier, later) = (shared_for(4), shared_for(4));
+        let (out, mut sent) = mpsc::unbounded_channel();
+        let long = Duration::from_secs(3600);
+        {
+            let call = read_unordered(&earlier, &out, long, long, b"balance(1)");
+            let mut call = std::pin::pin!(call);
+            tokio::select! {
+                biased;
+                _ = &mut call => panic!("nobody answered"),
+                () = tokio::task::yield_now() => {}
+            }
+        }
+        let old = sent.try_recv().unwrap().id;
+        // The second instance reads another operation...
+        let call = read_unordered(&later, &out, long, long, b"balance(2)");
+        let mut call = std::pin::pin!(call);
+        tokio::select! {
+            biased;
+            _ = &mut call => panic!("nobody answered"),
+            () = tokio::task::yield_now() => {}
+        }
+        let new = sent.try_recv().unwrap().id;
+        // ...and 2f+1 replicas answer the first instance's read to it.
+        for replica in 0..3 {
+            let answer = ReadReply {
+                id: old,
+                replica,
+                result: Some(b"balance of 1".to_vec()),
+            };
+            on_answers(&later, replica, vec![answer]);
+        }
+        tokio::select! {
+            biased;
+            accepted = &mut call => panic!(
+                "balance(2) accepted the answer to balance(1): {accepted:?}"
+            ),
+            () = tokio::task::yield_now() => {}
+        }
+        // Its own answers settle it.
+        for replica in 0..3 {
+            let answer = ReadReply {
+                id: new,
+                replica,
+                result: Some(b"balance of 2".to_vec()),
+            };
+            on_answers(&later, replica, vec![answer]);
+        }
+        assert_eq!(call.await, Some(b"balance of 2".to_vec()));
     }
 
     fn tally() -> (ReadTally, oneshot::Receiver<Option<Vec<u8>>>) {
