@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cbase_core::codec;
 use parking_lot::Mutex;
@@ -115,8 +115,9 @@ pub(super) async fn read_unordered(
     if frames.send(request).is_err() {
         return None;
     }
-    let start = Instant::now();
-    let outcome = match tokio::time::timeout(linger, &mut result).await {
+    let start = tokio::time::Instant::now();
+    // A read never waits past `timeout`, however long frames linger.
+    let outcome = match tokio::time::timeout(linger.min(timeout), &mut result).await {
         Ok(outcome) => Ok(outcome),
         Err(_) => {
             if let Some(tally) = shared.reads.lock().get(&id) {
@@ -390,6 +391,24 @@ mod tests {
             on_answers(&later, replica, vec![answer]);
         }
         assert_eq!(call.await, Some(b"balance of 2".to_vec()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waits_no_longer_than_its_timeout_however_long_frames_linger() {
+        // No replica answers; frames linger far longer than reads may wait.
+        let shared = shared_for(4);
+        let (out, _sent) = mpsc::unbounded_channel();
+        let (linger, timeout) = (Duration::from_secs(3600), Duration::from_millis(10));
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            read_unordered(&shared, &out, linger, timeout, b"x").await,
+            None
+        );
+        assert!(
+            start.elapsed() <= timeout,
+            "ordered only after {:?}",
+            start.elapsed()
+        );
     }
 
     fn tally() -> (ReadTally, oneshot::Receiver<Option<Vec<u8>>>) {
