@@ -184,7 +184,8 @@ struct Shared {
     service: Mutex<Option<Arc<Vec<u8>>>>,
     /// Reads on the fast path waiting for answers, by id.
     reads: Mutex<HashMap<u64, reads::ReadTally>>,
-    /// The next read's id.
+    /// The next read's id (the first at random, see
+    /// [`reads::first_read_id`]).
     next_read: AtomicU64,
     /// Calls answered on the read-only fast path.
     fast_reads: AtomicU64,
@@ -340,7 +341,7 @@ impl NetClient {
                 .collect(),
             service: Mutex::new(None),
             reads: Mutex::new(HashMap::new()),
-            next_read: AtomicU64::new(0),
+            next_read: AtomicU64::new(reads::first_read_id()),
             fast_reads: AtomicU64::new(0),
             read_quorum: cluster.quorum(),
             replicas: cluster.replicas.len(),
@@ -775,7 +776,7 @@ pub(super) mod tests {
             refused: (0..replicas).map(|_| Default::default()).collect(),
             service: Mutex::new(None),
             reads: Mutex::new(HashMap::new()),
-            next_read: AtomicU64::new(0),
+            next_read: AtomicU64::new(reads::first_read_id()),
             fast_reads: AtomicU64::new(0),
             read_quorum: 3,
             replicas,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cbase_core::codec;
 use parking_lot::Mutex;
@@ -15,6 +15,17 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{BatchTicket, Shared};
 use crate::config::ReplicaId;
 use crate::message::{ClientMessage, READS_PER_FRAME, ReadReply, ReadRequest};
+
+/// The id of a client's first read on the fast path: random, so that an
+/// instance of a client does not reuse the ids of an earlier one with the
+/// same key (one restarted, say). Replicas answer a read to the key's
+/// connection as it is when the read runs, which may be a later instance's:
+/// reads of the earlier instance still waiting there would otherwise be
+/// taken for the later one's reads with the same ids, 2f+1 matching answers
+/// to another operation accepted as this one's.
+pub(super) fn first_read_id() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| super::first_numbers_after())
+}
 
 /// The answers to one read on the fast path.
 pub(super) struct ReadTally {
@@ -94,16 +105,19 @@ pub(super) async fn read_unordered(
     let id = shared.next_read.fetch_add(1, Ordering::Relaxed);
     let (done, mut result) = oneshot::channel();
     shared.reads.lock().insert(id, ReadTally::new(done));
+    // However this call ends, dropped by its caller included, the tally
+    // goes and its frame's claim with it.
+    let _filed = Filed { shared, id };
     let request = ReadRequest {
         id,
         operation: operation.to_vec(),
     };
     if frames.send(request).is_err() {
-        shared.reads.lock().remove(&id);
         return None;
     }
-    let start = Instant::now();
-    let outcome = match tokio::time::timeout(linger, &mut result).await {
+    let start = tokio::time::Instant::now();
+    // A read never waits past `timeout`, however long frames linger.
+    let outcome = match tokio::time::timeout(linger.min(timeout), &mut result).await {
         Ok(outcome) => Ok(outcome),
         Err(_) => {
             if let Some(tally) = shared.reads.lock().get(&id) {
@@ -113,12 +127,24 @@ pub(super) async fn read_unordered(
             tokio::time::timeout(left, result).await
         }
     };
-    if let Some(tally) = shared.reads.lock().remove(&id) {
-        tally.release();
-    }
     let accepted = outcome.ok()?.ok()??;
     shared.fast_reads.fetch_add(1, Ordering::Relaxed);
     Some(accepted)
+}
+
+/// A read's tally, filed while its call runs: removed (and its frame's
+/// claim on the in-flight limit given up) when the call ends or is dropped.
+struct Filed<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Filed<'_> {
+    fn drop(&mut self) {
+        if let Some(tally) = self.shared.reads.lock().remove(&self.id) {
+            tally.release();
+        }
+    }
 }
 
 /// Sends reads on the fast path to every replica, those issued together
@@ -264,6 +290,127 @@ mod tests {
         assert_eq!(ids(&frames.recv().await.unwrap()), vec![5]);
         drop(out);
         sender.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_read_its_caller_gives_up_on_leaves_nothing_behind() {
+        // One frame in flight, and no replica answers: only the caller can
+        // give the frame's claim back.
+        let shared = shared_for(4);
+        let (out, reads) = mpsc::unbounded_channel();
+        let (queue, mut frames) = mpsc::channel(64);
+        let sender = tokio::spawn(send_reads(
+            reads,
+            vec![queue],
+            1 << 20,
+            1,
+            Arc::clone(&shared),
+        ));
+        let long = Duration::from_secs(3600);
+        {
+            // The caller drops the call while it waits for answers (a
+            // `select!` or a timeout around it), before it lingers.
+            let call = read_unordered(&shared, &out, long, long, &[1]);
+            let mut call = std::pin::pin!(call);
+            tokio::select! {
+                biased;
+                _ = &mut call => panic!("nobody answered"),
+                () = async {
+                    assert_eq!(ids(&frames.recv().await.unwrap()).len(), 1);
+                } => {}
+            }
+        }
+        assert!(
+            shared.reads.lock().is_empty(),
+            "the tally of a dropped read stays forever"
+        );
+        // The next read still leaves: the dropped one's frame gave its
+        // claim back.
+        issue(&shared, &out, 1);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            frames.try_recv().map(|frame| ids(&frame)),
+            Ok(vec![1]),
+            "a dropped read holds its frame's claim forever"
+        );
+        drop(out);
+        sender.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn answers_to_reads_of_an_earlier_instance_of_the_client_settle_none_of_its_own() {
+        // The same client key before and after a restart. Its first
+        // instance sent a read and stopped; the read still waits at the
+        // replicas, which will answer it to the key's connection, by then
+        // the second instance's.
+        let (earlier, later) = (shared_for(4), shared_for(4));
+        let (out, mut sent) = mpsc::unbounded_channel();
+        let long = Duration::from_secs(3600);
+        {
+            let call = read_unordered(&earlier, &out, long, long, b"balance(1)");
+            let mut call = std::pin::pin!(call);
+            tokio::select! {
+                biased;
+                _ = &mut call => panic!("nobody answered"),
+                () = tokio::task::yield_now() => {}
+            }
+        }
+        let old = sent.try_recv().unwrap().id;
+        // The second instance reads another operation...
+        let call = read_unordered(&later, &out, long, long, b"balance(2)");
+        let mut call = std::pin::pin!(call);
+        tokio::select! {
+            biased;
+            _ = &mut call => panic!("nobody answered"),
+            () = tokio::task::yield_now() => {}
+        }
+        let new = sent.try_recv().unwrap().id;
+        // ...and 2f+1 replicas answer the first instance's read to it.
+        for replica in 0..3 {
+            let answer = ReadReply {
+                id: old,
+                replica,
+                result: Some(b"balance of 1".to_vec()),
+            };
+            on_answers(&later, replica, vec![answer]);
+        }
+        tokio::select! {
+            biased;
+            accepted = &mut call => panic!(
+                "balance(2) accepted the answer to balance(1): {accepted:?}"
+            ),
+            () = tokio::task::yield_now() => {}
+        }
+        // Its own answers settle it.
+        for replica in 0..3 {
+            let answer = ReadReply {
+                id: new,
+                replica,
+                result: Some(b"balance of 2".to_vec()),
+            };
+            on_answers(&later, replica, vec![answer]);
+        }
+        assert_eq!(call.await, Some(b"balance of 2".to_vec()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waits_no_longer_than_its_timeout_however_long_frames_linger() {
+        // No replica answers; frames linger far longer than reads may wait.
+        let shared = shared_for(4);
+        let (out, _sent) = mpsc::unbounded_channel();
+        let (linger, timeout) = (Duration::from_secs(3600), Duration::from_millis(10));
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            read_unordered(&shared, &out, linger, timeout, b"x").await,
+            None
+        );
+        assert!(
+            start.elapsed() <= timeout,
+            "ordered only after {:?}",
+            start.elapsed()
+        );
     }
 
     fn tally() -> (ReadTally, oneshot::Receiver<Option<Vec<u8>>>) {

@@ -555,11 +555,17 @@ impl Replica {
     /// later include one of them; that one's answer reflects the write, so
     /// 2f+1 matching answers do (see the book's "How it works").
     ///
-    /// `None` while the replica is recovering from a restart or changing
-    /// views: what it prepared before may be unknown to it, so it answers no
-    /// reads until a new view tells it what may have committed.
+    /// `None` while the replica is changing views, or recovering from a
+    /// restart without its memory: what it prepared before may be unknown
+    /// to it, so it answers no reads until a new view tells it what may
+    /// have committed. One that restarted from its disk knows (it wrote
+    /// each prepared certificate before its commit vote left, see
+    /// `durable.rs`) and answers reads while it recovers; it votes to
+    /// commit nothing new until it leaves recovery.
     pub fn read_barrier(&self) -> Option<Seq> {
-        (!self.learning()).then(|| self.highest_prepared.max(self.delivered))
+        let knows_its_votes = self.recovery.is_none_or(|recovery| recovery.from_disk);
+        (self.status == Status::Normal && knows_its_votes)
+            .then(|| self.highest_prepared.max(self.delivered))
     }
 
     /// Dropped-message counters.

@@ -29,6 +29,9 @@ pub(super) struct Recovery {
     pub frozen: bool,
     /// The highest view it has voted for since the restart.
     pub voted: View,
+    /// Whether it restarted from its disk, and so knows every slot it voted
+    /// to commit before (see `Replica::read_barrier`).
+    pub from_disk: bool,
 }
 
 impl Recovery {
@@ -37,6 +40,7 @@ impl Recovery {
             floor: 0,
             frozen: false,
             voted: 0,
+            from_disk: false,
         }
     }
 
@@ -47,6 +51,7 @@ impl Recovery {
             floor: view,
             frozen: false,
             voted: view,
+            from_disk: true,
         }
     }
 

@@ -330,7 +330,7 @@ async fn serve_client(
                     continue;
                 }
                 ClientMessage::Reads(reads) => {
-                    reads_to_execution(inbound, &replies, key, reads);
+                    inbound.reads.admit(inbound.id, &replies, key, reads);
                     continue;
                 }
                 ClientMessage::Service {
@@ -426,9 +426,6 @@ async fn serve_client(
     result
 }
 
-/// Hands reads on the fast path to execution, stamped with the read
-/// barrier as of now; answers a read with no result at once if this
-/// replica answers no reads now or the client has too many waiting.
 /// What a client hears from a replica that stopped because it could not
 /// write to its data directory.
 fn stopped(replica: ReplicaId, why: &str) -> String {
@@ -438,41 +435,56 @@ fn stopped(replica: ReplicaId, why: &str) -> String {
     )
 }
 
-fn reads_to_execution(
-    inbound: &Inbound,
-    queue: &ClientQueue,
-    client: PublicKey,
-    reads: Vec<crate::message::ReadRequest>,
-) {
-    let after = inbound.reads.barrier.load(Ordering::Acquire);
-    let mut admitted = Vec::with_capacity(reads.len());
-    for read in reads {
-        let refuse = ReadReply {
-            id: read.id,
-            replica: inbound.id,
-            result: None,
-        };
-        if !queue.admit_read() {
-            queue.refuse_read(refuse);
-        } else if after == super::NO_READS {
-            queue.send_read(refuse);
-        } else {
-            admitted.push(PendingRead {
-                client,
+impl ReadPath {
+    /// Hands reads on the fast path from `client` (over `queue`) to
+    /// execution, stamped with the read barrier as of now; answers a read
+    /// with no result at once if replica `replica` answers no reads now or
+    /// the client has too many waiting, or too many bytes of them.
+    fn admit(
+        &self,
+        replica: ReplicaId,
+        queue: &ClientQueue,
+        client: PublicKey,
+        reads: Vec<crate::message::ReadRequest>,
+    ) {
+        let after = self.barrier.load(Ordering::Acquire);
+        let mut admitted = Vec::with_capacity(reads.len());
+        for read in reads {
+            let refuse = ReadReply {
                 id: read.id,
-                operation: read.operation,
-                after,
-            });
+                replica,
+                result: None,
+            };
+            if !queue.admit_read() {
+                queue.refuse_read(refuse);
+                continue;
+            }
+            let Some(held) = queue.hold_bytes(read.operation.len()) else {
+                queue.read_done();
+                queue.refuse_read(refuse);
+                continue;
+            };
+            if after == super::NO_READS {
+                queue.send_read(refuse);
+            } else {
+                admitted.push(PendingRead {
+                    client,
+                    id: read.id,
+                    operation: read.operation,
+                    after,
+                    held,
+                });
+            }
         }
-    }
-    if admitted.is_empty() {
-        return;
-    }
-    let count = admitted.len();
-    let command = super::ExecCommand::Reads(admitted);
-    if inbound.reads.execution.send(command).is_err() {
-        for _ in 0..count {
-            queue.read_done();
+        if admitted.is_empty() {
+            return;
+        }
+        let count = admitted.len();
+        let command = super::ExecCommand::Reads(admitted);
+        if self.execution.send(command).is_err() {
+            for _ in 0..count {
+                queue.read_done();
+            }
         }
     }
 }
@@ -593,4 +605,68 @@ fn refusals(execution: &ExecutionShared, numbers: &[(u32, u64)], refusal: ExecEr
             result: result.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::super::ExecCommand;
+    use super::super::reads::{READ_BYTES_PER_CONNECTION, READS_PER_CONNECTION};
+    use super::*;
+    use crate::crypto::SecretKey;
+    use crate::message::ReadRequest;
+
+    #[test]
+    fn a_connection_may_leave_only_so_many_bytes_of_reads_waiting() {
+        let (execution, commands) = crossbeam::channel::unbounded();
+        let path = ReadPath {
+            barrier: Arc::new(AtomicU64::new(7)),
+            execution,
+        };
+        let (outgoing, mut answers) = mpsc::channel(READS_PER_CONNECTION);
+        let queue = ClientQueue::new(outgoing);
+        let client = SecretKey::from_seed([1; 32]).public();
+        // Far fewer reads than a connection may leave unanswered, but each
+        // 16 KiB: 8 MiB in all, waiting for a barrier execution has not
+        // reached.
+        let reads = |ids: std::ops::Range<u64>| {
+            ids.map(|id| ReadRequest {
+                id,
+                operation: vec![0; 16 << 10],
+            })
+            .collect::<Vec<_>>()
+        };
+        let waiting = || -> Vec<PendingRead> {
+            commands
+                .try_iter()
+                .flat_map(|command| match command {
+                    ExecCommand::Reads(reads) => reads,
+                    _ => panic!("only reads were sent"),
+                })
+                .collect()
+        };
+        path.admit(0, &queue, client, reads(0..512));
+        let parked = waiting();
+        let bytes: usize = parked.iter().map(|read| read.operation.len()).sum();
+        assert!(
+            bytes <= READ_BYTES_PER_CONNECTION,
+            "{bytes} bytes of one connection's reads wait at execution"
+        );
+        // The others are declined at once (the client orders them); the
+        // writer uncounts each answer it writes.
+        let mut declined = 0;
+        while let Ok(Outgoing::Read(answer)) = answers.try_recv() {
+            assert_eq!(answer.result, None);
+            queue.read_done();
+            declined += 1;
+        }
+        assert_eq!(parked.len() + declined, 512);
+        // Once execution is done with them, the connection may send as many
+        // again.
+        let before = parked.len();
+        drop(parked);
+        path.admit(0, &queue, client, reads(512..1024));
+        assert_eq!(waiting().len(), before);
+    }
 }

@@ -699,3 +699,109 @@ fn encode_result<R: Serialize>(result: Result<R, ExecError>) -> Vec<u8> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cbase_core::{AccessSet, Container, Key, Request, State, Table};
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::crypto::SecretKey;
+    use crate::message::Reply;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Op {
+        Get(u64),
+        Put(u64, u64),
+    }
+
+    impl Request for Op {
+        fn access_set(&self) -> AccessSet {
+            match self {
+                Op::Get(key) => AccessSet::none().read(Key::entry("slots", key)),
+                Op::Put(key, _) => AccessSet::none().write(Key::entry("slots", key)),
+            }
+        }
+        fn method(&self) -> &'static str {
+            match self {
+                Op::Get(_) => "get",
+                Op::Put(..) => "put",
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Slots {
+        slots: Table<u64, u64>,
+    }
+
+    impl State for Slots {
+        fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+            vec![("slots", &self.slots)]
+        }
+    }
+
+    impl Service for Slots {
+        type Request = Op;
+        type Response = Option<u64>;
+        fn execute(&self, op: Op, _: &Context) -> Option<u64> {
+            match op {
+                Op::Get(key) => self.slots.get(&key),
+                Op::Put(key, value) => self.slots.insert(key, value),
+            }
+        }
+        fn state(&self) -> &dyn State {
+            self
+        }
+    }
+
+    /// Keeps the answers to reads.
+    #[derive(Default)]
+    struct Answers(Mutex<Vec<ReadReply>>);
+
+    impl ReplySink for Answers {
+        fn send(&self, _: &PublicKey, _: Reply) {}
+        fn checkpoint(&self, _: CheckpointRecord) {}
+        fn send_read(&self, _: &PublicKey, reply: ReadReply) {
+            self.0.lock().push(reply);
+        }
+    }
+
+    #[test]
+    fn a_write_sent_as_a_read_is_declined_and_writes_nothing() {
+        let answers = Arc::new(Answers::default());
+        let mut execution = Execution::start(
+            0,
+            ExecutorBuilder::new().workers(2),
+            Slots::default(),
+            Arc::clone(&answers) as Arc<dyn ReplySink>,
+            SessionLimits::default(),
+        )
+        .unwrap();
+        let client = SecretKey::from_seed([5; 32]).public();
+        let encode = |op: &Op| codec::encode(op).unwrap();
+        // A client sends a write on the fast path, and garbage.
+        execution.read(client, 1, &encode(&Op::Put(3, 7)));
+        execution.read(client, 2, b"not a request");
+        execution.wait_idle();
+        execution.read(client, 3, &encode(&Op::Get(3)));
+        execution.wait_idle();
+        let mut answers = std::mem::take(&mut *answers.0.lock());
+        answers.sort_by_key(|answer| answer.id);
+        let results: Vec<_> = answers
+            .into_iter()
+            .map(|answer| (answer.id, answer.result))
+            .collect();
+        let nothing: Result<Option<u64>, ExecError> = Ok(None);
+        assert_eq!(
+            results,
+            vec![
+                (1, None),
+                (2, None),
+                (3, Some(codec::encode(&nothing).unwrap()))
+            ],
+            "the write is declined (the client orders it) and left no trace"
+        );
+        execution.shutdown();
+    }
+}

@@ -6,10 +6,13 @@
 //! number this replica saw prepared) and hands the read to the execution
 //! thread, which runs it once everything up to the barrier has executed
 //! ([`WaitingReads`]); the answer goes back on the client's connection.
-//! Memory a client can make a replica hold this way is bounded twice: per
-//! connection ([`READS_PER_CONNECTION`] unanswered reads) and in all
-//! ([`MAX_WAITING_READS`] reads parked at execution). A read over either
-//! bound is answered at once with no result, and the client orders it.
+//! Memory a client can make a replica hold this way is bounded per
+//! connection ([`READS_PER_CONNECTION`] unanswered reads, and
+//! [`READ_BYTES_PER_CONNECTION`] bytes of their operations until they run)
+//! and in all ([`MAX_WAITING_READS`] reads, and [`MAX_WAITING_READ_BYTES`]
+//! bytes of their operations, parked at execution: a client that connects
+//! again gets a new connection's bounds). A read over any bound is answered
+//! at once with no result, and the client orders it.
 //!
 //! Answers waiting for a connection's writer are bounded in bytes too
 //! ([`QUEUED_BYTES_PER_CONNECTION`]): a client that sends requests (or
@@ -30,6 +33,12 @@ use crate::message::{ReadReply, Reply, Seq};
 
 /// The most reads one client connection may have unanswered.
 pub const READS_PER_CONNECTION: usize = 1024;
+
+/// The most bytes of operations a client connection may have in reads not
+/// yet run (waiting for execution or parked there). A read larger than this
+/// is admitted only when the connection has no other waiting: a count of
+/// reads alone would let each be as large as a frame.
+pub const READ_BYTES_PER_CONNECTION: usize = 4 << 20;
 
 /// The most reads parked at execution, waiting for batches to execute.
 pub const MAX_WAITING_READS: usize = 65_536;
@@ -54,6 +63,10 @@ pub enum Outgoing {
     Read(ReadReply),
 }
 
+/// The most bytes of operations parked at execution in all (one larger read
+/// is parked if none other is).
+pub const MAX_WAITING_READ_BYTES: usize = 64 << 20;
+
 /// A connected client's queue of answers, with its count of unanswered
 /// reads.
 #[derive(Clone)]
@@ -64,6 +77,8 @@ pub struct ClientQueue {
     pub reads: Arc<AtomicUsize>,
     /// Bytes of answers queued for the writer and not yet written.
     pub bytes: Arc<AtomicUsize>,
+    /// Bytes of operations of this connection's reads not yet run.
+    pub read_bytes: Arc<AtomicUsize>,
 }
 
 impl Outgoing {
@@ -84,6 +99,7 @@ impl ClientQueue {
             outgoing,
             reads: Arc::default(),
             bytes: Arc::default(),
+            read_bytes: Arc::default(),
         }
     }
 
@@ -132,6 +148,22 @@ impl ClientQueue {
             .is_ok()
     }
 
+    /// Holds `bytes` of the connection's [`READ_BYTES_PER_CONNECTION`]
+    /// for a read's operation until the hold drops (when the read runs or
+    /// is given up on); `None` if they do not fit.
+    pub fn hold_bytes(&self, bytes: usize) -> Option<HeldBytes> {
+        self.read_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                let total = held.saturating_add(bytes);
+                (held == 0 || total <= READ_BYTES_PER_CONNECTION).then_some(total)
+            })
+            .ok()?;
+        Some(HeldBytes {
+            bytes,
+            from: Arc::clone(&self.read_bytes),
+        })
+    }
+
     /// A read was answered (or given up on).
     pub fn read_done(&self) {
         let _ = self
@@ -167,6 +199,20 @@ pub fn written(queued: &AtomicUsize, bytes: usize) {
     });
 }
 
+/// Bytes of a connection's budget for reads' operations, given back when
+/// dropped.
+#[derive(Debug, Default)]
+pub struct HeldBytes {
+    bytes: usize,
+    from: Arc<AtomicUsize>,
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.from.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// A read handed to execution.
 #[derive(Debug)]
 pub struct PendingRead {
@@ -178,23 +224,33 @@ pub struct PendingRead {
     pub operation: Vec<u8>,
     /// It runs once everything up to this sequence number has executed.
     pub after: Seq,
+    /// Its operation's bytes of its connection's budget, until it runs.
+    #[expect(dead_code, reason = "only held, and given back when dropped")]
+    pub held: HeldBytes,
 }
 
 /// Reads parked at execution until it reaches their barrier, in the order
-/// they arrived within each barrier. Bounded by [`MAX_WAITING_READS`].
+/// they arrived within each barrier. Bounded by [`MAX_WAITING_READS`] and
+/// [`MAX_WAITING_READ_BYTES`].
 #[derive(Default)]
 pub struct WaitingReads {
     parked: BTreeMap<(Seq, u64), PendingRead>,
     arrivals: u64,
+    /// The bytes of the parked reads' operations.
+    bytes: usize,
 }
 
 impl WaitingReads {
     /// Parks `read` until execution reaches its barrier; gives it back if
     /// too many are parked already.
     pub fn park(&mut self, read: PendingRead) -> Result<(), PendingRead> {
-        if self.parked.len() >= MAX_WAITING_READS {
+        let bytes = self.bytes.saturating_add(read.operation.len());
+        if self.parked.len() >= MAX_WAITING_READS
+            || (self.bytes > 0 && bytes > MAX_WAITING_READ_BYTES)
+        {
             return Err(read);
         }
+        self.bytes = bytes;
         self.arrivals += 1;
         self.parked.insert((read.after, self.arrivals), read);
         Ok(())
@@ -211,9 +267,13 @@ impl WaitingReads {
             return Vec::new();
         }
         let later = self.parked.split_off(&(executed.saturating_add(1), 0));
-        std::mem::replace(&mut self.parked, later)
+        let ready: Vec<PendingRead> = std::mem::replace(&mut self.parked, later)
             .into_values()
-            .collect()
+            .collect();
+        for read in &ready {
+            self.bytes -= read.operation.len();
+        }
+        ready
     }
 }
 
@@ -228,6 +288,7 @@ mod tests {
             id,
             operation: Vec::new(),
             after,
+            held: HeldBytes::default(),
         }
     }
 
@@ -242,6 +303,31 @@ mod tests {
         assert_eq!(ids(waiting.ready(5)), vec![2, 1, 3]);
         assert_eq!(ids(waiting.ready(8)), Vec::<u64>::new());
         assert_eq!(ids(waiting.ready(u64::MAX)), vec![4]);
+    }
+
+    #[test]
+    fn reads_parked_at_execution_are_bounded_in_bytes() {
+        // A client that connects again for every read gets a new
+        // connection's bounds each time: the parked reads are bounded in
+        // all, in bytes as in count.
+        let mut waiting = WaitingReads::default();
+        let large = |id| PendingRead {
+            operation: vec![0; 1 << 20],
+            ..read(id, 5)
+        };
+        let fit = (MAX_WAITING_READ_BYTES >> 20) as u64;
+        for id in 0..fit {
+            assert!(waiting.park(large(id)).is_ok());
+        }
+        assert!(
+            waiting.park(large(fit)).is_err(),
+            "more than {MAX_WAITING_READ_BYTES} bytes of reads parked"
+        );
+        // One that adds no bytes still fits.
+        assert!(waiting.park(read(fit + 1, 5)).is_ok());
+        // Once they run, there is room again.
+        assert_eq!(waiting.ready(5).len() as u64, fit + 1);
+        assert!(waiting.park(large(fit + 2)).is_ok());
     }
 
     #[test]

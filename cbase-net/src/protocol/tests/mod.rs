@@ -1518,3 +1518,60 @@ fn later_checkpoints_do_not_put_off_the_first_request() {
     assert_eq!(state_requests(&out).len(), 1, "{out:?}");
     assert_eq!(state_requests(&out)[0].1, 8, "the newest is asked for");
 }
+
+#[test]
+fn the_read_barrier_covers_what_a_replica_voted_to_commit_and_is_withheld_while_views_change() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Commit votes of view 0 are held back: every replica votes to commit
+    // slot 1, and none executes it.
+    net.hold_rule = Some(Box::new(
+        |_, _, m| matches!(m, ReplicaMessage::Commit(c) if c.view == 0),
+    ));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    assert!(net.executed.iter().all(Vec::is_empty));
+    for replica in 0..4 {
+        let voted = net.held.iter().any(|(from, _, m)| {
+            *from == replica && matches!(m, ReplicaMessage::Commit(c) if c.seq == 1)
+        });
+        assert!(voted, "replica {replica} voted to commit slot 1");
+        // A read arriving now must wait for slot 1: the write in it may
+        // complete at f+1 replicas while this one has not executed it.
+        assert_eq!(net.replicas[replica as usize].delivered(), 0);
+        assert_eq!(
+            net.replicas[replica as usize].read_barrier(),
+            Some(1),
+            "replica {replica}"
+        );
+    }
+    // The votes are lost; view-change votes are held back, so the backups
+    // (which suspect the primary) are left changing views, and answer no
+    // reads.
+    net.held.clear();
+    net.drop_rule = Some(Box::new(
+        |_, _, m| matches!(m, ReplicaMessage::Commit(c) if c.view == 0),
+    ));
+    net.hold_rule = Some(Box::new(|_, _, m| {
+        matches!(
+            m,
+            ReplicaMessage::ViewChange(_) | ReplicaMessage::NewView(_)
+        )
+    }));
+    net.advance(SECOND + 1);
+    for replica in &net.replicas[1..] {
+        assert_eq!(replica.changing_to(), Some(1));
+        assert_eq!(replica.read_barrier(), None);
+    }
+    // The new view carries slot 1; each replica's barrier covers it again,
+    // and the slot executes.
+    net.hold_rule = None;
+    net.release(|_, _, _| true);
+    for (id, replica) in net.replicas.iter().enumerate() {
+        assert_eq!(replica.changing_to(), None, "replica {id}");
+        assert!(
+            replica.read_barrier().is_some_and(|b| b >= 1),
+            "replica {id}"
+        );
+        assert_eq!(net.executed[id].len(), 1, "replica {id}");
+    }
+}
