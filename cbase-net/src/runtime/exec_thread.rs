@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cbase_core::Service;
 use serde::Serialize;
@@ -35,6 +36,10 @@ pub(super) enum ExecCommand {
         digest: Hash,
         state: crate::checkpoint::parts::Transferred,
     },
+    /// The read barrier went down to this (a new view did not carry a
+    /// number this replica voted for, which therefore never committed):
+    /// reads parked behind a higher one wait only for this.
+    LowerReadBarrier(Seq),
 }
 
 /// How many commands the thread takes off its channel at a time.
@@ -52,6 +57,9 @@ pub(super) struct ExecThread<S: Service> {
     pub read_sink: Arc<dyn ReplySink>,
     /// Checkpoints taken and states installed, to the protocol task.
     pub events: mpsc::Sender<Input>,
+    /// The protocol's read barrier as connections stamp reads with it
+    /// (`NO_READS` while it gives none).
+    pub read_barrier: Arc<AtomicU64>,
 }
 
 impl<S> ExecThread<S>
@@ -81,6 +89,10 @@ where
                     }
                     self.run_reads(reads, &mut queued, &mut waiting);
                     continue;
+                }
+                ExecCommand::LowerReadBarrier(barrier) => {
+                    waiting.lower_to(barrier);
+                    None
                 }
                 ExecCommand::Execute(batch) => self.execution.execute(batch).map(|record| {
                     // (`info` once the checkpoint is stable.)
@@ -139,7 +151,9 @@ where
                 .iter()
                 .filter_map(|command| match command {
                     ExecCommand::Execute(batch) => Some(batch),
-                    ExecCommand::Install { .. } | ExecCommand::Reads(_) => None,
+                    ExecCommand::Install { .. }
+                    | ExecCommand::Reads(_)
+                    | ExecCommand::LowerReadBarrier(_) => None,
                 })
                 .collect();
             if let Err(error) = storage.log_executed(&batches) {
@@ -171,8 +185,16 @@ where
         }
         *queued = others;
         let executed = self.execution.last_executed();
+        // A read stamped before a new view lowered the barrier may arrive
+        // after the command that lowered the parked ones: it waits for no
+        // more than the barrier now (which only ever goes down for a new
+        // view, over numbers that never committed).
+        let barrier = self.read_barrier.load(Ordering::Acquire);
         let mut now = Vec::new();
-        for read in reads {
+        for mut read in reads {
+            if barrier != super::NO_READS {
+                read.after = read.after.min(barrier);
+            }
             if read.after <= executed {
                 now.push((read.client, read.id, read.operation));
             } else if let Err(read) = waiting.park(read) {

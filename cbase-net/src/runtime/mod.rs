@@ -386,6 +386,7 @@ impl ReplicaNode {
         let execution_halt = Arc::clone(&halt);
         let read_sink = Arc::clone(&sink);
         let execution_storage = storage.clone();
+        let execution_read_barrier = Arc::clone(&read_barrier);
         let execution_thread = std::thread::Builder::new()
             .name(format!("cbase-exec-{id}"))
             .spawn(move || {
@@ -397,6 +398,7 @@ impl ReplicaNode {
                     halt: execution_halt,
                     read_sink,
                     events: checkpoint_events,
+                    read_barrier: execution_read_barrier,
                 }
                 .run()
             })
@@ -530,6 +532,8 @@ impl ReplicaNode {
         tasks.push(tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let mut outputs = startup;
+                // The last read barrier given out.
+                let mut answered_after: Seq = 0;
                 // Timers (request and view-change timeouts) are checked on ticks.
                 let mut ticks = tokio::time::interval(TICK);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -554,10 +558,19 @@ impl ReplicaNode {
                     // Before any commit vote of this burst leaves: a read
                     // that arrives after a write it voted for completed must
                     // see the barrier past it.
-                    protocol_read_barrier.store(
-                        replica.read_barrier().unwrap_or(NO_READS),
-                        Ordering::Release,
-                    );
+                    let barrier = replica.read_barrier().unwrap_or(NO_READS);
+                    protocol_read_barrier.store(barrier, Ordering::Release);
+                    // A new view that does not carry a number this replica
+                    // voted for lowers the barrier (that number never
+                    // committed): reads parked at execution behind it may
+                    // run once execution reaches the new one, or they would
+                    // wait for some later proposal to take the number.
+                    if barrier != NO_READS {
+                        if barrier < answered_after {
+                            let _ = to_execution.send(ExecCommand::LowerReadBarrier(barrier));
+                        }
+                        answered_after = barrier;
+                    }
                     // What the protocol asked to persist is on disk before any
                     // of this burst's messages leaves (one commit for all).
                     if let Some(storage) = &protocol_storage {

@@ -256,6 +256,19 @@ impl WaitingReads {
         Ok(())
     }
 
+    /// Lowers the barrier of every read parked behind a higher one to
+    /// `barrier`, keeping their order of arrival among each other.
+    pub fn lower_to(&mut self, barrier: Seq) {
+        let above = self.parked.split_off(&(barrier.saturating_add(1), 0));
+        for ((_, arrival), read) in above {
+            let read = PendingRead {
+                after: barrier,
+                ..read
+            };
+            self.parked.insert((barrier, arrival), read);
+        }
+    }
+
     /// The parked reads whose barrier is at or below `executed`, in order.
     pub fn ready(&mut self, executed: Seq) -> Vec<PendingRead> {
         // Asked after every batch: most often none is ready.
@@ -328,6 +341,22 @@ mod tests {
         // Once they run, there is room again.
         assert_eq!(waiting.ready(5).len() as u64, fit + 1);
         assert!(waiting.park(large(fit + 2)).is_ok());
+    }
+
+    /// A new view that does not carry a number a replica voted for lowers
+    /// its barrier: reads parked behind the old one wait for the new one
+    /// only, in the order they arrived.
+    #[test]
+    fn reads_parked_behind_a_barrier_a_new_view_lowered_wait_for_the_new_one() {
+        let mut waiting = WaitingReads::default();
+        for (id, after) in [(1, 16), (2, 15), (3, 17), (4, 12)] {
+            waiting.park(read(id, after)).unwrap();
+        }
+        waiting.lower_to(15);
+        let ids = |reads: Vec<PendingRead>| reads.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(waiting.ready(14)), vec![4]);
+        assert_eq!(ids(waiting.ready(15)), vec![1, 2, 3]);
+        assert!(waiting.ready(u64::MAX).is_empty());
     }
 
     #[test]

@@ -140,11 +140,20 @@ impl World {
         }
     }
 
-    /// Runs the parked reads whose barrier execution has reached.
+    /// Runs the parked reads whose barrier execution has reached. As the
+    /// runtime does, reads parked behind a barrier a new view lowered (it
+    /// did not carry a number this replica voted for, which so never
+    /// committed) wait for the new barrier only.
     pub fn run_ready_reads(&mut self, instance: usize) {
         let node = &mut self.nodes[instance];
         if node.crashed || node.parked_reads.is_empty() {
             return;
+        }
+        if let Some(barrier) = node.replica.read_barrier() {
+            let above = node.parked_reads.split_off(&(barrier.saturating_add(1), 0));
+            for ((_, arrival), read) in above {
+                node.parked_reads.insert((barrier, arrival), read);
+            }
         }
         let executed = node.execution.last_executed();
         let later = node
