@@ -202,6 +202,16 @@ impl ExecError {
     }
 }
 
+/// A request's access set, or the error it fails with if its rule panics
+/// (a key expression that indexes an argument out of range, say): the
+/// same on every replica, which must not go down with it.
+fn access_of<R: Request>(request: &R) -> Result<AccessSet, ExecError> {
+    catch_unwind(AssertUnwindSafe(|| request.access_set())).map_err(|payload| ExecError::Panicked {
+        method: request.method().to_owned(),
+        message: format!("its rule panicked: {}", panic_message(&*payload)),
+    })
+}
+
 /// The text of a panic payload.
 fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(text) = payload.downcast_ref::<&'static str>() {
@@ -352,12 +362,11 @@ pub struct ReadOnly<R> {
 
 impl<R: Request> ReadOnly<R> {
     /// `request` if its access set writes nothing; handed back if it does.
+    /// A request whose rule panics is handed back too: it is not a read.
     pub fn new(request: R) -> Result<ReadOnly<R>, R> {
-        let access = request.access_set();
-        if access.writes().is_empty() {
-            Ok(ReadOnly { request, access })
-        } else {
-            Err(request)
+        match access_of(&request) {
+            Ok(access) if access.writes().is_empty() => Ok(ReadOnly { request, access }),
+            _ => Err(request),
         }
     }
 
@@ -371,7 +380,10 @@ enum Work<S: Service> {
     Request {
         tag: u64,
         request: S::Request,
-        access: AccessSet,
+        /// Its access set, or the error it fails with if its rule panicked:
+        /// then it runs nothing and locks only what a request that declares
+        /// nothing locks.
+        access: Result<AccessSet, ExecError>,
         ctx: Context,
     },
     Barrier(BarrierFn<S>),
@@ -427,7 +439,7 @@ struct Shared<S: Service> {
 impl<S: Service> Executor<S> {
     /// Submits the next request in agreed order, waiting while the window is full.
     pub fn submit(&self, tag: u64, ctx: Context, request: S::Request) -> Result<(), Closed> {
-        let access = request.access_set();
+        let access = access_of(&request);
         let work = Work::Request {
             tag,
             request,
@@ -444,7 +456,7 @@ impl<S: Service> Executor<S> {
         ctx: Context,
         request: S::Request,
     ) -> Result<(), TrySubmitError<S::Request>> {
-        let access = request.access_set();
+        let access = access_of(&request);
         let work = Work::Request {
             tag,
             request,
@@ -625,11 +637,18 @@ impl<S: Service> Shared<S> {
             // barrier: it has a reply, which goes into the exactly-once
             // table that a checkpoint digests. It reads a fence that only
             // barriers (which write everything) conflict with.
-            Work::Request { access, .. } | Work::Reads { access, .. } if access.is_empty() => {
+            Work::Request {
+                access: Ok(access), ..
+            }
+            | Work::Reads { access, .. }
+                if !access.is_empty() =>
+            {
+                access
+            }
+            Work::Request { .. } | Work::Reads { .. } => {
                 substitute = AccessSet::none().read(Key::Table(BARRIER_FENCE));
                 &substitute
             }
-            Work::Request { access, .. } | Work::Reads { access, .. } => access,
             Work::Barrier(_) => {
                 substitute = AccessSet::exclusive();
                 &substitute
@@ -731,9 +750,17 @@ impl<S: Service> Shared<S> {
             Work::Request {
                 tag,
                 request,
-                access,
+                access: Ok(access),
                 ctx,
             } => self.run_request(tag, request, access, &ctx),
+            Work::Request {
+                tag,
+                access: Err(error),
+                ..
+            } => {
+                self.work.finished(std::time::Duration::ZERO, false);
+                self.reply(tag, Err(error));
+            }
             Work::Reads { reads, .. } => {
                 for (tag, request, access, ctx) in reads {
                     self.run_request(tag, request, access, &ctx);
@@ -762,6 +789,11 @@ impl<S: Service> Shared<S> {
             Err(payload) => Err(ExecError::from_panic(method, payload)),
         };
         self.work.finished(started.elapsed(), result.is_ok());
+        self.reply(tag, result);
+    }
+
+    /// Hands a request's outcome to the sink.
+    fn reply(&self, tag: u64, result: Result<S::Response, ExecError>) {
         if let Err(error) = &result {
             tracing::debug!(tag, %error, "request failed");
         }
