@@ -781,12 +781,14 @@ impl<S: Service> Shared<S> {
         let guard = scope::enter(method, access);
         let transaction = txn::begin();
         let outcome = catch_unwind(AssertUnwindSafe(|| self.service.execute(request, ctx)));
-        drop(guard);
+        let refused = guard.finish();
         // A request that returned commits what it staged; one that
-        // panicked or was refused drops it with the transaction.
-        let result = match outcome {
-            Ok(response) => self.commit(method, transaction.take()).map(|()| response),
-            Err(payload) => Err(ExecError::from_panic(method, payload)),
+        // panicked or was refused (even if it caught the refusal) drops it
+        // with the transaction.
+        let result = match (outcome, refused) {
+            (_, Some(refusal)) => Err(ExecError::UndeclaredAccess(refusal)),
+            (Ok(response), None) => self.commit(method, transaction.take()).map(|()| response),
+            (Err(payload), None) => Err(ExecError::from_panic(method, payload)),
         };
         self.work.finished(started.elapsed(), result.is_ok());
         self.reply(tag, result);

@@ -92,6 +92,9 @@ fn advice(method: &str, table: &str, key: &str, hint: &str) -> String {
 struct ActiveRequest {
     method: &'static str,
     access: AccessSet,
+    /// The first access refused, kept even if the request catches the
+    /// unwinding: the request fails with it all the same.
+    refused: Option<UndeclaredAccess>,
 }
 
 thread_local! {
@@ -103,7 +106,11 @@ thread_local! {
 pub(crate) fn enter(method: &'static str, access: AccessSet) -> ScopeGuard {
     ACTIVE.with_borrow_mut(|active| {
         debug_assert!(active.is_none(), "request scopes do not nest");
-        *active = Some(ActiveRequest { method, access });
+        *active = Some(ActiveRequest {
+            method,
+            access,
+            refused: None,
+        });
     });
     ScopeGuard {
         _not_send: std::marker::PhantomData,
@@ -113,6 +120,14 @@ pub(crate) fn enter(method: &'static str, access: AccessSet) -> ScopeGuard {
 /// Removes the scope when dropped, also while unwinding from a panic.
 pub(crate) struct ScopeGuard {
     _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl ScopeGuard {
+    /// Removes the scope; returns the first access it refused, if any, even
+    /// one whose unwinding the request caught.
+    pub(crate) fn finish(self) -> Option<UndeclaredAccess> {
+        ACTIVE.with_borrow_mut(|active| active.take().and_then(|active| active.refused))
+    }
 }
 
 impl Drop for ScopeGuard {
@@ -127,17 +142,24 @@ pub fn current_method() -> Option<&'static str> {
 }
 
 /// Checks an access against the running request's rule and refuses it by
-/// unwinding with [`UndeclaredAccess`] if the rule does not cover it.
+/// unwinding with [`UndeclaredAccess`] if the rule does not cover it. The
+/// first refusal is also kept in the scope: a request that catches the
+/// unwinding still fails with it, and what it wrote is dropped.
 ///
 /// `describe` is only called on refusal, to name the key in the error.
 pub fn check(kind: AccessKind, table: &str, key: &Key, describe: impl FnOnce() -> String) {
-    let refused = ACTIVE.with_borrow(|active| {
-        let active = active.as_ref()?;
+    let refused = ACTIVE.with_borrow_mut(|active| {
+        let active = active.as_mut()?;
         let permitted = match kind {
             AccessKind::Read => active.access.permits_read(key),
             AccessKind::Write => active.access.permits_write(key),
         };
-        (!permitted).then(|| UndeclaredAccess::new(active.method, table, describe(), kind))
+        if permitted {
+            return None;
+        }
+        let refusal = UndeclaredAccess::new(active.method, table, describe(), kind);
+        active.refused.get_or_insert_with(|| refusal.clone());
+        Some(refusal)
     });
     if let Some(refusal) = refused {
         std::panic::panic_any(refusal);

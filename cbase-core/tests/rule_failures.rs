@@ -1,5 +1,6 @@
-//! Requests whose rule cannot be evaluated: each fails the same way on every
-//! replica and leaves nothing, and the executor (the replica) carries on.
+//! Requests whose rule cannot be evaluated, or that swallow a refusal: each
+//! fails the same way on every replica and leaves nothing, and the executor
+//! (the replica) carries on.
 
 use std::sync::mpsc;
 
@@ -27,6 +28,9 @@ enum SlotRequest {
     Put { id: u64, value: u64 },
     /// Reads `slots[id]`.
     Get { id: u64 },
+    /// Writes `slots[id]`, then reads `slots[id + 1]`, which it does not
+    /// declare, and catches the refusal.
+    Swallow { id: u64 },
 }
 
 impl Request for SlotRequest {
@@ -35,6 +39,7 @@ impl Request for SlotRequest {
             SlotRequest::First { ids } => AccessSet::none().read(Key::entry("slots", &ids[0])),
             SlotRequest::Put { id, .. } => AccessSet::none().write(Key::entry("slots", id)),
             SlotRequest::Get { id } => AccessSet::none().read(Key::entry("slots", id)),
+            SlotRequest::Swallow { id } => AccessSet::none().write(Key::entry("slots", id)),
         }
     }
 
@@ -43,6 +48,7 @@ impl Request for SlotRequest {
             SlotRequest::First { .. } => "first",
             SlotRequest::Put { .. } => "put",
             SlotRequest::Get { .. } => "get",
+            SlotRequest::Swallow { .. } => "swallow",
         }
     }
 
@@ -63,6 +69,12 @@ impl Service for SlotService {
             SlotRequest::First { ids } => slots.get(&ids[0]),
             SlotRequest::Put { id, value } => slots.insert(id, value),
             SlotRequest::Get { id } => slots.get(&id),
+            SlotRequest::Swallow { id } => {
+                slots.insert(id, 99);
+                let next =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slots.get(&(id + 1))));
+                next.unwrap_or(Some(0))
+            }
         }
     }
 
@@ -136,4 +148,34 @@ fn a_rule_that_panics_is_not_taken_for_a_read() {
     // a rule that panics is not a read, and asking does not panic.
     assert!(ReadOnly::new(SlotRequest::First { ids: vec![] }).is_err());
     assert!(ReadOnly::new(SlotRequest::First { ids: vec![3] }).is_ok());
+}
+
+#[test]
+fn a_refusal_the_request_catches_still_fails_it_and_leaves_no_trace() {
+    for workers in [1, 2] {
+        let (executor, rx) = start(workers);
+        executor
+            .submit(0, ctx(), SlotRequest::Put { id: 1, value: 10 })
+            .unwrap();
+        executor
+            .submit(1, ctx(), SlotRequest::Swallow { id: 1 })
+            .unwrap();
+        executor
+            .submit(2, ctx(), SlotRequest::Get { id: 1 })
+            .unwrap();
+        let replies = sorted(&rx, 3);
+        let Err(ExecError::UndeclaredAccess(refusal)) = &replies[1].1 else {
+            panic!("expected the refusal, got {:?}", replies[1]);
+        };
+        assert_eq!(
+            (refusal.method.as_str(), refusal.key.as_str()),
+            ("swallow", "2")
+        );
+        assert_eq!(
+            replies[2].1,
+            Ok(Some(10)),
+            "the write before it was dropped"
+        );
+        executor.shutdown();
+    }
 }
