@@ -953,6 +953,68 @@ mod tests {
         assert_eq!(table.root(), root);
     }
 
+    /// Runs `f` as a request with access to everything; the panic message
+    /// if it panicked (then nothing it wrote is committed).
+    fn request_panic(table: &Table<u64, u64>, f: impl FnOnce()) -> Option<String> {
+        let _scope = scope::enter("test", crate::AccessSet::exclusive());
+        let transaction = txn::begin();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(()) => {
+                for (_, staged) in transaction.take() {
+                    table.commit(table.prepare(&staged).unwrap());
+                }
+                None
+            }
+            Err(payload) => Some(
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    #[test]
+    fn writing_a_table_inside_its_own_fold_is_refused_whatever_was_staged_before() {
+        let table: Table<u64, u64> = Table::named("t");
+        for k in 0..4 {
+            table.insert(k, k);
+        }
+        let root = table.root();
+        // Refused the same way whether or not the request had written the
+        // table before the fold (it then holds staged writes the fold reads).
+        for write_first in [false, true] {
+            let message = request_panic(&table, || {
+                if write_first {
+                    table.insert(10, 10);
+                }
+                table.fold((), |(), k, _| {
+                    table.insert(k + 100, 0);
+                });
+            });
+            assert_eq!(
+                message.as_deref(),
+                Some(
+                    "table `t` was written while being iterated by `fold`; collect what to \
+                     change first"
+                ),
+                "write first: {write_first}"
+            );
+            assert_eq!(table.entries(), (0..4).map(|k| (k, k)).collect::<Vec<_>>());
+            assert_eq!(table.root(), root);
+        }
+        // The refusal did not leave the thread iterating: writing after a
+        // fold is fine.
+        assert_eq!(
+            request_panic(&table, || {
+                let sum = table.fold(0, |sum, _, v| sum + v);
+                table.insert(sum, sum);
+            }),
+            None
+        );
+        assert_eq!(table.get(&6), Some(6));
+    }
+
     #[test]
     fn clearing_inside_a_request_then_writing() {
         let table: Table<u64, u64> = Table::named("t");
