@@ -81,6 +81,9 @@ use crate::state::{State, StateError};
 pub trait Request: Send + 'static {
     /// The keys this request reads and writes. Must be a pure function of the
     /// request (no state, no clock): every replica must derive the same set.
+    /// If it panics (a key expression that indexes an argument out of
+    /// range, say), the request runs nothing and fails with
+    /// [`ExecError::Panicked`](crate::ExecError::Panicked).
     fn access_set(&self) -> AccessSet;
 
     /// The name of the method, for error messages.
