@@ -77,9 +77,9 @@ impl Replica {
     /// its execution at `recovered.executed`, its prepared certificates in
     /// every view-change vote it sends, and (like
     /// [`Replica::restarted`]) taking part in no view up to the highest it
-    /// wrote or hears of before it first votes for a view change. So it can
-    /// neither contradict a vote it cast before the restart nor forget a
-    /// batch that may have committed.
+    /// wrote (what peers claim adds nothing to that, see
+    /// [`Recovery::hear`]). So it can neither contradict a vote it cast
+    /// before the restart nor forget a batch that may have committed.
     pub fn recover(
         id: ReplicaId,
         cluster: &ClusterConfig,

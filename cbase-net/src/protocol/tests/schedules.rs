@@ -1868,3 +1868,58 @@ fn a_replica_restarted_from_disk_answers_reads_after_what_it_voted_to_commit() {
         assert_eq!(forgetful.read_barrier(), None, "replica {replica}");
     }
 }
+
+/// Defect: a replica restarted from its disk also raised the floor of its
+/// recovery (the views it takes no part in) to any view a message named,
+/// before checking anything. One faulty peer claiming a view far ahead (a
+/// status message costs it nothing) kept it a learner for good: it never
+/// entered a view above that floor, never prepared again, and never built
+/// a new-view as primary. Schedule (n = 4): replica 1 restarts from its
+/// disk; faulty replica 3 sends it a status for view 1,000,000 and falls
+/// silent. Replicas 0 and 2 can then commit nothing without 1, and every
+/// view change leaves 1 a learner: the cluster stalls with one fault. Its
+/// disk already names the highest view it voted for or entered.
+#[test]
+fn a_peer_claiming_a_far_view_cannot_keep_a_replica_restarted_from_disk_recovering() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    assert_eq!(net.executed_requests(1), vec![1]);
+    let disk = recovered(&net, 1);
+    net.replicas[1] = Replica::recover(1, &cluster, secrets[1].clone(), small(), disk);
+    assert!(net.replicas[1].recovering());
+    net.input(
+        1,
+        Input::Replica(
+            3,
+            ReplicaMessage::Status(crate::message::Status {
+                view: 1_000_000,
+                changing_to: None,
+                delivered: 0,
+                low: 0,
+                replica: 3,
+            }),
+        ),
+    );
+    net.run();
+    net.drop_rule = Some(Box::new(|from, to, _| from == 3 || to == 3));
+    net.broadcast_client(&client_batch(&client, 1, 1));
+    for _ in 0..40 {
+        net.advance(SECOND / 2);
+    }
+    assert_one_order(&net);
+    assert!(
+        !net.replicas[1].recovering(),
+        "replica 1 is still recovering in view {}",
+        net.replicas[1].view()
+    );
+    for replica in 0..3 {
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 1],
+            "replica {replica}"
+        );
+    }
+}
