@@ -1487,7 +1487,8 @@ fn a_replica_restarted_from_disk_takes_part_in_no_view_it_wrote() {
         },
     );
     assert!(replica.recovering());
-    assert_eq!(replica.view(), 2);
+    assert!(replica.view() < 2);
+    assert_eq!(replica.changing_to(), Some(2), "it votes for view 2 again");
     assert_eq!(replica.delivered(), 0);
 }
 
@@ -1921,5 +1922,43 @@ fn a_peer_claiming_a_far_view_cannot_keep_a_replica_restarted_from_disk_recoveri
             vec![1, 1],
             "replica {replica}"
         );
+    }
+}
+
+/// Defect: a replica restarted from its disk took the view it had written
+/// for the view it worked in, though it may only have voted for it. Its
+/// vote was lost with its memory, and it refused the others' votes for
+/// that view as stale, so a view change that needed its vote never
+/// completed. Schedule (n = 4): primary 0 crashes; backups 1, 2 and 3 time
+/// out and vote for view 1, but replica 2's vote is lost, and 2 restarts
+/// from its disk (which says view 1). Replicas 1 and 3 wait for a third
+/// vote for view 1 and 2 sends none; 2 alone moves on to view 2, where
+/// nobody follows it (f+1 votes make a replica join). The cluster stalls
+/// for good with one crashed replica.
+#[test]
+fn a_replica_restarted_from_disk_mid_view_change_votes_again() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.down.insert(0);
+    net.drop_rule = Some(Box::new(|from, _, m| {
+        from == 2 && matches!(m, ReplicaMessage::ViewChange(_))
+    }));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for _ in 0..3 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(net.replicas[2].changing_to(), Some(1));
+    net.drop_rule = None;
+    let disk = recovered(&net, 2);
+    assert_eq!(disk.view, 1);
+    net.replicas[2] = Replica::recover(2, &cluster, secrets[2].clone(), small(), disk);
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for _ in 0..40 {
+        net.advance(SECOND / 2);
+    }
+    assert_one_order(&net);
+    for replica in 1..4 {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
     }
 }
