@@ -1962,3 +1962,79 @@ fn a_replica_restarted_from_disk_mid_view_change_votes_again() {
         assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
     }
 }
+
+/// A new primary cannot drop a batch that prepared: a new-view whose
+/// view-changes carry a prepared certificate for sequence number 1 must
+/// re-issue that batch there. One that leaves the slot out, puts the null
+/// proposal there, or makes its quorum by listing one replica's
+/// view-change twice is refused; the honest one is taken.
+#[test]
+fn a_new_view_that_drops_a_prepared_batch_or_repeats_a_voter_is_refused() {
+    let (cluster, secrets) = cluster(4);
+    let client = SecretKey::from_seed([99; 32]);
+    let pp = pre_prepare(&secrets[0], 0, 1, vec![client_batch(&client, 0, 1)]);
+    let proof = crate::message::PreparedProof {
+        pre_prepare: pp.header(),
+        prepares: vec![
+            prepare(&secrets[2], 2, 1, pp.digest),
+            prepare(&secrets[3], 3, 1, pp.digest),
+        ],
+    };
+    let vote = |replica: ReplicaId, prepared: bool| {
+        let body = crate::message::ViewChangeBody {
+            new_view: 1,
+            stable_seq: 0,
+            stable_state: [0; 32],
+            checkpoint_proof: vec![],
+            prepared: if prepared {
+                vec![proof.clone()]
+            } else {
+                vec![]
+            },
+            replica,
+        };
+        let signature = secrets[replica as usize].sign(
+            domain::VIEW_CHANGE,
+            &crate::message::view_change_bytes(&body),
+        );
+        ViewChange { body, signature }
+    };
+    let header = |digest: Hash| {
+        let signature = secrets[1].sign(domain::PRE_PREPARE, &pre_prepare_header(1, 1, &digest));
+        crate::message::PrePrepareHeader {
+            view: 1,
+            seq: 1,
+            digest,
+            signature,
+        }
+    };
+    let quorum = vec![vote(1, false), vote(2, true), vote(3, false)];
+    let null = *crate::protocol::proposals::NULL_DIGEST;
+    let bad = [
+        (quorum.clone(), vec![]),
+        (quorum.clone(), vec![header(null)]),
+        (
+            vec![vote(2, true), vote(3, false), vote(3, false)],
+            vec![header(pp.digest)],
+        ),
+        (vec![vote(1, false), vote(3, false), vote(3, false)], vec![]),
+    ];
+    let mut r0 = Replica::new(0, &cluster, secrets[0].clone(), small());
+    for (i, (view_changes, pre_prepares)) in bad.into_iter().enumerate() {
+        let new_view = crate::message::NewView {
+            view: 1,
+            view_changes,
+            pre_prepares,
+        };
+        deliver(&mut r0, 1, ReplicaMessage::NewView(new_view));
+        assert_eq!(r0.stats().bad_certificate, i as u64 + 1, "new-view {i}");
+        assert_eq!(r0.view(), 0);
+    }
+    let honest = crate::message::NewView {
+        view: 1,
+        view_changes: quorum,
+        pre_prepares: vec![header(pp.digest)],
+    };
+    deliver(&mut r0, 1, ReplicaMessage::NewView(honest));
+    assert_eq!(r0.view(), 1);
+}
