@@ -77,9 +77,9 @@ impl Replica {
     /// its execution at `recovered.executed`, its prepared certificates in
     /// every view-change vote it sends, and (like
     /// [`Replica::restarted`]) taking part in no view up to the highest it
-    /// wrote or hears of before it first votes for a view change. So it can
-    /// neither contradict a vote it cast before the restart nor forget a
-    /// batch that may have committed.
+    /// wrote (what peers claim adds nothing to that, see
+    /// [`Recovery::hear`]). So it can neither contradict a vote it cast
+    /// before the restart nor forget a batch that may have committed.
     pub fn recover(
         id: ReplicaId,
         cluster: &ClusterConfig,
@@ -89,7 +89,6 @@ impl Replica {
     ) -> Replica {
         let mut replica = Replica::new(id, cluster, secret, config);
         replica.recovery = Some(Recovery::above(recovered.view));
-        replica.view = recovered.view;
         if let Some((seq, state, proof)) = recovered.stable {
             replica.low = seq;
             replica.stable_state = state;
@@ -121,6 +120,43 @@ impl Replica {
         }
         // Reads wait for what it voted to commit before the restart too.
         replica.highest_prepared = replica.prepared.keys().copied().max().unwrap_or(0);
+        if recovered.view > 0 {
+            // The disk does not say whether it entered that view or only
+            // voted for it, and the vote was lost with its memory. So it
+            // votes for it again, from its disk: the peers may still wait
+            // for that vote, and refusing theirs for a view it counts as its
+            // own would leave the view change short of a quorum. Its
+            // certificates are a superset of those the lost vote carried
+            // (each was written before its commit vote left); one from that
+            // view itself, if it entered it, is no part of a vote for it.
+            // If it entered the view, a peer relays the new-view and it
+            // follows the others in as a learner.
+            let target = recovered.view;
+            replica.view = target - 1;
+            replica.status = super::Status::ChangingTo { target, since: 0 };
+            let body = crate::message::ViewChangeBody {
+                new_view: target,
+                stable_seq: replica.low,
+                stable_state: replica.stable_state,
+                checkpoint_proof: replica.stable_proof.clone(),
+                prepared: replica
+                    .prepared
+                    .values()
+                    .filter(|proof| proof.pre_prepare.view < target)
+                    .cloned()
+                    .collect(),
+                replica: id,
+            };
+            let signature = replica.secret.sign(
+                crate::message::domain::VIEW_CHANGE,
+                &crate::message::view_change_bytes(&body),
+            );
+            replica
+                .view_changes
+                .entry(target)
+                .or_default()
+                .insert(id, crate::message::ViewChange { body, signature });
+        }
         replica
     }
 }

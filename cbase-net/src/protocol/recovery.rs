@@ -55,9 +55,13 @@ impl Recovery {
         }
     }
 
-    /// Raises the floor to the view a message shows, until frozen.
+    /// Raises the floor to the view a message shows, until frozen. A
+    /// replica restarted from its disk does not: the disk names the
+    /// highest view it voted for or entered (written before either took
+    /// effect), and a faulty peer claiming a view far ahead, which costs it
+    /// one unchecked message, would otherwise keep it learning for good.
     pub fn hear(&mut self, message: &ReplicaMessage) {
-        if self.frozen {
+        if self.frozen || self.from_disk {
             return;
         }
         let view = match message {

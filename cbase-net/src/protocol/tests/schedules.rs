@@ -1487,7 +1487,8 @@ fn a_replica_restarted_from_disk_takes_part_in_no_view_it_wrote() {
         },
     );
     assert!(replica.recovering());
-    assert_eq!(replica.view(), 2);
+    assert!(replica.view() < 2);
+    assert_eq!(replica.changing_to(), Some(2), "it votes for view 2 again");
     assert_eq!(replica.delivered(), 0);
 }
 
@@ -1867,4 +1868,173 @@ fn a_replica_restarted_from_disk_answers_reads_after_what_it_voted_to_commit() {
         let forgetful = Replica::restarted(replica as ReplicaId, &cluster, secret.clone(), small());
         assert_eq!(forgetful.read_barrier(), None, "replica {replica}");
     }
+}
+
+/// Defect: a replica restarted from its disk also raised the floor of its
+/// recovery (the views it takes no part in) to any view a message named,
+/// before checking anything. One faulty peer claiming a view far ahead (a
+/// status message costs it nothing) kept it a learner for good: it never
+/// entered a view above that floor, never prepared again, and never built
+/// a new-view as primary. Schedule (n = 4): replica 1 restarts from its
+/// disk; faulty replica 3 sends it a status for view 1,000,000 and falls
+/// silent. Replicas 0 and 2 can then commit nothing without 1, and every
+/// view change leaves 1 a learner: the cluster stalls with one fault. Its
+/// disk already names the highest view it voted for or entered.
+#[test]
+fn a_peer_claiming_a_far_view_cannot_keep_a_replica_restarted_from_disk_recovering() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    assert_eq!(net.executed_requests(1), vec![1]);
+    let disk = recovered(&net, 1);
+    net.replicas[1] = Replica::recover(1, &cluster, secrets[1].clone(), small(), disk);
+    assert!(net.replicas[1].recovering());
+    net.input(
+        1,
+        Input::Replica(
+            3,
+            ReplicaMessage::Status(crate::message::Status {
+                view: 1_000_000,
+                changing_to: None,
+                delivered: 0,
+                low: 0,
+                replica: 3,
+            }),
+        ),
+    );
+    net.run();
+    net.drop_rule = Some(Box::new(|from, to, _| from == 3 || to == 3));
+    net.broadcast_client(&client_batch(&client, 1, 1));
+    for _ in 0..40 {
+        net.advance(SECOND / 2);
+    }
+    assert_one_order(&net);
+    assert!(
+        !net.replicas[1].recovering(),
+        "replica 1 is still recovering in view {}",
+        net.replicas[1].view()
+    );
+    for replica in 0..3 {
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 1],
+            "replica {replica}"
+        );
+    }
+}
+
+/// Defect: a replica restarted from its disk took the view it had written
+/// for the view it worked in, though it may only have voted for it. Its
+/// vote was lost with its memory, and it refused the others' votes for
+/// that view as stale, so a view change that needed its vote never
+/// completed. Schedule (n = 4): primary 0 crashes; backups 1, 2 and 3 time
+/// out and vote for view 1, but replica 2's vote is lost, and 2 restarts
+/// from its disk (which says view 1). Replicas 1 and 3 wait for a third
+/// vote for view 1 and 2 sends none; 2 alone moves on to view 2, where
+/// nobody follows it (f+1 votes make a replica join). The cluster stalls
+/// for good with one crashed replica.
+#[test]
+fn a_replica_restarted_from_disk_mid_view_change_votes_again() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.down.insert(0);
+    net.drop_rule = Some(Box::new(|from, _, m| {
+        from == 2 && matches!(m, ReplicaMessage::ViewChange(_))
+    }));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for _ in 0..3 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(net.replicas[2].changing_to(), Some(1));
+    net.drop_rule = None;
+    let disk = recovered(&net, 2);
+    assert_eq!(disk.view, 1);
+    net.replicas[2] = Replica::recover(2, &cluster, secrets[2].clone(), small(), disk);
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for _ in 0..40 {
+        net.advance(SECOND / 2);
+    }
+    assert_one_order(&net);
+    for replica in 1..4 {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+}
+
+/// A new primary cannot drop a batch that prepared: a new-view whose
+/// view-changes carry a prepared certificate for sequence number 1 must
+/// re-issue that batch there. One that leaves the slot out, puts the null
+/// proposal there, or makes its quorum by listing one replica's
+/// view-change twice is refused; the honest one is taken.
+#[test]
+fn a_new_view_that_drops_a_prepared_batch_or_repeats_a_voter_is_refused() {
+    let (cluster, secrets) = cluster(4);
+    let client = SecretKey::from_seed([99; 32]);
+    let pp = pre_prepare(&secrets[0], 0, 1, vec![client_batch(&client, 0, 1)]);
+    let proof = crate::message::PreparedProof {
+        pre_prepare: pp.header(),
+        prepares: vec![
+            prepare(&secrets[2], 2, 1, pp.digest),
+            prepare(&secrets[3], 3, 1, pp.digest),
+        ],
+    };
+    let vote = |replica: ReplicaId, prepared: bool| {
+        let body = crate::message::ViewChangeBody {
+            new_view: 1,
+            stable_seq: 0,
+            stable_state: [0; 32],
+            checkpoint_proof: vec![],
+            prepared: if prepared {
+                vec![proof.clone()]
+            } else {
+                vec![]
+            },
+            replica,
+        };
+        let signature = secrets[replica as usize].sign(
+            domain::VIEW_CHANGE,
+            &crate::message::view_change_bytes(&body),
+        );
+        ViewChange { body, signature }
+    };
+    let header = |digest: Hash| {
+        let signature = secrets[1].sign(domain::PRE_PREPARE, &pre_prepare_header(1, 1, &digest));
+        crate::message::PrePrepareHeader {
+            view: 1,
+            seq: 1,
+            digest,
+            signature,
+        }
+    };
+    let quorum = vec![vote(1, false), vote(2, true), vote(3, false)];
+    let null = *crate::protocol::proposals::NULL_DIGEST;
+    let bad = [
+        (quorum.clone(), vec![]),
+        (quorum.clone(), vec![header(null)]),
+        (
+            vec![vote(2, true), vote(3, false), vote(3, false)],
+            vec![header(pp.digest)],
+        ),
+        (vec![vote(1, false), vote(3, false), vote(3, false)], vec![]),
+    ];
+    let mut r0 = Replica::new(0, &cluster, secrets[0].clone(), small());
+    for (i, (view_changes, pre_prepares)) in bad.into_iter().enumerate() {
+        let new_view = crate::message::NewView {
+            view: 1,
+            view_changes,
+            pre_prepares,
+        };
+        deliver(&mut r0, 1, ReplicaMessage::NewView(new_view));
+        assert_eq!(r0.stats().bad_certificate, i as u64 + 1, "new-view {i}");
+        assert_eq!(r0.view(), 0);
+    }
+    let honest = crate::message::NewView {
+        view: 1,
+        view_changes: quorum,
+        pre_prepares: vec![header(pp.digest)],
+    };
+    deliver(&mut r0, 1, ReplicaMessage::NewView(honest));
+    assert_eq!(r0.view(), 1);
 }
