@@ -4,7 +4,7 @@
 //! A decoded element can take far more memory than its encoding: a request
 //! with an empty operation is 3 bytes on the wire and 40 in memory, so one
 //! frame of 16 MiB could make a replica allocate over 200 MiB before any
-//! check on the decoded value runs. A field read through [`vec`] refuses a
+//! check on the decoded value runs. A field read through [`vec()`] refuses a
 //! sequence longer than its bound as soon as the length prefix says so,
 //! before decoding any element. The bytes accepted are otherwise the same as
 //! a plain `Vec`'s; encoding is unchanged.

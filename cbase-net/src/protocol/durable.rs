@@ -77,9 +77,12 @@ impl Replica {
     /// its execution at `recovered.executed`, its prepared certificates in
     /// every view-change vote it sends, and (like
     /// [`Replica::restarted`]) taking part in no view up to the highest it
-    /// wrote (what peers claim adds nothing to that, see
-    /// [`Recovery::hear`]). So it can neither contradict a vote it cast
-    /// before the restart nor forget a batch that may have committed.
+    /// wrote (what peers claim adds nothing to that: a faulty peer claiming
+    /// a view far ahead would keep it learning for good). If it wrote a view
+    /// above 0 it restarts voting for that view again, since it may have
+    /// only voted for it and the vote was lost. So it can neither
+    /// contradict a vote it cast before the restart nor forget a batch that
+    /// may have committed.
     pub fn recover(
         id: ReplicaId,
         cluster: &ClusterConfig,
