@@ -16,7 +16,9 @@ pub struct ProtocolConfig {
     /// How far past the stable checkpoint the primary may propose (L); a
     /// multiple of K.
     pub window: u64,
-    /// The most requests one pre-prepare may carry.
+    /// The most requests one pre-prepare may carry (and so one client
+    /// batch). At most `message::MAX_BATCH_REQUESTS` (65,536), what a batch
+    /// can hold and still decode; a replica refuses to start with more.
     pub max_batch_requests: usize,
     /// The most proposals the primary keeps in flight (proposed, not yet
     /// committed) before it waits and lets requests accumulate into a batch.
