@@ -42,6 +42,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The heap counters are the whole process's: tests that read them run one
+/// at a time, or one's allocations land in the other's peak.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn measuring() -> std::sync::MutexGuard<'static, ()> {
+    MEASURING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn inputs() -> usize {
     std::env::var("FUZZ_INPUTS")
         .ok()
@@ -174,6 +184,7 @@ fn mutate(rng: &mut StdRng, corpus: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn network_decoders_survive_random_and_mutated_input() {
+    let _alone = measuring();
     let (count, seed) = (inputs(), seed());
     eprintln!("fuzzing each decoder with {count} inputs, FUZZ_SEED={seed}");
     let corpus = corpus();
@@ -236,6 +247,7 @@ fn peak_decoding<T: serde::de::DeserializeOwned>(frame: &[u8]) -> (usize, bool) 
 /// may hold are refused from their length prefix.
 #[test]
 fn frames_of_many_tiny_elements_are_refused_without_amplifying_memory() {
+    let _alone = measuring();
     const FRAME: usize = 16 << 20;
     let client = SecretKey::from_seed([3; 32]).public();
     let empty_batch = codec::encode(&ClientMessage::Requests(ClientBatch {
