@@ -139,6 +139,31 @@ impl ClientBatch {
     pub fn digest(&self) -> Hash {
         digest_of(self)
     }
+
+    /// Checks the signature of a signed batch, for a connection to do where
+    /// the batch arrived rather than on the protocol's one thread. `None`
+    /// if it is unsigned or its signature is not the named client's.
+    pub fn check(self) -> Option<CheckedBatch> {
+        self.verify().then_some(CheckedBatch(self))
+    }
+}
+
+/// A signed client batch whose signature was checked
+/// ([`ClientBatch::check`]), so the protocol does not check it again. Made
+/// only by checking, never decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedBatch(ClientBatch);
+
+impl CheckedBatch {
+    /// The batch.
+    pub fn batch(&self) -> &ClientBatch {
+        &self.0
+    }
+
+    /// The batch, no longer marked as checked.
+    pub fn into_inner(self) -> ClientBatch {
+        self.0
+    }
 }
 
 /// The primary's proposal for one sequence number.

@@ -841,3 +841,56 @@ async fn a_batch_of_more_requests_than_a_proposal_carries_is_refused_with_an_err
     assert_eq!(client.reply(0, 1, limit as u64).await, Ok(0));
     cluster.shutdown().await;
 }
+
+/// A client that signs its batches with a key other than its own, over its
+/// own connection, is faulty: each such batch checked on the protocol's
+/// one thread would cost it a verification for nothing. The connection
+/// checks it instead, tells the client why and closes; the protocol never
+/// sees it, and the cluster goes on serving the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_a_forged_signature_is_cut_off_before_the_protocol() {
+    let cluster = start(&[0, 1, 2, 3], TransportConfig::default()).await;
+    let mut forger = RawClient::connect(&cluster, &[0], SecretKey::from_seed([61; 32])).await;
+    let forged = ClientBatch::sign(
+        RequestBatch {
+            client: forger.key.public(),
+            requests: vec![ClientRequest {
+                lane: 0,
+                number: 1,
+                operation: codec::encode(&Op::Add { key: 3, by: 1 }).unwrap(),
+            }],
+        },
+        &SecretKey::from_seed([62; 32]),
+    );
+    forger.send(0, &forged).await;
+    let (reader, _) = &mut forger.sessions[0];
+    let refusal: ReplyMessage = tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+        .await
+        .expect("an answer in time")
+        .expect("a refusal");
+    match refusal {
+        ReplyMessage::Refused(why) => assert!(why.contains("signature"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let after: Result<ReplyMessage, _> =
+        tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+            .await
+            .expect("the connection closes in time");
+    assert!(after.is_err(), "the connection is closed, not {after:?}");
+
+    let metrics = Arc::clone(cluster.node(0).metrics());
+    assert_eq!(metrics.forged_batches.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        metrics.protocol.lock().bad_signature,
+        0,
+        "the protocol never checked it"
+    );
+    // The forged batch did nothing, and an honest client is served.
+    let mut honest =
+        RawClient::connect(&cluster, &[0, 1, 2, 3], SecretKey::from_seed([63; 32])).await;
+    let add = honest.batch(vec![(0, 1, Op::Add { key: 1, by: 1 })]);
+    honest.send(0, &add).await;
+    assert_eq!(honest.reply(0, 0, 1).await, Ok(1));
+    assert_eq!(value_of(&mut honest, 0, 2, 3).await, 0);
+    cluster.shutdown().await;
+}

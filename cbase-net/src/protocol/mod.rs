@@ -56,7 +56,7 @@ use std::collections::BTreeMap;
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
 use crate::message::{
-    Checkpoint, ClientBatch, Hash, Proposal, ReplicaMessage, Seq, View, ViewChange,
+    CheckedBatch, Checkpoint, ClientBatch, Hash, Proposal, ReplicaMessage, Seq, View, ViewChange,
 };
 pub use config::{PRE_PREPARE_OVERHEAD, ProtocolConfig};
 pub use durable::{Durable, Recovered};
@@ -70,6 +70,11 @@ pub enum Input {
     /// names (the runtime drops a batch naming another), which is what
     /// makes an unsigned batch genuine.
     Client(ClientBatch),
+    /// A signed client batch received directly from its client, whose
+    /// signature the runtime already checked on the connection's own task:
+    /// a forged one never costs the protocol's single thread a
+    /// verification (see [`ClientBatch::check`]).
+    CheckedClient(CheckedBatch),
     /// A message from another replica (authenticated by the transport).
     Replica(ReplicaId, ReplicaMessage),
     /// Time passed: timers are checked against the time given to `handle`.
@@ -604,7 +609,10 @@ impl Replica {
     pub fn handle(&mut self, now: u64, input: Input, out: &mut Vec<Output>) {
         self.now = self.now.max(now);
         match input {
-            Input::Client(batch) => self.on_client_batch(batch, out, None),
+            Input::Client(batch) => self.on_client_batch(batch, out, None, false),
+            Input::CheckedClient(batch) => {
+                self.on_client_batch(batch.into_inner(), out, None, true)
+            }
             Input::Replica(from, message) => self.on_replica_message(from, message, out),
             Input::CheckpointTaken { seq, state } => self.on_checkpoint_taken(seq, state, out),
             Input::Tick => {

@@ -145,7 +145,8 @@ pub(super) struct Inbound {
     pub identity: Arc<Identity>,
     pub cluster: Arc<ClusterConfig>,
     pub transport: Arc<TransportConfig>,
-    pub events: mpsc::Sender<Input>,
+    /// The protocol loop's queues (see [`inbox`](super::inbox)).
+    pub events: super::inbox::Senders,
     pub clients: ClientQueues,
     pub execution: Arc<ExecutionShared>,
     /// Where reads on the fast path go.
@@ -263,6 +264,7 @@ async fn serve_replica(
         let message: ReplicaMessage = codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
         if inbound
             .events
+            .replicas
             .send(Input::Replica(id, message))
             .await
             .is_err()
@@ -401,7 +403,36 @@ async fn serve_client(
                 }
                 continue;
             }
-            if inbound.events.send(Input::Client(batch)).await.is_err() {
+            // A signed batch is checked here, on this connection's task,
+            // so that the protocol's one thread never spends a verification
+            // on it. The connection is authenticated as the client the
+            // batch names, so a signature that is not that client's means
+            // the client is faulty: it costs a verification once, then the
+            // connection is closed (with one batch after another, it could
+            // keep a core busy verifying).
+            let input = if batch.is_signed() {
+                match batch.check() {
+                    Some(checked) => Input::CheckedClient(checked),
+                    None => {
+                        inbound
+                            .metrics
+                            .forged_batches
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(client = %key, "closed a client's connection: a batch's signature is not its own");
+                        let _ = control
+                            .send(ReplyMessage::Refused(format!(
+                                "replica {} closed the connection: client {key} sent a \
+                                 batch whose signature is not its own",
+                                inbound.id
+                            )))
+                            .await;
+                        return Err(ConnectionEnd::Refused);
+                    }
+                }
+            } else {
+                Input::Client(batch)
+            };
+            if inbound.events.clients.send(input).await.is_err() {
                 return Err(ConnectionEnd::Closed);
             }
         }

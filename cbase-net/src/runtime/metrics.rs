@@ -32,6 +32,10 @@ pub struct NodeMetrics {
     pub handshake_failures: AtomicU64,
     /// Client batches signed by another client than the connection's.
     pub impersonations: AtomicU64,
+    /// Signed client batches whose signature is not their client's, sent
+    /// over that client's own connection (which is then closed): checked
+    /// on the connection, so they never reach the protocol.
+    pub forged_batches: AtomicU64,
     /// Messages dropped because a peer's send queue was full.
     pub dropped_sends: AtomicU64,
     /// Requests answered from the reply cache without agreement.
@@ -97,6 +101,7 @@ impl NodeMetrics {
             + self.malformed.load(Ordering::Relaxed)
             + self.handshake_failures.load(Ordering::Relaxed)
             + self.impersonations.load(Ordering::Relaxed)
+            + self.forged_batches.load(Ordering::Relaxed)
     }
 
     /// Records a checkpoint taken.

@@ -18,6 +18,7 @@ mod connections;
 mod exec_thread;
 pub mod execution;
 mod halt;
+mod inbox;
 mod memory;
 mod metrics;
 mod prepared_index;
@@ -366,7 +367,7 @@ impl ReplicaNode {
             None => (None, None, Vec::new()),
         };
 
-        let (events, mut inbox) = mpsc::channel::<Input>(8192);
+        let (events, mut inbox) = inbox::inbox();
         // The protocol's read barrier, for connections to stamp reads with;
         // no reads until the protocol says (it may be recovering).
         let read_barrier = Arc::new(std::sync::atomic::AtomicU64::new(NO_READS));
@@ -382,7 +383,7 @@ impl ReplicaNode {
         // Why the replica stopped, if a write to its data directory failed.
         let halt = Arc::new(halt::Halt::default());
         // The execution thread: committed batches in order, checkpoint digests back.
-        let checkpoint_events = events.clone();
+        let checkpoint_events = events.replicas.clone();
         let execution_halt = Arc::clone(&halt);
         let read_sink = Arc::clone(&sink);
         let execution_storage = storage.clone();
@@ -551,8 +552,8 @@ impl ReplicaNode {
                     // broadcasts of one burst leave together.
                     for _ in 0..256 {
                         match inbox.try_recv() {
-                            Ok(input) => replica.handle(now, input, &mut outputs),
-                            Err(_) => break,
+                            Some(input) => replica.handle(now, input, &mut outputs),
+                            None => break,
                         }
                     }
                     // Before any commit vote of this burst leaves: a read

@@ -178,6 +178,7 @@ pub fn render(id: ReplicaId, metrics: &NodeMetrics) -> String {
         ("malformed", load(&metrics.malformed)),
         ("handshake", load(&metrics.handshake_failures)),
         ("impersonation", load(&metrics.impersonations)),
+        ("forged_batch", load(&metrics.forged_batches)),
         ("relayed_unsigned", stats.relayed_unsigned),
         ("unadmitted", stats.unadmitted),
         ("client_full", stats.client_full),

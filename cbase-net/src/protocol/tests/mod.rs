@@ -658,6 +658,37 @@ fn client_batches_with_bad_signatures_or_seen_before_are_dropped() {
 }
 
 #[test]
+fn a_batch_checked_on_its_connection_is_taken_without_a_second_check_and_only_if_genuine() {
+    let (cluster, secrets) = cluster(4);
+    let mut primary = Replica::new(0, &cluster, secrets[0].clone(), small());
+    let client = SecretKey::from_seed([99; 32]);
+    let mut forged = client_batch(&client, 0, 1);
+    forged.batch.requests[0].number = 2;
+    assert!(forged.clone().check().is_none(), "a forgery does not pass");
+    assert!(
+        ClientBatch::unsigned(forged.batch.clone())
+            .check()
+            .is_none(),
+        "an unsigned batch is not a checked one"
+    );
+    let good = client_batch(&client, 0, 1);
+    let checked = good.clone().check().expect("genuine");
+    let mut out = Vec::new();
+    primary.handle(1, Input::CheckedClient(checked), &mut out);
+    assert_eq!(out.len(), 1, "proposed");
+    assert_eq!(primary.stats().bad_signature, 0);
+    // The same batch forwarded by a backup is known: no second check.
+    out.clear();
+    primary.handle(
+        1,
+        Input::Replica(1, ReplicaMessage::Forward(good)),
+        &mut out,
+    );
+    assert!(out.is_empty());
+    assert_eq!(primary.stats().duplicate, 1);
+}
+
+#[test]
 fn a_backup_forwards_client_batches_to_the_primary() {
     let (mut r, _) = backup();
     let client = SecretKey::from_seed([99; 32]);
