@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::{REFUSED_BACKOFF, Shared, reads};
 use crate::config::{ClusterConfig, ReplicaId};
-use crate::message::ReplyMessage;
+use crate::message::{Reply, ReplyMessage};
 use crate::transport::reachability::Reachability;
 use crate::transport::{self, FrameReader, Identity, TransportConfig, TransportError};
 
@@ -125,35 +125,29 @@ async fn read_replies(
                 return false;
             }
         };
-        let mut pending = shared.pending.lock();
-        for reply in replies {
-            if reply.replica != replica {
-                shared
-                    .rejected
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                continue;
-            }
-            let Some(call) = pending.get_mut(&(reply.lane, reply.number)) else {
-                continue;
-            };
-            call.votes.insert(replica, (reply.result, reply.view));
-            let latest = &call.votes[&replica].0;
-            let matching = call.votes.values().filter(|(r, _)| r == latest).count();
-            if matching >= shared.weak_quorum
-                && let Some(done) = call.done.take()
-            {
-                let _ = done.send(latest.clone());
-                // f+1 replicas report at least this view, so a correct
-                // one does: a lying replica cannot redirect us alone.
-                let mut views: Vec<u64> = call.votes.values().map(|(_, v)| *v).collect();
-                views.sort_unstable_by(|a, b| b.cmp(a));
-                if let Some(view) = views.get(shared.weak_quorum - 1) {
-                    shared
-                        .view
-                        .fetch_max(*view, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        }
+        on_replies(&shared, replica, replies);
     }
     false
+}
+
+/// Tallies replies that came over replica `replica`'s connection; one that
+/// names another replica is counted as rejected.
+pub(super) fn on_replies(shared: &Shared, replica: ReplicaId, replies: Vec<Reply>) {
+    let mut pending = shared.pending.lock();
+    for reply in replies {
+        if reply.replica != replica {
+            shared
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
+        let Some(call) = pending.get_mut(&(reply.lane, reply.number)) else {
+            continue;
+        };
+        if let Some(view) = call.vote(replica, reply.result, reply.view, shared.weak_quorum) {
+            shared
+                .view
+                .fetch_max(view, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }

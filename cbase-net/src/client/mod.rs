@@ -156,9 +156,45 @@ fn decode_result<Resp: DeserializeOwned>(bytes: &[u8]) -> Result<Resp, ClientErr
 }
 
 struct Pending {
-    /// Each replica's reply and the view it reported, by replica.
-    votes: BTreeMap<ReplicaId, (Vec<u8>, u64)>,
+    /// The digest of each replica's reply and the view it reported, by
+    /// replica. Digests, not results: a faulty replica answering every call
+    /// in flight with a result as large as a frame would otherwise make the
+    /// client hold a frame per call. The result handed to the caller is the
+    /// one in the reply that completes f+1 matching.
+    votes: BTreeMap<ReplicaId, (crate::message::Hash, u64)>,
     done: Option<oneshot::Sender<Vec<u8>>>,
+}
+
+/// The digest a vote on a result keeps of it.
+fn result_digest(result: &[u8]) -> crate::message::Hash {
+    *blake3::hash(result).as_bytes()
+}
+
+impl Pending {
+    /// Counts `replica`'s reply (its result and the view it reports);
+    /// once f+1 (`weak_quorum`) agree, hands the result to the caller and
+    /// returns the view that f+1 replicas report at least.
+    fn vote(
+        &mut self,
+        replica: ReplicaId,
+        result: Vec<u8>,
+        view: u64,
+        weak_quorum: usize,
+    ) -> Option<u64> {
+        let digest = result_digest(&result);
+        self.votes.insert(replica, (digest, view));
+        let matching = self.votes.values().filter(|(d, _)| *d == digest).count();
+        if matching < weak_quorum {
+            return None;
+        }
+        let done = self.done.take()?;
+        let _ = done.send(result);
+        // f+1 replicas report at least this view, so a correct one does: a
+        // lying replica cannot redirect the client alone.
+        let mut views: Vec<u64> = self.votes.values().map(|(_, v)| *v).collect();
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        views.get(weak_quorum - 1).copied()
+    }
 }
 
 /// State shared by the client handle and its connection tasks.
@@ -690,8 +726,8 @@ impl NetClient {
             .lock()
             .get(&(lane, number))
             .map(|call| {
-                let results: std::collections::BTreeSet<&Vec<u8>> =
-                    call.votes.values().map(|(result, _)| result).collect();
+                let results: std::collections::BTreeSet<&crate::message::Hash> =
+                    call.votes.values().map(|(digest, _)| digest).collect();
                 (call.votes.len(), results.len())
             })
             .unwrap_or((0, 0));
@@ -765,6 +801,7 @@ where
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::message::Reply;
 
     pub(super) fn shared_for(replicas: usize) -> Arc<Shared> {
         Arc::new(Shared {
@@ -781,5 +818,64 @@ pub(super) mod tests {
             read_quorum: 3,
             replicas,
         })
+    }
+
+    fn reply(replica: ReplicaId, number: u64, result: Vec<u8>, view: u64) -> Reply {
+        Reply {
+            replica,
+            view,
+            lane: 0,
+            number,
+            result,
+        }
+    }
+
+    #[test]
+    fn a_faulty_replicas_huge_replies_settle_nothing_and_the_agreed_result_is_delivered() {
+        let shared = shared_for(4);
+        let mut results = Vec::new();
+        for number in 1..=64 {
+            let (done, result) = oneshot::channel();
+            shared.pending.lock().insert(
+                (0, number),
+                Pending {
+                    votes: BTreeMap::new(),
+                    done: Some(done),
+                },
+            );
+            results.push(result);
+        }
+        // Replica 3 answers every call in flight with a megabyte and a far
+        // view; what each call keeps of it is a digest.
+        for number in 1..=64 {
+            connection::on_replies(
+                &shared,
+                3,
+                vec![reply(3, number, vec![7; 1 << 20], 1_000_000)],
+            );
+        }
+        for result in &mut results {
+            assert!(result.try_recv().is_err(), "one reply settles nothing");
+        }
+        for replica in [0, 1] {
+            let replies = (1..=64)
+                .map(|n| reply(replica, n, vec![n as u8], 2))
+                .collect();
+            connection::on_replies(&shared, replica, replies);
+        }
+        for (number, result) in (1..=64).zip(&mut results) {
+            assert_eq!(result.try_recv().unwrap(), vec![number as u8]);
+        }
+        assert_eq!(
+            shared.view.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "the view f+1 replicas report, not the liar's"
+        );
+        // A reply naming another replica than its connection's is refused.
+        connection::on_replies(&shared, 0, vec![reply(1, 1, vec![1], 2)]);
+        assert_eq!(
+            shared.rejected.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 }

@@ -29,8 +29,12 @@ pub(super) fn first_read_id() -> u64 {
 
 /// The answers to one read on the fast path.
 pub(super) struct ReadTally {
-    /// Each replica's answer (`None`: it will not answer on the fast path).
-    votes: BTreeMap<ReplicaId, Option<Vec<u8>>>,
+    /// The digest of each replica's answer (`None`: it will not answer on
+    /// the fast path). Digests, not answers: a faulty replica answering
+    /// every read in flight with a frame's worth would otherwise make the
+    /// client hold a frame per read. The result handed to the caller is the
+    /// answer that completes 2f+1 matching.
+    votes: BTreeMap<ReplicaId, Option<crate::message::Hash>>,
     /// Gets the accepted result, or `None` once 2f+1 matching answers can
     /// no longer come.
     done: Option<oneshot::Sender<Option<Vec<u8>>>>,
@@ -57,7 +61,11 @@ impl ReadTally {
         quorum: usize,
         replicas: usize,
     ) {
-        self.votes.entry(replica).or_insert(answer);
+        if self.votes.contains_key(&replica) {
+            return;
+        }
+        let digest = answer.as_deref().map(super::result_digest);
+        self.votes.insert(replica, digest);
         // At most n answers: counting by scanning allocates nothing, and a
         // read is tallied n times.
         let results = || self.votes.values().flatten();
@@ -65,7 +73,11 @@ impl ReadTally {
             .map(|result| (result, results().filter(|other| *other == result).count()))
             .max_by_key(|(_, count)| *count);
         let outcome = match best {
-            Some((result, count)) if count >= quorum => Some(Some(result.clone())),
+            // Only this answer can have brought its result to 2f+1: an
+            // earlier one would have settled the read already.
+            Some((result, count)) if count >= quorum && Some(result) == digest.as_ref() => {
+                answer.map(Some)
+            }
             // Even if every replica yet to answer agreed with the most
             // common answer, 2f+1 would not match: order it instead.
             _ if best.map_or(0, |(_, count)| count) + replicas - self.votes.len() < quorum => {
@@ -440,5 +452,25 @@ mod tests {
         assert!(result.try_recv().is_err(), "two more could still match");
         read.vote(2, None, 3, 4);
         assert_eq!(result.try_recv().unwrap(), None);
+    }
+
+    #[test]
+    fn a_faulty_replicas_huge_answer_does_not_settle_a_read_and_a_second_answer_is_ignored() {
+        let tally = || {
+            let (done, result) = oneshot::channel();
+            (ReadTally::new(done), result)
+        };
+        let (mut read, mut result) = tally();
+        read.vote(3, Some(vec![9; 1 << 20]), 3, 4);
+        // Its second answer, now agreeing with the others, is not counted.
+        read.vote(3, Some(vec![1]), 3, 4);
+        read.vote(0, Some(vec![1]), 3, 4);
+        read.vote(1, Some(vec![1]), 3, 4);
+        assert!(
+            result.try_recv().is_err(),
+            "two matching answers and one replica's change of mind are not 2f+1"
+        );
+        read.vote(2, Some(vec![1]), 3, 4);
+        assert_eq!(result.try_recv().unwrap(), Some(vec![1]));
     }
 }
