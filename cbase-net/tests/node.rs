@@ -894,3 +894,74 @@ async fn a_client_sending_a_forged_signature_is_cut_off_before_the_protocol() {
     assert_eq!(value_of(&mut honest, 0, 2, 3).await, 0);
     cluster.shutdown().await;
 }
+
+/// The first answer on a fresh client connection to replica `to`, without
+/// asking anything.
+async fn first_answer(cluster: &Cluster, to: ReplicaId, key: SecretKey) -> ReplyMessage {
+    let stream = TcpStream::connect(cluster.address(to)).await.unwrap();
+    let session = transport::connect(
+        stream,
+        &Identity::client(key),
+        to,
+        &cluster.config,
+        &TransportConfig::default(),
+    )
+    .await
+    .unwrap();
+    let (mut reader, _writer) = session.split();
+    tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+        .await
+        .expect("an answer in time")
+        .expect("a frame")
+}
+
+/// Anyone can be a client, so the clients a replica serves at once are
+/// bounded: past `max_client_connections` a new client is told why and
+/// closed. A client's new connection takes the place of its earlier one
+/// (which is told so and closed), so a client that reconnects is never
+/// refused for its own stale connection, and one client cannot hold many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_past_the_connection_limit_are_refused_and_a_reconnecting_client_replaces_itself() {
+    let two = TransportConfig {
+        max_client_connections: 2,
+        ..TransportConfig::default()
+    };
+    let cluster = start(&[0, 1, 2, 3], two).await;
+    let mut first = RawClient::connect(&cluster, &[0], SecretKey::from_seed([71; 32])).await;
+    let _second = RawClient::connect(&cluster, &[0], SecretKey::from_seed([72; 32])).await;
+    match first_answer(&cluster, 0, SecretKey::from_seed([73; 32])).await {
+        ReplyMessage::Refused(why) => assert!(why.contains("max_client_connections"), "{why}"),
+        other => panic!("a third client is refused, not answered {other:?}"),
+    }
+    assert_eq!(
+        cluster
+            .node(0)
+            .metrics()
+            .clients_over_limit
+            .load(Ordering::Relaxed),
+        1
+    );
+    // The first client connects again: its new connection is served, and
+    // the old one is told it was replaced.
+    let mut again = RawClient::connect(&cluster, &[0], SecretKey::from_seed([71; 32])).await;
+    let (reader, _) = &mut first.sessions[0];
+    loop {
+        let message: ReplyMessage =
+            tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+                .await
+                .expect("an answer in time")
+                .expect("a frame");
+        match message {
+            ReplyMessage::Refused(why) => {
+                assert!(why.contains("newer connection"), "{why}");
+                break;
+            }
+            ReplyMessage::Status(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let add = again.batch(vec![(0, 1, Op::Add { key: 1, by: 1 })]);
+    again.send(0, &add).await;
+    assert_eq!(again.reply(0, 0, 1).await, Ok(1));
+    cluster.shutdown().await;
+}

@@ -163,6 +163,9 @@ pub(super) struct Inbound {
     pub service: Option<cbase_core::Fingerprint>,
     /// Why the replica stopped, once it has: clients are told.
     pub halt: Arc<super::halt::Halt>,
+    /// Shared by client connections' large frames
+    /// (`TransportConfig::client_frame_budget`).
+    pub client_frames: transport::FrameBudget,
 }
 
 /// What a connection needs to hand a read on the fast path to execution.
@@ -286,20 +289,14 @@ async fn serve_client(
             .unadmitted_clients
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(client = %key, "refused a client the cluster file does not admit");
-        let mut writer = writer;
-        let refusal = ReplyMessage::Refused(format!(
+        let why = format!(
             "the cluster file of replica {} does not list client {} among the clients it \
              admits; add its public key ({}) to every replica's [[clients]]",
             inbound.id,
             key,
             key.to_hex()
-        ));
-        let frame = codec::encode(&refusal).expect("a refusal always encodes");
-        // Best effort: the client learns why, then the connection closes.
-        if writer.send(&frame).await.is_ok() {
-            let _ = writer.flush().await;
-        }
-        drop(reader);
+        );
+        refuse_at_once(writer, why).await;
         return Ok(());
     }
     let (outgoing, queue) = mpsc::channel(16_384);
@@ -308,7 +305,39 @@ async fn serve_client(
     // a client asking faster than it reads gets fewer answers, and costs
     // nothing more.
     let (control, control_queue) = mpsc::channel(1);
-    inbound.clients.lock().insert(key, replies.clone());
+    // One connection per client: a new one (a client that reconnects, say
+    // after its old connection went half-dead) replaces the earlier one,
+    // which is closed. So the limit on connections counts clients, and a
+    // client cannot hold many.
+    let limit = inbound.transport.max_client_connections;
+    let filed = {
+        let mut clients = inbound.clients.lock();
+        if !clients.contains_key(&key) && clients.len() >= limit {
+            None
+        } else {
+            Some(clients.insert(key, replies.clone()))
+        }
+    };
+    match filed {
+        None => {
+            inbound
+                .metrics
+                .clients_over_limit
+                .fetch_add(1, Ordering::Relaxed);
+            let why = format!(
+                "replica {} serves {limit} clients already, as many as its \
+                 max_client_connections allows; try again later",
+                inbound.id
+            );
+            refuse_at_once(writer, why).await;
+            return Ok(());
+        }
+        Some(Some(earlier)) => earlier.replaced.notify_one(),
+        Some(None) => {}
+    }
+    // Frames larger than what clients send almost always share a budget
+    // with every other client connection's (see `transport::FrameBudget`).
+    reader.share_budget(inbound.client_frames.clone());
     let mut writer_task = tokio::spawn(write_replies(
         writer,
         queue,
@@ -318,7 +347,19 @@ async fn serve_client(
     ));
     let result = async {
         loop {
-            let frame = next_frame(&mut reader).await?;
+            let frame = tokio::select! {
+                frame = next_frame(&mut reader) => frame?,
+                () = replies.replaced.notified() => {
+                    let _ = control
+                        .send(ReplyMessage::Refused(format!(
+                            "replica {} took a newer connection of client {key} in \
+                             place of this one",
+                            inbound.id
+                        )))
+                        .await;
+                    return Err(ConnectionEnd::Refused);
+                }
+            };
             if let Some(why) = inbound.halt.reason() {
                 let _ = control
                     .send(ReplyMessage::Refused(stopped(inbound.id, &why)))
@@ -459,6 +500,16 @@ async fn serve_client(
 
 /// What a client hears from a replica that stopped because it could not
 /// write to its data directory.
+/// Tells a client why it is refused before anything else is set up for it,
+/// then closes (best effort: the client learns why, then the connection
+/// closes).
+async fn refuse_at_once(mut writer: FrameWriter, why: String) {
+    let frame = codec::encode(&ReplyMessage::Refused(why)).expect("a refusal always encodes");
+    if writer.send(&frame).await.is_ok() {
+        let _ = writer.flush().await;
+    }
+}
+
 fn stopped(replica: ReplicaId, why: &str) -> String {
     format!(
         "replica {replica} has stopped: {why}. The other replicas go on without it; fix the \

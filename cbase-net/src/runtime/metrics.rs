@@ -36,6 +36,9 @@ pub struct NodeMetrics {
     /// over that client's own connection (which is then closed): checked
     /// on the connection, so they never reach the protocol.
     pub forged_batches: AtomicU64,
+    /// Clients refused because the replica served
+    /// `TransportConfig::max_client_connections` already.
+    pub clients_over_limit: AtomicU64,
     /// Messages dropped because a peer's send queue was full.
     pub dropped_sends: AtomicU64,
     /// Requests answered from the reply cache without agreement.

@@ -440,6 +440,9 @@ impl ReplicaNode {
                 max_batch_requests: config.protocol.max_batch_requests,
                 service: <S::Request as cbase_core::Request>::fingerprint(),
                 halt: Arc::clone(&halt),
+                client_frames: crate::transport::FrameBudget::new(
+                    config.transport.client_frame_budget,
+                ),
             },
         )));
 

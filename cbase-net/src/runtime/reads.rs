@@ -79,6 +79,9 @@ pub struct ClientQueue {
     pub bytes: Arc<AtomicUsize>,
     /// Bytes of operations of this connection's reads not yet run.
     pub read_bytes: Arc<AtomicUsize>,
+    /// Told when a newer connection of the same client takes this one's
+    /// place: this one then closes.
+    pub replaced: Arc<tokio::sync::Notify>,
 }
 
 impl Outgoing {
@@ -100,6 +103,7 @@ impl ClientQueue {
             reads: Arc::default(),
             bytes: Arc::default(),
             read_bytes: Arc::default(),
+            replaced: Arc::default(),
         }
     }
 

@@ -6,7 +6,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::{Role, TransportConfig, TransportError};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{FrameBudget, Role, TransportConfig, TransportError};
 
 /// Bytes of the length prefix.
 const HEADER: usize = 4;
@@ -66,6 +68,8 @@ impl Session {
                 counter: 0,
                 max_frame,
                 broken: false,
+                budget: None,
+                taken: None,
             },
             writer: FrameWriter {
                 half: BufWriter::with_capacity(WRITE_BUFFER, write),
@@ -99,6 +103,11 @@ pub struct FrameReader {
     counter: u64,
     max_frame: usize,
     broken: bool,
+    /// Shared with other connections' readers, if this one's frames count
+    /// against a budget ([`FrameReader::share_budget`]).
+    budget: Option<FrameBudget>,
+    /// What the frame being read took from the budget.
+    taken: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for FrameReader {
@@ -112,6 +121,15 @@ impl std::fmt::Debug for FrameReader {
 }
 
 impl FrameReader {
+    /// Makes every later frame larger than [`FREE_FRAME`](super::FREE_FRAME)
+    /// take its size beyond that from `budget` before its buffer grows past
+    /// it (waiting while the budget is spent), and give it back once read.
+    /// A frame larger than the budget could ever let through is refused as
+    /// [`TransportError::Oversized`].
+    pub fn share_budget(&mut self, budget: FrameBudget) {
+        self.budget = Some(budget);
+    }
+
     /// Receives the next frame and returns its payload once its MAC verified.
     ///
     /// Returns [`TransportError::Closed`] when the peer closed the connection
@@ -155,6 +173,18 @@ impl FrameReader {
             });
         }
         let total = HEADER + len + MAC;
+        if let Some(budget) = &self.budget
+            && total > super::FREE_FRAME
+            && self.taken.is_none()
+        {
+            if total > budget.largest_frame() {
+                return Err(TransportError::Oversized {
+                    len,
+                    max: budget.largest_frame() - HEADER - MAC,
+                });
+            }
+            self.taken = budget.take(total).await;
+        }
         self.fill(total).await?;
         let body = &self.buffer[self.start + HEADER..self.start + total];
         let (payload, mac) = body.split_at(len);
@@ -167,7 +197,13 @@ impl FrameReader {
         let payload = payload.to_vec();
         self.counter = self.counter.wrapping_add(1);
         self.start += total;
-        if self.start == self.buffer.len() {
+        if self.taken.take().is_some() {
+            // The budget's share goes back with the memory it stood for:
+            // what is left of the buffer (the start of the next frames)
+            // moves to a small one.
+            self.buffer = self.buffer.split_off(self.start);
+            self.start = 0;
+        } else if self.start == self.buffer.len() {
             self.buffer.clear();
             self.start = 0;
             if self.buffer.capacity() > KEEP_READ_BUFFER {
@@ -189,7 +225,17 @@ impl FrameReader {
             let missing = needed - self.buffer.len();
             // At least MIN_READ of room, so small frames arrive in batches,
             // and at most READ_CHUNK beyond what is known to be coming.
-            self.buffer.reserve(missing.clamp(MIN_READ, READ_CHUNK));
+            // Growing geometrically (few copies), but never past the frame
+            // being read (and one read's room), however large: its buffer
+            // is its size, not twice.
+            let room = missing.clamp(MIN_READ, READ_CHUNK);
+            let len = self.buffer.len();
+            if self.buffer.capacity() - len < room {
+                let grown = (self.buffer.capacity() * 2)
+                    .max(len + room)
+                    .min(needed.max(len + MIN_READ));
+                self.buffer.reserve_exact(grown - len);
+            }
             let read = self.half.read_buf(&mut self.buffer).await?;
             if read == 0 {
                 return Err(if self.buffer.is_empty() {
@@ -288,5 +334,98 @@ impl FrameWriter {
         self.broken = true;
         self.half.shutdown().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::transport::FREE_FRAME;
+
+    /// A connected pair over loopback: what one writes, the other reads.
+    async fn pair() -> (FrameWriter, FrameReader) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (connected, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
+        let config = TransportConfig::default();
+        let role = Role::Replica(0);
+        let (a, b) = ([1; 32], [2; 32]);
+        let writing = Session::new(connected.unwrap(), role, a, b, &config);
+        let reading = Session::new(accepted.unwrap().0, role, b, a, &config);
+        (writing.split().1, reading.split().0)
+    }
+
+    async fn send(writer: &mut FrameWriter, len: usize) {
+        writer.send(&vec![7; len]).await.unwrap();
+        writer.flush().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn frames_up_to_the_free_size_need_no_budget_and_one_larger_than_it_can_give_is_refused()
+    {
+        let (mut writer, mut reader) = pair().await;
+        reader.share_budget(FrameBudget::new(0));
+        let small = FREE_FRAME - HEADER - MAC;
+        send(&mut writer, small).await;
+        assert_eq!(reader.recv().await.unwrap().len(), small);
+        send(&mut writer, small + 1).await;
+        assert!(matches!(
+            reader.recv().await,
+            Err(TransportError::Oversized { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_waits_while_the_budget_is_taken_and_gives_its_share_back() {
+        let (mut writer, mut reader) = pair().await;
+        let budget = FrameBudget::new(200 << 10);
+        reader.share_budget(budget.clone());
+        // Another connection's frame holds 150 KiB of the 200.
+        let other = budget.take(FREE_FRAME + (150 << 10)).await.unwrap();
+        assert_eq!(budget.available(), 50 << 10);
+        let len = FREE_FRAME + (100 << 10);
+        send(&mut writer, len).await;
+        let mut receiving = Box::pin(reader.recv());
+        // It needs 100 KiB and 50 are free: it cannot complete, however
+        // long it is given.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut receiving)
+                .await
+                .is_err()
+        );
+        drop(other);
+        let frame = tokio::time::timeout(Duration::from_secs(20), receiving)
+            .await
+            .expect("it completes once the budget is free")
+            .unwrap();
+        assert_eq!(frame.len(), len);
+        assert_eq!(budget.available(), 200 << 10, "its share is back");
+        assert!(
+            reader.buffer.capacity() <= READ_CHUNK,
+            "and so is the memory it stood for ({} bytes held)",
+            reader.buffer.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_frames_buffer_is_its_size_not_twice() {
+        let (mut writer, mut reader) = pair().await;
+        let len = 3 << 20;
+        let total = HEADER + len + MAC;
+        // Sent in pieces, so that the buffer grows as they arrive.
+        let sending = tokio::spawn(async move {
+            send(&mut writer, len).await;
+            writer
+        });
+        reader.fill(total).await.unwrap();
+        assert!(
+            reader.buffer.capacity() <= total + MIN_READ,
+            "a buffer of {} bytes for a frame of {total}",
+            reader.buffer.capacity()
+        );
+        drop(sending.await.unwrap());
+        assert_eq!(reader.recv().await.unwrap().len(), len);
     }
 }

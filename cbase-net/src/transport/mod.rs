@@ -33,6 +33,7 @@
 //!   The length is checked against [`TransportConfig::max_frame`] before any
 //!   buffer is sized for it.
 
+mod budget;
 mod frame;
 mod handshake;
 pub(crate) mod reachability;
@@ -47,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
 
+pub use budget::{FREE_FRAME, FrameBudget};
 pub use frame::{FrameReader, FrameWriter, Session};
 pub use handshake::{PROTOCOL_VERSION, accept, connect};
 
@@ -136,6 +138,18 @@ pub struct TransportConfig {
     pub max_frame: usize,
     /// How long the whole handshake may take (default 5 s).
     pub handshake_timeout: Duration,
+    /// A replica's limit on client connections at once (default 1,024):
+    /// past it, a new client is refused after its handshake, with a reply
+    /// that says why. A client's new connection replaces its earlier one,
+    /// so this counts clients. Connections from replicas do not count.
+    pub max_client_connections: usize,
+    /// Bytes that frames larger than [`FREE_FRAME`] arriving from clients
+    /// may take at once on a replica, all connections together (default
+    /// 256 MiB); such a frame waits while they are taken. Frames up to
+    /// [`FREE_FRAME`] need none of it. With `max_client_connections`, it
+    /// bounds what clients' frames can make a replica hold:
+    /// `max_client_connections` × [`FREE_FRAME`] plus this.
+    pub client_frame_budget: usize,
 }
 
 impl Default for TransportConfig {
@@ -143,6 +157,8 @@ impl Default for TransportConfig {
         TransportConfig {
             max_frame: 16 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
+            max_client_connections: 1024,
+            client_frame_budget: 256 << 20,
         }
     }
 }
