@@ -166,6 +166,9 @@ pub(super) struct Inbound {
     /// Shared by client connections' large frames
     /// (`TransportConfig::client_frame_budget`).
     pub client_frames: transport::FrameBudget,
+    /// Shared by client connections' answers waiting beyond a small share
+    /// each (`TransportConfig::client_answer_budget`).
+    pub client_answers: Arc<super::answers::AnswerBudget>,
 }
 
 /// What a connection needs to hand a read on the fast path to execution.
@@ -300,7 +303,7 @@ async fn serve_client(
         return Ok(());
     }
     let (outgoing, queue) = mpsc::channel(16_384);
-    let replies = ClientQueue::new(outgoing);
+    let replies = ClientQueue::new(outgoing, Arc::clone(&inbound.client_answers));
     // Answers other than replies (a status, a refusal). One waits at most:
     // a client asking faster than it reads gets fewer answers, and costs
     // nothing more.
@@ -606,7 +609,7 @@ async fn write_replies(
     mut queue: mpsc::Receiver<Outgoing>,
     mut control: mpsc::Receiver<ReplyMessage>,
     reads: Arc<std::sync::atomic::AtomicUsize>,
-    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    queued_bytes: Arc<super::answers::QueuedAnswers>,
 ) {
     loop {
         let first = tokio::select! {
@@ -663,7 +666,7 @@ async fn write_replies(
             return;
         }
         // Written: their bytes no longer count against the connection.
-        super::reads::written(&queued_bytes, bytes);
+        queued_bytes.release(bytes);
     }
 }
 
@@ -707,7 +710,10 @@ mod tests {
             execution,
         };
         let (outgoing, mut answers) = mpsc::channel(READS_PER_CONNECTION);
-        let queue = ClientQueue::new(outgoing);
+        let queue = ClientQueue::new(
+            outgoing,
+            crate::runtime::answers::AnswerBudget::new(usize::MAX),
+        );
         let client = SecretKey::from_seed([1; 32]).public();
         // Far fewer reads than a connection may leave unanswered, but each
         // 16 KiB: 8 MiB in all, waiting for a barrier execution has not

@@ -13,6 +13,7 @@
 //! frame that fails authentication, is oversized or does not decode closes
 //! that connection only, and is counted in [`NodeMetrics`].
 
+mod answers;
 pub mod checkpoints;
 mod connections;
 mod exec_thread;
@@ -443,6 +444,7 @@ impl ReplicaNode {
                 client_frames: crate::transport::FrameBudget::new(
                     config.transport.client_frame_budget,
                 ),
+                client_answers: answers::AnswerBudget::new(config.transport.client_answer_budget),
             },
         )));
 

@@ -15,7 +15,7 @@
 //! at once with no result, and the client orders it.
 //!
 //! Answers waiting for a connection's writer are bounded in bytes too
-//! ([`QUEUED_BYTES_PER_CONNECTION`]): a client that sends requests (or
+//! ([`super::answers`]): a client that sends requests (or
 //! retransmissions answered from the reply cache) and never reads its
 //! answers would otherwise make the replica hold a copy of each answer, up
 //! to the channel's count bound, however large the answers are.
@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
+use super::answers::{AnswerBudget, QueuedAnswers};
 use crate::crypto::PublicKey;
 use crate::message::{ReadReply, Reply, Seq};
 
@@ -43,15 +44,9 @@ pub const READ_BYTES_PER_CONNECTION: usize = 4 << 20;
 /// The most reads parked at execution, waiting for batches to execute.
 pub const MAX_WAITING_READS: usize = 65_536;
 
-/// The most bytes of answers one connection's writer may have waiting. An
-/// answer that does not fit is dropped (an ordered request's client
-/// retransmits and is answered from the reply cache; a read is answered
-/// with no result, see [`ClientQueue::send_read`]); the first answer always
-/// fits, so a connection whose writer keeps up gets even the largest.
-pub const QUEUED_BYTES_PER_CONNECTION: usize = 16 << 20;
-
-/// What an answer is counted as against [`QUEUED_BYTES_PER_CONNECTION`]:
-/// its result and a little for the rest.
+/// What an answer is counted as against the connection's bound and the
+/// clients' budget ([`super::answers`]): its result and a little for the
+/// rest.
 const ANSWER_OVERHEAD: usize = 64;
 
 /// What a client connection's writer sends.
@@ -76,7 +71,7 @@ pub struct ClientQueue {
     /// Reads received on this connection and not yet answered.
     pub reads: Arc<AtomicUsize>,
     /// Bytes of answers queued for the writer and not yet written.
-    pub bytes: Arc<AtomicUsize>,
+    pub bytes: Arc<QueuedAnswers>,
     /// Bytes of operations of this connection's reads not yet run.
     pub read_bytes: Arc<AtomicUsize>,
     /// Told when a newer connection of the same client takes this one's
@@ -85,7 +80,7 @@ pub struct ClientQueue {
 }
 
 impl Outgoing {
-    /// What it counts against [`QUEUED_BYTES_PER_CONNECTION`].
+    /// What it counts against the connection's bound and the budget.
     pub fn bytes(&self) -> usize {
         ANSWER_OVERHEAD
             + match self {
@@ -96,30 +91,24 @@ impl Outgoing {
 }
 
 impl ClientQueue {
-    /// A queue sending into `outgoing`, with nothing counted yet.
-    pub fn new(outgoing: mpsc::Sender<Outgoing>) -> ClientQueue {
+    /// A queue sending into `outgoing`, with nothing counted yet, whose
+    /// answers share `budget` with other connections'.
+    pub fn new(outgoing: mpsc::Sender<Outgoing>, budget: Arc<AnswerBudget>) -> ClientQueue {
         ClientQueue {
             outgoing,
             reads: Arc::default(),
-            bytes: Arc::default(),
+            bytes: Arc::new(QueuedAnswers::new(budget)),
             read_bytes: Arc::default(),
             replaced: Arc::default(),
         }
     }
 
-    /// Queues `answer` if it fits the connection's bound in bytes (and
-    /// the channel's in count); false if it was dropped.
+    /// Queues `answer` if it fits the connection's bound in bytes and the
+    /// clients' budget (and the channel's bound in count); false if it was
+    /// dropped.
     fn push(&self, answer: Outgoing) -> bool {
         let bytes = answer.bytes();
-        let reserved = self
-            .bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                let fits =
-                    queued == 0 || queued.saturating_add(bytes) <= QUEUED_BYTES_PER_CONNECTION;
-                fits.then_some(queued.saturating_add(bytes))
-            })
-            .is_ok();
-        if !reserved {
+        if !self.bytes.reserve(bytes) {
             return false;
         }
         if self.outgoing.try_send(answer).is_err() {
@@ -139,7 +128,7 @@ impl ClientQueue {
     /// The writer took answers of `bytes` (as [`Outgoing::bytes`] counts
     /// them) off the queue and wrote them.
     pub fn written(&self, bytes: usize) {
-        written(&self.bytes, bytes);
+        self.bytes.release(bytes);
     }
 
     /// Counts a new read; false (and not counted) if the connection has
@@ -192,15 +181,6 @@ impl ClientQueue {
             self.read_done();
         }
     }
-}
-
-/// Uncounts answers of `bytes` a connection's writer wrote from its
-/// count of queued bytes ([`ClientQueue::bytes`]). (The writer keeps the
-/// count, not the queue: a sender would keep its channel open.)
-pub fn written(queued: &AtomicUsize, bytes: usize) {
-    let _ = queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-        Some(queued.saturating_sub(bytes))
-    });
 }
 
 /// Bytes of a connection's budget for reads' operations, given back when
@@ -366,7 +346,7 @@ mod tests {
     #[test]
     fn a_connection_may_have_only_so_many_reads_unanswered() {
         let (outgoing, _receiver) = mpsc::channel(1);
-        let queue = ClientQueue::new(outgoing);
+        let queue = ClientQueue::new(outgoing, AnswerBudget::new(usize::MAX));
         for _ in 0..READS_PER_CONNECTION {
             assert!(queue.admit_read());
         }
@@ -378,7 +358,7 @@ mod tests {
     #[test]
     fn refusing_reads_over_the_bound_admits_no_more() {
         let (outgoing, mut receiver) = mpsc::channel(16);
-        let queue = ClientQueue::new(outgoing);
+        let queue = ClientQueue::new(outgoing, AnswerBudget::new(usize::MAX));
         for _ in 0..READS_PER_CONNECTION {
             assert!(queue.admit_read());
         }
@@ -418,11 +398,11 @@ mod tests {
     #[test]
     fn answers_a_client_does_not_read_are_bounded_in_bytes() {
         let (outgoing, mut receiver) = mpsc::channel(16_384);
-        let queue = ClientQueue::new(outgoing);
+        let queue = ClientQueue::new(outgoing, AnswerBudget::new(usize::MAX));
         let big = 1 << 20;
         let queued = (0..1_000).filter(|_| queue.send_reply(reply(big))).count();
         assert!(
-            queued * big <= QUEUED_BYTES_PER_CONNECTION,
+            queued * big <= super::super::answers::QUEUED_BYTES_PER_CONNECTION,
             "{queued} replies of {big} bytes held for a client that reads none"
         );
         assert!(queued >= 8, "a reading client is not starved: {queued}");
@@ -441,8 +421,10 @@ mod tests {
         assert_eq!(queue.reads.load(Ordering::Acquire), 0);
         // An answer larger than the bound still goes out alone.
         let (outgoing, _receiver) = mpsc::channel(16);
-        let empty = ClientQueue::new(outgoing);
-        assert!(empty.send_reply(reply(2 * QUEUED_BYTES_PER_CONNECTION)));
+        let empty = ClientQueue::new(outgoing, AnswerBudget::new(usize::MAX));
+        assert!(empty.send_reply(reply(
+            2 * super::super::answers::QUEUED_BYTES_PER_CONNECTION
+        )));
         assert!(!empty.send_reply(reply(1)));
     }
 }

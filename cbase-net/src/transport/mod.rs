@@ -150,6 +150,13 @@ pub struct TransportConfig {
     /// bounds what clients' frames can make a replica hold:
     /// `max_client_connections` × [`FREE_FRAME`] plus this.
     pub client_frame_budget: usize,
+    /// Bytes of answers that client connections on a replica may have
+    /// waiting to be written beyond 64 KiB each, all together (default
+    /// 256 MiB); an answer past it is dropped (the client's retransmission
+    /// is answered from the reply cache; a read is answered with no result
+    /// and ordered). A client that does not read its answers holds at most
+    /// 16 MiB, but many could hold this much.
+    pub client_answer_budget: usize,
 }
 
 impl Default for TransportConfig {
@@ -159,6 +166,7 @@ impl Default for TransportConfig {
             handshake_timeout: Duration::from_secs(5),
             max_client_connections: 1024,
             client_frame_budget: 256 << 20,
+            client_answer_budget: 256 << 20,
         }
     }
 }
