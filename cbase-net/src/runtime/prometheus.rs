@@ -290,17 +290,39 @@ const MAX_REQUEST: usize = 8 << 10;
 /// How long a scraper has to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Scrapes answered at once. Whoever reaches the port can connect, and each
+/// connection holds a task and its request until it sends it or times
+/// out, so connections past this many are closed at once: a scraper or two
+/// is what the endpoint is for.
+const MAX_SCRAPES: usize = 16;
+
 /// Serves `GET /metrics` on `listener` until the task is aborted. A plain
 /// HTTP/1.1 exchange, one per connection: a scrape needs nothing more.
 pub(super) async fn serve(listener: TcpListener, id: ReplicaId, metrics: Arc<NodeMetrics>) {
+    serve_with(listener, id, metrics, MAX_SCRAPES, READ_TIMEOUT).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    id: ReplicaId,
+    metrics: Arc<NodeMetrics>,
+    max_scrapes: usize,
+    read_timeout: Duration,
+) {
+    let scrapes = Arc::new(tokio::sync::Semaphore::new(max_scrapes));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(permit) = Arc::clone(&scrapes).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
-            let _ = answer(stream, id, &metrics).await;
+            let _ = answer(stream, id, &metrics, read_timeout).await;
+            drop(permit);
         });
     }
 }
@@ -309,6 +331,7 @@ async fn answer(
     mut stream: TcpStream,
     id: ReplicaId,
     metrics: &NodeMetrics,
+    read_timeout: Duration,
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -322,7 +345,7 @@ async fn answer(
         }
         Ok::<_, std::io::Error>(())
     };
-    if tokio::time::timeout(READ_TIMEOUT, read).await.is_err() {
+    if tokio::time::timeout(read_timeout, read).await.is_err() {
         return Ok(());
     }
     let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
@@ -345,4 +368,56 @@ async fn answer(
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn scrape(address: std::net::SocketAddr) -> String {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: replica\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        response
+    }
+
+    /// Connections that send nothing hold the endpoint's few places; one
+    /// more is closed at once, and a scrape is answered again once they go.
+    #[tokio::test]
+    async fn connections_past_the_limit_are_closed_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Silent connections would hold their place for a minute.
+        let server = tokio::spawn(serve_with(
+            listener,
+            0,
+            Arc::new(NodeMetrics::default()),
+            2,
+            Duration::from_secs(60),
+        ));
+        assert!(scrape(address).await.starts_with("HTTP/1.1 200"));
+        let silent: Vec<TcpStream> = vec![
+            TcpStream::connect(address).await.unwrap(),
+            TcpStream::connect(address).await.unwrap(),
+        ];
+        // Accepted in order: the two silent ones have the places, so this
+        // one is closed without an answer.
+        assert_eq!(scrape(address).await, "");
+        drop(silent);
+        let mut answered = String::new();
+        // Their tasks end when they see the connections close.
+        for _ in 0..1000 {
+            answered = scrape(address).await;
+            if !answered.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+        server.abort();
+    }
 }
