@@ -965,3 +965,66 @@ async fn clients_past_the_connection_limit_are_refused_and_a_reconnecting_client
     assert_eq!(again.reply(0, 0, 1).await, Ok(1));
     cluster.shutdown().await;
 }
+
+/// Anyone who reaches a replica's port can start a handshake, and each
+/// holds the replica's memory until it ends: past `max_handshakes` under
+/// way, a connection is closed on accept. Once the silent ones go, the
+/// replica takes clients again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_handshakes_under_way_are_closed_on_accept() {
+    let few = TransportConfig {
+        max_handshakes: 2,
+        // The silent connections below would hold their places this long.
+        handshake_timeout: Duration::from_secs(120),
+        ..TransportConfig::default()
+    };
+    // Replica 0 alone: no other replica's connection takes a place.
+    let cluster = start(&[0], few).await;
+    let silent = [
+        TcpStream::connect(cluster.address(0)).await.unwrap(),
+        TcpStream::connect(cluster.address(0)).await.unwrap(),
+    ];
+    // Accepted in order: the silent ones hold both places, so this one is
+    // closed without a word.
+    let mut third = TcpStream::connect(cluster.address(0)).await.unwrap();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), third.read_to_end(&mut sink))
+        .await
+        .expect("closed long before its handshake could time out");
+    assert!(read.is_err() || sink.is_empty(), "{read:?} {sink:?}");
+    assert_eq!(
+        cluster
+            .node(0)
+            .metrics()
+            .handshakes_over_limit
+            .load(Ordering::Relaxed),
+        1
+    );
+    drop(silent);
+    // Their handshakes end as they close; then a client gets in (retrying
+    // until replica 0 has seen them go) and is answered.
+    let identity = Identity::client(SecretKey::from_seed([81; 32]));
+    let (mut reader, mut writer) = loop {
+        let stream = TcpStream::connect(cluster.address(0)).await.unwrap();
+        match transport::connect(
+            stream,
+            &identity,
+            0,
+            &cluster.config,
+            &TransportConfig::default(),
+        )
+        .await
+        {
+            Ok(session) => break session.split(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    writer.send_value(&ClientMessage::Status).await.unwrap();
+    writer.flush().await.unwrap();
+    let answer: ReplyMessage = tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert!(matches!(answer, ReplyMessage::Status(_)), "{answer:?}");
+    cluster.shutdown().await;
+}

@@ -184,12 +184,25 @@ pub(super) struct ReadPath {
 pub(super) async fn listen(listener: TcpListener, inbound: Inbound) {
     let inbound = Arc::new(inbound);
     let mut connections = JoinSet::new();
+    // Connections past `max_handshakes` under way are closed on accept
+    // (see `TransportConfig::max_handshakes`).
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(
+        inbound.transport.max_handshakes,
+    ));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
+                        inbound
+                            .metrics
+                            .handshakes_over_limit
+                            .fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, Arc::clone(&inbound)));
+                    connections.spawn(serve(stream, Arc::clone(&inbound), handshake));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
@@ -202,16 +215,21 @@ pub(super) async fn listen(listener: TcpListener, inbound: Inbound) {
     }
 }
 
-async fn serve(stream: TcpStream, inbound: Arc<Inbound>) {
+async fn serve(
+    stream: TcpStream,
+    inbound: Arc<Inbound>,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) {
     let from = stream.peer_addr().ok();
-    let session = match transport::accept(
+    let accepted = transport::accept(
         stream,
         &inbound.identity,
         &inbound.cluster,
         &inbound.transport,
     )
-    .await
-    {
+    .await;
+    drop(handshake);
+    let session = match accepted {
         Ok(session) => session,
         Err(error) => {
             inbound

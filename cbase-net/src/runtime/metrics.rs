@@ -39,6 +39,9 @@ pub struct NodeMetrics {
     /// Clients refused because the replica served
     /// `TransportConfig::max_client_connections` already.
     pub clients_over_limit: AtomicU64,
+    /// Connections closed on accept because as many handshakes as a
+    /// replica runs at once were under way.
+    pub handshakes_over_limit: AtomicU64,
     /// Messages dropped because a peer's send queue was full.
     pub dropped_sends: AtomicU64,
     /// Requests answered from the reply cache without agreement.

@@ -180,6 +180,10 @@ pub fn render(id: ReplicaId, metrics: &NodeMetrics) -> String {
         ("impersonation", load(&metrics.impersonations)),
         ("forged_batch", load(&metrics.forged_batches)),
         ("clients_over_limit", load(&metrics.clients_over_limit)),
+        (
+            "handshakes_over_limit",
+            load(&metrics.handshakes_over_limit),
+        ),
         ("relayed_unsigned", stats.relayed_unsigned),
         ("unadmitted", stats.unadmitted),
         ("client_full", stats.client_full),

@@ -138,6 +138,14 @@ pub struct TransportConfig {
     pub max_frame: usize,
     /// How long the whole handshake may take (default 5 s).
     pub handshake_timeout: Duration,
+    /// A replica's limit on handshakes under way at once (default 4,096).
+    /// Anyone who reaches its port can start one, and each holds a task and
+    /// its buffers until it completes or `handshake_timeout` passes, so
+    /// connections past this many are closed on accept; a steady stream of
+    /// silent connections would otherwise grow its memory with their rate.
+    /// Such a flood delays only new connections (replicas and clients
+    /// retry with growing backoff), never established ones.
+    pub max_handshakes: usize,
     /// A replica's limit on client connections at once (default 1,024):
     /// past it, a new client is refused after its handshake, with a reply
     /// that says why. A client's new connection replaces its earlier one,
@@ -164,6 +172,7 @@ impl Default for TransportConfig {
         TransportConfig {
             max_frame: 16 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 4096,
             max_client_connections: 1024,
             client_frame_budget: 256 << 20,
             client_answer_budget: 256 << 20,
