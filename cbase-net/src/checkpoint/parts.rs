@@ -132,7 +132,9 @@ pub enum PartReply {
 }
 
 /// Most short digests listed for one bucket. A bucket holds about
-/// `entries / 65,536` entries; past this many, the rest are fetched whole.
+/// `entries / 65,536` entries; past this many, entries not listed are sent
+/// again, and a bucket that is also cut over several replies is fetched
+/// with the whole state instead.
 pub const MAX_HAVE: usize = 4096;
 
 /// Most parts asked for in one request.
@@ -374,11 +376,13 @@ impl CheckpointIndex {
 }
 
 /// The short digests a replica lists for one bucket it has: each entry's,
-/// except where two collide (both are then fetched in full). Returns the
-/// list and, for each listed digest, the entry it stands for.
+/// except where two collide (both are then fetched in full), at most `max`
+/// (at most [`MAX_HAVE`] for a peer to answer). Returns the list and, for
+/// each listed digest, the entry it stands for.
 pub fn have_list<'a>(
     salt: &Hash,
     entries: impl IntoIterator<Item = EntryRef<'a>>,
+    max: usize,
 ) -> (Vec<u64>, Vec<EntryRef<'a>>) {
     let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
     let mut listed: Vec<(u64, EntryRef<'a>)> = Vec::new();
@@ -391,7 +395,7 @@ pub fn have_list<'a>(
         listed.push((short, entry));
     }
     listed.retain(|(short, _)| !collided.contains(short));
-    listed.truncate(MAX_HAVE);
+    listed.truncate(max.min(MAX_HAVE));
     listed.into_iter().unzip()
 }
 
@@ -654,7 +658,7 @@ mod tests {
                 theirs != mine
             })
             .expect("some bucket differs");
-        let (have, listed) = have_list(&salt, asker.bucket(0, bucket));
+        let (have, listed) = have_list(&salt, asker.bucket(0, bucket), MAX_HAVE);
         let request = PartRequest::Bucket {
             container: 0,
             bucket,

@@ -379,6 +379,10 @@ pub struct Replica {
     salt_key: Hash,
     /// Salts issued so far.
     salts: u64,
+    /// The most entries of a bucket a part request lists as had
+    /// (`checkpoint::parts::MAX_HAVE`; lowered in tests, which cannot
+    /// afford buckets of thousands of entries).
+    max_have: usize,
     /// A stable checkpoint this replica has not executed to.
     behind: Option<state_transfer::Behind>,
     /// The chunks of that checkpoint received so far from the peer asked.
@@ -478,6 +482,7 @@ impl Replica {
             local: state_transfer::Local::default(),
             salt_key,
             salts: 0,
+            max_have: crate::checkpoint::parts::MAX_HAVE,
             behind: None,
             transfer: state_transfer::Transfer::default(),
             installing: None,

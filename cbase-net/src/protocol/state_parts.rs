@@ -31,7 +31,7 @@ use std::sync::Arc;
 use cbase_core::merkle::{self, DigestTree, Node};
 
 use crate::checkpoint::parts::{
-    BucketId, CheckpointIndex, Entry, EntryRef, Fetched, MAX_HAVE, MAX_PARTS_PER_REQUEST, Manifest,
+    BucketId, CheckpointIndex, Entry, EntryRef, Fetched, MAX_PARTS_PER_REQUEST, Manifest,
     PartReply, PartRequest, have_list,
 };
 use crate::config::ReplicaId;
@@ -107,6 +107,10 @@ pub(super) struct WalkRules {
     /// How long a peer has to answer a request before its parts are asked
     /// of others.
     pub timeout: u64,
+    /// The most short digests a request lists as had for one bucket
+    /// (`checkpoint::parts::MAX_HAVE`, which peers hold requests to; lower
+    /// in tests).
+    pub max_have: usize,
 }
 
 /// A transfer in parts under way.
@@ -164,6 +168,7 @@ pub(super) struct PartWalk {
     oversized: BTreeSet<ReplicaId>,
     f: usize,
     timeout: u64,
+    max_have: usize,
     /// Parts fetched and checked: a part asked of several peers is used
     /// once, and later answers to it are ignored.
     satisfied: BTreeSet<Part>,
@@ -186,6 +191,7 @@ impl PartWalk {
             max_bytes,
             f,
             timeout,
+            max_have,
         } = rules;
         let local: Vec<Option<usize>> = manifest
             .roots
@@ -227,6 +233,7 @@ impl PartWalk {
             max_bytes,
             dropped: BTreeSet::new(),
             gone: BTreeSet::new(),
+            max_have,
             progress_at: now,
             checked_at: now,
             stalled: false,
@@ -314,7 +321,12 @@ impl PartWalk {
             Part::Bucket { container, bucket } => PartRequest::Bucket {
                 container,
                 bucket,
-                have: have_list(&self.salt, self.local_bucket(container, bucket)).0,
+                have: have_list(
+                    &self.salt,
+                    self.local_bucket(container, bucket),
+                    self.max_have,
+                )
+                .0,
             },
         }
     }
@@ -691,16 +703,20 @@ impl PartWalk {
                 return Answer::Lie;
             }
             // The rest comes in the next reply, with these listed as had.
+            // A request lists at most `max_have` entries of a bucket: past
+            // that, what it has of the bucket (its own, and what came cut)
+            // cannot all be listed, a peer would send again what is not,
+            // and the bucket might never be whole. Such a bucket is too
+            // large to fetch in parts: said of more than f peers' replies
+            // (so of a correct one's), the state is fetched whole.
+            if self.local_bucket(container, bucket).len() + entries.len() > self.max_have {
+                return Answer::Oversized;
+            }
             // Until then nothing tells these entries from garbage, so they
-            // count against their sender alone: more than a bucket lists,
-            // or than any state this replica accepts, is a lie of its own.
-            let sent = self.partial.get(&(container, bucket)).map_or(0, |partial| {
-                partial.iter().filter(|(_, p)| *p == from).count()
-            });
+            // count against their sender alone: more than any state this
+            // replica accepts is a lie of its own.
             let unchecked = self.unchecked.get(&from).copied().unwrap_or(0);
-            if sent + entries.len() > MAX_HAVE
-                || unchecked.saturating_add(new_bytes) > self.max_bytes
-            {
+            if unchecked.saturating_add(new_bytes) > self.max_bytes {
                 return Answer::Lie;
             }
             // A part asked of several peers may come cut from more than one:
@@ -722,7 +738,11 @@ impl PartWalk {
             // More than any state this replica accepts.
             return Answer::Lie;
         }
-        let (have, listed) = have_list(&self.salt, self.local_bucket(container, bucket));
+        let (have, listed) = have_list(
+            &self.salt,
+            self.local_bucket(container, bucket),
+            self.max_have,
+        );
         if keep.len() != have.len().div_ceil(8) {
             if self.partial.contains_key(&(container, bucket)) {
                 // An answer to an earlier request for this bucket, asked of

@@ -175,6 +175,13 @@ impl Replica {
         self.local = Local(Some(local));
     }
 
+    /// Lists at most `max` entries of a bucket as had in part requests, so
+    /// a test can reach what a bucket of thousands of entries does.
+    #[cfg(test)]
+    pub(super) fn limit_have_lists(&mut self, max: usize) {
+        self.max_have = max;
+    }
+
     /// Notes that a quorum agrees on `certified`, which this replica has
     /// not executed to.
     pub(super) fn note_behind(&mut self, certified: Certified, ask_now: bool) {
@@ -607,6 +614,7 @@ impl Replica {
                 max_bytes: self.config.max_state_bytes,
                 f: self.f,
                 timeout: self.config.request_timeout_ns(),
+                max_have: self.max_have,
             },
             self.now,
         );

@@ -515,6 +515,70 @@ fn a_wrong_value_sent_first_does_not_keep_the_right_one_out_of_a_cut_bucket() {
     assert_eq!(installed(&out), target);
 }
 
+/// Defect: a request lists at most so many entries of a bucket as had
+/// (4,096; 4 here). A bucket with more, cut over several replies, could
+/// not list all that had arrived: each peer sent again what was not
+/// listed, and the correct peers were blamed for sending more than a
+/// request lists, so the bucket never came whole. A client writing
+/// thousands of keys into one bucket (a few seconds of hashing to find
+/// them) made every state transfer that needed it fail. Such a bucket is
+/// now too large to fetch in parts, as one with an entry larger than a
+/// reply is: once more than f peers' replies say so, the state comes whole.
+#[test]
+fn a_bucket_with_more_entries_than_a_request_lists_is_fetched_whole() {
+    let base = bank(1_000, 0..0, 0);
+    let mut target = bank(1_000, 0..0, 0);
+    let mut parts = target.snapshot.clone().into_parts();
+    for key in keys_in_one_bucket(12) {
+        parts[0]
+            .1
+            .insert(cbase_core::codec::encode(&key).unwrap(), vec![4; 300]);
+    }
+    target.snapshot = cbase_core::Snapshot::from_parts(parts);
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (mut r, peer) = fetching(&base, &target);
+    r.limit_have_lists(4);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    // Room for a node, or two entries of a bucket: the bucket is cut.
+    let mut rounds = 0;
+    let (out, _) = serve(&mut r, out, |_, salt, parts| {
+        rounds += 1;
+        assert!(rounds < 1_000, "the walk goes round and round");
+        Some(server.answer(&salt, parts, 800))
+    });
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(r.stats().bad_state, 0, "no correct peer was blamed");
+    let out = tick(&mut r, 2 * SECOND);
+    let (peer, _) = state_request(&out).expect("the state is asked for again");
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Send(_, ReplicaMessage::StateRequest { whole: true, .. })
+        )),
+        "{out:?}"
+    );
+    let bytes = cbase_core::codec::encode(&target).unwrap();
+    let whole = ReplicaMessage::StateReply {
+        seq: 4,
+        offset: 0,
+        total: bytes.len() as u64,
+        chunk: bytes,
+        whole: true,
+    };
+    let out = deliver(&mut r, peer, whole);
+    assert!(
+        matches!(
+            &out[..],
+            [Output::InstallState {
+                seq: 4,
+                state: Transferred::Whole(_),
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn a_bucket_too_large_for_a_reply_is_fetched_whole() {
     let base = bank(100, 0..0, 0);
