@@ -63,16 +63,52 @@ pub(super) struct Pending {
     queue: BTreeMap<(u64, u64), Queued>,
     /// Each client with waiting batches: how many, and its last tag.
     clients: BTreeMap<PublicKey, (usize, u64)>,
+    /// What the limits count of the waiting batches.
+    tally: Tally,
+    /// The tag of the batch served last.
+    served: u64,
+    /// Batches queued so far: breaks ties between equal tags by arrival.
+    arrivals: u64,
+}
+
+/// The waiting batches counted as the limits count them: kept as batches
+/// come and go, and counted afresh when some are dropped at once.
+#[derive(Debug, Default)]
+struct Tally {
     /// How many batches of each client came each way (see the module
     /// documentation).
     shares: BTreeMap<(PublicKey, Option<ReplicaId>), usize>,
     /// How many batches, and how many bytes, came each way.
     ways: BTreeMap<Option<ReplicaId>, (usize, usize)>,
-    /// The tag of the batch served last.
-    served: u64,
-    /// Batches queued so far: breaks ties between equal tags by arrival.
-    arrivals: u64,
-    bytes: usize,
+}
+
+impl Tally {
+    fn add(&mut self, queued: &Queued) {
+        *self
+            .shares
+            .entry((queued.client(), queued.source))
+            .or_default() += 1;
+        let way = self.ways.entry(queued.source).or_default();
+        way.0 += 1;
+        way.1 += queued.bytes;
+    }
+
+    fn remove(&mut self, queued: &Queued) {
+        let share = (queued.client(), queued.source);
+        if let Some(count) = self.shares.get_mut(&share) {
+            *count -= 1;
+            if *count == 0 {
+                self.shares.remove(&share);
+            }
+        }
+        if let Some(way) = self.ways.get_mut(&queued.source) {
+            way.0 -= 1;
+            way.1 -= queued.bytes;
+            if way.0 == 0 {
+                self.ways.remove(&queued.source);
+            }
+        }
+    }
 }
 
 /// Why a batch does not fit.
@@ -97,11 +133,12 @@ impl Pending {
         max_bytes: usize,
         max_per_client: usize,
     ) -> Result<(), Full> {
-        let (batches, held) = self.ways.get(&source).copied().unwrap_or_default();
+        let (batches, held) = self.tally.ways.get(&source).copied().unwrap_or_default();
         if batches >= max_batches || held.saturating_add(bytes) > max_bytes {
             return Err(Full::Queue);
         }
-        if self.shares.get(&(*client, source)).copied().unwrap_or(0) >= max_per_client {
+        let share = self.tally.shares.get(&(*client, source)).copied();
+        if share.unwrap_or(0) >= max_per_client {
             return Err(Full::Client);
         }
         Ok(())
@@ -116,15 +153,8 @@ impl Pending {
         let tag = (*last).max(self.served).saturating_add(requests);
         *count += 1;
         *last = tag;
-        *self
-            .shares
-            .entry((queued.client(), queued.source))
-            .or_default() += 1;
-        let way = self.ways.entry(queued.source).or_default();
-        way.0 += 1;
-        way.1 += queued.bytes;
+        self.tally.add(&queued);
         self.arrivals += 1;
-        self.bytes += queued.bytes;
         self.queue.insert((tag, self.arrivals), queued);
     }
 
@@ -137,7 +167,6 @@ impl Pending {
     pub fn pop_front(&mut self) -> Option<Queued> {
         let ((tag, _), queued) = self.queue.pop_first()?;
         self.served = self.served.max(tag);
-        self.bytes -= queued.bytes;
         let client = queued.client();
         if let Some((count, _)) = self.clients.get_mut(&client) {
             *count -= 1;
@@ -145,19 +174,7 @@ impl Pending {
                 self.clients.remove(&client);
             }
         }
-        if let Some(share) = self.shares.get_mut(&(client, queued.source)) {
-            *share -= 1;
-            if *share == 0 {
-                self.shares.remove(&(client, queued.source));
-            }
-        }
-        if let Some(way) = self.ways.get_mut(&queued.source) {
-            way.0 -= 1;
-            way.1 -= queued.bytes;
-            if way.0 == 0 {
-                self.ways.remove(&queued.source);
-            }
-        }
+        self.tally.remove(&queued);
         Some(queued)
     }
 
@@ -165,21 +182,15 @@ impl Pending {
     pub fn retain(&mut self, mut keep: impl FnMut(&Queued) -> bool) {
         self.queue.retain(|_, queued| keep(queued));
         let mut clients: BTreeMap<PublicKey, (usize, u64)> = BTreeMap::new();
-        let mut shares: BTreeMap<(PublicKey, Option<ReplicaId>), usize> = BTreeMap::new();
-        let mut ways: BTreeMap<Option<ReplicaId>, (usize, usize)> = BTreeMap::new();
+        let mut tally = Tally::default();
         for ((tag, _), queued) in &self.queue {
             let (count, last) = clients.entry(queued.client()).or_default();
             *count += 1;
             *last = (*last).max(*tag);
-            *shares.entry((queued.client(), queued.source)).or_default() += 1;
-            let way = ways.entry(queued.source).or_default();
-            way.0 += 1;
-            way.1 += queued.bytes;
+            tally.add(queued);
         }
         self.clients = clients;
-        self.shares = shares;
-        self.ways = ways;
-        self.bytes = self.queue.values().map(|queued| queued.bytes).sum();
+        self.tally = tally;
     }
 
     pub fn len(&self) -> usize {
@@ -250,7 +261,7 @@ mod tests {
             ]
         );
         assert!(pending.is_empty());
-        assert_eq!(pending.bytes, 0);
+        assert!(pending.tally.ways.is_empty() && pending.tally.shares.is_empty());
     }
 
     fn batch_of(client: &SecretKey, number: u64, requests: usize) -> Queued {
