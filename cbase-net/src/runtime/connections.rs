@@ -37,7 +37,7 @@ pub(super) async fn outbound(
     identity: Arc<Identity>,
     cluster: Arc<ClusterConfig>,
     config: Arc<TransportConfig>,
-    mut outgoing: mpsc::Receiver<Arc<Vec<u8>>>,
+    mut outbox: super::peer_queue::PeerOutbox,
     metrics: Arc<NodeMetrics>,
 ) {
     let mut backoff = MIN_BACKOFF;
@@ -73,13 +73,10 @@ pub(super) async fn outbound(
             }
         };
         loop {
-            let Some(first) = outgoing.recv().await else {
+            let Some(first) = outbox.frames.recv().await else {
                 return;
             };
-            if write_burst(&mut writer, first, &mut outgoing)
-                .await
-                .is_err()
-            {
+            if write_burst(&mut writer, first, &mut outbox).await.is_err() {
                 break;
             }
         }
@@ -87,19 +84,30 @@ pub(super) async fn outbound(
 }
 
 /// Writes one frame and whatever else is already queued, then flushes once.
+/// The frames taken no longer count against the queue's bytes, written or
+/// (on an error) lost.
 async fn write_burst(
     writer: &mut FrameWriter,
     first: Arc<Vec<u8>>,
-    queue: &mut mpsc::Receiver<Arc<Vec<u8>>>,
+    outbox: &mut super::peer_queue::PeerOutbox,
 ) -> Result<(), TransportError> {
-    writer.send(&first).await?;
-    for _ in 0..1024 {
-        match queue.try_recv() {
-            Ok(frame) => writer.send(&frame).await?,
-            Err(_) => break,
+    let mut taken = first.len();
+    let result = async {
+        writer.send(&first).await?;
+        for _ in 0..1024 {
+            match outbox.frames.try_recv() {
+                Ok(frame) => {
+                    taken += frame.len();
+                    writer.send(&frame).await?;
+                }
+                Err(_) => break,
+            }
         }
+        writer.flush().await
     }
-    writer.flush().await
+    .await;
+    outbox.written(taken);
+    result
 }
 
 /// Connections refused at the handshake, told to the log at most once per

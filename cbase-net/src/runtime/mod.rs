@@ -22,6 +22,7 @@ mod halt;
 mod inbox;
 mod memory;
 mod metrics;
+mod peer_queue;
 mod prepared_index;
 pub mod prometheus;
 mod reads;
@@ -40,7 +41,6 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{ClusterConfig, ReplicaId};
@@ -407,9 +407,9 @@ impl ReplicaNode {
             .expect("the OS refused to start the execution thread");
 
         let mut tasks = Vec::new();
-        let mut peer_queues: BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>> = BTreeMap::new();
+        let mut peer_queues: BTreeMap<ReplicaId, peer_queue::PeerQueue> = BTreeMap::new();
         for peer in cluster.replicas.iter().filter(|r| r.id != id) {
-            let (queue, outgoing) = mpsc::channel(65_536);
+            let (queue, outgoing) = peer_queue::peer_queue();
             peer_queues.insert(peer.id, queue);
             tasks.push(tokio::spawn(connections::outbound(
                 peer.id,
@@ -453,6 +453,7 @@ impl ReplicaNode {
             state_server::StateServer::new(config.transport.max_frame),
             Arc::clone(&checkpoints),
             peer_queues.clone(),
+            Arc::clone(&metrics),
         );
         let start = if config.recovering {
             Replica::restarted
@@ -736,14 +737,14 @@ fn merge_haves(outputs: &mut Vec<Output>) {
 
 fn route(
     output: Output,
-    peers: &BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>,
+    peers: &BTreeMap<ReplicaId, peer_queue::PeerQueue>,
     execution: &crossbeam::channel::Sender<ExecCommand>,
     metrics: &NodeMetrics,
     serving: &crossbeam::channel::Sender<Output>,
 ) {
     let send = |to: ReplicaId, frame: Arc<Vec<u8>>| {
         if let Some(queue) = peers.get(&to)
-            && queue.try_send(frame).is_err()
+            && !queue.try_send(frame)
         {
             metrics.dropped_sends.fetch_add(1, Ordering::Relaxed);
         }
@@ -809,7 +810,8 @@ fn spawn_state_server(
     id: ReplicaId,
     mut server: state_server::StateServer,
     checkpoints: Arc<checkpoints::CheckpointStore>,
-    peers: BTreeMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>,
+    peers: BTreeMap<ReplicaId, peer_queue::PeerQueue>,
+    metrics: Arc<NodeMetrics>,
 ) -> (
     crossbeam::channel::Sender<Output>,
     std::thread::JoinHandle<()>,
@@ -852,8 +854,10 @@ fn spawn_state_server(
                     ),
                     _ => continue,
                 };
-                if let (Some(reply), Some(queue)) = (reply, peers.get(&to)) {
-                    let _ = queue.try_send(Arc::new(encode_message(&reply)));
+                if let (Some(reply), Some(queue)) = (reply, peers.get(&to))
+                    && !queue.try_send(Arc::new(encode_message(&reply)))
+                {
+                    metrics.dropped_sends.fetch_add(1, Ordering::Relaxed);
                 }
             }
         })
