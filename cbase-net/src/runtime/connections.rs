@@ -296,8 +296,7 @@ async fn serve_replica(
         let message: ReplicaMessage = codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
         if inbound
             .events
-            .replicas
-            .send(Input::Replica(id, message))
+            .replica_message(id, message, frame.len())
             .await
             .is_err()
         {
@@ -395,6 +394,7 @@ async fn serve_client(
                     .await;
                 return Err(ConnectionEnd::Refused);
             }
+            let frame_bytes = frame.len();
             let batch = match codec::decode(&frame).map_err(ConnectionEnd::Malformed)? {
                 ClientMessage::Requests(batch) => batch,
                 ClientMessage::Status => {
@@ -502,7 +502,12 @@ async fn serve_client(
             } else {
                 Input::Client(batch)
             };
-            if inbound.events.clients.send(input).await.is_err() {
+            if inbound
+                .events
+                .client_input(input, frame_bytes)
+                .await
+                .is_err()
+            {
                 return Err(ConnectionEnd::Closed);
             }
         }

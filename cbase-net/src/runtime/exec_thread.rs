@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cbase_core::Service;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 
 use super::execution::{Execution, ReplySink};
 use super::halt::Halt;
@@ -56,7 +55,7 @@ pub(super) struct ExecThread<S: Service> {
     /// Where answers to reads that cannot wait go.
     pub read_sink: Arc<dyn ReplySink>,
     /// Checkpoints taken and states installed, to the protocol task.
-    pub events: mpsc::Sender<Input>,
+    pub events: super::inbox::Senders,
     /// The protocol's read barrier as connections stamp reads with it
     /// (`NO_READS` while it gives none).
     pub read_barrier: Arc<AtomicU64>,
@@ -130,7 +129,7 @@ where
                 .collect();
             self.execution.read_all(ready, queued.is_empty());
             if let Some(report) = report
-                && self.events.blocking_send(report).is_err()
+                && self.events.own_report(report).is_err()
             {
                 break;
             }

@@ -11,43 +11,135 @@
 //! client inputs as there are replica inputs ahead of it, however many
 //! clients queue. It is a turn, not a priority: a faulty replica flooding
 //! its messages still leaves the clients every other input.
+//!
+//! What waits is bounded in bytes as well as in count: each input holds its
+//! frame's size from a budget until the loop takes it, one budget per peer
+//! replica ([`PEER_BYTES`]) and one for all clients ([`CLIENT_BYTES`]). A
+//! count alone let 8,192 inputs of up to a frame each (16 MiB) wait: a
+//! faulty peer sending large messages while the loop is busy could make a
+//! replica hold 128 GiB. A connection whose budget is spent waits before
+//! reading more, and its sender waits on the network.
 
-use tokio::sync::mpsc;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::config::ReplicaId;
+use crate::message::ReplicaMessage;
 use crate::protocol::Input;
 
 /// How many inputs each queue holds before its senders wait.
 const CAPACITY: usize = 8192;
 
+/// Bytes of messages from one peer replica waiting for the loop.
+pub const PEER_BYTES: usize = 64 << 20;
+
+/// Bytes of client batches, from all clients, waiting for the loop.
+pub const CLIENT_BYTES: usize = 256 << 20;
+
+/// An input and what it holds of its budget until the loop takes it.
+struct Queued {
+    input: Input,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+/// The inbox is gone: the replica is stopping.
+#[derive(Debug)]
+pub(super) struct Closed;
+
 /// Where inputs are sent: which queue a sender feeds says whom it speaks for.
 #[derive(Clone)]
 pub(super) struct Senders {
     /// Other replicas' messages and this replica's own threads' reports.
-    pub replicas: mpsc::Sender<Input>,
+    replicas: mpsc::Sender<Queued>,
     /// Client batches.
-    pub clients: mpsc::Sender<Input>,
+    clients: mpsc::Sender<Queued>,
+    /// Each peer's budget.
+    peer_bytes: Arc<BTreeMap<ReplicaId, Arc<Semaphore>>>,
+    /// The clients' budget.
+    client_bytes: Arc<Semaphore>,
 }
 
 /// The receiving end, read by the protocol loop alone.
 pub(super) struct Inbox {
-    replicas: mpsc::Receiver<Input>,
-    clients: mpsc::Receiver<Input>,
+    replicas: mpsc::Receiver<Queued>,
+    clients: mpsc::Receiver<Queued>,
     /// Whose turn it is to go first.
     clients_first: bool,
 }
 
-/// A fresh pair of queues.
-pub(super) fn inbox() -> (Senders, Inbox) {
+/// A fresh pair of queues, with a budget for each of `peers`.
+pub(super) fn inbox(peers: impl IntoIterator<Item = ReplicaId>) -> (Senders, Inbox) {
     let (replicas, replicas_inbox) = mpsc::channel(CAPACITY);
     let (clients, clients_inbox) = mpsc::channel(CAPACITY);
+    let peer_bytes = peers
+        .into_iter()
+        .map(|peer| (peer, Arc::new(Semaphore::new(PEER_BYTES))))
+        .collect();
     (
-        Senders { replicas, clients },
+        Senders {
+            replicas,
+            clients,
+            peer_bytes: Arc::new(peer_bytes),
+            client_bytes: Arc::new(Semaphore::new(CLIENT_BYTES)),
+        },
         Inbox {
             replicas: replicas_inbox,
             clients: clients_inbox,
             clients_first: false,
         },
     )
+}
+
+/// Takes `bytes` of `budget` (all of it, for an input larger than the
+/// whole budget), waiting until they are free.
+async fn take(budget: &Arc<Semaphore>, bytes: usize, all: usize) -> OwnedSemaphorePermit {
+    let bytes = u32::try_from(bytes.clamp(1, all)).unwrap_or(u32::MAX);
+    Arc::clone(budget)
+        .acquire_many_owned(bytes)
+        .await
+        .expect("budgets are never closed")
+}
+
+impl Senders {
+    /// Queues `message` from peer `from`, which arrived in a frame of
+    /// `bytes` bytes, once its budget has room.
+    pub async fn replica_message(
+        &self,
+        from: ReplicaId,
+        message: ReplicaMessage,
+        bytes: usize,
+    ) -> Result<(), Closed> {
+        let held = match self.peer_bytes.get(&from) {
+            Some(budget) => Some(take(budget, bytes, PEER_BYTES).await),
+            None => None,
+        };
+        let queued = Queued {
+            input: Input::Replica(from, message),
+            _held: held,
+        };
+        self.replicas.send(queued).await.map_err(|_| Closed)
+    }
+
+    /// Queues a client's `input`, which arrived in a frame of `bytes`
+    /// bytes, once the clients' budget has room.
+    pub async fn client_input(&self, input: Input, bytes: usize) -> Result<(), Closed> {
+        let held = take(&self.client_bytes, bytes, CLIENT_BYTES).await;
+        let queued = Queued {
+            input,
+            _held: Some(held),
+        };
+        self.clients.send(queued).await.map_err(|_| Closed)
+    }
+
+    /// Queues a report of this replica's own (from a thread that is not
+    /// the runtime's), waiting for room.
+    pub fn own_report(&self, input: Input) -> Result<(), Closed> {
+        self.replicas
+            .blocking_send(Queued { input, _held: None })
+            .map_err(|_| Closed)
+    }
 }
 
 impl Inbox {
@@ -57,15 +149,17 @@ impl Inbox {
             return Some(input);
         }
         // Both are empty: whichever gets an input first.
-        tokio::select! {
-            Some(input) = self.replicas.recv() => Some(input),
-            Some(input) = self.clients.recv() => Some(input),
-            else => None,
-        }
+        let queued = tokio::select! {
+            Some(queued) = self.replicas.recv() => queued,
+            Some(queued) = self.clients.recv() => queued,
+            else => return None,
+        };
+        Some(queued.input)
     }
 
     /// The next input already waiting, from the two queues in turn (from
-    /// the other one when it is one's turn and it is empty).
+    /// the other one when it is one's turn and it is empty). Its bytes go
+    /// back to its budget.
     pub fn try_recv(&mut self) -> Option<Input> {
         self.clients_first = !self.clients_first;
         let (first, second) = if self.clients_first {
@@ -73,14 +167,18 @@ impl Inbox {
         } else {
             (&mut self.replicas, &mut self.clients)
         };
-        first.try_recv().ok().or_else(|| second.try_recv().ok())
+        let queued = first.try_recv().ok().or_else(|| second.try_recv().ok())?;
+        Some(queued.input)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
     use super::*;
-    use crate::message::{ClientBatch, ReplicaMessage, RequestBatch, Status};
+    use crate::message::{ClientBatch, RequestBatch, Status};
 
     fn client_batch(n: u64) -> Input {
         Input::Client(ClientBatch::unsigned(RequestBatch {
@@ -93,17 +191,14 @@ mod tests {
         }))
     }
 
-    fn status(from: u32) -> Input {
-        Input::Replica(
-            from,
-            ReplicaMessage::Status(Status {
-                view: 0,
-                changing_to: None,
-                delivered: 0,
-                low: 0,
-                replica: from,
-            }),
-        )
+    fn status(from: u32) -> ReplicaMessage {
+        ReplicaMessage::Status(Status {
+            view: 0,
+            changing_to: None,
+            delivered: 0,
+            low: 0,
+            replica: from,
+        })
     }
 
     /// Everything waiting, in the order the loop takes it.
@@ -111,17 +206,22 @@ mod tests {
         std::iter::from_fn(|| inbox.try_recv()).collect()
     }
 
+    /// Whether `future` is still waiting when polled once.
+    fn waits<F: Future>(future: std::pin::Pin<&mut F>) -> bool {
+        matches!(
+            future.poll(&mut Context::from_waker(Waker::noop())),
+            Poll::Pending
+        )
+    }
+
     #[tokio::test]
     async fn a_replica_message_does_not_wait_behind_a_full_queue_of_client_batches() {
-        let (senders, mut inbox) = inbox();
+        let (senders, mut inbox) = inbox([1, 2, 3]);
         for n in 0..CAPACITY as u64 {
-            senders.clients.try_send(client_batch(n)).unwrap();
+            senders.client_input(client_batch(n), 100).await.unwrap();
         }
-        assert!(
-            senders.clients.try_send(client_batch(0)).is_err(),
-            "the clients' queue is full"
-        );
-        senders.replicas.try_send(status(2)).unwrap();
+        assert_eq!(senders.clients.capacity(), 0, "the clients' queue is full");
+        senders.replica_message(2, status(2), 100).await.unwrap();
         let first = inbox.recv().await.unwrap();
         let second = inbox.try_recv().unwrap();
         assert!(
@@ -134,12 +234,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_replica_flooding_its_messages_leaves_clients_every_other_turn() {
-        let (senders, mut inbox) = inbox();
+        let (senders, mut inbox) = inbox([1, 2, 3]);
         for _ in 0..1000 {
-            senders.replicas.try_send(status(3)).unwrap();
+            senders.replica_message(3, status(3), 100).await.unwrap();
         }
         for n in 0..10 {
-            senders.clients.try_send(client_batch(n)).unwrap();
+            senders.client_input(client_batch(n), 100).await.unwrap();
         }
         let taken = drain(&mut inbox);
         assert_eq!(taken.len(), 1010);
@@ -153,14 +253,39 @@ mod tests {
         );
     }
 
+    /// A peer's large messages wait for the loop within its budget: the
+    /// next one waits (and so does the connection reading it) until the
+    /// loop takes one, while another peer's go through.
+    #[tokio::test]
+    async fn what_a_peer_has_waiting_is_bounded_in_bytes_and_apart_from_the_others() {
+        let (senders, mut inbox) = inbox([1, 2, 3]);
+        let large = 40 << 20;
+        senders.replica_message(1, status(1), large).await.unwrap();
+        let mut second = Box::pin(senders.replica_message(1, status(1), large));
+        assert!(waits(second.as_mut()), "80 MiB would be over its 64");
+        senders.replica_message(2, status(2), large).await.unwrap();
+        assert!(matches!(inbox.recv().await, Some(Input::Replica(1, _))));
+        second.await.unwrap();
+        // Clients share theirs; a frame larger than a budget takes it all.
+        senders
+            .client_input(client_batch(0), 2 * CLIENT_BYTES)
+            .await
+            .unwrap();
+        let mut next = Box::pin(senders.client_input(client_batch(1), 1));
+        assert!(waits(next.as_mut()));
+        drop(next);
+        assert_eq!(drain(&mut inbox).len(), 3);
+        senders.client_input(client_batch(1), 1).await.unwrap();
+    }
+
     #[tokio::test]
     async fn each_queue_keeps_its_own_order_and_the_inbox_ends_when_both_close() {
-        let (senders, mut inbox) = inbox();
+        let (senders, mut inbox) = inbox([1, 2, 3]);
         for n in 0..3 {
-            senders.clients.try_send(client_batch(n)).unwrap();
+            senders.client_input(client_batch(n), 10).await.unwrap();
         }
-        senders.replicas.try_send(status(1)).unwrap();
-        senders.replicas.try_send(status(2)).unwrap();
+        senders.replica_message(1, status(1), 10).await.unwrap();
+        senders.replica_message(2, status(2), 10).await.unwrap();
         drop(senders);
         let mut numbers = Vec::new();
         let mut senders_seen = Vec::new();

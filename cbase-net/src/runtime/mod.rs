@@ -368,7 +368,14 @@ impl ReplicaNode {
             None => (None, None, Vec::new()),
         };
 
-        let (events, mut inbox) = inbox::inbox();
+        let (events, mut inbox) = inbox::inbox(
+            config
+                .cluster
+                .replicas
+                .iter()
+                .map(|r| r.id)
+                .filter(|r| *r != id),
+        );
         // The protocol's read barrier, for connections to stamp reads with;
         // no reads until the protocol says (it may be recovering).
         let read_barrier = Arc::new(std::sync::atomic::AtomicU64::new(NO_READS));
@@ -384,7 +391,7 @@ impl ReplicaNode {
         // Why the replica stopped, if a write to its data directory failed.
         let halt = Arc::new(halt::Halt::default());
         // The execution thread: committed batches in order, checkpoint digests back.
-        let checkpoint_events = events.replicas.clone();
+        let checkpoint_events = events.clone();
         let execution_halt = Arc::clone(&halt);
         let read_sink = Arc::clone(&sink);
         let execution_storage = storage.clone();
