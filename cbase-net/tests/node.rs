@@ -1028,3 +1028,32 @@ async fn connections_past_the_handshakes_under_way_are_closed_on_accept() {
     assert!(matches!(answer, ReplyMessage::Status(_)), "{answer:?}");
     cluster.shutdown().await;
 }
+
+/// A party that opens client connections and leaves them open cannot keep
+/// new clients out: when every place is taken, the connection idle longest
+/// makes room once it has been idle for `evict_idle_clients_after` (here
+/// at once), and is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_makes_room_for_a_new_one_when_every_place_is_taken() {
+    let one = TransportConfig {
+        max_client_connections: 1,
+        evict_idle_clients_after: Duration::ZERO,
+        ..TransportConfig::default()
+    };
+    let cluster = start(&[0, 1, 2, 3], one).await;
+    let mut idle = RawClient::connect(&cluster, &[0], SecretKey::from_seed([91; 32])).await;
+    let mut newcomer = RawClient::connect(&cluster, &[0], SecretKey::from_seed([92; 32])).await;
+    let (reader, _) = &mut idle.sessions[0];
+    let told: ReplyMessage = tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+        .await
+        .expect("an answer in time")
+        .expect("a frame");
+    match told {
+        ReplyMessage::Refused(why) => assert!(why.contains("idle"), "{why}"),
+        other => panic!("the idle client is told it made room, not {other:?}"),
+    }
+    let add = newcomer.batch(vec![(0, 1, Op::Add { key: 1, by: 1 })]);
+    newcomer.send(0, &add).await;
+    assert_eq!(newcomer.reply(0, 0, 1).await, Ok(1));
+    cluster.shutdown().await;
+}

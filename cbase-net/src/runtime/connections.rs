@@ -333,35 +333,29 @@ async fn serve_client(
     // a client asking faster than it reads gets fewer answers, and costs
     // nothing more.
     let (control, control_queue) = mpsc::channel(1);
-    // One connection per client: a new one (a client that reconnects, say
-    // after its old connection went half-dead) replaces the earlier one,
-    // which is closed. So the limit on connections counts clients, and a
-    // client cannot hold many.
+    // One connection per client, and at most so many clients (see
+    // `client_slots`).
     let limit = inbound.transport.max_client_connections;
-    let filed = {
-        let mut clients = inbound.clients.lock();
-        if !clients.contains_key(&key) && clients.len() >= limit {
-            None
-        } else {
-            Some(clients.insert(key, replies.clone()))
-        }
-    };
-    match filed {
-        None => {
-            inbound
-                .metrics
-                .clients_over_limit
-                .fetch_add(1, Ordering::Relaxed);
-            let why = format!(
-                "replica {} serves {limit} clients already, as many as its \
-                 max_client_connections allows; try again later",
-                inbound.id
-            );
-            refuse_at_once(writer, why).await;
-            return Ok(());
-        }
-        Some(Some(earlier)) => earlier.replaced.notify_one(),
-        Some(None) => {}
+    let filed = super::client_slots::file(
+        &inbound.clients,
+        key,
+        &replies,
+        limit,
+        inbound.transport.evict_idle_clients_after,
+        inbound.id,
+    );
+    if let super::client_slots::Filed::Full = filed {
+        inbound
+            .metrics
+            .clients_over_limit
+            .fetch_add(1, Ordering::Relaxed);
+        let why = format!(
+            "replica {} serves {limit} clients already, as many as its \
+             max_client_connections allows, all active; try again later",
+            inbound.id
+        );
+        refuse_at_once(writer, why).await;
+        return Ok(());
     }
     // Frames larger than what clients send almost always share a budget
     // with every other client connection's (see `transport::FrameBudget`).
@@ -377,17 +371,12 @@ async fn serve_client(
         loop {
             let frame = tokio::select! {
                 frame = next_frame(&mut reader) => frame?,
-                () = replies.replaced.notified() => {
-                    let _ = control
-                        .send(ReplyMessage::Refused(format!(
-                            "replica {} took a newer connection of client {key} in \
-                             place of this one",
-                            inbound.id
-                        )))
-                        .await;
+                why = replies.place.closed() => {
+                    let _ = control.send(ReplyMessage::Refused(why)).await;
                     return Err(ConnectionEnd::Refused);
                 }
             };
+            replies.place.active();
             if let Some(why) = inbound.halt.reason() {
                 let _ = control
                     .send(ReplyMessage::Refused(stopped(inbound.id, &why)))

@@ -15,6 +15,7 @@
 
 mod answers;
 pub mod checkpoints;
+mod client_slots;
 mod connections;
 mod exec_thread;
 pub mod execution;

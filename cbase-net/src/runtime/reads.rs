@@ -74,9 +74,10 @@ pub struct ClientQueue {
     pub bytes: Arc<QueuedAnswers>,
     /// Bytes of operations of this connection's reads not yet run.
     pub read_bytes: Arc<AtomicUsize>,
-    /// Told when a newer connection of the same client takes this one's
-    /// place: this one then closes.
-    pub replaced: Arc<tokio::sync::Notify>,
+    /// The connection's place among the clients served
+    /// ([`super::client_slots`]): when it was last active, and how it is
+    /// told to close.
+    pub place: Arc<super::client_slots::Place>,
 }
 
 impl Outgoing {
@@ -99,7 +100,7 @@ impl ClientQueue {
             reads: Arc::default(),
             bytes: Arc::new(QueuedAnswers::new(budget)),
             read_bytes: Arc::default(),
-            replaced: Arc::default(),
+            place: Arc::default(),
         }
     }
 

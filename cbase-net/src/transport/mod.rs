@@ -146,11 +146,18 @@ pub struct TransportConfig {
     /// Such a flood delays only new connections (replicas and clients
     /// retry with growing backoff), never established ones.
     pub max_handshakes: usize,
-    /// A replica's limit on client connections at once (default 1,024):
-    /// past it, a new client is refused after its handshake, with a reply
-    /// that says why. A client's new connection replaces its earlier one,
-    /// so this counts clients. Connections from replicas do not count.
+    /// A replica's limit on client connections at once (default 1,024).
+    /// A client's new connection replaces its earlier one, so this counts
+    /// clients; connections from replicas do not count. Past it, the
+    /// connection idle longest makes room if it has been idle for
+    /// `evict_idle_clients_after` (its client connects again when it next
+    /// has something to send); if none has, the new client is refused
+    /// after its handshake, with a reply that says why.
     pub max_client_connections: usize,
+    /// How long a client connection must have been idle (no frame from its
+    /// client) to make room for a new client when a replica serves
+    /// `max_client_connections` already (default 30 s).
+    pub evict_idle_clients_after: Duration,
     /// Bytes that frames larger than [`FREE_FRAME`] arriving from clients
     /// may take at once on a replica, all connections together (default
     /// 256 MiB); such a frame waits while they are taken. Frames up to
@@ -174,6 +181,7 @@ impl Default for TransportConfig {
             handshake_timeout: Duration::from_secs(5),
             max_handshakes: 4096,
             max_client_connections: 1024,
+            evict_idle_clients_after: Duration::from_secs(30),
             client_frame_budget: 256 << 20,
             client_answer_budget: 256 << 20,
         }
