@@ -156,18 +156,32 @@ fn decode_result<Resp: DeserializeOwned>(bytes: &[u8]) -> Result<Resp, ClientErr
 }
 
 struct Pending {
-    /// The digest of each replica's reply and the view it reported, by
-    /// replica. Digests, not results: a faulty replica answering every call
-    /// in flight with a result as large as a frame would otherwise make the
-    /// client hold a frame per call. The result handed to the caller is the
+    /// A key of each replica's reply (`result_key`) and the view it
+    /// reported, by replica. Keys, not results: a faulty replica answering
+    /// every call in flight with a result as large as a frame would
+    /// otherwise make the client hold a frame per call. The result handed to the caller is the
     /// one in the reply that completes f+1 matching.
-    votes: BTreeMap<ReplicaId, (crate::message::Hash, u64)>,
+    votes: BTreeMap<ReplicaId, (ResultKey, u64)>,
     done: Option<oneshot::Sender<Vec<u8>>>,
 }
 
-/// The digest a vote on a result keeps of it.
-fn result_digest(result: &[u8]) -> crate::message::Hash {
-    *blake3::hash(result).as_bytes()
+/// What a vote keeps of a result: the result itself if it is at most 32
+/// bytes (most are: a number, a unit, a short error), else its digest. The
+/// first byte tells which (the length, or 0xff), so a short result never
+/// equals a long one's digest.
+type ResultKey = [u8; 33];
+
+/// The key a vote on `result` keeps.
+fn result_key(result: &[u8]) -> ResultKey {
+    let mut key = [0u8; 33];
+    if result.len() <= 32 {
+        key[0] = result.len() as u8;
+        key[1..=result.len()].copy_from_slice(result);
+    } else {
+        key[0] = 0xff;
+        key[1..].copy_from_slice(blake3::hash(result).as_bytes());
+    }
+    key
 }
 
 impl Pending {
@@ -181,7 +195,7 @@ impl Pending {
         view: u64,
         weak_quorum: usize,
     ) -> Option<u64> {
-        let digest = result_digest(&result);
+        let digest = result_key(&result);
         self.votes.insert(replica, (digest, view));
         let matching = self.votes.values().filter(|(d, _)| *d == digest).count();
         if matching < weak_quorum {
@@ -726,7 +740,7 @@ impl NetClient {
             .lock()
             .get(&(lane, number))
             .map(|call| {
-                let results: std::collections::BTreeSet<&crate::message::Hash> =
+                let results: std::collections::BTreeSet<&ResultKey> =
                     call.votes.values().map(|(digest, _)| digest).collect();
                 (call.votes.len(), results.len())
             })
@@ -877,5 +891,29 @@ pub(super) mod tests {
             shared.rejected.load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    #[test]
+    fn result_keys_are_equal_exactly_when_the_results_are() {
+        let results: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![1],
+            vec![1, 0],
+            vec![0; 32],
+            vec![0; 33],
+            vec![0xff; 32],
+            vec![0xff; 33],
+            vec![9; 1 << 16],
+        ];
+        for (i, a) in results.iter().enumerate() {
+            for (j, b) in results.iter().enumerate() {
+                assert_eq!(result_key(a) == result_key(b), i == j, "{a:?} vs {b:?}");
+            }
+        }
+        // A short result is kept as itself, so a long result cannot be
+        // made to match it without a blake3 collision.
+        assert_eq!(&result_key(&[5, 6])[..3], &[2, 5, 6]);
+        assert_eq!(result_key(&[0; 33])[0], 0xff);
     }
 }

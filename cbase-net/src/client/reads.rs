@@ -29,12 +29,12 @@ pub(super) fn first_read_id() -> u64 {
 
 /// The answers to one read on the fast path.
 pub(super) struct ReadTally {
-    /// The digest of each replica's answer (`None`: it will not answer on
-    /// the fast path). Digests, not answers: a faulty replica answering
-    /// every read in flight with a frame's worth would otherwise make the
-    /// client hold a frame per read. The result handed to the caller is the
+    /// A key of each replica's answer (`None`: it will not answer on the
+    /// fast path; see `result_key`). Keys, not answers: a faulty replica
+    /// answering every read in flight with a frame's worth would otherwise
+    /// make the client hold a frame per read. The result handed to the caller is the
     /// answer that completes 2f+1 matching.
-    votes: BTreeMap<ReplicaId, Option<crate::message::Hash>>,
+    votes: BTreeMap<ReplicaId, Option<super::ResultKey>>,
     /// Gets the accepted result, or `None` once 2f+1 matching answers can
     /// no longer come.
     done: Option<oneshot::Sender<Option<Vec<u8>>>>,
@@ -64,7 +64,7 @@ impl ReadTally {
         if self.votes.contains_key(&replica) {
             return;
         }
-        let digest = answer.as_deref().map(super::result_digest);
+        let digest = answer.as_deref().map(super::result_key);
         self.votes.insert(replica, digest);
         // At most n answers: counting by scanning allocates nothing, and a
         // read is tallied n times.

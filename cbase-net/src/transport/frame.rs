@@ -225,15 +225,16 @@ impl FrameReader {
             let missing = needed - self.buffer.len();
             // At least MIN_READ of room, so small frames arrive in batches,
             // and at most READ_CHUNK beyond what is known to be coming.
-            // Growing geometrically (few copies), but never past the frame
-            // being read (and one read's room), however large: its buffer
-            // is its size, not twice.
+            // Growing geometrically (few copies), and with room for many
+            // small frames in one read, but never more than READ_CHUNK past
+            // the frame being read, however large: its buffer is its size,
+            // not twice.
             let room = missing.clamp(MIN_READ, READ_CHUNK);
             let len = self.buffer.len();
             if self.buffer.capacity() - len < room {
                 let grown = (self.buffer.capacity() * 2)
                     .max(len + room)
-                    .min(needed.max(len + MIN_READ));
+                    .min(needed.max(len + READ_CHUNK));
                 self.buffer.reserve_exact(grown - len);
             }
             let read = self.half.read_buf(&mut self.buffer).await?;
@@ -421,7 +422,7 @@ mod tests {
         });
         reader.fill(total).await.unwrap();
         assert!(
-            reader.buffer.capacity() <= total + MIN_READ,
+            reader.buffer.capacity() <= total + READ_CHUNK,
             "a buffer of {} bytes for a frame of {total}",
             reader.buffer.capacity()
         );
