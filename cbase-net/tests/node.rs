@@ -1057,3 +1057,132 @@ async fn an_idle_client_makes_room_for_a_new_one_when_every_place_is_taken() {
     assert_eq!(newcomer.reply(0, 0, 1).await, Ok(1));
     cluster.shutdown().await;
 }
+
+/// A stream to replica `to` of `cluster` from the loopback address `local`
+/// (any of 127.0.0.0/8 reaches the replica on Linux, and each is a source
+/// of its own).
+async fn connect_from(cluster: &Cluster, to: ReplicaId, local: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::from((local, 0)))
+        .expect("a loopback address to bind");
+    let address: SocketAddr = cluster.address(to).parse().expect("an IP address and port");
+    socket.connect(address).await.unwrap()
+}
+
+/// A client's first answer from replica `to`, over a connection from
+/// `local`, after asking its status.
+async fn status_from(
+    cluster: &Cluster,
+    to: ReplicaId,
+    local: [u8; 4],
+    key: SecretKey,
+) -> ReplyMessage {
+    let stream = connect_from(cluster, to, local).await;
+    let session = transport::connect(
+        stream,
+        &Identity::client(key),
+        to,
+        &cluster.config,
+        &TransportConfig::default(),
+    )
+    .await
+    .expect("a handshake");
+    let (mut reader, mut writer) = session.split();
+    writer.send_value(&ClientMessage::Status).await.unwrap();
+    writer.flush().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+        .await
+        .expect("an answer in time")
+        .expect("a frame")
+}
+
+/// One party starting handshakes from one address cannot take every
+/// handshake place: past `max_handshakes_per_source` from its source, its
+/// connections are closed on accept, and a client from another address
+/// still gets in at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_one_source_leave_handshake_places_to_others() {
+    let few = TransportConfig {
+        max_handshakes_per_source: 2,
+        handshake_timeout: Duration::from_secs(120),
+        ..TransportConfig::default()
+    };
+    let cluster = start(&[0], few).await;
+    let _silent = [
+        connect_from(&cluster, 0, [127, 0, 0, 2]).await,
+        connect_from(&cluster, 0, [127, 0, 0, 2]).await,
+    ];
+    let mut third = connect_from(&cluster, 0, [127, 0, 0, 2]).await;
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), third.read_to_end(&mut sink))
+        .await
+        .expect("closed long before its handshake could time out");
+    assert!(read.is_err() || sink.is_empty(), "{read:?} {sink:?}");
+    assert_eq!(
+        cluster
+            .node(0)
+            .metrics()
+            .handshakes_over_limit
+            .load(Ordering::Relaxed),
+        1
+    );
+    let answer = status_from(&cluster, 0, [127, 0, 0, 1], SecretKey::from_seed([101; 32])).await;
+    assert!(matches!(answer, ReplyMessage::Status(_)), "{answer:?}");
+    cluster.shutdown().await;
+}
+
+/// Without a list of clients, one party connecting clients from one
+/// address fills only that source's places: past
+/// `max_clients_per_source`, its next client is refused with a reply that
+/// names the limit, and a client from another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_from_one_source_past_its_limit_are_refused_and_other_sources_are_served() {
+    let two = TransportConfig {
+        max_clients_per_source: 2,
+        ..TransportConfig::default()
+    };
+    let cluster = start(&[0], two).await;
+    // Two clients from 127.0.0.3, their sessions held open.
+    let mut held = Vec::new();
+    for seed in [113u8, 114] {
+        let stream = connect_from(&cluster, 0, [127, 0, 0, 3]).await;
+        let session = transport::connect(
+            stream,
+            &Identity::client(SecretKey::from_seed([seed; 32])),
+            0,
+            &cluster.config,
+            &TransportConfig::default(),
+        )
+        .await
+        .expect("a handshake");
+        let (mut reader, mut writer) = session.split();
+        writer.send_value(&ClientMessage::Status).await.unwrap();
+        writer.flush().await.unwrap();
+        let answer: ReplyMessage =
+            tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+                .await
+                .expect("an answer in time")
+                .expect("a frame");
+        assert!(matches!(answer, ReplyMessage::Status(_)), "{answer:?}");
+        held.push((reader, writer));
+    }
+    match status_from(&cluster, 0, [127, 0, 0, 3], SecretKey::from_seed([115; 32])).await {
+        ReplyMessage::Refused(why) => {
+            assert!(why.contains("max_clients_per_source"), "{why}");
+            assert!(why.contains("127.0.0.3"), "{why}");
+        }
+        other => panic!("a third client from the source is refused, not answered {other:?}"),
+    }
+    let answer = status_from(&cluster, 0, [127, 0, 0, 4], SecretKey::from_seed([116; 32])).await;
+    assert!(matches!(answer, ReplyMessage::Status(_)), "{answer:?}");
+    assert_eq!(
+        cluster
+            .node(0)
+            .metrics()
+            .clients_over_limit
+            .load(Ordering::Relaxed),
+        1
+    );
+    cluster.shutdown().await;
+}

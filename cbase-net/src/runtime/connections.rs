@@ -11,7 +11,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::client_slots::Filed;
 use super::reads::{ClientQueue, Outgoing, PendingRead};
+use super::sources::{Counted, PerSource, Source};
 use super::{ClientQueues, NodeMetrics};
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::PublicKey;
@@ -197,11 +199,20 @@ pub(super) async fn listen(listener: TcpListener, inbound: Inbound) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(
         inbound.transport.max_handshakes,
     ));
+    // And past `max_handshakes_per_source` from the connection's source.
+    let handshakes_by_source = PerSource::new(inbound.transport.max_handshakes_per_source);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
+                Ok((stream, from)) => {
+                    let source = Source::of(from.ip());
+                    let Some(handshake) = handshakes_by_source
+                        .try_count(source)
+                        .and_then(|by_source| {
+                            let permit = Arc::clone(&handshakes).try_acquire_owned().ok()?;
+                            Some((by_source, permit))
+                        })
+                    else {
                         inbound
                             .metrics
                             .handshakes_over_limit
@@ -210,7 +221,7 @@ pub(super) async fn listen(listener: TcpListener, inbound: Inbound) {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, Arc::clone(&inbound), handshake));
+                    connections.spawn(serve(stream, source, Arc::clone(&inbound), handshake));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
@@ -225,8 +236,9 @@ pub(super) async fn listen(listener: TcpListener, inbound: Inbound) {
 
 async fn serve(
     stream: TcpStream,
+    source: Source,
     inbound: Arc<Inbound>,
-    handshake: tokio::sync::OwnedSemaphorePermit,
+    handshake: (Counted, tokio::sync::OwnedSemaphorePermit),
 ) {
     let from = stream.peer_addr().ok();
     let accepted = transport::accept(
@@ -252,7 +264,7 @@ async fn serve(
     let (reader, writer) = session.split();
     let result = match peer {
         Role::Replica(id) => serve_replica(id, reader, &inbound).await,
-        Role::Client(key) => serve_client(key, reader, writer, &inbound).await,
+        Role::Client(key) => serve_client(key, source, reader, writer, &inbound).await,
     };
     if let Err(error) = result {
         match error {
@@ -307,6 +319,7 @@ async fn serve_replica(
 
 async fn serve_client(
     key: PublicKey,
+    source: Source,
     mut reader: FrameReader,
     writer: FrameWriter,
     inbound: &Inbound,
@@ -335,25 +348,32 @@ async fn serve_client(
     let (control, control_queue) = mpsc::channel(1);
     // One connection per client, and at most so many clients (see
     // `client_slots`).
-    let limit = inbound.transport.max_client_connections;
-    let filed = super::client_slots::file(
-        &inbound.clients,
-        key,
-        &replies,
-        limit,
-        inbound.transport.evict_idle_clients_after,
-        inbound.id,
-    );
-    if let super::client_slots::Filed::Full = filed {
+    let limits = super::client_slots::Limits {
+        clients: inbound.transport.max_client_connections,
+        per_source: inbound.transport.max_clients_per_source,
+        idle_after: inbound.transport.evict_idle_clients_after,
+    };
+    let filed =
+        super::client_slots::file(&inbound.clients, key, source, &replies, &limits, inbound.id);
+    let refused = match filed {
+        Filed::Placed => None,
+        Filed::Full => Some(format!(
+            "replica {} serves {} clients already, as many as its \
+             max_client_connections allows, all active; try again later",
+            inbound.id, limits.clients
+        )),
+        Filed::SourceFull => Some(format!(
+            "replica {} serves {} clients from {source} already, as many as its \
+             max_clients_per_source allows, all active; try again later, or raise \
+             max_clients_per_source if many clients share that address",
+            inbound.id, limits.per_source
+        )),
+    };
+    if let Some(why) = refused {
         inbound
             .metrics
             .clients_over_limit
             .fetch_add(1, Ordering::Relaxed);
-        let why = format!(
-            "replica {} serves {limit} clients already, as many as its \
-             max_client_connections allows, all active; try again later",
-            inbound.id
-        );
         refuse_at_once(writer, why).await;
         return Ok(());
     }

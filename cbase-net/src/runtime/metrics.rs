@@ -37,10 +37,12 @@ pub struct NodeMetrics {
     /// on the connection, so they never reach the protocol.
     pub forged_batches: AtomicU64,
     /// Clients refused because the replica served
-    /// `TransportConfig::max_client_connections` already.
+    /// `TransportConfig::max_client_connections` already, or
+    /// `max_clients_per_source` from the client's source.
     pub clients_over_limit: AtomicU64,
     /// Connections closed on accept because as many handshakes as a
-    /// replica runs at once were under way.
+    /// replica runs at once (`max_handshakes`), or at once from the
+    /// connection's source (`max_handshakes_per_source`), were under way.
     pub handshakes_over_limit: AtomicU64,
     /// Messages dropped because a peer's send queue was full.
     pub dropped_sends: AtomicU64,

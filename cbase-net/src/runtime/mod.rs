@@ -27,6 +27,7 @@ mod peer_queue;
 mod prepared_index;
 pub mod prometheus;
 mod reads;
+mod sources;
 mod state_server;
 
 pub use metrics::{CHECKPOINT_HISTORY, CheckpointAgreement, NodeMetrics};

@@ -146,6 +146,11 @@ pub struct TransportConfig {
     /// Such a flood delays only new connections (replicas and clients
     /// retry with growing backoff), never established ones.
     pub max_handshakes: usize,
+    /// A replica's limit on handshakes under way at once from one source
+    /// (an IPv4 address, or the /64 prefix of an IPv6 one; default 512),
+    /// so that one party cannot take all of `max_handshakes` alone.
+    /// Connections past it are closed on accept, as past `max_handshakes`.
+    pub max_handshakes_per_source: usize,
     /// A replica's limit on client connections at once (default 1,024).
     /// A client's new connection replaces its earlier one, so this counts
     /// clients; connections from replicas do not count. Past it, the
@@ -158,6 +163,15 @@ pub struct TransportConfig {
     /// client) to make room for a new client when a replica serves
     /// `max_client_connections` already (default 30 s).
     pub evict_idle_clients_after: Duration,
+    /// A replica's limit on clients connected at once from one source (an
+    /// IPv4 address, or the /64 prefix of an IPv6 one; default 512), so
+    /// that without a list of clients one party needs several sources to
+    /// take every place of `max_client_connections`. Past it, that
+    /// source's connection idle longest makes room if it has been idle for
+    /// `evict_idle_clients_after`; if none has, the new client is refused
+    /// after its handshake, with a reply that says why. Raise it for many
+    /// clients behind one address (a NAT).
+    pub max_clients_per_source: usize,
     /// Bytes that frames larger than [`FREE_FRAME`] arriving from clients
     /// may take at once on a replica, all connections together (default
     /// 256 MiB); such a frame waits while they are taken. Frames up to
@@ -180,7 +194,9 @@ impl Default for TransportConfig {
             max_frame: 16 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
             max_handshakes: 4096,
+            max_handshakes_per_source: 512,
             max_client_connections: 1024,
+            max_clients_per_source: 512,
             evict_idle_clients_after: Duration::from_secs(30),
             client_frame_budget: 256 << 20,
             client_answer_budget: 256 << 20,
