@@ -379,8 +379,8 @@ fn lowest_priority() {
 /// the unloaded latency can stay higher for a while, and a ratio against
 /// that would flatter the next round.
 async fn fairness(cluster: &LocalCluster, calls: usize, rounds: usize) {
-    let polite = cluster.client().expect("client");
-    latency(&polite, 20).await;
+    let polite = Polite::new(cluster);
+    polite.latency(20).await;
     let priorities = [FloodPriority::Same, FloodPriority::Lowest];
     // Per round: the unloaded samples, then (samples, flood rate) per priority.
     let mut measured = Vec::new();
@@ -389,9 +389,9 @@ async fn fairness(cluster: &LocalCluster, calls: usize, rounds: usize) {
             // The replicas drain what the last flood left queued before
             // the polite client is measured alone again.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            latency(&polite, 20).await;
+            polite.latency(20).await;
         }
-        let alone = latency(&polite, calls).await;
+        let alone = polite.latency(calls).await;
         let mut flooded = Vec::new();
         for priority in priorities {
             flooded.push(under_flood(cluster, &polite, calls, priority).await);
@@ -454,6 +454,63 @@ async fn fairness(cluster: &LocalCluster, calls: usize, rounds: usize) {
     }
 }
 
+/// The well-behaved client of [`fairness`], on a runtime of its own as it
+/// would be in a process of its own: on the replicas' runtime its own tasks
+/// (sending, reading replies) would wait behind the replicas' connection
+/// tasks, which the flood keeps busy, and the benchmark would measure that
+/// queue, which no deployment has. `--polite-shared` runs it on the
+/// replicas' runtime instead, for comparison.
+struct Polite {
+    runtime: Option<tokio::runtime::Runtime>,
+    client: NetClient,
+}
+
+impl Polite {
+    fn new(cluster: &LocalCluster) -> Polite {
+        if std::env::args().any(|a| a == "--polite-shared") {
+            return Polite {
+                runtime: None,
+                client: cluster.client().expect("client"),
+            };
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the polite client's runtime");
+        // Its connection tasks start on its runtime.
+        let client = {
+            let _polite = runtime.enter();
+            cluster.client().expect("client")
+        };
+        Polite {
+            runtime: Some(runtime),
+            client,
+        }
+    }
+
+    /// `calls` calls one at a time, on the client's runtime: their latencies.
+    async fn latency(&self, calls: usize) -> Vec<Duration> {
+        let Some(runtime) = &self.runtime else {
+            return latency(&self.client, calls).await;
+        };
+        let client = self.client.clone();
+        runtime
+            .spawn(async move { latency(&client, calls).await })
+            .await
+            .expect("the polite client's calls")
+    }
+}
+
+impl Drop for Polite {
+    fn drop(&mut self) {
+        // A runtime may not be dropped where blocking is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// How many clients flood in [`fairness`]: 8, or `--flooders N`.
 fn flooders() -> usize {
     std::env::args()
@@ -465,7 +522,7 @@ fn flooders() -> usize {
 /// The polite client's latencies while the flood runs, and the flood's rate.
 async fn under_flood(
     cluster: &LocalCluster,
-    polite: &NetClient,
+    polite: &Polite,
     calls: usize,
     priority: FloodPriority,
 ) -> (Vec<Duration>, f64) {
@@ -509,7 +566,7 @@ async fn under_flood(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let before = flooded.load(Ordering::Relaxed);
-    let samples = latency(polite, calls).await;
+    let samples = polite.latency(calls).await;
     let flood_rate =
         (flooded.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
