@@ -10,7 +10,9 @@ use std::time::Duration;
 use cbase_net::config::ReplicaId;
 use cbase_net::crypto::SecretKey;
 use cbase_net::message::{ClientMessage, ReplyMessage};
-use cbase_net::transport::{self, Identity, TransportConfig};
+use cbase_net::transport::{
+    self, FrameReader, FrameWriter, Identity, TransportConfig, TransportError,
+};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -18,10 +20,13 @@ mod raw_cluster;
 
 use raw_cluster::*;
 
-/// The first answer on a fresh client connection to replica `to`, without
-/// asking anything.
-async fn first_answer(cluster: &Cluster, to: ReplicaId, key: SecretKey) -> ReplyMessage {
-    let stream = TcpStream::connect(cluster.address(to)).await.unwrap();
+/// A client session with `key`'s identity to replica `to` over `stream`.
+async fn client_session(
+    cluster: &Cluster,
+    stream: TcpStream,
+    to: ReplicaId,
+    key: SecretKey,
+) -> Result<(FrameReader, FrameWriter), TransportError> {
     let session = transport::connect(
         stream,
         &Identity::client(key),
@@ -29,13 +34,41 @@ async fn first_answer(cluster: &Cluster, to: ReplicaId, key: SecretKey) -> Reply
         &cluster.config,
         &TransportConfig::default(),
     )
-    .await
-    .unwrap();
-    let (mut reader, _writer) = session.split();
+    .await?;
+    Ok(session.split())
+}
+
+/// The next answer on a session.
+async fn next_answer(reader: &mut FrameReader) -> ReplyMessage {
     tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
         .await
         .expect("an answer in time")
         .expect("a frame")
+}
+
+/// Asks for the replica's status; its answer (or refusal).
+async fn ask_status(reader: &mut FrameReader, writer: &mut FrameWriter) -> ReplyMessage {
+    writer.send_value(&ClientMessage::Status).await.unwrap();
+    writer.flush().await.unwrap();
+    next_answer(reader).await
+}
+
+/// Asserts that the replica closes `stream` without a word, long before a
+/// handshake could time out.
+async fn assert_closed_on_accept(mut stream: TcpStream) {
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut sink))
+        .await
+        .expect("closed long before its handshake could time out");
+    assert!(read.is_err() || sink.is_empty(), "{read:?} {sink:?}");
+}
+
+/// The first answer on a fresh client connection to replica `to`, without
+/// asking anything.
+async fn first_answer(cluster: &Cluster, to: ReplicaId, key: SecretKey) -> ReplyMessage {
+    let stream = TcpStream::connect(cluster.address(to)).await.unwrap();
+    let (mut reader, _writer) = client_session(cluster, stream, to, key).await.unwrap();
+    next_answer(&mut reader).await
 }
 
 /// Anyone can be a client, so the clients a replica serves at once are
@@ -69,12 +102,7 @@ async fn clients_past_the_connection_limit_are_refused_and_a_reconnecting_client
     let mut again = RawClient::connect(&cluster, &[0], SecretKey::from_seed([71; 32])).await;
     let (reader, _) = &mut first.sessions[0];
     loop {
-        let message: ReplyMessage =
-            tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
-                .await
-                .expect("an answer in time")
-                .expect("a frame");
-        match message {
+        match next_answer(reader).await {
             ReplyMessage::Refused(why) => {
                 assert!(why.contains("newer connection"), "{why}");
                 break;
@@ -109,12 +137,7 @@ async fn connections_past_the_handshakes_under_way_are_closed_on_accept() {
     ];
     // Accepted in order: the silent ones hold both places, so this one is
     // closed without a word.
-    let mut third = TcpStream::connect(cluster.address(0)).await.unwrap();
-    let mut sink = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(60), third.read_to_end(&mut sink))
-        .await
-        .expect("closed long before its handshake could time out");
-    assert!(read.is_err() || sink.is_empty(), "{read:?} {sink:?}");
+    assert_closed_on_accept(TcpStream::connect(cluster.address(0)).await.unwrap()).await;
     assert_eq!(
         cluster
             .node(0)
@@ -126,28 +149,15 @@ async fn connections_past_the_handshakes_under_way_are_closed_on_accept() {
     drop(silent);
     // Their handshakes end as they close; then a client gets in (retrying
     // until replica 0 has seen them go) and is answered.
-    let identity = Identity::client(SecretKey::from_seed([81; 32]));
+    let key = SecretKey::from_seed([81; 32]);
     let (mut reader, mut writer) = loop {
         let stream = TcpStream::connect(cluster.address(0)).await.unwrap();
-        match transport::connect(
-            stream,
-            &identity,
-            0,
-            &cluster.config,
-            &TransportConfig::default(),
-        )
-        .await
-        {
-            Ok(session) => break session.split(),
+        match client_session(&cluster, stream, 0, key.clone()).await {
+            Ok(session) => break session,
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    writer.send_value(&ClientMessage::Status).await.unwrap();
-    writer.flush().await.unwrap();
-    let answer: ReplyMessage = tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
-        .await
-        .expect("an answer in time")
-        .unwrap();
+    let answer = ask_status(&mut reader, &mut writer).await;
     assert!(matches!(answer, ReplyMessage::Status(_)), "{answer:?}");
     cluster.shutdown().await;
 }
@@ -167,11 +177,7 @@ async fn an_idle_client_makes_room_for_a_new_one_when_every_place_is_taken() {
     let mut idle = RawClient::connect(&cluster, &[0], SecretKey::from_seed([91; 32])).await;
     let mut newcomer = RawClient::connect(&cluster, &[0], SecretKey::from_seed([92; 32])).await;
     let (reader, _) = &mut idle.sessions[0];
-    let told: ReplyMessage = tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
-        .await
-        .expect("an answer in time")
-        .expect("a frame");
-    match told {
+    match next_answer(reader).await {
         ReplyMessage::Refused(why) => assert!(why.contains("idle"), "{why}"),
         other => panic!("the idle client is told it made room, not {other:?}"),
     }
@@ -202,22 +208,10 @@ async fn status_from(
     key: SecretKey,
 ) -> ReplyMessage {
     let stream = connect_from(cluster, to, local).await;
-    let session = transport::connect(
-        stream,
-        &Identity::client(key),
-        to,
-        &cluster.config,
-        &TransportConfig::default(),
-    )
-    .await
-    .expect("a handshake");
-    let (mut reader, mut writer) = session.split();
-    writer.send_value(&ClientMessage::Status).await.unwrap();
-    writer.flush().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+    let (mut reader, mut writer) = client_session(cluster, stream, to, key)
         .await
-        .expect("an answer in time")
-        .expect("a frame")
+        .expect("a handshake");
+    ask_status(&mut reader, &mut writer).await
 }
 
 /// One party starting handshakes from one address cannot take every
@@ -236,12 +230,7 @@ async fn silent_connections_from_one_source_leave_handshake_places_to_others() {
         connect_from(&cluster, 0, [127, 0, 0, 2]).await,
         connect_from(&cluster, 0, [127, 0, 0, 2]).await,
     ];
-    let mut third = connect_from(&cluster, 0, [127, 0, 0, 2]).await;
-    let mut sink = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(60), third.read_to_end(&mut sink))
-        .await
-        .expect("closed long before its handshake could time out");
-    assert!(read.is_err() || sink.is_empty(), "{read:?} {sink:?}");
+    assert_closed_on_accept(connect_from(&cluster, 0, [127, 0, 0, 2]).await).await;
     assert_eq!(
         cluster
             .node(0)
@@ -270,23 +259,11 @@ async fn clients_from_one_source_past_its_limit_are_refused_and_other_sources_ar
     let mut held = Vec::new();
     for seed in [113u8, 114] {
         let stream = connect_from(&cluster, 0, [127, 0, 0, 3]).await;
-        let session = transport::connect(
-            stream,
-            &Identity::client(SecretKey::from_seed([seed; 32])),
-            0,
-            &cluster.config,
-            &TransportConfig::default(),
-        )
-        .await
-        .expect("a handshake");
-        let (mut reader, mut writer) = session.split();
-        writer.send_value(&ClientMessage::Status).await.unwrap();
-        writer.flush().await.unwrap();
-        let answer: ReplyMessage =
-            tokio::time::timeout(Duration::from_secs(20), reader.recv_value())
+        let (mut reader, mut writer) =
+            client_session(&cluster, stream, 0, SecretKey::from_seed([seed; 32]))
                 .await
-                .expect("an answer in time")
-                .expect("a frame");
+                .expect("a handshake");
+        let answer = ask_status(&mut reader, &mut writer).await;
         assert!(matches!(answer, ReplyMessage::Status(_)), "{answer:?}");
         held.push((reader, writer));
     }
