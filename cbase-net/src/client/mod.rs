@@ -159,8 +159,8 @@ struct Pending {
     /// A key of each replica's reply (`result_key`) and the view it
     /// reported, by replica. Keys, not results: a faulty replica answering
     /// every call in flight with a result as large as a frame would
-    /// otherwise make the client hold a frame per call. The result handed to the caller is the
-    /// one in the reply that completes f+1 matching.
+    /// otherwise make the client hold a frame per call. The result handed
+    /// to the caller is the one in the reply that completes f+1 matching.
     votes: BTreeMap<ReplicaId, (ResultKey, u64)>,
     done: Option<oneshot::Sender<Vec<u8>>>,
 }

@@ -32,8 +32,8 @@ pub(super) struct ReadTally {
     /// A key of each replica's answer (`None`: it will not answer on the
     /// fast path; see `result_key`). Keys, not answers: a faulty replica
     /// answering every read in flight with a frame's worth would otherwise
-    /// make the client hold a frame per read. The result handed to the caller is the
-    /// answer that completes 2f+1 matching.
+    /// make the client hold a frame per read. The result handed to the
+    /// caller is the answer that completes 2f+1 matching.
     votes: BTreeMap<ReplicaId, Option<super::ResultKey>>,
     /// Gets the accepted result, or `None` once 2f+1 matching answers can
     /// no longer come.

@@ -541,11 +541,8 @@ async fn serve_client(
     result
 }
 
-/// What a client hears from a replica that stopped because it could not
-/// write to its data directory.
-/// Tells a client why it is refused before anything else is set up for it,
-/// then closes (best effort: the client learns why, then the connection
-/// closes).
+/// Tells a client why it is refused before anything else is set up for it
+/// (best effort: the client learns why, then the connection closes).
 async fn refuse_at_once(mut writer: FrameWriter, why: String) {
     let frame = codec::encode(&ReplyMessage::Refused(why)).expect("a refusal always encodes");
     if writer.send(&frame).await.is_ok() {
@@ -553,6 +550,8 @@ async fn refuse_at_once(mut writer: FrameWriter, why: String) {
     }
 }
 
+/// What a client hears from a replica that stopped because it could not
+/// write to its data directory.
 fn stopped(replica: ReplicaId, why: &str) -> String {
     format!(
         "replica {replica} has stopped: {why}. The other replicas go on without it; fix the \

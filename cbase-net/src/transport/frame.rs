@@ -5,7 +5,6 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{FrameBudget, Role, TransportConfig, TransportError};
