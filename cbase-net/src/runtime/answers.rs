@@ -14,7 +14,9 @@
 //! always, so clients that hold the budget take nothing from it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use super::byte_bound::ByteBound;
 
 /// The most bytes of answers one connection's writer may have waiting. The
 /// first answer always fits the connection's bound (so a connection whose
@@ -52,7 +54,7 @@ impl AnswerBudget {
 /// One connection's count of bytes of answers waiting for its writer.
 #[derive(Debug)]
 pub struct QueuedAnswers {
-    queued: AtomicUsize,
+    queued: ByteBound,
     budget: Arc<AnswerBudget>,
 }
 
@@ -65,7 +67,7 @@ impl QueuedAnswers {
     /// Nothing waiting yet, on a connection whose answers share `budget`.
     pub fn new(budget: Arc<AnswerBudget>) -> QueuedAnswers {
         QueuedAnswers {
-            queued: AtomicUsize::new(0),
+            queued: ByteBound::new(QUEUED_BYTES_PER_CONNECTION),
             budget,
         }
     }
@@ -73,14 +75,7 @@ impl QueuedAnswers {
     /// Counts an answer of `bytes` as waiting, if it fits the connection's
     /// bound and the budget; false (and nothing counted) if not.
     pub fn reserve(&self, bytes: usize) -> bool {
-        let Ok(before) = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                let fits =
-                    queued == 0 || queued.saturating_add(bytes) <= QUEUED_BYTES_PER_CONNECTION;
-                fits.then_some(queued.saturating_add(bytes))
-            })
-        else {
+        let Some(before) = self.queued.reserve(bytes) else {
             return false;
         };
         let more = beyond_free(before.saturating_add(bytes)) - beyond_free(before);
@@ -97,14 +92,7 @@ impl QueuedAnswers {
     /// Uncounts answers of `bytes` the writer wrote (or that were not
     /// queued after all).
     pub fn release(&self, bytes: usize) {
-        let Ok(before) = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                Some(queued.saturating_sub(bytes))
-            })
-        else {
-            return;
-        };
+        let before = self.queued.release(bytes);
         let freed = beyond_free(before) - beyond_free(before.saturating_sub(bytes));
         if freed > 0 {
             self.budget.taken.fetch_sub(freed, Ordering::AcqRel);
@@ -114,7 +102,7 @@ impl QueuedAnswers {
     /// Bytes waiting.
     #[cfg(test)]
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.queued.queued()
     }
 }
 

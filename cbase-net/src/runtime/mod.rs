@@ -14,6 +14,7 @@
 //! that connection only, and is counted in [`NodeMetrics`].
 
 mod answers;
+mod byte_bound;
 pub mod checkpoints;
 mod client_slots;
 mod connections;

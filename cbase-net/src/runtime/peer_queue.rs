@@ -12,9 +12,10 @@
 //! always fits, so a peer that reads gets even the largest.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
+
+use super::byte_bound::ByteBound;
 
 /// The most bytes waiting for one peer.
 pub const PEER_QUEUE_BYTES: usize = 64 << 20;
@@ -26,7 +27,7 @@ const PEER_QUEUE_FRAMES: usize = 65_536;
 #[derive(Clone, Debug)]
 pub struct PeerQueue {
     frames: mpsc::Sender<Arc<Vec<u8>>>,
-    bytes: Arc<AtomicUsize>,
+    bytes: Arc<ByteBound>,
 }
 
 /// The writer's side: takes frames, and gives their bytes back once
@@ -34,13 +35,13 @@ pub struct PeerQueue {
 #[derive(Debug)]
 pub struct PeerOutbox {
     pub frames: mpsc::Receiver<Arc<Vec<u8>>>,
-    bytes: Arc<AtomicUsize>,
+    bytes: Arc<ByteBound>,
 }
 
 /// A fresh, empty queue for one peer.
 pub fn peer_queue() -> (PeerQueue, PeerOutbox) {
     let (frames, receiver) = mpsc::channel(PEER_QUEUE_FRAMES);
-    let bytes = Arc::new(AtomicUsize::new(0));
+    let bytes = Arc::new(ByteBound::new(PEER_QUEUE_BYTES));
     (
         PeerQueue {
             frames,
@@ -57,18 +58,11 @@ impl PeerQueue {
     /// Queues `frame` if it fits; false if it was dropped.
     pub fn try_send(&self, frame: Arc<Vec<u8>>) -> bool {
         let len = frame.len();
-        let reserved = self
-            .bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued == 0 || queued.saturating_add(len) <= PEER_QUEUE_BYTES)
-                    .then_some(queued.saturating_add(len))
-            })
-            .is_ok();
-        if !reserved {
+        if self.bytes.reserve(len).is_none() {
             return false;
         }
         if self.frames.try_send(frame).is_err() {
-            release(&self.bytes, len);
+            self.bytes.release(len);
             return false;
         }
         true
@@ -79,14 +73,8 @@ impl PeerOutbox {
     /// The frames of `bytes` bytes taken off the queue were written (or
     /// given up on).
     pub fn written(&self, bytes: usize) {
-        release(&self.bytes, bytes);
+        self.bytes.release(bytes);
     }
-}
-
-fn release(queued: &AtomicUsize, bytes: usize) {
-    let _ = queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-        Some(queued.saturating_sub(bytes))
-    });
 }
 
 #[cfg(test)]
