@@ -548,35 +548,7 @@ fn a_bucket_with_more_entries_than_a_request_lists_is_fetched_whole() {
     });
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(r.stats().bad_state, 0, "no correct peer was blamed");
-    let out = tick(&mut r, 2 * SECOND);
-    let (peer, _) = state_request(&out).expect("the state is asked for again");
-    assert!(
-        out.iter().any(|o| matches!(
-            o,
-            Output::Send(_, ReplicaMessage::StateRequest { whole: true, .. })
-        )),
-        "{out:?}"
-    );
-    let bytes = cbase_core::codec::encode(&target).unwrap();
-    let whole = ReplicaMessage::StateReply {
-        seq: 4,
-        offset: 0,
-        total: bytes.len() as u64,
-        chunk: bytes,
-        whole: true,
-    };
-    let out = deliver(&mut r, peer, whole);
-    assert!(
-        matches!(
-            &out[..],
-            [Output::InstallState {
-                seq: 4,
-                state: Transferred::Whole(_),
-                ..
-            }]
-        ),
-        "{out:?}"
-    );
+    asks_the_whole_state_and_installs_it(&mut r, &target);
 }
 
 #[test]
@@ -596,7 +568,13 @@ fn a_bucket_too_large_for_a_reply_is_fetched_whole() {
         Some(server.answer(&salt, parts, 560))
     });
     assert!(out.is_empty(), "{out:?}");
-    let out = tick(&mut r, 2 * SECOND);
+    asks_the_whole_state_and_installs_it(&mut r, &target);
+}
+
+/// A replica whose walk over parts gave up on checkpoint 4 asks for the
+/// whole state at its next tick, and installs `target` sent whole.
+fn asks_the_whole_state_and_installs_it(r: &mut Replica, target: &CheckpointState) {
+    let out = tick(r, 2 * SECOND);
     let (peer, _) = state_request(&out).expect("the state is asked for again");
     assert!(
         out.iter().any(|o| matches!(
@@ -605,7 +583,7 @@ fn a_bucket_too_large_for_a_reply_is_fetched_whole() {
         )),
         "{out:?}"
     );
-    let bytes = cbase_core::codec::encode(&target).unwrap();
+    let bytes = cbase_core::codec::encode(target).unwrap();
     let whole = ReplicaMessage::StateReply {
         seq: 4,
         offset: 0,
@@ -613,7 +591,7 @@ fn a_bucket_too_large_for_a_reply_is_fetched_whole() {
         chunk: bytes,
         whole: true,
     };
-    let out = deliver(&mut r, peer, whole);
+    let out = deliver(r, peer, whole);
     assert!(
         matches!(
             &out[..],
