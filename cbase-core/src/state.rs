@@ -148,6 +148,52 @@ pub trait State: Send + Sync + 'static {
         }
     }
 
+    /// From now on, keeps in each container what it takes to read
+    /// checkpoint `seq` (the state as it is now) and the checkpoints after
+    /// it with [`snapshot_at`](State::snapshot_at), while requests go on
+    /// changing the state: the earlier values of the entries changed since
+    /// (see [`EntryLog::keep_versions`](crate::EntryLog::keep_versions)).
+    /// A replica without a data directory does, instead of keeping a copy of
+    /// its stable checkpoint.
+    fn keep_versions(&self, seq: u64) {
+        for (_, container) in self.containers() {
+            container.entry_log().keep_versions(seq);
+        }
+    }
+
+    /// Checkpoint `seq` is taken now (where no request runs: a barrier).
+    fn checkpoint_taken(&self, seq: u64) {
+        for (_, container) in self.containers() {
+            container.entry_log().checkpoint(seq);
+        }
+    }
+
+    /// Checkpoints before `seq` will not be read with
+    /// [`snapshot_at`](State::snapshot_at) again.
+    fn forget_versions_before(&self, seq: u64) {
+        for (_, container) in self.containers() {
+            container.entry_log().forget_versions_before(seq);
+        }
+    }
+
+    /// The state at checkpoint `seq`, read from the live state and the
+    /// versions kept ([`keep_versions`](State::keep_versions)) while
+    /// requests may run: O(state) to encode, and no request waits for it
+    /// longer than a container's [`encode_entries`](Container::encode_entries)
+    /// holds its locks. `Ok(None)` if versions for `seq` are not kept (let
+    /// go, not taken yet, or the state was replaced since).
+    fn snapshot_at(&self, seq: u64) -> Result<Option<Snapshot>, CodecError> {
+        let mut parts = Vec::new();
+        for (name, container) in self.containers() {
+            let live = container.encode_entries()?;
+            match container.entry_log().contents_at(seq, live) {
+                Some(entries) => parts.push((name.to_owned(), entries)),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(Snapshot { parts }))
+    }
+
     /// A canonical copy of the whole state. Costs O(state).
     fn snapshot(&self) -> Result<Snapshot, CodecError> {
         let mut parts = Vec::new();

@@ -136,7 +136,8 @@ where
             Some(staged) => *staged.borrow_mut() = Some(value),
             None => {
                 let new = encode_or_panic(&value);
-                let previous = std::mem::replace(&mut *self.value.write(), value);
+                let mut current = self.value.write();
+                let previous = std::mem::replace(&mut *current, value);
                 self.log
                     .change(CELL_KEY, Some(&encode_or_panic(&previous)), Some(&new));
             }
@@ -176,7 +177,11 @@ where
             .downcast::<Option<(T, Vec<u8>)>>()
             .expect("commit takes what this cell's prepare returned");
         if let Some((value, bytes)) = *prepared {
-            let previous = std::mem::replace(&mut *self.value.write(), value);
+            // Reported while the lock keeps the new value from being read:
+            // a checkpoint read from the live value then from the log must
+            // not see one without the other.
+            let mut current = self.value.write();
+            let previous = std::mem::replace(&mut *current, value);
             self.log
                 .change(CELL_KEY, Some(&encode_or_panic(&previous)), Some(&bytes));
         }

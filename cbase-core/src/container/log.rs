@@ -1,10 +1,12 @@
 //! `EntryLog`: a container's digest tree and, on a replica, its record of
-//! changes since the last checkpoint.
+//! changes since the last checkpoint and of the values the checkpoints
+//! still wanted had.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
+use super::versions::Versions;
 use super::{Changes, Entries};
 use crate::merkle::{self, DigestTree, Hash};
 
@@ -12,14 +14,30 @@ use crate::merkle::{self, DigestTree, Hash};
 /// once [`record_changes`](EntryLog::record_changes) is called, remembers the
 /// changed entries for the next checkpoint.
 ///
+/// Once [`keep_versions`](EntryLog::keep_versions) is called, it also keeps
+/// the earlier values of the entries changed since the oldest checkpoint
+/// still wanted, so that [`contents_at`](EntryLog::contents_at) reads a
+/// recent checkpoint from the live contents, with no copy of them.
+///
 /// [`Table`](crate::Table) and [`Cell`](crate::Cell) use one; a custom
 /// [`Container`](super::Container) calls [`change`](EntryLog::change) for
 /// every entry it commits and gets the rest of the trait from here.
 #[derive(Debug, Default)]
 pub struct EntryLog {
     tree: DigestTree,
+    /// Whether `recorded` records anything: changes, versions or both.
     recording: AtomicBool,
-    changes: Mutex<Changes>,
+    recorded: Mutex<Recorded>,
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    /// Whether changes are recorded for [`EntryLog::take_changes`].
+    changes_on: bool,
+    changes: Changes,
+    /// Earlier values, once asked to keep them and until the contents are
+    /// replaced.
+    versions: Option<Versions>,
 }
 
 impl EntryLog {
@@ -30,6 +48,13 @@ impl EntryLog {
 
     /// Records that the entry at encoded `key` changed from `old` to `new`
     /// (encoded values; `None` where there is no entry).
+    ///
+    /// Call it before the change can be seen by
+    /// [`encode_entries`](super::Container::encode_entries), or while
+    /// holding the lock that keeps it from being seen: a checkpoint is read
+    /// from the live contents, then from the values kept here, and a change
+    /// seen in the first but not yet recorded here would be read as part
+    /// of the checkpoint.
     ///
     /// # Panics
     /// If `old` is not the value the log last saw for `key`: the container
@@ -42,9 +67,15 @@ impl EntryLog {
             panic!("container contents and digest disagree: {missing}");
         }
         if self.recording.load(Ordering::Relaxed) {
-            self.changes
-                .lock()
-                .insert(key.to_vec(), new.map(<[u8]>::to_vec));
+            let mut recorded = self.recorded.lock();
+            if recorded.changes_on {
+                recorded
+                    .changes
+                    .insert(key.to_vec(), new.map(<[u8]>::to_vec));
+            }
+            if let Some(versions) = &mut recorded.versions {
+                versions.change(key, old);
+            }
         }
     }
 
@@ -65,12 +96,59 @@ impl EntryLog {
 
     /// Starts recording changes for [`take_changes`](EntryLog::take_changes).
     pub fn record_changes(&self) {
+        self.recorded.lock().changes_on = true;
         self.recording.store(true, Ordering::Relaxed);
     }
 
     /// The changes recorded since the last call.
     pub fn take_changes(&self) -> Changes {
-        std::mem::take(&mut *self.changes.lock())
+        std::mem::take(&mut self.recorded.lock().changes)
+    }
+
+    /// From now on, keeps what [`contents_at`](EntryLog::contents_at)
+    /// needs to read checkpoint `seq` (the contents as they are now) and
+    /// the ones taken after it. Forgets any versions kept before.
+    pub fn keep_versions(&self, seq: u64) {
+        self.recorded.lock().versions = Some(Versions::starting_at(seq));
+        self.recording.store(true, Ordering::Relaxed);
+    }
+
+    /// Checkpoint `seq` is taken now: the changes from here on come after
+    /// it. Called where no change is under way (a barrier).
+    pub fn checkpoint(&self, seq: u64) {
+        if let Some(versions) = &mut self.recorded.lock().versions {
+            versions.checkpoint(seq);
+        }
+    }
+
+    /// Checkpoints before `seq` will not be read again: lets go of what
+    /// only they needed.
+    pub fn forget_versions_before(&self, seq: u64) {
+        if let Some(versions) = &mut self.recorded.lock().versions {
+            versions.forget_before(seq);
+        }
+    }
+
+    /// The contents at checkpoint `seq`, given `live`, the contents read
+    /// (by [`encode_entries`](super::Container::encode_entries)) just
+    /// before this call, while requests may have gone on changing them.
+    /// `None` if versions are not kept, or not for `seq` (let go, or not
+    /// taken yet).
+    pub fn contents_at(&self, seq: u64, live: Entries) -> Option<Entries> {
+        self.recorded
+            .lock()
+            .versions
+            .as_ref()?
+            .contents_at(seq, live)
+    }
+
+    /// How many earlier values are kept (0 if versions are not).
+    pub fn versions_kept(&self) -> usize {
+        self.recorded
+            .lock()
+            .versions
+            .as_ref()
+            .map_or(0, Versions::kept)
     }
 
     /// The digest tree of `entries`, for [`install`](EntryLog::install).
@@ -85,15 +163,19 @@ impl EntryLog {
     /// Drops the changes recorded so far: the contents as they are become
     /// the base the next changes are counted from (a container patched in
     /// [`Container::apply_changes`](super::Container::apply_changes)).
+    /// Versions kept are dropped too: they were of contents now gone (until
+    /// [`keep_versions`](EntryLog::keep_versions) is called again).
     pub fn forget_changes(&self) {
-        self.changes.lock().clear();
+        let mut recorded = self.recorded.lock();
+        recorded.changes.clear();
+        recorded.versions = None;
     }
 
     /// Replaces the digest tree with `tree` (the new contents' tree) and
-    /// drops the changes recorded so far.
+    /// drops the changes and versions recorded so far.
     pub fn install(&self, tree: DigestTree) {
         self.tree.replace_with(tree);
-        self.changes.lock().clear();
+        self.forget_changes();
     }
 }
 

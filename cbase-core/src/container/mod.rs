@@ -11,6 +11,7 @@ mod cell;
 mod log;
 mod prefix;
 mod table;
+mod versions;
 
 use std::any::Any;
 use std::sync::OnceLock;
