@@ -20,6 +20,10 @@ use std::collections::BTreeMap;
 
 use super::Entries;
 
+/// An entry's value before its first change in each epoch it changed in,
+/// oldest epoch first (`None`: there was no entry).
+type Earlier = Vec<(u64, Option<Vec<u8>>)>;
+
 /// The values entries had before their first change in each epoch, from
 /// the oldest checkpoint still wanted on.
 #[derive(Debug, Default)]
@@ -29,10 +33,8 @@ pub(super) struct Versions {
     /// The oldest checkpoint that can still be read: earlier values were
     /// let go.
     floor: u64,
-    /// For each entry changed since `floor` (by encoded key): its value
-    /// before its first change in each epoch it changed in, oldest epoch
-    /// first (`None`: there was no entry).
-    before: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>,
+    /// The earlier values of each entry changed since `floor`, by encoded key.
+    before: BTreeMap<Vec<u8>, Earlier>,
 }
 
 impl Versions {
