@@ -103,7 +103,7 @@ fn a_checkpoint_read_while_requests_write_is_the_checkpoint() {
             let mut round = 0u32;
             while !stop.load(Ordering::Relaxed) && round < 200_000 {
                 let key = round.wrapping_mul(2_654_435_761) % 40;
-                if round % 7 == 0 {
+                if round.is_multiple_of(7) {
                     state.titles.remove(&key);
                 } else {
                     state.titles.insert(key, format!("round {round}"));
