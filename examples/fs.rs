@@ -523,18 +523,9 @@ impl DiskFiles {
                     overlay(&mut new, start, offset, &data);
                     changes.push((index, old, new));
                 }
-                let written = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|mut file| {
-                        file.seek(SeekFrom::Start(offset))?;
-                        file.write_all(&data)?;
-                        if self.sync {
-                            file.sync_data()?;
-                        }
-                        Ok(())
-                    });
-                written.unwrap_or_else(|e| disk_failure("write", &path, e));
+                // Reported before the file changes: a checkpoint is read
+                // from the files and then from what the log kept, while
+                // requests run, and must not see a write the log has not.
                 for (index, old, new) in changes {
                     let old = (!old.is_empty()).then(|| block_value(&old));
                     self.log.change(
@@ -550,6 +541,18 @@ impl DiskFiles {
                         Some(&size_value(new_size)),
                     );
                 }
+                let written = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|mut file| {
+                        file.seek(SeekFrom::Start(offset))?;
+                        file.write_all(&data)?;
+                        if self.sync {
+                            file.sync_data()?;
+                        }
+                        Ok(())
+                    });
+                written.unwrap_or_else(|e| disk_failure("write", &path, e));
             }
         }
     }

@@ -423,6 +423,18 @@ fn queue_job<S: Service>(
     idle.pop()
 }
 
+/// The service of an executor, shared with another thread
+/// ([`Executor::service_handle`]).
+pub struct ServiceHandle<S: Service>(Arc<Shared<S>>);
+
+impl<S: Service> std::ops::Deref for ServiceHandle<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.0.service
+    }
+}
+
 struct Shared<S: Service> {
     service: S,
     sched: Mutex<Sched<S>>,
@@ -577,6 +589,14 @@ impl<S: Service> Executor<S> {
     /// use [`Executor::barrier`] or [`Executor::wait_idle`] first.
     pub fn service(&self) -> &S {
         &self.shared.service
+    }
+
+    /// A handle on the service that outlives this borrow, for a thread that
+    /// reads its state while requests run (with the same caveat as
+    /// [`Executor::service`]: what it reads must be safe to read then, such
+    /// as [`State::snapshot_at`](crate::State::snapshot_at)).
+    pub fn service_handle(&self) -> ServiceHandle<S> {
+        ServiceHandle(Arc::clone(&self.shared))
     }
 
     /// Finishes everything submitted, then stops the workers.

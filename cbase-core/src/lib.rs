@@ -34,7 +34,9 @@ pub use access::{AccessSet, conflicts};
 pub use client::{ClientError, Invoke};
 pub use container::{Cell, Changes, Container, Entries, EntryLog, PrefixView, Table};
 pub use context::{ClientId, Context, DeterministicRng};
-pub use executor::{Closed, ExecError, Executor, ExecutorBuilder, ReadOnly, Reply, TrySubmitError};
+pub use executor::{
+    Closed, ExecError, Executor, ExecutorBuilder, ReadOnly, Reply, ServiceHandle, TrySubmitError,
+};
 pub use key::{Key, PrefixHash, PrefixPath, TableId, ValueHash};
 pub use local::LocalInvoker;
 pub use scope::{AccessKind, UndeclaredAccess};

@@ -15,14 +15,19 @@
 //! in memory: the service holds the live state, and a second copy of it in
 //! memory would double what a replica needs. It is read back only when a
 //! peer that fell behind is served it, or a state transfer compares with it.
-//! Without one, the base is held in memory and the changes are folded into
-//! it. A peer asking for a checkpoint in the store gets it materialized (the
-//! base, with the changes up to it applied) outside the store's locks.
+//! Without one, the base is not copied either: the service state keeps the
+//! earlier values of the entries changed since the stable checkpoint
+//! ([`State::keep_versions`](cbase_core::State::keep_versions)), and a
+//! checkpoint is read from the live state with those put back ([`LiveState`]),
+//! while requests go on. Until [`CheckpointStore::serve_live`] is called (and
+//! after a state transfer, until it is on disk) the base is a whole copy in
+//! memory, with the changes folded into it. A peer asking for a checkpoint
+//! in the store gets it materialized outside the store's locks.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
-use cbase_core::StateChanges;
+use cbase_core::{Snapshot, StateChanges};
 use parking_lot::Mutex;
 
 use crate::checkpoint::CheckpointState;
@@ -43,6 +48,23 @@ struct Newer {
     clock: u64,
 }
 
+/// The service's live state, read at a recent checkpoint: how a replica
+/// without a data directory serves its checkpoints with no copy of its state.
+pub trait LiveState: Send + Sync {
+    /// The service state at checkpoint `seq` (O(state) to encode, while
+    /// requests run); `None` if it can no longer be read (let go).
+    fn snapshot_at(&self, seq: Seq) -> Option<Snapshot>;
+
+    /// Checkpoints before `seq` will not be read again.
+    fn forget_before(&self, seq: Seq);
+}
+
+impl std::fmt::Debug for dyn LiveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveState")
+    }
+}
+
 /// Where the stable checkpoint's state is kept.
 #[derive(Debug)]
 enum Base {
@@ -53,6 +75,13 @@ enum Base {
     /// state transfer compares with it, so a durable replica holds its state
     /// once in memory (in the service), not twice.
     Stored(Arc<Storage>),
+    /// Nowhere but the live service state and the versions it keeps (a
+    /// replica without a data directory): read from there when asked for.
+    Live {
+        live: Arc<dyn LiveState>,
+        clients: crate::checkpoint::ClientTable,
+        clock: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -87,6 +116,9 @@ pub struct CheckpointStore {
     newer: Mutex<VecDeque<Newer>>,
     /// The data directory that stable checkpoints are written to, if any.
     storage: OnceLock<Arc<Storage>>,
+    /// The live state that checkpoints are read from, for a replica with
+    /// no data directory ([`CheckpointStore::serve_live`]).
+    live: OnceLock<Arc<dyn LiveState>>,
     /// After a restart, the stable checkpoint indexed from the state just
     /// loaded, for the state transfer that usually follows.
     prepared: PreparedIndex,
@@ -147,6 +179,8 @@ pub struct Materialize {
 enum Source {
     Memory(Arc<CheckpointState>),
     Stored(Arc<Storage>),
+    /// Read whole from the live state: no changes to apply.
+    Live(Arc<dyn LiveState>),
 }
 
 impl Materialize {
@@ -155,6 +189,14 @@ impl Materialize {
     /// past it meanwhile, or could not be read (which is logged).
     pub fn build(self) -> Option<Arc<CheckpointState>> {
         let (from, state) = match self.base {
+            Source::Live(live) => {
+                let snapshot = live.snapshot_at(self.seq)?;
+                return Some(Arc::new(CheckpointState::new(
+                    snapshot,
+                    self.clients,
+                    self.clock,
+                )));
+            }
             Source::Memory(base) if self.changes.is_empty() => return Some(base),
             Source::Memory(base) => (0, CheckpointState::clone(&base)),
             Source::Stored(storage) => match storage.stable_state() {
@@ -199,6 +241,7 @@ impl CheckpointStore {
             }),
             newer: Mutex::new(VecDeque::new()),
             storage: OnceLock::new(),
+            live: OnceLock::new(),
             prepared: PreparedIndex::default(),
             #[cfg(test)]
             base_reads: Default::default(),
@@ -209,6 +252,31 @@ impl CheckpointStore {
     /// written on, the store keeps the base there and not in memory.
     pub fn keep_on(&self, storage: Arc<Storage>) {
         let _ = self.storage.set(storage);
+    }
+
+    /// From now on, checkpoints are read from `live` rather than kept: the
+    /// base held in memory now is let go. For a replica with no data
+    /// directory, once its state keeps versions from the stable checkpoint
+    /// on, before anything after it runs.
+    pub fn serve_live(&self, live: Arc<dyn LiveState>) {
+        let _ = self.live.set(Arc::clone(&live));
+        let mut stable = self.stable.lock();
+        debug_assert!(self.newer.lock().is_empty(), "nothing ran after the base");
+        let (clients, clock) = match &stable.base {
+            Base::Memory(state) => (state.clients.clone(), state.clock),
+            Base::Stored(_) | Base::Live { .. } => return,
+        };
+        let held = std::mem::replace(
+            &mut stable.base,
+            Base::Live {
+                live,
+                clients,
+                clock,
+            },
+        );
+        stable.unwritten = false;
+        drop(stable);
+        let_go(held);
     }
 
     /// Adds the checkpoint `record` took (the next after the newest held).
@@ -326,6 +394,17 @@ impl CheckpointStore {
         };
         stable.seq = last.seq;
         stable.digest = last.digest;
+        if let Base::Live {
+            live,
+            clients,
+            clock,
+        } = &mut stable.base
+        {
+            *clients = last.clients.clone();
+            *clock = last.clock;
+            live.forget_before(last.seq);
+            return;
+        }
         if let Some(storage) = self.storage.get() {
             // The write just put these changes on disk.
             let held = std::mem::replace(&mut stable.base, Base::Stored(Arc::clone(storage)));
@@ -360,17 +439,31 @@ impl CheckpointStore {
     }
 
     /// Replaces everything with `state`, installed at `seq` (state transfer).
+    /// With [`serve_live`](Self::serve_live), the state installed in the
+    /// service keeps versions from `seq` on, and the copy is not held.
     pub fn install(&self, seq: Seq, digest: Hash, state: Arc<CheckpointState>) {
         let mut stable = self.stable.lock();
         stable.seq = seq;
         stable.digest = digest;
-        stable.base = Base::Memory(state);
-        stable.unwritten = true;
+        let held = match self.live.get() {
+            Some(live) => std::mem::replace(
+                &mut stable.base,
+                Base::Live {
+                    live: Arc::clone(live),
+                    clients: state.clients.clone(),
+                    clock: state.clock,
+                },
+            ),
+            None => std::mem::replace(&mut stable.base, Base::Memory(state)),
+        };
+        stable.unwritten = self.live.get().is_none();
         stable.whole_pending = false;
         stable.handed = seq;
         stable.generation += 1;
         self.newer.lock().clear();
         self.prepared.forget();
+        drop(stable);
+        let_go(held);
     }
 
     /// The base is on disk already: it was just read from there (a
@@ -391,9 +484,14 @@ impl CheckpointStore {
     /// How to materialize checkpoint `seq`, with its digest, if the store has it.
     pub fn get(&self, seq: Seq) -> Option<(Hash, Materialize)> {
         let stable = self.stable.lock();
-        let base = match &stable.base {
-            Base::Memory(state) => Source::Memory(Arc::clone(state)),
-            Base::Stored(storage) => Source::Stored(Arc::clone(storage)),
+        let (base, clients, clock) = match &stable.base {
+            Base::Memory(state) => (Source::Memory(Arc::clone(state)), Default::default(), 0),
+            Base::Stored(storage) => (Source::Stored(Arc::clone(storage)), Default::default(), 0),
+            Base::Live {
+                live,
+                clients,
+                clock,
+            } => (Source::Live(Arc::clone(live)), clients.clone(), *clock),
         };
         if seq == stable.seq {
             return Some((
@@ -402,8 +500,8 @@ impl CheckpointStore {
                     seq,
                     base,
                     changes: Vec::new(),
-                    clients: Default::default(),
-                    clock: 0,
+                    clients,
+                    clock,
                 },
             ));
         }
@@ -451,6 +549,13 @@ impl CheckpointStore {
             match &stable.base {
                 Base::Memory(state) => return Some((stable.seq, Arc::clone(state))),
                 Base::Stored(storage) => Arc::clone(storage),
+                Base::Live { .. } => {
+                    let seq = stable.seq;
+                    drop(stable);
+                    // `None` if a later checkpoint became stable meanwhile
+                    // and this one was let go: the caller asks again.
+                    return self.state(seq).map(|state| (seq, state));
+                }
             }
         };
         #[cfg(test)]
@@ -518,7 +623,6 @@ impl LocalCheckpoint for CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cbase_core::{Snapshot, StateChanges};
     use std::time::Duration;
 
     fn state(value: u8) -> CheckpointState {
@@ -565,6 +669,73 @@ mod tests {
         store.stabilize(12, [1; 32], &[], None).unwrap();
         store.stabilize(8, [1; 32], &[], None).unwrap();
         assert_eq!(store.held(), [4, 8]);
+    }
+
+    /// A service state of one table, `t`, as `state(value)` encodes it.
+    struct OneTable {
+        t: cbase_core::Table<u8, u8>,
+    }
+
+    impl cbase_core::State for OneTable {
+        fn containers(&self) -> Vec<(&'static str, &dyn cbase_core::Container)> {
+            vec![("t", &self.t)]
+        }
+    }
+
+    struct LiveTable(Arc<OneTable>);
+
+    impl LiveState for LiveTable {
+        fn snapshot_at(&self, seq: Seq) -> Option<Snapshot> {
+            cbase_core::State::snapshot_at(&*self.0, seq).unwrap()
+        }
+        fn forget_before(&self, seq: Seq) {
+            cbase_core::State::forget_versions_before(&*self.0, seq);
+        }
+    }
+
+    #[test]
+    fn without_a_data_directory_checkpoints_are_read_from_the_live_state_with_no_copy_held() {
+        use cbase_core::{Container, State};
+        let live = Arc::new(OneTable {
+            t: cbase_core::Table::named("t"),
+        });
+        live.t.insert(1, 0);
+        live.keep_versions(0);
+        let store = CheckpointStore::new(0, state(0).digest(), state(0));
+        store.serve_live(Arc::new(LiveTable(Arc::clone(&live))));
+        assert!(!store.base_in_memory(), "the initial copy is let go");
+
+        // Requests change the state; checkpoints 4 and 8 are taken, and
+        // the state moves on after 8.
+        for seq in [4u8, 8] {
+            live.t.insert(1, seq);
+            live.checkpoint_taken(u64::from(seq));
+            store.push(&record(u64::from(seq), seq));
+        }
+        live.t.insert(1, 9);
+        for seq in [0u8, 4, 8] {
+            let read = store.state(u64::from(seq)).expect("held");
+            assert_eq!(read.digest(), state(seq).digest(), "checkpoint {seq}");
+        }
+
+        store.stabilize(4, state(4).digest(), &[], None).unwrap();
+        assert!(store.state(0).is_none(), "let go with the values it needed");
+        let (seq, base) = store.base().expect("the stable checkpoint");
+        assert_eq!((seq, base.digest()), (4, state(4).digest()));
+        assert_eq!(
+            live.t.entry_log().versions_kept(),
+            2,
+            "the values before the changes after 4 and after 8"
+        );
+
+        // A transferred state is installed in the service, which keeps
+        // versions from it on: the store holds no copy of it either.
+        live.restore(&state(12).snapshot).unwrap();
+        live.keep_versions(12);
+        store.install(12, state(12).digest(), Arc::new(state(12)));
+        assert!(!store.base_in_memory());
+        assert_eq!(store.state(12).unwrap().digest(), state(12).digest());
+        assert!(store.state(8).is_none());
     }
 
     #[test]

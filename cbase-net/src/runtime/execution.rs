@@ -24,8 +24,8 @@ use std::sync::{Arc, LazyLock};
 
 use cbase_core::codec;
 use cbase_core::{
-    Context, Digest, ExecError, Executor, ExecutorBuilder, ReadOnly, Service, StateChanges,
-    StateError,
+    Context, Digest, ExecError, Executor, ExecutorBuilder, ReadOnly, Service, ServiceHandle,
+    Snapshot, StateChanges, StateError,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -36,7 +36,7 @@ use crate::crypto::PublicKey;
 use crate::message::{Hash, ReadReply, Reply, Seq};
 use crate::protocol::Committed;
 
-use super::checkpoints::CheckpointStore;
+use super::checkpoints::{CheckpointStore, LiveState};
 use crate::checkpoint::CheckpointState;
 use crate::checkpoint::checkpoint_digest_encoded;
 use crate::checkpoint::parts::{Patch, Transferred};
@@ -167,6 +167,28 @@ pub struct Execution<S: Service> {
     last_executed: Seq,
     /// The client lanes with a request submitted in the batch being executed.
     lanes_in_batch: std::collections::BTreeSet<(PublicKey, u32)>,
+    /// Checkpoints are read from the live state, which keeps versions
+    /// ([`Execution::serve_checkpoints_from_live_state`]).
+    live: bool,
+}
+
+/// Checkpoints read from the service's live state and the versions it keeps.
+struct LiveCheckpoints<S: Service>(ServiceHandle<S>);
+
+impl<S: Service> LiveState for LiveCheckpoints<S> {
+    fn snapshot_at(&self, seq: Seq) -> Option<Snapshot> {
+        match self.0.state().snapshot_at(seq) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::warn!(%error, seq, "the state could not be encoded to serve a checkpoint");
+                None
+            }
+        }
+    }
+
+    fn forget_before(&self, seq: Seq) {
+        self.0.state().forget_versions_before(seq);
+    }
 }
 
 impl<S> Execution<S>
@@ -251,7 +273,29 @@ where
             sessions,
             clock: 0,
             last_executed: 0,
+            live: false,
         })
+    }
+
+    /// Serves checkpoints from the live state rather than from a copy of
+    /// it: for a replica with no data directory, whose stable checkpoint
+    /// would otherwise be a second copy of the whole state in memory. The
+    /// state keeps the earlier values of what changes after the stable
+    /// checkpoint, and lets them go as later ones become stable. Call it
+    /// before anything executes (or right after an install).
+    pub fn serve_checkpoints_from_live_state(&mut self) {
+        let seq = self.last_executed;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let barrier = self.executor.barrier(move |service: &S| {
+            service.state().keep_versions(seq);
+            let _ = sender.send(());
+        });
+        if barrier.ok().and_then(|()| receiver.recv().ok()).is_none() {
+            panic!("the executor stopped before checkpoints could be served");
+        }
+        self.live = true;
+        self.checkpoints
+            .serve_live(Arc::new(LiveCheckpoints(self.executor.service_handle())));
     }
 
     /// What the executor's workers have done, for metrics.
@@ -324,6 +368,7 @@ where
         let (sender, receiver) = std::sync::mpsc::channel();
         let state = Arc::new(state);
         let installing = Arc::clone(&state);
+        let live = self.live;
         let barrier = self.executor.barrier(move |service: &S| {
             let service = service.state();
             // The patch turns the base it was made against into the fetched
@@ -344,6 +389,11 @@ where
                     .restore(&installing.snapshot)
                     .map(|()| Installed::Whole),
             };
+            if live && installed.is_ok() {
+                // The installed state is checkpoint `seq`; what changes
+                // after it is kept from here.
+                service.keep_versions(seq);
+            }
             let _ = sender.send(installed.map(|how| (service.digest(), how)));
         });
         let (state_digest, installed) = match barrier.ok().and_then(|()| receiver.recv().ok()) {
@@ -529,6 +579,7 @@ where
         let barrier = self.executor.barrier(move |service: &S| {
             let started = std::time::Instant::now();
             let state = service.state();
+            state.checkpoint_taken(seq);
             let _ = sender.send((state.digest(), state.take_changes(), started.elapsed()));
         });
         let Some((state_digest, changes, barrier)) =

@@ -368,7 +368,12 @@ impl ReplicaNode {
                 let (recovered, replayed) = recover_execution(id, &mut execution, loaded, file)?;
                 (Some(storage), recovered, replayed)
             }
-            None => (None, None, Vec::new()),
+            None => {
+                // No disk to keep the stable checkpoint on: it is read from
+                // the live state, not held as a second copy of it.
+                execution.serve_checkpoints_from_live_state();
+                (None, None, Vec::new())
+            }
         };
 
         let (events, mut inbox) = inbox::inbox(

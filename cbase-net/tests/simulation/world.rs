@@ -180,6 +180,10 @@ fn new_node(
         protocol.sessions,
     )
     .expect("the bank starts");
+    // As a replica without a data directory does: checkpoints are read from
+    // the live state (the simulated disk is the world's, apart from it).
+    let mut execution = execution;
+    execution.serve_checkpoints_from_live_state();
     let mut replica = if restarted {
         // As a replica process without a disk starts: it may have run.
         Replica::restarted(id, cluster, key.clone(), protocol.clone())
