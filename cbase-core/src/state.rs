@@ -154,7 +154,9 @@ pub trait State: Send + Sync + 'static {
     /// changing the state: the earlier values of the entries changed since
     /// (see [`EntryLog::keep_versions`](crate::EntryLog::keep_versions)).
     /// A replica without a data directory does, instead of keeping a copy of
-    /// its stable checkpoint.
+    /// its stable checkpoint; the versions replace the changes
+    /// [`record_changes`](State::record_changes) would record
+    /// ([`take_changes`](State::take_changes) is empty from now on).
     fn keep_versions(&self, seq: u64) {
         for (_, container) in self.containers() {
             container.entry_log().keep_versions(seq);

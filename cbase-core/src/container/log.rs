@@ -107,9 +107,15 @@ impl EntryLog {
 
     /// From now on, keeps what [`contents_at`](EntryLog::contents_at)
     /// needs to read checkpoint `seq` (the contents as they are now) and
-    /// the ones taken after it. Forgets any versions kept before.
+    /// the ones taken after it, *instead of* recording changes: a replica
+    /// that reads its checkpoints from the live state has no use for them,
+    /// and recording both would cost every write twice. Forgets any versions
+    /// kept before and any changes recorded.
     pub fn keep_versions(&self, seq: u64) {
-        self.recorded.lock().versions = Some(Versions::starting_at(seq));
+        let mut recorded = self.recorded.lock();
+        recorded.versions = Some(Versions::starting_at(seq));
+        recorded.changes_on = false;
+        recorded.changes.clear();
         self.recording.store(true, Ordering::Relaxed);
     }
 

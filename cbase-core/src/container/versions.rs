@@ -16,7 +16,7 @@
 //! change is the checkpoint it came after. A barrier separates epochs: no
 //! change is under way when a checkpoint is taken.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use super::Entries;
 
@@ -33,8 +33,11 @@ pub(super) struct Versions {
     /// The oldest checkpoint that can still be read: earlier values were
     /// let go.
     floor: u64,
-    /// The earlier values of each entry changed since `floor`, by encoded key.
-    before: BTreeMap<Vec<u8>, Earlier>,
+    /// The earlier values of each entry changed since `floor`, by encoded
+    /// key. A hash map: it is looked up on every write, and nothing depends
+    /// on its order (each entry's value is put back on its own, into a
+    /// sorted map).
+    before: HashMap<Vec<u8>, Earlier>,
 }
 
 impl Versions {
@@ -44,7 +47,7 @@ impl Versions {
         Versions {
             epoch,
             floor: epoch,
-            before: BTreeMap::new(),
+            before: HashMap::new(),
         }
     }
 

@@ -248,35 +248,40 @@ impl CheckpointStore {
         }
     }
 
+    /// A store whose checkpoints are read from `live`, the service state
+    /// (which keeps versions from checkpoint `seq` on), never copied: for a
+    /// replica with no data directory. `seq` has `digest`, an empty client
+    /// table and the agreed clock at 0 (the initial state).
+    pub fn live(seq: Seq, digest: Hash, live: Arc<dyn LiveState>) -> CheckpointStore {
+        let store = CheckpointStore {
+            stable: Mutex::new(Stable {
+                seq,
+                digest,
+                base: Base::Live {
+                    live: Arc::clone(&live),
+                    clients: Default::default(),
+                    clock: 0,
+                },
+                unwritten: false,
+                whole_pending: false,
+                handed: seq,
+                generation: 0,
+            }),
+            newer: Mutex::new(VecDeque::new()),
+            storage: OnceLock::new(),
+            live: OnceLock::new(),
+            prepared: PreparedIndex::default(),
+            #[cfg(test)]
+            base_reads: Default::default(),
+        };
+        let _ = store.live.set(live);
+        store
+    }
+
     /// Stable checkpoints are written to `storage`: from the first one
     /// written on, the store keeps the base there and not in memory.
     pub fn keep_on(&self, storage: Arc<Storage>) {
         let _ = self.storage.set(storage);
-    }
-
-    /// From now on, checkpoints are read from `live` rather than kept: the
-    /// base held in memory now is let go. For a replica with no data
-    /// directory, once its state keeps versions from the stable checkpoint
-    /// on, before anything after it runs.
-    pub fn serve_live(&self, live: Arc<dyn LiveState>) {
-        let _ = self.live.set(Arc::clone(&live));
-        let mut stable = self.stable.lock();
-        debug_assert!(self.newer.lock().is_empty(), "nothing ran after the base");
-        let (clients, clock) = match &stable.base {
-            Base::Memory(state) => (state.clients.clone(), state.clock),
-            Base::Stored(_) | Base::Live { .. } => return,
-        };
-        let held = std::mem::replace(
-            &mut stable.base,
-            Base::Live {
-                live,
-                clients,
-                clock,
-            },
-        );
-        stable.unwritten = false;
-        drop(stable);
-        let_go(held);
     }
 
     /// Adds the checkpoint `record` took (the next after the newest held).
@@ -701,9 +706,9 @@ mod tests {
         });
         live.t.insert(1, 0);
         live.keep_versions(0);
-        let store = CheckpointStore::new(0, state(0).digest(), state(0));
-        store.serve_live(Arc::new(LiveTable(Arc::clone(&live))));
-        assert!(!store.base_in_memory(), "the initial copy is let go");
+        let store =
+            CheckpointStore::live(0, state(0).digest(), Arc::new(LiveTable(Arc::clone(&live))));
+        assert!(!store.base_in_memory(), "no copy of the state is held");
 
         // Requests change the state; checkpoints 4 and 8 are taken, and
         // the state moves on after 8.

@@ -197,13 +197,42 @@ where
     S::Request: DeserializeOwned,
     S::Response: Serialize,
 {
-    /// Starts the executor for `service`.
+    /// Starts the executor for `service`. The checkpoint store keeps the
+    /// stable checkpoint as a copy (in memory until it is on disk, for a
+    /// replica with a data directory: see [`CheckpointStore::keep_on`]).
     pub fn start(
         replica: ReplicaId,
         builder: ExecutorBuilder,
         service: S,
         sink: Arc<dyn ReplySink>,
         sessions: SessionLimits,
+    ) -> Result<Execution<S>, StateError> {
+        Self::launch(replica, builder, service, sink, sessions, false)
+    }
+
+    /// Starts the executor for `service`, serving checkpoints from the live
+    /// state rather than from a copy of it: for a replica with no data
+    /// directory, whose stable checkpoint would otherwise be a second copy
+    /// of the whole state in memory. The state keeps the earlier values of
+    /// what changes after the stable checkpoint, and lets them go as later
+    /// ones become stable; nothing of the state is copied, not even at start.
+    pub fn start_live(
+        replica: ReplicaId,
+        builder: ExecutorBuilder,
+        service: S,
+        sink: Arc<dyn ReplySink>,
+        sessions: SessionLimits,
+    ) -> Result<Execution<S>, StateError> {
+        Self::launch(replica, builder, service, sink, sessions, true)
+    }
+
+    fn launch(
+        replica: ReplicaId,
+        builder: ExecutorBuilder,
+        service: S,
+        sink: Arc<dyn ReplySink>,
+        sessions: SessionLimits,
+        live: bool,
     ) -> Result<Execution<S>, StateError> {
         let shared = Arc::new(ExecutionShared {
             clients: Mutex::new(ClientTable::new()),
@@ -252,50 +281,40 @@ where
             );
         })?;
         // The initial state is checkpoint 0, the store's first base; from
-        // here on the state records its changes for the checkpoints after it.
+        // here on the state records its changes for the checkpoints after
+        // it (or, read live, the values they change from).
         let state = executor.service().state();
-        let initial = CheckpointState::new(
-            state
-                .snapshot()
-                .map_err(|error| StateError::Unencodable(error.to_string()))?,
-            ClientTable::new(),
-            0,
-        );
-        let digest = checkpoint_digest(&state.digest(), &initial.clients, 0);
-        state.record_changes();
+        let digest = checkpoint_digest(&state.digest(), &ClientTable::new(), 0);
+        let checkpoints = if live {
+            state.keep_versions(0);
+            CheckpointStore::live(
+                0,
+                digest,
+                Arc::new(LiveCheckpoints(executor.service_handle())),
+            )
+        } else {
+            let initial = CheckpointState::new(
+                state
+                    .snapshot()
+                    .map_err(|error| StateError::Unencodable(error.to_string()))?,
+                ClientTable::new(),
+                0,
+            );
+            state.record_changes();
+            CheckpointStore::new(0, digest, initial)
+        };
         Ok(Execution {
             executor,
             shared,
-            checkpoints: Arc::new(CheckpointStore::new(0, digest, initial)),
+            checkpoints: Arc::new(checkpoints),
             sink,
             next_tag: 0,
             lanes_in_batch: std::collections::BTreeSet::new(),
             sessions,
             clock: 0,
             last_executed: 0,
-            live: false,
+            live,
         })
-    }
-
-    /// Serves checkpoints from the live state rather than from a copy of
-    /// it: for a replica with no data directory, whose stable checkpoint
-    /// would otherwise be a second copy of the whole state in memory. The
-    /// state keeps the earlier values of what changes after the stable
-    /// checkpoint, and lets them go as later ones become stable. Call it
-    /// before anything executes (or right after an install).
-    pub fn serve_checkpoints_from_live_state(&mut self) {
-        let seq = self.last_executed;
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let barrier = self.executor.barrier(move |service: &S| {
-            service.state().keep_versions(seq);
-            let _ = sender.send(());
-        });
-        if barrier.ok().and_then(|()| receiver.recv().ok()).is_none() {
-            panic!("the executor stopped before checkpoints could be served");
-        }
-        self.live = true;
-        self.checkpoints
-            .serve_live(Arc::new(LiveCheckpoints(self.executor.service_handle())));
     }
 
     /// What the executor's workers have done, for metrics.

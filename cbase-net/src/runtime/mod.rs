@@ -347,7 +347,14 @@ impl ReplicaNode {
             metrics: Arc::clone(&metrics),
         });
         let layout = service.state().table_names();
-        let mut execution = Execution::start(
+        // With no disk to keep the stable checkpoint on, it is read from the
+        // live state rather than held as a second copy of it.
+        let start = if config.data_dir.is_some() {
+            Execution::start
+        } else {
+            Execution::start_live
+        };
+        let mut execution = start(
             id,
             config.executor.clone(),
             service,
@@ -368,12 +375,7 @@ impl ReplicaNode {
                 let (recovered, replayed) = recover_execution(id, &mut execution, loaded, file)?;
                 (Some(storage), recovered, replayed)
             }
-            None => {
-                // No disk to keep the stable checkpoint on: it is read from
-                // the live state, not held as a second copy of it.
-                execution.serve_checkpoints_from_live_state();
-                (None, None, Vec::new())
-            }
+            None => (None, None, Vec::new()),
         };
 
         let (events, mut inbox) = inbox::inbox(

@@ -172,7 +172,9 @@ fn new_node(
     restarted: bool,
 ) -> Node {
     let collected = Arc::new(Mutex::new(Collected::default()));
-    let execution = Execution::start(
+    // As a replica without a data directory starts: checkpoints are read
+    // from the live state (the simulated disk is the world's, apart from it).
+    let execution = Execution::start_live(
         id,
         ExecutorBuilder::new().workers(2).window(64),
         Bank::new(),
@@ -180,10 +182,6 @@ fn new_node(
         protocol.sessions,
     )
     .expect("the bank starts");
-    // As a replica without a data directory does: checkpoints are read from
-    // the live state (the simulated disk is the world's, apart from it).
-    let mut execution = execution;
-    execution.serve_checkpoints_from_live_state();
     let mut replica = if restarted {
         // As a replica process without a disk starts: it may have run.
         Replica::restarted(id, cluster, key.clone(), protocol.clone())
