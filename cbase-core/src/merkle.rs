@@ -211,6 +211,31 @@ impl Shard {
         true
     }
 
+    /// Replaces one copy of `old` with `new` in place, moving it to keep
+    /// the bucket sorted (one shift of the entries between the two places,
+    /// rather than a removal and an insertion that each shift half the
+    /// bucket); false if the bucket does not hold `old`. Leaves the
+    /// bucket's digest for the caller to recompute, as
+    /// [`remove`](Self::remove) does.
+    fn swap(&mut self, bucket: u16, old: &Hash, new: Hash) -> bool {
+        let Some(entries) = self.buckets.get_mut(&bucket) else {
+            return false;
+        };
+        let Ok(at) = entries.binary_search(old) else {
+            return false;
+        };
+        let to = entries.partition_point(|e| *e < new);
+        if to > at {
+            // `new` goes after the entries that sort below it, `old` gone.
+            entries[at..to].rotate_left(1);
+            entries[to - 1] = new;
+        } else {
+            entries[to..=at].rotate_right(1);
+            entries[to] = new;
+        }
+        true
+    }
+
     /// Recomputes a changed bucket's digest and marks the node above it.
     fn touch(&mut self, bucket: u16) {
         self.rehash(bucket);
@@ -340,13 +365,19 @@ impl DigestTree {
             (bucket as usize % BUCKETS_PER_SHARD) as u16,
         );
         let mut shard = self.shards[shard].lock();
-        if let Some(old) = old
-            && !shard.remove(within, &old)
-        {
-            return Err(MissingEntry { bucket });
-        }
-        if let Some(new) = new {
-            shard.insert_unhashed(within, new);
+        match (old, new) {
+            (Some(old), Some(new)) => {
+                if !shard.swap(within, &old, new) {
+                    return Err(MissingEntry { bucket });
+                }
+            }
+            (Some(old), None) => {
+                if !shard.remove(within, &old) {
+                    return Err(MissingEntry { bucket });
+                }
+            }
+            (None, Some(new)) => shard.insert_unhashed(within, new),
+            (None, None) => {}
         }
         // Once for both halves of the change.
         shard.touch(within);
