@@ -19,10 +19,11 @@
 //! earlier values of the entries changed since the stable checkpoint
 //! ([`State::keep_versions`](cbase_core::State::keep_versions)), and a
 //! checkpoint is read from the live state with those put back ([`LiveState`]),
-//! while requests go on. Until [`CheckpointStore::serve_live`] is called (and
-//! after a state transfer, until it is on disk) the base is a whole copy in
-//! memory, with the changes folded into it. A peer asking for a checkpoint
-//! in the store gets it materialized outside the store's locks.
+//! while requests go on ([`CheckpointStore::live`]). A store made with
+//! [`CheckpointStore::new`] instead holds its base as a whole copy in
+//! memory (with a data directory, until it is on disk), with the changes
+//! folded into it. A peer asking for a checkpoint in the store gets it
+//! materialized outside the store's locks.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -444,8 +445,9 @@ impl CheckpointStore {
     }
 
     /// Replaces everything with `state`, installed at `seq` (state transfer).
-    /// With [`serve_live`](Self::serve_live), the state installed in the
-    /// service keeps versions from `seq` on, and the copy is not held.
+    /// In a store read from the live state ([`live`](Self::live)), the
+    /// state installed in the service keeps versions from `seq` on, and the
+    /// copy is not held.
     pub fn install(&self, seq: Seq, digest: Hash, state: Arc<CheckpointState>) {
         let mut stable = self.stable.lock();
         stable.seq = seq;
