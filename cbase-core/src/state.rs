@@ -181,13 +181,14 @@ pub trait State: Send + Sync + 'static {
     /// The state at checkpoint `seq`, read from the live state and the
     /// versions kept ([`keep_versions`](State::keep_versions)) while
     /// requests may run: O(state) to encode, and no request waits for it
-    /// longer than a container's [`encode_entries`](Container::encode_entries)
-    /// holds its locks. `Ok(None)` if versions for `seq` are not kept (let
-    /// go, not taken yet, or the state was replaced since).
+    /// longer than a container's
+    /// [`encode_entries_while_running`](Container::encode_entries_while_running)
+    /// holds a lock (a table: one shard's). `Ok(None)` if versions for `seq`
+    /// are not kept (let go, not taken yet, or the state was replaced since).
     fn snapshot_at(&self, seq: u64) -> Result<Option<Snapshot>, CodecError> {
         let mut parts = Vec::new();
         for (name, container) in self.containers() {
-            let live = container.encode_entries()?;
+            let live = container.encode_entries_while_running()?;
             match container.entry_log().contents_at(seq, live) {
                 Some(entries) => parts.push((name.to_owned(), entries)),
                 None => return Ok(None),

@@ -111,6 +111,18 @@ pub trait Container: Send + Sync {
     /// The whole contents, encoded. Costs O(contents).
     fn encode_entries(&self) -> Result<Entries, CodecError>;
 
+    /// The whole contents, encoded, for reading a checkpoint while requests
+    /// run ([`State::snapshot_at`](crate::State::snapshot_at)): each entry
+    /// as it was at some moment during the call, not necessarily all at
+    /// the same one, since the versions the [`EntryLog`] keeps put right
+    /// every entry changed meanwhile. A container that can encode a part
+    /// at a time overrides it, so that requests never wait for the whole
+    /// contents to be encoded (`Table` holds one shard's lock at a time).
+    /// Defaults to [`encode_entries`](Container::encode_entries).
+    fn encode_entries_while_running(&self) -> Result<Entries, CodecError> {
+        self.encode_entries()
+    }
+
     /// Decodes entries into a value that [`Container::install`] accepts,
     /// without changing the container. Refuses entries this container would
     /// not have written (an encoding that is not canonical), since their
