@@ -709,7 +709,7 @@ where
 
     /// One shard at a time, each encoded under its read lock and sorted in
     /// after it is released: a write waits for one shard's encoding at
-    /// most (about 5 ms at 10^6 entries), not for the whole table's.
+    /// most (3-4 ms at 10^6 entries), not for the whole table's (seconds).
     fn encode_entries_while_running(&self) -> Result<Entries, CodecError> {
         let mut entries = Entries::new();
         for shard in self.shards.iter() {
