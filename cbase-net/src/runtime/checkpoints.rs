@@ -118,7 +118,7 @@ pub struct CheckpointStore {
     /// The data directory that stable checkpoints are written to, if any.
     storage: OnceLock<Arc<Storage>>,
     /// The live state that checkpoints are read from, for a replica with
-    /// no data directory ([`CheckpointStore::serve_live`]).
+    /// no data directory ([`CheckpointStore::live`]).
     live: OnceLock<Arc<dyn LiveState>>,
     /// After a restart, the stable checkpoint indexed from the state just
     /// loaded, for the state transfer that usually follows.
@@ -491,16 +491,18 @@ impl CheckpointStore {
     /// How to materialize checkpoint `seq`, with its digest, if the store has it.
     pub fn get(&self, seq: Seq) -> Option<(Hash, Materialize)> {
         let stable = self.stable.lock();
-        let (base, clients, clock) = match &stable.base {
-            Base::Memory(state) => (Source::Memory(Arc::clone(state)), Default::default(), 0),
-            Base::Stored(storage) => (Source::Stored(Arc::clone(storage)), Default::default(), 0),
-            Base::Live {
-                live,
-                clients,
-                clock,
-            } => (Source::Live(Arc::clone(live)), clients.clone(), *clock),
+        let base = match &stable.base {
+            Base::Memory(state) => Source::Memory(Arc::clone(state)),
+            Base::Stored(storage) => Source::Stored(Arc::clone(storage)),
+            Base::Live { live, .. } => Source::Live(Arc::clone(live)),
         };
         if seq == stable.seq {
+            // A base read from the live state takes the client table and
+            // clock from here; the others carry their own.
+            let (clients, clock) = match &stable.base {
+                Base::Live { clients, clock, .. } => (clients.clone(), *clock),
+                Base::Memory(_) | Base::Stored(_) => (Default::default(), 0),
+            };
             return Some((
                 stable.digest,
                 Materialize {

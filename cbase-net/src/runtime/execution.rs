@@ -168,7 +168,7 @@ pub struct Execution<S: Service> {
     /// The client lanes with a request submitted in the batch being executed.
     lanes_in_batch: std::collections::BTreeSet<(PublicKey, u32)>,
     /// Checkpoints are read from the live state, which keeps versions
-    /// ([`Execution::serve_checkpoints_from_live_state`]).
+    /// ([`Execution::start_live`]).
     live: bool,
 }
 
