@@ -6,7 +6,7 @@ mod ports;
 use cbase_core::{AccessSet, Container, Context, Request, Service, State, Table};
 use cbase_net::config::generate_cluster;
 use cbase_net::deploy::{DeployError, ReplicaOptions, client_from_file, start_replica};
-use ports::{free_port, free_ports};
+use ports::free_ports;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -69,7 +69,7 @@ async fn mistakes_in_files_are_named() {
     assert!(matches!(error, DeployError::Config(_)), "{error}");
     assert!(error.to_string().contains("garbled.toml"), "{error}");
 
-    let generated = generate_cluster(dir.path(), 4, "127.0.0.1", free_port(), false).unwrap();
+    let generated = generate_cluster(dir.path(), 4, "127.0.0.1", free_ports(4), false).unwrap();
     let config = &generated.config_path;
     let key = |id: usize| generated.key_paths[id].clone();
 

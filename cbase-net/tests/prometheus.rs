@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cbase_net::config::generate_cluster;
 use cbase_net::deploy::{ReplicaOptions, client_from_file, start_replica};
-use ports::{free_port, free_ports};
+use ports::free_ports;
 use support::{Put, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -37,7 +37,7 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 async fn a_replica_serves_its_metrics_to_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let generated = generate_cluster(dir.path(), 4, "127.0.0.1", free_ports(4), false).unwrap();
-    let metrics_port = free_port();
+    let metrics_port = free_ports(1);
     let mut nodes = Vec::new();
     for id in 0..4u32 {
         let options = ReplicaOptions {
