@@ -700,9 +700,7 @@ where
         let guards: Vec<_> = self.shards.iter().map(|s| s.read_recursive()).collect();
         let mut entries = Entries::new();
         for guard in &guards {
-            for (key, value) in guard.iter() {
-                entries.insert(codec::encode(key)?, codec::encode(value)?);
-            }
+            entries.extend(encode_shard(guard)?);
         }
         Ok(entries)
     }
@@ -713,14 +711,7 @@ where
     fn encode_entries_while_running(&self) -> Result<Entries, CodecError> {
         let mut entries = Entries::new();
         for shard in self.shards.iter() {
-            let encoded = {
-                let guard = shard.read_recursive();
-                let mut encoded = Vec::with_capacity(guard.len());
-                for (key, value) in guard.iter() {
-                    encoded.push((codec::encode(key)?, codec::encode(value)?));
-                }
-                encoded
-            };
+            let encoded = encode_shard(&shard.read_recursive())?;
             entries.extend(encoded);
         }
         Ok(entries)
@@ -790,6 +781,21 @@ where
         }
         self.log.forget_changes();
     }
+}
+
+/// An encoded key and its encoded value.
+type EncodedEntry = (Vec<u8>, Vec<u8>);
+
+/// One shard's entries, encoded, in key order.
+fn encode_shard<K, V>(shard: &BTreeMap<K, V>) -> Result<Vec<EncodedEntry>, CodecError>
+where
+    K: serde::Serialize,
+    V: serde::Serialize,
+{
+    shard
+        .iter()
+        .map(|(key, value)| Ok((codec::encode(key)?, codec::encode(value)?)))
+        .collect()
 }
 
 /// Decodes `bytes`, refusing anything but the canonical encoding: it would

@@ -229,13 +229,32 @@ impl Materialize {
 impl CheckpointStore {
     /// A store whose base is `state`, the checkpoint at `seq` with `digest`.
     pub fn new(seq: Seq, digest: Hash, state: CheckpointState) -> CheckpointStore {
+        // The initial state is on no disk yet.
+        CheckpointStore::with_base(seq, digest, Base::Memory(Arc::new(state)), true)
+    }
+
+    /// A store whose checkpoints are read from `live`, the service state
+    /// (which keeps versions from checkpoint `seq` on), never copied: for a
+    /// replica with no data directory. `seq` has `digest`, an empty client
+    /// table and the agreed clock at 0 (the initial state).
+    pub fn live(seq: Seq, digest: Hash, live: Arc<dyn LiveState>) -> CheckpointStore {
+        let base = Base::Live {
+            live: Arc::clone(&live),
+            clients: Default::default(),
+            clock: 0,
+        };
+        let store = CheckpointStore::with_base(seq, digest, base, false);
+        let _ = store.live.set(live);
+        store
+    }
+
+    fn with_base(seq: Seq, digest: Hash, base: Base, unwritten: bool) -> CheckpointStore {
         CheckpointStore {
             stable: Mutex::new(Stable {
                 seq,
                 digest,
-                base: Base::Memory(Arc::new(state)),
-                // The initial state is on no disk yet.
-                unwritten: true,
+                base,
+                unwritten,
                 whole_pending: false,
                 handed: seq,
                 generation: 0,
@@ -247,36 +266,6 @@ impl CheckpointStore {
             #[cfg(test)]
             base_reads: Default::default(),
         }
-    }
-
-    /// A store whose checkpoints are read from `live`, the service state
-    /// (which keeps versions from checkpoint `seq` on), never copied: for a
-    /// replica with no data directory. `seq` has `digest`, an empty client
-    /// table and the agreed clock at 0 (the initial state).
-    pub fn live(seq: Seq, digest: Hash, live: Arc<dyn LiveState>) -> CheckpointStore {
-        let store = CheckpointStore {
-            stable: Mutex::new(Stable {
-                seq,
-                digest,
-                base: Base::Live {
-                    live: Arc::clone(&live),
-                    clients: Default::default(),
-                    clock: 0,
-                },
-                unwritten: false,
-                whole_pending: false,
-                handed: seq,
-                generation: 0,
-            }),
-            newer: Mutex::new(VecDeque::new()),
-            storage: OnceLock::new(),
-            live: OnceLock::new(),
-            prepared: PreparedIndex::default(),
-            #[cfg(test)]
-            base_reads: Default::default(),
-        };
-        let _ = store.live.set(live);
-        store
     }
 
     /// Stable checkpoints are written to `storage`: from the first one
