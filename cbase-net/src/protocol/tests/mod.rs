@@ -51,6 +51,7 @@ fn client_batch(client: &SecretKey, lane: u32, number: u64) -> ClientBatch {
 
 mod parts;
 mod schedules;
+mod uptime;
 mod vouching;
 
 /// Decides whether a message in flight is lost (or held back): (from, to, message).
