@@ -480,6 +480,14 @@ impl Replica {
             self.pending
                 .retain(|queued| !reissued.contains(&queued.digest));
         }
+        // A timer for a batch this replica no longer holds nor sees ordered
+        // (it timed a retransmission of a batch proposed in a slot the new
+        // view skipped) watches for something nobody may propose again: if
+        // its client gave up, it would stay for good and depose every
+        // primary in turn. The client's next retransmission is new again
+        // (see above) and is held and timed anew.
+        let known = &self.known_batches;
+        self.waiting.retain(|digest, _| known.contains_key(digest));
         // Proposals neither the new view nor a prepared certificate names
         // are no longer needed.
         let referenced: std::collections::BTreeSet<(Seq, Hash)> = self

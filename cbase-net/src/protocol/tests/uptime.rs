@@ -48,3 +48,36 @@ fn a_request_timer_for_a_batch_a_new_view_skipped_does_not_outlive_its_client() 
             .collect::<Vec<_>>()
     );
 }
+
+/// The same schedule, but the client keeps retransmitting (as `NetClient`
+/// does until its call times out): dropping the timers loses nothing, the
+/// retransmission after the new view is held, timed and ordered anew, and
+/// every replica executes it once.
+#[test]
+fn a_batch_a_new_view_skipped_is_ordered_when_its_client_retransmits() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = client_batch(&client, 0, 1);
+    net.drop_rule = Some(Box::new(|_, to, m| match m {
+        ReplicaMessage::PrePrepare(p) => p.view == 0 && to == 1,
+        ReplicaMessage::Prepare(p) => p.view == 0,
+        _ => false,
+    }));
+    net.input(0, Input::Client(batch.clone()));
+    net.run();
+    net.input(2, Input::Client(batch.clone()));
+    net.input(3, Input::Client(batch.clone()));
+    net.run();
+    // Long enough for the backups to depose view 0's primary.
+    for _ in 0..100 {
+        net.advance(SECOND / 10);
+    }
+    assert!(net.replicas.iter().all(|r| r.view() >= 1));
+    assert!((0..4).all(|r| net.executed_requests(r).is_empty()));
+    net.broadcast_client(&batch);
+    net.run();
+    for replica in 0..4 {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+    assert!(net.replicas.iter().all(|r| r.waiting.is_empty()));
+}
