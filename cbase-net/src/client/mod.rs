@@ -893,6 +893,52 @@ pub(super) mod tests {
         );
     }
 
+    /// A caller that gives up on a call (drops its future: a
+    /// `tokio::time::timeout` or `select!` around `call`) must give back
+    /// the lane and the call's entry in `pending`, as a call that times out
+    /// by itself does. Each lane lost is gone for the client's lifetime:
+    /// after `lanes` such calls, a permit is free with no lane behind it and
+    /// the next call panics ("a permit guarantees a free lane").
+    #[tokio::test]
+    async fn a_call_dropped_by_its_caller_gives_back_its_lane_and_pending_entry() {
+        let replicas = (0..4u8)
+            .map(|i| crate::config::ReplicaEntry {
+                id: u32::from(i),
+                // Nothing listens there: calls wait for ever.
+                address: format!("127.0.0.1:{}", 9 + u16::from(i)),
+                public_key: SecretKey::from_seed([i + 1; 32]).public(),
+            })
+            .collect();
+        let cluster = ClusterConfig {
+            f: 1,
+            replicas,
+            clients: None,
+        };
+        let lanes = 4;
+        let client = NetClient::connect(
+            cluster,
+            ClientConfig {
+                lanes,
+                ..ClientConfig::default()
+            },
+        )
+        .unwrap();
+        for _ in 0..lanes {
+            let call = client.on_lane(vec![1], "op");
+            let gave_up = tokio::time::timeout(Duration::from_millis(5), call).await;
+            assert!(gave_up.is_err(), "nobody answers");
+        }
+        let free = client.inner.lanes.free.lock().len();
+        let pending = client.inner.shared.pending.lock().len();
+        assert_eq!(
+            (free, pending),
+            (lanes, 0),
+            "after {} abandoned calls: {free} of {lanes} lanes free, {pending} calls \
+             still filed as pending",
+            lanes
+        );
+    }
+
     #[test]
     fn result_keys_are_equal_exactly_when_the_results_are() {
         let results: Vec<Vec<u8>> = vec![
