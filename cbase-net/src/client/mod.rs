@@ -484,6 +484,10 @@ impl NetClient {
     /// A call whose session expired while it was in flight fails with
     /// [`ExecError::SessionExpired`]: the replicas cannot tell whether it
     /// ran before; the calls after it open a new session by themselves.
+    ///
+    /// Dropping the returned future (a `tokio::time::timeout` or `select!`
+    /// around it) gives the call up: the request may still execute, once at
+    /// most, and the client's lane and memory for it are free again at once.
     pub async fn call<Req, Resp>(&self, request: &Req) -> Result<Resp, ClientError>
     where
         Req: Serialize + Request,
@@ -617,6 +621,15 @@ impl NetClient {
             .lock()
             .pop()
             .expect("a permit guarantees a free lane");
+        // Declared after the permit, so dropped before it: the lane is free
+        // again before another call can take the permit, however this call
+        // ends (dropped by its caller included).
+        let mut held = HeldLane {
+            lanes: &inner.lanes,
+            lane,
+            // Never sent, so the lane's next request can use the number.
+            last,
+        };
         let request = ClientRequest {
             lane,
             number: last.max(inner.lanes.floor.load(Ordering::Acquire)) + 1,
@@ -624,11 +637,12 @@ impl NetClient {
         };
         let bytes = inner.sizes.batch(1, BatchSizes::request(&request));
         if bytes > limit {
-            // Never sent, so the lane's next request can use the number.
-            inner.lanes.free.lock().push((lane, last));
             return Err(ClientError::TooLarge { bytes, limit });
         }
         let number = request.number;
+        // From here the request may reach the replicas: the lane's next
+        // request goes above it, even if this call is given up on.
+        held.last = number;
         let result = self
             .run_on_lane(request)
             .await
@@ -641,7 +655,7 @@ impl NetClient {
                     seen,
                 },
             });
-        inner.lanes.free.lock().push((lane, number));
+        drop(held);
         Ok((number, result?))
     }
 
@@ -656,9 +670,15 @@ impl NetClient {
                 done: Some(done),
             },
         );
+        // However this call ends, dropped by its caller included, its
+        // entry goes.
+        let _filed = FiledCall {
+            shared: &inner.shared,
+            lane,
+            number,
+        };
         let (framed, frame) = oneshot::channel();
         if inner.submit.send((request, framed)).is_err() {
-            inner.shared.pending.lock().remove(&(lane, number));
             return Err(Late::Closed);
         }
         let (sent, ticket) = match frame.await {
@@ -712,11 +732,38 @@ impl NetClient {
                 }
             }
         };
-        inner.shared.pending.lock().remove(&(lane, number));
         if let Some(ticket) = ticket {
             ticket.release();
         }
         outcome
+    }
+}
+
+/// A lane taken by a call, put back free when the call ends or is
+/// dropped, with the last number it may have sent on it.
+struct HeldLane<'a> {
+    lanes: &'a Lanes,
+    lane: u32,
+    last: u64,
+}
+
+impl Drop for HeldLane<'_> {
+    fn drop(&mut self) {
+        self.lanes.free.lock().push((self.lane, self.last));
+    }
+}
+
+/// A call's entry in `Shared::pending`, removed when the call ends or is
+/// dropped.
+struct FiledCall<'a> {
+    shared: &'a Shared,
+    lane: u32,
+    number: u64,
+}
+
+impl Drop for FiledCall<'_> {
+    fn drop(&mut self) {
+        self.shared.pending.lock().remove(&(self.lane, self.number));
     }
 }
 
