@@ -669,6 +669,40 @@ mod tests {
         assert_eq!(store.held(), [4, 8]);
     }
 
+    /// The protocol thread begins a stable checkpoint's write
+    /// (`begin_stabilize`) and moves on; the storage thread finishes it
+    /// (`finish_stabilize`), and only that lets the store drop the
+    /// checkpoints up to it. Nothing holds the protocol (or execution,
+    /// which runs up to a window past the protocol's stable checkpoint, not
+    /// the store's) back while writes are queued: with a disk slower than
+    /// checkpoints come, the store keeps every checkpoint since the last
+    /// finished write (each with its changes and a copy of the client
+    /// table), and the queue of writes grows alike, with no bound from
+    /// the window.
+    #[test]
+    fn checkpoints_held_while_stable_writes_are_queued_stay_within_the_window() {
+        // The protocol's window: 2 checkpoint intervals.
+        let window_checkpoints = 2;
+        let store = CheckpointStore::new(0, state(0).digest(), state(0));
+        let mut queued = Vec::new();
+        for i in 1..=64u64 {
+            let value = i as u8;
+            store.push(&record(4 * i, value));
+            // 2f+1 replicas agree on it: stable in the protocol, which
+            // hands the write to the storage thread, still busy with the
+            // first.
+            if let Some(write) = store.begin_stabilize(4 * i, state(value).digest(), &[]) {
+                queued.push(write);
+            }
+        }
+        let held = store.held().len();
+        assert!(
+            held <= window_checkpoints + 1,
+            "{held} checkpoints held and {} writes queued after 64 became stable",
+            queued.len()
+        );
+    }
+
     /// A service state of one table, `t`, as `state(value)` encodes it.
     struct OneTable {
         t: cbase_core::Table<u8, u8>,
