@@ -8,8 +8,10 @@
 //! checkpoints taken after it. When a later checkpoint becomes stable, its
 //! changes (and those before it) are written to the data directory in one
 //! durable commit: each costs what changed. The protocol never lets
-//! execution run more than a window ahead of the stable checkpoint, so the
-//! changes held are bounded by the window.
+//! execution run more than a window ahead of its stable checkpoint, and
+//! execution waits for the disk while the writes handed to it run a window
+//! ahead of the last one written ([`CheckpointStore::limit_unwritten`]), so
+//! the changes held are bounded by two windows, however slow the disk.
 //!
 //! With a data directory, the base lives there once written, and nowhere
 //! in memory: the service holds the live state, and a second copy of it in
@@ -26,10 +28,11 @@
 //! materialized outside the store's locks.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use cbase_core::{Snapshot, StateChanges};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::checkpoint::CheckpointState;
 use crate::checkpoint::parts::{CheckpointIndex, LocalCheckpoint};
@@ -123,9 +126,21 @@ pub struct CheckpointStore {
     /// After a restart, the stable checkpoint indexed from the state just
     /// loaded, for the state transfer that usually follows.
     prepared: PreparedIndex,
+    /// How far (in sequence numbers) the stable checkpoints handed to the
+    /// disk may run ahead of the last one written before execution waits
+    /// for the disk ([`limit_unwritten`](Self::limit_unwritten)).
+    unwritten_limit: AtomicU64,
+    /// Signalled whenever a write finishes, the base is replaced, or the
+    /// writer stops.
+    written: Condvar,
+    /// The thread that finishes writes has stopped: nobody waits for it.
+    writer_gone: AtomicBool,
     /// How many times the stable checkpoint was read back from disk.
     #[cfg(test)]
     base_reads: std::sync::atomic::AtomicUsize,
+    /// Pushes waiting for the disk now.
+    #[cfg(test)]
+    waiting_pushes: std::sync::atomic::AtomicUsize,
 }
 
 /// A stable checkpoint on its way to disk: what the store's base must move
@@ -263,9 +278,35 @@ impl CheckpointStore {
             storage: OnceLock::new(),
             live: OnceLock::new(),
             prepared: PreparedIndex::default(),
+            unwritten_limit: AtomicU64::new(u64::MAX),
+            written: Condvar::new(),
+            writer_gone: AtomicBool::new(false),
             #[cfg(test)]
             base_reads: Default::default(),
+            #[cfg(test)]
+            waiting_pushes: Default::default(),
         }
+    }
+
+    /// Makes [`push`](Self::push) wait while the stable checkpoints handed
+    /// to the disk ([`begin_stabilize`](Self::begin_stabilize)) run `seqs`
+    /// or more sequence numbers ahead of the last one written
+    /// ([`finish_stabilize`](Self::finish_stabilize)). The protocol keeps
+    /// execution within a window of *its* stable checkpoint, not of the
+    /// disk's: on a disk slower than the state changes, the checkpoints
+    /// waiting to be written (each with its changes and client table) would
+    /// otherwise pile up without bound. With a limit of the window, the
+    /// store holds at most two windows of checkpoints.
+    pub fn limit_unwritten(&self, seqs: u64) {
+        self.unwritten_limit.store(seqs.max(1), Ordering::Release);
+    }
+
+    /// The thread that finishes writes stopped (the replica halts or shuts
+    /// down): [`push`](Self::push) no longer waits for it.
+    pub fn writer_stopped(&self) {
+        self.writer_gone.store(true, Ordering::Release);
+        let _stable = self.stable.lock();
+        self.written.notify_all();
     }
 
     /// Stable checkpoints are written to `storage`: from the first one
@@ -274,8 +315,25 @@ impl CheckpointStore {
         let _ = self.storage.set(storage);
     }
 
-    /// Adds the checkpoint `record` took (the next after the newest held).
+    /// Adds the checkpoint `record` took (the next after the newest held),
+    /// first waiting while the disk lags too far behind (see
+    /// [`limit_unwritten`](Self::limit_unwritten)). Only writes begun wait:
+    /// a replica whose checkpoints the others never confirm (it diverged)
+    /// begins none, and goes on to the state transfer that repairs it.
     pub fn push(&self, record: &CheckpointRecord) {
+        let limit = self.unwritten_limit.load(Ordering::Acquire);
+        if limit != u64::MAX {
+            let mut stable = self.stable.lock();
+            while stable.handed.saturating_sub(stable.seq) >= limit
+                && !self.writer_gone.load(Ordering::Acquire)
+            {
+                #[cfg(test)]
+                self.waiting_pushes.fetch_add(1, Ordering::AcqRel);
+                self.written.wait(&mut stable);
+                #[cfg(test)]
+                self.waiting_pushes.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
         self.newer.lock().push_back(Newer {
             seq: record.seq,
             digest: record.digest,
@@ -369,6 +427,16 @@ impl CheckpointStore {
         // shared would copy all of it.
         let (seq, generation) = (write.seq, write.generation);
         drop(write);
+        self.fold_written(seq, generation);
+        // Under the lock, so that a `push` that just found the disk behind
+        // is waiting by now and not about to.
+        let _stable = self.stable.lock();
+        self.written.notify_all();
+    }
+
+    /// Folds the checkpoints up to `seq`, just written, into the base,
+    /// unless the base was replaced since (another `generation`).
+    fn fold_written(&self, seq: Seq, generation: u64) {
         let mut stable = self.stable.lock();
         if stable.generation != generation {
             // A transferred state replaced the base meanwhile.
@@ -458,6 +526,8 @@ impl CheckpointStore {
         stable.generation += 1;
         self.newer.lock().clear();
         self.prepared.forget();
+        // Nothing handed is unwritten any more.
+        self.written.notify_all();
         drop(stable);
         let_go(held);
     }
@@ -672,35 +742,99 @@ mod tests {
     /// The protocol thread begins a stable checkpoint's write
     /// (`begin_stabilize`) and moves on; the storage thread finishes it
     /// (`finish_stabilize`), and only that lets the store drop the
-    /// checkpoints up to it. Nothing holds the protocol (or execution,
-    /// which runs up to a window past the protocol's stable checkpoint, not
-    /// the store's) back while writes are queued: with a disk slower than
-    /// checkpoints come, the store keeps every checkpoint since the last
-    /// finished write (each with its changes and a copy of the client
-    /// table), and the queue of writes grows alike, with no bound from
-    /// the window.
+    /// checkpoints up to it. Execution runs up to a window past the
+    /// protocol's stable checkpoint, not the store's: with a disk slower
+    /// than checkpoints come, the store would keep every checkpoint since
+    /// the last finished write (each with its changes and a copy of the
+    /// client table). With the limit, execution waits for the disk instead,
+    /// and the store holds a bounded number however the two threads
+    /// interleave.
     #[test]
     fn checkpoints_held_while_stable_writes_are_queued_stay_within_the_window() {
-        // The protocol's window: 2 checkpoint intervals.
-        let window_checkpoints = 2;
-        let store = CheckpointStore::new(0, state(0).digest(), state(0));
-        let mut queued = Vec::new();
+        // Checkpoints every 4, a window of 2 intervals.
+        let (interval, window) = (4u64, 8u64);
+        let store = Arc::new(CheckpointStore::new(0, state(0).digest(), state(0)));
+        store.limit_unwritten(window);
+        let (writes, to_disk) = std::sync::mpsc::channel::<StableWrite>();
+        let produced = Arc::new(AtomicBool::new(false));
+        // The slowest disk: it finishes a write only once execution waits
+        // for it (or has taken every checkpoint).
+        let disk = {
+            let (store, produced) = (Arc::clone(&store), Arc::clone(&produced));
+            std::thread::spawn(move || {
+                let mut most = 0;
+                for write in to_disk {
+                    while store.waiting_pushes.load(Ordering::Acquire) == 0
+                        && !produced.load(Ordering::Acquire)
+                    {
+                        std::thread::yield_now();
+                    }
+                    store.finish_stabilize(write);
+                    most = most.max(store.held().len());
+                }
+                most
+            })
+        };
+        let mut most = 0;
         for i in 1..=64u64 {
-            let value = i as u8;
-            store.push(&record(4 * i, value));
-            // 2f+1 replicas agree on it: stable in the protocol, which
-            // hands the write to the storage thread, still busy with the
-            // first.
-            if let Some(write) = store.begin_stabilize(4 * i, state(value).digest(), &[]) {
-                queued.push(write);
-            }
+            store.push(&record(interval * i, i as u8));
+            most = most.max(store.held().len());
+            // 2f+1 replicas agree on it at once: stable in the protocol,
+            // which hands its write to the disk.
+            let write = store
+                .begin_stabilize(interval * i, state(i as u8).digest(), &[])
+                .expect("the store holds it");
+            writes.send(write).unwrap();
         }
-        let held = store.held().len();
+        produced.store(true, Ordering::Release);
+        drop(writes);
+        let most = most.max(disk.join().unwrap());
+        let bound = (window / interval + 2) as usize;
         assert!(
-            held <= window_checkpoints + 1,
-            "{held} checkpoints held and {} writes queued after 64 became stable",
-            queued.len()
+            most <= bound,
+            "{most} checkpoints held at once while writes were queued (bound {bound})"
         );
+        assert_eq!(store.held(), [64 * interval]);
+    }
+
+    /// A push waits while the writes handed to the disk run a window ahead
+    /// of the last one written, and goes on once one finishes; and it never
+    /// waits for a writer that stopped.
+    #[test]
+    fn a_checkpoint_waits_for_a_disk_a_window_behind_and_never_for_a_stopped_one() {
+        let store = Arc::new(CheckpointStore::new(0, state(0).digest(), state(0)));
+        store.limit_unwritten(8);
+        store.push(&record(4, 4));
+        store.push(&record(8, 8));
+        let write = store.begin_stabilize(8, state(8).digest(), &[]).unwrap();
+        let pusher = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.push(&record(12, 12)))
+        };
+        // The push must wait: 8 sequence numbers handed, none written.
+        let waiting = || store.waiting_pushes.load(Ordering::Acquire);
+        for _ in 0..10_000_000 {
+            if waiting() == 1 {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        assert_eq!(waiting(), 1, "the push did not wait for the disk");
+        assert_eq!(store.held(), [0, 4, 8]);
+        store.finish_stabilize(write);
+        pusher.join().unwrap();
+        assert_eq!(store.held(), [8, 12]);
+        // A writer that stopped (the replica halts) is not waited for.
+        let write = store.begin_stabilize(12, state(12).digest(), &[]).unwrap();
+        store.push(&record(16, 16));
+        let pusher = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.push(&record(20, 20)))
+        };
+        store.writer_stopped();
+        pusher.join().unwrap();
+        drop(write);
+        assert_eq!(store.held(), [8, 12, 16, 20]);
     }
 
     /// A service state of one table, `t`, as `state(value)` encodes it.

@@ -363,6 +363,9 @@ impl ReplicaNode {
         )?;
         let execution_shared = execution.shared();
         let checkpoints = execution.checkpoints();
+        // Execution waits for the disk rather than hold more than two
+        // windows of checkpoints waiting to be written.
+        checkpoints.limit_unwritten(config.protocol.window);
         let _ = metrics.work.set(execution.work());
         let (storage, recovered, replayed) = match &config.data_dir {
             Some(dir) => {
@@ -518,6 +521,9 @@ impl ReplicaNode {
             let thread = std::thread::Builder::new()
                 .name(format!("cbase-store-{id}"))
                 .spawn(move || {
+                    // However this thread ends, execution stops waiting
+                    // for it.
+                    let _stopped = WriterStopped(Arc::clone(&store));
                     for write in pending {
                         let started = std::time::Instant::now();
                         let result = storage.as_ref().map(|storage| write.write(storage));
@@ -884,6 +890,16 @@ fn spawn_state_server(
 
 fn encode_message<T: Serialize>(message: &T) -> Vec<u8> {
     cbase_core::codec::encode(message).expect("protocol messages always encode")
+}
+
+/// Tells the checkpoint store, when dropped, that its writes will never
+/// finish: see [`checkpoints::CheckpointStore::writer_stopped`].
+struct WriterStopped(Arc<checkpoints::CheckpointStore>);
+
+impl Drop for WriterStopped {
+    fn drop(&mut self) {
+        self.0.writer_stopped();
+    }
 }
 
 #[cfg(test)]
