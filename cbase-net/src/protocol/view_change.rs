@@ -584,7 +584,9 @@ impl Replica {
                 ));
             }
         }
-        for (_, votes) in self.checkpoint_votes.range(status.low + 1..) {
+        // (Saturating: the peer chooses `low`, and claiming the last
+        // sequence number there is must cost it nothing but silence.)
+        for (_, votes) in self.checkpoint_votes.range(status.low.saturating_add(1)..) {
             if let Some(mine) = votes.get(&self.id) {
                 out.push(Output::Send(from, ReplicaMessage::Checkpoint(mine.clone())));
             }

@@ -2038,3 +2038,41 @@ fn a_new_view_that_drops_a_prepared_batch_or_repeats_a_voter_is_refused() {
     deliver(&mut r0, 1, ReplicaMessage::NewView(honest));
     assert_eq!(r0.view(), 1);
 }
+
+/// Seen in review: a status message claiming the highest stable checkpoint
+/// there is made a replica compute one past it (an overflow: a panic where
+/// overflow is checked, as in debug builds), so one faulty peer could stop
+/// correct replicas. Such a peer is simply not behind: it gets nothing, and
+/// the replica goes on.
+#[test]
+fn a_status_claiming_the_last_sequence_number_is_answered_without_overflow() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    for (view, delivered, low) in [(0, Seq::MAX, Seq::MAX), (View::MAX, 0, Seq::MAX)] {
+        let status = crate::message::Status {
+            view,
+            changing_to: None,
+            delivered,
+            low,
+            replica: 3,
+        };
+        let out = deliver(&mut net.replicas[1], 3, ReplicaMessage::Status(status));
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Send(3, ReplicaMessage::Checkpoint(_)))),
+            "checkpoint votes sent to a peer claiming to be ahead of all of them"
+        );
+        net.advance(SECOND);
+    }
+    net.input(0, Input::Client(client_batch(&client, 0, 2)));
+    net.run();
+    for replica in 0..4 {
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 2],
+            "replica {replica}"
+        );
+    }
+}
