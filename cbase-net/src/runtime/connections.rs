@@ -796,4 +796,88 @@ mod tests {
         path.admit(0, &queue, client, reads(512..1024));
         assert_eq!(waiting().len(), before);
     }
+
+    /// Defect: the count of a connection's unanswered reads is lowered by
+    /// every answer its writer writes, and answers go to the client key's
+    /// connection as it is when the read runs. A client that leaves
+    /// reads parked at execution, connects again and fills the new
+    /// connection's count sees the earlier connection's answers uncount
+    /// the new one's reads, which stay unanswered: the new connection
+    /// gets that many more admitted than `READS_PER_CONNECTION`.
+    #[test]
+    fn answers_to_an_earlier_connections_reads_make_no_room_on_the_next() {
+        let (execution, commands) = crossbeam::channel::unbounded();
+        let path = ReadPath {
+            barrier: Arc::new(AtomicU64::new(7)),
+            execution,
+        };
+        let budget = crate::runtime::answers::AnswerBudget::new(usize::MAX);
+        let client = SecretKey::from_seed([1; 32]).public();
+        let reads = |ids: std::ops::Range<u64>| {
+            ids.map(|id| ReadRequest {
+                id,
+                operation: Vec::new(),
+            })
+            .collect::<Vec<_>>()
+        };
+        let admitted = || -> Vec<PendingRead> {
+            commands
+                .try_iter()
+                .flat_map(|command| match command {
+                    ExecCommand::Reads(reads) => reads,
+                    _ => panic!("only reads were sent"),
+                })
+                .collect()
+        };
+        let n = READS_PER_CONNECTION as u64;
+        // The first connection fills its count; its reads wait at
+        // execution for barrier 7.
+        let (outgoing, _first_answers) = mpsc::channel(2 * READS_PER_CONNECTION);
+        let first = ClientQueue::new(outgoing, Arc::clone(&budget));
+        path.admit(0, &first, client, reads(0..n));
+        let earlier = admitted();
+        assert_eq!(earlier.len(), READS_PER_CONNECTION);
+        // The client connects again: the new connection takes the key's
+        // place, and fills its own count with reads behind a barrier
+        // execution has not reached either.
+        let (outgoing, mut answers) = mpsc::channel(4 * READS_PER_CONNECTION);
+        let second = ClientQueue::new(outgoing, budget);
+        let clients: super::super::ClientQueues = Arc::default();
+        clients.lock().insert(client, second.clone());
+        let sink = super::super::RuntimeSink {
+            clients: Arc::clone(&clients),
+            metrics: Arc::default(),
+        };
+        path.barrier.store(9, Ordering::Release);
+        path.admit(0, &second, client, reads(n..2 * n));
+        let own = admitted();
+        assert_eq!(own.len(), READS_PER_CONNECTION);
+        assert!(!second.admit_read(), "the second connection is full");
+        // Execution reaches 7 and runs the first connection's reads; their
+        // answers go to the key's connection, the second, whose writer
+        // writes and uncounts each.
+        for read in earlier {
+            use super::super::execution::ReplySink;
+            sink.send_read(
+                &read.client,
+                ReadReply {
+                    id: read.id,
+                    replica: 0,
+                    result: Some(vec![1]),
+                },
+            );
+        }
+        while let Ok(answer) = answers.try_recv() {
+            second.written(answer.bytes());
+            second.read_done();
+        }
+        // None of the second connection's own reads has been answered.
+        drop(own);
+        path.admit(0, &second, client, reads(2 * n..3 * n));
+        let more = admitted().len();
+        assert_eq!(
+            more, 0,
+            "a connection with {READS_PER_CONNECTION} reads unanswered had {more} more admitted"
+        );
+    }
 }
