@@ -1551,6 +1551,94 @@ fn later_checkpoints_do_not_put_off_the_first_request() {
     assert_eq!(state_requests(&out)[0].1, 8, "the newest is asked for");
 }
 
+/// A new view that does not carry a number a replica voted to commit
+/// lowers its read barrier (that number never committed), but never below
+/// a number that did commit, even one the replica has not executed: the
+/// write there may have completed at f+1 other replicas, and a read this
+/// replica answers from below it could be one of 2f+1 matching stale
+/// answers.
+#[test]
+fn a_new_view_lowers_the_read_barrier_past_numbers_that_never_committed_and_no_further() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Slot 1 commits at replicas 0 to 2; replica 3 votes to commit it but
+    // never hears the others' votes, so it does not execute it.
+    net.drop_rule = Some(Box::new(|_, to, m| {
+        to == 3 && matches!(m, ReplicaMessage::Commit(c) if c.view == 0 && c.seq == 1)
+    }));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for replica in 0..3 {
+        assert_eq!(net.executed[replica].len(), 1, "replica {replica}");
+    }
+    assert!(net.executed[3].is_empty());
+    assert_eq!(net.replicas[3].read_barrier(), Some(1));
+    // Slot 2 prepares at replica 3 alone (the others never see its
+    // prepares), and commits nowhere. Replica 3's view-change vote, the
+    // only one carrying slot 2, never reaches the next primary, so view 1
+    // does not carry slot 2. Replica 3 hears nothing of view 1 but its
+    // new-view until told otherwise.
+    net.drop_rule = Some(Box::new(|from, to, m| match m {
+        ReplicaMessage::Commit(c) if c.view == 0 => (to == 3 && c.seq == 1) || c.seq == 2,
+        ReplicaMessage::Prepare(p) if p.view == 0 && p.seq == 2 => to != 3,
+        ReplicaMessage::ViewChange(_) => from == 3 && to == 1,
+        _ => false,
+    }));
+    net.hold_rule = Some(Box::new(|_, to, m| match m {
+        ReplicaMessage::PrePrepare(p) => p.view >= 1 && (to == 3 || p.seq >= 2),
+        ReplicaMessage::Prepare(p) => p.view >= 1 && (to == 3 || p.seq >= 2),
+        ReplicaMessage::Commit(c) => c.view >= 1 && (to == 3 || c.seq >= 2),
+        _ => false,
+    }));
+    net.broadcast_client(&client_batch(&client, 0, 2));
+    assert_eq!(
+        net.replicas[3].read_barrier(),
+        Some(2),
+        "replica 3 voted to commit slot 2"
+    );
+    for replica in 0..3 {
+        assert_eq!(net.replicas[replica].read_barrier(), Some(1), "replica {replica}");
+    }
+    for _ in 0..4 {
+        net.advance(SECOND + 1);
+        if net.replicas.iter().all(|r| r.view() >= 1 && r.changing_to().is_none()) {
+            break;
+        }
+    }
+    for (id, replica) in net.replicas.iter().enumerate() {
+        assert_eq!(
+            (replica.view(), replica.changing_to()),
+            (1, None),
+            "replica {id}"
+        );
+    }
+    // Replica 3 is in view 1 with slot 1 still not executed and nothing
+    // prepared there: its barrier is what view 1 carries, slot 1.
+    assert!(net.executed[3].is_empty(), "replica 3 executed slot 1");
+    assert_eq!(net.replicas[3].delivered(), 0);
+    assert_eq!(
+        net.replicas[3].read_barrier(),
+        Some(1),
+        "lowered past slot 2, which never committed, and not past slot 1, which did"
+    );
+    // Once the held messages of view 1 arrive, everyone executes both
+    // batches in one order, and the barrier covers them again.
+    net.drop_rule = None;
+    net.hold_rule = None;
+    net.release(|_, _, _| true);
+    net.advance(SECOND / 2);
+    for replica in 0..4 {
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1, 2],
+            "replica {replica}"
+        );
+        assert!(
+            net.replicas[replica].read_barrier().is_some_and(|b| b >= 2),
+            "replica {replica}"
+        );
+    }
+}
+
 #[test]
 fn the_read_barrier_covers_what_a_replica_voted_to_commit_and_is_withheld_while_views_change() {
     let mut net = Net::new(4, small());
