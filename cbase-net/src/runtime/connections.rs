@@ -384,7 +384,6 @@ async fn serve_client(
         writer,
         queue,
         control_queue,
-        Arc::clone(&replies.reads),
         Arc::clone(&replies.bytes),
     ));
     let result = async {
@@ -579,13 +578,12 @@ impl ReadPath {
                 replica,
                 result: None,
             };
-            if !queue.admit_read() {
-                queue.refuse_read(refuse);
+            let Some(slot) = queue.admit_read() else {
+                queue.send_read(refuse);
                 continue;
-            }
+            };
             let Some(held) = queue.hold_bytes(read.operation.len()) else {
-                queue.read_done();
-                queue.refuse_read(refuse);
+                queue.send_read(refuse);
                 continue;
             };
             if after == super::NO_READS {
@@ -597,18 +595,13 @@ impl ReadPath {
                     operation: read.operation,
                     after,
                     held,
+                    slot,
                 });
             }
         }
-        if admitted.is_empty() {
-            return;
-        }
-        let count = admitted.len();
-        let command = super::ExecCommand::Reads(admitted);
-        if self.execution.send(command).is_err() {
-            for _ in 0..count {
-                queue.read_done();
-            }
+        if !admitted.is_empty() {
+            // Execution gone: the reads drop, and their slots with them.
+            let _ = self.execution.send(super::ExecCommand::Reads(admitted));
         }
     }
 }
@@ -647,7 +640,6 @@ async fn write_replies(
     mut writer: FrameWriter,
     mut queue: mpsc::Receiver<Outgoing>,
     mut control: mpsc::Receiver<ReplyMessage>,
-    reads: Arc<std::sync::atomic::AtomicUsize>,
     queued_bytes: Arc<super::answers::QueuedAnswers>,
 ) {
     loop {
@@ -689,10 +681,6 @@ async fn write_replies(
             );
         }
         if !answers.is_empty() {
-            let answered = answers.len();
-            let _ = reads.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(answered))
-            });
             frames
                 .push(codec::encode(&ReplyMessage::Reads(answers)).expect("answers always encode"));
         }
@@ -780,12 +768,10 @@ mod tests {
             bytes <= READ_BYTES_PER_CONNECTION,
             "{bytes} bytes of one connection's reads wait at execution"
         );
-        // The others are declined at once (the client orders them); the
-        // writer uncounts each answer it writes.
+        // The others are declined at once (the client orders them).
         let mut declined = 0;
         while let Ok(Outgoing::Read(answer)) = answers.try_recv() {
             assert_eq!(answer.result, None);
-            queue.read_done();
             declined += 1;
         }
         assert_eq!(parked.len() + declined, 512);
@@ -797,13 +783,14 @@ mod tests {
         assert_eq!(waiting().len(), before);
     }
 
-    /// Defect: the count of a connection's unanswered reads is lowered by
-    /// every answer its writer writes, and answers go to the client key's
-    /// connection as it is when the read runs. A client that leaves
-    /// reads parked at execution, connects again and fills the new
-    /// connection's count sees the earlier connection's answers uncount
-    /// the new one's reads, which stay unanswered: the new connection
-    /// gets that many more admitted than `READS_PER_CONNECTION`.
+    /// Seen in review: the count of a connection's unanswered reads was
+    /// lowered by every answer its writer wrote, and answers go to the
+    /// client key's connection as it is when the read runs. A client that
+    /// left reads parked at execution, connected again and filled the new
+    /// connection's count saw the earlier connection's answers uncount the
+    /// new one's reads, which stayed unanswered: the new connection got
+    /// that many more admitted than `READS_PER_CONNECTION`. Now each read
+    /// carries its own connection's slot until it is answered.
     #[test]
     fn answers_to_an_earlier_connections_reads_make_no_room_on_the_next() {
         let (execution, commands) = crossbeam::channel::unbounded();
@@ -852,7 +839,10 @@ mod tests {
         path.admit(0, &second, client, reads(n..2 * n));
         let own = admitted();
         assert_eq!(own.len(), READS_PER_CONNECTION);
-        assert!(!second.admit_read(), "the second connection is full");
+        assert!(
+            second.admit_read().is_none(),
+            "the second connection is full"
+        );
         // Execution reaches 7 and runs the first connection's reads; their
         // answers go to the key's connection, the second, whose writer
         // writes and uncounts each.
@@ -869,15 +859,23 @@ mod tests {
         }
         while let Ok(answer) = answers.try_recv() {
             second.written(answer.bytes());
-            second.read_done();
         }
-        // None of the second connection's own reads has been answered.
-        drop(own);
+        assert_eq!(
+            first.reads.load(Ordering::Acquire),
+            0,
+            "the first's are answered"
+        );
+        // None of the second connection's own reads has been answered
+        // (`own` still waits at execution).
         path.admit(0, &second, client, reads(2 * n..3 * n));
         let more = admitted().len();
         assert_eq!(
             more, 0,
             "a connection with {READS_PER_CONNECTION} reads unanswered had {more} more admitted"
         );
+        // Once its own are answered (or given up on), it has room again.
+        drop(own);
+        path.admit(0, &second, client, reads(3 * n..4 * n));
+        assert_eq!(admitted().len(), READS_PER_CONNECTION);
     }
 }

@@ -123,10 +123,6 @@ where
                 }
             };
             let ready = waiting.ready(self.execution.last_executed());
-            let ready = ready
-                .into_iter()
-                .map(|read| (read.client, read.id, read.operation))
-                .collect();
             self.execution.read_all(ready, queued.is_empty());
             if let Some(report) = report
                 && self.events.own_report(report).is_err()
@@ -195,7 +191,7 @@ where
                 read.after = read.after.min(barrier);
             }
             if read.after <= executed {
-                now.push((read.client, read.id, read.operation));
+                now.push(read);
             } else if let Err(read) = waiting.park(read) {
                 let reply = ReadReply {
                     id: read.id,

@@ -37,6 +37,7 @@ use crate::message::{Hash, ReadReply, Reply, Seq};
 use crate::protocol::Committed;
 
 use super::checkpoints::{CheckpointStore, LiveState};
+use super::reads::{PendingRead, ReadSlot};
 use crate::checkpoint::CheckpointState;
 use crate::checkpoint::checkpoint_digest_encoded;
 use crate::checkpoint::parts::{Patch, Transferred};
@@ -101,8 +102,9 @@ struct Route {
 pub struct ExecutionShared {
     pub(crate) clients: Mutex<ClientTable>,
     routes: Mutex<BTreeMap<u64, Route>>,
-    /// Reads on the fast path being executed, by tag: (client, read id).
-    reads: Mutex<BTreeMap<u64, (PublicKey, u64)>>,
+    /// Reads on the fast path being executed, by tag: (client, read id,
+    /// its place among its connection's unanswered reads).
+    reads: Mutex<BTreeMap<u64, (PublicKey, u64, ReadSlot)>>,
     replica: ReplicaId,
 }
 
@@ -243,7 +245,9 @@ where
         let (reply_shared, reply_sink) = (Arc::clone(&shared), Arc::clone(&sink));
         let executor = builder.start(service, move |reply: cbase_core::Reply<S::Response>| {
             if reply.tag & READ_TAG != 0 {
-                if let Some((client, id)) = reply_shared.reads.lock().remove(&reply.tag) {
+                let answered = reply_shared.reads.lock().remove(&reply.tag);
+                // The slot goes back once the answer is made.
+                if let Some((client, id, _slot)) = answered {
                     let result = Some(encode_result(reply.result));
                     let replica = reply_shared.replica;
                     reply_sink.send_read(
@@ -640,19 +644,30 @@ where
     /// Its `Context` has the agreed clock of this point, a seed from the
     /// client and read id, and the client.
     pub fn read(&mut self, client: PublicKey, id: u64, operation: &[u8]) {
-        self.read_all(vec![(client, id, operation.to_vec())], false);
+        self.read_all(
+            vec![PendingRead::uncounted(client, id, operation.to_vec())],
+            false,
+        );
     }
 
     /// Runs several reads on the fast path as [`read`](Self::read) does,
-    /// in jobs of the executor: `(client, read id, operation)` each. With
+    /// in jobs of the executor (each read's barrier is the caller's business:
+    /// these run now). With
     /// `last_here`, the last job runs on this thread if it can start at
     /// once (see [`Executor::run_reads`]): for a caller with nothing else
     /// to do, that is cheaper than waking a worker.
     ///
     /// [`Executor::run_reads`]: cbase_core::Executor::run_reads
-    pub fn read_all(&mut self, reads: Vec<(PublicKey, u64, Vec<u8>)>, last_here: bool) {
+    pub fn read_all(&mut self, reads: Vec<PendingRead>, last_here: bool) {
         let mut jobs = Vec::with_capacity(reads.len());
-        for (client, id, operation) in reads {
+        for read in reads {
+            let PendingRead {
+                client,
+                id,
+                operation,
+                slot,
+                ..
+            } = read;
             let request = codec::decode::<S::Request>(&operation)
                 .ok()
                 .and_then(|request| ReadOnly::new(request).ok());
@@ -672,7 +687,7 @@ where
                 Context::new(self.clock, read_seed(&client, id)).with_client(client.client_id());
             let tag = READ_TAG | self.next_tag;
             self.next_tag += 1;
-            self.shared.reads.lock().insert(tag, (client, id));
+            self.shared.reads.lock().insert(tag, (client, id, slot));
             jobs.push((tag, ctx, request));
         }
         // In jobs of a few: one job per read would wake a worker per read,

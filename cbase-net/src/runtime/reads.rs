@@ -132,14 +132,18 @@ impl ClientQueue {
         self.bytes.release(bytes);
     }
 
-    /// Counts a new read; false (and not counted) if the connection has
-    /// as many unanswered as it may.
-    pub fn admit_read(&self) -> bool {
+    /// Counts a new read until the returned slot drops (when its answer is
+    /// made, or the read is given up on); `None` (and not counted) if the
+    /// connection has as many unanswered as it may. The slot travels with
+    /// the read: its answer may go out on a later connection of the same
+    /// client, and must not make room on that one.
+    pub fn admit_read(&self) -> Option<ReadSlot> {
         self.reads
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < READS_PER_CONNECTION).then_some(n + 1)
             })
-            .is_ok()
+            .ok()?;
+        Some(ReadSlot(Some(Arc::clone(&self.reads))))
     }
 
     /// Holds `bytes` of the connection's [`READ_BYTES_PER_CONNECTION`]
@@ -158,28 +162,23 @@ impl ClientQueue {
         })
     }
 
-    /// A read was answered (or given up on).
-    pub fn read_done(&self) {
-        let _ = self
-            .reads
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    }
-
-    /// Answers a read over the connection's bound at once with no result.
-    /// The writer uncounts every answer it writes, so this one is counted
-    /// first: uncounted, it would take one of the connection's admitted
-    /// reads off the count, and a client sending reads past the bound
-    /// would get one more admitted for each one refused.
-    pub fn refuse_read(&self, reply: ReadReply) {
-        self.reads.fetch_add(1, Ordering::AcqRel);
-        self.send_read(reply);
-    }
-
-    /// Queues the answer to a read; it is dropped if the client does not
-    /// read its answers (it then orders the read after a timeout).
+    /// Queues the answer to a read (or a refusal); it is dropped if the
+    /// client does not read its answers (it then orders the read after a
+    /// timeout).
     pub fn send_read(&self, reply: ReadReply) {
-        if !self.push(Outgoing::Read(reply)) {
-            self.read_done();
+        self.push(Outgoing::Read(reply));
+    }
+}
+
+/// One of a connection's [`READS_PER_CONNECTION`] unanswered reads, given
+/// back when dropped.
+#[derive(Debug, Default)]
+pub struct ReadSlot(Option<Arc<AtomicUsize>>);
+
+impl Drop for ReadSlot {
+    fn drop(&mut self) {
+        if let Some(reads) = &self.0 {
+            reads.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -210,8 +209,24 @@ pub struct PendingRead {
     /// It runs once everything up to this sequence number has executed.
     pub after: Seq,
     /// Its operation's bytes of its connection's budget, until it runs.
-    #[expect(dead_code, reason = "only held, and given back when dropped")]
     pub held: HeldBytes,
+    /// Its place among its connection's unanswered reads, until answered.
+    pub slot: ReadSlot,
+}
+
+impl PendingRead {
+    /// A read not counted against any connection: run directly by the
+    /// replica's owner (see `Execution::read`).
+    pub fn uncounted(client: PublicKey, id: u64, operation: Vec<u8>) -> PendingRead {
+        PendingRead {
+            client,
+            id,
+            operation,
+            after: 0,
+            held: HeldBytes::default(),
+            slot: ReadSlot::default(),
+        }
+    }
 }
 
 /// Reads parked at execution until it reaches their barrier, in the order
@@ -287,6 +302,7 @@ mod tests {
             operation: Vec::new(),
             after,
             held: HeldBytes::default(),
+            slot: ReadSlot::default(),
         }
     }
 
@@ -348,26 +364,27 @@ mod tests {
     fn a_connection_may_have_only_so_many_reads_unanswered() {
         let (outgoing, _receiver) = mpsc::channel(1);
         let queue = ClientQueue::new(outgoing, AnswerBudget::new(usize::MAX));
-        for _ in 0..READS_PER_CONNECTION {
-            assert!(queue.admit_read());
-        }
-        assert!(!queue.admit_read());
-        queue.read_done();
-        assert!(queue.admit_read());
+        let mut slots: Vec<ReadSlot> = (0..READS_PER_CONNECTION)
+            .map(|_| queue.admit_read().expect("room"))
+            .collect();
+        assert!(queue.admit_read().is_none());
+        // One answered (its slot dropped): room for one more.
+        slots.pop();
+        assert!(queue.admit_read().is_some());
     }
 
     #[test]
     fn refusing_reads_over_the_bound_admits_no_more() {
         let (outgoing, mut receiver) = mpsc::channel(16);
         let queue = ClientQueue::new(outgoing, AnswerBudget::new(usize::MAX));
-        for _ in 0..READS_PER_CONNECTION {
-            assert!(queue.admit_read());
-        }
-        // Reads past the bound are refused; the writer writes each refusal
-        // and uncounts it as it does every answer.
+        let _slots: Vec<ReadSlot> = (0..READS_PER_CONNECTION)
+            .map(|_| queue.admit_read().expect("room"))
+            .collect();
+        // Reads past the bound are refused, and the writer writes each
+        // refusal: that makes no room, whoever's answers it writes.
         for id in 0..8 {
-            assert!(!queue.admit_read());
-            queue.refuse_read(ReadReply {
+            assert!(queue.admit_read().is_none());
+            queue.send_read(ReadReply {
                 id,
                 replica: 0,
                 result: None,
@@ -375,11 +392,8 @@ mod tests {
             let answer = receiver.try_recv().expect("the refusal is queued");
             assert!(matches!(answer, Outgoing::Read(_)));
             queue.written(answer.bytes());
-            queue.read_done();
         }
-        assert!(!queue.admit_read(), "refusals freed room");
-        queue.read_done();
-        assert!(queue.admit_read());
+        assert!(queue.admit_read().is_none(), "refusals freed room");
     }
 
     fn reply(bytes: usize) -> Reply {
@@ -412,13 +426,15 @@ mod tests {
         let written = receiver.try_recv().expect("queued");
         queue.written(written.bytes());
         assert!(queue.send_reply(reply(big)));
-        // Answers to reads count too, and one refused is uncounted.
-        assert!(queue.admit_read());
-        queue.send_read(ReadReply {
+        // Answers to reads count too: one that does not fit is dropped,
+        // and its read is no longer counted once its slot goes.
+        let slot = queue.admit_read().expect("room");
+        assert!(!queue.push(Outgoing::Read(ReadReply {
             id: 1,
             replica: 0,
             result: Some(vec![0; big]),
-        });
+        })));
+        drop(slot);
         assert_eq!(queue.reads.load(Ordering::Acquire), 0);
         // An answer larger than the bound still goes out alone.
         let (outgoing, _receiver) = mpsc::channel(16);

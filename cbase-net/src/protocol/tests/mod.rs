@@ -1596,11 +1596,19 @@ fn a_new_view_lowers_the_read_barrier_past_numbers_that_never_committed_and_no_f
         "replica 3 voted to commit slot 2"
     );
     for replica in 0..3 {
-        assert_eq!(net.replicas[replica].read_barrier(), Some(1), "replica {replica}");
+        assert_eq!(
+            net.replicas[replica].read_barrier(),
+            Some(1),
+            "replica {replica}"
+        );
     }
     for _ in 0..4 {
         net.advance(SECOND + 1);
-        if net.replicas.iter().all(|r| r.view() >= 1 && r.changing_to().is_none()) {
+        if net
+            .replicas
+            .iter()
+            .all(|r| r.view() >= 1 && r.changing_to().is_none())
+        {
             break;
         }
     }
