@@ -140,3 +140,141 @@ fn replacing_the_contents_drops_the_versions_until_kept_again() {
         Some(other.snapshot().unwrap())
     );
 }
+
+/// A table whose live read stops between encoding the contents and asking
+/// the log for the versions, where any thread can be descheduled: here it
+/// waits at that point until the test lets it go on. Everything else is the
+/// table's own.
+struct PausedTable {
+    inner: Table<u32, String>,
+    pause: std::sync::Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+}
+
+use std::sync::mpsc;
+
+impl Container for PausedTable {
+    fn bind(&self, name: &'static str) -> Result<(), cbase_core::container::BindError> {
+        self.inner.bind(name)
+    }
+    fn name(&self) -> Option<&'static str> {
+        self.inner.name()
+    }
+    fn prepare(
+        &self,
+        staged: &cbase_core::txn::Staged,
+    ) -> Result<Box<dyn std::any::Any>, cbase_core::codec::CodecError> {
+        self.inner.prepare(staged)
+    }
+    fn commit(&self, prepared: Box<dyn std::any::Any>) {
+        self.inner.commit(prepared)
+    }
+    fn entry_log(&self) -> &cbase_core::EntryLog {
+        self.inner.entry_log()
+    }
+    fn encode_entries(&self) -> Result<cbase_core::Entries, cbase_core::codec::CodecError> {
+        self.inner.encode_entries()
+    }
+    fn encode_entries_while_running(
+        &self,
+    ) -> Result<cbase_core::Entries, cbase_core::codec::CodecError> {
+        let live = self.inner.encode_entries_while_running();
+        let pause = self.pause.lock().unwrap().take();
+        if let Some((reached, go)) = pause {
+            reached.send(()).unwrap();
+            go.recv().unwrap();
+        }
+        live
+    }
+    fn decode_entries(
+        &self,
+        entries: &cbase_core::Entries,
+    ) -> Result<Box<dyn std::any::Any + Send>, cbase_core::codec::CodecError> {
+        self.inner.decode_entries(entries)
+    }
+    fn install(&self, staged: Box<dyn std::any::Any + Send>) {
+        self.inner.install(staged)
+    }
+    fn decode_changes(
+        &self,
+        changes: &cbase_core::Changes,
+    ) -> Result<Box<dyn std::any::Any + Send>, cbase_core::codec::CodecError> {
+        self.inner.decode_changes(changes)
+    }
+    fn apply_changes(&self, staged: Box<dyn std::any::Any + Send>) {
+        self.inner.apply_changes(staged)
+    }
+}
+
+struct PausedState {
+    titles: PausedTable,
+}
+
+impl State for PausedState {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        vec![("titles", &self.titles)]
+    }
+}
+
+/// A replica executed past its checkpoint 8, then installs checkpoint 8
+/// (what the runtime does for a replica that learned its state diverged:
+/// `Execution::install` replaces the state even at or below the last batch
+/// executed) and keeps versions from 8 on. A read of checkpoint 8 that
+/// encoded the live contents before the install and asks the log after it
+/// finds versions that start at 8 with nothing changed, and takes the live
+/// contents it read (which include a change made after 8) for checkpoint 8.
+/// `snapshot_at` promises nothing (`None`) when the state was replaced
+/// since; here it returns a state that checkpoint 8 never was.
+#[test]
+fn a_checkpoint_read_that_straddles_an_install_of_the_same_checkpoint_is_that_checkpoint_or_nothing()
+ {
+    let state = Arc::new(PausedState {
+        titles: PausedTable {
+            inner: Table::named("titles"),
+            pause: std::sync::Mutex::new(None),
+        },
+    });
+    for key in 0..20 {
+        state.titles.inner.insert(key, format!("book {key}"));
+    }
+    state.keep_versions(0);
+    state.titles.inner.insert(1, "changed before 8".into());
+    state.checkpoint_taken(8);
+    let at_8 = state.snapshot().unwrap();
+    state.titles.inner.insert(2, "changed after 8".into());
+
+    let (reached_tx, reached) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel();
+    *state.titles.pause.lock().unwrap() = Some((reached_tx, go_rx));
+    let reader = {
+        let state = Arc::clone(&state);
+        std::thread::spawn(move || state.snapshot_at(8).unwrap())
+    };
+    reached.recv().unwrap();
+    // The live contents are read; the install barrier runs now.
+    state.restore(&at_8).unwrap();
+    state.keep_versions(8);
+    go.send(()).unwrap();
+    let read = reader.join().unwrap();
+
+    let changed_after = read.as_ref().is_some_and(|snapshot| {
+        let decoded = books_titles(snapshot);
+        decoded.get(&2).map(String::as_str) == Some("changed after 8")
+    });
+    assert!(
+        read.is_none() || read.as_ref() == Some(&at_8),
+        "checkpoint 8 read across an install is neither checkpoint 8 nor nothing \
+         (carries the change made after 8: {changed_after})"
+    );
+}
+
+/// The titles of a snapshot of a `PausedState`.
+fn books_titles(snapshot: &Snapshot) -> std::collections::BTreeMap<u32, String> {
+    let decoded = PausedState {
+        titles: PausedTable {
+            inner: Table::named("titles"),
+            pause: std::sync::Mutex::new(None),
+        },
+    };
+    decoded.restore(snapshot).unwrap();
+    decoded.titles.inner.entries().into_iter().collect()
+}
