@@ -278,3 +278,50 @@ fn books_titles(snapshot: &Snapshot) -> std::collections::BTreeMap<u32, String> 
     decoded.restore(snapshot).unwrap();
     decoded.titles.inner.entries().into_iter().collect()
 }
+
+/// A read of checkpoint 8 stops after its live read; meanwhile a write,
+/// a removal and a re-insertion land on either side of checkpoint 12, and
+/// the checkpoints before 8 (then before 12) are let go. The read is
+/// checkpoint 8 while 8 is kept, and nothing once it is let go.
+#[test]
+fn a_paused_checkpoint_read_survives_later_checkpoints_and_is_nothing_once_let_go() {
+    for let_go_of_8 in [false, true] {
+        let state = Arc::new(PausedState {
+            titles: PausedTable {
+                inner: Table::named("titles"),
+                pause: std::sync::Mutex::new(None),
+            },
+        });
+        for key in 0..20 {
+            state.titles.inner.insert(key, format!("book {key}"));
+        }
+        state.keep_versions(0);
+        state.titles.inner.insert(1, "before 8".into());
+        state.checkpoint_taken(8);
+        let at_8 = state.snapshot().unwrap();
+        state.titles.inner.insert(3, "after 8".into());
+
+        let (reached_tx, reached) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        *state.titles.pause.lock().unwrap() = Some((reached_tx, go_rx));
+        let reader = {
+            let state = Arc::clone(&state);
+            std::thread::spawn(move || state.snapshot_at(8).unwrap())
+        };
+        reached.recv().unwrap();
+        state.titles.inner.insert(1, "after 8 too".into());
+        state.titles.inner.remove(&4);
+        state.checkpoint_taken(12);
+        state.titles.inner.insert(4, "back after 12".into());
+        state.titles.inner.insert(30, "new after 12".into());
+        state.titles.inner.remove(&3);
+        state.forget_versions_before(if let_go_of_8 { 12 } else { 8 });
+        go.send(()).unwrap();
+        let read = reader.join().unwrap();
+        if let_go_of_8 {
+            assert!(read.is_none(), "checkpoint 8 was let go");
+        } else {
+            assert_eq!(read.as_ref(), Some(&at_8));
+        }
+    }
+}
