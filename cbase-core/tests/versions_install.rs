@@ -131,5 +131,8 @@ fn a_checkpoint_read_while_a_table_is_installed_is_that_checkpoint_or_nothing() 
         read.as_ref().map(contents),
         contents(&at_4)
     );
-    assert!(state.snapshot_at(4).unwrap().is_none(), "let go by the install");
+    assert!(
+        state.snapshot_at(4).unwrap().is_none(),
+        "let go by the install"
+    );
 }
