@@ -188,8 +188,12 @@ pub trait State: Send + Sync + 'static {
     fn snapshot_at(&self, seq: u64) -> Result<Option<Snapshot>, CodecError> {
         let mut parts = Vec::new();
         for (name, container) in self.containers() {
+            // Taken before the live read: if the versions are dropped or
+            // started anew while (or after) it runs, the contents read may
+            // not be the ones they put back, and the read gives nothing.
+            let generation = container.entry_log().generation();
             let live = container.encode_entries_while_running()?;
-            match container.entry_log().contents_at(seq, live) {
+            match container.entry_log().contents_at(seq, generation, live) {
                 Some(entries) => parts.push((name.to_owned(), entries)),
                 None => return Ok(None),
             }

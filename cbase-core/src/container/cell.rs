@@ -222,6 +222,10 @@ where
         let (value, tree) = *staged
             .downcast::<(T, DigestTree)>()
             .expect("install takes what this cell's decode_entries returned");
+        // Before the value is replaced, as in `Table::install`: a
+        // checkpoint read that sees the new value must not put the old
+        // contents' versions back into it.
+        self.log.drop_versions();
         *self.value.write() = value;
         self.log.install(tree);
     }

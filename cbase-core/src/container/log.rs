@@ -2,7 +2,7 @@
 //! changes since the last checkpoint and of the values the checkpoints
 //! still wanted had.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -19,6 +19,15 @@ use crate::merkle::{self, DigestTree, Hash};
 /// still wanted, so that [`contents_at`](EntryLog::contents_at) reads a
 /// recent checkpoint from the live contents, with no copy of them.
 ///
+/// The versions are only good for the contents they were kept for. Each
+/// set of versions belongs to a [`generation`](EntryLog::generation), which
+/// moves on whenever they are dropped or started anew; a checkpoint read
+/// takes the generation before it reads the live contents and hands it to
+/// [`contents_at`](EntryLog::contents_at), which gives nothing if it moved
+/// on meanwhile. For that to hold, the versions must be dropped before any
+/// of a container's new contents can be read: see
+/// [`drop_versions`](EntryLog::drop_versions).
+///
 /// [`Table`](crate::Table) and [`Cell`](crate::Cell) use one; a custom
 /// [`Container`](super::Container) calls [`change`](EntryLog::change) for
 /// every entry it commits and gets the rest of the trait from here.
@@ -28,6 +37,11 @@ pub struct EntryLog {
     /// Whether `recorded` records anything: changes, versions or both.
     recording: AtomicBool,
     recorded: Mutex<Recorded>,
+    /// Moves on (only while `recorded` is locked) each time the versions
+    /// are dropped or started anew. An atomic, so that a checkpoint read
+    /// takes it without the lock every write takes; never read on the
+    /// write path.
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -111,12 +125,51 @@ impl EntryLog {
     /// that reads its checkpoints from the live state has no use for them,
     /// and recording both would cost every write twice. Forgets any versions
     /// kept before and any changes recorded.
+    ///
+    /// A checkpoint read under way gets nothing: the live contents it read
+    /// may be older than `seq` (the contents were replaced meanwhile with
+    /// checkpoint `seq` itself, say), and the new versions could not put
+    /// them back.
     pub fn keep_versions(&self, seq: u64) {
         let mut recorded = self.recorded.lock();
-        recorded.versions = Some(Versions::starting_at(seq));
+        self.set_versions(&mut recorded, Some(Versions::starting_at(seq)));
         recorded.changes_on = false;
         recorded.changes.clear();
         self.recording.store(true, Ordering::Relaxed);
+    }
+
+    /// Drops the versions kept (until [`keep_versions`](EntryLog::keep_versions)
+    /// is called again). A container calls it *before* it starts replacing
+    /// its contents wholesale ([`install`](super::Container::install),
+    /// [`apply_changes`](super::Container::apply_changes)): a checkpoint
+    /// read that sees any of the new contents must not find the versions of
+    /// the old ones, which would put old values back into new contents.
+    /// [`install`](EntryLog::install) and
+    /// [`forget_changes`](EntryLog::forget_changes) drop them too, which is
+    /// enough for a container that calls them while holding the lock that
+    /// keeps the new contents from being read (as the `fs` example's
+    /// `DiskFiles` does).
+    pub fn drop_versions(&self) {
+        self.set_versions(&mut self.recorded.lock(), None);
+    }
+
+    /// Replaces the versions kept, and moves the generation on so that no
+    /// checkpoint read that began before reads the new ones.
+    fn set_versions(&self, recorded: &mut Recorded, versions: Option<Versions>) {
+        recorded.versions = versions;
+        // Release: a read that takes the new generation sees every change
+        // to the contents made before it moved on (an install finished
+        // before `keep_versions`).
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The generation of the versions kept now, taken by a checkpoint read
+    /// before it reads the live contents and handed to
+    /// [`contents_at`](EntryLog::contents_at).
+    pub fn generation(&self) -> u64 {
+        // Acquire: pairs with `set_versions`, and keeps the live read that
+        // follows from being done before it.
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Checkpoint `seq` is taken now: the changes from here on come after
@@ -136,16 +189,20 @@ impl EntryLog {
     }
 
     /// The contents at checkpoint `seq`, given `live`, the contents read
-    /// (by [`encode_entries`](super::Container::encode_entries)) just
-    /// before this call, while requests may have gone on changing them.
-    /// `None` if versions are not kept, or not for `seq` (let go, or not
-    /// taken yet).
-    pub fn contents_at(&self, seq: u64, live: Entries) -> Option<Entries> {
-        self.recorded
-            .lock()
-            .versions
-            .as_ref()?
-            .contents_at(seq, live)
+    /// (by [`encode_entries_while_running`](super::Container::encode_entries_while_running))
+    /// just before this call, while requests may have gone on changing
+    /// them, and `generation`, what [`generation`](EntryLog::generation)
+    /// was before that read. `None` if versions are not kept, or not for
+    /// `seq` (let go, or not taken yet), or if they were dropped or started
+    /// anew since `generation` (the contents read may not be the ones they
+    /// were kept for).
+    pub fn contents_at(&self, seq: u64, generation: u64, live: Entries) -> Option<Entries> {
+        let recorded = self.recorded.lock();
+        // Relaxed: it only moves on under the lock held here.
+        if self.generation.load(Ordering::Relaxed) != generation {
+            return None;
+        }
+        recorded.versions.as_ref()?.contents_at(seq, live)
     }
 
     /// How many earlier values are kept (0 if versions are not).
@@ -174,7 +231,7 @@ impl EntryLog {
     pub fn forget_changes(&self) {
         let mut recorded = self.recorded.lock();
         recorded.changes.clear();
-        recorded.versions = None;
+        self.set_versions(&mut recorded, None);
     }
 
     /// Replaces the digest tree with `tree` (the new contents' tree) and
@@ -205,6 +262,33 @@ mod tests {
         assert!(log.take_changes().is_empty());
         let entries: Entries = [(b"a".to_vec(), b"2".to_vec())].into();
         assert_eq!(log.root(), EntryLog::tree_of(&entries).root());
+    }
+
+    #[test]
+    fn a_read_gets_nothing_once_the_versions_it_began_with_are_dropped_or_started_anew() {
+        let log = EntryLog::new();
+        log.change(b"a", None, Some(b"1"));
+        let live: Entries = [(b"a".to_vec(), b"1".to_vec())].into();
+        log.keep_versions(4);
+        let before = log.generation();
+        assert_eq!(log.contents_at(4, before, live.clone()), Some(live.clone()));
+
+        // Contents replaced, then checkpoint 4 kept again: a read that began
+        // before cannot tell which contents it read.
+        log.drop_versions();
+        assert_eq!(log.contents_at(4, before, live.clone()), None);
+        log.keep_versions(4);
+        assert_eq!(log.contents_at(4, before, live.clone()), None);
+        let after = log.generation();
+        assert_eq!(log.contents_at(4, after, live.clone()), Some(live.clone()));
+
+        // A read that began while the versions were dropped gets nothing,
+        // even once they are kept again.
+        log.drop_versions();
+        let while_dropped = log.generation();
+        assert_eq!(log.contents_at(4, while_dropped, live.clone()), None);
+        log.keep_versions(4);
+        assert_eq!(log.contents_at(4, while_dropped, live), None);
     }
 
     #[test]

@@ -747,6 +747,9 @@ where
         let (shards, tree) = *staged
             .downcast::<(Vec<BTreeMap<K, V>>, DigestTree)>()
             .expect("install takes what this table's decode_entries returned");
+        // Before any shard is replaced: a checkpoint read that sees one
+        // must not find the old contents' versions to put back into it.
+        self.log.drop_versions();
         for (lock, contents) in self.shards.iter().zip(shards) {
             *lock.write() = contents;
         }
@@ -776,6 +779,9 @@ where
         let writes = staged
             .downcast::<Vec<PreparedWrite<K, V>>>()
             .expect("apply_changes takes what this table's decode_changes returned");
+        // As in `install`: the patched contents are not the ones the
+        // versions were kept for, and a checkpoint read may see any part.
+        self.log.drop_versions();
         for write in *writes {
             self.apply(write);
         }
