@@ -186,12 +186,20 @@ pub trait State: Send + Sync + 'static {
     /// holds a lock (a table: one shard's). `Ok(None)` if versions for `seq`
     /// are not kept (let go, not taken yet, or the state was replaced since).
     fn snapshot_at(&self, seq: u64) -> Result<Option<Snapshot>, CodecError> {
+        let containers = self.containers();
+        // Every container's generation, taken before any live read: if a
+        // container's versions are dropped or started anew after this (the
+        // state replaced, even by the same checkpoint), its contents read
+        // may not be the ones they put back, and the read gives nothing.
+        // Taken all at once, not one container at a time, so that a read
+        // cannot take one container from before a restore and the next
+        // from after it.
+        let generations: Vec<u64> = containers
+            .iter()
+            .map(|(_, container)| container.entry_log().generation())
+            .collect();
         let mut parts = Vec::new();
-        for (name, container) in self.containers() {
-            // Taken before the live read: if the versions are dropped or
-            // started anew while (or after) it runs, the contents read may
-            // not be the ones they put back, and the read gives nothing.
-            let generation = container.entry_log().generation();
+        for ((name, container), generation) in containers.into_iter().zip(generations) {
             let live = container.encode_entries_while_running()?;
             match container.entry_log().contents_at(seq, generation, live) {
                 Some(entries) => parts.push((name.to_owned(), entries)),

@@ -325,3 +325,114 @@ fn a_paused_checkpoint_read_survives_later_checkpoints_and_is_nothing_once_let_g
         }
     }
 }
+
+/// A table whose reader stops the first time it asks for the table's log
+/// once armed: where a checkpoint read that has finished the containers
+/// before it turns to this one, and can be descheduled.
+struct PausedBeforeTable {
+    inner: Table<u32, String>,
+    pause: std::sync::Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+}
+
+impl Container for PausedBeforeTable {
+    fn bind(&self, name: &'static str) -> Result<(), cbase_core::container::BindError> {
+        self.inner.bind(name)
+    }
+    fn name(&self) -> Option<&'static str> {
+        self.inner.name()
+    }
+    fn prepare(
+        &self,
+        staged: &cbase_core::txn::Staged,
+    ) -> Result<Box<dyn std::any::Any>, cbase_core::codec::CodecError> {
+        self.inner.prepare(staged)
+    }
+    fn commit(&self, prepared: Box<dyn std::any::Any>) {
+        self.inner.commit(prepared)
+    }
+    fn entry_log(&self) -> &cbase_core::EntryLog {
+        let pause = self.pause.lock().unwrap().take();
+        if let Some((reached, go)) = pause {
+            reached.send(()).unwrap();
+            go.recv().unwrap();
+        }
+        self.inner.entry_log()
+    }
+    fn encode_entries(&self) -> Result<cbase_core::Entries, cbase_core::codec::CodecError> {
+        self.inner.encode_entries()
+    }
+    fn encode_entries_while_running(
+        &self,
+    ) -> Result<cbase_core::Entries, cbase_core::codec::CodecError> {
+        self.inner.encode_entries_while_running()
+    }
+    fn decode_entries(
+        &self,
+        entries: &cbase_core::Entries,
+    ) -> Result<Box<dyn std::any::Any + Send>, cbase_core::codec::CodecError> {
+        self.inner.decode_entries(entries)
+    }
+    fn install(&self, staged: Box<dyn std::any::Any + Send>) {
+        self.inner.install(staged)
+    }
+}
+
+struct TwoTables {
+    first: Table<u32, String>,
+    second: PausedBeforeTable,
+}
+
+impl State for TwoTables {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        vec![("first", &self.first), ("second", &self.second)]
+    }
+}
+
+fn two_tables(prefix: &str) -> TwoTables {
+    let state = TwoTables {
+        first: Table::named("first"),
+        second: PausedBeforeTable {
+            inner: Table::named("second"),
+            pause: std::sync::Mutex::new(None),
+        },
+    };
+    for key in 0..10 {
+        state.first.insert(key, format!("{prefix} {key}"));
+        state.second.inner.insert(key, format!("{prefix} {key}"));
+    }
+    state
+}
+
+/// A replica whose checkpoint 8 diverged installs the agreed checkpoint 8
+/// while a read of checkpoint 8 has read the first table and not yet
+/// turned to the second. The read is the replica's own checkpoint 8, the
+/// agreed one, or nothing: never the first table of one and the second of
+/// the other.
+#[test]
+fn a_checkpoint_read_across_an_install_is_not_part_one_state_and_part_another() {
+    let state = Arc::new(two_tables("diverged"));
+    state.keep_versions(0);
+    state.first.insert(1, "diverged before 8".into());
+    state.checkpoint_taken(8);
+    let own_8 = state.snapshot().unwrap();
+    let agreed_8 = two_tables("agreed").snapshot().unwrap();
+
+    let (reached_tx, reached) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel();
+    *state.second.pause.lock().unwrap() = Some((reached_tx, go_rx));
+    let reader = {
+        let state = Arc::clone(&state);
+        std::thread::spawn(move || state.snapshot_at(8).unwrap())
+    };
+    reached.recv().unwrap();
+    state.restore(&agreed_8).unwrap();
+    state.keep_versions(8);
+    go.send(()).unwrap();
+    let read = reader.join().unwrap();
+
+    assert!(
+        read.is_none() || read.as_ref() == Some(&own_8) || read.as_ref() == Some(&agreed_8),
+        "checkpoint 8 read across an install is a mix of two states"
+    );
+    assert_eq!(state.snapshot_at(8).unwrap().as_ref(), Some(&agreed_8));
+}
