@@ -791,6 +791,9 @@ impl Container for DiskFiles {
             std::fs::rename(self.dir(), &retired)
                 .unwrap_or_else(|e| disk_failure("retire", &self.dir(), e));
             std::fs::rename(&dir, self.dir()).unwrap_or_else(|e| disk_failure("install", &dir, e));
+            // Still under the lock that hides the new files from
+            // `encode_entries`: a checkpoint read must not see them while
+            // the log keeps the old files' versions to put back.
             self.log
                 .install(staged.tree.take().expect("decode_entries built the tree"));
         }

@@ -184,7 +184,9 @@ pub trait State: Send + Sync + 'static {
     /// longer than a container's
     /// [`encode_entries_while_running`](Container::encode_entries_while_running)
     /// holds a lock (a table: one shard's). `Ok(None)` if versions for `seq`
-    /// are not kept (let go, not taken yet, or the state was replaced since).
+    /// are not kept (let go, not taken yet, or the state was replaced since),
+    /// or if any container was replaced, or its versions kept anew, while
+    /// the read ran: what it read may not be checkpoint `seq`.
     fn snapshot_at(&self, seq: u64) -> Result<Option<Snapshot>, CodecError> {
         let containers = self.containers();
         // Every container's generation, taken before any live read: if a

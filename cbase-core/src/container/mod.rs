@@ -56,7 +56,9 @@ pub type Changes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// - **Snapshots.** [`encode_entries`](Container::encode_entries) encodes the whole contents;
 ///   [`decode_entries`](Container::decode_entries) and
 ///   [`install`](Container::install) restore them in two steps, so a whole
-///   state installs in every container or none.
+///   state installs in every container or none. `install` drops the
+///   [`EntryLog`]'s versions before any new contents can be read (see
+///   there).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a cbase container, so it cannot be a field of a `#[derive(State)]` struct",
     label = "not a `Table` or a `Cell`",
@@ -133,6 +135,15 @@ pub trait Container: Send + Sync {
     /// [`Container::decode_entries`], and the digest tree with theirs.
     /// Changes recorded so far are dropped: the new contents are the base.
     ///
+    /// The versions the [`EntryLog`] keeps for checkpoint reads are of the
+    /// old contents, and must be dropped before
+    /// [`encode_entries_while_running`](Container::encode_entries_while_running)
+    /// can see any of the new ones, or a checkpoint read would put old
+    /// values back into new contents: call
+    /// [`EntryLog::drop_versions`] before replacing anything (as [`Table`]
+    /// and [`Cell`] do), or [`EntryLog::install`] while holding the lock
+    /// that keeps the new contents from being read.
+    ///
     /// # Panics
     /// If `staged` did not come from this container type's `decode_entries`.
     fn install(&self, staged: Box<dyn Any + Send>);
@@ -162,7 +173,10 @@ pub trait Container: Send + Sync {
 
     /// Applies a value from [`Container::decode_changes`]. As after
     /// [`install`](Container::install), changes recorded so far are dropped:
-    /// the patched contents are the new base.
+    /// the patched contents are the new base. An override drops the
+    /// versions as `install` does: [`EntryLog::drop_versions`] before the
+    /// first change is applied, and [`EntryLog::forget_changes`] after the
+    /// last.
     ///
     /// # Panics
     /// If `staged` did not come from this container's `decode_changes`.
