@@ -49,6 +49,7 @@ fn client_batch(client: &SecretKey, lane: u32, number: u64) -> ClientBatch {
     )
 }
 
+mod extremes;
 mod parts;
 mod schedules;
 mod uptime;
