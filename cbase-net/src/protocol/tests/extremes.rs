@@ -104,7 +104,10 @@ fn changing() -> (Net, SecretKey) {
     let (mut net, client) = normal();
     net.down.insert(0);
     net.drop_rule = Some(Box::new(|_, _, m| {
-        matches!(m, ReplicaMessage::ViewChange(_) | ReplicaMessage::NewView(_))
+        matches!(
+            m,
+            ReplicaMessage::ViewChange(_) | ReplicaMessage::NewView(_)
+        )
     }));
     net.broadcast_client(&client_batch(&client, 0, 7));
     net.advance(2 * SECOND);
@@ -166,18 +169,10 @@ fn targets(net: &Net) -> Vec<ReplicaId> {
 }
 
 fn the_proposal(timestamp: u64, batches: Vec<ClientBatch>) -> Proposal {
-    Proposal {
-        timestamp,
-        batches,
-    }
+    Proposal { timestamp, batches }
 }
 
-fn signed_pre_prepare(
-    signer: &SecretKey,
-    view: View,
-    seq: Seq,
-    proposal: Proposal,
-) -> PrePrepare {
+fn signed_pre_prepare(signer: &SecretKey, view: View, seq: Seq, proposal: Proposal) -> PrePrepare {
     let digest = proposal.digest();
     let signature = signer.sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest));
     PrePrepare {
@@ -205,7 +200,10 @@ fn signed_prepare(signer: &SecretKey, replica: ReplicaId, view: View, seq: Seq) 
         seq,
         digest,
         replica,
-        signature: signer.sign(domain::PREPARE, &prepare_header(view, seq, &digest, replica)),
+        signature: signer.sign(
+            domain::PREPARE,
+            &prepare_header(view, seq, &digest, replica),
+        ),
     }
 }
 
@@ -763,12 +761,9 @@ fn entries_state(keys: u32) -> CheckpointState {
 fn asked_parts(out: &[Output]) -> Vec<(ReplicaId, u64, Vec<PartRequest>)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send(
-                to,
-                ReplicaMessage::PartsRequest {
-                    request, parts, ..
-                },
-            ) => Some((*to, *request, parts.clone())),
+            Output::Send(to, ReplicaMessage::PartsRequest { request, parts, .. }) => {
+                Some((*to, *request, parts.clone()))
+            }
             _ => None,
         })
         .collect()
