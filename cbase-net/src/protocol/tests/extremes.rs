@@ -531,9 +531,7 @@ fn statuses_with_extreme_views_and_progress() {
             for &view in &numbers {
                 for changing_to in [None, Some(0), Some(view), Some(u64::MAX)] {
                     for &delivered in &numbers {
-                        // `low` = u64::MAX is a known defect of `on_status`
-                        // (`status.low + 1`), fixed elsewhere: not tested here.
-                        for low in [0, 4, delivered.min(u64::MAX - 1), u64::MAX - 1] {
+                        for low in [0, 4, delivered, u64::MAX - 1, u64::MAX] {
                             let status = message::Status {
                                 view,
                                 changing_to,
@@ -885,7 +883,7 @@ fn a_replica_recovering_from_a_restart_hears_extreme_views() {
                 view,
                 changing_to: Some(view),
                 delivered: view,
-                low: view.min(u64::MAX - 1),
+                low: view,
                 replica: FAULTY,
             }),
             ReplicaMessage::Commit(Commit {
