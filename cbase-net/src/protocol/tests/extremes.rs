@@ -234,7 +234,10 @@ fn around(r: &Replica) -> Vec<u64> {
     ]
 }
 
-fn scenarios() -> Vec<(&'static str, fn() -> (Net, SecretKey))> {
+/// A cluster in some state, and a client.
+type Scenario = fn() -> (Net, SecretKey);
+
+fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![("normal", normal), ("changing views", changing)]
 }
 
@@ -295,7 +298,7 @@ fn pre_prepares_with_extreme_views_seqs_and_timestamps() {
                         &secrets[primary as usize],
                         view,
                         seq,
-                        the_proposal(u64::MAX.min(net.now), vec![batch]),
+                        the_proposal(net.now, vec![batch]),
                     );
                     hit(&mut net, to, primary, ReplicaMessage::PrePrepare(pp));
                 }
