@@ -476,3 +476,47 @@ fn requests_a_faulty_primary_orders_again_run_once_on_every_replica() {
         );
     }
 }
+
+/// A client restarted with the same key must be able to call again: its
+/// numbers start at its wall clock, which the documentation promises is
+/// above every number it used before unless its clock went back.
+///
+/// Schedule: another client, whose clock runs ten minutes ahead (or a
+/// faulty one; both are within `max_number_ahead`), executes a request and
+/// its session is evicted, so the table's floor is ten minutes ahead of the
+/// wall clock. Client K opens its session: its opener is refused with that
+/// floor, so K numbers its lanes above it and calls. K restarts with the
+/// same key, its clock untouched. Its new numbers come from the wall clock
+/// again, below those its session (still kept) has on every lane it used:
+/// the opener on lane 0 is answered `Superseded`, and so is every call
+/// after it, until the wall clock passes the adopted floor or the session
+/// idles out (an hour by default, since refused requests do not use it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_restarted_with_its_key_after_adopting_a_floor_ahead_of_its_clock_can_call() {
+    let cluster = cluster(4).await;
+    let ahead = SecretKey::from_seed([81; 32]);
+    let number = now_nanos() + 600_000_000_000;
+    let bump = bump_batch(&ahead, 0, number, 3);
+    assert_eq!(send_raw(&cluster, &ahead, &bump, 0, number).await, Ok(1));
+    for flood in 0..6 {
+        one_call_from_a_new_identity(&cluster, 200 + flood).await;
+    }
+    let key = SecretKey::from_seed([82; 32]);
+    let config = ClientConfig {
+        key: Some(key.clone()),
+        timeout: Duration::from_secs(10),
+        ..ClientConfig::default()
+    };
+    let first = cluster.client_with(config.clone()).unwrap();
+    let bumped: u64 = first.call(&Bump(8)).await.unwrap();
+    assert_eq!(bumped, 1);
+    drop(first);
+    // The same key, restarted: no clock went back.
+    let restarted = cluster.client_with(config).unwrap();
+    let again = restarted.call::<Bump, u64>(&Bump(8)).await;
+    assert!(
+        matches!(again, Ok(2)),
+        "a restarted client with an untouched clock cannot call: {again:?}"
+    );
+    cluster.shutdown().await;
+}
