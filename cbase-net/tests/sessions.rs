@@ -520,3 +520,104 @@ async fn a_client_restarted_with_its_key_after_adopting_a_floor_ahead_of_its_clo
     );
     cluster.shutdown().await;
 }
+
+/// Correct replicas must answer a request they will never execute with the
+/// same bytes, or the client cannot gather f+1 matching answers.
+///
+/// Schedule: the table keeps two sessions. Client K executes request 100
+/// on lane 0; clients A, B, C and D then take a session each, evicting K,
+/// A and B in turn, so the floor goes 100, 200, 300. Three correct replicas
+/// have executed up to different points (3, 4 and 5) when K's
+/// retransmission of request 100 reaches them (a late retransmission, or a
+/// client whose session expired while it was idle). Each connection reader
+/// answers it from the client table, `SessionExpired`, with the floor it
+/// has at that moment: 100, 200 and 300. No two of the answers match, so
+/// the client never gets f+1 matching replies: it retransmits (answered
+/// from the cache again, with whatever floor each replica has by then)
+/// until its call times out, instead of learning its session expired. As
+/// long as sessions keep being evicted (a flood of identities), it never
+/// learns the floor to number above, so its next calls, still below it,
+/// time out too. Ordered instead, the request would get one floor from
+/// every replica, decided in sequence order.
+#[test]
+fn correct_replicas_at_different_points_refuse_an_expired_request_with_matching_answers() {
+    let key = |seed: u8| SecretKey::from_seed([seed; 32]).public();
+    let client = key(90);
+    let one = |client: PublicKey, number: u64| {
+        ClientBatch::unsigned(RequestBatch {
+            client,
+            requests: vec![ClientRequest {
+                lane: 0,
+                number,
+                operation: codec::encode(&Bump(number)).unwrap(),
+            }],
+        })
+    };
+    let proposals = [
+        one(client, 100),
+        one(key(91), 200),
+        one(key(92), 300),
+        one(key(93), 400),
+        one(key(94), 500),
+    ];
+    let replica_at = |id: u32, last: usize| {
+        let mut execution = Execution::start(
+            id,
+            ExecutorBuilder::new().workers(2),
+            Counter::default(),
+            Arc::new(Tables::default()) as Arc<dyn ReplySink>,
+            limits(2),
+        )
+        .unwrap();
+        for (at, batch) in proposals[..last].iter().enumerate() {
+            let seq = at as u64 + 1;
+            let proposal = Proposal {
+                timestamp: seq * 1_000,
+                batches: vec![batch.clone()],
+            };
+            execution.execute(Committed {
+                view: 0,
+                seq,
+                digest: proposal.digest(),
+                proposal,
+                checkpoint: false,
+            });
+        }
+        execution.wait_idle();
+        execution
+    };
+    let replicas = [replica_at(0, 3), replica_at(1, 4), replica_at(2, 5)];
+    let answers: Vec<Vec<u8>> = replicas
+        .iter()
+        .map(|replica| {
+            let cached = replica
+                .shared()
+                .cached_replies(&client, &[(0, 100)], 0)
+                .expect("answered at the connection, not ordered");
+            assert_eq!(cached.len(), 1);
+            let decoded: Result<u64, ExecError> = codec::decode(&cached[0].result).unwrap();
+            assert!(
+                matches!(decoded, Err(ExecError::SessionExpired { .. })),
+                "{decoded:?}"
+            );
+            cached[0].result.clone()
+        })
+        .collect();
+    let floors: Vec<String> = answers
+        .iter()
+        .map(|bytes| {
+            format!(
+                "{:?}",
+                codec::decode::<Result<u64, ExecError>>(bytes).unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "three correct replicas refuse the same request with three different answers, so \
+         no f+1 match: {floors:?}"
+    );
+    for replica in replicas {
+        replica.shutdown();
+    }
+}
