@@ -621,3 +621,82 @@ fn correct_replicas_at_different_points_refuse_an_expired_request_with_matching_
         replica.shutdown();
     }
 }
+
+/// Random schedules against the client table's rules, with tight bounds:
+/// no request (key, lane, number) is admitted for execution twice, however
+/// sessions are evicted, expired, trimmed and reopened in between; the
+/// bounds hold after every step; and a copy rebuilt from the encoding at
+/// any point (what a state transfer installs) decides everything after it
+/// exactly as the original does, so the use order and lane count it
+/// derives are in step with the sessions.
+#[test]
+fn random_schedules_never_admit_a_request_twice_and_a_decoded_table_decides_alike() {
+    use cbase_net::checkpoint::Admission;
+    use std::collections::BTreeSet;
+    let limits = SessionLimits {
+        max_sessions: 3,
+        max_lanes: 5,
+        max_lanes_per_session: 2,
+        max_reply_bytes: 40,
+        idle: Duration::from_nanos(40),
+        max_number_ahead: Duration::from_nanos(1_000),
+    };
+    let keys: Vec<PublicKey> = (0..6u8)
+        .map(|seed| SecretKey::from_seed([seed + 100; 32]).public())
+        .collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |bound: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % bound
+    };
+    for _schedule in 0..200 {
+        let mut table = ClientTable::new();
+        let mut copy: Option<ClientTable> = None;
+        let mut executed = BTreeSet::new();
+        let mut clock = 0u64;
+        for step in 0..400 {
+            clock += next(6);
+            table.expire_idle(clock, &limits);
+            if let Some(copy) = copy.as_mut() {
+                copy.expire_idle(clock, &limits);
+            }
+            let key = keys[next(keys.len() as u64) as usize];
+            let lane = next(3) as u32;
+            // Numbers around the clock: fresh ones, retransmissions, replays.
+            let number = (clock + 10).saturating_sub(next(30)).max(1);
+            let admission = table.admit(&key, lane, number, clock, &limits);
+            if let Some(copy) = copy.as_mut() {
+                assert_eq!(copy.admit(&key, lane, number, clock, &limits), admission);
+            }
+            if admission == Admission::Execute {
+                assert!(
+                    executed.insert((key, lane, number)),
+                    "({lane}, {number}) admitted twice at step {step}"
+                );
+                let reply = vec![0; next(12) as usize];
+                table.lane_mut(&key, lane).unwrap().reply = Some(reply.clone());
+                if let Some(copy) = copy.as_mut() {
+                    copy.lane_mut(&key, lane).unwrap().reply = Some(reply);
+                }
+            }
+            if step % 16 == 15 {
+                table.trim_replies(&limits);
+                if let Some(copy) = copy.as_mut() {
+                    copy.trim_replies(&limits);
+                }
+            }
+            assert!(table.sessions() <= limits.max_sessions);
+            assert!(table.lanes() <= limits.max_lanes);
+            if let Some(copy) = &copy {
+                assert_eq!(*copy, table);
+                assert_eq!(copy.lanes(), table.lanes());
+            }
+            if step % 50 == 7 {
+                let bytes = codec::encode(&table).unwrap();
+                copy = Some(codec::decode(&bytes).unwrap());
+            }
+        }
+    }
+}
