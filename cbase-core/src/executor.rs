@@ -99,20 +99,25 @@ pub enum ExecError {
         /// The replicas' limit.
         limit: u64,
     },
-    /// The request was not executed: its number is below one its client
-    /// key already used on the same lane, so the replicas take it for an
-    /// old request (each lane's numbers must grow).
+    /// The request was not executed, and never will be: its number is
+    /// below one its client key already used on the same lane, `last`, so
+    /// the replicas take it for an old request (each lane's numbers must
+    /// grow). `NetClient` numbers its requests above `last` and sends the
+    /// call again by itself (a client restarted with its key whose earlier
+    /// run numbered above its clock); it fails with this only if that keeps
+    /// happening.
     #[error(
-        "request {number} on lane {lane} was not executed: this client key has already used a \
-         higher number on that lane; another client is using the same key, or this client's \
-         clock went back since it last ran (clients number their requests from the wall \
-         clock)"
+        "request {number} on lane {lane} was not executed: this client key has already used \
+         {last} on that lane; another client is using the same key, or this client's clock \
+         went back since it last ran (clients number their requests from the wall clock)"
     )]
     Superseded {
         /// The lane.
         lane: u32,
         /// The request's number.
         number: u64,
+        /// The highest number the key used on the lane.
+        last: u64,
     },
     /// The request was not executed: the replicas no longer keep a session
     /// for this client (it was idle too long, or evicted as the least

@@ -153,7 +153,11 @@ async fn a_request_below_its_lanes_last_number_is_refused_not_executed() {
         client.send(replica, &older).await;
         assert_eq!(
             client.reply(replica, 0, 3).await,
-            Err(ExecError::Superseded { lane: 0, number: 3 })
+            Err(ExecError::Superseded {
+                lane: 0,
+                number: 3,
+                last: 10
+            })
         );
     }
     assert_eq!(value_of(&mut client, 1, 1, 4).await, 5, "never executed");

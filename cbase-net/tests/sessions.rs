@@ -488,9 +488,11 @@ fn requests_a_faulty_primary_orders_again_run_once_on_every_replica() {
 /// floor, so K numbers its lanes above it and calls. K restarts with the
 /// same key, its clock untouched. Its new numbers come from the wall clock
 /// again, below those its session (still kept) has on every lane it used:
-/// the opener on lane 0 is answered `Superseded`, and so is every call
-/// after it, until the wall clock passes the adopted floor or the session
-/// idles out (an hour by default, since refused requests do not use it).
+/// the opener on lane 0 was answered `Superseded`, and so was every call
+/// after it, until the wall clock passed the adopted floor or the session
+/// idled out (an hour by default, since refused requests do not use it).
+/// Now the refusal names the lane's last number, and the client numbers
+/// above it and goes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_restarted_with_its_key_after_adopting_a_floor_ahead_of_its_clock_can_call() {
     let cluster = cluster(4).await;
@@ -530,15 +532,15 @@ async fn a_client_restarted_with_its_key_after_adopting_a_floor_ahead_of_its_clo
 /// have executed up to different points (3, 4 and 5) when K's
 /// retransmission of request 100 reaches them (a late retransmission, or a
 /// client whose session expired while it was idle). Each connection reader
-/// answers it from the client table, `SessionExpired`, with the floor it
+/// answered it from the client table, `SessionExpired`, with the floor it
 /// has at that moment: 100, 200 and 300. No two of the answers match, so
 /// the client never gets f+1 matching replies: it retransmits (answered
 /// from the cache again, with whatever floor each replica has by then)
 /// until its call times out, instead of learning its session expired. As
 /// long as sessions keep being evicted (a flood of identities), it never
 /// learns the floor to number above, so its next calls, still below it,
-/// time out too. Ordered instead, the request would get one floor from
-/// every replica, decided in sequence order.
+/// time out too. So it is ordered instead, and gets one floor from every
+/// replica, decided in sequence order.
 #[test]
 fn correct_replicas_at_different_points_refuse_an_expired_request_with_matching_answers() {
     let key = |seed: u8| SecretKey::from_seed([seed; 32]).public();
@@ -560,20 +562,59 @@ fn correct_replicas_at_different_points_refuse_an_expired_request_with_matching_
         one(key(93), 400),
         one(key(94), 500),
     ];
+    // Each replica's answers to the client, as its sink gets them.
     let replica_at = |id: u32, last: usize| {
+        let answers = Arc::new(Answers::default());
         let mut execution = Execution::start(
             id,
             ExecutorBuilder::new().workers(2),
             Counter::default(),
-            Arc::new(Tables::default()) as Arc<dyn ReplySink>,
+            Arc::clone(&answers) as Arc<dyn ReplySink>,
             limits(2),
         )
         .unwrap();
-        for (at, batch) in proposals[..last].iter().enumerate() {
-            let seq = at as u64 + 1;
+        let run = |execution: &mut Execution<Counter>, from: usize, to: usize| {
+            for (at, batch) in proposals.iter().enumerate().take(to).skip(from) {
+                let seq = at as u64 + 1;
+                let proposal = Proposal {
+                    timestamp: seq * 1_000,
+                    batches: vec![batch.clone()],
+                };
+                execution.execute(Committed {
+                    view: 0,
+                    seq,
+                    digest: proposal.digest(),
+                    proposal,
+                    checkpoint: false,
+                });
+            }
+            execution.wait_idle();
+        };
+        run(&mut execution, 0, last);
+        (execution, answers, run)
+    };
+    let mut replicas = [replica_at(0, 3), replica_at(1, 4), replica_at(2, 5)];
+    // The retransmission is not answered at the connection, where each
+    // replica would read the floor as it is at its own point...
+    for (execution, _, _) in &replicas {
+        assert!(
+            execution
+                .shared()
+                .cached_replies(&client, &[(0, 100)], 0)
+                .is_none(),
+            "an expired request is answered at the connection, with the floor of the moment"
+        );
+    }
+    // ...but ordered (here at sequence number 6, after the others), and
+    // refused in sequence order.
+    let answers: Vec<Vec<u8>> = replicas
+        .iter_mut()
+        .map(|(execution, answers, run)| {
+            run(execution, 0, proposals.len());
+            let seq = proposals.len() as u64 + 1;
             let proposal = Proposal {
                 timestamp: seq * 1_000,
-                batches: vec![batch.clone()],
+                batches: vec![one(client, 100)],
             };
             execution.execute(Committed {
                 view: 0,
@@ -582,25 +623,15 @@ fn correct_replicas_at_different_points_refuse_an_expired_request_with_matching_
                 proposal,
                 checkpoint: false,
             });
-        }
-        execution.wait_idle();
-        execution
-    };
-    let replicas = [replica_at(0, 3), replica_at(1, 4), replica_at(2, 5)];
-    let answers: Vec<Vec<u8>> = replicas
-        .iter()
-        .map(|replica| {
-            let cached = replica
-                .shared()
-                .cached_replies(&client, &[(0, 100)], 0)
-                .expect("answered at the connection, not ordered");
-            assert_eq!(cached.len(), 1);
-            let decoded: Result<u64, ExecError> = codec::decode(&cached[0].result).unwrap();
+            execution.wait_idle();
+            let to_client = answers.to(&client);
+            assert_eq!(to_client.len(), 2, "the reply to 100, then the refusal");
+            let decoded: Result<u64, ExecError> = codec::decode(&to_client[1]).unwrap();
             assert!(
                 matches!(decoded, Err(ExecError::SessionExpired { .. })),
                 "{decoded:?}"
             );
-            cached[0].result.clone()
+            to_client[1].clone()
         })
         .collect();
     let floors: Vec<String> = answers
@@ -617,7 +648,7 @@ fn correct_replicas_at_different_points_refuse_an_expired_request_with_matching_
         "three correct replicas refuse the same request with three different answers, so \
          no f+1 match: {floors:?}"
     );
-    for replica in replicas {
+    for (replica, _, _) in replicas {
         replica.shutdown();
     }
 }
@@ -699,4 +730,27 @@ fn random_schedules_never_admit_a_request_twice_and_a_decoded_table_decides_alik
             }
         }
     }
+}
+
+/// The replies a replica sends, per client, in order.
+#[derive(Default)]
+struct Answers(Mutex<Vec<(PublicKey, Vec<u8>)>>);
+
+impl Answers {
+    fn to(&self, client: &PublicKey) -> Vec<Vec<u8>> {
+        self.0
+            .lock()
+            .iter()
+            .filter(|(to, _)| to == client)
+            .map(|(_, result)| result.clone())
+            .collect()
+    }
+}
+
+impl ReplySink for Answers {
+    fn send(&self, client: &PublicKey, reply: Reply) {
+        self.0.lock().push((*client, reply.result));
+    }
+    fn send_read(&self, _: &PublicKey, _: cbase_net::message::ReadReply) {}
+    fn checkpoint(&self, _: CheckpointRecord) {}
 }

@@ -143,6 +143,10 @@ fn first_numbers_after() -> u64 {
         })
 }
 
+/// How many times a call refused as superseded is sent again, each time
+/// numbered above what the refusal reported.
+const SUPERSEDED_TRIES: u32 = 4;
+
 /// A call's result from the replies the replicas agree on.
 fn decode_result<Resp: DeserializeOwned>(bytes: &[u8]) -> Result<Resp, ClientError> {
     match codec::decode::<Result<Resp, ExecError>>(bytes) {
@@ -516,13 +520,23 @@ impl NetClient {
             // ordered one would be (a read-only method's error).
             return decode_result(&bytes);
         }
-        self.open_session(method).await?;
-        let (_, bytes) = self.on_lane(operation, method).await?;
-        let result = decode_result(&bytes);
-        if let Err(ClientError::Exec(error)) = &result {
-            self.note_refusal(error);
+        // A call refused as superseded never ran (and never will): once the
+        // client numbers above the lane's last, it goes again. More than a
+        // few times in a row means another client is using this key.
+        let mut tries = 0;
+        loop {
+            self.open_session(method).await?;
+            let (_, bytes) = self.on_lane(operation.clone(), method).await?;
+            let result = decode_result(&bytes);
+            if let Err(ClientError::Exec(error)) = &result {
+                self.note_refusal(error);
+                tries += 1;
+                if matches!(error, ExecError::Superseded { .. }) && tries < SUPERSEDED_TRIES {
+                    continue;
+                }
+            }
+            return result;
         }
-        result
     }
 
     /// Sends a read-only request to every replica unordered and waits for
@@ -573,7 +587,9 @@ impl NetClient {
                     session.open.store(true, Ordering::Release);
                     return Ok(());
                 }
-                Ok(Err(error @ ExecError::SessionExpired { .. })) => self.note_refusal(&error),
+                Ok(Err(
+                    error @ (ExecError::SessionExpired { .. } | ExecError::Superseded { .. }),
+                )) => self.note_refusal(&error),
                 Ok(Err(error)) => return Err(ClientError::Exec(error)),
                 Err(error) => {
                     return Err(ClientError::Unavailable(format!(
@@ -592,11 +608,20 @@ impl NetClient {
     }
 
     /// What a refusal tells about the session: an expired one must be
-    /// opened again, above the floor the replicas reported.
+    /// opened again, above the floor the replicas reported; a superseded
+    /// request means this key used higher numbers before (an earlier run
+    /// of this client that numbered above its clock, having adopted a
+    /// floor), which every lane's next number must now be above.
     fn note_refusal(&self, error: &ExecError) {
-        if let ExecError::SessionExpired { floor, .. } = error {
-            self.inner.lanes.floor.fetch_max(*floor, Ordering::AcqRel);
-            self.inner.session.open.store(false, Ordering::Release);
+        match error {
+            ExecError::SessionExpired { floor, .. } => {
+                self.inner.lanes.floor.fetch_max(*floor, Ordering::AcqRel);
+                self.inner.session.open.store(false, Ordering::Release);
+            }
+            ExecError::Superseded { last, .. } => {
+                self.inner.lanes.floor.fetch_max(*last, Ordering::AcqRel);
+            }
+            _ => {}
         }
     }
 

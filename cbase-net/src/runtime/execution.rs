@@ -115,7 +115,8 @@ impl ExecutionShared {
     }
 
     /// Cached replies for requests of `batch` already executed; `None` if
-    /// any request in it is new (the batch must then go to agreement).
+    /// any request in it is new, or of no session (the batch must then go
+    /// to agreement).
     pub fn cached_replies(
         &self,
         client: &PublicKey,
@@ -125,22 +126,22 @@ impl ExecutionShared {
         let clients = self.clients.lock();
         let mut replies = Vec::new();
         for &(lane, number) in requests {
-            let Some(record) = clients.lane(client, lane) else {
-                // Never to be executed: answered as execution would answer.
-                let floor = clients.expired(client, lane, number)?;
-                let expired = ExecError::SessionExpired {
-                    lane,
-                    number,
-                    floor,
-                };
-                replies.push(refusal(self.replica, view, lane, number, expired));
-                continue;
-            };
+            // A request of no session (it expired, or was evicted) is not
+            // answered here but ordered, and refused in sequence order: the
+            // refusal names the table's floor, which rises as sessions go,
+            // and correct replicas at different points would name different
+            // floors, none f+1 alike, and the client would never learn it.
+            let record = clients.lane(client, lane)?;
             if number > record.number {
                 return None;
             }
             if number < record.number {
-                replies.push(superseded(self.replica, view, lane, number));
+                // The lane's last number is the same on every correct
+                // replica unless the key is sending on it right now: a
+                // request below it comes from an earlier run of the client
+                // (or another client using its key), not from one waiting
+                // on this lane.
+                replies.push(superseded(self.replica, view, lane, number, record.number));
             } else if let Some(result) = &record.reply {
                 replies.push(Reply {
                     view,
@@ -748,13 +749,13 @@ fn request_seed(batch_digest: &Hash, index: u64) -> [u8; 32] {
 
 /// The answer to a request numbered below its lane's last: never executed
 /// (see [`ExecError::Superseded`]).
-fn superseded(replica: ReplicaId, view: u64, lane: u32, number: u64) -> Reply {
+fn superseded(replica: ReplicaId, view: u64, lane: u32, number: u64, last: u64) -> Reply {
     refusal(
         replica,
         view,
         lane,
         number,
-        ExecError::Superseded { lane, number },
+        ExecError::Superseded { lane, number, last },
     )
 }
 
