@@ -1150,4 +1150,38 @@ mod tests {
             std::fs::write(&file, &bytes).unwrap();
         }
     }
+
+    /// A byte of `log.redb` damaged where redb panics on reading it (its
+    /// first page after the header) is refused, but the error names
+    /// `replica.redb`: `Storage::open` reports every panic as damage to the
+    /// state file. Following the message, an operator moves the intact
+    /// state file away (so the replica starts over and fetches everything)
+    /// and restarts over the same damaged log, which is refused again under
+    /// the state file's name.
+    #[test]
+    fn damage_that_makes_redb_panic_in_the_log_file_is_reported_against_the_log_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
+        let base = state(&[(1, 10)]);
+        store_whole(&storage, &base);
+        storage.persist([&Durable::View(3)]).unwrap();
+        drop(storage);
+        let file = dir.path().join(LOG_FILE);
+        let bytes = std::fs::read(&file).unwrap();
+        let mut refused = 0;
+        for at in 4096..4100 {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x40;
+            std::fs::write(&file, &damaged).unwrap();
+            if let Err(error) = Storage::open(dir.path(), LAYOUT) {
+                refused += 1;
+                let message = error.to_string();
+                assert!(
+                    message.contains(LOG_FILE) && !message.contains(DATA_FILE),
+                    "{LOG_FILE} damaged at byte {at}, but the error says: {message}"
+                );
+            }
+        }
+        assert!(refused > 0, "the damage went unnoticed");
+    }
 }
