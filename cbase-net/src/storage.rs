@@ -1184,4 +1184,34 @@ mod tests {
         }
         assert!(refused > 0, "the damage went unnoticed");
     }
+
+    /// A replica killed during its very first start, after `Storage::open`
+    /// created the two files and before `initialize` committed the format
+    /// marks of both (one fsync each), leaves a directory that holds
+    /// nothing it ever acted on. Started again over it, the replica must
+    /// start (as from an empty directory); instead it is refused as
+    /// unusable ("Table 'meta' does not exist"), on every restart.
+    #[test]
+    fn a_replica_killed_while_its_directory_is_first_initialized_starts_again() {
+        // Killed after the files were created, before any commit.
+        let dir = tempfile::tempdir().unwrap();
+        for name in [DATA_FILE, LOG_FILE] {
+            drop(Database::create(dir.path().join(name)).unwrap());
+        }
+        let mut refused = Vec::new();
+        if let Err(error) = Storage::open(dir.path(), LAYOUT) {
+            refused.push(format!("files created, nothing committed: {error}"));
+        }
+
+        // Killed between the two commits of `initialize`: the state file
+        // has its marks, the log file none.
+        let dir = tempfile::tempdir().unwrap();
+        drop(Storage::open(dir.path(), LAYOUT).unwrap());
+        std::fs::remove_file(dir.path().join(LOG_FILE)).unwrap();
+        drop(Database::create(dir.path().join(LOG_FILE)).unwrap());
+        if let Err(error) = Storage::open(dir.path(), LAYOUT) {
+            refused.push(format!("state file initialized, log file not yet: {error}"));
+        }
+        assert!(refused.is_empty(), "{refused:#?}");
+    }
 }
