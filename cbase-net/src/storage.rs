@@ -227,6 +227,12 @@ enum File {
     Log,
 }
 
+thread_local! {
+    /// The file this thread last opened or read: what a panic of redb's
+    /// while a directory is opened is blamed on (see [`Storage::open`]).
+    static TOUCHING: std::cell::Cell<File> = const { std::cell::Cell::new(File::State) };
+}
+
 /// A record as stored: its blake3 checksum, then its encoding.
 fn seal<T: Serialize>(value: &T) -> Vec<u8> {
     let payload = codec::encode(value).expect("stored records always encode");
@@ -352,6 +358,8 @@ impl Storage {
     pub fn open(dir: &Path, layout: &[&str]) -> Result<(Storage, Loaded), StorageError> {
         // redb refuses most damage with an error, but some damage to its
         // own structures makes it panic; either way the directory is refused.
+        // The file redb was in when it panicked is the damaged one: naming
+        // the other would have the operator move the intact one away.
         let opened = std::panic::catch_unwind(|| Storage::open_unguarded(dir, layout));
         opened.unwrap_or_else(|panic| {
             let what = panic
@@ -359,8 +367,12 @@ impl Storage {
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
+            let file = match TOUCHING.get() {
+                File::State => DATA_FILE,
+                File::Log => LOG_FILE,
+            };
             Err(StorageError::Corrupt {
-                file: dir.join(DATA_FILE),
+                file: dir.join(file),
                 what: format!("its internal structure is damaged ({what})"),
             })
         })
@@ -374,8 +386,13 @@ impl Storage {
                 source: redb::Error::Io(error),
             });
         }
-        let fresh = !state_file.exists() && !log_file.exists();
+        let (state_existed, log_existed) = (state_file.exists(), log_file.exists());
         let open = |file: &Path, cache: usize| {
+            TOUCHING.set(if file == state_file {
+                File::State
+            } else {
+                File::Log
+            });
             Database::builder()
                 .set_cache_size(cache)
                 .create(file)
@@ -394,6 +411,8 @@ impl Storage {
             layout: layout.iter().map(|name| (*name).to_owned()).collect(),
             min_fold: MIN_FOLD,
         };
+        let fresh =
+            (!state_existed && !log_existed) || storage.first_start_cut_short(log_existed)?;
         if fresh {
             storage.initialize(layout)?;
         }
@@ -403,6 +422,7 @@ impl Storage {
     }
 
     fn db(&self, which: File) -> &Database {
+        TOUCHING.set(which);
         match which {
             File::State => self.state.as_ref(),
             File::Log => self.log.as_ref(),
@@ -468,6 +488,47 @@ impl Storage {
             .map_err(|e| error(e.into()))?;
         f(&txn).map_err(error)?;
         txn.commit().map_err(|e| error(e.into()))
+    }
+
+    /// Whether the files are what a first start killed before it finished
+    /// [`initialize`](Self::initialize) leaves: the log file (initialized
+    /// last, and before anything else is ever written) there but without
+    /// its marks, and the state file without marks or with its marks only.
+    /// Such a replica never acted; its directory is set up again rather
+    /// than refused on every start. (A log file that is missing
+    /// altogether, beside a state file, is not this: it was lost, and
+    /// with it what the replica voted, so the directory is refused.)
+    fn first_start_cut_short(&self, log_existed: bool) -> Result<bool, StorageError> {
+        if !log_existed || self.has_table(File::Log, "meta")? {
+            return Ok(false);
+        }
+        if !self.has_table(File::State, "meta")? {
+            return Ok(true);
+        }
+        let only_marks = |txn: redb::ReadTransaction| -> Result<bool, redb::Error> {
+            let meta = txn.open_table(META)?;
+            let entries = txn.open_table(ENTRIES)?;
+            let deltas = txn.open_table(DELTAS)?;
+            Ok(meta.len()? == 2 && entries.is_empty()? && deltas.is_empty()?)
+        };
+        self.db(File::State)
+            .begin_read()
+            .map_err(redb::Error::from)
+            .and_then(only_marks)
+            .map_err(|e| self.database_error(File::State, e))
+    }
+
+    /// Whether `which` has a table named `name`.
+    fn has_table(&self, which: File, name: &str) -> Result<bool, StorageError> {
+        use redb::{ReadableDatabase as _, TableHandle as _};
+        let txn = self
+            .db(which)
+            .begin_read()
+            .map_err(|e| self.database_error(which, e))?;
+        let tables = txn
+            .list_tables()
+            .map_err(|e| self.database_error(which, e))?;
+        Ok(tables.into_iter().any(|table| table.name() == name))
     }
 
     fn initialize(&self, layout: &[&str]) -> Result<(), StorageError> {
