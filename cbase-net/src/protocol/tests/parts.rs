@@ -1287,3 +1287,71 @@ fn next_peer_asked(r: &mut Replica, mut now: u64, not: ReplicaId) -> (ReplicaId,
     }
     panic!("no other peer was asked");
 }
+
+/// Defect: what arrived of a bucket cut was kept once per entry among
+/// the cut entries only, not against the entries the replica already had
+/// there. A faulty peer asked for a bucket together with the correct ones
+/// (the last parts go to every peer) answers first, cut, with a copy of
+/// an entry the replica has (it knows which: the request lists their
+/// short digests, and carries the salt). The copy and the original then
+/// share a short digest and both leave the list of what the replica has,
+/// which shifts it by one without changing its length in bytes. The
+/// correct peers' answers, made against the list their requests carried,
+/// are read against the shorter one, do not check out, and every correct
+/// peer is dropped as a liar. The faulty peer then answers nothing: the
+/// walk stalls for its patience, and the faulty peer can do the same in
+/// every walk, so the replica never catches up.
+#[test]
+fn a_copy_of_an_entry_the_replica_has_does_not_get_the_correct_peers_blamed() {
+    let keys: Vec<Vec<u8>> = keys_in_one_bucket(5)
+        .iter()
+        .map(|k| cbase_core::codec::encode(k).unwrap())
+        .collect();
+    let with = |changed: u8| {
+        let mut state = bank(1_000, 0..0, 0);
+        let mut parts = state.snapshot.clone().into_parts();
+        for (at, key) in keys.iter().enumerate() {
+            let fill = if at == 4 { changed } else { 4 };
+            parts[0].1.insert(key.clone(), vec![fill; 100]);
+        }
+        state.snapshot = cbase_core::Snapshot::from_parts(parts);
+        state
+    };
+    // The target differs from the base in one value of that bucket.
+    let base = with(4);
+    let target = with(5);
+    let bucket = cbase_core::merkle::bucket_of(cbase_core::merkle::key_hash(&keys[0]));
+    let server = CheckpointIndex::build(Arc::new(target.clone()));
+    let (mut r, peer) = fetching(&base, &target);
+    let out = deliver(&mut r, peer, whole_state(4, &target));
+    let faulty = 3;
+    let mut copied = false;
+    let out = serve_first(&mut r, out, faulty, |peer, salt, parts| {
+        let asked = parts
+            .iter()
+            .any(|p| matches!(p, PartRequest::Bucket { bucket: b, .. } if *b == bucket));
+        if peer == faulty && asked {
+            if copied {
+                // Nothing more from it.
+                return Vec::new();
+            }
+            copied = true;
+            // An entry the replica has, and the target keeps.
+            return vec![PartReply::Bucket {
+                container: 0,
+                bucket,
+                keep: Vec::new(),
+                entries: vec![(keys[0].clone(), vec![4; 100])],
+                complete: false,
+            }];
+        }
+        server.answer(&salt, parts, 64 << 10)
+    });
+    assert!(copied, "the faulty peer was asked for the bucket");
+    assert_eq!(
+        r.stats().bad_state,
+        0,
+        "the correct peers' answers are right: none is blamed"
+    );
+    assert_eq!(installed(&out), target);
+}
