@@ -2076,3 +2076,45 @@ fn a_status_claiming_the_last_sequence_number_is_answered_without_overflow() {
         );
     }
 }
+
+/// Defect: a state request counts as progress whenever its offset is
+/// further on than the last one served to that peer, by any amount. The
+/// server answers each with a whole chunk from that offset (up to 1 MiB),
+/// so a faulty peer asking one byte further each time, as fast as it can
+/// send, gets a full chunk for every few bytes it sends: the serving
+/// thread's queue (the runtime counts on the protocol limiting each peer's
+/// rate) fills with its jobs, and the correct peers' state and part
+/// requests are dropped. One attempt's worth of chunks becomes as many
+/// chunks as the encoding has bytes. Requests within one request timeout
+/// must not be served beyond what the per-peer allowance for part
+/// requests lets through.
+#[test]
+fn state_requests_one_byte_further_each_are_not_all_served() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    for number in 1..=4 {
+        net.input(0, Input::Client(client_batch(&client, 0, number)));
+        net.run();
+    }
+    let r = &mut net.replicas[1];
+    let mut served = 0;
+    // A thousand requests within a millisecond, each one byte further on.
+    for offset in 0..1_000u64 {
+        let mut out = Vec::new();
+        let request = ReplicaMessage::StateRequest {
+            seq: 4,
+            offset,
+            whole: true,
+        };
+        r.handle(1 + offset * 1_000, Input::Replica(3, request), &mut out);
+        served += out
+            .iter()
+            .filter(|o| matches!(o, Output::ServeState { .. }))
+            .count();
+    }
+    let allowance = small().max_part_requests_per_second as usize;
+    assert!(
+        served <= 1 + allowance,
+        "{served} overlapping chunks served to one peer within a millisecond"
+    );
+}
