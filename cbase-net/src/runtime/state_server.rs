@@ -306,6 +306,49 @@ mod tests {
         assert_eq!(at_0.base_reads(), reads + 1);
     }
 
+    /// Defect: the server keeps one indexed checkpoint, the one asked for
+    /// last, whoever asked. A replica walking checkpoint 8 is served from
+    /// it after 12 became stable (the protocol counts on that: a replica
+    /// that always chased the newest checkpoint would never finish a large
+    /// state under load). But one part request for 12 from any peer, a
+    /// faulty one within its allowance, replaces it: the walk's next
+    /// request is answered with nothing, which says "no longer have it",
+    /// and the walk is abandoned for the later checkpoint. Repeated at
+    /// every newly stable checkpoint, against every correct server, this
+    /// keeps a replica whose walk takes longer than a checkpoint interval
+    /// from ever catching up.
+    #[test]
+    fn a_request_for_a_later_checkpoint_does_not_take_away_the_one_a_walk_is_fetching() {
+        let recent = store(8, 300);
+        let mut server = StateServer::new(1 << 20);
+        let part = PartRequest::Node {
+            container: 0,
+            level: 0,
+            index: 0,
+        };
+        let answered = |reply: ReplicaMessage| match reply {
+            ReplicaMessage::Parts { parts, .. } => parts.len(),
+            other => panic!("{other:?}"),
+        };
+        // The lagging replica's walk over checkpoint 8 is under way.
+        let walk = |server: &mut StateServer| {
+            answered(server.parts(&recent, 8, &[1; 32], 1, std::slice::from_ref(&part)))
+        };
+        assert_eq!(walk(&mut server), 1);
+        // Checkpoint 12 becomes stable: the walk is still served.
+        let later = store(12, 301).base().unwrap().1;
+        recent.install(12, later.digest(), later);
+        assert_eq!(walk(&mut server), 1, "the checkpoint served last is kept");
+        // Another peer asks for checkpoint 12 once.
+        let other = server.parts(&recent, 12, &[2; 32], 1, std::slice::from_ref(&part));
+        assert_eq!(answered(other), 1);
+        assert_eq!(
+            walk(&mut server),
+            1,
+            "the walk over checkpoint 8 is no longer served"
+        );
+    }
+
     #[test]
     fn tiny_frames_still_carry_a_byte() {
         assert_eq!(chunk_len(10), 1);
