@@ -60,9 +60,10 @@ pub struct ProtocolConfig {
     /// bytes) this replica accepts in a state transfer. It bounds the memory
     /// a peer can make it fill before the digest check can reject a lie.
     pub max_state_bytes: u64,
-    /// How many part requests of a state transfer a replica answers per
-    /// second and peer. Each answer fills at most a frame, so this bounds
-    /// what one peer can make this replica send.
+    /// How many requests of a state transfer (for parts, or for chunks of
+    /// a whole state or manifest) a replica answers per second and peer.
+    /// Each answer fills at most a frame, so this bounds what one peer can
+    /// make this replica send.
     pub max_part_requests_per_second: u64,
     /// The slowest a state transfer may run, in bytes per second, once its
     /// first chunk arrived (which must happen within `request_timeout`). A

@@ -369,8 +369,8 @@ pub struct Replica {
     /// The last state chunk served to each peer: (checkpoint, whole state
     /// rather than manifest, offset, when).
     state_served: BTreeMap<ReplicaId, (Seq, bool, u64, u64)>,
-    /// Each peer's allowance of part requests: (requests left, when last
-    /// topped up).
+    /// Each peer's allowance of answers of up to a frame (parts, or chunks
+    /// of a state): (answers left, when last topped up).
     parts_allowance: BTreeMap<ReplicaId, (u64, u64)>,
     /// The checkpoint this replica has, to fetch only what differs from it.
     local: state_transfer::Local,

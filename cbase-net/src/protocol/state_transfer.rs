@@ -399,6 +399,12 @@ impl Replica {
             self.stats.duplicate += 1;
             return;
         }
+        // Progress alone is not enough: each answer is up to a frame from
+        // `offset` on, so a peer asking one byte further each time would
+        // get a frame per byte of the state.
+        if !self.take_serving_allowance(from) {
+            return;
+        }
         self.state_served
             .insert(from, (seq, whole, offset, self.now));
         out.push(Output::ServeState {
@@ -409,8 +415,32 @@ impl Replica {
         });
     }
 
+    /// Counts one answer of up to a frame (a chunk of a state, or parts of
+    /// one) against `from`'s `max_part_requests_per_second`; false (and
+    /// counted as throttled) if it has had as many this second.
+    fn take_serving_allowance(&mut self, from: ReplicaId) -> bool {
+        let per_second = self.config.max_part_requests_per_second.max(1);
+        let (left, since) = self
+            .parts_allowance
+            .get(&from)
+            .copied()
+            .unwrap_or((per_second, self.now));
+        let (left, since) = if self.now.saturating_sub(since) >= 1_000_000_000 {
+            (per_second, self.now)
+        } else {
+            (left, since)
+        };
+        if left == 0 {
+            self.stats.throttled += 1;
+            return false;
+        }
+        self.parts_allowance.insert(from, (left - 1, since));
+        true
+    }
+
     /// A peer asks for parts of checkpoint `seq`. Each answer fills up to a
-    /// frame, so a peer gets at most `max_part_requests_per_second` of them.
+    /// frame, so a peer gets at most `max_part_requests_per_second` of them
+    /// (chunks of whole states and manifests included).
     pub(super) fn on_parts_request(
         &mut self,
         from: ReplicaId,
@@ -428,22 +458,9 @@ impl Replica {
             self.stats.oversized += 1;
             return;
         }
-        let per_second = self.config.max_part_requests_per_second.max(1);
-        let (left, since) = self
-            .parts_allowance
-            .get(&from)
-            .copied()
-            .unwrap_or((per_second, self.now));
-        let (left, since) = if self.now.saturating_sub(since) >= 1_000_000_000 {
-            (per_second, self.now)
-        } else {
-            (left, since)
-        };
-        if left == 0 {
-            self.stats.throttled += 1;
+        if !self.take_serving_allowance(from) {
             return;
         }
-        self.parts_allowance.insert(from, (left - 1, since));
         out.push(Output::ServeParts {
             to: from,
             seq,
