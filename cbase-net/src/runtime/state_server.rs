@@ -23,14 +23,20 @@ const STATE_CHUNK: usize = 1 << 20;
 /// number, offset, total and chunk length, each at most a 10-byte varint).
 const REPLY_OVERHEAD: usize = 64;
 
+/// How many indexed checkpoints a server keeps (see `StateServer::index`).
+const INDEXES_KEPT: usize = 2;
+
 /// Indexes and encodes checkpoints on demand and cuts them into frame-sized
 /// replies.
 #[derive(Debug)]
 pub(super) struct StateServer {
     chunk: usize,
-    /// The checkpoint indexed last: a transfer asks for its manifest and
-    /// then for many parts of it.
-    index: Option<(Seq, Arc<CheckpointIndex>)>,
+    /// The checkpoints indexed last, the one used last at the end: a
+    /// transfer asks for its manifest and then for many parts of it. Two,
+    /// so that a request for a newer stable checkpoint (another lagging
+    /// peer's, or a faulty one's) does not take away the one a walk under
+    /// way is fetching, which this replica could no longer index.
+    index: Vec<(Seq, Arc<CheckpointIndex>)>,
     /// The encoding served last (manifest or whole state), by checkpoint
     /// and kind: every chunk of it is asked for in turn.
     encoded: Option<(Seq, bool, Arc<Vec<u8>>)>,
@@ -41,7 +47,7 @@ impl StateServer {
     pub(super) fn new(max_frame: usize) -> StateServer {
         StateServer {
             chunk: chunk_len(max_frame),
-            index: None,
+            index: Vec::new(),
             encoded: None,
         }
     }
@@ -49,21 +55,24 @@ impl StateServer {
     /// Forgets the checkpoints it indexed and encoded (after a while with
     /// no requests: they hold a copy of a whole state).
     pub(super) fn forget(&mut self) {
-        let held = self.index.take().is_some() | self.encoded.take().is_some();
+        let held = !std::mem::take(&mut self.index).is_empty() | self.encoded.take().is_some();
         if held {
             super::memory::give_back();
         }
     }
 
-    /// Checkpoint `seq`, indexed: the one indexed last, or the store's
-    /// stable checkpoint. Replicas fetch stable checkpoints, and indexing
-    /// costs O(state): a peer asking for others in turn would make this
-    /// replica index one after another.
+    /// Checkpoint `seq`, indexed: one of the two indexed last, or the
+    /// store's stable checkpoint. Replicas fetch stable checkpoints, and
+    /// indexing costs O(state): a peer asking for others in turn would make
+    /// this replica index one after another. Only the stable checkpoint is
+    /// ever indexed anew, so a peer can push out the index least recently
+    /// used, never one a walk keeps asking for.
     fn index(&mut self, store: &CheckpointStore, seq: Seq) -> Option<Arc<CheckpointIndex>> {
-        if let Some((cached, index)) = &self.index
-            && *cached == seq
-        {
-            return Some(Arc::clone(index));
+        if let Some(at) = self.index.iter().position(|(cached, _)| *cached == seq) {
+            let used = self.index.remove(at);
+            let index = Arc::clone(&used.1);
+            self.index.push(used);
+            return Some(index);
         }
         // Read back only what can be it: a stored base costs O(state).
         if !store.may_be_base(seq) {
@@ -77,7 +86,10 @@ impl StateServer {
         let read = started.elapsed();
         let index = Arc::new(CheckpointIndex::build(state));
         tracing::info!(seq, ?read, took = ?started.elapsed(), "indexed a checkpoint to serve");
-        self.index = Some((seq, Arc::clone(&index)));
+        if self.index.len() == INDEXES_KEPT {
+            self.index.remove(0);
+        }
+        self.index.push((seq, Arc::clone(&index)));
         Some(index)
     }
 
@@ -306,17 +318,17 @@ mod tests {
         assert_eq!(at_0.base_reads(), reads + 1);
     }
 
-    /// Defect: the server keeps one indexed checkpoint, the one asked for
-    /// last, whoever asked. A replica walking checkpoint 8 is served from
+    /// Seen in review: the server kept one indexed checkpoint, the one
+    /// asked for last, whoever asked. A replica walking checkpoint 8 is served from
     /// it after 12 became stable (the protocol counts on that: a replica
     /// that always chased the newest checkpoint would never finish a large
     /// state under load). But one part request for 12 from any peer, a
-    /// faulty one within its allowance, replaces it: the walk's next
-    /// request is answered with nothing, which says "no longer have it",
-    /// and the walk is abandoned for the later checkpoint. Repeated at
+    /// faulty one within its allowance, replaced it: the walk's next
+    /// request was answered with nothing, which says "no longer have it",
+    /// and the walk was abandoned for the later checkpoint. Repeated at
     /// every newly stable checkpoint, against every correct server, this
-    /// keeps a replica whose walk takes longer than a checkpoint interval
-    /// from ever catching up.
+    /// kept a replica whose walk takes longer than a checkpoint interval
+    /// from ever catching up. Now the two used last are kept.
     #[test]
     fn a_request_for_a_later_checkpoint_does_not_take_away_the_one_a_walk_is_fetching() {
         let recent = store(8, 300);
