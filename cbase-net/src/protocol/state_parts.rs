@@ -723,12 +723,22 @@ impl PartWalk {
             // keep each entry once. Each entry, not each key: one sent
             // first under the same key with another value must not keep
             // the right one out (the bucket's check keeps only the right).
-            let partial = self.partial.entry((container, bucket)).or_default();
-            let known: BTreeSet<&Entry> = partial.iter().map(|(entry, _)| entry).collect();
+            // Nor an entry this replica has already, which a faulty peer
+            // may send back: listed twice, it would drop out of the list of
+            // what is had (both copies share a short digest), and the keep
+            // bits correct peers answered against that list would be read
+            // against the wrong entries, and those peers blamed.
+            // (Nor one sent twice in this answer.)
+            let mut had: BTreeSet<Entry> = self
+                .local_bucket(container, bucket)
+                .into_iter()
+                .map(|(k, v, _)| (k.to_vec(), v.to_vec()))
+                .collect();
             let fresh: Vec<Entry> = entries
                 .into_iter()
-                .filter(|entry| !known.contains(entry))
+                .filter(|entry| had.insert(entry.clone()))
                 .collect();
+            let partial = self.partial.entry((container, bucket)).or_default();
             *self.unchecked.entry(from).or_default() += size(&fresh);
             partial.extend(fresh.into_iter().map(|entry| (entry, from)));
             self.todo.push_front(wanted);

@@ -1288,9 +1288,9 @@ fn next_peer_asked(r: &mut Replica, mut now: u64, not: ReplicaId) -> (ReplicaId,
     panic!("no other peer was asked");
 }
 
-/// Defect: what arrived of a bucket cut was kept once per entry among
-/// the cut entries only, not against the entries the replica already had
-/// there. A faulty peer asked for a bucket together with the correct ones
+/// Seen in review: what arrived of a bucket cut was kept once per entry
+/// among the cut entries only, not against the entries the replica already
+/// had there. A faulty peer asked for a bucket together with the correct ones
 /// (the last parts go to every peer) answers first, cut, with a copy of
 /// an entry the replica has (it knows which: the request lists their
 /// short digests, and carries the salt). The copy and the original then
