@@ -179,6 +179,10 @@ pub(super) struct Inbound {
     /// Shared by client connections' answers waiting beyond a small share
     /// each (`TransportConfig::client_answer_budget`).
     pub client_answers: Arc<super::answers::AnswerBudget>,
+    /// The connection each peer replica has open to this one, told when a
+    /// newer one replaces it.
+    pub replica_links:
+        parking_lot::Mutex<std::collections::BTreeMap<ReplicaId, Arc<tokio::sync::Notify>>>,
 }
 
 /// What a connection needs to hand a read on the fast path to execution.
@@ -303,18 +307,45 @@ async fn serve_replica(
     mut reader: FrameReader,
     inbound: &Inbound,
 ) -> Result<(), ConnectionEnd> {
-    loop {
-        let frame = next_frame(&mut reader).await?;
-        let message: ReplicaMessage = codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
-        if inbound
-            .events
-            .replica_message(id, message, frame.len())
-            .await
-            .is_err()
-        {
-            return Err(ConnectionEnd::Closed);
-        }
+    // One connection from each peer: a newer one replaces it, as a
+    // client's does, so a peer that connects again and again (each time
+    // leaving a frame all but finished, which holds a read buffer of up to
+    // a frame) holds one connection's worth here, not one per connection.
+    let replaced = Arc::new(tokio::sync::Notify::new());
+    if let Some(older) = inbound
+        .replica_links
+        .lock()
+        .insert(id, Arc::clone(&replaced))
+    {
+        older.notify_one();
     }
+    let served = async {
+        loop {
+            let frame = tokio::select! {
+                frame = next_frame(&mut reader) => frame?,
+                () = replaced.notified() => return Err(ConnectionEnd::Closed),
+            };
+            let message: ReplicaMessage =
+                codec::decode(&frame).map_err(ConnectionEnd::Malformed)?;
+            if inbound
+                .events
+                .replica_message(id, message, frame.len())
+                .await
+                .is_err()
+            {
+                return Err(ConnectionEnd::Closed);
+            }
+        }
+    };
+    let result = served.await;
+    let mut links = inbound.replica_links.lock();
+    if links
+        .get(&id)
+        .is_some_and(|link| Arc::ptr_eq(link, &replaced))
+    {
+        links.remove(&id);
+    }
+    result
 }
 
 async fn serve_client(
@@ -391,15 +422,15 @@ async fn serve_client(
             let frame = tokio::select! {
                 frame = next_frame(&mut reader) => frame?,
                 why = replies.place.closed() => {
-                    let _ = control.send(ReplyMessage::Refused(why)).await;
+                    // Without waiting: a client that reads nothing has a
+                    // full queue, and this connection must go all the same.
+                    let _ = control.try_send(ReplyMessage::Refused(why));
                     return Err(ConnectionEnd::Refused);
                 }
             };
             replies.place.active();
             if let Some(why) = inbound.halt.reason() {
-                let _ = control
-                    .send(ReplyMessage::Refused(stopped(inbound.id, &why)))
-                    .await;
+                let _ = control.try_send(ReplyMessage::Refused(stopped(inbound.id, &why)));
                 return Err(ConnectionEnd::Refused);
             }
             let frame_bytes = frame.len();
@@ -424,7 +455,7 @@ async fn serve_client(
                             .mismatched_clients
                             .fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(client = %key, "{why}");
-                        let _ = control.send(ReplyMessage::Refused(why)).await;
+                        let _ = control.try_send(ReplyMessage::Refused(why));
                         return Err(ConnectionEnd::Refused);
                     }
                 },

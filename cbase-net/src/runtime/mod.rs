@@ -465,6 +465,7 @@ impl ReplicaNode {
                     config.transport.client_frame_budget,
                 ),
                 client_answers: answers::AnswerBudget::new(config.transport.client_answer_budget),
+                replica_links: Default::default(),
             },
         )));
 
