@@ -122,10 +122,9 @@ fn changing() -> (Net, SecretKey) {
 }
 
 /// Delivers `message` from `from` to `to` (and what follows from it among
-/// the replicas), then ticks `to` a little later. Says what it delivers, so
-/// a panic names the case.
+/// the replicas), then ticks `to` a little later. A panic's backtrace
+/// names the handler that overflowed.
 fn hit(net: &mut Net, to: ReplicaId, from: ReplicaId, message: ReplicaMessage) {
-    eprintln!("to {to} from {from}: {message:?}");
     net.input(to, Input::Replica(from, message));
     net.run();
     net.now += SECOND / 20;
@@ -137,7 +136,6 @@ fn hit(net: &mut Net, to: ReplicaId, from: ReplicaId, message: ReplicaMessage) {
 /// (status, request, view change, transfer) to fire.
 fn let_time_pass(net: &mut Net) {
     for step in [SECOND / 10, SECOND, 3 * SECOND, 10 * SECOND, 60 * SECOND] {
-        eprintln!("advance {step}");
         net.advance(step);
     }
 }
@@ -237,14 +235,13 @@ fn around(r: &Replica) -> Vec<u64> {
 /// A cluster in some state, and a client.
 type Scenario = fn() -> (Net, SecretKey);
 
-fn scenarios() -> Vec<(&'static str, Scenario)> {
-    vec![("normal", normal), ("changing views", changing)]
+fn scenarios() -> [(&'static str, Scenario); 2] {
+    [("normal", normal), ("changing views", changing)]
 }
 
 #[test]
 fn pre_prepares_with_extreme_views_seqs_and_timestamps() {
     for (name, scenario) in scenarios() {
-        eprintln!("scenario: {name}");
         let (mut net, client) = scenario();
         let secrets = keys(4);
         for to in targets(&net) {
@@ -314,7 +311,6 @@ fn pre_prepares_with_extreme_views_seqs_and_timestamps() {
 #[test]
 fn prepares_and_commits_with_extreme_views_and_seqs() {
     for (name, scenario) in scenarios() {
-        eprintln!("scenario: {name}");
         let (mut net, client) = scenario();
         let secrets = keys(4);
         for to in targets(&net) {
@@ -355,7 +351,6 @@ fn prepares_and_commits_with_extreme_views_and_seqs() {
 #[test]
 fn checkpoints_with_extreme_seqs_and_replicas() {
     for (name, scenario) in scenarios() {
-        eprintln!("scenario: {name}");
         let (mut net, client) = scenario();
         let secrets = keys(4);
         for to in targets(&net) {
@@ -387,7 +382,6 @@ fn checkpoints_with_extreme_seqs_and_replicas() {
 #[test]
 fn forwards_and_haves_with_extreme_requests() {
     for (name, scenario) in scenarios() {
-        eprintln!("scenario: {name}");
         let (mut net, client) = scenario();
         for to in targets(&net).into_iter().chain([0]) {
             for &number in &edges() {
@@ -445,7 +439,6 @@ fn forwards_and_haves_with_extreme_requests() {
 #[test]
 fn view_changes_and_new_views_with_extreme_numbers() {
     for (name, scenario) in scenarios() {
-        eprintln!("scenario: {name}");
         let (mut net, client) = scenario();
         let secrets = keys(4);
         let faulty = &secrets[FAULTY as usize];
@@ -527,7 +520,6 @@ fn view_changes_and_new_views_with_extreme_numbers() {
 #[test]
 fn statuses_with_extreme_views_and_progress() {
     for (name, scenario) in scenarios() {
-        eprintln!("scenario: {name}");
         let (mut net, client) = scenario();
         for to in targets(&net) {
             let numbers = few_around(&around(&net.replicas[to as usize]));
@@ -560,7 +552,6 @@ fn statuses_with_extreme_views_and_progress() {
 #[test]
 fn proposal_fetches_and_bodies_with_extreme_seqs() {
     for (name, scenario) in scenarios() {
-        eprintln!("scenario: {name}");
         let (mut net, client) = scenario();
         for to in targets(&net) {
             let numbers = edges_around(&around(&net.replicas[to as usize]));
@@ -628,7 +619,6 @@ fn state_and_part_requests_with_extreme_numbers() {
         ]
     };
     for (name, scenario) in scenarios() {
-        eprintln!("scenario: {name}");
         let (mut net, client) = scenario();
         for to in targets(&net) {
             let numbers = few_around(&around(&net.replicas[to as usize]));
@@ -725,7 +715,6 @@ fn state_replies_with_extreme_offsets_and_totals() {
                             let message = state_reply(seq, offset, total, vec![1; len], whole);
                             for from in [peer, FAULTY] {
                                 now += 1;
-                                eprintln!("from {from}: {message:?}");
                                 receive(&mut r, now, from, message.clone());
                             }
                         }
@@ -833,7 +822,6 @@ fn part_replies_with_extreme_numbers() {
                 request,
                 parts: replies.clone(),
             };
-            eprintln!("from {to}: {message:?}");
             let out = receive(&mut r, now, to, message);
             asked.extend(asked_parts(&out));
         }
@@ -846,7 +834,6 @@ fn part_replies_with_extreme_numbers() {
                     request,
                     parts: replies.clone(),
                 };
-                eprintln!("from {FAULTY}: {message:?}");
                 let out = receive(&mut r, now, FAULTY, message);
                 asked.extend(asked_parts(&out));
             }
@@ -909,7 +896,6 @@ fn a_replica_recovering_from_a_restart_hears_extreme_views() {
         ];
         for message in messages {
             now += SECOND;
-            eprintln!("{message:?}");
             receive(&mut r, now, FAULTY, message);
             tick(&mut r, now + 1);
         }
