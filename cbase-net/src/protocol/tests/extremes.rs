@@ -140,6 +140,15 @@ fn let_time_pass(net: &mut Net) {
     }
 }
 
+/// After a scenario's extremes: time passes, and in the normal scenario a
+/// new request still commits.
+fn settle(net: &mut Net, scenario: &str, client: &SecretKey) {
+    let_time_pass(net);
+    if scenario == "normal" {
+        still_commits(net, client);
+    }
+}
+
 /// After the extremes, with the network healed, a new request still
 /// commits at 2f+1 replicas.
 fn still_commits(net: &mut Net, client: &SecretKey) {
@@ -301,10 +310,7 @@ fn pre_prepares_with_extreme_views_seqs_and_timestamps() {
                 }
             }
         }
-        let_time_pass(&mut net);
-        if name == "normal" {
-            still_commits(&mut net, &client);
-        }
+        settle(&mut net, name, &client);
     }
 }
 
@@ -341,10 +347,7 @@ fn prepares_and_commits_with_extreme_views_and_seqs() {
                 hit(&mut net, to, FAULTY, ReplicaMessage::Commit(commit));
             }
         }
-        let_time_pass(&mut net);
-        if name == "normal" {
-            still_commits(&mut net, &client);
-        }
+        settle(&mut net, name, &client);
     }
 }
 
@@ -372,10 +375,7 @@ fn checkpoints_with_extreme_seqs_and_replicas() {
                 }
             }
         }
-        let_time_pass(&mut net);
-        if name == "normal" {
-            still_commits(&mut net, &client);
-        }
+        settle(&mut net, name, &client);
     }
 }
 
@@ -429,10 +429,7 @@ fn forwards_and_haves_with_extreme_requests() {
             hit(&mut net, to, FAULTY, ReplicaMessage::Have(digests));
             hit(&mut net, to, FAULTY, ReplicaMessage::Have(Vec::new()));
         }
-        let_time_pass(&mut net);
-        if name == "normal" {
-            still_commits(&mut net, &client);
-        }
+        settle(&mut net, name, &client);
     }
 }
 
@@ -510,10 +507,7 @@ fn view_changes_and_new_views_with_extreme_numbers() {
                 hit(&mut net, to, FAULTY, ReplicaMessage::ViewChange(vc));
             }
         }
-        let_time_pass(&mut net);
-        if name == "normal" {
-            still_commits(&mut net, &client);
-        }
+        settle(&mut net, name, &client);
     }
 }
 
@@ -542,10 +536,7 @@ fn statuses_with_extreme_views_and_progress() {
                 }
             }
         }
-        let_time_pass(&mut net);
-        if name == "normal" {
-            still_commits(&mut net, &client);
-        }
+        settle(&mut net, name, &client);
     }
 }
 
@@ -575,10 +566,7 @@ fn proposal_fetches_and_bodies_with_extreme_seqs() {
                 }
             }
         }
-        let_time_pass(&mut net);
-        if name == "normal" {
-            still_commits(&mut net, &client);
-        }
+        settle(&mut net, name, &client);
     }
 }
 
@@ -661,10 +649,7 @@ fn state_and_part_requests_with_extreme_numbers() {
             };
             hit(&mut net, to, FAULTY, message);
         }
-        let_time_pass(&mut net);
-        if name == "normal" {
-            still_commits(&mut net, &client);
-        }
+        settle(&mut net, name, &client);
     }
     // What serving such a request does with a checkpoint's index, whatever
     // room the frame leaves.
