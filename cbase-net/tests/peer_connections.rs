@@ -4,9 +4,8 @@
 //! of connections; the rule is that what it can make the receiving replica
 //! hold stays bounded per sender whatever it does.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cbase_core::ExecutorBuilder;
@@ -22,27 +21,9 @@ mod raw_cluster;
 
 use raw_cluster::{Counter, Counts, protocol, secret};
 
-/// Counts live heap bytes of the whole process (the replica runs in it).
-struct Counting;
+mod live_heap;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use live_heap::live_bytes;
 
 /// Kernel buffers of the sockets the bytes cross are kept small (and fixed:
 /// no autotuning), so a write that completed means the replica's own
@@ -200,7 +181,7 @@ async fn a_peer_replica_cannot_make_a_replica_hold_a_frame_buffer_per_connection
         .unwrap()
         .with_settings(protocol(&transport).agreement_digest());
     let payload = vec![0u8; MAX_FRAME];
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = live_bytes();
     let mut held: Vec<(FrameReader, FrameWriter, Relay)> = Vec::new();
     let mut taken = 0;
     for _ in 0..CONNECTIONS {
@@ -238,7 +219,7 @@ async fn a_peer_replica_cannot_make_a_replica_hold_a_frame_buffer_per_connection
         }
         held.push((reader, writer, relay));
     }
-    let grown = LIVE.load(Ordering::SeqCst).saturating_sub(before);
+    let grown = live_bytes().saturating_sub(before);
     assert!(
         grown <= 3 * MAX_FRAME,
         "replica 1 made replica 0 hold {} MiB with {taken} connections, each an unfinished \

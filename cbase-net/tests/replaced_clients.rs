@@ -1,9 +1,8 @@
 //! What a client's earlier connection keeps on a replica once its newer
 //! connection took its place.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cbase_core::{ExecutorBuilder, Table};
@@ -20,27 +19,9 @@ mod raw_cluster;
 
 use raw_cluster::{Counter, Counts, protocol, secret};
 
-/// Counts live heap bytes of the whole process (the replica runs in it).
-struct Counting;
+mod live_heap;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use live_heap::live_bytes;
 
 /// Starts replica 0 alone of a 4-replica cluster (the others' ports are
 /// closed). Its accepted sockets inherit the smallest send buffer the
@@ -213,7 +194,7 @@ async fn a_replaced_client_connection_that_does_not_read_is_let_go() {
         },
         &other,
     ));
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = live_bytes();
     let mut relays = Vec::new();
     for round in 0..ROUNDS {
         let mut relay = Relay::start(replica_0).await;
@@ -258,12 +239,12 @@ async fn a_replaced_client_connection_that_does_not_read_is_let_go() {
     // one connection's worth of answers.
     let bound = before + (4 << 20);
     let let_go = tokio::time::timeout(Duration::from_secs(60), async {
-        while LIVE.load(Ordering::SeqCst) > bound {
+        while live_bytes() > bound {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    let held = LIVE.load(Ordering::SeqCst).saturating_sub(before);
+    let held = live_bytes().saturating_sub(before);
     assert!(
         let_go.is_ok(),
         "after one client's {ROUNDS} connections, each replaced by the next, replica 0 still \
