@@ -760,6 +760,28 @@ mod tests {
     use crate::crypto::SecretKey;
     use crate::message::ReadRequest;
 
+    /// Reads with ids `ids`, each an operation of `bytes` bytes.
+    fn read_requests(ids: std::ops::Range<u64>, bytes: usize) -> Vec<ReadRequest> {
+        ids.map(|id| ReadRequest {
+            id,
+            operation: vec![0; bytes],
+        })
+        .collect()
+    }
+
+    /// The reads handed to execution so far, off its queue.
+    fn handed_to_execution(
+        commands: &crossbeam::channel::Receiver<ExecCommand>,
+    ) -> Vec<PendingRead> {
+        commands
+            .try_iter()
+            .flat_map(|command| match command {
+                ExecCommand::Reads(reads) => reads,
+                _ => panic!("only reads were sent"),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_connection_may_leave_only_so_many_bytes_of_reads_waiting() {
         let (execution, commands) = crossbeam::channel::unbounded();
@@ -776,22 +798,8 @@ mod tests {
         // Far fewer reads than a connection may leave unanswered, but each
         // 16 KiB: 8 MiB in all, waiting for a barrier execution has not
         // reached.
-        let reads = |ids: std::ops::Range<u64>| {
-            ids.map(|id| ReadRequest {
-                id,
-                operation: vec![0; 16 << 10],
-            })
-            .collect::<Vec<_>>()
-        };
-        let waiting = || -> Vec<PendingRead> {
-            commands
-                .try_iter()
-                .flat_map(|command| match command {
-                    ExecCommand::Reads(reads) => reads,
-                    _ => panic!("only reads were sent"),
-                })
-                .collect()
-        };
+        let reads = |ids| read_requests(ids, 16 << 10);
+        let waiting = || handed_to_execution(&commands);
         path.admit(0, &queue, client, reads(0..512));
         let parked = waiting();
         let bytes: usize = parked.iter().map(|read| read.operation.len()).sum();
@@ -831,22 +839,8 @@ mod tests {
         };
         let budget = crate::runtime::answers::AnswerBudget::new(usize::MAX);
         let client = SecretKey::from_seed([1; 32]).public();
-        let reads = |ids: std::ops::Range<u64>| {
-            ids.map(|id| ReadRequest {
-                id,
-                operation: Vec::new(),
-            })
-            .collect::<Vec<_>>()
-        };
-        let admitted = || -> Vec<PendingRead> {
-            commands
-                .try_iter()
-                .flat_map(|command| match command {
-                    ExecCommand::Reads(reads) => reads,
-                    _ => panic!("only reads were sent"),
-                })
-                .collect()
-        };
+        let reads = |ids| read_requests(ids, 0);
+        let admitted = || handed_to_execution(&commands);
         let n = READS_PER_CONNECTION as u64;
         // The first connection fills its count; its reads wait at
         // execution for barrier 7.
