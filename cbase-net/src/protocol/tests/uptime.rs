@@ -4,6 +4,27 @@
 
 use super::*;
 
+/// A client's batch proposed in view 0 at a slot that never prepares
+/// (view 0's pre-prepare does not reach replica 1, and none of its
+/// prepares arrive anywhere), then retransmitted to the backups that saw
+/// it proposed: they time it, holding no copy.
+fn timed_in_a_slot_that_never_prepares() -> (Net, ClientBatch) {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = client_batch(&client, 0, 1);
+    net.drop_rule = Some(Box::new(|_, to, m| match m {
+        ReplicaMessage::PrePrepare(p) => p.view == 0 && to == 1,
+        ReplicaMessage::Prepare(p) => p.view == 0,
+        _ => false,
+    }));
+    net.input(0, Input::Client(batch.clone()));
+    net.run();
+    net.input(2, Input::Client(batch.clone()));
+    net.input(3, Input::Client(batch.clone()));
+    net.run();
+    (net, batch)
+}
+
 /// A backup times a batch it saw proposed when its client sends it
 /// directly (a retransmission): `waiting` gets an entry, and no copy is
 /// queued (the batch is known). A new view that skips the slot (it never
@@ -14,23 +35,8 @@ use super::*;
 /// `waiting` for good and makes the backups depose every primary in turn.
 #[test]
 fn a_request_timer_for_a_batch_a_new_view_skipped_does_not_outlive_its_client() {
-    let mut net = Net::new(4, small());
-    let client = SecretKey::from_seed([99; 32]);
-    let batch = client_batch(&client, 0, 1);
-    // View 0's pre-prepare does not reach replica 1, and none of view 0's
-    // prepares arrive anywhere: slot 1 never prepares.
-    net.drop_rule = Some(Box::new(|_, to, m| match m {
-        ReplicaMessage::PrePrepare(p) => p.view == 0 && to == 1,
-        ReplicaMessage::Prepare(p) => p.view == 0,
-        _ => false,
-    }));
-    net.input(0, Input::Client(batch.clone()));
-    net.run();
-    // The client retransmits to the backups that saw it proposed, then is
-    // heard from no more.
-    net.input(2, Input::Client(batch.clone()));
-    net.input(3, Input::Client(batch));
-    net.run();
+    let (mut net, _) = timed_in_a_slot_that_never_prepares();
+    // The client is heard from no more.
     assert_eq!(net.replicas[2].waiting.len(), 1);
     // A minute of an idle cluster.
     for _ in 0..600 {
@@ -55,19 +61,7 @@ fn a_request_timer_for_a_batch_a_new_view_skipped_does_not_outlive_its_client() 
 /// every replica executes it once.
 #[test]
 fn a_batch_a_new_view_skipped_is_ordered_when_its_client_retransmits() {
-    let mut net = Net::new(4, small());
-    let client = SecretKey::from_seed([99; 32]);
-    let batch = client_batch(&client, 0, 1);
-    net.drop_rule = Some(Box::new(|_, to, m| match m {
-        ReplicaMessage::PrePrepare(p) => p.view == 0 && to == 1,
-        ReplicaMessage::Prepare(p) => p.view == 0,
-        _ => false,
-    }));
-    net.input(0, Input::Client(batch.clone()));
-    net.run();
-    net.input(2, Input::Client(batch.clone()));
-    net.input(3, Input::Client(batch.clone()));
-    net.run();
+    let (mut net, batch) = timed_in_a_slot_that_never_prepares();
     // Long enough for the backups to depose view 0's primary.
     for _ in 0..100 {
         net.advance(SECOND / 10);
