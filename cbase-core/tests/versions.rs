@@ -141,13 +141,46 @@ fn replacing_the_contents_drops_the_versions_until_kept_again() {
     );
 }
 
-/// A table whose live read stops between encoding the contents and asking
-/// the log for the versions, where any thread can be descheduled: here it
-/// waits at that point until the test lets it go on. Everything else is the
-/// table's own.
+/// A table whose checkpoint read stops, once armed, where any thread can
+/// be descheduled, and waits there until the test lets it go on.
+/// Everything else is the table's own.
 struct PausedTable {
     inner: Table<u32, String>,
     pause: std::sync::Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    at: PauseAt,
+}
+
+/// Where a [`PausedTable`] stops.
+#[derive(PartialEq)]
+enum PauseAt {
+    /// Between encoding the live contents and asking the log for the
+    /// versions.
+    AfterLiveRead,
+    /// The first time its log is asked for: where a checkpoint read that
+    /// has finished the containers before this one turns to it.
+    BeforeLog,
+}
+
+impl PausedTable {
+    fn new(name: &'static str, at: PauseAt) -> PausedTable {
+        PausedTable {
+            inner: Table::named(name),
+            pause: std::sync::Mutex::new(None),
+            at,
+        }
+    }
+
+    /// Waits here if armed to stop `at` this point (once).
+    fn pause_if(&self, at: PauseAt) {
+        if self.at != at {
+            return;
+        }
+        let pause = self.pause.lock().unwrap().take();
+        if let Some((reached, go)) = pause {
+            reached.send(()).unwrap();
+            go.recv().unwrap();
+        }
+    }
 }
 
 use std::sync::mpsc;
@@ -169,6 +202,7 @@ impl Container for PausedTable {
         self.inner.commit(prepared)
     }
     fn entry_log(&self) -> &cbase_core::EntryLog {
+        self.pause_if(PauseAt::BeforeLog);
         self.inner.entry_log()
     }
     fn encode_entries(&self) -> Result<cbase_core::Entries, cbase_core::codec::CodecError> {
@@ -178,11 +212,7 @@ impl Container for PausedTable {
         &self,
     ) -> Result<cbase_core::Entries, cbase_core::codec::CodecError> {
         let live = self.inner.encode_entries_while_running();
-        let pause = self.pause.lock().unwrap().take();
-        if let Some((reached, go)) = pause {
-            reached.send(()).unwrap();
-            go.recv().unwrap();
-        }
+        self.pause_if(PauseAt::AfterLiveRead);
         live
     }
     fn decode_entries(
@@ -228,10 +258,7 @@ impl State for PausedState {
 fn a_checkpoint_read_that_straddles_an_install_of_the_same_checkpoint_is_that_checkpoint_or_nothing()
  {
     let state = Arc::new(PausedState {
-        titles: PausedTable {
-            inner: Table::named("titles"),
-            pause: std::sync::Mutex::new(None),
-        },
+        titles: PausedTable::new("titles", PauseAt::AfterLiveRead),
     });
     for key in 0..20 {
         state.titles.inner.insert(key, format!("book {key}"));
@@ -270,10 +297,7 @@ fn a_checkpoint_read_that_straddles_an_install_of_the_same_checkpoint_is_that_ch
 /// The titles of a snapshot of a `PausedState`.
 fn books_titles(snapshot: &Snapshot) -> std::collections::BTreeMap<u32, String> {
     let decoded = PausedState {
-        titles: PausedTable {
-            inner: Table::named("titles"),
-            pause: std::sync::Mutex::new(None),
-        },
+        titles: PausedTable::new("titles", PauseAt::AfterLiveRead),
     };
     decoded.restore(snapshot).unwrap();
     decoded.titles.inner.entries().into_iter().collect()
@@ -287,10 +311,7 @@ fn books_titles(snapshot: &Snapshot) -> std::collections::BTreeMap<u32, String> 
 fn a_paused_checkpoint_read_survives_later_checkpoints_and_is_nothing_once_let_go() {
     for let_go_of_8 in [false, true] {
         let state = Arc::new(PausedState {
-            titles: PausedTable {
-                inner: Table::named("titles"),
-                pause: std::sync::Mutex::new(None),
-            },
+            titles: PausedTable::new("titles", PauseAt::AfterLiveRead),
         });
         for key in 0..20 {
             state.titles.inner.insert(key, format!("book {key}"));
@@ -326,60 +347,9 @@ fn a_paused_checkpoint_read_survives_later_checkpoints_and_is_nothing_once_let_g
     }
 }
 
-/// A table whose reader stops the first time it asks for the table's log
-/// once armed: where a checkpoint read that has finished the containers
-/// before it turns to this one, and can be descheduled.
-struct PausedBeforeTable {
-    inner: Table<u32, String>,
-    pause: std::sync::Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
-}
-
-impl Container for PausedBeforeTable {
-    fn bind(&self, name: &'static str) -> Result<(), cbase_core::container::BindError> {
-        self.inner.bind(name)
-    }
-    fn name(&self) -> Option<&'static str> {
-        self.inner.name()
-    }
-    fn prepare(
-        &self,
-        staged: &cbase_core::txn::Staged,
-    ) -> Result<Box<dyn std::any::Any>, cbase_core::codec::CodecError> {
-        self.inner.prepare(staged)
-    }
-    fn commit(&self, prepared: Box<dyn std::any::Any>) {
-        self.inner.commit(prepared)
-    }
-    fn entry_log(&self) -> &cbase_core::EntryLog {
-        let pause = self.pause.lock().unwrap().take();
-        if let Some((reached, go)) = pause {
-            reached.send(()).unwrap();
-            go.recv().unwrap();
-        }
-        self.inner.entry_log()
-    }
-    fn encode_entries(&self) -> Result<cbase_core::Entries, cbase_core::codec::CodecError> {
-        self.inner.encode_entries()
-    }
-    fn encode_entries_while_running(
-        &self,
-    ) -> Result<cbase_core::Entries, cbase_core::codec::CodecError> {
-        self.inner.encode_entries_while_running()
-    }
-    fn decode_entries(
-        &self,
-        entries: &cbase_core::Entries,
-    ) -> Result<Box<dyn std::any::Any + Send>, cbase_core::codec::CodecError> {
-        self.inner.decode_entries(entries)
-    }
-    fn install(&self, staged: Box<dyn std::any::Any + Send>) {
-        self.inner.install(staged)
-    }
-}
-
 struct TwoTables {
     first: Table<u32, String>,
-    second: PausedBeforeTable,
+    second: PausedTable,
 }
 
 impl State for TwoTables {
@@ -391,10 +361,7 @@ impl State for TwoTables {
 fn two_tables(prefix: &str) -> TwoTables {
     let state = TwoTables {
         first: Table::named("first"),
-        second: PausedBeforeTable {
-            inner: Table::named("second"),
-            pause: std::sync::Mutex::new(None),
-        },
+        second: PausedTable::new("second", PauseAt::BeforeLog),
     };
     for key in 0..10 {
         state.first.insert(key, format!("{prefix} {key}"));
