@@ -179,38 +179,12 @@ fn the_proposal(timestamp: u64, batches: Vec<ClientBatch>) -> Proposal {
     Proposal { timestamp, batches }
 }
 
-fn signed_pre_prepare(signer: &SecretKey, view: View, seq: Seq, proposal: Proposal) -> PrePrepare {
-    let digest = proposal.digest();
-    let signature = signer.sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest));
-    PrePrepare {
-        view,
-        seq,
-        digest,
-        proposal,
-        signature,
-    }
-}
-
 fn header(signer: &SecretKey, view: View, seq: Seq, digest: Hash) -> PrePrepareHeader {
     PrePrepareHeader {
         view,
         seq,
         digest,
         signature: signer.sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest)),
-    }
-}
-
-fn signed_prepare(signer: &SecretKey, replica: ReplicaId, view: View, seq: Seq) -> Prepare {
-    let digest = [7; 32];
-    Prepare {
-        view,
-        seq,
-        digest,
-        replica,
-        signature: signer.sign(
-            domain::PREPARE,
-            &prepare_header(view, seq, &digest, replica),
-        ),
     }
 }
 
@@ -323,7 +297,8 @@ fn prepares_and_commits_with_extreme_views_and_seqs() {
             let numbers = few_around(&around(&net.replicas[to as usize]));
             for &view in &numbers {
                 for &seq in &numbers {
-                    let prepare = signed_prepare(&secrets[FAULTY as usize], FAULTY, view, seq);
+                    let prepare =
+                        signed_prepare(&secrets[FAULTY as usize], FAULTY, view, seq, [7; 32]);
                     hit(&mut net, to, FAULTY, ReplicaMessage::Prepare(prepare));
                     let commit = Commit {
                         view,
@@ -336,7 +311,7 @@ fn prepares_and_commits_with_extreme_views_and_seqs() {
             }
             // Naming another replica, or none that exists.
             for replica in [0, 4, u32::MAX] {
-                let prepare = signed_prepare(&secrets[FAULTY as usize], replica, 0, 5);
+                let prepare = signed_prepare(&secrets[FAULTY as usize], replica, 0, 5, [7; 32]);
                 hit(&mut net, to, FAULTY, ReplicaMessage::Prepare(prepare));
                 let commit = Commit {
                     view: 0,
@@ -451,7 +426,7 @@ fn view_changes_and_new_views_with_extreme_numbers() {
                         .into_iter()
                         .map(|seq| PreparedProof {
                             pre_prepare: header(faulty, u64::MAX, seq, [3; 32]),
-                            prepares: vec![signed_prepare(faulty, FAULTY, u64::MAX, seq)],
+                            prepares: vec![signed_prepare(faulty, FAULTY, u64::MAX, seq, [7; 32])],
                         })
                         .collect();
                     let body = ViewChangeBody {
@@ -942,7 +917,7 @@ fn garbage_frames_decode_to_errors_not_panics() {
             2,
             the_proposal(3, vec![client_batch(&client, 1, 2)]),
         )),
-        ReplicaMessage::Prepare(signed_prepare(&secrets[1], 1, 2, 3)),
+        ReplicaMessage::Prepare(signed_prepare(&secrets[1], 1, 2, 3, [7; 32])),
         ReplicaMessage::Checkpoint(signed_checkpoint(&secrets[1], 1, 4, [1; 32])),
         ReplicaMessage::Status(message::Status {
             view: 1,

@@ -347,6 +347,11 @@ fn pre_prepare(signer: &SecretKey, view: View, seq: Seq, batches: Vec<ClientBatc
         timestamp: 5,
         batches,
     };
+    signed_pre_prepare(signer, view, seq, proposal)
+}
+
+/// `proposal` pre-prepared at (`view`, `seq`), signed by `signer`.
+fn signed_pre_prepare(signer: &SecretKey, view: View, seq: Seq, proposal: Proposal) -> PrePrepare {
     let digest = proposal.digest();
     let signature = signer.sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest));
     PrePrepare {
@@ -470,9 +475,23 @@ fn pre_prepares_that_break_a_rule_are_dropped_and_counted() {
 }
 
 fn prepare(signer: &SecretKey, replica: ReplicaId, seq: Seq, digest: Hash) -> Prepare {
-    let signature = signer.sign(domain::PREPARE, &prepare_header(0, seq, &digest, replica));
+    signed_prepare(signer, replica, 0, seq, digest)
+}
+
+/// `replica`'s prepare of `digest` at (`view`, `seq`), signed by `signer`.
+fn signed_prepare(
+    signer: &SecretKey,
+    replica: ReplicaId,
+    view: View,
+    seq: Seq,
+    digest: Hash,
+) -> Prepare {
+    let signature = signer.sign(
+        domain::PREPARE,
+        &prepare_header(view, seq, &digest, replica),
+    );
     Prepare {
-        view: 0,
+        view,
         seq,
         digest,
         replica,

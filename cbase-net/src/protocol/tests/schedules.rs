@@ -101,17 +101,7 @@ fn a_replica_that_voted_for_a_view_enters_no_view_below_it() {
 }
 
 fn prepare_in(signer: &SecretKey, replica: ReplicaId, view: View, seq: Seq) -> Prepare {
-    let digest = [seq as u8; 32];
-    Prepare {
-        view,
-        seq,
-        digest,
-        replica,
-        signature: signer.sign(
-            domain::PREPARE,
-            &prepare_header(view, seq, &digest, replica),
-        ),
-    }
+    signed_prepare(signer, replica, view, seq, [seq as u8; 32])
 }
 
 /// Defect: pre-prepares, prepares and commits for any later view were held
