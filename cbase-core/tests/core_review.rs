@@ -1,0 +1,223 @@
+//! Schedules that must give every replica the same replies and the same
+//! state, whatever the number of workers, and must never stop a worker.
+//!
+//! The service below is written by hand the way `#[cbase::service]` writes
+//! it: each rule key is `Key::entry(table, &argument)`.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cbase_core::{
+    AccessSet, Container, Context, ExecError, Executor, ExecutorBuilder, Key, Request, Service,
+    State, Table, conflicts,
+};
+
+/// A file index keyed by path, and an audit table keyed by a sequence number.
+struct Files {
+    files: Table<PathBuf, u64>,
+    audit: Table<u64, u64>,
+}
+
+impl State for Files {
+    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+        vec![("files", &self.files), ("audit", &self.audit)]
+    }
+}
+
+#[derive(Debug, Clone)]
+enum FileRequest {
+    /// `#[writes(audit[seq], files[path])]`: records `size` under `seq`, then
+    /// sets `files[path]` to `size`.
+    Put { seq: u64, path: PathBuf, size: u64 },
+    /// `#[reads(files[path])]`.
+    Get { path: PathBuf },
+}
+
+impl Request for FileRequest {
+    fn access_set(&self) -> AccessSet {
+        match self {
+            FileRequest::Put { seq, path, .. } => AccessSet::none()
+                .write(Key::entry("audit", seq))
+                .write(Key::entry("files", path)),
+            FileRequest::Get { path } => AccessSet::none().read(Key::entry("files", path)),
+        }
+    }
+
+    fn method(&self) -> &'static str {
+        match self {
+            FileRequest::Put { .. } => "put",
+            FileRequest::Get { .. } => "get",
+        }
+    }
+
+    fn read_only(&self) -> bool {
+        matches!(self, FileRequest::Get { .. })
+    }
+}
+
+/// Holds a `Put` of `size == GATED` inside its method until the gate opens.
+const GATED: u64 = 7_777;
+
+struct FileService {
+    state: Files,
+    gate: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Service for FileService {
+    type Request = FileRequest;
+    type Response = Option<u64>;
+
+    fn execute(&self, request: FileRequest, _: &Context) -> Option<u64> {
+        match request {
+            FileRequest::Put { seq, path, size } => {
+                if size == GATED {
+                    let gate = self.gate.lock().unwrap().take();
+                    if let Some(gate) = gate {
+                        let _ = gate.recv();
+                    }
+                }
+                self.state.audit.insert(seq, size);
+                self.state.files.insert(path, size)
+            }
+            FileRequest::Get { path } => self.state.files.get(&path),
+        }
+    }
+
+    fn state(&self) -> &dyn State {
+        &self.state
+    }
+}
+
+type Replies = mpsc::Receiver<(u64, Result<Option<u64>, ExecError>)>;
+
+fn start(workers: usize, gate: Option<mpsc::Receiver<()>>) -> (Executor<FileService>, Replies) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let service = FileService {
+        state: Files {
+            files: Table::new(),
+            audit: Table::new(),
+        },
+        gate: Mutex::new(gate),
+    };
+    let executor = ExecutorBuilder::new()
+        .workers(workers)
+        .window(16)
+        .start(service, move |reply| {
+            let _ = tx.lock().unwrap().send((reply.tag, reply.result));
+        })
+        .unwrap();
+    (executor, rx)
+}
+
+/// The two spellings of one path the tests use: equal paths, different
+/// encodings, and (as the table shards a key by its hash) one shard.
+#[test]
+fn the_two_spellings_are_one_path_with_two_encodings_in_one_shard() {
+    let (plain, slashed) = (PathBuf::from("home/u2"), PathBuf::from("home/u2/"));
+    assert_eq!(plain, slashed);
+    let (a, b) = (
+        cbase_core::ValueHash::of(&plain),
+        cbase_core::ValueHash::of(&slashed),
+    );
+    assert_ne!(a, b);
+    assert_eq!(a.0 % 64, b.0 % 64, "one shard of the table's 64");
+    assert!(!conflicts(
+        &put(0, "home/u2", 1).access_set(),
+        &get("home/u2/").access_set()
+    ));
+}
+
+fn ctx() -> Context {
+    Context::new(0, [0; 32])
+}
+
+fn put(seq: u64, path: &str, size: u64) -> FileRequest {
+    FileRequest::Put {
+        seq,
+        path: PathBuf::from(path),
+        size,
+    }
+}
+
+fn get(path: &str) -> FileRequest {
+    FileRequest::Get {
+        path: PathBuf::from(path),
+    }
+}
+
+/// The reply tagged `tag`, waiting at most `patience` for it.
+fn reply_of(
+    rx: &Replies,
+    tag: u64,
+    patience: Duration,
+    seen: &mut Vec<(u64, Result<Option<u64>, ExecError>)>,
+) -> Option<Result<Option<u64>, ExecError>> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if let Some(at) = seen.iter().position(|(t, _)| *t == tag) {
+            return Some(seen.remove(at).1);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(reply) => seen.push(reply),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// One agreed order, two replicas: the reply to a read of `home/u2/` must not
+/// depend on how many workers a replica runs.
+///
+/// Agreed order: 0 `put(home/u2, 1)`, 1 `put(home/u2, 7777)`, 2 `get(home/u2/)`.
+/// `home/u2/` and `home/u2` are the same `PathBuf` (`Ord` and `Eq` compare
+/// path components, and a trailing `/` adds none), and their keys' hashes
+/// happen to pick the same one of the table's 64 shards, so the table stores
+/// both under one entry; but their encodings differ, so their keys hash apart
+/// and `conflicts` calls requests 1 and 2 independent.
+///
+/// 1. Replica A (one worker) runs them in order: `get(home/u2/)` sees 7777.
+/// 2. Replica B (two workers) runs 1 and 2 side by side; request 1 is held
+///    inside its method (a slow request) until request 2 has replied, which
+///    happens at once because nothing orders it after request 1: 1.
+/// 3. Correct: the same reply on both replicas (either the two requests
+///    conflict, or the read of `home/u2/` cannot see the entry written as `home/u2`).
+#[test]
+fn get_of_a_trailing_slash_path_during_a_slow_put_of_the_same_path_replies_alike_on_one_and_two_workers()
+ {
+    let order = [put(0, "home/u2", 1), put(1, "home/u2", GATED), get("home/u2/")];
+
+    // Replica A: one worker, no gate.
+    let (sequential, rx) = start(1, None);
+    for (tag, request) in order.iter().enumerate() {
+        sequential.submit(tag as u64, ctx(), request.clone()).unwrap();
+    }
+    let mut seen = Vec::new();
+    let on_one = reply_of(&rx, 2, Duration::from_secs(30), &mut seen).expect("a reply");
+    assert_eq!(on_one, Ok(Some(GATED)), "in agreed order the read sees the put");
+
+    // Replica B: two workers; the slow put is held until the read replied
+    // or, if the read is (correctly) ordered after it, for two seconds.
+    let (open, gate) = mpsc::channel();
+    let (parallel, rx) = start(2, Some(gate));
+    for (tag, request) in order.iter().enumerate() {
+        parallel.submit(tag as u64, ctx(), request.clone()).unwrap();
+    }
+    let mut seen = Vec::new();
+    let early = reply_of(&rx, 2, Duration::from_secs(2), &mut seen);
+    open.send(()).unwrap();
+    let on_two = match early {
+        Some(reply) => reply,
+        None => reply_of(&rx, 2, Duration::from_secs(30), &mut seen).expect("a reply"),
+    };
+    let independent = !conflicts(&order[1].access_set(), &order[2].access_set());
+    assert_eq!(
+        on_two, on_one,
+        "the same agreed order gives different replies on a replica with 2 workers and one \
+         with 1 (conflicts(put home/u2, get home/u2/) = {})",
+        !independent
+    );
+}
+
