@@ -221,3 +221,42 @@ fn get_of_a_trailing_slash_path_during_a_slow_put_of_the_same_path_replies_alike
     );
 }
 
+/// A second spelling of a stored path, written by a later request, must
+/// fail that request alone (or succeed), never stop the worker.
+///
+/// 1. `put(0, home/u2, 1)` stores the entry `home/u2` and its digest under the
+///    bytes of "home/u2".
+/// 2. `put(1, home/u2/, 2)` stages `audit[1]` and `files[home/u2/]`. At commit,
+///    `audit` is applied first; then the table's map finds the equal key
+///    `home/u2` and replaces its value, and the digest log is told the old value
+///    of the bytes "home/u2/", which it never held: `EntryLog::change` panics,
+///    outside the executor's `catch_unwind`, and the worker thread dies.
+/// 3. Correct: a reply to every request (the third, `get(home/u2)`, too), and no
+///    `audit[1]` unless request 1 succeeded.
+#[test]
+fn put_of_a_trailing_slash_path_after_a_put_of_the_same_path_replies_and_the_worker_survives() {
+    let (executor, rx) = start(1, None);
+    executor.submit(0, ctx(), put(0, "home/u2", 1)).unwrap();
+    executor.submit(1, ctx(), put(1, "home/u2/", 2)).unwrap();
+    executor.submit(2, ctx(), get("home/u2")).unwrap();
+    let mut seen = Vec::new();
+    let first = reply_of(&rx, 0, Duration::from_secs(30), &mut seen);
+    assert_eq!(first, Some(Ok(None)));
+    let second = reply_of(&rx, 1, Duration::from_secs(10), &mut seen);
+    let third = reply_of(&rx, 2, Duration::from_secs(10), &mut seen);
+    let audited = executor.service().state.audit.get(&1);
+    let stuck = executor.in_flight();
+    // A dead worker never finishes its task: dropping the executor would
+    // wait for it forever.
+    std::mem::forget(executor);
+    assert!(
+        second.is_some() && third.is_some(),
+        "request 1 replied {second:?}, request 2 {third:?}: no reply means the worker died in \
+         the commit; {stuck} requests stuck in flight; audit[1] = {audited:?} (applied although \
+         request 1 never replied)"
+    );
+    if !matches!(second, Some(Ok(_))) {
+        assert_eq!(audited, None, "a failed request left its audit entry");
+    }
+}
+
