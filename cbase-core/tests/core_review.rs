@@ -260,3 +260,139 @@ fn put_of_a_trailing_slash_path_after_a_put_of_the_same_path_replies_and_the_wor
     }
 }
 
+/// A container of the user's whose `commit` panics (say, a disk write that
+/// fails) must not stop the worker, nor leave half the request applied.
+mod user_container {
+    use super::*;
+    use cbase_core::EntryLog;
+    use cbase_core::codec::CodecError;
+    use cbase_core::container::BindError;
+    use cbase_core::{Entries, txn};
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    /// A one-number container whose commit panics on the value 13.
+    #[derive(Default)]
+    pub struct Fragile {
+        value: Mutex<u64>,
+        log: EntryLog,
+    }
+
+    impl Fragile {
+        pub fn set(&self, value: u64) {
+            let staged = txn::stage::<RefCell<Option<u64>>>(cbase_core::TableId::of("fragile"))
+                .expect("inside a request");
+            *staged.borrow_mut() = Some(value);
+        }
+    }
+
+    impl Container for Fragile {
+        fn bind(&self, name: &'static str) -> Result<(), BindError> {
+            assert_eq!(name, "fragile");
+            Ok(())
+        }
+        fn name(&self) -> Option<&'static str> {
+            Some("fragile")
+        }
+        fn prepare(&self, staged: &txn::Staged) -> Result<Box<dyn Any>, CodecError> {
+            let staged = staged.downcast_ref::<RefCell<Option<u64>>>().unwrap();
+            Ok(Box::new(staged.borrow_mut().take()))
+        }
+        fn commit(&self, prepared: Box<dyn Any>) {
+            if let Some(value) = *prepared.downcast::<Option<u64>>().unwrap() {
+                assert_ne!(value, 13, "the device refused the write");
+                *self.value.lock().unwrap() = value;
+            }
+        }
+        fn entry_log(&self) -> &EntryLog {
+            &self.log
+        }
+        fn encode_entries(&self) -> Result<Entries, CodecError> {
+            Ok(Entries::new())
+        }
+        fn decode_entries(&self, _: &Entries) -> Result<Box<dyn Any + Send>, CodecError> {
+            Ok(Box::new(()))
+        }
+        fn install(&self, _: Box<dyn Any + Send>) {}
+    }
+
+    pub struct Both {
+        pub audit: Table<u64, u64>,
+        pub fragile: Fragile,
+    }
+
+    impl State for Both {
+        fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+            vec![("audit", &self.audit), ("fragile", &self.fragile)]
+        }
+    }
+
+    #[derive(Debug)]
+    pub struct Record(pub u64);
+
+    impl Request for Record {
+        fn access_set(&self) -> AccessSet {
+            AccessSet::none()
+                .write(Key::entry("audit", &self.0))
+                .write(Key::table("fragile"))
+        }
+        fn method(&self) -> &'static str {
+            "record"
+        }
+    }
+
+    pub struct BothService(pub Arc<Both>);
+
+    impl Service for BothService {
+        type Request = Record;
+        type Response = ();
+        fn execute(&self, Record(value): Record, _: &Context) {
+            self.0.audit.insert(value, value);
+            self.0.fragile.set(value);
+        }
+        fn state(&self) -> &dyn State {
+            &*self.0
+        }
+    }
+}
+
+/// 1. `record(13)` stages `audit[13]` and `fragile = 13`, and returns.
+/// 2. At commit, `audit` is applied, then `fragile`'s commit panics.
+/// 3. Correct: `record(13)` gets an error reply and leaves no `audit[13]`;
+///    `record(14)`, after it in the order, runs.
+#[test]
+fn record_whose_second_container_panics_in_commit_fails_alone_and_leaves_no_trace() {
+    use user_container::*;
+    let state = Arc::new(Both {
+        audit: Table::new(),
+        fragile: Fragile::default(),
+    });
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let executor = ExecutorBuilder::new()
+        .workers(1)
+        .window(4)
+        .start(BothService(Arc::clone(&state)), move |reply| {
+            let _ = tx.lock().unwrap().send((reply.tag, reply.result.is_ok()));
+        })
+        .unwrap();
+    executor.submit(13, ctx(), Record(13)).unwrap();
+    executor.submit(14, ctx(), Record(14)).unwrap();
+    let mut replies = Vec::new();
+    while let Ok(reply) = rx.recv_timeout(Duration::from_secs(10)) {
+        replies.push(reply);
+        if replies.len() == 2 {
+            break;
+        }
+    }
+    let stuck = executor.in_flight();
+    let audited = state.audit.get(&13);
+    std::mem::forget(executor);
+    assert_eq!(
+        replies,
+        vec![(13, false), (14, true)],
+        "{stuck} requests stuck in flight; audit[13] = {audited:?}"
+    );
+    assert_eq!(audited, None, "the failed request's first container was applied");
+}
+
