@@ -25,7 +25,6 @@ fn secret(id: ReplicaId) -> SecretKey {
 }
 
 /// What a hand-driven replica does on one connection from the client.
-#[allow(dead_code)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     /// Says it will not serve the client (as a replica whose
@@ -224,4 +223,74 @@ async fn replicas_that_refused_once_and_then_admit_the_client_with_one_faulty_re
         Ok(&7),
         "replicas 0, 1 and 2 serve the client, yet the call failed"
     );
+}
+
+/// With `sign_every_batch`, a batch goes signed to the primary alone:
+/// view `v`'s primary is replica `v mod n` by id, whatever the order of
+/// the cluster file (which may list replicas in any order). Sent to the
+/// replica listed first instead, it goes to a backup; a faulty backup
+/// listed first then drops every batch, and each call waits for its first
+/// retransmission, for ever, while no view change can help (the primary
+/// is correct).
+///
+/// Schedule (n = 4, f = 1):
+/// 1. The cluster file lists replicas 3, 2, 1, 0 in that order (valid).
+/// 2. The client, in view 0 (primary: replica 0), sends one call; its
+///    first retransmission is an hour away.
+/// 3. Expected: replica 0 receives the signed batch first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_signed_batches_the_first_copy_goes_to_view_0s_primary_by_id_not_the_replica_listed_first()
+ {
+    let (cluster, listeners) = cluster_of(&[3, 2, 1, 0]).await;
+    let (events, mut seen) = mpsc::unbounded_channel();
+    for (id, listener) in listeners {
+        serve(
+            id,
+            listener,
+            cluster.clone(),
+            |_| Mode::Silent,
+            events.clone(),
+        );
+    }
+    let client = NetClient::connect(
+        cluster,
+        ClientConfig {
+            sign_every_batch: true,
+            first_retransmit: Duration::from_secs(3600),
+            max_retransmit: Duration::from_secs(3600),
+            timeout: Duration::from_secs(7200),
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+    wait_for(
+        &mut seen,
+        &[
+            Event::Connected(0, 1),
+            Event::Connected(1, 1),
+            Event::Connected(2, 1),
+            Event::Connected(3, 1),
+        ],
+    )
+    .await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<Put, u64>(&Put(1)).await }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Event::Requests(id, signed) = seen.recv().await.unwrap() {
+                return (id, signed);
+            }
+        }
+    })
+    .await
+    .expect("no replica received the batch");
+    assert_eq!(
+        first,
+        (0, true),
+        "the signed batch went to replica {} (listed first), not to view 0's primary",
+        first.0
+    );
+    call.abort();
 }
