@@ -1011,6 +1011,85 @@ pub(super) mod tests {
         );
     }
 
+    /// A replica the client cannot reach (down, or one that never reads)
+    /// must not make the client keep every frame it was sent: the queue of
+    /// its connection keeps up to 16,384 frames, each up to
+    /// `max_request_bytes` (1 MiB by default): gigabytes held for one
+    /// faulty replica, for calls that ended long ago.
+    ///
+    /// Schedule (n = 4, f = 1; nothing listens at any address):
+    /// 1. The client makes 64 calls of 256 KiB each, one after another.
+    /// 2. Each is answered alike by replicas 0 and 1 (their replies handed
+    ///    to the client as their connections would), so each completes.
+    /// 3. Expected: once they all ended, the client holds no more frames for
+    ///    unreachable replica 3 than the calls in flight could need
+    ///    (`batches_in_flight`: none are in flight now).
+    #[tokio::test]
+    async fn frames_for_an_unreachable_replica_are_not_kept_after_their_calls_end() {
+        let replicas = (0..4u8)
+            .map(|i| crate::config::ReplicaEntry {
+                id: u32::from(i),
+                // Nothing listens there.
+                address: format!("127.0.0.1:{}", 9 + u16::from(i)),
+                public_key: SecretKey::from_seed([i + 1; 32]).public(),
+            })
+            .collect();
+        let cluster = ClusterConfig {
+            f: 1,
+            replicas,
+            clients: None,
+        };
+        let config = ClientConfig {
+            lanes: 1,
+            ..ClientConfig::default()
+        };
+        let in_flight = config.batches_in_flight;
+        let client = NetClient::connect(cluster, config).unwrap();
+        let calls = 64;
+        let size = 256 << 10;
+        for i in 0..calls {
+            let call = tokio::spawn({
+                let client = client.clone();
+                async move { client.on_lane(vec![i as u8; size], "op").await }
+            });
+            let shared = &client.inner.shared;
+            let mut filed = None;
+            for _ in 0..100_000 {
+                filed = shared.pending.lock().keys().next().copied();
+                if filed.is_some() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let (lane, number) = filed.expect("the call was never filed");
+            for replica in [0, 1] {
+                let reply = Reply {
+                    replica,
+                    view: 0,
+                    lane,
+                    number,
+                    result: vec![1],
+                };
+                connection::on_replies(shared, replica, vec![reply]);
+            }
+            let (_, result) = tokio::time::timeout(Duration::from_secs(60), call)
+                .await
+                .expect("an answered call completes")
+                .unwrap()
+                .unwrap();
+            assert_eq!(result, vec![1]);
+        }
+        let queue = &client.inner.connections[3];
+        let held = queue.max_capacity() - queue.capacity();
+        assert!(
+            held <= in_flight,
+            "{held} frames of over {} KiB each (over {} MiB) held for unreachable replica 3 \
+             after all {calls} calls ended",
+            size >> 10,
+            (held * size) >> 20
+        );
+    }
+
     #[test]
     fn result_keys_are_equal_exactly_when_the_results_are() {
         let results: Vec<Vec<u8>> = vec![
