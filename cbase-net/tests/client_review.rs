@@ -35,6 +35,10 @@ enum Mode {
     Answer,
     /// Reads what the client sends and answers nothing.
     Silent,
+    /// Answers every request first, refusing it: a session opener as
+    /// expired with a floor of `u64::MAX`, any other as superseded by
+    /// number `u64::MAX`.
+    Lie,
 }
 
 /// What a hand-driven replica reports to the test.
@@ -123,7 +127,7 @@ fn serve(
                         continue;
                     };
                     let _ = events.send(Event::Requests(id, batch.is_signed()));
-                    if mode != Mode::Answer {
+                    if mode == Mode::Silent {
                         continue;
                     }
                     let replies = batch
@@ -135,7 +139,21 @@ fn serve(
                             lane: request.lane,
                             number: request.number,
                             replica: id,
-                            result: if request.operation.is_empty() {
+                            result: if mode == Mode::Lie && request.operation.is_empty() {
+                                codec::encode(&Err::<(), ExecError>(ExecError::SessionExpired {
+                                    lane: request.lane,
+                                    number: request.number,
+                                    floor: u64::MAX,
+                                }))
+                                .unwrap()
+                            } else if mode == Mode::Lie {
+                                codec::encode(&Err::<u64, ExecError>(ExecError::Superseded {
+                                    lane: request.lane,
+                                    number: request.number,
+                                    last: u64::MAX,
+                                }))
+                                .unwrap()
+                            } else if request.operation.is_empty() {
                                 codec::encode(&Ok::<(), ExecError>(())).unwrap()
                             } else {
                                 codec::encode(&Ok::<u64, ExecError>(7)).unwrap()
@@ -293,4 +311,47 @@ async fn with_signed_batches_the_first_copy_goes_to_view_0s_primary_by_id_not_th
         first.0
     );
     call.abort();
+}
+
+/// One faulty replica's refusals are one replica's word: the client acts
+/// on a floor or a superseding number only when f+1 replicas report it.
+///
+/// Schedule (n = 4, f = 1):
+/// 1. Replica 3 (faulty) answers every request as soon as it arrives:
+///    the session opener as expired with floor `u64::MAX`, every call as
+///    superseded by number `u64::MAX` on its lane.
+/// 2. Replicas 0, 1 and 2 answer every request with its result.
+/// 3. Expected: three calls in a row return the result, the client neither
+///    renumbering to the end of the number space nor failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_faulty_replicas_expired_and_superseded_answers_at_the_end_of_the_number_space_are_ignored()
+ {
+    let (cluster, listeners) = cluster_of(&[0, 1, 2, 3]).await;
+    let (events, mut seen) = mpsc::unbounded_channel();
+    for (id, listener) in listeners {
+        let mode = move |_| if id == 3 { Mode::Lie } else { Mode::Answer };
+        serve(id, listener, cluster.clone(), mode, events.clone());
+    }
+    let client = NetClient::connect(
+        cluster,
+        ClientConfig {
+            timeout: Duration::from_secs(60),
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+    wait_for(
+        &mut seen,
+        &[
+            Event::Connected(0, 1),
+            Event::Connected(1, 1),
+            Event::Connected(2, 1),
+            Event::Connected(3, 1),
+        ],
+    )
+    .await;
+    for key in 0..3 {
+        let result = client.call::<Put, u64>(&Put(key)).await;
+        assert_eq!(result.map_err(|e| e.to_string()), Ok(7));
+    }
 }
