@@ -30,6 +30,7 @@ pub(super) async fn connection(
     let mut backoff = Duration::from_millis(20);
     let by = format!("client {}", identity.key.public());
     let mut reachability = Reachability::new(by, replica, address.clone());
+    let mut last_refusal: Option<String> = None;
     loop {
         let session = match TcpStream::connect(&address).await {
             Ok(stream) => transport::connect(stream, &identity, replica, &cluster, &config).await,
@@ -39,12 +40,20 @@ pub(super) async fn connection(
             Ok(session) => session,
             Err(error) => {
                 reachability.failed(&error, Instant::now());
-                tokio::time::sleep(backoff).await;
+                if !wait_discarding(&mut outgoing, backoff).await {
+                    return;
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
         reachability.connected();
+        // A replica that refused this client before may admit it now (a
+        // place freed, an operator listed it): until it says otherwise on
+        // this connection, it counts as answering. Were the mark kept until
+        // a reply came, calls would fail at once as refused and never be
+        // sent, so no reply could come.
+        shared.refused[at].lock().take();
         let up = |up: bool| shared.connected[at].store(up, std::sync::atomic::Ordering::Relaxed);
         up(true);
         backoff = Duration::from_millis(20);
@@ -57,7 +66,7 @@ pub(super) async fn connection(
             continue;
         }
         let mut reading = tokio::spawn(read_replies(at, replica, reader, Arc::clone(&shared)));
-        let mut refused = false;
+        let mut refused = None;
         loop {
             tokio::select! {
                 frame = outgoing.recv() => {
@@ -77,31 +86,62 @@ pub(super) async fn connection(
                     }
                 }
                 ended = &mut reading => {
-                    refused = ended.unwrap_or(false);
+                    refused = ended.unwrap_or(None);
                     break;
                 }
             }
         }
         up(false);
         reading.abort();
-        if refused {
+        if let Some(why) = refused {
+            // Said once per reason, not at every reconnection.
+            if last_refusal.as_ref() != Some(&why) {
+                tracing::warn!(replica, "replica {replica} refuses this client: {why}");
+            }
+            last_refusal = Some(why);
             // Asking again at once would only be refused again (until an
             // operator admits the client).
-            tokio::time::sleep(REFUSED_BACKOFF).await;
+            if !wait_discarding(&mut outgoing, REFUSED_BACKOFF).await {
+                return;
+            }
         } else {
-            shared.refused[at].lock().take();
+            last_refusal = None;
+        }
+    }
+}
+
+/// Waits `how_long` before the next connection attempt, dropping the frames
+/// queued for this replica meanwhile; returns false if the client is gone.
+///
+/// A replica that cannot be reached (down, or refusing this client) must
+/// not make the client hold every frame its calls send: up to the queue's
+/// 16,384 frames of up to `max_request_bytes` each. Nothing is lost by
+/// dropping them: a call with no f+1 matching replies yet is sent again,
+/// signed, to every replica, and a replica that missed an unsigned batch
+/// takes it from the f+1 replicas that vouch for it.
+async fn wait_discarding(outgoing: &mut mpsc::Receiver<Arc<Vec<u8>>>, how_long: Duration) -> bool {
+    let until = tokio::time::Instant::now() + how_long;
+    loop {
+        while outgoing.try_recv().is_ok() {}
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return true,
+            frame = outgoing.recv() => {
+                if frame.is_none() {
+                    return false;
+                }
+            }
         }
     }
 }
 
 /// Reads replica `replica`'s replies until the connection ends; returns
-/// whether the replica refused this client.
+/// why the replica refused this client, if it did (and marks it refusing).
 async fn read_replies(
     at: usize,
     replica: ReplicaId,
     mut reader: FrameReader,
     shared: Arc<Shared>,
-) -> bool {
+) -> Option<String> {
     while let Ok(frame) = reader.recv().await {
         let replies = match codec::decode::<ReplyMessage>(&frame) {
             Ok(ReplyMessage::Replies(replies)) => replies,
@@ -110,24 +150,20 @@ async fn read_replies(
                 continue;
             }
             Ok(ReplyMessage::Refused(why)) => {
-                let mut refused = shared.refused[at].lock();
-                if refused.is_none() {
-                    tracing::warn!(replica, "replica {replica} refuses this client: {why}");
-                }
-                *refused = Some(why);
-                return true;
+                *shared.refused[at].lock() = Some(why.clone());
+                return Some(why);
             }
             // A status answer this connection never asked for, or garbage.
             Ok(ReplyMessage::Status(_)) | Err(_) => {
                 shared
                     .rejected
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return false;
+                return None;
             }
         };
         on_replies(&shared, replica, replies);
     }
-    false
+    None
 }
 
 /// Tallies replies that came over replica `replica`'s connection; one that
