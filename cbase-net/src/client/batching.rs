@@ -161,6 +161,7 @@ pub(super) async fn batch_and_sign(
         // retransmission timer will send the batch, signed, to every replica.
         if config.sign_every_batch {
             let view = shared.view.load(std::sync::atomic::Ordering::Relaxed);
+            // Connections are in replica id order (see `NetClient::connect`).
             let primary = &connections[(view % connections.len() as u64) as usize];
             let _ = primary.try_send(Arc::clone(&sent.first));
         } else {

@@ -355,10 +355,17 @@ pub struct NetClient {
 impl NetClient {
     /// Connects to the cluster with a fresh client identity. Connections are
     /// made (and remade) in the background; calls wait for them.
-    pub fn connect(cluster: ClusterConfig, config: ClientConfig) -> Result<NetClient, ClientError> {
+    pub fn connect(
+        mut cluster: ClusterConfig,
+        config: ClientConfig,
+    ) -> Result<NetClient, ClientError> {
         cluster
             .validate()
             .map_err(|e| ClientError::Config(e.to_string()))?;
+        // A cluster file may list the replicas in any order. Kept by id,
+        // the connection at index `view % n` is the view's primary (to
+        // which a signed batch goes first), whatever the file's order.
+        cluster.replicas.sort_by_key(|replica| replica.id);
         if config.lanes == 0 || config.max_batch == 0 || config.batches_in_flight == 0 {
             return Err(ClientError::Config(
                 "lanes, max_batch and batches_in_flight must be at least 1".into(),
