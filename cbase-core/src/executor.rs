@@ -850,7 +850,7 @@ impl<S: Service> Shared<S> {
                 ));
             };
             match catch_unwind(AssertUnwindSafe(|| container.prepare(writes))) {
-                Ok(Ok(ready)) => prepared.push((*container, ready)),
+                Ok(Ok(ready)) => prepared.push((*name, *container, ready)),
                 Ok(Err(error)) => return Err(refused(format!("container `{name}`: {error}"))),
                 Err(payload) => {
                     return Err(refused(format!(
@@ -860,8 +860,26 @@ impl<S: Service> Shared<S> {
                 }
             }
         }
-        for (container, ready) in prepared {
-            container.commit(ready);
+        // Containers whose commit may fail (a user's, writing to a disk) go
+        // first: should one panic, the tables and cells, which cannot fail
+        // once prepared, have none of the request's writes.
+        prepared.sort_by_key(|(_, container, _)| container.commit_never_fails());
+        let mut kept = Vec::new();
+        for (name, container, ready) in prepared {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| container.commit(ready))) {
+                let message = format!(
+                    "container `{name}` panicked committing the writes: {}{}",
+                    panic_message(&*payload),
+                    if kept.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (containers {kept:?} had committed theirs)")
+                    }
+                );
+                tracing::error!(method, "{message}");
+                return Err(refused(message));
+            }
+            kept.push(name);
         }
         Ok(())
     }

@@ -187,16 +187,26 @@ fn reply_of(
 #[test]
 fn get_of_a_trailing_slash_path_during_a_slow_put_of_the_same_path_replies_alike_on_one_and_two_workers()
  {
-    let order = [put(0, "home/u2", 1), put(1, "home/u2", GATED), get("home/u2/")];
+    let order = [
+        put(0, "home/u2", 1),
+        put(1, "home/u2", GATED),
+        get("home/u2/"),
+    ];
 
     // Replica A: one worker, no gate.
     let (sequential, rx) = start(1, None);
     for (tag, request) in order.iter().enumerate() {
-        sequential.submit(tag as u64, ctx(), request.clone()).unwrap();
+        sequential
+            .submit(tag as u64, ctx(), request.clone())
+            .unwrap();
     }
     let mut seen = Vec::new();
     let on_one = reply_of(&rx, 2, Duration::from_secs(30), &mut seen).expect("a reply");
-    assert_eq!(on_one, Ok(Some(GATED)), "in agreed order the read sees the put");
+    assert_eq!(
+        on_one,
+        Ok(Some(GATED)),
+        "in agreed order the read sees the put"
+    );
 
     // Replica B: two workers; the slow put is held until the read replied
     // or, if the read is (correctly) ordered after it, for two seconds.
@@ -393,6 +403,8 @@ fn record_whose_second_container_panics_in_commit_fails_alone_and_leaves_no_trac
         vec![(13, false), (14, true)],
         "{stuck} requests stuck in flight; audit[13] = {audited:?}"
     );
-    assert_eq!(audited, None, "the failed request's first container was applied");
+    assert_eq!(
+        audited, None,
+        "the failed request's first container was applied"
+    );
 }
-

@@ -172,6 +172,11 @@ where
         Ok(Box::new(prepared))
     }
 
+    /// Everything that can fail (encoding) happened in `prepare`.
+    fn commit_never_fails(&self) -> bool {
+        true
+    }
+
     fn commit(&self, prepared: Box<dyn Any>) {
         let prepared = prepared
             .downcast::<Option<(T, Vec<u8>)>>()

@@ -81,9 +81,28 @@ pub trait Container: Send + Sync {
     /// Applies what [`prepare`](Container::prepare) returned. Runs while the
     /// request still holds its keys.
     ///
+    /// Everything that can fail belongs in `prepare`: a request's writes are
+    /// applied in every container or none only if no commit fails. Should
+    /// one panic anyway (a disk write that fails), the request fails with
+    /// [`ExecError::NotCommitted`](crate::ExecError::NotCommitted) and the
+    /// worker goes on; containers that cannot fail
+    /// ([`commit_never_fails`](Container::commit_never_fails)) are committed
+    /// after the others, so they keep none of its writes, but a container
+    /// that may fail and was committed before the one that did keeps its
+    /// part. A panic that is not the same on every replica leaves this one
+    /// with another state, which its next checkpoint's digest shows.
+    ///
     /// # Panics
     /// If `prepared` did not come from this container's `prepare`.
     fn commit(&self, prepared: Box<dyn Any>);
+
+    /// Whether [`commit`](Container::commit) cannot fail once `prepare`
+    /// succeeded: true for [`Table`](crate::Table) and
+    /// [`Cell`](crate::Cell), false by default. Containers that may fail are
+    /// committed first.
+    fn commit_never_fails(&self) -> bool {
+        false
+    }
 
     /// The log that keeps the digest tree of the entries and, on a replica,
     /// the changes since the last checkpoint. The container reports every

@@ -674,6 +674,11 @@ where
         }))
     }
 
+    /// Everything that can fail (encoding) happened in `prepare`.
+    fn commit_never_fails(&self) -> bool {
+        true
+    }
+
     fn commit(&self, prepared: Box<dyn Any>) {
         let prepared = prepared
             .downcast::<Prepared<K, V>>()
