@@ -56,6 +56,16 @@ pub struct Table<K, V> {
 /// What a table's key and value types must offer: an order (for deterministic
 /// iteration), a canonical encoding (for key hashes and snapshots) and a
 /// readable form for error messages.
+///
+/// The order must agree with the encoding: two keys compare equal exactly
+/// when they encode to the same bytes. Rules, conflicts and digests know a
+/// key by its encoding, the table's map by its order. Integers, strings,
+/// byte vectors, tuples and derived `Ord`s agree; `PathBuf` does not
+/// (`home/u2` and `home/u2/` compare equal), nor does an `Ord` written to
+/// ignore case. A request that meets a stored key equal to its own but
+/// encoded differently is refused, but two requests that create such keys
+/// at once are not ordered by their rules, so which one a replica sees first
+/// could differ: keep to keys whose order agrees with their encoding.
 pub trait TableKey:
     Ord + Clone + fmt::Debug + serde::Serialize + DeserializeOwned + Send + Sync + 'static
 {
@@ -198,7 +208,8 @@ where
                 return None;
             }
         }
-        self.shards[shard].read_recursive().get(key).cloned()
+        self.stored(&self.shards[shard].read_recursive(), key)
+            .cloned()
     }
 
     /// A copy of the value at `key`. Needs read access to `table[key]`.
@@ -224,7 +235,7 @@ where
                 return f(value.as_ref());
             }
         }
-        f(self.shards[shard].read_recursive().get(key))
+        f(self.stored(&self.shards[shard].read_recursive(), key))
     }
 
     /// Whether `key` has a value. Needs read access to `table[key]`.
@@ -239,7 +250,8 @@ where
                 return false;
             }
         }
-        self.shards[shard].read_recursive().contains_key(key)
+        self.stored(&self.shards[shard].read_recursive(), key)
+            .is_some()
     }
 
     /// Sets `key` to `value` (or removes it, for `None`): staged in the
@@ -259,6 +271,7 @@ where
         let key_bytes = self.encode_or_panic(&key);
         let value_bytes = value.as_ref().map(|v| self.encode_or_panic(v));
         let mut map = self.shards[shard].write();
+        self.stored(&map, &key);
         let previous = match value {
             Some(value) => map.insert(key, value),
             None => map.remove(&key),
@@ -282,6 +295,29 @@ where
             old_bytes.as_deref(),
             write.value_bytes.as_deref(),
         );
+    }
+
+    /// The value stored under `key` in `map` (one shard).
+    ///
+    /// # Panics
+    /// If the stored key compares equal to `key` but encodes differently
+    /// (`home/u2` and `home/u2/` as `PathBuf`s): rules, conflicts and
+    /// digests know a key by its encoding, so the two are different keys
+    /// to them, and the entry is not the one the request declared. Refused
+    /// before anything is read or written, so every replica refuses alike
+    /// (see [`TableKey`]).
+    fn stored<'m>(&self, map: &'m BTreeMap<K, V>, key: &K) -> Option<&'m V> {
+        let (found, value) = map.get_key_value(key)?;
+        let (found_bytes, key_bytes) = (self.encode_or_panic(found), self.encode_or_panic(key));
+        if found_bytes != key_bytes {
+            panic!(
+                "table `{}`: the key {key:?} compares equal to the stored key {found:?} but \
+                 encodes differently, so it is another key to rules and digests; a table key's \
+                 `Ord` must agree with its encoding (`PathBuf` does not: use `String`)",
+                self.binding.name().unwrap_or("<unnamed>")
+            );
+        }
+        Some(value)
     }
 
     fn encode_or_panic<T: serde::Serialize>(&self, value: &T) -> Vec<u8> {
@@ -308,7 +344,9 @@ where
             self.write(shard, id, key.clone(), Some(value));
             return Some(result);
         }
-        let mut value = self.shards[shard].read_recursive().get(key).cloned()?;
+        let mut value = self
+            .stored(&self.shards[shard].read_recursive(), key)
+            .cloned()?;
         let result = f(&mut value);
         self.write_through(shard, key.clone(), Some(value));
         Some(result)
