@@ -53,6 +53,7 @@ mod extremes;
 mod parts;
 mod schedules;
 mod uptime;
+mod vc_review;
 mod vouching;
 
 /// Decides whether a message in flight is lost (or held back): (from, to, message).
