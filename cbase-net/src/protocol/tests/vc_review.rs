@@ -66,3 +66,82 @@ fn after_many_failed_view_changes_the_healed_cluster_enters_a_view_again() {
         );
     }
 }
+
+/// A correct replica cut off while the others went through more than 4n
+/// views comes back while they are changing views again: they answer its
+/// status with their votes (a replica changing views does not resend its
+/// last new-view), and it drops every such vote as more than 4n views
+/// ahead of the view it works in. With one faulty replica silent, the two
+/// others wait for a third vote for good (their votes for view 1 and the
+/// like, its own, are stale to them), though a third correct replica is
+/// there to give it. The returning replica must be able to join them.
+#[test]
+fn a_replica_back_from_a_partition_far_behind_joins_the_view_change_of_the_others() {
+    // 1. n = 4. Replica 3 is cut off. Every pre-prepare is lost, so the
+    //    others (0, 1, 2) suspect primary after primary and enter view
+    //    after view (those of replica 3 time out), past view 20.
+    // 2. The primary of that view turns faulty and falls silent; the client
+    //    keeps retransmitting its batch: the two other replicas time out,
+    //    vote for the next view, and wait for a third vote.
+    // 3. Replica 3 comes back (still in view 0) and hears of the batch too.
+    // 4. Expected: the two and replica 3 form a quorum of the next views
+    //    and the batch executes at all three.
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let batch = client_batch(&client, 0, 1);
+    net.down.insert(3);
+    net.drop_rule = Some(Box::new(|_, _, m| {
+        matches!(m, ReplicaMessage::PrePrepare(_))
+    }));
+    net.broadcast_client(&batch);
+    for _ in 0..200 {
+        // The client retransmits now and then.
+        net.broadcast_client(&batch);
+        net.advance(3_000 * SECOND);
+        let live = [0, 1, 2].map(|r| &net.replicas[r]);
+        if live
+            .iter()
+            .all(|r| r.view() >= 20 && r.changing_to().is_none())
+        {
+            break;
+        }
+    }
+    let view = net.replicas[0].view();
+    assert!(view >= 20, "the others reached view {view}");
+    assert_eq!(net.replicas[3].view(), 0);
+
+    let faulty = (view % 4) as ReplicaId;
+    assert_ne!(faulty, 3);
+    let others: Vec<ReplicaId> = (0..3).filter(|r| *r != faulty).collect();
+    net.down.insert(faulty);
+    net.drop_rule = None;
+    for _ in 0..5 {
+        net.broadcast_client(&batch);
+        net.advance(3_000 * SECOND);
+    }
+    for &r in &others {
+        assert!(
+            net.replicas[r as usize].changing_to().is_some(),
+            "replica {r} changes views"
+        );
+    }
+
+    net.down.remove(&3);
+    net.broadcast_client(&batch);
+    for _ in 0..40 {
+        net.broadcast_client(&batch);
+        net.advance(3_000 * SECOND);
+    }
+    let views: Vec<_> = (0..4)
+        .map(|r| (net.replicas[r].view(), net.replicas[r].changing_to()))
+        .collect();
+    for r in others.into_iter().chain([3]) {
+        assert_eq!(
+            net.executed_requests(r as usize),
+            vec![1],
+            "replica {r}: (view, voting for) of each: {views:?}; votes replica 3 dropped as too \
+             far ahead: {}",
+            net.replicas[3].stats().out_of_window
+        );
+    }
+}
