@@ -145,3 +145,81 @@ fn a_replica_back_from_a_partition_far_behind_joins_the_view_change_of_the_other
         );
     }
 }
+
+/// The runtime refuses to start unless the largest new-view a quorum of
+/// well-formed view-changes can make fits a frame, and a frame too large
+/// is refused by the transport (not sent). But a view-change is taken with
+/// any number of entries in its checkpoint proof (at sequence number 0 not
+/// even checked) and of prepares in its certificates, so one faulty
+/// replica's vote can be as large as a frame: the new primary takes it as
+/// one of its quorum, and the new-view it builds from it cannot be sent.
+/// The faulty replica does so for every view (it may send its votes ahead),
+/// so no view change ever completes. A new-view a correct primary builds
+/// must fit a frame, whatever a faulty vote carries.
+#[test]
+fn a_faulty_vote_as_large_as_a_frame_does_not_make_the_new_view_too_large_to_send() {
+    // 1. n = 4, replica 0 faulty: it sends replica 1 (the primary of view
+    //    1) a signed view-change for view 1 with stable checkpoint 0 and a
+    //    "proof" of junk checkpoints filling a frame.
+    // 2. Replica 2 votes for view 1 (empty, well-formed).
+    // 3. Replica 1 joins (f+1 votes) and, with its own vote, has a quorum:
+    //    it builds and broadcasts the new-view.
+    // 4. Expected: that new-view fits a frame (or the vote was refused and
+    //    the new-view waits for a well-formed quorum).
+    let (cluster, secrets) = cluster(4);
+    let config = small();
+    let max_frame = crate::transport::TransportConfig::default().max_frame;
+    assert!(config.largest_certificate_bytes(&cluster) <= max_frame as u64);
+    let mut r1 = Replica::new(1, &cluster, secrets[1].clone(), config);
+    let vote = |replica: ReplicaId, checkpoint_proof: Vec<Checkpoint>| {
+        let body = crate::message::ViewChangeBody {
+            new_view: 1,
+            stable_seq: 0,
+            stable_state: [0; 32],
+            checkpoint_proof,
+            prepared: vec![],
+            replica,
+        };
+        let signature = secrets[replica as usize].sign(
+            domain::VIEW_CHANGE,
+            &crate::message::view_change_bytes(&body),
+        );
+        ViewChange { body, signature }
+    };
+    let junk = Checkpoint {
+        seq: 0,
+        state: [0; 32],
+        replica: 0,
+        signature: crate::crypto::Signature::from_bytes([0; 64]),
+    };
+    let frame_of = |vc: &ViewChange| {
+        cbase_core::codec::encode(&ReplicaMessage::ViewChange(vc.clone()))
+            .unwrap()
+            .len()
+    };
+    let per_entry = cbase_core::codec::encode(&junk).unwrap().len();
+    let mut entries = max_frame / per_entry;
+    let bloated = loop {
+        let vc = vote(0, vec![junk.clone(); entries]);
+        if frame_of(&vc) <= max_frame {
+            break vc;
+        }
+        entries -= 1;
+    };
+    deliver(&mut r1, 0, ReplicaMessage::ViewChange(bloated));
+    let out = deliver(&mut r1, 2, ReplicaMessage::ViewChange(vote(2, vec![])));
+    // Replica 1 builds a new-view from the three votes (or refuses the
+    // oversized one, and waits for a third well-formed vote).
+    let new_view = out.iter().find_map(|o| match o {
+        Output::Broadcast(m @ ReplicaMessage::NewView(_)) => Some(m),
+        _ => None,
+    });
+    if let Some(new_view) = new_view {
+        let bytes = cbase_core::codec::encode(new_view).unwrap().len();
+        assert!(
+            bytes <= max_frame,
+            "the new-view is {bytes} bytes, over the frame limit of {max_frame}: it cannot be \
+             sent"
+        );
+    }
+}
