@@ -223,3 +223,126 @@ fn a_faulty_vote_as_large_as_a_frame_does_not_make_the_new_view_too_large_to_sen
         );
     }
 }
+
+/// A prepared certificate can be assembled by a faulty primary from the
+/// prepares of backups that never saw it prepared themselves. Those
+/// backups forget the proposal once a new view that does not re-issue it
+/// starts (nothing they hold refers to it any more), so when a later
+/// new-view re-issues it from the faulty replica's vote, no correct replica
+/// has the proposal: the slot is agreed on but can never be executed, and
+/// neither can anything after it. (PBFT re-issues a request only if f+1
+/// view-changes show it pre-prepared, so a correct replica holds it.)
+#[test]
+fn a_certificate_from_a_faulty_vote_is_reissued_only_if_a_correct_replica_can_serve_its_proposal() {
+    // 1. n = 4, replica 0 (primary of view 0) faulty. A client sends batch
+    //    b to replicas 1-3. Replica 0 pre-prepares b at (0, 1) to replicas
+    //    1 and 2 only; their prepares to each other are delayed, so neither
+    //    prepares, but replica 0 gets both: a valid certificate.
+    // 2. 1-3 time out and enter view 1 (no certificate among their votes):
+    //    1 and 2 forget b's proposal. View 1's pre-prepares are lost.
+    // 3. 1-3 time out again; replica 0 sends the primary of view 2 its
+    //    vote carrying the certificate, which the new-view re-issues at 1.
+    // 4. The network heals. Expected: b executes at replicas 1-3.
+    let mut net = Net::new(4, small());
+    let secrets = keys(4);
+    let client = SecretKey::from_seed([99; 32]);
+    let b = client_batch(&client, 0, 1);
+    net.down.insert(0);
+    net.hold_rule = Some(Box::new(
+        |_, _, m| matches!(m, ReplicaMessage::Prepare(p) if p.view == 0),
+    ));
+    net.drop_rule = Some(Box::new(
+        |_, _, m| matches!(m, ReplicaMessage::PrePrepare(p) if p.view == 1),
+    ));
+    net.broadcast_client(&b);
+    let pp = pre_prepare(&secrets[0], 0, 1, vec![b.clone()]);
+    for to in [1, 2] {
+        net.input(
+            to,
+            Input::Replica(0, ReplicaMessage::PrePrepare(pp.clone())),
+        );
+    }
+    net.run();
+    let prepares: Vec<Prepare> = [1, 2]
+        .map(|from| {
+            net.held
+                .iter()
+                .find_map(|(f, to, m)| match m {
+                    // The copy addressed to replica 0.
+                    ReplicaMessage::Prepare(p)
+                        if *f == from && *to == 0 && p.digest == pp.digest =>
+                    {
+                        Some(p.clone())
+                    }
+                    _ => None,
+                })
+                .expect("replicas 1 and 2 prepared b")
+        })
+        .to_vec();
+    assert!(net.replicas[1].prepared.is_empty() && net.replicas[2].prepared.is_empty());
+
+    // View 1: nothing re-issued; its primary's proposal of b is lost.
+    net.advance(SECOND + 1);
+    for r in 1..4 {
+        assert_eq!(net.replicas[r].view(), 1, "replica {r}");
+    }
+
+    // Replica 0's vote for view 2 reaches its primary first.
+    let body = crate::message::ViewChangeBody {
+        new_view: 2,
+        stable_seq: 0,
+        stable_state: [0; 32],
+        checkpoint_proof: vec![],
+        prepared: vec![crate::message::PreparedProof {
+            pre_prepare: pp.header(),
+            prepares,
+        }],
+        replica: 0,
+    };
+    let signature = secrets[0].sign(
+        domain::VIEW_CHANGE,
+        &crate::message::view_change_bytes(&body),
+    );
+    net.input(
+        2,
+        Input::Replica(
+            0,
+            ReplicaMessage::ViewChange(ViewChange { body, signature }),
+        ),
+    );
+    net.run();
+    assert_eq!(net.replicas[2].stats().bad_certificate, 0);
+    for _ in 0..3 {
+        // The client retransmits.
+        net.broadcast_client(&b);
+        net.advance(3 * SECOND);
+        if (1..4).all(|r| net.replicas[r].view() == 2) {
+            break;
+        }
+    }
+    for r in 1..4 {
+        assert_eq!(net.replicas[r].view(), 2, "replica {r}");
+        assert_eq!(
+            net.replicas[r].log.get(&1).and_then(|slot| slot.digest()),
+            Some(&pp.digest),
+            "replica {r}: view 2 re-issues b's proposal at 1"
+        );
+    }
+
+    // Everything is delivered from now on (but replica 0 stays silent).
+    net.drop_rule = None;
+    net.hold_rule = None;
+    for _ in 0..30 {
+        net.broadcast_client(&b);
+        net.advance(5 * SECOND);
+    }
+    for r in 1..4 {
+        assert_eq!(
+            net.executed_requests(r),
+            vec![1],
+            "replica {r}: view {}, proposals still missing {}",
+            net.replicas[r].view(),
+            net.replicas[r].missing_proposals()
+        );
+    }
+}
