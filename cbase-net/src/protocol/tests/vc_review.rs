@@ -2,6 +2,7 @@
 //! voters, replays, and long stretches of failed view changes.
 
 use super::*;
+use crate::message::PrePrepareHeader;
 
 /// Whether `m` is a view-change sent to the primary of the view it votes for.
 fn vote_to_its_primary(to: ReplicaId, m: &ReplicaMessage) -> bool {
@@ -345,4 +346,180 @@ fn a_certificate_from_a_faulty_vote_is_reissued_only_if_a_correct_replica_can_se
             net.replicas[r].missing_proposals()
         );
     }
+}
+
+/// A header of (`view`, `seq`, `digest`) signed by `signer`.
+fn header_by(signer: &SecretKey, view: View, seq: Seq, digest: Hash) -> PrePrepareHeader {
+    let signature = signer.sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest));
+    PrePrepareHeader {
+        view,
+        seq,
+        digest,
+        signature,
+    }
+}
+
+/// `replica`'s checkpoint vote for (`seq`, `state`).
+fn checkpoint_by(secrets: &[SecretKey], replica: ReplicaId, seq: Seq, state: Hash) -> Checkpoint {
+    Checkpoint {
+        seq,
+        state,
+        replica,
+        signature: secrets[replica as usize]
+            .sign(domain::CHECKPOINT, &checkpoint_header(seq, &state, replica)),
+    }
+}
+
+/// `replica`'s signed view-change for `new_view`.
+fn view_change_by(
+    secrets: &[SecretKey],
+    replica: ReplicaId,
+    new_view: View,
+    stable: (Seq, Hash, Vec<Checkpoint>),
+    prepared: Vec<crate::message::PreparedProof>,
+) -> ViewChange {
+    let body = crate::message::ViewChangeBody {
+        new_view,
+        stable_seq: stable.0,
+        stable_state: stable.1,
+        checkpoint_proof: stable.2,
+        prepared,
+        replica,
+    };
+    let signature = secrets[replica as usize].sign(
+        domain::VIEW_CHANGE,
+        &crate::message::view_change_bytes(&body),
+    );
+    ViewChange { body, signature }
+}
+
+/// Certificates a faulty voter may try, each refused: prepares of two
+/// views or two digests mixed, a pre-prepare of one view with prepares of
+/// another, one backup's prepare counted twice, the primary's prepare
+/// counted, a checkpoint vote counted thrice, checkpoint votes for two
+/// states. And new-views a faulty primary may try: a vote for another view
+/// among its quorum, a slot given the certificate of a lower view than
+/// another vote carries, slots re-issued at or below the highest stable
+/// checkpoint. The honest new-views are taken.
+#[test]
+fn certificates_mixing_views_digests_or_signers_and_new_views_bending_the_plan_are_refused() {
+    // Votes for view 2 delivered to replica 2 (its primary); new-views for
+    // view 2 delivered to replica 0, one after the other.
+    let (cluster, secrets) = cluster(4);
+    let (a, b, state) = ([0xa; 32], [0xb; 32], [0x5; 32]);
+    let prep = |replica: ReplicaId, view: View, digest: Hash| {
+        signed_prepare(&secrets[replica as usize], replica, view, 1, digest)
+    };
+    let cert = |header: PrePrepareHeader, prepares: Vec<Prepare>| crate::message::PreparedProof {
+        pre_prepare: header,
+        prepares,
+    };
+    let at0 = header_by(&secrets[0], 0, 1, a);
+    let at1 = header_by(&secrets[1], 1, 1, b);
+    let none = || (0, [0; 32], vec![]);
+    let bad_votes = [
+        // Prepares of views 0 and 1 for a pre-prepare of view 0.
+        (none(), vec![cert(at0, vec![prep(2, 0, a), prep(3, 1, a)])]),
+        // Prepares of two digests.
+        (none(), vec![cert(at0, vec![prep(2, 0, a), prep(3, 0, b)])]),
+        // A pre-prepare of view 1 with prepares of view 0.
+        (
+            none(),
+            vec![cert(
+                header_by(&secrets[1], 1, 1, a),
+                vec![prep(2, 0, a), prep(3, 0, a)],
+            )],
+        ),
+        // One backup's prepare twice.
+        (none(), vec![cert(at0, vec![prep(2, 0, a), prep(2, 0, a)])]),
+        // The primary's own prepare counted.
+        (none(), vec![cert(at0, vec![prep(0, 0, a), prep(2, 0, a)])]),
+        // One checkpoint vote three times.
+        (
+            (4, state, vec![checkpoint_by(&secrets, 3, 4, state); 3]),
+            vec![],
+        ),
+        // Three votes, two states.
+        (
+            (
+                4,
+                state,
+                vec![
+                    checkpoint_by(&secrets, 1, 4, state),
+                    checkpoint_by(&secrets, 3, 4, state),
+                    checkpoint_by(&secrets, 0, 4, [0x6; 32]),
+                ],
+            ),
+            vec![],
+        ),
+    ];
+    let mut r2 = Replica::new(2, &cluster, secrets[2].clone(), small());
+    for (i, (stable, prepared)) in bad_votes.into_iter().enumerate() {
+        let vote = view_change_by(&secrets, 3, 2, stable, prepared);
+        deliver(&mut r2, 3, ReplicaMessage::ViewChange(vote));
+        assert_eq!(r2.stats().bad_certificate, i as u64 + 1, "vote {i}");
+    }
+
+    // Replica 1 prepared a in view 0, replica 2 prepared b at the same
+    // number in view 1; replica 3 has a stable checkpoint at 4 or not.
+    let in_view0 = cert(at0, vec![prep(2, 0, a), prep(3, 0, a)]);
+    let in_view1 = cert(at1, vec![prep(2, 1, b), prep(3, 1, b)]);
+    let proof = [1, 2, 3]
+        .map(|r| checkpoint_by(&secrets, r, 4, state))
+        .to_vec();
+    let v1 = view_change_by(&secrets, 1, 2, none(), vec![in_view0.clone()]);
+    let v2 = view_change_by(&secrets, 2, 2, none(), vec![in_view1]);
+    let v3 = view_change_by(&secrets, 3, 2, none(), vec![]);
+    let v3_stable = view_change_by(&secrets, 3, 2, (4, state, proof), vec![]);
+    let v3_for_1 = view_change_by(&secrets, 3, 1, none(), vec![]);
+    let headers = |digests: &[(Seq, Hash)]| {
+        digests
+            .iter()
+            .map(|(seq, digest)| header_by(&secrets[2], 2, *seq, *digest))
+            .collect::<Vec<_>>()
+    };
+    let null = *crate::protocol::proposals::NULL_DIGEST;
+    let bad_new_views = [
+        // A vote for view 1 among the quorum.
+        (vec![v1.clone(), v2.clone(), v3_for_1], headers(&[(1, b)])),
+        // The lower view's certificate.
+        (vec![v1.clone(), v2.clone(), v3.clone()], headers(&[(1, a)])),
+        // Numbers at and below the stable checkpoint 4 re-issued.
+        (
+            vec![v1.clone(), v2.clone(), v3_stable.clone()],
+            headers(&[(1, null), (2, null), (3, null), (4, null)]),
+        ),
+        (
+            vec![v1.clone(), v2.clone(), v3_stable.clone()],
+            headers(&[(4, null)]),
+        ),
+    ];
+    let mut r0 = Replica::new(0, &cluster, secrets[0].clone(), small());
+    for (i, (view_changes, pre_prepares)) in bad_new_views.into_iter().enumerate() {
+        let new_view = crate::message::NewView {
+            view: 2,
+            view_changes,
+            pre_prepares,
+        };
+        deliver(&mut r0, 2, ReplicaMessage::NewView(new_view));
+        assert_eq!(r0.stats().bad_certificate, i as u64 + 1, "new-view {i}");
+        assert_eq!(r0.view(), 0);
+    }
+    let honest = crate::message::NewView {
+        view: 2,
+        view_changes: vec![v1.clone(), v2.clone(), v3],
+        pre_prepares: headers(&[(1, b)]),
+    };
+    deliver(&mut r0, 2, ReplicaMessage::NewView(honest));
+    assert_eq!(r0.view(), 2);
+    // Above the stable checkpoint, nothing to re-issue: a new-view without
+    // headers, and the replica starts from checkpoint 4.
+    let mut r0 = Replica::new(0, &cluster, secrets[0].clone(), small());
+    let honest = crate::message::NewView {
+        view: 2,
+        view_changes: vec![v1, v2, v3_stable],
+        pre_prepares: vec![],
+    };
+    deliver(&mut r0, 2, ReplicaMessage::NewView(honest));
+    assert_eq!((r0.view(), r0.low_watermark()), (2, 4));
 }
