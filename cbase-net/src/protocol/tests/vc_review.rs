@@ -523,3 +523,125 @@ fn certificates_mixing_views_digests_or_signers_and_new_views_bending_the_plan_a
     deliver(&mut r0, 2, ReplicaMessage::NewView(honest));
     assert_eq!((r0.view(), r0.low_watermark()), (2, 4));
 }
+
+/// A replica cut off through view 1 hears view 2's votes (pre-prepare,
+/// prepares, commits) before view 2's new-view: it drops them as for a
+/// view it cannot enter next, then catches up from the new-view the others
+/// resend. Replayed new-views and view-changes of view 1 then change
+/// nothing anywhere, and the cluster goes on in one order.
+#[test]
+fn a_replica_that_missed_a_view_hears_the_next_one_first_and_old_votes_replayed_change_nothing() {
+    // 1. n = 4, replica 3 cut off. Request 1's pre-prepare in view 0 is
+    //    lost: view 1 starts (new-view and votes recorded). Request 1's
+    //    pre-prepare in view 1 is lost too: view 2 starts, and executes it.
+    // 2. View 2's messages reach replica 3 first, then the partition heals.
+    // 3. View 1's new-view and view-changes are replayed to everyone.
+    // 4. Expected: 3 enters view 2 and executes request 1; nobody leaves
+    //    view 2; request 2 executes everywhere in one order.
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let seen: Rc<RefCell<Vec<(ReplicaId, ReplicaId, ReplicaMessage)>>> = Rc::default();
+    let record = Rc::clone(&seen);
+    let cut_off = Rc::new(RefCell::new(true));
+    let cut = Rc::clone(&cut_off);
+    net.drop_rule = Some(Box::new(move |from, to, m| {
+        record.borrow_mut().push((from, to, m.clone()));
+        let lost = matches!(m, ReplicaMessage::PrePrepare(p) if p.view < 2);
+        lost || (*cut.borrow() && (from == 3 || to == 3))
+    }));
+    for _ in 0..20 {
+        // The client retransmits.
+        net.broadcast_client(&client_batch(&client, 0, 1));
+        net.advance(SECOND / 2);
+        if net.replicas[0].view() == 2 && net.executed_requests(0) == vec![1] {
+            break;
+        }
+    }
+    for r in 0..3 {
+        assert_eq!(net.replicas[r].view(), 2, "replica {r}");
+        assert_eq!(net.executed_requests(r), vec![1], "replica {r}");
+    }
+    assert_eq!(net.replicas[3].view(), 0);
+
+    // View 2's normal-case messages first (to replica 3, as sent to 0).
+    let view2: Vec<ReplicaMessage> = seen
+        .borrow()
+        .iter()
+        .filter(|(_, to, m)| {
+            *to == 0
+                && match m {
+                    ReplicaMessage::PrePrepare(p) => p.view == 2,
+                    ReplicaMessage::Prepare(p) => p.view == 2,
+                    ReplicaMessage::Commit(c) => c.view == 2,
+                    _ => false,
+                }
+        })
+        .map(|(_, _, m)| m.clone())
+        .collect();
+    assert!(!view2.is_empty());
+    *cut_off.borrow_mut() = false;
+    for m in view2 {
+        let from = match &m {
+            ReplicaMessage::Prepare(p) => p.replica,
+            ReplicaMessage::Commit(c) => c.replica,
+            _ => 2,
+        };
+        net.input(3, Input::Replica(from, m));
+    }
+    net.run();
+    assert_eq!(
+        net.replicas[3].view(),
+        0,
+        "nothing of view 2 is taken before its new-view"
+    );
+    for _ in 0..10 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(net.replicas[3].view(), 2);
+    assert_eq!(net.executed_requests(3), vec![1]);
+
+    // View 1's new-view and view-changes, replayed by their senders.
+    let view1: Vec<(ReplicaId, ReplicaMessage)> = seen
+        .borrow()
+        .iter()
+        .filter(|(_, to, m)| {
+            *to == 0 && matches!(m, ReplicaMessage::NewView(nv) if nv.view == 1)
+                || *to == 2 && matches!(m, ReplicaMessage::ViewChange(vc) if vc.body.new_view == 1)
+        })
+        .map(|(from, _, m)| (*from, m.clone()))
+        .collect();
+    assert!(
+        view1
+            .iter()
+            .any(|(_, m)| matches!(m, ReplicaMessage::NewView(_)))
+    );
+    let stale: Vec<u64> = (0..4).map(|r| net.replicas[r].stats().stale).collect();
+    for to in 0..4 {
+        for (from, m) in &view1 {
+            if *from != to {
+                net.input(to, Input::Replica(*from, m.clone()));
+            }
+        }
+    }
+    net.run();
+    for r in 0..4 {
+        assert!(
+            net.replicas[r].stats().stale > stale[r],
+            "replica {r} dropped them as stale"
+        );
+    }
+    net.broadcast_client(&client_batch(&client, 0, 2));
+    for _ in 0..4 {
+        net.advance(SECOND / 2);
+    }
+    for r in 0..4 {
+        assert_eq!(
+            (net.replicas[r].view(), net.replicas[r].changing_to()),
+            (2, None),
+            "replica {r}"
+        );
+        assert_eq!(net.executed_requests(r), vec![1, 2], "replica {r}");
+    }
+}
