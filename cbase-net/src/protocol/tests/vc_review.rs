@@ -645,3 +645,53 @@ fn a_replica_that_missed_a_view_hears_the_next_one_first_and_old_votes_replayed_
         assert_eq!(net.executed_requests(r), vec![1, 2], "replica {r}");
     }
 }
+
+/// Messages for the next view are held up to a count per sender, three
+/// times the window (a pre-prepare, a prepare and a commit per slot), not
+/// bytes: the primary of the next view, if faulty, fills its whole share
+/// with pre-prepares of the largest size, all for one slot (only one of
+/// which could ever count), and they stay held for as long as the current
+/// view lasts. At the defaults (a window of 512, proposals of 1 MiB) that
+/// is 1.5 GiB at every correct replica, from one faulty replica and no view
+/// change at all: three times what even a window of honest proposals
+/// takes. At most one pre-prepare per slot (a window's worth of proposal
+/// bytes) must be held.
+#[test]
+fn a_faulty_next_primary_cannot_make_a_backup_hold_more_than_a_window_of_proposals() {
+    // 1. n = 4, view 0; replica 1, the primary of view 1, is faulty.
+    // 2. It sends backup 2 three windows' worth of signed pre-prepares for
+    //    view 1, slot 1, each a different proposal of nearly the largest
+    //    size.
+    // 3. Expected: backup 2 holds at most a window of them.
+    let (cluster, secrets) = cluster(4);
+    let config = small();
+    let window = config.window as usize;
+    let mut r2 = Replica::new(2, &cluster, secrets[2].clone(), config.clone());
+    let client = SecretKey::from_seed([99; 32]);
+    let big = ClientBatch::sign(
+        RequestBatch {
+            client: client.public(),
+            requests: vec![ClientRequest {
+                lane: 0,
+                number: 1,
+                operation: vec![7; config.max_batch_bytes - 1024],
+            }],
+        },
+        &client,
+    );
+    for timestamp in 0..3 * window as u64 {
+        let proposal = Proposal {
+            timestamp,
+            batches: vec![big.clone()],
+        };
+        let pp = signed_pre_prepare(&secrets[1], 1, 1, proposal);
+        deliver(&mut r2, 1, ReplicaMessage::PrePrepare(pp));
+    }
+    assert_eq!(r2.view(), 0);
+    assert!(
+        r2.held_messages() <= window,
+        "backup 2 holds {} pre-prepares of {} bytes each for one slot of a view it is not in",
+        r2.held_messages(),
+        config.max_batch_bytes - 1024
+    );
+}
