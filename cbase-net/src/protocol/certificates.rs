@@ -38,11 +38,19 @@ impl Quorums<'_> {
     /// A quorum of checkpoints from distinct replicas, all signed, all for `(seq, state)`.
     pub fn checkpoint_proof_holds(&self, seq: Seq, state: &Hash, proof: &[Checkpoint]) -> bool {
         if seq == 0 {
-            // The initial state is the same everywhere and needs no proof.
-            return true;
+            // The initial state is the same everywhere and needs no proof;
+            // one given anyway is refused, lest a faulty voter fill a
+            // frame with junk for a correct primary to copy into a
+            // new-view too large to send.
+            return proof.is_empty();
         }
+        // One vote per replica at most: so a proof is at most n votes, and
+        // a new-view quoting 2f+1 of them fits a frame.
         let mut signers = BTreeSet::new();
         for checkpoint in proof {
+            if !signers.insert(checkpoint.replica) {
+                return false;
+            }
             let Some(key) = self.key(checkpoint.replica) else {
                 return false;
             };
@@ -53,7 +61,6 @@ impl Quorums<'_> {
             {
                 return false;
             }
-            signers.insert(checkpoint.replica);
         }
         signers.len() >= self.quorum
     }
@@ -80,6 +87,10 @@ impl Quorums<'_> {
         let primary = self.primary(pre_prepare.view);
         let mut signers = BTreeSet::new();
         for prepare in &proof.prepares {
+            // One prepare per backup at most, as for checkpoint proofs.
+            if !signers.insert(prepare.replica) {
+                return false;
+            }
             let Some(key) = self.key(prepare.replica) else {
                 return false;
             };
@@ -93,7 +104,6 @@ impl Quorums<'_> {
             {
                 return false;
             }
-            signers.insert(prepare.replica);
         }
         signers.len() + 1 >= self.quorum
     }

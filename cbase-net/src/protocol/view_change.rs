@@ -246,9 +246,23 @@ impl Replica {
             self.stats.duplicate += 1;
             return;
         }
-        // Bound memory: only views a little ahead of ours are kept.
-        if target > self.view + self.n as u64 * 4 {
-            self.stats.out_of_window += 1;
+        // Memory is bounded per sender, not by how far ahead a vote is: a
+        // bound relative to our view dropped every vote of peers that had
+        // gone through more failed view changes than it allowed (after a
+        // partition, or a long outage of the primaries' links), so they
+        // could never be joined, nor their view built.
+        let mine = self
+            .view_changes
+            .iter()
+            .filter(|(_, votes)| votes.contains_key(&from))
+            .count();
+        let lowest = self
+            .view_changes
+            .iter()
+            .find(|(_, votes)| votes.contains_key(&from))
+            .map(|(view, _)| *view);
+        if mine >= VOTES_KEPT_PER_SENDER && lowest.is_some_and(|lowest| target < lowest) {
+            self.stats.stale += 1;
             return;
         }
         if !self.quorums().view_change_holds(&view_change) {
@@ -259,6 +273,13 @@ impl Replica {
             .entry(target)
             .or_default()
             .insert(from, view_change);
+        if mine >= VOTES_KEPT_PER_SENDER
+            && let Some(lowest) = lowest
+        {
+            // Its highest votes are the ones that may still be built or
+            // joined: a correct replica only ever votes higher.
+            self.forget_vote(lowest, from);
+        }
 
         // f+1 replicas vote for views later than the one we work in or move
         // to: at least one correct replica suspects, so join. Join the
@@ -277,6 +298,16 @@ impl Replica {
             self.start_view_change(reached[self.f], out);
         }
         self.try_new_view(target, out);
+    }
+
+    /// Drops `from`'s vote for `view`.
+    fn forget_vote(&mut self, view: View, from: ReplicaId) {
+        if let Some(votes) = self.view_changes.get_mut(&view) {
+            votes.remove(&from);
+            if votes.is_empty() {
+                self.view_changes.remove(&view);
+            }
+        }
     }
 
     /// As the primary of `target`, starts it once 2f+1 view-changes are in.
@@ -360,6 +391,11 @@ impl Replica {
         let quorums = self.quorums();
         let mut senders = std::collections::BTreeSet::new();
         for view_change in &new_view.view_changes {
+            // Distinct senders first: a vote listed twice costs a
+            // comparison, not a second round of signature checks.
+            if !senders.insert(view_change.body.replica) {
+                return false;
+            }
             // One this replica already checked (and kept) needs no second
             // check: replaying valid votes inside bogus new-views costs a
             // comparison, not a round of signature checks.
@@ -373,9 +409,8 @@ impl Replica {
             {
                 return false;
             }
-            senders.insert(view_change.body.replica);
         }
-        if senders.len() != new_view.view_changes.len() || senders.len() < self.quorum {
+        if senders.len() < self.quorum {
             return false;
         }
         let plan = plan_new_view(&new_view.view_changes);
@@ -515,6 +550,12 @@ impl Replica {
 
 /// Most slots resent in answer to one status message, to bound the burst.
 const MAX_RESENT_SLOTS: u64 = 64;
+
+/// How many view-change votes of one peer a replica keeps: its highest. A
+/// correct replica only ever votes higher, so its older votes are for views
+/// nobody will build; two leave room for a vote that arrives after a later
+/// one, or whose view is still being built when the next is voted for.
+const VOTES_KEPT_PER_SENDER: usize = 2;
 
 impl Replica {
     /// A peer reported where it is: resend what it evidently missed.

@@ -695,3 +695,38 @@ fn a_faulty_next_primary_cannot_make_a_backup_hold_more_than_a_window_of_proposa
         config.max_batch_bytes - 1024
     );
 }
+
+/// A faulty replica that votes for view after view (each vote signed and
+/// well-formed) must not make a correct replica keep them all: its votes
+/// are bounded per sender, now that no bound on how far ahead a vote may be
+/// drops the votes of peers that went through many view changes.
+#[test]
+fn a_replica_voting_for_view_after_view_leaves_a_bounded_number_of_its_votes_held() {
+    // 1. n = 4, replica 0 faulty: it sends replica 1 a signed, empty
+    //    view-change for every view from 1 to 1,000, in a scattered order.
+    // 2. Expected: replica 1 keeps at most two of them (its highest) and
+    //    starts no view change on one replica's word.
+    let (cluster, secrets) = cluster(4);
+    let mut r1 = Replica::new(1, &cluster, secrets[1].clone(), small());
+    for at in 0..1_000u64 {
+        let view = 1 + (at * 617) % 1_000;
+        let vote = view_change_by(&secrets, 0, view, (0, [0; 32], vec![]), vec![]);
+        deliver(&mut r1, 0, ReplicaMessage::ViewChange(vote));
+    }
+    let held: Vec<View> = r1
+        .view_changes
+        .iter()
+        .filter(|(_, votes)| votes.contains_key(&0))
+        .map(|(view, _)| *view)
+        .collect();
+    assert!(
+        held.len() <= 2,
+        "replica 1 holds replica 0's votes for {held:?}"
+    );
+    assert!(held.contains(&1_000), "its highest vote is kept: {held:?}");
+    assert_eq!(
+        r1.changing_to(),
+        None,
+        "one replica's votes make nobody join"
+    );
+}
