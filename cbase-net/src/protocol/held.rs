@@ -4,27 +4,48 @@
 //! A new primary's first pre-prepares, and its backups' prepares and commits,
 //! can overtake the new-view that starts the view; dropping them would cost a
 //! round of retransmission. But a peer can claim any view, so what is held is
-//! bounded three ways: only messages for the next view this replica can
+//! bounded four ways: only messages for the next view this replica can
 //! enter (the one it is changing to, or the one after its current view) are
-//! held, only once they are authenticated, and at most a fixed number per
-//! sender. Entering a view, or voting for a later one, drops what it made
-//! obsolete.
+//! held, only once they are authenticated, at most one of each kind per
+//! sender and sequence number (a faulty next primary's second pre-prepare
+//! for a slot, and its third, are dropped rather than held by the proposal
+//! bytes), and at most a window's worth of each kind per sender: so a
+//! sender can make a replica hold no more than a window of proposals, what
+//! the normal case holds anyway. Entering a view, or voting for a later
+//! one, drops what it made obsolete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::ReplicaId;
-use crate::message::{ReplicaMessage, View};
+use crate::message::{ReplicaMessage, Seq, View};
 
-/// Held messages by view, with a count per sender.
+/// Which kind of normal-case message, and for which sequence number.
+type Slot = (u8, Seq);
+
+/// The slot a held message is for; `None` for a message that is not held.
+fn slot_of(message: &ReplicaMessage) -> Option<Slot> {
+    match message {
+        ReplicaMessage::PrePrepare(m) => Some((0, m.seq)),
+        ReplicaMessage::Prepare(m) => Some((1, m.seq)),
+        ReplicaMessage::Commit(m) => Some((2, m.seq)),
+        _ => None,
+    }
+}
+
+/// Held messages by view, with a count per sender and kind.
 #[derive(Debug, Default)]
 pub(super) struct Held {
     by_view: BTreeMap<View, Vec<(ReplicaId, ReplicaMessage)>>,
-    per_sender: BTreeMap<ReplicaId, usize>,
+    /// Per sender and kind of message, how many are held.
+    per_sender: BTreeMap<(ReplicaId, u8), usize>,
+    /// What is held: one message per view, sender, kind and sequence number.
+    taken: BTreeSet<(View, ReplicaId, Slot)>,
 }
 
 impl Held {
-    /// Holds `message` for `view` unless `from` already has `limit` messages
-    /// held. Returns whether it was held.
+    /// Holds `message` for `view` unless `from` already has one of its kind
+    /// held for its sequence number in that view, or `limit` of its kind.
+    /// Returns whether it was held.
     pub fn hold(
         &mut self,
         view: View,
@@ -32,11 +53,15 @@ impl Held {
         message: ReplicaMessage,
         limit: usize,
     ) -> bool {
-        let count = self.per_sender.entry(from).or_default();
-        if *count >= limit {
+        let Some(slot) = slot_of(&message) else {
+            return false;
+        };
+        let count = self.per_sender.entry((from, slot.0)).or_default();
+        if *count >= limit || self.taken.contains(&(view, from, slot)) {
             return false;
         }
         *count += 1;
+        self.taken.insert((view, from, slot));
         self.by_view.entry(view).or_default().push((from, message));
         true
     }
@@ -45,8 +70,8 @@ impl Held {
     pub fn take(&mut self, view: View) -> Vec<(ReplicaId, ReplicaMessage)> {
         self.drop_below(view);
         let taken = self.by_view.remove(&view).unwrap_or_default();
-        for (from, _) in &taken {
-            self.forget_one(*from);
+        for (from, message) in &taken {
+            self.forget_one(view, *from, message);
         }
         taken
     }
@@ -55,8 +80,10 @@ impl Held {
     pub fn drop_below(&mut self, view: View) {
         let keep = self.by_view.split_off(&view);
         let dropped = std::mem::replace(&mut self.by_view, keep);
-        for (from, _) in dropped.into_values().flatten() {
-            self.forget_one(from);
+        for (held_for, messages) in dropped {
+            for (from, message) in messages {
+                self.forget_one(held_for, from, &message);
+            }
         }
     }
 
@@ -65,11 +92,15 @@ impl Held {
         self.per_sender.values().sum()
     }
 
-    fn forget_one(&mut self, from: ReplicaId) {
-        if let Some(count) = self.per_sender.get_mut(&from) {
+    fn forget_one(&mut self, view: View, from: ReplicaId, message: &ReplicaMessage) {
+        let Some(slot) = slot_of(message) else {
+            return;
+        };
+        self.taken.remove(&(view, from, slot));
+        if let Some(count) = self.per_sender.get_mut(&(from, slot.0)) {
             *count -= 1;
             if *count == 0 {
-                self.per_sender.remove(&from);
+                self.per_sender.remove(&(from, slot.0));
             }
         }
     }

@@ -716,9 +716,9 @@ impl Replica {
 
     /// Holds an authenticated message for the next view (see [`held`]).
     fn hold(&mut self, view: View, from: ReplicaId, message: ReplicaMessage) {
-        // A sender's fair share: a pre-prepare, a prepare and a commit for
-        // every sequence number of the window.
-        let limit = 3 * self.config.window as usize;
+        // A sender's fair share: of each kind (pre-prepare, prepare,
+        // commit), one for every sequence number of the window.
+        let limit = self.config.window as usize;
         if self.held.hold(view, from, message, limit) {
             self.stats.buffered += 1;
         } else {
