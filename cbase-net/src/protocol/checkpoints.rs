@@ -149,6 +149,7 @@ impl Replica {
         self.withheld = self.withheld.split_off(&(seq + 1));
         self.proposals.forget_up_to(seq);
         self.prepared = self.prepared.split_off(&(seq + 1));
+        self.pre_prepared = self.pre_prepared.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
         self.known_batches

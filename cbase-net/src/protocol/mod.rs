@@ -349,6 +349,15 @@ pub struct Replica {
     /// checkpoint, kept across views: a view change must carry what
     /// prepared in earlier views too, or a committed batch could be lost.
     prepared: BTreeMap<Seq, crate::message::PreparedProof>,
+    /// Per sequence number above the stable checkpoint, the digests this
+    /// replica sent a prepare for (or proposed), latest view last, at most
+    /// n: their proposals are kept until the checkpoint passes them. A
+    /// faulty primary can assemble a prepared certificate from the
+    /// prepares of backups that never prepared themselves, and a later new
+    /// view may re-issue it; those backups are then the only correct
+    /// replicas that can serve its proposal (PBFT's view change re-issues
+    /// only what f+1 replicas show pre-prepared, for the same reason).
+    pre_prepared: BTreeMap<Seq, Vec<(View, Hash)>>,
     /// The new-view that started the current view, resent to replicas still
     /// in an older one.
     last_new_view: Option<crate::message::NewView>,
@@ -472,6 +481,7 @@ impl Replica {
             view_changes: BTreeMap::new(),
             held: held::Held::default(),
             prepared: BTreeMap::new(),
+            pre_prepared: BTreeMap::new(),
             last_new_view: None,
             last_status: 0,
             status_answered: BTreeMap::new(),

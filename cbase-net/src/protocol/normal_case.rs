@@ -124,6 +124,7 @@ impl Replica {
                 signature,
             };
             self.log.entry(seq).or_default().header = Some(pre_prepare.header());
+            self.note_pre_prepared(self.view, seq, digest);
             self.proposals
                 .insert(seq, digest, pre_prepare.proposal.clone());
             out.push(Output::Broadcast(ReplicaMessage::PrePrepare(pre_prepare)));
@@ -377,8 +378,21 @@ impl Replica {
             .or_default()
             .prepares
             .insert(self.id, prepare.clone());
+        self.note_pre_prepared(view, seq, digest);
         out.push(Output::Broadcast(ReplicaMessage::Prepare(prepare)));
         self.advance(seq, out);
+    }
+
+    /// Records that this replica vouched for `digest` at `seq` in `view`
+    /// (see `Replica::pre_prepared`), keeping the latest n per slot.
+    fn note_pre_prepared(&mut self, view: View, seq: Seq, digest: Hash) {
+        let n = self.n;
+        let digests = self.pre_prepared.entry(seq).or_default();
+        digests.retain(|(_, known)| *known != digest);
+        digests.push((view, digest));
+        if digests.len() > n {
+            digests.remove(0);
+        }
     }
 
     pub(super) fn on_prepare(&mut self, from: ReplicaId, prepare: Prepare, out: &mut Vec<Output>) {

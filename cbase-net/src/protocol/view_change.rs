@@ -453,6 +453,9 @@ impl Replica {
         self.prepared = self
             .prepared
             .split_off(&(plan.stable_seq.max(self.low) + 1));
+        self.pre_prepared = self
+            .pre_prepared
+            .split_off(&(plan.stable_seq.max(self.low) + 1));
         if plan.stable_seq > self.low {
             // The view starts above a checkpoint 2f+1 replicas proved; if we
             // have not executed that far, the log to get there is gone: fetch it.
@@ -523,18 +526,21 @@ impl Replica {
         // (see above) and is held and timed anew.
         let known = &self.known_batches;
         self.waiting.retain(|digest, _| known.contains_key(digest));
-        // Proposals neither the new view nor a prepared certificate names
-        // are no longer needed.
-        let referenced: std::collections::BTreeSet<(Seq, Hash)> = self
-            .log
-            .iter()
-            .filter_map(|(seq, slot)| slot.digest().map(|d| (*seq, *d)))
-            .chain(
-                self.prepared
-                    .values()
-                    .map(|proof| (proof.pre_prepare.seq, proof.pre_prepare.digest)),
-            )
-            .collect();
+        // Proposals neither the new view, a prepared certificate nor a
+        // prepare this replica sent names are no longer needed.
+        let referenced: std::collections::BTreeSet<(Seq, Hash)> =
+            self.log
+                .iter()
+                .filter_map(|(seq, slot)| slot.digest().map(|d| (*seq, *d)))
+                .chain(
+                    self.prepared
+                        .values()
+                        .map(|proof| (proof.pre_prepare.seq, proof.pre_prepare.digest)),
+                )
+                .chain(self.pre_prepared.iter().flat_map(|(seq, digests)| {
+                    digests.iter().map(move |(_, digest)| (*seq, *digest))
+                }))
+                .collect();
         self.proposals.retain(self.low, &referenced);
         self.fetch_missing_proposals(out);
         // Messages for this view that arrived before it started.
