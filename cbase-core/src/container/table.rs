@@ -126,6 +126,11 @@ impl<K, V> fmt::Debug for Table<K, V> {
     }
 }
 
+thread_local! {
+    /// The encoding of the key a lookup probes with (see `Table::stored`).
+    static PROBE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn shard_of<K: serde::Serialize>(key: &K) -> usize {
     let (hash, path) = key::hash_key(key);
     shard_for(hash, path.as_ref())
@@ -308,8 +313,20 @@ where
     /// (see [`TableKey`]).
     fn stored<'m>(&self, map: &'m BTreeMap<K, V>, key: &K) -> Option<&'m V> {
         let (found, value) = map.get_key_value(key)?;
-        let (found_bytes, key_bytes) = (self.encode_or_panic(found), self.encode_or_panic(key));
-        if found_bytes != key_bytes {
+        // Without allocating: `key` into this thread's buffer, `found`
+        // compared with it as it is encoded.
+        let same = PROBE.with_borrow_mut(|probe| {
+            probe.clear();
+            codec::encode_into(key, probe)
+                .and_then(|()| codec::encodes_to(found, probe))
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "table `{}` holds a key that cannot be encoded: {error}",
+                        self.binding.name().unwrap_or("<unnamed>")
+                    )
+                })
+        });
+        if !same {
             panic!(
                 "table `{}`: the key {key:?} compares equal to the stored key {found:?} but \
                  encodes differently, so it is another key to rules and digests; a table key's \
