@@ -1097,6 +1097,118 @@ pub(super) mod tests {
         );
     }
 
+    /// A faulty replica that completes the handshake and then never reads
+    /// must not make the client keep every frame it was sent either: the
+    /// connection's writer blocks in its first write once the socket's
+    /// buffers are full, so nothing drains the queue (frames are dropped
+    /// only between connection attempts, and this connection never ends).
+    ///
+    /// Schedule (n = 4, f = 1):
+    /// 1. Replica 3 (faulty) accepts the client's connection, completes the
+    ///    handshake and never reads from it; nothing listens for 0, 1, 2.
+    /// 2. The client makes 160 calls of 256 KiB each, one after another;
+    ///    each is answered alike by replicas 0 and 1 (their replies handed to
+    ///    the client as their connections would), so each completes.
+    /// 3. Expected: once they all ended, the client holds no more frames for
+    ///    replica 3 than the calls in flight could need (none now).
+    #[tokio::test]
+    async fn frames_for_a_replica_that_never_reads_are_not_kept_after_their_calls_end() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let replicas = (0..4u8)
+            .map(|i| crate::config::ReplicaEntry {
+                id: u32::from(i),
+                address: if i == 3 {
+                    listener.local_addr().unwrap().to_string()
+                } else {
+                    // Nothing listens there.
+                    format!("127.0.0.1:{}", 9 + u16::from(i))
+                },
+                public_key: SecretKey::from_seed([i + 1; 32]).public(),
+            })
+            .collect();
+        let cluster = ClusterConfig {
+            f: 1,
+            replicas,
+            clients: None,
+        };
+        // Replica 3: handshakes, then holds the session and reads nothing.
+        let identity =
+            crate::transport::Identity::replica(&cluster, 3, SecretKey::from_seed([4; 32]))
+                .unwrap();
+        let served = cluster.clone();
+        let (keep, mut kept) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let config = crate::transport::TransportConfig::default();
+                if let Ok(session) =
+                    crate::transport::accept(stream, &identity, &served, &config).await
+                {
+                    let _ = keep.send(session);
+                }
+            }
+        });
+        let config = ClientConfig {
+            lanes: 1,
+            ..ClientConfig::default()
+        };
+        let in_flight = config.batches_in_flight;
+        let client = NetClient::connect(cluster, config).unwrap();
+        let _session = tokio::time::timeout(Duration::from_secs(60), kept.recv())
+            .await
+            .expect("the client connects to replica 3")
+            .unwrap();
+        let calls = 160;
+        let size = 256 << 10;
+        for i in 0..calls {
+            let call = tokio::spawn({
+                let client = client.clone();
+                async move { client.on_lane(vec![i as u8; size], "op").await }
+            });
+            let shared = &client.inner.shared;
+            let mut filed = None;
+            for _ in 0..100_000 {
+                filed = shared.pending.lock().keys().next().copied();
+                if filed.is_some() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let (lane, number) = filed.expect("the call was never filed");
+            for replica in [0, 1] {
+                let reply = Reply {
+                    replica,
+                    view: 0,
+                    lane,
+                    number,
+                    result: vec![1],
+                };
+                connection::on_replies(shared, replica, vec![reply]);
+            }
+            let (_, result) = tokio::time::timeout(Duration::from_secs(60), call)
+                .await
+                .expect("an answered call completes")
+                .unwrap()
+                .unwrap();
+            assert_eq!(result, vec![1]);
+        }
+        // Let the connection task write what it can.
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        let queue = &client.inner.connections[3];
+        let held = queue.max_capacity() - queue.capacity();
+        assert!(
+            held <= in_flight,
+            "{held} frames of over {} KiB each (over {} MiB) held for replica 3, which \
+             never reads, after all {calls} calls ended",
+            size >> 10,
+            (held * size) >> 20
+        );
+    }
+
     #[test]
     fn result_keys_are_equal_exactly_when_the_results_are() {
         let results: Vec<Vec<u8>> = vec![
