@@ -730,3 +730,123 @@ fn a_replica_voting_for_view_after_view_leaves_a_bounded_number_of_its_votes_hel
         "one replica's votes make nobody join"
     );
 }
+
+/// A correct backup keeps the proposals it sent a prepare for, but only the
+/// latest n digests per sequence number: a slot that fails to prepare view
+/// after view (lost prepares, no faulty replica needed) gets a fresh
+/// digest from every new primary (its timestamp), so after n such views
+/// the backups that prepared a faulty primary's first proposal have
+/// dropped it. That primary still holds the prepared certificate it
+/// assembled from their prepares, and its vote in a later view change
+/// makes the new-view re-issue it: the slot is agreed on a proposal no
+/// correct replica has, and the cluster stalls for good.
+#[test]
+fn a_certificate_re_issued_after_n_later_proposals_for_its_slot_is_still_served_by_a_backup() {
+    // 1. n = 4, replica 0 faulty. A client's signed batch reaches everyone.
+    //    Primary 0 proposes P at seq 1 in view 0; its pre-prepare to 3 is
+    //    lost, backups 1 and 2 prepare, their prepares reach only 0: so 0
+    //    alone holds a prepared certificate for P (from their prepares).
+    // 2. 0 goes silent. Every prepare of views 1 to 5 is lost: views 1, 2,
+    //    3 and 5 (4's primary is 0) each propose the batch at seq 1 anew
+    //    with a new timestamp, backups prepare it, nothing prepares, and the
+    //    view times out (the client retransmits its batch in view 5).
+    //    Backups 1 and 2 have noted 5 digests at seq 1.
+    //    View 6 fails alike, and entering it the backups drop P.
+    // 3. In view 6, 0 sends a vote for view 7 carrying its certificate for
+    //    P; it is in the quorum primary 3 builds view 7 from, which
+    //    re-issues P at seq 1. From view 7 on nothing is lost.
+    // 4. Expected: the correct replicas execute the batch (some correct
+    //    replica that prepared P still has it to serve).
+    let mut net = Net::new(4, small());
+    let secrets = keys(4);
+    let client = SecretKey::from_seed([99; 32]);
+    net.drop_rule = Some(Box::new(|from, to, m| match m {
+        ReplicaMessage::PrePrepare(_) => to == 3,
+        ReplicaMessage::Prepare(_) => from != 0 && to != 0,
+        _ => false,
+    }));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    let cert = net.replicas[0]
+        .prepared
+        .get(&1)
+        .cloned()
+        .expect("primary 0 prepared P from the prepares of 1 and 2");
+    let p = cert.pre_prepare.digest;
+    assert!(net.executed_requests(0).is_empty());
+    net.down.insert(0);
+
+    // Views 1 to 5: every prepare is lost.
+    net.drop_rule = Some(Box::new(|_, _, m| matches!(m, ReplicaMessage::Prepare(_))));
+    for _ in 0..2_000 {
+        if (1..4).all(|r| net.replicas[r].view() == 5 && net.replicas[r].changing_to().is_none())
+        {
+            break;
+        }
+        net.advance(SECOND / 2);
+    }
+    for r in 1..4 {
+        assert_eq!(net.replicas[r].view(), 5, "replica {r}");
+        assert!(net.executed_requests(r).is_empty(), "replica {r}");
+    }
+    // The client retransmits: primary 1 proposes the batch again.
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    // View 5 fails too; the replicas enter view 6, which also lacks P.
+    for _ in 0..2_000 {
+        if (1..4).all(|r| net.replicas[r].view() == 6 && net.replicas[r].changing_to().is_none())
+        {
+            break;
+        }
+        net.advance(SECOND / 2);
+    }
+    for r in 1..4 {
+        assert_eq!(net.replicas[r].view(), 6, "replica {r}");
+        assert!(net.executed_requests(r).is_empty(), "replica {r}");
+    }
+    for r in [1, 2] {
+        let noted = net.replicas[r].pre_prepared.get(&1).cloned().unwrap_or_default();
+        assert!(
+            !noted.iter().any(|(_, d)| *d == p),
+            "replica {r} still notes P: {:?}",
+            noted.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        );
+    }
+
+    // Faulty 0 votes for view 7 with its certificate.
+    let body = crate::message::ViewChangeBody {
+        new_view: 7,
+        stable_seq: 0,
+        stable_state: net.replicas[1].stable_state,
+        checkpoint_proof: Vec::new(),
+        prepared: vec![cert],
+        replica: 0,
+    };
+    let signature = secrets[0].sign(domain::VIEW_CHANGE, &crate::message::view_change_bytes(&body));
+    let vote = crate::message::ViewChange { body, signature };
+    for r in 1..4 {
+        net.input(r, Input::Replica(0, ReplicaMessage::ViewChange(vote.clone())));
+    }
+    net.run();
+    // Prepares of view 6 and below stay lost; from view 7 on nothing is.
+    net.drop_rule = Some(Box::new(
+        |_, _, m| matches!(m, ReplicaMessage::Prepare(p) if p.view < 7),
+    ));
+    for _ in 0..400 {
+        net.advance(SECOND / 2);
+    }
+    let views: Vec<_> = (1..4).map(|r| net.replicas[r].view()).collect();
+    let known: Vec<_> = (1..4)
+        .map(|r| net.replicas[r].proposals.get(1, &p).is_some())
+        .collect();
+    let waiting: Vec<_> = (1..4)
+        .map(|r| net.replicas[r].proposals.is_missing(1, &p))
+        .collect();
+    for r in 1..4 {
+        assert_eq!(
+            net.executed_requests(r),
+            vec![1],
+            "replica {r}: views {views:?}; P known at replicas 1-3: {known:?}, \
+             fetched in vain: {waiting:?}; views entered: {:?}",
+            net.views_entered[r]
+        );
+    }
+}
