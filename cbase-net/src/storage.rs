@@ -1275,4 +1275,41 @@ mod tests {
         }
         assert!(refused.is_empty(), "{refused:#?}");
     }
+
+    /// A directory whose log file was lost (deleted by hand, or on a disk
+    /// that lost it) after the replica voted and prepared, before its first
+    /// stable checkpoint was written. Opening it is refused ("the log was
+    /// lost, and with it what the replica voted"), but that refused open
+    /// creates an empty log file, and the next open takes the directory
+    /// for one cut short at its first start: fresh, view 0, no prepared
+    /// certificates. A replica started over it as a new one (`recovering`
+    /// unset, as `LocalCluster::start` over an existing root does) votes in
+    /// view 0 again, where it prepared before. Schedule: open, persist
+    /// `View(2)` and a prepared certificate for 1; remove `log.redb`; open
+    /// (refused); open again: it must still be refused.
+    #[test]
+    fn a_directory_that_lost_its_log_file_is_refused_on_every_start_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
+        storage
+            .persist([&prepared(1, 0), &Durable::View(2)])
+            .unwrap();
+        drop(storage);
+        std::fs::remove_file(dir.path().join(LOG_FILE)).unwrap();
+
+        assert!(
+            Storage::open(dir.path(), LAYOUT).is_err(),
+            "a lost log file is refused"
+        );
+        match Storage::open(dir.path(), LAYOUT) {
+            Err(_) => {}
+            Ok((_, loaded)) => panic!(
+                "opened again, the directory that lost its log is taken as {} with view {} \
+                 and {} prepared certificates",
+                if loaded.fresh { "fresh" } else { "not fresh" },
+                loaded.recovered.view,
+                loaded.recovered.prepared.len()
+            ),
+        }
+    }
 }
