@@ -123,3 +123,40 @@ async fn a_cluster_started_over_directories_written_under_other_keys_is_refused_
     );
     second.shutdown().await;
 }
+
+/// A data directory records nothing of whose it is: replica 1 restarted
+/// over replica 2's directory (directories swapped by hand, or a deploy
+/// pointing at the wrong one) recovers from it, taking replica 2's view as
+/// the highest it voted for and replica 2's certificates as its own. As a
+/// replica restarted from its disk it then ignores what peers say about
+/// higher views, so it may vote again in views it voted in before, and its
+/// view-change votes omit the certificates it had written. Schedule: 4
+/// replicas with data directories; 5 puts; stop replicas 1 and 2; swap
+/// their directories; restart replica 1: it must be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_over_another_replicas_directory_is_refused() {
+    let mut cluster = builder(DataDirs::Temporary)
+        .start(empty)
+        .await
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    for key in 0..5 {
+        let () = client.call(&Put { key, value: key }).await.expect("put");
+    }
+    cluster.stop_replica(1).await;
+    cluster.stop_replica(2).await;
+    let (one, two) = (
+        cluster.data_dir(1).expect("dir"),
+        cluster.data_dir(2).expect("dir"),
+    );
+    let aside = one.with_extension("aside");
+    std::fs::rename(&one, &aside).expect("move 1 aside");
+    std::fs::rename(&two, &one).expect("2 to 1");
+    std::fs::rename(&aside, &two).expect("1 to 2");
+    let restarted = cluster.restart_replica(1, empty()).await;
+    assert!(
+        restarted.is_err(),
+        "replica 1 started over replica 2's data directory"
+    );
+    cluster.shutdown().await;
+}
