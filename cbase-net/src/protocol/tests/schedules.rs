@@ -2110,3 +2110,74 @@ fn state_requests_one_byte_further_each_are_not_all_served() {
         "{served} overlapping chunks served to one peer within a millisecond"
     );
 }
+
+/// A replica restarted from its disk votes again for the view its disk
+/// names, and that vote must carry every certificate its lost vote for the
+/// same view carried (durable.rs: "its certificates are a superset"). But
+/// the disk keeps one certificate per sequence number, the latest: once
+/// the replica entered the view and prepared the re-issued batch there, the
+/// certificate from the earlier view is overwritten, and the re-vote, which
+/// leaves out certificates of the view itself, carries nothing for that
+/// slot. Two signed view-changes for view 1 from one replica then differ on
+/// what prepared. Schedule (n = 4): batch prepares everywhere in view 0,
+/// its commits lost; view change to 1 (replica 2's vote carries the
+/// certificate for 1); the new-view re-issues 1 and replica 2 prepares it
+/// in view 1 (written over the view-0 certificate); replica 2 restarts
+/// from its disk and votes for view 1 again: without seq 1.
+#[test]
+fn a_replica_restarted_from_disk_votes_again_with_every_certificate_its_first_vote_carried() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let first_vote: Rc<RefCell<Option<ViewChange>>> = Rc::default();
+    let seen = Rc::clone(&first_vote);
+    net.drop_rule = Some(Box::new(move |from, _, m| {
+        if let ReplicaMessage::ViewChange(vote) = m
+            && from == 2
+            && vote.body.new_view == 1
+        {
+            seen.borrow_mut().get_or_insert_with(|| vote.clone());
+        }
+        matches!(m, ReplicaMessage::Commit(_))
+    }));
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    net.advance(SECOND + 1);
+    assert_eq!(net.replicas[2].view(), 1, "replica 2 entered view 1");
+    let first_vote = first_vote
+        .borrow()
+        .clone()
+        .expect("replica 2 voted for view 1");
+    let carried: Vec<Seq> = first_vote
+        .body
+        .prepared
+        .iter()
+        .map(|p| p.pre_prepare.seq)
+        .collect();
+    assert_eq!(carried, vec![1], "its vote for view 1 carried seq 1");
+    let disk = recovered(&net, 2);
+    assert_eq!(disk.view, 1);
+    assert!(
+        disk.prepared.iter().any(|(p, _)| p.pre_prepare.view == 1),
+        "it prepared seq 1 again in view 1"
+    );
+
+    net.replicas[2] = Replica::recover(2, &cluster, secrets[2].clone(), small(), disk);
+    let again = net.replicas[2]
+        .view_changes
+        .get(&1)
+        .and_then(|votes| votes.get(&2))
+        .cloned()
+        .expect("it votes for view 1 again");
+    let carried_again: Vec<Seq> = again
+        .body
+        .prepared
+        .iter()
+        .map(|p| p.pre_prepare.seq)
+        .collect();
+    assert_eq!(
+        carried_again, carried,
+        "its second signed vote for view 1 leaves out what its first carried"
+    );
+}
