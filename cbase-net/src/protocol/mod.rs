@@ -349,14 +349,19 @@ pub struct Replica {
     /// checkpoint, kept across views: a view change must carry what
     /// prepared in earlier views too, or a committed batch could be lost.
     prepared: BTreeMap<Seq, crate::message::PreparedProof>,
-    /// Per sequence number above the stable checkpoint, the digests this
-    /// replica sent a prepare for (or proposed), latest view last, at most
-    /// n: their proposals are kept until the checkpoint passes them. A
-    /// faulty primary can assemble a prepared certificate from the
-    /// prepares of backups that never prepared themselves, and a later new
-    /// view may re-issue it; those backups are then the only correct
-    /// replicas that can serve its proposal (PBFT's view change re-issues
-    /// only what f+1 replicas show pre-prepared, for the same reason).
+    /// Per sequence number above what this replica executed, the digests
+    /// it sent a prepare for (or proposed), latest view last: their
+    /// proposals are kept across views. A faulty primary can assemble a
+    /// prepared certificate from the prepares of backups that never
+    /// prepared themselves, and any later new view may re-issue it; those
+    /// backups are then the only correct replicas that can serve its
+    /// proposal (PBFT's view change re-issues only what f+1 replicas show
+    /// pre-prepared, for the same reason). Once a slot is executed here it
+    /// committed, and no new view can re-issue another digest there, so
+    /// the others are forgotten when the next view starts. So a slot holds
+    /// one digest per view entered while it stayed uncommitted here (no
+    /// count cap: dropping the oldest lets n failed views lose the one a
+    /// faulty primary's certificate names).
     pre_prepared: BTreeMap<Seq, Vec<(View, Hash)>>,
     /// The new-view that started the current view, resent to replicas still
     /// in an older one.

@@ -384,15 +384,11 @@ impl Replica {
     }
 
     /// Records that this replica vouched for `digest` at `seq` in `view`
-    /// (see `Replica::pre_prepared`), keeping the latest n per slot.
+    /// (see `Replica::pre_prepared`).
     fn note_pre_prepared(&mut self, view: View, seq: Seq, digest: Hash) {
-        let n = self.n;
         let digests = self.pre_prepared.entry(seq).or_default();
         digests.retain(|(_, known)| *known != digest);
         digests.push((view, digest));
-        if digests.len() > n {
-            digests.remove(0);
-        }
     }
 
     pub(super) fn on_prepare(&mut self, from: ReplicaId, prepare: Prepare, out: &mut Vec<Output>) {

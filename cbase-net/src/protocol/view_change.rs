@@ -453,9 +453,10 @@ impl Replica {
         self.prepared = self
             .prepared
             .split_off(&(plan.stable_seq.max(self.low) + 1));
+        // Executed here, so committed: no view re-issues another digest there.
         self.pre_prepared = self
             .pre_prepared
-            .split_off(&(plan.stable_seq.max(self.low) + 1));
+            .split_off(&(plan.stable_seq.max(self.low).max(self.delivered) + 1));
         if plan.stable_seq > self.low {
             // The view starts above a checkpoint 2f+1 replicas proved; if we
             // have not executed that far, the log to get there is gone: fetch it.
