@@ -123,7 +123,20 @@ impl Replica {
         }
         // Reads wait for what it voted to commit before the restart too.
         replica.highest_prepared = replica.prepared.keys().copied().max().unwrap_or(0);
-        if recovered.view > 0 {
+        // A certificate from the view its disk names means it entered that
+        // view (certificates are only made in the view one works in): it
+        // needs no vote for it, and must not cast one again, since its disk
+        // keeps only the latest certificate per slot, and the one from an
+        // earlier view that its lost vote carried may be gone, so a second
+        // signed vote for the view could say less prepared than the first.
+        // It takes up the view as a learner.
+        let entered = replica
+            .prepared
+            .values()
+            .any(|proof| proof.pre_prepare.view >= recovered.view);
+        if recovered.view > 0 && entered {
+            replica.view = recovered.view;
+        } else if recovered.view > 0 {
             // The disk does not say whether it entered that view or only
             // voted for it, and the vote was lost with its memory. So it
             // votes for it again, from its disk: the peers may still wait

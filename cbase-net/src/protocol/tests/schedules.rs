@@ -2164,20 +2164,50 @@ fn a_replica_restarted_from_disk_votes_again_with_every_certificate_its_first_vo
     );
 
     net.replicas[2] = Replica::recover(2, &cluster, secrets[2].clone(), small(), disk);
+    // Its disk shows it entered view 1 (a certificate made there): it casts
+    // no second vote for view 1, which could say less than the first, and
+    // takes up the view as a learner.
     let again = net.replicas[2]
         .view_changes
         .get(&1)
         .and_then(|votes| votes.get(&2))
-        .cloned()
-        .expect("it votes for view 1 again");
-    let carried_again: Vec<Seq> = again
-        .body
-        .prepared
-        .iter()
-        .map(|p| p.pre_prepare.seq)
-        .collect();
+        .cloned();
+    if let Some(again) = again {
+        let carried_again: Vec<Seq> = again
+            .body
+            .prepared
+            .iter()
+            .map(|p| p.pre_prepare.seq)
+            .collect();
+        assert_eq!(
+            carried_again, carried,
+            "its second signed vote for view 1 leaves out what its first carried"
+        );
+    }
     assert_eq!(
-        carried_again, carried,
-        "its second signed vote for view 1 leaves out what its first carried"
+        (net.replicas[2].view(), net.replicas[2].changing_to()),
+        (1, None),
+        "it takes up the view it entered"
+    );
+    // Its votes for a later view carry the certificate it made in view 1.
+    net.drop_rule = Some(Box::new(|_, _, m| {
+        matches!(m, ReplicaMessage::Commit(_) | ReplicaMessage::PrePrepare(_))
+    }));
+    net.broadcast_client(&client_batch(&client, 0, 2));
+    for _ in 0..40 {
+        net.advance(SECOND / 2);
+        if net.replicas[2].changing_to().is_some() {
+            break;
+        }
+    }
+    let later = net.replicas[2]
+        .view_changes
+        .iter()
+        .find_map(|(view, votes)| votes.get(&2).filter(|_| *view > 1).cloned())
+        .expect("it votes for a later view once the new batch times out");
+    assert!(
+        later.body.prepared.iter().any(|p| p.pre_prepare.seq == 1),
+        "its vote for view {} carries the certificate for seq 1",
+        later.body.new_view
     );
 }
