@@ -22,8 +22,9 @@ pub enum ClusterError {
     /// A loopback port could not be bound.
     #[error("cannot listen on 127.0.0.1: {0}")]
     Bind(#[source] std::io::Error),
-    /// The temporary data directory could not be created.
-    #[error("cannot create a temporary data directory: {0}")]
+    /// The data directory (a temporary one, or the root given with its
+    /// keys) could not be created or read.
+    #[error("cannot prepare the data directory: {0}")]
     DataDir(#[source] std::io::Error),
     /// The replica asked to restart is running.
     #[error("replica {0} is running; stop it before restarting it")]
@@ -39,6 +40,28 @@ pub enum ClusterError {
     },
 }
 
+/// Replica `id`'s key for a cluster under `root`: the one kept there as
+/// `root/replica-<id>.key`, or a fresh one written there. A cluster started
+/// again over its directories needs the same keys: its votes and checkpoint
+/// proofs on disk are signed with them, and each directory records whose it
+/// is.
+fn kept_key(root: &std::path::Path, id: ReplicaId) -> Result<SecretKey, ClusterError> {
+    let path = root.join(format!("replica-{id}.key"));
+    let unusable = |error: &dyn std::fmt::Display| {
+        ClusterError::DataDir(std::io::Error::other(format!(
+            "replica {id}'s key file {}: {error}",
+            path.display()
+        )))
+    };
+    if path.exists() {
+        return SecretKey::read_file(&path).map_err(|e| unusable(&e));
+    }
+    std::fs::create_dir_all(root).map_err(ClusterError::DataDir)?;
+    let secret = SecretKey::generate();
+    secret.write_file(&path).map_err(|e| unusable(&e))?;
+    Ok(secret)
+}
+
 /// Where a [`LocalCluster`]'s replicas keep their data.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum DataDirs {
@@ -46,9 +69,11 @@ pub enum DataDirs {
     /// (the default): replicas write to disk exactly as deployed ones do.
     #[default]
     Temporary,
-    /// `root/replica-<id>` for each replica, created if needed and kept:
-    /// a cluster started again over the same directories continues where it
-    /// was (it needs the same keys: see [`crate::deploy`]).
+    /// `root/replica-<id>` for each replica, created if needed and kept,
+    /// with its key beside it (`root/replica-<id>.key`): a cluster started
+    /// again over the same root continues where it was. (Replicas started
+    /// from files keep their keys where [`crate::deploy`] says; a directory
+    /// records whose it is, and refuses another replica or cluster.)
     Under(std::path::PathBuf),
     /// Nothing on disk: faster, and everything is lost when the cluster stops.
     InMemory,
@@ -283,7 +308,10 @@ impl LocalClusterBuilder {
                 .await
                 .map_err(ClusterError::Bind)?;
             let address = listener.local_addr().map_err(ClusterError::Bind)?;
-            let secret = SecretKey::generate();
+            let secret = match &self.data {
+                DataDirs::Under(root) => kept_key(root, id)?,
+                DataDirs::Temporary | DataDirs::InMemory => SecretKey::generate(),
+            };
             entries.push(ReplicaEntry {
                 id,
                 address: address.to_string(),

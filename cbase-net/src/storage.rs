@@ -48,6 +48,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointState, ClientTable};
+use crate::config::ReplicaId;
 use crate::message::{Checkpoint, Hash, PreparedProof, Proposal, Seq, View};
 use crate::protocol::{Committed, Durable, Recovered};
 
@@ -159,6 +160,52 @@ fn no_room(error: &std::io::Error) -> bool {
             | std::io::ErrorKind::QuotaExceeded
             | std::io::ErrorKind::FileTooLarge
     )
+}
+
+/// Whose a data directory is: a replica, by id and public key, of a
+/// cluster, by a digest of its replicas' keys and f (see
+/// [`Storage::claim`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The replica's id.
+    pub replica: ReplicaId,
+    /// The replica's public key.
+    pub key: [u8; 32],
+    /// A digest of the cluster's f and its replicas' ids and public keys.
+    pub cluster: Hash,
+}
+
+impl Owner {
+    /// Replica `replica` of `cluster`.
+    pub fn of(cluster: &crate::config::ClusterConfig, replica: ReplicaId) -> Option<Owner> {
+        let entry = cluster.replicas.iter().find(|r| r.id == replica)?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"cbase/cluster-identity/v1");
+        hasher.update(&(cluster.f as u64).to_le_bytes());
+        let mut replicas: Vec<_> = cluster.replicas.iter().collect();
+        replicas.sort_by_key(|r| r.id);
+        for r in replicas {
+            hasher.update(&r.id.to_le_bytes());
+            hasher.update(r.public_key.as_bytes());
+        }
+        Some(Owner {
+            replica,
+            key: *entry.public_key.as_bytes(),
+            cluster: *hasher.finalize().as_bytes(),
+        })
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "replica {} (key {}) of the cluster {}",
+            self.replica,
+            crate::crypto::short_hex(&self.key),
+            crate::crypto::short_hex(&self.cluster)
+        )
+    }
 }
 
 /// The stable checkpoint as stored.
@@ -387,6 +434,18 @@ impl Storage {
             });
         }
         let (state_existed, log_existed) = (state_file.exists(), log_file.exists());
+        if state_existed && !log_existed {
+            // Refused before anything is created: an empty log file made
+            // here would pass for a first start cut short on the next try,
+            // and the replica would start over in views it voted in.
+            return Err(StorageError::Corrupt {
+                file: log_file,
+                what: "it is missing beside the state file, and with it what this replica \
+                       voted before (restarted from the state alone, it could contradict \
+                       those votes)"
+                    .to_owned(),
+            });
+        }
         let open = |file: &Path, cache: usize| {
             TOUCHING.set(if file == state_file {
                 File::State
@@ -548,6 +607,36 @@ impl Storage {
             txn.open_table(EXECUTED)?;
             Ok(())
         })
+    }
+
+    /// Checks that the directory belongs to `owner` (this replica of this
+    /// cluster), recording it on the first start that names one. A
+    /// directory written by another replica, or under another cluster
+    /// file, holds votes that are not this replica's: started from it, the
+    /// replica could contradict what it voted, or never have its votes
+    /// accepted. Refused, naming both.
+    pub fn claim(&self, owner: &Owner) -> Result<(), StorageError> {
+        match self.meta(File::State, "owner")? {
+            Some(sealed) => {
+                let recorded: Owner = self.unseal(File::State, "the owner record", &sealed)?;
+                if recorded != *owner {
+                    return Err(StorageError::Mismatch {
+                        file: self.state_file.clone(),
+                        what: format!(
+                            "it was written by {recorded}, and this is {owner}; start each \
+                             replica on its own directory (an empty one fetches the state from \
+                             its peers)"
+                        ),
+                    });
+                }
+                Ok(())
+            }
+            None => self.write(File::State, |txn| {
+                txn.open_table(META)?
+                    .insert("owner", seal(owner).as_slice())?;
+                Ok(())
+            }),
+        }
     }
 
     /// The `meta` value `key` of `which`.
@@ -1176,6 +1265,36 @@ mod tests {
         let error = Storage::open(dir.path(), &["accounts", "fees"]).unwrap_err();
         assert!(matches!(error, StorageError::Mismatch { .. }), "{error}");
         assert!(error.to_string().contains("replica.redb"), "{error}");
+    }
+
+    #[test]
+    fn a_directory_records_its_owner_and_refuses_another_replica_or_cluster() {
+        let cluster = |seed: u8| crate::config::ClusterConfig {
+            f: 1,
+            replicas: (0..4u8)
+                .map(|i| crate::config::ReplicaEntry {
+                    id: u32::from(i),
+                    address: format!("127.0.0.1:{}", 7000 + u16::from(i)),
+                    public_key: crate::crypto::SecretKey::from_seed([seed + i; 32]).public(),
+                })
+                .collect(),
+            clients: None,
+        };
+        let ours = Owner::of(&cluster(1), 2).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
+        storage.claim(&ours).unwrap();
+        drop(storage);
+        let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
+        storage.claim(&ours).unwrap();
+        for other in [Owner::of(&cluster(1), 1), Owner::of(&cluster(9), 2)] {
+            let error = storage.claim(&other.unwrap()).unwrap_err();
+            assert!(matches!(error, StorageError::Mismatch { .. }), "{error}");
+            assert!(
+                error.to_string().contains("written by replica 2"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

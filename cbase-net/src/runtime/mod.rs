@@ -370,6 +370,9 @@ impl ReplicaNode {
         let (storage, recovered, replayed) = match &config.data_dir {
             Some(dir) => {
                 let (storage, loaded) = crate::storage::Storage::open(dir, &layout)?;
+                if let Some(owner) = crate::storage::Owner::of(&config.cluster, id) {
+                    storage.claim(&owner)?;
+                }
                 let storage = Arc::new(storage);
                 // From the first stable checkpoint on disk, the store keeps
                 // it there rather than a second copy of the state in memory.
