@@ -12,7 +12,7 @@ use super::{REFUSED_BACKOFF, Shared, reads};
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::message::{Reply, ReplyMessage};
 use crate::transport::reachability::Reachability;
-use crate::transport::{self, FrameReader, Identity, TransportConfig, TransportError};
+use crate::transport::{self, FrameReader, FrameWriter, Identity, TransportConfig, TransportError};
 
 /// Keeps one replica (the `at`th of the cluster file) connected: writes
 /// queued frames, reads replies.
@@ -66,33 +66,34 @@ pub(super) async fn connection(
             continue;
         }
         let mut reading = tokio::spawn(read_replies(at, replica, reader, Arc::clone(&shared)));
+        let (backlog, to_write) = mpsc::channel(WRITE_BACKLOG);
+        let mut writing = tokio::spawn(write_frames(writer, to_write));
         let mut refused = None;
         loop {
             tokio::select! {
                 frame = outgoing.recv() => {
                     let Some(frame) = frame else {
                         reading.abort();
+                        writing.abort();
                         return;
                     };
-                    let mut sent = writer.send(&frame).await;
-                    while sent.is_ok() {
-                        match outgoing.try_recv() {
-                            Ok(more) => sent = writer.send(&more).await,
-                            Err(_) => break,
-                        }
-                    }
-                    if sent.is_err() || writer.flush().await.is_err() {
-                        break;
-                    }
+                    // Full: the replica is not reading what it was sent
+                    // (faulty, or far behind). The frame is dropped rather
+                    // than kept (see `wait_discarding` for why nothing is
+                    // lost); the queue is never left to fill.
+                    let _ = backlog.try_send(frame);
                 }
                 ended = &mut reading => {
                     refused = ended.unwrap_or(None);
                     break;
                 }
+                // A write failed: the connection is gone.
+                _ = &mut writing => break,
             }
         }
         up(false);
         reading.abort();
+        writing.abort();
         if let Some(why) = refused {
             // Said once per reason, not at every reconnection.
             if last_refusal.as_ref() != Some(&why) {
@@ -106,6 +107,29 @@ pub(super) async fn connection(
             }
         } else {
             last_refusal = None;
+        }
+    }
+}
+
+/// How many frames a connection's writer may have waiting: beyond them, a
+/// replica that does not read what it is sent has frames dropped, not
+/// queued for it (up to the queue's 16,384 frames of up to
+/// `max_request_bytes` each, held for calls long ended).
+const WRITE_BACKLOG: usize = 64;
+
+/// Writes `frames` to a replica until one fails, those that are waiting
+/// together with one flush.
+async fn write_frames(mut writer: FrameWriter, mut frames: mpsc::Receiver<Arc<Vec<u8>>>) {
+    while let Some(frame) = frames.recv().await {
+        let mut sent = writer.send(&frame).await;
+        while sent.is_ok() {
+            match frames.try_recv() {
+                Ok(more) => sent = writer.send(&more).await,
+                Err(_) => break,
+            }
+        }
+        if sent.is_err() || writer.flush().await.is_err() {
+            return;
         }
     }
 }
