@@ -58,3 +58,39 @@ async fn silent_connections_from_one_source_cannot_keep_other_scrapers_out() {
     drop(silent);
     cluster.shutdown().await;
 }
+
+/// A request head that never ends (64 KiB of one header line, no blank
+/// line), binary garbage, and several requests pipelined on one connection
+/// each get at most one short answer and a closed connection, and the
+/// endpoint goes on serving scrapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_garbage_and_pipelined_requests_get_one_answer_and_a_close() {
+    let mut cluster = raw_cluster::start(&[0], TransportConfig::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    cluster.nodes[0].as_mut().unwrap().serve_metrics(listener);
+    let endless = {
+        let mut head = b"GET /metrics HTTP/1.1\r\nX-Long: ".to_vec();
+        head.resize(64 << 10, b'a');
+        head
+    };
+    let garbage: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let pipelined = b"GET /metrics HTTP/1.1\r\n\r\n".repeat(1000);
+    for request in [endless, garbage, pipelined] {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        // The server may close before reading it all.
+        let _ = stream.write_all(&request).await;
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            stream.read_to_end(&mut response),
+        )
+        .await
+        .expect("the connection is closed");
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.matches("HTTP/1.1 ").count() <= 1, "{text}");
+        assert!(response.len() < 64 << 10, "{} bytes", response.len());
+    }
+    assert!(scrape_from(address, [127, 0, 0, 1]).await.starts_with("HTTP/1.1 200"));
+    cluster.shutdown().await;
+}
