@@ -43,7 +43,11 @@ async fn silent_connections_from_one_source_cannot_keep_other_scrapers_out() {
     let address = listener.local_addr().unwrap();
     cluster.nodes[0].as_mut().unwrap().serve_metrics(listener);
     // Before: a scrape from 127.0.0.1 is answered.
-    assert!(scrape_from(address, [127, 0, 0, 1]).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        scrape_from(address, [127, 0, 0, 1])
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     // 16 silent connections from 127.0.0.2, accepted before the scrape
     // below (the listener takes connections in the order they completed).
     let mut silent = Vec::new();
@@ -91,6 +95,10 @@ async fn endless_garbage_and_pipelined_requests_get_one_answer_and_a_close() {
         assert!(text.matches("HTTP/1.1 ").count() <= 1, "{text}");
         assert!(response.len() < 64 << 10, "{} bytes", response.len());
     }
-    assert!(scrape_from(address, [127, 0, 0, 1]).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        scrape_from(address, [127, 0, 0, 1])
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     cluster.shutdown().await;
 }
