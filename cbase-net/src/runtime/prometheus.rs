@@ -300,6 +300,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// is what the endpoint is for.
 const MAX_SCRAPES: usize = 16;
 
+/// Of those, the most one source may hold: one address opening connections
+/// and sending nothing would otherwise keep every other scraper out.
+const MAX_SCRAPES_PER_SOURCE: usize = 4;
+
 /// Serves `GET /metrics` on `listener` until the task is aborted. A plain
 /// HTTP/1.1 exchange, one per connection: a scrape needs nothing more.
 pub(super) async fn serve(listener: TcpListener, id: ReplicaId, metrics: Arc<NodeMetrics>) {
@@ -314,9 +318,14 @@ async fn serve_with(
     read_timeout: Duration,
 ) {
     let scrapes = Arc::new(tokio::sync::Semaphore::new(max_scrapes));
+    let per_source = super::sources::PerSource::new(MAX_SCRAPES_PER_SOURCE.min(max_scrapes));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(counted) = per_source.try_count(super::sources::Source::of(peer.ip())) else {
+            drop(stream);
             continue;
         };
         let Ok(permit) = Arc::clone(&scrapes).try_acquire_owned() else {
@@ -326,7 +335,7 @@ async fn serve_with(
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let _ = answer(stream, id, &metrics, read_timeout).await;
-            drop(permit);
+            drop((permit, counted));
         });
     }
 }
