@@ -176,6 +176,8 @@ pub(super) struct Inbound {
     /// Shared by client connections' large frames
     /// (`TransportConfig::client_frame_budget`).
     pub client_frames: transport::FrameBudget,
+    /// What one source's client connections may hold of it together.
+    pub client_frame_shares: transport::SourceShares<Source>,
     /// Shared by client connections' answers waiting beyond a small share
     /// each (`TransportConfig::client_answer_budget`).
     pub client_answers: Arc<super::answers::AnswerBudget>,
@@ -410,7 +412,12 @@ async fn serve_client(
     }
     // Frames larger than what clients send almost always share a budget
     // with every other client connection's (see `transport::FrameBudget`).
-    reader.share_budget(inbound.client_frames.clone());
+    // One source holds at most its share of it.
+    reader.share_budget(
+        inbound
+            .client_frames
+            .for_source(&inbound.client_frame_shares, &source),
+    );
     let mut writer_task = tokio::spawn(write_replies(
         writer,
         queue,

@@ -444,6 +444,8 @@ impl ReplicaNode {
                 Arc::clone(&metrics),
             )));
         }
+        let client_frames =
+            crate::transport::FrameBudget::new(config.transport.client_frame_budget);
         tasks.push(tokio::spawn(connections::listen(
             listener,
             connections::Inbound {
@@ -464,8 +466,10 @@ impl ReplicaNode {
                 max_batch_requests: config.protocol.max_batch_requests,
                 service: <S::Request as cbase_core::Request>::fingerprint(),
                 halt: Arc::clone(&halt),
-                client_frames: crate::transport::FrameBudget::new(
-                    config.transport.client_frame_budget,
+                client_frames: client_frames.clone(),
+                client_frame_shares: crate::transport::SourceShares::new(
+                    &client_frames,
+                    config.transport.max_frame,
                 ),
                 client_answers: answers::AnswerBudget::new(config.transport.client_answer_budget),
                 replica_links: Default::default(),

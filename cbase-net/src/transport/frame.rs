@@ -5,7 +5,6 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::{FrameBudget, Role, TransportConfig, TransportError};
 
@@ -106,7 +105,7 @@ pub struct FrameReader {
     /// against a budget ([`FrameReader::share_budget`]).
     budget: Option<FrameBudget>,
     /// What the frame being read took from the budget.
-    taken: Option<OwnedSemaphorePermit>,
+    taken: Option<super::budget::Taken>,
 }
 
 impl std::fmt::Debug for FrameReader {

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ClusterConfig, ReplicaId};
 use crate::crypto::{PublicKey, SecretKey};
 
-pub use budget::{FREE_FRAME, FrameBudget};
+pub use budget::{FREE_FRAME, FrameBudget, SourceShares};
 pub use frame::{FrameReader, FrameWriter, Session};
 pub use handshake::{PROTOCOL_VERSION, accept, connect};
 
@@ -177,7 +177,10 @@ pub struct TransportConfig {
     /// 256 MiB); such a frame waits while they are taken. Frames up to
     /// [`FREE_FRAME`] need none of it. With `max_client_connections`, it
     /// bounds what clients' frames can make a replica hold:
-    /// `max_client_connections` × [`FREE_FRAME`] plus this.
+    /// `max_client_connections` × [`FREE_FRAME`] plus this. The clients of
+    /// one source (address) hold at most a quarter of it together, or one
+    /// `max_frame` frame if that is more, so a party that sends length
+    /// prefixes and never the frames delays only its own.
     pub client_frame_budget: usize,
     /// Bytes of answers that client connections on a replica may have
     /// waiting to be written beyond 64 KiB each, all together (default
