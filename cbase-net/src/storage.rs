@@ -1371,6 +1371,29 @@ mod tests {
     /// nothing it ever acted on. Started again over it, the replica must
     /// start (as from an empty directory); instead it is refused as
     /// unusable ("Table 'meta' does not exist"), on every restart.
+    /// A replica killed during its very first start between the two file
+    /// creations of `Storage::open` (the state file created, the log file
+    /// not yet) leaves a state file that holds no table at all: nothing was
+    /// ever committed, let alone voted. Started again over it, the replica
+    /// must start as from an empty directory. Instead the missing-log check
+    /// refuses it ("missing beside the state file, and with it what this
+    /// replica voted"), on every restart, until an operator deletes it.
+    /// Schedule: create the state file only (as `Database::create` in
+    /// `open_unguarded` does first); open: must succeed, fresh.
+    #[test]
+    fn a_first_start_killed_after_creating_the_state_file_before_the_log_file_starts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Database::create(dir.path().join(DATA_FILE)).unwrap());
+        assert!(!dir.path().join(LOG_FILE).exists());
+        match Storage::open(dir.path(), LAYOUT) {
+            Ok((_, loaded)) => assert!(loaded.fresh, "an empty state file is a fresh start"),
+            Err(error) => panic!(
+                "a directory whose state file holds nothing (first start killed before the \
+                 log file was created) is refused: {error}"
+            ),
+        }
+    }
+
     #[test]
     fn a_replica_killed_while_its_directory_is_first_initialized_starts_again() {
         // Killed after the files were created, before any commit.
