@@ -208,6 +208,19 @@ impl std::fmt::Display for Owner {
     }
 }
 
+/// Whether `database` has its `meta` table (an unreadable file counts as
+/// having one: it is not taken for a new one, and the load that follows
+/// reports what is wrong with it).
+fn has_meta(database: &Database) -> bool {
+    use redb::TableHandle as _;
+    let Ok(txn) = database.begin_read() else {
+        return true;
+    };
+    txn.list_tables().map_or(true, |mut tables| {
+        tables.any(|table| table.name() == "meta")
+    })
+}
+
 /// The stable checkpoint as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StableRecord {
@@ -434,18 +447,6 @@ impl Storage {
             });
         }
         let (state_existed, log_existed) = (state_file.exists(), log_file.exists());
-        if state_existed && !log_existed {
-            // Refused before anything is created: an empty log file made
-            // here would pass for a first start cut short on the next try,
-            // and the replica would start over in views it voted in.
-            return Err(StorageError::Corrupt {
-                file: log_file,
-                what: "it is missing beside the state file, and with it what this replica \
-                       voted before (restarted from the state alone, it could contradict \
-                       those votes)"
-                    .to_owned(),
-            });
-        }
         let open = |file: &Path, cache: usize| {
             TOUCHING.set(if file == state_file {
                 File::State
@@ -461,6 +462,22 @@ impl Storage {
                 })
         };
         let state = open(&state_file, STATE_CACHE)?;
+        let state_marked = state_existed && has_meta(&state);
+        if state_marked && !log_existed {
+            // A state file set up (its marks are written once both files
+            // exist) has lost its log. Refused before the log is created:
+            // an empty one made here would pass for a first start cut short
+            // on the next try, and the replica would start over in views it
+            // voted in. (A state file without marks is a first start killed
+            // before it made the log: set up again below.)
+            return Err(StorageError::Corrupt {
+                file: log_file,
+                what: "it is missing beside the state file, and with it what this replica \
+                       voted before (restarted from the state alone, it could contradict \
+                       those votes)"
+                    .to_owned(),
+            });
+        }
         let log = open(&log_file, LOG_CACHE)?;
         let storage = Storage {
             state: Some(state),
@@ -471,7 +488,7 @@ impl Storage {
             min_fold: MIN_FOLD,
         };
         let fresh =
-            (!state_existed && !log_existed) || storage.first_start_cut_short(log_existed)?;
+            (!state_marked && !log_existed) || storage.first_start_cut_short(log_existed)?;
         if fresh {
             storage.initialize(layout)?;
         }
