@@ -56,6 +56,9 @@ impl World {
         }
         let node = &mut self.nodes[instance];
         node.voted = node.voted.max(view_change.body.new_view);
+        if self.now < self.network.heal {
+            node.voted_before_heal = node.voted;
+        }
         if !self.is_correct(instance) {
             return;
         }
@@ -397,12 +400,16 @@ impl World {
         let live = self.live_correct();
         // Few view changes after the heal: every primary gets a few chances
         // at most (timeouts must adapt to a network that is slow but stable).
+        // Counted from the views entered or voted for before it: view
+        // changes that failed while the network was faulty leave the
+        // replicas voting far above the view they work in.
         let heal = self.network.heal;
         let at_heal = live
             .iter()
             .flat_map(|i| &self.nodes[*i].views)
             .filter(|(t, _)| *t <= heal)
             .map(|(_, v)| *v)
+            .chain(live.iter().map(|i| self.nodes[*i].voted_before_heal))
             .max()
             .unwrap_or(0);
         let last = live

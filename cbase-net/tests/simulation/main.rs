@@ -4,7 +4,8 @@
 //!
 //! - `network.rs`: a link model per directed pair, changed every round:
 //!   loss, duplication, delays (also above the timeouts), one-way cuts,
-//!   slow directions, partitions of any replica set, a frame-size limit.
+//!   slow directions, partitions of any replica set, a frame-size limit,
+//!   outages of proposals and of the votes to new primaries.
 //! - `twins.rs`: Byzantine replicas run as two correct instances with one
 //!   id, placed by a systematic per-round partition schedule.
 //! - `byzantine.rs`: Byzantine replicas that wrap a correct one and rewrite
@@ -247,6 +248,7 @@ scenario_tests! {
     smuggling_primary => "smuggling-primary",
     evicting_sessions => "evicting-sessions",
     timestamp_pushing_primary => "timestamp-pushing-primary",
+    vote_outages => "vote-outages",
     oversized_requests => "oversized-requests",
     skewed_clocks => "skewed-clocks",
     corrupted_replica => "corrupted-replica",

@@ -155,6 +155,25 @@ impl Network {
         self.faulty_link(slow, rng)
     }
 
+    /// Whether the outage loses `message` to replica `to`: backups suspect
+    /// their primary, and then every view change fails for want of votes
+    /// at the new primary, one after the other while the outage lasts.
+    pub fn outage_loses(&self, now: u64, to: ReplicaId, message: &ReplicaMessage) -> bool {
+        if !self
+            .spec
+            .outage
+            .is_some_and(|(start, end)| now >= start && now < end)
+        {
+            return false;
+        }
+        let n = self.ids.iter().max().map_or(1, |max| *max as u64 + 1);
+        match message {
+            ReplicaMessage::PrePrepare(_) | ReplicaMessage::NewView(_) => true,
+            ReplicaMessage::ViewChange(vote) => vote.body.new_view % n == to as u64,
+            _ => false,
+        }
+    }
+
     /// The same for a message between a client and a replica instance
     /// (clients are never partitioned, but share the round's losses and
     /// delays).

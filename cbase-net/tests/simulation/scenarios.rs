@@ -38,6 +38,9 @@ pub struct NetSpec {
     pub stable_delay: (u64, u64),
     /// The largest frame the transport carries.
     pub frame_limit: usize,
+    /// Between two times, every pre-prepare and new-view is lost, and every
+    /// view-change sent to the primary of the view it votes for.
+    pub outage: Option<(u64, u64)>,
 }
 
 /// Which replica a fault is given to.
@@ -94,6 +97,9 @@ pub struct Scenario {
     /// this idle time: fewer than the clients, so sessions are evicted
     /// all the time. `None`: the defaults (nothing is ever evicted).
     pub sessions: Option<(usize, u64)>,
+    /// The request and view-change timeouts, if not the usual 300 and 600
+    /// ms: shorter ones go through more views in the same simulated time.
+    pub timeouts: Option<(u64, u64)>,
 }
 
 /// The frame limit of the simulated transport.
@@ -124,6 +130,7 @@ fn base() -> Scenario {
             fixed_partition: None,
             stable_delay: (100_000, 2 * MS),
             frame_limit: FRAME_LIMIT,
+            outage: None,
         },
         crash: None,
         restart: None,
@@ -136,6 +143,7 @@ fn base() -> Scenario {
         admit_clients: false,
         clock_skew: 20 * MS,
         sessions: None,
+        timeouts: None,
     }
 }
 
@@ -148,14 +156,15 @@ pub fn protocol_config(scenario: &Scenario) -> ProtocolConfig {
         sessions.max_sessions = max_sessions;
         sessions.idle = Duration::from_nanos(idle);
     }
+    let (request, view_change) = scenario.timeouts.unwrap_or((300 * MS, 600 * MS));
     ProtocolConfig {
         sessions,
         checkpoint_interval: 4,
         window: 16,
         max_batch_requests: 64,
         pipeline: 2,
-        request_timeout: Duration::from_millis(300),
-        view_change_timeout: Duration::from_millis(600),
+        request_timeout: Duration::from_nanos(request),
+        view_change_timeout: Duration::from_nanos(view_change),
         max_pending: 1000,
         max_pending_per_client: 64,
         status_interval: Duration::from_millis(100),
@@ -457,6 +466,24 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "timestamp-pushing-primary",
             byzantine: vec![(Who::Replica(0), Behaviour::Timestamps)],
+            ..b.clone()
+        },
+        Scenario {
+            // For seconds, every proposal and new-view is lost, and every
+            // vote sent to the primary of the view it votes for: every view
+            // change fails, one after the other (a short view-change
+            // timeout makes it more than 4n of them), while the replicas
+            // still work in their old view. Checks that once the network
+            // heals, they enter a view again (liveness after the heal).
+            name: "vote-outages",
+            timeouts: Some((30 * MS, MS / 2)),
+            ops: 4,
+            heal: 5_000 * MS,
+            net: NetSpec {
+                outage: Some((200 * MS, 5_000 * MS)),
+                drop: 0.02,
+                ..net.clone()
+            },
             ..b.clone()
         },
         // ------------------------------------------------ clients, clocks, state

@@ -140,6 +140,8 @@ pub struct Node {
     pub diverged: Option<Seq>,
     /// The highest view it voted to change to.
     pub voted: View,
+    /// The highest view it voted for before the heal.
+    pub voted_before_heal: View,
     /// When it entered which view.
     pub views: Vec<(u64, View)>,
     /// Messages it sent (the latest few), for a Byzantine one to replay.
@@ -203,6 +205,7 @@ fn new_node(
         checkpoints: BTreeMap::new(),
         diverged: None,
         voted: 0,
+        voted_before_heal: 0,
         views: Vec::new(),
         sent: VecDeque::new(),
         seen: Vec::new(),
@@ -730,6 +733,9 @@ impl World {
     /// A replica instance's message to replica `to`, over every link to
     /// `to`'s instances, after `extra` more delay.
     pub fn transmit(&mut self, from: usize, to: ReplicaId, message: ReplicaMessage, extra: u64) {
+        if self.network.outage_loses(self.now, to, &message) {
+            return;
+        }
         let size = frame_size(&message);
         for target in self.instances_of(to) {
             let delays = self
@@ -981,6 +987,7 @@ impl World {
         node.replies = old.replies;
         node.checkpoints = old.checkpoints;
         node.voted = old.voted;
+        node.voted_before_heal = old.voted_before_heal;
         node.views = old.views;
         old.execution.shutdown();
         self.trace(
