@@ -7,8 +7,10 @@
 //! - a correct replica never diverges from the quorum's checkpoint;
 //! - the agreed clock at a correct replica never runs far ahead of real time;
 //! - memory stays bounded: a correct replica does not hold messages for
-//!   views far ahead of its own, and its log, pending batches and known
-//!   batches stay within the configured limits.
+//!   views far ahead of its own, nor more than a window of pre-prepares
+//!   (proposals of up to a frame each) from one sender for a view it has
+//!   not entered, and its log, pending batches and known batches stay
+//!   within the configured limits.
 //!
 //! At the end:
 //! - safety: correct replicas executed the same batch at every sequence
@@ -32,6 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cbase_net::checkpoint::{Admission, ClientTable};
+use cbase_net::config::ReplicaId;
 use cbase_net::crypto::PublicKey;
 use cbase_net::message::{ReplicaMessage, View, ViewChange};
 
@@ -113,6 +116,39 @@ impl World {
         if held && target > view.saturating_add(FUTURE_VIEWS) && self.is_correct(instance) {
             self.violation(format!(
                 "correct replica instance {instance} in view {view} holds a message for view {target}"
+            ));
+        }
+    }
+
+    /// A correct instance held a pre-prepare (view, sender, seq, digest) for
+    /// a view it has not entered. Held messages go when the replica enters
+    /// their view or votes past it; a window of proposals from one sender
+    /// is what the normal case holds anyway, and one per slot is all that
+    /// could ever count, so a faulty next primary's flood of pre-prepares
+    /// for one slot must not be held beyond that.
+    pub fn note_held_pre_prepare(
+        &mut self,
+        instance: usize,
+        held: (View, ReplicaId, u64, [u8; 32]),
+    ) {
+        if !self.is_correct(instance) {
+            return;
+        }
+        let node = &mut self.nodes[instance];
+        let (view, heading) = (node.replica.view(), node.replica.changing_to().unwrap_or(0));
+        let records = &mut node.held_pre_prepares;
+        records.retain(|(target, _, _, _)| *target > view && *target >= heading);
+        records.insert(held);
+        let from = held.1;
+        let count = records
+            .iter()
+            .filter(|(_, sender, _, _)| *sender == from)
+            .count();
+        let window = self.protocol.window as usize;
+        if count > window {
+            self.violation(format!(
+                "correct replica instance {instance} in view {view} holds {count} pre-prepares of \
+                 replica {from} for views it has not entered, more than a window ({window})"
             ));
         }
     }

@@ -159,6 +159,9 @@ pub struct Node {
     /// Reads on the fast path waiting for execution to reach their barrier,
     /// by (barrier, arrival).
     pub parked_reads: BTreeMap<(Seq, u64), ParkedRead>,
+    /// Pre-prepares its replica holds for a view it has not entered, as
+    /// far as the world can tell: (view, sender, seq, digest).
+    pub held_pre_prepares: BTreeSet<(View, ReplicaId, Seq, Hash)>,
     pub read_arrivals: u64,
     /// Answers it gave to reads, by operation (the latest few), for a
     /// Byzantine one to replay stale.
@@ -214,6 +217,7 @@ fn new_node(
         indexed: None,
         serving_until: 0,
         parked_reads: BTreeMap::new(),
+        held_pre_prepares: BTreeSet::new(),
         read_arrivals: 0,
         read_answers: BTreeMap::new(),
     }
@@ -1059,6 +1063,12 @@ impl World {
             Input::Replica(_, message) => normal_case_view(message),
             _ => None,
         };
+        let proposal = match &input {
+            Input::Replica(sender, ReplicaMessage::PrePrepare(pp)) => {
+                Some((pp.view, *sender, pp.seq, pp.digest))
+            }
+            _ => None,
+        };
         let node = &mut self.nodes[to];
         let (view, buffered) = (node.replica.view(), node.replica.stats().buffered);
         let clock = self.now + node.clock_offset;
@@ -1067,6 +1077,9 @@ impl World {
         if let Some(target) = future {
             let held = self.nodes[to].replica.stats().buffered > buffered;
             self.note_buffered(to, view, target, held);
+            if let Some(proposal) = proposal.filter(|_| held) {
+                self.note_held_pre_prepare(to, proposal);
+            }
         }
         for output in outputs {
             self.output(to, output);
