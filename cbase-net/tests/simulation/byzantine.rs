@@ -3,20 +3,21 @@
 //! a rewritten message can be signed again), and some behaviours add
 //! traffic of their own on every tick.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cbase_core::{ExecError, codec};
 use cbase_net::checkpoint::parts::{PartReply, PartRequest};
 use cbase_net::config::ReplicaId;
 use cbase_net::crypto::Signature;
 use cbase_net::message::{
-    ClientBatch, ClientRequest, Commit, NewView, PrePrepare, Prepare, PreparedProof, Proposal,
-    ReadReply, ReplicaMessage, RequestBatch, ViewChange, ViewChangeBody, domain,
-    pre_prepare_header, prepare_header, view_change_bytes,
+    Checkpoint, ClientBatch, ClientRequest, Commit, NewView, PrePrepare, Prepare, PreparedProof,
+    Proposal, ReadReply, ReplicaMessage, RequestBatch, Seq, View, ViewChange, ViewChangeBody,
+    domain, pre_prepare_header, prepare_header, view_change_bytes,
 };
 use cbase_net::protocol::Input;
 use rand::Rng;
 
+use crate::network::frame_size;
 use crate::scenarios::MS;
 use crate::world::{PARTS_ROOM, STATE_CHUNK, World};
 
@@ -66,6 +67,42 @@ pub enum Behaviour {
     /// backup received it from the client, so only f+1 vouchers could get
     /// it prepared, and there are never more than f faulty ones.
     ForgeUnsigned,
+    /// Sends its view-changes bloated to nearly a frame, each signed again:
+    /// junk checkpoint-proof entries at stable checkpoint 0, its checkpoint
+    /// votes or the prepares of its certificates repeated otherwise. It
+    /// also sends such a vote to a view's primary as soon as it hears any
+    /// vote for that view (before f+1 make the primary join), and for the
+    /// next two views unasked: so its vote is among the first quorum a new
+    /// primary has. It never starts a view of its own (sends no new-view). A new primary that copied it into its
+    /// new-view could not send it (three such votes are over a frame).
+    BloatVotes,
+    /// As primary, pre-prepares to two backups only (drawn per run); the
+    /// network loses those backups' prepares and commits for the slot to
+    /// anyone but it (as an asynchronous network may, until the heal), so
+    /// it alone assembles a prepared certificate from prepares of backups
+    /// that never prepared. Silent otherwise, it votes only in a view change
+    /// at least two views after its certificate's, when the backups may
+    /// have forgotten the proposal, so a new-view re-issuing it needs them
+    /// to have kept it.
+    HoardCertificate,
+    /// While it is the primary of the next view, sends every peer many
+    /// distinct signed pre-prepares for one slot of that view (held until
+    /// the view starts, where at most one per slot could ever count).
+    FloodNextView,
+}
+
+/// What the Byzantine behaviours above remember across messages.
+#[derive(Debug, Default)]
+pub struct Attacks {
+    /// The backup a hoarding primary leaves out of its pre-prepares.
+    pub left_out: Option<ReplicaId>,
+    /// Slots (view, seq) a hoarding primary pre-prepared to its two
+    /// backups: their prepares and commits reach only it until the heal.
+    pub hoarded: BTreeSet<(View, Seq)>,
+    /// Views a flooding next primary flooded already.
+    pub flooded: BTreeSet<View>,
+    /// Views a vote-bloating replica sent its early vote for.
+    pub voted: BTreeSet<View>,
 }
 
 /// Most messages a Byzantine replica remembers for replays.
@@ -160,6 +197,9 @@ impl World {
     /// the instance is Byzantine.
     pub fn replica_send(&mut self, from: usize, to: ReplicaId, message: ReplicaMessage) {
         let id = self.nodes[from].id;
+        if self.lost_for_hoarder(to, &message) {
+            return;
+        }
         let message = match self.behaviour(from) {
             None => message,
             Some(Behaviour::Equivocate) => self.equivocate(from, to, message),
@@ -183,6 +223,14 @@ impl World {
             Some(Behaviour::Smuggle) => self.smuggle(from, message),
             Some(Behaviour::Replay) => self.replay(from, message),
             Some(Behaviour::ForgeUnsigned) => self.forge_unsigned(from, message),
+            Some(Behaviour::BloatVotes) => match self.bloat(from, message) {
+                Some(message) => message,
+                None => return,
+            },
+            Some(Behaviour::HoardCertificate) => match self.hoard(to, message) {
+                Some(message) => message,
+                None => return,
+            },
             Some(_) => message,
         };
         if self.behaviour(from).is_some() {
@@ -287,6 +335,11 @@ impl World {
 
     /// What a Byzantine instance learns from its inputs.
     pub fn observe(&mut self, instance: usize, input: &Input) {
+        if self.behaviour(instance) == Some(Behaviour::BloatVotes)
+            && let Input::Replica(_, ReplicaMessage::ViewChange(vote)) = input
+        {
+            return self.vote_along(instance, vote.body.new_view);
+        }
         if !matches!(
             self.behaviour(instance),
             Some(Behaviour::ForwardToBackups | Behaviour::Replay)
@@ -311,6 +364,8 @@ impl World {
         match self.behaviour(instance) {
             Some(Behaviour::Chaos) if self.rng.gen_bool(0.2) => self.chaos(instance),
             Some(Behaviour::FloodFuture) if self.rng.gen_bool(0.3) => self.flood(instance),
+            Some(Behaviour::BloatVotes) => self.vote_ahead(instance),
+            Some(Behaviour::FloodNextView) => self.flood_next_view(instance),
             Some(Behaviour::ForwardToBackups) if self.rng.gen_bool(0.05) => {
                 // An old batch (executed long ago, perhaps), passed on again.
                 let seen = &self.nodes[instance].seen;
@@ -635,5 +690,194 @@ fn with_batch(pp: &PrePrepare, batch: ClientBatch) -> Proposal {
     Proposal {
         timestamp: pp.proposal.timestamp,
         batches,
+    }
+}
+
+impl World {
+    /// A message as a vote-bloating replica sends it: its view-changes
+    /// bloated, no new-view of its own (a view it is the primary of never
+    /// starts, so the view change goes on to one that needs its vote).
+    fn bloat(&mut self, from: usize, message: ReplicaMessage) -> Option<ReplicaMessage> {
+        match message {
+            ReplicaMessage::ViewChange(vote) => {
+                Some(ReplicaMessage::ViewChange(self.bloated(from, vote.body)))
+            }
+            ReplicaMessage::NewView(_) => None,
+            other => Some(other),
+        }
+    }
+
+    /// `body` filled to within an entry of a frame with entries each of
+    /// which a check of one signature at a time takes: junk at stable
+    /// checkpoint 0 (where no proof is needed), its checkpoint votes
+    /// repeated otherwise, or the prepares of its first certificate
+    /// repeated; signed again. Anything more (a new-view quoting it with
+    /// other votes) is over a frame.
+    fn bloated(&mut self, from: usize, mut body: ViewChangeBody) -> ViewChange {
+        if !body.prepared.is_empty() && self.rng.gen_bool(0.5) {
+            return self.filled(from, body, |body| &mut body.prepared[0].prepares);
+        }
+        if body.stable_seq == 0 {
+            body.checkpoint_proof = vec![Checkpoint {
+                seq: 0,
+                state: [0; 32],
+                replica: body.replica,
+                signature: Signature::from_bytes([0; 64]),
+            }];
+        }
+        self.filled(from, body, |body| &mut body.checkpoint_proof)
+    }
+
+    /// `body` with the entries `entries` picks repeated (cycled) until one
+    /// more would not fit a frame, signed by `from`.
+    fn filled<T: Clone + serde::Serialize>(
+        &self,
+        from: usize,
+        mut body: ViewChangeBody,
+        entries: impl Fn(&mut ViewChangeBody) -> &mut Vec<T>,
+    ) -> ViewChange {
+        let limit = self.network.spec.frame_limit;
+        let size = |vote: &ViewChange| frame_size(&ReplicaMessage::ViewChange(vote.clone()));
+        let free = limit.saturating_sub(size(&self.signed_vote(from, &body)));
+        let list = entries(&mut body);
+        let Some(first) = list.first() else {
+            return self.signed_vote(from, &body);
+        };
+        let each = codec::encode(first).map_or(usize::MAX, |b| b.len()).max(1);
+        let repeated: Vec<T> = list.iter().cycle().take(free / each).cloned().collect();
+        list.extend(repeated);
+        loop {
+            let vote = self.signed_vote(from, &body);
+            // The length prefix may have grown by a byte or two.
+            if size(&vote) <= limit || entries(&mut body).pop().is_none() {
+                return vote;
+            }
+        }
+    }
+
+    fn signed_vote(&self, from: usize, body: &ViewChangeBody) -> ViewChange {
+        let key = &self.keys[self.nodes[from].id as usize];
+        let signature = key.sign(domain::VIEW_CHANGE, &view_change_bytes(body));
+        ViewChange {
+            body: body.clone(),
+            signature,
+        }
+    }
+
+    /// Bloated votes for the two views after the one the instance works in
+    /// or moves to, unasked: there before anyone else's.
+    fn vote_ahead(&mut self, instance: usize) {
+        let replica = &self.nodes[instance].replica;
+        let heading = replica.changing_to().unwrap_or(replica.view());
+        for view in heading + 1..=heading + 2 {
+            self.vote_along(instance, view);
+        }
+    }
+
+    /// A bloated vote (at stable checkpoint 0) for `new_view`, once, to
+    /// that view's primary alone, unless the instance is past it.
+    fn vote_along(&mut self, instance: usize, new_view: View) {
+        let replica = &self.nodes[instance].replica;
+        let id = replica.id();
+        let primary = (new_view % self.n as u64) as ReplicaId;
+        if new_view <= replica.view() || primary == id || !self.attacks.voted.insert(new_view) {
+            return;
+        }
+        let body = ViewChangeBody {
+            new_view,
+            stable_seq: 0,
+            stable_state: [0; 32],
+            checkpoint_proof: Vec::new(),
+            prepared: Vec::new(),
+            replica: id,
+        };
+        let vote = self.bloated(instance, body);
+        self.transmit(instance, primary, ReplicaMessage::ViewChange(vote), 0);
+    }
+
+    /// A hoarding primary's message to `to`: its pre-prepares to its two
+    /// backups (their slots noted, for the network to lose the backups'
+    /// votes), its votes that carry a certificate at least two views older
+    /// than the view they are for; nothing else.
+    fn hoard(&mut self, to: ReplicaId, message: ReplicaMessage) -> Option<ReplicaMessage> {
+        let left_out = match self.attacks.left_out {
+            Some(left_out) => left_out,
+            None => {
+                let hoarder = self.nodes.iter().find(|node| {
+                    self.byzantine.get(&node.id) == Some(&Behaviour::HoardCertificate)
+                });
+                let id = hoarder.expect("a hoarding replica").id;
+                let others: Vec<ReplicaId> =
+                    (0..self.n as ReplicaId).filter(|r| *r != id).collect();
+                let left_out = others[self.rng.gen_range(0..others.len())];
+                *self.attacks.left_out.insert(left_out)
+            }
+        };
+        match &message {
+            ReplicaMessage::PrePrepare(pp) if to != left_out => {
+                if self.now < self.network.heal {
+                    self.attacks.hoarded.insert((pp.view, pp.seq));
+                }
+                Some(message)
+            }
+            ReplicaMessage::ViewChange(vote)
+                if vote
+                    .body
+                    .prepared
+                    .iter()
+                    .any(|proof| proof.pre_prepare.view + 2 <= vote.body.new_view) =>
+            {
+                Some(message)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the network loses a message on a hoarding primary's behalf:
+    /// until the heal, the prepares and commits of a slot it pre-prepared
+    /// to two backups only reach it.
+    fn lost_for_hoarder(&self, to: ReplicaId, message: &ReplicaMessage) -> bool {
+        if self.attacks.hoarded.is_empty() || self.now >= self.network.heal {
+            return false;
+        }
+        let slot = match message {
+            ReplicaMessage::Prepare(p) => (p.view, p.seq),
+            ReplicaMessage::Commit(c) => (c.view, c.seq),
+            _ => return false,
+        };
+        self.attacks.hoarded.contains(&slot)
+            && self.byzantine.get(&to) != Some(&Behaviour::HoardCertificate)
+    }
+
+    /// As the primary of the view after the instance's (or of the view it
+    /// is changing to), three windows of distinct signed pre-prepares for
+    /// the first slot of that view, to every peer, once per view.
+    fn flood_next_view(&mut self, instance: usize) {
+        let replica = &self.nodes[instance].replica;
+        let id = replica.id();
+        let view = replica.changing_to().unwrap_or(replica.view() + 1);
+        if view % self.n as u64 != id as u64 || !self.attacks.flooded.insert(view) {
+            return;
+        }
+        let seq = replica.low_watermark() + 1;
+        for i in 0..3 * self.protocol.window {
+            let proposal = Proposal {
+                timestamp: self.now + i,
+                batches: Vec::new(),
+            };
+            let digest = proposal.digest();
+            let key = &self.keys[id as usize];
+            let pre_prepare = PrePrepare {
+                view,
+                seq,
+                digest,
+                signature: key.sign(domain::PRE_PREPARE, &pre_prepare_header(view, seq, &digest)),
+                proposal,
+            };
+            for to in (0..self.n as ReplicaId).filter(|to| *to != id) {
+                let message = ReplicaMessage::PrePrepare(pre_prepare.clone());
+                self.transmit(instance, to, message, 0);
+            }
+        }
     }
 }

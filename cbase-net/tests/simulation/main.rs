@@ -11,7 +11,8 @@
 //! - `byzantine.rs`: Byzantine replicas that wrap a correct one and rewrite
 //!   its outputs (equivocation, chaos, withholding, forwarding to backups
 //!   only, far-future floods, dripping state transfer, pushed timestamps,
-//!   forged and stale answers to reads).
+//!   forged and stale answers to reads, bloated view-changes, certificates
+//!   hoarded for a later view change, floods for the next view).
 //! - `world.rs`: instances, clients, the event loop; `service.rs`: the bank.
 //! - `reads.rs`: the read-only fast path: honest clients send `Balance` and
 //!   `Total` unordered to every replica and accept 2f+1 matching answers
@@ -249,6 +250,9 @@ scenario_tests! {
     evicting_sessions => "evicting-sessions",
     timestamp_pushing_primary => "timestamp-pushing-primary",
     vote_outages => "vote-outages",
+    bloated_votes => "bloated-votes",
+    hoarding_primary => "hoarding-primary",
+    flooding_next_primary => "flooding-next-primary",
     oversized_requests => "oversized-requests",
     skewed_clocks => "skewed-clocks",
     corrupted_replica => "corrupted-replica",

@@ -486,6 +486,54 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             ..b.clone()
         },
+        Scenario {
+            // A backup whose view-changes are signed but bloated to nearly
+            // a frame (junk checkpoint proofs at 0, repeated votes), sent
+            // early to the next primary too, while the first primary is cut
+            // off for a while and partitions force more view changes:
+            // checks that a correct primary's new-view still goes out
+            // (liveness after the heal).
+            name: "bloated-votes",
+            byzantine: vec![(Who::Backup, Behaviour::BloatVotes)],
+            net: NetSpec {
+                fixed_partition: Some((vec![0], 100 * MS, 1_500 * MS)),
+                partition: 0.2,
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            // A first primary that pre-prepares to two backups only, keeps
+            // the certificate their (otherwise lost) prepares give it, and
+            // votes with it only two views later, silent otherwise; with
+            // partitions so later views fail too: checks that a proposal a
+            // new-view re-issues from its vote is still served by a correct
+            // replica (liveness, agreement).
+            name: "hoarding-primary",
+            byzantine: vec![(Who::Replica(0), Behaviour::HoardCertificate)],
+            heal: 4_000 * MS,
+            net: NetSpec {
+                partition: 0.3,
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
+            // A backup that, whenever it is the primary of the next view,
+            // sends every peer three windows of distinct pre-prepares for
+            // one slot of it, with partitions changing views: checks the
+            // bound on pre-prepares held for a view not yet entered.
+            name: "flooding-next-primary",
+            byzantine: vec![(Who::Backup, Behaviour::FloodNextView)],
+            net: NetSpec {
+                partition: 0.2,
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
         // ------------------------------------------------ clients, clocks, state
         Scenario {
             name: "oversized-requests",

@@ -337,6 +337,8 @@ pub struct World {
     pub withheld: BTreeSet<ReplicaId>,
     /// The timestamp a timestamp-pushing primary proposes (0: now + an hour).
     pub pushed_timestamp: u64,
+    /// What Byzantine replicas remember across messages.
+    pub attacks: crate::byzantine::Attacks,
     pub crash: Option<(usize, u64)>,
     pub restart: Option<(usize, u64, u64)>,
     restarted: bool,
@@ -566,6 +568,7 @@ impl World {
             schedule,
             withheld,
             pushed_timestamp,
+            attacks: Default::default(),
             crash,
             restart,
             restarted: false,
