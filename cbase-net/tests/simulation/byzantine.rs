@@ -103,6 +103,9 @@ pub struct Attacks {
     pub flooded: BTreeSet<View>,
     /// Views a vote-bloating replica sent its early vote for.
     pub voted: BTreeSet<View>,
+    /// The vote it bloated last: the signature of the original, and the
+    /// bloated vote.
+    pub bloated: Option<(Signature, ViewChange)>,
 }
 
 /// Most messages a Byzantine replica remembers for replays.
@@ -700,7 +703,13 @@ impl World {
     fn bloat(&mut self, from: usize, message: ReplicaMessage) -> Option<ReplicaMessage> {
         match message {
             ReplicaMessage::ViewChange(vote) => {
-                Some(ReplicaMessage::ViewChange(self.bloated(from, vote.body)))
+                // A broadcast vote comes once per peer: bloated once.
+                let bloated = match self.attacks.bloated.take() {
+                    Some((signature, bloated)) if signature == vote.signature => bloated,
+                    _ => self.bloated(from, vote.body),
+                };
+                self.attacks.bloated = Some((vote.signature, bloated.clone()));
+                Some(ReplicaMessage::ViewChange(bloated))
             }
             ReplicaMessage::NewView(_) => None,
             other => Some(other),

@@ -476,11 +476,10 @@ pub fn scenarios() -> Vec<Scenario> {
             // still work in their old view. Checks that once the network
             // heals, they enter a view again (liveness after the heal).
             name: "vote-outages",
-            timeouts: Some((30 * MS, MS / 2)),
+            timeouts: Some((30 * MS, MS / 4)),
             ops: 4,
-            heal: 5_000 * MS,
             net: NetSpec {
-                outage: Some((200 * MS, 5_000 * MS)),
+                outage: Some((200 * MS, 3_000 * MS)),
                 drop: 0.02,
                 ..net.clone()
             },
