@@ -97,8 +97,7 @@ pub trait Container: Send + Sync {
     fn commit(&self, prepared: Box<dyn Any>);
 
     /// Whether [`commit`](Container::commit) cannot fail once `prepare`
-    /// succeeded: true for [`Table`](crate::Table) and
-    /// [`Cell`](crate::Cell), false by default. Containers that may fail are
+    /// succeeded: true for [`Table`] and [`Cell`], false by default. Containers that may fail are
     /// committed first.
     fn commit_never_fails(&self) -> bool {
         false

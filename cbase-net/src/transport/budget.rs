@@ -49,9 +49,9 @@ pub struct Taken {
     _source: Option<OwnedSemaphorePermit>,
 }
 
-/// The shares of the sources that have connections now, each a semaphore
-/// of [`SourceShares::units`]; a source's entry goes when its last
-/// connection's budget is dropped.
+/// The shares of the sources that have connections now: each a quarter of
+/// the budget (or one largest frame, if more); a source's entry goes when
+/// its last connection's budget is dropped.
 #[derive(Debug)]
 pub struct SourceShares<K> {
     units: u32,
@@ -97,7 +97,8 @@ impl FrameBudget {
     }
 
     /// This budget for a connection from `source`: its frames also take
-    /// from the source's share (see the [module documentation](self)).
+    /// from the source's share, which all of the source's connections
+    /// share: a party behind one address delays its own large frames only.
     pub fn for_source<K: Eq + Hash + Clone>(
         &self,
         shares: &SourceShares<K>,
