@@ -251,17 +251,18 @@ impl Replica {
         // gone through more failed view changes than it allowed (after a
         // partition, or a long outage of the primaries' links), so they
         // could never be joined, nor their view built.
-        let mine = self
+        // The views `from` has votes kept for, lowest first.
+        let kept: Vec<View> = self
             .view_changes
             .iter()
             .filter(|(_, votes)| votes.contains_key(&from))
-            .count();
-        let lowest = self
-            .view_changes
-            .iter()
-            .find(|(_, votes)| votes.contains_key(&from))
-            .map(|(view, _)| *view);
-        if mine >= VOTES_KEPT_PER_SENDER && lowest.is_some_and(|lowest| target < lowest) {
+            .map(|(view, _)| *view)
+            .collect();
+        let evict = kept
+            .first()
+            .copied()
+            .filter(|_| kept.len() >= VOTES_KEPT_PER_SENDER);
+        if evict.is_some_and(|lowest| target < lowest) {
             self.stats.stale += 1;
             return;
         }
@@ -273,9 +274,7 @@ impl Replica {
             .entry(target)
             .or_default()
             .insert(from, view_change);
-        if mine >= VOTES_KEPT_PER_SENDER
-            && let Some(lowest) = lowest
-        {
+        if let Some(lowest) = evict {
             // Its highest votes are the ones that may still be built or
             // joined: a correct replica only ever votes higher.
             self.forget_vote(lowest, from);
