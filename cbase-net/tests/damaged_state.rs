@@ -3,54 +3,11 @@
 //! every file checksum intact) refuses to start, naming the file, and the
 //! cluster goes on without it.
 
-use cbase_core::{AccessSet, Container, Context, Key, Request, Service, State, Table};
 use cbase_net::protocol::ProtocolConfig;
 use cbase_net::{DataDirs, LocalCluster};
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Put {
-    key: u64,
-    value: u64,
-}
-
-impl Request for Put {
-    fn access_set(&self) -> AccessSet {
-        AccessSet::none().write(Key::entry("values", &self.key))
-    }
-    fn method(&self) -> &'static str {
-        "put"
-    }
-}
-
-struct Values {
-    values: Table<u64, u64>,
-}
-
-impl State for Values {
-    fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
-        vec![("values", &self.values)]
-    }
-}
-
-struct Store(Values);
-
-impl Service for Store {
-    type Request = Put;
-    type Response = ();
-    fn execute(&self, put: Put, _: &Context) {
-        self.0.values.insert(put.key, put.value);
-    }
-    fn state(&self) -> &dyn State {
-        &self.0
-    }
-}
-
-fn empty() -> Store {
-    Store(Values {
-        values: Table::new(),
-    })
-}
+mod kv_store;
+use kv_store::{Put, empty};
 
 const ENTRIES: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("entries");
 

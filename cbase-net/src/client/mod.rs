@@ -1018,6 +1018,44 @@ pub(super) mod tests {
         );
     }
 
+    /// Makes `calls` calls of `size` bytes, one after another, each
+    /// answered alike by replicas 0 and 1 (their replies handed to the
+    /// client as their connections would), so each completes.
+    async fn answered_calls(client: &NetClient, calls: usize, size: usize) {
+        for i in 0..calls {
+            let call = tokio::spawn({
+                let client = client.clone();
+                async move { client.on_lane(vec![i as u8; size], "op").await }
+            });
+            let shared = &client.inner.shared;
+            let mut filed = None;
+            for _ in 0..100_000 {
+                filed = shared.pending.lock().keys().next().copied();
+                if filed.is_some() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let (lane, number) = filed.expect("the call was never filed");
+            for replica in [0, 1] {
+                let reply = Reply {
+                    replica,
+                    view: 0,
+                    lane,
+                    number,
+                    result: vec![1],
+                };
+                connection::on_replies(shared, replica, vec![reply]);
+            }
+            let (_, result) = tokio::time::timeout(Duration::from_secs(60), call)
+                .await
+                .expect("an answered call completes")
+                .unwrap()
+                .unwrap();
+            assert_eq!(result, vec![1]);
+        }
+    }
+
     /// A replica the client cannot reach (down, or one that never reads)
     /// must not make the client keep every frame it was sent: the queue of
     /// its connection keeps up to 16,384 frames, each up to
@@ -1054,38 +1092,7 @@ pub(super) mod tests {
         let client = NetClient::connect(cluster, config).unwrap();
         let calls = 64;
         let size = 256 << 10;
-        for i in 0..calls {
-            let call = tokio::spawn({
-                let client = client.clone();
-                async move { client.on_lane(vec![i as u8; size], "op").await }
-            });
-            let shared = &client.inner.shared;
-            let mut filed = None;
-            for _ in 0..100_000 {
-                filed = shared.pending.lock().keys().next().copied();
-                if filed.is_some() {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            let (lane, number) = filed.expect("the call was never filed");
-            for replica in [0, 1] {
-                let reply = Reply {
-                    replica,
-                    view: 0,
-                    lane,
-                    number,
-                    result: vec![1],
-                };
-                connection::on_replies(shared, replica, vec![reply]);
-            }
-            let (_, result) = tokio::time::timeout(Duration::from_secs(60), call)
-                .await
-                .expect("an answered call completes")
-                .unwrap()
-                .unwrap();
-            assert_eq!(result, vec![1]);
-        }
+        answered_calls(&client, calls, size).await;
         let queue = &client.inner.connections[3];
         let held = queue.max_capacity() - queue.capacity();
         assert!(
@@ -1162,38 +1169,7 @@ pub(super) mod tests {
             .unwrap();
         let calls = 160;
         let size = 256 << 10;
-        for i in 0..calls {
-            let call = tokio::spawn({
-                let client = client.clone();
-                async move { client.on_lane(vec![i as u8; size], "op").await }
-            });
-            let shared = &client.inner.shared;
-            let mut filed = None;
-            for _ in 0..100_000 {
-                filed = shared.pending.lock().keys().next().copied();
-                if filed.is_some() {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            let (lane, number) = filed.expect("the call was never filed");
-            for replica in [0, 1] {
-                let reply = Reply {
-                    replica,
-                    view: 0,
-                    lane,
-                    number,
-                    result: vec![1],
-                };
-                connection::on_replies(shared, replica, vec![reply]);
-            }
-            let (_, result) = tokio::time::timeout(Duration::from_secs(60), call)
-                .await
-                .expect("an answered call completes")
-                .unwrap()
-                .unwrap();
-            assert_eq!(result, vec![1]);
-        }
+        answered_calls(&client, calls, size).await;
         // Let the connection task write what it can.
         for _ in 0..1000 {
             tokio::task::yield_now().await;
