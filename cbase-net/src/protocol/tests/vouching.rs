@@ -231,3 +231,131 @@ fn a_backup_lying_that_it_has_a_batch_cannot_stall_it() {
     }
     assert_eq!(net.replicas[3].stats().awaited_vouchers, 1);
 }
+
+/// The digests of the haves in `out`, all addressed to the primary.
+fn haves_sent(out: &[Output]) -> Vec<Hash> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(0, ReplicaMessage::Have(digests)) => Some(digests.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn position(out: &[Output], what: impl Fn(&Output) -> bool) -> usize {
+    out.iter().position(what).expect("in the output")
+}
+
+#[test]
+fn an_idle_backup_says_at_once_that_it_has_a_batch() {
+    let (mut r, _) = backup();
+    let batch = unsigned(&SecretKey::from_seed([99; 32]), 0, 1);
+    let mut out = Vec::new();
+    r.handle(1, Input::Client(batch.clone()), &mut out);
+    assert_eq!(haves_sent(&out), vec![batch.digest()]);
+}
+
+#[test]
+fn a_backup_with_a_proposal_in_flight_says_what_it_has_just_ahead_of_its_next_vote() {
+    let (mut r, secrets) = backup();
+    let client = SecretKey::from_seed([99; 32]);
+    let first = unsigned(&client, 0, 1);
+    let mut out = Vec::new();
+    r.handle(1, Input::Client(first.clone()), &mut out);
+    let proposed = pre_prepare(&secrets[0], 0, 1, vec![first]);
+    let digest = proposed.digest;
+    let out = deliver(&mut r, 0, ReplicaMessage::PrePrepare(proposed));
+    assert_eq!(prepares_sent(&out), 1);
+    // Slot 1 is open: a vote of this backup's is due there, so what it
+    // receives meanwhile waits for that vote rather than taking a message
+    // (and the primary's reading of one) per batch.
+    let (second, third) = (unsigned(&client, 1, 1), unsigned(&client, 2, 1));
+    for batch in [&second, &third] {
+        let mut out = Vec::new();
+        r.handle(1, Input::Client(batch.clone()), &mut out);
+        assert!(haves_sent(&out).is_empty());
+    }
+    deliver(
+        &mut r,
+        2,
+        ReplicaMessage::Prepare(prepare(&secrets[2], 2, 1, digest)),
+    );
+    // The commit vote carries both, the haves first: the primary counts
+    // them before the vote that may free its pipeline for them.
+    let out = deliver(
+        &mut r,
+        3,
+        ReplicaMessage::Prepare(prepare(&secrets[3], 3, 1, digest)),
+    );
+    assert_eq!(haves_sent(&out), vec![second.digest(), third.digest()]);
+    let have = position(&out, |o| {
+        matches!(o, Output::Send(0, ReplicaMessage::Have(_)))
+    });
+    let commit = position(&out, |o| {
+        matches!(o, Output::Broadcast(ReplicaMessage::Commit(_)))
+    });
+    assert!(have < commit);
+    // Slot 1 done, nothing is due: the next batch is told at once.
+    for from in [0, 2] {
+        deliver(
+            &mut r,
+            from,
+            ReplicaMessage::Commit(Commit {
+                view: 0,
+                seq: 1,
+                digest,
+                replica: from,
+            }),
+        );
+    }
+    assert_eq!(r.delivered(), 1);
+    let fourth = unsigned(&client, 3, 1);
+    let mut out = Vec::new();
+    r.handle(1, Input::Client(fourth.clone()), &mut out);
+    assert_eq!(haves_sent(&out), vec![fourth.digest()]);
+}
+
+#[test]
+fn haves_held_for_a_vote_that_does_not_come_leave_at_the_next_tick() {
+    let (mut r, secrets) = backup();
+    let client = SecretKey::from_seed([99; 32]);
+    // A proposal whose batch never reached this backup: it waits for
+    // vouchers that do not come, so no vote of its carries anything.
+    let elsewhere = unsigned(&client, 0, 1);
+    deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![elsewhere])),
+    );
+    let batch = unsigned(&client, 1, 1);
+    let mut out = Vec::new();
+    r.handle(1, Input::Client(batch.clone()), &mut out);
+    assert!(haves_sent(&out).is_empty());
+    assert_eq!(haves_sent(&tick(&mut r, 2)), vec![batch.digest()]);
+}
+
+#[test]
+fn batches_arriving_while_a_proposal_is_in_flight_go_into_one_proposal_after_it() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Commits held: slot 1 stays open at every backup.
+    net.hold_rule = Some(Box::new(|_, _, m| matches!(m, ReplicaMessage::Commit(_))));
+    net.broadcast_client(&unsigned(&client, 0, 1));
+    assert_eq!(net.replicas[0].stats().proposals, 1);
+    for lane in 1..6 {
+        net.broadcast_client(&unsigned(&client, lane, 1));
+    }
+    // The backups said nothing yet, so the primary held them.
+    assert_eq!(net.replicas[0].stats().proposals, 1);
+    net.hold_rule = None;
+    net.release(|_, _, _| true);
+    assert_eq!(net.replicas[0].stats().proposals, 2);
+    for replica in 0..4 {
+        assert_eq!(
+            net.executed_requests(replica),
+            vec![1; 6],
+            "replica {replica}"
+        );
+    }
+}
