@@ -136,10 +136,7 @@ impl Replica {
         let fresh = self.authenticated.insert(digest);
         if !self.is_primary() || self.status != Status::Normal {
             if fresh && self.status == Status::Normal {
-                out.push(Output::Send(
-                    self.primary(),
-                    ReplicaMessage::Have(vec![digest]),
-                ));
+                self.untold.push(digest);
             }
             self.authenticated_batch_arrived(&digest, out);
             return;
@@ -166,6 +163,63 @@ impl Replica {
         }
     }
 
+    /// As backup: tells the primary of the unsigned batches received since
+    /// it last did, when that costs no message of its own. Called at the
+    /// end of every input; `since` is where this input's outputs begin.
+    ///
+    /// One have per batch would cost the primary a message to read (and
+    /// this backup one to send) per request when many clients each send a
+    /// batch at a time. While a proposal is in flight here, this backup's
+    /// vote on it is due, and the haves wait for it: they go out just ahead
+    /// of this input's first message to the primary, so the primary counts
+    /// them before a vote that may free its pipeline for them. Otherwise
+    /// (no proposal open, so nothing would carry them), at a tick (a vote
+    /// that does not come: the proposal waits for vouchers, or the primary
+    /// stalls), or once a have's worth is held, they go out at once.
+    /// Holding them is safe: haves only decide when the primary proposes a
+    /// batch, never whether a proposal is genuine (see [`vouching`]).
+    pub(super) fn release_haves(&mut self, out: &mut Vec<Output>, since: usize, tick: bool) {
+        if self.untold.is_empty() {
+            return;
+        }
+        if self.status != Status::Normal {
+            // Told to no one: a new view clears them (see `enter_view`).
+            return;
+        }
+        if self.is_primary() {
+            // Become primary meanwhile: it has them itself.
+            self.untold.clear();
+            return;
+        }
+        let primary = self.primary();
+        let vote = out[since..].iter().position(|output| match output {
+            Output::Send(to, _) => *to == primary,
+            Output::Broadcast(_) => true,
+            _ => false,
+        });
+        let at = match vote {
+            Some(at) => since + at,
+            None if tick
+                || self.untold.len() >= vouching::MAX_HAVE_DIGESTS
+                || !self.has_open_slot() =>
+            {
+                out.len()
+            }
+            None => return,
+        };
+        let digests = std::mem::take(&mut self.untold);
+        out.insert(at, Output::Send(primary, ReplicaMessage::Have(digests)));
+    }
+
+    /// Whether a slot above what this replica executed holds this view's
+    /// pre-prepare and has not committed: a vote of this replica's on it
+    /// is still due.
+    fn has_open_slot(&self) -> bool {
+        self.log.range(self.delivered + 1..).any(|(_, slot)| {
+            slot.header.is_some_and(|header| header.view == self.view) && !slot.committed
+        })
+    }
+
     /// As primary: backup `from` has these unsigned batches. Those that 2f
     /// backups have join the proposal queue.
     pub(super) fn on_have(&mut self, from: ReplicaId, digests: Vec<Hash>, out: &mut Vec<Output>) {
@@ -177,20 +231,29 @@ impl Replica {
             self.haves.insert(from, digest);
             if self.unvouched.contains(&digest) && self.haves.count(&digest) >= 2 * self.f {
                 let queued = self.unvouched.remove(&digest).expect("checked to be held");
-                self.queue_for_proposal(queued, out);
+                self.queue(queued);
             }
         }
+        // Once for the whole message: the batches it vouched for go into
+        // one proposal, not one each.
+        self.propose(out);
     }
 
     /// As primary: queues an authenticated batch (within the queue's
     /// bounds) and proposes what the pipeline allows.
     fn queue_for_proposal(&mut self, queued: pending::Queued, out: &mut Vec<Output>) {
+        self.queue(queued);
+        self.propose(out);
+    }
+
+    /// As primary: queues an authenticated batch for a proposal, within
+    /// the queue's bounds.
+    fn queue(&mut self, queued: pending::Queued) {
         if !self.room_in_pending(&queued.batch.batch.client, queued.source, queued.bytes) {
             return;
         }
         self.known_batches.insert(queued.digest, None);
         self.pending.push_back(queued);
-        self.propose(out);
     }
 
     /// Whether a batch of `bytes` from `client`, come from `source`, fits

@@ -325,6 +325,9 @@ pub struct Replica {
     authenticated: vouching::Recent,
     /// As primary: which unsigned batches each backup says it has.
     haves: vouching::Haves,
+    /// As backup: unsigned batches it received and has not yet told the
+    /// primary of, held for its next vote (see [`Replica::release_haves`]).
+    untold: Vec<Hash>,
     /// As primary: unsigned batches waiting for 2f backups to have them.
     unvouched: vouching::Unvouched,
     /// Slots whose pre-prepare this backup holds without having prepared
@@ -476,6 +479,7 @@ impl Replica {
             known_batches: BTreeMap::new(),
             authenticated: vouching::Recent::new(vouching::AUTHENTICATED),
             haves: vouching::Haves::default(),
+            untold: Vec::new(),
             unvouched: vouching::Unvouched::default(),
             withheld: std::collections::BTreeSet::new(),
             checkpoint_votes: BTreeMap::new(),
@@ -628,6 +632,8 @@ impl Replica {
     /// primary stamps its proposals with it).
     pub fn handle(&mut self, now: u64, input: Input, out: &mut Vec<Output>) {
         self.now = self.now.max(now);
+        let before = out.len();
+        let tick = matches!(input, Input::Tick);
         match input {
             Input::Client(batch) => self.on_client_batch(batch, out, None, false),
             Input::CheckedClient(batch) => {
@@ -641,6 +647,7 @@ impl Replica {
             }
             Input::StateInstalled { seq, state } => self.on_state_installed(seq, state, out),
         }
+        self.release_haves(out, before, tick);
     }
 
     fn on_replica_message(

@@ -485,6 +485,7 @@ impl Replica {
         // retransmission (see `vouching`).
         self.haves.clear();
         self.unvouched.clear();
+        self.untold.clear();
         // Give the new primary a fresh chance before suspecting it.
         for timer in self.waiting.values_mut() {
             timer.since = self.now;
