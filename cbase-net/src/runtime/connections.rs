@@ -193,7 +193,7 @@ pub(super) struct ReadPath {
     /// `NO_READS` while it answers none.
     pub barrier: Arc<std::sync::atomic::AtomicU64>,
     /// The execution thread's queue.
-    pub execution: crossbeam::channel::Sender<super::ExecCommand>,
+    pub execution: std::sync::mpsc::Sender<super::ExecCommand>,
 }
 
 /// Accepts connections until aborted; aborting it aborts every connection task.
@@ -777,9 +777,7 @@ mod tests {
     }
 
     /// The reads handed to execution so far, off its queue.
-    fn handed_to_execution(
-        commands: &crossbeam::channel::Receiver<ExecCommand>,
-    ) -> Vec<PendingRead> {
+    fn handed_to_execution(commands: &std::sync::mpsc::Receiver<ExecCommand>) -> Vec<PendingRead> {
         commands
             .try_iter()
             .flat_map(|command| match command {
@@ -791,7 +789,7 @@ mod tests {
 
     #[test]
     fn a_connection_may_leave_only_so_many_bytes_of_reads_waiting() {
-        let (execution, commands) = crossbeam::channel::unbounded();
+        let (execution, commands) = std::sync::mpsc::channel();
         let path = ReadPath {
             barrier: Arc::new(AtomicU64::new(7)),
             execution,
@@ -839,7 +837,7 @@ mod tests {
     /// carries its own connection's slot until it is answered.
     #[test]
     fn answers_to_an_earlier_connections_reads_make_no_room_on_the_next() {
-        let (execution, commands) = crossbeam::channel::unbounded();
+        let (execution, commands) = std::sync::mpsc::channel();
         let path = ReadPath {
             barrier: Arc::new(AtomicU64::new(7)),
             execution,

@@ -48,7 +48,7 @@ const TAKE_AT_ONCE: usize = 256;
 pub(super) struct ExecThread<S: Service> {
     pub id: ReplicaId,
     pub execution: Execution<S>,
-    pub commands: crossbeam::channel::Receiver<ExecCommand>,
+    pub commands: std::sync::mpsc::Receiver<ExecCommand>,
     /// The data directory, if the replica keeps one.
     pub storage: Option<Arc<Storage>>,
     pub halt: Arc<Halt>,
