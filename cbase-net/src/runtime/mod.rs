@@ -944,4 +944,126 @@ mod tests {
         assert!(matches!(outputs[1], Output::Broadcast(_)));
         assert_eq!(outputs[2], have(2, 2));
     }
+
+    /// Schedule (n = 4, f = 1): backup 1 has a proposal in flight (slot 1,
+    /// its commit vote not yet due), so it holds the haves of the unsigned
+    /// batches that keep arriving; the 4096th releases them all in one have
+    /// (`MAX_HAVE_DIGESTS`). In the same burst one more unsigned batch, Y,
+    /// arrives (held: slot 1 is still open) and then backup 2's prepare,
+    /// whose commit vote carries Y's have. The burst's two haves to the
+    /// primary are merged into one of 4097 digests, and the primary reads
+    /// only the first 4096: backup 1's have of Y is lost, and backup 1 never
+    /// says it again. Y reached the primary and backups 1 and 3 (2f correct
+    /// backups); backup 3 told the primary, yet the primary never proposes
+    /// Y, and no tick changes that (only the client's signed retransmission
+    /// does). With a have per batch, a burst held at most a few hundred.
+    #[test]
+    fn a_bursts_merged_haves_beyond_one_haves_worth_are_not_lost() {
+        use crate::config::ReplicaEntry;
+        use crate::message::{ClientBatch, ClientRequest, RequestBatch};
+
+        let secrets: Vec<SecretKey> = (0..4u8)
+            .map(|i| SecretKey::from_seed([i + 1; 32]))
+            .collect();
+        let cluster = ClusterConfig {
+            f: 1,
+            replicas: secrets
+                .iter()
+                .enumerate()
+                .map(|(i, k)| ReplicaEntry {
+                    id: i as ReplicaId,
+                    address: format!("127.0.0.1:{}", 9000 + i),
+                    public_key: k.public(),
+                })
+                .collect(),
+            clients: None,
+        };
+        let replica = |id: usize| {
+            Replica::new(
+                id as ReplicaId,
+                &cluster,
+                secrets[id].clone(),
+                ProtocolConfig::default(),
+            )
+        };
+        let (mut primary, mut backup, mut other) = (replica(0), replica(1), replica(2));
+        let client = SecretKey::from_seed([99; 32]);
+        let batch = |lane: u32| RequestBatch {
+            client: client.public(),
+            requests: vec![ClientRequest {
+                lane,
+                number: 1,
+                operation: vec![1],
+            }],
+        };
+        let now = 1_000_000_000;
+        // Slot 1: a signed batch, proposed by the primary; backups 1 and 2
+        // prepare it, and backup 2's prepare is held back for now.
+        let mut out = Vec::new();
+        primary.handle(
+            now,
+            Input::Client(ClientBatch::sign(batch(0), &client)),
+            &mut out,
+        );
+        let pre_prepare = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Broadcast(m @ ReplicaMessage::PrePrepare(_)) => Some(m.clone()),
+                _ => None,
+            })
+            .expect("the primary proposes the signed batch");
+        let mut out = Vec::new();
+        backup.handle(now, Input::Replica(0, pre_prepare.clone()), &mut out);
+        let mut out = Vec::new();
+        other.handle(now, Input::Replica(0, pre_prepare), &mut out);
+        let prepare = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Broadcast(m @ ReplicaMessage::Prepare(_)) => Some(m.clone()),
+                _ => None,
+            })
+            .expect("backup 2 prepares");
+        // Earlier bursts: 4095 unsigned batches, their haves held for the
+        // vote due on slot 1. (Whatever these bursts send, the primary
+        // needs no batch of theirs.)
+        for lane in 1..4096 {
+            let mut out = Vec::new();
+            backup.handle(
+                now,
+                Input::Client(ClientBatch::unsigned(batch(lane))),
+                &mut out,
+            );
+        }
+        // One burst: the 4096th batch, then Y, then backup 2's prepare.
+        let y = ClientBatch::unsigned(batch(5000));
+        let mut burst = Vec::new();
+        backup.handle(
+            now,
+            Input::Client(ClientBatch::unsigned(batch(4096))),
+            &mut burst,
+        );
+        backup.handle(now, Input::Client(y.clone()), &mut burst);
+        backup.handle(now, Input::Replica(2, prepare), &mut burst);
+        merge_haves(&mut burst);
+        // The primary has Y from its client and backup 3's have of it;
+        // backup 1's haves make 2f.
+        let mut out = Vec::new();
+        primary.handle(now, Input::Client(y.clone()), &mut out);
+        primary.handle(
+            now,
+            Input::Replica(3, ReplicaMessage::Have(vec![y.digest()])),
+            &mut out,
+        );
+        assert_eq!(primary.stats().proposals, 1, "Y waits for a second have");
+        for output in burst {
+            if let Output::Send(0, have @ ReplicaMessage::Have(_)) = output {
+                primary.handle(now, Input::Replica(1, have), &mut out);
+            }
+        }
+        assert_eq!(
+            primary.stats().proposals,
+            2,
+            "2f backups told the primary they have Y: it proposes Y"
+        );
+    }
 }
