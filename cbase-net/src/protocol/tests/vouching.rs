@@ -355,3 +355,37 @@ fn batches_arriving_while_a_proposal_is_in_flight_go_into_one_proposal_after_it(
         );
     }
 }
+
+#[test]
+fn haves_held_when_a_backup_stops_taking_part_in_the_view_were_told_first() {
+    // Schedule (n = 4, f = 1): backup 1 has slot 1 open (its prepare waits
+    // for vouchers) and a signed request it watches the primary for. Half
+    // a timeout later an unsigned batch X arrives: its have is held for a
+    // vote or the next tick. That tick finds the request overdue and starts
+    // a view change, and the haves, held while not in the normal case, are
+    // never sent. If the others do not follow (the primary is correct and
+    // only backup 1's copy of its pre-prepare was slow), the primary goes
+    // on in view 0 without backup 1's have of X: had X reached only
+    // backups 1 and 2 besides the primary, it is never proposed (only the
+    // client's signed retransmission orders it). The old code told the
+    // primary when X arrived.
+    let (mut r, secrets) = backup();
+    let client = SecretKey::from_seed([99; 32]);
+    let elsewhere = unsigned(&client, 0, 1);
+    deliver(
+        &mut r,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 1, vec![elsewhere])),
+    );
+    let mut sent = Vec::new();
+    r.handle(1, Input::Client(client_batch(&client, 9, 1)), &mut sent);
+    sent.extend(tick(&mut r, SECOND / 2));
+    let x = unsigned(&client, 1, 1);
+    r.handle(SECOND / 2 + 1, Input::Client(x.clone()), &mut sent);
+    sent.extend(tick(&mut r, 2 * SECOND));
+    assert_eq!(r.stats().view_changes_started, 1, "the tick deposes view 0");
+    assert!(
+        haves_sent(&sent).contains(&x.digest()),
+        "the primary of view 0 was never told of X"
+    );
+}
