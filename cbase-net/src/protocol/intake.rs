@@ -211,6 +211,16 @@ impl Replica {
         out.insert(at, Output::Send(primary, ReplicaMessage::Have(digests)));
     }
 
+    /// As backup in the normal case: tells the primary at once of the
+    /// batches held back (see [`release_haves`](Self::release_haves)).
+    pub(super) fn tell_untold(&mut self, out: &mut Vec<Output>) {
+        if self.untold.is_empty() || self.status != Status::Normal || self.is_primary() {
+            return;
+        }
+        let digests = std::mem::take(&mut self.untold);
+        out.push(Output::Send(self.primary(), ReplicaMessage::Have(digests)));
+    }
+
     /// Whether a slot above what this replica executed holds this view's
     /// pre-prepare and has not committed: a vote of this replica's on it
     /// is still due.

@@ -50,6 +50,7 @@ mod tests;
 mod timeouts;
 mod view_change;
 mod vouching;
+pub(crate) use vouching::MAX_HAVE_DIGESTS;
 
 use std::collections::BTreeMap;
 

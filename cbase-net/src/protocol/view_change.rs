@@ -186,6 +186,10 @@ impl Replica {
 
     /// Votes to move to `target` and stops taking part in the current view.
     fn start_view_change(&mut self, target: View, out: &mut Vec<Output>) {
+        // What this backup held back for its next vote goes now: it casts
+        // no more votes in this view, and the primary may well stay (the
+        // others need not follow).
+        self.tell_untold(out);
         if let Some(recovery) = &mut self.recovery {
             recovery.vote(target);
         }

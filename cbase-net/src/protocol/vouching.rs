@@ -46,7 +46,7 @@ pub(super) const AUTHENTICATED: usize = 1 << 16;
 pub(super) const HAVES_PER_PEER: usize = 1 << 15;
 
 /// The most digests one have message may carry (more are ignored).
-pub(super) const MAX_HAVE_DIGESTS: usize = 4096;
+pub(crate) const MAX_HAVE_DIGESTS: usize = 4096;
 
 /// A set of digests that forgets the oldest beyond its capacity.
 ///

@@ -741,29 +741,36 @@ impl Drop for ReplicaNode {
     }
 }
 
-/// Merges the burst's haves to each replica into one message (the first's
-/// place): a backup says it has an unsigned batch once per batch, and a
-/// burst of many clients' batches would otherwise send the primary as many
-/// frames.
+/// Merges the burst's haves to each replica into as few messages as
+/// possible (each in the place of the first it takes in): a burst of many
+/// clients' batches would otherwise send the primary as many frames. None
+/// grows past what the primary reads of one (`MAX_HAVE_DIGESTS`): it
+/// ignores the rest, and a backup never says it has a batch twice.
 fn merge_haves(outputs: &mut Vec<Output>) {
-    let mut first: BTreeMap<ReplicaId, usize> = BTreeMap::new();
+    let mut into: BTreeMap<ReplicaId, usize> = BTreeMap::new();
     let mut merged = 0;
     for at in 0..outputs.len() {
-        let Output::Send(to, ReplicaMessage::Have(digests)) = &mut outputs[at] else {
+        let Output::Send(to, ReplicaMessage::Have(digests)) = &outputs[at] else {
             continue;
         };
-        match first.get(to) {
-            None => {
-                first.insert(*to, at);
-            }
-            Some(&into) => {
-                let digests = std::mem::take(digests);
-                if let Output::Send(_, ReplicaMessage::Have(all)) = &mut outputs[into] {
-                    all.extend(digests);
-                }
-                merged += 1;
-            }
+        let (to, count) = (*to, digests.len());
+        let room = into.get(&to).is_some_and(|&first| {
+            matches!(&outputs[first], Output::Send(_, ReplicaMessage::Have(all))
+                if all.len() + count <= crate::protocol::MAX_HAVE_DIGESTS)
+        });
+        if !room {
+            into.insert(to, at);
+            continue;
         }
+        let first = into[&to];
+        let digests = match &mut outputs[at] {
+            Output::Send(_, ReplicaMessage::Have(digests)) => std::mem::take(digests),
+            _ => unreachable!("matched above"),
+        };
+        if let Output::Send(_, ReplicaMessage::Have(all)) = &mut outputs[first] {
+            all.extend(digests);
+        }
+        merged += 1;
     }
     if merged > 0 {
         outputs.retain(|output| {
