@@ -205,3 +205,164 @@ where
         self.execution.read_all(now, queued.is_empty());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cbase_core::{AccessSet, Container, Context, ExecutorBuilder, Key, Request, State, Table};
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::crypto::{PublicKey, SecretKey};
+    use crate::message::Reply;
+    use crate::runtime::execution::CheckpointRecord;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Get(u64);
+
+    impl Request for Get {
+        fn access_set(&self) -> AccessSet {
+            AccessSet::none().read(Key::entry("slots", &self.0))
+        }
+        fn method(&self) -> &'static str {
+            "get"
+        }
+    }
+
+    #[derive(Default)]
+    struct Slots {
+        slots: Table<u64, u64>,
+    }
+
+    impl State for Slots {
+        fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
+            vec![("slots", &self.slots)]
+        }
+    }
+
+    impl Service for Slots {
+        type Request = Get;
+        type Response = Option<u64>;
+        fn execute(&self, op: Get, _: &Context) -> Option<u64> {
+            self.slots.get(&op.0)
+        }
+        fn state(&self) -> &dyn State {
+            self
+        }
+    }
+
+    /// Passes the answers to reads on.
+    struct Answers(parking_lot::Mutex<std::sync::mpsc::Sender<ReadReply>>);
+
+    impl ReplySink for Answers {
+        fn send(&self, _: &PublicKey, _: Reply) {}
+        fn checkpoint(&self, _: CheckpointRecord) {}
+        fn send_read(&self, _: &PublicKey, reply: ReadReply) {
+            let _ = self.0.lock().send(reply);
+        }
+    }
+
+    fn read(client: PublicKey, id: u64, after: Seq) -> PendingRead {
+        PendingRead {
+            after,
+            ..PendingRead::uncounted(client, id, cbase_core::codec::encode(&Get(1)).unwrap())
+        }
+    }
+
+    /// Defect: a read stamped with the barrier of an earlier view can reach
+    /// execution after the command that lowered the parked reads, and is
+    /// then clamped to the barrier as it is when execution takes it. While
+    /// the replica changes views again that barrier is `NO_READS`, and the
+    /// read is parked behind its stale stamp. The protocol task sends
+    /// `LowerReadBarrier` only when a barrier falls below the last one it
+    /// gave out (the already lowered one), so the next view, which carries
+    /// no more than the last, lowers nothing: the read waits for a number
+    /// that never committed until later writes take it, holding its
+    /// connection's read slot and a place among the parked reads.
+    ///
+    /// Schedule (the commands the protocol task sends today, in order, and
+    /// the barrier it stores): view 0, the replica voted to commit slots 1
+    /// and 2 (barrier 2) and executed neither; a connection loads barrier 2
+    /// for read A and is preempted before it hands A over. View 1 carries
+    /// neither slot: barrier 0 and `LowerReadBarrier(0)`. View 1's primary
+    /// fails too: the replica changes views (barrier `NO_READS`). Now the
+    /// connection hands A over and execution parks it behind 2. View 2
+    /// carries nothing either: barrier 0, no `LowerReadBarrier` (0 is not
+    /// below 0). A read B arriving now is answered at once; A never is.
+    #[test]
+    fn a_read_stamped_before_a_lowered_barrier_and_taken_during_a_later_view_change_is_not_parked_for_good()
+     {
+        let (answers, answered) = std::sync::mpsc::channel();
+        let sink = Arc::new(Answers(parking_lot::Mutex::new(answers))) as Arc<dyn ReplySink>;
+        let execution = Execution::start(
+            0,
+            ExecutorBuilder::new().workers(1),
+            Slots::default(),
+            Arc::clone(&sink),
+            Default::default(),
+        )
+        .unwrap();
+        let (to_execution, commands) = std::sync::mpsc::channel();
+        let barrier = Arc::new(AtomicU64::new(2));
+        let (events, _inbox) = super::super::inbox::inbox([1, 2, 3]);
+        let thread = std::thread::spawn({
+            let barrier = Arc::clone(&barrier);
+            move || {
+                ExecThread {
+                    id: 0,
+                    execution,
+                    commands,
+                    storage: None,
+                    halt: Arc::default(),
+                    read_sink: sink,
+                    events,
+                    read_barrier: barrier,
+                }
+                .run()
+            }
+        });
+        let client = SecretKey::from_seed([7; 32]).public();
+        // Every read answered (or declined), in order.
+        let mut seen: Vec<u64> = Vec::new();
+        let wait = |id: u64, seen: &mut Vec<u64>| {
+            while !seen.contains(&id) {
+                let answer = answered
+                    .recv_timeout(Duration::from_secs(60))
+                    .unwrap_or_else(|_| panic!("read {id} not answered"));
+                seen.push(answer.id);
+            }
+        };
+        // Read A is stamped with view 0's barrier (2) by its connection.
+        let stamp = barrier.load(Ordering::Acquire);
+        // View 1 lowers the barrier to 0.
+        barrier.store(super::super::NO_READS, Ordering::Release);
+        barrier.store(0, Ordering::Release);
+        to_execution.send(ExecCommand::LowerReadBarrier(0)).unwrap();
+        // A view change to view 2 begins; read A reaches execution, then a
+        // marker read, answered once both were taken.
+        barrier.store(super::super::NO_READS, Ordering::Release);
+        to_execution
+            .send(ExecCommand::Reads(vec![read(client, 1, stamp)]))
+            .unwrap();
+        to_execution
+            .send(ExecCommand::Reads(vec![read(client, 100, 0)]))
+            .unwrap();
+        wait(100, &mut seen);
+        // View 2 carries nothing: barrier 0, and nothing lowered.
+        barrier.store(0, Ordering::Release);
+        to_execution
+            .send(ExecCommand::Reads(vec![read(client, 2, 0)]))
+            .unwrap();
+        wait(2, &mut seen);
+        // The replica stops: execution waits for everything it ran.
+        drop(to_execution);
+        thread.join().unwrap();
+        seen.extend(answered.try_iter().map(|a| a.id));
+        assert!(
+            seen.contains(&1),
+            "read A, stamped 2 in view 0, is parked behind slot 2, which neither view 1 nor \
+             view 2 carries, while later reads are answered (answered: {seen:?})"
+        );
+    }
+}
