@@ -186,6 +186,14 @@ where
         // view, over numbers that never committed).
         let barrier = self.read_barrier.load(Ordering::Acquire);
         let mut now = Vec::new();
+        if barrier != super::NO_READS {
+            // Likewise a read that arrived while views changed (no barrier
+            // to cap it with) and is parked behind its old stamp: no
+            // lowering command follows if the new view's barrier is no
+            // lower than the last one given out.
+            waiting.lower_to(barrier);
+            now.extend(waiting.ready(executed));
+        }
         for mut read in reads {
             if barrier != super::NO_READS {
                 read.after = read.after.min(barrier);

@@ -259,6 +259,14 @@ impl WaitingReads {
     /// Lowers the barrier of every read parked behind a higher one to
     /// `barrier`, keeping their order of arrival among each other.
     pub fn lower_to(&mut self, barrier: Seq) {
+        // Asked on every frame of reads: most often none is above.
+        if self
+            .parked
+            .last_key_value()
+            .is_none_or(|((after, _), _)| *after <= barrier)
+        {
+            return;
+        }
         let above = self.parked.split_off(&(barrier.saturating_add(1), 0));
         for ((_, arrival), read) in above {
             let read = PendingRead {
