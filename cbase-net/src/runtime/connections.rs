@@ -908,4 +908,52 @@ mod tests {
         path.admit(0, &second, client, reads(3 * n..4 * n));
         assert_eq!(admitted().len(), READS_PER_CONNECTION);
     }
+
+    /// Defect: a connection's reads are bounded (`READS_PER_CONNECTION`,
+    /// `READ_BYTES_PER_CONNECTION`) and so are those parked at execution
+    /// (`MAX_WAITING_READS`, `MAX_WAITING_READ_BYTES`), but nothing bounds
+    /// in all the reads handed to execution and not yet taken off its
+    /// queue (an unbounded channel). While the execution thread is busy
+    /// (installing a fetched state, or waiting for a full executor window
+    /// or a checkpoint barrier), a client that connects again and again
+    /// gets a fresh connection's bounds each time: the reads its earlier
+    /// connections left in the queue keep their operations, counted only
+    /// against connections that are gone. Schedule: execution takes
+    /// nothing; one client key connects 20 times in turn, each time sending
+    /// 1,024 reads of 4 KiB (its connection's 4 MiB): 80 MiB of operations
+    /// wait for execution, beyond the 64 MiB the replica lets wait there.
+    #[test]
+    fn reads_waiting_for_a_busy_execution_are_bounded_in_all_whatever_a_client_reconnects() {
+        use super::super::reads::MAX_WAITING_READ_BYTES;
+        let (execution, commands) = std::sync::mpsc::channel();
+        let path = ReadPath {
+            barrier: Arc::new(AtomicU64::new(7)),
+            execution,
+        };
+        let budget = crate::runtime::answers::AnswerBudget::new(usize::MAX);
+        let client = SecretKey::from_seed([1; 32]).public();
+        let per_read = READ_BYTES_PER_CONNECTION / READS_PER_CONNECTION;
+        let n = READS_PER_CONNECTION as u64;
+        for connection in 0..20u64 {
+            // The client connects again: its earlier connection is closed,
+            // its reads still in execution's queue.
+            let (outgoing, _answers) = mpsc::channel(READS_PER_CONNECTION);
+            let queue = ClientQueue::new(outgoing, Arc::clone(&budget));
+            path.admit(
+                0,
+                &queue,
+                client,
+                read_requests(connection * n..(connection + 1) * n, per_read),
+            );
+        }
+        let waiting = handed_to_execution(&commands);
+        let bytes: usize = waiting.iter().map(|read| read.operation.len()).sum();
+        assert!(
+            bytes <= MAX_WAITING_READ_BYTES + READ_BYTES_PER_CONNECTION,
+            "one client that connected 20 times left {} MiB of reads ({} reads) waiting \
+             for execution",
+            bytes >> 20,
+            waiting.len()
+        );
+    }
 }
