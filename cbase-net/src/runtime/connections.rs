@@ -194,6 +194,9 @@ pub(super) struct ReadPath {
     pub barrier: Arc<std::sync::atomic::AtomicU64>,
     /// The execution thread's queue.
     pub execution: std::sync::mpsc::Sender<super::ExecCommand>,
+    /// Bytes of all reads handed to execution and not yet run, from every
+    /// connection (see [`HeldBytes::within`](super::reads::HeldBytes::within)).
+    pub waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Accepts connections until aborted; aborting it aborts every connection task.
@@ -620,7 +623,10 @@ impl ReadPath {
                 queue.send_read(refuse);
                 continue;
             };
-            let Some(held) = queue.hold_bytes(read.operation.len()) else {
+            let held = queue
+                .hold_bytes(read.operation.len())
+                .and_then(|held| held.within(&self.waiting));
+            let Some(held) = held else {
                 queue.send_read(refuse);
                 continue;
             };
@@ -793,6 +799,7 @@ mod tests {
         let path = ReadPath {
             barrier: Arc::new(AtomicU64::new(7)),
             execution,
+            waiting: Arc::default(),
         };
         let (outgoing, mut answers) = mpsc::channel(READS_PER_CONNECTION);
         let queue = ClientQueue::new(
@@ -841,6 +848,7 @@ mod tests {
         let path = ReadPath {
             barrier: Arc::new(AtomicU64::new(7)),
             execution,
+            waiting: Arc::default(),
         };
         let budget = crate::runtime::answers::AnswerBudget::new(usize::MAX);
         let client = SecretKey::from_seed([1; 32]).public();
@@ -929,6 +937,7 @@ mod tests {
         let path = ReadPath {
             barrier: Arc::new(AtomicU64::new(7)),
             execution,
+            waiting: Arc::default(),
         };
         let budget = crate::runtime::answers::AnswerBudget::new(usize::MAX);
         let client = SecretKey::from_seed([1; 32]).public();

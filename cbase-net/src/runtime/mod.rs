@@ -466,6 +466,7 @@ impl ReplicaNode {
                 reads: connections::ReadPath {
                     barrier: Arc::clone(&read_barrier),
                     execution: to_execution.clone(),
+                    waiting: Arc::default(),
                 },
                 metrics: Arc::clone(&metrics),
                 max_batch_bytes: config.protocol.max_batch_bytes,

@@ -10,8 +10,10 @@
 //! connection ([`READS_PER_CONNECTION`] unanswered reads, and
 //! [`READ_BYTES_PER_CONNECTION`] bytes of their operations until they run)
 //! and in all ([`MAX_WAITING_READS`] reads, and [`MAX_WAITING_READ_BYTES`]
-//! bytes of their operations, parked at execution: a client that connects
-//! again gets a new connection's bounds). A read over any bound is answered
+//! bytes of their operations, parked at execution; and
+//! [`MAX_WAITING_READ_BYTES`] bytes, with [`READ_OVERHEAD`] per read, of
+//! every connection's reads not yet run, since a client that connects again
+//! gets a new connection's bounds). A read over any bound is answered
 //! at once with no result, and the client orders it.
 //!
 //! Answers waiting for a connection's writer are bounded in bytes too
@@ -159,6 +161,7 @@ impl ClientQueue {
         Some(HeldBytes {
             bytes,
             from: Arc::clone(&self.read_bytes),
+            total: None,
         })
     }
 
@@ -183,17 +186,47 @@ impl Drop for ReadSlot {
     }
 }
 
-/// Bytes of a connection's budget for reads' operations, given back when
-/// dropped.
+/// Bytes of a connection's budget for reads' operations, and of the
+/// replica's for all reads not yet run, given back when dropped.
 #[derive(Debug, Default)]
 pub struct HeldBytes {
     bytes: usize,
     from: Arc<AtomicUsize>,
+    /// What it holds of the replica's budget, once counted there.
+    total: Option<(usize, Arc<AtomicUsize>)>,
+}
+
+/// What a read counts against the replica's budget beyond its operation:
+/// so that reads of nothing are bounded in number too.
+pub const READ_OVERHEAD: usize = 128;
+
+impl HeldBytes {
+    /// Also counts the read against `total`, the replica's budget for all
+    /// reads handed to execution and not yet run (at most
+    /// [`MAX_WAITING_READ_BYTES`]); `None`, and the connection's bytes given
+    /// back, if it does not fit. A connection's own bounds start afresh
+    /// when its client connects again, while the reads it left behind still
+    /// wait: only a bound across connections holds what one client can
+    /// make the replica keep.
+    pub fn within(mut self, total: &Arc<AtomicUsize>) -> Option<HeldBytes> {
+        let bytes = self.bytes + READ_OVERHEAD;
+        total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                let after = held.saturating_add(bytes);
+                (after <= MAX_WAITING_READ_BYTES).then_some(after)
+            })
+            .ok()?;
+        self.total = Some((bytes, Arc::clone(total)));
+        Some(self)
+    }
 }
 
 impl Drop for HeldBytes {
     fn drop(&mut self) {
         self.from.fetch_sub(self.bytes, Ordering::AcqRel);
+        if let Some((bytes, total)) = &self.total {
+            total.fetch_sub(*bytes, Ordering::AcqRel);
+        }
     }
 }
 
