@@ -46,7 +46,7 @@ mod slot;
 mod state_parts;
 mod state_transfer;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod timeouts;
 mod view_change;
 mod vouching;

@@ -782,6 +782,15 @@ mod tests {
         .collect()
     }
 
+    /// A read path at barrier 7 handing reads to `execution`.
+    fn read_path(execution: std::sync::mpsc::Sender<ExecCommand>) -> ReadPath {
+        ReadPath {
+            barrier: Arc::new(AtomicU64::new(7)),
+            execution,
+            waiting: Arc::default(),
+        }
+    }
+
     /// The reads handed to execution so far, off its queue.
     fn handed_to_execution(commands: &std::sync::mpsc::Receiver<ExecCommand>) -> Vec<PendingRead> {
         commands
@@ -796,11 +805,7 @@ mod tests {
     #[test]
     fn a_connection_may_leave_only_so_many_bytes_of_reads_waiting() {
         let (execution, commands) = std::sync::mpsc::channel();
-        let path = ReadPath {
-            barrier: Arc::new(AtomicU64::new(7)),
-            execution,
-            waiting: Arc::default(),
-        };
+        let path = read_path(execution);
         let (outgoing, mut answers) = mpsc::channel(READS_PER_CONNECTION);
         let queue = ClientQueue::new(
             outgoing,
@@ -845,11 +850,7 @@ mod tests {
     #[test]
     fn answers_to_an_earlier_connections_reads_make_no_room_on_the_next() {
         let (execution, commands) = std::sync::mpsc::channel();
-        let path = ReadPath {
-            barrier: Arc::new(AtomicU64::new(7)),
-            execution,
-            waiting: Arc::default(),
-        };
+        let path = read_path(execution);
         let budget = crate::runtime::answers::AnswerBudget::new(usize::MAX);
         let client = SecretKey::from_seed([1; 32]).public();
         let reads = |ids| read_requests(ids, 0);
@@ -934,11 +935,7 @@ mod tests {
     fn reads_waiting_for_a_busy_execution_are_bounded_in_all_whatever_a_client_reconnects() {
         use super::super::reads::MAX_WAITING_READ_BYTES;
         let (execution, commands) = std::sync::mpsc::channel();
-        let path = ReadPath {
-            barrier: Arc::new(AtomicU64::new(7)),
-            execution,
-            waiting: Arc::default(),
-        };
+        let path = read_path(execution);
         let budget = crate::runtime::answers::AnswerBudget::new(usize::MAX);
         let client = SecretKey::from_seed([1; 32]).public();
         let per_read = READ_BYTES_PER_CONNECTION / READS_PER_CONNECTION;

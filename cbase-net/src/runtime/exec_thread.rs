@@ -218,47 +218,13 @@ where
 mod tests {
     use std::time::Duration;
 
-    use cbase_core::{AccessSet, Container, Context, ExecutorBuilder, Key, Request, State, Table};
-    use serde::Deserialize;
+    use cbase_core::ExecutorBuilder;
 
     use super::*;
     use crate::crypto::{PublicKey, SecretKey};
     use crate::message::Reply;
     use crate::runtime::execution::CheckpointRecord;
-
-    #[derive(Debug, Serialize, Deserialize)]
-    struct Get(u64);
-
-    impl Request for Get {
-        fn access_set(&self) -> AccessSet {
-            AccessSet::none().read(Key::entry("slots", &self.0))
-        }
-        fn method(&self) -> &'static str {
-            "get"
-        }
-    }
-
-    #[derive(Default)]
-    struct Slots {
-        slots: Table<u64, u64>,
-    }
-
-    impl State for Slots {
-        fn containers(&self) -> Vec<(&'static str, &dyn Container)> {
-            vec![("slots", &self.slots)]
-        }
-    }
-
-    impl Service for Slots {
-        type Request = Get;
-        type Response = Option<u64>;
-        fn execute(&self, op: Get, _: &Context) -> Option<u64> {
-            self.slots.get(&op.0)
-        }
-        fn state(&self) -> &dyn State {
-            self
-        }
-    }
+    use crate::runtime::execution::tests::{Op, Slots};
 
     /// Passes the answers to reads on.
     struct Answers(parking_lot::Mutex<std::sync::mpsc::Sender<ReadReply>>);
@@ -274,7 +240,7 @@ mod tests {
     fn read(client: PublicKey, id: u64, after: Seq) -> PendingRead {
         PendingRead {
             after,
-            ..PendingRead::uncounted(client, id, cbase_core::codec::encode(&Get(1)).unwrap())
+            ..PendingRead::uncounted(client, id, cbase_core::codec::encode(&Op::Get(1)).unwrap())
         }
     }
 

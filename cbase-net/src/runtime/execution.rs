@@ -787,7 +787,7 @@ fn encode_result<R: Serialize>(result: Result<R, ExecError>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use cbase_core::{AccessSet, Container, Key, Request, State, Table};
     use serde::Deserialize;
 
@@ -795,8 +795,9 @@ mod tests {
     use crate::crypto::SecretKey;
     use crate::message::Reply;
 
+    /// A request of [`Slots`]: read or write one slot.
     #[derive(Debug, Serialize, Deserialize)]
-    enum Op {
+    pub(in crate::runtime) enum Op {
         Get(u64),
         Put(u64, u64),
     }
@@ -816,8 +817,9 @@ mod tests {
         }
     }
 
+    /// A service of numbered slots.
     #[derive(Default)]
-    struct Slots {
+    pub(in crate::runtime) struct Slots {
         slots: Table<u64, u64>,
     }
 

@@ -967,25 +967,9 @@ mod tests {
     /// does). With a have per batch, a burst held at most a few hundred.
     #[test]
     fn a_bursts_merged_haves_beyond_one_haves_worth_are_not_lost() {
-        use crate::config::ReplicaEntry;
         use crate::message::{ClientBatch, ClientRequest, RequestBatch};
 
-        let secrets: Vec<SecretKey> = (0..4u8)
-            .map(|i| SecretKey::from_seed([i + 1; 32]))
-            .collect();
-        let cluster = ClusterConfig {
-            f: 1,
-            replicas: secrets
-                .iter()
-                .enumerate()
-                .map(|(i, k)| ReplicaEntry {
-                    id: i as ReplicaId,
-                    address: format!("127.0.0.1:{}", 9000 + i),
-                    public_key: k.public(),
-                })
-                .collect(),
-            clients: None,
-        };
+        let (cluster, secrets) = crate::protocol::tests::cluster(4);
         let replica = |id: usize| {
             Replica::new(
                 id as ReplicaId,

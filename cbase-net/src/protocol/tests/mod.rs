@@ -17,7 +17,8 @@ fn keys(n: usize) -> Vec<SecretKey> {
         .collect()
 }
 
-fn cluster(n: usize) -> (ClusterConfig, Vec<SecretKey>) {
+/// A cluster of `n` replicas on loopback addresses, with their keys.
+pub(crate) fn cluster(n: usize) -> (ClusterConfig, Vec<SecretKey>) {
     let secrets = keys(n);
     let config = ClusterConfig {
         f: (n - 1) / 3,
