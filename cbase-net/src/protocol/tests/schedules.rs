@@ -2211,3 +2211,95 @@ fn a_replica_restarted_from_disk_votes_again_with_every_certificate_its_first_vo
         later.body.new_view
     );
 }
+
+/// Defect: a replica restarted from its disk takes its read barrier from
+/// every prepared certificate it stored, including one from an earlier view
+/// for a number the view it entered since did not carry (that number never
+/// committed). In memory, entering that view had lowered the barrier past
+/// it (`a_new_view_lowers_the_read_barrier_...`); the restart raises it
+/// again, and every read the replica takes parks behind a number only a
+/// later write will fill. Schedule (n = 4): slot 1 commits everywhere.
+/// Replica 0 proposes slots 2 and 3 in view 0; only replica 3 sees them
+/// prepared (the others' prepares reach only it) and no commit vote
+/// arrives. Replica 3's view-change vote is lost on its way to replica 1,
+/// so view 1 carries slot 1 only; replica 3 enters it, its barrier drops
+/// to 1. Another client's write takes slot 2 in view 1 and executes
+/// everywhere (replica 3's barrier: 2). Replica 3 restarts from its disk,
+/// which names view 1 and holds a view-1 certificate, so it resumes in
+/// view 1 answering reads at once, behind slot 3, which nothing fills.
+#[test]
+fn a_replica_restarted_from_disk_does_not_raise_its_read_barrier_to_a_number_its_view_dropped() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for replica in 0..4 {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+    net.drop_rule = Some(Box::new(|from, to, m| match m {
+        ReplicaMessage::Prepare(p) => p.view == 0 && p.seq >= 2 && to != 3,
+        ReplicaMessage::Commit(c) => c.view == 0 && c.seq >= 2,
+        ReplicaMessage::ViewChange(_) => from == 3 && to == 1,
+        _ => false,
+    }));
+    net.input(0, Input::Client(client_batch(&client, 0, 2)));
+    net.run();
+    net.input(0, Input::Client(client_batch(&client, 0, 3)));
+    net.run();
+    assert_eq!(
+        net.replicas[3].read_barrier(),
+        Some(3),
+        "replica 3 voted to commit slots 2 and 3 in view 0"
+    );
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+        if net
+            .replicas
+            .iter()
+            .all(|r| r.view() >= 1 && r.changing_to().is_none())
+        {
+            break;
+        }
+    }
+    for (id, replica) in net.replicas.iter().enumerate() {
+        assert_eq!(
+            (replica.view(), replica.changing_to()),
+            (1, None),
+            "replica {id}"
+        );
+    }
+    net.drop_rule = None;
+    // A write of another client takes slot 2 in view 1.
+    let other = SecretKey::from_seed([98; 32]);
+    net.broadcast_client(&client_batch(&other, 0, 1));
+    assert_one_order(&net);
+    for replica in 0..4 {
+        assert_eq!(net.replicas[replica].delivered(), 2, "replica {replica}");
+        assert_eq!(net.replicas[replica].view(), 1, "replica {replica}");
+    }
+    assert_eq!(
+        net.replicas[3].read_barrier(),
+        Some(2),
+        "in memory, view 1 lowered replica 3's barrier past slot 3"
+    );
+    // Replica 3 restarts from its disk.
+    let disk = recovered(&net, 3);
+    assert_eq!(disk.view, 1);
+    net.replicas[3] = Replica::recover(3, &cluster, secrets[3].clone(), small(), disk);
+    net.run();
+    assert_eq!(net.replicas[3].delivered(), 2);
+    // Nothing in view 1 fills slot 3 without a further write: a read
+    // stamped with a barrier of 3 waits for one.
+    // Ten idle seconds: no view change comes to lower it.
+    for _ in 0..20 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(net.replicas[3].view(), 1);
+    let barrier = net.replicas[3].read_barrier();
+    assert!(
+        barrier.is_none_or(|b| b <= net.replicas[3].delivered()),
+        "replica 3 (delivered {}) parks every read behind {barrier:?}, a number view 1 \
+         never carried",
+        net.replicas[3].delivered()
+    );
+}
