@@ -13,6 +13,7 @@
 //! | `replica.redb` | `entries` | container index, encoded key | encoded value: the service state as of the last fold |
 //! | `replica.redb` | `deltas` | sequence number | the changes of the stable checkpoints written since the last fold, in order |
 //! | `log.redb` | `meta` | `"view"` | the highest view the replica voted for or entered |
+//! | `log.redb` | `meta` | `"entered"` | the last view it entered, with the highest sequence number that view carried |
 //! | `log.redb` | `prepared` | sequence number | the replica's prepared certificate there, with the proposal |
 //! | `log.redb` | `executed` | sequence number | each batch executed above the stable checkpoint |
 //!
@@ -711,6 +712,10 @@ impl Storage {
             Some(sealed) => self.unseal(File::Log, "the view", &sealed)?,
             None => 0,
         };
+        let entered: Option<(View, Seq)> = match self.meta(File::Log, "entered")? {
+            Some(sealed) => Some(self.unseal(File::Log, "the view entered", &sealed)?),
+            None => None,
+        };
         // The state at the stable checkpoint. Its digest is checked as it is
         // installed (restoring the containers builds their digest trees
         // anyway, so hashing it here too would only double the cost).
@@ -774,6 +779,7 @@ impl Storage {
 
         let recovered = Recovered {
             view,
+            entered,
             stable: stable.map(|s| (s.seq, s.digest, s.proof)),
             prepared,
             executed: low,
@@ -898,13 +904,17 @@ impl Storage {
                         let seq = proof.pre_prepare.seq;
                         prepared.insert(seq, seal(&(proof, proposal)).as_slice())?;
                     }
-                    Durable::View(view) => {
+                    Durable::View(_) | Durable::Entered { .. } => {
+                        let view = item.view().expect("a view record");
                         let stored: View = meta
                             .get("view")?
                             .and_then(|v| codec::decode::<View>(&v.value()[32..]).ok())
                             .unwrap_or(0);
-                        if *view > stored {
-                            meta.insert("view", seal(view).as_slice())?;
+                        if view > stored {
+                            meta.insert("view", seal(&view).as_slice())?;
+                        }
+                        if let Durable::Entered { view, carried } = item {
+                            meta.insert("entered", seal(&(*view, *carried)).as_slice())?;
                         }
                     }
                 }
@@ -1217,7 +1227,15 @@ mod tests {
         let base = state(&[(1, 10), (2, 20)]);
         store_whole(&storage, &base);
         storage
-            .persist([&prepared(5, 1), &Durable::View(3), &Durable::View(2)])
+            .persist([
+                &prepared(5, 1),
+                &Durable::Entered {
+                    view: 2,
+                    carried: 5,
+                },
+                &Durable::View(3),
+                &Durable::View(2),
+            ])
             .unwrap();
         storage
             .log_executed(&[&committed(5), &committed(6)])
@@ -1229,6 +1247,7 @@ mod tests {
         let (seq, restored) = loaded.state.unwrap();
         assert_eq!((seq, restored.digest()), (4, base.digest()));
         assert_eq!(loaded.recovered.view, 3, "the highest view written");
+        assert_eq!(loaded.recovered.entered, Some((2, 5)), "the view entered");
         assert_eq!(loaded.recovered.prepared.len(), 1);
         assert_eq!(
             loaded.executed.iter().map(|c| c.seq).collect::<Vec<_>>(),

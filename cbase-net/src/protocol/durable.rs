@@ -16,11 +16,14 @@
 //!   replica that carries it, and the next view keeps the batch at its
 //!   sequence number (PBFT's view-change argument, with the disk standing in
 //!   for memory).
-//! - [`Durable::View`], before a replica votes for a view or enters one: it
-//!   promises to take part in no lower view. After a restart it takes part in
-//!   no view up to the highest it wrote (see `recovery.rs`), so it cannot
-//!   prepare a second proposal where it prepared one before, or, as a
-//!   primary, assign a sequence number twice.
+//! - [`Durable::View`] before a replica votes for a view, and
+//!   [`Durable::Entered`] before it enters one: it promises to take part in
+//!   no lower view. After a restart it takes part in no view up to the
+//!   highest it wrote (see `recovery.rs`), so it cannot prepare a second
+//!   proposal where it prepared one before, or, as a primary, assign a
+//!   sequence number twice. Entering also records the highest sequence
+//!   number the new view carried, which is what reads must wait for after a
+//!   restart (see [`Replica::read_barrier`](super::Replica::read_barrier)).
 //!
 //! The stable checkpoint (with its proof) and the batches executed above it
 //! are written by the runtime, which has the state; [`Recovered`] brings all
@@ -50,15 +53,39 @@ pub enum Durable {
         /// it when the batch prepares).
         proposal: Option<Proposal>,
     },
-    /// The replica will take part in no view below this one.
+    /// The replica votes for this view: it will take part in no view below it.
     View(View),
+    /// The replica enters `view`, whose new-view carried sequence numbers up
+    /// to `carried` (or started above a checkpoint there): it will take part
+    /// in no view below it, and everything that may have committed before
+    /// the view is at or below `carried`.
+    Entered {
+        /// The view entered.
+        view: View,
+        /// The highest sequence number the view's new-view carried.
+        carried: Seq,
+    },
+}
+
+impl Durable {
+    /// The view this record promises not to go below, if any.
+    pub fn view(&self) -> Option<View> {
+        match self {
+            Durable::Prepared { .. } => None,
+            Durable::View(view) | Durable::Entered { view, .. } => Some(*view),
+        }
+    }
 }
 
 /// What a replica found on its own disk at a restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
-    /// The highest view it wrote ([`Durable::View`]).
+    /// The highest view it wrote ([`Durable::View`] or [`Durable::Entered`]).
     pub view: View,
+    /// The last view it entered, with the highest sequence number that
+    /// view's new-view carried (`None`: it entered none, or its directory
+    /// predates the record).
+    pub entered: Option<(View, Seq)>,
     /// Its stable checkpoint: sequence number, agreed digest and the quorum
     /// of signed votes that proves it (`None`: the initial state).
     pub stable: Option<(Seq, Hash, Vec<Checkpoint>)>,
@@ -121,8 +148,26 @@ impl Replica {
                 replica.prepared.insert(seq, proof);
             }
         }
-        // Reads wait for what it voted to commit before the restart too.
-        replica.highest_prepared = replica.prepared.keys().copied().max().unwrap_or(0);
+        // Reads wait for what it voted to commit before the restart too: if
+        // it entered the view its disk names, for what that view carried and
+        // what it prepared there since, as in memory before the restart (a
+        // certificate from an earlier view above what the view carried never
+        // committed, and nothing will fill its number in an idle cluster);
+        // otherwise for every certificate it has, until it enters a view.
+        let highest_certified = |from: View| {
+            replica
+                .prepared
+                .values()
+                .filter(|proof| proof.pre_prepare.view >= from)
+                .map(|proof| proof.pre_prepare.seq)
+                .max()
+                .unwrap_or(0)
+        };
+        let highest = match recovered.entered {
+            Some((view, carried)) if view == recovered.view => carried.max(highest_certified(view)),
+            _ => highest_certified(0),
+        };
+        replica.highest_prepared = highest;
         // A certificate from the view its disk names means it entered that
         // view (certificates are only made in the view one works in): it
         // needs no vote for it, and must not cast one again, since its disk

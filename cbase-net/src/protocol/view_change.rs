@@ -439,8 +439,16 @@ impl Replica {
         let plan = plan_new_view(&new_view.view_changes);
         self.view = new_view.view;
         self.status = Status::Normal;
-        // On disk before anything is sent in the new view.
-        out.push(Output::Persist(super::Durable::View(self.view)));
+        // On disk before anything is sent in the new view, with what the
+        // view carried (the read barrier below, after a restart).
+        let carried = new_view
+            .pre_prepares
+            .last()
+            .map_or(plan.stable_seq.max(self.low), |p| p.seq);
+        out.push(Output::Persist(super::Durable::Entered {
+            view: self.view,
+            carried,
+        }));
         self.view_changes = self.view_changes.split_off(&(self.view + 1));
         // Batches ordered in the old view but not executed may not be in
         // the new one: forget where they were, so a retransmission is
@@ -475,7 +483,7 @@ impl Replica {
                 true,
             );
         }
-        let highest = new_view.pre_prepares.last().map_or(self.low, |p| p.seq);
+        let highest = carried;
         self.next_seq = highest.max(self.low) + 1;
         // Whatever committed before this view is among its pre-prepares (or
         // below its checkpoint): reads wait for all of it, which covers what

@@ -16,6 +16,7 @@ use cbase_net::protocol::{Committed, Durable, Recovered};
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
     view: View,
+    entered: Option<(View, Seq)>,
     stable: Option<(Seq, Hash, Vec<Checkpoint>, CheckpointState)>,
     prepared: BTreeMap<Seq, (PreparedProof, Option<Proposal>)>,
     executed: BTreeMap<Seq, Committed>,
@@ -36,6 +37,10 @@ impl Disk {
                     .insert(proof.pre_prepare.seq, (proof, proposal));
             }
             Durable::View(view) => self.view = self.view.max(view),
+            Durable::Entered { view, carried } => {
+                self.view = self.view.max(view);
+                self.entered = Some((view, carried));
+            }
         }
         self.sync();
     }
@@ -84,6 +89,7 @@ impl Disk {
         }
         let recovered = Recovered {
             view: self.view,
+            entered: self.entered,
             stable: self
                 .stable
                 .as_ref()

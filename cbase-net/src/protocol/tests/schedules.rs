@@ -1337,18 +1337,19 @@ fn recovered(net: &Net, replica: usize) -> Recovered {
     Recovered {
         view: persisted
             .iter()
-            .filter_map(|d| match d {
-                Durable::View(view) => Some(*view),
-                Durable::Prepared { .. } => None,
-            })
+            .filter_map(Durable::view)
             .max()
             .unwrap_or(0),
+        entered: persisted.iter().rev().find_map(|d| match d {
+            Durable::Entered { view, carried } => Some((*view, *carried)),
+            _ => None,
+        }),
         stable: None,
         prepared: persisted
             .iter()
             .filter_map(|d| match d {
                 Durable::Prepared { proof, proposal } => Some((proof.clone(), proposal.clone())),
-                Durable::View(_) => None,
+                _ => None,
             })
             .collect(),
         executed: net.executed[replica].last().map_or(0, |c| c.seq),
