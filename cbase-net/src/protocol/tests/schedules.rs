@@ -1258,6 +1258,85 @@ fn a_primary_restarted_without_memory_does_not_reuse_a_sequence_number() {
     assert_eq!(net.executed_requests(0), vec![1, 1, 1]);
 }
 
+/// Defect: a replica restarted without its memory took the highest view it
+/// happened to hear of before its first vote as the last one it may have
+/// acted in. Cut off from everyone, it heard of none, timed out, voted for
+/// view 1 and, when a peer relayed view 1's new-view, entered it as an
+/// ordinary replica, though it may well have prepared there before the
+/// restart. Schedule that splits the order (n = 4, replica 1 faulty): in
+/// view 1, primary 1 proposes X at slot s to replicas 2 and 3 and Y to
+/// replica 0; 1, 2 and 3 prepare and commit X, and 3 executes it. Replica 2
+/// restarts with nothing, isolated; it votes for view 1, 1 relays the
+/// new-view, 2 leaves its recovery in view 1, and 1 proposes Y at s to it:
+/// 0, 1 and 2 prepare and commit Y, and 0 executes Y where 3 executed X.
+/// Only replica 1 was faulty (replica 2 lost its memory, and counts against
+/// f only while it recovers). Now a replica without its memory votes only
+/// once 2f peers have answered a status it sent since the restart: at
+/// least one correct replica that voted for every view it may have entered
+/// is among them, so the view it reports raises the floor above it.
+#[test]
+fn a_replica_restarted_without_memory_and_cut_off_does_not_leave_recovery_in_a_view_it_may_have_acted_in()
+ {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // Primary 0 is down: the others move to view 1 and execute there.
+    net.down.insert(0);
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    for _ in 0..6 {
+        net.advance(SECOND / 2);
+    }
+    for replica in 1..4 {
+        assert_eq!(net.replicas[replica].view(), 1, "replica {replica}");
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+    // Replica 2 restarts with nothing, cut off from everyone, and is asked
+    // for a request it cannot get ordered: its request timer runs out.
+    net.replicas[2] = Replica::restarted(2, &cluster, secrets[2].clone(), small());
+    net.executed[2].clear();
+    net.drop_rule = Some(Box::new(|from, to, _| from == 2 || to == 2));
+    net.broadcast_client(&client_batch(&client, 1, 1));
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(
+        net.replicas[2].changing_to(),
+        None,
+        "it voted for a view change having heard from no peer"
+    );
+    // Only replica 1 reaches it, and relays view 1's new-view.
+    net.drop_rule = Some(Box::new(|from, to, _| {
+        (from == 2 || to == 2) && from != 1 && to != 1
+    }));
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(net.replicas[2].view(), 1, "it follows the others to learn");
+    assert!(
+        net.replicas[2].recovering(),
+        "it left its recovery in view 1, where it may have prepared before"
+    );
+    // With everyone reachable it hears 2f peers, and its next vote takes
+    // it above every view it may have acted in.
+    net.drop_rule = None;
+    net.down.remove(&0);
+    net.drop_rule = Some(Box::new(|from, _, _| from == 1));
+    net.broadcast_client(&client_batch(&client, 2, 1));
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+    }
+    net.drop_rule = None;
+    for _ in 0..4 {
+        net.advance(SECOND / 2);
+    }
+    assert!(net.replicas[2].view() >= 2);
+    assert!(
+        !net.replicas[2].recovering(),
+        "it voted its way into a new view"
+    );
+    assert_one_order(&net);
+}
+
 /// Found by the simulation: a replica that learned it diverged kept
 /// repairing an old checkpoint after its state had come right again (its
 /// own later checkpoint matched the quorum's); installing the old state then
