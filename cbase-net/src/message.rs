@@ -366,6 +366,14 @@ pub struct Status {
     pub low: Seq,
     /// The sender.
     pub replica: ReplicaId,
+    /// Set by a replica restarted without its memory, until it first votes:
+    /// a number it drew at the restart, which peers send back in `echo`
+    /// with their own status. An answer that carries it was sent after the
+    /// restart, so the view it reports is at least every view that peer had
+    /// voted for before (see `protocol::recovery`).
+    pub probe: Option<u64>,
+    /// The `probe` of the replica this status answers.
+    pub echo: Option<u64>,
 }
 
 /// Replica-to-replica messages.

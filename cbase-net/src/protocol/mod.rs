@@ -190,6 +190,10 @@ pub struct Committed {
 /// Why messages were dropped, counted; and how much was proposed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// View-change votes a replica restarted without its memory held back
+    /// because too few peers had answered its probe yet (see
+    /// [`Replica::restarted`]).
+    pub votes_withheld: u64,
     /// Pre-prepares this replica sent as primary.
     pub proposals: u64,
     /// Requests in those pre-prepares.
@@ -522,14 +526,39 @@ impl Replica {
     /// what it said before the restart. Until then it counts against f. A
     /// replica process that keeps no state on disk should always start this
     /// way; the cost on a cluster's first start is one view change.
+    ///
+    /// It votes for no view change until n - q + f peers (2f when
+    /// n = 3f+1) have answered a status it sent since the restart, so that
+    /// it hears of every view it may have entered before (see
+    /// `recovery.rs`); a replica that cannot reach that many waits.
     pub fn restarted(
         id: ReplicaId,
         cluster: &ClusterConfig,
         secret: SecretKey,
         config: ProtocolConfig,
     ) -> Replica {
+        // Random, so that no status a peer sent before the restart (queued
+        // for a link that was down) echoes it.
+        let probe = getrandom::u64().unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64)
+        });
+        Replica::restarted_with_probe(id, cluster, secret, config, probe)
+    }
+
+    /// [`Replica::restarted`] with the number its statuses carry for peers
+    /// to echo given, for a deterministic test or simulation. It must differ
+    /// from the one of every earlier start of this replica.
+    pub fn restarted_with_probe(
+        id: ReplicaId,
+        cluster: &ClusterConfig,
+        secret: SecretKey,
+        config: ProtocolConfig,
+        probe: u64,
+    ) -> Replica {
         let mut replica = Replica::new(id, cluster, secret, config);
-        replica.recovery = Some(recovery::Recovery::new());
+        replica.recovery = Some(recovery::Recovery::new(probe));
         replica
     }
 
@@ -593,7 +622,10 @@ impl Replica {
     /// `durable.rs`) and answers reads while it recovers; it votes to
     /// commit nothing new until it leaves recovery.
     pub fn read_barrier(&self) -> Option<Seq> {
-        let knows_its_votes = self.recovery.is_none_or(|recovery| recovery.from_disk);
+        let knows_its_votes = self
+            .recovery
+            .as_ref()
+            .is_none_or(|recovery| recovery.from_disk);
         (self.status == Status::Normal && knows_its_votes)
             .then(|| self.highest_prepared.max(self.delivered))
     }

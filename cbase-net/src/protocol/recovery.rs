@@ -17,11 +17,31 @@
 //! above the floor, it cannot have acted there before, and it is an ordinary
 //! replica again. (Its votes cannot carry what it prepared before the
 //! restart, so while it recovers it counts against f.)
+//!
+//! The floor is right only if it heard of every view it may have entered.
+//! Cut off from its peers, it would hear of none, vote for the view after
+//! its own, and, when one peer relays that view's new-view, enter it as an
+//! ordinary replica, free to prepare a second proposal where it prepared
+//! one before the restart. So it votes only once enough peers have
+//! answered a status it sent since the restart (each answer echoes the
+//! `probe` it drew then, so none was sent before): n - q + f of them, where
+//! q is the quorum (2f of the 3f peers when n = 3f+1). Why that suffices:
+//! had it entered view v, q replicas voted for v, at least q - 1 of them
+//! peers; while it recovers it counts against f, so at most f - 1 peers are
+//! faulty; of n - 1 peers, the n - q + f that answered and the q - 1 that
+//! voted share at least f, so at least one correct replica that voted for
+//! v. A correct replica reports in every status it sends after a vote for
+//! v that view or a later one, and its answer was sent after the restart,
+//! so after the vote. The floor is then at least v. The count leaves out f
+//! peers, so a cluster with one crashed replica and one restarting still
+//! hears enough (q >= 2f).
+
+use std::collections::BTreeSet;
 
 use crate::message::{ReplicaMessage, View};
 
 /// The state of a replica recovering from a restart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Recovery {
     /// The highest view heard of: the replica takes part in no view up to it.
     pub floor: View,
@@ -32,15 +52,25 @@ pub(super) struct Recovery {
     /// Whether it restarted from its disk, and so knows every slot it voted
     /// to commit before (see `Replica::read_barrier`).
     pub from_disk: bool,
+    /// The number its statuses carry until it first votes, for peers to
+    /// echo (`None` after a restart from disk, which names the view).
+    pub probe: Option<u64>,
+    /// The peers that echoed `probe`.
+    pub answered: BTreeSet<u32>,
 }
 
 impl Recovery {
-    pub fn new() -> Recovery {
+    /// A replica restarted without its memory, its statuses carrying
+    /// `probe` (drawn at random, so no status sent before the restart can
+    /// echo it).
+    pub fn new(probe: u64) -> Recovery {
         Recovery {
             floor: 0,
             frozen: false,
             voted: 0,
             from_disk: false,
+            probe: Some(probe),
+            answered: BTreeSet::new(),
         }
     }
 
@@ -52,7 +82,29 @@ impl Recovery {
             frozen: false,
             voted: view,
             from_disk: true,
+            probe: None,
+            answered: BTreeSet::new(),
         }
+    }
+
+    /// The probe its statuses carry now: until its first vote, when the
+    /// floor stops moving and answers no longer matter.
+    pub fn probe(&self) -> Option<u64> {
+        self.probe.filter(|_| !self.frozen)
+    }
+
+    /// Peer `from` sent a status echoing `echo`.
+    pub fn answer(&mut self, from: u32, echo: Option<u64>) {
+        if echo.is_some() && echo == self.probe() {
+            self.answered.insert(from);
+        }
+    }
+
+    /// Whether it may vote for a view change: once `peers` peers (see
+    /// [`answers_needed`]) have answered its probe, or at once if its disk
+    /// names its last view.
+    pub fn may_vote(&self, peers: usize) -> bool {
+        self.frozen || self.from_disk || self.answered.len() >= peers
     }
 
     /// Raises the floor to the view a message shows, until frozen. A
@@ -96,6 +148,13 @@ impl Recovery {
     }
 }
 
+/// How many peers must answer the probe of a replica restarted without its
+/// memory before it votes, in a cluster of `n` with quorums of `quorum` and
+/// at most `f` faulty: n - q + f (2f for n = 3f+1; see the module's notes).
+pub fn answers_needed(n: usize, quorum: usize, f: usize) -> usize {
+    n - quorum + f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,12 +167,14 @@ mod tests {
             delivered: 0,
             low: 0,
             replica: 0,
+            probe: None,
+            echo: None,
         })
     }
 
     #[test]
     fn a_recovering_replica_votes_again_only_above_every_view_it_heard_of() {
-        let mut recovery = Recovery::new();
+        let mut recovery = Recovery::new(7);
         recovery.hear(&status(3, Some(4)));
         assert!(recovery.covers(4), "it may have entered view 4 before");
         assert!(!recovery.ends_at(5), "not before it has voted");
@@ -128,11 +189,36 @@ mod tests {
     /// followed the others into view 1 and, its recovery over, voted there.
     #[test]
     fn following_the_others_below_its_own_vote_keeps_it_learning() {
-        let mut recovery = Recovery::new();
+        let mut recovery = Recovery::new(7);
         recovery.vote(1);
         recovery.vote(2);
         assert!(!recovery.ends_at(1), "below its vote for view 2: learner");
         assert!(recovery.ends_at(2));
         assert!(recovery.ends_at(3));
+    }
+
+    #[test]
+    fn it_votes_only_once_2f_peers_echoed_its_probe_and_a_restart_from_disk_at_once() {
+        let mut recovery = Recovery::new(7);
+        assert_eq!(recovery.probe(), Some(7));
+        // Answers to another probe (an earlier restart's) and none at all
+        // do not count; one peer answering twice counts once.
+        recovery.answer(1, Some(8));
+        recovery.answer(2, None);
+        recovery.answer(3, Some(7));
+        recovery.answer(3, Some(7));
+        assert!(!recovery.may_vote(2));
+        recovery.answer(1, Some(7));
+        assert!(recovery.may_vote(2));
+        recovery.vote(1);
+        assert_eq!(recovery.probe(), None, "no probe once the floor is fixed");
+        assert!(Recovery::above(3).may_vote(2));
+        // 2f for n = 3f+1; n = 5 with f = 1 (quorums of 4) needs 2; n = 6
+        // with f = 1 (quorums of 4) needs 3.
+        assert_eq!(answers_needed(4, 3, 1), 2);
+        assert_eq!(answers_needed(7, 5, 2), 4);
+        assert_eq!(answers_needed(5, 4, 1), 2);
+        assert_eq!(answers_needed(6, 4, 1), 3);
+        assert_eq!(Recovery::above(3).probe(), None);
     }
 }

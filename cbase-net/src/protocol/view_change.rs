@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use super::certificates::{Quorums, plan_new_view};
-use super::{Output, Replica, Status};
+use super::{Output, Replica, Status, recovery};
 use crate::config::ReplicaId;
 use crate::message::{
     ClientBatch, Hash, NewView, PrePrepare, PrePrepareHeader, ReplicaMessage, Seq, View,
@@ -84,18 +84,8 @@ impl Replica {
         if self.now.saturating_sub(self.last_status) >= self.config.status_interval_ns() {
             self.last_status = self.now;
             self.fetch_missing_proposals(out);
-            let changing_to = match self.status {
-                Status::Normal => None,
-                Status::ChangingTo { target, .. } => Some(target),
-            };
             out.push(Output::Broadcast(ReplicaMessage::Status(
-                crate::message::Status {
-                    view: self.view,
-                    changing_to,
-                    delivered: self.delivered,
-                    low: self.low,
-                    replica: self.id,
-                },
+                self.status_message(None),
             )));
         }
         match self.status {
@@ -186,6 +176,15 @@ impl Replica {
 
     /// Votes to move to `target` and stops taking part in the current view.
     fn start_view_change(&mut self, target: View, out: &mut Vec<Output>) {
+        // Restarted without its memory and not yet answered by enough
+        // peers: it may not have heard of every view it acted in (see
+        // `recovery`). It keeps asking with its statuses, and votes once
+        // they answer.
+        let needed = recovery::answers_needed(self.n, self.quorum, self.f);
+        if self.recovery.as_ref().is_some_and(|r| !r.may_vote(needed)) {
+            self.stats.votes_withheld += 1;
+            return;
+        }
         // What this backup held back for its next vote goes now: it casts
         // no more votes in this view, and the primary may well stay (the
         // others need not follow).
@@ -316,7 +315,7 @@ impl Replica {
     /// As the primary of `target`, starts it once 2f+1 view-changes are in.
     fn try_new_view(&mut self, target: View, out: &mut Vec<Output>) {
         // After a restart, it may have built a new-view for this view before.
-        let may_have_built = self.recovery.is_some_and(|r| r.covers(target));
+        let may_have_built = self.recovery.as_ref().is_some_and(|r| r.covers(target));
         if self.primary_of(target) != self.id
             || target <= self.view
             || target != self.heading_to()
@@ -433,7 +432,11 @@ impl Replica {
         self.last_new_view = Some(new_view.clone());
         self.backoff.entered_view(self.now);
         self.lag_excused_at = None;
-        if self.recovery.is_some_and(|r| r.ends_at(new_view.view)) {
+        if self
+            .recovery
+            .as_ref()
+            .is_some_and(|r| r.ends_at(new_view.view))
+        {
             self.recovery = None;
         }
         let plan = plan_new_view(&new_view.view_changes);
@@ -578,6 +581,22 @@ const VOTES_KEPT_PER_SENDER: usize = 2;
 
 impl Replica {
     /// A peer reported where it is: resend what it evidently missed.
+    /// This replica's status now; `echo` answers a peer's probe.
+    fn status_message(&self, echo: Option<u64>) -> crate::message::Status {
+        crate::message::Status {
+            view: self.view,
+            changing_to: match self.status {
+                Status::Normal => None,
+                Status::ChangingTo { target, .. } => Some(target),
+            },
+            delivered: self.delivered,
+            low: self.low,
+            replica: self.id,
+            probe: self.recovery.as_ref().and_then(|r| r.probe()),
+            echo,
+        }
+    }
+
     pub(super) fn on_status(
         &mut self,
         from: ReplicaId,
@@ -588,6 +607,11 @@ impl Replica {
             self.stats.wrong_sender += 1;
             return;
         }
+        // An answer to this replica's probe counts even if it comes right
+        // after the peer's periodic status.
+        if let Some(recovery) = &mut self.recovery {
+            recovery.answer(from, status.echo);
+        }
         let answered = self.status_answered.get(&from).copied();
         if answered
             .is_some_and(|at| self.now.saturating_sub(at) < self.config.status_interval_ns() / 2)
@@ -596,6 +620,15 @@ impl Replica {
             return;
         }
         self.status_answered.insert(from, self.now);
+        // A replica restarted without its memory asks where we are before
+        // it votes: this answer, echoing its probe, shows it was sent after
+        // the restart.
+        if let Some(probe) = status.probe {
+            out.push(Output::Send(
+                from,
+                ReplicaMessage::Status(self.status_message(Some(probe))),
+            ));
+        }
         if status.changing_to.is_none() {
             self.peer_progress
                 .insert(from, (status.view, status.delivered));

@@ -198,6 +198,8 @@ mod tests {
             delivered: 0,
             low: 0,
             replica: from,
+            probe: None,
+            echo: None,
         })
     }
 

@@ -51,6 +51,13 @@ pub fn render(id: ReplicaId, metrics: &NodeMetrics) -> String {
         "View changes this replica started (suspecting the primary)",
         stats.view_changes_started,
     );
+    counter(
+        registry,
+        "cbase_votes_withheld",
+        "View-change votes held back after a restart without memory, until enough peers \
+         answered where they are",
+        stats.votes_withheld,
+    );
     gauge(
         registry,
         "cbase_delivered_seq",

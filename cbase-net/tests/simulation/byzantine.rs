@@ -552,6 +552,13 @@ impl World {
                 pp.proposal.timestamp ^= 1; // digest mismatch
                 ReplicaMessage::PrePrepare(pp)
             }
+            ReplicaMessage::Status(mut status) if roll < 2 => {
+                // Claims the first view, answers to a restarted replica's
+                // probe included: as low a floor as it can give it.
+                status.view = 0;
+                status.changing_to = None;
+                ReplicaMessage::Status(status)
+            }
             other => other,
         }
     }

@@ -223,6 +223,7 @@ scenario_tests! {
     lossy_network => "lossy-network",
     crashed_primary => "crashed-primary",
     restarted_replica => "restarted-replica",
+    n7_restarted_beside_a_liar => "n7-restarted-beside-a-liar",
     partitioned_primary => "partitioned-primary",
     equivocating_primary => "equivocating-primary",
     byzantine_backup => "byzantine-backup",

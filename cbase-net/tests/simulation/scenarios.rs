@@ -368,6 +368,22 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             ..n7.clone()
         },
+        // A replica restarts without its memory while a faulty one lies
+        // about its view in every status (answers to the restarted
+        // replica's probe included) and partitions cut it off from some
+        // peers: it must hear of every view it may have acted in before it
+        // votes again (n = 7: the restarted replica and the liar are f).
+        Scenario {
+            name: "n7-restarted-beside-a-liar",
+            restart: Some((Who::Any, 30 * MS, 600 * MS)),
+            byzantine: vec![(Who::Any, Behaviour::Chaos)],
+            net: NetSpec {
+                partition: 0.3,
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..n7.clone()
+        },
         Scenario {
             name: "withholding-replica",
             byzantine: vec![(Who::Any, Behaviour::Withhold)],

@@ -174,7 +174,7 @@ fn new_node(
     cluster: &ClusterConfig,
     protocol: &ProtocolConfig,
     clock_offset: u64,
-    restarted: bool,
+    restarted: Option<u64>,
 ) -> Node {
     let collected = Arc::new(Mutex::new(Collected::default()));
     // As a replica without a data directory starts: checkpoints are read
@@ -187,9 +187,9 @@ fn new_node(
         protocol.sessions,
     )
     .expect("the bank starts");
-    let mut replica = if restarted {
+    let mut replica = if let Some(probe) = restarted {
         // As a replica process without a disk starts: it may have run.
-        Replica::restarted(id, cluster, key.clone(), protocol.clone())
+        Replica::restarted_with_probe(id, cluster, key.clone(), protocol.clone(), probe)
     } else {
         Replica::new(id, cluster, key.clone(), protocol.clone())
     };
@@ -455,7 +455,7 @@ impl World {
             .iter()
             .map(|id| {
                 let offset = rng.gen_range(0..=scenario.clock_skew);
-                new_node(*id, &keys[*id as usize], &cluster, &protocol, offset, false)
+                new_node(*id, &keys[*id as usize], &cluster, &protocol, offset, None)
             })
             .collect();
 
@@ -921,13 +921,14 @@ impl World {
                 self.trace(instance, format_args!("restarts with empty memory"));
                 let old = &self.nodes[instance];
                 let (id, offset) = (old.id, old.clock_offset);
+                let probe = self.rng.r#gen();
                 let fresh = new_node(
                     id,
                     &self.keys[id as usize],
                     &self.cluster,
                     &self.protocol,
                     offset,
-                    true,
+                    Some(probe),
                 );
                 let old = std::mem::replace(&mut self.nodes[instance], fresh);
                 old.execution.shutdown();
@@ -964,7 +965,7 @@ impl World {
             disk.drop_unsynced();
         }
         let key = self.keys[id as usize].clone();
-        let mut fresh = new_node(id, &key, &self.cluster, &self.protocol, offset, false);
+        let mut fresh = new_node(id, &key, &self.cluster, &self.protocol, offset, None);
         if let Some((seq, state)) = stored {
             fresh
                 .execution

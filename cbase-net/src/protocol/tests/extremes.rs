@@ -502,6 +502,8 @@ fn statuses_with_extreme_views_and_progress() {
                                 delivered,
                                 low,
                                 replica: FAULTY,
+                                probe: None,
+                                echo: None,
                             };
                             // Statuses are answered once per half interval.
                             net.now += SECOND;
@@ -835,6 +837,8 @@ fn a_replica_recovering_from_a_restart_hears_extreme_views() {
                 delivered: view,
                 low: view,
                 replica: FAULTY,
+                probe: None,
+                echo: None,
             }),
             ReplicaMessage::Commit(Commit {
                 view,
@@ -925,6 +929,8 @@ fn garbage_frames_decode_to_errors_not_panics() {
             delivered: 3,
             low: 4,
             replica: 1,
+            probe: None,
+            echo: None,
         }),
         ReplicaMessage::StateReply {
             seq: 4,

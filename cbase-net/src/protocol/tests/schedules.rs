@@ -841,6 +841,8 @@ fn repeated_status_and_state_requests_are_answered_once() {
         delivered: 0,
         low: 0,
         replica: 3,
+        probe: None,
+        echo: None,
     };
     let r = &mut net.replicas[1];
     let first = deliver(r, 3, ReplicaMessage::Status(behind.clone()));
@@ -1156,6 +1158,8 @@ fn a_backup_that_lags_without_progress_suspects_after_all() {
             delivered: 2,
             low: 0,
             replica: peer,
+            probe: None,
+            echo: None,
         };
         r.handle(
             2,
@@ -1973,6 +1977,8 @@ fn a_peer_claiming_a_far_view_cannot_keep_a_replica_restarted_from_disk_recoveri
                 delivered: 0,
                 low: 0,
                 replica: 3,
+                probe: None,
+                echo: None,
             }),
         ),
     );
@@ -2129,6 +2135,8 @@ fn a_status_claiming_the_last_sequence_number_is_answered_without_overflow() {
             delivered,
             low,
             replica: 3,
+            probe: None,
+            echo: None,
         };
         let out = deliver(&mut net.replicas[1], 3, ReplicaMessage::Status(status));
         assert!(
