@@ -23,7 +23,7 @@
 //!
 //! ```text
 //! counter local [--replicas 4] [--cluster-file cluster.toml]
-//! counter replica --config cluster.toml --id N --key replica-N.key [--data DIR] [--metrics ADDR]
+//! counter replica --config cluster.toml --id N --key replica-N.key [--data DIR [--restored]] [--metrics ADDR]
 //! counter call add '{"name": "visits", "by": 1}' --config cluster.toml [--key client-ann.key]
 //! counter status --config cluster.toml
 //! ```
@@ -99,6 +99,11 @@ pub struct ReplicaArgs {
     /// state back from its peers when it restarts.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// The data directory was put back from a copy (a backup) while the
+    /// other replicas ran on: start from it, but vote again only once the
+    /// peers have said which views they are in.
+    #[arg(long, requires = "data")]
+    pub restored: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
@@ -333,6 +338,7 @@ where
 {
     let mut options = ReplicaOptions {
         data_dir: args.data,
+        restored: args.restored,
         metrics: args.metrics,
         listen: args.listen,
         ..ReplicaOptions::default()

@@ -197,6 +197,40 @@ impl LocalCluster {
         S::Request: DeserializeOwned,
         S::Response: Serialize,
     {
+        self.start_again(id, service, false).await
+    }
+
+    /// Starts replica `id` again, as [`restart_replica`](Self::restart_replica)
+    /// does, over a data directory put back from a copy (a backup) taken
+    /// while the others went on ([`NodeConfig::restored`]): from the copy's
+    /// state, voting again only once its peers said where they are.
+    ///
+    /// # Errors
+    /// As for [`restart_replica`](Self::restart_replica).
+    pub async fn restore_replica<S>(
+        &mut self,
+        id: ReplicaId,
+        service: S,
+    ) -> Result<(), ClusterError>
+    where
+        S: Service,
+        S::Request: DeserializeOwned,
+        S::Response: Serialize,
+    {
+        self.start_again(id, service, true).await
+    }
+
+    async fn start_again<S>(
+        &mut self,
+        id: ReplicaId,
+        service: S,
+        restored: bool,
+    ) -> Result<(), ClusterError>
+    where
+        S: Service,
+        S::Request: DeserializeOwned,
+        S::Response: Serialize,
+    {
         let Some(slot) = self.nodes.get(id as usize) else {
             return Err(ClusterError::Replica {
                 id,
@@ -220,6 +254,7 @@ impl LocalCluster {
             // It may have voted before: it takes part again only once it
             // learned where its peers are.
             recovering: true,
+            restored,
             data_dir: self.data_dir(id),
         };
         let node = ReplicaNode::start(node_config, listener, service)
@@ -347,6 +382,7 @@ impl LocalClusterBuilder {
                 transport: self.transport.clone(),
                 executor: self.executor.clone(),
                 recovering: false,
+                restored: false,
                 data_dir: root.as_ref().map(|r| r.join(format!("replica-{id}"))),
             };
             let node = ReplicaNode::start(node_config, listener, make())

@@ -112,6 +112,10 @@ pub struct ReplicaOptions {
     /// `127.0.0.1:9100`; `None`: not served (they stay readable in
     /// process, through [`ReplicaNode::metrics`]).
     pub metrics: Option<String>,
+    /// `data_dir` was put back from a copy (a backup) while the other
+    /// replicas went on: start from its state, but as a replica that forgot
+    /// the views it voted in since ([`NodeConfig::restored`]).
+    pub restored: bool,
 }
 
 /// Starts replica `id` from the cluster file and its key file, listening on
@@ -166,6 +170,7 @@ where
         transport: options.transport,
         executor: options.executor,
         recovering: true,
+        restored: options.restored,
         data_dir: options.data_dir,
     };
     // Bound before the replica starts, so a taken port fails the start.

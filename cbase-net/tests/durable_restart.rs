@@ -117,3 +117,93 @@ async fn a_replica_restarted_over_another_replicas_directory_is_refused() {
     );
     cluster.shutdown().await;
 }
+
+/// Copies a replica's data directory (its files; it holds no
+/// subdirectories), as a backup would.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("backup directory");
+    for entry in std::fs::read_dir(from).expect("data directory") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
+/// A replica put back from a copy taken before a view change, while the
+/// others went on, started as restored: it catches up from the copy and
+/// its peers, and executes what they executed, without voting as if the
+/// copy's view were its last. Schedule: 4 replicas with data directories;
+/// 5 puts; replica 2's directory copied (it stopped for the copy); primary
+/// 0 stops, the others move to a later view and complete 5 more puts;
+/// replica 2 stops, gets its copy back and is restored; 0 comes back; 5
+/// more puts; replica 2 reaches what the others executed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restored_from_a_copy_taken_before_a_view_change_catches_up() {
+    let mut cluster = builder(DataDirs::Temporary)
+        .start(empty)
+        .await
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    for key in 0..5 {
+        let () = client.call(&Put { key, value: key }).await.expect("put");
+    }
+    let dir = cluster.data_dir(2).expect("dir");
+    let copy = dir.with_extension("copy");
+    cluster.stop_replica(2).await;
+    copy_dir(&dir, &copy);
+    cluster
+        .restart_replica(2, empty())
+        .await
+        .expect("restart 2");
+    cluster.stop_replica(0).await;
+    for key in 5..10 {
+        let () = client.call(&Put { key, value: key }).await.expect("put");
+    }
+    let view = |cluster: &LocalCluster, id| {
+        cluster
+            .replica(id)
+            .expect("running")
+            .metrics()
+            .view
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(view(&cluster, 1) >= 1, "primary 0 was replaced");
+    cluster.stop_replica(2).await;
+    std::fs::remove_dir_all(&dir).expect("remove 2's directory");
+    copy_dir(&copy, &dir);
+    cluster
+        .restore_replica(2, empty())
+        .await
+        .expect("restore 2");
+    cluster
+        .restart_replica(0, empty())
+        .await
+        .expect("restart 0");
+    for key in 10..15 {
+        let () = client.call(&Put { key, value: key }).await.expect("put");
+    }
+    let delivered = |cluster: &LocalCluster, id| {
+        cluster
+            .replica(id)
+            .expect("running")
+            .metrics()
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Bounded in count, not time: each round is a put the others order.
+    let target = delivered(&cluster, 1);
+    let mut rounds = 0;
+    while delivered(&cluster, 2) < target {
+        rounds += 1;
+        assert!(rounds < 200, "replica 2 never caught up");
+        let () = client
+            .call(&Put {
+                key: 100 + rounds,
+                value: rounds,
+            })
+            .await
+            .expect("put");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cluster.checkpoint_agreement().agree());
+    cluster.shutdown().await;
+}

@@ -542,6 +542,7 @@ async fn sizes_a_frame_cannot_carry_are_refused_at_start() {
         },
         executor: ExecutorBuilder::new().workers(1),
         recovering: false,
+        restored: false,
         data_dir: None,
     };
     let refusal = |protocol| async move {

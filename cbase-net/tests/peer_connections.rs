@@ -68,6 +68,7 @@ async fn start_replica_0(transport: TransportConfig) -> (ClusterConfig, ReplicaN
         transport,
         executor: ExecutorBuilder::new().workers(1),
         recovering: false,
+        restored: false,
         data_dir: None,
     };
     let node = ReplicaNode::start(

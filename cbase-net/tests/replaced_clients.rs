@@ -59,6 +59,7 @@ async fn start_replica_0() -> (ClusterConfig, ReplicaNode) {
         transport,
         executor: ExecutorBuilder::new().workers(1),
         recovering: false,
+        restored: false,
         data_dir: None,
     };
     let node = ReplicaNode::start(

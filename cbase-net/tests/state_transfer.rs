@@ -93,6 +93,7 @@ async fn start_replica(
         },
         executor: ExecutorBuilder::new().workers(4),
         recovering: false,
+        restored: false,
         data_dir: None,
     };
     let service = Store(Blobs {

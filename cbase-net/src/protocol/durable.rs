@@ -117,8 +117,42 @@ impl Replica {
         config: super::ProtocolConfig,
         recovered: Recovered,
     ) -> Replica {
+        Replica::recover_from(id, cluster, secret, config, recovered, None)
+    }
+
+    /// A replica started from a directory put back from a copy (a backup),
+    /// which may be older than what it did since: it keeps the copy's
+    /// stable checkpoint, certificates and executed batches (so it fetches
+    /// only what changed since), but the copy's views are only a lower bound
+    /// of those it voted in, so it recovers as one restarted without its
+    /// memory does ([`Replica::restarted`]): it takes part in no view up to
+    /// the highest it hears of from n - q + f peers before it first votes,
+    /// and answers no reads until then.
+    pub fn recover_restored(
+        id: ReplicaId,
+        cluster: &ClusterConfig,
+        secret: SecretKey,
+        config: super::ProtocolConfig,
+        recovered: Recovered,
+    ) -> Replica {
+        let probe = super::random_probe();
+        Replica::recover_from(id, cluster, secret, config, recovered, Some(probe))
+    }
+
+    /// With `restored_probe`, as [`Replica::recover_restored`].
+    fn recover_from(
+        id: ReplicaId,
+        cluster: &ClusterConfig,
+        secret: SecretKey,
+        config: super::ProtocolConfig,
+        recovered: Recovered,
+        restored_probe: Option<u64>,
+    ) -> Replica {
         let mut replica = Replica::new(id, cluster, secret, config);
-        replica.recovery = Some(Recovery::above(recovered.view));
+        replica.recovery = Some(match restored_probe {
+            Some(probe) => Recovery::restored(recovered.view, probe),
+            None => Recovery::above(recovered.view),
+        });
         if let Some((seq, state, proof)) = recovered.stable {
             replica.low = seq;
             replica.stable_state = state;
@@ -179,7 +213,10 @@ impl Replica {
             .prepared
             .values()
             .any(|proof| proof.pre_prepare.view >= recovered.view);
-        if recovered.view > 0 && entered {
+        if recovered.view > 0 && (entered || restored_probe.is_some()) {
+            // A restored copy's vote for its view is no promise: it may
+            // have voted again since. It casts none from the copy, and
+            // follows the others as a learner until it may vote.
             replica.view = recovered.view;
         } else if recovered.view > 0 {
             // The disk does not say whether it entered that view or only

@@ -424,6 +424,17 @@ pub struct Replica {
     stats: Stats,
 }
 
+/// The number a replica that forgot its votes puts in its statuses for
+/// peers to echo: random, so that no status a peer sent before the restart
+/// (queued for a link that was down) echoes it.
+fn random_probe() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64)
+    })
+}
+
 impl Replica {
     /// A replica with id `id` in the cluster, in view 0 with nothing executed.
     ///
@@ -537,14 +548,7 @@ impl Replica {
         secret: SecretKey,
         config: ProtocolConfig,
     ) -> Replica {
-        // Random, so that no status a peer sent before the restart (queued
-        // for a link that was down) echoes it.
-        let probe = getrandom::u64().unwrap_or_else(|_| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_nanos() as u64)
-        });
-        Replica::restarted_with_probe(id, cluster, secret, config, probe)
+        Replica::restarted_with_probe(id, cluster, secret, config, random_probe())
     }
 
     /// [`Replica::restarted`] with the number its statuses carry for peers

@@ -87,6 +87,18 @@ impl Recovery {
         }
     }
 
+    /// A replica started from a copy of its directory (a backup) that
+    /// names `view`: it may have voted in later views since the copy was
+    /// taken, so it learns in every view up to the highest it hears of, as
+    /// one restarted without its memory does, and at least up to `view`.
+    pub fn restored(view: View, probe: u64) -> Recovery {
+        Recovery {
+            floor: view,
+            voted: view,
+            ..Recovery::new(probe)
+        }
+    }
+
     /// The probe its statuses carry now: until its first vote, when the
     /// floor stops moving and answers no longer matter.
     pub fn probe(&self) -> Option<u64> {

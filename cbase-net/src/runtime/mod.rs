@@ -79,6 +79,14 @@ pub struct NodeConfig {
     /// need not. A replica whose data directory holds what it wrote before
     /// restarts from there instead ([`Replica::recover`]).
     pub recovering: bool,
+    /// The data directory was put back from a copy (a backup) while the
+    /// other replicas went on, so it may be older than what this replica
+    /// voted since: it starts from the copy's state and certificates but
+    /// votes again only as a replica that forgot its votes does
+    /// ([`Replica::recover_restored`]). A copy restored into every replica
+    /// at once (all stopped, each given its copy from the same stop) needs
+    /// no flag. Ignored when the directory is empty.
+    pub restored: bool,
     /// Where the replica keeps its state and what it needs of the agreement
     /// log ([`crate::storage`]), so that it restarts where it was; `None`:
     /// in memory only, lost when the replica stops.
@@ -496,6 +504,13 @@ impl ReplicaNode {
             Replica::new
         };
         let mut replica = match recovered {
+            Some(recovered) if config.restored => Replica::recover_restored(
+                id,
+                &config.cluster,
+                config.secret.clone(),
+                config.protocol.clone(),
+                recovered,
+            ),
             Some(recovered) => Replica::recover(
                 id,
                 &config.cluster,

@@ -125,6 +125,7 @@ pub async fn start(running: &[ReplicaId], transport: TransportConfig) -> Cluster
             transport: transport.clone(),
             executor: ExecutorBuilder::new().workers(4),
             recovering: false,
+            restored: false,
             data_dir: None,
         };
         let service = Counter(Counts {

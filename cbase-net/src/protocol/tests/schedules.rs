@@ -1341,6 +1341,75 @@ fn a_replica_restarted_without_memory_and_cut_off_does_not_leave_recovery_in_a_v
     assert_one_order(&net);
 }
 
+/// A replica whose directory was put back from a copy taken before it voted
+/// in later views: started as restored, it keeps the copy's state and
+/// certificates but treats its votes as forgotten, as one restarted without
+/// its memory does. Started as an ordinary restart from disk instead, the
+/// copy's view (0) would be its floor, and cut off from everyone it would
+/// vote for view 1 and leave its recovery there when a peer relayed the
+/// new-view, though it had entered view 1 and prepared there before.
+#[test]
+fn a_replica_restored_from_an_old_copy_does_not_leave_recovery_in_a_view_it_voted_in_since() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    // The copy of replica 2's directory, taken in view 0.
+    let copy = recovered(&net, 2);
+    assert_eq!(copy.view, 0);
+    // Primary 0 goes down: the others, 2 among them, move to view 1.
+    net.down.insert(0);
+    net.broadcast_client(&client_batch(&client, 1, 1));
+    for _ in 0..6 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(net.replicas[2].view(), 1);
+    assert_eq!(net.executed_requests(2), vec![1, 1]);
+    // Replica 2 is put back from the copy, cut off from everyone.
+    net.replicas[2] = Replica::recover_restored(2, &cluster, secrets[2].clone(), small(), copy);
+    net.executed[2].truncate(1);
+    net.drop_rule = Some(Box::new(|from, to, _| from == 2 || to == 2));
+    net.broadcast_client(&client_batch(&client, 2, 1));
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+    }
+    assert_eq!(
+        net.replicas[2].changing_to(),
+        None,
+        "it voted having heard from no peer"
+    );
+    // Only replica 1 reaches it, and relays view 1's new-view.
+    net.drop_rule = Some(Box::new(|from, to, _| {
+        (from == 2 || to == 2) && from != 1 && to != 1
+    }));
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+    }
+    assert!(
+        net.replicas[2].recovering(),
+        "it left its recovery in view {}, where it may have prepared before",
+        net.replicas[2].view()
+    );
+    // With everyone reachable, its next vote makes it an ordinary replica
+    // again, in a view it cannot have voted in.
+    net.drop_rule = None;
+    net.down.remove(&0);
+    net.drop_rule = Some(Box::new(|from, _, _| from == 1));
+    net.broadcast_client(&client_batch(&client, 3, 1));
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+    }
+    net.drop_rule = None;
+    for _ in 0..6 {
+        net.advance(SECOND / 2);
+    }
+    assert!(net.replicas[2].view() >= 2);
+    assert!(!net.replicas[2].recovering());
+    assert_one_order(&net);
+    assert_eq!(net.executed_requests(2), vec![1, 1, 1, 1]);
+}
+
 /// Found by the simulation: a replica that learned it diverged kept
 /// repairing an old checkpoint after its state had come right again (its
 /// own later checkpoint matched the quorum's); installing the old state then
