@@ -224,6 +224,7 @@ scenario_tests! {
     crashed_primary => "crashed-primary",
     restarted_replica => "restarted-replica",
     n7_restarted_beside_a_liar => "n7-restarted-beside-a-liar",
+    restored_copy => "restored-copy",
     partitioned_primary => "partitioned-primary",
     equivocating_primary => "equivocating-primary",
     byzantine_backup => "byzantine-backup",

@@ -76,6 +76,10 @@ pub struct Scenario {
     /// The restart above is from the replica's data directory instead (its
     /// unsynced writes lost or not, drawn from the seed).
     pub restart_from_disk: bool,
+    /// With `restart_from_disk`: the replica's directory is copied at this
+    /// time, and the restart is from that copy (a backup put back while the
+    /// others went on), as a restored replica (`--restored`).
+    pub restore_copy_at: Option<u64>,
     /// Every replica crashes at a time drawn between these two and restarts
     /// from its data directory 50 to 500 ms later.
     pub power_cut: Option<(u64, u64)>,
@@ -135,6 +139,7 @@ fn base() -> Scenario {
         crash: None,
         restart: None,
         restart_from_disk: false,
+        restore_copy_at: None,
         power_cut: None,
         corrupt: None,
         byzantine: Vec::new(),
@@ -417,6 +422,21 @@ pub fn scenarios() -> Vec<Scenario> {
             restart: Some((Who::Any, 300 * MS, 900 * MS)),
             restart_from_disk: true,
             net: NetSpec {
+                drop: 0.02,
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        // A replica is put back from a copy of its directory taken before
+        // the partitioned primary is replaced: the copy's view is below
+        // those it voted in since.
+        Scenario {
+            name: "restored-copy",
+            restart: Some((Who::Backup, 1_100 * MS, 1_300 * MS)),
+            restart_from_disk: true,
+            restore_copy_at: Some(250 * MS),
+            net: NetSpec {
+                fixed_partition: Some((vec![0], 400 * MS, 1_000 * MS)),
                 drop: 0.02,
                 ..net.clone()
             },

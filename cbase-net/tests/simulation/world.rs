@@ -342,6 +342,9 @@ pub struct World {
     pub crash: Option<(usize, u64)>,
     pub restart: Option<(usize, u64, u64)>,
     restarted: bool,
+    /// The copy of the restarting replica's directory, once taken (see
+    /// `Scenario::restore_copy_at`).
+    disk_copy: Option<crate::disk::Disk>,
     /// When every replica goes down, and when they all come back.
     power_cut: Option<(u64, u64)>,
     pub corrupt: Option<(usize, u64)>,
@@ -572,6 +575,7 @@ impl World {
             crash,
             restart,
             restarted: false,
+            disk_copy: None,
             power_cut,
             corrupt,
             fingerprint: None,
@@ -902,18 +906,31 @@ impl World {
                 self.restarted = true;
                 for instance in 0..self.nodes.len() {
                     let lose = self.rng.gen_bool(0.5);
-                    self.restart_from_disk(instance, lose);
+                    self.restart_from_disk(instance, lose, false);
                 }
             }
         }
         if let Some((instance, down_at, up_at)) = self.restart {
+            if let Some(copy_at) = self.scenario.restore_copy_at
+                && self.now >= copy_at
+                && self.disk_copy.is_none()
+                && !self.restarted
+            {
+                self.disk_copy = Some(self.nodes[instance].disk.clone());
+                self.trace(instance, format_args!("its directory is copied"));
+            }
             if self.now >= down_at && !self.restarted {
                 self.nodes[instance].crashed = true;
             }
             if self.now >= up_at && !self.restarted && self.scenario.restart_from_disk {
                 self.restarted = true;
-                let lose = self.rng.gen_bool(0.5);
-                self.restart_from_disk(instance, lose);
+                if let Some(copy) = self.disk_copy.take() {
+                    self.nodes[instance].disk = copy;
+                    self.restart_from_disk(instance, false, true);
+                } else {
+                    let lose = self.rng.gen_bool(0.5);
+                    self.restart_from_disk(instance, lose, false);
+                }
             }
             if self.now >= up_at && !self.restarted {
                 // Everything it knew is gone: a new state machine, a new service.
@@ -955,8 +972,10 @@ impl World {
     /// Restarts an instance from its data directory, as a replica process
     /// does: the stored checkpoint installed, the logged batches replayed,
     /// the protocol recovered. `lose_unsynced` drops the writes the disk had
-    /// not synced yet. What the world observed of it stays.
-    fn restart_from_disk(&mut self, instance: usize, lose_unsynced: bool) {
+    /// not synced yet; `restored` starts it as a replica put back from a
+    /// copy (`Replica::recover_restored`). What the world observed of it
+    /// stays.
+    fn restart_from_disk(&mut self, instance: usize, lose_unsynced: bool, restored: bool) {
         let old = &self.nodes[instance];
         let (id, offset) = (old.id, old.clock_offset);
         let (stored, replay, mut recovered) = old.disk.read(lose_unsynced);
@@ -983,7 +1002,11 @@ impl World {
         fresh.collected.lock().unwrap().replies.clear();
         recovered.executed = fresh.execution.last_executed();
         let executed = recovered.executed;
-        fresh.replica = Replica::recover(id, &self.cluster, key, self.protocol.clone(), recovered);
+        fresh.replica = if restored {
+            Replica::recover_restored(id, &self.cluster, key, self.protocol.clone(), recovered)
+        } else {
+            Replica::recover(id, &self.cluster, key, self.protocol.clone(), recovered)
+        };
         fresh
             .replica
             .set_local_checkpoint(fresh.execution.checkpoints() as _);
@@ -1002,7 +1025,9 @@ impl World {
             instance,
             format_args!(
                 "restarts from disk at {executed}{}",
-                if lose_unsynced {
+                if restored {
+                    ", restored from the copy"
+                } else if lose_unsynced {
                     ", unsynced writes lost"
                 } else {
                     ""
