@@ -38,6 +38,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::config::ReplicaId;
 use crate::message::{ReplicaMessage, View};
 
 /// The state of a replica recovering from a restart.
@@ -56,7 +57,7 @@ pub(super) struct Recovery {
     /// echo (`None` after a restart from disk, which names the view).
     pub probe: Option<u64>,
     /// The peers that echoed `probe`.
-    pub answered: BTreeSet<u32>,
+    pub answered: BTreeSet<ReplicaId>,
 }
 
 impl Recovery {
@@ -106,7 +107,7 @@ impl Recovery {
     }
 
     /// Peer `from` sent a status echoing `echo`.
-    pub fn answer(&mut self, from: u32, echo: Option<u64>) {
+    pub fn answer(&mut self, from: ReplicaId, echo: Option<u64>) {
         if echo.is_some() && echo == self.probe() {
             self.answered.insert(from);
         }

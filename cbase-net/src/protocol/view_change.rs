@@ -580,7 +580,6 @@ const MAX_RESENT_SLOTS: u64 = 64;
 const VOTES_KEPT_PER_SENDER: usize = 2;
 
 impl Replica {
-    /// A peer reported where it is: resend what it evidently missed.
     /// This replica's status now; `echo` answers a peer's probe.
     fn status_message(&self, echo: Option<u64>) -> crate::message::Status {
         crate::message::Status {
@@ -597,6 +596,7 @@ impl Replica {
         }
     }
 
+    /// A peer reported where it is: resend what it evidently missed.
     pub(super) fn on_status(
         &mut self,
         from: ReplicaId,
