@@ -12,8 +12,9 @@ use crate::crypto::{PublicKey, Signature};
 
 /// The version of the wire protocol spoken by this build; peers must match.
 /// 3: client batches may travel unsigned, and backups send the primary
-/// the digests of those they have.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// the digests of those they have. 4: status messages carry a restarted
+/// replica's probe and the answer's echo of it.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The largest handshake message accepted, in bytes.
 const HANDSHAKE_MAX: usize = 4096;
