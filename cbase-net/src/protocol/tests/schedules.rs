@@ -1341,6 +1341,37 @@ fn a_replica_restarted_without_memory_and_cut_off_does_not_leave_recovery_in_a_v
     assert_one_order(&net);
 }
 
+/// The wait for peers' answers leaves out f of them: with one replica
+/// crashed, a replica restarted without its memory still hears enough
+/// peers, votes, and becomes an ordinary replica again, so the cluster
+/// (which needs its votes) goes on. Beyond f faults (it counts against f
+/// while it recovers), so a courtesy, not a guarantee; but it must not
+/// deadlock on the answers of a peer that will never answer.
+#[test]
+fn a_replica_restarted_without_memory_beside_a_crashed_peer_hears_enough_to_vote() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    net.broadcast_client(&client_batch(&client, 0, 1));
+    net.down.insert(3);
+    net.replicas[2] = Replica::restarted(2, &cluster, secrets[2].clone(), small());
+    net.executed[2].clear();
+    net.broadcast_client(&client_batch(&client, 1, 1));
+    for _ in 0..16 {
+        net.advance(SECOND / 2);
+    }
+    assert!(!net.replicas[2].recovering(), "it never voted its way out");
+    assert!(net.replicas[2].view() >= 1);
+    for replica in 0..3 {
+        assert_eq!(
+            *net.executed_requests(replica).last().unwrap(),
+            1,
+            "replica {replica} did not execute the request made after the restart"
+        );
+    }
+    assert_one_order(&net);
+}
+
 /// A replica whose directory was put back from a copy taken before it voted
 /// in later views: started as restored, it keeps the copy's state and
 /// certificates but treats its votes as forgotten, as one restarted without
