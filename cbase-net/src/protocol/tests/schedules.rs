@@ -2491,3 +2491,122 @@ fn a_replica_restarted_from_disk_does_not_raise_its_read_barrier_to_a_number_its
         net.replicas[3].delivered()
     );
 }
+
+/// Defect: a replica restarted without its memory leaves its recovery when
+/// it enters a view above its floor, and from then on counts as correct,
+/// though it still lacks every prepared certificate it held before the
+/// restart (its vote for that view carried none, and nothing makes it
+/// prepare the carried slots again before it counts as correct). A second
+/// replica restarted the same way after the first recovered (so at most
+/// one replica faulty or recovering at any time, no Byzantine replica at
+/// all) loses a batch that committed. Schedule (n = 4): in view 0, primary
+/// 0 proposes X at slot 1; view-0 pre-prepares, prepares and commits to
+/// replica 1 are lost; 0, 2 and 3 prepare X, commit and execute it.
+/// Replica 2 restarts without its memory; votes for view 1 and statuses of
+/// replicas changing views reach it late, so the answers it hears report
+/// view 0; it votes for view 1 and, once everything is delivered, enters
+/// it as an ordinary replica (1 > floor 0). View 1 re-issues X
+/// at slot 1 but its prepares are lost, so nobody prepares there. Replica
+/// 0 then restarts without its memory (the one replica recovering now),
+/// follows into view 1 and votes for view 2 with 1 and 2; replica 3's vote
+/// reaches 2 (primary of view 2) late. View 2 is built from the votes of
+/// 0, 1 and 2, none of which carries X: replica 2 proposes another batch at
+/// slot 1, and 1 executes it where 3 executed X.
+#[test]
+fn a_second_restart_without_memory_after_the_first_recovered_does_not_lose_a_committed_batch() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    // View 0: replica 1 sees nothing of slot 1; 0, 2 and 3 commit X there.
+    net.drop_rule = Some(Box::new(|_, to, m| {
+        to == 1
+            && match m {
+                ReplicaMessage::PrePrepare(p) => p.view == 0,
+                ReplicaMessage::Prepare(p) => p.view == 0,
+                ReplicaMessage::Commit(c) => c.view == 0,
+                _ => false,
+            }
+    }));
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    for replica in [0, 2, 3] {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+    assert!(net.executed_requests(1).is_empty());
+    // Replica 2 restarts without its memory.
+    net.replicas[2] = Replica::restarted_with_probe(2, &cluster, secrets[2].clone(), small(), 7);
+    net.executed[2].clear();
+    // Prepares of view 1 are lost too: nobody prepares there.
+    net.drop_rule = Some(Box::new(|_, to, m| match m {
+        ReplicaMessage::PrePrepare(p) => p.view == 0 && to == 1,
+        ReplicaMessage::Prepare(p) => p.view == 1 || (p.view == 0 && to == 1),
+        ReplicaMessage::Commit(c) => c.view == 0 && to == 1,
+        _ => false,
+    }));
+    // Until replica 2 votes, what would tell it of view 1 (votes, and
+    // statuses of replicas changing views) reaches it late.
+    net.hold_rule = Some(Box::new(|_, to, m| {
+        to == 2
+            && match m {
+                ReplicaMessage::ViewChange(_) | ReplicaMessage::NewView(_) => true,
+                ReplicaMessage::Status(s) => s.changing_to.is_some(),
+                _ => false,
+            }
+    }));
+    net.broadcast_client(&client_batch(&client, 1, 2));
+    for _ in 0..12 {
+        net.advance(SECOND / 2);
+        if net.replicas[2].changing_to().is_some() {
+            break;
+        }
+    }
+    assert_eq!(net.replicas[2].changing_to(), Some(1));
+    net.hold_rule = None;
+    net.release(|_, _, _| true);
+    for _ in 0..12 {
+        net.advance(SECOND / 2);
+        if net
+            .replicas
+            .iter()
+            .all(|r| r.view() == 1 && r.changing_to().is_none())
+        {
+            break;
+        }
+    }
+    for replica in 0..4 {
+        assert_eq!(net.replicas[replica].view(), 1, "replica {replica}");
+    }
+    assert!(
+        !net.replicas[2].recovering(),
+        "replica 2 entered view 1 above its floor: an ordinary replica again"
+    );
+    // Replica 0 restarts without its memory: the only replica recovering.
+    net.replicas[0] = Replica::restarted_with_probe(0, &cluster, secrets[0].clone(), small(), 8);
+    net.executed[0].clear();
+    // Replica 3's vote for view 2 reaches replica 2 late.
+    net.hold_rule = Some(Box::new(|from, to, m| {
+        from == 3 && to == 2 && is_view_change_for(m, 2)
+    }));
+    net.broadcast_client(&client_batch(&client, 1, 2));
+    for _ in 0..16 {
+        net.advance(SECOND / 2);
+        if net.replicas[1].view() >= 2 && net.replicas[1].delivered() >= 1 {
+            break;
+        }
+    }
+    net.drop_rule = None;
+    net.hold_rule = None;
+    net.release(|_, _, _| true);
+    for _ in 0..8 {
+        net.advance(SECOND / 2);
+    }
+    // Replicas 1 and 3 never failed.
+    assert_eq!(
+        net.executed_digests(1).first(),
+        net.executed_digests(3).first(),
+        "replicas 1 and 3 executed different batches at slot 1 (requests {:?} and {:?})",
+        net.executed_requests(1),
+        net.executed_requests(3)
+    );
+    assert_one_order(&net);
+}
