@@ -566,10 +566,20 @@ impl Replica {
         replica
     }
 
-    /// Whether this replica is still recovering from a restart (it votes in
-    /// no view yet).
+    /// Whether this replica is still recovering from a restart: it takes
+    /// part in no view yet, or it does but still lacks a certificate for a
+    /// slot it may have prepared before (see `recovery.rs`). Until it is
+    /// over the replica counts as one of the f faults the cluster
+    /// tolerates, so restart the next replica only after.
     pub fn recovering(&self) -> bool {
         self.recovery.is_some()
+    }
+
+    /// Whether this replica restarted and still only learns: it takes part
+    /// in no view until it has entered one above every view it may have
+    /// acted in before the restart.
+    pub fn learning_after_restart(&self) -> bool {
+        self.learns_after_restart()
     }
 
     /// This replica's id.
@@ -618,18 +628,19 @@ impl Replica {
     /// later include one of them; that one's answer reflects the write, so
     /// 2f+1 matching answers do (see the book's "How it works").
     ///
-    /// `None` while the replica is changing views, or recovering from a
-    /// restart without its memory: what it prepared before may be unknown
-    /// to it, so it answers no reads until a new view tells it what may
-    /// have committed. One that restarted from its disk knows (it wrote
-    /// each prepared certificate before its commit vote left, see
-    /// `durable.rs`) and answers reads while it recovers; it votes to
-    /// commit nothing new until it leaves recovery.
+    /// `None` while the replica is changing views, or still learning after
+    /// a restart without its memory: what it prepared before may be
+    /// unknown to it, so it answers no reads until a new view tells it what
+    /// may have committed (the view's carried slots, which the barrier
+    /// covers from then on). One that restarted from its disk knows (it
+    /// wrote each prepared certificate before its commit vote left, see
+    /// `durable.rs`) and answers reads while it learns; it votes to commit
+    /// nothing new until it takes part in a view.
     pub fn read_barrier(&self) -> Option<Seq> {
         let knows_its_votes = self
             .recovery
             .as_ref()
-            .is_none_or(|recovery| recovery.from_disk);
+            .is_none_or(|recovery| recovery.from_disk || !recovery.learns());
         (self.status == Status::Normal && knows_its_votes)
             .then(|| self.highest_prepared.max(self.delivered))
     }
@@ -685,6 +696,17 @@ impl Replica {
             Input::StateInstalled { seq, state } => self.on_state_installed(seq, state, out),
         }
         self.release_haves(out, before, tick);
+        self.settle_recovery();
+    }
+
+    /// Ends a recovery from a restart once this replica holds, or no longer
+    /// needs, a certificate for every slot it owes (see `recovery.rs`).
+    fn settle_recovery(&mut self) {
+        if let Some(recovery) = &mut self.recovery
+            && recovery.settle(self.low, &self.prepared)
+        {
+            self.recovery = None;
+        }
     }
 
     fn on_replica_message(

@@ -72,7 +72,7 @@ impl Replica {
     pub(super) fn propose(&mut self, out: &mut Vec<Output>) {
         while !self.pending.is_empty()
             && self.status == Status::Normal
-            && self.recovery.is_none()
+            && !self.learns_after_restart()
             && self.is_primary()
             && self.next_seq <= self.high()
             && self.in_flight() < self.config.pipeline
@@ -322,7 +322,13 @@ impl Replica {
     /// A replica recovering from a restart learns the same way (see
     /// [`recovery`](super::recovery)).
     pub(super) fn learning(&self) -> bool {
-        self.status != Status::Normal || self.recovery.is_some()
+        self.status != Status::Normal || self.learns_after_restart()
+    }
+
+    /// Whether this replica restarted and has not yet entered a view above
+    /// every one it may have acted in (see [`recovery`](super::recovery)).
+    pub(super) fn learns_after_restart(&self) -> bool {
+        self.recovery.as_ref().is_some_and(|r| r.learns())
     }
 
     /// Keeps a proposal known to match the digest agreed (or proposed) at

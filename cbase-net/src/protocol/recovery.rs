@@ -15,8 +15,26 @@
 //! does vote in view changes, so that a cluster with one crashed replica and
 //! one restarted one still reaches a quorum of votes; once it enters a view
 //! above the floor, it cannot have acted there before, and it is an ordinary
-//! replica again. (Its votes cannot carry what it prepared before the
-//! restart, so while it recovers it counts against f.)
+//! replica again in that it votes and prepares there. (Its votes cannot
+//! carry what it prepared before the restart, so while it recovers it
+//! counts against f.)
+//!
+//! Entering such a view does not end the recovery: the replica still holds
+//! none of the prepared certificates it held before, and were it to count
+//! as correct from then on, a second replica restarting without its memory
+//! (one at a time, as operators roll restarts) would leave too few holders
+//! of a batch that committed for the next view change to carry it. So it
+//! recovers until it again holds a certificate, prepared in a view it
+//! entered since the restart, for every slot the view it entered carried
+//! (the entered view carries every batch that may have committed before:
+//! 2f+1 replicas prepared it, and the new view's quorum holds one of them
+//! that neither restarted nor lies), or until a stable checkpoint covers
+//! the slot. Entering a later view first replaces what it owes with that
+//! view's carried slots, which again include every such batch. Only then is
+//! it as good as a replica that never restarted. (PBFT's proactive recovery
+//! ends the same way, at a checkpoint above every number the replica may
+//! have prepared.) A replica restarted from its disk holds its certificates
+//! and owes nothing.
 //!
 //! The floor is right only if it heard of every view it may have entered.
 //! Cut off from its peers, it would hear of none, vote for the view after
@@ -36,10 +54,10 @@
 //! peers, so a cluster with one crashed replica and one restarting still
 //! hears enough (q >= 2f).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::ReplicaId;
-use crate::message::{ReplicaMessage, View};
+use crate::message::{PreparedProof, ReplicaMessage, Seq, View};
 
 /// The state of a replica recovering from a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +76,13 @@ pub(super) struct Recovery {
     pub probe: Option<u64>,
     /// The peers that echoed `probe`.
     pub answered: BTreeSet<ReplicaId>,
+    /// `None` while it only learns; once it entered a view above the
+    /// floor, the slots that view carried for which it holds no
+    /// certificate prepared since (see the module's notes).
+    pub owed: Option<BTreeSet<Seq>>,
+    /// The first view above the floor it entered: certificates prepared in
+    /// it or later are ones it made since the restart.
+    pub since: View,
 }
 
 impl Recovery {
@@ -72,6 +97,8 @@ impl Recovery {
             from_disk: false,
             probe: Some(probe),
             answered: BTreeSet::new(),
+            owed: None,
+            since: 0,
         }
     }
 
@@ -85,6 +112,8 @@ impl Recovery {
             from_disk: true,
             probe: None,
             answered: BTreeSet::new(),
+            owed: None,
+            since: 0,
         }
     }
 
@@ -152,12 +181,51 @@ impl Recovery {
         view <= self.floor
     }
 
-    /// Whether entering `view` ends the recovery: a view above every one
+    /// Whether entering `view` ends the learning: a view above every one
     /// it may have acted in before the restart, and not below one it voted
     /// for since (it may follow the others into such a view, but only to
     /// learn: voting there would break the promise of its vote).
     pub fn ends_at(&self, view: View) -> bool {
         self.frozen && !self.covers(view) && view >= self.voted
+    }
+
+    /// Whether it still only learns (takes part in no view).
+    pub fn learns(&self) -> bool {
+        self.owed.is_none()
+    }
+
+    /// It entered `view`, for which [`ends_at`](Self::ends_at) holds, and
+    /// the view carried the slots `carried` above its stable checkpoint: it
+    /// takes part from now on, and owes a certificate for each of them. A
+    /// replica restarted from its disk owes nothing.
+    pub fn enter(&mut self, view: View, carried: BTreeSet<Seq>) {
+        if self.from_disk {
+            self.owed = Some(BTreeSet::new());
+            return;
+        }
+        if self.owed.is_none() {
+            self.since = view;
+        }
+        self.owed = Some(carried);
+    }
+
+    /// Drops the owed slots now covered, by the stable checkpoint at `low`
+    /// or by a certificate in `prepared` from a view entered since the
+    /// restart; true once it owes nothing (the recovery is over).
+    pub fn settle(&mut self, low: Seq, prepared: &BTreeMap<Seq, PreparedProof>) -> bool {
+        let since = self.since;
+        match &mut self.owed {
+            None => false,
+            Some(owed) => {
+                owed.retain(|seq| {
+                    *seq > low
+                        && !prepared
+                            .get(seq)
+                            .is_some_and(|proof| proof.pre_prepare.view >= since)
+                });
+                owed.is_empty()
+            }
+        }
     }
 }
 
@@ -171,7 +239,22 @@ pub fn answers_needed(n: usize, quorum: usize, f: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Status;
+    use crate::crypto::Signature;
+    use crate::message::{PrePrepareHeader, Status};
+
+    /// A certificate for `seq` prepared in `view` (the settling looks at
+    /// nothing else).
+    fn prepared_in(view: View, seq: Seq) -> PreparedProof {
+        PreparedProof {
+            pre_prepare: PrePrepareHeader {
+                view,
+                seq,
+                digest: [0; 32],
+                signature: Signature::from_bytes([0; 64]),
+            },
+            prepares: Vec::new(),
+        }
+    }
 
     fn status(view: View, changing_to: Option<View>) -> ReplicaMessage {
         ReplicaMessage::Status(Status {
@@ -233,5 +316,43 @@ mod tests {
         assert_eq!(answers_needed(5, 4, 1), 2);
         assert_eq!(answers_needed(6, 4, 1), 3);
         assert_eq!(Recovery::above(3).probe(), None);
+    }
+
+    #[test]
+    fn taking_part_it_recovers_once_each_carried_slot_has_a_certificate_since_or_a_checkpoint() {
+        let mut recovery = Recovery::new(7);
+        recovery.vote(1);
+        let mut prepared = BTreeMap::new();
+        assert!(recovery.learns());
+        assert!(!recovery.settle(0, &prepared), "learning: not over");
+        recovery.enter(1, BTreeSet::from([3, 4, 5]));
+        assert!(!recovery.learns(), "it takes part in view 1");
+        // A certificate from before view 1 (kept in a restored copy, say)
+        // is not one it made since the restart.
+        prepared.insert(4, prepared_in(0, 4));
+        prepared.insert(5, prepared_in(1, 5));
+        assert!(!recovery.settle(2, &prepared), "3 and 4 owed");
+        assert!(
+            !recovery.settle(3, &prepared),
+            "a checkpoint covers 3, not 4"
+        );
+        assert_eq!(recovery.owed, Some(BTreeSet::from([4])));
+        // View 2 carries 4 and 6: what it owes is that view's slots, and a
+        // certificate from view 1 or later counts.
+        recovery.vote(2);
+        recovery.enter(2, BTreeSet::from([4, 6]));
+        prepared.insert(4, prepared_in(2, 4));
+        assert!(!recovery.settle(3, &prepared), "6 owed");
+        assert_eq!(recovery.since, 1);
+        assert!(recovery.settle(6, &prepared), "a checkpoint covers 6");
+    }
+
+    #[test]
+    fn a_replica_restarted_from_disk_owes_nothing_when_it_takes_part() {
+        let mut recovery = Recovery::above(3);
+        recovery.vote(4);
+        assert!(recovery.ends_at(4));
+        recovery.enter(4, BTreeSet::from([5, 6]));
+        assert!(recovery.settle(0, &BTreeMap::new()));
     }
 }

@@ -375,7 +375,7 @@ impl Replica {
         // way (see `recovery`), so following the others into a view below
         // one it voted for breaks no promise: its vote carried nothing it
         // prepared, and it prepares nothing there.
-        let below_vote = new_view.view < self.heading_to() && self.recovery.is_none();
+        let below_vote = new_view.view < self.heading_to() && !self.learns_after_restart();
         if new_view.view <= self.view || below_vote {
             self.stats.stale += 1;
             return;
@@ -432,13 +432,10 @@ impl Replica {
         self.last_new_view = Some(new_view.clone());
         self.backoff.entered_view(self.now);
         self.lag_excused_at = None;
-        if self
+        let takes_part = self
             .recovery
             .as_ref()
-            .is_some_and(|r| r.ends_at(new_view.view))
-        {
-            self.recovery = None;
-        }
+            .is_some_and(|r| r.ends_at(new_view.view));
         let plan = plan_new_view(&new_view.view_changes);
         self.view = new_view.view;
         self.status = Status::Normal;
@@ -485,6 +482,19 @@ impl Replica {
                 },
                 true,
             );
+        }
+        if takes_part && let Some(recovery) = &mut self.recovery {
+            // It takes part from here, but holds none of the certificates
+            // it held before the restart: it owes one for every slot the
+            // view carried (see `recovery`; settled after each input).
+            let low = self.low;
+            let owed = new_view
+                .pre_prepares
+                .iter()
+                .map(|p| p.seq)
+                .filter(|seq| *seq > low)
+                .collect();
+            recovery.enter(new_view.view, owed);
         }
         let highest = carried;
         self.next_seq = highest.max(self.low) + 1;

@@ -2492,28 +2492,27 @@ fn a_replica_restarted_from_disk_does_not_raise_its_read_barrier_to_a_number_its
     );
 }
 
-/// Defect: a replica restarted without its memory leaves its recovery when
-/// it enters a view above its floor, and from then on counts as correct,
-/// though it still lacks every prepared certificate it held before the
-/// restart (its vote for that view carried none, and nothing makes it
-/// prepare the carried slots again before it counts as correct). A second
-/// replica restarted the same way after the first recovered (so at most
-/// one replica faulty or recovering at any time, no Byzantine replica at
-/// all) loses a batch that committed. Schedule (n = 4): in view 0, primary
-/// 0 proposes X at slot 1; view-0 pre-prepares, prepares and commits to
-/// replica 1 are lost; 0, 2 and 3 prepare X, commit and execute it.
-/// Replica 2 restarts without its memory; votes for view 1 and statuses of
-/// replicas changing views reach it late, so the answers it hears report
-/// view 0; it votes for view 1 and, once everything is delivered, enters
-/// it as an ordinary replica (1 > floor 0). View 1 re-issues X
-/// at slot 1 but its prepares are lost, so nobody prepares there. Replica
-/// 0 then restarts without its memory (the one replica recovering now),
-/// follows into view 1 and votes for view 2 with 1 and 2; replica 3's vote
-/// reaches 2 (primary of view 2) late. View 2 is built from the votes of
-/// 0, 1 and 2, none of which carries X: replica 2 proposes another batch at
-/// slot 1, and 1 executes it where 3 executed X.
+/// A replica restarted without its memory that entered a view above its
+/// floor takes part there, but it holds none of the prepared certificates
+/// it held before the restart: it recovers until it holds one again for
+/// every slot the view carried. Were it to count as correct at once, a
+/// second replica restarted the same way after it (one restart at a time,
+/// no Byzantine replica at all) would lose a batch that committed.
+/// Schedule (n = 4): in view 0, primary 0 proposes X at slot 1; view-0
+/// pre-prepares, prepares and commits to replica 1 are lost; 0, 2 and 3
+/// prepare X, commit and execute it. Replica 2 restarts without its
+/// memory; votes for view 1 and statuses of replicas changing views reach
+/// it late, so the answers it hears report view 0; it votes for view 1 and,
+/// once everything is delivered, enters it (1 > floor 0). View 1 re-issues
+/// X at slot 1 but its prepares are lost, so nobody prepares there: replica
+/// 2 still recovers. Had it stopped there, replica 0 restarting without its
+/// memory next would follow into view 1 and vote for view 2 with 1 and 2,
+/// and with replica 3's vote late, view 2 would be built from votes none of
+/// which carries X: another batch at slot 1 where 3 executed X. So the
+/// next restart waits, as an operator rolling restarts does, until replica
+/// 2 reports its recovery over, which it does once it prepared X again.
 #[test]
-fn a_second_restart_without_memory_after_the_first_recovered_does_not_lose_a_committed_batch() {
+fn a_replica_restarted_without_memory_recovers_until_it_holds_the_certificates_it_lost() {
     let (cluster, secrets) = cluster(4);
     let mut net = Net::new(4, small());
     let client = SecretKey::from_seed([99; 32]);
@@ -2577,20 +2576,45 @@ fn a_second_restart_without_memory_after_the_first_recovered_does_not_lose_a_com
         assert_eq!(net.replicas[replica].view(), 1, "replica {replica}");
     }
     assert!(
-        !net.replicas[2].recovering(),
-        "replica 2 entered view 1 above its floor: an ordinary replica again"
+        !net.replicas[2].learning_after_restart(),
+        "replica 2 entered view 1 above its floor: it takes part there"
     );
+    assert!(
+        net.replicas[2].recovering(),
+        "replica 2 holds no certificate for slot 1, which view 1 carried: still recovering"
+    );
+    // The next restart waits for replica 2's recovery to end; the losses
+    // end meanwhile.
+    for _ in 0..24 {
+        if !net.replicas[2].recovering() {
+            break;
+        }
+        net.drop_rule = None;
+        net.advance(SECOND / 2);
+    }
+    assert!(
+        !net.replicas[2].recovering(),
+        "replica 2 prepared slot 1 again: recovered"
+    );
+    let view = net.replicas[2].view();
     // Replica 0 restarts without its memory: the only replica recovering.
     net.replicas[0] = Replica::restarted_with_probe(0, &cluster, secrets[0].clone(), small(), 8);
     net.executed[0].clear();
-    // Replica 3's vote for view 2 reaches replica 2 late.
-    net.hold_rule = Some(Box::new(|from, to, m| {
-        from == 3 && to == 2 && is_view_change_for(m, 2)
+    // Prepares are lost again, and replica 3's votes for the next view
+    // reach replica 2 late.
+    net.drop_rule = Some(Box::new(move |_, to, m| match m {
+        ReplicaMessage::PrePrepare(p) => p.view == 0 && to == 1,
+        ReplicaMessage::Prepare(p) => p.view >= view || (p.view == 0 && to == 1),
+        ReplicaMessage::Commit(c) => c.view == 0 && to == 1,
+        _ => false,
     }));
-    net.broadcast_client(&client_batch(&client, 1, 2));
+    net.hold_rule = Some(Box::new(move |from, to, m| {
+        from == 3 && to == 2 && matches!(m, ReplicaMessage::ViewChange(_))
+    }));
+    net.broadcast_client(&client_batch(&client, 1, 3));
     for _ in 0..16 {
         net.advance(SECOND / 2);
-        if net.replicas[1].view() >= 2 && net.replicas[1].delivered() >= 1 {
+        if net.replicas[1].view() > view && net.replicas[1].delivered() >= 1 {
             break;
         }
     }
