@@ -100,10 +100,10 @@ impl World {
         let node = &mut self.nodes[instance];
         node.views.push((now, view));
         let voted = node.voted;
-        // A replica recovering from a restart may follow the others into a
+        // A replica learning after a restart may follow the others into a
         // lower view: it votes in none of them (it only learns there).
-        let recovering = node.replica.recovering();
-        if view < voted && !recovering && self.is_correct(instance) {
+        let learning = node.replica.learning_after_restart();
+        if view < voted && !learning && self.is_correct(instance) {
             self.violation(format!(
                 "correct replica instance {instance} entered view {view} after voting for view {voted}"
             ));

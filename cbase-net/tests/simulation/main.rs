@@ -225,6 +225,7 @@ scenario_tests! {
     restarted_replica => "restarted-replica",
     n7_restarted_beside_a_liar => "n7-restarted-beside-a-liar",
     restored_copy => "restored-copy",
+    rolling_restarts => "rolling-restarts",
     partitioned_primary => "partitioned-primary",
     equivocating_primary => "equivocating-primary",
     byzantine_backup => "byzantine-backup",

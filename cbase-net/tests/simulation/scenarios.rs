@@ -80,6 +80,12 @@ pub struct Scenario {
     /// time, and the restart is from that copy (a backup put back while the
     /// others went on), as a restored replica (`--restored`).
     pub restore_copy_at: Option<u64>,
+    /// With `restart` (without memory) of a backup: the primary of view 0
+    /// goes down at this time (which makes the restarted replica's view
+    /// change), and comes back without its memory once the restarted
+    /// replica reports its recovery over, as an operator rolling restarts
+    /// waits for.
+    pub rolling_restart: Option<u64>,
     /// Every replica crashes at a time drawn between these two and restarts
     /// from its data directory 50 to 500 ms later.
     pub power_cut: Option<(u64, u64)>,
@@ -140,6 +146,7 @@ fn base() -> Scenario {
         restart: None,
         restart_from_disk: false,
         restore_copy_at: None,
+        rolling_restart: None,
         power_cut: None,
         corrupt: None,
         byzantine: Vec::new(),
@@ -218,6 +225,25 @@ pub fn scenarios() -> Vec<Scenario> {
                 drop: 0.02,
                 ..net.clone()
             },
+            ..b.clone()
+        },
+        // Restarts without memory one after another, the second once the
+        // first reports its recovery over: a replica that entered a view
+        // but holds none of the certificates it held before must not count
+        // as recovered, or the next restart leaves too few holders of a
+        // committed batch for a view change to carry it. The primary goes
+        // down meanwhile (the view change that ends the first one's
+        // learning), and is the second to come back without memory.
+        Scenario {
+            name: "rolling-restarts",
+            restart: Some((Who::Backup, 30 * MS, 600 * MS)),
+            rolling_restart: Some(1_200 * MS),
+            net: NetSpec {
+                drop: 0.15,
+                long_delay: 0.05,
+                ..net.clone()
+            },
+            timeouts: Some((150 * MS, 300 * MS)),
             ..b.clone()
         },
         Scenario {

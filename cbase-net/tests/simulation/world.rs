@@ -307,6 +307,14 @@ impl Client {
     }
 }
 
+/// The second restart of a rolling restart (`Scenario::rolling_restart`).
+struct Rolling {
+    /// The replica restarted second (the primary of view 0).
+    instance: usize,
+    /// When it goes down: it comes back once the first replica recovered.
+    down_at: u64,
+}
+
 pub struct World {
     /// A digest of every event the run processed, in order (time, kind,
     /// endpoints, content): two runs of one seed must end with the same one.
@@ -345,6 +353,8 @@ pub struct World {
     /// The copy of the restarting replica's directory, once taken (see
     /// `Scenario::restore_copy_at`).
     disk_copy: Option<crate::disk::Disk>,
+    /// The second restart of `Scenario::rolling_restart`.
+    rolling: Option<Rolling>,
     /// When every replica goes down, and when they all come back.
     power_cut: Option<(u64, u64)>,
     pub corrupt: Option<(usize, u64)>,
@@ -541,6 +551,10 @@ impl World {
             .restart
             .zip(restart_id)
             .map(|((_, down, up), id)| (instance(id), down, up));
+        let rolling = scenario.rolling_restart.map(|down_at| Rolling {
+            instance: instance(0),
+            down_at,
+        });
         let corrupt = scenario
             .corrupt
             .zip(corrupt_id)
@@ -576,6 +590,7 @@ impl World {
             restart,
             restarted: false,
             disk_copy: None,
+            rolling,
             power_cut,
             corrupt,
             fingerprint: None,
@@ -933,23 +948,10 @@ impl World {
                 }
             }
             if self.now >= up_at && !self.restarted {
-                // Everything it knew is gone: a new state machine, a new service.
                 self.restarted = true;
-                self.trace(instance, format_args!("restarts with empty memory"));
-                let old = &self.nodes[instance];
-                let (id, offset) = (old.id, old.clock_offset);
-                let probe = self.rng.r#gen();
-                let fresh = new_node(
-                    id,
-                    &self.keys[id as usize],
-                    &self.cluster,
-                    &self.protocol,
-                    offset,
-                    Some(probe),
-                );
-                let old = std::mem::replace(&mut self.nodes[instance], fresh);
-                old.execution.shutdown();
+                self.restart_without_memory(instance);
             }
+            self.roll_on(instance);
         }
         if let Some((instance, at)) = self.corrupt
             && self.now >= at
@@ -966,6 +968,47 @@ impl World {
         self.sample_memory();
         for client in 0..self.clients.len() {
             self.client_tick(client);
+        }
+    }
+
+    /// Restarts an instance with empty memory: everything it knew is gone,
+    /// a new state machine, a new service.
+    fn restart_without_memory(&mut self, instance: usize) {
+        self.trace(instance, format_args!("restarts with empty memory"));
+        let old = &self.nodes[instance];
+        let (id, offset) = (old.id, old.clock_offset);
+        let probe = self.rng.r#gen();
+        let fresh = new_node(
+            id,
+            &self.keys[id as usize],
+            &self.cluster,
+            &self.protocol,
+            offset,
+            Some(probe),
+        );
+        let old = std::mem::replace(&mut self.nodes[instance], fresh);
+        old.execution.shutdown();
+    }
+
+    /// The rolling restart's second step: the next replica goes down, and
+    /// once `first`, restarted, reports its recovery over, it comes back
+    /// without its memory.
+    fn roll_on(&mut self, first: usize) {
+        let Some(rolling) = &self.rolling else {
+            return;
+        };
+        let instance = rolling.instance;
+        if self.now < rolling.down_at {
+            return;
+        }
+        if !self.nodes[instance].crashed {
+            self.trace(instance, format_args!("goes down"));
+            self.nodes[instance].crashed = true;
+        }
+        if self.restarted && !self.nodes[first].replica.recovering() {
+            self.trace(first, format_args!("recovered"));
+            self.rolling = None;
+            self.restart_without_memory(instance);
         }
     }
 
