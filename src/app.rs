@@ -495,6 +495,7 @@ pub fn status_table(reports: &[cbase_net::status::StatusReport]) -> String {
         "replica".to_string(),
         "address".into(),
         "view".into(),
+        "recovering".into(),
         "delivered".into(),
         "stable".into(),
         "checkpoints".into(),
@@ -507,6 +508,7 @@ pub fn status_table(reports: &[cbase_net::status::StatusReport]) -> String {
                 report.replica.to_string(),
                 report.address.clone(),
                 status.view.to_string(),
+                if status.recovering { "yes" } else { "no" }.into(),
                 status.delivered.to_string(),
                 status.stable.map_or("-".into(), |(seq, digest)| {
                     format!("{seq} ({})", cbase_net::crypto::short_hex(&digest))
@@ -518,6 +520,7 @@ pub fn status_table(reports: &[cbase_net::status::StatusReport]) -> String {
                 rows.push([
                     report.replica.to_string(),
                     report.address.clone(),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),

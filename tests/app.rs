@@ -213,6 +213,10 @@ async fn call_and_status_against_a_running_cluster() {
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cells[0], id.to_string(), "{table}");
         assert_eq!(cells[2], "0", "every replica in view 0:\n{table}");
+        assert_eq!(
+            cells[3], "no",
+            "a first start recovers from nothing:\n{table}"
+        );
     }
 
     // One replica down: it says so, and 3 of 4 still make a quorum.

@@ -509,6 +509,10 @@ pub struct ReplicaStatus {
     pub replica: ReplicaId,
     /// The view it is in.
     pub view: View,
+    /// Whether it is still recovering from a restart: until it is over it
+    /// counts as one of the f faults the cluster tolerates, so restart the
+    /// next replica only once this is false.
+    pub recovering: bool,
     /// The highest sequence number it agreed on and handed to execution.
     pub delivered: Seq,
     /// Its latest stable checkpoint (proved by 2f+1 replicas), if any: its

@@ -219,9 +219,9 @@ impl Recovery {
             Some(owed) => {
                 owed.retain(|seq| {
                     *seq > low
-                        && !prepared
+                        && prepared
                             .get(seq)
-                            .is_some_and(|proof| proof.pre_prepare.view >= since)
+                            .is_none_or(|proof| proof.pre_prepare.view < since)
                 });
                 owed.is_empty()
             }

@@ -673,6 +673,7 @@ fn replica_status(inbound: &Inbound) -> ReplicaStatus {
     ReplicaStatus {
         replica: inbound.id,
         view: metrics.view.load(Ordering::Relaxed),
+        recovering: metrics.recovering.load(Ordering::Relaxed),
         delivered: metrics.delivered.load(Ordering::Relaxed),
         stable: metrics.stable.lock().back().copied(),
         checkpoints_taken: metrics.checkpoints_taken.load(Ordering::Relaxed),

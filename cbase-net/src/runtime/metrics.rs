@@ -3,7 +3,7 @@
 //! histories of several replicas compare.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -77,6 +77,11 @@ pub struct NodeMetrics {
     pub diverged: AtomicU64,
     /// The view this replica is in.
     pub view: AtomicU64,
+    /// Whether it is still recovering from a restart (see
+    /// [`Replica::recovering`](crate::protocol::Replica::recovering)): until
+    /// it is over it counts as one of the f faults, so a rolling restart
+    /// waits for it before restarting the next replica.
+    pub recovering: AtomicBool,
     /// Transferred checkpoints this replica installed.
     pub states_installed: AtomicU64,
     /// The highest sequence number agreed and handed to execution.

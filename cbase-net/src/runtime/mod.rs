@@ -525,6 +525,9 @@ impl ReplicaNode {
                 config.protocol.clone(),
             ),
         };
+        metrics
+            .recovering
+            .store(replica.recovering(), Ordering::Relaxed);
         // A state transfer fetches only what differs from this replica's
         // stable checkpoint.
         replica.set_local_checkpoint(Arc::clone(&checkpoints) as _);
@@ -668,6 +671,9 @@ impl ReplicaNode {
                     protocol_metrics
                         .view
                         .store(replica.view(), Ordering::Relaxed);
+                    protocol_metrics
+                        .recovering
+                        .store(replica.recovering(), Ordering::Relaxed);
                     protocol_metrics
                         .delivered
                         .store(replica.delivered(), Ordering::Relaxed);

@@ -45,6 +45,13 @@ pub fn render(id: ReplicaId, metrics: &NodeMetrics) -> String {
         "The view this replica is in",
         load(&metrics.view),
     );
+    gauge(
+        registry,
+        "cbase_recovering",
+        "1 while this replica recovers from a restart (it counts as one of the f faults: \
+         restart the next replica only once this is 0)",
+        u64::from(metrics.recovering.load(Ordering::Relaxed)),
+    );
     counter(
         registry,
         "cbase_view_changes",
