@@ -13,7 +13,8 @@ use crate::crypto::{PublicKey, Signature};
 /// The version of the wire protocol spoken by this build; peers must match.
 /// 3: client batches may travel unsigned, and backups send the primary
 /// the digests of those they have. 4: status messages carry a restarted
-/// replica's probe and the answer's echo of it.
+/// replica's probe and the answer's echo of it, and a replica's answer to
+/// a status query says whether it is recovering.
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The largest handshake message accepted, in bytes.
