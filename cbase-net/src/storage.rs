@@ -14,6 +14,7 @@
 //! | `replica.redb` | `deltas` | sequence number | the changes of the stable checkpoints written since the last fold, in order |
 //! | `log.redb` | `meta` | `"view"` | the highest view the replica voted for or entered |
 //! | `log.redb` | `meta` | `"entered"` | the last view it entered, with the highest sequence number that view carried |
+//! | `log.redb` | `meta` | `"window"` | the last view it wrote its window for, and how far it reached there: it sent no pre-prepare or prepare in that view above it |
 //! | `log.redb` | `prepared` | sequence number | the replica's prepared certificate there, with the proposal |
 //! | `log.redb` | `executed` | sequence number | each batch executed above the stable checkpoint |
 //!
@@ -716,6 +717,10 @@ impl Storage {
             Some(sealed) => Some(self.unseal(File::Log, "the view entered", &sealed)?),
             None => None,
         };
+        let window: Option<(View, Seq)> = match self.meta(File::Log, "window")? {
+            Some(sealed) => Some(self.unseal(File::Log, "the window", &sealed)?),
+            None => None,
+        };
         // The state at the stable checkpoint. Its digest is checked as it is
         // installed (restoring the containers builds their digest trees
         // anyway, so hashing it here too would only double the cost).
@@ -780,6 +785,7 @@ impl Storage {
         let recovered = Recovered {
             view,
             entered,
+            window,
             stable: stable.map(|s| (s.seq, s.digest, s.proof)),
             prepared,
             executed: low,
@@ -915,6 +921,15 @@ impl Storage {
                         }
                         if let Durable::Entered { view, carried } = item {
                             meta.insert("entered", seal(&(*view, *carried)).as_slice())?;
+                        }
+                    }
+                    Durable::Window { view, seq } => {
+                        let stored: (View, Seq) = meta
+                            .get("window")?
+                            .and_then(|v| codec::decode::<(View, Seq)>(&v.value()[32..]).ok())
+                            .unwrap_or((0, 0));
+                        if (*view, *seq) > stored {
+                            meta.insert("window", seal(&(*view, *seq)).as_slice())?;
                         }
                     }
                 }
@@ -1235,6 +1250,8 @@ mod tests {
                 },
                 &Durable::View(3),
                 &Durable::View(2),
+                &Durable::Window { view: 2, seq: 16 },
+                &Durable::Window { view: 2, seq: 12 },
             ])
             .unwrap();
         storage
@@ -1248,6 +1265,11 @@ mod tests {
         assert_eq!((seq, restored.digest()), (4, base.digest()));
         assert_eq!(loaded.recovered.view, 3, "the highest view written");
         assert_eq!(loaded.recovered.entered, Some((2, 5)), "the view entered");
+        assert_eq!(
+            loaded.recovered.window,
+            Some((2, 16)),
+            "the furthest window written"
+        );
         assert_eq!(loaded.recovered.prepared.len(), 1);
         assert_eq!(
             loaded.executed.iter().map(|c| c.seq).collect::<Vec<_>>(),

@@ -207,3 +207,48 @@ async fn a_replica_restored_from_a_copy_taken_before_a_view_change_catches_up() 
     assert!(cluster.checkpoint_agreement().agree());
     cluster.shutdown().await;
 }
+
+/// A replica restarted from its own directory in a healthy cluster takes
+/// part again without waiting for a view change (a healthy cluster may
+/// never have one): once its stable checkpoint passes how far its window
+/// reached before the restart, which its directory records. Bounded in
+/// count, not time: each round is a put the others order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_from_its_directory_takes_part_again_without_a_view_change() {
+    let mut cluster = builder(DataDirs::Temporary)
+        .start(empty)
+        .await
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    for key in 0..5 {
+        let () = client.call(&Put { key, value: key }).await.expect("put");
+    }
+    cluster.stop_replica(3).await;
+    cluster
+        .restart_replica(3, empty())
+        .await
+        .expect("restart 3");
+    let recovering = |cluster: &LocalCluster| {
+        cluster
+            .replica(3)
+            .expect("running")
+            .metrics()
+            .recovering
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(recovering(&cluster), "restarted: it learns first");
+    let mut rounds = 0;
+    while recovering(&cluster) {
+        rounds += 1;
+        assert!(rounds < 200, "replica 3 never took part again");
+        let () = client
+            .call(&Put {
+                key: 100 + rounds,
+                value: rounds,
+            })
+            .await
+            .expect("put");
+    }
+    assert!(cluster.checkpoint_agreement().agree());
+    cluster.shutdown().await;
+}

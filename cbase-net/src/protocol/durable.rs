@@ -24,6 +24,12 @@
 //!   sequence number twice. Entering also records the highest sequence
 //!   number the new view carried, which is what reads must wait for after a
 //!   restart (see [`Replica::read_barrier`](super::Replica::read_barrier)).
+//! - [`Durable::Window`] before its first pre-prepare or prepare of a view
+//!   above the number it last wrote for that view (it writes how far its
+//!   window reaches, so once a window, not once a message). After a restart
+//!   in the view it entered, nothing it did in that view is above it, so
+//!   once its stable checkpoint reaches that number it takes part in the
+//!   view again without waiting for a view change (see `recovery.rs`).
 //!
 //! The stable checkpoint (with its proof) and the batches executed above it
 //! are written by the runtime, which has the state; [`Recovered`] brings all
@@ -65,13 +71,21 @@ pub enum Durable {
         /// The highest sequence number the view's new-view carried.
         carried: Seq,
     },
+    /// In `view`, the replica may send a pre-prepare or a prepare for any
+    /// number up to `seq`, and none above.
+    Window {
+        /// The view.
+        view: View,
+        /// The highest number.
+        seq: Seq,
+    },
 }
 
 impl Durable {
     /// The view this record promises not to go below, if any.
     pub fn view(&self) -> Option<View> {
         match self {
-            Durable::Prepared { .. } => None,
+            Durable::Prepared { .. } | Durable::Window { .. } => None,
             Durable::View(view) | Durable::Entered { view, .. } => Some(*view),
         }
     }
@@ -91,6 +105,10 @@ pub struct Recovered {
     pub stable: Option<(Seq, Hash, Vec<Checkpoint>)>,
     /// The prepared certificates it wrote above that checkpoint.
     pub prepared: Vec<(PreparedProof, Option<Proposal>)>,
+    /// The last [`Durable::Window`] it wrote, (view, number): in that view
+    /// it sent no pre-prepare or prepare above the number (`None`: it wrote
+    /// none, or its directory predates the record).
+    pub window: Option<(View, Seq)>,
     /// The last sequence number its execution has executed, the batches it
     /// wrote above the checkpoint replayed (at least the checkpoint's).
     pub executed: Seq,
@@ -213,6 +231,27 @@ impl Replica {
             .prepared
             .values()
             .any(|proof| proof.pre_prepare.view >= recovered.view);
+        // Restarted in the view it had entered, with the disk naming how far
+        // its window reached: it takes part there again once its checkpoint
+        // is past that (see `recovery.rs`). Not from a restored copy, whose
+        // window may have moved on since.
+        let in_entered_view = entered
+            || recovered.view == 0
+            || recovered
+                .entered
+                .is_some_and(|(view, _)| view == recovered.view);
+        // A record for an earlier view says nothing of this one. Nor does
+        // none at all: a directory written before the record existed.
+        if restored_probe.is_none()
+            && in_entered_view
+            && let Some(recovery) = &mut replica.recovery
+        {
+            recovery.rejoin_at = recovered
+                .window
+                .filter(|(view, _)| *view == recovered.view)
+                .map(|(_, seq)| seq);
+        }
+        replica.window_written = recovered.window.unwrap_or((0, 0));
         if recovered.view > 0 && (entered || restored_probe.is_some()) {
             // A restored copy's vote for its view is no promise: it may
             // have voted again since. It casts none from the copy, and

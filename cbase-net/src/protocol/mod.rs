@@ -311,6 +311,9 @@ pub struct Replica {
     /// The highest sequence number this replica voted to commit (it saw it
     /// prepared), in any view: see [`Replica::read_barrier`].
     highest_prepared: Seq,
+    /// The last [`Durable::Window`] written: in that view, this replica
+    /// sent no pre-prepare or prepare above that number (see `durable.rs`).
+    window_written: (View, Seq),
     /// Client batches waiting for a sequence number, with their digests. The
     /// primary proposes them; a backup keeps them in case it becomes primary.
     pending: pending::Pending,
@@ -489,6 +492,7 @@ impl Replica {
             proposals_served: BTreeMap::new(),
             delivered: 0,
             highest_prepared: 0,
+            window_written: (0, 0),
             pending: pending::Pending::default(),
             waiting: BTreeMap::new(),
             stalled: None,
@@ -700,13 +704,35 @@ impl Replica {
     }
 
     /// Ends a recovery from a restart once this replica holds, or no longer
-    /// needs, a certificate for every slot it owes (see `recovery.rs`).
+    /// needs, a certificate for every slot it owes, or, restarted from its
+    /// disk in the view it entered, once its stable checkpoint covers every
+    /// number it may have acted on there (see `recovery.rs`).
     fn settle_recovery(&mut self) {
-        if let Some(recovery) = &mut self.recovery
-            && recovery.settle(self.low, &self.prepared)
-        {
+        let Some(recovery) = &mut self.recovery else {
+            return;
+        };
+        let rejoins = self.status == Status::Normal && recovery.rejoins(self.view, self.low);
+        if rejoins {
+            // Everything it may have proposed before the restart is at or
+            // below the checkpoint, so executed.
+            self.next_seq = self.next_seq.max(self.delivered.max(self.low) + 1);
+        }
+        if rejoins || recovery.settle(self.low, &self.prepared) {
             self.recovery = None;
         }
+    }
+
+    /// Before this replica sends a pre-prepare or a prepare for `seq` in
+    /// `view`: writes how far its window reaches there, if it has not
+    /// already (once per window, not per message; the runtime writes a
+    /// burst's `Persist`s before it sends any of its messages).
+    fn cover_window(&mut self, view: View, seq: Seq, out: &mut Vec<Output>) {
+        if (view, seq) <= self.window_written {
+            return;
+        }
+        let reach = seq.max(self.high());
+        self.window_written = (view, reach);
+        out.push(Output::Persist(Durable::Window { view, seq: reach }));
     }
 
     fn on_replica_message(

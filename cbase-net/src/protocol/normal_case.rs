@@ -102,6 +102,7 @@ impl Replica {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
+            self.cover_window(self.view, seq, out);
             let proposal = Proposal {
                 timestamp: self.now,
                 batches,
@@ -368,6 +369,7 @@ impl Replica {
 
     /// Signs, records and broadcasts this backup's prepare for `seq`.
     fn send_prepare(&mut self, view: View, seq: Seq, digest: Hash, out: &mut Vec<Output>) {
+        self.cover_window(view, seq, out);
         let signature = self.secret.sign(
             domain::PREPARE,
             &prepare_header(view, seq, &digest, self.id),

@@ -36,6 +36,17 @@
 //! have prepared.) A replica restarted from its disk holds its certificates
 //! and owes nothing.
 //!
+//! A replica restarted from its disk in the view it had entered (and voted
+//! past in no vote its disk holds) need not wait for a view change at all.
+//! Its disk names the highest number its window reached
+//! ([`Durable::Window`](super::Durable::Window)), written before any
+//! pre-prepare or prepare up there left, so it did nothing in that view
+//! above it. It learns until its stable checkpoint reaches that number;
+//! from then on nothing it does in the view can contradict what it did
+//! before, and it takes part there again. In a cluster that is busy this
+//! takes a window's worth of batches; an idle one leaves it learning until
+//! the next view change, as before.
+//!
 //! The floor is right only if it heard of every view it may have entered.
 //! Cut off from its peers, it would hear of none, vote for the view after
 //! its own, and, when one peer relays that view's new-view, enter it as an
@@ -83,6 +94,10 @@ pub(super) struct Recovery {
     /// The first view above the floor it entered: certificates prepared in
     /// it or later are ones it made since the restart.
     pub since: View,
+    /// Restarted from its disk in the view it had entered (the floor), whose
+    /// window reached this number: it takes part in that view again once its
+    /// stable checkpoint is there.
+    pub rejoin_at: Option<Seq>,
 }
 
 impl Recovery {
@@ -99,6 +114,7 @@ impl Recovery {
             answered: BTreeSet::new(),
             owed: None,
             since: 0,
+            rejoin_at: None,
         }
     }
 
@@ -114,6 +130,7 @@ impl Recovery {
             answered: BTreeSet::new(),
             owed: None,
             since: 0,
+            rejoin_at: None,
         }
     }
 
@@ -192,6 +209,18 @@ impl Recovery {
     /// Whether it still only learns (takes part in no view).
     pub fn learns(&self) -> bool {
         self.owed.is_none()
+    }
+
+    /// Whether, working in `view` with its stable checkpoint at `low`, it
+    /// may take part in that view again: restarted from its disk in it, not
+    /// having voted since, and its checkpoint at or above every number its
+    /// window reached before the restart.
+    pub fn rejoins(&self, view: View, low: Seq) -> bool {
+        self.from_disk
+            && !self.frozen
+            && self.learns()
+            && view == self.floor
+            && self.rejoin_at.is_some_and(|at| low >= at)
     }
 
     /// It entered `view`, for which [`ends_at`](Self::ends_at) holds, and

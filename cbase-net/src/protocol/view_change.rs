@@ -335,6 +335,9 @@ impl Replica {
         // The 2f+1 lowest senders: any choice works, a fixed one is easier to debug.
         let view_changes: Vec<ViewChange> = votes.values().take(self.quorum).cloned().collect();
         let plan = plan_new_view(&view_changes);
+        if let Some((seq, _)) = plan.proposals.last() {
+            self.cover_window(target, *seq, out);
+        }
         let pre_prepares: Vec<PrePrepareHeader> = plan
             .proposals
             .iter()

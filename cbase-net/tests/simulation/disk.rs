@@ -17,6 +17,7 @@ use cbase_net::protocol::{Committed, Durable, Recovered};
 pub struct Disk {
     view: View,
     entered: Option<(View, Seq)>,
+    window: Option<(View, Seq)>,
     stable: Option<(Seq, Hash, Vec<Checkpoint>, CheckpointState)>,
     prepared: BTreeMap<Seq, (PreparedProof, Option<Proposal>)>,
     executed: BTreeMap<Seq, Committed>,
@@ -41,6 +42,7 @@ impl Disk {
                 self.view = self.view.max(view);
                 self.entered = Some((view, carried));
             }
+            Durable::Window { view, seq } => self.window = self.window.max(Some((view, seq))),
         }
         self.sync();
     }
@@ -90,6 +92,7 @@ impl Disk {
         let recovered = Recovered {
             view: self.view,
             entered: self.entered,
+            window: self.window,
             stable: self
                 .stable
                 .as_ref()

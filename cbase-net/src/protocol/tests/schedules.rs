@@ -1527,6 +1527,13 @@ fn recovered(net: &Net, replica: usize) -> Recovered {
             Durable::Entered { view, carried } => Some((*view, *carried)),
             _ => None,
         }),
+        window: persisted
+            .iter()
+            .filter_map(|d| match d {
+                Durable::Window { view, seq } => Some((*view, *seq)),
+                _ => None,
+            })
+            .max(),
         stable: None,
         prepared: persisted
             .iter()
@@ -2633,4 +2640,100 @@ fn a_replica_restarted_without_memory_recovers_until_it_holds_the_certificates_i
         net.executed_requests(3)
     );
     assert_one_order(&net);
+}
+
+/// Sends one client batch a slot, `numbers` in turn, each agreed before the
+/// next goes.
+fn one_slot_each(net: &mut Net, client: &SecretKey, numbers: std::ops::RangeInclusive<u64>) {
+    for number in numbers {
+        net.input(0, Input::Client(client_batch(client, 0, number)));
+        net.run();
+    }
+}
+
+/// A replica restarted from its disk in the view it had entered need not
+/// wait for a view change to take part again: its disk names how far its
+/// window reached there, and once its stable checkpoint is past that,
+/// nothing it does in the view can contradict what it did before. Schedule
+/// (n = 4, checkpoints every 4, window 8): slots 1 to 3 agree in view 0;
+/// replica 3 restarts from its disk (its window reached 8); the others go
+/// on to slot 12, so the checkpoint at 8 becomes stable; then replica 2
+/// crashes. Only with replica 3 taking part do 0, 1 and 3 commit more in
+/// view 0; while it only learned, nothing would commit until a view change.
+#[test]
+fn a_replica_restarted_from_disk_takes_part_in_its_view_again_once_its_checkpoint_passes_its_window()
+ {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    one_slot_each(&mut net, &client, 1..=3);
+    let disk = recovered(&net, 3);
+    assert_eq!(disk.window, Some((0, 8)), "its window reached 8 in view 0");
+    net.replicas[3] = Replica::recover(3, &cluster, secrets[3].clone(), small(), disk);
+    one_slot_each(&mut net, &client, 4..=7);
+    assert!(net.replicas[3].low_watermark() < 8);
+    assert!(
+        net.replicas[3].learning_after_restart(),
+        "its checkpoint is below where its window reached: it learns"
+    );
+    one_slot_each(&mut net, &client, 8..=12);
+    assert!(net.replicas[3].low_watermark() >= 8);
+    assert!(
+        !net.replicas[3].recovering(),
+        "its checkpoint passed its window: it takes part again"
+    );
+    // Replica 2 crashes: 0, 1 and 3 still commit, in view 0.
+    net.drop_rule = Some(Box::new(|from, to, _| from == 2 || to == 2));
+    one_slot_each(&mut net, &client, 13..=14);
+    for replica in [0, 1, 3] {
+        assert_eq!(net.replicas[replica].view(), 0, "replica {replica}");
+        assert_eq!(
+            net.executed_requests(replica).last(),
+            Some(&14),
+            "replica {replica}"
+        );
+    }
+    assert_one_order(&net);
+}
+
+/// The bound that lets it take part again must cover everything it did in
+/// the view: a replica restarted from its disk sends no prepare in its view
+/// at a number its window reached before the restart. Schedule (n = 4):
+/// slots 1 to 3 agree in view 0; replica 3 then receives the pre-prepare
+/// of slot 4 (X) and prepares it, but the others' prepares to it are lost,
+/// so it holds no certificate; it restarts from its disk. A faulty primary
+/// 0 then sends it a second proposal (Y) for slot 4: had it taken part at
+/// once, its prepare for Y beside its earlier one for X would let X prepare
+/// at one replica and Y commit at others.
+#[test]
+fn a_replica_restarted_from_disk_prepares_nothing_in_its_view_where_its_window_reached() {
+    let (cluster, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    one_slot_each(&mut net, &client, 1..=3);
+    net.drop_rule = Some(Box::new(|_, to, m| {
+        to == 3 && matches!(m, ReplicaMessage::Prepare(p) if p.seq == 4)
+    }));
+    one_slot_each(&mut net, &client, 4..=4);
+    let disk = recovered(&net, 3);
+    assert!(
+        disk.prepared
+            .iter()
+            .all(|(proof, _)| proof.pre_prepare.seq != 4),
+        "it prepared nothing at 4"
+    );
+    let mut replica = Replica::recover(3, &cluster, secrets[3].clone(), small(), disk);
+    // Whatever it decides about taking part, it has decided by now.
+    replica.handle(net.now, Input::Tick, &mut Vec::new());
+    let other = client_batch(&client, 1, 1);
+    let out = deliver(
+        &mut replica,
+        0,
+        ReplicaMessage::PrePrepare(pre_prepare(&secrets[0], 0, 4, vec![other])),
+    );
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Broadcast(ReplicaMessage::Prepare(_)))),
+        "it prepared a second proposal for slot 4 of view 0: {out:?}"
+    );
 }
