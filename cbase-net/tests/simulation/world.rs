@@ -1144,8 +1144,13 @@ impl World {
         let node = &mut self.nodes[to];
         let (view, buffered) = (node.replica.view(), node.replica.stats().buffered);
         let clock = self.now + node.clock_offset;
+        let recovering = node.replica.recovering();
         let mut outputs = Vec::new();
         node.replica.handle(clock, input, &mut outputs);
+        if recovering && !self.nodes[to].replica.recovering() {
+            let view = self.nodes[to].replica.view();
+            self.trace(to, format_args!("recovery over, in view {view}"));
+        }
         if let Some(target) = future {
             let held = self.nodes[to].replica.stats().buffered > buffered;
             self.note_buffered(to, view, target, held);
