@@ -14,6 +14,7 @@
 //! | `replica.redb` | `deltas` | sequence number | the changes of the stable checkpoints written since the last fold, in order |
 //! | `log.redb` | `meta` | `"view"` | the highest view the replica voted for or entered |
 //! | `log.redb` | `meta` | `"entered"` | the last view it entered, with the highest sequence number that view carried |
+//! | `log.redb` | `meta` | `"restored"` | present while a replica started from a restored copy has not ended its recovery |
 //! | `log.redb` | `meta` | `"window"` | the last view it wrote its window for, and how far it reached there: it sent no pre-prepare or prepare in that view above it |
 //! | `log.redb` | `prepared` | sequence number | the replica's prepared certificate there, with the proposal |
 //! | `log.redb` | `executed` | sequence number | each batch executed above the stable checkpoint |
@@ -717,6 +718,7 @@ impl Storage {
             Some(sealed) => Some(self.unseal(File::Log, "the view entered", &sealed)?),
             None => None,
         };
+        let restored = self.meta(File::Log, "restored")?.is_some();
         let window: Option<(View, Seq)> = match self.meta(File::Log, "window")? {
             Some(sealed) => Some(self.unseal(File::Log, "the window", &sealed)?),
             None => None,
@@ -786,6 +788,7 @@ impl Storage {
             view,
             entered,
             window,
+            restored,
             stable: stable.map(|s| (s.seq, s.digest, s.proof)),
             prepared,
             executed: low,
@@ -892,6 +895,19 @@ impl Storage {
         Ok(self.read_stable()?.1)
     }
 
+    /// Notes, durably, that the replica starts from a restored copy (see
+    /// [`Replica::recover_restored`](crate::protocol::Replica::recover_restored)):
+    /// until its recovery ends ([`Durable::RestoreOver`]), every start from
+    /// this directory is a start from a restored copy, whether or not it is
+    /// told so again.
+    pub fn mark_restored(&self) -> Result<(), StorageError> {
+        self.write(File::Log, |txn| {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("restored", seal(&true).as_slice())?;
+            Ok(())
+        })
+    }
+
     /// Writes what the protocol asked to persist, in one durable commit.
     pub fn persist<'a>(
         &self,
@@ -922,6 +938,9 @@ impl Storage {
                         if let Durable::Entered { view, carried } = item {
                             meta.insert("entered", seal(&(*view, *carried)).as_slice())?;
                         }
+                    }
+                    Durable::RestoreOver => {
+                        meta.remove("restored")?;
                     }
                     Durable::Window { view, seq } => {
                         let stored: (View, Seq) = meta
@@ -1276,6 +1295,24 @@ mod tests {
             [5, 6]
         );
         assert_eq!(loaded.recovered.stable.unwrap().0, 4);
+    }
+
+    #[test]
+    fn a_restored_mark_lasts_until_the_recovery_is_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, loaded) = Storage::open(dir.path(), LAYOUT).unwrap();
+        assert!(!loaded.recovered.restored);
+        storage.mark_restored().unwrap();
+        drop(storage);
+        let (storage, loaded) = Storage::open(dir.path(), LAYOUT).unwrap();
+        assert!(
+            loaded.recovered.restored,
+            "a start without the flag is still one from a copy"
+        );
+        storage.persist([&Durable::RestoreOver]).unwrap();
+        drop(storage);
+        let (_, loaded) = Storage::open(dir.path(), LAYOUT).unwrap();
+        assert!(!loaded.recovered.restored);
     }
 
     #[test]

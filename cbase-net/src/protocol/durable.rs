@@ -79,13 +79,19 @@ pub enum Durable {
         /// The highest number.
         seq: Seq,
     },
+    /// A replica started from a restored copy (see
+    /// [`Replica::recover_restored`]) ended its recovery: its directory now
+    /// holds its own votes again, and a later start from it is an ordinary
+    /// restart. Until this is written, the runtime starts it as restored
+    /// whether or not it is told to.
+    RestoreOver,
 }
 
 impl Durable {
     /// The view this record promises not to go below, if any.
     pub fn view(&self) -> Option<View> {
         match self {
-            Durable::Prepared { .. } | Durable::Window { .. } => None,
+            Durable::Prepared { .. } | Durable::Window { .. } | Durable::RestoreOver => None,
             Durable::View(view) | Durable::Entered { view, .. } => Some(*view),
         }
     }
@@ -109,6 +115,9 @@ pub struct Recovered {
     /// it sent no pre-prepare or prepare above the number (`None`: it wrote
     /// none, or its directory predates the record).
     pub window: Option<(View, Seq)>,
+    /// It was started from a restored copy and its recovery has not ended
+    /// since ([`Durable::RestoreOver`]): start it as restored again.
+    pub restored: bool,
     /// The last sequence number its execution has executed, the batches it
     /// wrote above the checkpoint replayed (at least the checkpoint's).
     pub executed: Seq,

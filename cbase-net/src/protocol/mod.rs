@@ -700,14 +700,14 @@ impl Replica {
             Input::StateInstalled { seq, state } => self.on_state_installed(seq, state, out),
         }
         self.release_haves(out, before, tick);
-        self.settle_recovery();
+        self.settle_recovery(out);
     }
 
     /// Ends a recovery from a restart once this replica holds, or no longer
     /// needs, a certificate for every slot it owes, or, restarted from its
     /// disk in the view it entered, once its stable checkpoint covers every
     /// number it may have acted on there (see `recovery.rs`).
-    fn settle_recovery(&mut self) {
+    fn settle_recovery(&mut self, out: &mut Vec<Output>) {
         let Some(recovery) = &mut self.recovery else {
             return;
         };
@@ -718,6 +718,9 @@ impl Replica {
             self.next_seq = self.next_seq.max(self.delivered.max(self.low) + 1);
         }
         if rejoins || recovery.settle(self.low, &self.prepared) {
+            if recovery.restored {
+                out.push(Output::Persist(Durable::RestoreOver));
+            }
             self.recovery = None;
         }
     }

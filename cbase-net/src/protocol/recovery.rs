@@ -98,6 +98,9 @@ pub(super) struct Recovery {
     /// window reached this number: it takes part in that view again once its
     /// stable checkpoint is there.
     pub rejoin_at: Option<Seq>,
+    /// Started from a restored copy: the end of the recovery is written to
+    /// its directory ([`Durable::RestoreOver`](super::Durable::RestoreOver)).
+    pub restored: bool,
 }
 
 impl Recovery {
@@ -115,6 +118,7 @@ impl Recovery {
             owed: None,
             since: 0,
             rejoin_at: None,
+            restored: false,
         }
     }
 
@@ -131,6 +135,7 @@ impl Recovery {
             owed: None,
             since: 0,
             rejoin_at: None,
+            restored: false,
         }
     }
 
@@ -142,6 +147,7 @@ impl Recovery {
         Recovery {
             floor: view,
             voted: view,
+            restored: true,
             ..Recovery::new(probe)
         }
     }

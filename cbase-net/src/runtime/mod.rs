@@ -381,6 +381,11 @@ impl ReplicaNode {
                 if let Some(owner) = crate::storage::Owner::of(&config.cluster, id) {
                     storage.claim(&owner)?;
                 }
+                if config.restored {
+                    // Until its recovery ends, so that a start without the
+                    // flag in the meantime still counts as one from a copy.
+                    storage.mark_restored()?;
+                }
                 let storage = Arc::new(storage);
                 // From the first stable checkpoint on disk, the store keeps
                 // it there rather than a second copy of the state in memory.
@@ -504,13 +509,21 @@ impl ReplicaNode {
             Replica::new
         };
         let mut replica = match recovered {
-            Some(recovered) if config.restored => Replica::recover_restored(
-                id,
-                &config.cluster,
-                config.secret.clone(),
-                config.protocol.clone(),
-                recovered,
-            ),
+            Some(recovered) if config.restored || recovered.restored => {
+                if !config.restored {
+                    tracing::warn!(
+                        "this data directory was put back from a copy and its recovery has \
+                         not ended: starting as restored again, as with --restored"
+                    );
+                }
+                Replica::recover_restored(
+                    id,
+                    &config.cluster,
+                    config.secret.clone(),
+                    config.protocol.clone(),
+                    recovered,
+                )
+            }
             Some(recovered) => Replica::recover(
                 id,
                 &config.cluster,

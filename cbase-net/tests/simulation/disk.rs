@@ -18,6 +18,8 @@ pub struct Disk {
     view: View,
     entered: Option<(View, Seq)>,
     window: Option<(View, Seq)>,
+    /// Started from a restored copy, its recovery not over yet.
+    pub restored: bool,
     stable: Option<(Seq, Hash, Vec<Checkpoint>, CheckpointState)>,
     prepared: BTreeMap<Seq, (PreparedProof, Option<Proposal>)>,
     executed: BTreeMap<Seq, Committed>,
@@ -43,6 +45,7 @@ impl Disk {
                 self.entered = Some((view, carried));
             }
             Durable::Window { view, seq } => self.window = self.window.max(Some((view, seq))),
+            Durable::RestoreOver => self.restored = false,
         }
         self.sync();
     }
@@ -93,6 +96,7 @@ impl Disk {
             view: self.view,
             entered: self.entered,
             window: self.window,
+            restored: self.restored,
             stable: self
                 .stable
                 .as_ref()

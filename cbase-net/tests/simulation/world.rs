@@ -1026,6 +1026,10 @@ impl World {
         if lose_unsynced {
             disk.drop_unsynced();
         }
+        // As the runtime does: a directory restored once starts restored
+        // until its recovery ends, told so or not.
+        let restored = restored || recovered.restored;
+        disk.restored = restored;
         let key = self.keys[id as usize].clone();
         let mut fresh = new_node(id, &key, &self.cluster, &self.protocol, offset, None);
         if let Some((seq, state)) = stored {

@@ -1422,6 +1422,10 @@ fn a_replica_restored_from_an_old_copy_does_not_leave_recovery_in_a_view_it_vote
         "it left its recovery in view {}, where it may have prepared before",
         net.replicas[2].view()
     );
+    assert!(
+        !net.persisted[2].contains(&Durable::RestoreOver),
+        "while it recovers, its directory still says it was restored"
+    );
     // With everyone reachable, its next vote makes it an ordinary replica
     // again, in a view it cannot have voted in.
     net.drop_rule = None;
@@ -1437,6 +1441,11 @@ fn a_replica_restored_from_an_old_copy_does_not_leave_recovery_in_a_view_it_vote
     }
     assert!(net.replicas[2].view() >= 2);
     assert!(!net.replicas[2].recovering());
+    assert!(
+        net.persisted[2].contains(&Durable::RestoreOver),
+        "the end of its recovery is written, so a later start is an ordinary one"
+    );
+    assert!(!net.persisted[1].contains(&Durable::RestoreOver));
     assert_one_order(&net);
     assert_eq!(net.executed_requests(2), vec![1, 1, 1, 1]);
 }
@@ -1534,6 +1543,7 @@ fn recovered(net: &Net, replica: usize) -> Recovered {
                 _ => None,
             })
             .max(),
+        restored: false,
         stable: None,
         prepared: persisted
             .iter()
