@@ -2,6 +2,9 @@
 //!
 //! As the run goes (recorded in `World::violations`):
 //! - a correct replica never enters a view below one it voted for;
+//! - a correct replica never signs two proposals for one view and sequence
+//!   number, as a primary (pre-prepares) or a backup (prepares), restarts
+//!   (from disk, a copy or nothing) included;
 //! - a correct replica's view-change carries a complete proof of its stable
 //!   checkpoint (2f+1 votes from distinct replicas for that digest);
 //! - a correct replica never diverges from the quorum's checkpoint;
@@ -48,6 +51,7 @@ pub const FUTURE_VIEWS: u64 = 100;
 impl World {
     /// A message an instance is about to send.
     pub fn note_sent(&mut self, instance: usize, message: &ReplicaMessage) {
+        self.note_signed(instance, message);
         let ReplicaMessage::ViewChange(view_change) = message else {
             return;
         };
@@ -69,6 +73,30 @@ impl World {
             self.violation(format!(
                 "correct replica instance {instance} sent a view-change for view {} whose {problem}",
                 view_change.body.new_view
+            ));
+        }
+    }
+
+    /// A correct replica's own pre-prepare or prepare: it must not sign
+    /// another digest for the same view and number, whatever restarts it
+    /// went through since (relayed pre-prepares of another primary are not
+    /// its own).
+    fn note_signed(&mut self, instance: usize, message: &ReplicaMessage) {
+        let id = self.nodes[instance].id;
+        let (kind, view, seq, digest) = match message {
+            ReplicaMessage::PrePrepare(pp) if pp.view % self.n as u64 == u64::from(id) => {
+                ("pre-prepare", pp.view, pp.seq, pp.digest)
+            }
+            ReplicaMessage::Prepare(p) if p.replica == id => ("prepare", p.view, p.seq, p.digest),
+            _ => return,
+        };
+        if !self.is_correct(instance) {
+            return;
+        }
+        let signed = *self.signed.entry((id, kind, view, seq)).or_insert(digest);
+        if signed != digest {
+            self.violation(format!(
+                "correct replica {id} signed two {kind}s for view {view}, sequence number {seq}"
             ));
         }
     }

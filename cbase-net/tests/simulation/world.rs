@@ -347,6 +347,9 @@ pub struct World {
     pub pushed_timestamp: u64,
     /// What Byzantine replicas remember across messages.
     pub attacks: crate::byzantine::Attacks,
+    /// The digest each correct replica signed in its pre-prepares and
+    /// prepares, by (replica, kind, view, sequence number), across restarts.
+    pub signed: BTreeMap<(ReplicaId, &'static str, View, Seq), Hash>,
     pub crash: Option<(usize, u64)>,
     pub restart: Option<(usize, u64, u64)>,
     restarted: bool,
@@ -586,6 +589,7 @@ impl World {
             withheld,
             pushed_timestamp,
             attacks: Default::default(),
+            signed: BTreeMap::new(),
             crash,
             restart,
             restarted: false,
