@@ -20,6 +20,20 @@ fn builder(data: DataDirs) -> cbase_net::LocalClusterBuilder {
         })
 }
 
+/// A cluster over temporary directories that completed 5 puts (a stable
+/// checkpoint on every disk), and its client.
+async fn started_with_five_puts() -> (LocalCluster, cbase_net::client::NetClient) {
+    let cluster = builder(DataDirs::Temporary)
+        .start(empty)
+        .await
+        .expect("cluster");
+    let client = cluster.client().expect("client");
+    for key in 0..5 {
+        let () = client.call(&Put { key, value: key }).await.expect("put");
+    }
+    (cluster, client)
+}
+
 /// A `LocalCluster` started again over the directories of an earlier one
 /// (`DataDirs::Under`, documented to "continue where it was") runs with
 /// fresh keys, so each replica restarts from a directory written under
@@ -92,14 +106,7 @@ async fn a_cluster_started_over_directories_written_under_other_keys_is_refused_
 /// their directories; restart replica 1: it must be refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_restarted_over_another_replicas_directory_is_refused() {
-    let mut cluster = builder(DataDirs::Temporary)
-        .start(empty)
-        .await
-        .expect("cluster");
-    let client = cluster.client().expect("client");
-    for key in 0..5 {
-        let () = client.call(&Put { key, value: key }).await.expect("put");
-    }
+    let (mut cluster, _client) = started_with_five_puts().await;
     cluster.stop_replica(1).await;
     cluster.stop_replica(2).await;
     let (one, two) = (
@@ -138,14 +145,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// more puts; replica 2 reaches what the others executed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_restored_from_a_copy_taken_before_a_view_change_catches_up() {
-    let mut cluster = builder(DataDirs::Temporary)
-        .start(empty)
-        .await
-        .expect("cluster");
-    let client = cluster.client().expect("client");
-    for key in 0..5 {
-        let () = client.call(&Put { key, value: key }).await.expect("put");
-    }
+    let (mut cluster, client) = started_with_five_puts().await;
     let dir = cluster.data_dir(2).expect("dir");
     let copy = dir.with_extension("copy");
     cluster.stop_replica(2).await;
@@ -215,14 +215,7 @@ async fn a_replica_restored_from_a_copy_taken_before_a_view_change_catches_up() 
 /// count, not time: each round is a put the others order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_restarted_from_its_directory_takes_part_again_without_a_view_change() {
-    let mut cluster = builder(DataDirs::Temporary)
-        .start(empty)
-        .await
-        .expect("cluster");
-    let client = cluster.client().expect("client");
-    for key in 0..5 {
-        let () = client.call(&Put { key, value: key }).await.expect("put");
-    }
+    let (mut cluster, client) = started_with_five_puts().await;
     cluster.stop_replica(3).await;
     cluster
         .restart_replica(3, empty())

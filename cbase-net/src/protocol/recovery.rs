@@ -127,15 +127,10 @@ impl Recovery {
     pub fn above(view: View) -> Recovery {
         Recovery {
             floor: view,
-            frozen: false,
             voted: view,
             from_disk: true,
             probe: None,
-            answered: BTreeSet::new(),
-            owed: None,
-            since: 0,
-            rejoin_at: None,
-            restored: false,
+            ..Recovery::new(0)
         }
     }
 
