@@ -12,11 +12,19 @@
 //! - a `Table<u64, Vec<u8>>` filled in key order and one in scattered
 //!   order: the map plus the table's digest tree, which keeps 32 bytes per
 //!   entry for the checkpoint digest,
+//! - a `Table<u64, Vec<u8>>` built in bulk, by `collect()`, as a replica's
+//!   tables are when it restarts from its directory or receives a whole
+//!   state: full B-tree nodes and buckets of the digest tree of their exact
+//!   size,
 //!
 //! and prints each one's growth in resident memory per entry, next to the
 //! entry's encoded size (what a checkpoint holds). Resident memory is read
-//! from `/proc/self/status`, so the figures are Linux's; each structure is
-//! dropped and the allocator's free pages returned before the next.
+//! from `/proc/self/status`, so the figures are Linux's. Each structure is
+//! built in a process of its own (`--row I`): what one leaves in the
+//! allocator's heap, freed but not handed back, changes what the next costs
+//! by 10% or more.
+
+use std::collections::BTreeMap;
 
 use cbase_core::{Container, State, Table, codec};
 
@@ -74,71 +82,96 @@ fn per_entry<T>(n: u64, build: impl FnOnce(u64) -> T) -> f64 {
     grown as f64 / n as f64
 }
 
+/// What each row holds, and how to build it for `n` entries.
+const ROWS: [&str; 6] = [
+    "`Vec<Vec<u8>>`: the values alone",
+    "`BTreeMap<u64, Vec<u8>>`, keys in order",
+    "`BTreeMap<u64, Vec<u8>>`, keys scattered",
+    "`Table<u64, Vec<u8>>`, keys in order",
+    "`Table<u64, Vec<u8>>`, keys scattered",
+    "`Table<u64, Vec<u8>>`, collected",
+];
+
+/// Measures row `row` of [`ROWS`] in this process.
+fn measure(row: usize, n: u64) -> f64 {
+    match row {
+        0 => per_entry(n, |n| (0..n).map(value).collect::<Vec<_>>()),
+        1 => per_entry(n, |n| {
+            let mut map = BTreeMap::new();
+            for k in 0..n {
+                map.insert(k, value(k));
+            }
+            map
+        }),
+        2 => per_entry(n, |n| {
+            let mut map = BTreeMap::new();
+            for k in scattered(n) {
+                map.insert(k, value(k));
+            }
+            map
+        }),
+        3 | 4 => per_entry(n, |n| {
+            let state = OneTable {
+                values: Table::new(),
+            };
+            let keys: Box<dyn Iterator<Item = u64>> = if row == 3 {
+                Box::new(0..n)
+            } else {
+                Box::new(scattered(n))
+            };
+            for k in keys {
+                state.values.insert(k, value(k));
+            }
+            // The digest is folded, as at a checkpoint.
+            let _ = state.digest();
+            state
+        }),
+        5 => per_entry(n, |n| {
+            let state = OneTable {
+                values: (0..n).map(|k| (k, value(k))).collect(),
+            };
+            let _ = state.digest();
+            state
+        }),
+        _ => unreachable!("no row {row}"),
+    }
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     let n: u64 = if quick { 100_000 } else { 1_000_000 };
+    // `--row I`: measure one row here and hand it to the parent.
+    if let Some(at) = args.iter().position(|a| a == "--row") {
+        let row: usize = args[at + 1].parse().expect("--row takes a number");
+        println!("ROW {}", measure(row, n));
+        return;
+    }
     let encoded = (codec::encode(&0u64).expect("encodes").len()
         + codec::encode(&value(0)).expect("encodes").len()) as f64;
-    let rows: [(&str, f64); 5] = [
-        (
-            "`Vec<Vec<u8>>`: the values alone",
-            per_entry(n, |n| (0..n).map(value).collect::<Vec<_>>()),
-        ),
-        (
-            "`BTreeMap<u64, Vec<u8>>`, keys in order",
-            per_entry(n, |n| {
-                (0..n).map(|k| (k, value(k))).fold(
-                    std::collections::BTreeMap::new(),
-                    |mut map, (k, v)| {
-                        map.insert(k, v);
-                        map
-                    },
-                )
-            }),
-        ),
-        (
-            "`BTreeMap<u64, Vec<u8>>`, keys scattered",
-            per_entry(n, |n| {
-                scattered(n).fold(std::collections::BTreeMap::new(), |mut map, k| {
-                    map.insert(k, value(k));
-                    map
-                })
-            }),
-        ),
-        (
-            "`Table<u64, Vec<u8>>`, keys in order",
-            per_entry(n, |n| {
-                let state = OneTable {
-                    values: Table::new(),
-                };
-                for k in 0..n {
-                    state.values.insert(k, value(k));
-                }
-                // The digest is folded, as at a checkpoint.
-                let _ = state.digest();
-                state
-            }),
-        ),
-        (
-            "`Table<u64, Vec<u8>>`, keys scattered",
-            per_entry(n, |n| {
-                let state = OneTable {
-                    values: Table::new(),
-                };
-                for k in scattered(n) {
-                    state.values.insert(k, value(k));
-                }
-                let _ = state.digest();
-                state
-            }),
-        ),
-    ];
     println!(
         "{n} entries, u64 keys, {VALUE_BYTES}-byte Vec<u8> values; encoded, an entry is {encoded:.0} bytes\n"
     );
     println!("| held as | resident bytes per entry | against the encoded entry |");
     println!("|---|---:|---:|");
-    for (what, bytes) in rows {
+    for (row, what) in ROWS.iter().enumerate() {
+        // Each in a process of its own: what one structure leaves in the
+        // allocator's heap would change what the next one costs.
+        let mut command = std::process::Command::new(std::env::current_exe().expect("this bench"));
+        command.args(["--bench", "--row", &row.to_string()]);
+        if quick {
+            command.arg("--quick");
+        }
+        let output = command.output().expect("runs a row");
+        let bytes: f64 = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("ROW ")?.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "row {row} printed no figure: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
         println!("| {what} | {bytes:.0} | {:.2} |", bytes / encoded);
     }
 }
