@@ -106,12 +106,10 @@ fn agreed_order() -> impl Iterator<Item = BankRequest> {
 }
 
 fn run(workers: usize) -> Result<(Duration, Digest, u64), Box<dyn std::error::Error>> {
+    // The initial state built in bulk: faster than inserting, and tighter.
     let state = Accounts {
-        balances: Table::new(),
+        balances: (0..ACCOUNTS).map(|id| (id, 100)).collect(),
     };
-    for id in 0..ACCOUNTS {
-        state.balances.insert(id, 100);
-    }
     let last_audit = Arc::new(AtomicU64::new(0));
     let audits = Arc::clone(&last_audit);
     let executor = ExecutorBuilder::new()

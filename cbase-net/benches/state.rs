@@ -243,6 +243,50 @@ fn median_row<'a>(runs: impl Iterator<Item = &'a Row>) -> Row {
     }
 }
 
+/// Resident memory per replica at the largest size against the encoded
+/// state, above the fixed overhead: the smallest size's memory and, for a
+/// durable replica, redb's page caches too, which are not yet full at the
+/// smallest size and never grow past their bound.
+fn print_memory(rows: &[Row]) {
+    let caches = cbase_net::storage::PAGE_CACHE_BYTES as u64;
+    for durable in [false, true] {
+        let of_kind = || rows.iter().filter(|r| r.durable == durable);
+        let (Some(small), Some(large)) = (
+            of_kind().min_by_key(|r| r.keys),
+            of_kind().max_by_key(|r| r.keys),
+        ) else {
+            continue;
+        };
+        if small.keys == large.keys {
+            continue;
+        }
+        let above =
+            |fixed: u64| (large.resident / 4).saturating_sub(fixed) as f64 / large.encoded as f64;
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        let fixed = small.resident / 4;
+        if durable {
+            println!(
+                "durable memory at {} keys: (RSS − fixed) / state = {:.2} with the fixed overhead {:.0} MiB (the {} keys row), {:.2} with {:.0} MiB (that and redb's page caches, at most {:.0} MiB)",
+                large.keys,
+                above(fixed),
+                mib(fixed),
+                small.keys,
+                above(fixed + caches),
+                mib(fixed + caches),
+                mib(caches),
+            );
+        } else {
+            println!(
+                "in-memory memory at {} keys: (RSS − fixed) / state = {:.2} with the fixed overhead {:.0} MiB (the {} keys row)",
+                large.keys,
+                above(fixed),
+                mib(fixed),
+                small.keys,
+            );
+        }
+    }
+}
+
 /// Measures one row in a process of its own, so that its resident memory
 /// is its own and not what earlier rows left in the allocator.
 fn run_in_child(keys: u64, writes: u64, durable: bool) -> Row {
@@ -755,6 +799,7 @@ medians of {runs} runs:
             list(&|r| r.p99.as_secs_f64()),
         );
     }
+    print_memory(&rows);
     let plots = flag("--plots").map_or_else(
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/state-plots"),
         Into::into,

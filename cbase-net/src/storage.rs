@@ -69,6 +69,10 @@ pub const LOG_FILE: &str = "log.redb";
 const STATE_CACHE: usize = 16 << 20;
 /// redb's page cache for the log file, which holds a window of batches.
 const LOG_CACHE: usize = 16 << 20;
+/// The most memory a durable replica's page caches (redb's, for its two
+/// files) hold: part of its fixed overhead, which the state's size does not
+/// raise past this (the caches fill up to it as the files grow).
+pub const PAGE_CACHE_BYTES: usize = STATE_CACHE + LOG_CACHE;
 
 /// The layout of what is stored; a file of another format is refused.
 /// 2: the client table keeps bounded sessions (per client key, with a
