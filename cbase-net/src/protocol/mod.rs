@@ -223,6 +223,9 @@ pub struct Stats {
     /// A proposal stamped further ahead of this replica's clock than
     /// `max_clock_skew`.
     pub bad_timestamp: u64,
+    /// A proposal stamped further behind this replica's clock than twice
+    /// `max_clock_skew`, held back until f+1 replicas vouch for it.
+    pub stale_timestamp: u64,
     /// View changes this replica started.
     pub view_changes_started: u64,
     /// View-change or new-view messages whose certificates did not hold.

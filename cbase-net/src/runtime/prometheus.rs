@@ -185,6 +185,7 @@ pub fn render(id: ReplicaId, metrics: &NodeMetrics) -> String {
         ("equivocation", stats.equivocation),
         ("oversized", stats.oversized),
         ("bad_timestamp", stats.bad_timestamp),
+        ("stale_timestamp", stats.stale_timestamp),
         ("bad_certificate", stats.bad_certificate),
         ("bad_state", stats.bad_state),
         ("throttled", stats.throttled),

@@ -780,18 +780,99 @@ fn a_proposal_stamped_far_ahead_of_a_backups_clock_is_refused() {
     );
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(r.stats().bad_timestamp, 2);
-    // Within the allowed skew, or behind (a retransmission), it is prepared.
+    // Within the allowed skew, ahead or behind, it is prepared; further
+    // behind, only once f+1 replicas vouch for it (see
+    // `a_primary_that_holds_the_agreed_clock_still_is_replaced`).
     r.handle(
         now,
         Input::Replica(0, stamped(now + 9 * SECOND, 1, 1)),
         &mut out,
     );
-    r.handle(now, Input::Replica(0, stamped(5, 2, 2)), &mut out);
-    let prepared = out
-        .iter()
-        .filter(|o| matches!(o, Output::Broadcast(ReplicaMessage::Prepare(_))))
-        .count();
-    assert_eq!(prepared, 2);
+    r.handle(
+        now,
+        Input::Replica(0, stamped(now - 19 * SECOND, 2, 2)),
+        &mut out,
+    );
+    r.handle(now, Input::Replica(0, stamped(5, 3, 3)), &mut out);
+    let prepared = || {
+        out.iter()
+            .filter(|o| matches!(o, Output::Broadcast(ReplicaMessage::Prepare(_))))
+            .count()
+    };
+    assert_eq!(prepared(), 2);
+    assert_eq!(r.stats().stale_timestamp, 1);
+}
+
+/// Defect: a backup prepared a proposal stamped any time behind its clock,
+/// so a faulty primary could hold the agreed clock still for as long as it
+/// stayed primary: sessions stopped idling out, and after a day every
+/// client's wall-clock numbers were refused as too far ahead. Nothing
+/// deposed it.
+#[test]
+fn a_primary_that_holds_the_agreed_clock_still_is_replaced() {
+    let (_, secrets) = cluster(4);
+    let mut net = Net::new(4, small());
+    net.now = 10_000 * SECOND;
+    let client = SecretKey::from_seed([99; 32]);
+    // The primary is faulty; we play it. It stamps its proposal an hour
+    // behind every backup's clock, as if time had stopped an hour ago.
+    net.down.insert(0);
+    let batch = client_batch(&client, 0, 1);
+    let held_still = Proposal {
+        timestamp: net.now - 3_600 * SECOND,
+        batches: vec![batch.clone()],
+    };
+    let pp = signed_pre_prepare(&secrets[0], 0, 1, held_still);
+    for to in 1..4 {
+        net.input(to, Input::Replica(0, ReplicaMessage::PrePrepare(pp.clone())));
+    }
+    net.broadcast_client(&batch);
+    assert!(
+        net.executed.iter().all(Vec::is_empty),
+        "no correct backup prepares a proposal stamped that far behind its clock"
+    );
+    for replica in 1..4 {
+        assert_eq!(net.replicas[replica].stats().stale_timestamp, 1);
+    }
+    // The request's timers run out, the backups replace the primary, and
+    // the next one orders the request at the time it is.
+    net.advance(SECOND + 1);
+    net.advance(SECOND);
+    for replica in 1..4 {
+        assert!(net.replicas[replica].view() >= 1, "replica {replica}");
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+        let stamp = net.executed[replica][0].proposal.timestamp;
+        assert!(
+            stamp >= 10_000 * SECOND,
+            "replica {replica} executed at agreed time {stamp}, before the request was sent"
+        );
+    }
+}
+
+/// The rule above must not stop a pre-prepare that reaches a backup long
+/// after the others prepared it (a slow link, a retransmission): the
+/// primary and f prepares vouch that a correct replica found it fresh.
+#[test]
+fn a_pre_prepare_that_arrives_long_after_the_others_prepared_it_is_prepared_once_vouched_for() {
+    let mut net = Net::new(4, small());
+    net.now = 1_000 * SECOND;
+    let client = SecretKey::from_seed([99; 32]);
+    net.hold_rule = Some(Box::new(|_, to, message| {
+        to == 3 && matches!(message, ReplicaMessage::PrePrepare(_))
+    }));
+    net.input(0, Input::Client(client_batch(&client, 0, 1)));
+    net.run();
+    for replica in 0..3 {
+        assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
+    }
+    assert!(net.executed[3].is_empty());
+    // A minute later, the pre-prepare reaches replica 3 at last.
+    net.now += 60 * SECOND;
+    net.hold_rule = None;
+    net.release(|_, _, _| true);
+    assert_eq!(net.executed_requests(3), vec![1]);
+    assert_eq!(net.replicas[3].stats().stale_timestamp, 1);
+    assert_eq!(net.replicas[3].view(), 0);
 }
 
 /// Seen in review: a primary replaced before it proposed all it held kept
