@@ -77,6 +77,10 @@ pub struct ProtocolConfig {
     /// read through `Context`, which never runs backwards; without this bound
     /// a faulty primary could push it to the end of time and freeze it there.
     /// A backup refuses (does not prepare) a proposal stamped further ahead.
+    /// It holds back its prepare for one stamped more than twice this behind
+    /// its clock until f+1 replicas vouch for it, so that a faulty primary
+    /// cannot hold the agreed clock still either. Correct replicas' clocks
+    /// must agree within this bound.
     pub max_clock_skew: Duration,
     /// The bounds of the client table (exactly-once sessions): how many
     /// clients and lanes it remembers, how many bytes of replies it caches,
@@ -150,6 +154,14 @@ impl ProtocolConfig {
     /// [`max_clock_skew`](Self::max_clock_skew) in nanoseconds.
     pub(super) fn max_clock_skew_ns(&self) -> u64 {
         nanos(self.max_clock_skew)
+    }
+
+    /// How far behind a backup's clock a proposal may be stamped and still
+    /// be prepared at once: twice [`max_clock_skew`](Self::max_clock_skew),
+    /// room for a correct primary's clock behind the backup's and for the
+    /// pre-prepare's time in flight.
+    pub(super) fn max_clock_lag_ns(&self) -> u64 {
+        self.max_clock_skew_ns().saturating_mul(2)
     }
 }
 

@@ -60,8 +60,9 @@ impl Replica {
             .values()
             .filter(|prepare| prepare.digest == header.digest)
             .count();
-        if slot.awaiting.is_empty() || vouchers > f {
+        if (slot.awaiting.is_empty() && !slot.stale) || vouchers > f {
             slot.awaiting.clear();
+            slot.stale = false;
             slot.withheld = false;
             self.withheld.remove(&seq);
             self.send_prepare(header.view, seq, header.digest, out);
@@ -242,6 +243,21 @@ impl Replica {
             self.stats.bad_timestamp += 1;
             return;
         }
+        // Stamped far behind: a faulty primary holding the agreed clock
+        // still (sessions would stop idling out, clients' numbers would
+        // end up refused as too far ahead), or a pre-prepare that reached
+        // this backup long after it was made. Prepared only once f+1
+        // replicas vouch for it, the primary and f prepares: by induction
+        // the first correct replica to prepare it found it fresh. A correct
+        // primary's pre-prepare is fresh to every correct backup it reaches
+        // in time, and one that arrives late finds the others' prepares; a
+        // faulty primary's stale proposals stall, and the request timers
+        // replace it.
+        let stale = pre_prepare
+            .proposal
+            .timestamp
+            .saturating_add(self.config.max_clock_lag_ns())
+            < self.now;
         if self.learning() {
             // Executed only once a quorum commits it, and a quorum prepares
             // only batches their clients sent (see `vouching`): nothing to
@@ -283,13 +299,19 @@ impl Replica {
         {
             let header = pre_prepare.header();
             self.learn_proposal_of(seq, digest, pre_prepare.proposal, digests);
-            if awaiting.is_empty() {
+            if awaiting.is_empty() && !stale {
                 self.accept_header(header, out);
             } else {
-                self.stats.awaited_vouchers += 1;
+                if stale {
+                    self.stats.stale_timestamp += 1;
+                }
+                if !awaiting.is_empty() {
+                    self.stats.awaited_vouchers += 1;
+                }
                 let slot = self.log.entry(seq).or_default();
                 slot.header = Some(header);
                 slot.awaiting = awaiting;
+                slot.stale = stale;
                 slot.withheld = true;
                 self.withheld.insert(seq);
                 self.prepare_if_vouched(seq, out);

@@ -23,11 +23,14 @@ pub(crate) struct Slot {
     pub committed: bool,
     /// A backup holds the pre-prepare but withholds its prepare: the
     /// proposal carries unsigned batches it has not received from their
-    /// clients (`awaiting`), and fewer than f+1 replicas vouch for it yet
-    /// (see `vouching`).
+    /// clients (`awaiting`), or is stamped far behind its clock (`stale`),
+    /// and fewer than f+1 replicas vouch for it yet (see `vouching`).
     pub withheld: bool,
     /// The digests of those batches.
     pub awaiting: Vec<crate::message::Hash>,
+    /// The proposal was stamped more than `max_clock_lag` behind this
+    /// backup's clock when its pre-prepare arrived.
+    pub stale: bool,
 }
 
 impl Slot {

@@ -48,6 +48,10 @@ pub enum Behaviour {
     /// As primary, proposes timestamps a few seconds ahead: within what
     /// the agreed clock may run ahead, but later than the next primary's.
     NudgeTimestamps,
+    /// Its clock stands still at zero, so as primary it stamps every
+    /// proposal at time zero, and keeps proposing (its own log agrees with
+    /// what it sends): it holds the agreed clock still.
+    HoldClock,
     /// As primary, adds to every proposal a request from a client the
     /// cluster does not admit ([`crate::world::stranger`]).
     Smuggle,

@@ -301,7 +301,8 @@ impl World {
         // (Its cached-reply bound never binds here: replies are a few bytes.)
         let limits = self.protocol.sessions;
         let mut table = ClientTable::new();
-        let mut position: BTreeMap<(PublicKey, u64), (usize, u64)> = BTreeMap::new();
+        // Each ordered request's position, result and agreed time.
+        let mut position: BTreeMap<(PublicKey, u64), (usize, u64, u64)> = BTreeMap::new();
         let mut index = 0;
         let mut expected_seq = 1;
         for (seq, (timestamp, requests)) in agreed {
@@ -328,7 +329,7 @@ impl World {
                     ));
                 }
                 let result = model(&mut balances, op, clock);
-                position.insert((*client, *number), (index, result));
+                position.insert((*client, *number), (index, result, clock));
                 states.push((balances, clock));
             }
         }
@@ -342,6 +343,7 @@ impl World {
                 .map(|i| self.nodes[*i].replica.delivered())
                 .max()
                 .unwrap_or(0);
+        let lag = 2 * u64::try_from(self.protocol.max_clock_skew.as_nanos()).unwrap_or(u64::MAX);
         let mut finished: Vec<(u64, u64, usize)> = Vec::new();
         let mut fast: Vec<&Done> = Vec::new();
         for client in self.honest_clients() {
@@ -351,7 +353,9 @@ impl World {
                     continue;
                 };
                 let (op, result) = (&done.op, done.result);
-                let Some((index, expected)) = position.get(&(client.key.public(), number)) else {
+                let Some((index, expected, agreed_time)) =
+                    position.get(&(client.key.public(), number))
+                else {
                     if complete {
                         return Err(format!("{op:?} answered but not in the agreed order"));
                     }
@@ -360,6 +364,18 @@ impl World {
                 if *expected != result {
                     return Err(format!(
                         "{op:?} returned {result}, the sequential bank says {expected}"
+                    ));
+                }
+                // A proposal is stamped by its primary after the request
+                // reached it, and a backup prepares one stamped further
+                // behind its clock than `lag` only if a correct replica
+                // found it fresh: a primary cannot hold the agreed clock
+                // still.
+                if agreed_time.saturating_add(lag) < done.invoked {
+                    return Err(format!(
+                        "{op:?}, invoked at {} ms, ran at agreed time {} ms",
+                        done.invoked / MS,
+                        agreed_time / MS
                     ));
                 }
                 finished.push((done.invoked, done.responded, *index));

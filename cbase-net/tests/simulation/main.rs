@@ -247,6 +247,7 @@ scenario_tests! {
     restart_from_disk => "restart-from-disk",
     power_cut => "power-cut",
     dripping_state_transfer => "dripping-state-transfer",
+    clock_holding_primary => "clock-holding-primary",
     clock_after_restore => "clock-after-restore",
     forging_unsigned_primary => "forging-unsigned-primary",
     smuggling_primary => "smuggling-primary",

@@ -103,6 +103,11 @@ pub struct Scenario {
     pub admit_clients: bool,
     /// Each replica's clock runs ahead of real time by up to this much.
     pub clock_skew: u64,
+    /// The protocol's `max_clock_skew`, if not its default (10 s): how far
+    /// a proposal may be stamped ahead of a backup's clock, and (twice
+    /// that) behind it. Shorter, for a run of a few seconds to see a
+    /// clock held still.
+    pub max_clock_skew: Option<u64>,
     /// The client table keeps at most this many sessions, expired after
     /// this idle time: fewer than the clients, so sessions are evicted
     /// all the time. `None`: the defaults (nothing is ever evicted).
@@ -154,6 +159,7 @@ fn base() -> Scenario {
         oversized_client: false,
         admit_clients: false,
         clock_skew: 20 * MS,
+        max_clock_skew: None,
         sessions: None,
         timeouts: None,
     }
@@ -184,6 +190,10 @@ pub fn protocol_config(scenario: &Scenario) -> ProtocolConfig {
         // A pre-prepare must fit a frame: the batches, and room for the
         // pre-prepare around them.
         max_batch_bytes: FRAME_LIMIT - 1024,
+        max_clock_skew: scenario.max_clock_skew.map_or(
+            ProtocolConfig::default().max_clock_skew,
+            Duration::from_nanos,
+        ),
         ..ProtocolConfig::default()
     }
 }
@@ -478,6 +488,16 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "dripping-state-transfer",
             restart: Some((Who::Replica(2), 30 * MS, 600 * MS)),
             byzantine: vec![(Who::Replica(3), Behaviour::DripState)],
+            ..b.clone()
+        },
+        Scenario {
+            // A primary that stamps its proposals far behind every clock:
+            // backups must not prepare them on its word alone, and the
+            // request timers must replace it.
+            name: "clock-holding-primary",
+            byzantine: vec![(Who::Replica(0), Behaviour::HoldClock)],
+            clock_skew: 5 * MS,
+            max_clock_skew: Some(20 * MS),
             ..b.clone()
         },
         Scenario {

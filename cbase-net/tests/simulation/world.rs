@@ -1151,7 +1151,11 @@ impl World {
         };
         let node = &mut self.nodes[to];
         let (view, buffered) = (node.replica.view(), node.replica.stats().buffered);
-        let clock = self.now + node.clock_offset;
+        let clock = if self.byzantine.get(&node.id) == Some(&Behaviour::HoldClock) {
+            0
+        } else {
+            self.now + node.clock_offset
+        };
         let recovering = node.replica.recovering();
         let mut outputs = Vec::new();
         node.replica.handle(clock, input, &mut outputs);

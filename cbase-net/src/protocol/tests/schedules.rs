@@ -824,7 +824,10 @@ fn a_primary_that_holds_the_agreed_clock_still_is_replaced() {
     };
     let pp = signed_pre_prepare(&secrets[0], 0, 1, held_still);
     for to in 1..4 {
-        net.input(to, Input::Replica(0, ReplicaMessage::PrePrepare(pp.clone())));
+        net.input(
+            to,
+            Input::Replica(0, ReplicaMessage::PrePrepare(pp.clone())),
+        );
     }
     net.broadcast_client(&batch);
     assert!(
@@ -834,10 +837,12 @@ fn a_primary_that_holds_the_agreed_clock_still_is_replaced() {
     for replica in 1..4 {
         assert_eq!(net.replicas[replica].stats().stale_timestamp, 1);
     }
-    // The request's timers run out, the backups replace the primary, and
-    // the next one orders the request at the time it is.
+    // The request's timers run out, the backups replace the primary, the
+    // client, unanswered, sends its request again, and the next primary
+    // orders it at the time it is.
     net.advance(SECOND + 1);
     net.advance(SECOND);
+    net.broadcast_client(&batch);
     for replica in 1..4 {
         assert!(net.replicas[replica].view() >= 1, "replica {replica}");
         assert_eq!(net.executed_requests(replica), vec![1], "replica {replica}");
