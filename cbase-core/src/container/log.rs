@@ -240,11 +240,6 @@ impl EntryLog {
         self.tree.replace_with(tree);
         self.forget_changes();
     }
-
-    /// The log's digest tree, the log itself gone.
-    pub fn into_tree(self) -> DigestTree {
-        self.tree
-    }
 }
 
 #[cfg(test)]

@@ -182,22 +182,13 @@ where
     /// half-full ones that inserting keys in order leaves (at 10^6 entries
     /// of 100-byte values, 148 bytes an entry against 177), and the digest
     /// tree's buckets are filled to their exact size.
-    fn built(
-        binding: Binding,
+    fn bulk(
         shards: Vec<Vec<(K, V)>>,
         digests: Vec<(u64, merkle::Hash)>,
-    ) -> Self {
+    ) -> (Vec<BTreeMap<K, V>>, DigestTree) {
         debug_assert_eq!(shards.len(), SHARDS);
-        let table = Table {
-            binding,
-            shards: shards
-                .into_iter()
-                .map(|shard| RwLock::new(BTreeMap::from_iter(shard)))
-                .collect(),
-            log: EntryLog::new(),
-        };
-        table.log.install(DigestTree::from_entries(digests));
-        table
+        let maps = shards.into_iter().map(BTreeMap::from_iter).collect();
+        (maps, DigestTree::from_entries(digests))
     }
 
     /// Checks an access to one key; returns its shard and the table's identity.
@@ -774,7 +765,14 @@ where
                 ));
             }
         }
-        Table::built(Binding::default(), shards, digests)
+        let (maps, tree) = Table::bulk(shards, digests);
+        let table = Table {
+            binding: Binding::default(),
+            shards: maps.into_iter().map(RwLock::new).collect(),
+            log: EntryLog::new(),
+        };
+        table.log.install(tree);
+        table
     }
 }
 
@@ -863,7 +861,7 @@ where
     }
 
     fn decode_entries(&self, entries: &Entries) -> Result<Box<dyn Any + Send>, CodecError> {
-        // Gathered per shard and built in bulk (see `Table::built`): a
+        // Gathered per shard and built in bulk (see `Table::bulk`): a
         // restart or state transfer restores millions of entries.
         let mut shards: Vec<Vec<(K, V)>> = (0..SHARDS).map(|_| Vec::new()).collect();
         let mut digests = Vec::with_capacity(entries.len());
@@ -880,20 +878,20 @@ where
         for shard in &mut shards {
             shard.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
-        Ok(Box::new(Table::built(Binding::default(), shards, digests)))
+        Ok(Box::new(Table::bulk(shards, digests)))
     }
 
     fn install(&self, staged: Box<dyn Any + Send>) {
-        let built = *staged
-            .downcast::<Table<K, V>>()
+        let (shards, tree) = *staged
+            .downcast::<(Vec<BTreeMap<K, V>>, DigestTree)>()
             .expect("install takes what this table's decode_entries returned");
         // Before any shard is replaced: a checkpoint read that sees one
         // must not find the old contents' versions to put back into it.
         self.log.drop_versions();
-        for (lock, contents) in self.shards.iter().zip(built.shards) {
-            *lock.write() = contents.into_inner();
+        for (lock, contents) in self.shards.iter().zip(shards) {
+            *lock.write() = contents;
         }
-        self.log.install(built.log.into_tree());
+        self.log.install(tree);
     }
 
     fn decode_changes(&self, changes: &Changes) -> Result<Box<dyn Any + Send>, CodecError> {
