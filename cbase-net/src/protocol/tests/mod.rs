@@ -50,6 +50,7 @@ fn client_batch(client: &SecretKey, lane: u32, number: u64) -> ClientBatch {
     )
 }
 
+mod clock_review;
 mod extremes;
 mod parts;
 mod schedules;
