@@ -79,8 +79,13 @@ pub struct ProtocolConfig {
     /// A backup refuses (does not prepare) a proposal stamped further ahead.
     /// It holds back its prepare for one stamped more than twice this behind
     /// its clock until f+1 replicas vouch for it, so that a faulty primary
-    /// cannot hold the agreed clock still either. Correct replicas' clocks
-    /// must agree within this bound.
+    /// cannot hold the agreed clock still either: an ordered request runs
+    /// at an agreed time at most three times this behind the fastest
+    /// correct clock when it was sent. That lag grows by what the request
+    /// timeout has grown by while views fail in quick succession (a
+    /// network slower than the skew must not depose every correct primary)
+    /// and shrinks with it again. Correct replicas' clocks must agree
+    /// within this bound.
     pub max_clock_skew: Duration,
     /// The bounds of the client table (exactly-once sessions): how many
     /// clients and lanes it remembers, how many bytes of replies it caches,
@@ -157,9 +162,10 @@ impl ProtocolConfig {
     }
 
     /// How far behind a backup's clock a proposal may be stamped and still
-    /// be prepared at once: twice [`max_clock_skew`](Self::max_clock_skew),
-    /// room for a correct primary's clock behind the backup's and for the
-    /// pre-prepare's time in flight.
+    /// be prepared at once while the timeouts are at their base: twice
+    /// [`max_clock_skew`](Self::max_clock_skew), room for a correct
+    /// primary's clock behind the backup's and for the pre-prepare's time in
+    /// flight. `Backoff::clock_lag` widens it as the timeouts grow.
     pub(super) fn max_clock_lag_ns(&self) -> u64 {
         self.max_clock_skew_ns().saturating_mul(2)
     }

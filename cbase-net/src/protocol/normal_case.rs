@@ -256,7 +256,7 @@ impl Replica {
         let stale = pre_prepare
             .proposal
             .timestamp
-            .saturating_add(self.config.max_clock_lag_ns())
+            .saturating_add(self.backoff.clock_lag(&self.config))
             < self.now;
         if self.learning() {
             // Executed only once a quorum commits it, and a quorum prepares

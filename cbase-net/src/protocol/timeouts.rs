@@ -57,6 +57,21 @@ impl Backoff {
             .saturating_mul(1 << self.doublings)
     }
 
+    /// How far behind this replica's clock a proposal may be stamped and
+    /// still be prepared on the primary's word: twice the clock skew, plus
+    /// what the request timeout has grown by. A correct primary's
+    /// pre-prepare may take longer than any fixed bound to arrive (weak
+    /// synchrony); views then fail in quick succession and the timeouts
+    /// double until they outlast the delay, and the allowed lag grows with
+    /// them, or the cluster would depose every correct primary for good.
+    /// While views hold, the timeouts come back down and so does the lag.
+    pub fn clock_lag(&self, config: &ProtocolConfig) -> u64 {
+        let growth = self
+            .request_timeout(config)
+            .saturating_sub(config.request_timeout_ns());
+        config.max_clock_lag_ns().saturating_add(growth)
+    }
+
     /// How long a view change may take before the replica moves on.
     pub fn view_change_timeout(&self, config: &ProtocolConfig) -> u64 {
         config
@@ -142,6 +157,24 @@ mod tests {
         backoff.suspect(2 * base, &config);
         backoff.suspect(100 * base, &config);
         assert_eq!(backoff.scale(), 2);
+    }
+
+    #[test]
+    fn the_clock_lag_a_backup_allows_grows_and_shrinks_with_the_request_timeout() {
+        let config = ProtocolConfig::default();
+        let (base, skew) = (config.request_timeout_ns(), config.max_clock_skew_ns());
+        let mut backoff = Backoff::default();
+        assert_eq!(backoff.clock_lag(&config), 2 * skew);
+        for i in 0..3 {
+            backoff.suspect(i, &config);
+        }
+        assert_eq!(backoff.scale(), 4);
+        assert_eq!(backoff.clock_lag(&config), 2 * skew + 3 * base);
+        // Fast again for a calm stretch: the timeout halves, and the lag
+        // comes down with it.
+        backoff.executed(4 * base * CALM_PERIODS + 2, base / 10, &config);
+        assert_eq!(backoff.scale(), 2);
+        assert_eq!(backoff.clock_lag(&config), 2 * skew + base);
     }
 
     #[test]

@@ -343,7 +343,15 @@ impl World {
                 .map(|i| self.nodes[*i].replica.delivered())
                 .max()
                 .unwrap_or(0);
-        let lag = 2 * u64::try_from(self.protocol.max_clock_skew.as_nanos()).unwrap_or(u64::MAX);
+        // The first correct replica to prepare a proposal found it within
+        // twice the skew of its clock (plus what its request timeout had
+        // grown by), and its clock may be a skew behind the fastest.
+        let skew = u64::try_from(self.protocol.max_clock_skew.as_nanos()).unwrap_or(u64::MAX);
+        let base_timeout =
+            u64::try_from(self.protocol.request_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let lag = skew.saturating_mul(3).saturating_add(
+            base_timeout.saturating_mul(self.largest_timeout_scale.saturating_sub(1)),
+        );
         let mut finished: Vec<(u64, u64, usize)> = Vec::new();
         let mut fast: Vec<&Done> = Vec::new();
         for client in self.honest_clients() {
@@ -368,7 +376,7 @@ impl World {
                 }
                 // A proposal is stamped by its primary after the request
                 // reached it, and a backup prepares one stamped further
-                // behind its clock than `lag` only if a correct replica
+                // behind its clock than it allows only if a correct replica
                 // found it fresh: a primary cannot hold the agreed clock
                 // still.
                 if agreed_time.saturating_add(lag) < done.invoked {

@@ -234,6 +234,7 @@ scenario_tests! {
     delays_above_timeouts => "delays-above-timeouts",
     asymmetric_links => "asymmetric-links",
     weak_synchrony => "weak-synchrony",
+    network_slower_than_the_skew => "network-slower-than-the-skew",
     restart_then_view_change => "restart-then-view-change",
     slow_network => "slow-network",
     twins_n4 => "twins-n4",

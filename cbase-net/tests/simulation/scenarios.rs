@@ -336,6 +336,23 @@ pub fn scenarios() -> Vec<Scenario> {
             ..b.clone()
         },
         Scenario {
+            // Every message takes longer than twice the allowed clock
+            // skew, from the start: a correct primary's pre-prepares reach
+            // the backups stamped further behind their clocks than the
+            // base lag. The lag must grow with the timeouts, or the
+            // cluster deposes every correct primary for good.
+            name: "network-slower-than-the-skew",
+            liveness: 60_000 * MS,
+            clock_skew: 10 * MS,
+            max_clock_skew: Some(40 * MS),
+            net: NetSpec {
+                delay: (150 * MS, 200 * MS),
+                stable_delay: (150 * MS, 200 * MS),
+                ..net.clone()
+            },
+            ..b.clone()
+        },
+        Scenario {
             name: "restart-then-view-change",
             restart: Some((Who::Backup, 30 * MS, 600 * MS)),
             crash: Some((Who::Replica(0), 1_200 * MS)),

@@ -365,6 +365,9 @@ pub struct World {
     quiet_since: Option<u64>,
     /// Invariants broken during the run (checked as they happen).
     pub violations: Vec<String>,
+    /// The largest multiple of its base timeouts any correct replica ran
+    /// with: the lag a backup allows a proposal's timestamp grows with it.
+    pub largest_timeout_scale: u64,
     pub deadline: u64,
     pub settle: u64,
     /// Transferred states installed, across instances.
@@ -594,6 +597,7 @@ impl World {
             restart,
             restarted: false,
             disk_copy: None,
+            largest_timeout_scale: 1,
             rolling,
             power_cut,
             corrupt,
@@ -1159,6 +1163,10 @@ impl World {
         let recovering = node.replica.recovering();
         let mut outputs = Vec::new();
         node.replica.handle(clock, input, &mut outputs);
+        if !self.byzantine.contains_key(&node.id) && !self.twinned.contains(&node.id) {
+            self.largest_timeout_scale =
+                self.largest_timeout_scale.max(node.replica.timeout_scale());
+        }
         if recovering && !self.nodes[to].replica.recovering() {
             let view = self.nodes[to].replica.view();
             self.trace(to, format_args!("recovery over, in view {view}"));
