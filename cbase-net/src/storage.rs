@@ -99,6 +99,10 @@ const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 const DELTAS: TableDefinition<u64, &[u8]> = TableDefinition::new("deltas");
 const PREPARED: TableDefinition<u64, &[u8]> = TableDefinition::new("prepared");
 const EXECUTED: TableDefinition<u64, &[u8]> = TableDefinition::new("executed");
+/// Proposals the replica vouched for, by (sequence number, digest): the
+/// view it vouched in and the proposal, sealed. Directories written before
+/// this table existed have none, and read as holding none.
+const PROPOSALS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("proposals");
 
 /// A data directory could not be used. Nothing was acknowledged on the
 /// strength of a write that failed.
@@ -629,6 +633,7 @@ impl Storage {
             meta.insert("format", FORMAT.to_le_bytes().as_slice())?;
             txn.open_table(PREPARED)?;
             txn.open_table(EXECUTED)?;
+            txn.open_table(PROPOSALS)?;
             Ok(())
         })
     }
@@ -756,6 +761,32 @@ impl Storage {
             prepared.push((proof, proposal));
         }
 
+        let mut proposals = Vec::new();
+        if self.has_table(File::Log, redb::TableHandle::name(&PROPOSALS))? {
+            let table = txn.open_table(PROPOSALS).map_err(|e| log_error(e.into()))?;
+            let from: (u64, &[u8]) = (low + 1, &[]);
+            for item in table.range(from..).map_err(|e| log_error(e.into()))? {
+                let (key, sealed) = item.map_err(|e| log_error(e.into()))?;
+                let (seq, digest) = key.value();
+                let what = format!("proposal {seq}");
+                let (view, proposal): (View, Proposal) =
+                    self.unseal(File::Log, &what, sealed.value())?;
+                let digest: Hash = digest.try_into().map_err(|_| {
+                    self.corrupt(
+                        File::Log,
+                        format!("{what} is filed under a malformed digest"),
+                    )
+                })?;
+                if proposal.digest() != digest {
+                    return Err(self.corrupt(
+                        File::Log,
+                        format!("{what} does not match the digest it is filed under"),
+                    ));
+                }
+                proposals.push((view, seq, digest, proposal));
+            }
+        }
+
         let mut executed: Vec<Committed> = Vec::new();
         let table = txn.open_table(EXECUTED).map_err(|e| log_error(e.into()))?;
         for item in table.range(low + 1..).map_err(|e| log_error(e.into()))? {
@@ -795,6 +826,7 @@ impl Storage {
             restored,
             stable: stable.map(|s| (s.seq, s.digest, s.proof)),
             prepared,
+            proposals,
             executed: low,
             executed_proposals: executed
                 .iter()
@@ -923,12 +955,24 @@ impl Storage {
         }
         self.write(File::Log, |txn| {
             let mut prepared = txn.open_table(PREPARED)?;
+            let mut proposals = txn.open_table(PROPOSALS)?;
             let mut meta = txn.open_table(META)?;
             for item in items {
                 match item {
                     Durable::Prepared { proof, proposal } => {
                         let seq = proof.pre_prepare.seq;
                         prepared.insert(seq, seal(&(proof, proposal)).as_slice())?;
+                    }
+                    Durable::Proposal {
+                        view,
+                        seq,
+                        digest,
+                        proposal,
+                    } => {
+                        proposals.insert(
+                            (*seq, digest.as_slice()),
+                            seal(&(view, proposal)).as_slice(),
+                        )?;
                     }
                     Durable::View(_) | Durable::Entered { .. } => {
                         let view = item.view().expect("a view record");
@@ -1043,6 +1087,7 @@ impl Storage {
         self.write_with(File::Log, redb::Durability::None, |txn| {
             txn.open_table(PREPARED)?.retain(|at, _| at > seq)?;
             txn.open_table(EXECUTED)?.retain(|at, _| at > seq)?;
+            txn.open_table(PROPOSALS)?.retain(|(at, _), _| at > seq)?;
             Ok(())
         })
     }
@@ -1299,6 +1344,86 @@ mod tests {
             [5, 6]
         );
         assert_eq!(loaded.recovered.stable.unwrap().0, 4);
+    }
+
+    fn vouched(seq: Seq, view: View) -> Durable {
+        let committed = committed(seq);
+        Durable::Proposal {
+            view,
+            seq,
+            digest: committed.digest,
+            proposal: committed.proposal,
+        }
+    }
+
+    #[test]
+    fn proposals_vouched_for_come_back_until_a_checkpoint_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
+        let base = state(&[(1, 10)]);
+        store_whole(&storage, &base);
+        storage
+            .persist([&vouched(5, 0), &vouched(6, 1), &vouched(9, 1)])
+            .unwrap();
+        drop(storage);
+        let (storage, loaded) = Storage::open(dir.path(), LAYOUT).unwrap();
+        let back: Vec<(View, Seq)> = loaded
+            .recovered
+            .proposals
+            .iter()
+            .map(|(view, seq, digest, proposal)| {
+                assert_eq!(proposal.digest(), *digest);
+                (*view, *seq)
+            })
+            .collect();
+        assert_eq!(back, [(0, 5), (1, 6), (1, 9)]);
+        storage
+            .stabilize(8, base.digest(), &[], &base.clients, 7, None, &[])
+            .unwrap();
+        drop(storage);
+        let (_, loaded) = Storage::open(dir.path(), LAYOUT).unwrap();
+        let seqs: Vec<Seq> = loaded.recovered.proposals.iter().map(|p| p.1).collect();
+        assert_eq!(seqs, [9], "what the checkpoint covers is gone");
+    }
+
+    #[test]
+    fn a_proposal_filed_under_another_digest_is_refused_and_a_log_without_proposals_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), LAYOUT).unwrap();
+        store_whole(&storage, &state(&[(1, 10)]));
+        drop(storage);
+        // A log file from before the table existed.
+        let db = Database::create(dir.path().join(LOG_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(PROPOSALS).unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let (storage, loaded) = Storage::open(dir.path(), LAYOUT).unwrap();
+        assert!(loaded.recovered.proposals.is_empty());
+        storage.persist([&vouched(5, 0)]).unwrap();
+        drop(storage);
+        // Filed under a digest that is not its own.
+        let db = Database::create(dir.path().join(LOG_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(PROPOSALS).unwrap();
+            let sealed = table
+                .get((5u64, committed(5).digest.as_slice()))
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            table
+                .insert((6u64, [6u8; 32].as_slice()), sealed.as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        let error = Storage::open(dir.path(), LAYOUT).err().unwrap().to_string();
+        assert!(
+            error.contains("proposal 6") && error.contains(LOG_FILE),
+            "{error}"
+        );
     }
 
     #[test]

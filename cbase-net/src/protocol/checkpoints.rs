@@ -150,6 +150,7 @@ impl Replica {
         self.proposals.forget_up_to(seq);
         self.prepared = self.prepared.split_off(&(seq + 1));
         self.pre_prepared = self.pre_prepared.split_off(&(seq + 1));
+        self.proposals_on_disk = self.proposals_on_disk.split_off(&(seq + 1, [0; 32]));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
         self.known_batches

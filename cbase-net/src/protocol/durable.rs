@@ -9,6 +9,13 @@
 //! everything persisted in a burst of outputs to disk (one sync) before it
 //! sends any of that burst's messages:
 //!
+//! - [`Durable::Proposal`], before the replica's first pre-prepare or
+//!   prepare for a proposal it holds. A faulty primary can assemble a
+//!   prepared certificate from the prepares of correct backups that never
+//!   prepared the proposal themselves, and every later view must then
+//!   re-issue its digest; at least one correct replica signed that
+//!   certificate, and it can serve the proposal even after a restart of
+//!   every replica.
 //! - [`Durable::Prepared`], just before its commit vote for a batch. A batch
 //!   that committed anywhere prepared at a quorum; each of those replicas
 //!   wrote its prepared certificate before voting to commit, so after any
@@ -56,8 +63,22 @@ pub enum Durable {
         /// The prepared certificate.
         proof: PreparedProof,
         /// The proposal, if the replica has it (it may still be fetching
-        /// it when the batch prepares).
+        /// it when the batch prepares) and has not written it already as a
+        /// [`Durable::Proposal`].
         proposal: Option<Proposal>,
+    },
+    /// The replica is about to send its pre-prepare or prepare for this
+    /// proposal in `view`: it keeps it until a stable checkpoint covers
+    /// `seq`, so that it can serve it to peers a later view re-issues it to.
+    Proposal {
+        /// The view of the pre-prepare or prepare.
+        view: View,
+        /// The sequence number.
+        seq: Seq,
+        /// The proposal's digest.
+        digest: Hash,
+        /// The proposal.
+        proposal: Proposal,
     },
     /// The replica votes for this view: it will take part in no view below it.
     View(View),
@@ -91,7 +112,10 @@ impl Durable {
     /// The view this record promises not to go below, if any.
     pub fn view(&self) -> Option<View> {
         match self {
-            Durable::Prepared { .. } | Durable::Window { .. } | Durable::RestoreOver => None,
+            Durable::Prepared { .. }
+            | Durable::Proposal { .. }
+            | Durable::Window { .. }
+            | Durable::RestoreOver => None,
             Durable::View(view) | Durable::Entered { view, .. } => Some(*view),
         }
     }
@@ -111,6 +135,9 @@ pub struct Recovered {
     pub stable: Option<(Seq, Hash, Vec<Checkpoint>)>,
     /// The prepared certificates it wrote above that checkpoint.
     pub prepared: Vec<(PreparedProof, Option<Proposal>)>,
+    /// The proposals it wrote above that checkpoint
+    /// ([`Durable::Proposal`]), as (view, sequence number, digest, proposal).
+    pub proposals: Vec<(View, Seq, Hash, Proposal)>,
     /// The last [`Durable::Window`] it wrote, (view, number): in that view
     /// it sent no pre-prepare or prepare above the number (`None`: it wrote
     /// none, or its directory predates the record).
@@ -191,6 +218,16 @@ impl Replica {
             if seq > replica.low {
                 replica.proposals.insert(seq, digest, proposal);
             }
+        }
+        // What it vouched for before the restart: kept, and served, as
+        // before it (see `Replica::pre_prepared`).
+        for (view, seq, digest, proposal) in recovered.proposals {
+            if seq <= replica.low || proposal.digest() != digest {
+                continue;
+            }
+            replica.proposals.insert(seq, digest, proposal);
+            replica.note_pre_prepared(view, seq, digest);
+            replica.proposals_on_disk.insert((seq, digest));
         }
         for (proof, proposal) in recovered.prepared {
             let (seq, digest) = (proof.pre_prepare.seq, proof.pre_prepare.digest);

@@ -377,6 +377,9 @@ pub struct Replica {
     /// count cap: dropping the oldest lets n failed views lose the one a
     /// faulty primary's certificate names).
     pre_prepared: BTreeMap<Seq, Vec<(View, Hash)>>,
+    /// The proposals among those that this replica wrote to disk
+    /// ([`Durable::Proposal`]), so that each is written once.
+    proposals_on_disk: std::collections::BTreeSet<(Seq, Hash)>,
     /// The new-view that started the current view, resent to replicas still
     /// in an older one.
     last_new_view: Option<crate::message::NewView>,
@@ -514,6 +517,7 @@ impl Replica {
             held: held::Held::default(),
             prepared: BTreeMap::new(),
             pre_prepared: BTreeMap::new(),
+            proposals_on_disk: std::collections::BTreeSet::new(),
             last_new_view: None,
             last_status: 0,
             status_answered: BTreeMap::new(),

@@ -3,6 +3,7 @@
 //! handed to execution in sequence order (steps 1-3 of the protocol in the
 //! [module documentation](super)).
 
+use super::proposals::NULL_DIGEST;
 use super::slot::Slot;
 use super::{
     Committed, Durable, MAX_FETCHES_PER_ROUND, Output, PROPOSAL_FRAMING, Replica, Status, ViewFit,
@@ -126,9 +127,10 @@ impl Replica {
                 signature,
             };
             self.log.entry(seq).or_default().header = Some(pre_prepare.header());
-            self.note_pre_prepared(self.view, seq, digest);
             self.proposals
                 .insert(seq, digest, pre_prepare.proposal.clone());
+            self.note_pre_prepared(self.view, seq, digest);
+            self.persist_proposal(self.view, seq, digest, out);
             out.push(Output::Broadcast(ReplicaMessage::PrePrepare(pre_prepare)));
         }
     }
@@ -178,6 +180,7 @@ impl Replica {
             return;
         }
         self.learn_proposal(seq, digest, proposal);
+        self.persist_fetched_proposal(seq, digest, out);
         self.deliver(out);
     }
 
@@ -409,13 +412,51 @@ impl Replica {
             .prepares
             .insert(self.id, prepare.clone());
         self.note_pre_prepared(view, seq, digest);
+        self.persist_proposal(view, seq, digest, out);
         out.push(Output::Broadcast(ReplicaMessage::Prepare(prepare)));
         self.advance(seq, out);
     }
 
+    /// Writes the proposal this replica is about to vouch for to disk, once
+    /// (see `durable.rs`), if it holds it. One it fetches later is written
+    /// when it arrives ([`Replica::persist_fetched_proposal`]).
+    fn persist_proposal(&mut self, view: View, seq: Seq, digest: Hash, out: &mut Vec<Output>) {
+        if digest == *NULL_DIGEST || self.proposals_on_disk.contains(&(seq, digest)) {
+            return;
+        }
+        if let Some(proposal) = self.proposals.get(seq, &digest) {
+            out.push(Output::Persist(Durable::Proposal {
+                view,
+                seq,
+                digest,
+                proposal: proposal.clone(),
+            }));
+            self.proposals_on_disk.insert((seq, digest));
+        }
+    }
+
+    /// A fetched proposal arrived: if this replica vouched for it without
+    /// holding it (it prepared a new view's re-issue while fetching), it
+    /// writes it to disk now, as it would have before its prepare.
+    pub(super) fn persist_fetched_proposal(
+        &mut self,
+        seq: Seq,
+        digest: Hash,
+        out: &mut Vec<Output>,
+    ) {
+        let vouched = self
+            .pre_prepared
+            .get(&seq)
+            .and_then(|digests| digests.iter().find(|(_, known)| *known == digest))
+            .map(|(view, _)| *view);
+        if let Some(view) = vouched {
+            self.persist_proposal(view, seq, digest, out);
+        }
+    }
+
     /// Records that this replica vouched for `digest` at `seq` in `view`
     /// (see `Replica::pre_prepared`).
-    fn note_pre_prepared(&mut self, view: View, seq: Seq, digest: Hash) {
+    pub(super) fn note_pre_prepared(&mut self, view: View, seq: Seq, digest: Hash) {
         let digests = self.pre_prepared.entry(seq).or_default();
         digests.retain(|(_, known)| *known != digest);
         digests.push((view, digest));
@@ -545,9 +586,15 @@ impl Replica {
             slot.commits.insert(id, digest);
             if let Some(proof) = proof {
                 // On disk before the commit vote leaves (see `durable.rs`).
+                // The proposal goes with it unless it is on disk already.
+                let proposal = if self.proposals_on_disk.contains(&(seq, digest)) {
+                    None
+                } else {
+                    self.proposals.get(seq, &digest).cloned()
+                };
                 out.push(Output::Persist(Durable::Prepared {
                     proof: proof.clone(),
-                    proposal: self.proposals.get(seq, &digest).cloned(),
+                    proposal,
                 }));
                 self.prepared.insert(seq, proof);
             }

@@ -471,6 +471,10 @@ impl Replica {
         self.pre_prepared = self
             .pre_prepared
             .split_off(&(plan.stable_seq.max(self.low).max(self.delivered) + 1));
+        self.proposals_on_disk = self.proposals_on_disk.split_off(&(
+            plan.stable_seq.max(self.low).max(self.delivered) + 1,
+            [0; 32],
+        ));
         if plan.stable_seq > self.low {
             // The view starts above a checkpoint 2f+1 replicas proved; if we
             // have not executed that far, the log to get there is gone: fetch it.

@@ -22,6 +22,8 @@ pub struct Disk {
     pub restored: bool,
     stable: Option<(Seq, Hash, Vec<Checkpoint>, CheckpointState)>,
     prepared: BTreeMap<Seq, (PreparedProof, Option<Proposal>)>,
+    /// Proposals it vouched for, by (sequence number, digest).
+    proposals: BTreeMap<(Seq, Hash), (View, Proposal)>,
     executed: BTreeMap<Seq, Committed>,
     /// Executed batches written since the last sync.
     unsynced: BTreeMap<Seq, Committed>,
@@ -38,6 +40,14 @@ impl Disk {
             Durable::Prepared { proof, proposal } => {
                 self.prepared
                     .insert(proof.pre_prepare.seq, (proof, proposal));
+            }
+            Durable::Proposal {
+                view,
+                seq,
+                digest,
+                proposal,
+            } => {
+                self.proposals.insert((seq, digest), (view, proposal));
             }
             Durable::View(view) => self.view = self.view.max(view),
             Durable::Entered { view, carried } => {
@@ -69,6 +79,7 @@ impl Disk {
     ) {
         self.stable = Some((seq, digest, proof, state));
         self.prepared = self.prepared.split_off(&(seq + 1));
+        self.proposals = self.proposals.split_off(&(seq + 1, [0; 32]));
         self.sync();
         self.executed = self.executed.split_off(&(seq + 1));
     }
@@ -102,6 +113,11 @@ impl Disk {
                 .as_ref()
                 .map(|(seq, digest, proof, _)| (*seq, *digest, proof.clone())),
             prepared: self.prepared.values().cloned().collect(),
+            proposals: self
+                .proposals
+                .iter()
+                .map(|((seq, digest), (view, proposal))| (*view, *seq, *digest, proposal.clone()))
+                .collect(),
             executed: low,
             executed_proposals: replay
                 .iter()

@@ -519,43 +519,6 @@ fn a_correct_primary_cut_off_longer_than_twice_the_skew_is_deposed_once_only() {
     }
 }
 
-/// What replica `replica` of `net` finds on its disk (as in `schedules.rs`).
-fn on_disk(net: &Net, replica: usize) -> Recovered {
-    let persisted = &net.persisted[replica];
-    Recovered {
-        view: persisted
-            .iter()
-            .filter_map(Durable::view)
-            .max()
-            .unwrap_or(0),
-        entered: persisted.iter().rev().find_map(|d| match d {
-            Durable::Entered { view, carried } => Some((*view, *carried)),
-            _ => None,
-        }),
-        window: persisted
-            .iter()
-            .filter_map(|d| match d {
-                Durable::Window { view, seq } => Some((*view, *seq)),
-                _ => None,
-            })
-            .max(),
-        restored: false,
-        stable: None,
-        prepared: persisted
-            .iter()
-            .filter_map(|d| match d {
-                Durable::Prepared { proof, proposal } => Some((proof.clone(), proposal.clone())),
-                _ => None,
-            })
-            .collect(),
-        executed: net.executed[replica].last().map_or(0, |c| c.seq),
-        executed_proposals: net.executed[replica]
-            .iter()
-            .map(|c| (c.seq, c.digest, c.proposal.clone()))
-            .collect(),
-    }
-}
-
 /// Guard (restart from disk): a backup restarted while it withheld a stale
 /// slot lost the slot, prepared nothing there before (its window on disk
 /// does not cover it), and takes the slot from the others afterwards.

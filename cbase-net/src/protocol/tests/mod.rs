@@ -53,6 +53,7 @@ fn client_batch(client: &SecretKey, lane: u32, number: u64) -> ClientBatch {
 mod clock_review;
 mod extremes;
 mod parts;
+mod proposals_on_disk;
 mod schedules;
 mod uptime;
 mod vc_review;
@@ -227,6 +228,56 @@ impl Net {
 
     fn executed_digests(&self, replica: usize) -> Vec<Hash> {
         self.executed[replica].iter().map(|c| c.digest).collect()
+    }
+}
+
+/// What replica `replica` of `net` finds on its disk: everything it asked to
+/// persist, and the batches it executed (which the runtime logs).
+fn on_disk(net: &Net, replica: usize) -> Recovered {
+    let persisted = &net.persisted[replica];
+    Recovered {
+        view: persisted
+            .iter()
+            .filter_map(Durable::view)
+            .max()
+            .unwrap_or(0),
+        entered: persisted.iter().rev().find_map(|d| match d {
+            Durable::Entered { view, carried } => Some((*view, *carried)),
+            _ => None,
+        }),
+        window: persisted
+            .iter()
+            .filter_map(|d| match d {
+                Durable::Window { view, seq } => Some((*view, *seq)),
+                _ => None,
+            })
+            .max(),
+        restored: false,
+        stable: None,
+        prepared: persisted
+            .iter()
+            .filter_map(|d| match d {
+                Durable::Prepared { proof, proposal } => Some((proof.clone(), proposal.clone())),
+                _ => None,
+            })
+            .collect(),
+        proposals: persisted
+            .iter()
+            .filter_map(|d| match d {
+                Durable::Proposal {
+                    view,
+                    seq,
+                    digest,
+                    proposal,
+                } => Some((*view, *seq, *digest, proposal.clone())),
+                _ => None,
+            })
+            .collect(),
+        executed: net.executed[replica].last().map_or(0, |c| c.seq),
+        executed_proposals: net.executed[replica]
+            .iter()
+            .map(|c| (c.seq, c.digest, c.proposal.clone()))
+            .collect(),
     }
 }
 

@@ -1473,7 +1473,7 @@ fn a_replica_restored_from_an_old_copy_does_not_leave_recovery_in_a_view_it_vote
     net.input(0, Input::Client(client_batch(&client, 0, 1)));
     net.run();
     // The copy of replica 2's directory, taken in view 0.
-    let copy = recovered(&net, 2);
+    let copy = on_disk(&net, 2);
     assert_eq!(copy.view, 0);
     // Primary 0 goes down: the others, 2 among them, move to view 1.
     net.down.insert(0);
@@ -1608,48 +1608,12 @@ fn a_lost_prepare_for_a_reissued_slot_reaches_peers_that_are_ahead() {
     assert_one_order(&net);
 }
 
-/// What replica `replica` of `net` finds on its disk: everything it asked to
-/// persist, and the batches it executed (which the runtime logs).
-fn recovered(net: &Net, replica: usize) -> Recovered {
-    let persisted = &net.persisted[replica];
-    Recovered {
-        view: persisted
-            .iter()
-            .filter_map(Durable::view)
-            .max()
-            .unwrap_or(0),
-        entered: persisted.iter().rev().find_map(|d| match d {
-            Durable::Entered { view, carried } => Some((*view, *carried)),
-            _ => None,
-        }),
-        window: persisted
-            .iter()
-            .filter_map(|d| match d {
-                Durable::Window { view, seq } => Some((*view, *seq)),
-                _ => None,
-            })
-            .max(),
-        restored: false,
-        stable: None,
-        prepared: persisted
-            .iter()
-            .filter_map(|d| match d {
-                Durable::Prepared { proof, proposal } => Some((proof.clone(), proposal.clone())),
-                _ => None,
-            })
-            .collect(),
-        executed: net.executed[replica].last().map_or(0, |c| c.seq),
-        executed_proposals: net.executed[replica]
-            .iter()
-            .map(|c| (c.seq, c.digest, c.proposal.clone()))
-            .collect(),
-    }
-}
-
-/// A replica writes its prepared certificate before its commit vote leaves:
-/// in its outputs, the `Persist` comes first.
+/// A backup writes the proposal before its prepare leaves, and its
+/// prepared certificate before its commit vote leaves: in its outputs,
+/// each `Persist` comes first, and the proposal is written once (the
+/// certificate's record does not carry it again).
 #[test]
-fn a_prepared_certificate_is_persisted_before_the_commit_vote() {
+fn a_proposal_is_persisted_before_the_prepare_and_a_certificate_before_the_commit_vote() {
     let mut net = Net::new(4, small());
     let client = SecretKey::from_seed([99; 32]);
     let mut outputs = Vec::new();
@@ -1664,17 +1628,30 @@ fn a_prepared_certificate_is_persisted_before_the_commit_vote() {
     net.hold_rule = Some(Box::new(|_, to, _| to == 1));
     net.run();
     let held = std::mem::take(&mut net.held);
-    let mut persisted_at = None;
-    let mut commit_at = None;
+    let (mut proposal_at, mut prepare_at) = (None, None);
+    let (mut persisted_at, mut commit_at) = (None, None);
     let mut position = 0;
     for (from, _, message) in held {
         let mut out = Vec::new();
         net.replicas[1].handle(net.now, Input::Replica(from, message), &mut out);
         for output in out {
             match output {
+                Output::Persist(Durable::Proposal {
+                    seq,
+                    digest,
+                    proposal,
+                    ..
+                }) => {
+                    assert_eq!((seq, proposal.digest()), (1, digest));
+                    assert!(proposal_at.is_none(), "written once");
+                    proposal_at = Some(position);
+                }
+                Output::Broadcast(ReplicaMessage::Prepare(p)) if p.seq == 1 => {
+                    prepare_at.get_or_insert(position);
+                }
                 Output::Persist(Durable::Prepared { proof, proposal }) => {
                     assert_eq!(proof.pre_prepare.seq, 1);
-                    assert!(proposal.is_some(), "the proposal is kept with it");
+                    assert!(proposal.is_none(), "the proposal is on disk already");
                     persisted_at.get_or_insert(position);
                 }
                 Output::Broadcast(ReplicaMessage::Commit(c)) if c.seq == 1 => {
@@ -1685,10 +1662,38 @@ fn a_prepared_certificate_is_persisted_before_the_commit_vote() {
             position += 1;
         }
     }
+    let (proposal_at, prepare_at) = (proposal_at.unwrap(), prepare_at.unwrap());
+    assert!(
+        proposal_at < prepare_at,
+        "proposal persisted at {proposal_at}, prepare at {prepare_at}"
+    );
     let (persisted_at, commit_at) = (persisted_at.unwrap(), commit_at.unwrap());
     assert!(
         persisted_at < commit_at,
         "persisted at {persisted_at}, commit at {commit_at}"
+    );
+}
+
+/// A primary writes its proposal before its pre-prepare leaves.
+#[test]
+fn a_primary_persists_its_proposal_before_its_pre_prepare() {
+    let mut net = Net::new(4, small());
+    let client = SecretKey::from_seed([99; 32]);
+    let mut out = Vec::new();
+    net.replicas[0].handle(
+        net.now,
+        Input::Client(client_batch(&client, 0, 1)),
+        &mut out,
+    );
+    let proposal_at = out
+        .iter()
+        .position(|o| matches!(o, Output::Persist(Durable::Proposal { seq: 1, .. })));
+    let pre_prepare_at = out
+        .iter()
+        .position(|o| matches!(o, Output::Broadcast(ReplicaMessage::PrePrepare(_))));
+    assert!(
+        matches!((proposal_at, pre_prepare_at), (Some(p), Some(pp)) if p < pp),
+        "{out:?}"
     );
 }
 
@@ -1719,7 +1724,7 @@ fn a_restart_of_every_replica_from_disk_keeps_what_committed() {
 
     // Power cut: every replica restarts from its disk.
     for (replica, secret) in secrets.iter().enumerate() {
-        let disk = recovered(&net, replica);
+        let disk = on_disk(&net, replica);
         assert_eq!(disk.prepared.len(), 1, "replica {replica} prepared seq 1");
         net.replicas[replica] = Replica::recover(
             replica as ReplicaId,
@@ -2134,7 +2139,7 @@ fn a_replica_restarted_from_disk_answers_reads_after_what_it_voted_to_commit() {
     net.run();
     assert!(net.executed.iter().all(Vec::is_empty));
     for (replica, secret) in secrets.iter().enumerate() {
-        let disk = recovered(&net, replica);
+        let disk = on_disk(&net, replica);
         let from_disk = Replica::recover(
             replica as ReplicaId,
             &cluster,
@@ -2167,7 +2172,7 @@ fn a_peer_claiming_a_far_view_cannot_keep_a_replica_restarted_from_disk_recoveri
     net.input(0, Input::Client(client_batch(&client, 0, 1)));
     net.run();
     assert_eq!(net.executed_requests(1), vec![1]);
-    let disk = recovered(&net, 1);
+    let disk = on_disk(&net, 1);
     net.replicas[1] = Replica::recover(1, &cluster, secrets[1].clone(), small(), disk);
     assert!(net.replicas[1].recovering());
     net.input(
@@ -2231,7 +2236,7 @@ fn a_replica_restarted_from_disk_mid_view_change_votes_again() {
     }
     assert_eq!(net.replicas[2].changing_to(), Some(1));
     net.drop_rule = None;
-    let disk = recovered(&net, 2);
+    let disk = on_disk(&net, 2);
     assert_eq!(disk.view, 1);
     net.replicas[2] = Replica::recover(2, &cluster, secrets[2].clone(), small(), disk);
     net.broadcast_client(&client_batch(&client, 0, 1));
@@ -2447,7 +2452,7 @@ fn a_replica_restarted_from_disk_votes_again_with_every_certificate_its_first_vo
         .map(|p| p.pre_prepare.seq)
         .collect();
     assert_eq!(carried, vec![1], "its vote for view 1 carried seq 1");
-    let disk = recovered(&net, 2);
+    let disk = on_disk(&net, 2);
     assert_eq!(disk.view, 1);
     assert!(
         disk.prepared.iter().any(|(p, _)| p.pre_prepare.view == 1),
@@ -2574,7 +2579,7 @@ fn a_replica_restarted_from_disk_does_not_raise_its_read_barrier_to_a_number_its
         "in memory, view 1 lowered replica 3's barrier past slot 3"
     );
     // Replica 3 restarts from its disk.
-    let disk = recovered(&net, 3);
+    let disk = on_disk(&net, 3);
     assert_eq!(disk.view, 1);
     net.replicas[3] = Replica::recover(3, &cluster, secrets[3].clone(), small(), disk);
     net.run();
@@ -2763,7 +2768,7 @@ fn a_replica_restarted_from_disk_takes_part_in_its_view_again_once_its_checkpoin
     let mut net = Net::new(4, small());
     let client = SecretKey::from_seed([99; 32]);
     one_slot_each(&mut net, &client, 1..=3);
-    let disk = recovered(&net, 3);
+    let disk = on_disk(&net, 3);
     assert_eq!(disk.window, Some((0, 8)), "its window reached 8 in view 0");
     net.replicas[3] = Replica::recover(3, &cluster, secrets[3].clone(), small(), disk);
     one_slot_each(&mut net, &client, 4..=7);
@@ -2811,7 +2816,7 @@ fn a_replica_restarted_from_disk_prepares_nothing_in_its_view_where_its_window_r
         to == 3 && matches!(m, ReplicaMessage::Prepare(p) if p.seq == 4)
     }));
     one_slot_each(&mut net, &client, 4..=4);
-    let disk = recovered(&net, 3);
+    let disk = on_disk(&net, 3);
     assert!(
         disk.prepared
             .iter()
