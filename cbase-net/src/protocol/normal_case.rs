@@ -129,8 +129,15 @@ impl Replica {
             self.log.entry(seq).or_default().header = Some(pre_prepare.header());
             self.proposals
                 .insert(seq, digest, pre_prepare.proposal.clone());
+            // Not written to disk here, unlike a backup's before its
+            // prepare: every prepared certificate holds the prepares of at
+            // least f correct backups besides this pre-prepare (at most f
+            // of its 2f+1 signers are faulty), and each records the
+            // proposal with its prepare (see `durable.rs`). So a correct
+            // backup can serve it after a restart, and the primary's disk
+            // is not on the path of every batch (its prepared
+            // certificate's record carries it).
             self.note_pre_prepared(self.view, seq, digest);
-            self.persist_proposal(self.view, seq, digest, out);
             out.push(Output::Broadcast(ReplicaMessage::PrePrepare(pre_prepare)));
         }
     }
@@ -417,8 +424,8 @@ impl Replica {
         self.advance(seq, out);
     }
 
-    /// Writes the proposal this replica is about to vouch for to disk, once
-    /// (see `durable.rs`), if it holds it. One it fetches later is written
+    /// Records the proposal this backup is about to vouch for, once (see
+    /// `durable.rs`), if it holds it. One it fetches later is written
     /// when it arrives ([`Replica::persist_fetched_proposal`]).
     fn persist_proposal(&mut self, view: View, seq: Seq, digest: Hash, out: &mut Vec<Output>) {
         if digest == *NULL_DIGEST || self.proposals_on_disk.contains(&(seq, digest)) {

@@ -13,6 +13,7 @@
 //! frame that fails authentication, is oversized or does not decode closes
 //! that connection only, and is counted in [`NodeMetrics`].
 
+mod agreement_log;
 mod answers;
 mod byte_bound;
 pub mod checkpoints;
@@ -591,7 +592,7 @@ impl ReplicaNode {
                 .expect("the OS refused to start the storage thread");
             (writes, thread)
         };
-        let protocol_storage = storage;
+        let mut agreement_log = storage.map(agreement_log::AgreementLog::new);
         let protocol_halt = Arc::clone(&halt);
         let (stable_writes, storage_thread) = stable_writes;
         let protocol_metrics = Arc::clone(&metrics);
@@ -648,17 +649,13 @@ impl ReplicaNode {
                         answered_after = barrier;
                     }
                     // What the protocol asked to persist is on disk before any
-                    // of this burst's messages leaves (one commit for all).
-                    if let Some(storage) = &protocol_storage {
-                        let durable = outputs.iter().filter_map(|o| match o {
-                            Output::Persist(durable) => Some(durable),
-                            _ => None,
-                        });
-                        if let Err(error) = storage.persist(durable) {
-                            protocol_halt
-                                .stop(format!("it cannot store its agreement log: {error}"));
-                            break;
-                        }
+                    // of this burst's messages leaves (one commit for all; see
+                    // `agreement_log` for the records that wait for the next).
+                    if let Some(log) = &mut agreement_log
+                        && let Err(error) = log.write_burst(&mut outputs)
+                    {
+                        protocol_halt.stop(format!("it cannot store its agreement log: {error}"));
+                        break;
                     }
                     // A write failed here or on another thread: nothing of
                     // this burst leaves, and the replica takes no further part.

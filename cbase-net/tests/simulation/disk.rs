@@ -24,6 +24,8 @@ pub struct Disk {
     prepared: BTreeMap<Seq, (PreparedProof, Option<Proposal>)>,
     /// Proposals it vouched for, by (sequence number, digest).
     proposals: BTreeMap<(Seq, Hash), (View, Proposal)>,
+    /// Proposals written since the last sync (not synced on their own).
+    unsynced_proposals: BTreeMap<(Seq, Hash), (View, Proposal)>,
     executed: BTreeMap<Seq, Committed>,
     /// Executed batches written since the last sync.
     unsynced: BTreeMap<Seq, Committed>,
@@ -33,6 +35,8 @@ impl Disk {
     fn sync(&mut self) {
         let unsynced = std::mem::take(&mut self.unsynced);
         self.executed.extend(unsynced);
+        let proposals = std::mem::take(&mut self.unsynced_proposals);
+        self.proposals.extend(proposals);
     }
 
     pub fn persist(&mut self, durable: Durable) {
@@ -47,7 +51,10 @@ impl Disk {
                 digest,
                 proposal,
             } => {
-                self.proposals.insert((seq, digest), (view, proposal));
+                // Written, and synced with the next record that is.
+                self.unsynced_proposals
+                    .insert((seq, digest), (view, proposal));
+                return;
             }
             Durable::View(view) => self.view = self.view.max(view),
             Durable::Entered { view, carried } => {
@@ -63,6 +70,7 @@ impl Disk {
     /// Forgets what was not synced (a power cut took it).
     pub fn drop_unsynced(&mut self) {
         self.unsynced.clear();
+        self.unsynced_proposals.clear();
     }
 
     pub fn log_executed(&mut self, committed: &Committed) {
@@ -80,6 +88,7 @@ impl Disk {
         self.stable = Some((seq, digest, proof, state));
         self.prepared = self.prepared.split_off(&(seq + 1));
         self.proposals = self.proposals.split_off(&(seq + 1, [0; 32]));
+        self.unsynced_proposals = self.unsynced_proposals.split_off(&(seq + 1, [0; 32]));
         self.sync();
         self.executed = self.executed.split_off(&(seq + 1));
     }
@@ -91,8 +100,10 @@ impl Disk {
         lose_unsynced: bool,
     ) -> (Option<(Seq, CheckpointState)>, Vec<Committed>, Recovered) {
         let mut executed = self.executed.clone();
+        let mut proposals = self.proposals.clone();
         if !lose_unsynced {
             executed.extend(self.unsynced.clone());
+            proposals.extend(self.unsynced_proposals.clone());
         }
         let low = self.stable.as_ref().map_or(0, |s| s.0);
         // Replayed only as far as the batches follow the checkpoint.
@@ -113,9 +124,8 @@ impl Disk {
                 .as_ref()
                 .map(|(seq, digest, proof, _)| (*seq, *digest, proof.clone())),
             prepared: self.prepared.values().cloned().collect(),
-            proposals: self
-                .proposals
-                .iter()
+            proposals: proposals
+                .range((low + 1, [0; 32])..)
                 .map(|((seq, digest), (view, proposal))| (*view, *seq, *digest, proposal.clone()))
                 .collect(),
             executed: low,
